@@ -1,0 +1,3 @@
+from conda_envkit.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Channel names to URLs, mirrors, credentials kept out of files, and the repodata gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from rattler import Client, Gateway
+from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
+
+from conda_envkit.errors import EnvkitError
+
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
+CONFIG_ENV_VAR = "ENVKIT_CONFIG"
+_ENV_VAR = re.compile(r"\$\{(\w+)\}")
+# anaconda.org style tokens: https://host/t/<token>/channel
+_TOKEN_PATH = re.compile(r"/t/[^/]+/")
+
+
+class ChannelError(EnvkitError):
+    """A channel that cannot be named, reached or configured."""
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Where channel names point and which mirrors stand in for them.
+
+    `mirrors` maps a channel URL (or name) to URLs tried instead, like pixi's
+    `[mirrors]`; the lock still records the original URL, so it stays portable.
+    """
+
+    channel_alias: str = DEFAULT_CHANNEL_ALIAS
+    mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedChannel:
+    """A channel as written in the spec, the URL used to reach it, and the URL to record.
+
+    `url` may hold credentials expanded from the environment; `public_url` never does
+    (it keeps `${VAR}` placeholders, as conda-lock writes them).
+    """
+
+    written: str
+    url: str
+    public_url: str
+    used_env_vars: tuple[str, ...] = ()
+
+
+def load_settings(
+    config_path: Path | None = None,
+    channel_alias: str | None = None,
+    mirrors: list[str] | None = None,
+) -> ChannelSettings:
+    """Read settings from a config file (or $ENVKIT_CONFIG), then apply command-line values."""
+    path = config_path or (Path(os.environ[CONFIG_ENV_VAR]) if os.environ.get(CONFIG_ENV_VAR) else None)
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ChannelError(f"{path}: cannot read config ({exc.strerror})", hint=f"check the path or unset {CONFIG_ENV_VAR}") from exc
+        except yaml.YAMLError as exc:
+            raise ChannelError(f"{path}: invalid YAML: {exc}", hint="fix the config file's syntax") from exc
+        if not isinstance(loaded, dict):
+            raise ChannelError(f"{path}: expected a mapping", hint="write `channel_alias:` and `mirrors:` keys")
+        unknown = set(loaded) - {"channel_alias", "mirrors"}
+        if unknown:
+            raise ChannelError(f"{path}: unknown keys {sorted(unknown)}", hint="known keys: channel_alias, mirrors")
+        data = loaded
+    alias = channel_alias or str(data.get("channel_alias") or DEFAULT_CHANNEL_ALIAS)
+    table: dict[str, tuple[str, ...]] = {}
+    raw_mirrors = data.get("mirrors") or {}
+    if not isinstance(raw_mirrors, dict):
+        raise ChannelError(
+            f"{path}: `mirrors` must map a channel to a list of URLs", hint="e.g. mirrors: {conda-forge: [https://mirror/conda-forge]}"
+        )
+    for key, value in raw_mirrors.items():
+        table[str(key)] = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+    for item in mirrors or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ChannelError(
+                f"--mirror {item!r}: expected CHANNEL=URL", hint="e.g. --mirror conda-forge=https://mirror.example/conda-forge"
+            )
+        table[key] = table.get(key, ()) + (value,)
+    return ChannelSettings(channel_alias=_with_slash(alias), mirrors=table)
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def strip_credentials(url: str) -> str:
+    """Remove user:password@ and /t/<token>/ from `url`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    path = _TOKEN_PATH.sub("/", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+def resolve_channel(written: str, settings: ChannelSettings, base_dir: Path) -> ResolvedChannel:
+    """Turn a channel as written in environment.yml into the URLs to use and to record."""
+    used = tuple(sorted(set(_ENV_VAR.findall(written))))
+    missing = [v for v in used if v not in os.environ]
+    if missing:
+        raise ChannelError(
+            f"channel {written!r} needs environment variable(s) {', '.join(missing)}",
+            hint="export them before locking; they are never written into the lock",
+        )
+    expanded = _ENV_VAR.sub(lambda m: os.environ[m.group(1)], written)
+    if "://" in written:
+        url = expanded.rstrip("/")
+        public = written.rstrip("/")
+        if not used:
+            public = strip_credentials(public)
+    elif written.startswith((".", "/", "~")):
+        local = (base_dir / Path(expanded).expanduser()).resolve()
+        if not local.is_dir():
+            raise ChannelError(
+                f"channel {written!r}: directory {local} does not exist", hint="build or copy the channel there, or fix the path"
+            )
+        url = public = local.as_uri()
+    else:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*", written):
+            raise ChannelError(f"invalid channel name {written!r}", hint="use a name like conda-forge, a URL, or a ./local/path")
+        url = settings.channel_alias + expanded
+        public = strip_credentials(settings.channel_alias) + written
+    return ResolvedChannel(written=written, url=url, public_url=public, used_env_vars=used)
+
+
+def resolve_channels(channels: tuple[str, ...], settings: ChannelSettings, base_dir: Path) -> tuple[ResolvedChannel, ...]:
+    """Resolve every channel of a spec, in priority order."""
+    return tuple(resolve_channel(c, settings, base_dir) for c in channels)
+
+
+def public_package_url(url: str, channels: tuple[ResolvedChannel, ...]) -> str:
+    """The URL of a solved package as it may be written to a lock: no credentials."""
+    for channel in channels:
+        if url.startswith(channel.url + "/"):
+            return channel.public_url + url[len(channel.url) :]
+    return strip_credentials(url)
+
+
+def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Gateway:
+    """A repodata gateway whose client applies mirrors, stored credentials and retries."""
+    mirrors: dict[str, list[str]] = {}
+    for key, targets in settings.mirrors.items():
+        source = key if "://" in key else settings.channel_alias + key
+        mirrors[_with_slash(source)] = [_with_slash(t) for t in targets]
+    middlewares: list = [AuthenticationMiddleware(), RetryMiddleware(max_retries=3)]
+    if mirrors:
+        middlewares.insert(0, MirrorMiddleware(mirrors))
+    return Gateway(cache_dir=cache_dir, client=Client(middlewares))

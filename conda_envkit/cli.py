@@ -1,0 +1,280 @@
+"""The `envkit` command: parse arguments, call one library function, print."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from conda_envkit import __version__
+from conda_envkit.channels import load_settings, make_gateway
+from conda_envkit.errors import EnvkitError
+from conda_envkit.freshness import check_locks
+from conda_envkit.lockfile import (
+    lock_hash,
+    platform_lock_hash,
+    read_lockfile,
+    render_environment_yaml,
+    render_explicit,
+    write_if_changed,
+)
+from conda_envkit.locking import LockOptions, lock_environment
+from conda_envkit.platforms import Blas, check_platform, read_virtual_package_spec
+from conda_envkit.solve import SolvedPlatform
+from conda_envkit.spec import read_env_spec
+
+EXIT_STALE = 1
+EXIT_ERROR = 2
+
+
+def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn `EnvkitError` into a short message and exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EnvkitError as exc:
+            message, hint = exc.message, exc.hint
+        # Exit outside the except block: the exception's frames must not outlive it,
+        # or py-rattler objects they hold are torn down during interpreter shutdown.
+        click.echo(f"error: {message}", err=True)
+        if hint:
+            click.echo(f"  hint: {hint}", err=True)
+        sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+def _parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
+    table = []
+    for value in values:
+        platform, sep, name = value.rpartition("=")
+        platform = platform if sep else "*"
+        if platform != "*":
+            check_platform(platform, f"--blas {value}")
+        try:
+            table.append((platform, Blas(name)))
+        except ValueError:
+            raise click.BadParameter(
+                f"unknown BLAS {name!r}; use one of {', '.join(b.value for b in Blas)} (optionally PLATFORM=BLAS)",
+                param_hint="--blas",
+            ) from None
+    return tuple(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="envkit")
+def main() -> None:
+    """Lock conda environments for every platform, bake them into images, record them."""
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="environment.yml (repeat to merge; later files win per package). [default: environment.yml]",
+)
+@click.option(
+    "-p",
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Platform to lock (repeat). Overrides `platforms:` in the file. [default: linux-64]",
+)
+@click.option(
+    "--lockfile",
+    type=click.Path(path_type=Path),
+    default=Path("conda-lock.yml"),
+    show_default=True,
+    help="Lock file to write; variants go next to it as <stem>.<variant>.yml.",
+)
+@click.option("--cuda", "cuda", metavar="VERSION", help="Assume this CUDA driver version (__cuda) and allow CUDA builds no newer than it.")
+@click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
+@click.option(
+    "--blas",
+    "blas",
+    multiple=True,
+    metavar="[PLATFORM=]BLAS",
+    help="Pin libblas to mkl, openblas, accelerate or blis (per platform with PLATFORM=).",
+)
+@click.option(
+    "--virtual-package-spec",
+    type=click.Path(path_type=Path),
+    help="conda-lock style virtual-packages.yml overriding the defaults per platform.",
+)
+@click.option("--channel-alias", metavar="URL", help="Where channel names point. [default: https://conda.anaconda.org/]")
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="CHANNEL=URL",
+    help="Fetch CHANNEL from URL instead (repeat). The lock keeps the original URL.",
+)
+@click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors (or $ENVKIT_CONFIG).")
+@click.option("--check", is_flag=True, help="Do not solve: exit 1 if the lock no longer satisfies the spec, saying which platform and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_reports_errors
+def lock(
+    files: tuple[Path, ...],
+    platforms: tuple[str, ...],
+    lockfile: Path,
+    cuda: str | None,
+    no_cuda: bool,
+    blas: tuple[str, ...],
+    virtual_package_spec: Path | None,
+    channel_alias: str | None,
+    mirrors: tuple[str, ...],
+    config: Path | None,
+    check: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Solve environment.yml for every platform and write conda-lock.yml."""
+    if cuda and no_cuda:
+        raise click.UsageError("--cuda and --no-cuda exclude each other")
+    spec = read_env_spec(list(files) or [Path("environment.yml")], list(platforms))
+    options = LockOptions(
+        lock_path=lockfile,
+        cuda="none" if no_cuda else cuda,
+        blas=_parse_blas(blas),
+        virtual_packages=read_virtual_package_spec(virtual_package_spec) if virtual_package_spec else {},
+        settings=load_settings(config, channel_alias, list(mirrors)),
+    )
+    if check:
+        _print_check(check_locks(spec, options), as_json)
+        return
+
+    def progress(solved: SolvedPlatform) -> None:
+        if not quiet:
+            click.echo(f"solved {solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s", err=True)
+        if solved.target.cuda and not solved.cuda_packages:
+            click.echo(
+                f"warning: {solved.target.label}: CUDA {solved.target.cuda} assumed, but no CUDA build was chosen "
+                f"(none fits cuda-version <={solved.target.cuda}?); the lock is CPU-only there",
+                err=True,
+            )
+
+    if not quiet:
+        click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
+    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    if as_json:
+        click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
+        return
+    for o in outcomes:
+        state = "wrote" if o.written else "unchanged"
+        click.echo(f"{state} {o.path}  lock hash {o.lock_hash}")
+        for s in o.solved:
+            p = s.target.platform
+            blas = s.chosen_blas.value if s.chosen_blas else "none"
+            cuda = f"cuda {s.target.cuda} (cuda-version {s.chosen_cuda_version or 'none'})" if s.target.cuda else "cpu"
+            click.echo(f"  {p:<14} {len(s.records):>4} packages  {cuda}  blas {blas}  {o.platform_hashes[p].short}")
+
+
+def _outcome_json(o: Any) -> dict[str, Any]:
+    return {
+        "lockfile": str(o.path),
+        "variant": o.variant,
+        "written": o.written,
+        "lock_hash": str(o.lock_hash),
+        "platforms": {
+            s.target.platform: {
+                "lock_hash": str(o.platform_hashes[s.target.platform]),
+                "packages": len(s.records),
+                "cuda": s.target.cuda,
+                "cuda_version": s.chosen_cuda_version,
+                "blas": s.chosen_blas.value if s.chosen_blas else None,
+                "seconds": round(s.seconds, 3),
+            }
+            for s in o.solved
+        },
+    }
+
+
+def _print_check(results: list[Any], as_json: bool) -> None:
+    stale = [r for r in results if not r.fresh]
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"lockfile": r.path, "variant": r.variant, "platform": r.platform, "fresh": r.fresh, "reasons": list(r.reasons)}
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for r in results:
+            if r.fresh:
+                click.echo(f"fresh  {r.path} {r.platform}" + ("" if r.hash_matched else " (inputs changed, lock still satisfies them)"))
+            else:
+                click.echo(f"STALE  {r.path} {r.platform}:", err=True)
+                for reason in r.reasons:
+                    click.echo(f"         {reason}", err=True)
+        if stale:
+            click.echo("hint: run `envkit lock` with the same arguments to update the lock", err=True)
+    if stale:
+        sys.exit(EXIT_STALE)
+
+
+@main.command("hash")
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("-p", "--platform", "platform", help="Print only this platform's hash.")
+@click.option("--short", is_flag=True, help="Print only the 12-digit form (for tags).")
+@click.option("--json", "as_json", is_flag=True)
+@_reports_errors
+def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> None:
+    """Print the lock hash (whole lock and per platform)."""
+    lf = read_lockfile(lockfile)
+    whole = lock_hash(lf)
+    per = {p: platform_lock_hash(lf, p) for p in sorted(lf.metadata.platforms)}
+    if platform is not None:
+        value = platform_lock_hash(lf, platform)
+        click.echo(value.short if short else str(value))
+        return
+    if as_json:
+        click.echo(
+            json.dumps({"lockfile": str(lockfile), "lock_hash": str(whole), "platforms": {p: str(h) for p, h in per.items()}}, indent=2)
+        )
+        return
+    click.echo(whole.short if short else f"{whole}  {lockfile}")
+    if not short:
+        for p, h in per.items():
+            click.echo(f"{h}  {p}")
+
+
+@main.command()
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("-p", "--platform", "platform", required=True, help="Platform to render.")
+@click.option(
+    "--kind",
+    type=click.Choice(["explicit", "env"]),
+    default="explicit",
+    show_default=True,
+    help="@EXPLICIT file with sha256, or a pinned environment.yml.",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of stdout.")
+@click.option("-n", "--name", help="Environment name (for --kind env).")
+@_reports_errors
+def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None) -> None:
+    """Render one platform of the lock as an explicit file or a pinned environment.yml."""
+    lf = read_lockfile(lockfile)
+    text = render_explicit(lf, platform) if kind == "explicit" else render_environment_yaml(lf, platform, name)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_if_changed(output, text)
+        click.echo(f"wrote {output}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

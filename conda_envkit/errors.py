@@ -1,0 +1,21 @@
+"""The base of every error a user can hit: what happened, and what to do about it."""
+
+from __future__ import annotations
+
+
+class EnvkitError(Exception):
+    """An error caused by input or environment, not by a bug in envkit.
+
+    `message` says what happened (naming the file, line, platform or package);
+    `hint` says what to do. The CLI prints both and exits with `exit_code`.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message

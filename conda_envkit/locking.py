@@ -1,0 +1,173 @@
+"""spec -> solve -> lock file: plan the solves of every variant, run them, write the files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rattler
+
+from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
+from conda_envkit.errors import EnvkitError
+from conda_envkit.lockfile import (
+    LockHash,
+    build_lockfile,
+    lock_hash,
+    platform_lock_hash,
+    render_lockfile,
+    write_if_changed,
+)
+from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
+from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
+from conda_envkit.spec import EnvSpec, SpecError, Variant
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """What the command line adds to a spec.
+
+    `cuda` overrides the spec's default CUDA ("none" forces CPU); `blas` entries are
+    (platform or "*", Blas) and override the spec's; `virtual_packages` come from a
+    conda-lock style `--virtual-package-spec` file.
+    """
+
+    lock_path: Path = Path("conda-lock.yml")
+    cuda: str | None = None
+    blas: tuple[tuple[str, Blas], ...] = ()
+    virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
+
+
+@dataclass(frozen=True)
+class LockPlan:
+    """One lock file to write: its path, its variant, and the solves that fill it."""
+
+    path: Path
+    variant: str | None
+    targets: tuple[SolveTarget, ...]
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    """What `lock_environment` did for one lock file."""
+
+    path: Path
+    variant: str | None
+    written: bool
+    solved: tuple[SolvedPlatform, ...]
+    lock_hash: LockHash
+    platform_hashes: dict[str, LockHash]
+
+
+def variant_path(lock_path: Path, variant: str | None) -> Path:
+    """`conda-lock.yml` for the default variant, `conda-lock.<variant>.yml` for the others."""
+    if variant is None:
+        return lock_path
+    suffix = lock_path.suffix or ".yml"
+    return lock_path.with_name(f"{lock_path.stem}.{variant}{suffix}")
+
+
+def _blas_for(platform: str, *tables: tuple[tuple[str, Blas], ...]) -> Blas | None:
+    # Later tables win; within a table an exact platform beats "*".
+    chosen: Blas | None = None
+    for table in tables:
+        entries = dict(table)
+        if platform in entries:
+            chosen = entries[platform]
+        elif "*" in entries:
+            chosen = entries["*"]
+    return chosen
+
+
+def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tuple[SolveTarget, ...]:
+    if variant is None:
+        cuda = spec.cuda
+        if options.cuda is not None:
+            cuda = None if options.cuda == "none" else options.cuda
+        platforms = spec.platforms
+    else:
+        cuda = variant.cuda
+        platforms = tuple(p for p in spec.platforms if not variant.platforms or p in variant.platforms)
+        unknown = [p for p in variant.platforms if p not in spec.platforms]
+        if unknown:
+            raise SpecError(
+                f"variant {variant.name!r} names platform(s) {', '.join(unknown)} that the spec does not lock",
+                hint=f"add them to `platforms:` or -p, or remove them from the variant (locked: {', '.join(spec.platforms)})",
+            )
+    targets = []
+    for platform in platforms:
+        blas = _blas_for(platform, spec.blas, variant.blas if variant else (), options.blas)
+        if blas is not None:
+            check_blas(blas, platform)
+        targets.append(
+            SolveTarget(
+                platform=platform,
+                variant=variant.name if variant else None,
+                dependencies=spec.dependencies[platform],
+                virtual_packages=virtual_packages_for(platform, cuda, options.virtual_packages.get(platform)),
+                cuda=cuda if platform in CUDA_PLATFORMS else None,
+                blas=blas,
+            )
+        )
+    return tuple(targets)
+
+
+def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChannel, ...], list[LockPlan]]:
+    """Resolve channels and decide every solve, before any network or solver work."""
+    pip_lines = [req for reqs in spec.pip.values() for req in reqs]
+    if pip_lines:
+        first = pip_lines[0]
+        raise SpecError(
+            f"{first.source}: `pip:` dependencies ({first.line!r} and {len(pip_lines) - 1} more) cannot be locked by this envkit version",
+            hint="move them to conda packages, or remove the pip: section and install them after `envkit install`",
+        )
+    channels = resolve_channels(spec.channels, options.settings, spec.sources[0].resolve().parent)
+    plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
+    for variant in spec.variants:
+        plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
+    return channels, plans
+
+
+def lock_environment(
+    spec: EnvSpec,
+    options: LockOptions,
+    gateway: rattler.Gateway,
+    on_solved: Callable[[SolvedPlatform], None] | None = None,
+) -> list[LockOutcome]:
+    """Solve every variant and platform, then write the lock files that changed.
+
+    Nothing is written unless every solve succeeded, so a failure never leaves a
+    half-updated set of lock files.
+    """
+    channels, plans = plan_locks(spec, options)
+    all_targets = [t for plan in plans for t in plan.targets]
+    solved = asyncio.run(solve_targets(all_targets, channels, gateway, on_solved))
+    by_target = {(s.target.variant, s.target.platform): s for s in solved}
+
+    rendered = []
+    for plan in plans:
+        plan_solved = tuple(by_target[(t.variant, t.platform)] for t in plan.targets)
+        lockfile = build_lockfile(list(plan_solved), channels, spec.sources, plan.path, plan.variant)
+        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile)))
+
+    outcomes = []
+    for plan, plan_solved, lockfile, text in rendered:
+        try:
+            written = write_if_changed(plan.path, text)
+        except OSError as exc:
+            raise EnvkitError(
+                f"{plan.path}: cannot write lock file ({exc.strerror})", hint="check the directory exists and is writable"
+            ) from exc
+        outcomes.append(
+            LockOutcome(
+                path=plan.path,
+                variant=plan.variant,
+                written=written,
+                solved=plan_solved,
+                lock_hash=lock_hash(lockfile),
+                platform_hashes={p: platform_lock_hash(lockfile, p) for p in lockfile.metadata.platforms},
+            )
+        )
+    return outcomes

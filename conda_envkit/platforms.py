@@ -1,0 +1,178 @@
+"""Platform names, their default virtual packages, selectors, CUDA and BLAS variants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+from conda_envkit.errors import EnvkitError
+
+SUPPORTED_PLATFORMS: tuple[str, ...] = (
+    "linux-64",
+    "linux-aarch64",
+    "osx-64",
+    "osx-arm64",
+    "win-64",
+)
+# Accepted as input, solved like the others, but not part of the promised matrix.
+EXTRA_PLATFORMS: tuple[str, ...] = ("linux-ppc64le",)
+KNOWN_PLATFORMS = SUPPORTED_PLATFORMS + EXTRA_PLATFORMS
+DEFAULT_PLATFORM = "linux-64"
+
+# Selector names true on each platform (conda-build's names). `x86_64`, `aarch64` and
+# `arm64` are the machine names; `linux64`, `osx64`, `win64` the combined ones.
+SELECTOR_NAMES: dict[str, frozenset[str]] = {
+    "linux-64": frozenset({"linux", "linux64", "unix", "x86_64", "x86"}),
+    "linux-aarch64": frozenset({"linux", "aarch64", "unix", "arm64"}),
+    "linux-ppc64le": frozenset({"linux", "ppc64le", "unix"}),
+    "osx-64": frozenset({"osx", "osx64", "unix", "x86_64", "x86"}),
+    "osx-arm64": frozenset({"osx", "arm64", "unix"}),
+    "win-64": frozenset({"win", "win64", "x86_64", "x86"}),
+}
+ALL_SELECTOR_NAMES = frozenset().union(*SELECTOR_NAMES.values())
+
+# What conda-lock and pixi assume when nothing is said: a build host old enough that
+# the lock runs on any current machine (manylinux_2_28 era glibc, macOS 11 on Apple
+# silicon).
+DEFAULT_VIRTUAL_PACKAGES: dict[str, dict[str, str]] = {
+    "linux-64": {"__unix": "0", "__linux": "5.10", "__glibc": "2.28", "__archspec": "1 x86_64"},
+    "linux-aarch64": {"__unix": "0", "__linux": "5.10", "__glibc": "2.28", "__archspec": "1 aarch64"},
+    "linux-ppc64le": {"__unix": "0", "__linux": "5.10", "__glibc": "2.28", "__archspec": "1 ppc64le"},
+    "osx-64": {"__unix": "0", "__osx": "11.0", "__archspec": "1 x86_64"},
+    "osx-arm64": {"__unix": "0", "__osx": "11.0", "__archspec": "1 arm64"},
+    "win-64": {"__win": "0", "__archspec": "1 x86_64"},
+}
+
+CUDA_PLATFORMS = frozenset({"linux-64", "linux-aarch64", "win-64"})
+
+
+class Blas(StrEnum):
+    """A BLAS implementation, as conda-forge's `libblas` build strings name it."""
+
+    MKL = "mkl"
+    OPENBLAS = "openblas"
+    ACCELERATE = "accelerate"
+    BLIS = "blis"
+
+
+# Where each BLAS exists on conda-forge. Asking for one elsewhere is an error, never a
+# silent substitution.
+BLAS_PLATFORMS: dict[Blas, frozenset[str]] = {
+    Blas.MKL: frozenset({"linux-64", "osx-64", "win-64"}),
+    Blas.OPENBLAS: frozenset(KNOWN_PLATFORMS),
+    Blas.ACCELERATE: frozenset({"osx-64", "osx-arm64"}),
+    Blas.BLIS: frozenset({"linux-64", "osx-64", "win-64"}),
+}
+
+# BLAS-bearing package names whose build string ends in the implementation's name.
+BLAS_PACKAGES = ("libblas", "libcblas", "liblapack")
+
+
+class PlatformError(EnvkitError):
+    """A platform, virtual package or variant request that cannot be honoured."""
+
+
+def check_platform(name: str, where: str) -> str:
+    """Return `name` if it is a known platform, else raise naming `where` it came from."""
+    if name not in KNOWN_PLATFORMS:
+        raise PlatformError(
+            f"{where}: unknown platform {name!r}",
+            hint=f"use one of: {', '.join(KNOWN_PLATFORMS)}",
+        )
+    return name
+
+
+def check_blas(blas: Blas, platform: str) -> None:
+    """Raise if `blas` is not available on `platform`."""
+    if platform not in BLAS_PLATFORMS[blas]:
+        have = sorted(b.value for b, plats in BLAS_PLATFORMS.items() if platform in plats)
+        raise PlatformError(
+            f"{platform}: BLAS {blas.value!r} does not exist on this platform",
+            hint=f"choose one of {', '.join(have)} for {platform} (e.g. `--blas {platform}={have[0]}`), or drop {platform}",
+        )
+
+
+def blas_constraint(blas: Blas) -> str:
+    """The match spec that pins libblas to `blas` without requiring libblas."""
+    return f"libblas * *{blas.value}"
+
+
+def blas_of_build(build: str) -> Blas | None:
+    """Which BLAS a libblas build string names (`8_h5875eb1_mkl` -> MKL)."""
+    for blas in Blas:
+        if build.endswith(blas.value):
+            return blas
+    return None
+
+
+@dataclass(frozen=True)
+class VirtualPackage:
+    """One virtual package: `__glibc 2.28`, `__archspec 1 x86_64`."""
+
+    name: str
+    version: str
+    build: str = "0"
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.version}={self.build}"
+
+
+def virtual_packages_for(
+    platform: str,
+    cuda: str | None,
+    overrides: dict[str, str] | None = None,
+) -> tuple[VirtualPackage, ...]:
+    """The virtual packages a solve for `platform` assumes, sorted by name.
+
+    `cuda` adds `__cuda` on platforms that have CUDA; `overrides` (from a virtual
+    package spec file) replace or add entries, and an empty version removes one.
+    """
+    versions = dict(DEFAULT_VIRTUAL_PACKAGES[platform])
+    if cuda is not None and platform in CUDA_PLATFORMS:
+        versions["__cuda"] = cuda
+    for name, version in (overrides or {}).items():
+        if version == "":
+            versions.pop(name, None)
+        else:
+            versions[name] = version
+    packages = []
+    for name, version in sorted(versions.items()):
+        ver, _, build = version.partition(" ")
+        packages.append(VirtualPackage(name, ver, build or "0"))
+    return tuple(packages)
+
+
+def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
+    """Read a conda-lock `--virtual-package-spec` file: `subdirs: {platform: {packages: {...}}}`."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise PlatformError(f"{path}: cannot read ({exc.strerror})", hint="check the path") from exc
+    except yaml.YAMLError as exc:
+        raise PlatformError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax") from exc
+    subdirs = data.get("subdirs") if isinstance(data, dict) else None
+    if not isinstance(subdirs, dict):
+        raise PlatformError(
+            f"{path}: expected a `subdirs:` mapping of platform -> packages",
+            hint="see conda-lock's virtual-packages.yml format",
+        )
+    result: dict[str, dict[str, str]] = {}
+    for platform, entry in subdirs.items():
+        check_platform(str(platform), str(path))
+        packages = entry.get("packages") if isinstance(entry, dict) else None
+        if not isinstance(packages, dict):
+            raise PlatformError(
+                f"{path}: {platform}: expected `packages:` mapping",
+                hint="write e.g. `packages: {__glibc: '2.17'}`",
+            )
+        for name in packages:
+            if not str(name).startswith("__"):
+                raise PlatformError(
+                    f"{path}: {platform}: {name!r} is not a virtual package",
+                    hint="virtual package names start with `__`",
+                )
+        result[str(platform)] = {str(k): "" if v is None else str(v) for k, v in packages.items()}
+    return result

@@ -1,0 +1,210 @@
+"""Solve one `EnvSpec` for one platform (and variant) with py-rattler."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import rattler
+from rattler import BuildString, GenericVirtualPackage, PackageName, RepoDataRecord, Version
+from rattler.exceptions import GatewayError, SolverError
+
+from conda_envkit.channels import ResolvedChannel
+from conda_envkit.errors import EnvkitError
+from conda_envkit.platforms import (
+    Blas,
+    VirtualPackage,
+    blas_constraint,
+    blas_of_build,
+    check_blas,
+)
+from conda_envkit.spec import Dependency
+
+# Packages whose presence means the environment was built for CUDA.
+_CUDA_NAMES = frozenset({"cudatoolkit", "pytorch-cuda", "cuda-version", "cudnn", "nccl"})
+_CUDA_BUILD = re.compile(r"(^|_)cuda\d")
+
+
+class SolveError(EnvkitError):
+    """A platform whose spec has no solution, or a solution that breaks a rule."""
+
+
+@dataclass(frozen=True)
+class SolveTarget:
+    """One solve: a platform, the variant it belongs to, and what it assumes."""
+
+    platform: str
+    variant: str | None
+    dependencies: tuple[Dependency, ...]
+    virtual_packages: tuple[VirtualPackage, ...]
+    cuda: str | None
+    blas: Blas | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.platform} ({self.variant})" if self.variant else self.platform
+
+    def constraints(self) -> tuple[str, ...]:
+        """Match specs that bound the solve without adding packages."""
+        out = []
+        if self.blas is not None:
+            out.append(blas_constraint(self.blas))
+        if self.cuda is not None:
+            # The toolkit must not be newer than the driver the lock assumes.
+            out.append(f"cuda-version <={self.cuda}")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class SolvedPlatform:
+    """The records a target resolved to, and what the solution chose for CUDA and BLAS."""
+
+    target: SolveTarget
+    records: tuple[RepoDataRecord, ...]
+    seconds: float
+
+    @property
+    def chosen_blas(self) -> Blas | None:
+        for record in self.records:
+            if record.name.normalized == "libblas":
+                return blas_of_build(str(record.build))
+        return None
+
+    @property
+    def cuda_packages(self) -> list[str]:
+        """`name version build` of every CUDA-specific package in the solution."""
+        return _cuda_records(list(self.records))
+
+    @property
+    def chosen_cuda_version(self) -> str | None:
+        for record in self.records:
+            if record.name.normalized == "cuda-version":
+                return str(record.version)
+        return None
+
+
+def _cuda_records(records: list[RepoDataRecord]) -> list[str]:
+    found = []
+    for record in records:
+        name = record.name.normalized
+        if (
+            name in _CUDA_NAMES
+            or name.startswith("cuda-")
+            or _CUDA_BUILD.search(str(record.build))
+            or any(dep.startswith("__cuda") for dep in record.depends)
+        ):
+            found.append(f"{name} {record.version} {record.build}")
+    return found
+
+
+def _missing_package(message: str) -> tuple[str, str] | None:
+    """(name, constraint) from rattler's "No candidates were found for NAME CONSTRAINT."."""
+    match = re.search(r"No candidates (?:were )?found for (\S+)(.*?)\.?$", message, re.MULTILINE)
+    return (match.group(1), match.group(2).strip()) if match else None
+
+
+def _fold_repeats(message: str) -> str:
+    # rattler repeats an identical line once per candidate; say it once with a count.
+    out: list[str] = []
+    counts: list[int] = []
+    for line in message.splitlines():
+        bare = line.lstrip("│├└─ ")
+        if out and out[-1].lstrip("│├└─ ") == bare:
+            counts[-1] += 1
+            continue
+        out.append(line)
+        counts.append(1)
+    return "\n".join(f"{line} (x{n})" if n > 1 else line for line, n in zip(out, counts, strict=True))
+
+
+def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Exception) -> SolveError:
+    message = _fold_repeats(str(exc).strip())
+    missing = _missing_package(message)
+    names = ", ".join(c.written for c in channels)
+    if missing and missing[1] in ("", "*"):
+        source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
+        where = f" (requested at {source})" if source else ""
+        return SolveError(
+            f"{target.label}: package {missing[0]!r}{where} is not available for {target.platform} in {names}\n{message}",
+            hint=f"exclude it on {target.platform} with a selector (e.g. `# [not {target.platform.split('-')[0]}]`), "
+            "add a channel that has it, or drop the platform",
+        )
+    specs = "; ".join(f"{d.spec} ({d.source})" for d in target.dependencies)
+    assumed = " ".join(str(v) for v in target.virtual_packages)
+    return SolveError(
+        f"{target.label}: the specs cannot be satisfied together\n{message}\n"
+        f"  specs: {specs}\n  assumed: {assumed}" + (f"\n  constraints: {', '.join(target.constraints())}" if target.constraints() else ""),
+        hint="relax the version named in the explanation above, or change --cuda/--blas for this platform",
+    )
+
+
+def _virtual(packages: tuple[VirtualPackage, ...]) -> list[GenericVirtualPackage]:
+    return [GenericVirtualPackage(PackageName(v.name), Version(v.version), BuildString(v.build)) for v in packages]
+
+
+async def solve_target(
+    target: SolveTarget,
+    channels: tuple[ResolvedChannel, ...],
+    gateway: rattler.Gateway,
+) -> SolvedPlatform:
+    """Solve one target; raise `SolveError` naming the platform and the failing spec."""
+    if target.blas is not None:
+        check_blas(target.blas, target.platform)
+    started = time.perf_counter()
+    try:
+        records = await rattler.solve(
+            sources=[c.url for c in channels],
+            specs=[d.match_spec for d in target.dependencies],
+            gateway=gateway,
+            platforms=[target.platform, "noarch"],
+            virtual_packages=_virtual(target.virtual_packages),
+            constraints=list(target.constraints()) or None,
+            channel_priority=rattler.ChannelPriority.Strict,
+        )
+    except SolverError as exc:
+        raise _explain(target, channels, exc) from None
+    except GatewayError as exc:
+        raise SolveError(
+            f"{target.label}: cannot read a channel: {str(exc).strip()}",
+            hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials",
+        ) from None
+    if target.cuda is None:
+        cuda = _cuda_records(records)
+        if cuda:
+            raise SolveError(
+                f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}",
+                hint="pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
+            )
+    return SolvedPlatform(target, tuple(records), time.perf_counter() - started)
+
+
+async def solve_targets(
+    targets: list[SolveTarget],
+    channels: tuple[ResolvedChannel, ...],
+    gateway: rattler.Gateway,
+    on_solved: Callable[[SolvedPlatform], None] | None = None,
+) -> list[SolvedPlatform]:
+    """Solve all targets concurrently; the first error wins, reported for its platform."""
+
+    async def one(target: SolveTarget) -> SolvedPlatform:
+        solved = await solve_target(target, channels, gateway)
+        if on_solved is not None:
+            on_solved(solved)
+        return solved
+
+    results = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        envkit_errors = [e for e in errors if isinstance(e, EnvkitError)]
+        if len(envkit_errors) != len(errors):
+            raise next(e for e in errors if not isinstance(e, EnvkitError))
+        if len(envkit_errors) == 1:
+            raise envkit_errors[0]
+        raise SolveError(
+            "\n".join(e.message for e in envkit_errors),
+            hint="; ".join(dict.fromkeys(e.hint for e in envkit_errors if e.hint)),
+        )
+    return [r for r in results if isinstance(r, SolvedPlatform)]

@@ -1,0 +1,405 @@
+"""Read environment.yml files (selectors, platforms, pip section, envkit keys) into an `EnvSpec`."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from rattler import MatchSpec
+
+from conda_envkit.errors import EnvkitError
+from conda_envkit.platforms import (
+    ALL_SELECTOR_NAMES,
+    DEFAULT_PLATFORM,
+    SELECTOR_NAMES,
+    Blas,
+    check_platform,
+)
+
+# `  - numpy  # [linux64]` -> selector "linux64". Same shape as conda-build's.
+_SELECTOR = re.compile(r"^(?P<body>.*?)\s*#\s*\[(?P<expr>[^\[\]]+)\]\s*$")
+_TOP_LEVEL_KEYS = {
+    "name",
+    "channels",
+    "dependencies",
+    "platforms",
+    "prefix",
+    "variables",
+    "category",
+    "pip-repositories",
+    "allow-pypi-requests",
+    "envkit",
+}
+_ENVKIT_KEYS = {"cuda", "blas", "variants"}
+_VARIANT_KEYS = {"cuda", "blas", "platforms"}
+_VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class SpecError(EnvkitError):
+    """An environment.yml that cannot be read as a spec."""
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One conda requirement as written, and where: `numpy >=1.26` at `environment.yml:7`.
+
+    `match_spec` is rattler's canonical form (`hello=2.0=0` -> `hello ==2.0 0`), the
+    form that is solved, hashed and checked.
+    """
+
+    spec: str
+    name: str
+    source: str
+    match_spec: str
+
+
+@dataclass(frozen=True)
+class PipRequirement:
+    """One line of a `pip:` section, and where it was written."""
+
+    line: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named way to solve the same spec (e.g. `cpu`, `cuda124`).
+
+    `cuda` is the assumed CUDA driver version, or None for a CPU-only solve; `blas`
+    maps platform -> BLAS (a `*` key applies to all platforms).
+    """
+
+    name: str
+    cuda: str | None = None
+    blas: tuple[tuple[str, Blas], ...] = ()
+    platforms: tuple[str, ...] = ()
+
+    def blas_for(self, platform: str) -> Blas | None:
+        table = dict(self.blas)
+        return table.get(platform, table.get("*"))
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything a lock is made from, after selectors are applied per platform."""
+
+    sources: tuple[Path, ...]
+    name: str | None
+    channels: tuple[str, ...]
+    platforms: tuple[str, ...]
+    dependencies: dict[str, tuple[Dependency, ...]]
+    pip: dict[str, tuple[PipRequirement, ...]] = field(default_factory=dict)
+    cuda: str | None = None
+    blas: tuple[tuple[str, Blas], ...] = ()
+    variants: tuple[Variant, ...] = ()
+
+
+# -- selectors ---------------------------------------------------------------------
+
+
+def _eval_selector(expr: str, platform: str, where: str) -> bool:
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise SpecError(
+            f"{where}: cannot parse selector [{expr}]",
+            hint="use platform names joined by and/or/not, e.g. [linux and not aarch64]",
+        ) from exc
+    truth = SELECTOR_NAMES[platform]
+
+    def walk(node: ast.AST) -> bool:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.BoolOp):
+            values = [walk(v) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not walk(node.operand)
+        if isinstance(node, ast.Name):
+            if node.id not in ALL_SELECTOR_NAMES:
+                raise SpecError(
+                    f"{where}: unknown selector {node.id!r}",
+                    hint=f"envkit knows platform selectors only: {', '.join(sorted(ALL_SELECTOR_NAMES))}",
+                )
+            return node.id in truth
+        raise SpecError(
+            f"{where}: unsupported selector [{expr}]",
+            hint="only platform names with and/or/not are supported",
+        )
+
+    return walk(tree)
+
+
+def apply_selectors(text: str, platform: str, path: Path) -> str:
+    """Blank the lines whose selector is false on `platform`, keeping line numbers."""
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _SELECTOR.match(line)
+        if match and not line.lstrip().startswith("#"):
+            keep = _eval_selector(match["expr"], platform, f"{path}:{number}")
+            out.append(match["body"] if keep else "")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return SpecError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line")
+
+
+def _compose(text: str, path: Path) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(path, exc) from exc
+
+
+def _where(path: Path, node: yaml.Node) -> str:
+    return f"{path}:{node.start_mark.line + 1}"
+
+
+def _mapping(node: yaml.Node | None) -> dict[str, yaml.Node]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): v for k, v in node.value}
+
+
+def _scalar_list(node: yaml.Node, path: Path, what: str) -> list[tuple[str, str]]:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise SpecError(f"{_where(path, node)}: `{what}` must be a list", hint=f"write `{what}:` followed by `- item` lines")
+    items = []
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode):
+            raise SpecError(f"{_where(path, item)}: `{what}` entries must be strings", hint="write one `- entry` per line")
+        items.append((str(item.value), _where(path, item)))
+    return items
+
+
+def _parse_dependencies(node: yaml.Node, path: Path) -> tuple[list[Dependency], list[PipRequirement]]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
+    conda: list[Dependency] = []
+    pip: list[PipRequirement] = []
+    for item in node.value:
+        where = _where(path, item)
+        if isinstance(item, yaml.ScalarNode):
+            text = str(item.value).strip()
+            try:
+                match_spec = MatchSpec(text)
+            except Exception as exc:  # rattler raises its own InvalidMatchSpecError
+                raise SpecError(
+                    f"{where}: invalid dependency {text!r}: {exc}",
+                    hint="write a conda match spec, e.g. `numpy >=1.26`, `pytorch=2.3=*cpu*`, `conda-forge::numpy`",
+                ) from exc
+            if match_spec.name is None:
+                raise SpecError(f"{where}: dependency {text!r} has no package name", hint="name the package")
+            conda.append(Dependency(text, match_spec.name.normalized, where, str(match_spec)))
+        elif isinstance(item, yaml.MappingNode):
+            for key, value in item.value:
+                if key.value != "pip":
+                    raise SpecError(
+                        f"{_where(path, key)}: unknown section `{key.value}:` in dependencies",
+                        hint="only a `pip:` section may appear inside dependencies",
+                    )
+                pip.extend(PipRequirement(line, w) for line, w in _scalar_list(value, path, "pip"))
+        else:
+            raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
+    return conda, pip
+
+
+def _parse_blas(node: yaml.Node, path: Path) -> tuple[tuple[str, Blas], ...]:
+    if isinstance(node, yaml.ScalarNode):
+        return (("*", _blas_value(str(node.value), path, node)),)
+    table = []
+    for platform, value in _mapping(node).items():
+        if platform != "*":
+            check_platform(platform, _where(path, value))
+        table.append((platform, _blas_value(str(value.value), path, value)))
+    return tuple(sorted(table))
+
+
+def _blas_value(value: str, path: Path, node: yaml.Node) -> Blas:
+    try:
+        return Blas(value)
+    except ValueError:
+        raise SpecError(
+            f"{_where(path, node)}: unknown BLAS {value!r}",
+            hint=f"use one of: {', '.join(b.value for b in Blas)}",
+        ) from None
+
+
+def _cuda_value(node: yaml.Node, path: Path) -> str | None:
+    value = str(node.value).strip() if isinstance(node, yaml.ScalarNode) else ""
+    if value.lower() in ("", "null", "~", "none", "cpu", "false"):
+        return None
+    if not re.fullmatch(r"\d+(\.\d+){0,2}", value):
+        raise SpecError(f"{_where(path, node)}: invalid CUDA version {value!r}", hint='write e.g. `cuda: "12.4"` or `cuda: none`')
+    return value
+
+
+def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
+    keys = _mapping(node)
+    for key in keys:
+        if key not in _ENVKIT_KEYS:
+            raise SpecError(f"{path}: unknown key `envkit.{key}`", hint=f"known keys: {', '.join(sorted(_ENVKIT_KEYS))}")
+    cuda = _cuda_value(keys["cuda"], path) if "cuda" in keys else None
+    blas = _parse_blas(keys["blas"], path) if "blas" in keys else ()
+    variants = []
+    for name, vnode in _mapping(keys.get("variants")).items():
+        if not _VARIANT_NAME.match(name):
+            raise SpecError(f"{_where(path, vnode)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
+        vkeys = _mapping(vnode)
+        for key in vkeys:
+            if key not in _VARIANT_KEYS:
+                raise SpecError(
+                    f"{_where(path, vkeys[key])}: unknown key `{key}` in variant {name!r}",
+                    hint=f"known keys: {', '.join(sorted(_VARIANT_KEYS))}",
+                )
+        platforms = (
+            tuple(check_platform(p, w) for p, w in _scalar_list(vkeys["platforms"], path, "platforms")) if "platforms" in vkeys else ()
+        )
+        variants.append(
+            Variant(
+                name=name,
+                cuda=_cuda_value(vkeys["cuda"], path) if "cuda" in vkeys else None,
+                blas=_parse_blas(vkeys["blas"], path) if "blas" in vkeys else blas,
+                platforms=platforms,
+            )
+        )
+    return cuda, blas, tuple(variants)
+
+
+@dataclass(frozen=True)
+class _FileSpec:
+    path: Path
+    name: str | None
+    channels: tuple[str, ...]
+    platforms: tuple[str, ...]
+    dependencies: dict[str, tuple[Dependency, ...]]
+    pip: dict[str, tuple[PipRequirement, ...]]
+    envkit: tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]] | None
+
+
+def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found", hint="pass an existing environment.yml with -f") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})", hint="check the file's permissions") from exc
+
+    raw = _compose(text, path)
+    if not isinstance(raw, yaml.MappingNode):
+        raise SpecError(
+            f"{path}: expected a mapping with `channels:` and `dependencies:`", hint="see examples/ for a complete environment.yml"
+        )
+    top = _mapping(raw)
+    for key in top:
+        if key not in _TOP_LEVEL_KEYS:
+            raise SpecError(f"{_where(path, top[key])}: unknown key `{key}`", hint=f"known keys: {', '.join(sorted(_TOP_LEVEL_KEYS))}")
+    file_platforms = tuple(check_platform(p, w) for p, w in _scalar_list(top["platforms"], path, "platforms")) if "platforms" in top else ()
+    wanted = platforms or file_platforms
+    channels = tuple(c for c, _ in _scalar_list(top["channels"], path, "channels")) if "channels" in top else ()
+    channels = tuple(c for c in channels if c != "nodefaults")
+
+    dependencies: dict[str, tuple[Dependency, ...]] = {}
+    pip: dict[str, tuple[PipRequirement, ...]] = {}
+    for platform in wanted or (DEFAULT_PLATFORM,):
+        node = _mapping(_compose(apply_selectors(text, platform, path), path)).get("dependencies")
+        if node is None:
+            conda, pip_lines = [], []
+        else:
+            conda, pip_lines = _parse_dependencies(node, path)
+        dependencies[platform] = tuple(conda)
+        pip[platform] = tuple(pip_lines)
+    name_node = top.get("name")
+    return _FileSpec(
+        path=path,
+        name=str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else None,
+        channels=channels,
+        platforms=file_platforms,
+        dependencies=dependencies,
+        pip=pip,
+        envkit=_parse_envkit(top["envkit"], path) if "envkit" in top else None,
+    )
+
+
+def _unify_channels(files: list[_FileSpec]) -> tuple[str, ...]:
+    # conda-lock's rule: every file's channel list must be the tail of the longest one,
+    # otherwise which channel comes first is ambiguous.
+    longest = max((f.channels for f in files), key=len)
+    for f in files:
+        if f.channels and longest[-len(f.channels) :] != f.channels:
+            raise SpecError(
+                f"{f.path}: channels {list(f.channels)} conflict with {list(longest)}",
+                hint="list the channels in the same order in every file (a file may omit leading ones)",
+            )
+    return longest
+
+
+def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvSpec:
+    """Read and merge environment files; `platforms` (from `-p`) overrides the files'."""
+    if not paths:
+        raise SpecError("no environment file given", hint="pass -f environment.yml")
+    requested = tuple(check_platform(p, "-p/--platform") for p in platforms or ())
+    requested = tuple(dict.fromkeys(requested))
+    if not requested:
+        # Platforms named in any file (in order) decide, else the default.
+        first = [_read_one(p, None) for p in paths]
+        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms)) or (DEFAULT_PLATFORM,)
+    files = [_read_one(p, requested) for p in paths]
+
+    dependencies: dict[str, tuple[Dependency, ...]] = {}
+    pip: dict[str, tuple[PipRequirement, ...]] = {}
+    for platform in requested:
+        # Later files override earlier ones package by package, as in conda-lock.
+        merged: dict[str, Dependency] = {}
+        for f in files:
+            for dep in f.dependencies[platform]:
+                merged[dep.name] = dep
+        dependencies[platform] = tuple(merged.values())
+        pip[platform] = tuple(req for f in files for req in f.pip[platform])
+        if not merged and not pip[platform]:
+            raise SpecError(
+                f"{', '.join(str(p) for p in paths)}: no dependencies for {platform}",
+                hint="list at least one package under `dependencies:` (check the selectors)",
+            )
+
+    cuda: str | None = None
+    blas: tuple[tuple[str, Blas], ...] = ()
+    variants: dict[str, Variant] = {}
+    for f in files:
+        if f.envkit is not None:
+            f_cuda, f_blas, f_variants = f.envkit
+            cuda = f_cuda if f_cuda is not None else cuda
+            blas = f_blas or blas
+            variants.update({v.name: v for v in f_variants})
+
+    channels = _unify_channels(files)
+    if not channels:
+        raise SpecError(
+            f"{', '.join(str(p) for p in paths)}: no channels listed",
+            hint="add `channels: [conda-forge]` (envkit never assumes a default channel)",
+        )
+    return EnvSpec(
+        sources=tuple(paths),
+        name=next((f.name for f in files if f.name), None),
+        channels=channels,
+        platforms=requested,
+        dependencies=dependencies,
+        pip=pip,
+        cuda=cuda,
+        blas=blas,
+        variants=tuple(variants.values()),
+    )

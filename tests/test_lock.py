@@ -1,0 +1,292 @@
+"""`envkit lock`, `--check`, `hash` and `render` against a real local channel of `.conda` files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conda_lock.lockfile import parse_conda_lock_file
+from rattler.explicit_environment import ExplicitEnvironmentSpec
+
+from tests.conftest import ALL_PLATFORMS, run_envkit, write_env
+
+
+def env_text(channel: Path, deps: list[str], platforms: tuple[str, ...] = ("linux-64",), extra: str = "") -> str:
+    lines = [f"channels:\n  - {channel.as_uri()}", f"platforms: [{', '.join(platforms)}]", "dependencies:"]
+    lines += [f"  - {d}" for d in deps]
+    return "\n".join(lines) + "\n" + extra
+
+
+def locked(lock: Path, platform: str) -> dict[str, dict]:
+    data = yaml.safe_load(lock.read_text())
+    return {p["name"]: p for p in data["package"] if p["platform"] == platform}
+
+
+def test_five_platform_lock_is_conda_lock_format(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy", "hello"], ALL_PLATFORMS))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for platform in ALL_PLATFORMS:
+        assert f"solved {platform}" in result.stderr
+
+    lock = tmp_path / "conda-lock.yml"
+    parsed = parse_conda_lock_file(lock)  # conda-lock's own reader and models
+    assert sorted(parsed.metadata.platforms) == sorted(ALL_PLATFORMS)
+    assert set(parsed.metadata.content_hash) == set(ALL_PLATFORMS)
+    assert parsed.metadata.sources == ["environment.yml"]
+    for platform in ALL_PLATFORMS:
+        pkgs = locked(lock, platform)
+        assert set(pkgs) == {"python", "numpy", "libblas", "hello"}
+        assert pkgs["numpy"]["version"] == "2.0.1"
+        assert pkgs["python"]["version"] == "3.11.9"
+        assert len(pkgs["numpy"]["hash"]["sha256"]) == 64
+        assert pkgs["hello"]["url"].endswith("/noarch/hello-2.0-0.conda")
+        # conda-forge's default BLAS wins when nothing is asked, and is recorded.
+        assert pkgs["libblas"]["build"] == "20_openblas"
+        assert parsed.metadata.custom_metadata[f"envkit.{platform}.blas"] == "openblas"
+        assert parsed.metadata.custom_metadata[f"envkit.{platform}.cuda"] == "none"
+
+
+def test_relock_is_byte_identical_and_writes_nothing(tmp_path: Path, toy_channel: Path) -> None:
+    text = env_text(toy_channel, ["numpy", "hello"], ("linux-64", "osx-arm64"))
+    write_env(tmp_path / "a", text)
+    assert run_envkit("lock", cwd=tmp_path / "a").returncode == 0
+    lock = tmp_path / "a" / "conda-lock.yml"
+    first = lock.read_bytes()
+    os.utime(lock, (1, 1))
+    again = run_envkit("lock", cwd=tmp_path / "a")
+    assert again.returncode == 0 and "unchanged conda-lock.yml" in again.stdout
+    assert lock.stat().st_mtime == 1  # not rewritten
+    # Same inputs elsewhere: the same bytes (no timestamps, no absolute source paths).
+    write_env(tmp_path / "b", text)
+    assert run_envkit("lock", cwd=tmp_path / "b").returncode == 0
+    assert (tmp_path / "b" / "conda-lock.yml").read_bytes() == first
+
+
+def test_cuda_build_only_with_cuda(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["gpulib"], ("linux-64", "osx-arm64")))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    assert locked(tmp_path / "conda-lock.yml", "linux-64")["gpulib"]["build"] == "cpu_0"
+
+    gpu = run_envkit("lock", "--cuda", "12.4", "--lockfile", "gpu.yml", cwd=tmp_path)
+    assert gpu.returncode == 0, gpu.stderr
+    linux = locked(tmp_path / "gpu.yml", "linux-64")
+    assert linux["gpulib"]["build"] == "cuda12_0"
+    # The toolkit is never newer than the driver the lock assumes.
+    assert linux["cuda-version"]["version"] == "12.4"
+    assert locked(tmp_path / "gpu.yml", "osx-arm64")["gpulib"]["build"] == "cpu_0"
+    meta = parse_conda_lock_file(tmp_path / "gpu.yml").metadata.custom_metadata
+    assert meta["envkit.linux-64.cuda"] == "12.4"
+    assert meta["envkit.linux-64.cuda-version"] == "12.4"
+    assert "__cuda=12.4=0" in meta["envkit.linux-64.virtual-packages"]
+    assert meta["envkit.osx-arm64.cuda"] == "none"
+
+
+def test_cuda_package_without_cuda_is_refused(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "cuda-version"]))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "linux-64: the solution contains CUDA packages but no CUDA was requested: cuda-version" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_blas_on_purpose(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy"], ("linux-64", "osx-arm64")))
+    result = run_envkit("lock", "--blas", "linux-64=mkl", "--blas", "osx-arm64=accelerate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert locked(tmp_path / "conda-lock.yml", "linux-64")["libblas"]["build"] == "20_mkl"
+    assert locked(tmp_path / "conda-lock.yml", "osx-arm64")["libblas"]["build"] == "20_accelerate"
+
+    before = (tmp_path / "conda-lock.yml").read_bytes()
+    refused = run_envkit("lock", "--blas", "mkl", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "osx-arm64: BLAS 'mkl' does not exist on this platform" in refused.stderr
+    assert (tmp_path / "conda-lock.yml").read_bytes() == before  # untouched on failure
+
+
+def test_variants_are_separate_conda_lock_files(tmp_path: Path, toy_channel: Path) -> None:
+    extra = 'envkit:\n  cuda: "12.6"\n  variants:\n    cpu:\n      cuda: none\n      blas: mkl\n      platforms: [linux-64]\n'
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "gpulib"], ("linux-64", "linux-aarch64"), extra))
+    result = run_envkit("lock", "--json", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [s["variant"] for s in summary] == [None, "cpu"]
+    gpu = parse_conda_lock_file(tmp_path / "conda-lock.yml")
+    cpu = parse_conda_lock_file(tmp_path / "conda-lock.cpu.yml")
+    assert sorted(gpu.metadata.platforms) == ["linux-64", "linux-aarch64"]
+    assert cpu.metadata.platforms == ["linux-64"]
+    assert cpu.metadata.custom_metadata["envkit.variant"] == "cpu"
+    assert locked(tmp_path / "conda-lock.yml", "linux-64")["gpulib"]["build"] == "cuda12_0"
+    cpu_pkgs = locked(tmp_path / "conda-lock.cpu.yml", "linux-64")
+    assert cpu_pkgs["gpulib"]["build"] == "cpu_0" and cpu_pkgs["libblas"]["build"] == "20_mkl"
+    assert summary[0]["lock_hash"] != summary[1]["lock_hash"]
+
+
+def test_unsatisfiable_names_platform_and_spec(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["python=3.12", "numpy >=1.26,<2", "hello >=3"]))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "linux-64: the specs cannot be satisfied together" in result.stderr
+    assert "hello >=3" in result.stderr  # rattler's explanation names it
+    assert "environment.yml:7" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_package_missing_on_one_platform(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "linuxonly"], ("linux-64", "osx-arm64")))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "osx-arm64: package 'linuxonly' (requested at" in result.stderr
+    assert "environment.yml:6" in result.stderr
+    assert "linux-64: package" not in result.stderr  # only the failing platform is blamed
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_unknown_channel(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, "channels: [no-such-channel]\ndependencies: [numpy]\n")
+    result = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot read a channel" in result.stderr and "no-such-channel" in result.stderr
+    write_env(tmp_path, "channels: [./missing-dir]\ndependencies: [numpy]\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2 and "missing-dir" in result.stderr
+
+
+def test_channel_alias_names_and_relative_paths(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, "channels: [toy]\ndependencies: [hello]\n")
+    result = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert locked(tmp_path / "conda-lock.yml", "linux-64")["hello"]["url"].startswith(toy_channel.as_uri())
+    shutil.copytree(toy_channel, tmp_path / "local-channel")
+    write_env(tmp_path / "proj", "channels: [../local-channel]\ndependencies: [hello]\n")
+    assert run_envkit("lock", cwd=tmp_path / "proj").returncode == 0
+
+
+def test_virtual_package_spec_file(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["needs-new-glibc"]))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0  # default __glibc 2.28
+    (tmp_path / "vp.yml").write_text("subdirs:\n  linux-64:\n    packages:\n      __glibc: '2.17'\n")
+    result = run_envkit("lock", "--virtual-package-spec", "vp.yml", "--lockfile", "old.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "__glibc" in result.stderr and "__glibc=2.17=0" in result.stderr
+
+
+def test_check_judges_satisfaction(tmp_path: Path, toy_channel: Path) -> None:
+    env = write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy", "hello"], ("linux-64", "win-64")))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    fresh = run_envkit("lock", "--check", cwd=tmp_path)
+    assert fresh.returncode == 0 and fresh.stdout.count("fresh") == 2
+
+    # A looser spec the lock still satisfies: fresh, although the input hash changed.
+    env.write_text(env_text(toy_channel, ["python=3.11", "numpy >=1.20", "hello"], ("linux-64", "win-64")))
+    loose = run_envkit("lock", "--check", cwd=tmp_path)
+    assert loose.returncode == 0 and "lock still satisfies them" in loose.stdout
+
+    env.write_text(env_text(toy_channel, ["python=3.11", "numpy <2", "hello"], ("linux-64", "win-64")))
+    stale = run_envkit("lock", "--check", cwd=tmp_path)
+    assert stale.returncode == 1
+    assert "STALE  conda-lock.yml linux-64" in stale.stderr
+    assert "'numpy <2' (environment.yml:6) is not satisfied by locked numpy 2.0.1" in stale.stderr
+
+    env.write_text(env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64", "win-64")))
+    removed = run_envkit("lock", "--check", cwd=tmp_path)
+    assert removed.returncode == 1 and "hello is locked but no longer required" in removed.stderr
+
+    env.write_text(env_text(toy_channel, ["python=3.11", "numpy", "hello"], ("linux-64", "win-64", "osx-64")))
+    platform = run_envkit("lock", "--check", cwd=tmp_path)
+    assert platform.returncode == 1 and "osx-64" in platform.stderr and "not in the lock" in platform.stderr
+
+    env.write_text(env_text(toy_channel, ["python=3.11", "numpy", "hello"], ("linux-64", "win-64")))
+    cuda = run_envkit("lock", "--check", "--cuda", "12.4", cwd=tmp_path)
+    assert cuda.returncode == 1 and "CUDA changed" in cuda.stderr
+
+
+def test_check_catches_hand_edited_lock(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy"]))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    lock = tmp_path / "conda-lock.yml"
+    data = yaml.safe_load(lock.read_text())
+    data["package"] = [p for p in data["package"] if p["name"] != "libblas"]
+    data["metadata"]["content_hash"]["linux-64"] = "edited"
+    lock.write_text(yaml.safe_dump(data))
+    result = run_envkit("lock", "--check", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "numpy needs libblas >=3.9.0,<4, which is not in the lock" in result.stderr
+
+
+def test_lock_hash_is_explainable(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy"], ("linux-64", "osx-arm64")))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    result = run_envkit("hash", "--json", cwd=tmp_path)
+    hashes = json.loads(result.stdout)
+
+    # Recompute from the documented recipe (docs/lock-format.md), independently of envkit.
+    def digest(obj: object) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    data = yaml.safe_load((tmp_path / "conda-lock.yml").read_text())
+    per = {}
+    for platform in ("linux-64", "osx-arm64"):
+        lines = sorted(f"{p['url']} {p['hash']['sha256']}" for p in data["package"] if p["platform"] == platform)
+        per[platform] = digest({"scheme": "envkit-lock/1", "platform": platform, "packages": lines})
+        assert hashes["platforms"][platform] == f"sha256:{per[platform]}"
+    assert hashes["lock_hash"] == "sha256:" + digest({"scheme": "envkit-lock/1", "platforms": per})
+    short = run_envkit("hash", "--short", "-p", "linux-64", cwd=tmp_path)
+    assert short.stdout.strip() == per["linux-64"][:12]
+
+
+def test_render_explicit_and_env(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "hello"], ("linux-64", "win-64")))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    explicit = run_envkit("render", "-p", "win-64", "--kind", "explicit", cwd=tmp_path)
+    assert explicit.returncode == 0
+    spec = ExplicitEnvironmentSpec.from_str(explicit.stdout)  # rattler's parser
+    urls = [p.url for p in spec.packages]
+    assert len(urls) == 4 and all("#sha256:" not in u for u in urls)
+    assert all("#" in line for line in explicit.stdout.splitlines() if line.startswith("file://"))
+    assert urls.index(next(u for u in urls if "/python-" in u)) < urls.index(next(u for u in urls if "/numpy-" in u))
+
+    run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "pinned/environment.yml", cwd=tmp_path)
+    pinned = yaml.safe_load((tmp_path / "pinned" / "environment.yml").read_text())
+    assert "numpy=2.0.1=py312_0" in pinned["dependencies"]
+    # The pinned file locks to exactly the same packages.
+    assert run_envkit("lock", "-p", "linux-64", cwd=tmp_path / "pinned").returncode == 0
+    assert locked(tmp_path / "pinned" / "conda-lock.yml", "linux-64") == locked(tmp_path / "conda-lock.yml", "linux-64")
+
+    missing = run_envkit("render", "-p", "osx-64", cwd=tmp_path)
+    assert missing.returncode == 2 and "osx-64 is not in the lock" in missing.stderr
+
+
+def test_real_conda_lock_cli_renders_our_lock(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "hello"], ("linux-64", "osx-arm64")))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    conda_lock = [sys.executable, "-m", "conda_lock"]
+    for kind in ("explicit", "env"):
+        proc = subprocess.run(
+            [*conda_lock, "render", "--kind", kind, "-p", "osx-arm64", "conda-lock.yml"], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+    explicit = (tmp_path / "conda-osx-arm64.lock").read_text()
+    ours = run_envkit("render", "-p", "osx-arm64", cwd=tmp_path).stdout
+    assert sorted(line.split("#")[0] for line in explicit.splitlines() if line.startswith("file:")) == sorted(
+        line.split("#")[0] for line in ours.splitlines() if line.startswith("file:")
+    )
+    env_file = yaml.safe_load((tmp_path / "conda-osx-arm64.lock.yml").read_text())
+    assert any(str(d).startswith("numpy") for d in env_file["dependencies"])
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared").exists(), reason="needs ../shared beside the checkout")
+def test_json_summary_is_machine_readable(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["numpy"], ("linux-64", "osx-64")))
+    result = run_envkit("lock", "--json", "-q", cwd=tmp_path)
+    (summary,) = json.loads(result.stdout)
+    assert summary["written"] is True and summary["lockfile"] == "conda-lock.yml"
+    assert summary["platforms"]["osx-64"]["blas"] == "openblas"
+    assert result.stderr == ""

@@ -1,0 +1,116 @@
+"""Reading environment.yml: selectors, merging, and errors that name file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.platforms import Blas
+from conda_envkit.spec import SpecError, read_env_spec
+from tests.conftest import run_envkit, write_env
+
+SELECTORS = """\
+name: demo
+channels: [conda-forge]
+platforms: [linux-64, linux-aarch64, osx-arm64, win-64]
+dependencies:
+  - python=3.11
+  - numpy >=1.26
+  - cudatoolkit  # [linux64]
+  - appnope  # [osx]
+  - pywin32  # [win]
+  - uvloop  # [not win]
+  - jemalloc  # [linux and not aarch64]
+  - libblas=*=*accelerate  # [osx and arm64]
+envkit:
+  cuda: "12.4"
+  blas: {linux-64: mkl, "*": openblas}
+  variants:
+    cpu: {cuda: none, platforms: [linux-64]}
+"""
+
+
+def names(spec, platform: str) -> list[str]:
+    return [d.name for d in spec.dependencies[platform]]
+
+
+def test_selectors_apply_per_platform(tmp_path: Path) -> None:
+    spec = read_env_spec([write_env(tmp_path, SELECTORS)])
+    assert spec.platforms == ("linux-64", "linux-aarch64", "osx-arm64", "win-64")
+    assert names(spec, "linux-64") == ["python", "numpy", "cudatoolkit", "uvloop", "jemalloc"]
+    assert names(spec, "linux-aarch64") == ["python", "numpy", "uvloop"]
+    assert names(spec, "osx-arm64") == ["python", "numpy", "appnope", "uvloop", "libblas"]
+    assert names(spec, "win-64") == ["python", "numpy", "pywin32"]
+    # Line numbers survive selector filtering.
+    assert spec.dependencies["win-64"][2].source.endswith("environment.yml:9")
+
+
+def test_envkit_keys_and_variants(tmp_path: Path) -> None:
+    spec = read_env_spec([write_env(tmp_path, SELECTORS)])
+    assert spec.cuda == "12.4"
+    assert dict(spec.blas) == {"linux-64": Blas.MKL, "*": Blas.OPENBLAS}
+    (cpu,) = spec.variants
+    assert cpu.name == "cpu" and cpu.cuda is None and cpu.platforms == ("linux-64",)
+
+
+def test_platform_flag_overrides_file(tmp_path: Path) -> None:
+    spec = read_env_spec([write_env(tmp_path, SELECTORS)], ["osx-64"])
+    assert spec.platforms == ("osx-64",)
+    assert names(spec, "osx-64") == ["python", "numpy", "appnope", "uvloop"]
+
+
+def test_default_platform_is_linux_64(tmp_path: Path) -> None:
+    spec = read_env_spec([write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\n")])
+    assert spec.platforms == ("linux-64",)
+
+
+def test_files_merge_like_conda_lock(tmp_path: Path) -> None:
+    base = write_env(tmp_path, "channels: [conda-forge]\ndependencies:\n  - numpy >=1.20\n  - pandas\n", "base.yml")
+    extra = write_env(tmp_path, "channels: [pytorch, conda-forge]\ndependencies:\n  - numpy >=2\n  - pytorch\n", "extra.yml")
+    spec = read_env_spec([base, extra])
+    assert spec.channels == ("pytorch", "conda-forge")
+    assert [d.spec for d in spec.dependencies["linux-64"]] == ["numpy >=2", "pandas", "pytorch"]
+
+
+def test_conflicting_channel_order_is_an_error(tmp_path: Path) -> None:
+    a = write_env(tmp_path, "channels: [a, b]\ndependencies: [x]\n", "a.yml")
+    b = write_env(tmp_path, "channels: [b, a]\ndependencies: [y]\n", "b.yml")
+    with pytest.raises(SpecError, match="conflict"):
+        read_env_spec([a, b])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - pandas\n bad: [\n", "environment.yml:5: invalid YAML"),
+        ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - 'numpy >=>1'\n", "environment.yml:4: invalid dependency"),
+        ("channels: [conda-forge]\ndependencies:\n  - numpy  # [py311]\n", "environment.yml:3: unknown selector 'py311'"),
+        ("channels: [conda-forge]\ndependencies: []\n", "no dependencies for linux-64"),
+        ("channels: [conda-forge]\nplatforms: [linux-32]\ndependencies: [numpy]\n", "environment.yml:2: unknown platform 'linux-32'"),
+        ("channels: [conda-forge]\ndependency: [numpy]\n", "environment.yml:2: unknown key `dependency`"),
+        ("dependencies: [numpy]\n", "no channels listed"),
+        ("channels: [conda-forge]\ndependencies: [numpy]\nenvkit: {blas: fastblas}\n", "unknown BLAS 'fastblas'"),
+    ],
+)
+def test_bad_input_names_file_and_line(tmp_path: Path, text: str, expected: str) -> None:
+    write_env(tmp_path, text)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "hint:" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_pip_section_is_refused_with_its_line(tmp_path: Path) -> None:
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies:\n  - python\n  - pip:\n    - requests==2.32\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "environment.yml:5: `pip:` dependencies ('requests==2.32'" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = run_envkit("lock", "-f", "nope.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.yml: file not found" in result.stderr
