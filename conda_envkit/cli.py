@@ -264,11 +264,19 @@ def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: boo
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of stdout.")
 @click.option("-n", "--name", help="Environment name (for --kind env).")
+@click.option(
+    "--hash",
+    "hash_kind",
+    type=click.Choice(["md5", "sha256"]),
+    default="md5",
+    show_default=True,
+    help="Hash on each @EXPLICIT line: md5 (every conda client) or sha256 (url#sha256:...).",
+)
 @_reports_errors
-def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None) -> None:
+def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
     """Render one platform of the lock as an explicit file or a pinned environment.yml."""
     lf = read_lockfile(lockfile)
-    text = render_explicit(lf, platform) if kind == "explicit" else render_environment_yaml(lf, platform, name)
+    text = render_explicit(lf, platform, hash_kind) if kind == "explicit" else render_environment_yaml(lf, platform, name)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -156,9 +156,12 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
     return SpecError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line")
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _compose(text: str, path: Path) -> yaml.Node | None:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from exc
 

@@ -3,57 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conda_envkit.testing.local_channel import PackageSpec, build_channel, script_package
+from conda_envkit.testing.local_channel import build_channel
+from conda_envkit.testing.toy_channel import ALL_PLATFORMS, toy_packages
 
-ALL_PLATFORMS = ("linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
 SHARED_CHANNELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "channels"
-
-
-def toy_packages() -> list[PackageSpec]:
-    """A small ML-shaped channel: python, numpy on three BLAS variants, a CPU/CUDA library."""
-    pkgs: list[PackageSpec] = []
-    for subdir in ALL_PLATFORMS:
-        pkgs.append(PackageSpec("python", "3.11.9", "h0_cpython", subdir=subdir))
-        pkgs.append(PackageSpec("python", "3.12.4", "h0_cpython", subdir=subdir))
-        blas_builds = ["openblas"]
-        if subdir in ("linux-64", "osx-64", "win-64"):
-            blas_builds.append("mkl")
-        if subdir.startswith("osx"):
-            blas_builds.append("accelerate")
-        for blas in blas_builds:
-            # conda-forge ranks non-default BLAS lower with track_features; so do we.
-            pkgs.append(
-                PackageSpec(
-                    "libblas",
-                    "3.9.0",
-                    f"20_{blas}",
-                    build_number=20,
-                    subdir=subdir,
-                    track_features="" if blas == "openblas" else f"blas_{blas}",
-                )
-            )
-        for version in ("1.26.4", "2.0.1"):
-            pkgs.append(PackageSpec("numpy", version, "py311_0", subdir=subdir, depends=("python >=3.11,<3.12.0a0", "libblas >=3.9.0,<4")))
-            pkgs.append(PackageSpec("numpy", version, "py312_0", subdir=subdir, depends=("python >=3.12,<3.13.0a0", "libblas >=3.9.0,<4")))
-        if subdir in ("linux-64", "linux-aarch64", "win-64"):
-            pkgs.append(
-                PackageSpec("gpulib", "1.0", "cuda12_0", build_number=1, subdir=subdir, depends=("__cuda", "cuda-version >=12.0,<13"))
-            )
-        pkgs.append(PackageSpec("gpulib", "1.0", "cpu_0", subdir=subdir))
-    pkgs.append(PackageSpec("linuxonly", "1.0", "0", subdir="linux-64"))
-    pkgs.append(PackageSpec("needs-new-glibc", "1.0", "0", subdir="linux-64", depends=("__glibc >=2.28",)))
-    for cuda in ("11.8", "12.0", "12.4", "12.6"):
-        pkgs.append(PackageSpec("cuda-version", cuda, "0", constrains=(f"__cuda >={cuda.split('.')[0]}",)))
-    pkgs.append(script_package("hello", "1.0", "hello from conda", depends=("python",)))
-    pkgs.append(script_package("hello", "2.0", "hello from conda 2", depends=("python",)))
-    return pkgs
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +56,47 @@ def write_env(directory: Path, text: str, name: str = "environment.yml") -> Path
     path = directory / name
     path.write_text(text)
     return path
+
+
+@dataclass
+class ChannelServer:
+    url: str
+    root: Path
+    pid: int
+
+    def requests(self) -> list[str]:
+        log = self.root / "requests.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+
+def _serve(root: Path, credentials: str | None) -> subprocess.Popen[str]:
+    script = Path(__file__).parent / "servers" / "channel_server.py"
+    args = [sys.executable, str(script), str(root)] + ([credentials] if credentials else [])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelServer]:
+    """The toy channel over HTTP on 127.0.0.1 (no auth), under /toy/."""
+    root = tmp_path / "served"
+    shutil.copytree(toy_channel, root / "toy")
+    proc = _serve(root, None)
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
+    _stop(proc)
+
+
+@pytest.fixture
+def auth_channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelServer]:
+    """The toy channel over HTTP on 127.0.0.1 behind basic auth `envkit:s3cret-Pa55`."""
+    root = tmp_path / "served-auth"
+    shutil.copytree(toy_channel, root / "toy")
+    proc = _serve(root, "envkit:s3cret-Pa55")
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
+    _stop(proc)

@@ -249,9 +249,16 @@ def test_render_explicit_and_env(tmp_path: Path, toy_channel: Path) -> None:
     assert explicit.returncode == 0
     spec = ExplicitEnvironmentSpec.from_str(explicit.stdout)  # rattler's parser
     urls = [p.url for p in spec.packages]
-    assert len(urls) == 4 and all("#sha256:" not in u for u in urls)
-    assert all("#" in line for line in explicit.stdout.splitlines() if line.startswith("file://"))
+    lock = yaml.safe_load((tmp_path / "conda-lock.yml").read_text())
+    md5 = {p["url"]: p["hash"]["md5"] for p in lock["package"] if p["platform"] == "win-64"}
+    assert sorted(urls) == sorted(f"{u}#{h}" for u, h in md5.items())
+    # Dependencies come before their dependents.
     assert urls.index(next(u for u in urls if "/python-" in u)) < urls.index(next(u for u in urls if "/numpy-" in u))
+    strong = run_envkit("render", "-p", "win-64", "--hash", "sha256", cwd=tmp_path)
+    sha = {p["url"]: p["hash"]["sha256"] for p in lock["package"] if p["platform"] == "win-64"}
+    assert sorted(p.url for p in ExplicitEnvironmentSpec.from_str(strong.stdout).packages) == sorted(
+        f"{u}#sha256:{h}" for u, h in sha.items()
+    )
 
     run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "pinned/environment.yml", cwd=tmp_path)
     pinned = yaml.safe_load((tmp_path / "pinned" / "environment.yml").read_text())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The demo: set up .venv, build a local conda channel (offline), lock examples/ml-demo for
+# five platforms (plus a CPU variant), check the lock, print its hash, render one platform.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv || { echo "error: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+envkit=.venv/bin/envkit
+demo=examples/ml-demo
+.venv/bin/python -m conda_envkit.testing.toy_channel "$demo/channel"
+( cd "$demo" && "../../$envkit" lock )
+( cd "$demo" && "../../$envkit" lock --check )
+( cd "$demo" && "../../$envkit" hash )
+( cd "$demo" && "../../$envkit" render -p linux-64 --kind explicit )
+echo "demo: wrote $demo/conda-lock.yml and $demo/conda-lock.cpu.yml"

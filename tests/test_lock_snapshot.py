@@ -1,0 +1,109 @@
+"""Locks of realistic ML specs against ../shared/data/channels (real conda-forge metadata).
+
+The snapshot holds repodata only (no package files), which is all a lock needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conda_lock.lockfile import parse_conda_lock_file
+
+from conda_envkit.lockfile import HEADER
+from tests.conftest import SHARED_CHANNELS, run_envkit, write_env
+
+pytestmark = pytest.mark.skipif(not SHARED_CHANNELS.is_dir(), reason="needs ../shared/data/channels beside the checkout")
+CONDA_FORGE = (SHARED_CHANNELS / "conda-forge").as_uri()
+
+
+def packages(lock: Path, platform: str) -> dict[str, dict]:
+    return {p["name"]: p for p in yaml.safe_load(lock.read_text())["package"] if p["platform"] == platform}
+
+
+ML_SPEC = f"""\
+name: training
+channels:
+  - {CONDA_FORGE}
+platforms: [linux-64, linux-aarch64, osx-64, osx-arm64, win-64]
+dependencies:
+  - python=3.11
+  - numpy
+  - pandas  # [not aarch64]
+  - scikit-learn  # [not aarch64]
+  - pytorch  # [not win]
+"""
+
+
+def test_five_platform_ml_lock(tmp_path: Path) -> None:
+    write_env(tmp_path, ML_SPEC)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lock = tmp_path / "conda-lock.yml"
+    for platform in ("linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"):
+        pkgs = packages(lock, platform)
+        assert pkgs["python"]["version"].startswith("3.11.")
+        assert "numpy" in pkgs
+        assert ("pytorch" in pkgs) == (platform != "win-64")
+        # No CUDA anywhere without --cuda.
+        assert not any(name.startswith("cuda") for name in pkgs), platform
+        if "pytorch" in pkgs:
+            assert "cuda" not in pkgs["pytorch"]["build"]
+    # Every package's depends are resolved inside the lock: --check agrees.
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+    # Our fast writer produces exactly what conda-lock's own path (v1 models + PyYAML) does.
+    parsed = parse_conda_lock_file(lock)
+    parsed.alphasort_inplace()
+    expected = yaml.safe_dump(parsed.to_v1().dict_for_output(), sort_keys=False, default_flow_style=False, width=1000)
+    assert lock.read_text() == HEADER + expected
+
+
+def test_pytorch_cuda_or_cpu_is_chosen_by_flag(tmp_path: Path) -> None:
+    write_env(tmp_path, f"channels: [{CONDA_FORGE}]\ndependencies:\n  - python=3.11\n  - pytorch\n")
+    cpu = run_envkit("lock", "--lockfile", "cpu.yml", cwd=tmp_path)
+    assert cpu.returncode == 0, cpu.stderr
+    assert packages(tmp_path / "cpu.yml", "linux-64")["pytorch"]["build"].startswith("cpu_")
+
+    gpu = run_envkit("lock", "--cuda", "12.9", "--lockfile", "gpu.yml", cwd=tmp_path)
+    assert gpu.returncode == 0, gpu.stderr
+    pkgs = packages(tmp_path / "gpu.yml", "linux-64")
+    assert pkgs["pytorch"]["build"].startswith("cuda129_")
+    assert pkgs["cuda-version"]["version"] == "12.9"
+    assert "__cuda" in pkgs["pytorch"]["dependencies"]
+
+    # A driver too old for every CUDA build: CPU build, and the user is told.
+    old = run_envkit("lock", "--cuda", "12.4", "--lockfile", "old.yml", cwd=tmp_path)
+    assert old.returncode == 0
+    assert "CUDA 12.4 assumed, but no CUDA build was chosen" in old.stderr
+    assert packages(tmp_path / "old.yml", "linux-64")["pytorch"]["build"].startswith("cpu_")
+
+
+def test_mkl_or_openblas_on_purpose(tmp_path: Path) -> None:
+    deps = "dependencies:\n  - python=3.11\n  - numpy\n  - scipy\n"
+    write_env(tmp_path, f"channels: [{CONDA_FORGE}]\nplatforms: [linux-64, osx-arm64]\n{deps}")
+    result = run_envkit("lock", "--blas", "linux-64=mkl", "--blas", "osx-arm64=openblas", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    linux = packages(tmp_path / "conda-lock.yml", "linux-64")
+    assert linux["libblas"]["build"].endswith("_mkl") and "mkl" in linux
+    osx = packages(tmp_path / "conda-lock.yml", "osx-arm64")
+    assert osx["libblas"]["build"].endswith("_openblas") and "mkl" not in osx
+
+    result = run_envkit("lock", "--blas", "openblas", "--lockfile", "ob.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "mkl" not in packages(tmp_path / "ob.yml", "linux-64")
+
+    refused = run_envkit("lock", "--blas", "mkl", "--lockfile", "bad.yml", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "osx-arm64: BLAS 'mkl' does not exist on this platform" in refused.stderr
+    assert not (tmp_path / "bad.yml").exists()
+
+
+def test_unsatisfiable_request_explains(tmp_path: Path) -> None:
+    write_env(tmp_path, f"channels: [{CONDA_FORGE}]\ndependencies:\n  - python=3.9\n  - pytorch >=2.10\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "linux-64: the specs cannot be satisfied together" in result.stderr
+    assert "pytorch" in result.stderr and "python" in result.stderr
+    assert "environment.yml:4" in result.stderr and "hint:" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
