@@ -1,3 +1,3 @@
-from conda_envkit.cli import main
+from conda_envkit.cli import run
 
-main()
+run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -284,5 +285,27 @@ def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: 
         click.echo(f"wrote {output}", err=True)
 
 
+def run() -> None:
+    """Console entry point: run the command, then leave without interpreter teardown.
+
+    py-rattler keeps tokio worker threads that may still release Python objects while
+    the interpreter finalizes, which aborts the process (SIGABRT) now and then after
+    the work is done. Every file envkit writes is complete (written, fsynced and
+    renamed) before a command returns, so skipping finalization loses nothing.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            click.echo(str(exc.code), err=True)
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
