@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import rattler
-from rattler import BuildString, GenericVirtualPackage, PackageName, RepoDataRecord, Version
+from rattler import BuildString, GenericVirtualPackage, MatchSpec, PackageName, RepoDataRecord, Version
 from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
@@ -141,6 +141,26 @@ def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Ex
     )
 
 
+def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> str:
+    """The match spec to solve: `chan::name ...` points at the URL that `chan` resolved to.
+
+    rattler would otherwise resolve `chan` against its own default alias, ignoring
+    --channel-alias, mirrors, local paths and credentials.
+    """
+    if "::" not in dep.spec:
+        return dep.match_spec
+    written, rest = dep.spec.split("::", 1)
+    for channel in channels:
+        if written.rstrip("/") in (channel.written.rstrip("/"), channel.public_url, channel.url) or channel.public_url.endswith(
+            "/" + written.strip("/")
+        ):
+            return str(MatchSpec(f"{channel.url}::{rest}"))
+    raise SolveError(
+        f"{dep.source}: {dep.spec!r} names channel {written!r}, which is not in `channels:`",
+        hint=f"add {written} to `channels:` (in priority order), or drop the `{written}::` prefix",
+    )
+
+
 def _virtual(packages: tuple[VirtualPackage, ...]) -> list[GenericVirtualPackage]:
     return [GenericVirtualPackage(PackageName(v.name), Version(v.version), BuildString(v.build)) for v in packages]
 
@@ -157,7 +177,7 @@ async def solve_target(
     try:
         records = await rattler.solve(
             sources=[c.url for c in channels],
-            specs=[d.match_spec for d in target.dependencies],
+            specs=[bind_channel(d, channels) for d in target.dependencies],
             gateway=gateway,
             platforms=[target.platform, "noarch"],
             virtual_packages=_virtual(target.virtual_packages),

@@ -297,3 +297,20 @@ def test_json_summary_is_machine_readable(tmp_path: Path, toy_channel: Path) -> 
     assert summary["written"] is True and summary["lockfile"] == "conda-lock.yml"
     assert summary["platforms"]["osx-64"]["blas"] == "openblas"
     assert result.stderr == ""
+
+
+def test_match_spec_forms(tmp_path: Path, toy_channel: Path) -> None:
+    deps = "  - toy::hello\n  - numpy=1.26.4=py311_0\n  - libblas[build=*mkl]\n"
+    write_env(tmp_path, f"channels: [toy]\ndependencies:\n{deps}")
+    result = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pkgs = locked(tmp_path / "conda-lock.yml", "linux-64")
+    assert pkgs["numpy"]["version"] == "1.26.4" and pkgs["numpy"]["build"] == "py311_0"
+    assert pkgs["python"]["version"] == "3.11.9"
+    assert pkgs["libblas"]["build"] == "20_mkl"
+    assert run_envkit("lock", "--check", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path).returncode == 0
+
+    write_env(tmp_path, "channels: [toy]\ndependencies:\n  - elsewhere::hello\n")
+    refused = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "environment.yml:3: 'elsewhere::hello' names channel 'elsewhere', which is not in `channels:`" in refused.stderr
