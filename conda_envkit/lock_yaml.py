@@ -79,7 +79,7 @@ def _inline(value: object) -> str:
     return scalar(value)
 
 
-def dump_block_yaml(data: dict[str, object]) -> str:
+def dump_block_yaml(data: dict[str, object] | list[object]) -> str:
     """`data` as block-style YAML, keys in insertion order (== yaml.safe_dump(sort_keys=False))."""
     out: list[str] = []
     _emit(data, 0, out)

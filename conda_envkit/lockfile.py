@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.errors import EnvkitError
-from conda_envkit.lock_yaml import dump_block_yaml
+from conda_envkit.lock_yaml import dump_block_yaml, scalar
 from conda_envkit.solve import SolvedPlatform, SolveTarget
 
 INPUT_HASH_SCHEME = "envkit-inputs/1"
@@ -146,21 +146,63 @@ def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class PlatformPart:
+    """One solved platform as lock entries, each with its YAML text already rendered.
+
+    Built as soon as the platform is solved, while other platforms still solve, so
+    that writing the lock adds little after the last solve.
+    """
+
+    solved: SolvedPlatform
+    packages: tuple[LockedDependency, ...]
+    texts: dict[tuple[str, str, str], str]
+
+
+def platform_part(solved: SolvedPlatform, channels: tuple[ResolvedChannel, ...]) -> PlatformPart:
+    """Convert one platform's records to lock entries and their text."""
+    packages = tuple(_locked(r, solved.target.platform, channels) for r in solved.records)
+    texts = {(p.manager, p.name, p.platform): _package_text(p) for p in packages}
+    return PlatformPart(solved, packages, texts)
+
+
+def _package_text(p: LockedDependency) -> str:
+    """One package entry as `dump_block_yaml([_v1_package(p)])` writes it, ~5x faster.
+
+    Lock writing is dominated by this for large environments; the snapshot test
+    checks the whole file against conda-lock's own writer.
+    """
+    if p.source is not None or p.build is None or p.hash.md5 is None or p.hash.sha256 is None:
+        return dump_block_yaml([_v1_package(p)])
+    if p.dependencies:
+        deps = "".join(f"\n    {scalar(k)}: {scalar(v)}" for k, v in p.dependencies.items())
+        deps_text = f"  dependencies:{deps}\n"
+    else:
+        deps_text = "  dependencies: {}\n"
+    return (
+        f"- name: {scalar(p.name)}\n  version: {scalar(p.version)}\n  manager: {scalar(p.manager)}\n"
+        f"  platform: {scalar(p.platform)}\n{deps_text}  url: {scalar(p.url)}\n"
+        f"  hash:\n    md5: {scalar(p.hash.md5)}\n    sha256: {scalar(p.hash.sha256)}\n"
+        f"  build: {scalar(p.build)}\n  category: main\n  optional: false\n"
+    )
+
+
 def build_lockfile(
-    solved: list[SolvedPlatform],
+    parts: list[PlatformPart],
     channels: tuple[ResolvedChannel, ...],
     sources: tuple[Path, ...],
     lock_path: Path,
     variant: str | None,
 ) -> Lockfile:
-    """Assemble the conda-lock model for solved platforms of one variant."""
+    """Assemble the conda-lock model for the solved platforms of one variant."""
     packages: list[LockedDependency] = []
     custom: dict[str, str] = {"envkit.variant": variant or DEFAULT_VARIANT, "envkit.channel-priority": "strict"}
     content_hash: dict[str, str] = {}
-    for s in sorted(solved, key=lambda s: s.target.platform):
-        packages.extend(_locked(r, s.target.platform, channels) for r in s.records)
-        content_hash[s.target.platform] = input_hash(s.target, channels)
-        custom.update(target_metadata(s))
+    for part in sorted(parts, key=lambda part: part.solved.target.platform):
+        target = part.solved.target
+        packages.extend(part.packages)
+        content_hash[target.platform] = input_hash(target, channels)
+        custom.update(target_metadata(part.solved))
     packages.sort(key=lambda d: (d.manager, d.name, d.platform))
     base = lock_path.resolve().parent
     metadata = LockMeta(
@@ -203,9 +245,22 @@ def lockfile_document(lockfile: Lockfile) -> dict[str, object]:
     return {"version": 1, "metadata": metadata, "package": [_v1_package(p) for p in lockfile.package]}
 
 
-def render_lockfile(lockfile: Lockfile) -> str:
-    """The exact text of a lock file: header, then conda-lock's v1 layout, sorted."""
-    return HEADER + dump_block_yaml(lockfile_document(lockfile))
+def render_lockfile(lockfile: Lockfile, parts: list[PlatformPart] | None = None) -> str:
+    """The exact text of a lock file: header, then conda-lock's v1 layout, sorted.
+
+    Package entries already rendered in `parts` are reused as they are.
+    """
+    if any(p.categories != {"main"} for p in lockfile.package) or not lockfile.package:
+        return HEADER + dump_block_yaml(lockfile_document(lockfile))
+    texts: dict[tuple[str, str, str], str] = {}
+    for part in parts or ():
+        texts.update(part.texts)
+    metadata = json.loads(lockfile.metadata.model_dump_json(by_alias=True, exclude_unset=True, exclude_none=True))
+    body = [dump_block_yaml({"version": 1, "metadata": metadata}), "package:\n"]
+    for p in lockfile.package:
+        key = (p.manager, p.name, p.platform)
+        body.append(texts[key] if key in texts else _package_text(p))
+    return HEADER + "".join(body)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -13,9 +13,11 @@ from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_chan
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import (
     LockHash,
+    PlatformPart,
     build_lockfile,
     lock_hash,
     platform_lock_hash,
+    platform_part,
     render_lockfile,
     write_if_changed,
 )
@@ -143,14 +145,22 @@ def lock_environment(
     """
     channels, plans = plan_locks(spec, options)
     all_targets = [t for plan in plans for t in plan.targets]
-    solved = asyncio.run(solve_targets(all_targets, channels, gateway, on_solved))
-    by_target = {(s.target.variant, s.target.platform): s for s in solved}
+    parts: dict[tuple[str | None, str], PlatformPart] = {}
+
+    def convert(solved: SolvedPlatform) -> None:
+        # Runs in the event loop while the remaining platforms solve in rattler's threads.
+        parts[(solved.target.variant, solved.target.platform)] = platform_part(solved, channels)
+        if on_solved is not None:
+            on_solved(solved)
+
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert))
 
     rendered = []
     for plan in plans:
-        plan_solved = tuple(by_target[(t.variant, t.platform)] for t in plan.targets)
-        lockfile = build_lockfile(list(plan_solved), channels, spec.sources, plan.path, plan.variant)
-        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile)))
+        plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
+        lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant)
+        plan_solved = tuple(part.solved for part in plan_parts)
+        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts)))
 
     outcomes = []
     for plan, plan_solved, lockfile, text in rendered:

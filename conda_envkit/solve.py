@@ -87,16 +87,14 @@ class SolvedPlatform:
 
 
 def _cuda_records(records: list[RepoDataRecord]) -> list[str]:
+    # Records that depend on `__cuda` need no scan: without --cuda the solve assumes no
+    # `__cuda`, so the solver cannot pick them; with it, they are wanted.
     found = []
     for record in records:
         name = record.name.normalized
-        if (
-            name in _CUDA_NAMES
-            or name.startswith("cuda-")
-            or _CUDA_BUILD.search(str(record.build))
-            or any(dep.startswith("__cuda") for dep in record.depends)
-        ):
-            found.append(f"{name} {record.version} {record.build}")
+        build = str(record.build)
+        if name in _CUDA_NAMES or name.startswith("cuda-") or _CUDA_BUILD.search(build):
+            found.append(f"{name} {record.version} {build}")
     return found
 
 
