@@ -285,6 +285,173 @@ def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: 
         click.echo(f"wrote {output}", err=True)
 
 
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=option)
+        out[key] = val
+    return out
+
+
+def _command_line(value: str | None) -> tuple[str, ...] | None:
+    """A JSON array (exec form) or a plain string split like a shell would."""
+    if value is None:
+        return None
+    if value.startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"invalid JSON array: {exc}") from None
+        return tuple(str(i) for i in items)
+    import shlex
+
+    return tuple(shlex.split(value))
+
+
+def _host_platform() -> str:
+    from rattler import Platform
+
+    return str(Platform.current())
+
+
+@main.command()
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("-p", "--platform", "platforms", multiple=True, help="Platform to bake (repeat for a multi-arch index). [default: linux-64]")
+@click.option(
+    "--base", default="scratch", show_default=True, help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE."
+)
+@click.option("-n", "--name", default="env", show_default=True, help="Environment name (prefix /opt/conda/envs/NAME).")
+@click.option("--prefix", help="Where the environment lives in the image. [default: /opt/conda/envs/NAME]")
+@click.option("--oci", "oci_dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory.")
+@click.option("--docker-archive", type=click.Path(path_type=Path), help="Write a docker-archive tarball (`docker load -i`).")
+@click.option("--push", "push_repo", metavar="REGISTRY/REPO", help="Push to this repository.")
+@click.option("-t", "--tag", "tags", multiple=True, help="Extra tag (repeat). The lock hash tag is always added.")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost (never for remote ones).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable in the image (repeat).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Extra label/annotation (repeat).")
+@click.option("--entrypoint", help="Entrypoint: a JSON array or a command line.")
+@click.option("--cmd", help="Cmd: a JSON array or a command line.")
+@click.option("--workdir", help="Working directory.")
+@click.option("--user", help="User (name or uid[:gid]).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+@click.option("--large-package-mb", type=int, default=32, show_default=True, help="Packages at least this big get a layer of their own.")
+@click.option(
+    "--record", "record_path", type=click.Path(path_type=Path), default=Path("bake.json"), show_default=True, help="Bake record (JSON)."
+)
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]"
+)
+@click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch packages of CHANNEL from URL instead.")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bake record on stdout.")
+@click.option("-q", "--quiet", is_flag=True)
+@_reports_errors
+def bake(
+    lockfile: Path,
+    platforms: tuple[str, ...],
+    base: str,
+    name: str,
+    prefix: str | None,
+    oci_dir: Path | None,
+    docker_archive: Path | None,
+    push_repo: str | None,
+    tags: tuple[str, ...],
+    insecure: bool,
+    env: tuple[str, ...],
+    labels: tuple[str, ...],
+    entrypoint: str | None,
+    cmd: str | None,
+    workdir: str | None,
+    user: str | None,
+    compression: str,
+    large_package_mb: int,
+    record_path: Path,
+    cache_dir: Path | None,
+    mirrors: tuple[str, ...],
+    config: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
+    from conda_envkit.bake import BakeOptions, LayerPolicy, bake_image, source_date_epoch
+    from conda_envkit.install import default_cache_dir
+    from conda_envkit.oci.base import load_base
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.layer import Compression
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.publish import BakeTargets, insecure_hosts, publish_image
+    from conda_envkit.record import bake_record, write_record
+
+    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    lf = read_lockfile(lockfile)
+    chosen = list(platforms) or ["linux-64"]
+    options = BakeOptions(
+        name=name,
+        prefix=prefix,
+        compression=Compression(compression),
+        policy=LayerPolicy(own_layer_bytes=large_package_mb << 20),
+        env=_pairs(env, "--env"),
+        entrypoint=_command_line(entrypoint),
+        cmd=_command_line(cmd),
+        workdir=workdir,
+        user=user,
+        labels=_pairs(labels, "--label"),
+        epoch=source_date_epoch(),
+    )
+    cache = cache_dir or default_cache_dir()
+    store = BlobStore(cache / "blobs")
+    registries = []
+    if push_repo:
+        registries.append(parse_image_ref(push_repo).registry)
+    if base != "scratch" and not base.startswith(("oci:", "docker-archive:")):
+        registries.append(parse_image_ref(base).registry)
+    insecure_list = insecure_hosts(registries, insecure)
+    bases = {}
+    for platform in chosen:
+        say(f"base {base} for {platform} ...")
+        bases[platform] = load_base(base, platform, store, insecure_list)
+    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say)
+    targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
+    result = publish_image(baked, store, targets)
+    record = bake_record(baked, lockfile, options, result.references, result.tags, result.outputs, result.push)
+    write_record(record_path, record)
+    if result.push is not None:
+        say(
+            f"pushed {len(result.push.uploaded)} blobs ({result.push.bytes_uploaded / 1e6:.1f} MB), "
+            f"{len(result.push.skipped)} already there, {len(result.push.mounted)} mounted"
+        )
+    say(f"wrote {record_path}")
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        for reference in result.references:
+            click.echo(reference)
+
+
+@main.command("install")
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
+@click.option("--prefix", type=click.Path(path_type=Path), required=True, help="Where to create the environment (must not exist).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
+@click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch packages of CHANNEL from URL instead.")
+@click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors.")
+@click.option("-q", "--quiet", is_flag=True)
+@_reports_errors
+def install_command(
+    lockfile: Path, platform: str | None, prefix: Path, cache_dir: Path | None, mirrors: tuple[str, ...], config: Path | None, quiet: bool
+) -> None:
+    """Create a conda environment from the lock (hashes verified), without conda."""
+    from conda_envkit.install import install_environment
+
+    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    lf = read_lockfile(lockfile)
+    settings = load_settings(config, None, list(mirrors))
+    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, say)
+    click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +102,79 @@ def auth_channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelSe
     port = int(proc.stdout.readline())  # type: ignore[union-attr]
     yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
     _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def image_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real .conda packages for images: static busybox, a relocated script, big and small packages."""
+    from conda_envkit.testing.image_channel import IMAGE_PLATFORMS, image_packages
+
+    channel = tmp_path_factory.mktemp("channels") / "image"
+    build_channel(channel, image_packages(), subdirs=IMAGE_PLATFORMS)
+    return channel
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Registry:
+    """A real registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1."""
+
+    host: str
+    pid: int
+    root: Path
+
+
+def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
+    port = _free_port()
+    auth = f"auth:\n  htpasswd:\n    realm: envkit-test\n    path: {htpasswd}\n" if htpasswd else ""
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+    )
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=(root / "registry.log").open("wb"))
+    host = f"127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, host
+        except OSError:
+            time.sleep(0.05)
+    _stop_popen(proc)
+    pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
+
+
+def _stop_popen(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    root = tmp_path / "registry"
+    root.mkdir()
+    proc, host = _start_registry(root)
+    yield Registry(host, proc.pid, root)
+    _stop_popen(proc)
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[Registry]:
+    """The registry behind basic auth: user `envkit`, password `s3cret-Pa55`."""
+    root = tmp_path / "auth-registry"
+    root.mkdir()
+    htpasswd = root / "htpasswd"
+    line = subprocess.run(["htpasswd", "-Bbn", "envkit", "s3cret-Pa55"], capture_output=True, text=True, check=True).stdout
+    htpasswd.write_text(line.strip() + "\n")
+    proc, host = _start_registry(root, htpasswd)
+    yield Registry(host, proc.pid, root)
+    _stop_popen(proc)

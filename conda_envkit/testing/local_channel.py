@@ -49,13 +49,15 @@ class PackageSpec:
     track_features: str = ""
     license: str = "MIT"
     files: tuple[PackageFile, ...] = field(default_factory=tuple)
+    # (path, target) symlinks the package installs, e.g. ("bin/sh", "busybox").
+    symlinks: tuple[tuple[str, str], ...] = ()
 
     @property
     def file_name(self) -> str:
         return f"{self.name}-{self.version}-{self.build}.conda"
 
 
-def _tar_zst(members: list[tuple[str, bytes, int]]) -> bytes:
+def _tar_zst(members: list[tuple[str, bytes, int]], symlinks: tuple[tuple[str, str], ...] = ()) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content, mode in sorted(members):
@@ -64,6 +66,10 @@ def _tar_zst(members: list[tuple[str, bytes, int]]) -> bytes:
             info.mode = mode
             info.mtime = 0
             tar.addfile(info, io.BytesIO(content))
+        for name, target in sorted(symlinks):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            tar.addfile(info)
     return zstandard.ZstdCompressor(level=3).compress(raw.getvalue())
 
 
@@ -108,6 +114,8 @@ def write_package(spec: PackageSpec, channel_dir: Path) -> Path:
             entry["file_mode"] = "text"
             has_prefix_lines.append(f"{PREFIX_PLACEHOLDER} text {f.path}\n")
         paths.append(entry)
+    for link, _target in spec.symlinks:
+        paths.append({"_path": link, "path_type": "softlink", "size_in_bytes": 0})
     info_members = [
         ("info/index.json", json.dumps(_index_json(spec), indent=2).encode(), 0o644),
         ("info/paths.json", json.dumps({"paths": paths, "paths_version": 1}).encode(), 0o644),
@@ -122,7 +130,7 @@ def write_package(spec: PackageSpec, channel_dir: Path) -> Path:
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
         archive.writestr(f"info-{stem}.tar.zst", _tar_zst(info_members))
-        archive.writestr(f"pkg-{stem}.tar.zst", _tar_zst(pkg_members))
+        archive.writestr(f"pkg-{stem}.tar.zst", _tar_zst(pkg_members, spec.symlinks))
     return out
 
 

@@ -1,0 +1,321 @@
+"""Lock + base + settings -> a reproducible OCI image (one manifest per platform, an index for several).
+
+Every byte is decided by the inputs: packages come from the lock (sha256-checked),
+layers are deterministic tarballs, JSON is canonical and timestamps come from
+SOURCE_DATE_EPOCH (default 0). Same lock + same base + same settings = same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from conda_lock.lockfile.v2prelim.models import Lockfile
+
+from conda_envkit import __version__
+from conda_envkit.channels import ChannelSettings
+from conda_envkit.errors import EnvkitError
+from conda_envkit.install import LOCK_COPY, default_cache_dir, install_packages
+from conda_envkit.lockfile import lock_hash, platform_lock_hash
+from conda_envkit.oci.blobs import BlobStore, Descriptor
+from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
+from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
+
+MiB = 1 << 20
+# Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
+MAX_LAYERS = 120
+LABEL_PREFIX = "dev.envkit."
+
+
+class BakeError(EnvkitError):
+    """A bake that cannot be done as asked."""
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    """How the environment is split: big packages alone, small ones in stable groups."""
+
+    own_layer_bytes: int = 32 * MiB
+    small_groups: int = 4
+    max_layers: int = MAX_LAYERS
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    """Everything a bake depends on besides the lock and the base."""
+
+    name: str = "env"
+    prefix: str | None = None
+    compression: Compression = field(default_factory=Compression)
+    policy: LayerPolicy = field(default_factory=LayerPolicy)
+    env: dict[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    workdir: str | None = None
+    user: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    epoch: int = 0
+
+    @property
+    def in_image_prefix(self) -> str:
+        return self.prefix or f"/opt/conda/envs/{self.name}"
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH from the environment (reproducible-builds.org), else 0."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise BakeError(f"SOURCE_DATE_EPOCH={value!r} is not an integer", hint="set it to seconds since 1970, or unset it") from None
+
+
+@dataclass(frozen=True)
+class PackageFiles:
+    """The files one installed package owns in the staging prefix."""
+
+    name: str
+    label: str  # name-version-build
+    paths: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Which files go into which layer, and what the layer is called in the image history."""
+
+    title: str
+    packages: tuple[str, ...]
+    paths: tuple[str, ...]
+
+
+def installed_packages(prefix: Path) -> list[PackageFiles]:
+    """Every package's files (with its conda-meta record) in an installed prefix."""
+    out = []
+    claimed: set[str] = set()
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        record = json.loads(meta.read_text())
+        # A path two packages install (a clobber) goes to the first by file name.
+        paths = [p for p in record.get("files", []) if p not in claimed and os.path.lexists(prefix / p)]
+        claimed.update(paths)
+        paths.append(f"conda-meta/{meta.name}")
+        size = sum((prefix / p).lstat().st_size for p in paths)
+        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size))
+    return out
+
+
+def _group_of(name: str, groups: int) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % groups
+
+
+def plan_layers(packages: list[PackageFiles], rest: list[str], policy: LayerPolicy, base_layers: int) -> list[LayerPlan]:
+    """Split the environment into layers.
+
+    Packages at least `own_layer_bytes` big get a layer each (so images sharing that
+    package build share the layer); the others go into `small_groups` groups chosen
+    by a hash of the package name, so that changing one small package changes one
+    group. Paths owned by no package (conda-meta/history, the lock copy) form the
+    last layer. If that would exceed `max_layers`, the smallest big packages join
+    the groups.
+    """
+    budget = policy.max_layers - base_layers - policy.small_groups - 1
+    if budget < 0:
+        raise BakeError(
+            f"the base image already has {base_layers} layers; with envkit's layers the image would exceed {policy.max_layers}",
+            hint="use a base image with fewer layers (squash it), or fewer small-package groups",
+        )
+    big = sorted((p for p in packages if p.size >= policy.own_layer_bytes), key=lambda p: (-p.size, p.name))[:budget]
+    big_names = {p.name for p in big}
+    plans = [LayerPlan(f"package {p.label}", (p.label,), p.paths) for p in sorted(big, key=lambda p: p.name)]
+    groups: dict[int, list[PackageFiles]] = {}
+    for p in packages:
+        if p.name not in big_names:
+            groups.setdefault(_group_of(p.name, policy.small_groups), []).append(p)
+    for index in sorted(groups):
+        members = sorted(groups[index], key=lambda p: p.name)
+        paths = tuple(path for m in members for path in m.paths)
+        plans.append(
+            LayerPlan(
+                f"packages group {index + 1}/{policy.small_groups}: {len(members)} small packages", tuple(m.label for m in members), paths
+            )
+        )
+    if rest:
+        plans.append(LayerPlan("environment metadata (conda-meta, lock)", (), tuple(sorted(rest))))
+    return plans
+
+
+def unowned_paths(prefix: Path, packages: list[PackageFiles]) -> list[str]:
+    """Files and symlinks in the prefix that no package owns."""
+    owned = {path for p in packages for path in p.paths}
+    rest = []
+    for root, dirs, files in os.walk(prefix):
+        dirs.sort()
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = os.path.relpath(os.path.join(root, name), prefix)
+            if rel not in owned:
+                rest.append(PurePosixPath(*Path(rel).parts).as_posix())
+    return sorted(rest)
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image: its manifest and config descriptors, layers and metadata."""
+
+    platform: str
+    manifest: Descriptor
+    config: Descriptor
+    layers: tuple[Layer, ...]
+    layer_packages: tuple[tuple[str, ...], ...]
+    labels: dict[str, str]
+    base: BaseImage
+    seconds: float
+    reused_layers: int
+
+
+def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
+    """Labels and annotations: org.opencontainers.image.* plus envkit's own keys."""
+    custom = lockfile.metadata.custom_metadata or {}
+    labels = {
+        "org.opencontainers.image.created": rfc3339(options.epoch),
+        "org.opencontainers.image.title": options.name,
+        "org.opencontainers.image.version": platform_lock_hash(lockfile, platform).short,
+        "org.opencontainers.image.base.name": base.reference,
+        f"{LABEL_PREFIX}lock-hash": str(lock_hash(lockfile)),
+        f"{LABEL_PREFIX}platform-lock-hash": str(platform_lock_hash(lockfile, platform)),
+        f"{LABEL_PREFIX}platform": platform,
+        f"{LABEL_PREFIX}prefix": options.in_image_prefix,
+        f"{LABEL_PREFIX}cuda": custom.get(f"envkit.{platform}.cuda", "unknown"),
+        f"{LABEL_PREFIX}cuda-version": custom.get(f"envkit.{platform}.cuda-version", "unknown"),
+        f"{LABEL_PREFIX}blas": custom.get(f"envkit.{platform}.blas", "unknown"),
+        f"{LABEL_PREFIX}version": __version__,
+    }
+    if base.digest:
+        labels["org.opencontainers.image.base.digest"] = base.digest
+    labels.update(options.labels)
+    return labels
+
+
+def bake_platform(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    base: BaseImage,
+    options: BakeOptions,
+    store: BlobStore,
+    cache_dir: Path,
+    settings: ChannelSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PlatformImage:
+    """Install one platform of the lock into a staging prefix and turn it into an image manifest."""
+    started = time.perf_counter()
+    oci_platform(platform)
+    say = progress or (lambda _msg: None)
+    prefix = options.in_image_prefix
+    if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
+        raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
+    # Staged next to the package cache, so that linking can hard-link from it.
+    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    try:
+        staging = staging_root / "prefix"
+        install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
+        copy = staging / LOCK_COPY
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lockfile_path, copy)
+        packages = installed_packages(staging)
+        plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers))
+        in_image = prefix.strip("/")
+        layer_cache = LayerCache(cache_dir / "layers")
+        layers = []
+        for plan in plans:
+            files = [LayerFile(f"{in_image}/{p}", staging / p) for p in plan.paths]
+            layers.append(write_layer(files, store, options.compression, options.epoch, layer_cache))
+        reused = sum(1 for layer in layers if layer.reused)
+        say(f"{platform}: {len(layers)} layers ({reused} reused from the layer cache)")
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    labels = image_labels(lockfile, platform, options, base)
+    image_settings = ImageSettings(
+        env={
+            "CONDA_PREFIX": prefix,
+            "CONDA_DEFAULT_ENV": options.name,
+            "ENVKIT_LOCK_FILE": f"{prefix}/{LOCK_COPY.as_posix()}",
+            **options.env,
+        },
+        path_prepend=(f"{prefix}/bin",),
+        entrypoint=options.entrypoint,
+        cmd=options.cmd,
+        workdir=options.workdir,
+        user=options.user,
+        labels=labels,
+        created=options.epoch,
+    )
+    history = [f"envkit bake: {plan.title}" for plan in plans]
+    config = image_config(base, layers, history, image_settings, platform)
+    manifest, config_desc = put_manifest(store, config, [*base.layers, *layers], labels)
+    return PlatformImage(
+        platform=platform,
+        manifest=manifest,
+        config=config_desc,
+        layers=tuple(layers),
+        layer_packages=tuple(plan.packages for plan in plans),
+        labels=labels,
+        base=base,
+        seconds=time.perf_counter() - started,
+        reused_layers=reused,
+    )
+
+
+@dataclass(frozen=True)
+class BakedImage:
+    """The result of a bake: the top descriptor (manifest, or index for several platforms)."""
+
+    top: Descriptor
+    platforms: tuple[PlatformImage, ...]
+    lock_hash: str
+    epoch: int = 0
+
+    def blobs(self) -> list[str]:
+        """Every blob the image consists of, top descriptor included."""
+        out = [self.top.digest]
+        for p in self.platforms:
+            out += [p.manifest.digest, p.config.digest]
+            out += [layer.descriptor.digest for layer in (*p.base.layers, *p.layers)]
+        return list(dict.fromkeys(out))
+
+
+def bake_image(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platforms: list[str],
+    bases: dict[str, BaseImage],
+    options: BakeOptions,
+    store: BlobStore,
+    cache_dir: Path | None = None,
+    settings: ChannelSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BakedImage:
+    """Bake every platform; several platforms become one image index."""
+    cache_dir = cache_dir or default_cache_dir()
+    if not platforms:
+        raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
+    for platform in platforms:
+        oci_platform(platform)
+    images = tuple(bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress) for p in platforms)
+    whole = lock_hash(lockfile)
+    if len(images) == 1:
+        return BakedImage(images[0].manifest, images, str(whole), options.epoch)
+    annotations = {
+        "org.opencontainers.image.created": rfc3339(options.epoch),
+        f"{LABEL_PREFIX}lock-hash": str(whole),
+        f"{LABEL_PREFIX}version": __version__,
+    }
+    index = put_index(store, [i.manifest for i in images], annotations)
+    return BakedImage(index, images, str(whole), options.epoch)

@@ -1,0 +1,348 @@
+"""Lock + platform -> a conda prefix on disk, every package checked against the lock's sha256.
+
+Packages are downloaded (in parallel) into a persistent, content-addressed cache
+(`<cache>/pkgs/<sha256>/<file>`) and re-hashed before every use, so a corrupted or
+tampered cache entry is caught as surely as a bad download. Each archive's own
+`info/index.json` supplies what the lock format does not carry (build number,
+noarch kind), and py-rattler links the verified archives into the prefix, for any
+target platform, writing `target_prefix` into files even when the prefix is staged
+elsewhere (an image's `/opt/conda/envs/<name>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
+from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
+
+from conda_envkit.channels import ChannelSettings, strip_credentials
+from conda_envkit.errors import EnvkitError
+from conda_envkit.lockfile import packages_for
+
+CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
+_ENV_VAR = re.compile(r"\$\{(\w+)\}")
+_CHUNK = 1 << 20
+
+
+class InstallError(EnvkitError):
+    """A package that cannot be fetched, verified or installed."""
+
+
+def default_cache_dir() -> Path:
+    """$ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "envkit"
+
+
+@dataclass(frozen=True)
+class FetchedPackage:
+    """A locked conda package whose archive is in the cache and matches the lock's sha256."""
+
+    locked: LockedDependency
+    archive: Path
+
+    @property
+    def file_name(self) -> str:
+        return self.archive.name
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What fetching did: how many archives came from the cache and how many bytes were downloaded."""
+
+    packages: tuple[FetchedPackage, ...]
+    cached: int
+    downloaded_bytes: int
+
+
+def conda_packages(lockfile: Lockfile, platform: str) -> list[LockedDependency]:
+    """The conda packages of one platform, refusing what this step cannot install."""
+    packages = packages_for(lockfile, platform)
+    pip = [p.name for p in packages if p.manager != "conda"]
+    if pip:
+        raise InstallError(
+            f"{platform}: the lock has pip packages ({', '.join(pip[:5])}), which envkit cannot install yet",
+            hint="remove the pip: section from environment.yml and re-lock, or install them in the image afterwards",
+        )
+    for p in packages:
+        if not p.hash.sha256:
+            raise InstallError(f"{platform}: package {p.name} {p.version} has no sha256 in the lock", hint="re-lock with `envkit lock`")
+    return packages
+
+
+def fetch_url(public_url: str, settings: ChannelSettings) -> str:
+    """The URL to download a locked package from: `${VAR}` expanded, mirrors applied."""
+    missing = [v for v in _ENV_VAR.findall(public_url) if v not in os.environ]
+    if missing:
+        raise InstallError(
+            f"{strip_credentials(public_url)} needs environment variable(s) {', '.join(missing)}",
+            hint="export the channel's credentials before installing; they are never stored",
+        )
+    url = _ENV_VAR.sub(lambda m: os.environ[m.group(1)], public_url)
+    for source, targets in settings.mirrors.items():
+        base = source if "://" in source else settings.channel_alias + source
+        base = base.rstrip("/") + "/"
+        if url.startswith(base) and targets:
+            return targets[0].rstrip("/") + "/" + url[len(base) :]
+    return url
+
+
+def _file_name(url: str) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    if not name.endswith((".conda", ".tar.bz2")) or "/" in name or name.startswith("."):
+        raise InstallError(f"{strip_credentials(url)}: not a conda package URL", hint="the lock's url must end in .conda or .tar.bz2")
+    return name
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3) -> tuple[str, int]:
+    """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        source = Path(unquote(parts.path))
+        try:
+            shutil.copyfile(source, dest)
+        except OSError as exc:
+            raise InstallError(
+                f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
+            ) from None
+        return _sha256_of(dest), dest.stat().st_size
+    last = ""
+    for attempt in range(attempts):
+        try:
+            with session.get(url, stream=True, timeout=(10, 300)) as response:
+                if response.status_code in (401, 403):
+                    raise InstallError(
+                        f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
+                        hint="put the channel's credentials in the lock's ${VAR} placeholders' environment variables",
+                    )
+                if response.status_code == 404:
+                    raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint="the package is gone from its channel; re-lock")
+                response.raise_for_status()
+                digest = hashlib.sha256()
+                size = 0
+                with dest.open("wb") as out:
+                    for chunk in response.iter_content(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                return digest.hexdigest(), size
+        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+            last = str(exc)
+            time.sleep(0.5 * 2**attempt)
+    raise InstallError(f"{strip_credentials(url)}: download failed after {attempts} attempts: {last}", hint="check the network or mirror")
+
+
+def fetch_packages(
+    packages: list[LockedDependency],
+    cache_dir: Path,
+    settings: ChannelSettings | None = None,
+    jobs: int = 8,
+) -> FetchReport:
+    """Put every package's archive in the cache, verified against the lock's sha256."""
+    settings = settings or ChannelSettings()
+    store = cache_dir / "pkgs"
+    store.mkdir(parents=True, exist_ok=True)
+    session = requests.Session()
+
+    def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
+        expected = (p.hash.sha256 or "").lower()
+        name = _file_name(p.url)
+        target = store / expected / name
+        if target.exists() and _sha256_of(target) == expected:
+            return FetchedPackage(p, target), True, 0
+        url = fetch_url(p.url, settings)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            actual, size = _download(url, tmp, session)
+            if actual != expected:
+                raise InstallError(
+                    f"{p.platform}: package {p.name} {p.version} {p.build}: sha256 mismatch "
+                    f"(lock {expected}, downloaded {actual}) from {strip_credentials(url)}",
+                    hint="the channel's file changed after locking: re-lock, or find out who replaced it",
+                )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return FetchedPackage(p, target), False, size
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(fetch, packages))
+    return FetchReport(
+        packages=tuple(r[0] for r in results),
+        cached=sum(1 for r in results if r[1]),
+        downloaded_bytes=sum(r[2] for r in results),
+    )
+
+
+def _channel_of(url: str) -> str:
+    # .../<channel>/<subdir>/<file>: the channel is what precedes the subdir.
+    return strip_credentials(url.rsplit("/", 2)[0])
+
+
+def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
+    """A record for rattler built from the verified archive's own index.json."""
+    index = IndexJson.from_package_archive(fetched.archive)
+    locked = fetched.locked
+    if index.name.normalized != locked.name or str(index.version) != locked.version or str(index.build) != locked.build:
+        raise InstallError(
+            f"{locked.platform}: {fetched.file_name} holds {index.name.normalized} {index.version} {index.build}, "
+            f"but the lock says {locked.name} {locked.version} {locked.build}",
+            hint="the lock was edited by hand or the channel is broken; re-lock",
+        )
+    record = PackageRecord(
+        name=index.name,
+        version=str(index.version),
+        build=index.build,
+        build_number=index.build_number,
+        subdir=index.subdir or "noarch",
+        arch=index.arch,
+        platform=index.platform,
+        noarch=index.noarch,
+        depends=list(index.depends),
+        constrains=list(index.constrains),
+        sha256=bytes.fromhex(locked.hash.sha256 or ""),
+        md5=bytes.fromhex(locked.hash.md5) if locked.hash.md5 else None,
+        size=fetched.archive.stat().st_size,
+        license=index.license,
+        license_family=index.license_family,
+        features=index.features,
+        python_site_packages_path=index.python_site_packages_path,
+    )
+    record.track_features = list(index.track_features)
+    return RepoDataRecord(record, fetched.file_name, fetched.archive.as_uri(), _channel_of(locked.url))
+
+
+# Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.
+_HOST_KEYS = ("extracted_package_dir", "package_tarball_full_path", "link")
+
+
+def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
+    """Make conda-meta a function of the lock: lock URLs, no host paths, fixed modes."""
+    by_file = {f.file_name: f.locked for f in packages}
+    meta = prefix / "conda-meta"
+    for path in sorted(meta.glob("*.json")):
+        data = json.loads(path.read_text())
+        locked = by_file.get(data.get("fn", ""))
+        if locked is not None:
+            data["url"] = strip_credentials(locked.url)
+            data["channel"] = _channel_of(locked.url)
+        for key in _HOST_KEYS:
+            data.pop(key, None)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        path.chmod(0o644)
+    (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    """What `install_packages` did."""
+
+    prefix: Path
+    target_prefix: str
+    platform: str
+    fetch: FetchReport
+    seconds: float
+
+
+def install_packages(
+    lockfile: Lockfile,
+    platform: str,
+    prefix: Path,
+    target_prefix: str | None = None,
+    cache_dir: Path | None = None,
+    settings: ChannelSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> InstallReport:
+    """Materialize one platform of the lock into `prefix` (created empty; must not hold files).
+
+    `target_prefix` is where the environment will live (written into files that
+    carry a prefix placeholder); it defaults to `prefix` itself.
+    """
+    started = time.perf_counter()
+    cache_dir = cache_dir or default_cache_dir()
+    packages = conda_packages(lockfile, platform)
+    say = progress or (lambda _msg: None)
+    say(f"fetching {len(packages)} packages for {platform}")
+    report = fetch_packages(packages, cache_dir, settings)
+    say(f"fetched {len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    if prefix.exists() and any(prefix.iterdir()):
+        raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
+    records = [repodata_record(f) for f in report.packages]
+    try:
+        asyncio.run(
+            install(
+                records,
+                target_prefix=prefix,
+                cache_dir=cache_dir / "extracted",
+                installed_packages=[],
+                platform=Platform(platform),
+                execute_link_scripts=False,
+                show_progress=False,
+                alternative_target_prefix=target_prefix if target_prefix and target_prefix != str(prefix) else None,
+            )
+        )
+    except Exception as exc:  # rattler raises its own exception types for link failures
+        raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    normalize_conda_meta(prefix, list(report.packages))
+    return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
+
+
+LOCK_COPY = Path("conda-meta") / "envkit" / "conda-lock.yml"
+
+
+def install_environment(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    prefix: Path,
+    cache_dir: Path | None = None,
+    settings: ChannelSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> InstallReport:
+    """Install into a temporary sibling of `prefix`, then rename it into place.
+
+    An interrupted or failed install leaves no half-made environment at `prefix`;
+    a copy of the lock goes to `<prefix>/conda-meta/envkit/conda-lock.yml`.
+    """
+    prefix = prefix.absolute()
+    if prefix.exists():
+        raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{prefix.name}.", suffix=".envkit-staging", dir=prefix.parent))
+    try:
+        report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
+        copy = staging / LOCK_COPY
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lockfile_path, copy)
+        os.rename(staging, prefix)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds)

@@ -1,0 +1,142 @@
+"""docker-archive tarballs (`docker save` / `docker load`), written deterministically and read safely.
+
+What envkit writes is what docker 25+ saves: an OCI layout (oci-layout, index.json,
+blobs/sha256/...) plus docker's manifest.json, in one tar, so both `docker load`
+and OCI tools read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import tarfile
+import tempfile
+from pathlib import Path
+
+from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
+from conda_envkit.oci.image import BaseImage
+from conda_envkit.oci.layer import Layer
+from conda_envkit.oci.layout import REF_NAME
+from conda_envkit.oci.safety import GZIP_MAGIC, ZSTD_MAGIC, check_layer
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None, mtime: int = 0) -> None:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = mtime, 0, 0, "", "", 0o644
+    if data is None and source is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        return
+    if source is not None:
+        info.size = source.stat().st_size
+        with source.open("rb") as f:
+            tar.addfile(info, f)
+    else:
+        info.size = len(data or b"")
+        tar.addfile(info, io.BytesIO(data or b""))
+
+
+def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, repo_tags: list[str], mtime: int = 0) -> None:
+    """Write one image (a single-platform manifest) as a docker-archive, atomically."""
+    document = store.read_json(manifest.digest)
+    config = document["config"]["digest"]
+    layers = [layer["digest"] for layer in document["layers"]]
+
+    def blob_name(digest: str) -> str:
+        return f"blobs/sha256/{digest.partition(':')[2]}"
+
+    docker_manifest = [{"Config": blob_name(config), "RepoTags": repo_tags, "Layers": [blob_name(d) for d in layers]}]
+    index_entries = []
+    for tag in repo_tags or [None]:
+        annotations = {REF_NAME: tag, "io.containerd.image.name": tag} if tag else {}
+        index_entries.append(Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations).to_json())
+    path = path.absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, "blobs", mtime=mtime)
+            _add(tar, "blobs/sha256", mtime=mtime)
+            for digest in sorted({manifest.digest, config, *layers}):
+                _add(tar, blob_name(digest), source=store.path(digest), mtime=mtime)
+            _add(tar, "index.json", canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries}), mtime=mtime)
+            _add(tar, "manifest.json", canonical_json(docker_manifest), mtime=mtime)
+            _add(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}), mtime=mtime)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _member(tar: tarfile.TarFile, name: str, where: str) -> tarfile.TarInfo:
+    clean = posixpath.normpath(name)
+    if clean.startswith(("/", "..")) or ".." in clean.split("/"):
+        raise OciError(f"{where}: manifest.json names {name!r}, outside the archive", hint="the archive is unsafe; do not use it")
+    try:
+        member = tar.getmember(clean)
+    except KeyError:
+        raise OciError(f"{where}: {name!r} is missing from the archive", hint="the archive is incomplete") from None
+    if not member.isfile():
+        raise OciError(f"{where}: {name!r} is not a regular file", hint="the archive is unsafe or corrupt")
+    return member
+
+
+def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) -> BaseImage:
+    """Load one image of a docker-archive into `store` as a base image (layers scanned for safety)."""
+    where = str(path)
+    try:
+        tar = tarfile.open(path, mode="r:*")
+    except FileNotFoundError:
+        raise OciError(f"{path}: no such docker archive", hint="check the path given to --base docker-archive:PATH") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise OciError(
+            f"{path}: not a tar archive ({exc})", hint="pass a file written by `docker save` or `envkit bake --docker-archive`"
+        ) from None
+    with tar:
+        extracted = tar.extractfile(_member(tar, "manifest.json", where))
+        try:
+            entries = json.load(extracted)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise OciError(f"{where}: invalid manifest.json ({exc})", hint="the archive is corrupt") from None
+        if tag is not None:
+            entries = [e for e in entries if tag in (e.get("RepoTags") or [])]
+        if len(entries) != 1:
+            raise OciError(f"{where}: holds {len(entries)} matching images", hint="name one with docker-archive:PATH:TAG")
+        entry = entries[0]
+        config_bytes = tar.extractfile(_member(tar, entry["Config"], where)).read()  # type: ignore[union-attr]
+        config_digest = store.put_bytes(config_bytes)
+        config = json.loads(config_bytes)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(entry.get("Layers", [])):
+            raise OciError(f"{where}: {len(entry.get('Layers', []))} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")
+        layers = []
+        for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
+            source = tar.extractfile(_member(tar, name, where))
+            tmp = store.temp_path()
+            h = hashlib.sha256()
+            with tmp.open("wb") as out:
+                while chunk := source.read(1 << 20):  # type: ignore[union-attr]
+                    h.update(chunk)
+                    out.write(chunk)
+            digest = "sha256:" + h.hexdigest()
+            magic = tmp.open("rb").read(4)
+            media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
+            if media_type == OCI_LAYER and digest != diff_id:
+                raise OciError(f"{where}: layer {name} does not match its diff_id", hint="the archive is corrupt")
+            check_layer(tmp, f"{where} layer {name}")
+            size = tmp.stat().st_size
+            store.adopt(tmp, digest)
+            layers.append(Layer(Descriptor(media_type, digest, size), diff_id))
+    manifest = {
+        "config": {"digest": config_digest},
+        "layers": [layer.descriptor.digest for layer in layers],
+    }
+    return BaseImage(
+        reference=f"docker-archive:{path}",
+        config=config,
+        layers=tuple(layers),
+        digest="sha256:" + hashlib.sha256(canonical_json(manifest)).hexdigest(),
+    )

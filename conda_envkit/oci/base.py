@@ -1,0 +1,70 @@
+"""Where a base image comes from: `scratch`, `oci:DIR[:NAME]`, `docker-archive:PATH[:TAG]`, or a registry reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conda_envkit.oci.archive import read_docker_archive
+from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, BlobStore, OciError, file_digest
+from conda_envkit.oci.image import BaseImage, oci_platform
+from conda_envkit.oci.layout import layout_store, link_or_copy, select_ref
+from conda_envkit.oci.reference import parse_image_ref
+from conda_envkit.oci.registry import RegistryClient
+from conda_envkit.oci.transfer import base_from_manifest, pull_base, select_platform
+
+SCRATCH = "scratch"
+
+
+def _split_ref(value: str) -> tuple[str, str | None]:
+    # PATH[:NAME]: a name is what follows the last colon, unless that part looks like a path.
+    head, sep, tail = value.rpartition(":")
+    if sep and head and "/" not in tail:
+        return head, tail
+    return value, None
+
+
+def _import_blob(source: BlobStore, store: BlobStore, digest: str) -> None:
+    if store.has(digest):
+        return
+    path = source.path(digest)
+    if not path.is_file():
+        raise OciError(f"{source.root.parent}: blob {digest} is missing", hint="the layout is incomplete")
+    tmp = store.temp_path()
+    tmp.unlink()
+    link_or_copy(path, tmp)
+    if file_digest(tmp) != digest:
+        tmp.unlink()
+        raise OciError(f"{source.root.parent}: blob {digest} does not match its digest", hint="the layout is corrupt")
+    store.adopt(tmp, digest)
+
+
+def base_from_layout(path: Path, name: str | None, platform: str, store: BlobStore) -> BaseImage:
+    """A base image from a local OCI layout (blobs copied into `store`, layers scanned)."""
+    source = layout_store(path)
+    desc = select_ref(path, name)
+    _import_blob(source, store, desc.digest)
+    document = store.read_json(desc.digest)
+    media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
+    if media_type == OCI_INDEX or desc.media_type == DOCKER_LIST:
+        desc = select_platform(document, oci_platform(platform), str(path))
+        _import_blob(source, store, desc.digest)
+        document = store.read_json(desc.digest)
+    _import_blob(source, store, document["config"]["digest"])
+    for layer in document.get("layers", []):
+        _import_blob(source, store, layer["digest"])
+    return base_from_manifest(f"oci:{path}" + (f":{name}" if name else ""), document, desc.digest, store, None)
+
+
+def load_base(text: str, platform: str, store: BlobStore, insecure_registries: tuple[str, ...] = ()) -> BaseImage:
+    """Resolve a base image reference for one platform into `store`."""
+    if text == SCRATCH:
+        return BaseImage(reference=SCRATCH, config={})
+    if text.startswith("oci:"):
+        path, name = _split_ref(text[4:])
+        return base_from_layout(Path(path), name, platform, store)
+    if text.startswith("docker-archive:"):
+        path, tag = _split_ref(text[len("docker-archive:") :])
+        return read_docker_archive(Path(path), store, tag)
+    ref = parse_image_ref(text)
+    client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries)
+    return pull_base(client, ref, oci_platform(platform), store)

@@ -1,0 +1,142 @@
+"""Content-addressed blobs, descriptors and media types (OCI image spec)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conda_envkit.errors import EnvkitError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+# Docker media types mapped to the OCI type naming the same bytes.
+OCI_EQUIVALENT = {
+    DOCKER_MANIFEST: OCI_MANIFEST,
+    DOCKER_LIST: OCI_INDEX,
+    DOCKER_CONFIG: OCI_CONFIG,
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
+    DOCKER_LAYER: OCI_LAYER,
+}
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class OciError(EnvkitError):
+    """An image, layout, archive or registry that is not what it should be."""
+
+
+def check_digest(digest: str, where: str) -> str:
+    """`digest` if it is a well-formed sha256 digest, else an error naming `where`."""
+    if not _DIGEST.fullmatch(digest):
+        raise OciError(f"{where}: invalid digest {digest!r}", hint="only sha256 digests are supported")
+    return digest
+
+
+def canonical_json(data: Any) -> bytes:
+    """The bytes envkit writes for a JSON document: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.platform:
+            out["platform"] = dict(self.platform)
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> Descriptor:
+        try:
+            return cls(
+                media_type=str(data["mediaType"]),
+                digest=check_digest(str(data["digest"]), where),
+                size=int(data["size"]),
+                annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
+                platform=dict(data["platform"]) if data.get("platform") else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OciError(f"{where}: malformed descriptor ({exc})", hint="the image metadata is corrupt") from None
+
+
+class BlobStore:
+    """A directory of blobs named by digest (`<root>/sha256/<hex>`), written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        algorithm, _, hexpart = check_digest(digest, str(self.root)).partition(":")
+        return self.root / algorithm / hexpart
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = sha256_digest(data)
+        target = self.path(digest)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        return digest
+
+    def adopt(self, tmp: Path, digest: str) -> Path:
+        """Move a finished temp file (whose digest the caller computed) into the store."""
+        target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        return target
+
+    def temp_path(self) -> Path:
+        """A fresh temp file inside the store (same filesystem, so `adopt` is a rename)."""
+        tmpdir = self.root / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".part.", dir=tmpdir)
+        os.close(fd)
+        return Path(name)
+
+    def read_json(self, digest: str) -> Any:
+        data = self.path(digest).read_bytes()
+        if sha256_digest(data) != digest:
+            raise OciError(f"blob {digest} in {self.root} does not match its digest", hint=f"delete {self.path(digest)} and retry")
+        return json.loads(data)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 digest of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,88 @@
+"""OCI image layouts on disk: written whole (temp directory, then rename), read with checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from conda_envkit.oci.blobs import OCI_INDEX, BlobStore, Descriptor, OciError, canonical_json
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: list[Descriptor]) -> None:
+    """Write an OCI layout at `path` holding `blobs` and an index of `manifests`.
+
+    The layout is assembled in a sibling temp directory and renamed into place, so
+    `path` holds either the previous layout or the complete new one, never a mix.
+    """
+    path = path.absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        (staging / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+        blob_dir = staging / "blobs" / "sha256"
+        blob_dir.mkdir(parents=True)
+        for digest in sorted(set(blobs)):
+            link_or_copy(store.path(digest), blob_dir / digest.partition(":")[2])
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [m.to_json() for m in manifests]}
+        (staging / "index.json").write_bytes(canonical_json(index))
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.rename(path, old / "layout")
+        os.rename(staging, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_index(path: Path) -> dict[str, Any]:
+    """The index.json of an OCI layout, with errors that name the layout."""
+    try:
+        layout = json.loads((path / "oci-layout").read_text())
+        index = json.loads((path / "index.json").read_text())
+    except FileNotFoundError:
+        raise OciError(
+            f"{path}: not an OCI image layout (no oci-layout or index.json)", hint="pass a directory written by envkit, skopeo or buildah"
+        ) from None
+    except ValueError as exc:
+        raise OciError(f"{path}: invalid JSON in the layout ({exc})", hint="the layout is corrupt; write it again") from None
+    if layout.get("imageLayoutVersion") != "1.0.0":
+        raise OciError(f"{path}: unsupported layout version {layout.get('imageLayoutVersion')!r}", hint="expected 1.0.0")
+    return index
+
+
+def select_ref(path: Path, ref: str | None) -> Descriptor:
+    """The descriptor in a layout's index named `ref` (or the only one when `ref` is None)."""
+    manifests = [Descriptor.from_json(m, f"{path}/index.json") for m in read_index(path).get("manifests", [])]
+    if ref is not None:
+        named = [m for m in manifests if m.annotations.get(REF_NAME) == ref]
+        if not named:
+            names = sorted(m.annotations.get(REF_NAME, "?") for m in manifests)
+            raise OciError(
+                f"{path}: no image named {ref!r} (it has {', '.join(names) or 'none'})", hint="pass oci:DIR:NAME with one of those"
+            )
+        return named[0]
+    if len(manifests) != 1:
+        raise OciError(f"{path}: holds {len(manifests)} images", hint="name one with oci:DIR:NAME")
+    return manifests[0]
+
+
+def layout_store(path: Path) -> BlobStore:
+    """The blobs of a layout, as a read-only store."""
+    return BlobStore(path / "blobs")

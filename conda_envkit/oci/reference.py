@@ -1,0 +1,67 @@
+"""Image references (`registry/repository:tag@digest`) and where base images come from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from conda_envkit.oci.blobs import OciError, check_digest
+
+DOCKER_HUB = "registry-1.docker.io"
+_REPO = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed registry reference."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry for: the digest if given, else the tag (default `latest`)."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+    def with_digest(self, digest: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, None, digest)
+
+
+def parse_image_ref(text: str) -> ImageRef:
+    """Parse `[registry/]repo[:tag][@sha256:...]` the way docker does (docker.io by default)."""
+    value = text.removeprefix("docker://")
+    name, _, digest = value.partition("@")
+    if digest:
+        check_digest(digest, text)
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+    else:
+        registry, path = DOCKER_HUB, name
+        if "/" not in path:
+            path = f"library/{path}"
+    repo, _, tag = path.partition(":")
+    if registry in ("docker.io", "index.docker.io"):
+        registry = DOCKER_HUB
+    if not _REPO.fullmatch(repo):
+        raise OciError(f"invalid image reference {text!r}: bad repository name {repo!r}", hint="e.g. registry.example.com/team/train:tag")
+    if tag and not _TAG.fullmatch(tag):
+        raise OciError(f"invalid image reference {text!r}: bad tag {tag!r}", hint="tags are [A-Za-z0-9_.-], at most 128 characters")
+    return ImageRef(registry, repo, tag or None, digest or None)
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise OciError(f"invalid tag {tag!r}", hint="tags are [A-Za-z0-9_.-], at most 128 characters, not starting with . or -")
+    return tag

@@ -1,0 +1,326 @@
+"""A client for the OCI distribution API: pull and push blobs and manifests.
+
+Auth: anonymous, basic, and bearer tokens (the registry's WWW-Authenticate
+challenge), with credentials from `~/.docker/config.json` (or $DOCKER_CONFIG) or
+$ENVKIT_REGISTRY_USER / $ENVKIT_REGISTRY_PASSWORD. HTTPS with certificate
+checks always, unless the caller asks for plain HTTP (`insecure`) for that registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urljoin
+
+import requests
+
+from conda_envkit.oci.blobs import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciError, sha256_digest
+
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+CHUNK_SIZE = 16 * (1 << 20)
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryError(OciError):
+    """A registry that refused, failed or could not be reached."""
+
+
+def docker_config_credentials(registry: str) -> tuple[str, str] | None:
+    """(user, password) for `registry` from the docker config file, if it has them."""
+    config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    path = config_dir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{path}: cannot read docker config ({exc})", hint="fix or move the file") from None
+    auths = config.get("auths") or {}
+    keys = [registry, f"https://{registry}", f"http://{registry}"]
+    if registry == "registry-1.docker.io":
+        keys += ["https://index.docker.io/v1/", "docker.io"]
+    for key in keys:
+        entry = auths.get(key)
+        if not entry:
+            continue
+        if entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+        if entry.get("username"):
+            return entry["username"], entry.get("password", "")
+    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+    if helper:
+        raise RegistryError(
+            f"{path}: credentials for {registry} are in the credential helper {helper!r}, which envkit does not call",
+            hint="set ENVKIT_REGISTRY_USER and ENVKIT_REGISTRY_PASSWORD, or store an `auths` entry",
+        )
+    return None
+
+
+def environment_credentials() -> tuple[str, str] | None:
+    user = os.environ.get("ENVKIT_REGISTRY_USER")
+    return (user, os.environ.get("ENVKIT_REGISTRY_PASSWORD", "")) if user else None
+
+
+@dataclass
+class PushStats:
+    """What a push sent: blobs uploaded, skipped (already there) and mounted, and bytes sent."""
+
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+
+
+class RegistryClient:
+    """One registry host: authenticated requests, blobs and manifests."""
+
+    def __init__(
+        self,
+        registry: str,
+        insecure: bool = False,
+        credentials: tuple[str, str] | None = None,
+        retries: int = 4,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self.registry = registry
+        self.base = f"{'http' if insecure else 'https'}://{registry}"
+        self.credentials = credentials if credentials is not None else (environment_credentials() or docker_config_credentials(registry))
+        self.retries = retries
+        self.chunk_size = chunk_size
+        self.session = requests.Session()
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+
+    # -- requests, auth and retries -----------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        if scope in self._tokens:
+            return {"Authorization": f"Bearer {self._tokens[scope]}"}
+        if self._basic and self.credentials:
+            raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {}
+
+    def _authenticate(self, challenge: str, scope: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                raise RegistryError(
+                    f"{self.registry}: authentication required",
+                    hint="log in (docker config auths entry) or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD",
+                )
+            self._basic = True
+            return
+        if scheme.lower() != "bearer":
+            raise RegistryError(f"{self.registry}: unsupported auth scheme {scheme!r}", hint="envkit speaks basic and bearer token auth")
+        fields = dict(_CHALLENGE.findall(params))
+        realm = fields.get("realm")
+        if not realm:
+            raise RegistryError(f"{self.registry}: bearer challenge without realm", hint="the registry's auth is misconfigured")
+        query = {k: v for k, v in (("service", fields.get("service")), ("scope", scope)) if v}
+        auth = self.credentials if self.credentials else None
+        try:
+            response = self.session.get(realm, params=query, auth=auth, timeout=30)
+        except requests.RequestException as exc:
+            raise RegistryError(f"{self.registry}: token server {realm} unreachable ({exc})", hint="check the network") from None
+        if response.status_code in (401, 403):
+            raise RegistryError(f"{self.registry}: token server refused the credentials for {scope}", hint="check the user and password")
+        if not response.ok:
+            raise RegistryError(f"{self.registry}: token server answered HTTP {response.status_code}", hint="try again later")
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryError(f"{self.registry}: token server sent no token", hint="the registry's auth is misconfigured")
+        self._tokens[scope] = token
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        ok: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        stream: bool = False,
+        what: str = "",
+    ) -> requests.Response:
+        """Send a request with auth and retries; return the response if its status is in `ok`."""
+        url = urljoin(self.base, url)
+        authenticated = False
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(
+                    method, url, headers={**(headers or {}), **self._auth_header(scope)}, data=data, stream=stream, timeout=(10, 600)
+                )
+            except requests.exceptions.SSLError as exc:
+                raise RegistryError(
+                    f"{self.registry}: TLS verification failed ({exc.__class__.__name__})",
+                    hint="fix the registry's certificate; --insecure (plain HTTP) is only for local test registries",
+                ) from None
+            except requests.RequestException as exc:
+                if attempt < self.retries:
+                    time.sleep(0.25 * 2**attempt)
+                    attempt += 1
+                    continue
+                raise RegistryError(
+                    f"{self.registry}: {what or method + ' ' + url} failed: {exc}", hint="is the registry running and reachable?"
+                ) from None
+            if response.status_code == 401 and not authenticated:
+                authenticated = True
+                self._authenticate(response.headers.get("WWW-Authenticate", "Basic"), scope)
+                continue
+            if response.status_code in ok:
+                return response
+            if (response.status_code >= 500 or response.status_code == 429) and attempt < self.retries:
+                time.sleep(0.25 * 2**attempt)
+                attempt += 1
+                continue
+            detail = _error_detail(response)
+            if response.status_code in (401, 403):
+                raise RegistryError(
+                    f"{self.registry}: {what or url}: access denied (HTTP {response.status_code}){detail}",
+                    hint="check the credentials and that they may push/pull this repository",
+                )
+            raise RegistryError(
+                f"{self.registry}: {what or url}: HTTP {response.status_code}{detail}", hint="see the registry's message above"
+            )
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", _scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
+        )
+        return response.status_code == 200
+
+    def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
+        """Ask the registry to link a blob from another repository; True if it did."""
+        query = urlencode({"mount": digest, "from": source_repository})
+        scope = f"{_scope(repository, 'pull,push')} {_scope(source_repository, 'pull')}"
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", scope, (201, 202), what=f"mount blob {digest}")
+        if response.status_code == 201:
+            return True
+        self._cancel(response, scope)
+        return False
+
+    def _cancel(self, response: requests.Response, scope: str) -> None:
+        location = response.headers.get("Location")
+        if location:
+            try:
+                self.request("DELETE", location, scope, (204, 404, 405), what="cancel upload")
+            except RegistryError:
+                pass
+
+    def upload_blob(self, repository: str, path: Path, digest: str) -> int:
+        """Upload one blob (monolithic when small, in chunks when large); return bytes sent."""
+        scope = _scope(repository, "pull,push")
+        what = f"upload of blob {digest} ({path.stat().st_size} bytes)"
+        start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
+        location = start.headers["Location"]
+        size = path.stat().st_size
+        if size <= self.chunk_size:
+            self.request(
+                "PUT",
+                _with_query(location, digest=digest),
+                scope,
+                (201,),
+                {"Content-Type": "application/octet-stream"},
+                path.read_bytes(),
+                what=what,
+            )
+            return size
+        offset = 0
+        with path.open("rb") as f:
+            while chunk := f.read(self.chunk_size):
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                    "Content-Length": str(len(chunk)),
+                }
+                response = self.request("PATCH", location, scope, (202,), headers, chunk, what=what)
+                location = urljoin(urljoin(self.base, location), response.headers.get("Location", location))
+                offset += len(chunk)
+        self.request("PUT", _with_query(location, digest=digest), scope, (201,), {"Content-Length": "0"}, b"", what=what)
+        return size
+
+    def fetch_blob(self, repository: str, digest: str, dest: Path) -> None:
+        """Download a blob to `dest`, checking its digest."""
+        response = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", _scope(repository, "pull"), (200,), stream=True, what=f"blob {digest}"
+        )
+        h = hashlib.sha256()
+        with dest.open("wb") as out:
+            for chunk in response.iter_content(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        if "sha256:" + h.hexdigest() != digest:
+            raise RegistryError(
+                f"{self.registry}/{repository}: blob {digest} arrived with another digest",
+                hint="retry; if it persists the registry is corrupt",
+            )
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest or index."""
+        response = self.request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            _scope(repository, "pull"),
+            (200, 404),
+            {"Accept": ", ".join(MANIFEST_TYPES)},
+            what=f"manifest {repository}:{reference}",
+        )
+        if response.status_code == 404:
+            raise RegistryError(f"{self.registry}/{repository}:{reference} not found", hint="check the image name and tag")
+        data = response.content
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(
+                f"{self.registry}/{repository}@{reference}: manifest has digest {digest}", hint="the registry returned other content"
+            )
+        media_type = response.headers.get("Content-Type", "").split(";")[0] or json.loads(data).get("mediaType", "")
+        return data, media_type, digest
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        """Store a manifest under a tag or digest; return its digest (checked against ours)."""
+        response = self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            _scope(repository, "pull,push"),
+            (201,),
+            {"Content-Type": media_type},
+            data,
+            what=f"manifest {repository}:{reference}",
+        )
+        digest = sha256_digest(data)
+        theirs = response.headers.get("Docker-Content-Digest")
+        if theirs and theirs != digest:
+            raise RegistryError(
+                f"{self.registry}: stored manifest as {theirs}, expected {digest}", hint="the registry rewrote the manifest"
+            )
+        return digest
+
+
+def _scope(repository: str, actions: str) -> str:
+    return f"repository:{repository}:{actions}"
+
+
+def _with_query(location: str, **params: str) -> str:
+    return location + ("&" if "?" in location else "?") + urlencode(params)
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+    except ValueError:
+        return ""
+    return ": " + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) if errors else ""

@@ -1,0 +1,145 @@
+"""Moving images between a registry and a local blob store: pull a base, push a result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from conda_envkit.oci.blobs import (
+    DOCKER_LIST,
+    OCI_EQUIVALENT,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    BlobStore,
+    Descriptor,
+    OciError,
+)
+from conda_envkit.oci.image import BaseImage
+from conda_envkit.oci.layer import Layer
+from conda_envkit.oci.reference import ImageRef
+from conda_envkit.oci.registry import PushStats, RegistryClient
+from conda_envkit.oci.safety import check_layer
+
+LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD)
+
+
+def _matches(platform: dict[str, str], wanted: dict[str, str]) -> bool:
+    if platform.get("os") != wanted["os"] or platform.get("architecture") != wanted["architecture"]:
+        return False
+    return "variant" not in platform or "variant" not in wanted or platform["variant"] == wanted["variant"]
+
+
+def select_platform(index: dict, wanted: dict[str, str], where: str) -> Descriptor:
+    """The manifest for `wanted` (os/architecture[/variant]) in an image index."""
+    for item in index.get("manifests", []):
+        desc = Descriptor.from_json(item, where)
+        if desc.platform and _matches(desc.platform, wanted):
+            return desc
+    have = sorted(f"{d['platform'].get('os')}/{d['platform'].get('architecture')}" for d in index.get("manifests", []) if d.get("platform"))
+    raise OciError(
+        f"{where} has no image for {wanted['os']}/{wanted['architecture']} (it has {', '.join(have) or 'none'})",
+        hint="pick a base image that is built for this platform",
+    )
+
+
+def base_from_manifest(reference: str, manifest: dict, manifest_digest: str, store: BlobStore, repository: str | None) -> BaseImage:
+    """A BaseImage from a manifest whose config and layers are already in `store`; layers are scanned."""
+    config_desc = Descriptor.from_json(manifest["config"], reference)
+    config = store.read_json(config_desc.digest)
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    layer_descs = [Descriptor.from_json(d, reference) for d in manifest.get("layers", [])]
+    if len(diff_ids) != len(layer_descs):
+        raise OciError(
+            f"{reference}: config lists {len(diff_ids)} diff_ids for {len(layer_descs)} layers", hint="the base image is corrupt"
+        )
+    layers = []
+    for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
+        media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
+        if media_type not in LAYER_TYPES:
+            raise OciError(
+                f"{reference}: layer {desc.digest} has unsupported media type {desc.media_type}", hint="use a base with plain tar layers"
+            )
+        _scan_once(store, desc.digest, f"{reference} layer {desc.digest}")
+        layers.append(Layer(Descriptor(media_type, desc.digest, desc.size), diff_id))
+    return BaseImage(reference=reference, config=config, layers=tuple(layers), digest=manifest_digest, repository=repository)
+
+
+def _scan_once(store: BlobStore, digest: str, where: str) -> None:
+    # A layer is scanned once per store: the marker is named by the (verified) digest.
+    marker = store.root / "scanned" / digest.partition(":")[2]
+    if marker.exists():
+        return
+    check_layer(store.path(digest), where)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore) -> None:
+    if store.has(desc.digest):
+        return
+    tmp = store.temp_path()
+    try:
+        client.fetch_blob(repository, desc.digest, tmp)
+        store.adopt(tmp, desc.digest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], store: BlobStore) -> BaseImage:
+    """Fetch a base image for one platform (index -> manifest -> config + layers) into `store`."""
+    data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
+    document = json.loads(data)
+    if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
+        chosen = select_platform(document, wanted, str(ref))
+        data, media_type, digest = client.get_manifest(ref.repository, chosen.digest)
+        document = json.loads(data)
+    config_desc = Descriptor.from_json(document["config"], str(ref))
+    _fetch(client, ref.repository, config_desc, store)
+    for layer in document.get("layers", []):
+        desc = Descriptor.from_json(layer, str(ref))
+        if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
+            raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
+        _fetch(client, ref.repository, desc, store)
+    return base_from_manifest(str(ref), document, digest, store, f"{ref.registry}/{ref.repository}")
+
+
+@dataclass(frozen=True)
+class ImageToPush:
+    """What to push: the top descriptor, the per-platform manifests under it, and their blobs."""
+
+    top: Descriptor
+    manifests: tuple[Descriptor, ...]
+    blobs: tuple[str, ...]  # configs and layers
+    mount_from: dict[str, str]  # blob digest -> registry/repository it came from
+
+
+def push_image(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str]) -> PushStats:
+    """Push blobs (skipping those present, mounting base layers), then manifests, then tags last.
+
+    Tags are written only after everything they point to is in the registry, so an
+    interrupted push never leaves a tag on an incomplete image.
+    """
+    stats = PushStats()
+    for digest in image.blobs:
+        if client.has_blob(repository, digest):
+            stats.skipped.append(digest)
+            continue
+        source = image.mount_from.get(digest)
+        if source and source.startswith(client.registry + "/"):
+            source_repo = source[len(client.registry) + 1 :]
+            if source_repo != repository and client.mount_blob(repository, digest, source_repo):
+                stats.mounted.append(digest)
+                continue
+        path = store.path(digest)
+        if not path.is_file():
+            raise OciError(f"blob {digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile")
+        stats.bytes_uploaded += client.upload_blob(repository, path, digest)
+        stats.uploaded.append(digest)
+    documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
+    for desc in documents:
+        client.put_manifest(repository, desc.digest, store.path(desc.digest).read_bytes(), desc.media_type)
+    for tag in tags:
+        client.put_manifest(repository, tag, store.path(image.top.digest).read_bytes(), image.top.media_type)
+    return stats

@@ -1,0 +1,110 @@
+"""A baked image -> where it goes: an OCI layout, a docker-archive, a registry (tags last)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conda_envkit.bake import BakedImage, BakeError
+from conda_envkit.oci.archive import write_docker_archive
+from conda_envkit.oci.blobs import BlobStore, Descriptor
+from conda_envkit.oci.layout import REF_NAME, write_layout
+from conda_envkit.oci.reference import check_tag, parse_image_ref
+from conda_envkit.oci.registry import PushStats, RegistryClient
+from conda_envkit.oci.transfer import ImageToPush, push_image
+
+
+def is_loopback(registry: str) -> bool:
+    """True for localhost / 127.0.0.0/8 / ::1 registries (with or without a port)."""
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_hosts(registries: list[str], insecure: bool) -> tuple[str, ...]:
+    """The registries to reach over plain HTTP: with --insecure, loopback ones only."""
+    if not insecure:
+        return ()
+    remote = [r for r in registries if not is_loopback(r)]
+    if remote:
+        raise BakeError(
+            f"--insecure refused for {', '.join(remote)}: plain HTTP is only allowed for registries on localhost",
+            hint="give the registry a TLS certificate (TLS is always verified)",
+        )
+    return tuple(registries)
+
+
+@dataclass(frozen=True)
+class BakeTargets:
+    """Where to write the image."""
+
+    oci_layout: Path | None = None
+    docker_archive: Path | None = None
+    push: str | None = None  # registry/repository
+    tags: tuple[str, ...] = ()
+    insecure: tuple[str, ...] = ()  # registries reached over plain HTTP
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    references: list[str]
+    outputs: dict[str, str]
+    push: PushStats | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def default_tags(baked: BakedImage, extra: tuple[str, ...]) -> list[str]:
+    """The lock hash (plus the platform for a single-platform image), then the user's tags."""
+    short = baked.lock_hash.partition(":")[2][:12]
+    first = short if len(baked.platforms) > 1 else f"{short}-{baked.platforms[0].platform}"
+    return list(dict.fromkeys([first, *(check_tag(t) for t in extra)]))
+
+
+def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> PublishResult:
+    """Write the layout and archive, push, and return the references that now name the image."""
+    if not (targets.oci_layout or targets.docker_archive or targets.push):
+        raise BakeError("nothing to write", hint="pass --oci DIR, --docker-archive FILE and/or --push REGISTRY/REPO")
+    tags = default_tags(baked, targets.tags)
+    references: list[str] = []
+    outputs: dict[str, str] = {}
+    stats = None
+    if targets.oci_layout is not None:
+        named = [Descriptor(baked.top.media_type, baked.top.digest, baked.top.size, {REF_NAME: t}) for t in tags]
+        write_layout(targets.oci_layout, store, baked.blobs(), named)
+        outputs["oci"] = str(targets.oci_layout)
+        references.append(f"oci:{targets.oci_layout}:{tags[0]}")
+    if targets.docker_archive is not None:
+        if len(baked.platforms) != 1:
+            raise BakeError("a docker-archive holds one platform", hint="bake one -p for --docker-archive, or use --oci/--push for several")
+        name = targets.push or f"envkit/{baked.platforms[0].labels['org.opencontainers.image.title']}"
+        write_docker_archive(targets.docker_archive, store, baked.top, [f"{name}:{t}" for t in tags], baked.epoch)
+        outputs["docker-archive"] = str(targets.docker_archive)
+        references.append(f"docker-archive:{targets.docker_archive}")
+    if targets.push is not None:
+        ref = parse_image_ref(targets.push)
+        if ref.tag or ref.digest:
+            raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
+        client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure)
+        mount_from = {}
+        blobs = []
+        for image in baked.platforms:
+            for layer in image.base.layers:
+                if image.base.repository:
+                    mount_from[layer.descriptor.digest] = image.base.repository
+            blobs += [image.config.digest, *(layer.descriptor.digest for layer in (*image.base.layers, *image.layers))]
+        to_push = ImageToPush(
+            top=baked.top,
+            manifests=tuple(image.manifest for image in baked.platforms),
+            blobs=tuple(dict.fromkeys(blobs)),
+            mount_from=mount_from,
+        )
+        stats = push_image(client, ref.repository, to_push, store, tags)
+        outputs["registry"] = f"{ref.registry}/{ref.repository}"
+        references.insert(0, f"{ref.registry}/{ref.repository}@{baked.top.digest}")
+    return PublishResult(references, outputs, stats, tags)

@@ -1,0 +1,307 @@
+"""envkit bake and envkit install against a real local channel, checked by independent tools:
+skopeo (inspect), umoci (unpack), chroot (run a binary from the image) and a real registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Registry, run_envkit, write_env
+
+
+def _lock(workdir: Path, channel: Path, deps: list[str], platforms: tuple[str, ...] = ("linux-64",)) -> Path:
+    write_env(workdir, f"channels: [{channel}]\ndependencies: [{', '.join(deps)}]\n")
+    args = [a for p in platforms for a in ("-p", p)]
+    result = run_envkit("lock", "-q", *args, cwd=workdir)
+    assert result.returncode == 0, result.output
+    return workdir / "conda-lock.yml"
+
+
+def _bake(workdir: Path, cache: Path, *args: str, ok: bool = True) -> tuple[dict, str]:
+    result = run_envkit("bake", "-q", "--large-package-mb", "1", *args, cwd=workdir, env={"ENVKIT_CACHE_DIR": str(cache)})
+    if ok:
+        assert result.returncode == 0, result.output
+        record_path = workdir / "bake.json"
+        return json.loads(record_path.read_text()), result.stdout
+    return {}, result.output
+
+
+def _skopeo(*args: str) -> dict:
+    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _unpack_and_run(layout: Path, tag: str, tmp: Path, program: str) -> tuple[Path, str]:
+    bundle = tmp / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", str(bundle)], check=True, capture_output=True)
+    rootfs = bundle / "rootfs"
+    proc = subprocess.run(["chroot", str(rootfs), program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return rootfs, proc.stdout
+
+
+def test_bake_layout_runs_in_chroot_and_skopeo_agrees(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    record, stdout = _bake(work, tmp_path / "cache", "--oci", "image", "--cmd", "greet", "--env", "TRAINING=1")
+    tag = record["tags"][0]
+    assert tag == record["lock_hash"].split(":")[1][:12] + "-linux-64"
+    assert stdout.strip() == f"oci:image:{tag}"
+
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{work / 'image'}:{tag}"], capture_output=True, check=True).stdout
+    import hashlib
+
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == record["image"]["digest"]
+    info = _skopeo("inspect", f"oci:{work / 'image'}:{tag}")
+    assert info["Architecture"] == "amd64"
+    assert info["Labels"]["dev.envkit.lock-hash"] == record["lock_hash"]
+    assert info["Labels"]["dev.envkit.platform"] == "linux-64"
+    assert info["Created"] == "1970-01-01T00:00:00Z"
+    assert "TRAINING=1" in info["Env"] and "CONDA_PREFIX=/opt/conda/envs/env" in info["Env"]
+    assert info["Env"][0].startswith("PATH=/opt/conda/envs/env/bin:") or any(
+        e.startswith("PATH=/opt/conda/envs/env/bin:") for e in info["Env"]
+    )
+
+    rootfs, out = _unpack_and_run(work / "image", tag, tmp_path, "/opt/conda/envs/env/bin/greet")
+    assert out.splitlines() == ["hello from the image", "prefix is /opt/conda/envs/env"]
+    env = rootfs / "opt/conda/envs/env"
+    assert (env / "conda-meta/envkit/conda-lock.yml").read_text() == (work / "conda-lock.yml").read_text()
+    meta = json.loads(next((env / "conda-meta").glob("greet-*.json")).read_text())
+    assert meta["url"].startswith(image_channel.as_uri()) and "extracted_package_dir" not in meta
+    # Big packages have layers of their own; every layer is a known size and type.
+    layers = record["platforms"]["linux-64"]["layers"]
+    assert ["bigmodel-1.0-0"] in [layer["packages"] for layer in layers]
+    assert ["busybox-1.35.0-h0_0"] in [layer["packages"] for layer in layers]
+    assert len(info["Layers"]) == len(layers)
+
+
+def test_same_lock_same_digest_from_other_dirs_and_caches(tmp_path: Path, image_channel: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b" / "nested"
+    _lock(first, image_channel, ["greet=1.0", "bigmodel=1.0"])
+    second.mkdir(parents=True)
+    shutil.copy(first / "conda-lock.yml", second / "conda-lock.yml")
+    one, _ = _bake(first, tmp_path / "cache-1", "--oci", "image", "--docker-archive", "image.tar")
+    warm, _ = _bake(first, tmp_path / "cache-1", "--oci", "image2")
+    two, _ = _bake(second, tmp_path / "cache-2", "--oci", "image")
+    assert one["image"]["digest"] == two["image"]["digest"] == warm["image"]["digest"]
+    assert (first / "image" / "index.json").read_bytes() == (second / "image" / "index.json").read_bytes()
+    # The docker-archive is read by skopeo and names the same image.
+    info = _skopeo("inspect", f"docker-archive:{first / 'image.tar'}")
+    assert info["Labels"]["dev.envkit.lock-hash"] == one["lock_hash"]
+    assert len(info["Layers"]) == len(one["platforms"]["linux-64"]["layers"])
+
+
+def test_one_changed_package_changes_only_its_layer(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    before, _ = _bake(work, tmp_path / "cache", "--oci", "image")
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=2.0", "smalldata"])
+    after, _ = _bake(work, tmp_path / "cache", "--oci", "image")
+
+    def by_packages(record: dict) -> dict[str, str]:
+        return {",".join(layer["packages"]) or "metadata": layer["digest"] for layer in record["platforms"]["linux-64"]["layers"]}
+
+    old, new = by_packages(before), by_packages(after)
+    assert old.pop("bigmodel-1.0-0") != new.pop("bigmodel-2.0-0")
+    assert old.pop("metadata") != new.pop("metadata")  # conda-meta history and the lock copy
+    assert old == new  # busybox and the small-package group: same bytes, same digests
+    assert before["image"]["digest"] != after["image"]["digest"]
+
+
+def test_push_multi_arch_then_second_push_uploads_nothing(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0"], ("linux-64", "linux-aarch64"))
+    repo = f"{registry.host}/team/train"
+    args = ("-p", "linux-64", "-p", "linux-aarch64", "--push", repo, "--insecure", "-t", "latest")
+    first, stdout = _bake(work, tmp_path / "cache", *args)
+    digest = first["image"]["digest"]
+    assert stdout.splitlines()[0] == f"{repo}@{digest}"
+    assert first["push"]["uploaded_blobs"] > 0
+
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{repo}:latest"], capture_output=True, check=True)
+    index = json.loads(raw.stdout)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    import hashlib
+
+    assert "sha256:" + hashlib.sha256(raw.stdout).hexdigest() == digest
+    arm = _skopeo("inspect", "--tls-verify=false", "--override-arch", "arm64", f"docker://{repo}:{first['tags'][0]}")
+    assert arm["Labels"]["dev.envkit.platform"] == "linux-aarch64"
+
+    second, _ = _bake(work, tmp_path / "cache", *args)
+    assert second["image"]["digest"] == digest
+    assert second["push"] == {
+        "uploaded_blobs": 0,
+        "skipped_blobs": first["push"]["uploaded_blobs"],
+        "mounted_blobs": 0,
+        "bytes_uploaded": 0,
+    }
+
+
+def test_base_from_registry_is_layered_under_the_env_and_mounted(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    base_work, work = tmp_path / "base", tmp_path / "work"
+    _lock(base_work, image_channel, ["busybox"])
+    base, _ = _bake(
+        base_work, tmp_path / "cache", "--push", f"{registry.host}/base/busybox", "--insecure", "-t", "v1", "--prefix", "/usr/local"
+    )
+    _lock(work, image_channel, ["greet=1.0"])
+    record, _ = _bake(
+        work,
+        tmp_path / "cache",
+        "--base",
+        f"{registry.host}/base/busybox:v1",
+        "--push",
+        f"{registry.host}/team/app",
+        "--insecure",
+        "--oci",
+        "image",
+    )
+    platform = record["platforms"]["linux-64"]
+    assert platform["base"]["digest"] == base["image"]["digest"]
+    assert record["push"]["mounted_blobs"] == len(base["platforms"]["linux-64"]["layers"])
+    info = _skopeo("inspect", f"oci:{work / 'image'}:{record['tags'][0]}")
+    assert len(info["Layers"]) == platform["base"]["layers"] + len(platform["layers"])
+    assert info["Labels"]["org.opencontainers.image.base.digest"] == base["image"]["digest"]
+    _, out = _unpack_and_run(work / "image", record["tags"][0], tmp_path, "/usr/local/bin/busybox")
+    assert "BusyBox" in out
+
+
+def test_base_from_layout_and_docker_archive(tmp_path: Path, image_channel: Path) -> None:
+    base_work, work = tmp_path / "base", tmp_path / "work"
+    _lock(base_work, image_channel, ["busybox"])
+    base, _ = _bake(base_work, tmp_path / "cache", "--oci", "layout", "--docker-archive", "base.tar", "-t", "v1")
+    _lock(work, image_channel, ["greet=1.0"])
+    from_layout, _ = _bake(work, tmp_path / "cache", "--base", f"oci:{base_work / 'layout'}:v1", "--oci", "image")
+    from_archive, _ = _bake(work, tmp_path / "cache", "--base", f"docker-archive:{base_work / 'base.tar'}", "--oci", "image2")
+    base_layers = [layer["diff_id"] for layer in base["platforms"]["linux-64"]["layers"]]
+    for record in (from_layout, from_archive):
+        assert record["platforms"]["linux-64"]["base"]["layers"] == len(base_layers)
+    assert from_layout["platforms"]["linux-64"]["base"]["digest"] == base["image"]["digest"]
+
+
+def _unsafe_archive(path: Path, member: tarfile.TarInfo) -> None:
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
+    import hashlib
+
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["evil:1"], "Layers": ["layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("config.json", config), ("layer.tar", layer.getvalue()), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "member, words",
+    [
+        (tarfile.TarInfo("../../etc/evil"), "escapes the image root"),
+        (
+            (
+                lambda: (t := tarfile.TarInfo("usr/lib/link"), setattr(t, "type", tarfile.SYMTYPE), setattr(t, "linkname", "../../../etc"))[
+                    0
+                ]
+            )(),
+            "points above",
+        ),
+    ],
+)
+def test_unsafe_base_layers_are_refused(tmp_path: Path, image_channel: Path, member: tarfile.TarInfo, words: str) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    _unsafe_archive(work / "evil.tar", member)
+    _, output = _bake(work, tmp_path / "cache", "--base", f"docker-archive:{work / 'evil.tar'}", "--oci", "image", ok=False)
+    assert words in output and "evil.tar" in output
+    assert not (work / "image").exists()
+
+
+def test_tampered_package_is_named_and_nothing_is_written(tmp_path: Path, image_channel: Path) -> None:
+    channel = tmp_path / "channel"
+    shutil.copytree(image_channel, channel)
+    work = tmp_path / "work"
+    _lock(work, channel, ["greet=1.0"])
+    (work / "image").mkdir()
+    (work / "image" / "keep").write_text("the previous layout")
+    target = channel / "noarch" / "greet-1.0-0.conda"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    result = run_envkit("bake", "--oci", "image", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    assert "greet 1.0 0: sha256 mismatch" in result.stderr
+    assert (work / "image" / "keep").read_text() == "the previous layout"
+    assert not (work / "bake.json").exists()
+
+
+def test_push_with_basic_auth(tmp_path: Path, image_channel: Path, auth_registry: Registry) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["smalldata"])
+    repo = f"{auth_registry.host}/private/data"
+    cache = str(tmp_path / "cache")
+    denied = run_envkit("bake", "--push", repo, "--insecure", cwd=work, env={"ENVKIT_CACHE_DIR": cache, "DOCKER_CONFIG": str(tmp_path)})
+    assert denied.returncode == 2 and "authentication required" in denied.stderr
+    docker_config = tmp_path / "docker"
+    docker_config.mkdir()
+    import base64
+
+    auth = base64.b64encode(b"envkit:s3cret-Pa55").decode()
+    (docker_config / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": auth}}}))
+    ok = run_envkit("bake", "--push", repo, "--insecure", cwd=work, env={"ENVKIT_CACHE_DIR": cache, "DOCKER_CONFIG": str(docker_config)})
+    assert ok.returncode == 0, ok.output
+    info = _skopeo(
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "envkit:s3cret-Pa55",
+        f"docker://{repo}:{json.loads((work / 'bake.json').read_text())['tags'][0]}",
+    )
+    assert info["Labels"]["dev.envkit.platform"] == "linux-64"
+
+
+def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    cache = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    cases = [
+        (("bake",), "nothing to write"),
+        (("bake", "-p", "osx-arm64", "--oci", "x"), "cannot bake an image for osx-arm64"),
+        (("bake", "-p", "linux-aarch64", "--oci", "x"), "platform linux-aarch64 is not in the lock"),
+        (("bake", "--base", f"{registry.host}/no/such:tag", "--insecure", "--oci", "x"), "not found"),
+        (("bake", "--push", "registry.example.com/a/b", "--insecure"), "--insecure refused for registry.example.com"),
+        (("bake", "--base", "Bad Ref", "--oci", "x"), "invalid image reference"),
+    ]
+    for args, words in cases:
+        result = run_envkit(*args, cwd=work, env=cache)
+        assert result.returncode == 2, (args, result.output)
+        assert words in result.stderr, (args, result.stderr)
+    assert not (work / "x").exists()
+
+
+def test_install_creates_a_relocated_prefix_atomically(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    cache = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_envkit("install", "--prefix", "envs/train", "-p", "linux-64", cwd=work, env=cache)
+    assert result.returncode == 0, result.output
+    prefix = (work / "envs" / "train").absolute()
+    proc = subprocess.run([str(prefix / "bin" / "greet")], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == ["hello from the image", f"prefix is {prefix}"]
+    again = run_envkit("install", "--prefix", "envs/train", "-p", "linux-64", cwd=work, env=cache)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    # A failing install leaves nothing behind.
+    shutil.rmtree(tmp_path / "cache")
+    lock = work / "conda-lock.yml"
+    lock.write_text(lock.read_text().replace(image_channel.as_uri(), (tmp_path / "gone").as_uri()))
+    failed = run_envkit("install", "--prefix", "envs/other", "-p", "linux-64", cwd=work, env=cache)
+    assert failed.returncode == 2 and "cannot read package" in failed.stderr
+    assert sorted(p.name for p in (work / "envs").iterdir()) == ["train"]
