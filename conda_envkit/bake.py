@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -85,6 +86,7 @@ class PackageFiles:
     label: str  # name-version-build
     paths: tuple[str, ...]
     size: int
+    sha256: dict[str, str] = field(default_factory=dict)  # path -> content sha256 as installed
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,13 @@ def installed_packages(prefix: Path) -> list[PackageFiles]:
         claimed.update(paths)
         paths.append(f"conda-meta/{meta.name}")
         size = sum((prefix / p).lstat().st_size for p in paths)
-        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size))
+        # rattler records each file's hash as installed (sha256_in_prefix after prefix rewriting).
+        hashes = {}
+        for entry in (record.get("paths_data") or {}).get("paths", []):
+            value = entry.get("sha256_in_prefix") or entry.get("sha256")
+            if value and entry.get("path_type", "hardlink") == "hardlink":
+                hashes[entry["_path"]] = value
+        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes))
     return out
 
 
@@ -233,10 +241,15 @@ def bake_platform(
         plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers))
         in_image = prefix.strip("/")
         layer_cache = LayerCache(cache_dir / "layers")
-        layers = []
-        for plan in plans:
-            files = [LayerFile(f"{in_image}/{p}", staging / p) for p in plan.paths]
-            layers.append(write_layer(files, store, options.compression, options.epoch, layer_cache))
+        known = {path: digest for p in packages for path, digest in p.sha256.items()}
+
+        def write(plan: LayerPlan) -> Layer:
+            files = [LayerFile(f"{in_image}/{p}", staging / p, known.get(p)) for p in plan.paths]
+            return write_layer(files, store, options.compression, options.epoch, layer_cache)
+
+        # Layers are independent; hashing, compression and file reads release the GIL.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            layers = list(pool.map(write, plans))
         reused = sum(1 for layer in layers if layer.reused)
         say(f"{platform}: {len(layers)} layers ({reused} reused from the layer cache)")
     finally:

@@ -255,7 +255,8 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
             data["channel"] = _channel_of(locked.url)
         for key in _HOST_KEYS:
             data.pop(key, None)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
+        path.write_text(json.dumps(data, sort_keys=True) + "\n")
         path.chmod(0o644)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
 
@@ -294,7 +295,8 @@ def install_packages(
     say(f"fetched {len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
-    records = [repodata_record(f) for f in report.packages]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        records = list(pool.map(repodata_record, report.packages))
     try:
         asyncio.run(
             install(

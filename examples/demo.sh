@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: set up .venv, build a local conda channel (offline), lock examples/ml-demo for
-# five platforms (plus a CPU variant), check the lock, print its hash, render one platform.
+# five platforms (plus a CPU variant), check the lock, print its hash, render one platform, then
+# bake linux-64 into an OCI image layout (no Docker daemon) and install it into a local prefix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -14,4 +15,9 @@ demo=examples/ml-demo
 ( cd "$demo" && "../../$envkit" lock --check )
 ( cd "$demo" && "../../$envkit" hash )
 ( cd "$demo" && "../../$envkit" render -p linux-64 --kind explicit )
-echo "demo: wrote $demo/conda-lock.yml and $demo/conda-lock.cpu.yml"
+export ENVKIT_CACHE_DIR="$PWD/$demo/.cache"
+( cd "$demo" && "../../$envkit" bake -p linux-64 --oci image --cmd hello )
+rm -rf "$demo/env"
+( cd "$demo" && "../../$envkit" install --prefix env )
+"$demo/env/bin/hello"
+echo "demo: wrote $demo/conda-lock.yml, $demo/conda-lock.cpu.yml, the image layout $demo/image (record: $demo/bake.json) and the environment $demo/env"

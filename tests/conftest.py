@@ -129,17 +129,16 @@ class Registry:
     root: Path
 
 
-def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def _start_registry(root: Path, auth: str = "") -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
     port = _free_port()
-    auth = f"auth:\n  htpasswd:\n    realm: envkit-test\n    path: {htpasswd}\n" if htpasswd else ""
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=(root / "registry.log").open("wb"))
     host = f"127.0.0.1:{port}"
@@ -175,6 +174,34 @@ def auth_registry(tmp_path: Path) -> Iterator[Registry]:
     htpasswd = root / "htpasswd"
     line = subprocess.run(["htpasswd", "-Bbn", "envkit", "s3cret-Pa55"], capture_output=True, text=True, check=True).stdout
     htpasswd.write_text(line.strip() + "\n")
-    proc, host = _start_registry(root, htpasswd)
+    proc, host = _start_registry(root, f"auth:\n  htpasswd:\n    realm: envkit-test\n    path: {htpasswd}\n")
     yield Registry(host, proc.pid, root)
     _stop_popen(proc)
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[Registry]:
+    """The registry behind bearer-token auth, with a token server (tests/servers/token_server.py)
+    that grants push to `envkit` / `s3cret-Pa55` and pull to anonymous clients."""
+    root = tmp_path / "token-registry"
+    root.mkdir()
+    key, cert = root / "key.pem", root / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=envkit-test"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    script = Path(__file__).parent / "servers" / "token_server.py"
+    args = [sys.executable, str(script), str(key), str(cert), "envkit-issuer", "envkit-registry", "envkit:s3cret-Pa55"]
+    tokens = subprocess.Popen(args, stdout=subprocess.PIPE)
+    token_port = int(tokens.stdout.readline())  # type: ignore[union-attr]
+    auth = (
+        f"auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: envkit-registry\n"
+        f"    issuer: envkit-issuer\n    rootcertbundle: {cert}\n"
+    )
+    proc, host = _start_registry(root, auth)
+    yield Registry(host, proc.pid, root)
+    _stop_popen(proc)
+    os.kill(tokens.pid, signal.SIGTERM)
+    tokens.wait(timeout=10)

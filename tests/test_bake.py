@@ -305,3 +305,39 @@ def test_install_creates_a_relocated_prefix_atomically(tmp_path: Path, image_cha
     failed = run_envkit("install", "--prefix", "envs/other", "-p", "linux-64", cwd=work, env=cache)
     assert failed.returncode == 2 and "cannot read package" in failed.stderr
     assert sorted(p.name for p in (work / "envs").iterdir()) == ["train"]
+
+
+def test_bearer_token_auth_push_and_mount(tmp_path: Path, image_channel: Path, token_registry: Registry) -> None:
+    host, cache = token_registry.host, str(tmp_path / "cache")
+    creds = {"ENVKIT_CACHE_DIR": cache, "ENVKIT_REGISTRY_USER": "envkit", "ENVKIT_REGISTRY_PASSWORD": "s3cret-Pa55"}
+    base_work, work = tmp_path / "base", tmp_path / "work"
+    _lock(base_work, image_channel, ["busybox"])
+    anonymous = run_envkit("bake", "--push", f"{host}/base/busybox", "--insecure", cwd=base_work, env={"ENVKIT_CACHE_DIR": cache})
+    assert anonymous.returncode == 2 and "access denied" in anonymous.stderr
+    pushed = run_envkit("bake", "-q", "--push", f"{host}/base/busybox", "--insecure", "-t", "v1", cwd=base_work, env=creds)
+    assert pushed.returncode == 0, pushed.output
+    _lock(work, image_channel, ["greet=1.0"])
+    base_ref = f"{host}/base/busybox:v1"
+    app = run_envkit("bake", "-q", "--base", base_ref, "--push", f"{host}/team/app", "--insecure", cwd=work, env=creds)
+    assert app.returncode == 0, app.output
+    record = json.loads((work / "bake.json").read_text())
+    base_layers = json.loads((base_work / "bake.json").read_text())["platforms"]["linux-64"]["layers"]
+    assert record["push"]["mounted_blobs"] == len(base_layers) == 2  # busybox, then environment metadata
+    info = _skopeo("inspect", "--tls-verify=false", "--creds", "envkit:s3cret-Pa55", f"docker://{host}/team/app:{record['tags'][0]}")
+    assert info["Digest"] == record["image"]["digest"]
+
+
+def test_large_blobs_go_up_in_chunks(tmp_path: Path, registry: Registry) -> None:
+    from conda_envkit.oci.blobs import file_digest
+    from conda_envkit.oci.registry import RegistryClient
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * 10_000 + b"tail")  # 2.56 MB: three 1 MiB chunks
+    digest = file_digest(blob)
+    client = RegistryClient(registry.host, insecure=True, chunk_size=1 << 20)
+    assert not client.has_blob("chunks/test", digest)
+    assert client.upload_blob("chunks/test", blob, digest) == blob.stat().st_size
+    assert client.has_blob("chunks/test", digest)
+    back = tmp_path / "back"
+    client.fetch_blob("chunks/test", digest, back)
+    assert back.read_bytes() == blob.read_bytes()

@@ -3,9 +3,10 @@
 Entries are sorted, parents are written before children, every mtime is the
 given epoch, owners are 0:0 with no names, modes are normalized (0755 for
 directories and executables, 0644 otherwise), and compression settings are
-fixed. A layer is first streamed uncompressed only to learn its diff_id; when
-the layer cache already holds a compressed blob for that diff_id (same
-compression), it is reused instead of compressed again.
+fixed. Before writing, a layer's content key is computed from its entries (path,
+type, mode, size, and each file's sha256, taken from the package metadata when the
+caller knows it, else read from the file); when the layer cache holds a blob for
+that key, it is reused without reading or compressing the files again.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, De
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
-LAYER_FORMAT = "envkit-layer/1"
+LAYER_FORMAT = "envkit-layer/2"
 _BUFFER = 1 << 20
 
 
@@ -38,6 +39,7 @@ class LayerFile:
 
     path: str
     source: Path
+    sha256: str | None = None  # of the file's content, when already known (conda-meta paths_data)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class _Sink(io.RawIOBase):
             self.out.write(data)
         return len(data)
 
+    def tell(self) -> int:
+        return self.size
+
     @property
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
@@ -79,25 +84,27 @@ def _checked(path: str) -> str:
     return path
 
 
-def _with_parents(files: Iterable[LayerFile]) -> list[tuple[str, Path | None]]:
-    entries: dict[str, Path | None] = {}
+def _with_parents(files: Iterable[LayerFile]) -> list[LayerFile | str]:
+    """The files plus every parent directory (as a bare path), sorted by path bytes."""
+    entries: dict[str, LayerFile | str] = {}
     for f in files:
         _checked(f.path)
-        entries[f.path] = f.source
+        entries[f.path] = f
         for parent in PurePosixPath(f.path).parents:
             if str(parent) != ".":
-                entries.setdefault(str(parent), None)
-    return sorted(entries.items(), key=lambda item: item[0].encode())
+                entries.setdefault(str(parent), str(parent))
+    return [entries[k] for k in sorted(entries, key=lambda k: k.encode())]
 
 
-def _tar_info(path: str, source: Path | None, mtime: int) -> tuple[tarfile.TarInfo, Path | None]:
-    info = tarfile.TarInfo(path)
+def _tar_info(entry: LayerFile | str, mtime: int) -> tuple[tarfile.TarInfo, Path | None]:
+    info = tarfile.TarInfo(entry if isinstance(entry, str) else entry.path)
     info.mtime = mtime
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    if source is None:
+    if isinstance(entry, str):
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         return info, None
+    source = entry.source
     st = source.lstat()
     if stat.S_ISLNK(st.st_mode):
         info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, os.readlink(source)
@@ -113,11 +120,12 @@ def _tar_info(path: str, source: Path | None, mtime: int) -> tuple[tarfile.TarIn
     return info, source
 
 
-def write_tar(files: list[tuple[str, Path | None]], out: BinaryIO, mtime: int) -> None:
+def write_tar(entries: list[LayerFile | str], out: BinaryIO, mtime: int) -> None:
     """Write the sorted entries as one deterministic tar stream."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_BUFFER, encoding="utf-8") as tar:
-        for path, source in files:
-            info, content = _tar_info(path, source, mtime)
+    # Random-access mode ("w"), not stream mode ("w|"): the latter re-buffers every block in Python.
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=_BUFFER) as tar:
+        for entry in entries:
+            info, content = _tar_info(entry, mtime)
             if content is None:
                 tar.addfile(info)
             else:
@@ -149,31 +157,47 @@ def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
     raise OciError(f"unknown compression {kind!r}", hint="use gzip or zstd")
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_BUFFER):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_key(entries: list[LayerFile | str], compression: Compression, mtime: int) -> str:
+    """A digest of everything that decides a layer's bytes, computed without writing it."""
+    h = hashlib.sha256(f"{LAYER_FORMAT}\0{compression.key}\0{mtime}\0".encode())
+    for entry in entries:
+        info, content = _tar_info(entry, mtime)
+        h.update(f"{info.name}\0{info.type.decode()}\0{info.mode:o}\0{info.size}\0{info.linkname}\0".encode())
+        if content is not None:
+            known = entry.sha256 if isinstance(entry, LayerFile) else None
+            h.update((known or _file_sha256(content)).encode() + b"\n")
+    return h.hexdigest()
+
+
 class LayerCache:
-    """Remembers which compressed blob belongs to which diff_id, per compression setting."""
+    """Remembers the blob (digest, size, diff_id) written for a layer content key."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _entry(self, compression: Compression, diff_id: str) -> Path:
-        return self.root / compression.key / diff_id.partition(":")[2]
-
-    def lookup(self, compression: Compression, diff_id: str, store: BlobStore) -> Descriptor | None:
+    def lookup(self, key: str, compression: Compression, store: BlobStore) -> tuple[Descriptor, str] | None:
         try:
-            data = json.loads(self._entry(compression, diff_id).read_text())
+            data = json.loads((self.root / key).read_text())
         except (OSError, ValueError):
             return None
         path = store.path(data["digest"])
         if not path.is_file() or path.stat().st_size != data["size"]:
             return None
-        return Descriptor(compression.media_type, data["digest"], data["size"])
+        return Descriptor(compression.media_type, data["digest"], data["size"]), data["diff_id"]
 
-    def remember(self, compression: Compression, diff_id: str, descriptor: Descriptor) -> None:
-        entry = self._entry(compression, diff_id)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"digest": descriptor.digest, "size": descriptor.size}))
-        os.replace(tmp, entry)
+    def remember(self, key: str, layer: Layer) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.tmp"
+        tmp.write_text(json.dumps({"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}))
+        os.replace(tmp, self.root / key)
 
 
 def write_layer(
@@ -184,26 +208,27 @@ def write_layer(
     cache: LayerCache | None = None,
     annotations: dict[str, str] | None = None,
 ) -> Layer:
-    """Write one layer of `files` (plus their parent directories) into `store`."""
+    """Write one layer of `files` (plus their parent directories) into `store`, or reuse a cached one."""
     entries = _with_parents(files)
-    plain = _Sink()
-    write_tar(entries, plain, mtime)  # type: ignore[arg-type]
-    diff_id = plain.digest
+    key = content_key(entries, compression, mtime) if cache is not None else ""
     if cache is not None:
-        known = cache.lookup(compression, diff_id, store)
+        known = cache.lookup(key, compression, store)
         if known is not None:
-            return Layer(Descriptor(known.media_type, known.digest, known.size, dict(annotations or {})), diff_id, reused=True)
+            descriptor, diff_id = known
+            return Layer(Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, dict(annotations or {})), diff_id, True)
     tmp = store.temp_path()
     try:
         with tmp.open("wb") as raw:
-            sink = _Sink(raw)
-            compressor = _compressed_writer(compression.kind, sink)  # type: ignore[arg-type]
-            write_tar(entries, compressor, mtime)
+            compressed = _Sink(raw)
+            compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
+            plain = _Sink(compressor)
+            write_tar(entries, plain, mtime)  # type: ignore[arg-type]
             compressor.close()
-        descriptor = Descriptor(compression.media_type, sink.digest, sink.size, dict(annotations or {}))
-        store.adopt(tmp, sink.digest)
+        descriptor = Descriptor(compression.media_type, compressed.digest, compressed.size, dict(annotations or {}))
+        store.adopt(tmp, compressed.digest)
     finally:
         tmp.unlink(missing_ok=True)
+    layer = Layer(descriptor, plain.digest)
     if cache is not None:
-        cache.remember(compression, diff_id, descriptor)
-    return Layer(descriptor, diff_id)
+        cache.remember(key, layer)
+    return layer

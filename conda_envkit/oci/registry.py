@@ -124,7 +124,10 @@ class RegistryClient:
         realm = fields.get("realm")
         if not realm:
             raise RegistryError(f"{self.registry}: bearer challenge without realm", hint="the registry's auth is misconfigured")
-        query = {k: v for k, v in (("service", fields.get("service")), ("scope", scope)) if v}
+        # One `scope` parameter per scope (a cross-repository mount asks for two).
+        query: dict[str, object] = {"scope": scope.split()}
+        if fields.get("service"):
+            query["service"] = fields["service"]
         auth = self.credentials if self.credentials else None
         try:
             response = self.session.get(realm, params=query, auth=auth, timeout=30)
