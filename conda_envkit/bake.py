@@ -30,6 +30,7 @@ from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_p
 from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
 
 MiB = 1 << 20
+ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
 # Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
 MAX_LAYERS = 120
 LABEL_PREFIX = "dev.envkit."
@@ -87,6 +88,7 @@ class PackageFiles:
     paths: tuple[str, ...]
     size: int
     sha256: dict[str, str] = field(default_factory=dict)  # path -> content sha256 as installed
+    about: dict[str, str] = field(default_factory=dict)  # name, version, build, subdir, url, sha256, license
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def installed_packages(prefix: Path) -> list[PackageFiles]:
             value = entry.get("sha256_in_prefix") or entry.get("sha256")
             if value and entry.get("path_type", "hardlink") == "hardlink":
                 hashes[entry["_path"]] = value
-        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes))
+        about = {k: str(record[k]) for k in ("name", "version", "build", "subdir", "url", "sha256", "license") if record.get(k)}
+        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes, about))
     return out
 
 
@@ -185,6 +188,7 @@ class PlatformImage:
     base: BaseImage
     seconds: float
     reused_layers: int
+    packages: tuple[dict[str, str], ...] = ()
 
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
@@ -231,12 +235,16 @@ def bake_platform(
     # Staged next to the package cache, so that linking can hard-link from it.
     (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
     staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"
         install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
         copy = staging / LOCK_COPY
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lockfile_path, copy)
+        # What the environment is, readable inside the container (conda_envkit.tracking).
+        about = {"schema": "envkit.image-environment/1", "labels": labels}
+        (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n")
         packages = installed_packages(staging)
         plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers))
         in_image = prefix.strip("/")
@@ -254,7 +262,6 @@ def bake_platform(
         say(f"{platform}: {len(layers)} layers ({reused} reused from the layer cache)")
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
-    labels = image_labels(lockfile, platform, options, base)
     image_settings = ImageSettings(
         env={
             "CONDA_PREFIX": prefix,
@@ -283,6 +290,7 @@ def bake_platform(
         base=base,
         seconds=time.perf_counter() - started,
         reused_layers=reused,
+        packages=tuple(p.about for p in sorted(packages, key=lambda p: p.name)),
     )
 
 

@@ -318,7 +318,13 @@ def _host_platform() -> str:
 
 @main.command()
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
-@click.option("-p", "--platform", "platforms", multiple=True, help="Platform to bake (repeat for a multi-arch index). [default: linux-64]")
+@click.option(
+    "-p",
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Platform to bake (repeat for a multi-arch index). [default: linux-64, else the lock's first linux platform]",
+)
 @click.option(
     "--base", default="scratch", show_default=True, help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE."
 )
@@ -386,7 +392,8 @@ def bake(
 
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
-    chosen = list(platforms) or ["linux-64"]
+    linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
+    chosen = list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
     options = BakeOptions(
         name=name,
         prefix=prefix,

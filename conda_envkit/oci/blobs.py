@@ -64,9 +64,12 @@ class Descriptor:
     size: int
     annotations: dict[str, str] = field(default_factory=dict)
     platform: dict[str, str] | None = None
+    artifact_type: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         if self.platform:
             out["platform"] = dict(self.platform)
         if self.annotations:
@@ -82,6 +85,7 @@ class Descriptor:
                 size=int(data["size"]),
                 annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
                 platform=dict(data["platform"]) if data.get("platform") else None,
+                artifact_type=str(data["artifactType"]) if data.get("artifactType") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise OciError(f"{where}: malformed descriptor ({exc})", hint="the image metadata is corrupt") from None
