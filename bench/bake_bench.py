@@ -144,7 +144,7 @@ def main() -> None:
         gen_s = time.perf_counter() - started
         env = {"ENVKIT_CACHE_DIR": str(cache)}
         (work / "environment.yml").write_text(f"channels: [{tmp / 'channel'}]\ndependencies:\n" + "".join(f"  - {p}\n" for p in pins))
-        envkit("lock", "-q", cwd=work, env=env)
+        envkit("lock", "-q", "--cuda", CUDA, cwd=work, env=env)
         install_s = envkit("install", "-q", "--prefix", str(tmp / "tree"), "-p", "linux-64", cwd=work, env=env)
         tree_bytes = sum(p.stat().st_size for p in (tmp / "tree").rglob("*") if p.is_file() and not p.is_symlink())
         bake_args = ("bake", "-q", "--compression", args.compression, "--oci", str(tmp / "image"), "--record", str(tmp / "bake.json"))
@@ -185,7 +185,7 @@ def main() -> None:
                 .replace(f"{name}={victim.version}={victim.build}\n", f"{name}={victim.version}={victim.build}_1\n")
             )
             (work / "environment.yml").write_text(spec)
-            envkit("lock", "-q", cwd=work, env=env)
+            envkit("lock", "-q", "--cuda", CUDA, cwd=work, env=env)
             rebake_s = envkit(*bake_args, cwd=work, env=env)
             envkit(*bake_args, *push, cwd=work, env=env)
             changed_push = json.loads((tmp / "bake.json").read_text())["push"]
