@@ -459,6 +459,130 @@ def install_command(
     click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
 
 
+@main.command("export")
+@click.option("--record", "record_path", type=click.Path(path_type=Path), help="A bake record (bake.json).")
+@click.option("--lockfile", type=click.Path(path_type=Path), help="A lock file (also the artifact logged to trackers).")
+@click.option("--image", help="An image: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME]; the record comes from its labels.")
+@click.option("-p", "--platform", help="Which platform's details to export (when there are several).")
+@click.option(
+    "--to",
+    "destinations",
+    multiple=True,
+    required=True,
+    type=click.Choice(["json", "env", "github", "mlflow", "wandb", "registry"]),
+    help="Where to (repeat).",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write json/env output here instead of stdout.")
+@click.option("--run-id", help="MLflow run (or W&B run to resume).")
+@click.option("--experiment", help="MLflow experiment for a new run (when no --run-id).")
+@click.option("--model", help="MLflow registered model to tag (with --version).")
+@click.option("--version", "model_version", help="Version of --model.")
+@click.option("--tracking-uri", help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI]")
+@click.option("--wandb-project", help="W&B project. [default: envkit]")
+@click.option("--wandb-mode", type=click.Choice(["online", "offline"]), help="W&B mode. [default: $WANDB_MODE or online]")
+@click.option("--wandb-dir", type=click.Path(path_type=Path), help="W&B run directory.")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
+@_reports_errors
+def export_command(
+    record_path: Path | None,
+    lockfile: Path | None,
+    image: str | None,
+    platform: str | None,
+    destinations: tuple[str, ...],
+    output: Path | None,
+    run_id: str | None,
+    experiment: str | None,
+    model: str | None,
+    model_version: str | None,
+    tracking_uri: str | None,
+    wandb_project: str | None,
+    wandb_mode: str | None,
+    wandb_dir: Path | None,
+    insecure: bool,
+) -> None:
+    """Send the lock hash, image digest and package list to trackers, CI and the registry."""
+    from conda_envkit.record import RecordError, record_from_bake, record_from_layout, record_from_lock
+
+    if not (record_path or lockfile or image):
+        raise RecordError("nothing to export", hint="pass --record bake.json, --lockfile conda-lock.yml or --image REF")
+    if record_path and image:
+        raise RecordError("--record and --image exclude each other", hint="pass one source")
+    insecure_list: tuple[str, ...] = ()
+    if record_path:
+        record = record_from_bake(record_path, platform)
+    elif image and image.startswith("oci:"):
+        from conda_envkit.oci.base import split_ref
+
+        layout, name = split_ref(image[4:])
+        record = record_from_layout(Path(layout), name, platform)
+    elif image:
+        from conda_envkit.export.registry import inspect_image
+        from conda_envkit.oci.reference import parse_image_ref
+        from conda_envkit.publish import insecure_hosts
+        from conda_envkit.record import EnvironmentRecord
+
+        insecure_list = insecure_hosts([parse_image_ref(image).registry], insecure)
+        record = EnvironmentRecord(**{k: v for k, v in inspect_image(image, platform, insecure_list)["record"].items() if k != "schema"})
+    else:
+        record = record_from_lock(lockfile, platform)  # type: ignore[arg-type]
+    lock_artifact = lockfile or (Path(record.lockfile) if record.lockfile else None)
+    if "registry" in destinations and not record_path:
+        raise RecordError("--to registry needs the bake record", hint="pass --record bake.json (and --lockfile if it moved)")
+    for destination in destinations:
+        if destination in ("json", "env"):
+            from conda_envkit.export.dotenv import render_env
+            from conda_envkit.export.json_record import render_json
+
+            text = render_json(record) if destination == "json" else render_env(record)
+            if output:
+                write_if_changed(output, text)
+                click.echo(f"wrote {output}", err=True)
+            else:
+                click.echo(text, nl=False)
+        elif destination == "github":
+            from conda_envkit.export.github import write_github_output
+
+            click.echo(f"appended {len(record.flat())} outputs to {write_github_output(record)}", err=True)
+        elif destination == "mlflow":
+            from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
+
+            target = MlflowTarget(run_id, experiment, model, model_version, tracking_uri)
+            result = export_to_mlflow(record, lock_artifact, target)
+            model_text = f" and model {result.model_version}" if result.model_version else ""
+            click.echo(f"mlflow: tagged run {result.run_id}{model_text}", err=True)
+        elif destination == "wandb":
+            from conda_envkit.export.wandb_run import WandbTarget, export_to_wandb
+
+            wandb_run = export_to_wandb(record, lock_artifact, WandbTarget(wandb_project, run_id, wandb_mode, wandb_dir))
+            click.echo(f"wandb: logged to run {wandb_run}", err=True)
+        elif destination == "registry":
+            from conda_envkit.export.registry import attach_to_registry
+            from conda_envkit.oci.reference import parse_image_ref
+            from conda_envkit.publish import insecure_hosts
+
+            data = json.loads(record_path.read_text())  # type: ignore[union-attr]
+            repo = (data.get("outputs") or {}).get("registry", "")
+            hosts = insecure_hosts([parse_image_ref(repo).registry], insecure) if repo else ()
+            lock_path = lockfile or Path(data.get("lockfile") or "conda-lock.yml")
+            for item in attach_to_registry(data, lock_path, hosts):
+                click.echo(f"attached {item.title} to {item.subject}: {item.artifact.digest}", err=True)
+
+
+@main.command("inspect")
+@click.argument("image")
+@click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
+@_reports_errors
+def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
+    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it."""
+    from conda_envkit.export.registry import inspect_image
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.publish import insecure_hosts
+
+    hosts = insecure_hosts([parse_image_ref(image).registry], insecure)
+    click.echo(json.dumps(inspect_image(image, platform, hosts), indent=2, sort_keys=True))
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 

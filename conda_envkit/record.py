@@ -212,3 +212,19 @@ def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentReco
     return EnvironmentRecord(
         **{**asdict(record), "tags": tuple(data.get("tags", [])), "packages": packages, "lockfile": data.get("lockfile")}
     )
+
+
+def record_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> EnvironmentRecord:
+    """The record of an image in a local OCI layout, from its labels."""
+    from conda_envkit.oci.blobs import OCI_INDEX
+    from conda_envkit.oci.image import oci_platform
+    from conda_envkit.oci.layout import layout_store, select_ref
+    from conda_envkit.oci.transfer import select_platform
+
+    store = layout_store(path)
+    top = select_ref(path, name)
+    document = store.read_json(top.digest)
+    if top.media_type == OCI_INDEX:
+        document = store.read_json(select_platform(document, oci_platform(platform or "linux-64"), str(path)).digest)
+    labels = (store.read_json(document["config"]["digest"]).get("config") or {}).get("Labels") or {}
+    return record_from_labels(labels, "image", top.digest, f"oci:{path}" + (f":{name}" if name else ""))

@@ -205,3 +205,43 @@ def token_registry(tmp_path: Path) -> Iterator[Registry]:
     _stop_popen(proc)
     os.kill(tokens.pid, signal.SIGTERM)
     tokens.wait(timeout=10)
+
+
+@dataclass
+class MlflowServer:
+    """A real MLflow tracking server (sqlite backend, local artifact store) on 127.0.0.1."""
+
+    uri: str
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        + ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", (root / "artifacts").as_uri()],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+    yield MlflowServer(uri, proc.pid)
+    # mlflow server runs uvicorn/gunicorn workers: stop the whole process group it leads.
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)

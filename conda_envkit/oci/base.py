@@ -15,7 +15,7 @@ from conda_envkit.oci.transfer import base_from_manifest, pull_base, select_plat
 SCRATCH = "scratch"
 
 
-def _split_ref(value: str) -> tuple[str, str | None]:
+def split_ref(value: str) -> tuple[str, str | None]:
     # PATH[:NAME]: a name is what follows the last colon, unless that part looks like a path.
     head, sep, tail = value.rpartition(":")
     if sep and head and "/" not in tail:
@@ -60,10 +60,10 @@ def load_base(text: str, platform: str, store: BlobStore, insecure_registries: t
     if text == SCRATCH:
         return BaseImage(reference=SCRATCH, config={})
     if text.startswith("oci:"):
-        path, name = _split_ref(text[4:])
+        path, name = split_ref(text[4:])
         return base_from_layout(Path(path), name, platform, store)
     if text.startswith("docker-archive:"):
-        path, tag = _split_ref(text[len("docker-archive:") :])
+        path, tag = split_ref(text[len("docker-archive:") :])
         return read_docker_archive(Path(path), store, tag)
     ref = parse_image_ref(text)
     client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries)

@@ -1,0 +1,22 @@
+"""`--to github`: step outputs appended to $GITHUB_OUTPUT (`lock_hash=…`, `image_digest=…`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conda_envkit.record import EnvironmentRecord, RecordError
+
+
+def output_lines(record: EnvironmentRecord) -> str:
+    return "".join(f"{k.removeprefix('envkit.')}={v}\n" for k, v in record.flat().items())
+
+
+def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> Path:
+    """Append the outputs to `path` (default $GITHUB_OUTPUT) and return it."""
+    target = path or (Path(os.environ["GITHUB_OUTPUT"]) if os.environ.get("GITHUB_OUTPUT") else None)
+    if target is None:
+        raise RecordError("GITHUB_OUTPUT is not set (not running in GitHub Actions?)", hint="use --to env, or set GITHUB_OUTPUT")
+    with target.open("a") as f:
+        f.write(output_lines(record))
+    return target

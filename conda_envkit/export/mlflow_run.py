@@ -1,0 +1,98 @@
+"""`--to mlflow`: tags on a run (and on a registered model version), the lock file as an artifact.
+
+Everything is checked before anything is written: the server answers, the run (or
+experiment) and the model version exist. Then the artifact is logged, then all tags go
+in one `log_batch` call, so a failure leaves either nothing or the artifact alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from conda_envkit.record import EnvironmentRecord, RecordError
+
+ARTIFACT_DIR = "envkit"
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    run_id: str | None = None
+    experiment: str | None = None
+    model: str | None = None
+    version: str | None = None
+    tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class MlflowResult:
+    run_id: str
+    artifact: str | None
+    model_version: str | None
+
+
+def _client(tracking_uri: str | None):  # type: ignore[no-untyped-def]
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise RecordError("mlflow is not installed", hint="pip install 'conda-envkit[mlflow]'") from None
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as exc:
+        message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
+        raise RecordError(
+            f"MLflow at {uri}: {what}: {message}", hint="check MLFLOW_TRACKING_URI, the run id and the model name/version"
+        ) from None
+
+
+def export_to_mlflow(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarget) -> MlflowResult:
+    """Tag a run (existing, or new in `experiment`) and optionally a model version with the record."""
+    import mlflow
+    from mlflow.entities import RunTag
+
+    uri = target.tracking_uri or mlflow.get_tracking_uri()
+    client = _client(target.tracking_uri)
+    if (target.model is None) != (target.version is None):
+        raise RecordError("--model and --version go together", hint="pass both to tag a registered model version")
+    if target.run_id is None and target.experiment is None and target.model is None:
+        raise RecordError("no MLflow destination", hint="pass --run-id, --experiment, or --model with --version")
+    if lockfile is not None and not lockfile.is_file():
+        raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock with --lockfile")
+    tags = record.flat()
+    run_id = target.run_id
+    if run_id is not None:
+        _call(f"run {run_id}", uri, client.get_run, run_id)
+    if target.model is not None:
+        _call(f"model {target.model} version {target.version}", uri, client.get_model_version, target.model, target.version)
+    experiment_id = None
+    if run_id is None and target.experiment is not None:
+        existing = _call(f"experiment {target.experiment}", uri, client.get_experiment_by_name, target.experiment)
+        experiment_id = existing.experiment_id if existing else _call("create experiment", uri, client.create_experiment, target.experiment)
+    if run_id is None and experiment_id is not None:
+        run = _call("create run", uri, client.create_run, experiment_id, run_name=f"envkit-{record.lock_hash[7:19]}")
+        run_id = run.info.run_id
+        _call("finish run", uri, client.set_terminated, run_id)
+    artifact = None
+    if run_id is not None:
+        if lockfile is not None:
+            _call("log the lock file", uri, client.log_artifact, run_id, str(lockfile), ARTIFACT_DIR)
+            artifact = f"{ARTIFACT_DIR}/{lockfile.name}"
+        _call("set run tags", uri, client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if target.model is not None:
+        for key, value in tags.items():
+            _call(
+                f"tag model version {target.model}/{target.version}",
+                uri,
+                client.set_model_version_tag,
+                target.model,
+                target.version,
+                key,
+                value,
+            )
+    return MlflowResult(run_id or "", artifact, f"{target.model}/{target.version}" if target.model else None)

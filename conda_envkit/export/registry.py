@@ -1,0 +1,101 @@
+"""`--to registry`: the lock file and a CycloneDX SBOM attached to the pushed image as OCI
+artifacts (`subject` = the image), and `envkit inspect` reading an image and its artifacts back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
+from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor
+from conda_envkit.oci.image import oci_platform
+from conda_envkit.oci.reference import parse_image_ref
+from conda_envkit.oci.referrers import Attachment, attach, list_referrers
+from conda_envkit.oci.registry import RegistryClient
+from conda_envkit.oci.transfer import select_platform
+from conda_envkit.record import RecordError, record_from_labels
+
+LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
+LOCK_ARTIFACT_TYPE = "application/vnd.envkit.conda-lock.v1"
+SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
+
+
+@dataclass(frozen=True)
+class Attached:
+    subject: str
+    artifact: Descriptor
+    title: str
+
+
+def _client(registry: str, insecure: tuple[str, ...]) -> RegistryClient:
+    return RegistryClient(registry, insecure=registry in insecure)
+
+
+def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[str, ...] = ()) -> list[Attached]:
+    """Attach the lock (to the image) and one SBOM per platform (to that platform's manifest)."""
+    repository = (record.get("outputs") or {}).get("registry")
+    if not repository:
+        raise RecordError("the bake record has no pushed image", hint="bake with --push REGISTRY/REPO first")
+    if not lockfile.is_file():
+        raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock the image was baked from with --lockfile")
+    ref = parse_image_ref(repository)
+    client = _client(ref.registry, insecure)
+    image = record["image"]
+    top = Descriptor(image["media_type"], image["digest"], image["size"])
+    created = "1970-01-01T00:00:00Z"
+    attached = []
+    lock = Attachment(
+        lockfile.read_bytes(), LOCK_MEDIA_TYPE, LOCK_ARTIFACT_TYPE, "conda-lock.yml", {"dev.envkit.lock-hash": record["lock_hash"]}
+    )
+    attached.append(Attached(top.digest, attach(client, ref.repository, top, lock, created), lock.title))
+    for platform, details in sorted(record["platforms"].items()):
+        data, media_type, digest = client.get_manifest(ref.repository, details["manifest_digest"])
+        subject = Descriptor(media_type, digest, len(data))
+        created = details.get("labels", {}).get("org.opencontainers.image.created", created)
+        sbom = Attachment(render_sbom(record, platform).encode(), SBOM_MEDIA_TYPE, SBOM_ARTIFACT_TYPE, f"sbom-{platform}.cdx.json")
+        attached.append(Attached(digest, attach(client, ref.repository, subject, sbom, created), sbom.title))
+    return attached
+
+
+def inspect_image(reference: str, platform: str | None = None, insecure: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An image's envkit record (from its labels) and the artifacts attached to it and its platforms."""
+    ref = parse_image_ref(reference)
+    client = _client(ref.registry, insecure)
+    data, media_type, top_digest = client.get_manifest(ref.repository, ref.reference)
+    document = json.loads(data)
+    referrers: dict[str, list[dict[str, Any]]] = {}
+    subjects = [top_digest]
+    manifest_digest = top_digest
+    if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
+        subjects += [m["digest"] for m in document.get("manifests", [])]
+        chosen = select_platform(document, oci_platform(platform or "linux-64"), reference)
+        manifest_digest = chosen.digest
+        data, _, _ = client.get_manifest(ref.repository, chosen.digest)
+        document = json.loads(data)
+    config_blob = client.request(
+        "GET", f"/v2/{ref.repository}/blobs/{document['config']['digest']}", f"repository:{ref.repository}:pull", (200,), what="config"
+    )
+    labels = (json.loads(config_blob.content).get("config") or {}).get("Labels") or {}
+    found_by = "api"
+    for subject in subjects:
+        items, found_by = list_referrers(client, ref.repository, subject)
+        if items:
+            referrers[subject] = [
+                {
+                    "digest": d.digest,
+                    "artifact_type": d.artifact_type,
+                    "title": d.annotations.get("org.opencontainers.image.title"),
+                }
+                for d in items
+            ]
+    record = record_from_labels(labels, "image", top_digest, f"{ref.registry}/{ref.repository}@{top_digest}")
+    return {
+        "reference": reference,
+        "digest": top_digest,
+        "manifest_digest": manifest_digest,
+        "record": record.to_json(),
+        "referrers": referrers,
+        "referrers_found_by": found_by,
+    }

@@ -1,0 +1,214 @@
+"""envkit export and the tracking API against real trackers: an MLflow server, W&B offline
+runs, and the real local registry (OCI referrers by the tag-schema fallback)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MlflowServer, Registry, run_envkit, write_env
+
+MLFLOW_FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def _locked_and_baked(work: Path, channel: Path, cache: Path, *bake_args: str) -> dict:
+    write_env(work, f"channels: [{channel}]\ndependencies: [greet=1.0, smalldata]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    result = run_envkit("bake", "-q", *bake_args, cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.output
+    return json.loads((work / "bake.json").read_text())
+
+
+def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    lock_hash = run_envkit("hash", cwd=work).stdout.split()[0]
+    as_json = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "json", cwd=work)
+    data = json.loads(as_json.stdout)
+    assert data["schema"] == "envkit.environment/1"
+    assert data["lock_hash"] == lock_hash and data["platform"] == "linux-64" and data["image_digest"] is None
+    assert data["packages"] == ["busybox=1.35.0=h0_0", "greet=1.0=0"]
+    env_lines = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "env", cwd=work).stdout.splitlines()
+    assert f"ENVKIT_LOCK_HASH={lock_hash}" in env_lines and "ENVKIT_PLATFORM=linux-64" in env_lines
+    outputs = tmp_path / "github_output"
+    run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "github", cwd=work, env={"GITHUB_OUTPUT": str(outputs)})
+    assert f"lock_hash={lock_hash}" in outputs.read_text().splitlines()
+    missing = run_envkit("export", "--to", "json", cwd=work)
+    assert missing.returncode == 2 and "nothing to export" in missing.stderr
+
+
+def test_mlflow_run_and_model_version_are_tagged(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.create_experiment(f"envkit-{tmp_path.name}")
+    run = client.create_run(experiment)
+    model = f"model-{tmp_path.name}"
+    client.create_registered_model(model)
+    version = client.create_model_version(model, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    args = ("export", "--record", "bake.json", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--to", "json")
+    result = run_envkit(*args, "--run-id", run.info.run_id, "--model", model, "--version", version.version, cwd=work, env=env)
+    assert result.returncode == 0, result.output
+    exported = json.loads(result.stdout)
+
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["envkit.lock_hash"] == record["lock_hash"] == exported["lock_hash"]
+    assert tags["envkit.image_digest"] == record["image"]["digest"]
+    assert tags["envkit.platform"] == "linux-64" and tags["envkit.packages"] == "3"
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "envkit")]
+    assert artifacts == ["envkit/conda-lock.yml"]
+    local = client.download_artifacts(run.info.run_id, "envkit/conda-lock.yml", str(tmp_path))
+    assert Path(local).read_text() == (work / "conda-lock.yml").read_text()
+    version_tags = client.get_model_version(model, version.version).tags
+    assert version_tags["envkit.image_digest"] == record["image"]["digest"]
+
+
+def test_mlflow_errors_log_nothing(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    client = MlflowClient(mlflow_server.uri)
+    run = client.create_run(client.create_experiment(f"errors-{tmp_path.name}"))
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    base = ("export", "--record", "bake.json", "--lockfile", "conda-lock.yml", "--to", "mlflow")
+    unknown_run = run_envkit(*base, "--run-id", "0" * 32, cwd=work, env=env)
+    assert unknown_run.returncode == 2 and "run 000" in unknown_run.stderr
+    unknown_model = run_envkit(*base, "--run-id", run.info.run_id, "--model", "no-such-model", "--version", "1", cwd=work, env=env)
+    assert unknown_model.returncode == 2 and "no-such-model" in unknown_model.stderr
+    assert not any(k.startswith("envkit.") for k in client.get_run(run.info.run_id).data.tags)
+    assert client.list_artifacts(run.info.run_id) == []
+    unreachable = run_envkit(*base, "--run-id", run.info.run_id, cwd=work, env={**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
+
+
+def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
+    import mlflow
+
+    from conda_envkit.tracking import environment_info, log_environment
+
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_experiment(f"train-{tmp_path.name}")
+    with mlflow.start_run() as run:
+        info = log_environment(run, environment_info(record=work / "bake.json"), lockfile=work / "conda-lock.yml")
+    tags = mlflow.MlflowClient(mlflow_server.uri).get_run(run.info.run_id).data.tags
+    assert tags["envkit.lock_hash"] == info.lock_hash == record["lock_hash"]
+    assert tags["envkit.image_digest"] == record["image"]["digest"]
+
+
+def test_environment_info_inside_the_image(tmp_path: Path, image_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_envkit.tracking import environment_info
+
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{work / 'image'}:{record['tags'][0]}", str(bundle)], check=True)
+    rootfs_lock = bundle / "rootfs" / "opt/conda/envs/env/conda-meta/envkit/conda-lock.yml"
+    # What the image's config sets, pointed at the unpacked rootfs; the launcher passes the digest.
+    monkeypatch.setenv("ENVKIT_LOCK_FILE", str(rootfs_lock))
+    monkeypatch.setenv("ENVKIT_IMAGE_DIGEST", record["image"]["digest"])
+    info = environment_info()
+    assert info.source == "runtime"
+    assert info.lock_hash == record["lock_hash"] and info.platform == "linux-64"
+    assert info.image_digest == record["image"]["digest"]
+    assert info.packages == ("busybox=1.35.0=h0_0", "greet=1.0=0", "smalldata=1.0=0")
+
+
+def test_wandb_offline_run_holds_config_and_artifact(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    env = {"WANDB_SILENT": "true", "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+    args = ("export", "--record", "bake.json", "--lockfile", "conda-lock.yml", "--to", "wandb", "--wandb-mode", "offline")
+    result = run_envkit(*args, "--wandb-dir", str(tmp_path), "--wandb-project", "envkit-test", cwd=work, env=env)
+    assert result.returncode == 0, result.output
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    config: dict[str, str] = {}
+    artifacts = []
+    for item in _wandb_records(next(runs[0].glob("*.wandb"))):
+        kind = item.WhichOneof("record_type")
+        if kind == "config":
+            config.update({u.key: json.loads(u.value_json) for u in item.config.update})
+        elif kind == "artifact":
+            artifacts.append((item.artifact.name, item.artifact.type, [e.path for e in item.artifact.manifest.contents]))
+    assert config["envkit.lock_hash"] == record["lock_hash"] and config["envkit.image_digest"] == record["image"]["digest"]
+    assert artifacts == [(f"conda-lock-{record['lock_hash'][7:19]}", "conda-environment", ["conda-lock.yml"])]
+
+
+def _wandb_records(path: Path) -> Iterator[Any]:
+    """The records of an offline run's transaction log, parsed with wandb's own protobuf classes.
+
+    Offline runs only write this log (files/config.yaml appears on sync), and wandb 0.2x+
+    ships no Python reader for it: the framing is LevelDB's log format (a 7-byte file
+    header, 32 KiB blocks, records of crc32/length/type + data, split FIRST/MIDDLE/LAST).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:
+            pos += 32768 - pos % 32768
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            break
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL, LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from conda_envkit.oci.registry import RegistryClient
+
+    work = tmp_path / "work"
+    repo = f"{registry.host}/team/train"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--push", repo, "--insecure")
+    attached = run_envkit("export", "--record", "bake.json", "--to", "registry", "--insecure", cwd=work)
+    assert attached.returncode == 0, attached.output
+    inspected = run_envkit("inspect", f"{repo}:{record['tags'][0]}", "--insecure", cwd=work)
+    assert inspected.returncode == 0, inspected.output
+    report = json.loads(inspected.stdout)
+    assert report["record"]["lock_hash"] == record["lock_hash"]
+    assert report["referrers_found_by"] == "tag-schema"  # distribution 2.8 has no referrers API
+    titles = {item["title"]: item for item in report["referrers"][record["image"]["digest"]]}
+    assert set(titles) == {"conda-lock.yml", "sbom-linux-64.cdx.json"}
+    assert titles["sbom-linux-64.cdx.json"]["artifact_type"] == "application/vnd.cyclonedx+json"
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{repo}"], capture_output=True, text=True, check=True)
+    assert "sha256-" + record["image"]["digest"][7:] in json.loads(tags.stdout)["Tags"]
+
+    client = RegistryClient(registry.host, insecure=True)
+    manifest = json.loads(client.get_manifest("team/train", titles["sbom-linux-64.cdx.json"]["digest"])[0])
+    assert manifest["subject"]["digest"] == record["image"]["digest"]
+    sbom_path = tmp_path / "sbom.json"
+    client.fetch_blob("team/train", manifest["layers"][0]["digest"], sbom_path)
+    sbom = sbom_path.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom) is None
+    purls = {c["purl"] for c in json.loads(sbom)["components"]}
+    assert any(p.startswith("pkg:conda/greet@1.0?build=0") for p in purls)
+    assert {c.get("licenses", [{}])[0].get("license", {}).get("id") for c in json.loads(sbom)["components"]} == {"MIT"}
+    # Attaching again keeps one entry per artifact.
+    again = run_envkit("export", "--record", "bake.json", "--to", "registry", "--insecure", cwd=work)
+    assert again.returncode == 0
+    report = json.loads(run_envkit("inspect", f"{repo}:{record['tags'][0]}", "--insecure", cwd=work).stdout)
+    assert len(report["referrers"][record["image"]["digest"]]) == 2
+
