@@ -111,11 +111,8 @@ def _file_name(url: str) -> str:
 
 
 def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3) -> tuple[str, int]:

@@ -107,7 +107,6 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             raise OciError(f"{where}: holds {len(entries)} matching images", hint="name one with docker-archive:PATH:TAG")
         entry = entries[0]
         config_bytes = tar.extractfile(_member(tar, entry["Config"], where)).read()  # type: ignore[union-attr]
-        config_digest = store.put_bytes(config_bytes)
         config = json.loads(config_bytes)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(entry.get("Layers", [])):
@@ -122,7 +121,8 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
                     h.update(chunk)
                     out.write(chunk)
             digest = "sha256:" + h.hexdigest()
-            magic = tmp.open("rb").read(4)
+            with tmp.open("rb") as head:
+                magic = head.read(4)
             media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
             if media_type == OCI_LAYER and digest != diff_id:
                 raise OciError(f"{where}: layer {name} does not match its diff_id", hint="the archive is corrupt")
@@ -130,13 +130,5 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             size = tmp.stat().st_size
             store.adopt(tmp, digest)
             layers.append(Layer(Descriptor(media_type, digest, size), diff_id))
-    manifest = {
-        "config": {"digest": config_digest},
-        "layers": [layer.descriptor.digest for layer in layers],
-    }
-    return BaseImage(
-        reference=f"docker-archive:{path}",
-        config=config,
-        layers=tuple(layers),
-        digest="sha256:" + hashlib.sha256(canonical_json(manifest)).hexdigest(),
-    )
+    # A docker-archive has no registry manifest, so there is no base digest to record.
+    return BaseImage(reference=f"docker-archive:{path}", config=config, layers=tuple(layers))

@@ -139,8 +139,5 @@ class BlobStore:
 
 def file_digest(path: Path) -> str:
     """sha256 digest of a file's bytes."""
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()

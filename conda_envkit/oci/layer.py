@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError
+from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
@@ -157,14 +157,6 @@ def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
     raise OciError(f"unknown compression {kind!r}", hint="use gzip or zstd")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_BUFFER):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def content_key(entries: list[LayerFile | str], compression: Compression, mtime: int) -> str:
     """A digest of everything that decides a layer's bytes, computed without writing it."""
     h = hashlib.sha256(f"{LAYER_FORMAT}\0{compression.key}\0{mtime}\0".encode())
@@ -173,7 +165,7 @@ def content_key(entries: list[LayerFile | str], compression: Compression, mtime:
         h.update(f"{info.name}\0{info.type.decode()}\0{info.mode:o}\0{info.size}\0{info.linkname}\0".encode())
         if content is not None:
             known = entry.sha256 if isinstance(entry, LayerFile) else None
-            h.update((known or _file_sha256(content)).encode() + b"\n")
+            h.update((known or file_digest(content).partition(":")[2]).encode() + b"\n")
     return h.hexdigest()
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json, sha256_digest
-from conda_envkit.oci.registry import RegistryClient, RegistryError, _scope
+from conda_envkit.oci.registry import RegistryClient, RegistryError, repository_scope
 
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
@@ -37,18 +37,19 @@ def fallback_tag(subject: str) -> str:
 def _ensure_blob(client: RegistryClient, repository: str, data: bytes) -> Descriptor:
     digest = sha256_digest(data)
     if not client.has_blob(repository, digest):
-        scope = _scope(repository, "pull,push")
-        start = client.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=f"upload of blob {digest}")
-        location = start.headers["Location"]
-        sep = "&" if "?" in location else "?"
-        client.request("PUT", f"{location}{sep}digest={digest}", scope, (201,), {"Content-Type": "application/octet-stream"}, data)
+        client.put_blob(repository, data, digest)
     return Descriptor("", digest, len(data))
 
 
 def list_referrers(client: RegistryClient, repository: str, subject: str) -> tuple[list[Descriptor], str]:
     """The referrers of `subject` and how they were found ("api" or "tag-schema")."""
     response = client.request(
-        "GET", f"/v2/{repository}/referrers/{subject}", _scope(repository, "pull"), (200, 404), {"Accept": OCI_INDEX}, what="referrers"
+        "GET",
+        f"/v2/{repository}/referrers/{subject}",
+        repository_scope(repository, "pull"),
+        (200, 404),
+        {"Accept": OCI_INDEX},
+        what="referrers",
     )
     if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(OCI_INDEX):
         return [Descriptor.from_json(m, "referrers") for m in response.json().get("manifests", [])], "api"
@@ -78,7 +79,12 @@ def attach(client: RegistryClient, repository: str, subject: Descriptor, item: A
     data = canonical_json(manifest)
     digest = sha256_digest(data)
     response = client.request(
-        "PUT", f"/v2/{repository}/manifests/{digest}", _scope(repository, "pull,push"), (201,), {"Content-Type": OCI_MANIFEST}, data
+        "PUT",
+        f"/v2/{repository}/manifests/{digest}",
+        repository_scope(repository, "pull,push"),
+        (201,),
+        {"Content-Type": OCI_MANIFEST},
+        data,
     )
     descriptor = Descriptor(OCI_MANIFEST, digest, len(data), dict(sorted(annotations.items())), artifact_type=item.artifact_type)
     if not response.headers.get("OCI-Subject"):

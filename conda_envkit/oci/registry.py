@@ -200,14 +200,14 @@ class RegistryClient:
 
     def has_blob(self, repository: str, digest: str) -> bool:
         response = self.request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", _scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
+            "HEAD", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
         )
         return response.status_code == 200
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; True if it did."""
         query = urlencode({"mount": digest, "from": source_repository})
-        scope = f"{_scope(repository, 'pull,push')} {_scope(source_repository, 'pull')}"
+        scope = f"{repository_scope(repository, 'pull,push')} {repository_scope(source_repository, 'pull')}"
         response = self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", scope, (201, 202), what=f"mount blob {digest}")
         if response.status_code == 201:
             return True
@@ -224,7 +224,7 @@ class RegistryClient:
 
     def upload_blob(self, repository: str, path: Path, digest: str) -> int:
         """Upload one blob (monolithic when small, in chunks when large); return bytes sent."""
-        scope = _scope(repository, "pull,push")
+        scope = repository_scope(repository, "pull,push")
         what = f"upload of blob {digest} ({path.stat().st_size} bytes)"
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
         location = start.headers["Location"]
@@ -254,10 +254,20 @@ class RegistryClient:
         self.request("PUT", _with_query(location, digest=digest), scope, (201,), {"Content-Length": "0"}, b"", what=what)
         return size
 
+    def put_blob(self, repository: str, data: bytes, digest: str | None = None) -> str:
+        """Upload a small blob in one request (POST, then PUT with the digest); return its digest."""
+        digest = digest or sha256_digest(data)
+        scope = repository_scope(repository, "pull,push")
+        what = f"upload of blob {digest} ({len(data)} bytes)"
+        start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
+        headers = {"Content-Type": "application/octet-stream"}
+        self.request("PUT", _with_query(start.headers["Location"], digest=digest), scope, (201,), headers, data, what=what)
+        return digest
+
     def fetch_blob(self, repository: str, digest: str, dest: Path) -> None:
         """Download a blob to `dest`, checking its digest."""
         response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", _scope(repository, "pull"), (200,), stream=True, what=f"blob {digest}"
+            "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=f"blob {digest}"
         )
         h = hashlib.sha256()
         with dest.open("wb") as out:
@@ -277,7 +287,7 @@ class RegistryClient:
         response = self.request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
-            _scope(repository, "pull"),
+            repository_scope(repository, "pull"),
             (200, 404),
             {"Accept": ", ".join(MANIFEST_TYPES)},
             what=f"manifest {repository}:{reference}",
@@ -298,7 +308,7 @@ class RegistryClient:
         response = self.request(
             "PUT",
             f"/v2/{repository}/manifests/{reference}",
-            _scope(repository, "pull,push"),
+            repository_scope(repository, "pull,push"),
             (201,),
             {"Content-Type": media_type},
             data,
@@ -313,7 +323,8 @@ class RegistryClient:
         return digest
 
 
-def _scope(repository: str, actions: str) -> str:
+def repository_scope(repository: str, actions: str) -> str:
+    """A token scope: `repository:<name>:<actions>`."""
     return f"repository:{repository}:{actions}"
 
 
