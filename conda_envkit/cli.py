@@ -583,6 +583,26 @@ def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
     click.echo(json.dumps(inspect_image(image, platform, hosts), indent=2, sort_keys=True))
 
 
+@main.command("diff")
+@click.argument("old")
+@click.argument("new", default="conda-lock.yml")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("-p", "--platform", "platforms", multiple=True, help="Only these platforms (repeat).")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the locks differ (like git diff --exit-code).")
+@_reports_errors
+def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> None:
+    """Show what changed between two locks (paths, or git REV:path such as HEAD~1:conda-lock.yml)."""
+    from conda_envkit.lockdiff import diff_locks, read_lock_at, render_json, render_markdown, render_text
+
+    old_lock, old_label = read_lock_at(old)
+    new_lock, new_label = read_lock_at(new)
+    changes = [c for c in diff_locks(old_lock, new_lock) if not platforms or c.platform in platforms]
+    render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
+    click.echo(render(changes, old_label, new_label), nl=False)
+    if exit_code and changes:
+        sys.exit(1)
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 

@@ -1,0 +1,148 @@
+"""What changed between two locks, per platform, with the packages that move numbers flagged.
+
+An update of numpy, a BLAS, cuDNN, CUDA, a deep-learning framework or the interpreter can
+change a model's results without changing a line of its code: such changes are marked
+`numerics` so that they get a model-behaviour check before they ship.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
+from rattler import Version
+
+from conda_envkit.lockfile import LockFileError, read_lockfile
+
+DIFF_SCHEMA = "envkit.diff/1"
+NUMERICS = re.compile(
+    r"(numpy|scipy|scikit-learn|python|mkl|mkl-.*|intel-openmp|llvm-openmp|libblas|libcblas|liblapack|liblapacke|openblas|"
+    r"libopenblas|blis|cudnn|libcudnn.*|cuda-.*|libcu.*|libnvjitlink|nccl|cutensor|pytorch|libtorch|torch|tensorflow.*|"
+    r"jax|jaxlib|onnxruntime.*)"
+)
+KINDS = ("added", "removed", "upgraded", "downgraded", "rebuilt")
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    """One package that differs between the locks on one platform."""
+
+    platform: str
+    manager: str
+    name: str
+    kind: str
+    old: str | None  # "version build"
+    new: str | None
+    numerics: bool
+
+
+def _label(p: LockedDependency) -> str:
+    return f"{p.version} {p.build}" if p.build else p.version
+
+
+def _kind(old: LockedDependency, new: LockedDependency) -> str | None:
+    if old.version != new.version:
+        try:
+            return "upgraded" if Version(new.version) > Version(old.version) else "downgraded"
+        except Exception:  # a pip version rattler cannot parse: order as text
+            return "upgraded" if new.version > old.version else "downgraded"
+    if old.build != new.build or old.hash.sha256 != new.hash.sha256 or old.url != new.url:
+        return "rebuilt"
+    return None
+
+
+def diff_locks(old: Lockfile, new: Lockfile) -> list[PackageChange]:
+    """The changes from `old` to `new`, sorted by platform, then name."""
+    changes = []
+    for platform in sorted(set(old.metadata.platforms) | set(new.metadata.platforms)):
+        before = {(p.manager, p.name): p for p in old.package if p.platform == platform}
+        after = {(p.manager, p.name): p for p in new.package if p.platform == platform}
+        for key in sorted(set(before) | set(after), key=lambda k: (k[1], k[0])):
+            manager, name = key
+            a, b = before.get(key), after.get(key)
+            kind = "added" if a is None else "removed" if b is None else _kind(a, b)
+            if kind is None:
+                continue
+            numerics = bool(NUMERICS.fullmatch(name))
+            changes.append(PackageChange(platform, manager, name, kind, _label(a) if a else None, _label(b) if b else None, numerics))
+    return changes
+
+
+def read_lock_at(spec: str, cwd: Path | None = None) -> tuple[Lockfile, str]:
+    """A lock from a path, or from git as `REV:path` (e.g. `HEAD~1:conda-lock.yml`); returns (lock, label)."""
+    path = Path(spec)
+    if path.exists() or ":" not in spec:
+        return read_lockfile(path), spec
+    rev, _, inner = spec.partition(":")
+    proc = subprocess.run(["git", "show", f"{rev}:{inner}"], capture_output=True, cwd=cwd)
+    if proc.returncode != 0:
+        raise LockFileError(f"{spec}: not a file, and git cannot show it ({proc.stderr.decode().strip()})", hint="pass a path or REV:path")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / Path(inner).name
+        copy.write_bytes(proc.stdout)
+        return read_lockfile(copy), spec
+
+
+def _arrow(c: PackageChange) -> str:
+    if c.kind == "added":
+        return f"{c.new}"
+    if c.kind == "removed":
+        return f"{c.old}"
+    return f"{c.old} -> {c.new}"
+
+
+def render_text(changes: list[PackageChange], old_label: str, new_label: str) -> str:
+    if not changes:
+        return f"no changes between {old_label} and {new_label}\n"
+    marks = {"added": "+", "removed": "-", "upgraded": "^", "downgraded": "v", "rebuilt": "~"}
+    lines = [f"--- {old_label}", f"+++ {new_label}"]
+    for platform in sorted({c.platform for c in changes}):
+        lines.append(f"{platform}:")
+        for c in (c for c in changes if c.platform == platform):
+            flag = "  [numerics]" if c.numerics else ""
+            pip = " (pip)" if c.manager != "conda" else ""
+            lines.append(f"  {marks[c.kind]} {c.name}{pip} {_arrow(c)}  {c.kind}{flag}")
+    flagged = sorted({c.name for c in changes if c.numerics})
+    if flagged:
+        lines.append(f"numerics: {', '.join(flagged)} changed; check the model's behaviour before shipping this lock")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(changes: list[PackageChange], old_label: str, new_label: str) -> str:
+    lines = [f"### Lock changes: `{old_label}` → `{new_label}`", ""]
+    if not changes:
+        return "\n".join(lines + ["No package changed.", ""])
+    flagged = sorted({c.name for c in changes if c.numerics})
+    if flagged:
+        lines += [f"> **Numerics:** {', '.join(f'`{n}`' for n in flagged)} changed. Check the model's behaviour before shipping.", ""]
+    for platform in sorted({c.platform for c in changes}):
+        rows = [c for c in changes if c.platform == platform]
+        counts = ", ".join(f"{sum(1 for c in rows if c.kind == k)} {k}" for k in KINDS if any(c.kind == k for c in rows))
+        lines += [
+            f"<details><summary><b>{platform}</b>: {counts}</summary>",
+            "",
+            "| package | change | old | new | numerics |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for c in rows:
+            lines.append(f"| `{c.name}` | {c.kind} | {c.old or ''} | {c.new or ''} | {'yes' if c.numerics else ''} |")
+        lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def render_json(changes: list[PackageChange], old_label: str, new_label: str) -> str:
+    summary = {k: sum(1 for c in changes if c.kind == k) for k in KINDS}
+    data = {
+        "schema": DIFF_SCHEMA,
+        "old": old_label,
+        "new": new_label,
+        "summary": summary,
+        "numerics_changed": sorted({c.name for c in changes if c.numerics}),
+        "changes": [asdict(c) for c in changes],
+    }
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

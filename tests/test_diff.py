@@ -1,0 +1,77 @@
+"""envkit diff on a realistic pair of locks from the conda-forge snapshot: numpy and libblas
+upgraded on linux-64 (numerics flagged), golden text, markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_CHANNELS, run_envkit, write_env
+
+GOLDEN = Path(__file__).parent / "golden"
+SPEC = """\
+channels: [{channel}]
+platforms: [linux-64, osx-arm64]
+dependencies:
+  - python=3.11
+  - numpy={numpy}  # [linux64]
+  - numpy=1.26  # [osx]
+  - scipy
+  - libblas={blas}=*openblas  # [linux64]
+  - libblas=*=*openblas  # [osx]
+"""
+OLD_SPEC = SPEC.replace("{numpy}", "1.26").replace("{blas}", "3.9.0")
+NEW_SPEC = SPEC.replace("{numpy}", "2.2").replace("{blas}", "3.11.0")
+
+
+@pytest.fixture(scope="module")
+def lock_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (SHARED_CHANNELS / "conda-forge").is_dir():
+        pytest.fail(f"the snapshot is missing at {SHARED_CHANNELS}")
+    work = tmp_path_factory.mktemp("diff")
+    channel = (SHARED_CHANNELS / "conda-forge").as_uri()
+    for name, spec in (("old", OLD_SPEC), ("new", NEW_SPEC)):
+        write_env(work, spec.format(channel=channel), name=f"{name}.yml")
+        result = run_envkit("lock", "-q", "-f", f"{name}.yml", "--lockfile", f"{name}.lock.yml", cwd=work)
+        assert result.returncode == 0, result.output
+    return work
+
+
+@pytest.mark.parametrize("fmt, golden", [("text", "diff.txt"), ("markdown", "diff.md"), ("json", "diff.json")])
+def test_diff_matches_golden(lock_pair: Path, fmt: str, golden: str) -> None:
+    result = run_envkit("diff", "old.lock.yml", "new.lock.yml", "--format", fmt, cwd=lock_pair)
+    assert result.returncode == 0, result.output
+    if os.environ.get("ENVKIT_UPDATE_GOLDEN"):
+        (GOLDEN / golden).write_text(result.stdout)
+    assert result.stdout == (GOLDEN / golden).read_text()
+
+
+def test_diff_flags_numerics_and_reads_git_revisions(lock_pair: Path) -> None:
+    data = json.loads(run_envkit("diff", "old.lock.yml", "new.lock.yml", "--format", "json", cwd=lock_pair).stdout)
+    upgraded = {(c["platform"], c["name"]) for c in data["changes"] if c["kind"] == "upgraded" and c["numerics"]}
+    assert {("linux-64", "numpy"), ("linux-64", "libblas")} <= upgraded
+    assert not [c for c in data["changes"] if c["platform"] == "osx-arm64"]  # only linux-64 changed
+    assert {"numpy", "libblas"} <= set(data["numerics_changed"])
+    same = run_envkit("diff", "old.lock.yml", "old.lock.yml", "--exit-code", cwd=lock_pair)
+    assert same.returncode == 0 and same.stdout.startswith("no changes")
+    differ = run_envkit("diff", "old.lock.yml", "new.lock.yml", "--exit-code", cwd=lock_pair)
+    assert differ.returncode == 1
+
+    repo = lock_pair / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "conda-lock.yml").write_text((lock_pair / "old.lock.yml").read_text())
+    subprocess.run(git + ["commit", "-qam", "old", "--allow-empty"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "conda-lock.yml"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "old lock"], cwd=repo, check=True)
+    (repo / "conda-lock.yml").write_text((lock_pair / "new.lock.yml").read_text())
+    from_git = run_envkit("diff", "HEAD:conda-lock.yml", "conda-lock.yml", cwd=repo)
+    direct = run_envkit("diff", str(lock_pair / "old.lock.yml"), str(lock_pair / "new.lock.yml"), cwd=repo)
+    assert from_git.stdout.splitlines()[2:] == direct.stdout.splitlines()[2:]
+    bad = run_envkit("diff", "nosuchrev:conda-lock.yml", cwd=repo)
+    assert bad.returncode == 2 and "git cannot show it" in bad.stderr
