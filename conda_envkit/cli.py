@@ -603,6 +603,59 @@ def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_
         sys.exit(1)
 
 
+@main.command("verify")
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("--prefix", type=click.Path(path_type=Path), help="An installed environment to check.")
+@click.option("--image", help="An image to check: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].")
+@click.option("-p", "--platform", help="Platform of the lock to check against. [default: the image's, or this machine's]")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where image blobs are kept. [default: $ENVKIT_CACHE_DIR]")
+@click.option("--json", "as_json", is_flag=True)
+@_reports_errors
+def verify_command(
+    lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
+) -> None:
+    """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
+    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
+
+    if (prefix is None) == (image is None):
+        raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
+    lf = read_lockfile(lockfile)
+    if prefix is not None:
+        tree = PrefixTree(prefix)
+        chosen = platform or _host_platform()
+        target = str(prefix)
+    else:
+        from conda_envkit.install import default_cache_dir
+        from conda_envkit.oci.base import load_base
+        from conda_envkit.oci.blobs import BlobStore
+        from conda_envkit.oci.reference import parse_image_ref
+        from conda_envkit.publish import insecure_hosts
+
+        hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)  # type: ignore[union-attr]
+        store = BlobStore((cache_dir or default_cache_dir()) / "blobs")
+        loaded = load_base(image, platform or "linux-64", store, hosts)  # type: ignore[arg-type]
+        labels = (loaded.config.get("config") or {}).get("Labels") or {}
+        chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
+        in_image = labels.get("dev.envkit.prefix")
+        if not in_image:
+            raise VerifyError(f"{image} has no dev.envkit.prefix label", hint="was it baked by envkit?")
+        tree = ImageTree(loaded, store.root, in_image)
+        target = f"{image} ({in_image})"
+    findings = verify_tree(lf, chosen, tree)
+    if as_json:
+        report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        click.echo(json.dumps(report, indent=2))
+    elif findings:
+        for f in findings:
+            click.echo(f"{f.kind:<16} {f.package}: {f.detail}", err=True)
+        click.echo(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})", err=True)
+    else:
+        click.echo(f"{target}: matches {lockfile} ({chosen})")
+    if findings:
+        sys.exit(EXIT_STALE)
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 

@@ -1,0 +1,59 @@
+"""envkit verify: a clean prefix passes; a tampered file, a missing symlink and an extra package
+are caught; a baked image verifies from its layout and from the real registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.conftest import Registry, run_envkit, write_env
+
+
+def _install(work: Path, channel: Path, cache: Path, deps: str, prefix: str) -> Path:
+    write_env(work, f"channels: [{channel}]\ndependencies: [{deps}]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    result = run_envkit("install", "-q", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.output
+    return work / prefix
+
+
+def test_clean_prefix_passes_and_tampering_is_caught(tmp_path: Path, image_channel: Path) -> None:
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    prefix = _install(work, image_channel, cache, "greet=1.0", "env")
+    ok = run_envkit("verify", "--prefix", "env", "-p", "linux-64", cwd=work)
+    assert ok.returncode == 0 and "matches" in ok.stdout
+
+    (prefix / "bin" / "greet").write_text("#!/bin/sh\necho pwned\n")
+    (prefix / "bin" / "cat").unlink()
+    # An extra package: another environment's record copied in.
+    other = _install(tmp_path / "other", image_channel, cache, "smalldata", "env")
+    meta = next((other / "conda-meta").glob("smalldata-*.json"))
+    shutil.copy(meta, prefix / "conda-meta" / meta.name)
+    shutil.copytree(other / "lib", prefix / "lib")
+    bad = run_envkit("verify", "--prefix", "env", "-p", "linux-64", "--json", cwd=work)
+    assert bad.returncode == 1
+    findings = {(f["kind"], f["package"].split()[0]) for f in json.loads(bad.stdout)["findings"]}
+    assert findings == {("modified-file", "greet"), ("missing-file", "busybox"), ("extra-package", "smalldata")}
+
+
+def test_image_verifies_from_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0, bigmodel=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    repo = f"{registry.host}/team/verify"
+    baked = run_envkit("bake", "-q", "--oci", "image", "--push", repo, "--insecure", "--large-package-mb", "1", cwd=work, env=env)
+    assert baked.returncode == 0, baked.output
+    tag = json.loads((work / "bake.json").read_text())["tags"][0]
+    fresh_cache = {"ENVKIT_CACHE_DIR": str(tmp_path / "verify-cache")}
+    from_layout = run_envkit("verify", "--image", f"oci:image:{tag}", cwd=work, env=fresh_cache)
+    assert from_layout.returncode == 0, from_layout.output
+    from_registry = run_envkit("verify", "--image", f"{repo}:{tag}", "--insecure", cwd=work, env=fresh_cache)
+    assert from_registry.returncode == 0, from_registry.output
+    assert "/opt/conda/envs/env" in from_registry.stdout
+    # Against another lock (bigmodel 2.0 instead of 1.0), the image is the wrong one.
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0, bigmodel=2.0]\n")
+    assert run_envkit("lock", "-q", "--lockfile", "other.yml", cwd=work).returncode == 0
+    wrong = run_envkit("verify", "--lockfile", "other.yml", "--image", f"oci:image:{tag}", cwd=work, env=fresh_cache)
+    assert wrong.returncode == 1 and "wrong-package" in wrong.stderr and "bigmodel" in wrong.stderr
