@@ -656,6 +656,57 @@ def verify_command(
         sys.exit(EXIT_STALE)
 
 
+@main.command("doctor")
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("--image", help="Check an image instead (its baked-in lock): REGISTRY/REPO[:TAG] or oci:DIR[:NAME].")
+@click.option("-p", "--platform", help="Platform of the lock to check. [default: the image's, or this machine's]")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
+@click.option("--json", "as_json", is_flag=True)
+@_reports_errors
+def doctor_command(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> None:
+    """Say whether the lock or image will run on this host (CUDA driver, glibc, CPU) and what to change."""
+    import tempfile
+
+    from conda_envkit.doctor import diagnose, host_facts
+
+    host = host_facts()
+    if image is not None:
+        from conda_envkit.install import default_cache_dir
+        from conda_envkit.oci.base import load_base
+        from conda_envkit.oci.blobs import BlobStore
+        from conda_envkit.oci.reference import parse_image_ref
+        from conda_envkit.publish import insecure_hosts
+        from conda_envkit.verify import ImageTree, VerifyError
+
+        hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
+        store = BlobStore(default_cache_dir() / "blobs")
+        loaded = load_base(image, platform or "linux-64", store, hosts)
+        labels = (loaded.config.get("config") or {}).get("Labels") or {}
+        text = ImageTree(loaded, store.root, labels.get("dev.envkit.prefix", "/opt/conda")).lock_text()
+        if text is None:
+            raise VerifyError(f"{image} holds no envkit lock", hint="was it baked by envkit?")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "conda-lock.yml").write_text(text)
+            lf = read_lockfile(Path(tmp) / "conda-lock.yml")
+        chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
+    else:
+        lf = read_lockfile(lockfile)
+        chosen = platform or (host.platform if host.platform in lf.metadata.platforms else sorted(lf.metadata.platforms)[0])
+    result = diagnose(lf, chosen, host)
+    if as_json:
+        requirements = [r.__dict__ for r in result.requirements]
+        click.echo(json.dumps({"host": host.__dict__, "platform": chosen, "runs": result.runs, "requirements": requirements}, indent=2))
+    else:
+        gpu = f", GPUs: {', '.join(host.gpus)}" if host.gpus else ""
+        driver = f"CUDA driver {host.cuda_driver or 'none'} ({host.cuda_source}){gpu}"
+        click.echo(f"host: {host.platform} ({host.machine}), glibc {host.glibc or 'not found'}, {driver}")
+        for r in result.requirements:
+            click.echo(f"  {'ok ' if r.ok else 'NO '} {r.what:<9} needs {r.needed:<12} have {r.have:<12} {r.why}")
+        click.echo(f"verdict: {image or lockfile} ({chosen}) {'will run here' if result.runs else 'will NOT run here as locked'}")
+    if not result.runs:
+        sys.exit(EXIT_STALE)
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 

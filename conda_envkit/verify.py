@@ -21,6 +21,7 @@ from typing import Protocol
 from conda_lock.lockfile.v2prelim.models import Lockfile
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.install import LOCK_COPY
 from conda_envkit.lockfile import packages_for
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import open_layer
@@ -76,7 +77,7 @@ class ImageTree:
         self.prefix = prefix.strip("/")
         self.files: dict[str, str] = {}  # path in prefix -> sha256
         self.links: set[str] = set()
-        self.meta: dict[str, bytes] = {}
+        self.meta: dict[str, bytes] = {}  # conda-meta/*.json, and the lock copy bake put in conda-meta/envkit/
         for layer in base.layers:
             self._apply(store_path / "sha256" / layer.descriptor.digest.partition(":")[2])
 
@@ -115,11 +116,17 @@ class ImageTree:
                         if path.startswith("conda-meta/"):
                             chunks.append(chunk)
                     self.files[path] = digest.hexdigest()
-                    if path.startswith("conda-meta/") and path.endswith(".json") and "/" not in path[len("conda-meta/") :]:
+                    top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
+                    if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record):
                         self.meta[path] = b"".join(chunks)
 
     def records(self) -> list[dict]:
-        return [json.loads(self.meta[k]) for k in sorted(self.meta)]
+        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json")]
+
+    def lock_text(self) -> str | None:
+        """The lock file baked into the image, if any."""
+        data = self.meta.get(LOCK_COPY.as_posix())
+        return data.decode() if data is not None else None
 
     def file_sha256(self, path: str) -> str | None:
         return self.files.get(path)
