@@ -122,6 +122,13 @@ def main() -> None:
 )
 @click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors (or $ENVKIT_CONFIG).")
 @click.option("--check", is_flag=True, help="Do not solve: exit 1 if the lock no longer satisfies the spec, saying which platform and why.")
+@click.option(
+    "--update",
+    "update",
+    multiple=True,
+    metavar="PKG",
+    help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_reports_errors
@@ -137,6 +144,7 @@ def lock(
     mirrors: tuple[str, ...],
     config: Path | None,
     check: bool,
+    update: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -150,7 +158,10 @@ def lock(
         blas=_parse_blas(blas),
         virtual_packages=read_virtual_package_spec(virtual_package_spec) if virtual_package_spec else {},
         settings=load_settings(config, channel_alias, list(mirrors)),
+        update=tuple(n for item in update for n in item.replace(",", " ").split()),
     )
+    if check and update:
+        raise click.UsageError("--check and --update exclude each other")
     if check:
         _print_check(check_locks(spec, options), as_json)
         return

@@ -12,12 +12,14 @@ import rattler
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import (
+    LockFileError,
     LockHash,
     PlatformPart,
     build_lockfile,
     lock_hash,
     platform_lock_hash,
     platform_part,
+    read_lockfile,
     render_lockfile,
     write_if_changed,
 )
@@ -40,6 +42,8 @@ class LockOptions:
     blas: tuple[tuple[str, Blas], ...] = ()
     virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
     settings: ChannelSettings = field(default_factory=ChannelSettings)
+    # --update: relock only these packages; every other package keeps its locked build.
+    update: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,25 @@ def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChann
     return channels, plans
 
 
+def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], dict[str, str]]:
+    """For `--update`: per target, the locked builds to keep (every locked package not named)."""
+    kept: dict[tuple[str | None, str], dict[str, str]] = {}
+    seen: set[str] = set()
+    for plan in plans:
+        try:
+            existing = read_lockfile(plan.path)
+        except LockFileError as exc:
+            raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
+        for target in plan.targets:
+            packages = [p for p in existing.package if p.platform == target.platform and p.manager == "conda"]
+            seen.update(p.name for p in packages)
+            kept[(target.variant, target.platform)] = {p.name: p.hash.sha256 or "" for p in packages if p.name not in update}
+    unknown = [name for name in update if name not in seen]
+    if unknown:
+        raise SpecError(f"--update {' '.join(unknown)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
+    return lambda target: kept.get((target.variant, target.platform), {})
+
+
 def lock_environment(
     spec: EnvSpec,
     options: LockOptions,
@@ -153,7 +176,8 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert))
+    keep = _keep_for_update(plans, options.update) if options.update else None
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert, keep))
 
     rendered = []
     for plan in plans:

@@ -163,15 +163,40 @@ def _virtual(packages: tuple[VirtualPackage, ...]) -> list[GenericVirtualPackage
     return [GenericVirtualPackage(PackageName(v.name), Version(v.version), BuildString(v.build)) for v in packages]
 
 
+async def locked_records(
+    target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway, keep: dict[str, str]
+) -> list[RepoDataRecord]:
+    """The channel records of packages to keep at their locked build (`keep`: name -> sha256).
+
+    Records are matched by sha256, never by parsing build strings (`22_openblas`,
+    `4_cp311`), so every build keeps exactly the file it had.
+    """
+    if not keep:
+        return []
+    result = await gateway.query([c.url for c in channels], [target.platform, "noarch"], sorted(keep), recursive=False)
+    found = {}
+    for record in (r for per_channel in result for r in per_channel):
+        name = record.name.normalized
+        if record.sha256 is not None and record.sha256.hex() == keep.get(name):
+            found[name] = record
+    return [found[name] for name in sorted(found)]
+
+
 async def solve_target(
     target: SolveTarget,
     channels: tuple[ResolvedChannel, ...],
     gateway: rattler.Gateway,
+    keep: dict[str, str] | None = None,
 ) -> SolvedPlatform:
-    """Solve one target; raise `SolveError` naming the platform and the failing spec."""
+    """Solve one target; raise `SolveError` naming the platform and the failing spec.
+
+    `keep` (name -> sha256) prefers those locked builds (rattler's locked packages): the
+    solver moves them only where an updated package strictly requires it.
+    """
     if target.blas is not None:
         check_blas(target.blas, target.platform)
     started = time.perf_counter()
+    locked = await locked_records(target, channels, gateway, keep or {})
     try:
         records = await rattler.solve(
             sources=[c.url for c in channels],
@@ -181,6 +206,7 @@ async def solve_target(
             virtual_packages=_virtual(target.virtual_packages),
             constraints=list(target.constraints()) or None,
             channel_priority=rattler.ChannelPriority.Strict,
+            locked_packages=locked or None,
         )
     except SolverError as exc:
         raise _explain(target, channels, exc) from None
@@ -204,11 +230,12 @@ async def solve_targets(
     channels: tuple[ResolvedChannel, ...],
     gateway: rattler.Gateway,
     on_solved: Callable[[SolvedPlatform], None] | None = None,
+    keep: Callable[[SolveTarget], dict[str, str]] | None = None,
 ) -> list[SolvedPlatform]:
     """Solve all targets concurrently; the first error wins, reported for its platform."""
 
     async def one(target: SolveTarget) -> SolvedPlatform:
-        solved = await solve_target(target, channels, gateway)
+        solved = await solve_target(target, channels, gateway, keep(target) if keep else None)
         if on_solved is not None:
             on_solved(solved)
         return solved
