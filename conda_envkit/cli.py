@@ -614,6 +614,20 @@ def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_
         sys.exit(1)
 
 
+def _load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[Any, Path, dict[str, str]]:
+    """An image's layers in the blob cache: (BaseImage, blob store root, labels)."""
+    from conda_envkit.install import default_cache_dir
+    from conda_envkit.oci.base import load_base
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.publish import insecure_hosts
+
+    hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
+    store = BlobStore((cache_dir or default_cache_dir()) / "blobs")
+    loaded = load_base(image, platform or "linux-64", store, hosts)
+    return loaded, store.root, (loaded.config.get("config") or {}).get("Labels") or {}
+
+
 @main.command("verify")
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
 @click.option("--prefix", type=click.Path(path_type=Path), help="An installed environment to check.")
@@ -637,21 +651,12 @@ def verify_command(
         chosen = platform or _host_platform()
         target = str(prefix)
     else:
-        from conda_envkit.install import default_cache_dir
-        from conda_envkit.oci.base import load_base
-        from conda_envkit.oci.blobs import BlobStore
-        from conda_envkit.oci.reference import parse_image_ref
-        from conda_envkit.publish import insecure_hosts
-
-        hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)  # type: ignore[union-attr]
-        store = BlobStore((cache_dir or default_cache_dir()) / "blobs")
-        loaded = load_base(image, platform or "linux-64", store, hosts)  # type: ignore[arg-type]
-        labels = (loaded.config.get("config") or {}).get("Labels") or {}
+        loaded, store_root, labels = _load_image(image, platform, insecure, cache_dir)  # type: ignore[arg-type]
         chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
         in_image = labels.get("dev.envkit.prefix")
         if not in_image:
             raise VerifyError(f"{image} has no dev.envkit.prefix label", hint="was it baked by envkit?")
-        tree = ImageTree(loaded, store.root, in_image)
+        tree = ImageTree(loaded, store_root, in_image)
         target = f"{image} ({in_image})"
     findings = verify_tree(lf, chosen, tree)
     if as_json:
@@ -682,18 +687,10 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
 
     host = host_facts()
     if image is not None:
-        from conda_envkit.install import default_cache_dir
-        from conda_envkit.oci.base import load_base
-        from conda_envkit.oci.blobs import BlobStore
-        from conda_envkit.oci.reference import parse_image_ref
-        from conda_envkit.publish import insecure_hosts
         from conda_envkit.verify import ImageTree, VerifyError
 
-        hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
-        store = BlobStore(default_cache_dir() / "blobs")
-        loaded = load_base(image, platform or "linux-64", store, hosts)
-        labels = (loaded.config.get("config") or {}).get("Labels") or {}
-        text = ImageTree(loaded, store.root, labels.get("dev.envkit.prefix", "/opt/conda")).lock_text()
+        loaded, store_root, labels = _load_image(image, platform, insecure)
+        text = ImageTree(loaded, store_root, labels.get("dev.envkit.prefix", "/opt/conda")).lock_text()
         if text is None:
             raise VerifyError(f"{image} holds no envkit lock", hint="was it baked by envkit?")
         with tempfile.TemporaryDirectory() as tmp:
