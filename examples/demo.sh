@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || { echo "error: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 envkit=.venv/bin/envkit
 demo=examples/ml-demo
 .venv/bin/python -m conda_envkit.testing.toy_channel "$demo/channel"
