@@ -212,3 +212,16 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
     report = json.loads(run_envkit("inspect", f"{repo}:{record['tags'][0]}", "--insecure", cwd=work).stdout)
     assert len(report["referrers"][record["image"]["digest"]]) == 2
 
+
+
+def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    repo = f"{registry.host}/team/readback"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image", "--push", repo, "--insecure")
+    tag = record["tags"][0]
+    for image, extra in ((f"oci:image:{tag}", ()), (f"{repo}:{tag}", ("--insecure",))):
+        result = run_envkit("export", "--image", image, *extra, "--to", "json", cwd=work)
+        assert result.returncode == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["source"] == "image" and data["lock_hash"] == record["lock_hash"]
+        assert data["image_digest"] == record["image"]["digest"] and data["platform"] == "linux-64"
