@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from conda_lock.lockfile.v2prelim.models import Lockfile
@@ -28,6 +28,7 @@ from conda_envkit.lockfile import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
+from conda_envkit.recipes import Recipe
 
 MiB = 1 << 20
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
@@ -64,6 +65,7 @@ class BakeOptions:
     user: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
+    files: tuple[tuple[str, Path], ...] = ()  # (absolute path in the image, source file): a recipe's extra files
 
     @property
     def in_image_prefix(self) -> str:
@@ -191,6 +193,41 @@ class PlatformImage:
     packages: tuple[dict[str, str], ...] = ()
 
 
+def image_env(options: BakeOptions) -> dict[str, str]:
+    """The environment variables envkit sets in an image (PATH aside), then the user's."""
+    prefix = options.in_image_prefix
+    return {
+        "CONDA_PREFIX": prefix,
+        "CONDA_DEFAULT_ENV": options.name,
+        "ENVKIT_LOCK_FILE": f"{prefix}/{LOCK_COPY.as_posix()}",
+        **options.env,
+    }
+
+
+def stage_environment(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    staging: Path,
+    prefix: str,
+    labels: dict[str, str],
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+    say: Callable[[str], None],
+) -> None:
+    """Install one platform into `staging` for `prefix`, with the lock copy and environment.json.
+
+    The environment bytes of an image: `bake` layers them, `dockerfile` copies them.
+    """
+    install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
+    copy = staging / LOCK_COPY
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(lockfile_path, copy)
+    # What the environment is, readable inside the container (conda_envkit.tracking).
+    about = {"schema": "envkit.image-environment/1", "labels": labels}
+    (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n")
+
+
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
     """Labels and annotations: org.opencontainers.image.* plus envkit's own keys."""
     custom = lockfile.metadata.custom_metadata or {}
@@ -238,15 +275,9 @@ def bake_platform(
     labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"
-        install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
-        copy = staging / LOCK_COPY
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(lockfile_path, copy)
-        # What the environment is, readable inside the container (conda_envkit.tracking).
-        about = {"schema": "envkit.image-environment/1", "labels": labels}
-        (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n")
+        stage_environment(lockfile_path, lockfile, platform, staging, prefix, labels, cache_dir, settings, say)
         packages = installed_packages(staging)
-        plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers))
+        plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers) + bool(options.files))
         in_image = prefix.strip("/")
         layer_cache = LayerCache(cache_dir / "layers")
         known = {path: digest for p in packages for path, digest in p.sha256.items()}
@@ -258,17 +289,16 @@ def bake_platform(
         # Layers are independent; hashing, compression and file reads release the GIL.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             layers = list(pool.map(write, plans))
+        if options.files:
+            extra = [LayerFile(dest.strip("/"), source) for dest, source in options.files]
+            layers.append(write_layer(extra, store, options.compression, options.epoch, layer_cache))
+            plans.append(LayerPlan("recipe files", (), tuple(dest for dest, _ in options.files)))
         reused = sum(1 for layer in layers if layer.reused)
         say(f"{platform}: {len(layers)} layers ({reused} reused from the layer cache)")
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     image_settings = ImageSettings(
-        env={
-            "CONDA_PREFIX": prefix,
-            "CONDA_DEFAULT_ENV": options.name,
-            "ENVKIT_LOCK_FILE": f"{prefix}/{LOCK_COPY.as_posix()}",
-            **options.env,
-        },
+        env=image_env(options),
         path_prepend=(f"{prefix}/bin",),
         entrypoint=options.entrypoint,
         cmd=options.cmd,
@@ -340,3 +370,17 @@ def bake_image(
     }
     index = put_index(store, [i.manifest for i in images], annotations)
     return BakedImage(index, images, str(whole), options.epoch)
+
+
+def with_recipe(options: BakeOptions, recipe: Recipe, reproducible: bool = False) -> BakeOptions:
+    """`options` on top of a recipe: the command line wins, the recipe fills what it left open."""
+    return replace(
+        options,
+        env={**recipe.environment(reproducible), **options.env},
+        entrypoint=options.entrypoint if options.entrypoint is not None else recipe.entrypoint,
+        cmd=options.cmd if options.cmd is not None else recipe.cmd,
+        workdir=options.workdir or recipe.workdir,
+        user=options.user or recipe.user,
+        labels={**recipe.labels, f"{LABEL_PREFIX}recipe": recipe.name, **options.labels},
+        files=options.files + tuple((f.dest, f.source) for f in recipe.files),
+    )

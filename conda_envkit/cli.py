@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +328,47 @@ def _host_platform() -> str:
     return str(Platform.current())
 
 
+def _image_options(
+    lf: Any,
+    platforms: list[str],
+    base: str | None,
+    recipe_name: str | None,
+    recipe_dir: Path | None,
+    reproducible: bool,
+    name: str,
+    prefix: str | None,
+    env: tuple[str, ...],
+    labels: tuple[str, ...],
+    entrypoint: str | None,
+    cmd: str | None,
+    workdir: str | None,
+    user: str | None,
+) -> tuple[Any, dict[str, str]]:
+    """BakeOptions from the command line (over a recipe), and the base reference per platform."""
+    from conda_envkit.bake import BakeOptions, source_date_epoch, with_recipe
+    from conda_envkit.recipes import RecipeError, load_recipe
+
+    options = BakeOptions(
+        name=name,
+        prefix=prefix,
+        env=_pairs(env, "--env"),
+        entrypoint=_command_line(entrypoint),
+        cmd=_command_line(cmd),
+        workdir=workdir,
+        user=user,
+        labels=_pairs(labels, "--label"),
+        epoch=source_date_epoch(),
+    )
+    if recipe_name is None:
+        if reproducible:
+            raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
+        return options, {p: base or "scratch" for p in platforms}
+    recipe = load_recipe(recipe_name, recipe_dir)
+    custom = lf.metadata.custom_metadata or {}
+    bases = {p: base or recipe.base_for(custom.get(f"envkit.{p}.cuda-version")) for p in platforms}
+    return with_recipe(options, recipe, reproducible), bases
+
+
 @main.command()
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
 @click.option(
@@ -336,9 +378,10 @@ def _host_platform() -> str:
     multiple=True,
     help="Platform to bake (repeat for a multi-arch index). [default: linux-64, else the lock's first linux platform]",
 )
-@click.option(
-    "--base", default="scratch", show_default=True, help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE."
-)
+@click.option("--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]")
+@click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
+@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option("--reproducible", is_flag=True, help="Add the recipe's reproducibility settings (PYTHONHASHSEED, determinism flags).")
 @click.option("-n", "--name", default="env", show_default=True, help="Environment name (prefix /opt/conda/envs/NAME).")
 @click.option("--prefix", help="Where the environment lives in the image. [default: /opt/conda/envs/NAME]")
 @click.option("--oci", "oci_dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory.")
@@ -368,7 +411,10 @@ def _host_platform() -> str:
 def bake(
     lockfile: Path,
     platforms: tuple[str, ...],
-    base: str,
+    base: str | None,
+    recipe: str | None,
+    recipe_dir: Path | None,
+    reproducible: bool,
     name: str,
     prefix: str | None,
     oci_dir: Path | None,
@@ -392,7 +438,7 @@ def bake(
     quiet: bool,
 ) -> None:
     """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
-    from conda_envkit.bake import BakeOptions, LayerPolicy, bake_image, source_date_epoch
+    from conda_envkit.bake import LayerPolicy, bake_image
     from conda_envkit.install import default_cache_dir
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
@@ -405,31 +451,23 @@ def bake(
     lf = read_lockfile(lockfile)
     linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
     chosen = list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
-    options = BakeOptions(
-        name=name,
-        prefix=prefix,
-        compression=Compression(compression),
-        policy=LayerPolicy(own_layer_bytes=large_package_mb << 20),
-        env=_pairs(env, "--env"),
-        entrypoint=_command_line(entrypoint),
-        cmd=_command_line(cmd),
-        workdir=workdir,
-        user=user,
-        labels=_pairs(labels, "--label"),
-        epoch=source_date_epoch(),
+    options, base_refs = _image_options(
+        lf, chosen, base, recipe, recipe_dir, reproducible, name, prefix, env, labels, entrypoint, cmd, workdir, user
     )
+    options = replace(options, compression=Compression(compression), policy=LayerPolicy(own_layer_bytes=large_package_mb << 20))
     cache = cache_dir or default_cache_dir()
     store = BlobStore(cache / "blobs")
     registries = []
     if push_repo:
         registries.append(parse_image_ref(push_repo).registry)
-    if base != "scratch" and not base.startswith(("oci:", "docker-archive:")):
-        registries.append(parse_image_ref(base).registry)
+    for ref in set(base_refs.values()):
+        if ref != "scratch" and not ref.startswith(("oci:", "docker-archive:")):
+            registries.append(parse_image_ref(ref).registry)
     insecure_list = insecure_hosts(registries, insecure)
     bases = {}
     for platform in chosen:
-        say(f"base {base} for {platform} ...")
-        bases[platform] = load_base(base, platform, store, insecure_list)
+        say(f"base {base_refs[platform]} for {platform} ...")
+        bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
     baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say)
     targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
     result = publish_image(baked, store, targets)
@@ -713,6 +751,96 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
         click.echo(f"verdict: {image or lockfile} ({chosen}) {'will run here' if result.runs else 'will NOT run here as locked'}")
     if not result.runs:
         sys.exit(EXIT_STALE)
+
+
+@main.command("recipes")
+@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also list recipes here.")
+@click.option("--json", "as_json", is_flag=True)
+@_reports_errors
+def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
+    """List the image recipes (built-in and --recipe-dir)."""
+    from conda_envkit.recipes import list_recipes
+
+    found = list_recipes(recipe_dir)
+    if as_json:
+        rows = [
+            {"name": r.name, "description": r.description, "directory": str(r.directory), "cpu_base": r.base_cpu, "cuda_bases": r.base_cuda}
+            for r in found
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in found:
+        cuda = f"; CUDA bases {', '.join(sorted(r.base_cuda))}" if r.base_cuda else ""
+        click.echo(f"{r.name:<16} {r.description} (base {r.base_cpu}{cuda})")
+
+
+@main.command("dockerfile")
+@click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
+@click.option("--recipe", required=True, help="Recipe (see `envkit recipes`).")
+@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Build context directory to create.")
+@click.option("-p", "--platform", default="linux-64", show_default=True)
+@click.option("--base", help="Base image instead of the recipe's.")
+@click.option("--reproducible", is_flag=True, help="Add the recipe's reproducibility settings.")
+@click.option("-n", "--name", default="env", show_default=True, help="Environment name (prefix /opt/conda/envs/NAME).")
+@click.option("--prefix", help="Where the environment lives in the image.")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--backend", type=click.Choice(["buildah", "podman", "docker"]), help="Also run the build with this tool.")
+@click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
+@click.option("-q", "--quiet", is_flag=True)
+@_reports_errors
+def dockerfile_command(
+    lockfile: Path,
+    recipe: str,
+    recipe_dir: Path | None,
+    output: Path,
+    platform: str,
+    base: str | None,
+    reproducible: bool,
+    name: str,
+    prefix: str | None,
+    env: tuple[str, ...],
+    labels: tuple[str, ...],
+    backend: str | None,
+    tag: str | None,
+    insecure: bool,
+    cache_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build."""
+    from conda_envkit.dockerfile import build_with, write_build_context
+    from conda_envkit.install import default_cache_dir
+    from conda_envkit.oci.image import oci_platform
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.oci.registry import RegistryClient
+    from conda_envkit.oci.transfer import resolve_digest
+    from conda_envkit.publish import insecure_hosts
+    from conda_envkit.recipes import load_recipe
+
+    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    lf = read_lockfile(lockfile)
+    options, bases = _image_options(
+        lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None
+    )
+    base_ref = bases[platform]
+    digest = None
+    if base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:")):
+        ref = parse_image_ref(base_ref)
+        hosts = insecure_hosts([ref.registry], insecure)
+        client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
+        digest = resolve_digest(client, ref, oci_platform(platform))
+    cache = cache_dir or default_cache_dir()
+    the_recipe = load_recipe(recipe, recipe_dir)
+    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
+    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref})")
+    if backend:
+        image_tag = tag or f"envkit/{name}:{context.labels['dev.envkit.lock-hash'][7:19]}-{platform}"
+        extra = ["--tls-verify=false"] if insecure and backend in ("buildah", "podman") else []
+        build_with(backend, context.directory, image_tag, extra)
+        click.echo(f"built {image_tag} with {backend}")
 
 
 def run() -> None:

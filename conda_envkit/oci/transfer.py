@@ -143,3 +143,11 @@ def push_image(client: RegistryClient, repository: str, image: ImageToPush, stor
     for tag in tags:
         client.put_manifest(repository, tag, store.path(image.top.digest).read_bytes(), image.top.media_type)
     return stats
+
+
+def resolve_digest(client: RegistryClient, ref: ImageRef, wanted: dict[str, str]) -> str:
+    """The digest of the platform's manifest behind a reference (what `pull_base` would record)."""
+    data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
+    if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
+        return select_platform(json.loads(data), wanted, str(ref)).digest
+    return digest

@@ -1,0 +1,113 @@
+"""`envkit dockerfile`: a build context for docker/buildx/podman/buildah from the same recipe as bake.
+
+envkit installs the environment from the lock (every sha256 checked) into `env/` of the
+context; the Dockerfile only copies it, so no solver and no network run inside the build,
+and the environment's bytes and the labels are the ones `envkit bake` produces.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conda_lock.lockfile.v2prelim.models import Lockfile
+
+from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
+from conda_envkit.channels import ChannelSettings
+from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
+from conda_envkit.recipes import Recipe, render_dockerfile
+
+BACKENDS = {
+    "buildah": ["buildah", "bud", "--isolation", "chroot"],
+    "podman": ["podman", "build"],
+    "docker": ["docker", "build"],
+}
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    directory: Path
+    dockerfile: str
+    labels: dict[str, str]
+
+
+def write_build_context(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    recipe: Recipe,
+    options: BakeOptions,
+    base: str,
+    base_digest: str | None,
+    out: Path,
+    cache_dir: Path,
+    settings: ChannelSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BuildContext:
+    """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place."""
+    oci_platform(platform)
+    say = progress or (lambda _msg: None)
+    labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
+    out = out.absolute()
+    if out.exists() and any(out.iterdir()):
+        raise BakeError(f"{out} is not empty", hint="write the build context to a new directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        env_dir = staging / "env"
+        # Installed in the cache's filesystem (hard links from the package cache), then copied.
+        scratch = Path(tempfile.mkdtemp(prefix="context-", dir=cache_dir / "tmp"))
+        try:
+            stage_environment(lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, say)
+            shutil.copytree(scratch / "env", env_dir, symlinks=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        files = []
+        for dest, source in options.files:
+            target = staging / "files" / dest.strip("/").replace("/", "__")
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy2(source, target)
+            files.append({"context": target.relative_to(staging).as_posix(), "dest": dest})
+        text = render_dockerfile(
+            recipe,
+            {
+                "base": base,
+                "platform": platform,
+                "prefix": options.in_image_prefix,
+                "base_path": DEFAULT_PATH if base == "scratch" else "$PATH",
+                "env": image_env(options),
+                "labels": labels,
+                "files": files,
+                "workdir": options.workdir,
+                "user": options.user,
+                "entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
+                "cmd": list(options.cmd) if options.cmd is not None else None,
+            },
+        )
+        (staging / "Dockerfile").write_text(text)
+        if out.exists():
+            out.rmdir()
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return BuildContext(out, text, labels)
+
+
+def build_with(backend: str, context: Path, tag: str, extra: list[str] | None = None) -> None:
+    """Run the build with docker, podman or buildah; an error names the tool and its last output."""
+    command = BACKENDS[backend]
+    if shutil.which(command[0]) is None:
+        raise BakeError(f"{command[0]} is not installed", hint=f"install {command[0]}, or build the context yourself: {context}")
+    proc = subprocess.run([*command, *(extra or []), "-t", tag, str(context)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise BakeError(
+            f"{backend} build failed: {' / '.join(tail)}", hint=f"the context is in {context}; run the build by hand to see more"
+        )
