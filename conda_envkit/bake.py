@@ -28,6 +28,7 @@ from conda_envkit.lockfile import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
+from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.recipes import Recipe
 
 MiB = 1 << 20
@@ -121,6 +122,16 @@ def installed_packages(prefix: Path) -> list[PackageFiles]:
                 hashes[entry["_path"]] = value
         about = {k: str(record[k]) for k in ("name", "version", "build", "subdir", "url", "sha256", "license") if record.get(k)}
         out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes, about))
+    # pip packages (pip_install.py records), layered like conda packages of the same size.
+    for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        record = json.loads(meta.read_text())
+        hashes = {f["_path"]: f["sha256"] for f in record.get("files", []) if f["_path"] not in claimed}
+        claimed.update(hashes)
+        paths = [*hashes, f"{PIP_RECORDS}/{meta.name}"]
+        size = sum((prefix / p).lstat().st_size for p in paths if os.path.lexists(prefix / p))
+        about = {k: str(record[k]) for k in ("name", "version", "url", "sha256", "manager")}
+        label = f"pip:{record['name']}-{record['version']}"
+        out.append(PackageFiles(f"pip:{record['name']}", label, tuple(paths), size, hashes, about))
     return out
 
 

@@ -190,7 +190,9 @@ def lock(
             p = s.target.platform
             blas = s.chosen_blas.value if s.chosen_blas else "none"
             cuda = f"cuda {s.target.cuda} (cuda-version {s.chosen_cuda_version or 'none'})" if s.target.cuda else "cpu"
-            click.echo(f"  {p:<14} {len(s.records):>4} packages  {cuda}  blas {blas}  {o.platform_hashes[p].short}")
+            pip = o.pip_packages.get(p, 0)
+            pip_text = f" + {pip} pip" if pip else ""
+            click.echo(f"  {p:<14} {len(s.records):>4} packages{pip_text}  {cuda}  blas {blas}  {o.platform_hashes[p].short}")
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
@@ -203,6 +205,7 @@ def _outcome_json(o: Any) -> dict[str, Any]:
             s.target.platform: {
                 "lock_hash": str(o.platform_hashes[s.target.platform]),
                 "packages": len(s.records),
+                "pip_packages": o.pip_packages.get(s.target.platform, 0),
                 "cuda": s.target.cuda,
                 "cuda_version": s.chosen_cuda_version,
                 "blas": s.chosen_blas.value if s.chosen_blas else None,

@@ -17,7 +17,7 @@ from rattler import BuildString, MatchSpec, PackageRecord
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
-from conda_envkit.lockfile import input_hash, read_lockfile
+from conda_envkit.lockfile import input_hash, pip_input_hash, read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
@@ -68,6 +68,9 @@ def unsatisfied(lockfile: Lockfile, target: SolveTarget, channels: tuple[Resolve
     locked_cuda = custom.get(f"envkit.{p}.cuda")
     if locked_cuda != (target.cuda or "none"):
         reasons.append(f"CUDA changed: locked {locked_cuda!r}, now {target.cuda or 'none'!r}")
+    # pip pins come from an index that changes daily; only the section itself is compared.
+    if custom.get(f"envkit.{p}.pip-inputs") != (pip_input_hash(target) if target.pip else None):
+        reasons.append("the pip: section (requirements or indexes) changed since locking")
     locked_blas = custom.get(f"envkit.{p}.blas")
     if target.blas is not None and locked_blas not in (target.blas.value, "none"):
         reasons.append(f"BLAS changed: locked {locked_blas!r}, now {target.blas.value!r}")

@@ -32,6 +32,7 @@ from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import packages_for
+from conda_envkit.pip_install import WheelToInstall, install_wheels
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
 _ENV_VAR = re.compile(r"\$\{(\w+)\}")
@@ -72,18 +73,49 @@ class FetchReport:
 
 
 def conda_packages(lockfile: Lockfile, platform: str) -> list[LockedDependency]:
-    """The conda packages of one platform, refusing what this step cannot install."""
-    packages = packages_for(lockfile, platform)
-    pip = [p.name for p in packages if p.manager != "conda"]
-    if pip:
-        raise InstallError(
-            f"{platform}: the lock has pip packages ({', '.join(pip[:5])}), which envkit cannot install yet",
-            hint="remove the pip: section from environment.yml and re-lock, or install them in the image afterwards",
-        )
+    """The conda packages of one platform, each with the sha256 it must match."""
+    packages = [p for p in packages_for(lockfile, platform) if p.manager == "conda"]
     for p in packages:
         if not p.hash.sha256:
             raise InstallError(f"{platform}: package {p.name} {p.version} has no sha256 in the lock", hint="re-lock with `envkit lock`")
     return packages
+
+
+def pip_packages(lockfile: Lockfile, platform: str) -> list[LockedDependency]:
+    """The pip packages of one platform: wheels with a sha256, refusing anything else."""
+    packages = [p for p in packages_for(lockfile, platform) if p.manager == "pip"]
+    for p in packages:
+        if not urlsplit(p.url).path.endswith(".whl"):
+            raise InstallError(
+                f"{platform}: pip package {p.name} {p.version} is locked as a source distribution ({strip_credentials(p.url)})",
+                hint="envkit installs wheels only, for any target platform: lock with `envkit lock`, which picks wheels",
+            )
+        if not p.hash.sha256:
+            raise InstallError(f"{platform}: pip package {p.name} {p.version} has no sha256 in the lock", hint="re-lock with `envkit lock`")
+    return packages
+
+
+def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str] | None:
+    """Credentials for a wheel URL: from the lock's `${VAR}` index templates on the same host.
+
+    None means no template matches; requests then falls back to ~/.netrc.
+    """
+    host = urlsplit(url).netloc.rpartition("@")[2]
+    for template in index_templates:
+        parts = urlsplit(template)
+        userinfo, at, template_host = parts.netloc.rpartition("@")
+        if not at or template_host != host:
+            continue
+        user, _, password = userinfo.partition(":")
+        missing = [v for v in _ENV_VAR.findall(userinfo) if v not in os.environ]
+        if missing:
+            raise InstallError(
+                f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {template})",
+                hint="export the index credentials before installing; they are never stored",
+            )
+        expand = lambda text: _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)  # noqa: E731
+        return expand(user), expand(password)
+    return None
 
 
 def fetch_url(public_url: str, settings: ChannelSettings) -> str:
@@ -103,10 +135,13 @@ def fetch_url(public_url: str, settings: ChannelSettings) -> str:
     return url
 
 
-def _file_name(url: str) -> str:
+def _file_name(url: str, manager: str = "conda") -> str:
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    if not name.endswith((".conda", ".tar.bz2")) or "/" in name or name.startswith("."):
-        raise InstallError(f"{strip_credentials(url)}: not a conda package URL", hint="the lock's url must end in .conda or .tar.bz2")
+    suffixes = (".whl",) if manager == "pip" else (".conda", ".tar.bz2")
+    if not name.endswith(suffixes) or "/" in name or name.startswith("."):
+        raise InstallError(
+            f"{strip_credentials(url)}: not a {manager} package URL", hint=f"the lock's url must end in {' or '.join(suffixes)}"
+        )
     return name
 
 
@@ -115,7 +150,7 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3) -> tuple[str, int]:
+def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
     parts = urlsplit(url)
     if parts.scheme == "file":
@@ -130,11 +165,11 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     last = ""
     for attempt in range(attempts):
         try:
-            with session.get(url, stream=True, timeout=(10, 300)) as response:
+            with session.get(url, stream=True, timeout=(10, 300), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
-                        hint="put the channel's credentials in the lock's ${VAR} placeholders' environment variables",
+                        hint="export the variables the lock's ${VAR} placeholders name (channel or pip index), or add the host to ~/.netrc",
                     )
                 if response.status_code == 404:
                     raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint="the package is gone from its channel; re-lock")
@@ -158,8 +193,12 @@ def fetch_packages(
     cache_dir: Path,
     settings: ChannelSettings | None = None,
     jobs: int = 8,
+    pip_indexes: tuple[str, ...] = (),
 ) -> FetchReport:
-    """Put every package's archive in the cache, verified against the lock's sha256."""
+    """Put every package's archive (conda package or wheel) in the cache, verified against the lock's sha256.
+
+    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs.
+    """
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
     store.mkdir(parents=True, exist_ok=True)
@@ -167,22 +206,26 @@ def fetch_packages(
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
-        name = _file_name(p.url)
+        name = _file_name(p.url, p.manager)
         target = store / expected / name
         if target.exists() and _sha256_of(target) == expected:
             return FetchedPackage(p, target), True, 0
-        url = fetch_url(p.url, settings)
+        auth = None
+        if p.manager == "pip":
+            url, auth = p.url, pip_index_auth(p.url, pip_indexes)
+        else:
+            url = fetch_url(p.url, settings)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            actual, size = _download(url, tmp, session)
+            actual, size = _download(url, tmp, session, auth=auth)
             if actual != expected:
+                what = f"pip package {p.name} {p.version}" if p.manager == "pip" else f"package {p.name} {p.version} {p.build}"
                 raise InstallError(
-                    f"{p.platform}: package {p.name} {p.version} {p.build}: sha256 mismatch "
-                    f"(lock {expected}, downloaded {actual}) from {strip_credentials(url)}",
-                    hint="the channel's file changed after locking: re-lock, or find out who replaced it",
+                    f"{p.platform}: {what}: sha256 mismatch (lock {expected}, downloaded {actual}) from {strip_credentials(url)}",
+                    hint="the file changed on its channel or index after locking: re-lock, or find out who replaced it",
                 )
             os.replace(tmp, target)
         finally:
@@ -286,14 +329,21 @@ def install_packages(
     started = time.perf_counter()
     cache_dir = cache_dir or default_cache_dir()
     packages = conda_packages(lockfile, platform)
+    wheels = pip_packages(lockfile, platform)
+    python = next((p.version for p in packages if p.name == "python"), None)
+    if wheels and python is None:
+        raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
+    indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
     say = progress or (lambda _msg: None)
-    say(f"fetching {len(packages)} packages for {platform}")
-    report = fetch_packages(packages, cache_dir, settings)
-    say(f"fetched {len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    count = f"{len(packages)} packages" + (f" and {len(wheels)} wheels" if wheels else "")
+    say(f"fetching {count} for {platform}")
+    report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes)
+    say(f"fetched {count} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        records = list(pool.map(repodata_record, report.packages))
+        records = list(pool.map(repodata_record, conda_fetched))
     try:
         asyncio.run(
             install(
@@ -309,7 +359,14 @@ def install_packages(
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
         raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
-    normalize_conda_meta(prefix, list(report.packages))
+    normalize_conda_meta(prefix, conda_fetched)
+    if wheels:
+        to_install = [
+            WheelToInstall(f.locked.name, f.locked.version, f.locked.url, f.locked.hash.sha256 or "", f.archive)
+            for f in report.packages
+            if f.locked.manager == "pip"
+        ]
+        install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
 
 

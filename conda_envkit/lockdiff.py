@@ -130,7 +130,8 @@ def render_markdown(changes: list[PackageChange], old_label: str, new_label: str
             "| --- | --- | --- | --- | --- |",
         ]
         for c in rows:
-            lines.append(f"| `{c.name}` | {c.kind} | {c.old or ''} | {c.new or ''} | {'yes' if c.numerics else ''} |")
+            pip = " (pip)" if c.manager != "conda" else ""
+            lines.append(f"| `{c.name}`{pip} | {c.kind} | {c.old or ''} | {c.new or ''} | {'yes' if c.numerics else ''} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 

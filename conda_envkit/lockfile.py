@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
+from conda_envkit.pip_lock import PipPin, parse_pip_section
 from conda_envkit.solve import SolvedPlatform, SolveTarget
 
 INPUT_HASH_SCHEME = "envkit-inputs/1"
@@ -66,19 +67,25 @@ def _sha256_json(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def pip_input_hash(target: SolveTarget) -> str:
+    """The hash of a platform's `pip:` section (requirements and index templates, no secrets)."""
+    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": parse_pip_section(target.pip).hash_input()})
+
+
 def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...]) -> str:
     """The content hash of everything a platform's solve depends on (docs/lock-format.md)."""
-    return _sha256_json(
-        {
-            "scheme": INPUT_HASH_SCHEME,
-            "platform": target.platform,
-            "channels": [c.public_url for c in channels],
-            "channel_priority": "strict",
-            "dependencies": sorted(d.match_spec for d in target.dependencies),
-            "virtual_packages": [str(v) for v in target.virtual_packages],
-            "constraints": list(target.constraints()),
-        }
-    )
+    inputs: dict[str, object] = {
+        "scheme": INPUT_HASH_SCHEME,
+        "platform": target.platform,
+        "channels": [c.public_url for c in channels],
+        "channel_priority": "strict",
+        "dependencies": sorted(d.match_spec for d in target.dependencies),
+        "virtual_packages": [str(v) for v in target.virtual_packages],
+        "constraints": list(target.constraints()),
+    }
+    if target.pip:  # absent without a pip: section, so such locks keep their hashes
+        inputs["pip"] = pip_input_hash(target)
+    return _sha256_json(inputs)
 
 
 def _split_depend(depend: str) -> tuple[str, str]:
@@ -137,13 +144,36 @@ def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
     t = solved.target
     p = t.platform
     blas = solved.chosen_blas
-    return {
+    meta = {
         f"envkit.{p}.cuda": t.cuda or "none",
         f"envkit.{p}.cuda-version": solved.chosen_cuda_version or "none",
         f"envkit.{p}.blas-requested": t.blas.value if t.blas else "any",
         f"envkit.{p}.blas": blas.value if blas else "none",
         f"envkit.{p}.virtual-packages": " ".join(str(v) for v in t.virtual_packages),
     }
+    if t.pip:
+        inputs = parse_pip_section(t.pip)
+        meta[f"envkit.{p}.pip-inputs"] = pip_input_hash(t)
+        # Where pip packages come from, as written (`${VAR}` credentials, never their values):
+        # `envkit install` finds the credentials for a wheel URL's host here.
+        meta[f"envkit.{p}.pip-indexes"] = " ".join(inputs.index_templates())
+    return meta
+
+
+def pip_locked(pin: PipPin, platform: str) -> LockedDependency:
+    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build."""
+    return LockedDependency.model_construct(
+        name=pin.name,
+        version=pin.version,
+        manager="pip",
+        platform=platform,
+        dependencies={},
+        url=pin.url,
+        hash=HashModel(sha256=pin.sha256),
+        categories={"main"},
+        build=None,
+        source=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -159,9 +189,10 @@ class PlatformPart:
     texts: dict[tuple[str, str, str], str]
 
 
-def platform_part(solved: SolvedPlatform, channels: tuple[ResolvedChannel, ...]) -> PlatformPart:
-    """Convert one platform's records to lock entries and their text."""
-    packages = tuple(_locked(r, solved.target.platform, channels) for r in solved.records)
+def platform_part(solved: SolvedPlatform, channels: tuple[ResolvedChannel, ...], pins: tuple[PipPin, ...] = ()) -> PlatformPart:
+    """Convert one platform's records (and pip pins) to lock entries and their text."""
+    platform = solved.target.platform
+    packages = tuple(_locked(r, platform, channels) for r in solved.records) + tuple(pip_locked(pin, platform) for pin in pins)
     texts = {(p.manager, p.name, p.platform): _package_text(p) for p in packages}
     return PlatformPart(solved, packages, texts)
 
@@ -346,13 +377,20 @@ def render_explicit(lockfile: Lockfile, platform: str, hash_kind: str = "md5") -
     for p in _install_order(lockfile, platform):
         if p.manager == "conda":
             lines.append(f"{p.url}#sha256:{p.hash.sha256}" if hash_kind == "sha256" else f"{p.url}#{p.hash.md5}")
+    # conda ignores comments; conda-lock reads `# pip` lines as the pip packages to install after.
+    for p in packages_for(lockfile, platform):
+        if p.manager == "pip":
+            lines.append(f"# pip {p.name} @ {p.url}#sha256={p.hash.sha256}")
     return "\n".join(lines) + "\n"
 
 
 def render_environment_yaml(lockfile: Lockfile, platform: str, name: str | None = None) -> str:
     """A fully pinned environment.yml (`name=version=build`) for one platform."""
     channels = [c.url for c in lockfile.metadata.channels]
-    pinned = [f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, platform) if p.manager == "conda"]
+    pinned: list[object] = [f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, platform) if p.manager == "conda"]
+    pip = [f"{p.name} @ {p.url}#sha256={p.hash.sha256}" for p in packages_for(lockfile, platform) if p.manager == "pip"]
+    if pip:
+        pinned.append({"pip": pip})
     doc: dict[str, object] = {}
     if name:
         doc["name"] = name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import rattler
 
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
 from conda_envkit.errors import EnvkitError
+from conda_envkit.install import default_cache_dir
 from conda_envkit.lockfile import (
     LockFileError,
     LockHash,
@@ -23,9 +25,11 @@ from conda_envkit.lockfile import (
     render_lockfile,
     write_if_changed,
 )
+from conda_envkit.pip_lock import PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
+from conda_envkit.wheel_targets import supports_pip, wheel_target
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class LockOptions:
     settings: ChannelSettings = field(default_factory=ChannelSettings)
     # --update: relock only these packages; every other package keeps its locked build.
     update: tuple[str, ...] = ()
+    # Where uv keeps its cache while resolving pip: sections (default: envkit's cache).
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class LockOutcome:
     solved: tuple[SolvedPlatform, ...]
     lock_hash: LockHash
     platform_hashes: dict[str, LockHash]
+    pip_packages: dict[str, int] = field(default_factory=dict)  # platform -> pip packages locked
 
 
 def variant_path(lock_path: Path, variant: str | None) -> Path:
@@ -115,6 +122,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
                 virtual_packages=virtual_packages_for(platform, cuda, options.virtual_packages.get(platform)),
                 cuda=cuda if platform in CUDA_PLATFORMS else None,
                 blas=blas,
+                pip=spec.pip.get(platform, ()),
             )
         )
     return tuple(targets)
@@ -122,23 +130,49 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
 
 def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChannel, ...], list[LockPlan]]:
     """Resolve channels and decide every solve, before any network or solver work."""
-    pip_lines = [req for reqs in spec.pip.values() for req in reqs]
-    if pip_lines:
-        first = pip_lines[0]
-        raise SpecError(
-            f"{first.source}: `pip:` dependencies ({first.line!r} and {len(pip_lines) - 1} more) cannot be locked by this envkit version",
-            hint="move them to conda packages, or remove the pip: section and install them after `envkit install`",
-        )
     channels = resolve_channels(spec.channels, options.settings, spec.sources[0].resolve().parent)
     plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
     for variant in spec.variants:
         plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
+    for target in (t for plan in plans for t in plan.targets if t.pip):
+        parse_pip_section(target.pip)  # bad pip lines fail before any solve
+        if not supports_pip(target.platform):
+            raise SpecError(
+                f"{target.pip[0].source}: envkit cannot lock pip packages for {target.platform}",
+                hint="limit the pip: lines to other platforms with a selector, e.g. `# [not ppc64le]`",
+            )
     return channels, plans
 
 
-def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], dict[str, str]]:
-    """For `--update`: per target, the locked builds to keep (every locked package not named)."""
-    kept: dict[tuple[str | None, str], dict[str, str]] = {}
+@dataclass(frozen=True)
+class KeptPins:
+    """For `--update`: the locked conda builds (name -> sha256) and pip versions (name -> version) to keep."""
+
+    conda: dict[str, str] = field(default_factory=dict)
+    pip: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
+    """The pip pins of one solved platform (none without a pip: section)."""
+    target = solved.target
+    if not target.pip:
+        return ()
+    inputs = parse_pip_section(target.pip)
+    if not inputs.requirements:
+        return ()
+    version = python_version(solved.records)
+    if version is None:
+        raise SpecError(
+            f"{target.pip[0].source}: {target.label} has pip: dependencies but the conda solution has no python",
+            hint="add python (e.g. `python =3.11`) to the conda dependencies",
+        )
+    wheel = wheel_target(target.platform, version, target.virtual_packages)
+    return tuple(resolve_pip(inputs, wheel, conda_python_packages(solved.records), keep_pip, cache_dir))
+
+
+def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
+    """For `--update`: per target, the locked packages to keep (every locked package not named)."""
+    kept: dict[tuple[str | None, str], KeptPins] = {}
     seen: set[str] = set()
     for plan in plans:
         try:
@@ -146,13 +180,16 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
         except LockFileError as exc:
             raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
         for target in plan.targets:
-            packages = [p for p in existing.package if p.platform == target.platform and p.manager == "conda"]
+            packages = [p for p in existing.package if p.platform == target.platform]
             seen.update(p.name for p in packages)
-            kept[(target.variant, target.platform)] = {p.name: p.hash.sha256 or "" for p in packages if p.name not in update}
+            kept[(target.variant, target.platform)] = KeptPins(
+                conda={p.name: p.hash.sha256 or "" for p in packages if p.name not in update and p.manager == "conda"},
+                pip={p.name: p.version for p in packages if p.name not in update and p.manager == "pip"},
+            )
     unknown = [name for name in update if name not in seen]
     if unknown:
         raise SpecError(f"--update {' '.join(unknown)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
-    return lambda target: kept.get((target.variant, target.platform), {})
+    return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 
 def lock_environment(
@@ -176,18 +213,30 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    keep = _keep_for_update(plans, options.update) if options.update else None
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert, keep))
+    keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert, (lambda t: keep(t).conda) if options.update else None))
+
+    # pip after conda: uv needs the locked python and what conda already installs.
+    pip_parts = [part for part in parts.values() if part.solved.target.pip]
+    if pip_parts:
+        cache_dir = options.cache_dir or default_cache_dir()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
+        for part, part_pins in zip(pip_parts, pins, strict=True):
+            if part_pins:
+                t = part.solved.target
+                parts[(t.variant, t.platform)] = platform_part(part.solved, channels, part_pins)
 
     rendered = []
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
         lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant)
         plan_solved = tuple(part.solved for part in plan_parts)
-        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts)))
+        pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}
+        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts))
 
     outcomes = []
-    for plan, plan_solved, lockfile, text in rendered:
+    for plan, plan_solved, lockfile, text, pip_counts in rendered:
         try:
             written = write_if_changed(plan.path, text)
         except OSError as exc:
@@ -202,6 +251,7 @@ def lock_environment(
                 solved=plan_solved,
                 lock_hash=lock_hash(lockfile),
                 platform_hashes={p: platform_lock_hash(lockfile, p) for p in lockfile.metadata.platforms},
+                pip_packages=pip_counts,
             )
         )
     return outcomes

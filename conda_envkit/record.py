@@ -149,7 +149,12 @@ def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentReco
     chosen = _pick_platform(sorted(lockfile.metadata.platforms), platform, str(path))
     if chosen is None:
         return EnvironmentRecord(source="lock", lock_hash=str(lock_hash(lockfile)), lockfile=str(path))
-    packages = tuple(sorted(f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, chosen)))
+    # conda packages as name=version=build, pip packages as name==version (pip's own pin syntax).
+    packages = tuple(
+        sorted(
+            f"{p.name}=={p.version}" if p.manager == "pip" else f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, chosen)
+        )
+    )
     return EnvironmentRecord(
         source="lock",
         lock_hash=str(lock_hash(lockfile)),

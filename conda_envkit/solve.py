@@ -21,7 +21,7 @@ from conda_envkit.platforms import (
     blas_of_build,
     check_blas,
 )
-from conda_envkit.spec import Dependency
+from conda_envkit.spec import Dependency, PipRequirement
 
 # Packages whose presence means the environment was built for CUDA.
 _CUDA_NAMES = frozenset({"cudatoolkit", "pytorch-cuda", "cuda-version", "cudnn", "nccl"})
@@ -42,6 +42,8 @@ class SolveTarget:
     virtual_packages: tuple[VirtualPackage, ...]
     cuda: str | None
     blas: Blas | None
+    # The platform's `pip:` lines, resolved after the conda solve (pip_lock.py).
+    pip: tuple[PipRequirement, ...] = ()
 
     @property
     def label(self) -> str:

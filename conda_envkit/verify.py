@@ -1,6 +1,6 @@
 """Does what is installed match the lock? For a prefix on disk or an image (layout or registry).
 
-Every locked conda package must be installed with the locked version, build and sha256;
+Every locked conda package (and pip package) must be installed with the locked version, build and sha256;
 no other package may be installed; every file a package installed must still have the
 hash recorded for it (`paths_data`: the package's paths.json, with `sha256_in_prefix`
 for files whose prefix was rewritten) and every symlink must still exist.
@@ -25,6 +25,7 @@ from conda_envkit.install import LOCK_COPY
 from conda_envkit.lockfile import packages_for
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import open_layer
+from conda_envkit.pip_install import PIP_RECORDS
 
 
 class VerifyError(EnvkitError):
@@ -44,6 +45,7 @@ class InstalledTree(Protocol):
     """What verification needs to read: conda-meta records, file hashes, symlinks."""
 
     def records(self) -> list[dict]: ...
+    def pip_records(self) -> list[dict]: ...
     def file_sha256(self, path: str) -> str | None: ...
     def is_symlink(self, path: str) -> bool: ...
 
@@ -58,6 +60,9 @@ class PrefixTree:
 
     def records(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
+
+    def pip_records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
 
     def file_sha256(self, path: str) -> str | None:
         full = self.prefix / path
@@ -117,11 +122,16 @@ class ImageTree:
                             chunks.append(chunk)
                     self.files[path] = digest.hexdigest()
                     top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
-                    if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record):
+                    pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
+                    if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
                         self.meta[path] = b"".join(chunks)
 
     def records(self) -> list[dict]:
-        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json")]
+        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
+
+    def pip_records(self) -> list[dict]:
+        pip_dir = PIP_RECORDS.as_posix() + "/"
+        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.startswith(pip_dir)]
 
     def lock_text(self) -> str | None:
         """The lock file baked into the image, if any."""
@@ -175,4 +185,41 @@ def verify_tree(lockfile: Lockfile, platform: str, tree: InstalledTree) -> list[
     for name, record in sorted(installed.items()):
         if name not in locked:
             findings.append(Finding("extra-package", _package_label(record), "installed but not in the lock"))
+    return findings + _pip_findings(lockfile, platform, tree)
+
+
+def _pip_findings(lockfile: Lockfile, platform: str, tree: InstalledTree) -> list[Finding]:
+    """The same checks for pip packages, against envkit's pip records (pip_install.py)."""
+    locked = {p.name: p for p in packages_for(lockfile, platform) if p.manager == "pip"}
+    installed = {r["name"]: r for r in tree.pip_records()}
+    findings = []
+    for name, p in sorted(locked.items()):
+        record = installed.get(name)
+        label = f"{name} {p.version} (pip)"
+        if record is None:
+            findings.append(Finding("missing-package", label, "locked but not installed"))
+            continue
+        if (record.get("version"), record.get("sha256")) != (p.version, p.hash.sha256):
+            findings.append(
+                Finding(
+                    "wrong-package",
+                    f"{name} {record.get('version')} (pip)",
+                    f"lock has {p.version} (wheel sha256 {(p.hash.sha256 or '')[:12]}…)",
+                )
+            )
+        for entry in record.get("files", []):
+            actual = tree.file_sha256(entry["_path"])
+            if actual is None:
+                findings.append(Finding("missing-file", label, f"{entry['_path']} is missing"))
+            elif actual != entry["sha256"]:
+                findings.append(
+                    Finding(
+                        "modified-file",
+                        label,
+                        f"{entry['_path']} was modified (sha256 {actual[:12]}…, installed as {entry['sha256'][:12]}…)",
+                    )
+                )
+    for name, record in sorted(installed.items()):
+        if name not in locked:
+            findings.append(Finding("extra-package", f"{name} {record.get('version')} (pip)", "installed but not in the lock"))
     return findings

@@ -11,6 +11,7 @@ fi
 envkit=.venv/bin/envkit
 demo=examples/ml-demo
 .venv/bin/python -m conda_envkit.testing.toy_channel "$demo/channel"
+.venv/bin/python -m conda_envkit.testing.local_index "$demo/wheels" --flat
 ( cd "$demo" && "../../$envkit" lock )
 ( cd "$demo" && "../../$envkit" lock --check )
 ( cd "$demo" && "../../$envkit" hash )
@@ -20,4 +21,5 @@ export ENVKIT_CACHE_DIR="$PWD/$demo/.cache"
 rm -rf "$demo/env"
 ( cd "$demo" && "../../$envkit" install --prefix env )
 "$demo/env/bin/hello"
+( cd "$demo" && "../../$envkit" verify --prefix env )
 echo "demo: wrote $demo/conda-lock.yml, $demo/conda-lock.cpu.yml, the image layout $demo/image (record: $demo/bake.json) and the environment $demo/env"

@@ -105,6 +105,38 @@ def auth_channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelSe
 
 
 @pytest.fixture(scope="session")
+def pip_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEP 503 index of real wheels built by the suite (root holds `simple/` and `files/`)."""
+    from conda_envkit.testing.local_index import DEMO_SDISTS, build_index, demo_wheels
+
+    root = tmp_path_factory.mktemp("pypi") / "index"
+    build_index(root, demo_wheels(), DEMO_SDISTS)
+    return root
+
+
+@pytest.fixture
+def pip_index_server(tmp_path: Path, pip_index: Path) -> Iterator[ChannelServer]:
+    """The wheel index over HTTP on 127.0.0.1 (no auth): `<url>/simple`."""
+    root = tmp_path / "pypi-served"
+    shutil.copytree(pip_index, root)
+    proc = _serve(root, None)
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
+    _stop(proc)
+
+
+@pytest.fixture
+def auth_pip_index_server(tmp_path: Path, pip_index: Path) -> Iterator[ChannelServer]:
+    """The wheel index behind basic auth `pipuser:wheel-Pa55`."""
+    root = tmp_path / "pypi-served-auth"
+    shutil.copytree(pip_index, root)
+    proc = _serve(root, "pipuser:wheel-Pa55")
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
+    _stop(proc)
+
+
+@pytest.fixture(scope="session")
 def image_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real .conda packages for images: static busybox, a relocated script, big and small packages."""
     from conda_envkit.testing.image_channel import IMAGE_PLATFORMS, image_packages

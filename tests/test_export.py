@@ -213,7 +213,6 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
     assert len(report["referrers"][record["image"]["digest"]]) == 2
 
 
-
 def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     repo = f"{registry.host}/team/readback"

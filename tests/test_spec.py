@@ -102,11 +102,24 @@ def test_bad_input_names_file_and_line(tmp_path: Path, text: str, expected: str)
     assert not (tmp_path / "conda-lock.yml").exists()
 
 
-def test_pip_section_is_refused_with_its_line(tmp_path: Path) -> None:
-    write_env(tmp_path, "channels: [conda-forge]\ndependencies:\n  - python\n  - pip:\n    - requests==2.32\n")
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("-e ./src", "environment.yml:5: `-e ./src` is an editable install, which a lock cannot pin"),
+        ("./wheels/thing.whl", "environment.yml:5: `./wheels/thing.whl` is a local path or URL, which a lock cannot pin"),
+        ("mylib @ git+https://example.com/mylib.git", "is a VCS URL; envkit locks packages from indexes only"),
+        ("-r requirements.txt", "envkit does not follow requirement files"),
+        ("--trusted-host example.com", "unsupported pip option '--trusted-host'"),
+        ("requests>=>2", "environment.yml:5: invalid pip requirement 'requests>=>2'"),
+    ],
+)
+def test_unlockable_pip_lines_are_named_before_any_solve(tmp_path: Path, line: str, expected: str) -> None:
+    # conda-forge is unreachable here: the line must be refused before any channel is read.
+    write_env(tmp_path, f"channels: [conda-forge]\ndependencies:\n  - python\n  - pip:\n    - {line}\n")
     result = run_envkit("lock", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "environment.yml:5: `pip:` dependencies ('requests==2.32'" in result.stderr
+    assert result.returncode == 2, result.output
+    assert expected in result.stderr
+    assert "hint:" in result.stderr
     assert not (tmp_path / "conda-lock.yml").exists()
 
 

@@ -19,6 +19,8 @@ SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 def _purl(package: dict[str, str]):  # type: ignore[no-untyped-def]
     from packageurl import PackageURL
 
+    if package.get("manager") == "pip":
+        return PackageURL(type="pypi", name=package["name"], version=package.get("version"))
     qualifiers = {"build": package.get("build", ""), "subdir": package.get("subdir", ""), "type": "conda"}
     url = package.get("url", "")
     if url.count("/") >= 2:
@@ -58,7 +60,7 @@ def render_sbom(record: dict[str, Any], platform: str) -> str:
                 purl=purl,
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=package["sha256"])] if package.get("sha256") else None,
                 licenses=[licenses.make_from_string(package["license"])] if package.get("license") else None,
-                properties=[Property(name="conda:build", value=package.get("build", ""))],
+                properties=[Property(name="conda:build", value=package["build"])] if package.get("build") else None,
             )
         )
     digest = details["manifest_digest"]

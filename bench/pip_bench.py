@@ -1,0 +1,116 @@
+"""pip benchmark: what the `pip:` step adds to `envkit lock`, against bare `uv pip compile`.
+
+The conda side is the lock benchmark's ML spec (five platforms, real conda-forge metadata
+from ../shared/data/channels/conda-forge, so conda brings numpy, scipy, pandas, torch...
+that pip must not add again). The pip side is the test suite's wheels, read from a local
+directory (`--no-index --find-links`), so nothing reaches the network.
+
+Per round, same process:
+  conda  = lock_environment(spec without pip:)
+  full   = lock_environment(spec with pip:)
+  bare   = `uv pip compile` of the same requirements for each platform, one after the
+           other, without envkit's conda stand-ins (the floor: uv alone)
+The pip step costs full - conda; the ratio reported is (full - conda) / bare.
+
+Usage: python bench/pip_bench.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conda_envkit.channels import ChannelSettings, make_gateway
+from conda_envkit.locking import LockOptions, lock_environment
+from conda_envkit.pip_lock import _uv_binary
+from conda_envkit.spec import read_env_spec
+from conda_envkit.testing.local_index import demo_wheels, write_wheel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lock_bench import SNAPSHOT, SPEC  # noqa: E402
+
+PIP = """\
+  - pip:
+      - --no-index
+      - --find-links ./wheels
+      - hello-ml >=0.3
+      - fastmath  # [linux64 or win]
+"""
+UV_PLATFORMS = {
+    "linux-64": "x86_64-manylinux_2_28",
+    "linux-aarch64": "aarch64-manylinux_2_28",
+    "osx-64": "x86_64-apple-darwin",
+    "osx-arm64": "aarch64-apple-darwin",
+    "win-64": "x86_64-pc-windows-msvc",
+}
+
+
+def lock_seconds(env_file: Path, cache: Path) -> float:
+    spec = read_env_spec([env_file])
+    options = LockOptions(lock_path=env_file.with_name(f"{env_file.stem}.lock.yml"), cache_dir=cache)
+    started = time.perf_counter()
+    lock_environment(spec, options, make_gateway(ChannelSettings()))
+    return time.perf_counter() - started
+
+
+def bare_uv_seconds(work: Path, cache: Path) -> float:
+    started = time.perf_counter()
+    for platform, uv_platform in UV_PLATFORMS.items():
+        lines = ["hello-ml >=0.3"] + (["fastmath"] if platform in ("linux-64", "win-64") else [])
+        (work / "bare.in").write_text("\n".join(lines) + "\n")
+        subprocess.run(
+            [_uv_binary(), "pip", "compile", str(work / "bare.in"), "--no-index", "--find-links", str(work / "wheels"),
+             "--python-version", "3.11", "--python-platform", uv_platform, "--only-binary", ":all:",
+             "--format", "pylock.toml", "-o", str(work / "pylock.toml"), "--no-config", "--quiet",
+             "--python", sys.executable, "--no-python-downloads", "--cache-dir", str(cache / "uv")],
+            check=True,
+        )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if not SNAPSHOT.exists():
+        sys.exit(f"error: {SNAPSHOT} not found (the conda-forge snapshot beside the checkout)")
+    with tempfile.TemporaryDirectory(prefix="envkit-pip-bench-") as tmp:
+        work = Path(tmp)
+        for spec in demo_wheels():
+            write_wheel(spec, work / "wheels")
+        conda_only = work / "conda.yml"
+        conda_only.write_text(SPEC.format(channel=SNAPSHOT))
+        with_pip = work / "pip.yml"
+        with_pip.write_text(SPEC.format(channel=SNAPSHOT) + PIP)
+        cache = work / "cache"
+        lock_seconds(with_pip, cache)  # warm uv's cache and the repodata reads
+        conda, full, bare = [], [], []
+        for _ in range(args.rounds):
+            conda.append(lock_seconds(conda_only, cache))
+            full.append(lock_seconds(with_pip, cache))
+            bare.append(bare_uv_seconds(work, cache))
+        pip_lines = sum(1 for line in (work / "pip.lock.yml").read_text().splitlines() if line.strip() == "manager: pip")
+    step = statistics.median(full) - statistics.median(conda)
+    result = {
+        "rounds": args.rounds,
+        "pip_entries": pip_lines,
+        "lock_without_pip_s": round(statistics.median(conda), 3),
+        "lock_with_pip_s": round(statistics.median(full), 3),
+        "pip_step_s": round(step, 3),
+        "bare_uv_s": round(statistics.median(bare), 3),
+        "ratio_pip_step_vs_bare_uv": round(step / statistics.median(bare), 2),
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "pip_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Verified wheels -> files in a conda prefix, for the prefix's platform (pypa's `installer`).
+
+Runs after the conda packages are linked, into the same (possibly staged) prefix:
+site-packages of the locked CPython, console scripts with the prefix's own
+interpreter (as it will be at its final place) in their shebang or Windows launcher.
+Nothing is compiled to bytecode, so the result depends on the wheels alone.
+
+Each installed wheel gets a record, `conda-meta/envkit/pip/<name>.json`, naming the
+locked URL and sha256 and every file it put in the prefix with its content hash:
+the pip counterpart of `conda-meta/<package>.json`, read by bake (layers) and verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+from installer.utils import parse_metadata_file
+
+from conda_envkit.errors import EnvkitError
+
+PIP_RECORDS = PurePosixPath("conda-meta/envkit/pip")
+INSTALLER_NAME = b"envkit\n"
+
+
+class PipInstallError(EnvkitError):
+    """A wheel that cannot be installed into the prefix."""
+
+
+@dataclass(frozen=True)
+class WheelToInstall:
+    """A verified wheel in the cache and the lock entry it was fetched for."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    wheel: Path
+
+
+def site_packages(platform: str, python_version: str) -> str:
+    """Prefix-relative site-packages of a conda CPython on `platform`."""
+    if platform.startswith("win"):
+        return "Lib/site-packages"
+    minor = ".".join(python_version.split(".")[:2])
+    return f"lib/python{minor}/site-packages"
+
+
+def _scheme(prefix: Path, platform: str, python_version: str, name: str) -> dict[str, str]:
+    site = str(prefix / site_packages(platform, python_version))
+    if platform.startswith("win"):
+        return {
+            "purelib": site,
+            "platlib": site,
+            "headers": str(prefix / "Include" / name),
+            "scripts": str(prefix / "Scripts"),
+            "data": str(prefix),
+        }
+    minor = ".".join(python_version.split(".")[:2])
+    return {
+        "purelib": site,
+        "platlib": site,
+        "headers": str(prefix / "include" / f"python{minor}" / name),
+        "scripts": str(prefix / "bin"),
+        "data": str(prefix),
+    }
+
+
+def _interpreter(platform: str, target_prefix: str) -> tuple[str, str]:
+    if platform.startswith("win"):
+        return target_prefix.rstrip("\\/") + "\\python.exe", "win-arm64" if platform.endswith("arm64") else "win-amd64"
+    return target_prefix.rstrip("/") + "/bin/python", "posix"
+
+
+def _hex_from_record(value: str) -> str | None:
+    algorithm, _, encoded = value.partition("=")
+    if algorithm != "sha256" or not encoded:
+        return None
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+
+
+def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, str]]:
+    """Every file the wheel put in the prefix (from its RECORD), prefix-relative, with sha256."""
+    record = prefix / site / dist_info / "RECORD"
+    files = []
+    for line in record.read_text().splitlines():
+        if not line.strip():
+            continue
+        # path,hash,size: the path may itself hold commas, the last two fields never do.
+        path, hash_field, _size = line.rsplit(",", 2)
+        rel = posixpath.normpath(posixpath.join(site, path.strip('"')))
+        digest = _hex_from_record(hash_field) if hash_field else None
+        if digest is None:
+            with (prefix / rel).open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        files.append({"_path": rel, "sha256": digest})
+    return sorted(files, key=lambda f: f["_path"])
+
+
+def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: str, platform: str, python_version: str) -> None:
+    """Install `wheels` (already verified) into `prefix`, as if it lived at `target_prefix`."""
+    interpreter, kind = _interpreter(platform, target_prefix)
+    site = site_packages(platform, python_version)
+    records = prefix / PIP_RECORDS
+    records.mkdir(parents=True, exist_ok=True)
+    for item in sorted(wheels, key=lambda w: w.name):
+        try:
+            with WheelFile.open(item.wheel) as source:
+                metadata = parse_metadata_file(source.read_dist_info("METADATA"))
+                destination = SchemeDictionaryDestination(
+                    _scheme(prefix, platform, python_version, item.name), interpreter, kind, bytecode_optimization_levels=()
+                )
+                install(source, destination, {"INSTALLER": INSTALLER_NAME})
+                dist_info = source.dist_info_dir
+        except FileExistsError as exc:
+            taken = Path(str(exc.filename or exc)).as_posix()
+            raise PipInstallError(
+                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, which a conda package installed",
+                hint="drop the package from the pip: section (conda provides it) and re-lock",
+            ) from None
+        except Exception as exc:  # installer raises plain exceptions for malformed wheels
+            raise PipInstallError(
+                f"{platform}: cannot install pip package {item.name} {item.version} from {item.wheel.name}: {exc}",
+                hint="the wheel is malformed or not for this platform; re-lock, or report it to the package's authors",
+            ) from None
+        if str(metadata.get("Version", item.version)) != item.version:
+            raise PipInstallError(
+                f"{platform}: {item.wheel.name} holds version {metadata.get('Version')}, the lock says {item.name} {item.version}",
+                hint="the lock was edited by hand or the index is broken; re-lock",
+            )
+        entry = {
+            "name": item.name,
+            "version": item.version,
+            "manager": "pip",
+            "url": item.url,
+            "sha256": item.sha256,
+            "dist_info": posixpath.join(site, dist_info),
+            "files": _installed_files(prefix, site, dist_info),
+        }
+        (records / f"{item.name}.json").write_text(json.dumps(entry, sort_keys=True) + "\n")

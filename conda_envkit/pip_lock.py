@@ -1,0 +1,335 @@
+"""The `pip:` section of a solved platform -> pinned wheels (URL + sha256), resolved by uv.
+
+uv resolves for the locked platform, not the machine running `envkit lock`: the
+locked CPython version, the platform's wheel tags (`__glibc` / `__osx` from the
+lock's virtual packages), wheels only. Python packages the conda solve already
+installs are handed to uv as fixed, dependency-free stand-ins (`name @ file://stub`
+constraints), so a pip requirement that needs another version fails loudly, and
+nothing conda installs is installed twice.
+
+Index URLs may carry credentials as `${VAR}`: uv gets them expanded through its
+environment, the lock records only the `${VAR}` template.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from rattler import RepoDataRecord
+
+from conda_envkit.errors import EnvkitError
+from conda_envkit.spec import PipRequirement
+from conda_envkit.wheel_targets import WheelTarget, wheel_rank
+
+_ENV_VAR = re.compile(r"\$\{(\w+)\}")
+# conda-forge packages whose PyPI distribution has another name. The rest are matched
+# by their normalized name, which holds for nearly all Python packages on conda-forge.
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "matplotlib-base": "matplotlib",
+    "tensorflow-base": "tensorflow",
+    "msgpack-python": "msgpack",
+    "py-xgboost": "xgboost",
+    "py-opencv": "opencv-python",
+    "pytables": "tables",
+    "ruamel.yaml": "ruamel-yaml",
+}
+_UNLOCKABLE_HINT = (
+    "publish it as a wheel on an index (--extra-index-url) and require it by name and version, or install it after `envkit install`"
+)
+
+
+class PipLockError(EnvkitError):
+    """A `pip:` section that cannot be locked."""
+
+
+@dataclass(frozen=True)
+class PipInputs:
+    """One platform's `pip:` section: requirements and index options, as written."""
+
+    requirements: tuple[PipRequirement, ...]
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    pre: bool = False
+    no_index: bool = False
+
+    def index_templates(self) -> tuple[str, ...]:
+        """The index URLs as the lock may record them: `${VAR}` kept, literal secrets removed."""
+        urls = ([self.index_url] if self.index_url else []) + list(self.extra_index_urls) + list(self.find_links)
+        return tuple(public_index_url(u) for u in urls)
+
+    def hash_input(self) -> list[str]:
+        """What the lock's input hash covers: requirement lines and index templates."""
+        flags = (["--pre"] if self.pre else []) + (["--no-index"] if self.no_index else [])
+        return [r.line for r in self.requirements] + [f"index {u}" for u in self.index_templates()] + flags
+
+
+@dataclass(frozen=True)
+class PipPin:
+    """One locked pip package for one platform: the wheel to install."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+
+
+def public_index_url(url: str) -> str:
+    """An index URL fit for the lock: `${VAR}` credentials kept as written, literal ones removed."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and not all(_ENV_VAR.fullmatch(piece) for piece in userinfo.split(":") if piece):
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def strip_userinfo(url: str) -> str:
+    """`url` without `user:password@`."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+
+
+def expand_env(value: str, where: str) -> str:
+    """`${VAR}` replaced from the environment, or an error naming the line and the variable."""
+    missing = [v for v in _ENV_VAR.findall(value) if v not in os.environ]
+    if missing:
+        raise PipLockError(
+            f"{where}: needs environment variable(s) {', '.join(missing)}", hint="export them; they are never written to the lock"
+        )
+    return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], value)
+
+
+def _option(line: str) -> tuple[str, str]:
+    option, _, value = line.partition("=") if "=" in line.split()[0] else line.partition(" ")
+    return option.strip(), value.strip()
+
+
+def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
+    """Check every line of a `pip:` section and sort requirements from index options."""
+    requirements: list[PipRequirement] = []
+    index_url: str | None = None
+    extra: list[str] = []
+    find_links: list[str] = []
+    pre = no_index = False
+    for req in lines:
+        text = req.line.strip()
+        if text.startswith("-"):
+            option, value = _option(text)
+            if option in ("-i", "--index-url"):
+                index_url = value
+            elif option == "--extra-index-url":
+                extra.append(value)
+            elif option in ("-f", "--find-links"):
+                find_links.append(value)
+            elif option == "--pre":
+                pre = True
+            elif option == "--no-index":
+                no_index = True
+            elif option in ("-e", "--editable"):
+                raise PipLockError(f"{req.source}: `{text}` is an editable install, which a lock cannot pin", hint=_UNLOCKABLE_HINT)
+            elif option in ("-r", "--requirement", "-c", "--constraint"):
+                raise PipLockError(
+                    f"{req.source}: `{text}`: envkit does not follow requirement files",
+                    hint="list the requirements in the pip: section itself",
+                )
+            else:
+                raise PipLockError(
+                    f"{req.source}: unsupported pip option {option!r}",
+                    hint="envkit understands --index-url, --extra-index-url, --find-links, --no-index and --pre",
+                )
+            if option not in ("--pre", "--no-index") and not value:
+                raise PipLockError(f"{req.source}: {option} needs a URL", hint=f"write `{option} https://...`")
+            continue
+        bare_url = "://" in text.split(";")[0] and " @ " not in text and not re.match(r"^[A-Za-z0-9._-]+\s*@", text)
+        if text.startswith((".", "/", "~")) or bare_url:
+            raise PipLockError(f"{req.source}: `{text}` is a local path or URL, which a lock cannot pin", hint=_UNLOCKABLE_HINT)
+        try:
+            parsed = Requirement(text)
+        except InvalidRequirement as exc:
+            raise PipLockError(
+                f"{req.source}: invalid pip requirement {text!r}: {exc}", hint="write e.g. `transformers>=4.40,<5`"
+            ) from None
+        if parsed.url:
+            kind = "a VCS URL" if parsed.url.startswith(("git+", "hg+", "svn+", "bzr+")) else "a direct URL"
+            raise PipLockError(
+                f"{req.source}: `{text}` is {kind}; envkit locks packages from indexes only",
+                hint=_UNLOCKABLE_HINT,
+            )
+        requirements.append(req)
+    return PipInputs(tuple(requirements), index_url, tuple(extra), tuple(find_links), pre, no_index)
+
+
+def _is_python_package(record: RepoDataRecord) -> bool:
+    if str(record.noarch) == "python" or getattr(record.noarch, "python", False):
+        return True
+    return any(d.split()[0] in ("python", "python_abi") for d in record.depends)
+
+
+def conda_python_packages(records: tuple[RepoDataRecord, ...]) -> dict[str, str]:
+    """PyPI name -> version of every Python package the conda solution installs."""
+    provided = {}
+    for record in records:
+        name = record.name.normalized
+        if name == "python" or not _is_python_package(record):
+            continue
+        provided[str(canonicalize_name(CONDA_TO_PYPI.get(name, name)))] = str(record.version)
+    return provided
+
+
+def python_version(records: tuple[RepoDataRecord, ...]) -> str | None:
+    for record in records:
+        if record.name.normalized == "python":
+            return str(record.version)
+    return None
+
+
+def _write_stub(name: str, version: str, directory: Path) -> Path:
+    """A wheel with only metadata: `name==version`, no dependencies, installs nothing."""
+    dist = re.sub(r"[-_.]+", "_", name)
+    info = f"{dist}-{version}.dist-info"
+    members = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: envkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in members.items()
+    )
+    members[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    out = directory / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as archive:
+        for path, data in members.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return out
+
+
+def _uv_binary() -> str:
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise PipLockError("locking a pip: section needs uv, which is not installed", hint="pip install uv") from None
+    return find_uv_bin()
+
+
+def _uv_failure(stderr: str, secrets: list[str], provided: dict[str, str]) -> str:
+    text = stderr.strip()
+    for secret in secrets:
+        text = text.replace(secret, "****")
+    lines = [line for line in text.splitlines() if line.strip()]
+    named = [f"{name} {version}" for name, version in sorted(provided.items()) if re.search(rf"\b{re.escape(name)}\b", text)]
+    if named:
+        lines.append(f"note: from conda, fixed for pip: {', '.join(named)}")
+    return "\n  ".join(lines[:12])
+
+
+def resolve_pip(
+    inputs: PipInputs,
+    target: WheelTarget,
+    provided: dict[str, str],
+    keep: dict[str, str],
+    cache_dir: Path,
+) -> list[PipPin]:
+    """Resolve `inputs` for `target` with uv; every pin is one wheel URL with its sha256.
+
+    `provided` (PyPI name -> version) is what conda installs; `keep` pins packages
+    (name -> version) that an `--update` of other packages must not move.
+    """
+    first = inputs.requirements[0].source if inputs.requirements else "pip:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") and k != "PIP_INDEX_URL"}
+    secrets: list[str] = []
+    if inputs.index_url:
+        env["UV_INDEX_URL"] = expand_env(inputs.index_url, first)
+        secrets.append(urlsplit(env["UV_INDEX_URL"]).password or "")
+    if inputs.extra_index_urls:
+        expanded = [expand_env(u, first) for u in inputs.extra_index_urls]
+        env["UV_EXTRA_INDEX_URL"] = " ".join(expanded)
+        secrets += [urlsplit(u).password or "" for u in expanded]
+    if target.macos_version:
+        env["MACOSX_DEPLOYMENT_TARGET"] = target.macos_version
+    with tempfile.TemporaryDirectory(prefix="envkit-pip-") as tmp:
+        work = Path(tmp)
+        stubs = work / "conda"
+        stubs.mkdir()
+        constraints, excludes = [], []
+        for name, version in sorted(provided.items()):
+            try:
+                Version(version)
+            except InvalidVersion:
+                excludes.append(name)  # a conda version PEP 440 cannot express: leave it out of pip's view
+                continue
+            constraints.append(f"{name} @ {_write_stub(name, version, stubs).as_uri()}")
+        constraints += [f"{name}=={version}" for name, version in sorted(keep.items()) if name not in provided]
+        (work / "requirements.in").write_text("".join(f"{r.line}\n" for r in inputs.requirements))
+        (work / "constraints.txt").write_text("".join(f"{c}\n" for c in constraints))
+        (work / "excludes.txt").write_text("".join(f"{e}\n" for e in excludes))
+        out = work / "pylock.toml"
+        command = [
+            _uv_binary(), "pip", "compile", str(work / "requirements.in"),
+            "--constraints", str(work / "constraints.txt"),
+            "--excludes", str(work / "excludes.txt"),
+            "--python-version", target.python_version,
+            "--python-platform", target.uv_platform,
+            "--only-binary", ":all:",
+            "--format", "pylock.toml", "--output-file", str(out),
+            "--no-header", "--no-config", "--quiet", "--no-progress",
+            # Wheels only, so no build runs: any interpreter will do, and uv must not download one.
+            "--python", sys.executable, "--no-python-downloads",
+            "--cache-dir", str(cache_dir / "uv"),
+        ]  # fmt: skip
+        for link in inputs.find_links:
+            link = expand_env(link, first)
+            if "://" not in link:  # a directory of wheels, relative to the environment.yml
+                link = str((Path(first.rsplit(":", 1)[0]).resolve().parent / link).resolve())
+            command += ["--find-links", link]
+        if inputs.no_index:
+            command.append("--no-index")
+        if inputs.pre:
+            command += ["--prerelease", "allow"]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
+        if proc.returncode != 0:
+            raise PipLockError(
+                f"{target.platform}: the pip: section ({first}) cannot be resolved for {target.describe()}:\n  "
+                + _uv_failure(proc.stderr, [s for s in secrets if s], provided),
+                hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
+            )
+        document = tomllib.loads(out.read_text())
+    return _pins(document, target, provided, first)
+
+
+def _pins(document: dict, target: WheelTarget, provided: dict[str, str], where: str) -> list[PipPin]:
+    pins = []
+    for package in document.get("packages", []):
+        name = str(canonicalize_name(package["name"]))
+        if name in provided:
+            continue
+        ranked = []
+        for wheel in package.get("wheels", []):
+            url = wheel.get("url", "")
+            rank = wheel_rank(url.rsplit("/", 1)[-1], target)
+            sha256 = wheel.get("hashes", {}).get("sha256")
+            if rank is not None and url and sha256:
+                ranked.append((rank, url, sha256))
+        if not ranked:
+            raise PipLockError(
+                f"{target.platform}: pip package {name} {package.get('version')} ({where}) has no wheel with a URL and sha256 "
+                f"for {target.describe()}",
+                hint="envkit installs wheels only: publish a wheel for this platform, or drop the platform",
+            )
+        _rank, url, sha256 = min(ranked)
+        pins.append(PipPin(name, str(package["version"]), strip_userinfo(url), sha256))
+    return sorted(pins, key=lambda p: p.name)
