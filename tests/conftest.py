@@ -71,13 +71,13 @@ class ChannelServer:
         return log.read_text().splitlines() if log.exists() else []
 
 
-def _serve(root: Path, credentials: str | None) -> subprocess.Popen[str]:
+def _serve(root: Path, credentials: str | None) -> Iterator[ChannelServer]:
+    """Serve `root` over HTTP on 127.0.0.1 until the fixture ends (stopped by PID)."""
     script = Path(__file__).parent / "servers" / "channel_server.py"
     args = [sys.executable, str(script), str(root)] + ([credentials] if credentials else [])
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())  # type: ignore[union-attr]
+    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait(timeout=10)
 
@@ -85,23 +85,15 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 @pytest.fixture
 def channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelServer]:
     """The toy channel over HTTP on 127.0.0.1 (no auth), under /toy/."""
-    root = tmp_path / "served"
-    shutil.copytree(toy_channel, root / "toy")
-    proc = _serve(root, None)
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
-    _stop(proc)
+    shutil.copytree(toy_channel, tmp_path / "served" / "toy")
+    yield from _serve(tmp_path / "served", None)
 
 
 @pytest.fixture
 def auth_channel_server(tmp_path: Path, toy_channel: Path) -> Iterator[ChannelServer]:
     """The toy channel over HTTP on 127.0.0.1 behind basic auth `envkit:s3cret-Pa55`."""
-    root = tmp_path / "served-auth"
-    shutil.copytree(toy_channel, root / "toy")
-    proc = _serve(root, "envkit:s3cret-Pa55")
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
-    _stop(proc)
+    shutil.copytree(toy_channel, tmp_path / "served-auth" / "toy")
+    yield from _serve(tmp_path / "served-auth", "envkit:s3cret-Pa55")
 
 
 @pytest.fixture(scope="session")
@@ -117,23 +109,15 @@ def pip_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def pip_index_server(tmp_path: Path, pip_index: Path) -> Iterator[ChannelServer]:
     """The wheel index over HTTP on 127.0.0.1 (no auth): `<url>/simple`."""
-    root = tmp_path / "pypi-served"
-    shutil.copytree(pip_index, root)
-    proc = _serve(root, None)
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
-    _stop(proc)
+    shutil.copytree(pip_index, tmp_path / "pypi-served")
+    yield from _serve(tmp_path / "pypi-served", None)
 
 
 @pytest.fixture
 def auth_pip_index_server(tmp_path: Path, pip_index: Path) -> Iterator[ChannelServer]:
     """The wheel index behind basic auth `pipuser:wheel-Pa55`."""
-    root = tmp_path / "pypi-served-auth"
-    shutil.copytree(pip_index, root)
-    proc = _serve(root, "pipuser:wheel-Pa55")
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
-    _stop(proc)
+    shutil.copytree(pip_index, tmp_path / "pypi-served-auth")
+    yield from _serve(tmp_path / "pypi-served-auth", "pipuser:wheel-Pa55")
 
 
 @pytest.fixture(scope="session")
