@@ -48,6 +48,14 @@ CONDA_TO_PYPI = {
     "pytables": "tables",
     "ruamel.yaml": "ruamel-yaml",
 }
+_RESOLUTION_ENV = frozenset(
+    f"UV_{name}"
+    for name in (
+        "INDEX", "DEFAULT_INDEX", "INDEX_URL", "EXTRA_INDEX_URL", "FIND_LINKS", "NO_INDEX", "INDEX_STRATEGY",
+        "CONSTRAINT", "OVERRIDE", "EXCLUDE", "BUILD_CONSTRAINT", "PRERELEASE", "RESOLUTION", "EXCLUDE_NEWER",
+        "NO_BINARY", "ONLY_BINARY", "NO_BUILD", "PYTHON", "TORCH_BACKEND", "CONFIG_FILE", "NO_SOURCES",
+    )
+)  # fmt: skip
 _UNLOCKABLE_HINT = (
     "publish it as a wheel on an index (--extra-index-url) and require it by name and version, or install it after `envkit install`"
 )
@@ -250,7 +258,9 @@ def resolve_pip(
     (name -> version) that an `--update` of other packages must not move.
     """
     first = inputs.requirements[0].source if inputs.requirements else "pip:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") and k != "PIP_INDEX_URL"}
+    # uv settings that would change what is resolved come from the spec alone; transport
+    # settings (UV_NATIVE_TLS, UV_HTTP_TIMEOUT, proxies, SSL_CERT_FILE) stay the user's.
+    env = {k: v for k, v in os.environ.items() if k not in _RESOLUTION_ENV}
     secrets: list[str] = []
     if inputs.index_url:
         env["UV_INDEX_URL"] = expand_env(inputs.index_url, first)
