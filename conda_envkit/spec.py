@@ -326,6 +326,9 @@ def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
             conda, pip_lines = _parse_dependencies(node, path)
         dependencies[platform] = tuple(conda)
         pip[platform] = tuple(pip_lines)
+    index_lines = _pip_repositories(top, path)
+    if index_lines:
+        pip = {platform: (*index_lines, *lines) if lines else lines for platform, lines in pip.items()}
     name_node = top.get("name")
     return _FileSpec(
         path=path,
@@ -336,6 +339,31 @@ def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
         pip=pip,
         envkit=_parse_envkit(top["envkit"], path) if "envkit" in top else None,
     )
+
+
+def _pip_repositories(top: dict[str, yaml.Node], path: Path) -> tuple[PipRequirement, ...]:
+    """conda-lock's `pip-repositories:` and `allow-pypi-requests:` as pip index lines.
+
+    Repositories are extra indexes next to PyPI; with `allow-pypi-requests: false` the
+    first one replaces PyPI (and with none, no index is used at all).
+    """
+    repos = _scalar_list(top["pip-repositories"], path, "pip-repositories") if "pip-repositories" in top else []
+    allow = top.get("allow-pypi-requests")
+    allow_pypi = True
+    if allow is not None:
+        value = str(allow.value).strip().lower() if isinstance(allow, yaml.ScalarNode) else ""
+        if value not in ("true", "false"):
+            raise SpecError(
+                f"{_where(path, allow)}: `allow-pypi-requests` must be true or false", hint="write `allow-pypi-requests: false`"
+            )
+        allow_pypi = value == "true"
+    lines = []
+    for index, (url, where) in enumerate(repos):
+        option = "--index-url" if index == 0 and not allow_pypi else "--extra-index-url"
+        lines.append(PipRequirement(f"{option} {url}", where))
+    if not allow_pypi and not repos:
+        lines.append(PipRequirement("--no-index", _where(path, allow)))  # type: ignore[arg-type]
+    return tuple(lines)
 
 
 def _unify_channels(files: list[_FileSpec]) -> tuple[str, ...]:

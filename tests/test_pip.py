@@ -232,3 +232,26 @@ def test_update_one_pip_package_keeps_the_others(tmp_path: Path, toy_channel: Pa
     # A plain re-lock takes the newest of both.
     assert _lock(work, tmp_path / "cache-3", "-p", "linux-64").returncode == 0
     assert _pip_entries(work / "conda-lock.yml")[("linux-64", "tiny-tokenizer")]["version"] == "1.2.0"
+
+
+def test_conda_lock_pip_repositories_and_allow_pypi_requests(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
+    # conda-lock's keys: with PyPI disallowed, the first repository is the only index.
+    work = tmp_path / "work"
+    write_env(
+        work,
+        f"channels: [{toy_channel}]\nplatforms: [linux-64]\n"
+        f"pip-repositories:\n  - {pip_index_server.url}/simple\nallow-pypi-requests: false\n"
+        "dependencies:\n  - python =3.11\n  - pip:\n    - tiny-tokenizer\n",
+    )
+    result = _lock(work, tmp_path / "cache")
+    assert result.returncode == 0, result.output
+    assert _pip_entries(work / "conda-lock.yml")[("linux-64", "tiny-tokenizer")]["version"] == "1.1.0"
+    assert "/simple/tiny-tokenizer/" in "".join(pip_index_server.requests())
+    text = (work / "conda-lock.yml").read_text()
+    assert f"envkit.linux-64.pip-indexes: {pip_index_server.url}/simple" in text
+
+    (work / "environment.yml").write_text(
+        (work / "environment.yml").read_text().replace("allow-pypi-requests: false", "allow-pypi-requests: maybe")
+    )
+    bad = _lock(work, tmp_path / "cache")
+    assert bad.returncode == 2 and "environment.yml:5: `allow-pypi-requests` must be true or false" in bad.stderr
