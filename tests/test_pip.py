@@ -206,6 +206,16 @@ def test_baked_image_runs_the_pip_console_script_and_verifies(tmp_path: Path, to
     assert "modified-file    tiny-tokenizer 1.1.0 (pip): lib/python3.11/site-packages/tiny_tokenizer.py was modified" in found.output
     assert "missing-package  fastmath 1.2.0 (pip): locked but not installed" in found.output
 
+    # A lock whose pip entry is a source distribution (conda-lock can write those) is refused.
+    wheel_url = f"{pip_index_server.url}/files/hello_ml-0.3.0-py3-none-any.whl"
+    (work / "sdist.yml").write_text(
+        (work / "conda-lock.yml").read_text().replace(wheel_url, f"{pip_index_server.url}/files/hello_ml-0.3.0.tar.gz")
+    )
+    sdist = run_envkit("install", "--lockfile", "sdist.yml", "-p", "linux-64", "--prefix", work / "env2", cwd=work)
+    assert sdist.returncode == 2
+    assert "linux-64: pip package hello-ml 0.3.0 is locked as a source distribution" in sdist.stderr
+    assert "envkit installs wheels only" in sdist.stderr and not (work / "env2").exists()
+
 
 def test_update_one_pip_package_keeps_the_others(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
     from conda_envkit.testing.local_index import DEMO_SDISTS, WheelSpec, build_index, demo_wheels
