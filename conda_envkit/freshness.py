@@ -69,7 +69,7 @@ def unsatisfied(lockfile: Lockfile, target: SolveTarget, channels: tuple[Resolve
     if locked_cuda != (target.cuda or "none"):
         reasons.append(f"CUDA changed: locked {locked_cuda!r}, now {target.cuda or 'none'!r}")
     # pip pins come from an index that changes daily; only the section itself is compared.
-    if custom.get(f"envkit.{p}.pip-inputs") != (pip_input_hash(target) if target.pip else None):
+    if custom.get(f"envkit.{p}.pip-inputs") != (pip_input_hash(target.pip) if target.pip is not None else None):
         reasons.append("the pip: section (requirements or indexes) changed since locking")
     locked_blas = custom.get(f"envkit.{p}.blas")
     if target.blas is not None and locked_blas not in (target.blas.value, "none"):

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
-from conda_envkit.pip_lock import PipPin, parse_pip_section
+from conda_envkit.pip_lock import PipInputs, PipPin
 from conda_envkit.solve import SolvedPlatform, SolveTarget
 
 INPUT_HASH_SCHEME = "envkit-inputs/1"
@@ -67,9 +67,9 @@ def _sha256_json(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def pip_input_hash(target: SolveTarget) -> str:
+def pip_input_hash(pip: PipInputs) -> str:
     """The hash of a platform's `pip:` section (requirements and index templates, no secrets)."""
-    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": parse_pip_section(target.pip).hash_input()})
+    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": pip.hash_input()})
 
 
 def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...]) -> str:
@@ -83,8 +83,8 @@ def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...]) -> st
         "virtual_packages": [str(v) for v in target.virtual_packages],
         "constraints": list(target.constraints()),
     }
-    if target.pip:  # absent without a pip: section, so such locks keep their hashes
-        inputs["pip"] = pip_input_hash(target)
+    if target.pip is not None:  # absent without a pip: section, so such locks keep their hashes
+        inputs["pip"] = pip_input_hash(target.pip)
     return _sha256_json(inputs)
 
 
@@ -151,12 +151,11 @@ def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
         f"envkit.{p}.blas": blas.value if blas else "none",
         f"envkit.{p}.virtual-packages": " ".join(str(v) for v in t.virtual_packages),
     }
-    if t.pip:
-        inputs = parse_pip_section(t.pip)
-        meta[f"envkit.{p}.pip-inputs"] = pip_input_hash(t)
+    if t.pip is not None:
+        meta[f"envkit.{p}.pip-inputs"] = pip_input_hash(t.pip)
         # Where pip packages come from, as written (`${VAR}` credentials, never their values):
         # `envkit install` finds the credentials for a wheel URL's host here.
-        meta[f"envkit.{p}.pip-indexes"] = " ".join(inputs.index_templates())
+        meta[f"envkit.{p}.pip-indexes"] = " ".join(t.pip.index_templates())
     return meta
 
 

@@ -25,7 +25,7 @@ from conda_envkit.lockfile import (
     render_lockfile,
     write_if_changed,
 )
-from conda_envkit.pip_lock import PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
+from conda_envkit.pip_lock import PipInputs, PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
@@ -122,7 +122,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
                 virtual_packages=virtual_packages_for(platform, cuda, options.virtual_packages.get(platform)),
                 cuda=cuda if platform in CUDA_PLATFORMS else None,
                 blas=blas,
-                pip=spec.pip.get(platform, ()),
+                pip=_pip_inputs(spec, platform),
             )
         )
     return tuple(targets)
@@ -134,14 +134,20 @@ def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChann
     plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
     for variant in spec.variants:
         plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
-    for target in (t for plan in plans for t in plan.targets if t.pip):
-        parse_pip_section(target.pip)  # bad pip lines fail before any solve
-        if not supports_pip(target.platform):
-            raise SpecError(
-                f"{target.pip[0].source}: envkit cannot lock pip packages for {target.platform}",
-                hint="limit the pip: lines to other platforms with a selector, e.g. `# [not ppc64le]`",
-            )
     return channels, plans
+
+
+def _pip_inputs(spec: EnvSpec, platform: str) -> PipInputs | None:
+    """The platform's `pip:` section, checked while planning so that bad lines fail before any solve."""
+    lines = spec.pip.get(platform, ())
+    if not lines:
+        return None
+    if not supports_pip(platform):
+        raise SpecError(
+            f"{lines[0].source}: envkit cannot lock pip packages for {platform}",
+            hint="limit the pip: lines to other platforms with a selector, e.g. `# [not ppc64le]`",
+        )
+    return parse_pip_section(lines)
 
 
 @dataclass(frozen=True)
@@ -155,15 +161,13 @@ class KeptPins:
 def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
     """The pip pins of one solved platform (none without a pip: section)."""
     target = solved.target
-    if not target.pip:
-        return ()
-    inputs = parse_pip_section(target.pip)
-    if not inputs.requirements:
+    inputs = target.pip
+    if inputs is None or not inputs.requirements:
         return ()
     version = python_version(solved.records)
     if version is None:
         raise SpecError(
-            f"{target.pip[0].source}: {target.label} has pip: dependencies but the conda solution has no python",
+            f"{inputs.requirements[0].source}: {target.label} has pip: dependencies but the conda solution has no python",
             hint="add python (e.g. `python =3.11`) to the conda dependencies",
         )
     wheel = wheel_target(target.platform, version, target.virtual_packages)
@@ -214,10 +218,10 @@ def lock_environment(
             on_solved(solved)
 
     keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert, (lambda t: keep(t).conda) if options.update else None))
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda))
 
     # pip after conda: uv needs the locked python and what conda already installs.
-    pip_parts = [part for part in parts.values() if part.solved.target.pip]
+    pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
         cache_dir = options.cache_dir or default_cache_dir()
         with ThreadPoolExecutor(max_workers=2) as pool:

@@ -14,6 +14,7 @@ from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
+from conda_envkit.pip_lock import PipInputs
 from conda_envkit.platforms import (
     Blas,
     VirtualPackage,
@@ -21,7 +22,7 @@ from conda_envkit.platforms import (
     blas_of_build,
     check_blas,
 )
-from conda_envkit.spec import Dependency, PipRequirement
+from conda_envkit.spec import Dependency
 
 # Packages whose presence means the environment was built for CUDA.
 _CUDA_NAMES = frozenset({"cudatoolkit", "pytorch-cuda", "cuda-version", "cudnn", "nccl"})
@@ -42,8 +43,8 @@ class SolveTarget:
     virtual_packages: tuple[VirtualPackage, ...]
     cuda: str | None
     blas: Blas | None
-    # The platform's `pip:` lines, resolved after the conda solve (pip_lock.py).
-    pip: tuple[PipRequirement, ...] = ()
+    # The platform's `pip:` section, parsed; resolved after the conda solve (pip_lock.py).
+    pip: PipInputs | None = None
 
     @property
     def label(self) -> str:
