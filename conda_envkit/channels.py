@@ -95,6 +95,16 @@ def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def missing_env_vars(text: str) -> list[str]:
+    """The `${VAR}` names in `text` that the environment does not set."""
+    return [v for v in dict.fromkeys(_ENV_VAR.findall(text)) if v not in os.environ]
+
+
+def expand_env_vars(text: str) -> str:
+    """`text` with every `${VAR}` replaced from the environment (check `missing_env_vars` first)."""
+    return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)
+
+
 def strip_credentials(url: str) -> str:
     """Remove user:password@ and /t/<token>/ from `url`."""
     parts = urlsplit(url)
@@ -106,13 +116,13 @@ def strip_credentials(url: str) -> str:
 def resolve_channel(written: str, settings: ChannelSettings, base_dir: Path) -> ResolvedChannel:
     """Turn a channel as written in environment.yml into the URLs to use and to record."""
     used = tuple(sorted(set(_ENV_VAR.findall(written))))
-    missing = [v for v in used if v not in os.environ]
+    missing = sorted(missing_env_vars(written))
     if missing:
         raise ChannelError(
             f"channel {written!r} needs environment variable(s) {', '.join(missing)}",
             hint="export them before locking; they are never written into the lock",
         )
-    expanded = _ENV_VAR.sub(lambda m: os.environ[m.group(1)], written)
+    expanded = expand_env_vars(written)
     if "://" in written:
         url = expanded.rstrip("/")
         public = written.rstrip("/")

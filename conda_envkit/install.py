@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -29,13 +28,12 @@ import requests
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 
-from conda_envkit.channels import ChannelSettings, strip_credentials
+from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
-_ENV_VAR = re.compile(r"\$\{(\w+)\}")
 _CHUNK = 1 << 20
 
 
@@ -107,26 +105,25 @@ def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str
         if not at or template_host != host:
             continue
         user, _, password = userinfo.partition(":")
-        missing = [v for v in _ENV_VAR.findall(userinfo) if v not in os.environ]
+        missing = missing_env_vars(userinfo)
         if missing:
             raise InstallError(
                 f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {template})",
                 hint="export the index credentials before installing; they are never stored",
             )
-        expand = lambda text: _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)  # noqa: E731
-        return expand(user), expand(password)
+        return expand_env_vars(user), expand_env_vars(password)
     return None
 
 
 def fetch_url(public_url: str, settings: ChannelSettings) -> str:
     """The URL to download a locked package from: `${VAR}` expanded, mirrors applied."""
-    missing = [v for v in _ENV_VAR.findall(public_url) if v not in os.environ]
+    missing = missing_env_vars(public_url)
     if missing:
         raise InstallError(
             f"{strip_credentials(public_url)} needs environment variable(s) {', '.join(missing)}",
             hint="export the channel's credentials before installing; they are never stored",
         )
-    url = _ENV_VAR.sub(lambda m: os.environ[m.group(1)], public_url)
+    url = expand_env_vars(public_url)
     for source, targets in settings.mirrors.items():
         base = source if "://" in source else settings.channel_alias + source
         base = base.rstrip("/") + "/"

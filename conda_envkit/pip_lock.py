@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from rattler import RepoDataRecord
 
+from conda_envkit.channels import expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
 from conda_envkit.spec import PipRequirement
 from conda_envkit.wheel_targets import WheelTarget, wheel_rank
@@ -114,12 +115,12 @@ def strip_userinfo(url: str) -> str:
 
 def expand_env(value: str, where: str) -> str:
     """`${VAR}` replaced from the environment, or an error naming the line and the variable."""
-    missing = [v for v in _ENV_VAR.findall(value) if v not in os.environ]
+    missing = missing_env_vars(value)
     if missing:
         raise PipLockError(
             f"{where}: needs environment variable(s) {', '.join(missing)}", hint="export them; they are never written to the lock"
         )
-    return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], value)
+    return expand_env_vars(value)
 
 
 def _option(line: str) -> tuple[str, str]:
