@@ -346,8 +346,8 @@ def _image_options(
     cmd: str | None,
     workdir: str | None,
     user: str | None,
-) -> tuple[Any, dict[str, str]]:
-    """BakeOptions from the command line (over a recipe), and the base reference per platform."""
+) -> tuple[Any, dict[str, str], Any]:
+    """BakeOptions from the command line (over a recipe), the base reference per platform, and the recipe (or None)."""
     from conda_envkit.bake import BakeOptions, source_date_epoch, with_recipe
     from conda_envkit.recipes import RecipeError, load_recipe
 
@@ -365,11 +365,11 @@ def _image_options(
     if recipe_name is None:
         if reproducible:
             raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
-        return options, {p: base or "scratch" for p in platforms}
+        return options, {p: base or "scratch" for p in platforms}, None
     recipe = load_recipe(recipe_name, recipe_dir)
     custom = lf.metadata.custom_metadata or {}
     bases = {p: base or recipe.base_for(custom.get(f"envkit.{p}.cuda-version")) for p in platforms}
-    return with_recipe(options, recipe, reproducible), bases
+    return with_recipe(options, recipe, reproducible), bases, recipe
 
 
 @main.command()
@@ -454,7 +454,7 @@ def bake(
     lf = read_lockfile(lockfile)
     linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
     chosen = list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
-    options, base_refs = _image_options(
+    options, base_refs, _recipe = _image_options(
         lf, chosen, base, recipe, recipe_dir, reproducible, name, prefix, env, labels, entrypoint, cmd, workdir, user
     )
     options = replace(options, compression=Compression(compression), policy=LayerPolicy(own_layer_bytes=large_package_mb << 20))
@@ -821,11 +821,10 @@ def dockerfile_command(
     from conda_envkit.oci.registry import RegistryClient
     from conda_envkit.oci.transfer import resolve_digest
     from conda_envkit.publish import insecure_hosts
-    from conda_envkit.recipes import load_recipe
 
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
-    options, bases = _image_options(
+    options, bases, the_recipe = _image_options(
         lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None
     )
     base_ref = bases[platform]
@@ -836,7 +835,6 @@ def dockerfile_command(
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir or default_cache_dir()
-    the_recipe = load_recipe(recipe, recipe_dir)
     context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
     click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref})")
     if backend:

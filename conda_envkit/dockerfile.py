@@ -29,6 +29,31 @@ BACKENDS = {
 }
 
 
+def context_file_name(dest: str) -> str:
+    """Where a recipe file for `dest` (a path in the image) sits in the build context."""
+    return "files/" + dest.strip("/").replace("/", "__")
+
+
+def dockerfile_text(recipe: Recipe, options: BakeOptions, base: str, platform: str, labels: dict[str, str]) -> str:
+    """The build context's Dockerfile: the recipe's template with what bake would put in the config."""
+    return render_dockerfile(
+        recipe,
+        {
+            "base": base,
+            "platform": platform,
+            "prefix": options.in_image_prefix,
+            "base_path": DEFAULT_PATH if base == "scratch" else "$PATH",
+            "env": image_env(options),
+            "labels": labels,
+            "files": [{"context": context_file_name(dest), "dest": dest} for dest, _ in options.files],
+            "workdir": options.workdir,
+            "user": options.user,
+            "entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
+            "cmd": list(options.cmd) if options.cmd is not None else None,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class BuildContext:
     directory: Path
@@ -68,28 +93,11 @@ def write_build_context(
             shutil.copytree(scratch / "env", env_dir, symlinks=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        files = []
         for dest, source in options.files:
-            target = staging / "files" / dest.strip("/").replace("/", "__")
+            target = staging / context_file_name(dest)
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(source, target)
-            files.append({"context": target.relative_to(staging).as_posix(), "dest": dest})
-        text = render_dockerfile(
-            recipe,
-            {
-                "base": base,
-                "platform": platform,
-                "prefix": options.in_image_prefix,
-                "base_path": DEFAULT_PATH if base == "scratch" else "$PATH",
-                "env": image_env(options),
-                "labels": labels,
-                "files": files,
-                "workdir": options.workdir,
-                "user": options.user,
-                "entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
-                "cmd": list(options.cmd) if options.cmd is not None else None,
-            },
-        )
+        text = dockerfile_text(recipe, options, base, platform, labels)
         (staging / "Dockerfile").write_text(text)
         if out.exists():
             out.rmdir()

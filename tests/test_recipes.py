@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conda_envkit.bake import BakeOptions, image_env, image_labels, with_recipe
+from conda_envkit.bake import BakeOptions, image_labels, with_recipe
+from conda_envkit.dockerfile import dockerfile_text
 from conda_envkit.lockfile import read_lockfile
-from conda_envkit.oci.image import DEFAULT_PATH, BaseImage
-from conda_envkit.recipes import RecipeError, list_recipes, load_recipe, render_dockerfile
+from conda_envkit.oci.image import BaseImage
+from conda_envkit.recipes import RecipeError, list_recipes, load_recipe
 from tests.conftest import Registry, run_envkit, write_env
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -52,23 +53,7 @@ def test_rendered_dockerfile_matches_golden(locks: dict[str, Path], recipe_name:
     options = with_recipe(BakeOptions(name="train"), recipe, reproducible=True)
     base = recipe.base_for((lockfile.metadata.custom_metadata or {}).get("envkit.linux-64.cuda-version"))
     labels = image_labels(lockfile, "linux-64", options, BaseImage(base, {}))
-    files = [{"context": f"files/{dest.strip('/').replace('/', '__')}", "dest": dest} for dest, _ in options.files]
-    text = render_dockerfile(
-        recipe,
-        {
-            "base": base,
-            "platform": "linux-64",
-            "prefix": options.in_image_prefix,
-            "base_path": DEFAULT_PATH if base == "scratch" else "$PATH",
-            "env": image_env(options),
-            "labels": labels,
-            "files": files,
-            "workdir": options.workdir,
-            "user": options.user,
-            "entrypoint": list(options.entrypoint) if options.entrypoint is not None else None,
-            "cmd": list(options.cmd) if options.cmd is not None else None,
-        },
-    )
+    text = dockerfile_text(recipe, options, base, "linux-64", labels)
     # Lock hashes depend on where the test channel lives; everything else is golden.
     text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<hash>", text)
     text = re.sub(r'image.version="[0-9a-f]{12}"', 'image.version="<hash12>"', text)
