@@ -55,9 +55,9 @@ class SolveTarget:
         out = []
         if self.blas is not None:
             out.append(blas_constraint(self.blas))
-        if self.cuda is not None:
-            # The toolkit must not be newer than the driver the lock assumes.
-            out.append(f"cuda-version <={self.cuda}")
+        # `cuda` is the driver (`__cuda`), as conda-lock's --with-cuda: packages' own
+        # `__cuda >=` depends decide which toolkits it runs; a toolkit cap is a spec
+        # the user writes (`cuda-version=12.4`).
         return tuple(out)
 
 
@@ -142,20 +142,20 @@ def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Ex
     )
 
 
-def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> str:
+def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> MatchSpec:
     """The match spec to solve: `chan::name ...` points at the URL that `chan` resolved to.
 
     rattler would otherwise resolve `chan` against its own default alias, ignoring
     --channel-alias, mirrors, local paths and credentials.
     """
     if "::" not in dep.spec:
-        return dep.match_spec
+        return MatchSpec(dep.match_spec, strict=False)
     written, rest = dep.spec.split("::", 1)
     for channel in channels:
         if written.rstrip("/") in (channel.written.rstrip("/"), channel.public_url, channel.url) or channel.public_url.endswith(
             "/" + written.strip("/")
         ):
-            return str(MatchSpec(f"{channel.url}::{rest}"))
+            return MatchSpec(f"{channel.url}::{rest}", strict=False)
     raise SolveError(
         f"{dep.source}: {dep.spec!r} names channel {written!r}, which is not in `channels:`",
         hint=f"add {written} to `channels:` (in priority order), or drop the `{written}::` prefix",
