@@ -17,7 +17,6 @@ from pathlib import Path
 from rattler import BuildString, MatchSpec, PackageRecord
 
 from conda_envkit.channels import ResolvedChannel
-from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks
 from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile
@@ -202,10 +201,11 @@ def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list
 
 def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every platform one lock file should hold."""
-    try:
-        lockfile = read_lockfile(plan.path)
-    except EnvkitError as exc:
-        return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, (exc.message,)) for t in plan.targets]
+    if not plan.path.exists():
+        missing = ("not locked yet (no lock file)",)
+        return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
+    # A lock that exists but does not read is bad input (exit 2), not merely stale.
+    lockfile = read_lockfile(plan.path)
     results = []
     wanted = {t.platform for t in plan.targets}
     for extra in sorted(set(lockfile.metadata.platforms) - wanted):

@@ -384,6 +384,8 @@ def _split_file_name(file_name: str) -> tuple[str, str, str] | None:
 def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...], base_dir: Path | None) -> LockedPackage:
     entry = r.mapping(node, f"package[{index}]")
     label = f"package[{index}]"
+    if "name" in entry:
+        label = f"package[{index}] {r.text(entry['name'], f'{label}.name')[:80]!r}"
     for key, value in entry.items():
         if key not in _PACKAGE_KEYS:
             raise r.fail(value, f"{label}: unknown key {key!r}", hint=f"a conda-lock package entry has: {', '.join(sorted(_PACKAGE_KEYS))}")
