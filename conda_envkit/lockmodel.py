@@ -255,7 +255,32 @@ def read_text_utf8(path: Path, what: str = "file", max_bytes: int = MAX_LOCK_BYT
         ) from None
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NULL = frozenset(("", "~", "null", "Null", "NULL"))
+_BOOL = frozenset("true True TRUE false False FALSE yes Yes YES no No NO on On ON off Off OFF".split())
+_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+_STR, _NULL_TAG, _BOOL_TAG, _INT_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "bool", "int"))
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader with a lean resolver: a lock's scalars are strings, bools, ints or null.
+
+    Floats stay strings (a version `1.10` must not become 1.1); every value is then
+    checked against its own grammar, so nothing is lost by resolving less.
+    """
+
+    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        if not implicit[0]:
+            return _STR
+        if value in _NULL:
+            return _NULL_TAG
+        if value in _BOOL:
+            return _BOOL_TAG
+        if _INT.fullmatch(value):
+            return _INT_TAG
+        return _STR
 
 
 def compose_yaml(text: str, path: Path) -> yaml.Node | None:
@@ -409,7 +434,7 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
     label = f"package {name!r} ({platform}, {manager})"
     written_url = r.text(entry["url"], f"{label}.url")
     url = _check_url(r, entry["url"], written_url, label, base_dir)
-    file_name = unquote(PurePosixPath(urlsplit(url).path).name)
+    file_name = unquote(urlsplit(url).path.rpartition("/")[2])
     if not file_name or len(file_name) > _MAX_FILENAME or "/" in file_name or file_name in (".", ".."):
         raise r.fail(entry["url"], f"{label}: URL {written_url!r} has no usable file name (at most {_MAX_FILENAME} characters)")
 
