@@ -78,12 +78,22 @@ def test_cuda_build_only_with_cuda(tmp_path: Path, toy_channel: Path) -> None:
     assert gpu.returncode == 0, gpu.stderr
     linux = locked(tmp_path / "gpu.yml", "linux-64")
     assert linux["gpulib"]["build"] == "cuda12_0"
-    # The toolkit is never newer than the driver the lock assumes.
-    assert linux["cuda-version"]["version"] == "12.4"
+    # --cuda is the driver, as conda-lock's --with-cuda: a 12.4 driver runs cuda-version 12.6
+    # through minor-version compatibility, and the lock says so.
+    assert linux["cuda-version"]["version"] == "12.6"
+    assert "cuda driver 12.4 (cuda-version 12.6, newer than the driver: runs by CUDA minor-version compatibility)" in gpu.stdout
     assert locked(tmp_path / "gpu.yml", "osx-arm64")["gpulib"]["build"] == "cpu_0"
     meta = parse_conda_lock_file(tmp_path / "gpu.yml").metadata.custom_metadata
     assert meta["envkit.linux-64.cuda"] == "12.4"
-    assert meta["envkit.linux-64.cuda-version"] == "12.4"
+    assert meta["envkit.linux-64.cuda-version"] == "12.6"
+    assert meta["envkit.linux-64.cuda-compat"] == "minor-version"
+    assert meta["envkit.metadata-version"] == "2"
+    # A toolkit cap is a spec the user writes, the conda-forge idiom.
+    write_env(tmp_path / "capped", env_text(toy_channel, ["gpulib", "cuda-version <=12.4"], ("linux-64",)))
+    capped = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path / "capped")
+    assert capped.returncode == 0, capped.stderr
+    assert locked(tmp_path / "capped" / "conda-lock.yml", "linux-64")["cuda-version"]["version"] == "12.4"
+    assert "minor-version" not in capped.stdout
     assert "__cuda=12.4=0" in meta["envkit.linux-64.virtual-packages"]
     assert meta["envkit.osx-arm64.cuda"] == "none"
 
