@@ -150,7 +150,7 @@ def build_channel(channel_dir: Path, packages: list[PackageSpec], subdirs: tuple
         repodata = channel_dir / subdir / "repodata.json"
         if not repodata.exists():
             empty = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
-            repodata.write_text(json.dumps(empty))
+            repodata.write_text(json.dumps(empty), encoding="utf-8")
     return channel_dir
 
 
