@@ -32,6 +32,11 @@ def test_relative_channel_stays_relative_and_copies_hash_alike(tmp_path: Path, t
         rendered = run_envkit("render", "-p", "linux-64", cwd=project)
         assert (project / "channel").as_uri() in rendered.stdout  # resolved against the lock's directory
     assert hashes[0] == hashes[1]
+    # conda-lock, the reference reader, still reads it.
+    from conda_lock.lockfile import parse_conda_lock_file
+
+    parsed = parse_conda_lock_file(tmp_path / "a" / "conda-lock.yml")
+    assert any(p.url.startswith("./channel/") for p in parsed.package)
     assert (tmp_path / "a" / "conda-lock.yml").read_bytes() == (tmp_path / "deep" / "b" / "conda-lock.yml").read_bytes()
 
     # The lock in a subdirectory: URLs relative to the lock file, still resolved right.
