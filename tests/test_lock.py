@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 from rattler.explicit_environment import ExplicitEnvironmentSpec
@@ -299,7 +298,6 @@ def test_real_conda_lock_cli_renders_our_lock(tmp_path: Path, toy_channel: Path)
     assert any(str(d).startswith("numpy") for d in env_file["dependencies"])
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared").exists(), reason="needs ../shared beside the checkout")
 def test_json_summary_is_machine_readable(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, env_text(toy_channel, ["numpy"], ("linux-64", "osx-64")))
     result = run_envkit("lock", "--json", "-q", cwd=tmp_path)
