@@ -496,18 +496,33 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
     )
 
 
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+
+
+def _channel(r: _Reader, node: yaml.Node, url: str) -> str:
+    """A channel as conda-lock records it: a name (`conda-forge`, `pytorch/label/nightly`), a URL or ./relative."""
+    if "://" in url:
+        _check_url(r, node, url, f"channel {url!r}", None)
+    elif not (url.startswith(("./", "../")) or url == "." or _CHANNEL_NAME.fullmatch(url)) or len(url) > _MAX_URL:
+        raise r.fail(node, f"metadata.channels: {url!r} is neither a channel name nor a URL")
+    return url
+
+
 def _channels(r: _Reader, node: yaml.Node) -> tuple[LockChannel, ...]:
     out = []
     for item in r.sequence(node, "metadata.channels"):
         if isinstance(item, yaml.ScalarNode):
-            out.append(LockChannel(r.text(item, "metadata.channels[]")))
+            out.append(LockChannel(_channel(r, item, r.text(item, "metadata.channels[]"))))
             continue
         entry = r.mapping(item, "metadata.channels[]")
         if "url" not in entry:
             raise r.fail(item, "metadata.channels[]: no url")
         used = entry.get("used_env_vars")
         env_vars = tuple(r.text(v, "used_env_vars[]") for v in r.sequence(used, "used_env_vars")) if used is not None else ()
-        out.append(LockChannel(r.text(entry["url"], "metadata.channels[].url"), env_vars))
+        for name, var_node in zip(env_vars, used.value if used is not None else [], strict=False):
+            if not re.fullmatch(r"\w{1,128}", name):
+                raise r.fail(var_node, f"metadata.channels: {name!r} is not an environment variable name")
+        out.append(LockChannel(_channel(r, entry["url"], r.text(entry["url"], "metadata.channels[].url")), env_vars))
     return tuple(out)
 
 

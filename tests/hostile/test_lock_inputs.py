@@ -122,6 +122,14 @@ def test_non_utf8_bytes_and_yaml_tricks_are_refused(locked: Path) -> None:
     _refused(locked, "- just\n- a list\n", "not a conda-lock file")
 
 
+def test_channels_are_names_or_urls(locked: Path) -> None:
+    text = (locked / "conda-lock.yml").read_text()
+    channel = re.search(r"- url: (\S+)", text).group(1)  # type: ignore[union-attr]
+    _refused(locked, text.replace(f"- url: {channel}", "- url: 'gopher://x/y'"), "has scheme 'gopher'")
+    _refused(locked, text.replace(f"- url: {channel}", "- url: 'conda forge; curl x'"), "neither a channel name nor a URL")
+    _refused(locked, text.replace("used_env_vars: []", "used_env_vars: ['A;B']", 1), "not an environment variable name")
+
+
 def test_names_and_file_names_have_length_limits(locked: Path) -> None:
     text = (locked / "conda-lock.yml").read_text()
     long_name = "a" * 300
