@@ -381,7 +381,11 @@ def _check_url(r: _Reader, node: yaml.Node, url: str, what: str, base_dir: Path 
         if base_dir is None:
             raise r.fail(node, f"{what}: relative URL {url!r} in a lock read from no file")
         return (base_dir / unquote(url)).resolve().as_uri()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise r.fail(node, f"{what}: URL {url!r} does not parse ({exc})") from None
     if parts.scheme not in ("https", "http", "file"):
         raise r.fail(
             node,
