@@ -58,6 +58,15 @@ def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_c
     check = run_envkit("lock", "--check", cwd=tmp_path)  # no flags repeated
     assert check.returncode == 0, check.output
     assert check.stdout.count("fresh") == 2
+    assert "note: CUDA driver 12.4 as the lock records it" in check.stderr
+    assert "note: BLAS mkl as the lock records it" in check.stderr
+    # The virtual packages it was locked for, too.
+    (tmp_path / "vp.yml").write_text("subdirs:\n  linux-64:\n    packages:\n      __glibc: '2.17'\n")
+    old_args = ["-p", "linux-64", "--virtual-package-spec", "vp.yml", "--lockfile", "old.yml"]
+    assert run_envkit("lock", "-q", *old_args, cwd=tmp_path).returncode == 0
+    old = run_envkit("lock", "--check", "--lockfile", "old.yml", cwd=tmp_path)
+    assert old.returncode == 0, old.output
+    assert "virtual packages as the lock records them: __archspec=1=x86_64 __glibc=2.17=0" in old.stderr
     # A flag given overrides what the lock records.
     other = run_envkit("lock", "--check", "--no-cuda", cwd=tmp_path)
     assert other.returncode == 1 and "CUDA changed: locked '12.4', now 'none'" in other.stderr
