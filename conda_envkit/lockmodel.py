@@ -283,20 +283,93 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         return _STR
 
 
-def compose_yaml(text: str, path: Path) -> yaml.Node | None:
-    """The YAML node tree of `text`; syntax errors name the file and line.
+MAX_DEPTH = 32
+# PyYAML's C composer recurses once per nesting level; far below this it is safe.
+_SAFE_NESTING = 1000
 
-    One function, so the project's strict input reader can replace it in one place.
+
+def _may_nest_deeply(text: str) -> bool:
+    """Whether `text` could nest more than `_SAFE_NESTING` levels.
+
+    In block style each level starts at a greater column than its parent (or the same
+    column once, for a sequence under a key), so the depth is at most twice the longest
+    line; each flow level needs an opening bracket.
     """
+    flow = text.count("[") - text.count("[]") + text.count("{") - text.count("{}")
+    longest = max(map(len, text.splitlines()), default=0)
+    return flow + 2 * longest + 2 > _SAFE_NESTING
+
+
+def _compose_fast(text: str, path: Path) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LockFileError(
-            f"{where}: invalid YAML in lock file: {problem}", hint="restore the file from version control or re-lock"
-        ) from None
+        raise _syntax_error(exc, path) from None
+
+
+def _syntax_error(exc: yaml.YAMLError, path: Path) -> LockFileError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return LockFileError(f"{where}: invalid YAML in lock file: {problem}", hint="restore the file from version control or re-lock")
+
+
+def compose_yaml(text: str, path: Path) -> yaml.Node | None:
+    """The YAML node tree of `text`: one document, no anchors or aliases, at most `MAX_DEPTH` deep.
+
+    Composed from libyaml's events without recursion (PyYAML's composer recurses in C and
+    crashes the interpreter on a deeply nested document). Syntax errors name the file and
+    line. One function, so the project's strict input reader can replace it in one place.
+    """
+    if not _may_nest_deeply(text):
+        return _compose_fast(text, path)
+    loader = _Loader(text)
+    root: yaml.Node | None = None
+    stack: list[tuple[yaml.Node, list[yaml.Node]]] = []
+
+    def fail(event: yaml.Event, problem: str) -> LockFileError:
+        return LockFileError(f"{path}:{event.start_mark.line + 1}: {problem}", hint="restore the file from version control or re-lock")
+
+    def add(node: yaml.Node) -> None:
+        nonlocal root
+        if stack:
+            stack[-1][1].append(node)
+        elif root is None:
+            root = node
+        else:
+            raise LockFileError(f"{path}: more than one YAML document", hint="a lock file is one document")
+
+    try:
+        while True:
+            event = loader.get_event()
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                if event.anchor is not None:
+                    raise fail(event, "YAML anchors (&ref) are not allowed in a lock file")
+                tag = event.tag if event.tag not in (None, "!") else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                add(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style))
+            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+                if event.anchor is not None:
+                    raise fail(event, "YAML anchors (&ref) are not allowed in a lock file")
+                if len(stack) >= MAX_DEPTH:
+                    raise fail(event, f"nested deeper than {MAX_DEPTH} levels")
+                node_class = yaml.SequenceNode if kind is yaml.SequenceStartEvent else yaml.MappingNode
+                tag = event.tag if event.tag not in (None, "!") else loader.resolve(node_class, None, event.implicit)
+                node = node_class(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                add(node)
+                stack.append((node, []))
+            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+                node, items = stack.pop()
+                node.end_mark = event.end_mark
+                node.value = items if kind is yaml.SequenceEndEvent else list(zip(items[0::2], items[1::2], strict=True))
+            elif kind is yaml.AliasEvent:
+                raise fail(event, "YAML aliases (*ref) are not allowed in a lock file")
+            elif kind is yaml.StreamEndEvent:
+                return root
+    except yaml.YAMLError as exc:
+        raise _syntax_error(exc, path) from None
+    finally:
+        loader.dispose()
 
 
 class _Reader:
@@ -361,12 +434,14 @@ class _Reader:
             return {}
         return {k: self.text(v, f"{what}.{k}", optional=True) for k, v in self.mapping(node, what).items()}
 
-    def plain(self, node: yaml.Node, what: str) -> object:
+    def plain(self, node: yaml.Node, what: str, depth: int = 0) -> object:
         """Any value (for conda-lock's optional metadata blocks), checked for aliases and duplicates."""
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"{what}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.MappingNode):
-            return {k: self.plain(v, f"{what}.{k}") for k, v in self.mapping(node, what).items()}
+            return {k: self.plain(v, f"{what}.{k}", depth + 1) for k, v in self.mapping(node, what).items()}
         if isinstance(node, yaml.SequenceNode):
-            return [self.plain(v, what) for v in self.sequence(node, what)]
+            return [self.plain(v, what, depth + 1) for v in self.sequence(node, what)]
         return self.text(node, what, optional=True) or None
 
 

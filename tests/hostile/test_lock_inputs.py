@@ -119,6 +119,11 @@ def test_non_utf8_bytes_and_yaml_tricks_are_refused(locked: Path) -> None:
     aliased = aliased[:start] + re.sub(r"  dependencies:\n(    .*\n)+", "  dependencies: *deps\n", aliased[start:end]) + aliased[end:]
     _refused(locked, aliased, "aliases")
     _refused(locked, "version: 2\nmetadata: {}\npackage: []\n", "unsupported lock file version '2'")
+    # Deep nesting: PyYAML's composer would recurse in C until the interpreter crashes.
+    _refused(locked, "version: 1\nmetadata: " + "[" * 200_000 + "]" * 200_000 + "\n", "nested deeper than 32 levels")
+    _refused(locked, "- " * 200_000 + "x\n", "nested deeper than 32 levels")
+    _refused(locked, "".join(" " * i + f"k{i}:\n" for i in range(3000)) + " " * 3000 + "x\n", "nested deeper than 32 levels")
+    _refused(locked, "version: 1\n---\nversion: 1\n", "another document")
     _refused(locked, "- just\n- a list\n", "not a conda-lock file")
 
 
