@@ -23,6 +23,7 @@ import yaml
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
+from conda_envkit.strict_yaml import MAX_DEPTH, compose_strict
 
 LOCK_HASH_SCHEME = "envkit-lock/1"
 DEFAULT_VARIANT = "default"
@@ -255,121 +256,9 @@ def read_text_utf8(path: Path, what: str = "file", max_bytes: int = MAX_LOCK_BYT
         ) from None
 
 
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_NULL = frozenset(("", "~", "null", "Null", "NULL"))
-_BOOL = frozenset("true True TRUE false False FALSE yes Yes YES no No NO on On ON off Off OFF".split())
-_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
-_STR, _NULL_TAG, _BOOL_TAG, _INT_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "bool", "int"))
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader with a lean resolver: a lock's scalars are strings, bools, ints or null.
-
-    Floats stay strings (a version `1.10` must not become 1.1); every value is then
-    checked against its own grammar, so nothing is lost by resolving less.
-    """
-
-    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)
-        if not implicit[0]:
-            return _STR
-        if value in _NULL:
-            return _NULL_TAG
-        if value in _BOOL:
-            return _BOOL_TAG
-        if _INT.fullmatch(value):
-            return _INT_TAG
-        return _STR
-
-
-MAX_DEPTH = 32
-# PyYAML's C composer recurses once per nesting level; far below this it is safe.
-_SAFE_NESTING = 1000
-
-
-def _may_nest_deeply(text: str) -> bool:
-    """Whether `text` could nest more than `_SAFE_NESTING` levels.
-
-    In block style each level starts at a greater column than its parent (or the same
-    column once, for a sequence under a key), so the depth is at most twice the longest
-    line; each flow level needs an opening bracket.
-    """
-    flow = text.count("[") - text.count("[]") + text.count("{") - text.count("{}")
-    longest = max(map(len, text.splitlines()), default=0)
-    return flow + 2 * longest + 2 > _SAFE_NESTING
-
-
-def _compose_fast(text: str, path: Path) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise _syntax_error(exc, path) from None
-
-
-def _syntax_error(exc: yaml.YAMLError, path: Path) -> LockFileError:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-    problem = getattr(exc, "problem", None) or "invalid YAML"
-    return LockFileError(f"{where}: invalid YAML in lock file: {problem}", hint="restore the file from version control or re-lock")
-
-
 def compose_yaml(text: str, path: Path) -> yaml.Node | None:
-    """The YAML node tree of `text`: one document, no anchors or aliases, at most `MAX_DEPTH` deep.
-
-    Composed from libyaml's events without recursion (PyYAML's composer recurses in C and
-    crashes the interpreter on a deeply nested document). Syntax errors name the file and
-    line. One function, so the project's strict input reader can replace it in one place.
-    """
-    if not _may_nest_deeply(text):
-        return _compose_fast(text, path)
-    loader = _Loader(text)
-    root: yaml.Node | None = None
-    stack: list[tuple[yaml.Node, list[yaml.Node]]] = []
-
-    def fail(event: yaml.Event, problem: str) -> LockFileError:
-        return LockFileError(f"{path}:{event.start_mark.line + 1}: {problem}", hint="restore the file from version control or re-lock")
-
-    def add(node: yaml.Node) -> None:
-        nonlocal root
-        if stack:
-            stack[-1][1].append(node)
-        elif root is None:
-            root = node
-        else:
-            raise LockFileError(f"{path}: more than one YAML document", hint="a lock file is one document")
-
-    try:
-        while True:
-            event = loader.get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                if event.anchor is not None:
-                    raise fail(event, "YAML anchors (&ref) are not allowed in a lock file")
-                tag = event.tag if event.tag not in (None, "!") else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-                add(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style))
-            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
-                if event.anchor is not None:
-                    raise fail(event, "YAML anchors (&ref) are not allowed in a lock file")
-                if len(stack) >= MAX_DEPTH:
-                    raise fail(event, f"nested deeper than {MAX_DEPTH} levels")
-                node_class = yaml.SequenceNode if kind is yaml.SequenceStartEvent else yaml.MappingNode
-                tag = event.tag if event.tag not in (None, "!") else loader.resolve(node_class, None, event.implicit)
-                node = node_class(tag, [], event.start_mark, None, flow_style=event.flow_style)
-                add(node)
-                stack.append((node, []))
-            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
-                node, items = stack.pop()
-                node.end_mark = event.end_mark
-                node.value = items if kind is yaml.SequenceEndEvent else list(zip(items[0::2], items[1::2], strict=True))
-            elif kind is yaml.AliasEvent:
-                raise fail(event, "YAML aliases (*ref) are not allowed in a lock file")
-            elif kind is yaml.StreamEndEvent:
-                return root
-    except yaml.YAMLError as exc:
-        raise _syntax_error(exc, path) from None
-    finally:
-        loader.dispose()
+    """The lock's YAML node tree (strict: one document, no anchors, bounded depth)."""
+    return compose_strict(text, path, LockFileError, "lock file")
 
 
 class _Reader:

@@ -139,3 +139,10 @@ def test_non_ascii_text_survives_a_latin1_locale(tmp_path: Path, toy_channel: Pa
     rendered = run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "env.yml", cwd=tmp_path, env=env)
     assert rendered.returncode == 0, rendered.output
     assert yaml.safe_load((tmp_path / "env.yml").read_text(encoding="utf-8"))["name"] == "entraînement-γ"
+
+
+def test_deeply_nested_environment_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "environment.yml:2: nested deeper than 32 levels" in result.stderr
