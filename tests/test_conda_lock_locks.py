@@ -55,7 +55,8 @@ def conda_lock_shape(envkit_lock: Path, out: Path, channel_names: dict[str, str]
             "version": p["version"],
             "manager": p["manager"],
             "platform": p["platform"],
-            "dependencies": p["dependencies"],
+            # conda-lock writes an unconstrained dependency as '' (envkit writes '*').
+            "dependencies": {k: "" if v == "*" else v for k, v in p["dependencies"].items()},
             "url": url(p["url"]),
             "hash": p["hash"],
             "category": "main",
@@ -87,6 +88,7 @@ def conda_lock_project(tmp_path: Path, image_channel: Path) -> Path:
     conda_lock_shape(work / "envkit-lock.yml", work / "conda-lock.yml", {f"{alias}image": "image"})
     text = (work / "conda-lock.yml").read_text()
     assert "build:" not in text and "custom_metadata" not in text and "- url: image\n" in text
+    assert ": ''\n" in text  # unconstrained dependencies, as conda-lock writes them
     (work / "alias.txt").write_text(alias)
     return work
 
