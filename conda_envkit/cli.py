@@ -90,7 +90,13 @@ def main() -> None:
     show_default=True,
     help="Lock file to write; variants go next to it as <stem>.<variant>.yml.",
 )
-@click.option("--cuda", "cuda", metavar="VERSION", help="Assume this CUDA driver version (__cuda) and allow CUDA builds no newer than it.")
+@click.option(
+    "--cuda",
+    "cuda",
+    metavar="VERSION",
+    help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
+    "cap the toolkit with a spec such as `cuda-version <=12.4`.",
+)
 @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
 @click.option(
     "--blas",
