@@ -301,7 +301,8 @@ def _print_check(results: list[Any], as_json: bool) -> None:
     else:
         for r in results:
             if r.fresh:
-                click.echo(f"fresh  {r.path} {r.platform}" + ("" if r.hash_matched else " (inputs changed, lock still satisfies them)"))
+                changed = r.hash_matched is False
+                click.echo(f"fresh  {r.path} {r.platform}" + (" (inputs changed, lock still satisfies them)" if changed else ""))
             else:
                 click.echo(f"STALE  {r.path} {r.platform}:", err=True)
                 for reason in r.reasons:
