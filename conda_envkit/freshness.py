@@ -170,7 +170,7 @@ def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
         assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
         notes.append(
             f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
-            + ("" if vp_given else "; pass --virtual-package-spec to change them")
+            + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
         )
     virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
     return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
