@@ -170,3 +170,13 @@ def test_deeply_nested_environment_file_is_an_error_not_a_crash(tmp_path: Path) 
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2, result.output
     assert "environment.yml:2: nested deeper than 32 levels" in result.stderr
+
+
+def test_unsatisfiable_names_only_the_specs_in_the_conflict(tmp_path: Path, toy_channel: Path) -> None:
+    deps = _deps("hello", "python=3.11", "gpulib", "numpy=2.0.1=py312_0")
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + deps)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    conflict = next(line for line in result.stderr.splitlines() if "conflicting specs:" in line)
+    assert "python=3.11 (environment.yml:4)" in conflict and "numpy=2.0.1=py312_0 (environment.yml:6)" in conflict
+    assert "hello" not in conflict and "gpulib" not in conflict
