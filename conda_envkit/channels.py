@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from rattler import Client, Gateway
 from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
@@ -60,12 +60,7 @@ def load_settings(
     path = config_path or (Path(os.environ[CONFIG_ENV_VAR]) if os.environ.get(CONFIG_ENV_VAR) else None)
     data: dict[str, object] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ChannelError(f"{path}: cannot read config ({exc.strerror})", hint=f"check the path or unset {CONFIG_ENV_VAR}") from exc
-        except yaml.YAMLError as exc:
-            raise ChannelError(f"{path}: invalid YAML: {exc}", hint="fix the config file's syntax") from exc
+        loaded = load_yaml(read_input(path, "config file")) or {}
         if not isinstance(loaded, dict):
             raise ChannelError(f"{path}: expected a mapping", hint="write `channel_alias:` and `mirrors:` keys")
         unknown = set(loaded) - {"channel_alias", "mirrors"}

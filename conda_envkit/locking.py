@@ -130,7 +130,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
 
 def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChannel, ...], list[LockPlan]]:
     """Resolve channels and decide every solve, before any network or solver work."""
-    channels = resolve_channels(spec.channels, options.settings, spec.sources[0].resolve().parent)
+    channels = resolve_channels(spec.channels, options.settings, spec.base_dir)
     plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
     for variant in spec.variants:
         plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
 
 SUPPORTED_PLATFORMS: tuple[str, ...] = (
     "linux-64",
@@ -147,12 +146,7 @@ def virtual_packages_for(
 
 def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
     """Read a conda-lock `--virtual-package-spec` file: `subdirs: {platform: {packages: {...}}}`."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise PlatformError(f"{path}: cannot read ({exc.strerror})", hint="check the path") from exc
-    except yaml.YAMLError as exc:
-        raise PlatformError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax") from exc
+    data = load_yaml(read_input(path, "virtual package spec"))
     subdirs = data.get("subdirs") if isinstance(data, dict) else None
     if not isinstance(subdirs, dict):
         raise PlatformError(
