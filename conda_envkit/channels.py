@@ -67,7 +67,10 @@ def load_settings(
         if unknown:
             raise ChannelError(f"{path}: unknown keys {sorted(unknown)}", hint="known keys: channel_alias, mirrors")
         data = loaded
-    alias = channel_alias or str(data.get("channel_alias") or DEFAULT_CHANNEL_ALIAS)
+    if channel_alias:
+        alias = _checked_url(channel_alias, "--channel-alias")
+    else:
+        alias = _checked_url(str(data.get("channel_alias") or DEFAULT_CHANNEL_ALIAS), f"{path}: channel_alias")
     table: dict[str, tuple[str, ...]] = {}
     raw_mirrors = data.get("mirrors") or {}
     if not isinstance(raw_mirrors, dict):
@@ -75,15 +78,30 @@ def load_settings(
             f"{path}: `mirrors` must map a channel to a list of URLs", hint="e.g. mirrors: {conda-forge: [https://mirror/conda-forge]}"
         )
     for key, value in raw_mirrors.items():
-        table[str(key)] = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}") for v in (value if isinstance(value, list) else [value]))
     for item in mirrors or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ChannelError(
                 f"--mirror {item!r}: expected CHANNEL=URL", hint="e.g. --mirror conda-forge=https://mirror.example/conda-forge"
             )
-        table[key] = table.get(key, ()) + (value,)
+        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}"),)
     return ChannelSettings(channel_alias=_with_slash(alias), mirrors=table)
+
+
+def _checked_url(value: str, where: str) -> str:
+    """`value` if it is an http(s) URL with a host, or a file:// URL; else a ChannelError naming `where`."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        parts, host = urlsplit(""), None
+    scheme = parts.scheme.lower()
+    if any(c.isspace() for c in value) or not ((scheme in ("http", "https") and host) or (scheme == "file" and parts.path.startswith("/"))):
+        raise ChannelError(
+            f"{where}: {value!r} is not an http(s):// or file:// URL", hint="write the full URL, e.g. https://mirror.example/conda-forge"
+        )
+    return value
 
 
 def _with_slash(url: str) -> str:

@@ -203,7 +203,21 @@ def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], l
                 pip.extend(PipRequirement(line, w) for line, w in _scalar_list(value, path, "pip"))
         else:
             raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
+    _one_line_per_package(conda)
     return conda, pip
+
+
+def _one_line_per_package(conda: list[Dependency]) -> None:
+    # conda applies every line for a name, a lock keeps one spec per name: refuse
+    # rather than drop one silently.
+    first_line: dict[str, Dependency] = {}
+    for dep in conda:
+        first = first_line.setdefault(dep.name, dep)
+        if first is not dep:
+            raise SpecError(
+                f"{dep.source}: `{dep.spec}` names {dep.name} again (first at {first.source}: `{first.spec}`)",
+                hint=f"write one line per package, with the constraints combined (e.g. `{dep.name} >=1.2,<2`)",
+            )
 
 
 def _parse_blas(node: yaml.Node, path: str) -> tuple[tuple[str, Blas], ...]:
