@@ -16,6 +16,7 @@ import click
 from conda_envkit import __version__
 from conda_envkit.channels import load_settings, make_gateway
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_if_changed
 from conda_envkit.freshness import check_locks
 from conda_envkit.lockfile import (
     lock_hash,
@@ -23,7 +24,6 @@ from conda_envkit.lockfile import (
     read_lockfile,
     render_environment_yaml,
     render_explicit,
-    write_if_changed,
 )
 from conda_envkit.locking import LockOptions, lock_environment
 from conda_envkit.platforms import Blas, check_platform, read_virtual_package_spec

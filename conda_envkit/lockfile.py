@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,27 +290,6 @@ def render_lockfile(lockfile: Lockfile, parts: list[PlatformPart] | None = None)
         key = (p.manager, p.name, p.platform)
         body.append(texts[key] if key in texts else _package_text(p))
     return HEADER + "".join(body)
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write `text` to `path` atomically unless it already holds it; return whether it wrote."""
-    try:
-        if path.read_text() == text:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 def read_lockfile(path: Path) -> Lockfile:

@@ -11,7 +11,7 @@ from pathlib import Path
 import rattler
 
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
-from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_files
 from conda_envkit.install import default_cache_dir
 from conda_envkit.lockfile import (
     LockFileError,
@@ -23,7 +23,6 @@ from conda_envkit.lockfile import (
     platform_part,
     read_lockfile,
     render_lockfile,
-    write_if_changed,
 )
 from conda_envkit.pip_lock import PipInputs, PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
@@ -239,14 +238,10 @@ def lock_environment(
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}
         rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts))
 
+    # All lock files or none: a variant that cannot be written leaves the others as they were.
+    written_flags = write_files([(plan.path, text) for plan, _solved, _lockfile, text, _counts in rendered], "lock file", "--lockfile")
     outcomes = []
-    for plan, plan_solved, lockfile, text, pip_counts in rendered:
-        try:
-            written = write_if_changed(plan.path, text)
-        except OSError as exc:
-            raise EnvkitError(
-                f"{plan.path}: cannot write lock file ({exc.strerror})", hint="check the directory exists and is writable"
-            ) from exc
+    for (plan, plan_solved, lockfile, _text, pip_counts), written in zip(rendered, written_flags, strict=True):
         outcomes.append(
             LockOutcome(
                 path=plan.path,
