@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -848,6 +849,10 @@ def dockerfile_command(
         click.echo(f"built {image_tag} with {backend}")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 
@@ -856,6 +861,8 @@ def run() -> None:
     the work is done. Every file envkit writes is complete (written, fsynced and
     renamed) before a command returns, so skipping finalization loses nothing.
     """
+    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
         code = 0

@@ -86,9 +86,11 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
     """Write every `(path, content)` that changed, all or nothing; return which were written.
 
     All temp files are written first and renamed only when all exist, so a full disk
-    or a read-only directory for the second file leaves the first one untouched.
+    or a read-only directory for the second file leaves the first one untouched; if
+    a rename fails, the files already renamed get their old content back.
     """
     pending: list[tuple[Path, Path]] = []
+    backups: dict[Path, Path | None] = {}  # None: there was no file to restore
     written = []
     try:
         for path, content in outputs:
@@ -103,13 +105,42 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
             written.append(True)
         for tmp, path in pending:
             try:
+                backups[path] = _backup(path)
                 os.replace(tmp, path)
             except OSError as exc:
+                _restore(backups, path)
                 raise write_error(path, exc, what, setting) from None
     finally:
         for tmp, _path in pending:
             tmp.unlink(missing_ok=True)
+        for backup in backups.values():
+            if backup is not None and backup.name.endswith(".bak"):
+                backup.unlink(missing_ok=True)
     return written
+
+
+def _backup(path: Path) -> Path | None:
+    # A hard link keeps the old content reachable while the new file replaces it.
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        return path  # nothing to link; restoring means leaving it alone
+    if not os.path.lexists(path):
+        return None
+    backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
+    backup.unlink(missing_ok=True)
+    os.link(path, backup)
+    return backup
+
+
+def _restore(backups: dict[Path, Path | None], failed: Path) -> None:
+    """Put back every output renamed before `failed` (best effort: this runs during an error)."""
+    for path, backup in backups.items():
+        if path == failed:
+            continue
+        with contextlib.suppress(OSError):
+            if backup is None:
+                path.unlink()
+            elif backup != path:
+                os.replace(backup, path)
 
 
 def write_if_changed(path: Path, text: str | bytes, what: str = "file") -> bool:

@@ -357,7 +357,7 @@ def install_packages(
     carry a prefix placeholder); it defaults to `prefix` itself.
     """
     started = time.perf_counter()
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = (cache_dir or default_cache_dir()).absolute()  # archives are handed to rattler as file:// URLs
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
     python = next((p.version for p in packages if p.name == "python"), None)
