@@ -47,6 +47,29 @@ DEFAULT_VIRTUAL_PACKAGES: dict[str, dict[str, str]] = {
 }
 
 CUDA_PLATFORMS = frozenset({"linux-64", "linux-aarch64", "win-64"})
+# conda-lock's default `__cuda` on CUDA platforms (its default-virtual-packages.yaml): what a
+# lock conda-lock wrote was solved for when it says nothing else.
+CONDA_LOCK_DEFAULT_CUDA = "11.4"
+_CUDA_VERSION = re.compile(r"\d{1,3}(\.\d{1,3}){0,2}")
+_NO_CUDA = ("none", "cpu", "false")
+
+
+def parse_cuda_driver(value: object, where: str) -> str | None:
+    """A CUDA driver version (`12.4`), or None for `none`/`cpu`; anything else is an error naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PlatformError(
+            f"{where}: CUDA must be a version like 12.4 or `none`, not {type(value).__name__} {value!r}",
+            hint='write e.g. `cuda: "12.4"` (the driver version) or `cuda: none`',
+        )
+    text = str(value).strip()
+    if text.lower() in _NO_CUDA:
+        return None
+    if not _CUDA_VERSION.fullmatch(text):
+        raise PlatformError(
+            f"{where}: invalid CUDA driver version {text!r}",
+            hint="write the driver's CUDA version as MAJOR[.MINOR], e.g. 12.4 (what nvidia-smi shows), or none",
+        )
+    return text
 
 
 class Blas(StrEnum):

@@ -18,6 +18,7 @@ from conda_envkit.platforms import (
     SELECTOR_NAMES,
     Blas,
     check_platform,
+    parse_cuda_driver,
 )
 
 # `  - numpy  # [linux64]` -> selector "linux64". Same shape as conda-build's.
@@ -97,6 +98,8 @@ class EnvSpec:
     blas: tuple[tuple[str, Blas], ...] = ()
     variants: tuple[Variant, ...] = ()
     base_dir: Path = Path(".")  # what relative channel paths are relative to: the first file's directory
+    # False when no -p and no file named platforms (the default was taken).
+    platforms_given: bool = True
 
 
 # -- selectors ---------------------------------------------------------------------
@@ -184,7 +187,7 @@ def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], l
         if isinstance(item, yaml.ScalarNode):
             text = str(item.value).strip()
             try:
-                match_spec = MatchSpec(text)
+                match_spec = MatchSpec(text, strict=False)  # conda's grammar: `pytorch=1.8.1=py3.8_cuda11.1_0`
             except Exception as exc:  # rattler raises its own InvalidMatchSpecError
                 raise SpecError(
                     f"{where}: invalid dependency {text!r}: {exc}",
@@ -220,13 +223,20 @@ def _one_line_per_package(conda: list[Dependency]) -> None:
             )
 
 
-def _parse_blas(node: yaml.Node, path: str) -> tuple[tuple[str, Blas], ...]:
+def _parse_blas(node: yaml.Node, path: str, key: str = "envkit.blas") -> tuple[tuple[str, Blas], ...]:
     if isinstance(node, yaml.ScalarNode):
         return (("*", _blas_value(str(node.value), path, node)),)
+    if not isinstance(node, yaml.MappingNode):
+        raise SpecError(
+            f"{_where(path, node)}: `{key}` must be a BLAS name or a mapping of platform -> BLAS",
+            hint='write e.g. `blas: mkl` or `blas: {linux-64: mkl, "*": openblas}`',
+        )
     table = []
     for platform, value in _mapping(node).items():
         if platform != "*":
             check_platform(platform, _where(path, value))
+        if not isinstance(value, yaml.ScalarNode):
+            raise SpecError(f"{_where(path, value)}: `{key}.{platform}` must be a BLAS name", hint="write e.g. `linux-64: mkl`")
         table.append((platform, _blas_value(str(value.value), path, value)))
     return tuple(sorted(table))
 
@@ -241,13 +251,15 @@ def _blas_value(value: str, path: str, node: yaml.Node) -> Blas:
         ) from None
 
 
-def _cuda_value(node: yaml.Node, path: str) -> str | None:
-    value = str(node.value).strip() if isinstance(node, yaml.ScalarNode) else ""
-    if value.lower() in ("", "null", "~", "none", "cpu", "false"):
-        return None
-    if not re.fullmatch(r"\d+(\.\d+){0,2}", value):
-        raise SpecError(f"{_where(path, node)}: invalid CUDA version {value!r}", hint='write e.g. `cuda: "12.4"` or `cuda: none`')
-    return value
+def _cuda_value(node: yaml.Node, path: str, key: str = "envkit.cuda") -> str | None:
+    """The CUDA *driver* version a solve assumes (`__cuda`), as conda-lock's --with-cuda."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag.endswith(":null") or str(node.value).strip() == "":
+            return None
+        value: object = str(node.value)
+    else:
+        value = [] if isinstance(node, yaml.SequenceNode) else {}
+    return parse_cuda_driver(value, f"{_where(path, node)}: `{key}`")
 
 
 def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
@@ -257,6 +269,8 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
             raise SpecError(f"{path}: unknown key `envkit.{key}`", hint=f"known keys: {', '.join(sorted(_ENVKIT_KEYS))}")
     cuda = _cuda_value(keys["cuda"], path) if "cuda" in keys else None
     blas = _parse_blas(keys["blas"], path) if "blas" in keys else ()
+    if "variants" in keys and not isinstance(keys["variants"], yaml.MappingNode):
+        raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
     for name, vnode in _mapping(keys.get("variants")).items():
         if not _VARIANT_NAME.match(name):
@@ -274,8 +288,8 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
         variants.append(
             Variant(
                 name=name,
-                cuda=_cuda_value(vkeys["cuda"], path) if "cuda" in vkeys else None,
-                blas=_parse_blas(vkeys["blas"], path) if "blas" in vkeys else blas,
+                cuda=_cuda_value(vkeys["cuda"], path, f"envkit.variants.{name}.cuda") if "cuda" in vkeys else None,
+                blas=_parse_blas(vkeys["blas"], path, f"envkit.variants.{name}.blas") if "blas" in vkeys else blas,
                 platforms=platforms,
             )
         )
@@ -381,10 +395,13 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
     requested = tuple(dict.fromkeys(requested))
     # Each file is read once: `-f /dev/stdin` or `-f <(...)` cannot be read twice.
     inputs = [read_input(p, "environment file") for p in paths]
+    given = bool(requested)
     if not requested:
         # Platforms named in any file (in order) decide, else the default.
         first = [_read_one(source, None) for source in inputs]
-        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms)) or (DEFAULT_PLATFORM,)
+        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms))
+        given = bool(requested)
+        requested = requested or (DEFAULT_PLATFORM,)
     files = [_read_one(source, requested) for source in inputs]
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
@@ -431,4 +448,5 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         blas=blas,
         variants=tuple(variants.values()),
         base_dir=files_read[0].resolve().parent if files_read else Path.cwd(),
+        platforms_given=given,
     )
