@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
+from rattler.exceptions import ExtractError
+from rattler.exceptions import IoError as RattlerIoError
 
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
@@ -279,8 +281,17 @@ def _channel_of(url: str) -> str:
 
 def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
     """A record for rattler built from the verified archive's own index.json."""
-    index = IndexJson.from_package_archive(fetched.archive)
     locked = fetched.locked
+    try:
+        index = IndexJson.from_package_archive(fetched.archive)
+    except (ExtractError, RattlerIoError) as exc:
+        # The sha256 matched the lock: the channel served this very file when it was locked.
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InstallError(
+            f"{locked.platform}: package {locked.name} {locked.version} {locked.build} ({fetched.file_name}) "
+            f"is not a readable conda package: {reason}",
+            hint="its sha256 matches the lock, so the channel published a broken file: tell the channel, or re-lock without it",
+        ) from None
     if index.name.normalized != locked.name or str(index.version) != locked.version or str(index.build) != locked.build:
         raise InstallError(
             f"{locked.platform}: {fetched.file_name} holds {index.name.normalized} {index.version} {index.build}, "
@@ -390,6 +401,14 @@ def install_packages(
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
         raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    except BaseException as exc:
+        # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InstallError(
+            f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
+            hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
+        ) from None
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [
