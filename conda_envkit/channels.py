@@ -13,6 +13,7 @@ from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, Retry
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
+from conda_envkit.network import network_timeout
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
@@ -178,4 +179,7 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     middlewares: list = [AuthenticationMiddleware(), RetryMiddleware(max_retries=3)]
     if mirrors:
         middlewares.insert(0, MirrorMiddleware(mirrors))
-    return Gateway(cache_dir=cache_dir, client=Client(middlewares))
+    # reqwest's timeout bounds each request from connect to the end of the body: the
+    # same deadline as every other fetch ($ENVKIT_NETWORK_TIMEOUT).
+    timeout = max(1, round(network_timeout()))
+    return Gateway(cache_dir=cache_dir, client=Client(middlewares, timeout=timeout))

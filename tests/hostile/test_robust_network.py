@@ -127,3 +127,18 @@ def test_network_timeout_must_be_a_number(tmp_path: Path, hostile: str) -> None:
     result = run_envkit("inspect", f"{hostile}/garbage/img:tag", "--insecure", cwd=tmp_path, env={"ENVKIT_NETWORK_TIMEOUT": "soon"})
     assert result.returncode == 2
     assert "ENVKIT_NETWORK_TIMEOUT='soon' is not a number of seconds" in result.stderr
+
+
+CHANNEL_CASES = ["trickle", "never-answer", "garbage", "redirect-loop", "short-body", "server-error", "html"]
+
+
+@pytest.mark.parametrize("mode", CHANNEL_CASES)
+def test_lock_against_a_hostile_channel(tmp_path: Path, hostile: str, mode: str) -> None:
+    channel = f"http://{hostile}/{mode}"
+    write_env(tmp_path, f"channels: [{channel}]\ndependencies:\n  - python\n")
+    env = {**DEADLINE, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    result = run_envkit("lock", cwd=tmp_path, env=env)  # without a deadline, trickle hangs here
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert f"linux-64: cannot read a channel ({channel})" in error, error
+    assert not (tmp_path / "conda-lock.yml").exists()
