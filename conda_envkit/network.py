@@ -9,13 +9,15 @@ still ends it. Connect and read timeouts are derived from the same number.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from conda_envkit.errors import EnvkitError
 
+T = TypeVar("T")
 TIMEOUT_ENV_VAR = "ENVKIT_NETWORK_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
@@ -119,6 +121,33 @@ def iter_limited(response: _Streaming, deadline: Deadline, max_bytes: int | None
                 hint="the server sent something other than expected; check the reference and the server",
             )
         yield part
+
+
+def call_with_deadline(what: str, fn: Callable[[], T], seconds: float | None = None) -> T:
+    """`fn()`, given up after `seconds` (default $ENVKIT_NETWORK_TIMEOUT) for clients we cannot give a deadline.
+
+    `fn` runs in a daemon thread; if it overruns, the caller gets DeadlineExceeded and
+    the thread is abandoned (it holds no envkit state and dies with the process).
+    """
+    limit = network_timeout() if seconds is None else seconds
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below, not swallowed
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"envkit: {what}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise DeadlineExceeded(
+            f"{what}: no answer within {limit:g} s", hint=f"the server is slow or down; retry, or raise {TIMEOUT_ENV_VAR} (now {limit:g})"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def read_limited(response: _Streaming, deadline: Deadline, max_bytes: int) -> bytes:

@@ -142,3 +142,13 @@ def test_lock_against_a_hostile_channel(tmp_path: Path, hostile: str, mode: str)
     error = _error_line(result.stderr)
     assert f"linux-64: cannot read a channel ({channel})" in error, error
     assert not (tmp_path / "conda-lock.yml").exists()
+
+
+@pytest.mark.parametrize("mode", ["never-answer", "server-error", "trickle"])
+def test_export_to_a_hostile_mlflow_server(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    uri = f"http://{hostile}/{mode}"
+    env = {**DEADLINE, "MLFLOW_TRACKING_URI": uri}
+    result = run_envkit("export", "--lockfile", toy_lock, "--to", "mlflow", "--experiment", "envkit-test", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output  # MLflow's own defaults retry for minutes
+    error = _error_line(result.stderr)
+    assert f"MLflow at {uri}" in error, error
