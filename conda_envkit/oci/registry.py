@@ -211,6 +211,7 @@ class RegistryClient:
                 ) from None
             if response.status_code == 401 and not authenticated:
                 authenticated = True
+                response.close()
                 self._authenticate(response.headers.get("WWW-Authenticate", "Basic"), scope)
                 continue
             if response.status_code in ok:
