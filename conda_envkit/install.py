@@ -440,9 +440,11 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    staging = staging_dir(prefix, ".envkit-staging", "--prefix")
     say = progress or (lambda _msg: None)
+    staging: Path | None = None
     try:
+        # Inside the try: a signal right after the directory is made still removes it.
+        staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
         with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
@@ -454,9 +456,11 @@ def install_environment(
             shutil.copyfile(lockfile_path, copy)
             os.rename(staging, prefix)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise write_error(prefix, exc, "environment", "--prefix") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds)
