@@ -176,10 +176,9 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     for key, targets in settings.mirrors.items():
         source = key if "://" in key else settings.channel_alias + key
         mirrors[_with_slash(source)] = [_with_slash(t) for t in targets]
-    middlewares: list = [AuthenticationMiddleware(), RetryMiddleware(max_retries=3)]
-    if mirrors:
-        middlewares.insert(0, MirrorMiddleware(mirrors))
+    mirror = [MirrorMiddleware(mirrors)] if mirrors else []
     # reqwest's timeout bounds each request from connect to the end of the body: the
     # same deadline as every other fetch ($ENVKIT_NETWORK_TIMEOUT).
     timeout = max(1, round(network_timeout()))
-    return Gateway(cache_dir=cache_dir, client=Client(middlewares, timeout=timeout))
+    client = Client([*mirror, AuthenticationMiddleware(), RetryMiddleware(max_retries=3)], timeout=timeout)
+    return Gateway(cache_dir=cache_dir, client=client)

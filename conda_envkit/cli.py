@@ -533,7 +533,7 @@ def bake(
     from conda_envkit.publish import BakeTargets, insecure_hosts, publish_image
     from conda_envkit.record import bake_record, write_record
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say: Callable[[str], None] = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
     chosen = list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
@@ -589,7 +589,7 @@ def install_command(
     from conda_envkit.install import install_environment
     from conda_envkit.lockfile import read_lockfile
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say: Callable[[str], None] = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     settings = load_settings(config, None, list(mirrors))
     report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, say)
@@ -774,6 +774,7 @@ def verify_command(
     if (prefix is None) == (image is None):
         raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
     lf = read_lockfile(lockfile)
+    tree: PrefixTree | ImageTree
     if prefix is not None:
         tree = PrefixTree(prefix)
         chosen = platform or _host_platform()
@@ -913,7 +914,7 @@ def dockerfile_command(
     from conda_envkit.oci.transfer import resolve_digest
     from conda_envkit.publish import insecure_hosts
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    say: Callable[[str], None] = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     options, bases, the_recipe = _image_options(
         lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None

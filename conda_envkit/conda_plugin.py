@@ -54,7 +54,7 @@ def run_envkit(args: argparse.Namespace | tuple[str, ...] | list[str]) -> int:
     return 0
 
 
-@hookimpl
+@hookimpl  # type: ignore[untyped-decorator]  # pluggy's marker is untyped when conda is absent
 def conda_subcommands() -> Iterator[CondaSubcommand]:
     """conda's hook: register `conda envkit`; without configure_parser conda passes the raw argv."""
     yield CondaSubcommand(name="envkit", summary=SUMMARY, action=run_envkit)

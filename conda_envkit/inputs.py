@@ -172,7 +172,7 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    _CParser = None  # type: ignore[assignment,misc]
+    _CParser = None
     _ParserBases = (Reader, Scanner, Parser)
 
 
@@ -202,7 +202,7 @@ class _StrictLoader(Composer, *_ParserBases, SafeConstructor, Resolver):  # type
     def compose_node(self, parent: Node | None, index: object) -> Node:
         event = self.peek_event()
         if isinstance(event, AliasEvent):
-            size = self._anchor_sizes.get(event.anchor, 1)  # type: ignore[arg-type]
+            size = self._anchor_sizes.get(event.anchor, 1)
             self._expanded += size
             self._aliased += size
             if self._aliased > MAX_YAML_ALIAS_NODES:

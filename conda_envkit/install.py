@@ -314,7 +314,7 @@ def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
         size=fetched.archive.stat().st_size,
         license=index.license,
         license_family=index.license_family,
-        features=index.features,
+        features=index.features,  # type: ignore[arg-type]  # rattler takes conda's string form too; the stub says list
         python_site_packages_path=index.python_site_packages_path,
     )
     record.track_features = list(index.track_features)

@@ -26,7 +26,7 @@ def _pyyaml_scalar(value: str) -> str:
     quick = _quoted_like_pyyaml(value)
     if quick is not None:
         return quick
-    text = yaml.dump(value, Dumper=_Dumper, width=1000, allow_unicode=False)
+    text: str = yaml.dump(value, Dumper=_Dumper, width=1000, allow_unicode=False)
     return text[: -len("\n...\n")] if text.endswith("\n...\n") else text.rstrip("\n")
 
 

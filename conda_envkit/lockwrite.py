@@ -29,6 +29,8 @@ from conda_envkit.lockmodel import (
 from conda_envkit.solve import SolvedPlatform, SolveTarget
 
 if TYPE_CHECKING:
+    from rattler import RepoDataRecord
+
     from conda_envkit.pip_lock import PipInputs, PipPin
 
 # 2: `--cuda` is the driver only (no `cuda-version <=` constraint); channels as recorded.
@@ -104,7 +106,7 @@ def _merge_constraints(specs: list[str]) -> str:
     return f"{merged} {builds[0]}" if builds else merged
 
 
-def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> LockedPackage:  # noqa: ANN001
+def locked_package(record: RepoDataRecord, platform: str, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> LockedPackage:
     """A solver record (rattler RepoDataRecord) as a lock entry."""
     if record.md5 is None or record.sha256 is None:
         raise LockFileError(

@@ -147,7 +147,8 @@ def call_with_deadline(what: str, fn: Callable[[], T], seconds: float | None = N
         )
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    value: T = outcome["value"]
+    return value
 
 
 def read_limited(response: _Streaming, deadline: Deadline, max_bytes: int) -> bytes:

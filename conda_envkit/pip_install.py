@@ -18,6 +18,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
@@ -73,7 +74,7 @@ def _scheme(prefix: Path, platform: str, python_version: str, name: str) -> dict
     }
 
 
-def _interpreter(platform: str, target_prefix: str) -> tuple[str, str]:
+def _interpreter(platform: str, target_prefix: str) -> tuple[str, Literal["posix", "win-amd64", "win-arm64"]]:
     if platform.startswith("win"):
         return target_prefix.rstrip("\\/") + "\\python.exe", "win-arm64" if platform.endswith("arm64") else "win-amd64"
     return target_prefix.rstrip("/") + "/bin/python", "posix"

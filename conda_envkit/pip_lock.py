@@ -24,6 +24,7 @@ import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -322,7 +323,7 @@ def resolve_pip(
     return _pins(document, target, provided, first)
 
 
-def _pins(document: dict, target: WheelTarget, provided: dict[str, str], where: str) -> list[PipPin]:
+def _pins(document: dict[str, Any], target: WheelTarget, provided: dict[str, str], where: str) -> list[PipPin]:
     pins = []
     for package in document.get("packages", []):
         name = str(canonicalize_name(package["name"]))

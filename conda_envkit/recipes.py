@@ -62,7 +62,7 @@ class Recipe:
         cuda_version = cuda_driver
         if cuda_version in (None, "", "none", "unknown") or not self.base_cuda:
             return self.base_cpu
-        wanted = Version(cuda_version)  # type: ignore[arg-type]
+        wanted = Version(cuda_version)
         fitting = [v for v in self.base_cuda if Version(v) <= wanted]
         if not fitting:
             raise RecipeError(

@@ -201,7 +201,7 @@ async def locked_records(
     """
     if not keep:
         return []
-    result = await gateway.query([c.url for c in channels], [target.platform, "noarch"], sorted(keep), recursive=False)
+    result = await gateway.query([c.url for c in channels], [target.platform, "noarch"], sorted(keep), recursive=False)  # type: ignore[list-item]  # any subdir string is valid at runtime
     found = {}
     for record in (r for per_channel in result for r in per_channel):
         name = record.name.normalized
@@ -230,7 +230,7 @@ async def solve_target(
             sources=[c.url for c in channels],
             specs=[bind_channel(d, channels) for d in target.dependencies],
             gateway=gateway,
-            platforms=[target.platform, "noarch"],
+            platforms=[target.platform, "noarch"],  # type: ignore[list-item]  # any subdir string is valid at runtime
             virtual_packages=_virtual(target.virtual_packages),
             constraints=list(target.constraints()) or None,
             channel_priority=rattler.ChannelPriority.Strict,

@@ -329,7 +329,8 @@ def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec
         selected = InputText(source.name, apply_selectors(text, platform, path), source.path)
         node = _mapping(compose_yaml(selected)).get("dependencies")
         if node is None:
-            conda, pip_lines = [], []
+            conda: list[Dependency] = []
+            pip_lines: list[PipRequirement] = []
         else:
             conda, pip_lines = _parse_dependencies(node, path)
         dependencies[platform] = tuple(conda)
@@ -370,7 +371,7 @@ def _pip_repositories(top: dict[str, yaml.Node], path: str) -> tuple[PipRequirem
         option = "--index-url" if index == 0 and not allow_pypi else "--extra-index-url"
         lines.append(PipRequirement(f"{option} {url}", where))
     if not allow_pypi and not repos:
-        lines.append(PipRequirement("--no-index", _where(path, allow)))  # type: ignore[arg-type]
+        lines.append(PipRequirement("--no-index", _where(path, allow)))
     return tuple(lines)
 
 

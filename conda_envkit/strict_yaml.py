@@ -32,16 +32,17 @@ class StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     against its own grammar, so nothing is lost by resolving less.
     """
 
-    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)
+            tag: str = super().resolve(kind, value, implicit)
+            return tag
         if not implicit[0]:
             return _STR
         if value in _NULL:
             return _NULL_TAG
         if value in _BOOL:
             return _BOOL_TAG
-        if _INT.fullmatch(value):
+        if value is not None and _INT.fullmatch(value):
             return _INT_TAG
         return _STR
 

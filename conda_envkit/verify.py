@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.install import LOCK_COPY
@@ -43,8 +43,8 @@ class Finding:
 class InstalledTree(Protocol):
     """What verification needs to read: conda-meta records, file hashes, symlinks."""
 
-    def records(self) -> list[dict]: ...
-    def pip_records(self) -> list[dict]: ...
+    def records(self) -> list[dict[str, Any]]: ...
+    def pip_records(self) -> list[dict[str, Any]]: ...
     def file_sha256(self, path: str) -> str | None: ...
     def is_symlink(self, path: str) -> bool: ...
 
@@ -57,10 +57,10 @@ class PrefixTree:
             raise VerifyError(f"{prefix}: not a conda environment (no conda-meta/)", hint="pass the environment's prefix")
         self.prefix = prefix
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
 
-    def pip_records(self) -> list[dict]:
+    def pip_records(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
 
     def file_sha256(self, path: str) -> str | None:
@@ -125,10 +125,10 @@ class ImageTree:
                     if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
                         self.meta[path] = b"".join(chunks)
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
 
-    def pip_records(self) -> list[dict]:
+    def pip_records(self) -> list[dict[str, Any]]:
         pip_dir = PIP_RECORDS.as_posix() + "/"
         return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.startswith(pip_dir)]
 
@@ -144,11 +144,11 @@ class ImageTree:
         return path in self.links
 
 
-def _package_label(record: dict) -> str:
+def _package_label(record: dict[str, Any]) -> str:
     return f"{record.get('name')} {record.get('version')} {record.get('build')}"
 
 
-def _file_findings(record: dict, tree: InstalledTree) -> Iterator[Finding]:
+def _file_findings(record: dict[str, Any], tree: InstalledTree) -> Iterator[Finding]:
     label = _package_label(record)
     for entry in (record.get("paths_data") or {}).get("paths", []):
         path = entry["_path"]

@@ -50,7 +50,8 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
 
     docker_manifest = [{"Config": blob_name(config), "RepoTags": repo_tags, "Layers": [blob_name(d) for d in layers]}]
     index_entries = []
-    for tag in repo_tags or [None]:
+    tags: list[str | None] = list(repo_tags) or [None]
+    for tag in tags:
         annotations = {REF_NAME: tag, "io.containerd.image.name": tag} if tag else {}
         index_entries.append(Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations).to_json())
     path = path.absolute()

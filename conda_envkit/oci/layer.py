@@ -123,7 +123,8 @@ def _tar_info(entry: LayerFile | str, mtime: int) -> tuple[tarfile.TarInfo, Path
 def write_tar(entries: list[LayerFile | str], out: BinaryIO, mtime: int) -> None:
     """Write the sorted entries as one deterministic tar stream."""
     # Random-access mode ("w"), not stream mode ("w|"): the latter re-buffers every block in Python.
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=_BUFFER) as tar:
+    # copybufsize is accepted by TarFile (3.8+) but missing from typeshed's tarfile.open overloads.
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=_BUFFER) as tar:  # type: ignore[call-overload]
         for entry in entries:
             info, content = _tar_info(entry, mtime)
             if content is None:

@@ -55,7 +55,7 @@ def read_index(path: Path) -> dict[str, Any]:
     """The index.json of an OCI layout, with errors that name the layout."""
     try:
         layout = json.loads((path / "oci-layout").read_text())
-        index = json.loads((path / "index.json").read_text())
+        index: dict[str, Any] = json.loads((path / "index.json").read_text())
     except FileNotFoundError:
         raise OciError(
             f"{path}: not an OCI image layout (no oci-layout or index.json)", hint="pass a directory written by envkit, skopeo or buildah"

@@ -9,6 +9,7 @@ referrers, as the OCI distribution spec 1.1 prescribes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_MANIFEST, Descriptor, OciError, canonical_json, json_document, sha256_digest
 from conda_envkit.oci.registry import RegistryClient, RegistryError, repository_scope
@@ -62,7 +63,7 @@ def list_referrers(client: RegistryClient, repository: str, subject: str) -> tup
     return _descriptors(json_document(data, where), where), "tag-schema"
 
 
-def _descriptors(index: dict, where: str) -> list[Descriptor]:
+def _descriptors(index: dict[str, Any], where: str) -> list[Descriptor]:
     items = index.get("manifests", [])
     if not isinstance(items, list):
         raise OciError(f"{where}: `manifests` is not a list", hint="the registry is broken")

@@ -137,7 +137,7 @@ class RegistryClient:
         if not realm:
             raise RegistryError(f"{self.registry}: bearer challenge without realm", hint="the registry's auth is misconfigured")
         # One `scope` parameter per scope (a cross-repository mount asks for two).
-        query: dict[str, object] = {"scope": scope.split()}
+        query: dict[str, str | list[str]] = {"scope": scope.split()}
         if fields.get("service"):
             query["service"] = fields["service"]
         auth = self.credentials if self.credentials else None

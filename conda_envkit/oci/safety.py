@@ -24,7 +24,7 @@ def open_layer(path: Path) -> BinaryIO:
     if magic.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if magic == ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
 
 

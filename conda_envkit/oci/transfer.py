@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
@@ -32,7 +33,7 @@ def _matches(platform: dict[str, str], wanted: dict[str, str]) -> bool:
     return "variant" not in platform or "variant" not in wanted or platform["variant"] == wanted["variant"]
 
 
-def select_platform(index: dict, wanted: dict[str, str], where: str) -> Descriptor:
+def select_platform(index: dict[str, Any], wanted: dict[str, str], where: str) -> Descriptor:
     """The manifest for `wanted` (os/architecture[/variant]) in an image index."""
     items = index.get("manifests", [])
     if not isinstance(items, list):
@@ -48,7 +49,7 @@ def select_platform(index: dict, wanted: dict[str, str], where: str) -> Descript
     )
 
 
-def manifest_descriptors(manifest: dict, where: str) -> tuple[Descriptor, list[Descriptor]]:
+def manifest_descriptors(manifest: dict[str, Any], where: str) -> tuple[Descriptor, list[Descriptor]]:
     """The config and layer descriptors of an image manifest, checked: an error names `where`."""
     if not isinstance(manifest.get("config"), dict):
         raise OciError(f"{where}: image manifest has no config", hint="the registry or image is broken, or this is not an image")
@@ -58,7 +59,9 @@ def manifest_descriptors(manifest: dict, where: str) -> tuple[Descriptor, list[D
     return Descriptor.from_json(manifest["config"], where), [Descriptor.from_json(d, where) for d in layers]
 
 
-def base_from_manifest(reference: str, manifest: dict, manifest_digest: str, store: BlobStore, repository: str | None) -> BaseImage:
+def base_from_manifest(
+    reference: str, manifest: dict[str, Any], manifest_digest: str, store: BlobStore, repository: str | None
+) -> BaseImage:
     """A BaseImage from a manifest whose config and layers are already in `store`; layers are scanned."""
     config_desc, layer_descs = manifest_descriptors(manifest, reference)
     config = store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config")

@@ -43,7 +43,7 @@ def blob_package(name: str, size: int, version: str = "1.0", subdir: str = "noar
     """A package with one file of `size` incompressible-ish bytes (deterministic), for big-layer tests."""
     import hashlib
 
-    chunks = []
+    chunks: list[bytes] = []
     seed = f"{name}-{version}".encode()
     block = hashlib.sha256(seed).digest()
     while sum(len(c) for c in chunks) < size:
