@@ -7,10 +7,8 @@ class EnvkitError(Exception):
     """An error caused by input or environment, not by a bug in envkit.
 
     `message` says what happened (naming the file, line, platform or package);
-    `hint` says what to do. The CLI prints both and exits with `exit_code`.
+    `hint` says what to do. The CLI prints both and exits with status 2.
     """
-
-    exit_code = 1
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)

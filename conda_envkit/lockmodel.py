@@ -59,8 +59,6 @@ _METADATA_KEYS = {"content_hash", "channels", "platforms", "sources", "time_meta
 class LockFileError(EnvkitError):
     """A lock file that cannot be read, or asked for what it does not hold."""
 
-    exit_code = 2
-
 
 # -- values ------------------------------------------------------------------------------
 

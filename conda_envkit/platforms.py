@@ -90,9 +90,6 @@ BLAS_PLATFORMS: dict[Blas, frozenset[str]] = {
     Blas.BLIS: frozenset({"linux-64", "osx-64", "win-64"}),
 }
 
-# BLAS-bearing package names whose build string ends in the implementation's name.
-BLAS_PACKAGES = ("libblas", "libcblas", "liblapack")
-
 
 class PlatformError(EnvkitError):
     """A platform, virtual package or variant request that cannot be honoured."""

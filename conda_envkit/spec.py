@@ -79,10 +79,6 @@ class Variant:
     blas: tuple[tuple[str, Blas], ...] = ()
     platforms: tuple[str, ...] = ()
 
-    def blas_for(self, platform: str) -> Blas | None:
-        table = dict(self.blas)
-        return table.get(platform, table.get("*"))
-
 
 @dataclass(frozen=True)
 class EnvSpec:

@@ -34,9 +34,6 @@ class ImageRef:
             out += f"@{self.digest}"
         return out
 
-    def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, None, digest)
-
 
 def parse_image_ref(text: str) -> ImageRef:
     """Parse `[registry/]repo[:tag][@sha256:...]` the way docker does (docker.io by default)."""
