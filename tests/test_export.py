@@ -37,6 +37,10 @@ def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: 
     assert data["packages"] == ["busybox=1.35.0=h0_0", "greet=1.0=0"]
     env_lines = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "env", cwd=work).stdout.splitlines()
     assert f"ENVKIT_LOCK_HASH={lock_hash}" in env_lines and "ENVKIT_PLATFORM=linux-64" in env_lines
+    from conda_envkit import __version__
+
+    assert f"ENVKIT_VERSION={__version__}" in env_lines
+    assert all(line.startswith("ENVKIT_") and not line.startswith("ENVKIT_ENVKIT_") for line in env_lines)
     outputs = tmp_path / "github_output"
     run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "github", cwd=work, env={"GITHUB_OUTPUT": str(outputs)})
     assert f"lock_hash={lock_hash}" in outputs.read_text().splitlines()
