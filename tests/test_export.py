@@ -96,6 +96,28 @@ def test_mlflow_errors_log_nothing(tmp_path: Path, image_channel: Path, mlflow_s
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
 
 
+def test_mlflow_destination_comes_from_the_tracking_uri_or_is_an_error(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    args = ("export", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--experiment", f"uri-{tmp_path.name}")
+    unset = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": "", **MLFLOW_FAST_FAIL})
+    assert unset.returncode == 2 and "MLFLOW_TRACKING_URI is not set" in unset.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["conda-lock.yml", "environment.yml"]  # no ./mlflow.db, no ./mlruns
+    file_uri = (tmp_path / "mlruns").as_uri()
+    as_file = run_envkit(*args, "--tracking-uri", file_uri, cwd=work, env={"MLFLOW_ALLOW_FILE_STORE": "", **MLFLOW_FAST_FAIL})
+    assert as_file.returncode == 2 and f"MLflow at {file_uri}" in as_file.stderr and "MLFLOW_ALLOW_FILE_STORE" in as_file.stderr
+    from_env = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL})
+    assert from_env.returncode == 0, from_env.output
+    experiment = MlflowClient(mlflow_server.uri).get_experiment_by_name(f"uri-{tmp_path.name}")
+    runs = MlflowClient(mlflow_server.uri).search_runs([experiment.experiment_id])
+    assert [r.data.tags["envkit.platform"] for r in runs] == ["linux-64"]
+
+
 def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
     import mlflow
 
