@@ -621,17 +621,20 @@ def export_command(
 
 
 @main.command("inspect")
-@click.argument("image")
+@click.argument("image", metavar="IMAGE")
 @click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
 @_reports_errors
 def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
-    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it."""
+    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
+
+    IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
+    """
     from conda_envkit.export.registry import inspect_image
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.publish import insecure_hosts
 
-    hosts = insecure_hosts([parse_image_ref(image).registry], insecure)
+    hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
     click.echo(json.dumps(inspect_image(image, platform, hosts), indent=2, sort_keys=True))
 
 

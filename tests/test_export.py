@@ -242,8 +242,19 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
 def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     repo = f"{registry.host}/team/readback"
-    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image", "--push", repo, "--insecure")
+    bake_args = ("--oci", "image", "--docker-archive", "image.tar", "--push", repo, "--insecure")
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", *bake_args)
     tag = record["tags"][0]
+    # `inspect` takes every form `bake --base` takes.
+    for image in ("oci:image", f"oci:image:{tag}", "docker-archive:image.tar", f"{repo}:{tag}"):
+        inspected = run_envkit("inspect", image, "--insecure", cwd=work)
+        assert inspected.returncode == 0, inspected.output
+        report = json.loads(inspected.stdout)
+        assert report["record"]["lock_hash"] == record["lock_hash"] and report["record"]["platform"] == "linux-64"
+        if not image.startswith("docker-archive:"):  # an archive keeps no manifest digest
+            assert report["digest"] == record["image"]["digest"]
+    missing = run_envkit("inspect", "oci:no-such-dir", cwd=work)
+    assert missing.returncode == 2 and "no-such-dir" in missing.stderr
     for image, extra in ((f"oci:image:{tag}", ()), (f"{repo}:{tag}", ("--insecure",))):
         result = run_envkit("export", "--image", image, *extra, "--to", "json", cwd=work)
         assert result.returncode == 0, result.output
