@@ -151,3 +151,47 @@ def test_user_recipe_directory(tmp_path: Path) -> None:
     (mine / "recipe.yml").write_text("descriptoin: typo\n")
     bad = run_envkit("recipes", "--recipe-dir", str(tmp_path / "recipes"), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown keys ['descriptoin']" in bad.stderr and "recipe.yml" in bad.stderr
+
+
+def test_a_wheel_install_lists_the_builtin_recipes(tmp_path: Path) -> None:
+    """`pip wheel` + an install outside the checkout: the recipes travel as package data."""
+    import shutil
+    import sys
+    import sysconfig
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conda_envkit", "recipes"):
+        shutil.copytree(root / name, source / name, symlinks=True, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("conda_envkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "conda_envkit/builtin_recipes/cuda-training/recipe.yml" in names
+    assert "conda_envkit/builtin_recipes/Dockerfile.j2" in names
+
+    # Installed into a fresh venv (its dependencies borrowed from this one through a .pth file).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(
+        subprocess.check_output([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip()
+    )
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    install = [venv / "bin/python", "-m", "installer", str(wheel)]  # its console script runs the venv's python
+    subprocess.run(install, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVKIT_RECIPES")}
+    listed = subprocess.run([venv / "bin/envkit", "recipes", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows] == ["cpu-slim", "cuda-training", "scratch"]
+    assert all(Path(r["directory"]).is_relative_to(site) for r in rows), (site, rows)
