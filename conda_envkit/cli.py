@@ -796,6 +796,9 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
+@click.option(
+    "--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label."
+)
 @click.option("-q", "--quiet", is_flag=True)
 @_reports_errors
 def dockerfile_command(
@@ -814,9 +817,13 @@ def dockerfile_command(
     tag: str | None,
     insecure: bool,
     cache_dir: Path | None,
+    pin_base_digest: bool,
     quiet: bool,
 ) -> None:
-    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build."""
+    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build.
+
+    Offline unless --pin-base-digest (or --backend, whose build pulls the base).
+    """
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.install import default_cache_dir
     from conda_envkit.oci.image import oci_platform
@@ -832,14 +839,16 @@ def dockerfile_command(
     )
     base_ref = bases[platform]
     digest = None
-    if base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:")):
+    in_registry = base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:"))
+    if in_registry and pin_base_digest:
         ref = parse_image_ref(base_ref)
         hosts = insecure_hosts([ref.registry], insecure)
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir or default_cache_dir()
     context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
-    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref})")
+    pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
+    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if backend:
         image_tag = tag or f"envkit/{name}:{context.labels['dev.envkit.lock-hash'][7:19]}-{platform}"
         extra = ["--tls-verify=false"] if insecure and backend in ("buildah", "podman") else []

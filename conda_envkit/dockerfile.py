@@ -97,7 +97,8 @@ def write_build_context(
             target = staging / context_file_name(dest)
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(source, target)
-        text = dockerfile_text(recipe, options, base, platform, labels)
+        # A resolved digest pins FROM too, so the build uses the base the labels name.
+        text = dockerfile_text(recipe, options, f"{base}@{base_digest}" if base_digest and "@" not in base else base, platform, labels)
         (staging / "Dockerfile").write_text(text)
         if out.exists():
             out.rmdir()
