@@ -796,9 +796,7 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
-@click.option(
-    "--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label."
-)
+@click.option("--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label.")
 @click.option("-q", "--quiet", is_flag=True)
 @_reports_errors
 def dockerfile_command(
