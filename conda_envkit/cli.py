@@ -167,9 +167,12 @@ def lock(
         _print_check(check_locks(spec, options), as_json)
         return
 
+    from conda_envkit.progress import progress_for
+
+    reporter = progress_for(quiet)
+
     def progress(solved: SolvedPlatform) -> None:
-        if not quiet:
-            click.echo(f"solved {solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s", err=True)
+        reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
         if solved.target.cuda and not solved.cuda_packages:
             click.echo(
                 f"warning: {solved.target.label}: CUDA {solved.target.cuda} assumed, but no CUDA build was chosen "
@@ -177,9 +180,9 @@ def lock(
                 err=True,
             )
 
-    if not quiet:
-        click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
+    reporter.start("solve", unit="platforms")
     outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return
@@ -471,16 +474,14 @@ def bake(
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
-    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say)
+    from conda_envkit.progress import progress_for
+
+    progress = progress_for(quiet)
+    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), progress)
     targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
-    result = publish_image(baked, store, targets)
+    result = publish_image(baked, store, targets, progress)
     record = bake_record(baked, lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(record_path, record)
-    if result.push is not None:
-        say(
-            f"pushed {len(result.push.uploaded)} blobs ({result.push.bytes_uploaded / 1e6:.1f} MB), "
-            f"{len(result.push.skipped)} already there, {len(result.push.mounted)} mounted"
-        )
     say(f"wrote {record_path}")
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
@@ -503,11 +504,11 @@ def install_command(
 ) -> None:
     """Create a conda environment from the lock (hashes verified), without conda."""
     from conda_envkit.install import install_environment
+    from conda_envkit.progress import progress_for
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     settings = load_settings(config, None, list(mirrors))
-    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, say)
+    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, progress_for(quiet))
     click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
 
 
@@ -830,7 +831,6 @@ def dockerfile_command(
     from conda_envkit.oci.transfer import resolve_digest
     from conda_envkit.publish import insecure_hosts
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     options, bases, the_recipe = _image_options(
         lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None
@@ -844,7 +844,9 @@ def dockerfile_command(
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir or default_cache_dir()
-    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
+    from conda_envkit.progress import progress_for
+
+    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, progress_for(quiet))
     pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
     click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if backend:

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from conda_lock.lockfile.v2prelim.models import Lockfile
 from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
+from conda_envkit.progress import SILENT, Progress
 from conda_envkit.recipes import Recipe, render_dockerfile
 
 BACKENDS = {
@@ -72,11 +72,10 @@ def write_build_context(
     out: Path,
     cache_dir: Path,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> BuildContext:
     """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place."""
     oci_platform(platform)
-    say = progress or (lambda _msg: None)
     labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
     out = out.absolute()
     if out.exists() and any(out.iterdir()):
@@ -89,7 +88,9 @@ def write_build_context(
         # Installed in the cache's filesystem (hard links from the package cache), then copied.
         scratch = Path(tempfile.mkdtemp(prefix="context-", dir=cache_dir / "tmp"))
         try:
-            stage_environment(lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, say)
+            stage_environment(
+                lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress
+            )
             shutil.copytree(scratch / "env", env_dir, symlinks=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -18,10 +18,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -32,6 +32,9 @@ from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
+
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+    from conda_envkit.progress import Progress
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
 _CHUNK = 1 << 20
@@ -185,16 +188,25 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     raise InstallError(f"{strip_credentials(url)}: download failed after {attempts} attempts: {last}", hint="check the network or mirror")
 
 
+def _or_silent(progress: Progress | None) -> Progress:
+    from conda_envkit.progress import SILENT
+
+    return progress or SILENT
+
+
 def fetch_packages(
     packages: list[LockedDependency],
     cache_dir: Path,
     settings: ChannelSettings | None = None,
     jobs: int = 8,
     pip_indexes: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    step: str = "download",
 ) -> FetchReport:
     """Put every package's archive (conda package or wheel) in the cache, verified against the lock's sha256.
 
-    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs.
+    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs;
+    `progress` hears of each package as it is in the cache (step `step`).
     """
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
@@ -229,13 +241,23 @@ def fetch_packages(
             tmp.unlink(missing_ok=True)
         return FetchedPackage(p, target), False, size
 
+    progress = _or_silent(progress)
+
+    def fetch_and_report(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
+        result = fetch(p)
+        progress.advance(step)
+        return result
+
+    progress.start(step, total=len(packages), unit="packages")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(fetch, packages))
-    return FetchReport(
+        results = list(pool.map(fetch_and_report, packages))
+    report = FetchReport(
         packages=tuple(r[0] for r in results),
         cached=sum(1 for r in results if r[1]),
         downloaded_bytes=sum(r[2] for r in results),
     )
+    progress.done(step, f"{len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    return report
 
 
 def _channel_of(url: str) -> str:
@@ -316,7 +338,7 @@ def install_packages(
     target_prefix: str | None = None,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> InstallReport:
     """Materialize one platform of the lock into `prefix` (created empty; must not hold files).
 
@@ -331,11 +353,9 @@ def install_packages(
     if wheels and python is None:
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-    say = progress or (lambda _msg: None)
-    count = f"{len(packages)} packages" + (f" and {len(wheels)} wheels" if wheels else "")
-    say(f"fetching {count} for {platform}")
-    report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes)
-    say(f"fetched {count} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    progress = _or_silent(progress)
+    report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
+    progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
@@ -364,6 +384,8 @@ def install_packages(
             if f.locked.manager == "pip"
         ]
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
+    wheel_text = f" and {len(wheels)} wheels" if wheels else ""
+    progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
 
 
@@ -377,7 +399,7 @@ def install_environment(
     prefix: Path,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> InstallReport:
     """Install into a temporary sibling of `prefix`, then rename it into place.
 
