@@ -38,12 +38,15 @@ rm -rf "$demo/env"
 "$demo/env/bin/hello"
 ( cd "$demo" && "../../$envkit" verify --prefix env )
 echo "demo: wrote $demo/conda-lock.yml, $demo/conda-lock.cpu.yml, the image layout $demo/image (record: $demo/bake.json) and the environment $demo/env"
-run_umoci="umoci unpack --image $demo/image:$tag /tmp/ml-demo-bundle && env -i PATH=/opt/conda/envs/env/bin chroot /tmp/ml-demo-bundle/rootfs hello"
-if [ "$(id -u)" = 0 ] && command -v umoci >/dev/null && command -v chroot >/dev/null; then
+# The image's own PATH (its prefix first); chroot is named by its full path, found before env -i clears PATH.
+run_umoci="umoci unpack --image $demo/image:$tag /tmp/ml-demo-bundle && env -i PATH=/opt/conda/envs/env/bin /usr/sbin/chroot /tmp/ml-demo-bundle/rootfs hello"
+chroot=$(command -v chroot || true)
+if [ "$(id -u)" = 0 ] && command -v umoci >/dev/null && [ -n "$chroot" ]; then
   bundle=$(mktemp -d)
   umoci unpack --image "$demo/image:$tag" "$bundle/b" >/dev/null
-  echo "demo: the image's CMD in a chroot: $(env -i PATH=/opt/conda/envs/env/bin chroot "$bundle/b/rootfs" hello)"
+  said=$(env -i PATH=/opt/conda/envs/env/bin "$chroot" "$bundle/b/rootfs" hello)
   rm -rf "$bundle"
+  echo "demo: the image's CMD in a chroot says: $said"
 fi
 echo "demo: run the image (CMD hello):"
 echo "  $run_umoci"
