@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
-from conda_envkit.lockfile import packages_for
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
