@@ -311,8 +311,10 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
         data = json.loads(path.read_text())
         locked = by_file.get(data.get("fn", ""))
         if locked is not None:
-            data["url"] = strip_credentials(locked.url)
-            data["channel"] = _channel_of(locked.url)
+            # The URL as the lock writes it: a relative channel stays relative, so no host path
+            # (where the project was checked out) gets into an environment or image.
+            data["url"] = strip_credentials(locked.locked_url)
+            data["channel"] = _channel_of(locked.locked_url)
         for key in _HOST_KEYS:
             data.pop(key, None)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
@@ -380,7 +382,7 @@ def install_packages(
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [
-            WheelToInstall(f.locked.name, f.locked.version, f.locked.url, f.locked.hash.sha256 or "", f.archive)
+            WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages
             if f.locked.manager == "pip"
         ]

@@ -126,8 +126,13 @@ def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...],
     )
 
 
-def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
-    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build."""
+def pip_locked(pin: PipPin, platform: str, lock_dir: Path | None = None) -> LockedPackage:
+    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build.
+
+    A wheel from a directory inside the project (`--find-links ./wheels`) is written relative
+    to the lock, like a relative channel's packages, so copies of a project lock alike.
+    """
+    written = relative_url(pin.url, lock_dir) if lock_dir is not None else pin.url
     return LockedPackage(
         name=pin.name,
         version=pin.version,
@@ -136,7 +141,7 @@ def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
         url=pin.url,
         hash=PackageHash(sha256=pin.sha256),
         build=None,
-        written_url=pin.url,
+        written_url=pin.url if written.startswith("../") else written,
     )
 
 
@@ -191,7 +196,7 @@ def platform_part(
     """Convert one platform's records (and pip pins) to lock entries and their text."""
     platform = solved.target.platform
     packages = tuple(locked_package(r, platform, channels, lock_dir) for r in solved.records)
-    packages += tuple(pip_locked(pin, platform) for pin in pins)
+    packages += tuple(pip_locked(pin, platform, lock_dir) for pin in pins)
     return PlatformPart(solved, packages, {p.key: package_text(p) for p in packages})
 
 

@@ -22,11 +22,9 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "ml-demo"
 HOST = static_busybox_subdir()  # linux-64 on x86_64, linux-aarch64 on arm64
 
 
-@pytest.fixture(scope="module")
-def baked_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """examples/ml-demo copied, its channel and wheels built as demo.sh builds them, locked and baked."""
-    work = tmp_path_factory.mktemp("demo") / "ml-demo"
-    work.mkdir()
+def _bake_demo_in(work: Path) -> str:
+    """examples/ml-demo copied to `work`, its channel and wheels built as demo.sh builds them, locked and baked; the tag."""
+    work.mkdir(parents=True)
     shutil.copy2(EXAMPLE / "environment.yml", work / "environment.yml")
     build_channel(work / "channel", demo_packages(), subdirs=ALL_PLATFORMS)
     for wheel in demo_wheels():
@@ -36,7 +34,22 @@ def baked_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     assert locked.returncode == 0, locked.output
     baked = run_envkit("bake", "-q", "-p", HOST, "--oci", "image", "--cmd", "hello", cwd=work, env=cache)
     assert baked.returncode == 0, baked.output
-    return work, baked.stdout.strip().removeprefix("oci:image:")
+    return baked.stdout.strip().removeprefix("oci:image:")
+
+
+@pytest.fixture(scope="module")
+def baked_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("demo") / "ml-demo"
+    return work, _bake_demo_in(work)
+
+
+def test_two_checkouts_of_the_demo_bake_the_same_image(baked_demo: tuple[Path, str], tmp_path: Path) -> None:
+    work, tag = baked_demo
+    elsewhere = tmp_path / "another" / "checkout" / "ml-demo"
+    assert _bake_demo_in(elsewhere) == tag
+    digests = [json.loads((w / "bake.json").read_text())["image"]["digest"] for w in (work, elsewhere)]
+    assert digests[0] == digests[1]
+    assert (work / "conda-lock.yml").read_bytes() == (elsewhere / "conda-lock.yml").read_bytes()
 
 
 def test_the_demo_images_cmd_runs_under_chroot(baked_demo: tuple[Path, str], tmp_path: Path) -> None:
