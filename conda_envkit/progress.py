@@ -118,4 +118,9 @@ def progress_for(quiet: bool, stream: TextIO | None = None) -> Progress:
     if quiet:
         return SILENT
     stream = stream or sys.stderr
-    return RichProgress(stream) if stream.isatty() else LineProgress(stream)
+    if stream.isatty():
+        try:
+            return RichProgress(stream)
+        except ImportError:  # rich is a dependency, but a trimmed install still reports, in lines
+            pass
+    return LineProgress(stream)
