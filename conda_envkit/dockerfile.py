@@ -99,7 +99,7 @@ def write_build_context(
             shutil.copy2(source, target)
         # A resolved digest pins FROM too, so the build uses the base the labels name.
         text = dockerfile_text(recipe, options, f"{base}@{base_digest}" if base_digest and "@" not in base else base, platform, labels)
-        (staging / "Dockerfile").write_text(text)
+        (staging / "Dockerfile").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.rename(staging, out)

@@ -101,7 +101,7 @@ def read_recipe(directory: Path) -> Recipe:
     """Read `<directory>/recipe.yml`, checking every key and file it names."""
     path = directory / "recipe.yml"
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror})", hint="check the recipe directory") from None
     except yaml.YAMLError as exc:
@@ -171,7 +171,7 @@ def render_dockerfile(recipe: Recipe, context: dict[str, Any]) -> str:
     template_path = own if own.is_file() else shared
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:
-        template = environment.from_string(template_path.read_text())
+        template = environment.from_string(template_path.read_text(encoding="utf-8"))
         return template.render(recipe=recipe, **context)
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{template_path}: {exc}", hint="fix the template") from None
