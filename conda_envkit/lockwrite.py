@@ -129,13 +129,16 @@ def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...],
     )
 
 
-def pip_locked(pin: PipPin, platform: str, lock_dir: Path | None = None) -> LockedPackage:
+def pip_locked(pin: PipPin, platform: str, lock_dir: Path) -> LockedPackage:
     """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build.
 
-    A wheel from a directory inside the project (`--find-links ./wheels`) is written relative
-    to the lock, like a relative channel's packages, so copies of a project lock alike.
+    A local wheel inside the project (`--find-links ./wheels`) is recorded relative to the
+    lock file, like a relative channel, so copies of the project lock alike.
     """
-    written = relative_url(pin.url, lock_dir) if lock_dir is not None else pin.url
+    written = pin.url
+    if pin.url.startswith("file://"):
+        local = relative_url(pin.url, lock_dir)
+        written = local if local.startswith("./") else pin.url
     return LockedPackage(
         name=pin.name,
         version=pin.version,
@@ -144,7 +147,7 @@ def pip_locked(pin: PipPin, platform: str, lock_dir: Path | None = None) -> Lock
         url=pin.url,
         hash=PackageHash(sha256=pin.sha256),
         build=None,
-        written_url=pin.url if written.startswith("../") else written,
+        written_url=written,
     )
 
 
