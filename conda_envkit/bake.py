@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from conda_envkit import __version__
+from conda_envkit.cache import default_cache_dir, layers_dir, tmp_dir
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
-from conda_envkit.install import LOCK_COPY, default_cache_dir, install_packages
+from conda_envkit.install import LOCK_COPY, install_packages
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
@@ -279,8 +280,8 @@ def bake_platform(
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     # Staged next to the package cache, so that linking can hard-link from it.
-    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)
+    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
     labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"
@@ -288,7 +289,7 @@ def bake_platform(
         packages = installed_packages(staging)
         plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers) + bool(options.files))
         in_image = prefix.strip("/")
-        layer_cache = LayerCache(cache_dir / "layers")
+        layer_cache = LayerCache(layers_dir(cache_dir))
         known = {path: digest for p in packages for path, digest in p.sha256.items()}
 
         step = f"layers {platform}"

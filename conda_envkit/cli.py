@@ -525,8 +525,8 @@ def bake(
 ) -> None:
     """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
     from conda_envkit.bake import LayerPolicy, bake_image
+    from conda_envkit.cache import blobs_dir, cache_root
     from conda_envkit.channels import load_settings
-    from conda_envkit.install import default_cache_dir
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
@@ -543,8 +543,8 @@ def bake(
         lf, chosen, base, recipe, recipe_dir, reproducible, name, prefix, env, labels, entrypoint, cmd, workdir, user
     )
     options = replace(options, compression=Compression(compression), policy=LayerPolicy(own_layer_bytes=large_package_mb << 20))
-    cache = cache_dir or default_cache_dir()
-    store = BlobStore(cache / "blobs")
+    cache = cache_root(cache_dir)
+    store = BlobStore(blobs_dir(cache))
     registries = []
     if push_repo:
         registries.append(parse_image_ref(push_repo).registry)
@@ -746,14 +746,14 @@ def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_
 
 def _load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[Any, Path, dict[str, str]]:
     """An image's layers in the blob cache: (BaseImage, blob store root, labels)."""
-    from conda_envkit.install import default_cache_dir
+    from conda_envkit.cache import blobs_dir, cache_root
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.publish import insecure_hosts
 
     hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
-    store = BlobStore((cache_dir or default_cache_dir()) / "blobs")
+    store = BlobStore(blobs_dir(cache_root(cache_dir)))
     loaded = load_base(image, platform or "linux-64", store, hosts)
     return loaded, store.root, (loaded.config.get("config") or {}).get("Labels") or {}
 
@@ -913,8 +913,8 @@ def dockerfile_command(
 
     Offline unless --pin-base-digest (or --backend, whose build pulls the base).
     """
+    from conda_envkit.cache import cache_root
     from conda_envkit.dockerfile import build_with, write_build_context
-    from conda_envkit.install import default_cache_dir
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.image import oci_platform
     from conda_envkit.oci.reference import parse_image_ref
@@ -934,7 +934,7 @@ def dockerfile_command(
         hosts = insecure_hosts([ref.registry], insecure)
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
-    cache = cache_dir or default_cache_dir()
+    cache = cache_root(cache_dir)
     from conda_envkit.progress import progress_for
 
     context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, progress_for(quiet))

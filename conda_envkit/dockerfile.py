@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
+from conda_envkit.cache import CACHE_SETTING, tmp_dir
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.files import staging_dir, write_error
-from conda_envkit.install import CACHE_ENV_VAR
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
 from conda_envkit.progress import SILENT, Progress
@@ -84,14 +84,14 @@ def write_build_context(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BakeError(f"{out} is not an empty directory", hint="write the build context to a new directory")
     try:
-        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
+        raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
     staging = staging_dir(out, setting="-o/--output")
     try:
         env_dir = staging / "env"
         # Installed in the cache's filesystem (hard links from the package cache), then copied.
-        scratch = Path(tempfile.mkdtemp(prefix="context-", dir=cache_dir / "tmp"))
+        scratch = Path(tempfile.mkdtemp(prefix="context-", dir=tmp_dir(cache_dir)))
         try:
             stage_environment(
                 lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress

@@ -29,6 +29,10 @@ from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 from rattler.exceptions import ExtractError
 from rattler.exceptions import IoError as RattlerIoError
 
+# CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
+from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
+from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
+from conda_envkit.cache import default_cache_dir, extracted_dir, package_path, packages_dir
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import directory_lock, staging_dir, write_error
@@ -41,21 +45,11 @@ from conda_envkit.pip_install import WheelToInstall, install_wheels
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
     from conda_envkit.progress import Progress
 
-CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
-_CACHE_SETTING = f"--cache-dir or ${CACHE_ENV_VAR}"
 _CHUNK = 1 << 20
 
 
 class InstallError(EnvkitError):
     """A package that cannot be fetched, verified or installed."""
-
-
-def default_cache_dir() -> Path:
-    """$ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "envkit"
 
 
 @dataclass(frozen=True)
@@ -236,7 +230,7 @@ def fetch_packages(
     `progress` hears of each package as it is in the cache (step `step`).
     """
     settings = settings or ChannelSettings()
-    store = cache_dir / "pkgs"
+    store = packages_dir(cache_dir)
     try:
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -246,7 +240,7 @@ def fetch_packages(
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
         name = _file_name(p.url, p.manager)
-        target = store / expected / name
+        target = package_path(cache_dir, expected, name)
         if target.exists() and _sha256_of(target) == expected:
             return FetchedPackage(p, target), True, 0
         auth = None
@@ -413,7 +407,7 @@ def install_packages(
             install(
                 records,
                 target_prefix=prefix,
-                cache_dir=cache_dir / "extracted",
+                cache_dir=extracted_dir(cache_dir),
                 installed_packages=[],
                 platform=Platform(platform),
                 execute_link_scripts=False,

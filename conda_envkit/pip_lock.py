@@ -32,6 +32,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from rattler import RepoDataRecord
 
+from conda_envkit.cache import uv_dir
 from conda_envkit.channels import expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
 from conda_envkit.spec import PipRequirement
@@ -301,7 +302,7 @@ def resolve_pip(
             "--no-header", "--no-config", "--quiet", "--no-progress",
             # Wheels only, so no build runs: any interpreter will do, and uv must not download one.
             "--python", sys.executable, "--no-python-downloads",
-            "--cache-dir", str(cache_dir / "uv"),
+            "--cache-dir", str(uv_dir(cache_dir)),
         ]  # fmt: skip
         for link in inputs.find_links:
             link = expand_env(link, first)

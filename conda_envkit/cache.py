@@ -1,0 +1,70 @@
+"""The envkit cache: where it is, and the one place that names the paths inside it.
+
+    <cache>/                         $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit
+      pkgs/<sha256>/<file>           conda archives and wheels, content-addressed, re-hashed before use
+      extracted/                     rattler's extracted packages (linking hard-links from here)
+      blobs/sha256/<hex>             OCI blobs: base image layers, configs, manifests, baked layers
+      layers/                        layer cache: (package set, compression) -> a written layer
+      uv/                            uv's cache while resolving pip: sections
+      tmp/                           staging (bake, build contexts): same filesystem as pkgs/ and blobs/
+
+Every other module asks this one for a path; none joins paths under the cache itself.
+Repodata is cached by py-rattler in its own default cache (`make_gateway`), not here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
+# How a user moves the cache: named in every error about writing into it.
+CACHE_SETTING = f"--cache-dir or ${CACHE_ENV_VAR}"
+
+
+def default_cache_dir() -> Path:
+    """$ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "envkit"
+
+
+def cache_root(cache_dir: Path | None) -> Path:
+    """The cache a command uses: `--cache-dir` if given, else the default."""
+    return cache_dir or default_cache_dir()
+
+
+def packages_dir(cache_dir: Path) -> Path:
+    """The package archive store (conda archives and wheels)."""
+    return cache_dir / "pkgs"
+
+
+def package_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
+    """Where the archive with this sha256 is kept: `pkgs/<sha256>/<file name>`."""
+    return packages_dir(cache_dir) / sha256 / file_name
+
+
+def extracted_dir(cache_dir: Path) -> Path:
+    """rattler's cache of extracted packages."""
+    return cache_dir / "extracted"
+
+
+def blobs_dir(cache_dir: Path) -> Path:
+    """The root of the OCI blob store (a BlobStore keeps `sha256/<hex>` below it)."""
+    return cache_dir / "blobs"
+
+
+def layers_dir(cache_dir: Path) -> Path:
+    """The layer cache (oci.layer.LayerCache)."""
+    return cache_dir / "layers"
+
+
+def uv_dir(cache_dir: Path) -> Path:
+    """uv's cache while resolving pip: sections."""
+    return cache_dir / "uv"
+
+
+def tmp_dir(cache_dir: Path) -> Path:
+    """Staging space on the cache's filesystem (so staged trees can hard-link from pkgs/)."""
+    return cache_dir / "tmp"
