@@ -445,7 +445,7 @@ def _image_options(
     if recipe_name is None:
         if reproducible:
             raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
-        return options, {p: base or "scratch" for p in platforms}, None
+        return options, dict.fromkeys(platforms, base or "scratch"), None
     from conda_envkit.lockmodel import cuda_driver_assumption
 
     recipe = load_recipe(recipe_name, recipe_dir)

@@ -3,6 +3,7 @@ what the locked packages require (`__cuda`, `__glibc` depends and the lock's CUD
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform as host_platform
@@ -87,10 +88,8 @@ def _cuda_from_libcuda() -> str | None:
 def host_facts() -> HostFacts:
     """Read this machine: platform, glibc, and the CUDA version its driver supports."""
     glibc = None
-    try:
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # not glibc, or no confstr
         glibc = os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # type: ignore[union-attr]
-    except (ValueError, OSError, AttributeError):
-        pass
     cuda, gpus, source = _cuda_from_nvidia_smi()
     if cuda is None:
         from_lib = _cuda_from_libcuda()

@@ -60,7 +60,7 @@ def render_explicit(lockfile: LockFile, platform: str, hash_kind: str = "md5") -
     ]
     for p in _install_order(lockfile, platform):
         if p.manager == "conda":
-            use_sha = hash_kind == "sha256" and p.hash.sha256 or not p.hash.md5
+            use_sha = (hash_kind == "sha256" and p.hash.sha256) or not p.hash.md5
             lines.append(f"{p.url}#sha256:{p.hash.sha256}" if use_sha else f"{p.url}#{p.hash.md5}")
     # conda ignores comments; conda-lock reads `# pip` lines as the pip packages to install after.
     for p in packages_for(lockfile, platform):

@@ -89,7 +89,7 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
     """Load one image of a docker-archive into `store` as a base image (layers scanned for safety)."""
     where = str(path)
     try:
-        tar = tarfile.open(path, mode="r:*")
+        tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - closed by the `with tar:` below, after the errors here
     except FileNotFoundError:
         raise OciError(f"{path}: no such docker archive", hint="check the path given to --base docker-archive:PATH") from None
     except (tarfile.TarError, OSError) as exc:

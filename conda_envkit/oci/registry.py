@@ -9,6 +9,7 @@ checks always, unless the caller asks for plain HTTP (`insecure`) for that regis
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -191,7 +192,7 @@ class RegistryClient:
                 )
                 if not stream:
                     # Read now, within the deadline and the cap; `.content` then holds it.
-                    response._content = read_limited(response, deadline, MAX_SMALL_RESPONSE)  # noqa: SLF001
+                    response._content = read_limited(response, deadline, MAX_SMALL_RESPONSE)
                     response.close()
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(
@@ -256,10 +257,8 @@ class RegistryClient:
     def _cancel(self, response: requests.Response, scope: str) -> None:
         location = response.headers.get("Location")
         if location:
-            try:
+            with contextlib.suppress(RegistryError):  # best effort: the registry expires it anyway
                 self.request("DELETE", location, scope, (204, 404, 405), what="cancel upload")
-            except RegistryError:
-                pass
 
     def upload_blob(self, repository: str, path: Path, digest: str) -> int:
         """Upload one blob (monolithic when small, in chunks when large); return bytes sent."""
