@@ -22,6 +22,7 @@ from conda_envkit.cache import default_cache_dir, layers_dir, tmp_dir
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
 from conda_envkit.install import LOCK_COPY, install_packages
+from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
@@ -35,7 +36,6 @@ MiB = 1 << 20
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
 # Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
 MAX_LAYERS = 120
-LABEL_PREFIX = "dev.envkit."
 
 
 class BakeError(EnvkitError):
@@ -241,20 +241,24 @@ def stage_environment(
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
     """Labels and annotations: org.opencontainers.image.* plus envkit's own keys."""
-    custom = lockfile.metadata.custom_metadata or {}
+    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
+    envkit = ImageLabels(
+        lock_hash=str(lock_hash(lockfile)),
+        platform_lock_hash=str(platform_lock_hash(lockfile, platform)),
+        platform=platform,
+        prefix=options.in_image_prefix,
+        cuda=facts.cuda_driver if facts else None,
+        cuda_version=facts.cuda_version if facts else None,
+        blas=facts.blas if facts else None,
+        recorded=facts is not None,
+        envkit_version=__version__,
+    )
     labels = {
         "org.opencontainers.image.created": rfc3339(options.epoch),
         "org.opencontainers.image.title": options.name,
         "org.opencontainers.image.version": platform_lock_hash(lockfile, platform).short,
         "org.opencontainers.image.base.name": base.reference,
-        f"{LABEL_PREFIX}lock-hash": str(lock_hash(lockfile)),
-        f"{LABEL_PREFIX}platform-lock-hash": str(platform_lock_hash(lockfile, platform)),
-        f"{LABEL_PREFIX}platform": platform,
-        f"{LABEL_PREFIX}prefix": options.in_image_prefix,
-        f"{LABEL_PREFIX}cuda": custom.get(f"envkit.{platform}.cuda", "unknown"),
-        f"{LABEL_PREFIX}cuda-version": custom.get(f"envkit.{platform}.cuda-version", "unknown"),
-        f"{LABEL_PREFIX}blas": custom.get(f"envkit.{platform}.blas", "unknown"),
-        f"{LABEL_PREFIX}version": __version__,
+        **envkit.to_json(),
     }
     if base.digest:
         labels["org.opencontainers.image.base.digest"] = base.digest

@@ -17,3 +17,14 @@ class EnvkitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class BadFlag(EnvkitError):
+    """A command-line value the library refuses: the CLI reports it as a usage error (exit 2).
+
+    `option` names the flag ("--blas"); without one, the flags given conflict with each other.
+    """
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option

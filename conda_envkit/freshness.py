@@ -142,7 +142,7 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
 def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, options: LockOptions) -> tuple[SolveTarget, list[str]]:
     """`target` with the assumptions the lock was made under wherever no flag or spec key says otherwise."""
     p = target.platform
-    cuda_given = options.cuda is not None or (spec.cuda is not None if target.variant is None else True)
+    cuda_given = options.cuda is not None or options.no_cuda or (spec.cuda is not None if target.variant is None else True)
     blas_given = target.blas is not None
     vp_given = p in options.virtual_packages
     meta = lockfile.envkit

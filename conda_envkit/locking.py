@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 class LockOptions:
     """What the command line adds to a spec.
 
-    `cuda` overrides the spec's default CUDA ("none" forces CPU); `blas` entries are
+    `cuda` (a driver version) overrides the spec's default CUDA, `no_cuda` forces CPU; `blas` entries are
     (platform or "*", Blas) and override the spec's; `virtual_packages` come from a
     conda-lock style `--virtual-package-spec` file.
     """
 
     lock_path: Path = Path("conda-lock.yml")
     cuda: str | None = None
+    no_cuda: bool = False
     blas: tuple[tuple[str, Blas], ...] = ()
     virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
     settings: ChannelSettings = field(default_factory=ChannelSettings)
@@ -90,8 +91,10 @@ def _blas_for(platform: str, *tables: tuple[tuple[str, Blas], ...]) -> Blas | No
 def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tuple[SolveTarget, ...]:
     if variant is None:
         cuda = spec.cuda
-        if options.cuda is not None:
-            cuda = None if options.cuda == "none" else options.cuda
+        if options.no_cuda:
+            cuda = None
+        elif options.cuda is not None:
+            cuda = options.cuda
         platforms = spec.platforms
     else:
         cuda = variant.cuda

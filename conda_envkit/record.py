@@ -9,6 +9,7 @@ from typing import Any
 
 from conda_envkit import __version__
 from conda_envkit.errors import EnvkitError
+from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.registry import PushStats
@@ -31,10 +32,10 @@ def bake_record(
         platforms[image.platform] = {
             "manifest_digest": image.manifest.digest,
             "config_digest": image.config.digest,
-            "platform_lock_hash": image.labels["dev.envkit.platform-lock-hash"],
-            "cuda": image.labels["dev.envkit.cuda"],
-            "cuda_version": image.labels["dev.envkit.cuda-version"],
-            "blas": image.labels["dev.envkit.blas"],
+            "platform_lock_hash": image.labels[label_key("platform-lock-hash")],
+            "cuda": image.labels[label_key("cuda")],
+            "cuda_version": image.labels[label_key("cuda-version")],
+            "blas": image.labels[label_key("blas")],
             "base": {"reference": image.base.reference, "digest": image.base.digest, "layers": len(image.base.layers)},
             "layers": [
                 {
@@ -168,23 +169,24 @@ def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentReco
     )
 
 
-def _label(labels: dict[str, str], key: str) -> str | None:
-    value = labels.get(f"dev.envkit.{key}")
-    return value if value not in (None, "", "unknown") else None
-
-
 def record_from_labels(labels: dict[str, str], source: str, image_digest: str | None, image: str | None) -> EnvironmentRecord:
     """The record of an image, from its envkit labels."""
-    if "dev.envkit.lock-hash" not in labels:
-        raise RecordError(f"{image or 'the image'} has no dev.envkit.lock-hash label", hint="was it baked by envkit?")
+    envkit = ImageLabels.from_json(labels)
+    if envkit is None or envkit.lock_hash is None:
+        raise RecordError(f"{image or 'the image'} has no {label_key('lock-hash')} label", hint="was it baked by envkit?")
+
+    def fact(value: str | None) -> str | None:
+        # The record, like the lock, spells a recorded "no CUDA/BLAS" as `none`.
+        return value or ("none" if envkit.recorded else None)
+
     return EnvironmentRecord(
         source=source,
-        lock_hash=labels["dev.envkit.lock-hash"],
-        platform=_label(labels, "platform"),
-        platform_lock_hash=_label(labels, "platform-lock-hash"),
-        cuda=_label(labels, "cuda"),
-        cuda_version=_label(labels, "cuda-version"),
-        blas=_label(labels, "blas"),
+        lock_hash=envkit.lock_hash,
+        platform=envkit.platform,
+        platform_lock_hash=envkit.platform_lock_hash,
+        cuda=fact(envkit.cuda),
+        cuda_version=fact(envkit.cuda_version),
+        blas=fact(envkit.blas),
         image_digest=image_digest,
         image=image,
     )

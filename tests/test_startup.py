@@ -45,6 +45,8 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
     assert ours == {
         "conda_envkit",
         "conda_envkit.cli",
+        "conda_envkit.commands",
+        "conda_envkit.commands.lock",
         "conda_envkit.errors",
         "conda_envkit.files",
         "conda_envkit.inputs",

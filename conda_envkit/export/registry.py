@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
+from conda_envkit.labels import label_key
 from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document, sha256_digest
 from conda_envkit.oci.image import oci_platform
 from conda_envkit.oci.reference import parse_image_ref
@@ -46,7 +47,7 @@ def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[s
     created = "1970-01-01T00:00:00Z"
     attached = []
     lock = Attachment(
-        lockfile.read_bytes(), LOCK_MEDIA_TYPE, LOCK_ARTIFACT_TYPE, "conda-lock.yml", {"dev.envkit.lock-hash": record["lock_hash"]}
+        lockfile.read_bytes(), LOCK_MEDIA_TYPE, LOCK_ARTIFACT_TYPE, "conda-lock.yml", {label_key("lock-hash"): record["lock_hash"]}
     )
     attached.append(Attached(top.digest, attach(client, ref.repository, top, lock, created), lock.title))
     for platform, details in sorted(record["platforms"].items()):

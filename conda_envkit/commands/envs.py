@@ -1,0 +1,115 @@
+"""`envkit install`, `verify` and `doctor`: a lock against a prefix, an image or this host."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from conda_envkit.commands import EXIT_STALE, Output
+from conda_envkit.commands.images import host_platform, load_image
+from conda_envkit.labels import ImageLabels, label_key
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """`envkit install`'s flags, as given."""
+
+    lockfile: Path
+    platform: str | None
+    prefix: Path
+    cache_dir: Path | None
+    mirrors: tuple[str, ...]
+    config: Path | None
+
+
+def install_output(request: InstallRequest, quiet: bool) -> Output:
+    """Create a conda environment from the lock (hashes verified)."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.install import install_environment
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.progress import progress_for
+
+    lf = read_lockfile(request.lockfile)
+    settings = load_settings(request.config, None, list(request.mirrors))
+    platform = request.platform or host_platform()
+    report = install_environment(request.lockfile, lf, platform, request.prefix, request.cache_dir, settings, progress_for(quiet))
+    output = Output()
+    output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
+    return output
+
+
+def verify_output(
+    lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
+) -> Output:
+    """Whether a prefix or image holds exactly the locked packages, with unmodified files (status 1 if not)."""
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
+
+    if (prefix is None) == (image is None):
+        raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
+    lf = read_lockfile(lockfile)
+    tree: PrefixTree | ImageTree
+    if prefix is not None:
+        tree = PrefixTree(prefix)
+        chosen = platform or host_platform()
+        target = str(prefix)
+    else:
+        assert image is not None
+        loaded, store_root, labels = load_image(image, platform, insecure, cache_dir)
+        envkit = ImageLabels.from_json(labels)
+        chosen = platform or (envkit and envkit.platform) or "linux-64"
+        in_image = envkit.prefix if envkit else None
+        if not in_image:
+            raise VerifyError(f"{image} has no {label_key('prefix')} label", hint="was it baked by envkit?")
+        tree = ImageTree(loaded, store_root, in_image)
+        target = f"{image} ({in_image})"
+    findings = verify_tree(lf, chosen, tree)
+    output = Output(status=EXIT_STALE if findings else 0)
+    if as_json:
+        report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        output.out(json.dumps(report, indent=2))
+    elif findings:
+        for f in findings:
+            output.err(f"{f.kind:<16} {f.package}: {f.detail}")
+        output.err(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})")
+    else:
+        output.out(f"{target}: matches {lockfile} ({chosen})")
+    return output
+
+
+def doctor_output(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> Output:
+    """Whether the lock or image will run on this host (CUDA driver, glibc, CPU); status 1 if not."""
+    from conda_envkit.doctor import diagnose, host_facts
+    from conda_envkit.lockfile import read_lockfile
+
+    host = host_facts()
+    if image is not None:
+        from conda_envkit.verify import ImageTree, VerifyError
+
+        loaded, store_root, labels = load_image(image, platform, insecure)
+        envkit = ImageLabels.from_json(labels)
+        text = ImageTree(loaded, store_root, (envkit and envkit.prefix) or "/opt/conda").lock_text()
+        if text is None:
+            raise VerifyError(f"{image} holds no envkit lock", hint="was it baked by envkit?")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "conda-lock.yml").write_text(text, encoding="utf-8")
+            lf = read_lockfile(Path(tmp) / "conda-lock.yml")
+        chosen = platform or (envkit and envkit.platform) or "linux-64"
+    else:
+        lf = read_lockfile(lockfile)
+        chosen = platform or (host.platform if host.platform in lf.metadata.platforms else sorted(lf.metadata.platforms)[0])
+    result = diagnose(lf, chosen, host)
+    output = Output(status=0 if result.runs else EXIT_STALE)
+    if as_json:
+        requirements = [r.__dict__ for r in result.requirements]
+        output.out(json.dumps({"host": host.__dict__, "platform": chosen, "runs": result.runs, "requirements": requirements}, indent=2))
+    else:
+        gpu = f", GPUs: {', '.join(host.gpus)}" if host.gpus else ""
+        driver = f"CUDA driver {host.cuda_driver or 'none'} ({host.cuda_source}){gpu}"
+        output.out(f"host: {host.platform} ({host.machine}), glibc {host.glibc or 'not found'}, {driver}")
+        for r in result.requirements:
+            output.out(f"  {'ok ' if r.ok else 'NO '} {r.what:<9} needs {r.needed:<12} have {r.have:<12} {r.why}")
+        output.out(f"verdict: {image or lockfile} ({chosen}) {'will run here' if result.runs else 'will NOT run here as locked'}")
+    return output

@@ -1,0 +1,252 @@
+"""`envkit bake`, `dockerfile` and `inspect`: image flags -> BakeOptions and bases -> images -> records."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conda_envkit.commands import BadFlag, Output
+from conda_envkit.labels import label_key
+
+if TYPE_CHECKING:
+    from conda_envkit.bake import BakeOptions
+    from conda_envkit.lockmodel import LockFile
+    from conda_envkit.oci.image import BaseImage
+    from conda_envkit.recipes import Recipe
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageFlags:
+    """The flags `bake` and `dockerfile` share: what goes into the image besides the environment."""
+
+    base: str | None = None
+    recipe: str | None = None
+    recipe_dir: Path | None = None
+    reproducible: bool = False
+    name: str = "env"
+    prefix: str | None = None
+    env: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    entrypoint: str | None = None
+    cmd: str | None = None
+    workdir: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class BakeRequest:
+    """`envkit bake`'s flags, as given."""
+
+    lockfile: Path
+    platforms: tuple[str, ...]
+    image: ImageFlags
+    oci_dir: Path | None
+    docker_archive: Path | None
+    push_repo: str | None
+    tags: tuple[str, ...]
+    insecure: bool
+    compression: str
+    large_package_mb: int
+    record_path: Path
+    cache_dir: Path | None
+    mirrors: tuple[str, ...]
+    config: Path | None
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    """A finished bake: the record written to `record_path` and the references that name the image."""
+
+    record: dict[str, Any]
+    references: list[str]
+    record_path: Path
+
+
+def host_platform() -> str:
+    """This machine's conda platform."""
+    from rattler import Platform
+
+    return str(Platform.current())
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise BadFlag(f"expected KEY=VALUE, got {value!r}", option)
+        out[key] = val
+    return out
+
+
+def _command_line(value: str | None, option: str) -> tuple[str, ...] | None:
+    """A JSON array (exec form) or a plain string split like a shell would."""
+    if value is None:
+        return None
+    if value.startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError as exc:
+            raise BadFlag(f"invalid JSON array: {exc}", option) from None
+        return tuple(str(i) for i in items)
+    return tuple(shlex.split(value))
+
+
+def image_options(lf: LockFile, platforms: list[str], flags: ImageFlags) -> tuple[BakeOptions, dict[str, str], Recipe | None]:
+    """BakeOptions from the command line (over a recipe), the base reference per platform, and the recipe (or None)."""
+    from conda_envkit.bake import BakeOptions, source_date_epoch, with_recipe
+    from conda_envkit.recipes import RecipeError, load_recipe
+
+    options = BakeOptions(
+        name=flags.name,
+        prefix=flags.prefix,
+        env=_pairs(flags.env, "--env"),
+        entrypoint=_command_line(flags.entrypoint, "--entrypoint"),
+        cmd=_command_line(flags.cmd, "--cmd"),
+        workdir=flags.workdir,
+        user=flags.user,
+        labels=_pairs(flags.labels, "--label"),
+        epoch=source_date_epoch(),
+    )
+    if flags.recipe is None:
+        if flags.reproducible:
+            raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
+        return options, dict.fromkeys(platforms, flags.base or "scratch"), None
+    from conda_envkit.lockmodel import cuda_driver_assumption
+
+    recipe = load_recipe(flags.recipe, flags.recipe_dir)
+    bases = {p: flags.base or recipe.base_for(cuda_driver_assumption(lf, p)) for p in platforms}
+    return with_recipe(options, recipe, flags.reproducible), bases, recipe
+
+
+def is_registry_ref(reference: str) -> bool:
+    """Whether an image reference names a registry (not scratch, an OCI layout or a docker-archive)."""
+    return reference != "scratch" and not reference.startswith(("oci:", "docker-archive:"))
+
+
+def insecure_for(references: list[str], insecure: bool) -> tuple[str, ...]:
+    """The registries of `references` that may be spoken to over plain HTTP (`--insecure`: loopback only)."""
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.publish import insecure_hosts
+
+    return insecure_hosts([parse_image_ref(r).registry for r in references if is_registry_ref(r)], insecure)
+
+
+def bake_platforms(lf: LockFile, platforms: tuple[str, ...]) -> list[str]:
+    """The platforms to bake: as given, else linux-64, else the lock's first linux platform."""
+    linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
+    return list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
+
+
+def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
+    """Bake the lock into an image, write/push it, and write the bake record."""
+    from conda_envkit.bake import LayerPolicy, bake_image
+    from conda_envkit.cache import blobs_dir, cache_root
+    from conda_envkit.channels import load_settings
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.oci.base import load_base
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.layer import Compression
+    from conda_envkit.progress import progress_for
+    from conda_envkit.publish import BakeTargets, publish_image
+    from conda_envkit.record import bake_record, write_record
+
+    lf = read_lockfile(request.lockfile)
+    chosen = bake_platforms(lf, request.platforms)
+    options, base_refs, _recipe = image_options(lf, chosen, request.image)
+    policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
+    options = replace(options, compression=Compression(request.compression), policy=policy)
+    cache = cache_root(request.cache_dir)
+    store = BlobStore(blobs_dir(cache))
+    insecure_list = insecure_for([*([request.push_repo] if request.push_repo else []), *set(base_refs.values())], request.insecure)
+    bases: dict[str, BaseImage] = {}
+    for platform in chosen:
+        say(f"base {base_refs[platform]} for {platform} ...")
+        bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
+    progress = progress_for(quiet)
+    settings = load_settings(request.config, None, list(request.mirrors))
+    baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress)
+    targets = BakeTargets(
+        oci_layout=request.oci_dir, docker_archive=request.docker_archive, push=request.push_repo, tags=request.tags, insecure=insecure_list
+    )
+    result = publish_image(baked, store, targets, progress)
+    record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
+    write_record(request.record_path, record)
+    return BakeResult(record, result.references, request.record_path)
+
+
+def load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[BaseImage, Path, dict[str, str]]:
+    """An image's layers in the blob cache: (BaseImage, blob store root, labels)."""
+    from conda_envkit.cache import blobs_dir, cache_root
+    from conda_envkit.oci.base import load_base
+    from conda_envkit.oci.blobs import BlobStore
+
+    store = BlobStore(blobs_dir(cache_root(cache_dir)))
+    loaded = load_base(image, platform or "linux-64", store, insecure_for([image], insecure))
+    return loaded, store.root, (loaded.config.get("config") or {}).get("Labels") or {}
+
+
+def inspect_output(image: str, platform: str | None, insecure: bool) -> Output:
+    """`envkit inspect`: an image's envkit record and the artifacts attached to it, as JSON."""
+    from conda_envkit.export.registry import inspect_image
+
+    output = Output()
+    output.out(json.dumps(inspect_image(image, platform, insecure_for([image], insecure)), indent=2, sort_keys=True))
+    return output
+
+
+@dataclass(frozen=True)
+class DockerfileRequest:
+    """`envkit dockerfile`'s flags, as given."""
+
+    lockfile: Path
+    output: Path
+    platform: str
+    image: ImageFlags
+    backend: str | None
+    tag: str | None
+    insecure: bool
+    cache_dir: Path | None
+    pin_base_digest: bool
+
+
+def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
+    """Write a Docker build context from a recipe (and build it with `backend` if given); `say` gets stdout lines."""
+    from conda_envkit.cache import cache_root
+    from conda_envkit.dockerfile import build_with, write_build_context
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.oci.image import oci_platform
+    from conda_envkit.oci.reference import parse_image_ref
+    from conda_envkit.oci.registry import RegistryClient
+    from conda_envkit.oci.transfer import resolve_digest
+    from conda_envkit.progress import progress_for
+
+    platform = request.platform
+    lf = read_lockfile(request.lockfile)
+    options, bases, the_recipe = image_options(lf, [platform], request.image)
+    assert the_recipe is not None  # --recipe is required
+    base_ref = bases[platform]
+    digest = None
+    in_registry = is_registry_ref(base_ref)
+    if in_registry and request.pin_base_digest:
+        ref = parse_image_ref(base_ref)
+        hosts = insecure_for([base_ref], request.insecure)
+        client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
+        digest = resolve_digest(client, ref, oci_platform(platform))
+    context = write_build_context(
+        request.lockfile, lf, platform, the_recipe, options, base_ref, digest, request.output, cache_root(request.cache_dir), None,
+        progress_for(quiet),
+    )  # fmt: skip
+    pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
+    say(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
+    if request.backend:
+        image_tag = request.tag or f"envkit/{request.image.name}:{context.labels[label_key('lock-hash')][7:19]}-{platform}"
+        extra = ["--tls-verify=false"] if request.insecure and request.backend in ("buildah", "podman") else []
+        build_with(request.backend, context.directory, image_tag, extra)
+        say(f"built {image_tag} with {request.backend}")

@@ -1,0 +1,268 @@
+"""`envkit lock`, `lock --check`, `hash` and `render`: flags -> LockOptions -> locks -> lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conda_envkit.commands import EXIT_STALE, BadFlag, Output
+from conda_envkit.errors import EnvkitError
+
+if TYPE_CHECKING:
+    from conda_envkit.freshness import PlatformFreshness
+    from conda_envkit.locking import LockOptions, LockOutcome
+    from conda_envkit.platforms import Blas
+    from conda_envkit.solve import SolvedPlatform
+    from conda_envkit.spec import EnvSpec
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """`envkit lock`'s flags, as given."""
+
+    files: tuple[Path, ...]
+    platforms: tuple[str, ...]
+    lockfile: Path
+    cuda: str | None
+    no_cuda: bool
+    blas: tuple[str, ...]
+    virtual_package_spec: Path | None
+    channel_alias: str | None
+    mirrors: tuple[str, ...]
+    config: Path | None
+    check: bool
+    update: tuple[str, ...]
+
+
+def parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
+    """`--blas [PLATFORM=]BLAS` values as (platform or "*", Blas)."""
+    from conda_envkit.platforms import Blas, check_platform
+
+    table = []
+    for value in values:
+        platform, sep, name = value.rpartition("=")
+        platform = platform if sep else "*"
+        if platform != "*":
+            check_platform(platform, f"--blas {value}")
+        try:
+            table.append((platform, Blas(name)))
+        except ValueError:
+            raise BadFlag(
+                f"unknown BLAS {name!r}; use one of {', '.join(b.value for b in Blas)} (optionally PLATFORM=BLAS)", "--blas"
+            ) from None
+    return tuple(table)
+
+
+def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]:
+    """The spec and options `lock` (or `lock --check`) runs with, and warnings about flags that change nothing."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.locking import LockOptions
+    from conda_envkit.platforms import PlatformError, parse_cuda_driver, read_virtual_package_spec
+    from conda_envkit.spec import read_env_spec
+
+    if request.cuda and request.no_cuda:
+        raise BadFlag("--cuda and --no-cuda exclude each other")
+    if request.check and request.update:
+        raise BadFlag("--check and --update exclude each other")
+    try:
+        driver = parse_cuda_driver(request.cuda, "--cuda") if request.cuda is not None else None
+    except PlatformError as exc:
+        raise BadFlag(f"{exc.message} ({exc.hint})", "--cuda") from None
+    paths = list(request.files) or [Path("environment.yml")]
+    spec = read_env_spec(paths, list(request.platforms))
+    if request.check and not request.platforms and not spec.platforms_given:
+        # Locked with -p: the lock says which platforms it holds.
+        locked = _locked_platforms(request.lockfile)
+        if locked:
+            spec = read_env_spec(paths, locked)
+    options = LockOptions(
+        lock_path=request.lockfile,
+        cuda=driver,
+        no_cuda=request.no_cuda or (request.cuda is not None and driver is None),
+        blas=parse_blas(request.blas),
+        virtual_packages=read_virtual_package_spec(request.virtual_package_spec) if request.virtual_package_spec else {},
+        settings=load_settings(request.config, request.channel_alias, list(request.mirrors)),
+        update=tuple(n for item in request.update for n in item.replace(",", " ").split()),
+    )
+    return spec, options, _flag_warnings(spec.platforms, driver, options.blas)
+
+
+def _locked_platforms(lockfile: Path) -> list[str]:
+    from conda_envkit.lockfile import read_lockfile
+
+    try:
+        return list(read_lockfile(lockfile).metadata.platforms)
+    except EnvkitError:
+        return []  # --check reports the unreadable lock itself
+
+
+def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tuple[str, Blas], ...]) -> list[str]:
+    """Flags that change nothing for the platforms being locked."""
+    from conda_envkit.platforms import CUDA_PLATFORMS
+
+    out = []
+    if cuda is not None and not any(p in CUDA_PLATFORMS for p in platforms):
+        out.append(f"--cuda {cuda} has no effect: none of {', '.join(platforms)} has CUDA (only {', '.join(sorted(CUDA_PLATFORMS))})")
+    for platform, _ in blas:
+        if platform != "*" and platform not in platforms:
+            out.append(f"--blas {platform}=...: {platform} is not locked ({', '.join(platforms)}), so it has no effect")
+    return out
+
+
+def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> list[LockOutcome]:
+    """Solve and write the locks; `warn(text)` gets a CUDA assumption no build honours."""
+    from conda_envkit.channels import make_gateway
+    from conda_envkit.locking import lock_environment
+    from conda_envkit.progress import progress_for
+
+    reporter = progress_for(quiet)
+
+    def progress(solved: SolvedPlatform) -> None:
+        reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
+        if solved.target.cuda and not solved.cuda_packages:
+            warn(
+                f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
+                "(none runs on that driver, or the spec pins CPU builds); the lock is CPU-only there"
+            )
+
+    reporter.start("solve", unit="platforms")
+    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
+    return outcomes
+
+
+def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
+    """What `envkit lock` prints about the locks it wrote."""
+    output = Output()
+    if as_json:
+        output.out(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
+        return output
+    for o in outcomes:
+        state = "wrote" if o.written else "unchanged"
+        output.out(f"{state} {o.path}  lock hash {o.lock_hash}")
+        for s in o.solved:
+            p = s.target.platform
+            blas = s.chosen_blas.value if s.chosen_blas else "none"
+            pip = o.pip_packages.get(p, 0)
+            pip_text = f" + {pip} pip" if pip else ""
+            output.out(f"  {p:<14} {len(s.records):>4} packages{pip_text}  {_cuda_summary(s)}  blas {blas}  {o.platform_hashes[p].short}")
+    return output
+
+
+def _cuda_summary(solved: SolvedPlatform) -> str:
+    """`cpu`, or the driver assumed and the cuda-version chosen (and whether it relies on minor-version compatibility)."""
+    driver = solved.target.cuda
+    if not driver:
+        return "cpu"
+    chosen = solved.chosen_cuda_version
+    compat = ""
+    if chosen and _version_key(chosen) > _version_key(driver):
+        compat = ", newer than the driver: runs by CUDA minor-version compatibility"
+    return f"cuda driver {driver} (cuda-version {chosen or 'none'}{compat})"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
+
+
+def _outcome_json(o: LockOutcome) -> dict[str, Any]:
+    return {
+        "lockfile": str(o.path),
+        "variant": o.variant,
+        "written": o.written,
+        "lock_hash": str(o.lock_hash),
+        "platforms": {
+            s.target.platform: {
+                "lock_hash": str(o.platform_hashes[s.target.platform]),
+                "packages": len(s.records),
+                "pip_packages": o.pip_packages.get(s.target.platform, 0),
+                "cuda": s.target.cuda,
+                "cuda_driver": s.target.cuda,
+                "cuda_version": s.chosen_cuda_version,
+                "cuda_minor_version_compat": bool(
+                    s.target.cuda and s.chosen_cuda_version and _version_key(s.chosen_cuda_version) > _version_key(s.target.cuda)
+                ),
+                "blas": s.chosen_blas.value if s.chosen_blas else None,
+                "seconds": round(s.seconds, 3),
+            }
+            for s in o.solved
+        },
+    }
+
+
+def check_output(spec: EnvSpec, options: LockOptions, as_json: bool) -> Output:
+    """`envkit lock --check`: fresh or stale per lock and platform (status 1 if any is stale)."""
+    from conda_envkit.freshness import check_locks
+
+    results: list[PlatformFreshness] = check_locks(spec, options)
+    output = Output()
+    stale = [r for r in results if not r.fresh]
+    if as_json:
+        rows = [
+            {
+                "lockfile": r.path,
+                "variant": r.variant,
+                "platform": r.platform,
+                "fresh": r.fresh,
+                "reasons": list(r.reasons),
+                "assumptions": list(r.notes),
+            }
+            for r in results
+        ]
+        output.out(json.dumps(rows, indent=2))
+    else:
+        for r in results:
+            if r.fresh:
+                changed = r.hash_matched is False
+                output.out(f"fresh  {r.path} {r.platform}" + (" (inputs changed, lock still satisfies them)" if changed else ""))
+            else:
+                output.err(f"STALE  {r.path} {r.platform}:")
+                for reason in r.reasons:
+                    output.err(f"         {reason}")
+            for note in r.notes:
+                output.err(f"         note: {note}")
+        if stale:
+            output.err("hint: run `envkit lock` to update the lock (flags default to what the lock records)")
+    output.status = EXIT_STALE if stale else 0
+    return output
+
+
+def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> Output:
+    """`envkit hash`: the lock hash, whole and per platform."""
+    from conda_envkit.lockfile import lock_hash, platform_lock_hash, read_lockfile
+
+    lf = read_lockfile(lockfile)
+    output = Output()
+    if platform is not None:
+        value = platform_lock_hash(lf, platform)
+        output.out(value.short if short else str(value))
+        return output
+    whole = lock_hash(lf)
+    per = {p: platform_lock_hash(lf, p) for p in sorted(lf.metadata.platforms)}
+    if as_json:
+        output.out(
+            json.dumps({"lockfile": str(lockfile), "lock_hash": str(whole), "platforms": {p: str(h) for p, h in per.items()}}, indent=2)
+        )
+        return output
+    output.out(whole.short if short else f"{whole}  {lockfile}")
+    if not short:
+        for p, h in per.items():
+            output.out(f"{h}  {p}")
+    return output
+
+
+def render_output(lockfile: Path, platform: str, kind: str, output_path: Path | None, name: str | None, hash_kind: str) -> Output:
+    """`envkit render`: one platform as an @EXPLICIT file or a pinned environment.yml."""
+    from conda_envkit.lockfile import read_lockfile, render_environment_yaml, render_explicit, write_if_changed
+
+    lf = read_lockfile(lockfile)
+    text = render_explicit(lf, platform, hash_kind) if kind == "explicit" else render_environment_yaml(lf, platform, name)
+    output = Output()
+    if output_path is None:
+        output.out(text, nl=False)
+    else:
+        write_if_changed(output_path, text)
+        output.err(f"wrote {output_path}")
+    return output

@@ -1,0 +1,140 @@
+"""`envkit export`, `diff` and `recipes`: records and locks -> trackers, CI, registries, reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conda_envkit.commands import EXIT_STALE, Output
+from conda_envkit.commands.images import insecure_for
+
+if TYPE_CHECKING:
+    from conda_envkit.record import EnvironmentRecord
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """`envkit export`'s flags, as given."""
+
+    record_path: Path | None
+    lockfile: Path | None
+    image: str | None
+    platform: str | None
+    destinations: tuple[str, ...]
+    output: Path | None
+    run_id: str | None
+    experiment: str | None
+    model: str | None
+    model_version: str | None
+    tracking_uri: str | None
+    wandb_project: str | None
+    wandb_mode: str | None
+    wandb_dir: Path | None
+    insecure: bool
+
+
+def export_record(request: ExportRequest) -> EnvironmentRecord:
+    """The record to export: from a bake record, an image (OCI layout or registry) or a lock."""
+    from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_layout, record_from_lock
+
+    if not (request.record_path or request.lockfile or request.image):
+        raise RecordError("nothing to export", hint="pass --record bake.json, --lockfile conda-lock.yml or --image REF")
+    if request.record_path and request.image:
+        raise RecordError("--record and --image exclude each other", hint="pass one source")
+    if request.record_path:
+        return record_from_bake(request.record_path, request.platform)
+    if request.image and request.image.startswith("oci:"):
+        from conda_envkit.oci.base import split_ref
+
+        layout, name = split_ref(request.image[4:])
+        return record_from_layout(Path(layout), name, request.platform)
+    if request.image:
+        from conda_envkit.export.registry import inspect_image
+
+        inspected = inspect_image(request.image, request.platform, insecure_for([request.image], request.insecure))
+        return EnvironmentRecord(**{k: v for k, v in inspected["record"].items() if k != "schema"})
+    assert request.lockfile is not None
+    return record_from_lock(request.lockfile, request.platform)
+
+
+def run_export(request: ExportRequest, output: Output) -> Output:
+    """Send the record to each destination, in order; what each did goes to stderr, json/env text to stdout."""
+    from conda_envkit.record import RecordError
+
+    record = export_record(request)
+    lock_artifact = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
+    if "registry" in request.destinations and not request.record_path:
+        raise RecordError("--to registry needs the bake record", hint="pass --record bake.json (and --lockfile if it moved)")
+    for destination in request.destinations:
+        if destination in ("json", "env"):
+            from conda_envkit.export.dotenv import render_env
+            from conda_envkit.export.json_record import render_json
+            from conda_envkit.lockfile import write_if_changed
+
+            text = render_json(record) if destination == "json" else render_env(record)
+            if request.output:
+                write_if_changed(request.output, text)
+                output.err(f"wrote {request.output}")
+            else:
+                output.out(text, nl=False)
+        elif destination == "github":
+            from conda_envkit.export.github import write_github_output
+
+            output.err(f"appended {len(record.flat())} outputs to {write_github_output(record)}")
+        elif destination == "mlflow":
+            from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
+
+            target = MlflowTarget(request.run_id, request.experiment, request.model, request.model_version, request.tracking_uri)
+            result = export_to_mlflow(record, lock_artifact, target)
+            model_text = f" and model {result.model_version}" if result.model_version else ""
+            output.err(f"mlflow: tagged run {result.run_id}{model_text}")
+        elif destination == "wandb":
+            from conda_envkit.export.wandb_run import WandbTarget, export_to_wandb
+
+            wandb_target = WandbTarget(request.wandb_project, request.run_id, request.wandb_mode, request.wandb_dir)
+            output.err(f"wandb: logged to run {export_to_wandb(record, lock_artifact, wandb_target)}")
+        elif destination == "registry":
+            from conda_envkit.export.registry import attach_to_registry
+
+            assert request.record_path is not None
+            data = json.loads(request.record_path.read_text(encoding="utf-8"))
+            repo = (data.get("outputs") or {}).get("registry", "")
+            hosts = insecure_for([repo], request.insecure) if repo else ()
+            lock_path = request.lockfile or Path(data.get("lockfile") or "conda-lock.yml")
+            for item in attach_to_registry(data, lock_path, hosts):
+                output.err(f"attached {item.title} to {item.subject}: {item.artifact.digest}")
+    return output
+
+
+def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:
+    """`envkit diff`: what changed between two locks (status 1 with `exit_code` when they differ)."""
+    from conda_envkit.lockdiff import diff_locks, read_lock_at, render_json, render_markdown, render_text
+
+    old_lock, old_label = read_lock_at(old)
+    new_lock, new_label = read_lock_at(new)
+    changes = [c for c in diff_locks(old_lock, new_lock) if not platforms or c.platform in platforms]
+    render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
+    output = Output(status=EXIT_STALE if exit_code and changes else 0)
+    output.out(render(changes, old_label, new_label), nl=False)
+    return output
+
+
+def recipes_output(recipe_dir: Path | None, as_json: bool) -> Output:
+    """`envkit recipes`: the image recipes, built-in and from `recipe_dir`."""
+    from conda_envkit.recipes import list_recipes
+
+    found = list_recipes(recipe_dir)
+    output = Output()
+    if as_json:
+        rows = [
+            {"name": r.name, "description": r.description, "directory": str(r.directory), "cpu_base": r.base_cpu, "cuda_bases": r.base_cuda}
+            for r in found
+        ]
+        output.out(json.dumps(rows, indent=2))
+        return output
+    for r in found:
+        cuda = f"; CUDA bases {', '.join(sorted(r.base_cuda))}" if r.base_cuda else ""
+        output.out(f"{r.name:<16} {r.description} (base {r.base_cpu}{cuda})")
+    return output
