@@ -152,3 +152,11 @@ def test_export_to_a_hostile_mlflow_server(tmp_path: Path, hostile: str, toy_loc
     assert result.returncode == 2, result.output  # MLflow's own defaults retry for minutes
     error = _error_line(result.stderr)
     assert f"MLflow at {uri}" in error, error
+
+
+def test_timeout_option_sets_the_deadline(tmp_path: Path, hostile: str) -> None:
+    result = run_envkit("--timeout", "1.5", "inspect", f"{hostile}/trickle/img:tag", "--insecure", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "no complete answer within 1.5 s" in _error_line(result.stderr)
+    bad = run_envkit("--timeout", "0", "inspect", f"{hostile}/trickle/img:tag", cwd=tmp_path)
+    assert bad.returncode == 2 and "--timeout" in bad.stderr
