@@ -84,7 +84,12 @@ def full_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def _no_temp_files(directory: Path) -> None:
-    leftovers = [p.name for p in directory.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part", ".bak"))]
+    # `.cache.lock` is the package cache's own lock file, beside the cache (not a leftover).
+    leftovers = [
+        p.name
+        for p in directory.rglob("*")
+        if (p.name.startswith(".") or p.name.endswith((".tmp", ".part", ".bak"))) and p.name != ".cache.lock"
+    ]
     assert leftovers == []
 
 
@@ -102,6 +107,8 @@ def _error_line(stderr: str) -> str:
         (("install", "-p", "linux-64", "--prefix", "{dir}/env"), "env: cannot write directory"),
         (("dockerfile", "--recipe", "scratch", "-o", "{dir}/ctx"), "ctx: cannot write directory"),
         (("export", "--lockfile", "conda-lock.yml", "--to", "json", "-o", "{dir}/record.json"), "record.json: cannot write file"),
+        (("bake", "--oci", "{dir}/img"), "img: cannot write directory"),
+        (("bake", "--docker-archive", "{dir}/img.tar"), "img.tar: cannot write docker archive"),
     ],
 )
 def test_read_only_destination(
@@ -193,14 +200,17 @@ def test_outputs_follow_the_umask(tmp_path: Path, toy_channel: Path, umask: int,
         ["render", "-p", "linux-64", "-o", "explicit.txt"],
         ["install", "-p", "linux-64", "--prefix", "env", "--cache-dir", "cache", "-q"],
         ["dockerfile", "--recipe", "scratch", "-o", "ctx", "--cache-dir", "cache", "-q"],
+        ["bake", "--oci", "img", "--docker-archive", "img.tar", "--cache-dir", "cache", "-q"],
     ]
     for args in steps:
         proc = _run_with_umask(umask, args, tmp_path)
         assert proc.returncode == 0, proc.stderr
-    for name in ("conda-lock.yml", "explicit.txt", "ctx/Dockerfile"):
+    for name in ("conda-lock.yml", "explicit.txt", "ctx/Dockerfile", "img.tar", "img/index.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
-    for name in ("env", "ctx"):
+    for name in ("env", "ctx", "img"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == dir_mode, name
+    blobs = list((tmp_path / "img" / "blobs" / "sha256").iterdir())
+    assert blobs and {stat.S_IMODE(b.stat().st_mode) for b in blobs} == {file_mode}
 
 
 def test_relock_keeps_the_umask_mode(tmp_path: Path, toy_channel: Path) -> None:
