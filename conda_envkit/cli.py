@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -213,8 +214,9 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 
 
 def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
-    from conda_envkit.channels import make_gateway
+    from conda_envkit.channels import discard_failed_repodata, make_gateway, repodata_cache_dir
     from conda_envkit.locking import lock_environment
+    from conda_envkit.solve import ChannelReadError
 
     def progress(solved: Any) -> None:
         if not quiet:
@@ -228,7 +230,12 @@ def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
 
     if not quiet:
         click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
-    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    started = time.time_ns()
+    try:
+        outcomes = lock_environment(spec, options, make_gateway(options.settings, repodata_cache_dir()), progress)
+    except ChannelReadError as exc:
+        discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
+        raise
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return

@@ -160,3 +160,15 @@ def test_timeout_option_sets_the_deadline(tmp_path: Path, hostile: str) -> None:
     assert "no complete answer within 1.5 s" in _error_line(result.stderr)
     bad = run_envkit("--timeout", "0", "inspect", f"{hostile}/trickle/img:tag", cwd=tmp_path)
     assert bad.returncode == 2 and "--timeout" in bad.stderr
+
+
+def test_failed_repodata_download_leaves_no_junk_in_the_cache(tmp_path: Path, hostile: str) -> None:
+    # 64 MiB of unfinished JSON per subdir: py-rattler caches what it received.
+    channel = f"http://{hostile}/huge-repodata"
+    write_env(tmp_path, f"channels: [{channel}]\ndependencies:\n  - python\n")
+    env = {"ENVKIT_NETWORK_TIMEOUT": "60", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    result = run_envkit("lock", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    assert "failed to parse repodata.json" in _error_line(result.stderr)
+    cached = [p for p in (tmp_path / "xdg").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    assert cached == []
