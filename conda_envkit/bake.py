@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
-from conda_envkit.install import LOCK_COPY, default_cache_dir, install_packages
+from conda_envkit.files import write_error
+from conda_envkit.install import CACHE_ENV_VAR, LOCK_COPY, default_cache_dir, install_packages
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
@@ -280,8 +281,11 @@ def bake_platform(
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     # Staged next to the package cache, so that linking can hard-link from it.
-    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    try:
+        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
     labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"

@@ -127,13 +127,21 @@ def test_read_only_destination(
     _no_temp_files(tmp_path)
 
 
-def test_read_only_cache(tmp_path: Path, toy_lock: Path, readonly_dir: Path) -> None:
-    result = run_envkit(
-        "install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(readonly_dir)}
-    )
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("install", "-p", "linux-64", "--prefix", "env"), "cannot write package cache"),
+        (("dockerfile", "--recipe", "scratch", "-o", "env"), "cannot write cache directory"),
+        (("bake", "--oci", "env"), "cannot write cache directory"),
+    ],
+)
+@pytest.mark.parametrize("setting", ["ENVKIT_CACHE_DIR", "HOME"])
+def test_read_only_cache(tmp_path: Path, toy_lock: Path, readonly_dir: Path, command: tuple, expected: str, setting: str) -> None:
+    env = {"ENVKIT_CACHE_DIR": str(readonly_dir)} if setting == "ENVKIT_CACHE_DIR" else {"HOME": str(readonly_dir), "XDG_CACHE_HOME": ""}
+    result = run_envkit(command[0], "--lockfile", toy_lock, *command[1:], cwd=tmp_path, env=env)
     assert result.returncode == 2, result.output
     line = _error_line(result.stderr)
-    assert "cannot write package cache" in line, line
+    assert expected in line and str(readonly_dir) in line, line
     assert "ENVKIT_CACHE_DIR" in result.stderr  # the setting to change
     assert not (tmp_path / "env").exists()
     _no_temp_files(tmp_path)
