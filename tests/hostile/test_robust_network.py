@@ -172,3 +172,13 @@ def test_failed_repodata_download_leaves_no_junk_in_the_cache(tmp_path: Path, ho
     assert "failed to parse repodata.json" in _error_line(result.stderr)
     cached = [p for p in (tmp_path / "xdg").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
     assert cached == []
+
+
+@pytest.mark.parametrize("mode", ["html", "not-object", "huge", "never-answer"])
+def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    args = ("dockerfile", "--lockfile", toy_lock, "--recipe", "scratch", "--base", f"{hostile}/{mode}/base:1", "--insecure", "-o", "ctx")
+    result = run_envkit(*args, cwd=tmp_path, env={**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert hostile in error and mode in error, error
+    assert not (tmp_path / "ctx").exists()
