@@ -102,7 +102,13 @@ def main(timeout: float | None) -> None:
     show_default=True,
     help="Lock file to write; variants go next to it as <stem>.<variant>.yml.",
 )
-@click.option("--cuda", "cuda", metavar="VERSION", help="Assume this CUDA driver version (__cuda) and allow CUDA builds no newer than it.")
+@click.option(
+    "--cuda",
+    "cuda",
+    metavar="VERSION",
+    help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
+    "cap the toolkit with a spec such as `cuda-version <=12.4`.",
+)
 @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
 @click.option(
     "--blas",
@@ -313,7 +319,8 @@ def _print_check(results: list[Any], as_json: bool) -> None:
     else:
         for r in results:
             if r.fresh:
-                click.echo(f"fresh  {r.path} {r.platform}" + ("" if r.hash_matched else " (inputs changed, lock still satisfies them)"))
+                changed = r.hash_matched is False
+                click.echo(f"fresh  {r.path} {r.platform}" + (" (inputs changed, lock still satisfies them)" if changed else ""))
             else:
                 click.echo(f"STALE  {r.path} {r.platform}:", err=True)
                 for reason in r.reasons:
