@@ -182,3 +182,15 @@ def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, t
     error = _error_line(result.stderr)
     assert hostile in error and mode in error, error
     assert not (tmp_path / "ctx").exists()
+
+
+@pytest.mark.parametrize("mode", ["trickle", "never-answer", "garbage", "redirect-loop"])
+def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, toy_channel: Path, mode: str) -> None:
+    index = f"http://{hostile}/{mode}/simple"
+    pip = f"  - pip:\n      - --index-url {index}\n      - requests\n"
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - python=3.11\n{pip}")
+    result = run_envkit("lock", cwd=tmp_path, env={**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert "linux-64" in error and "pip: section" in error, error
+    assert not (tmp_path / "conda-lock.yml").exists()
