@@ -160,9 +160,17 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent))
-        staging.chmod(dir_mode())
     except OSError as exc:
         raise write_error(destination, exc, "directory", setting) from None
+    try:
+        staging.chmod(dir_mode())
+    except BaseException as exc:
+        # Interrupted (SIGINT/SIGTERM) or refused between creating and handing it over:
+        # the caller never saw the directory, so it is removed here.
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(destination, exc, "directory", setting) from None
+        raise
     return staging
 
 
