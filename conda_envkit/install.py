@@ -469,14 +469,15 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    say = progress or (lambda _msg: None)
+    reporter = _or_silent(progress)
     staging: Path | None = None
     try:
         # Inside the try: a signal right after the directory is made still removes it.
         staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
-        with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
+        waiting = f"install {prefix.name}"
+        with directory_lock(prefix.parent, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix.parent}")):
             if prefix.exists():
                 raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
             report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)

@@ -176,7 +176,8 @@ def test_failed_repodata_download_leaves_no_junk_in_the_cache(tmp_path: Path, ho
 
 @pytest.mark.parametrize("mode", ["html", "not-object", "huge", "never-answer"])
 def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
-    args = ("dockerfile", "--lockfile", toy_lock, "--recipe", "scratch", "--base", f"{hostile}/{mode}/base:1", "--insecure", "-o", "ctx")
+    base = ("--base", f"{hostile}/{mode}/base:1", "--pin-base-digest", "--insecure")  # pinning asks the registry
+    args = ("dockerfile", "--lockfile", toy_lock, "--recipe", "scratch", *base, "-o", "ctx")
     result = run_envkit(*args, cwd=tmp_path, env={**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 2, result.output
     error = _error_line(result.stderr)
