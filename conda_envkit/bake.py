@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from conda_envkit import __version__
-from conda_envkit.cache import default_cache_dir, layers_dir, tmp_dir
+from conda_envkit.cache import CACHE_SETTING, default_cache_dir, layers_dir, tmp_dir
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_error
 from conda_envkit.install import LOCK_COPY, install_packages
 from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -284,8 +285,11 @@ def bake_platform(
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     # Staged next to the package cache, so that linking can hard-link from it.
-    tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)
-    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
+    try:
+        tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)
+        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
+    except OSError as exc:
+        raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
     labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"

@@ -9,7 +9,8 @@
       tmp/                           staging (bake, build contexts): same filesystem as pkgs/ and blobs/
 
 Every other module asks this one for a path; none joins paths under the cache itself.
-Repodata is cached by py-rattler in its own default cache (`make_gateway`), not here.
+Repodata is cached by py-rattler in its own default cache, $XDG_CACHE_HOME/rattler/cache
+(`repodata_cache_dir`), shared with other rattler tools, not under envkit's cache.
 """
 
 from __future__ import annotations
@@ -68,3 +69,9 @@ def uv_dir(cache_dir: Path) -> Path:
 def tmp_dir(cache_dir: Path) -> Path:
     """Staging space on the cache's filesystem (so staged trees can hard-link from pkgs/)."""
     return cache_dir / "tmp"
+
+
+def repodata_cache_dir() -> Path:
+    """Where the gateway caches repodata: py-rattler's default, $XDG_CACHE_HOME/rattler/cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rattler" / "cache"

@@ -135,8 +135,18 @@ def image_options(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="envkit")
-def main() -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Deadline for each network operation (repodata, package, manifest, blob, MLflow call). "
+    "[default: $ENVKIT_NETWORK_TIMEOUT, else 300]",
+)
+def main(timeout: float | None) -> None:
     """Lock conda environments for every platform, bake them into images, record them."""
+    if timeout is not None:
+        # The one setting every network client reads (conda_envkit.network), also for child processes.
+        os.environ["ENVKIT_NETWORK_TIMEOUT"] = f"{timeout:g}"
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,9 +114,11 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 
 def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> list[LockOutcome]:
     """Solve and write the locks; `warn(text)` gets a CUDA assumption no build honours."""
-    from conda_envkit.channels import make_gateway
+    from conda_envkit.cache import repodata_cache_dir
+    from conda_envkit.channels import discard_failed_repodata, make_gateway
     from conda_envkit.locking import lock_environment
     from conda_envkit.progress import progress_for
+    from conda_envkit.solve import ChannelReadError
 
     reporter = progress_for(quiet)
 
@@ -128,7 +131,12 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> lis
             )
 
     reporter.start("solve", unit="platforms")
-    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    started = time.time_ns()
+    try:
+        outcomes = lock_environment(spec, options, make_gateway(options.settings, repodata_cache_dir()), progress)
+    except ChannelReadError as exc:
+        discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
+        raise
     reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     return outcomes
 
