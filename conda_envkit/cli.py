@@ -60,10 +60,6 @@ def _emit(output: Output) -> None:
         sys.exit(output.status)
 
 
-def _echo(to_stderr: bool, text: str, nl: bool) -> None:
-    click.echo(text, err=to_stderr, nl=nl)
-
-
 def _say(quiet: bool) -> Callable[[str], None]:
     """Progress notes on stderr, or nothing with -q."""
     return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
@@ -94,15 +90,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON o
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 insecure_option = click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost (never for remote ones).")
 cache_dir_option = click.option(
-    "--cache-dir", type=PATH, help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]"
+    "--cache-dir", type=PATH, help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR, ~/.cache/envkit]"
 )
-mirror_option = click.option(
-    "--mirror",
-    "mirrors",
-    multiple=True,
-    metavar="CHANNEL=URL",
-    help="Fetch CHANNEL from URL instead (repeat); locks keep the original URL.",
-)
+mirror_option = click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch CHANNEL from URL instead (repeat).")
 config_option = click.option("--config", "config", type=PATH, help="Config file with channel_alias and mirrors (or $ENVKIT_CONFIG).")
 # Where packages come from and go: install and bake.
 cache_options = _options(cache_dir_option, mirror_option, config_option)
@@ -154,13 +144,7 @@ def main(timeout: float | None) -> None:
     "-f", "--file", "files", multiple=True, type=PATH,
     help="environment.yml (repeat to merge; later files win per package). [default: environment.yml]",
 )  # fmt: skip
-@click.option(
-    "-p",
-    "--platform",
-    "platforms",
-    multiple=True,
-    help="Platform to lock (repeat). Overrides `platforms:` in the file. [default: linux-64]",
-)
+@click.option("-p", "--platform", "platforms", multiple=True, help="Platform to lock (repeat; overrides `platforms:`). [default: linux-64]")
 @lockfile_option(help="Lock file to write; variants go next to it as <stem>.<variant>.yml.")
 @click.option(
     "--cuda", "cuda", metavar="VERSION",
@@ -169,11 +153,7 @@ def main(timeout: float | None) -> None:
 )  # fmt: skip
 @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
 @click.option(
-    "--blas",
-    "blas",
-    multiple=True,
-    metavar="[PLATFORM=]BLAS",
-    help="Pin libblas to mkl, openblas, accelerate or blis (per platform with PLATFORM=).",
+    "--blas", multiple=True, metavar="[PLATFORM=]BLAS", help="Pin libblas: mkl, openblas, accelerate or blis (per platform: PLATFORM=BLAS)."
 )
 @click.option("--virtual-package-spec", type=PATH, help="conda-lock style virtual-packages.yml overriding the defaults per platform.")
 @click.option("--channel-alias", metavar="URL", help="Where channel names point. [default: https://conda.anaconda.org/]")
@@ -312,7 +292,7 @@ def export_command(**flags: Any) -> None:
     from conda_envkit.commands import Output
     from conda_envkit.commands.records import ExportRequest, run_export
 
-    run_export(ExportRequest(**flags), Output(sink=_echo))
+    run_export(ExportRequest(**flags), Output(sink=lambda to_stderr, text, nl: click.echo(text, err=to_stderr, nl=nl)))
 
 
 @main.command("inspect")
