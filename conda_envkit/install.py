@@ -395,7 +395,8 @@ def install_packages(
     python = next((p.version for p in packages if p.name == "python"), None)
     if wheels and python is None:
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
-    indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
+    indexes = facts.pip_indexes if facts else ()
     progress = _or_silent(progress)
     report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
     progress.start(f"extract {platform}", total=None, unit="packages")

@@ -90,10 +90,9 @@ def render_environment_yaml(lockfile: LockFile, platform: str, name: str | None 
 
 
 def _default_env_name(lockfile: LockFile) -> str:
-    custom = lockfile.metadata.custom_metadata or {}
-    if custom.get("envkit.name"):
-        return custom["envkit.name"]
     meta = lockfile.envkit
+    if meta is not None and meta.name:
+        return meta.name
     if meta is not None and meta.variant != DEFAULT_VARIANT:
         return meta.variant
     return "env"

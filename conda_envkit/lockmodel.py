@@ -164,6 +164,7 @@ class EnvkitMetadata:
     version: str
     variant: str
     platforms: dict[str, PlatformMetadata]
+    name: str | None = None  # the environment's name (`name:` of environment.yml)
 
     def for_platform(self, platform: str) -> PlatformMetadata | None:
         return self.platforms.get(platform)
@@ -227,6 +228,7 @@ def envkit_metadata(custom: dict[str, str] | None) -> EnvkitMetadata | None:
         version=custom.get("envkit.metadata-version", "1"),
         variant=custom.get("envkit.variant", DEFAULT_VARIANT),
         platforms=platforms,
+        name=custom.get("envkit.name") or None,
     )
 
 

@@ -6,7 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conda_envkit.bake import BakedImage, BakeError
+from conda_envkit.bake import BakedImage, BakeError, BakeOptions
+from conda_envkit.labels import label_key
 from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.layout import REF_NAME, write_layout
@@ -14,6 +15,7 @@ from conda_envkit.oci.reference import check_tag, parse_image_ref
 from conda_envkit.oci.registry import PushStats, RegistryClient
 from conda_envkit.oci.transfer import ImageToPush, push_image
 from conda_envkit.progress import SILENT, Progress
+from conda_envkit.record import BakeRecord, PlatformRecord
 
 
 def is_loopback(registry: str) -> bool:
@@ -109,3 +111,57 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
         outputs["registry"] = f"{ref.registry}/{ref.repository}"
         references.insert(0, f"{ref.registry}/{ref.repository}@{baked.top.digest}")
     return PublishResult(references, outputs, stats, tags)
+
+
+def bake_record(
+    baked: BakedImage,
+    lockfile_path: Path,
+    options: BakeOptions,
+    references: list[str],
+    tags: list[str],
+    outputs: dict[str, str],
+    push: PushStats | None,
+) -> BakeRecord:
+    """The record of a bake and where it went (schema `envkit.bake/1`, documented in docs/bake.md)."""
+    platforms = {}
+    for image in baked.platforms:
+        platforms[image.platform] = PlatformRecord(
+            manifest_digest=image.manifest.digest,
+            config_digest=image.config.digest,
+            platform_lock_hash=image.labels[label_key("platform-lock-hash")],
+            cuda=image.labels[label_key("cuda")],
+            cuda_version=image.labels[label_key("cuda-version")],
+            blas=image.labels[label_key("blas")],
+            base={"reference": image.base.reference, "digest": image.base.digest, "layers": len(image.base.layers)},
+            layers=tuple(
+                {
+                    "digest": layer.descriptor.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.descriptor.size,
+                    "media_type": layer.descriptor.media_type,
+                    "packages": list(packages),
+                }
+                for layer, packages in zip(image.layers, image.layer_packages, strict=True)
+            ),
+            labels=image.labels,
+            packages=tuple(image.packages),
+        ).to_json()
+    pushed = None
+    if push is not None:
+        pushed = {
+            "uploaded_blobs": len(push.uploaded),
+            "skipped_blobs": len(push.skipped),
+            "mounted_blobs": len(push.mounted),
+            "bytes_uploaded": push.bytes_uploaded,
+        }
+    return BakeRecord(
+        lockfile=str(lockfile_path),
+        lock_hash=baked.lock_hash,
+        image={"digest": baked.top.digest, "media_type": baked.top.media_type, "size": baked.top.size},
+        prefix=options.in_image_prefix,
+        tags=tuple(tags),
+        references=tuple(references),
+        outputs=outputs,
+        platforms=platforms,
+        push=pushed,
+    )

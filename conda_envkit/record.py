@@ -12,69 +12,101 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.oci.registry import PushStats
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"
 
 
-def bake_record(
-    baked: Any,
-    lockfile_path: Path,
-    options: Any,
-    references: list[str],
-    tags: list[str],
-    outputs: dict[str, str],
-    push: PushStats | None,
-) -> dict[str, Any]:
-    """The record as a JSON-ready dict (schema `envkit.bake/1`, documented in docs/bake.md)."""
-    platforms = {}
-    for image in baked.platforms:
-        platforms[image.platform] = {
-            "manifest_digest": image.manifest.digest,
-            "config_digest": image.config.digest,
-            "platform_lock_hash": image.labels[label_key("platform-lock-hash")],
-            "cuda": image.labels[label_key("cuda")],
-            "cuda_version": image.labels[label_key("cuda-version")],
-            "blas": image.labels[label_key("blas")],
-            "base": {"reference": image.base.reference, "digest": image.base.digest, "layers": len(image.base.layers)},
-            "layers": [
-                {
-                    "digest": layer.descriptor.digest,
-                    "diff_id": layer.diff_id,
-                    "size": layer.descriptor.size,
-                    "media_type": layer.descriptor.media_type,
-                    "packages": list(packages),
-                }
-                for layer, packages in zip(image.layers, image.layer_packages, strict=True)
-            ],
-            "labels": dict(sorted(image.labels.items())),
-            "packages": [dict(p) for p in image.packages],
-        }
-    record: dict[str, Any] = {
-        "schema": BAKE_RECORD_SCHEMA,
-        "envkit_version": __version__,
-        "lockfile": str(lockfile_path),
-        "lock_hash": baked.lock_hash,
-        "image": {"digest": baked.top.digest, "media_type": baked.top.media_type, "size": baked.top.size},
-        "prefix": options.in_image_prefix,
-        "tags": tags,
-        "references": references,
-        "outputs": outputs,
-        "platforms": platforms,
-    }
-    if push is not None:
-        record["push"] = {
-            "uploaded_blobs": len(push.uploaded),
-            "skipped_blobs": len(push.skipped),
-            "mounted_blobs": len(push.mounted),
-            "bytes_uploaded": push.bytes_uploaded,
-        }
-    return record
+@dataclass(frozen=True)
+class PlatformRecord:
+    """One platform's image in a bake record."""
+
+    manifest_digest: str
+    config_digest: str
+    platform_lock_hash: str
+    cuda: str  # as labelled: a driver version, `none`, or `unknown`
+    cuda_version: str
+    blas: str
+    base: dict[str, Any]  # reference, digest, layers (count)
+    layers: tuple[dict[str, Any], ...]  # digest, diff_id, size, media_type, packages
+    labels: dict[str, str]
+    packages: tuple[dict[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"], data["packages"] = [dict(x) for x in self.layers], [dict(p) for p in self.packages]
+        data["labels"] = dict(sorted(self.labels.items()))
+        return data
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class BakeRecord:
+    """What `envkit bake` built, from what, with which digests (schema `envkit.bake/1`, in docs/bake.md)."""
+
+    lockfile: str | None
+    lock_hash: str
+    image: dict[str, Any]  # digest, media_type, size of the manifest or index
+    prefix: str | None
+    tags: tuple[str, ...]
+    references: tuple[str, ...]
+    outputs: dict[str, str]
+    platforms: dict[str, dict[str, Any]]  # PlatformRecord.to_json() per platform, as read
+    push: dict[str, int] | None = None
+    envkit_version: str = __version__
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": BAKE_RECORD_SCHEMA,
+            "envkit_version": self.envkit_version,
+            "lockfile": self.lockfile,
+            "lock_hash": self.lock_hash,
+            "image": self.image,
+            "prefix": self.prefix,
+            "tags": list(self.tags),
+            "references": list(self.references),
+            "outputs": self.outputs,
+            "platforms": self.platforms,
+        }
+        if self.push is not None:
+            data["push"] = self.push
+        return data
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> BakeRecord:
+        """A bake record read from JSON, checked: an error names `where` and what is wrong."""
+        if not isinstance(data, dict) or data.get("schema") != BAKE_RECORD_SCHEMA:
+            schema = data.get("schema") if isinstance(data, dict) else None
+            raise RecordError(f"{where}: not an envkit bake record (schema {schema!r})", hint=f"expected {BAKE_RECORD_SCHEMA}")
+        for key in ("lock_hash", "image", "platforms"):
+            if key not in data:
+                raise RecordError(f"{where}: missing field {key!r}", hint="re-run `envkit bake` to write a complete record")
+        return cls(
+            lockfile=data.get("lockfile"),
+            lock_hash=data["lock_hash"],
+            image=data["image"],
+            prefix=data.get("prefix"),
+            tags=tuple(data.get("tags") or ()),
+            references=tuple(data.get("references") or ()),
+            outputs=data.get("outputs") or {},
+            platforms=data["platforms"],
+            push=data.get("push"),
+            envkit_version=data.get("envkit_version", ""),
+        )
+
+
+def write_record(path: Path, record: BakeRecord) -> None:
     """Write the record atomically (pretty, sorted keys)."""
-    write_if_changed(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_if_changed(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def read_bake_record(path: Path) -> BakeRecord:
+    """The bake record at `path` (bake.json), checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record") from None
+    except ValueError as exc:
+        raise RecordError(f"{path}: invalid JSON ({exc})", hint="re-run `envkit bake` to write it again") from None
+    return BakeRecord.from_json(data, str(path))
 
 
 ENVIRONMENT_SCHEMA = "envkit.environment/1"
@@ -129,9 +161,13 @@ class EnvironmentRecord:
         return {f"envkit.{k}": v for k, v in values.items() if v}
 
 
-def _custom(lockfile: Lockfile, platform: str, key: str) -> str | None:
-    value = (lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.{key}")
-    return value if value not in (None, "") else None
+def _lock_fact(lockfile: Lockfile, platform: str, name: str) -> str | None:
+    """cuda, cuda_version or blas as the record spells it: the value, `none` if the lock recorded none, None if it recorded nothing."""
+    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
+    if facts is None:
+        return None
+    value = {"cuda": facts.cuda_driver, "cuda_version": facts.cuda_version, "blas": facts.blas}[name]
+    return value or "none"
 
 
 def _pick_platform(available: list[str], platform: str | None, where: str) -> str | None:
@@ -161,9 +197,9 @@ def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentReco
         lock_hash=str(lock_hash(lockfile)),
         platform=chosen,
         platform_lock_hash=str(platform_lock_hash(lockfile, chosen)),
-        cuda=_custom(lockfile, chosen, "cuda"),
-        cuda_version=_custom(lockfile, chosen, "cuda-version"),
-        blas=_custom(lockfile, chosen, "blas"),
+        cuda=_lock_fact(lockfile, chosen, "cuda"),
+        cuda_version=_lock_fact(lockfile, chosen, "cuda_version"),
+        blas=_lock_fact(lockfile, chosen, "blas"),
         packages=packages,
         lockfile=str(path),
     )
@@ -194,31 +230,16 @@ def record_from_labels(labels: dict[str, str], source: str, image_digest: str | 
 
 def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentRecord:
     """The record of a bake (bake.json): image digest and reference, plus one platform's details."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record") from None
-    except ValueError as exc:
-        raise RecordError(f"{path}: invalid JSON ({exc})", hint="re-run `envkit bake` to write it again") from None
-    if data.get("schema") != BAKE_RECORD_SCHEMA:
-        raise RecordError(f"{path}: not an envkit bake record (schema {data.get('schema')!r})", hint=f"expected {BAKE_RECORD_SCHEMA}")
-    for key in ("lock_hash", "image", "platforms"):
-        if key not in data:
-            raise RecordError(f"{path}: missing field {key!r}", hint="re-run `envkit bake` to write a complete record")
-    chosen = _pick_platform(sorted(data["platforms"]), platform, str(path))
-    references = data.get("references") or []
-    image = references[0] if references else None
+    bake = read_bake_record(path)
+    chosen = _pick_platform(sorted(bake.platforms), platform, str(path))
+    image = bake.references[0] if bake.references else None
     if chosen is None:
-        return EnvironmentRecord(
-            "bake", data["lock_hash"], image_digest=data["image"]["digest"], image=image, tags=tuple(data.get("tags", []))
-        )
-    details = data["platforms"][chosen]
+        return EnvironmentRecord("bake", bake.lock_hash, image_digest=bake.image["digest"], image=image, tags=bake.tags)
+    details = bake.platforms[chosen]
     labels = details.get("labels") or {}
-    record = record_from_labels(labels, "bake", data["image"]["digest"], image)
+    record = record_from_labels(labels, "bake", bake.image["digest"], image)
     packages = tuple(sorted(_package_pin(p) for p in details.get("packages", [])))
-    return EnvironmentRecord(
-        **{**asdict(record), "tags": tuple(data.get("tags", [])), "packages": packages, "lockfile": data.get("lockfile")}
-    )
+    return EnvironmentRecord(**{**asdict(record), "tags": bake.tags, "packages": packages, "lockfile": bake.lockfile})
 
 
 def _package_pin(package: dict[str, str]) -> str:

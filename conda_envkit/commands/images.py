@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conda_envkit.commands import BadFlag, Output
 from conda_envkit.labels import label_key
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from conda_envkit.lockmodel import LockFile
     from conda_envkit.oci.image import BaseImage
     from conda_envkit.recipes import Recipe
+    from conda_envkit.record import BakeRecord
 
 Say = Callable[[str], None]
 
@@ -63,7 +64,7 @@ class BakeRequest:
 class BakeResult:
     """A finished bake: the record written to `record_path` and the references that name the image."""
 
-    record: dict[str, Any]
+    record: BakeRecord
     references: list[str]
     record_path: Path
 
@@ -154,8 +155,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.layer import Compression
     from conda_envkit.progress import progress_for
-    from conda_envkit.publish import BakeTargets, publish_image
-    from conda_envkit.record import bake_record, write_record
+    from conda_envkit.publish import BakeTargets, bake_record, publish_image
+    from conda_envkit.record import write_record
 
     lf = read_lockfile(request.lockfile)
     chosen = bake_platforms(lf, request.platforms)
