@@ -3,6 +3,9 @@
 In an image (and the lock) "no CUDA" and "no BLAS" are spelled `none`, and `unknown` means the
 lock did not record it (conda-lock wrote it); in Python both are None, with `recorded` telling
 them apart. Only `to_json`/`from_json` see the strings.
+
+The label set carries no schema number of its own (a new label would change every image
+digest): `dev.envkit.version`, the envkit that wrote it, is its version.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 LABEL_PREFIX = "dev.envkit."
-LABELS_VERSION = 1
 _NONE, _UNKNOWN = "none", "unknown"
 
 
