@@ -16,7 +16,7 @@ from conda_envkit.errors import EnvkitError
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
-_ENV_VAR = re.compile(r"\$\{(\w+)\}")
+ENV_VAR = _ENV_VAR = re.compile(r"\$\{(\w+)\}")
 # anaconda.org style tokens: https://host/t/<token>/channel
 _TOKEN_PATH = re.compile(r"/t/[^/]+/")
 
@@ -105,6 +105,52 @@ def expand_env_vars(text: str) -> str:
     return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)
 
 
+def url_host(url: str) -> str:
+    """The lower-case host[:port] of `url`, without credentials."""
+    return urlsplit(url).netloc.rpartition("@")[2].lower()
+
+
+def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str], what: str) -> str:
+    """`url` with `${VAR}` expanded only in its credential positions, and only for an allowed host.
+
+    Credential positions are `user:password@` and an anaconda-style `/t/<token>/` first path
+    segment; `allowed_hosts` are the hosts of the lock's own channels or pip indexes. A
+    `${...}` anywhere else (host, path, query) or for another host is an error naming `what`:
+    a lock from someone else must not be able to send an environment variable to a server.
+    """
+    if "${" not in url and "$%7B" not in url.replace("%7b", "%7B"):
+        return url
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    token_match = re.match(r"/t/([^/]+)/", parts.path)
+    token = token_match.group(1) if token_match else ""
+    rest = parts.path[token_match.end() - 1 :] if token_match else parts.path
+    elsewhere = "".join((parts.scheme, host, rest, parts.query, parts.fragment))
+    if "${" in elsewhere or "$%7B" in elsewhere.replace("%7b", "%7B") or "$" in host:
+        raise ChannelError(
+            f"{what}: ${{...}} outside a credential position in {strip_credentials(url)}",
+            hint="environment variables may only stand for user:password@ or a /t/<token>/ segment; fix the lock",
+        )
+    if host.lower() not in allowed_hosts:
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} asks for credentials from the environment, "
+            f"but {host} is not one of the lock's channels or indexes",
+            hint="credentials are only sent to the hosts the lock names as channels or pip indexes",
+        )
+    for piece in (*userinfo.split(":", 1), token):
+        if "${" in piece and not _ENV_VAR.fullmatch(piece):
+            raise ChannelError(f"{what}: a credential must be a literal or a single ${{VAR}}, not {piece!r}", hint="fix the lock")
+    missing = missing_env_vars(userinfo + token)
+    if missing:
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} needs environment variable(s) {', '.join(missing)}",
+            hint="export the channel's or index's credentials before installing; they are never stored",
+        )
+    new_path = (f"/t/{expand_env_vars(token)}" + rest) if token_match else parts.path
+    netloc = (expand_env_vars(userinfo) + "@" + host) if at else host
+    return urlunsplit((parts.scheme, netloc, new_path, parts.query, parts.fragment))
+
+
 def strip_credentials(url: str) -> str:
     """Remove user:password@ and /t/<token>/ from `url`."""
     parts = urlsplit(url)
@@ -156,8 +202,23 @@ def public_package_url(url: str, channels: tuple[ResolvedChannel, ...]) -> str:
     return strip_credentials(url)
 
 
+def cache_root() -> Path:
+    """envkit's cache directory: $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit.
+
+    Every cache envkit or a library it drives writes (packages, blobs, repodata) lives below it.
+    """
+    if os.environ.get("ENVKIT_CACHE_DIR"):
+        return Path(os.environ["ENVKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "envkit"
+
+
 def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Gateway:
-    """A repodata gateway whose client applies mirrors, stored credentials and retries."""
+    """A repodata gateway whose client applies mirrors, stored credentials and retries.
+
+    Its repodata cache is `<cache>/repodata` (not py-rattler's own ~/.cache/rattler).
+    """
+    cache_dir = cache_dir or cache_root() / "repodata"
     mirrors: dict[str, list[str]] = {}
     for key, targets in settings.mirrors.items():
         source = key if "://" in key else settings.channel_alias + key
