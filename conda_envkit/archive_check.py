@@ -23,7 +23,7 @@ from typing import IO
 import zstandard
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.safepath import UnsafePathError, relative_path, symlink_target_inside
+from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -139,7 +139,6 @@ def check_package_archive(archive: Path, label: str) -> list[ArchiveEntry]:
         listed = json.loads(paths_json).get("paths") or []
     except (ValueError, AttributeError) as exc:
         raise PackageContentError(f"{label}: info/paths.json is not valid JSON ({exc})", hint="the package is corrupt") from None
-    payload = []
     for item in listed:
         if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
             raise PackageContentError(f"{label}: info/paths.json has a malformed entry", hint="the package is corrupt")
@@ -177,5 +176,39 @@ def check_package_archive(archive: Path, label: str) -> list[ArchiveEntry]:
                     f"{label}: {path} is {found.size} bytes, its paths.json says {size}",
                     hint="the package contradicts its own metadata; do not use it",
                 )
-        payload.append(found)
-    return payload
+    return [e for e in entries.values() if e.path.split("/")[0] != "info"]
+
+
+def check_links_together(payloads: dict[str, list[ArchiveEntry]]) -> None:
+    """Check the packages of one install together: no entry goes through another's symlink,
+    and no chain of symlinks (across packages) resolves out of the prefix.
+
+    `payloads` maps a package label to its checked payload (`check_package_archive`).
+    """
+    links: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for label, entries in payloads.items():
+        for e in entries:
+            if e.kind == "symlink":
+                links[e.path] = e.target
+                owner[e.path] = label
+    if not links:
+        return
+    for label, entries in payloads.items():
+        for e in entries:
+            parts = e.path.split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent in links:
+                    raise PackageContentError(
+                        f"{label}: {e.path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}",
+                        hint="packages must not install through symlinks; one of them is malformed or hostile",
+                    )
+    for path, target in links.items():
+        try:
+            resolve_in_root(links, f"{path.rpartition('/')[0]}/{target}" if "/" in path else target, strict=True)
+        except UnsafePathError:
+            raise PackageContentError(
+                f"{owner[path]}: symlink {path} -> {target} leaves the prefix through other symlinks",
+                hint="the package is malformed or hostile; do not use it",
+            ) from None

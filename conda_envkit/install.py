@@ -28,7 +28,7 @@ import requests
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 
-from conda_envkit.archive_check import check_package_archive
+from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -300,9 +300,10 @@ def _make_dir(path: Path) -> Path:
     return path
 
 
-def _check_contents(fetched: FetchedPackage) -> None:
+def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
     locked = fetched.locked
-    check_package_archive(fetched.archive, f"{locked.platform}: package {locked.name} {locked.version} {locked.build}")
+    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+    return label, check_package_archive(fetched.archive, label)
 
 
 # Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.
@@ -370,7 +371,8 @@ def install_packages(
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
         records = list(pool.map(repodata_record, conda_fetched))
-        list(pool.map(_check_contents, conda_fetched))
+        payloads = dict(pool.map(_check_contents, conda_fetched))
+    check_links_together(payloads)
     # A per-install extraction directory, removed afterwards: rattler hard-links files from
     # it, and a shared one would let an edit in this environment poison every later install.
     extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))

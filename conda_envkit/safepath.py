@@ -101,11 +101,13 @@ def open_new_file(root: Path, rel: str, what: str, mode: int = 0o644) -> int:
     return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
 
 
-def resolve_in_root(links: dict[str, str], path: str) -> str:
+def resolve_in_root(links: dict[str, str], path: str, strict: bool = False) -> str:
     """`path` with every symlink (from `links`: root-relative path -> target) resolved inside the root.
 
     Like securejoin: an absolute target restarts at the root, `..` never climbs above it,
     so the result is always a root-relative path. Used on images, where nothing is on disk.
+    With `strict`, climbing above the root or an absolute target raises instead (a prefix,
+    which lives at an unknown place, must not rely on either).
     """
     todo = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
@@ -115,6 +117,8 @@ def resolve_in_root(links: dict[str, str], path: str) -> str:
         if part == "..":
             if done:
                 done.pop()
+            elif strict:
+                raise UnsafePathError(f"{path}: resolves above the root", hint="a symlink chain leaves the prefix")
             continue
         candidate = "/".join([*done, part])
         target = links.get(candidate)
@@ -125,6 +129,8 @@ def resolve_in_root(links: dict[str, str], path: str) -> str:
         if followed > _MAX_LINKS:
             raise UnsafePathError(f"{path}: too many levels of symbolic links", hint="the image is malformed or hostile")
         if target.startswith("/"):
+            if strict:
+                raise UnsafePathError(f"{path}: goes through {candidate} -> {target}", hint="an absolute symlink leaves the prefix")
             done = []
         todo = [p for p in target.split("/") if p not in ("", ".")] + todo
     return "/".join(done)
