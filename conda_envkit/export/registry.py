@@ -30,7 +30,7 @@ class Attached:
 
 
 def _client(registry: str, insecure: tuple[str, ...]) -> RegistryClient:
-    return RegistryClient(registry, insecure=registry in insecure)
+    return RegistryClient(registry, insecure=registry in insecure, push_target=True)
 
 
 def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[str, ...] = ()) -> list[Attached]:

@@ -1,9 +1,13 @@
 """A client for the OCI distribution API: pull and push blobs and manifests.
 
 Auth: anonymous, basic, and bearer tokens (the registry's WWW-Authenticate
-challenge), with credentials from `~/.docker/config.json` (or $DOCKER_CONFIG) or
-$ENVKIT_REGISTRY_USER / $ENVKIT_REGISTRY_PASSWORD. HTTPS with certificate
-checks always, unless the caller asks for plain HTTP (`insecure`) for that registry.
+challenge). Credentials are scoped per registry host, like skopeo and crane: from
+`~/.docker/config.json` (or $DOCKER_CONFIG) for that host, and
+$ENVKIT_REGISTRY_USER / $ENVKIT_REGISTRY_PASSWORD only for the push target (the
+caller says which client that is). They are sent only to the registry's own host (an
+upload Location elsewhere gets none) and never over plain HTTP, except to a loopback
+registry the caller asked to reach insecurely. HTTPS with certificate checks always,
+unless the caller asks for plain HTTP (`insecure`) for that registry.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
@@ -88,10 +92,15 @@ class RegistryClient:
         credentials: tuple[str, str] | None = None,
         retries: int = 4,
         chunk_size: int = CHUNK_SIZE,
+        push_target: bool = False,
     ) -> None:
         self.registry = registry
+        self.insecure = insecure
         self.base = f"{'http' if insecure else 'https'}://{registry}"
-        self.credentials = credentials if credentials is not None else (environment_credentials() or docker_config_credentials(registry))
+        if credentials is None:
+            # The environment's credentials belong to the push target alone, never to a base image's registry.
+            credentials = (environment_credentials() if push_target else None) or docker_config_credentials(registry)
+        self.credentials = credentials
         self.retries = retries
         self.chunk_size = chunk_size
         self.session = requests.Session()
@@ -100,7 +109,16 @@ class RegistryClient:
 
     # -- requests, auth and retries -----------------------------------------------------------
 
-    def _auth_header(self, scope: str) -> dict[str, str]:
+    def _may_send_credentials(self, url: str) -> bool:
+        """Credentials go to this registry's own host only, and over HTTPS (or to an insecure loopback registry)."""
+        parts = urlsplit(url)
+        if parts.netloc.lower() != self.registry.lower():
+            return False
+        return parts.scheme == "https" or (parts.scheme == "http" and self.insecure and _loopback(parts.hostname or ""))
+
+    def _auth_header(self, scope: str, url: str) -> dict[str, str]:
+        if not self._may_send_credentials(url):
+            return {}
         if scope in self._tokens:
             return {"Authorization": f"Bearer {self._tokens[scope]}"}
         if self._basic and self.credentials:
@@ -128,7 +146,12 @@ class RegistryClient:
         query: dict[str, object] = {"scope": scope.split()}
         if fields.get("service"):
             query["service"] = fields["service"]
-        auth = self.credentials if self.credentials else None
+        realm_parts = urlsplit(realm)
+        secure_realm = realm_parts.scheme == "https" or (self.insecure and _loopback(realm_parts.hostname or ""))
+        if realm_parts.scheme not in ("http", "https"):
+            raise RegistryError(f"{self.registry}: token realm {realm!r} is not an HTTP URL", hint="the registry's auth is misconfigured")
+        # Never send the password in clear: over an http:// realm the token is asked for anonymously.
+        auth = self.credentials if self.credentials and secure_realm else None
         try:
             response = self.session.get(realm, params=query, auth=auth, timeout=30)
         except requests.RequestException as exc:
@@ -161,7 +184,12 @@ class RegistryClient:
         while True:
             try:
                 response = self.session.request(
-                    method, url, headers={**(headers or {}), **self._auth_header(scope)}, data=data, stream=stream, timeout=(10, 600)
+                    method,
+                    url,
+                    headers={**(headers or {}), **self._auth_header(scope, url)},
+                    data=data,
+                    stream=stream,
+                    timeout=(10, 600),
                 )
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(
@@ -321,6 +349,10 @@ class RegistryClient:
                 f"{self.registry}: stored manifest as {theirs}, expected {digest}", hint="the registry rewrote the manifest"
             )
         return digest
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def repository_scope(repository: str, actions: str) -> str:
