@@ -682,7 +682,9 @@ def verify_command(
     lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
 ) -> None:
     """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
-    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
+    import tempfile
+
+    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError
 
     if (prefix is None) == (image is None):
         raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
@@ -692,14 +694,25 @@ def verify_command(
         chosen = platform or _host_platform()
         target = str(prefix)
     else:
-        loaded, store_root, labels = _load_image(image, platform, insecure, cache_dir)  # type: ignore[arg-type]
+        # A fresh blob store: every blob is read from the image itself and checked against its
+        # digest, never taken from a cache that already holds something by that name.
+        scratch_blobs = tempfile.TemporaryDirectory(prefix="envkit-verify-")
+        loaded, store_root, labels = _load_image(image, platform, insecure, Path(scratch_blobs.name))  # type: ignore[arg-type]
         chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
         in_image = labels.get("dev.envkit.prefix")
         if not in_image:
             raise VerifyError(f"{image} has no dev.envkit.prefix label", hint="was it baked by envkit?")
         tree = ImageTree(loaded, store_root, in_image)
         target = f"{image} ({in_image})"
-    findings = verify_tree(lf, chosen, tree)
+    if prefix is not None:
+        from conda_envkit.verify import verify_installed_prefix
+
+        findings = verify_installed_prefix(lockfile, lf, chosen, prefix, cache_dir)
+    else:
+        from conda_envkit.verify import verify_image
+
+        findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)  # type: ignore[arg-type]
+        scratch_blobs.cleanup()
     if as_json:
         report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
         click.echo(json.dumps(report, indent=2))

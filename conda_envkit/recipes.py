@@ -182,9 +182,7 @@ def _one_line_values(value: Any, where: str) -> None:
     """Refuse a newline or control character in any value a Dockerfile line is built from."""
     if isinstance(value, str):
         if any(c in value for c in "\n\r\x00") or not all(c.isprintable() or c == "\t" for c in value):
-            raise RecipeError(
-                f"{where}: {value[:60]!r} holds a newline or control character", hint="a Dockerfile value must be one line"
-            )
+            raise RecipeError(f"{where}: {value[:60]!r} holds a newline or control character", hint="a Dockerfile value must be one line")
     elif isinstance(value, dict):
         for k, v in value.items():
             _one_line_values(str(k), f"{where} key")
