@@ -227,3 +227,34 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     if mirrors:
         middlewares.insert(0, MirrorMiddleware(mirrors))
     return Gateway(cache_dir=cache_dir, client=Client(middlewares))
+
+
+def channel_secrets(channels: tuple[str, ...], settings: ChannelSettings | None = None) -> list[str]:
+    """The credential values channels carry: expanded `${VAR}`s and literal user:password / tokens."""
+    secrets = []
+    for written in (*channels, *((settings.channel_alias,) if settings else ())):
+        secrets += [os.environ[v] for v in _ENV_VAR.findall(written) if os.environ.get(v)]
+        parts = urlsplit(written)
+        if parts.password:
+            secrets.append(parts.password)
+        token = re.match(r"/t/([^/]+)/", parts.path or "")
+        if token:
+            secrets.append(token.group(1))
+    return [s for s in secrets if len(s) >= 2 and "${" not in s]
+
+
+def forget_credentials(cache_dir: Path, secrets: list[str]) -> None:
+    """Delete every file of a repodata cache that holds one of `secrets`.
+
+    py-rattler keys its cache by the URL it fetched, credentials included, and writes that URL
+    into the cache's metadata; a cache is cheap to refill and must not keep a token.
+    """
+    needles = [s.encode() for s in secrets]
+    if not needles or not cache_dir.is_dir():
+        return
+    for path in cache_dir.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in needles):
+                path.unlink()
+        except OSError:
+            continue

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from conda_envkit import __version__
-from conda_envkit.channels import load_settings, make_gateway
+from conda_envkit.channels import cache_root, channel_secrets, forget_credentials, load_settings, make_gateway
 from conda_envkit.errors import EnvkitError
 from conda_envkit.freshness import check_locks
 from conda_envkit.lockfile import (
@@ -179,7 +179,10 @@ def lock(
 
     if not quiet:
         click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
-    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    try:
+        outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    finally:
+        forget_credentials(cache_root() / "repodata", channel_secrets(tuple(spec.channels), options.settings))
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return

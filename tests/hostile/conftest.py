@@ -94,7 +94,14 @@ def hostile_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local channel holding every crafted package above, a stand-in python, and an honest package."""
     channel = tmp_path_factory.mktemp("channels") / "hostile"
     honest = PackageSpec("honest", "1.0", "0", files=(PackageFile("bin/honest", b"#!/bin/sh\necho honest\n", executable=True),))
-    build_channel(channel, [python_package(), honest], subdirs=("linux-64",))
+    linky = PackageSpec(
+        "linky",
+        "1.0",
+        "0",
+        files=(PackageFile("lib/python3.11/site-packages/linky/__init__.py", b"VALUE = 1\n"),),
+        symlinks=(("bin/linky", "honest"),),
+    )
+    build_channel(channel, [python_package(), honest, linky], subdirs=("linux-64",))
     for package, _ in HOSTILE_CONDA.values():
         write_hostile_package(package, channel)
     for package in CHAIN:
@@ -247,3 +254,92 @@ def make_wheel(directory: Path, wheel: RawWheel) -> Path:
 
 def environ_without(*names: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+class LoggingServer:
+    """An HTTP server on 127.0.0.1 (in a thread) that serves a directory and logs every request:
+    the request line and every header, so a test can assert no secret ever reached it."""
+
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None, responder=None) -> None:  # type: ignore[no-untyped-def]
+        import http.server
+        import ssl
+        import threading
+
+        self.root = root
+        self.log: list[str] = []
+        server_self = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def _record(self) -> None:
+                server_self.log.append(f"{self.command} {self.path}\n{self.headers}")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._record()
+                if responder is None or not responder(self):
+                    super().do_GET()
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._record()
+                if responder is None or not responder(self):
+                    super().do_HEAD()
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._record()
+                if responder is None or not responder(self):
+                    self.send_error(405)
+
+            do_PUT = do_PATCH = do_POST  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.port = self.httpd.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"{scheme}://{self.host}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def text(self) -> str:
+        return "\n".join(self.log)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def logging_server(tmp_path: Path, hostile_channel: Path):  # type: ignore[no-untyped-def]
+    """The hostile channel over HTTP (under /ch/), every request and header logged."""
+    import shutil
+
+    root = tmp_path / "served"
+    shutil.copytree(hostile_channel, root / "ch")
+    server = LoggingServer(root)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key): trust it with REQUESTS_CA_BUNDLE."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
