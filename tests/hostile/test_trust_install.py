@@ -91,7 +91,7 @@ def test_pip_record_name_is_one_plain_component(tmp_path: Path, name: str) -> No
     assert not list(tmp_path.rglob("x.json"))
 
 
-@pytest.mark.parametrize("field,value", [("sha256", "../../../../tmp"), ("url", "https://example.invalid/..%2F..%2Fx.conda")])
+@pytest.mark.parametrize("field,value", [("sha256", "../../../sha-escape"), ("url", "https://example.invalid/..%2F..%2Fx.conda")])
 def test_cache_paths_from_the_lock_are_single_components(tmp_path: Path, hostile_channel: Path, field: str, value: str) -> None:
     from conda_envkit.install import fetch_packages
     from conda_envkit.lockfile import read_lockfile
@@ -104,6 +104,6 @@ def test_cache_paths_from_the_lock_are_single_components(tmp_path: Path, hostile
     else:
         package.url = value
     with pytest.raises(EnvkitError):
-        fetch_packages([package], tmp_path / "cache")
-    assert [p.name for p in (tmp_path / "cache" / "pkgs").iterdir()] == [] if (tmp_path / "cache" / "pkgs").exists() else True
-    assert not (tmp_path / "tmp").exists()
+        fetch_packages([package], tmp_path / "cache" / "envkit")
+    assert not (tmp_path / "sha-escape").exists()
+    assert not list((tmp_path / "cache").rglob("*.conda"))

@@ -143,10 +143,12 @@ def test_locking_with_a_token_channel_leaves_no_secret_in_lock_or_cache(tmp_path
             f"channels: ['http://u:${{ENVKIT_CANARY}}@{server.host}/t/${{ENVKIT_TOKEN_CANARY}}/ch']\n"
             "platforms: [linux-64]\ndependencies: [honest]\n",
         )
-        result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV})
+        home = tmp_path / "home"
+        env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(home), "XDG_CACHE_HOME": "", **ENV}
+        result = run_cli("lock", "-q", cwd=tmp_path / "w", env=env)
     finally:
         server.close()
     assert result.returncode == 0, result.output
-    for path in [tmp_path / "w" / "conda-lock.yml", *(tmp_path / "cache").rglob("*")]:
+    for path in [tmp_path / "w" / "conda-lock.yml", *(tmp_path / "cache").rglob("*"), *home.rglob("*")]:
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
