@@ -101,7 +101,20 @@ def open_new_file(root: Path, rel: str, what: str, mode: int = 0o644) -> int:
     return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
 
 
-def resolve_in_root(links: dict[str, str], path: str, strict: bool = False) -> str:
+def climbs_out(links: dict[str, str], path: str) -> bool:
+    """Whether resolving root-relative `path` through `links` climbs above the root at some step.
+
+    Absolute targets restart at the root (container runtimes resolve them there); a `..` at
+    the root is an escape for any tool that extracts the rootfs onto a host.
+    """
+    try:
+        resolve_in_root(links, path, strict=True, allow_absolute=True)
+    except UnsafePathError:
+        return True
+    return False
+
+
+def resolve_in_root(links: dict[str, str], path: str, strict: bool = False, allow_absolute: bool = False) -> str:
     """`path` with every symlink (from `links`: root-relative path -> target) resolved inside the root.
 
     Like securejoin: an absolute target restarts at the root, `..` never climbs above it,
@@ -129,7 +142,7 @@ def resolve_in_root(links: dict[str, str], path: str, strict: bool = False) -> s
         if followed > _MAX_LINKS:
             raise UnsafePathError(f"{path}: too many levels of symbolic links", hint="the image is malformed or hostile")
         if target.startswith("/"):
-            if strict:
+            if strict and not allow_absolute:
                 raise UnsafePathError(f"{path}: goes through {candidate} -> {target}", hint="an absolute symlink leaves the prefix")
             done = []
         todo = [p for p in target.split("/") if p not in ("", ".")] + todo
