@@ -104,3 +104,56 @@ def new_file(name: str, data: bytes, mode: int = 0o644) -> Entry:
 def find(layers: Layers, suffix: str) -> Entry:
     """The last entry whose name ends with `suffix`."""
     return [e for layer in layers for e in layer if e.info.name.endswith(suffix)][-1]
+
+
+def symlink(name: str, target: str) -> Entry:
+    """A symlink entry for a layer."""
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+    return Entry(info)
+
+
+def directory(name: str) -> Entry:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+    return Entry(info)
+
+
+def write_base_layout(layout: Path, layers: Layers, tag: str = "base") -> None:
+    """An OCI layout holding one linux/amd64 image made of `layers` (entries written verbatim)."""
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    descriptors, diff_ids = [], []
+    for entries in layers:
+        blob, diff_id = _write_layer(entries)
+        digest, size = _put(layout, blob)
+        descriptors.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
+        diff_ids.append(diff_id)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "hostile base"} for _ in layers],
+    }
+    config_digest, config_size = _put(layout, json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": descriptors,
+    }
+    digest, size = _put(layout, json.dumps(manifest).encode())
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": manifest["mediaType"],
+                "digest": digest,
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
