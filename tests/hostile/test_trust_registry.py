@@ -60,7 +60,9 @@ def test_docker_config_credentials_go_to_their_own_host_only(tmp_path: Path, bas
     assert f"Authorization: Basic {own}" in basic_registry.text()
 
 
-def test_password_is_not_sent_to_a_plain_http_token_realm(tmp_path: Path, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_is_not_sent_to_a_plain_http_token_realm(
+    tmp_path: Path, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     realm = LoggingServer(tmp_path / "realm")
 
     def bearer(handler) -> bool:  # type: ignore[no-untyped-def]
