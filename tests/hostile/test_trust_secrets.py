@@ -152,3 +152,12 @@ def test_locking_with_a_token_channel_leaves_no_secret_in_lock_or_cache(tmp_path
     for path in [tmp_path / "w" / "conda-lock.yml", *(tmp_path / "cache").rglob("*"), *home.rglob("*")]:
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_mlflow_error_does_not_print_the_tracking_uri_password(tmp_path: Path, hostile_channel: Path) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    uri = f"http://admin:{CANARY}@127.0.0.1:{_closed_port()}"
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    result = ws.envkit("export", "--lockfile", ws.lock, "--to", "mlflow", "--tracking-uri", uri, "--experiment", "x", env=env)
+    assert result.returncode == 2, result.output
+    assert CANARY not in result.output
