@@ -18,13 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from conda_lock.lockfile.v2prelim.models import Lockfile
-
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
 from conda_envkit.install import LOCK_COPY, default_cache_dir, install_packages
-from conda_envkit.lockfile import lock_hash, platform_lock_hash
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer

@@ -25,7 +25,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
@@ -40,7 +39,9 @@ from conda_envkit.channels import (
     url_host,
 )
 from conda_envkit.errors import EnvkitError
-from conda_envkit.lockfile import packages_for
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.safepath import child
 

@@ -343,3 +343,12 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+def with_package(lock, name: str, **changes: str):  # type: ignore[no-untyped-def]
+    """`lock` (a LockFile) with package `name` changed: `url`, `name`, `md5` or `sha256` (bypassing the parser)."""
+    from dataclasses import replace
+
+    hash_changes = {k: changes.pop(k) for k in ("md5", "sha256") if k in changes}
+    packages = tuple(replace(p, hash=replace(p.hash, **hash_changes), **changes) if p.name == name else p for p in lock.package)
+    return replace(lock, package=packages)

@@ -11,7 +11,15 @@ import pytest
 from conda_envkit.errors import EnvkitError
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.testing.hostile_packages import RawWheel, write_raw_wheel
-from tests.hostile.conftest import CANARY, HOSTILE_CONDA, assert_nothing_left, assert_refused, locked_workspace, real_locked_workspace
+from tests.hostile.conftest import (
+    CANARY,
+    HOSTILE_CONDA,
+    assert_nothing_left,
+    assert_refused,
+    locked_workspace,
+    real_locked_workspace,
+    with_package,
+)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_CONDA))
@@ -97,12 +105,8 @@ def test_cache_paths_from_the_lock_are_single_components(tmp_path: Path, hostile
     from conda_envkit.lockfile import read_lockfile
 
     ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
-    lock = read_lockfile(ws.lock)
+    lock = with_package(read_lockfile(ws.lock), "honest", **{field: value})
     package = next(p for p in lock.package if p.name == "honest")
-    if field == "sha256":
-        package.hash.sha256 = value
-    else:
-        package.url = value
     with pytest.raises(EnvkitError):
         fetch_packages([package], tmp_path / "cache" / "envkit")
     assert not (tmp_path / "sha-escape").exists()

@@ -12,20 +12,9 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.lockdiff import PackageChange, render_markdown
 from conda_envkit.lockfile import read_lockfile, render_explicit
 from conda_envkit.output_safety import github_output
-from tests.hostile.conftest import locked_workspace
+from tests.hostile.conftest import locked_workspace, with_package
 
 EVIL = "https://evil.example/trojan-1.0-0.conda"
-
-
-def _mutate(package, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
-    if field == "url":
-        package.url = value
-    elif field == "md5":
-        package.hash.md5 = value
-    elif field == "sha256":
-        package.hash.sha256 = value
-    else:
-        package.name = value
 
 
 @pytest.mark.parametrize(
@@ -41,8 +30,7 @@ def _mutate(package, field: str, value: str) -> None:  # type: ignore[no-untyped
 )
 def test_explicit_render_cannot_gain_a_package_line(tmp_path: Path, hostile_channel: Path, field: str, value: str, kind: str) -> None:
     ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
-    lock = read_lockfile(ws.lock)
-    _mutate(next(p for p in lock.package if p.name == "honest"), field, value)
+    lock = with_package(read_lockfile(ws.lock), "honest", **{field: value})
     with pytest.raises(EnvkitError) as info:
         render_explicit(lock, "linux-64", kind)
     assert "honest" in str(info.value)
