@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from conda_envkit.redact import redact
-
 
 class EnvkitError(Exception):
     """An error caused by input or environment, not by a bug in envkit.
@@ -17,6 +15,8 @@ class EnvkitError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str = "") -> None:
+        from conda_envkit.redact import redact  # only when an error happens: start-up stays minimal
+
         message, hint = redact(message), redact(hint)
         super().__init__(message)
         self.message = message

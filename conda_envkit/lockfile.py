@@ -22,7 +22,6 @@ from conda_envkit.lockmodel import (
     read_lock,
     write_if_changed,
 )
-from conda_envkit.output_safety import hex_digest, one_line
 
 __all__ = [
     "DEFAULT_VARIANT",
@@ -61,6 +60,8 @@ def render_explicit(lockfile: LockFile, platform: str, hash_kind: str = "md5") -
     ]
     # Each value is checked again for this line-based format (defence in depth behind the parser):
     # a line break in a URL or hash would add a package line.
+    from conda_envkit.output_safety import hex_digest, one_line
+
     for p in _install_order(lockfile, platform):
         if p.manager == "conda":
             what = f"{platform}: package {p.name}"
