@@ -107,7 +107,7 @@ def installed_packages(prefix: Path) -> list[PackageFiles]:
     out = []
     claimed: set[str] = set()
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
-        record = json.loads(meta.read_text())
+        record = json.loads(meta.read_text(encoding="utf-8"))
         # A path two packages install (a clobber) goes to the first by file name.
         paths = [p for p in record.get("files", []) if p not in claimed and os.path.lexists(prefix / p)]
         claimed.update(paths)
@@ -123,7 +123,7 @@ def installed_packages(prefix: Path) -> list[PackageFiles]:
         out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes, about))
     # pip packages (pip_install.py records), layered like conda packages of the same size.
     for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
-        record = json.loads(meta.read_text())
+        record = json.loads(meta.read_text(encoding="utf-8"))
         hashes = {f["_path"]: f["sha256"] for f in record.get("files", []) if f["_path"] not in claimed}
         claimed.update(hashes)
         paths = [*hashes, f"{PIP_RECORDS}/{meta.name}"]
@@ -235,7 +235,7 @@ def stage_environment(
     shutil.copyfile(lockfile_path, copy)
     # What the environment is, readable inside the container (conda_envkit.tracking).
     about = {"schema": "envkit.image-environment/1", "labels": labels}
-    (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n")
+    (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:

@@ -61,7 +61,7 @@ def load_settings(
     data: dict[str, object] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ChannelError(f"{path}: cannot read config ({exc.strerror})", hint=f"check the path or unset {CONFIG_ENV_VAR}") from exc
         except yaml.YAMLError as exc:

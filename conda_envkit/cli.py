@@ -691,7 +691,7 @@ def export_command(
             from conda_envkit.oci.reference import parse_image_ref
             from conda_envkit.publish import insecure_hosts
 
-            data = json.loads(record_path.read_text())  # type: ignore[union-attr]
+            data = json.loads(record_path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
             repo = (data.get("outputs") or {}).get("registry", "")
             hosts = insecure_hosts([parse_image_ref(repo).registry], insecure) if repo else ()
             lock_path = lockfile or Path(data.get("lockfile") or "conda-lock.yml")

@@ -97,7 +97,7 @@ def write_build_context(
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(source, target)
         text = dockerfile_text(recipe, options, base, platform, labels)
-        (staging / "Dockerfile").write_text(text)
+        (staging / "Dockerfile").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.rename(staging, out)

@@ -149,14 +149,18 @@ def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
     notes: list[str] = []
     if platform_meta is not None:
         cuda = target.cuda if cuda_given else platform_meta.cuda_driver
+        if not cuda_given and cuda is not None and p in CUDA_PLATFORMS:
+            notes.append(f"CUDA driver {cuda} as the lock records it (pass --cuda/--no-cuda to check another)")
         overrides = options.virtual_packages.get(p)
         if not vp_given and platform_meta.virtual_packages:
             overrides = _recorded_overrides(p, platform_meta.virtual_packages)
+            recorded = {str(v) for v in virtual_packages_for(p, cuda, overrides)}
+            if recorded != {str(v) for v in virtual_packages_for(p, cuda)}:
+                notes.append(f"virtual packages as the lock records them: {' '.join(sorted(recorded))}")
         blas = target.blas
         if not blas_given and platform_meta.blas_requested:
             blas = Blas(platform_meta.blas_requested)
-        if not (cuda_given and blas_given and vp_given):
-            notes.append("assumed the lock's own CUDA/BLAS/virtual packages where no flag or envkit: key was given")
+            notes.append(f"BLAS {blas.value} as the lock records it (pass --blas to check another)")
     else:
         # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
         cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)

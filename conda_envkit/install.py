@@ -316,7 +316,7 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
     by_file = {f.file_name: f.locked for f in packages}
     meta = prefix / "conda-meta"
     for path in sorted(meta.glob("*.json")):
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         locked = by_file.get(data.get("fn", ""))
         if locked is not None:
             data["url"] = strip_credentials(locked.url)
@@ -324,7 +324,7 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
         for key in _HOST_KEYS:
             data.pop(key, None)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
-        path.write_text(json.dumps(data, sort_keys=True) + "\n")
+        path.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
         path.chmod(0o644)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rattler
 
@@ -15,11 +16,12 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import LockFileError, read_lockfile
 from conda_envkit.lockmodel import LockHash, lock_hash, platform_lock_hash, write_if_changed
 from conda_envkit.lockwrite import PlatformPart, build_lockfile, platform_part, render_lockfile
-from conda_envkit.pip_lock import PipInputs, PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
-from conda_envkit.wheel_targets import supports_pip, wheel_target
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs, PipPin
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ def _pip_inputs(spec: EnvSpec, platform: str) -> PipInputs | None:
     lines = spec.pip.get(platform, ())
     if not lines:
         return None
+    # packaging and uv's helpers load only for specs with a pip: section.
+    from conda_envkit.pip_lock import parse_pip_section
+    from conda_envkit.wheel_targets import supports_pip
+
     if not supports_pip(platform):
         raise SpecError(
             f"{lines[0].source}: envkit cannot lock pip packages for {platform}",
@@ -150,6 +156,9 @@ class KeptPins:
 
 def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
     """The pip pins of one solved platform (none without a pip: section)."""
+    from conda_envkit.pip_lock import conda_python_packages, python_version, resolve_pip
+    from conda_envkit.wheel_targets import wheel_target
+
     target = solved.target
     inputs = target.pip
     if inputs is None or not inputs.requirements:

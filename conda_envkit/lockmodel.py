@@ -23,6 +23,7 @@ import yaml
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
+from conda_envkit.strict_yaml import MAX_DEPTH, compose_strict
 
 LOCK_HASH_SCHEME = "envkit-lock/1"
 DEFAULT_VARIANT = "default"
@@ -255,48 +256,9 @@ def read_text_utf8(path: Path, what: str = "file", max_bytes: int = MAX_LOCK_BYT
         ) from None
 
 
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_NULL = frozenset(("", "~", "null", "Null", "NULL"))
-_BOOL = frozenset("true True TRUE false False FALSE yes Yes YES no No NO on On ON off Off OFF".split())
-_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
-_STR, _NULL_TAG, _BOOL_TAG, _INT_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "bool", "int"))
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader with a lean resolver: a lock's scalars are strings, bools, ints or null.
-
-    Floats stay strings (a version `1.10` must not become 1.1); every value is then
-    checked against its own grammar, so nothing is lost by resolving less.
-    """
-
-    def resolve(self, kind, value, implicit):  # noqa: ANN001, ANN201
-        if kind is not yaml.ScalarNode:
-            return super().resolve(kind, value, implicit)
-        if not implicit[0]:
-            return _STR
-        if value in _NULL:
-            return _NULL_TAG
-        if value in _BOOL:
-            return _BOOL_TAG
-        if _INT.fullmatch(value):
-            return _INT_TAG
-        return _STR
-
-
 def compose_yaml(text: str, path: Path) -> yaml.Node | None:
-    """The YAML node tree of `text`; syntax errors name the file and line.
-
-    One function, so the project's strict input reader can replace it in one place.
-    """
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LockFileError(
-            f"{where}: invalid YAML in lock file: {problem}", hint="restore the file from version control or re-lock"
-        ) from None
+    """The lock's YAML node tree (strict: one document, no anchors, bounded depth)."""
+    return compose_strict(text, path, LockFileError, "lock file")
 
 
 class _Reader:
@@ -361,12 +323,14 @@ class _Reader:
             return {}
         return {k: self.text(v, f"{what}.{k}", optional=True) for k, v in self.mapping(node, what).items()}
 
-    def plain(self, node: yaml.Node, what: str) -> object:
+    def plain(self, node: yaml.Node, what: str, depth: int = 0) -> object:
         """Any value (for conda-lock's optional metadata blocks), checked for aliases and duplicates."""
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"{what}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, yaml.MappingNode):
-            return {k: self.plain(v, f"{what}.{k}") for k, v in self.mapping(node, what).items()}
+            return {k: self.plain(v, f"{what}.{k}", depth + 1) for k, v in self.mapping(node, what).items()}
         if isinstance(node, yaml.SequenceNode):
-            return [self.plain(v, what) for v in self.sequence(node, what)]
+            return [self.plain(v, what, depth + 1) for v in self.sequence(node, what)]
         return self.text(node, what, optional=True) or None
 
 
@@ -381,7 +345,11 @@ def _check_url(r: _Reader, node: yaml.Node, url: str, what: str, base_dir: Path 
         if base_dir is None:
             raise r.fail(node, f"{what}: relative URL {url!r} in a lock read from no file")
         return (base_dir / unquote(url)).resolve().as_uri()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise r.fail(node, f"{what}: URL {url!r} does not parse ({exc})") from None
     if parts.scheme not in ("https", "http", "file"):
         raise r.fail(
             node,
@@ -496,18 +464,33 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
     )
 
 
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+
+
+def _channel(r: _Reader, node: yaml.Node, url: str) -> str:
+    """A channel as conda-lock records it: a name (`conda-forge`, `pytorch/label/nightly`), a URL or ./relative."""
+    if "://" in url:
+        _check_url(r, node, url, f"channel {url!r}", None)
+    elif not (url.startswith(("./", "../")) or url == "." or _CHANNEL_NAME.fullmatch(url)) or len(url) > _MAX_URL:
+        raise r.fail(node, f"metadata.channels: {url!r} is neither a channel name nor a URL")
+    return url
+
+
 def _channels(r: _Reader, node: yaml.Node) -> tuple[LockChannel, ...]:
     out = []
     for item in r.sequence(node, "metadata.channels"):
         if isinstance(item, yaml.ScalarNode):
-            out.append(LockChannel(r.text(item, "metadata.channels[]")))
+            out.append(LockChannel(_channel(r, item, r.text(item, "metadata.channels[]"))))
             continue
         entry = r.mapping(item, "metadata.channels[]")
         if "url" not in entry:
             raise r.fail(item, "metadata.channels[]: no url")
         used = entry.get("used_env_vars")
         env_vars = tuple(r.text(v, "used_env_vars[]") for v in r.sequence(used, "used_env_vars")) if used is not None else ()
-        out.append(LockChannel(r.text(entry["url"], "metadata.channels[].url"), env_vars))
+        for name, var_node in zip(env_vars, used.value if used is not None else [], strict=False):
+            if not re.fullmatch(r"\w{1,128}", name):
+                raise r.fail(var_node, f"metadata.channels: {name!r} is not an environment variable name")
+        out.append(LockChannel(_channel(r, entry["url"], r.text(entry["url"], "metadata.channels[].url")), env_vars))
     return tuple(out)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.lockmodel import (
@@ -25,8 +26,10 @@ from conda_envkit.lockmodel import (
     relative_url,
     render_lock,
 )
-from conda_envkit.pip_lock import PipInputs, PipPin
 from conda_envkit.solve import SolvedPlatform, SolveTarget
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs, PipPin
 
 # 2: `--cuda` is the driver only (no `cuda-version <=` constraint); channels as recorded.
 INPUT_HASH_SCHEME = "envkit-inputs/2"

@@ -124,7 +124,7 @@ def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, 
     if not is_within(prefix, record):
         raise UnsafePathError(f"{dist_info}/RECORD is outside the prefix", hint="the wheel is hostile")
     files = []
-    for line in record.read_text().splitlines():
+    for line in record.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         # path,hash,size: the path may itself hold commas, the last two fields never do.

@@ -99,7 +99,7 @@ def read_recipe(directory: Path) -> Recipe:
     """Read `<directory>/recipe.yml`, checking every key and file it names."""
     path = directory / "recipe.yml"
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror})", hint="check the recipe directory") from None
     except yaml.YAMLError as exc:

@@ -192,7 +192,7 @@ def record_from_labels(labels: dict[str, str], source: str, image_digest: str | 
 def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentRecord:
     """The record of a bake (bake.json): image digest and reference, plus one platform's details."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record") from None
     except ValueError as exc:

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import rattler
 from rattler import BuildString, GenericVirtualPackage, MatchSpec, PackageName, RepoDataRecord, Version
@@ -14,7 +15,6 @@ from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
-from conda_envkit.pip_lock import PipInputs
 from conda_envkit.platforms import (
     Blas,
     VirtualPackage,
@@ -23,6 +23,9 @@ from conda_envkit.platforms import (
     check_blas,
 )
 from conda_envkit.spec import Dependency
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs
 
 # Packages whose presence means the environment was built for CUDA.
 _CUDA_NAMES = frozenset({"cudatoolkit", "pytorch-cuda", "cuda-version", "cudnn", "nccl"})

@@ -19,6 +19,7 @@ from conda_envkit.platforms import (
     check_platform,
     parse_cuda_driver,
 )
+from conda_envkit.strict_yaml import compose_strict
 
 # `  - numpy  # [linux64]` -> selector "linux64". Same shape as conda-build's.
 _SELECTOR = re.compile(r"^(?P<body>.*?)\s*#\s*\[(?P<expr>[^\[\]]+)\]\s*$")
@@ -152,21 +153,9 @@ def apply_selectors(text: str, platform: str, path: Path) -> str:
 # -- reading -------------------------------------------------------------------------
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-    problem = getattr(exc, "problem", None) or str(exc)
-    return SpecError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line")
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _compose(text: str, path: Path) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from exc
+    # Strict: one document, bounded nesting (PyYAML's composer crashes on deep nesting).
+    return compose_strict(text, path, SpecError, "environment file", aliases=True)
 
 
 def _where(path: Path, node: yaml.Node) -> str:

@@ -16,6 +16,7 @@ import pytest
 from conda_envkit.bake import BakeOptions, image_labels, with_recipe
 from conda_envkit.dockerfile import dockerfile_text
 from conda_envkit.lockfile import read_lockfile
+from conda_envkit.lockmodel import cuda_driver_assumption
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.recipes import RecipeError, list_recipes, load_recipe
 from tests.conftest import Registry, run_envkit, write_env
@@ -32,6 +33,16 @@ def test_base_follows_the_locks_cuda() -> None:
     with pytest.raises(RecipeError, match="no base for CUDA 11.2"):
         cuda.base_for("11.2")
     assert [r.name for r in list_recipes()] == ["cpu-slim", "cuda-training", "scratch"]
+
+
+def test_cuda_base_follows_the_driver_the_lock_assumes(tmp_path: Path, toy_channel: Path) -> None:
+    # A 12.4 driver runs cuda-version 12.6 (minor-version compatibility); a 12.6 base would
+    # demand a 12.6 driver (NVIDIA_REQUIRE_CUDA), so the 12.4 base is the one that runs.
+    write_env(tmp_path, f"channels: [{toy_channel}]\ndependencies: [gpulib]\n")
+    assert run_envkit("lock", "-q", "--cuda", "12.4", cwd=tmp_path).returncode == 0
+    lockfile = read_lockfile(tmp_path / "conda-lock.yml")
+    assert (lockfile.metadata.custom_metadata or {})["envkit.linux-64.cuda-version"] == "12.6"
+    assert load_recipe("cuda-training").base_for(cuda_driver_assumption(lockfile, "linux-64")) == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +62,7 @@ def test_rendered_dockerfile_matches_golden(locks: dict[str, Path], recipe_name:
     lockfile = read_lockfile(locks[lock_name])
     recipe = load_recipe(recipe_name)
     options = with_recipe(BakeOptions(name="train"), recipe, reproducible=True)
-    base = recipe.base_for((lockfile.metadata.custom_metadata or {}).get("envkit.linux-64.cuda-version"))
+    base = recipe.base_for(cuda_driver_assumption(lockfile, "linux-64"))
     labels = image_labels(lockfile, "linux-64", options, BaseImage(base, {}))
     text = dockerfile_text(recipe, options, base, "linux-64", labels)
     # Lock hashes depend on where the test channel lives; everything else is golden.

@@ -49,6 +49,7 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit.lockfile",
         "conda_envkit.lockmodel",
         "conda_envkit.lock_yaml",
+        "conda_envkit.strict_yaml",
     }
 
 
