@@ -110,13 +110,14 @@ def url_host(url: str) -> str:
     return urlsplit(url).netloc.rpartition("@")[2].lower()
 
 
-def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str], what: str) -> str:
+def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None, what: str) -> str:
     """`url` with `${VAR}` expanded only in its credential positions, and only for an allowed host.
 
     Credential positions are `user:password@` and an anaconda-style `/t/<token>/` first path
     segment; `allowed_hosts` are the hosts of the lock's own channels or pip indexes. A
     `${...}` anywhere else (host, path, query) or for another host is an error naming `what`:
     a lock from someone else must not be able to send an environment variable to a server.
+    `allowed_hosts` None: the URL names its own host (a channel or index written in the spec).
     """
     if "${" not in url and "$%7B" not in url.replace("%7b", "%7B"):
         return url
@@ -131,7 +132,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str], what:
             f"{what}: ${{...}} outside a credential position in {strip_credentials(url)}",
             hint="environment variables may only stand for user:password@ or a /t/<token>/ segment; fix the lock",
         )
-    if host.lower() not in allowed_hosts:
+    if allowed_hosts is not None and host.lower() not in allowed_hosts:
         raise ChannelError(
             f"{what}: {strip_credentials(url)} asks for credentials from the environment, "
             f"but {host} is not one of the lock's channels or indexes",
@@ -168,7 +169,9 @@ def resolve_channel(written: str, settings: ChannelSettings, base_dir: Path) -> 
             f"channel {written!r} needs environment variable(s) {', '.join(missing)}",
             hint="export them before locking; they are never written into the lock",
         )
-    expanded = expand_env_vars(written)
+    # A URL's variables stand for credentials only: a spec from a pull request must not be able
+    # to put `https://evil.example/${AWS_SECRET_ACCESS_KEY}/` into a request.
+    expanded = expand_credentials(written, None, f"channel {written!r}") if "://" in written else expand_env_vars(written)
     if "://" in written:
         url = expanded.rstrip("/")
         public = written.rstrip("/")

@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from rattler import RepoDataRecord
 
-from conda_envkit.channels import expand_env_vars, missing_env_vars
+from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
 from conda_envkit.spec import PipRequirement
 from conda_envkit.wheel_targets import WheelTarget, wheel_rank
@@ -120,6 +120,11 @@ def expand_env(value: str, where: str) -> str:
         raise PipLockError(
             f"{where}: needs environment variable(s) {', '.join(missing)}", hint="export them; they are never written to the lock"
         )
+    if "://" in value:  # in an index URL, a variable may only stand for a credential
+        try:
+            return expand_credentials(value, None, where)
+        except EnvkitError as exc:
+            raise PipLockError(exc.message, hint=exc.hint) from None
     return expand_env_vars(value)
 
 

@@ -161,3 +161,35 @@ def test_mlflow_error_does_not_print_the_tracking_uri_password(tmp_path: Path, h
     result = ws.envkit("export", "--lockfile", ws.lock, "--to", "mlflow", "--tracking-uri", uri, "--experiment", "x", env=env)
     assert result.returncode == 2, result.output
     assert CANARY not in result.output
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "{url}/${{ENVKIT_CANARY}}/ch",
+        "{url}/ch?k=${{ENVKIT_CANARY}}",
+        "http://${{ENVKIT_CANARY}}.localhost:{port}/ch",
+    ],
+)
+def test_spec_channel_variable_outside_a_credential_position_is_refused(
+    tmp_path: Path, logging_server: LoggingServer, channel: str
+) -> None:
+    written = channel.format(url=logging_server.url, port=logging_server.port)
+    write_env(tmp_path / "w", f"channels: ['{written}']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV})
+    assert_refused(result, "credential position")
+    assert CANARY not in result.output and logging_server.log == []
+
+
+def test_spec_pip_index_variable_outside_a_credential_position_is_refused(
+    tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer
+) -> None:
+    write_env(
+        tmp_path / "w",
+        f"channels: ['{hostile_channel}']\nplatforms: [linux-64]\ndependencies: [python, {{pip: "
+        f"['--index-url {logging_server.url}/${{ENVKIT_CANARY}}/simple', 'anything']}}]\n",
+    )
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV})
+    assert result.returncode == 2, result.output
+    assert "credential position" in result.stderr
+    assert CANARY not in result.output and logging_server.log == []
