@@ -793,8 +793,12 @@ def verify_command(
 
         findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)  # type: ignore[arg-type]
         scratch_blobs.cleanup()
+    # A recipe's extra files are outside the lock: listed for review, not judged.
+    recipe_files = sorted(getattr(tree, "recipe_files", []))
     if as_json:
         report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        if recipe_files:
+            report["recipe_files"] = recipe_files
         click.echo(json.dumps(report, indent=2))
     elif findings:
         for f in findings:
@@ -802,6 +806,8 @@ def verify_command(
         click.echo(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})", err=True)
     else:
         click.echo(f"{target}: matches {lockfile} ({chosen})")
+    if recipe_files and not as_json:
+        click.echo(f"recipe files (not in the lock, not checked): {', '.join(recipe_files)}", err=True)
     if findings:
         sys.exit(EXIT_STALE)
 

@@ -88,9 +88,12 @@ class ImageTree:
         self.entries: dict[str, _Entry] = {}  # path in prefix -> type, content hash or target, mode
         self.outside: list[str] = []  # non-directory entries outside the prefix in envkit's layers and above
         self.meta: dict[str, bytes] = {}  # conda-meta/*.json, and the lock copy bake put in conda-meta/envkit/
+        self.recipe_files: list[str] = []  # files of bake's recipe-files layer: outside the lock, listed not judged
         first_ours = _first_envkit_layer(base.config, len(base.layers))
+        recipe_layer = _recipe_files_layer(base.config, len(base.layers))
         for index, layer in enumerate(base.layers):
             self._ours = index >= first_ours
+            self._recipe = index == recipe_layer
             self._apply(store_path / "sha256" / layer.descriptor.digest.partition(":")[2])
 
     def _inside(self, name: str) -> str | None:
@@ -115,7 +118,8 @@ class ImageTree:
                     continue
                 path = self._inside(member.name)
                 if path is None and self._ours and not member.isdir():
-                    self.outside.append("/" + posixpath.normpath(member.name.lstrip("./").lstrip("/")))
+                    where = "/" + posixpath.normpath(member.name.lstrip("./").lstrip("/"))
+                    (self.recipe_files if self._recipe and member.isfile() else self.outside).append(where)
                 if path is not None and member.isdir():
                     self.entries[path] = _Entry("directory", "", member.mode)
                 if path is None or member.isdir():
@@ -169,10 +173,25 @@ def _first_envkit_layer(config: dict, layer_count: int) -> int:
     return 0
 
 
+def _recipe_files_layer(config: dict, layer_count: int) -> int:
+    """Index of bake's recipe-files layer, if the image was baked from a recipe: the last layer, so named.
+
+    A recipe's extra files (an entrypoint script, a config) live outside the prefix and are not in
+    the lock; only that one layer may hold them, and only regular files.
+    """
+    labels = (config.get("config") or {}).get("Labels") or {}
+    created = [h.get("created_by", "") for h in (config.get("history") or []) if not h.get("empty_layer")]
+    if labels.get("dev.envkit.recipe") and len(created) == layer_count and created and created[-1] == "envkit bake: recipe files":
+        return layer_count - 1
+    return -1
+
+
 _DANGEROUS_ENV = ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "BASH_ENV", "ENV")
 
 
-def image_config_findings(config: dict, prefix: str, labels: dict[str, str], expected_lock_hash: str, platform_hash: str) -> list[Finding]:
+def image_config_findings(
+    config: dict, prefix: str, labels: dict[str, str], expected_lock_hash: str, platform_hash: str, recipe_files: tuple[str, ...] = ()
+) -> list[Finding]:
     """What the image runs that the lock does not explain: loader/interpreter variables, a lock hash label that lies."""
     findings = []
     cfg = config.get("config") or {}
@@ -192,7 +211,8 @@ def image_config_findings(config: dict, prefix: str, labels: dict[str, str], exp
         )
     for key in ("Entrypoint", "Cmd"):
         for arg in cfg.get(key) or []:
-            if str(arg).startswith("/") and not str(arg).startswith(prefix.rstrip("/") + "/") and str(arg) not in ("/bin/sh", "/bin/bash"):
+            allowed = str(arg) in ("/bin/sh", "/bin/bash") or str(arg) in recipe_files
+            if str(arg).startswith("/") and not str(arg).startswith(prefix.rstrip("/") + "/") and not allowed:
                 findings.append(Finding("image-config", f"config {key}", f"runs {arg}, outside the environment {prefix}"))
                 break
     return findings
@@ -231,7 +251,8 @@ def verify_image(
             findings.append(f)
     for path in tree.outside:
         findings.append(Finding("outside-prefix", "no package", f"{path} is added outside the environment {prefix}"))
-    findings += image_config_findings(config, prefix, labels, str(lock_hash(lockfile)), str(platform_lock_hash(lockfile, platform)))
+    hashes = (str(lock_hash(lockfile)), str(platform_lock_hash(lockfile, platform)))
+    findings += image_config_findings(config, prefix, labels, *hashes, tuple(tree.recipe_files))
     return findings
 
 

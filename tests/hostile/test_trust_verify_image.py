@@ -158,3 +158,34 @@ def test_repacked_image_in_a_registry_is_caught(baked: tuple[Workspace, str], tm
     subprocess.run([_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'image'}:{tag}", f"docker://{ref}"], check=True)
     result = ws.envkit("verify", "--image", ref, "--insecure", "--json")
     assert "modified-file" in _kinds(result)
+
+
+def _recipe_image(tmp_path: Path, hostile_channel: Path) -> tuple[Workspace, str]:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    mine = tmp_path / "recipes" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "entry.sh").write_text('#!/bin/sh\nexec "$@"\n')
+    (mine / "recipe.yml").write_text(
+        "description: with a file\nbase: {cpu: scratch}\nentrypoint: [/usr/local/bin/entry]\n"
+        "files:\n  - src: entry.sh\n    dest: /usr/local/bin/entry\n"
+    )
+    result = ws.envkit("bake", "-q", "--recipe", "mine", "--recipe-dir", tmp_path / "recipes", "--oci", "image", "-p", "linux-64")
+    assert result.returncode == 0, result.output
+    return ws, json.loads((ws.root / "bake.json").read_text())["tags"][0]
+
+
+def test_recipe_files_are_listed_not_judged(tmp_path: Path, hostile_channel: Path) -> None:
+    ws, tag = _recipe_image(tmp_path, hostile_channel)
+    result = ws.envkit("verify", "--image", f"oci:image:{tag}", "--json")
+    assert result.returncode == 0, result.output
+    assert json.loads(result.stdout)["recipe_files"] == ["/usr/local/bin/entry"]
+
+
+def test_a_file_outside_the_prefix_in_another_layer_of_a_recipe_image_is_a_finding(tmp_path: Path, hostile_channel: Path) -> None:
+    ws, tag = _recipe_image(tmp_path, hostile_channel)
+
+    def edit(layers: Layers, config: dict) -> None:
+        layers[0].append(new_file("etc/ld.so.preload", b"/x.so\n"))
+
+    repack_layout(ws.root / "image", tag, edit)
+    assert "outside-prefix" in _kinds(ws.envkit("verify", "--image", f"oci:image:{tag}", "--json"))
