@@ -60,11 +60,37 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
             return entry["username"], entry.get("password", "")
     helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
     if helper:
-        raise RegistryError(
-            f"{path}: credentials for {registry} are in the credential helper {helper!r}, which envkit does not call",
-            hint="set ENVKIT_REGISTRY_USER and ENVKIT_REGISTRY_PASSWORD, or store an `auths` entry",
-        )
+        return _credential_helper(str(helper), registry, path)
     return None
+
+
+def _credential_helper(helper: str, registry: str, config_path: Path) -> tuple[str, str] | None:
+    """(user, secret) from `docker-credential-<helper> get` for `registry` (the docker credential-helper protocol)."""
+    import shutil
+    import subprocess
+
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", helper):
+        raise RegistryError(f"{config_path}: credential helper name {helper!r} is not a plain name", hint="fix the docker config")
+    binary = shutil.which(f"docker-credential-{helper}")
+    if binary is None:
+        raise RegistryError(
+            f"{config_path}: credentials for {registry} are in the credential helper {helper!r}, "
+            f"but docker-credential-{helper} is not on PATH",
+            hint="install the helper, or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD for a push",
+        )
+    try:
+        proc = subprocess.run([binary, "get"], input=registry, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RegistryError(f"docker-credential-{helper}: failed for {registry} ({exc})", hint="check the credential helper") from None
+    if proc.returncode != 0:
+        if "credentials not found" in (proc.stdout + proc.stderr).lower():
+            return None
+        raise RegistryError(f"docker-credential-{helper}: failed for {registry}", hint="check the credential helper") from None
+    try:
+        answer = json.loads(proc.stdout)
+        return str(answer["Username"]), str(answer["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"docker-credential-{helper}: unreadable answer for {registry}", hint="check the credential helper") from None
 
 
 def environment_credentials() -> tuple[str, str] | None:

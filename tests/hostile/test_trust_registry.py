@@ -131,3 +131,24 @@ def test_credentials_only_for_their_host_over_tls(registry: str, insecure: bool,
     client = RegistryClient(registry, insecure=insecure, credentials=("u", PASSWORD))
     client._basic = True
     assert bool(client._auth_header("repository:x:pull", url)) is allowed
+
+
+def test_credential_helper_is_asked_for_its_own_host_only(tmp_path: Path, basic_registry: LoggingServer) -> None:
+    # The docker credential-helper protocol, as skopeo and crane use it: `get`, host on stdin.
+    bin_dir, docker = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    docker.mkdir()
+    log = tmp_path / "helper.log"
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text(
+        "#!/bin/sh\nread host\necho \"$1 $host\" >> " + str(log) + "\n"
+        "printf '{\"Username\": \"helper-user\", \"Secret\": \"helper-secret\"}'\n"
+    )
+    helper.chmod(0o755)
+    (docker / "config.json").write_text(json.dumps({"credHelpers": {basic_registry.host: "fake", "other.example": "fake"}}))
+    import os
+
+    env = {"DOCKER_CONFIG": str(docker), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env=env)
+    assert log.read_text() == f"get {basic_registry.host}\n"
+    assert "Authorization: Basic " + base64.b64encode(b"helper-user:helper-secret").decode() in basic_registry.text()
