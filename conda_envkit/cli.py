@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -90,7 +91,13 @@ def main() -> None:
     show_default=True,
     help="Lock file to write; variants go next to it as <stem>.<variant>.yml.",
 )
-@click.option("--cuda", "cuda", metavar="VERSION", help="Assume this CUDA driver version (__cuda) and allow CUDA builds no newer than it.")
+@click.option(
+    "--cuda",
+    "cuda",
+    metavar="VERSION",
+    help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
+    "cap the toolkit with a spec such as `cuda-version <=12.4`.",
+)
 @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
 @click.option(
     "--blas",
@@ -298,7 +305,8 @@ def _print_check(results: list[Any], as_json: bool) -> None:
     else:
         for r in results:
             if r.fresh:
-                click.echo(f"fresh  {r.path} {r.platform}" + ("" if r.hash_matched else " (inputs changed, lock still satisfies them)"))
+                changed = r.hash_matched is False
+                click.echo(f"fresh  {r.path} {r.platform}" + (" (inputs changed, lock still satisfies them)" if changed else ""))
             else:
                 click.echo(f"STALE  {r.path} {r.platform}:", err=True)
                 for reason in r.reasons:
@@ -457,7 +465,9 @@ def _image_options(
 )
 @click.option("--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]")
 @click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option(
+    "--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also look for recipes here (searched first)."
+)
 @click.option("--reproducible", is_flag=True, help="Add the recipe's reproducibility settings (PYTHONHASHSEED, determinism flags).")
 @click.option("-n", "--name", default="env", show_default=True, help="Environment name (prefix /opt/conda/envs/NAME).")
 @click.option("--prefix", help="Where the environment lives in the image. [default: /opt/conda/envs/NAME]")
@@ -857,7 +867,7 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
 
 
 @main.command("recipes")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also list recipes here.")
+@click.option("--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also list recipes here.")
 @click.option("--json", "as_json", is_flag=True)
 @_reports_errors
 def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
@@ -880,7 +890,9 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @main.command("dockerfile")
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
 @click.option("--recipe", required=True, help="Recipe (see `envkit recipes`).")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option(
+    "--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also look for recipes here (searched first)."
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Build context directory to create.")
 @click.option("-p", "--platform", default="linux-64", show_default=True)
 @click.option("--base", help="Base image instead of the recipe's.")
@@ -945,6 +957,10 @@ def dockerfile_command(
         click.echo(f"built {image_tag} with {backend}")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 
@@ -953,6 +969,8 @@ def run() -> None:
     the work is done. Every file envkit writes is complete (written, fsynced and
     renamed) before a command returns, so skipping finalization loses nothing.
     """
+    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
         code = 0

@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
+from rattler.exceptions import ExtractError
+from rattler.exceptions import IoError as RattlerIoError
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 from conda_envkit.channels import (
@@ -39,13 +41,16 @@ from conda_envkit.channels import (
     url_host,
 )
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import directory_lock, staging_dir, write_error
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
+from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.safepath import child
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
+_CACHE_SETTING = f"--cache-dir or ${CACHE_ENV_VAR}"
 _CHUNK = 1 << 20
 
 
@@ -178,9 +183,13 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
             ) from None
         return _sha256_of(dest), dest.stat().st_size
     last = ""
+    tried = 0
+    shown = strip_credentials(url)
+    deadline = Deadline(shown)  # for all attempts together; each byte received extends it
     for attempt in range(attempts):
+        tried = attempt + 1
         try:
-            with session.get(url, stream=True, timeout=(10, 300), auth=auth) as response:
+            with session.get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
@@ -192,15 +201,32 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
                 digest = hashlib.sha256()
                 size = 0
                 with dest.open("wb") as out:
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in iter_limited(response, deadline, chunk=_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
                 return digest.hexdigest(), size
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-            last = str(exc)
+        except requests.TooManyRedirects:
+            raise InstallError(
+                f"{shown}: too many redirects", hint="the server redirects in a loop; check the channel or mirror URL"
+            ) from None
+        except (requests.RequestException, NetworkError) as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            last = _failure(exc, shown)
+            if not deadline.can_wait(0.5 * 2**attempt):
+                break
             time.sleep(0.5 * 2**attempt)
-    raise InstallError(f"{strip_credentials(url)}: download failed after {attempts} attempts: {last}", hint="check the network or mirror")
+    raise InstallError(f"{shown}: download failed after {tried} attempt(s) ({last})", hint="check the network or mirror")
+
+
+def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
+    """A short reason for a failed download attempt (requests' own text repeats the URL)."""
+    if isinstance(exc, NetworkError):
+        return exc.message.removeprefix(f"{shown}: ")
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    return exc.__class__.__name__
 
 
 def fetch_packages(
@@ -217,7 +243,10 @@ def fetch_packages(
     """
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
-    store.mkdir(parents=True, exist_ok=True)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
     session = requests.Session()
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
@@ -232,12 +261,18 @@ def fetch_packages(
         url = fetch_url(p.url, settings, allowed_hosts, label)
         if p.manager == "pip":
             auth = pip_index_auth(p.url, pip_indexes)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
         tmp = Path(tmp_name)
         try:
-            actual, size = _download(url, tmp, session, auth=auth)
+            try:
+                actual, size = _download(url, tmp, session, auth=auth)
+            except OSError as exc:  # the cache's disk, not the network (requests errors are handled inside)
+                raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
             if actual != expected:
                 what = f"pip package {p.name} {p.version}" if p.manager == "pip" else f"package {p.name} {p.version} {p.build}"
                 raise InstallError(
@@ -265,8 +300,17 @@ def _channel_of(url: str) -> str:
 
 def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
     """A record for rattler built from the verified archive's own index.json."""
-    index = IndexJson.from_package_archive(fetched.archive)
     locked = fetched.locked
+    try:
+        index = IndexJson.from_package_archive(fetched.archive)
+    except (ExtractError, RattlerIoError) as exc:
+        # The sha256 matched the lock: the channel served this very file when it was locked.
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InstallError(
+            f"{locked.platform}: package {locked.name} {locked.version} {locked.build} ({fetched.file_name}) "
+            f"is not a readable conda package: {reason}",
+            hint="its sha256 matches the lock, so the channel published a broken file: tell the channel, or re-lock without it",
+        ) from None
     if index.name.normalized != locked.name or str(index.version) != locked.version or str(index.build) != locked.build:
         raise InstallError(
             f"{locked.platform}: {fetched.file_name} holds {index.name.normalized} {index.version} {index.build}, "
@@ -355,7 +399,7 @@ def install_packages(
     carry a prefix placeholder); it defaults to `prefix` itself.
     """
     started = time.perf_counter()
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = (cache_dir or default_cache_dir()).absolute()  # archives are handed to rattler as file:// URLs
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
     python = next((p.version for p in packages if p.name == "python"), None)
@@ -376,7 +420,10 @@ def install_packages(
     check_links_together(payloads)
     # A per-install extraction directory, removed afterwards: rattler hard-links files from
     # it, and a shared one would let an edit in this environment poison every later install.
-    extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))
+    try:
+        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp" / "extracted", exc, "package cache", _CACHE_SETTING) from None
     try:
         asyncio.run(
             install(
@@ -392,6 +439,14 @@ def install_packages(
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
         raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    except BaseException as exc:
+        # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InstallError(
+            f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
+            hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
+        ) from None
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
     normalize_conda_meta(prefix, conda_fetched)
@@ -425,14 +480,22 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{prefix.name}.", suffix=".envkit-staging", dir=prefix.parent))
+    staging = staging_dir(prefix, ".envkit-staging", "--prefix")
+    say = progress or (lambda _msg: None)
     try:
-        report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
-        copy = staging / LOCK_COPY
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(lockfile_path, copy)
-        os.rename(staging, prefix)
+        # One install per parent directory at a time: a second one into the same
+        # prefix waits, then finds it taken instead of losing the race to rename.
+        with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
+            if prefix.exists():
+                raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
+            report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
+            copy = staging / LOCK_COPY
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lockfile_path, copy)
+            os.rename(staging, prefix)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(prefix, exc, "environment", "--prefix") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
@@ -22,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 import yaml
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_if_changed as write_if_changed  # re-exported: the one atomic writer
 from conda_envkit.lock_yaml import dump_block_yaml, scalar
 from conda_envkit.strict_yaml import MAX_DEPTH, compose_strict
 
@@ -670,28 +670,6 @@ def render_lock(lockfile: LockFile, texts: dict[tuple[str, str, str], str] | Non
     body.append("package:\n")
     body.extend(texts.get(p.key) or package_text(p) for p in packages)
     return "".join(body)
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write `text` (UTF-8) to `path` atomically unless it already holds it; return whether it wrote."""
-    data = text.encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 def relative_url(url: str, base_dir: Path) -> str:

@@ -129,8 +129,16 @@ def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...],
     )
 
 
-def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
-    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build."""
+def pip_locked(pin: PipPin, platform: str, lock_dir: Path) -> LockedPackage:
+    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build.
+
+    A local wheel inside the project (`--find-links ./wheels`) is recorded relative to the
+    lock file, like a relative channel, so copies of the project lock alike.
+    """
+    written = pin.url
+    if pin.url.startswith("file://"):
+        local = relative_url(pin.url, lock_dir)
+        written = local if local.startswith("./") else pin.url
     return LockedPackage(
         name=pin.name,
         version=pin.version,
@@ -139,7 +147,7 @@ def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
         url=pin.url,
         hash=PackageHash(sha256=pin.sha256),
         build=None,
-        written_url=pin.url,
+        written_url=written,
     )
 
 
@@ -194,7 +202,7 @@ def platform_part(
     """Convert one platform's records (and pip pins) to lock entries and their text."""
     platform = solved.target.platform
     packages = tuple(locked_package(r, platform, channels, lock_dir) for r in solved.records)
-    packages += tuple(pip_locked(pin, platform) for pin in pins)
+    packages += tuple(pip_locked(pin, platform, lock_dir) for pin in pins)
     return PlatformPart(solved, packages, {p.key: package_text(p) for p in packages})
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
 from rattler import Version
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
 
 RECIPES_ENV_VAR = "ENVKIT_RECIPES"
 BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -98,13 +98,7 @@ def _command(value: Any, where: str) -> tuple[str, ...] | None:
 def read_recipe(directory: Path) -> Recipe:
     """Read `<directory>/recipe.yml`, checking every key and file it names."""
     path = directory / "recipe.yml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})", hint="check the recipe directory") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML", hint="fix the recipe's syntax") from None
+    data = load_yaml(read_input(path, "recipe")) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping", hint="see recipes/README.md for the keys")
     unknown = sorted(set(data) - _KEYS)
@@ -149,14 +143,14 @@ def list_recipes(extra: Path | None = None) -> list[Recipe]:
     for directory in recipe_dirs(extra):
         if directory.is_dir():
             for sub in sorted(directory.iterdir()):
-                if (sub / "recipe.yml").is_file() and sub.name not in found:
+                if (sub / "recipe.yml").exists() and sub.name not in found:
                     found[sub.name] = read_recipe(sub)
     return [found[name] for name in sorted(found)]
 
 
 def load_recipe(name: str, extra: Path | None = None) -> Recipe:
     for directory in recipe_dirs(extra):
-        if (directory / name / "recipe.yml").is_file():
+        if (directory / name / "recipe.yml").exists():
             return read_recipe(directory / name)
     names = ", ".join(r.name for r in list_recipes(extra)) or "none"
     raise RecipeError(f"unknown recipe {name!r} (available: {names})", hint="see `envkit recipes`, or pass --recipe-dir")

@@ -51,6 +51,30 @@ def test_relative_channel_stays_relative_and_copies_hash_alike(tmp_path: Path, t
     assert installed.returncode == 0, installed.output
 
 
+def test_local_wheels_stay_relative_too(tmp_path: Path, toy_channel: Path) -> None:
+    from conda_envkit.testing.local_index import demo_wheels, write_wheel
+
+    hashes = []
+    for copy in ("a", "b"):
+        project = tmp_path / copy
+        shutil.copytree(toy_channel, project / "channel")
+        (project / "wheels").mkdir()
+        for wheel in demo_wheels():
+            write_wheel(wheel, project / "wheels")
+        pip = "  - pip:\n      - --no-index\n      - --find-links ./wheels\n      - hello-ml\n"
+        write_env(project, "channels: [./channel]\n" + _deps("python=3.11") + pip)
+        result = run_envkit("lock", "-q", cwd=project)
+        assert result.returncode == 0, result.output
+        assert "url: ./wheels/hello_ml-" in (project / "conda-lock.yml").read_text()
+        hashes.append(run_envkit("hash", cwd=project).stdout.split()[0])
+    assert hashes[0] == hashes[1]
+    installed = run_envkit(
+        "install", "-q", "-p", "linux-64", "--prefix", "env", cwd=tmp_path / "b", env={"ENVKIT_CACHE_DIR": str(tmp_path / "c")}
+    )
+    assert installed.returncode == 0, installed.output
+    assert run_envkit("verify", "-p", "linux-64", "--prefix", "env", cwd=tmp_path / "b").returncode == 0
+
+
 def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy", "gpulib"))
     args = ["-p", "linux-64", "-p", "osx-arm64", "--cuda", "12.4", "--blas", "linux-64=mkl"]
@@ -146,3 +170,13 @@ def test_deeply_nested_environment_file_is_an_error_not_a_crash(tmp_path: Path) 
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2, result.output
     assert "environment.yml:2: nested deeper than 32 levels" in result.stderr
+
+
+def test_unsatisfiable_names_only_the_specs_in_the_conflict(tmp_path: Path, toy_channel: Path) -> None:
+    deps = _deps("hello", "python=3.11", "gpulib", "numpy=2.0.1=py312_0")
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + deps)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    conflict = next(line for line in result.stderr.splitlines() if "conflicting specs:" in line)
+    assert "python=3.11 (environment.yml:4)" in conflict and "numpy=2.0.1=py312_0 (environment.yml:6)" in conflict
+    assert "hello" not in conflict and "gpulib" not in conflict

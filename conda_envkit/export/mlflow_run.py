@@ -7,9 +7,11 @@ in one `log_batch` call, so a failure leaves either nothing or the artifact alon
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from conda_envkit.network import call_with_deadline, network_timeout
 from conda_envkit.record import EnvironmentRecord, RecordError
 
 ARTIFACT_DIR = "envkit"
@@ -43,7 +45,7 @@ def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-
     from mlflow.exceptions import MlflowException
 
     try:
-        return fn(*args, **kwargs)
+        return call_with_deadline(f"MLflow at {uri}: {what}", lambda: fn(*args, **kwargs))
     except MlflowException as exc:
         message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
         raise RecordError(
@@ -51,8 +53,21 @@ def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-
         ) from None
 
 
+def _bound_mlflow_retries() -> None:
+    """MLflow's own HTTP settings, derived from $ENVKIT_NETWORK_TIMEOUT unless set explicitly.
+
+    Its defaults (120 s per request, 7 retries with backoff factor 2) block for many
+    minutes when the server is down; these give up within about 3 request timeouts.
+    """
+    per_request = max(1, round(min(network_timeout(), 30.0)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
 def export_to_mlflow(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarget) -> MlflowResult:
     """Tag a run (existing, or new in `experiment`) and optionally a model version with the record."""
+    _bound_mlflow_retries()
     import mlflow
     from mlflow.entities import RunTag
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
+    MAX_CONFIG_BYTES,
     OCI_EQUIVALENT,
     OCI_INDEX,
     OCI_LAYER,
@@ -18,6 +19,7 @@ from conda_envkit.oci.blobs import (
     Descriptor,
     OciError,
     file_digest,
+    json_document,
 )
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.layer import Layer
@@ -36,23 +38,39 @@ def _matches(platform: dict[str, str], wanted: dict[str, str]) -> bool:
 
 def select_platform(index: dict, wanted: dict[str, str], where: str) -> Descriptor:
     """The manifest for `wanted` (os/architecture[/variant]) in an image index."""
-    for item in index.get("manifests", []):
-        desc = Descriptor.from_json(item, where)
+    items = index.get("manifests", [])
+    if not isinstance(items, list):
+        raise OciError(f"{where}: image index's `manifests` is not a list", hint="the registry or image is broken")
+    descriptors = [Descriptor.from_json(item, where) for item in items]
+    for desc in descriptors:
         if desc.platform and _matches(desc.platform, wanted):
             return desc
-    have = sorted(f"{d['platform'].get('os')}/{d['platform'].get('architecture')}" for d in index.get("manifests", []) if d.get("platform"))
+    have = sorted(f"{d.platform.get('os')}/{d.platform.get('architecture')}" for d in descriptors if d.platform)
     raise OciError(
         f"{where} has no image for {wanted['os']}/{wanted['architecture']} (it has {', '.join(have) or 'none'})",
         hint="pick a base image that is built for this platform",
     )
 
 
+def manifest_descriptors(manifest: dict, where: str) -> tuple[Descriptor, list[Descriptor]]:
+    """The config and layer descriptors of an image manifest, checked: an error names `where`."""
+    if not isinstance(manifest.get("config"), dict):
+        raise OciError(f"{where}: image manifest has no config", hint="the registry or image is broken, or this is not an image")
+    layers = manifest.get("layers", [])
+    if not isinstance(layers, list):
+        raise OciError(f"{where}: image manifest's `layers` is not a list", hint="the registry or image is broken")
+    return Descriptor.from_json(manifest["config"], where), [Descriptor.from_json(d, where) for d in layers]
+
+
 def base_from_manifest(reference: str, manifest: dict, manifest_digest: str, store: BlobStore, repository: str | None) -> BaseImage:
     """A BaseImage from a manifest whose config and layers are already in `store`; layers are scanned."""
-    config_desc = Descriptor.from_json(manifest["config"], reference)
-    config = store.read_json(config_desc.digest)
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-    layer_descs = [Descriptor.from_json(d, reference) for d in manifest.get("layers", [])]
+    config_desc, layer_descs = manifest_descriptors(manifest, reference)
+    config = store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config")
+    rootfs = config.get("rootfs") or {}
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids or [], list) or not all(isinstance(d, str) for d in diff_ids or []):
+        raise OciError(f"{reference}: config's rootfs.diff_ids is not a list of digests", hint="the base image is corrupt")
+    diff_ids = list(diff_ids or [])
     if len(diff_ids) != len(layer_descs):
         raise OciError(
             f"{reference}: config lists {len(diff_ids)} diff_ids for {len(layer_descs)} layers", hint="the base image is corrupt"
@@ -78,7 +96,7 @@ def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links:
     marker = store.root / "scanned" / chain_key
     if marker.is_file():
         try:
-            saved = json.loads(marker.read_text())
+            saved = json.loads(marker.read_text(encoding="utf-8"))
             if isinstance(saved, dict):
                 links.clear()
                 links.update({str(k): str(v) for k, v in saved.items()})
@@ -88,16 +106,16 @@ def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links:
     check_layer(store.path(digest), where, links)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(json.dumps(links, sort_keys=True))
+    tmp.write_text(json.dumps(links, sort_keys=True), encoding="utf-8")
     os.replace(tmp, marker)
 
 
-def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore) -> None:
+def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:
     if store.has(desc.digest) and file_digest(store.path(desc.digest)) == desc.digest:
         return  # a cached copy is used only if its bytes still have its name
     tmp = store.temp_path()
     try:
-        client.fetch_blob(repository, desc.digest, tmp)
+        client.fetch_blob(repository, desc.digest, tmp, max_bytes)
         store.adopt(tmp, desc.digest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,15 +124,14 @@ def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: Blo
 def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], store: BlobStore) -> BaseImage:
     """Fetch a base image for one platform (index -> manifest -> config + layers) into `store`."""
     data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
-    document = json.loads(data)
+    document = json_document(data, str(ref))
     if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
         chosen = select_platform(document, wanted, str(ref))
         data, media_type, digest = client.get_manifest(ref.repository, chosen.digest)
-        document = json.loads(data)
-    config_desc = Descriptor.from_json(document["config"], str(ref))
-    _fetch(client, ref.repository, config_desc, store)
-    for layer in document.get("layers", []):
-        desc = Descriptor.from_json(layer, str(ref))
+        document = json_document(data, f"{ref} ({chosen.digest})")
+    config_desc, layer_descs = manifest_descriptors(document, str(ref))
+    _fetch(client, ref.repository, config_desc, store, MAX_CONFIG_BYTES)
+    for desc in layer_descs:
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
         _fetch(client, ref.repository, desc, store)
@@ -163,5 +180,5 @@ def resolve_digest(client: RegistryClient, ref: ImageRef, wanted: dict[str, str]
     """The digest of the platform's manifest behind a reference (what `pull_base` would record)."""
     data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
     if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
-        return select_platform(json.loads(data), wanted, str(ref)).digest
+        return select_platform(json_document(data, str(ref)), wanted, str(ref)).digest
     return digest

@@ -141,8 +141,7 @@ def test_credential_helper_is_asked_for_its_own_host_only(tmp_path: Path, basic_
     log = tmp_path / "helper.log"
     helper = bin_dir / "docker-credential-fake"
     helper.write_text(
-        "#!/bin/sh\nread host\necho \"$1 $host\" >> " + str(log) + "\n"
-        "printf '{\"Username\": \"helper-user\", \"Secret\": \"helper-secret\"}'\n"
+        '#!/bin/sh\nread host\necho "$1 $host" >> ' + str(log) + '\nprintf \'{"Username": "helper-user", "Secret": "helper-secret"}\'\n'
     )
     helper.chmod(0o755)
     (docker / "config.json").write_text(json.dumps({"credHelpers": {basic_registry.host: "fake", "other.example": "fake"}}))
