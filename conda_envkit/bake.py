@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -21,13 +20,15 @@ from pathlib import Path, PurePosixPath
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.errors import EnvkitError
-from conda_envkit.install import LOCK_COPY, default_cache_dir, install_packages
+from conda_envkit.files import write_error
+from conda_envkit.install import CACHE_ENV_VAR, LOCK_COPY, default_cache_dir, install_packages
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
 from conda_envkit.pip_install import PIP_RECORDS
+from conda_envkit.progress import SILENT, Progress
 from conda_envkit.recipes import Recipe
 
 MiB = 1 << 20
@@ -223,13 +224,13 @@ def stage_environment(
     labels: dict[str, str],
     cache_dir: Path,
     settings: ChannelSettings | None,
-    say: Callable[[str], None],
+    progress: Progress = SILENT,
 ) -> None:
     """Install one platform into `staging` for `prefix`, with the lock copy and environment.json.
 
     The environment bytes of an image: `bake` layers them, `dockerfile` copies them.
     """
-    install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
+    install_packages(lockfile, platform, staging, prefix, cache_dir, settings, progress)
     copy = staging / LOCK_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lockfile_path, copy)
@@ -270,31 +271,39 @@ def bake_platform(
     store: BlobStore,
     cache_dir: Path,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> PlatformImage:
     """Install one platform of the lock into a staging prefix and turn it into an image manifest."""
     started = time.perf_counter()
     oci_platform(platform)
-    say = progress or (lambda _msg: None)
     prefix = options.in_image_prefix
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     # Staged next to the package cache, so that linking can hard-link from it.
-    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    try:
+        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
     labels = image_labels(lockfile, platform, options, base)
     try:
         staging = staging_root / "prefix"
-        stage_environment(lockfile_path, lockfile, platform, staging, prefix, labels, cache_dir, settings, say)
+        stage_environment(lockfile_path, lockfile, platform, staging, prefix, labels, cache_dir, settings, progress)
         packages = installed_packages(staging)
         plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers) + bool(options.files))
         in_image = prefix.strip("/")
         layer_cache = LayerCache(cache_dir / "layers")
         known = {path: digest for p in packages for path, digest in p.sha256.items()}
 
+        step = f"layers {platform}"
+
         def write(plan: LayerPlan) -> Layer:
             files = [LayerFile(f"{in_image}/{p}", staging / p, known.get(p)) for p in plan.paths]
-            return write_layer(files, store, options.compression, options.epoch, layer_cache)
+            layer = write_layer(files, store, options.compression, options.epoch, layer_cache)
+            progress.advance(step)
+            return layer
+
+        progress.start(step, total=len(plans) + bool(options.files), unit="layers")
 
         # Layers are independent; hashing, compression and file reads release the GIL.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -304,7 +313,8 @@ def bake_platform(
             layers.append(write_layer(extra, store, options.compression, options.epoch, layer_cache))
             plans.append(LayerPlan("recipe files", (), tuple(dest for dest, _ in options.files)))
         reused = sum(1 for layer in layers if layer.reused)
-        say(f"{platform}: {len(layers)} layers ({reused} reused from the layer cache)")
+        size = sum(layer.descriptor.size for layer in layers)
+        progress.done(step, f"{len(layers)} layers, {size / 1e6:.1f} MB ({reused} reused from the layer cache)")
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
     image_settings = ImageSettings(
@@ -361,7 +371,7 @@ def bake_image(
     store: BlobStore,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> BakedImage:
     """Bake every platform; several platforms become one image index."""
     cache_dir = cache_dir or default_cache_dir()

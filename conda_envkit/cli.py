@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -64,8 +65,18 @@ def _parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="envkit")
-def main() -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Deadline for each network operation (repodata, package, manifest, blob, MLflow call). "
+    "[default: $ENVKIT_NETWORK_TIMEOUT, else 300]",
+)
+def main(timeout: float | None) -> None:
     """Lock conda environments for every platform, bake them into images, record them."""
+    if timeout is not None:
+        # The one setting every network client reads (conda_envkit.network), also for child processes.
+        os.environ["ENVKIT_NETWORK_TIMEOUT"] = f"{timeout:g}"
 
 
 @main.command()
@@ -209,12 +220,15 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 
 
 def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
-    from conda_envkit.channels import cache_root, channel_secrets, forget_credentials, make_gateway
+    from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway, repodata_cache_dir
     from conda_envkit.locking import lock_environment
+    from conda_envkit.progress import progress_for
+    from conda_envkit.solve import ChannelReadError
+
+    reporter = progress_for(quiet)
 
     def progress(solved: Any) -> None:
-        if not quiet:
-            click.echo(f"solved {solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s", err=True)
+        reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
         if solved.target.cuda and not solved.cuda_packages:
             click.echo(
                 f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
@@ -222,12 +236,16 @@ def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
                 err=True,
             )
 
-    if not quiet:
-        click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
+    reporter.start("solve", unit="platforms")
+    started = time.time_ns()
     try:
-        outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+        outcomes = lock_environment(spec, options, make_gateway(options.settings, repodata_cache_dir()), progress)
+    except ChannelReadError as exc:
+        discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
+        raise
     finally:
-        forget_credentials(cache_root() / "repodata", channel_secrets(tuple(spec.channels), options.settings))
+        forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
+    reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return
@@ -557,16 +575,14 @@ def bake(
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
-    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say)
+    from conda_envkit.progress import progress_for
+
+    progress = progress_for(quiet)
+    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), progress)
     targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
-    result = publish_image(baked, store, targets)
+    result = publish_image(baked, store, targets, progress)
     record = bake_record(baked, lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(record_path, record)
-    if result.push is not None:
-        say(
-            f"pushed {len(result.push.uploaded)} blobs ({result.push.bytes_uploaded / 1e6:.1f} MB), "
-            f"{len(result.push.skipped)} already there, {len(result.push.mounted)} mounted"
-        )
     say(f"wrote {record_path}")
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
@@ -591,11 +607,11 @@ def install_command(
     from conda_envkit.channels import load_settings
     from conda_envkit.install import install_environment
     from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.progress import progress_for
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     settings = load_settings(config, None, list(mirrors))
-    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, say)
+    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, progress_for(quiet))
     click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
 
 
@@ -710,17 +726,20 @@ def export_command(
 
 
 @main.command("inspect")
-@click.argument("image")
+@click.argument("image", metavar="IMAGE")
 @click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
 @_reports_errors
 def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
-    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it."""
+    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
+
+    IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
+    """
     from conda_envkit.export.registry import inspect_image
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.publish import insecure_hosts
 
-    hosts = insecure_hosts([parse_image_ref(image).registry], insecure)
+    hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
     click.echo(json.dumps(inspect_image(image, platform, hosts), indent=2, sort_keys=True))
 
 
@@ -905,6 +924,7 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
+@click.option("--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label.")
 @click.option("-q", "--quiet", is_flag=True)
 @_reports_errors
 def dockerfile_command(
@@ -923,9 +943,13 @@ def dockerfile_command(
     tag: str | None,
     insecure: bool,
     cache_dir: Path | None,
+    pin_base_digest: bool,
     quiet: bool,
 ) -> None:
-    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build."""
+    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build.
+
+    Offline unless --pin-base-digest (or --backend, whose build pulls the base).
+    """
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.install import default_cache_dir
     from conda_envkit.lockfile import read_lockfile
@@ -935,21 +959,24 @@ def dockerfile_command(
     from conda_envkit.oci.transfer import resolve_digest
     from conda_envkit.publish import insecure_hosts
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     options, bases, the_recipe = _image_options(
         lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None
     )
     base_ref = bases[platform]
     digest = None
-    if base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:")):
+    in_registry = base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:"))
+    if in_registry and pin_base_digest:
         ref = parse_image_ref(base_ref)
         hosts = insecure_hosts([ref.registry], insecure)
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir or default_cache_dir()
-    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
-    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref})")
+    from conda_envkit.progress import progress_for
+
+    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, progress_for(quiet))
+    pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
+    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if backend:
         image_tag = tag or f"envkit/{name}:{context.labels['dev.envkit.lock-hash'][7:19]}-{platform}"
         extra = ["--tls-verify=false"] if insecure and backend in ("buildah", "podman") else []

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from conda_envkit.files import staging_dir, write_error
 from conda_envkit.install import CACHE_ENV_VAR
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
+from conda_envkit.progress import SILENT, Progress
 from conda_envkit.recipes import Recipe, render_dockerfile
 
 BACKENDS = {
@@ -73,11 +73,10 @@ def write_build_context(
     out: Path,
     cache_dir: Path,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> BuildContext:
     """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place."""
     oci_platform(platform)
-    say = progress or (lambda _msg: None)
     labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
     out = out.absolute()
     if out.is_symlink():
@@ -94,7 +93,9 @@ def write_build_context(
         # Installed in the cache's filesystem (hard links from the package cache), then copied.
         scratch = Path(tempfile.mkdtemp(prefix="context-", dir=cache_dir / "tmp"))
         try:
-            stage_environment(lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, say)
+            stage_environment(
+                lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress
+            )
             shutil.copytree(scratch / "env", env_dir, symlinks=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -102,7 +103,8 @@ def write_build_context(
             target = staging / context_file_name(dest)
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(source, target)
-        text = dockerfile_text(recipe, options, base, platform, labels)
+        # A resolved digest pins FROM too, so the build uses the base the labels name.
+        text = dockerfile_text(recipe, options, f"{base}@{base_digest}" if base_digest and "@" not in base else base, platform, labels)
         (staging / "Dockerfile").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()

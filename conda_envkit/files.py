@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,7 +128,10 @@ def _backup(path: Path) -> Path | None:
         return None
     backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
     backup.unlink(missing_ok=True)
-    os.link(path, backup)
+    try:
+        os.link(path, backup)
+    except OSError:  # a filesystem without hard links: a copy does the same job
+        shutil.copy2(path, backup)
     return backup
 
 
@@ -156,9 +160,17 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent))
-        staging.chmod(dir_mode())
     except OSError as exc:
         raise write_error(destination, exc, "directory", setting) from None
+    try:
+        staging.chmod(dir_mode())
+    except BaseException as exc:
+        # Interrupted (SIGINT/SIGTERM) or refused between creating and handing it over:
+        # the caller never saw the directory, so it is removed here.
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(destination, exc, "directory", setting) from None
+        raise
     return staging
 
 

@@ -18,10 +18,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -48,6 +48,9 @@ from conda_envkit.lockmodel import packages_for
 from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.safepath import child
+
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+    from conda_envkit.progress import Progress
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
 _CACHE_SETTING = f"--cache-dir or ${CACHE_ENV_VAR}"
@@ -176,11 +179,13 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
-            shutil.copyfile(source, dest)
+            reader = source.open("rb")
         except OSError as exc:
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
             ) from None
+        with reader, dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
+            shutil.copyfileobj(reader, out, _CHUNK)
         return _sha256_of(dest), dest.stat().st_size
     last = ""
     tried = 0
@@ -229,6 +234,12 @@ def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
     return exc.__class__.__name__
 
 
+def _or_silent(progress: Progress | None) -> Progress:
+    from conda_envkit.progress import SILENT
+
+    return progress or SILENT
+
+
 def fetch_packages(
     packages: list[LockedDependency],
     cache_dir: Path,
@@ -236,10 +247,13 @@ def fetch_packages(
     jobs: int = 8,
     pip_indexes: tuple[str, ...] = (),
     allowed_hosts: frozenset[str] = frozenset(),
+    progress: Progress | None = None,
+    step: str = "download",
 ) -> FetchReport:
     """Put every package's archive (conda package or wheel) in the cache, verified against the lock's sha256.
 
-    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs.
+    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs;
+    `progress` hears of each package as it is in the cache (step `step`).
     """
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
@@ -284,13 +298,23 @@ def fetch_packages(
             tmp.unlink(missing_ok=True)
         return FetchedPackage(p, target), False, size
 
+    progress = _or_silent(progress)
+
+    def fetch_and_report(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
+        result = fetch(p)
+        progress.advance(step)
+        return result
+
+    progress.start(step, total=len(packages), unit="packages")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(fetch, packages))
-    return FetchReport(
+        results = list(pool.map(fetch_and_report, packages))
+    report = FetchReport(
         packages=tuple(r[0] for r in results),
         cached=sum(1 for r in results if r[1]),
         downloaded_bytes=sum(r[2] for r in results),
     )
+    progress.done(step, f"{len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    return report
 
 
 def _channel_of(url: str) -> str:
@@ -363,8 +387,10 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         locked = by_file.get(data.get("fn", ""))
         if locked is not None:
-            data["url"] = strip_credentials(locked.url)
-            data["channel"] = _channel_of(locked.url)
+            # The URL as the lock writes it: a relative channel stays relative, so no host path
+            # (where the project was checked out) gets into an environment or image.
+            data["url"] = strip_credentials(locked.locked_url)
+            data["channel"] = _channel_of(locked.locked_url)
         for key in _HOST_KEYS:
             data.pop(key, None)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
@@ -391,7 +417,7 @@ def install_packages(
     target_prefix: str | None = None,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> InstallReport:
     """Materialize one platform of the lock into `prefix` (created empty; must not hold files).
 
@@ -406,11 +432,12 @@ def install_packages(
     if wheels and python is None:
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-    say = progress or (lambda _msg: None)
-    count = f"{len(packages)} packages" + (f" and {len(wheels)} wheels" if wheels else "")
-    say(f"fetching {count} for {platform}")
-    report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes, allowed_hosts=lock_hosts(lockfile, indexes))
-    say(f"fetched {count} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    progress = _or_silent(progress)
+    hosts = lock_hosts(lockfile, indexes)
+    report = fetch_packages(
+        packages + wheels, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+    )
+    progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
@@ -438,7 +465,10 @@ def install_packages(
             )
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
-        raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+        # rattler's text is a chain of "Caused by:" lines: the first and the root cause say it.
+        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint="check free disk space and permissions") from None
     except BaseException as exc:
         # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
         if type(exc).__name__ != "PanicException":
@@ -452,11 +482,13 @@ def install_packages(
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [
-            WheelToInstall(f.locked.name, f.locked.version, f.locked.url, f.locked.hash.sha256 or "", f.archive)
+            WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages
             if f.locked.manager == "pip"
         ]
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
+    wheel_text = f" and {len(wheels)} wheels" if wheels else ""
+    progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
 
 
@@ -470,7 +502,7 @@ def install_environment(
     prefix: Path,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> InstallReport:
     """Install into a temporary sibling of `prefix`, then rename it into place.
 
@@ -480,12 +512,15 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    staging = staging_dir(prefix, ".envkit-staging", "--prefix")
-    say = progress or (lambda _msg: None)
+    reporter = _or_silent(progress)
+    staging: Path | None = None
     try:
+        # Inside the try: a signal right after the directory is made still removes it.
+        staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
-        with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
+        waiting = f"install {prefix.name}"
+        with directory_lock(prefix.parent, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix.parent}")):
             if prefix.exists():
                 raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
             report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
@@ -494,9 +529,11 @@ def install_environment(
             shutil.copyfile(lockfile_path, copy)
             os.rename(staging, prefix)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise write_error(prefix, exc, "environment", "--prefix") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds)

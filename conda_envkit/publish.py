@@ -13,6 +13,7 @@ from conda_envkit.oci.layout import REF_NAME, write_layout
 from conda_envkit.oci.reference import check_tag, parse_image_ref
 from conda_envkit.oci.registry import PushStats, RegistryClient
 from conda_envkit.oci.transfer import ImageToPush, push_image
+from conda_envkit.progress import SILENT, Progress
 
 
 def is_loopback(registry: str) -> bool:
@@ -66,7 +67,7 @@ def default_tags(baked: BakedImage, extra: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys([first, *(check_tag(t) for t in extra)]))
 
 
-def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> PublishResult:
+def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
     """Write the layout and archive, push, and return the references that now name the image."""
     if not (targets.oci_layout or targets.docker_archive or targets.push):
         raise BakeError("nothing to write", hint="pass --oci DIR, --docker-archive FILE and/or --push REGISTRY/REPO")
@@ -104,7 +105,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> 
             blobs=tuple(dict.fromkeys(blobs)),
             mount_from=mount_from,
         )
-        stats = push_image(client, ref.repository, to_push, store, tags)
+        stats = push_image(client, ref.repository, to_push, store, tags, progress)
         outputs["registry"] = f"{ref.registry}/{ref.repository}"
         references.insert(0, f"{ref.registry}/{ref.repository}@{baked.top.digest}")
     return PublishResult(references, outputs, stats, tags)

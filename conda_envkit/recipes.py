@@ -1,6 +1,7 @@
 """Recipes: what an image looks like besides the environment (data in recipe.yml, a jinja2 Dockerfile).
 
-Built-in recipes live in the repository's `recipes/` ($ENVKIT_RECIPES overrides);
+Built-in recipes live in the repository's `recipes/`, which the package reaches (and a wheel
+ships) as `conda_envkit/builtin_recipes` ($ENVKIT_RECIPES overrides);
 `--recipe-dir DIR` adds a directory searched first.
 """
 
@@ -17,7 +18,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
 
 RECIPES_ENV_VAR = "ENVKIT_RECIPES"
-BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+BUILTIN_RECIPES = Path(__file__).parent / "builtin_recipes"
 _KEYS = {"description", "base", "env", "reproducibility", "user", "workdir", "entrypoint", "cmd", "labels", "files"}
 
 

@@ -169,7 +169,7 @@ def test_deeply_nested_environment_file_is_an_error_not_a_crash(tmp_path: Path) 
     write_env(tmp_path, "channels: [conda-forge]\ndependencies: " + "[" * 100_000 + "]" * 100_000 + "\n")
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2, result.output
-    assert "environment.yml:2: nested deeper than 32 levels" in result.stderr
+    assert "environment.yml:2: " in result.stderr and "nested deeper than" in result.stderr
 
 
 def test_unsatisfiable_names_only_the_specs_in_the_conflict(tmp_path: Path, toy_channel: Path) -> None:

@@ -101,6 +101,7 @@ def test_buildah_builds_the_context_like_bake(tmp_path: Path, image_channel: Pat
     common = ("--recipe", "cpu-slim", "--base", f"{base_repo}:v1", "--insecure", "--reproducible")
 
     baked = run_envkit("bake", "-q", *common, "--oci", "baked", "-t", "t", cwd=work, env=cache)
+    common += ("--pin-base-digest",)  # the base-digest label, as bake records it
     assert baked.returncode == 0, baked.output
 
     storage = tmp_path / "storage.conf"
@@ -109,7 +110,8 @@ def test_buildah_builds_the_context_like_bake(tmp_path: Path, image_channel: Pat
     built = run_envkit("dockerfile", *common, "-o", "ctx", "--backend", "buildah", "-t", "localhost/envkit-test:1", cwd=work, env=env)
     assert built.returncode == 0, built.output
     dockerfile = (work / "ctx" / "Dockerfile").read_text()
-    assert f"FROM {base_repo}:v1" in dockerfile and 'ENV PYTHONHASHSEED="0"' in dockerfile
+    base_digest = json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["base"]["digest"]
+    assert f"FROM {base_repo}:v1@{base_digest}\n" in dockerfile and 'ENV PYTHONHASHSEED="0"' in dockerfile
     push = subprocess.run(
         ["buildah", "push", "localhost/envkit-test:1", f"oci:{work / 'built'}:t"],
         capture_output=True,
@@ -162,3 +164,64 @@ def test_user_recipe_directory(tmp_path: Path) -> None:
     (mine / "recipe.yml").write_text("descriptoin: typo\n")
     bad = run_envkit("recipes", "--recipe-dir", str(tmp_path / "recipes"), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown keys ['descriptoin']" in bad.stderr and "recipe.yml" in bad.stderr
+
+
+def test_a_wheel_install_lists_the_builtin_recipes(tmp_path: Path) -> None:
+    """`pip wheel` + an install outside the checkout: the recipes travel as package data."""
+    import shutil
+    import sys
+    import sysconfig
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conda_envkit", "recipes"):
+        shutil.copytree(root / name, source / name, symlinks=True, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("conda_envkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "conda_envkit/builtin_recipes/cuda-training/recipe.yml" in names
+    assert "conda_envkit/builtin_recipes/Dockerfile.j2" in names
+
+    # Installed into a fresh venv (its dependencies borrowed from this one through a .pth file).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(
+        subprocess.check_output([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip()
+    )
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    install = [venv / "bin/python", "-m", "installer", str(wheel)]  # its console script runs the venv's python
+    subprocess.run(install, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVKIT_RECIPES")}
+    listed = subprocess.run([venv / "bin/envkit", "recipes", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows] == ["cpu-slim", "cuda-training", "scratch"]
+    assert all(Path(r["directory"]).is_relative_to(site) for r in rows), (site, rows)
+
+
+def test_dockerfile_renders_offline_unless_asked_to_pin(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    # No network: every HTTP(S) request goes to a closed port on this machine.
+    offline = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    offline |= {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+    for recipe in ("cpu-slim", "cuda-training"):
+        result = run_envkit("dockerfile", "--recipe", recipe, "-q", "-o", f"ctx-{recipe}", cwd=work, env=offline)
+        assert result.returncode == 0, result.output
+        assert "digest not pinned: --pin-base-digest asks its registry" in result.stdout
+        dockerfile = (work / f"ctx-{recipe}" / "Dockerfile").read_text()
+        assert re.search(r"^FROM [^@\s]+$", dockerfile, re.M) and "org.opencontainers.image.base.digest" not in dockerfile
+    pinned = run_envkit("dockerfile", "--recipe", "cpu-slim", "-q", "-o", "ctx-pinned", "--pin-base-digest", cwd=work, env=offline)
+    assert pinned.returncode == 2 and "docker.io" in pinned.stderr

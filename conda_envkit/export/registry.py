@@ -59,8 +59,49 @@ def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[s
     return attached
 
 
+def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
+    """`oci:DIR[:NAME]` or `docker-archive:FILE[:TAG]`: the record from the labels; local images carry no referrers."""
+    import tempfile
+
+    from conda_envkit.oci.base import load_base, split_ref
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.layout import layout_store, select_ref
+
+    if reference.startswith("oci:"):
+        path, name = split_ref(reference[4:])
+        store = layout_store(Path(path))
+        top = select_ref(Path(path), name)
+        top_digest, manifest_digest, document = top.digest, top.digest, store.read_json(top.digest)
+        if OCI_EQUIVALENT.get(top.media_type, top.media_type) == OCI_INDEX or top.media_type == DOCKER_LIST:
+            manifest_digest = select_platform(document, oci_platform(platform or "linux-64"), reference).digest
+            document = store.read_json(manifest_digest)
+        config = store.read_json(document["config"]["digest"])
+    else:
+        # A docker-archive keeps no manifest, hence no digest: the image is known by its config.
+        with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
+            config = load_base(reference, platform or "linux-64", BlobStore(Path(tmp))).config
+        top_digest = manifest_digest = None
+    labels = (config.get("config") or {}).get("Labels") or {}
+    image = reference if top_digest is None else f"{reference}@{top_digest}"
+    record = record_from_labels(labels, "image", top_digest, image)
+    return {
+        "reference": reference,
+        "digest": top_digest,
+        "manifest_digest": manifest_digest,
+        "record": record.to_json(),
+        "referrers": {},
+        "referrers_found_by": "none (a local image has no registry to hold artifacts)",
+    }
+
+
 def inspect_image(reference: str, platform: str | None = None, insecure: tuple[str, ...] = ()) -> dict[str, Any]:
-    """An image's envkit record (from its labels) and the artifacts attached to it and its platforms."""
+    """An image's envkit record (from its labels) and the artifacts attached to it and its platforms.
+
+    `reference` is any form `bake --base` takes: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME],
+    docker-archive:FILE[:TAG].
+    """
+    if reference.startswith(("oci:", "docker-archive:")):
+        return _inspect_local(reference, platform)
     ref = parse_image_ref(reference)
     client = _client(ref.registry, insecure)
     where = f"{ref.registry}/{ref.repository}:{ref.reference}"

@@ -26,6 +26,7 @@ from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
 from conda_envkit.oci.registry import PushStats, RegistryClient
 from conda_envkit.oci.safety import check_layer
+from conda_envkit.progress import SILENT, Progress
 
 LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD)
 
@@ -148,31 +149,42 @@ class ImageToPush:
     mount_from: dict[str, str]  # blob digest -> registry/repository it came from
 
 
-def push_image(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str]) -> PushStats:
+def _push_blob(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, digest: str, stats: PushStats) -> None:
+    if client.has_blob(repository, digest):
+        stats.skipped.append(digest)
+        return
+    source = image.mount_from.get(digest)
+    if source and source.startswith(client.registry + "/"):
+        source_repo = source[len(client.registry) + 1 :]
+        if source_repo != repository and client.mount_blob(repository, digest, source_repo):
+            stats.mounted.append(digest)
+            return
+    path = store.verified_path(digest)
+    stats.bytes_uploaded += client.upload_blob(repository, path, digest)
+    stats.uploaded.append(digest)
+
+
+def push_image(
+    client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str], progress: Progress = SILENT
+) -> PushStats:
     """Push blobs (skipping those present, mounting base layers), then manifests, then tags last.
 
     Tags are written only after everything they point to is in the registry, so an
     interrupted push never leaves a tag on an incomplete image.
     """
     stats = PushStats()
+    step = f"push {client.registry}/{repository}"
+    progress.start(step, total=len(image.blobs), unit="blobs")
     for digest in image.blobs:
-        if client.has_blob(repository, digest):
-            stats.skipped.append(digest)
-            continue
-        source = image.mount_from.get(digest)
-        if source and source.startswith(client.registry + "/"):
-            source_repo = source[len(client.registry) + 1 :]
-            if source_repo != repository and client.mount_blob(repository, digest, source_repo):
-                stats.mounted.append(digest)
-                continue
-        path = store.verified_path(digest)
-        stats.bytes_uploaded += client.upload_blob(repository, path, digest)
-        stats.uploaded.append(digest)
+        _push_blob(client, repository, image, store, digest, stats)
+        progress.advance(step)
     documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
     for desc in documents:
         client.put_manifest(repository, desc.digest, store.verified_path(desc.digest).read_bytes(), desc.media_type)
     for tag in tags:
         client.put_manifest(repository, tag, store.verified_path(image.top.digest).read_bytes(), image.top.media_type)
+    sent = f"{len(stats.uploaded)} blobs uploaded ({stats.bytes_uploaded / 1e6:.1f} MB)"
+    progress.done(step, f"{sent}, {len(stats.skipped)} already there, {len(stats.mounted)} mounted, tags {', '.join(tags)}")
     return stats
 
 
