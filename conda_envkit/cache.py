@@ -6,11 +6,10 @@
       blobs/sha256/<hex>             OCI blobs: base image layers, configs, manifests, baked layers
       layers/                        layer cache: (package set, compression) -> a written layer
       uv/                            uv's cache while resolving pip: sections
+      repodata/                      py-rattler's repodata cache (credentials scrubbed after every lock)
       tmp/                           staging (bake, build contexts): same filesystem as pkgs/ and blobs/
 
 Every other module asks this one for a path; none joins paths under the cache itself.
-Repodata is cached by py-rattler in its own default cache, $XDG_CACHE_HOME/rattler/cache
-(`repodata_cache_dir`), shared with other rattler tools, not under envkit's cache.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "envkit"
 
 
-def cache_root(cache_dir: Path | None) -> Path:
+def cache_dir_or_default(cache_dir: Path | None) -> Path:
     """The cache a command uses: `--cache-dir` if given, else the default."""
     return cache_dir or default_cache_dir()
 
@@ -71,7 +70,12 @@ def tmp_dir(cache_dir: Path) -> Path:
     return cache_dir / "tmp"
 
 
+def repodata_dir(cache_dir: Path) -> Path:
+    """The gateway's repodata cache (py-rattler's format), under envkit's cache like every cache."""
+    return cache_dir / "repodata"
+
+
 def repodata_cache_dir() -> Path:
-    """Where the gateway caches repodata: py-rattler's default, $XDG_CACHE_HOME/rattler/cache."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rattler" / "cache"
+    """The repodata cache of the default cache (`<cache>/repodata`, not py-rattler's own ~/.cache/rattler,
+    which would keep channel tokens outside envkit's cache)."""
+    return repodata_dir(default_cache_dir())

@@ -29,11 +29,21 @@ from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
 from rattler.exceptions import ExtractError
 from rattler.exceptions import IoError as RattlerIoError
 
+from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
+
 # CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
-from conda_envkit.cache import default_cache_dir, extracted_dir, package_path, packages_dir
-from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
+from conda_envkit.cache import default_cache_dir, packages_dir
+from conda_envkit.channels import (
+    ENV_VAR,
+    ChannelSettings,
+    expand_credentials,
+    expand_env_vars,
+    missing_env_vars,
+    strip_credentials,
+    url_host,
+)
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import directory_lock, staging_dir, write_error
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
@@ -41,6 +51,7 @@ from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
 from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
 from conda_envkit.pip_install import WheelToInstall, install_wheels
+from conda_envkit.safepath import child
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
     from conda_envkit.progress import Progress
@@ -101,32 +112,41 @@ def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str
 
     None means no template matches; requests then falls back to ~/.netrc.
     """
-    host = urlsplit(url).netloc.rpartition("@")[2]
+    host = url_host(url)
     for template in index_templates:
         parts = urlsplit(template)
         userinfo, at, template_host = parts.netloc.rpartition("@")
-        if not at or template_host != host:
+        if not at or template_host.lower() != host:
             continue
         user, _, password = userinfo.partition(":")
+        for piece in (user, password):
+            if "$" in piece and not ENV_VAR.fullmatch(piece):
+                raise InstallError(
+                    f"pip index {strip_credentials(template)}: a credential must be a literal or a single ${{VAR}}",
+                    hint="fix the lock's pip index",
+                )
         missing = missing_env_vars(userinfo)
         if missing:
             raise InstallError(
-                f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {template})",
+                f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {strip_credentials(template)})",
                 hint="export the index credentials before installing; they are never stored",
             )
         return expand_env_vars(user), expand_env_vars(password)
     return None
 
 
-def fetch_url(public_url: str, settings: ChannelSettings) -> str:
-    """The URL to download a locked package from: `${VAR}` expanded, mirrors applied."""
-    missing = missing_env_vars(public_url)
-    if missing:
-        raise InstallError(
-            f"{strip_credentials(public_url)} needs environment variable(s) {', '.join(missing)}",
-            hint="export the channel's credentials before installing; they are never stored",
-        )
-    url = expand_env_vars(public_url)
+def lock_hosts(lockfile: Lockfile, index_templates: tuple[str, ...] = ()) -> frozenset[str]:
+    """The hosts the lock names as channels or pip indexes: the only ones credentials may go to."""
+    urls = [str(getattr(c, "url", c)) for c in (lockfile.metadata.channels or [])] + list(index_templates)
+    return frozenset(url_host(u) for u in urls if "://" in u)
+
+
+def fetch_url(public_url: str, settings: ChannelSettings, allowed_hosts: frozenset[str] = frozenset(), what: str = "package") -> str:
+    """The URL to download a locked package from: credentials expanded (for the lock's own hosts), mirrors applied."""
+    try:
+        url = expand_credentials(public_url, allowed_hosts, what)
+    except EnvkitError as exc:
+        raise InstallError(exc.message, hint=exc.hint) from None
     for source, targets in settings.mirrors.items():
         base = source if "://" in source else settings.channel_alias + source
         base = base.rstrip("/") + "/"
@@ -223,6 +243,7 @@ def fetch_packages(
     settings: ChannelSettings | None = None,
     jobs: int = 8,
     pip_indexes: tuple[str, ...] = (),
+    allowed_hosts: frozenset[str] = frozenset(),
     progress: Progress | None = None,
     step: str = "download",
 ) -> FetchReport:
@@ -242,14 +263,15 @@ def fetch_packages(
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
         name = _file_name(p.url, p.manager)
-        target = package_path(cache_dir, expected, name)
+        what = f"{p.platform}: package {p.name}"
+        target = child(child(store, expected, f"{what}: sha256"), name, f"{what}: url")
         if target.exists() and _sha256_of(target) == expected:
             return FetchedPackage(p, target), True, 0
         auth = None
+        label = f"{p.platform}: {'pip ' if p.manager == 'pip' else ''}package {p.name} {p.version}"
+        url = fetch_url(p.url, settings, allowed_hosts, label)
         if p.manager == "pip":
-            url, auth = p.url, pip_index_auth(p.url, pip_indexes)
-        else:
-            url = fetch_url(p.url, settings)
+            auth = pip_index_auth(p.url, pip_indexes)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
@@ -339,6 +361,17 @@ def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
     return RepoDataRecord(record, fetched.file_name, fetched.archive.as_uri(), _channel_of(locked.url))
 
 
+def _make_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
+    locked = fetched.locked
+    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+    return label, check_package_archive(fetched.archive, label)
+
+
 # Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.
 _HOST_KEYS = ("extracted_package_dir", "package_tarball_full_path", "link")
 
@@ -398,19 +431,30 @@ def install_packages(
     facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
     indexes = facts.pip_indexes if facts else ()
     progress = _or_silent(progress)
-    report = fetch_packages(packages + wheels, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
+    hosts = lock_hosts(lockfile, indexes)
+    report = fetch_packages(
+        packages + wheels, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+    )
     progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
         records = list(pool.map(repodata_record, conda_fetched))
+        payloads = dict(pool.map(_check_contents, conda_fetched))
+    check_links_together(payloads)
+    # A per-install extraction directory, removed afterwards: rattler hard-links files from
+    # it, and a shared one would let an edit in this environment poison every later install.
+    try:
+        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp" / "extracted", exc, "package cache", _CACHE_SETTING) from None
     try:
         asyncio.run(
             install(
                 records,
                 target_prefix=prefix,
-                cache_dir=extracted_dir(cache_dir),
+                cache_dir=extracted,
                 installed_packages=[],
                 platform=Platform(platform),
                 execute_link_scripts=False,
@@ -431,6 +475,8 @@ def install_packages(
             f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
             hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
         ) from None
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import rattler
 
-from conda_envkit.cache import cache_root
+from conda_envkit.cache import cache_dir_or_default
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
 from conda_envkit.files import write_files
 from conda_envkit.lockfile import LockFileError, read_lockfile
@@ -227,7 +227,7 @@ def lock_environment(
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
-        cache_dir = cache_root(options.cache_dir)
+        cache_dir = cache_dir_or_default(options.cache_dir)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
         for part, part_pins in zip(pip_parts, pins, strict=True):

@@ -93,7 +93,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
         ref = parse_image_ref(targets.push)
         if ref.tag or ref.digest:
             raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
-        client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure)
+        client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure, push_target=True)
         mount_from = {}
         blobs = []
         for image in baked.platforms:

@@ -45,30 +45,37 @@ def verify_output(
 ) -> Output:
     """Whether a prefix or image holds exactly the locked packages, with unmodified files (status 1 if not)."""
     from conda_envkit.lockfile import read_lockfile
-    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
+    from conda_envkit.verify import ImageTree, VerifyError, verify_image, verify_installed_prefix
 
     if (prefix is None) == (image is None):
         raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
     lf = read_lockfile(lockfile)
-    tree: PrefixTree | ImageTree
+    recipe_files: list[str] = []
     if prefix is not None:
-        tree = PrefixTree(prefix)
         chosen = platform or host_platform()
         target = str(prefix)
+        findings = verify_installed_prefix(lockfile, lf, chosen, prefix, cache_dir)
     else:
         assert image is not None
-        loaded, store_root, labels = load_image(image, platform, insecure, cache_dir)
-        envkit = ImageLabels.from_json(labels)
-        chosen = platform or (envkit and envkit.platform) or "linux-64"
-        in_image = envkit.prefix if envkit else None
-        if not in_image:
-            raise VerifyError(f"{image} has no {label_key('prefix')} label", hint="was it baked by envkit?")
-        tree = ImageTree(loaded, store_root, in_image)
-        target = f"{image} ({in_image})"
-    findings = verify_tree(lf, chosen, tree)
+        # A fresh blob store: every blob is read from the image itself and checked against its
+        # digest, never taken from a cache that already holds something by that name.
+        with tempfile.TemporaryDirectory(prefix="envkit-verify-") as scratch_blobs:
+            loaded, store_root, labels = load_image(image, platform, insecure, Path(scratch_blobs))
+            envkit = ImageLabels.from_json(labels)
+            chosen = platform or (envkit and envkit.platform) or "linux-64"
+            in_image = envkit.prefix if envkit else None
+            if not in_image:
+                raise VerifyError(f"{image} has no {label_key('prefix')} label", hint="was it baked by envkit?")
+            tree = ImageTree(loaded, store_root, in_image)
+            target = f"{image} ({in_image})"
+            findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)
+        # A recipe's extra files are outside the lock: listed for review, not judged.
+        recipe_files = sorted(getattr(tree, "recipe_files", []))
     output = Output(status=EXIT_STALE if findings else 0)
     if as_json:
-        report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        report: dict[str, object] = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        if recipe_files:
+            report["recipe_files"] = recipe_files
         output.out(json.dumps(report, indent=2))
     elif findings:
         for f in findings:
@@ -76,6 +83,8 @@ def verify_output(
         output.err(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})")
     else:
         output.out(f"{target}: matches {lockfile} ({chosen})")
+    if recipe_files and not as_json:
+        output.err(f"recipe files (not in the lock, not checked): {', '.join(recipe_files)}")
     return output
 
 

@@ -148,7 +148,7 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...]) -> list[str]:
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
     from conda_envkit.bake import LayerPolicy, bake_image
-    from conda_envkit.cache import blobs_dir, cache_root
+    from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.base import load_base
@@ -163,7 +163,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     options, base_refs, _recipe = image_options(lf, chosen, request.image)
     policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
     options = replace(options, compression=Compression(request.compression), policy=policy)
-    cache = cache_root(request.cache_dir)
+    cache = cache_dir_or_default(request.cache_dir)
     store = BlobStore(blobs_dir(cache))
     insecure_list = insecure_for([*([request.push_repo] if request.push_repo else []), *set(base_refs.values())], request.insecure)
     bases: dict[str, BaseImage] = {}
@@ -184,11 +184,11 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
 
 def load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[BaseImage, Path, dict[str, str]]:
     """An image's layers in the blob cache: (BaseImage, blob store root, labels)."""
-    from conda_envkit.cache import blobs_dir, cache_root
+    from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
 
-    store = BlobStore(blobs_dir(cache_root(cache_dir)))
+    store = BlobStore(blobs_dir(cache_dir_or_default(cache_dir)))
     loaded = load_base(image, platform or "linux-64", store, insecure_for([image], insecure))
     return loaded, store.root, (loaded.config.get("config") or {}).get("Labels") or {}
 
@@ -219,7 +219,7 @@ class DockerfileRequest:
 
 def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
     """Write a Docker build context from a recipe (and build it with `backend` if given); `say` gets stdout lines."""
-    from conda_envkit.cache import cache_root
+    from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.image import oci_platform
@@ -240,10 +240,11 @@ def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
         hosts = insecure_for([base_ref], request.insecure)
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
+    cache = cache_dir_or_default(request.cache_dir)
+    progress = progress_for(quiet)
     context = write_build_context(
-        request.lockfile, lf, platform, the_recipe, options, base_ref, digest, request.output, cache_root(request.cache_dir), None,
-        progress_for(quiet),
-    )  # fmt: skip
+        request.lockfile, lf, platform, the_recipe, options, base_ref, digest, request.output, cache, None, progress
+    )
     pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
     say(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if request.backend:

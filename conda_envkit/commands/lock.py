@@ -115,7 +115,7 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> list[LockOutcome]:
     """Solve and write the locks; `warn(text)` gets a CUDA assumption no build honours."""
     from conda_envkit.cache import repodata_cache_dir
-    from conda_envkit.channels import discard_failed_repodata, make_gateway
+    from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway
     from conda_envkit.locking import lock_environment
     from conda_envkit.progress import progress_for
     from conda_envkit.solve import ChannelReadError
@@ -137,6 +137,8 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> lis
     except ChannelReadError as exc:
         discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
         raise
+    finally:
+        forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
     reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     return outcomes
 
