@@ -2,12 +2,12 @@
 
     <cache>/                         $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit
       pkgs/<sha256>/<file>           conda archives and wheels, content-addressed, re-hashed before use
-      extracted/                     rattler's extracted packages (linking hard-links from here)
       blobs/sha256/<hex>             OCI blobs: base image layers, configs, manifests, baked layers
       layers/                        layer cache: (package set, compression) -> a written layer
       uv/                            uv's cache while resolving pip: sections
       repodata/                      py-rattler's repodata cache (credentials scrubbed after every lock)
-      tmp/                           staging (bake, build contexts): same filesystem as pkgs/ and blobs/
+      tmp/                           staging: bake, build contexts, verify, and each install's own extraction
+                                     directory (rattler hard-links from it; removed afterwards)
 
 Every other module asks this one for a path; none joins paths under the cache itself.
 """
@@ -43,11 +43,6 @@ def packages_dir(cache_dir: Path) -> Path:
 def package_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
     """Where the archive with this sha256 is kept: `pkgs/<sha256>/<file name>`."""
     return packages_dir(cache_dir) / sha256 / file_name
-
-
-def extracted_dir(cache_dir: Path) -> Path:
-    """rattler's cache of extracted packages."""
-    return cache_dir / "extracted"
 
 
 def blobs_dir(cache_dir: Path) -> Path:

@@ -34,7 +34,7 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 # CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
-from conda_envkit.cache import default_cache_dir, packages_dir
+from conda_envkit.cache import default_cache_dir, packages_dir, tmp_dir
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -446,9 +446,9 @@ def install_packages(
     # A per-install extraction directory, removed afterwards: rattler hard-links files from
     # it, and a shared one would let an edit in this environment poison every later install.
     try:
-        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))
+        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
     except OSError as exc:
-        raise write_error(cache_dir / "tmp" / "extracted", exc, "package cache", _CACHE_SETTING) from None
+        raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
     try:
         asyncio.run(
             install(
