@@ -143,6 +143,14 @@ class EnvironmentRecord:
         data["tags"], data["packages"] = list(self.tags), list(self.packages)
         return {"schema": ENVIRONMENT_SCHEMA, **data}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnvironmentRecord:
+        """The record `to_json` wrote (schema `envkit.environment/1`)."""
+        if data.get("schema", ENVIRONMENT_SCHEMA) != ENVIRONMENT_SCHEMA:
+            raise RecordError(f"not an envkit environment record (schema {data.get('schema')!r})", hint=f"expected {ENVIRONMENT_SCHEMA}")
+        fields = {k: v for k, v in data.items() if k != "schema"}
+        return cls(**{**fields, "tags": tuple(fields.get("tags") or ()), "packages": tuple(fields.get("packages") or ())})
+
     def flat(self) -> dict[str, str]:
         """`envkit.*` keys with string values, for run tags, configs and CI outputs (unknowns left out)."""
         values = {

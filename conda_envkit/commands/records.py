@@ -54,7 +54,7 @@ def export_record(request: ExportRequest) -> EnvironmentRecord:
         from conda_envkit.export.registry import inspect_image
 
         inspected = inspect_image(request.image, request.platform, insecure_for([request.image], request.insecure))
-        return EnvironmentRecord(**{k: v for k, v in inspected["record"].items() if k != "schema"})
+        return EnvironmentRecord.from_json(inspected["record"])
     assert request.lockfile is not None
     return record_from_lock(request.lockfile, request.platform)
 
