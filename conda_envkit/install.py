@@ -45,7 +45,7 @@ from conda_envkit.channels import (
     url_host,
 )
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import directory_lock, staging_dir, write_error
+from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
@@ -513,8 +513,10 @@ def install_environment(
     reporter = _or_silent(progress)
     staging: Path | None = None
     try:
-        # Inside the try: a signal right after the directory is made still removes it.
-        staging = staging_dir(prefix, ".envkit-staging", "--prefix")
+        # A signal is held while the directory is made and recorded here, so the cleanup
+        # below always knows about it.
+        with signals_deferred():
+            staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
         waiting = f"install {prefix.name}"
