@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -235,12 +236,18 @@ def _write_stub(name: str, version: str, directory: Path) -> Path:
     return out
 
 
+# find_uv_bin reads sysconfig, whose first use is not thread-safe (it can answer None for "EXE"
+# to one of two threads), and pip: sections of several platforms are resolved in parallel.
+_UV_LOOKUP = threading.Lock()
+
+
 def _uv_binary() -> str:
     try:
         from uv import find_uv_bin
     except ImportError:
         raise PipLockError("locking a pip: section needs uv, which is not installed", hint="pip install uv") from None
-    return find_uv_bin()
+    with _UV_LOOKUP:
+        return find_uv_bin()
 
 
 def _uv_failure(stderr: str, secrets: list[str], provided: dict[str, str]) -> str:
