@@ -492,22 +492,47 @@ def bake(
 @main.command("install")
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
 @click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
-@click.option("--prefix", type=click.Path(path_type=Path), required=True, help="Where to create the environment (must not exist).")
+@click.option(
+    "--prefix",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to create the environment, or one envkit made to bring to the lock.",
+)
+@click.option("--force", is_flag=True, help="Bring an existing prefix envkit did not create to the lock.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
 @click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch packages of CHANNEL from URL instead.")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors.")
 @click.option("-q", "--quiet", is_flag=True)
 @_reports_errors
 def install_command(
-    lockfile: Path, platform: str | None, prefix: Path, cache_dir: Path | None, mirrors: tuple[str, ...], config: Path | None, quiet: bool
+    lockfile: Path,
+    platform: str | None,
+    prefix: Path,
+    force: bool,
+    cache_dir: Path | None,
+    mirrors: tuple[str, ...],
+    config: Path | None,
+    quiet: bool,
 ) -> None:
-    """Create a conda environment from the lock (hashes verified), without conda."""
-    from conda_envkit.install import install_environment
+    """Create a conda environment from the lock (hashes verified), without conda; or sync one envkit made."""
+    from conda_envkit.installed_state import up_to_date
 
+    platform = platform or _host_platform()
+    if prefix.exists() and up_to_date(lockfile, prefix, platform):
+        click.echo(f"{prefix.absolute()} is up to date")
+        return
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     settings = load_settings(config, None, list(mirrors))
-    report = install_environment(lockfile, lf, platform or _host_platform(), prefix, cache_dir, settings, say)
+    if prefix.exists():
+        from conda_envkit.sync import sync_environment
+
+        synced = sync_environment(lockfile, lf, platform, prefix, cache_dir, settings, say, force)
+        click.echo(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
+        return
+    from conda_envkit.install import install_environment
+
+    report = install_environment(lockfile, lf, platform, prefix, cache_dir, settings, say)
     click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
 
 

@@ -30,6 +30,7 @@ from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRe
 
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
+from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockfile import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
@@ -435,9 +436,6 @@ def _ignored_records(packages: list[LockedDependency], cache_dir: Path) -> list[
     return out
 
 
-LOCK_COPY = Path("conda-meta") / "envkit" / "conda-lock.yml"
-
-
 def install_environment(
     lockfile_path: Path,
     lockfile: Lockfile,
@@ -462,6 +460,7 @@ def install_environment(
         copy = staging / LOCK_COPY
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lockfile_path, copy)
+        write_state(staging, state_from_prefix(staging, platform, str(prefix), file_sha256(copy)))
         os.rename(staging, prefix)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
