@@ -40,6 +40,7 @@ from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.recipes import Recipe
+from conda_envkit.registry_cache import CacheEntry, RegistryCache
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
 LABEL_PREFIX = "dev.envkit."
@@ -107,12 +108,18 @@ def _plan_name(locked: LockedDependency) -> str:
 
 
 def locked_infos(
-    lockfile: Lockfile, platform: str, cache_dir: Path, settings: ChannelSettings | None, say: Callable[[str], None]
+    lockfile: Lockfile,
+    platform: str,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+    say: Callable[[str], None],
+    remote: RegistryCache | None = None,
 ) -> list[tuple[LockedDependency, PackageInfo]]:
-    """Every package of the platform with its info: from the info cache, else read once from its (fetched) archive."""
+    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its archive."""
     locked = conda_packages(lockfile, platform) + pip_packages(lockfile, platform)
     cache = PackageInfoCache(cache_dir)
-    infos = {p.hash.sha256: cache.get((p.hash.sha256 or "").lower()) for p in locked}
+    known = remote.packages if remote is not None else {}
+    infos = {p.hash.sha256: cache.get((p.hash.sha256 or "").lower()) or known.get((p.hash.sha256 or "").lower()) for p in locked}
     missing = [p for p in locked if infos[p.hash.sha256] is None]
     if missing:
         say(f"{platform}: reading {len(missing)} package(s) not seen before")
@@ -174,6 +181,9 @@ class PlatformImage:
     seconds: float
     reused_layers: int
     packages: tuple[dict[str, str], ...] = ()
+    cache_entries: tuple[CacheEntry, ...] = ()  # the package layers by their keys, for --cache-to
+    infos: tuple[PackageInfo, ...] = ()
+    remote_blobs: dict[str, str] = field(default_factory=dict)  # layer digest -> registry/repo (from --cache-from)
 
 
 def image_env(options: BakeOptions) -> dict[str, str]:
@@ -244,8 +254,12 @@ def bake_platform(
     cache_dir: Path,
     settings: ChannelSettings | None = None,
     progress: Callable[[str], None] | None = None,
+    remote: RegistryCache | None = None,
 ) -> PlatformImage:
-    """One platform of the lock as an image manifest: plan the layers from the lock, build only those not cached."""
+    """One platform of the lock as an image manifest: plan the layers from the lock, build only those not cached.
+
+    `remote` (from --cache-from) supplies layers by reference: their blobs stay in the registry.
+    """
     started = time.perf_counter()
     oci_platform(platform)
     say = progress or (lambda _msg: None)
@@ -253,19 +267,26 @@ def bake_platform(
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     labels = image_labels(lockfile, platform, options, base)
-    pairs = locked_infos(lockfile, platform, cache_dir, settings, say)
+    pairs = locked_infos(lockfile, platform, cache_dir, settings, say, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
     python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
     keys = [layer_key(plan, context) for plan in plans]
     layer_cache = LayerCache(cache_dir / "layers")
     cached = [layer_cache.lookup(key, options.compression, store) for key in keys]
+    remote_blobs: dict[str, str] = {}
+    for i, key in enumerate(keys):
+        found = remote.lookup(key) if remote is not None and cached[i] is None else None
+        if found is not None and found[0].descriptor.media_type == options.compression.media_type:
+            cached[i] = found[0]
+            remote_blobs[found[0].descriptor.digest] = found[1]
     todo = [i for i, layer in enumerate(cached) if layer is None]
     layers = build_layers(lockfile, platform, [plans[i] for i in todo], context, options, store, cache_dir, settings, say)
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
     written: list[Layer] = [layer for layer in cached if layer is not None]
+    entries = tuple(CacheEntry(key, layer, remote_blobs.get(layer.descriptor.digest)) for key, layer in zip(keys, written, strict=True))
     in_image = prefix.strip("/")
     titles = [plan.title for plan in plans]
     contents = [tuple(p.label for p in plan.packages) for plan in plans]
@@ -303,6 +324,9 @@ def bake_platform(
         seconds=time.perf_counter() - started,
         reused_layers=reused,
         packages=tuple(_about(locked, info) for locked, info in sorted(pairs, key=lambda pair: _plan_name(pair[0]))),
+        cache_entries=entries,
+        infos=tuple(info for _, info in pairs),
+        remote_blobs=remote_blobs,
     )
 
 
@@ -396,6 +420,7 @@ def bake_image(
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
     progress: Callable[[str], None] | None = None,
+    remote: RegistryCache | None = None,
 ) -> BakedImage:
     """Bake every platform; several platforms become one image index."""
     cache_dir = cache_dir or default_cache_dir()
@@ -403,7 +428,9 @@ def bake_image(
         raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
     for platform in platforms:
         oci_platform(platform)
-    images = tuple(bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress) for p in platforms)
+    images = tuple(
+        bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress, remote) for p in platforms
+    )
     whole = lock_hash(lockfile)
     if len(images) == 1:
         return BakedImage(images[0].manifest, images, str(whole), options.epoch)

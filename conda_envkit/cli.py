@@ -406,6 +406,8 @@ def _image_options(
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]"
 )
+@click.option("--cache-to", metavar="REGISTRY/REPO[:TAG]", help="Store the layer cache in a registry (tag envkit-cache by default).")
+@click.option("--cache-from", multiple=True, metavar="REGISTRY/REPO[:TAG]", help="Use layers from a registry cache (repeat).")
 @click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch packages of CHANNEL from URL instead.")
 @click.option("--config", "config", type=click.Path(path_type=Path), help="Config file with channel_alias and mirrors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bake record on stdout.")
@@ -435,6 +437,8 @@ def bake(
     large_package_mb: int,
     record_path: Path,
     cache_dir: Path | None,
+    cache_to: str | None,
+    cache_from: tuple[str, ...],
     mirrors: tuple[str, ...],
     config: Path | None,
     as_json: bool,
@@ -449,6 +453,7 @@ def bake(
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.publish import BakeTargets, insecure_hosts, publish_image
     from conda_envkit.record import bake_record, write_record
+    from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
 
     say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
@@ -466,14 +471,24 @@ def bake(
     for ref in set(base_refs.values()):
         if ref != "scratch" and not ref.startswith(("oci:", "docker-archive:")):
             registries.append(parse_image_ref(ref).registry)
+    cache_refs = [parse_cache_ref(r) for r in cache_from]
+    cache_to_ref = parse_cache_ref(cache_to) if cache_to else None
+    registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])
     insecure_list = insecure_hosts(registries, insecure)
+    clients = RegistryClients(insecure_list)
+    remote = clients.load(cache_refs, say) if cache_refs else None
     bases = {}
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
-    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say)
+    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say, remote)
     targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
+    pushed = ([parse_image_ref(push_repo).registry] if push_repo else []) + ([cache_to_ref.registry] if cache_to_ref else [])
+    clients.fetch_needed(baked, store, local=bool(oci_dir or docker_archive), pushed_to=pushed)
     result = publish_image(baked, store, targets)
+    if cache_to_ref is not None:
+        uploaded, mounted = clients.store_cache(cache_to_ref, baked, store)
+        say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
     record = bake_record(baked, lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(record_path, record)
     if result.push is not None:

@@ -97,6 +97,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> 
             for layer in image.base.layers:
                 if image.base.repository:
                     mount_from[layer.descriptor.digest] = image.base.repository
+            mount_from.update(image.remote_blobs)  # layers found in a --cache-from cache
             blobs += [image.config.digest, *(layer.descriptor.digest for layer in (*image.base.layers, *image.layers))]
         to_push = ImageToPush(
             top=baked.top,
