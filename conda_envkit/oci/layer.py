@@ -14,7 +14,6 @@ group layer can be re-assembled when one member changes without the others' arch
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from typing import BinaryIO
 import zstandard
 
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest
+from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
 
 GZIP_LEVEL = 6
@@ -103,7 +103,7 @@ class Compression:
 
     @property
     def key(self) -> str:
-        return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"gzip-{GZIP_LEVEL}"
+        return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"pgzip-{GZIP_LEVEL}-{BLOCK_SIZE}"
 
 
 def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
@@ -111,7 +111,8 @@ def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
         # Multi-threaded zstd output is the same for any worker count >= 1.
         return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True).stream_writer(out, closefd=False)
     if kind == "gzip":
-        return gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=out, mtime=0)  # type: ignore[return-value]
+        # pigz-style: 1 MiB blocks deflated in parallel into one gzip member; bytes independent of the thread count.
+        return ParallelGzipWriter(out, GZIP_LEVEL)  # type: ignore[return-value]
     raise OciError(f"unknown compression {kind!r}", hint="use gzip or zstd")
 
 
@@ -229,6 +230,7 @@ class FragmentStore:
                     start = writer.written
                     writer.add(m)
                     index.append([checked_path(m.path), m.kind, start, writer.written - start])
+                writer.flush()
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
             document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}

@@ -131,10 +131,23 @@ class TarWriter:
         self.out = out
         self.mtime = mtime
         self.written = 0
+        # Headers and small files are gathered, so that hashing and compression see large writes.
+        self._pending = bytearray()
 
     def _emit(self, data: bytes | memoryview) -> None:
-        self.out.write(data)
         self.written += len(data)
+        if len(data) >= _COPY // 4:
+            self.flush()
+            self.out.write(data)
+            return
+        self._pending += data
+        if len(self._pending) >= _COPY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(bytes(self._pending))
+            self._pending.clear()
 
     def add(self, member: Member) -> None:
         if member.block is not None:
@@ -173,3 +186,4 @@ class TarWriter:
     def close(self) -> None:
         end = self.written + 2 * BLOCK
         self._emit(b"\0" * (2 * BLOCK + (-end % RECORD)))
+        self.flush()
