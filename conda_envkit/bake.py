@@ -385,8 +385,9 @@ def build_layers(
             ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]
             return write_layer(ordered, store, options.compression, options.epoch)
 
-        # Layers are independent; hashing, compression and file reads release the GIL.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        # Layers are independent; hashing, compression and file reads release the GIL. Two at a time:
+        # each compressor already uses every core, and a multi-threaded zstd stream holds ~45 MB.
+        with ThreadPoolExecutor(max_workers=2) as pool:
             return list(pool.map(write, plans))
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
