@@ -108,7 +108,18 @@ def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
 
 
 def envkit(*args: str, cwd: Path, env: dict[str, str]) -> tuple[float, int]:
-    return run([sys.executable, "-m", "conda_envkit", *args], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    """Wall seconds and peak RSS (KiB, from GNU time when installed) of one envkit command."""
+    command = [sys.executable, "-m", "conda_envkit", *args]
+    if not shutil.which("time") or not Path("/usr/bin/time").exists():
+        return run(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    report = Path(tempfile.mkstemp(prefix="envkit-bench-rss.")[1])
+    try:
+        seconds, _ = run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(report), *command], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL
+        )
+        return seconds, int(report.read_text().split()[-1])
+    finally:
+        report.unlink(missing_ok=True)
 
 
 def floor(tree: Path, out: Path, compression: str) -> tuple[float, str]:
@@ -163,6 +174,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         started = time.perf_counter()
         specs = [PackageSpec(name, "1.0", "0", subdir="linux-64", files=package_files(name, size, rng)) for name, size in sizes]
         build_channel(channel, specs, subdirs=("linux-64",))
+        del specs  # forked children would count these pages in their peak RSS
         gen_s = time.perf_counter() - started
         env = {"ENVKIT_CACHE_DIR": str(cache)}
         pins = [f"{name}=1.0=0" for name, _ in sizes]

@@ -385,9 +385,10 @@ def build_layers(
             ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]
             return write_layer(ordered, store, options.compression, options.epoch)
 
-        # Layers are independent; hashing, compression and file reads release the GIL. Two at a time:
-        # each compressor already uses every core, and a multi-threaded zstd stream holds ~45 MB.
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        # Layers are independent; hashing, compression and file reads release the GIL. Each compressor
+        # already uses every core: zstd layers go one at a time (a multi-threaded stream holds ~45 MB),
+        # gzip ones two at a time (reading and hashing overlap the other's deflate).
+        with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
             return list(pool.map(write, plans))
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
