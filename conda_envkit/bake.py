@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
-
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
@@ -32,7 +30,9 @@ from conda_envkit.install import (
     pip_packages,
 )
 from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
-from conda_envkit.lockfile import lock_hash, platform_lock_hash
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import Compression, FragmentStore, Layer, LayerCache, write_layer

@@ -14,21 +14,10 @@ from typing import Any
 import click
 
 from conda_envkit import __version__
-from conda_envkit.channels import load_settings, make_gateway
 from conda_envkit.errors import EnvkitError
-from conda_envkit.freshness import check_locks
-from conda_envkit.lockfile import (
-    lock_hash,
-    platform_lock_hash,
-    read_lockfile,
-    render_environment_yaml,
-    render_explicit,
-    write_if_changed,
-)
-from conda_envkit.locking import LockOptions, lock_environment
-from conda_envkit.platforms import Blas, check_platform, read_virtual_package_spec
-from conda_envkit.solve import SolvedPlatform
-from conda_envkit.spec import read_env_spec
+
+# Only click and envkit's error type load at start-up: each command imports what it uses, so
+# `envkit --help` and `envkit hash` never load the solver, conda_lock, uv, httpx or jinja2.
 
 EXIT_STALE = 1
 EXIT_ERROR = 2
@@ -53,7 +42,9 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
+def _parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    from conda_envkit.platforms import Blas, check_platform
+
     table = []
     for value in values:
         platform, sep, name = value.rpartition("=")
@@ -150,30 +141,77 @@ def lock(
     quiet: bool,
 ) -> None:
     """Solve environment.yml for every platform and write conda-lock.yml."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.locking import LockOptions
+    from conda_envkit.platforms import PlatformError, parse_cuda_driver, read_virtual_package_spec
+    from conda_envkit.spec import read_env_spec
+
     if cuda and no_cuda:
         raise click.UsageError("--cuda and --no-cuda exclude each other")
-    spec = read_env_spec(list(files) or [Path("environment.yml")], list(platforms))
+    if check and update:
+        raise click.UsageError("--check and --update exclude each other")
+    try:
+        driver = parse_cuda_driver(cuda, "--cuda") if cuda is not None else None
+    except PlatformError as exc:
+        raise click.BadParameter(f"{exc.message} ({exc.hint})", param_hint="--cuda") from None
+    paths = list(files) or [Path("environment.yml")]
+    spec = read_env_spec(paths, list(platforms))
+    if check and not platforms and not spec.platforms_given:
+        # Locked with -p: the lock says which platforms it holds.
+        locked = _locked_platforms(lockfile)
+        if locked:
+            spec = read_env_spec(paths, locked)
     options = LockOptions(
         lock_path=lockfile,
-        cuda="none" if no_cuda else cuda,
+        cuda="none" if no_cuda or (cuda is not None and driver is None) else driver,
         blas=_parse_blas(blas),
         virtual_packages=read_virtual_package_spec(virtual_package_spec) if virtual_package_spec else {},
         settings=load_settings(config, channel_alias, list(mirrors)),
         update=tuple(n for item in update for n in item.replace(",", " ").split()),
     )
-    if check and update:
-        raise click.UsageError("--check and --update exclude each other")
+    for warning in _flag_warnings(spec.platforms, driver, options.blas):
+        click.echo(f"warning: {warning}", err=True)
     if check:
+        from conda_envkit.freshness import check_locks
+
         _print_check(check_locks(spec, options), as_json)
         return
+    _lock(spec, options, as_json, quiet)
 
-    def progress(solved: SolvedPlatform) -> None:
+
+def _locked_platforms(lockfile: Path) -> list[str]:
+    from conda_envkit.lockfile import read_lockfile
+
+    try:
+        return list(read_lockfile(lockfile).metadata.platforms)
+    except EnvkitError:
+        return []  # --check reports the unreadable lock itself
+
+
+def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tuple[str, Any], ...]) -> list[str]:
+    """Flags that change nothing for the platforms being locked."""
+    from conda_envkit.platforms import CUDA_PLATFORMS
+
+    out = []
+    if cuda is not None and not any(p in CUDA_PLATFORMS for p in platforms):
+        out.append(f"--cuda {cuda} has no effect: none of {', '.join(platforms)} has CUDA (only {', '.join(sorted(CUDA_PLATFORMS))})")
+    for platform, _ in blas:
+        if platform != "*" and platform not in platforms:
+            out.append(f"--blas {platform}=...: {platform} is not locked ({', '.join(platforms)}), so it has no effect")
+    return out
+
+
+def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
+    from conda_envkit.channels import make_gateway
+    from conda_envkit.locking import lock_environment
+
+    def progress(solved: Any) -> None:
         if not quiet:
             click.echo(f"solved {solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s", err=True)
         if solved.target.cuda and not solved.cuda_packages:
             click.echo(
-                f"warning: {solved.target.label}: CUDA {solved.target.cuda} assumed, but no CUDA build was chosen "
-                f"(none fits cuda-version <={solved.target.cuda}?); the lock is CPU-only there",
+                f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
+                "(none runs on that driver, or the spec pins CPU builds); the lock is CPU-only there",
                 err=True,
             )
 
@@ -189,10 +227,25 @@ def lock(
         for s in o.solved:
             p = s.target.platform
             blas = s.chosen_blas.value if s.chosen_blas else "none"
-            cuda = f"cuda {s.target.cuda} (cuda-version {s.chosen_cuda_version or 'none'})" if s.target.cuda else "cpu"
             pip = o.pip_packages.get(p, 0)
             pip_text = f" + {pip} pip" if pip else ""
-            click.echo(f"  {p:<14} {len(s.records):>4} packages{pip_text}  {cuda}  blas {blas}  {o.platform_hashes[p].short}")
+            click.echo(f"  {p:<14} {len(s.records):>4} packages{pip_text}  {_cuda_summary(s)}  blas {blas}  {o.platform_hashes[p].short}")
+
+
+def _cuda_summary(solved: Any) -> str:
+    """`cpu`, or the driver assumed and the cuda-version chosen (and whether it relies on minor-version compatibility)."""
+    driver = solved.target.cuda
+    if not driver:
+        return "cpu"
+    chosen = solved.chosen_cuda_version
+    compat = ""
+    if chosen and _version_key(chosen) > _version_key(driver):
+        compat = ", newer than the driver: runs by CUDA minor-version compatibility"
+    return f"cuda driver {driver} (cuda-version {chosen or 'none'}{compat})"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
 
 
 def _outcome_json(o: Any) -> dict[str, Any]:
@@ -207,7 +260,11 @@ def _outcome_json(o: Any) -> dict[str, Any]:
                 "packages": len(s.records),
                 "pip_packages": o.pip_packages.get(s.target.platform, 0),
                 "cuda": s.target.cuda,
+                "cuda_driver": s.target.cuda,
                 "cuda_version": s.chosen_cuda_version,
+                "cuda_minor_version_compat": bool(
+                    s.target.cuda and s.chosen_cuda_version and _version_key(s.chosen_cuda_version) > _version_key(s.target.cuda)
+                ),
                 "blas": s.chosen_blas.value if s.chosen_blas else None,
                 "seconds": round(s.seconds, 3),
             }
@@ -222,7 +279,14 @@ def _print_check(results: list[Any], as_json: bool) -> None:
         click.echo(
             json.dumps(
                 [
-                    {"lockfile": r.path, "variant": r.variant, "platform": r.platform, "fresh": r.fresh, "reasons": list(r.reasons)}
+                    {
+                        "lockfile": r.path,
+                        "variant": r.variant,
+                        "platform": r.platform,
+                        "fresh": r.fresh,
+                        "reasons": list(r.reasons),
+                        "assumptions": list(r.notes),
+                    }
                     for r in results
                 ],
                 indent=2,
@@ -236,8 +300,10 @@ def _print_check(results: list[Any], as_json: bool) -> None:
                 click.echo(f"STALE  {r.path} {r.platform}:", err=True)
                 for reason in r.reasons:
                     click.echo(f"         {reason}", err=True)
+            for note in r.notes:
+                click.echo(f"         note: {note}", err=True)
         if stale:
-            click.echo("hint: run `envkit lock` with the same arguments to update the lock", err=True)
+            click.echo("hint: run `envkit lock` to update the lock (flags default to what the lock records)", err=True)
     if stale:
         sys.exit(EXIT_STALE)
 
@@ -250,6 +316,8 @@ def _print_check(results: list[Any], as_json: bool) -> None:
 @_reports_errors
 def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> None:
     """Print the lock hash (whole lock and per platform)."""
+    from conda_envkit.lockfile import lock_hash, platform_lock_hash, read_lockfile
+
     lf = read_lockfile(lockfile)
     whole = lock_hash(lf)
     per = {p: platform_lock_hash(lf, p) for p in sorted(lf.metadata.platforms)}
@@ -291,6 +359,8 @@ def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: boo
 @_reports_errors
 def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
     """Render one platform of the lock as an explicit file or a pinned environment.yml."""
+    from conda_envkit.lockfile import read_lockfile, render_environment_yaml, render_explicit, write_if_changed
+
     lf = read_lockfile(lockfile)
     text = render_explicit(lf, platform, hash_kind) if kind == "explicit" else render_environment_yaml(lf, platform, name)
     if output is None:
@@ -366,9 +436,10 @@ def _image_options(
         if reproducible:
             raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
         return options, {p: base or "scratch" for p in platforms}, None
+    from conda_envkit.lockmodel import cuda_driver_assumption
+
     recipe = load_recipe(recipe_name, recipe_dir)
-    custom = lf.metadata.custom_metadata or {}
-    bases = {p: base or recipe.base_for(custom.get(f"envkit.{p}.cuda-version")) for p in platforms}
+    bases = {p: base or recipe.base_for(cuda_driver_assumption(lf, p)) for p in platforms}
     return with_recipe(options, recipe, reproducible), bases, recipe
 
 
@@ -446,7 +517,9 @@ def bake(
 ) -> None:
     """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
     from conda_envkit.bake import LayerPolicy, bake_image
+    from conda_envkit.channels import load_settings
     from conda_envkit.install import default_cache_dir
+    from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.layer import Compression
@@ -530,7 +603,9 @@ def install_command(
     quiet: bool,
 ) -> None:
     """Create a conda environment from the lock (hashes verified), without conda; or sync one envkit made."""
+    from conda_envkit.channels import load_settings
     from conda_envkit.installed_state import up_to_date
+    from conda_envkit.lockfile import read_lockfile
 
     platform = platform or _host_platform()
     if prefix.exists() and up_to_date(lockfile, prefix, platform):
@@ -624,6 +699,7 @@ def export_command(
         if destination in ("json", "env"):
             from conda_envkit.export.dotenv import render_env
             from conda_envkit.export.json_record import render_json
+            from conda_envkit.lockfile import write_if_changed
 
             text = render_json(record) if destination == "json" else render_env(record)
             if output:
@@ -722,6 +798,7 @@ def verify_command(
     lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
 ) -> None:
     """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
+    from conda_envkit.lockfile import read_lockfile
     from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
 
     if (prefix is None) == (image is None):
@@ -765,6 +842,7 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
     import tempfile
 
     from conda_envkit.doctor import diagnose, host_facts
+    from conda_envkit.lockfile import read_lockfile
 
     host = host_facts()
     if image is not None:
@@ -775,7 +853,7 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
         if text is None:
             raise VerifyError(f"{image} holds no envkit lock", hint="was it baked by envkit?")
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "conda-lock.yml").write_text(text)
+            (Path(tmp) / "conda-lock.yml").write_text(text, encoding="utf-8")
             lf = read_lockfile(Path(tmp) / "conda-lock.yml")
         chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
     else:
@@ -856,6 +934,7 @@ def dockerfile_command(
     """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build."""
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.install import default_cache_dir
+    from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.image import oci_platform
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.oci.registry import RegistryClient

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conda_lock.lockfile.v2prelim.models import Lockfile
-
 from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
 from conda_envkit.channels import ChannelSettings
+from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
 from conda_envkit.recipes import Recipe, render_dockerfile
 

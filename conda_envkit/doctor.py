@@ -11,10 +11,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from conda_lock.lockfile.v2prelim.models import Lockfile
 from rattler import Platform, Version, VersionSpec
 
-from conda_envkit.lockfile import packages_for
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import cuda_driver_assumption, packages_for
 
 _CUDA_IN_SMI = re.compile(r"CUDA Version:\s*([0-9]+\.[0-9]+)")
 
@@ -135,12 +135,12 @@ def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
         ok = all(_satisfied(spec, host.glibc) for _, spec in glibc_needs)
         who = ", ".join(sorted({name for name, _ in glibc_needs})[:5]) or "no package"
         reqs.append(Requirement("glibc", specs, host.glibc or "not found", ok, f"required by {who}"))
-    custom = lockfile.metadata.custom_metadata or {}
-    assumed = custom.get(f"envkit.{platform}.cuda", "none")
-    cuda_version = custom.get(f"envkit.{platform}.cuda-version", "none")
+    # The driver the lock was solved for (`--cuda`): the packages' `__cuda` needs hold for it,
+    # including toolkits it runs through minor-version compatibility.
+    assumed = cuda_driver_assumption(lockfile, platform)
     cuda_needs = _virtual_needs(lockfile, platform, "__cuda")
-    if cuda_needs or cuda_version not in ("none", ""):
-        needed = cuda_version if cuda_version not in ("none", "") else assumed
+    if cuda_needs or assumed:
+        needed = assumed or "none"
         have = host.cuda_driver
         ok, why = _cuda_verdict(needed, have, host.cuda_source)
         users = ", ".join(sorted({name for name, _ in cuda_needs})[:5])
@@ -155,7 +155,7 @@ def _cuda_verdict(needed: str, have: str | None, source: str) -> tuple[bool, str
         return True, f"the driver supports CUDA {have}"
     need, got = Version(needed), Version(have)
     if got >= need:
-        return True, f"the driver supports CUDA {have}; the lock's CUDA packages are for {needed}"
+        return True, f"the driver supports CUDA {have}; the lock was solved for a CUDA {needed} driver"
     if have.split(".")[0] == needed.split(".")[0]:
         return True, (
             f"the driver supports CUDA {have}, older than {needed} but the same major version: minor-version "
@@ -163,5 +163,6 @@ def _cuda_verdict(needed: str, have: str | None, source: str) -> tuple[bool, str
         )
     return (
         False,
-        f"the driver supports CUDA {have}, older than the lock's CUDA {needed}: update the NVIDIA driver, or re-lock with --cuda {have}",
+        f"the driver supports CUDA {have}, older than the CUDA {needed} driver the lock was solved for: "
+        f"update the NVIDIA driver, or re-lock with --cuda {have}",
     )

@@ -1,24 +1,34 @@
-"""Is a lock still right for its spec? Judged by satisfaction (as pixi does), not only by hash.
+"""Is a lock still right for its spec? Judged by satisfaction (as pixi does), never by hash alone.
 
-A platform is fresh when its input hash is unchanged, or else when the locked packages
-still satisfy the spec: same channels, same assumed virtual packages, CUDA and BLAS,
-every requested spec matched by a locked package, every locked dependency present,
-and no locked package that nothing requires any more.
+Every platform's locked packages are checked against the spec whether or not the input hash
+matches (a hand edit can keep the hash): same channels, every package from one of them and
+for its platform, the assumed virtual packages, CUDA and BLAS, every requested spec matched
+by a locked package, every locked dependency present at a matching version, and no locked
+package that nothing requires any more. What was assumed comes from the command line first,
+then the spec's `envkit:` keys, then the lock's own metadata, then (for a lock conda-lock
+wrote) conda-lock's defaults, and the report says which.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import BuildString, MatchSpec, PackageRecord
 
 from conda_envkit.channels import ResolvedChannel
-from conda_envkit.errors import EnvkitError
-from conda_envkit.lockfile import input_hash, pip_input_hash, read_lockfile
+from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks
+from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile
+from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
+from conda_envkit.platforms import (
+    CONDA_LOCK_DEFAULT_CUDA,
+    CUDA_PLATFORMS,
+    DEFAULT_VIRTUAL_PACKAGES,
+    Blas,
+    VirtualPackage,
+    virtual_packages_for,
+)
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
 
@@ -33,17 +43,17 @@ class PlatformFreshness:
     fresh: bool
     reasons: tuple[str, ...] = ()
     hash_matched: bool = False
+    notes: tuple[str, ...] = ()
 
 
-def _record(p: LockedDependency) -> PackageRecord:
-    subdir = PurePosixPath(urlsplit(p.url).path).parent.name or p.platform
-    return PackageRecord(name=p.name, version=p.version, build=BuildString(p.build or ""), build_number=0, subdir=subdir)
+def _record(p: LockedPackage) -> PackageRecord:
+    return PackageRecord(name=p.name, version=p.version, build=BuildString(p.build or ""), build_number=0, subdir=p.subdir)
 
 
 def _matches(spec: str, record: PackageRecord) -> bool:
     try:
-        return MatchSpec(spec).matches(record)
-    except Exception:  # an unparsable spec in an old lock is a mismatch, not a crash
+        return MatchSpec(spec, strict=False).matches(record)
+    except Exception:  # an unparsable dependency in a lock is a mismatch, not a crash
         return False
 
 
@@ -54,28 +64,46 @@ def _virtual_records(target: SolveTarget) -> dict[str, PackageRecord]:
     }
 
 
-def unsatisfied(lockfile: Lockfile, target: SolveTarget, channels: tuple[ResolvedChannel, ...]) -> list[str]:
+def _channel_urls(lockfile: LockFile, channels: tuple[ResolvedChannel, ...], alias: str) -> tuple[list[str], list[str]]:
+    """(locked, wanted) channel URLs, both normalised: names through the alias, relative paths resolved."""
+    base = lockfile.base_dir or Path.cwd()
+
+    def norm(url: str) -> str:
+        return (base / url).resolve().as_uri() if url.startswith((".", "/")) and "://" not in url else url.rstrip("/")
+
+    locked = [norm(c.normalized(alias)) for c in lockfile.metadata.channels]
+    wanted = [norm(recorded_channel_url(c, base)) if is_relative_channel(c) else c.public_url.rstrip("/") for c in channels]
+    return locked, wanted
+
+
+def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[ResolvedChannel, ...], alias: str) -> list[str]:
     """The reasons the locked packages of `target.platform` no longer fit the spec (empty if they do)."""
     p = target.platform
     reasons: list[str] = []
-    locked_channels = [c.url for c in lockfile.metadata.channels]
-    wanted_channels = [c.public_url for c in channels]
+    locked_channels, wanted_channels = _channel_urls(lockfile, channels, alias)
     if locked_channels != wanted_channels:
         reasons.append(f"channels changed: locked {locked_channels}, spec {wanted_channels}")
-    custom = lockfile.metadata.custom_metadata or {}
-    # Virtual packages are judged through the locked packages' dependencies below; the
-    # CUDA assumption itself must match, since a CPU lock "satisfies" a GPU request.
-    locked_cuda = custom.get(f"envkit.{p}.cuda")
-    if locked_cuda != (target.cuda or "none"):
-        reasons.append(f"CUDA changed: locked {locked_cuda!r}, now {target.cuda or 'none'!r}")
-    # pip pins come from an index that changes daily; only the section itself is compared.
-    if custom.get(f"envkit.{p}.pip-inputs") != (pip_input_hash(target.pip) if target.pip is not None else None):
-        reasons.append("the pip: section (requirements or indexes) changed since locking")
-    locked_blas = custom.get(f"envkit.{p}.blas")
-    if target.blas is not None and locked_blas not in (target.blas.value, "none"):
-        reasons.append(f"BLAS changed: locked {locked_blas!r}, now {target.blas.value!r}")
+    meta = lockfile.envkit
+    platform_meta = meta.for_platform(p) if meta is not None else None
+    if platform_meta is not None:
+        # Virtual packages are judged through the locked packages' dependencies below; the
+        # CUDA assumption itself must match, since a CPU lock "satisfies" a GPU request.
+        if (platform_meta.cuda_driver or "none") != (target.cuda or "none"):
+            reasons.append(f"CUDA changed: locked {platform_meta.cuda_driver or 'none'!r}, now {target.cuda or 'none'!r}")
+        # pip pins come from an index that changes daily; only the section itself is compared.
+        if platform_meta.pip_inputs != (pip_input_hash(target.pip) if target.pip is not None else None):
+            reasons.append("the pip: section (requirements or indexes) changed since locking")
+        if target.blas is not None and platform_meta.blas not in (target.blas.value, None):
+            reasons.append(f"BLAS changed: locked {platform_meta.blas!r}, now {target.blas.value!r}")
+    elif target.pip is not None and not any(d.platform == p and d.manager == "pip" for d in lockfile.package):
+        reasons.append("the spec has a pip: section but the lock has no pip packages")
 
     packages = {d.name: d for d in lockfile.package if d.platform == p and d.manager == "conda"}
+    for d in packages.values():
+        if d.subdir not in (p, "noarch"):
+            reasons.append(f"{d.name} {d.version} {d.build} is a {d.subdir} package in the {p} section")
+        if not any(d.url.startswith(c + "/") for c in locked_channels):
+            reasons.append(f"{d.name} {d.version} {d.build} comes from {d.locked_url}, which is not under a locked channel")
     records = {name: _record(d) for name, d in packages.items()}
     for dep in target.dependencies:
         record = records.get(dep.name)
@@ -110,29 +138,96 @@ def unsatisfied(lockfile: Lockfile, target: SolveTarget, channels: tuple[Resolve
     return reasons
 
 
-def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...]) -> list[PlatformFreshness]:
+def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, options: LockOptions) -> tuple[SolveTarget, list[str]]:
+    """`target` with the assumptions the lock was made under wherever no flag or spec key says otherwise."""
+    p = target.platform
+    cuda_given = options.cuda is not None or (spec.cuda is not None if target.variant is None else True)
+    blas_given = target.blas is not None
+    vp_given = p in options.virtual_packages
+    meta = lockfile.envkit
+    platform_meta = meta.for_platform(p) if meta is not None else None
+    notes: list[str] = []
+    if platform_meta is not None:
+        cuda = target.cuda if cuda_given else platform_meta.cuda_driver
+        overrides = options.virtual_packages.get(p)
+        if not vp_given and platform_meta.virtual_packages:
+            overrides = _recorded_overrides(p, platform_meta.virtual_packages)
+        blas = target.blas
+        if not blas_given and platform_meta.blas_requested:
+            blas = Blas(platform_meta.blas_requested)
+        if not (cuda_given and blas_given and vp_given):
+            notes.append("assumed the lock's own CUDA/BLAS/virtual packages where no flag or envkit: key was given")
+    else:
+        # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
+        cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)
+        overrides = options.virtual_packages.get(p)
+        blas = target.blas
+        assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
+        notes.append(
+            f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
+            + ("" if vp_given else "; pass --virtual-package-spec to change them")
+        )
+    virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
+    return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
+
+
+def _recorded_overrides(platform: str, recorded: tuple[str, ...]) -> dict[str, str]:
+    """The lock's `name=version=build` virtual packages as overrides of the defaults (without __cuda, which follows `cuda`)."""
+    found: dict[str, str] = {}
+    for item in recorded:
+        name, _, rest = item.partition("=")
+        version, _, build = rest.partition("=")
+        found[name] = f"{version} {build or '0'}"
+    overrides = {name: "" for name in DEFAULT_VIRTUAL_PACKAGES[platform] if name not in found}
+    overrides.update({k: v for k, v in found.items() if k != "__cuda"})
+    return overrides
+
+
+def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list[str]]:
+    """(reasons, notes) for a lock written by an envkit whose metadata meant something else."""
+    meta = lockfile.envkit
+    if meta is None or meta.version == METADATA_VERSION:
+        return [], []
+    platform_meta = meta.for_platform(target.platform)
+    driver = platform_meta.cuda_driver if platform_meta else None
+    if driver is None:
+        return [], [f"written by an older envkit (metadata version {meta.version}); re-locking updates the metadata"]
+    return [
+        f"locked by an older envkit (metadata version {meta.version}): --cuda {driver} then also capped cuda-version <={driver}; "
+        f"it now means only the driver (__cuda={driver}, like conda-lock's --with-cuda), so a re-lock may pick a newer "
+        f"cuda-version the driver runs (minor-version compatibility); write `cuda-version <={driver}` in the spec to keep the cap"
+    ], []
+
+
+def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every platform one lock file should hold."""
-    try:
-        lockfile = read_lockfile(plan.path)
-    except EnvkitError as exc:
-        return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, (exc.message,)) for t in plan.targets]
+    if not plan.path.exists():
+        missing = ("not locked yet (no lock file)",)
+        return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
+    # A lock that exists but does not read is bad input (exit 2), not merely stale.
+    lockfile = read_lockfile(plan.path)
     results = []
     wanted = {t.platform for t in plan.targets}
     for extra in sorted(set(lockfile.metadata.platforms) - wanted):
         results.append(PlatformFreshness(str(plan.path), plan.variant, extra, False, ("locked, but no longer requested by the spec",)))
-    for target in plan.targets:
-        if target.platform not in lockfile.metadata.platforms:
-            results.append(PlatformFreshness(str(plan.path), plan.variant, target.platform, False, ("requested, but not in the lock",)))
+    lock_dir = plan.path.resolve().parent
+    for requested in plan.targets:
+        if requested.platform not in lockfile.metadata.platforms:
+            results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, ("requested, but not in the lock",)))
             continue
-        if lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels):
-            results.append(PlatformFreshness(str(plan.path), plan.variant, target.platform, True, (), hash_matched=True))
-            continue
-        reasons = unsatisfied(lockfile, target, channels)
-        results.append(PlatformFreshness(str(plan.path), plan.variant, target.platform, not reasons, tuple(reasons)))
+        target, notes = _assumed_target(requested, lockfile, spec, options)
+        hash_matched = lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels, lock_dir)
+        reasons, migration_notes = _migration(lockfile, target)
+        reasons += unsatisfied(lockfile, target, channels, options.settings.channel_alias)
+        results.append(
+            PlatformFreshness(
+                str(plan.path), plan.variant, target.platform, not reasons, tuple(reasons), hash_matched, tuple(notes + migration_notes)
+            )
+        )
     return results
 
 
 def check_locks(spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every lock file and platform the spec asks for (no solving, no network)."""
     channels, plans = plan_locks(spec, options)
-    return [result for plan in plans for result in check_plan(plan, channels)]
+    return [result for plan in plans for result in check_plan(plan, channels, spec, options)]

@@ -25,13 +25,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
 
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
-from conda_envkit.lockfile import packages_for
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import packages_for
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 

@@ -14,10 +14,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import Version
 
 from conda_envkit.lockfile import LockFileError, read_lockfile
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
 
 DIFF_SCHEMA = "envkit.diff/1"
 NUMERICS = re.compile(
@@ -51,7 +52,7 @@ def _kind(old: LockedDependency, new: LockedDependency) -> str | None:
             return "upgraded" if Version(new.version) > Version(old.version) else "downgraded"
         except Exception:  # a pip version rattler cannot parse: order as text
             return "upgraded" if new.version > old.version else "downgraded"
-    if old.build != new.build or old.hash.sha256 != new.hash.sha256 or old.url != new.url:
+    if old.build != new.build or old.hash.sha256 != new.hash.sha256 or old.locked_url != new.locked_url:
         return "rebuilt"
     return None
 

@@ -12,19 +12,9 @@ import rattler
 
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
 from conda_envkit.errors import EnvkitError
-from conda_envkit.install import default_cache_dir
-from conda_envkit.lockfile import (
-    LockFileError,
-    LockHash,
-    PlatformPart,
-    build_lockfile,
-    lock_hash,
-    platform_lock_hash,
-    platform_part,
-    read_lockfile,
-    render_lockfile,
-    write_if_changed,
-)
+from conda_envkit.lockfile import LockFileError, read_lockfile
+from conda_envkit.lockmodel import LockHash, lock_hash, platform_lock_hash, write_if_changed
+from conda_envkit.lockwrite import PlatformPart, build_lockfile, platform_part, render_lockfile
 from conda_envkit.pip_lock import PipInputs, PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
@@ -208,12 +198,13 @@ def lock_environment(
     half-updated set of lock files.
     """
     channels, plans = plan_locks(spec, options)
+    lock_dir = options.lock_path.resolve().parent
     all_targets = [t for plan in plans for t in plan.targets]
     parts: dict[tuple[str | None, str], PlatformPart] = {}
 
     def convert(solved: SolvedPlatform) -> None:
         # Runs in the event loop while the remaining platforms solve in rattler's threads.
-        parts[(solved.target.variant, solved.target.platform)] = platform_part(solved, channels)
+        parts[(solved.target.variant, solved.target.platform)] = platform_part(solved, channels, lock_dir)
         if on_solved is not None:
             on_solved(solved)
 
@@ -223,18 +214,20 @@ def lock_environment(
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
+        from conda_envkit.install import default_cache_dir  # requests: only when there is pip work
+
         cache_dir = options.cache_dir or default_cache_dir()
         with ThreadPoolExecutor(max_workers=2) as pool:
             pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
         for part, part_pins in zip(pip_parts, pins, strict=True):
             if part_pins:
                 t = part.solved.target
-                parts[(t.variant, t.platform)] = platform_part(part.solved, channels, part_pins)
+                parts[(t.variant, t.platform)] = platform_part(part.solved, channels, lock_dir, part_pins)
 
     rendered = []
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
-        lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant)
+        lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name)
         plan_solved = tuple(part.solved for part in plan_parts)
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}
         rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts))

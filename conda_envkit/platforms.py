@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +48,29 @@ DEFAULT_VIRTUAL_PACKAGES: dict[str, dict[str, str]] = {
 }
 
 CUDA_PLATFORMS = frozenset({"linux-64", "linux-aarch64", "win-64"})
+# conda-lock's default `__cuda` on CUDA platforms (its default-virtual-packages.yaml): what a
+# lock conda-lock wrote was solved for when it says nothing else.
+CONDA_LOCK_DEFAULT_CUDA = "11.4"
+_CUDA_VERSION = re.compile(r"\d{1,3}(\.\d{1,3}){0,2}")
+_NO_CUDA = ("none", "cpu", "false")
+
+
+def parse_cuda_driver(value: object, where: str) -> str | None:
+    """A CUDA driver version (`12.4`), or None for `none`/`cpu`; anything else is an error naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PlatformError(
+            f"{where}: CUDA must be a version like 12.4 or `none`, not {type(value).__name__} {value!r}",
+            hint='write e.g. `cuda: "12.4"` (the driver version) or `cuda: none`',
+        )
+    text = str(value).strip()
+    if text.lower() in _NO_CUDA:
+        return None
+    if not _CUDA_VERSION.fullmatch(text):
+        raise PlatformError(
+            f"{where}: invalid CUDA driver version {text!r}",
+            hint="write the driver's CUDA version as MAJOR[.MINOR], e.g. 12.4 (what nvidia-smi shows), or none",
+        )
+    return text
 
 
 class Blas(StrEnum):
@@ -148,11 +172,11 @@ def virtual_packages_for(
 def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
     """Read a conda-lock `--virtual-package-spec` file: `subdirs: {platform: {packages: {...}}}`."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PlatformError(f"{path}: cannot read ({exc.strerror})", hint="check the path") from exc
-    except yaml.YAMLError as exc:
-        raise PlatformError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PlatformError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax (UTF-8)") from exc
     subdirs = data.get("subdirs") if isinstance(data, dict) else None
     if not isinstance(subdirs, dict):
         raise PlatformError(

@@ -52,12 +52,14 @@ class Recipe:
     labels: dict[str, str] = field(default_factory=dict)
     files: tuple[RecipeFile, ...] = ()
 
-    def base_for(self, cuda_version: str | None) -> str:
-        """The base image for a lock whose `cuda-version` is `cuda_version` (None: no CUDA).
+    def base_for(self, cuda_driver: str | None) -> str:
+        """The base image for a lock solved for the CUDA driver `cuda_driver` (None: no CUDA).
 
-        The newest CUDA base not newer than the lock's: the host driver must support the
-        lock's CUDA, and so it supports any older runtime too.
+        The newest CUDA base not newer than the lock's driver assumption: a base's
+        NVIDIA_REQUIRE_CUDA must not demand a newer driver than the lock was solved for
+        (the lock's toolkit may be newer, through minor-version compatibility).
         """
+        cuda_version = cuda_driver
         if cuda_version in (None, "", "none", "unknown") or not self.base_cuda:
             return self.base_cpu
         wanted = Version(cuda_version)  # type: ignore[arg-type]
@@ -65,7 +67,7 @@ class Recipe:
         if not fitting:
             raise RecipeError(
                 f"recipe {self.name}: no base for CUDA {cuda_version} (its bases: {', '.join(sorted(self.base_cuda))})",
-                hint="lock for a newer CUDA, or add a base for this CUDA to the recipe",
+                hint="lock for a newer CUDA driver (--cuda), or add a base for this CUDA to the recipe",
             )
         return self.base_cuda[max(fitting, key=Version)]
 

@@ -7,11 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from conda_lock.lockfile.v2prelim.models import Lockfile
-
 from conda_envkit import __version__
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
+from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.registry import PushStats
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"

@@ -55,9 +55,9 @@ class SolveTarget:
         out = []
         if self.blas is not None:
             out.append(blas_constraint(self.blas))
-        if self.cuda is not None:
-            # The toolkit must not be newer than the driver the lock assumes.
-            out.append(f"cuda-version <={self.cuda}")
+        # `cuda` is the driver (`__cuda`), as conda-lock's --with-cuda: packages' own
+        # `__cuda >=` depends decide which toolkits it runs; a toolkit cap is a spec
+        # the user writes (`cuda-version=12.4`).
         return tuple(out)
 
 
@@ -101,10 +101,23 @@ def _cuda_records(records: list[RepoDataRecord]) -> list[str]:
     return found
 
 
-def _missing_package(message: str) -> tuple[str, str] | None:
-    """(name, constraint) from rattler's "No candidates were found for NAME CONSTRAINT."."""
-    match = re.search(r"No candidates (?:were )?found for (\S+)(.*?)\.?$", message, re.MULTILINE)
-    return (match.group(1), match.group(2).strip()) if match else None
+def _missing_package(message: str, target: SolveTarget) -> tuple[str, str] | None:
+    """(name, constraint) when the solver's root cause is a *requested* package with no candidates.
+
+    Only the first line of rattler's explanation is its root; a "no candidates" deeper in the
+    tree is a consequence of another conflict, and blaming that package misleads.
+    """
+    first = message.splitlines()[0] if message else ""
+    match = re.search(r"No candidates (?:were )?found for (\S+)(.*?)\.?$", first)
+    if match is None or not any(d.name == match.group(1) for d in target.dependencies):
+        return None
+    return match.group(1), match.group(2).strip()
+
+
+def _involved(target: SolveTarget, message: str) -> list[Dependency]:
+    """The requested specs the solver's explanation (its unsat core) names."""
+    words = set(re.findall(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", message))
+    return [d for d in target.dependencies if d.name in words]
 
 
 def _fold_repeats(message: str) -> str:
@@ -123,7 +136,7 @@ def _fold_repeats(message: str) -> str:
 
 def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Exception) -> SolveError:
     message = _fold_repeats(str(exc).strip())
-    missing = _missing_package(message)
+    missing = _missing_package(message, target)
     names = ", ".join(c.written for c in channels)
     if missing and missing[1] in ("", "*"):
         source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
@@ -133,29 +146,37 @@ def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Ex
             hint=f"exclude it on {target.platform} with a selector (e.g. `# [not {target.platform.split('-')[0]}]`), "
             "add a channel that has it, or drop the platform",
         )
-    specs = "; ".join(f"{d.spec} ({d.source})" for d in target.dependencies)
+    # Name only the requested specs in the solver's explanation: the others are not the cause.
+    involved = _involved(target, message)
+    specs = "; ".join(f"{d.spec} ({d.source})" for d in involved) or "none named directly (see the explanation)"
     assumed = " ".join(str(v) for v in target.virtual_packages)
+    hint = "relax one of the specs named above (the explanation says which versions clash)"
+    if re.search(r"__cuda\b", message) and target.cuda is None:
+        hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
+    elif re.search(r"__glibc\b|__osx\b", message):
+        hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
     return SolveError(
         f"{target.label}: the specs cannot be satisfied together\n{message}\n"
-        f"  specs: {specs}\n  assumed: {assumed}" + (f"\n  constraints: {', '.join(target.constraints())}" if target.constraints() else ""),
-        hint="relax the version named in the explanation above, or change --cuda/--blas for this platform",
+        f"  conflicting specs: {specs}\n  assumed: {assumed}"
+        + (f"\n  constraints: {', '.join(target.constraints())}" if target.constraints() else ""),
+        hint=hint,
     )
 
 
-def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> str:
+def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> MatchSpec:
     """The match spec to solve: `chan::name ...` points at the URL that `chan` resolved to.
 
     rattler would otherwise resolve `chan` against its own default alias, ignoring
     --channel-alias, mirrors, local paths and credentials.
     """
     if "::" not in dep.spec:
-        return dep.match_spec
+        return MatchSpec(dep.match_spec, strict=False)
     written, rest = dep.spec.split("::", 1)
     for channel in channels:
         if written.rstrip("/") in (channel.written.rstrip("/"), channel.public_url, channel.url) or channel.public_url.endswith(
             "/" + written.strip("/")
         ):
-            return str(MatchSpec(f"{channel.url}::{rest}"))
+            return MatchSpec(f"{channel.url}::{rest}", strict=False)
     raise SolveError(
         f"{dep.source}: {dep.spec!r} names channel {written!r}, which is not in `channels:`",
         hint=f"add {written} to `channels:` (in priority order), or drop the `{written}::` prefix",

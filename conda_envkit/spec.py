@@ -17,6 +17,7 @@ from conda_envkit.platforms import (
     SELECTOR_NAMES,
     Blas,
     check_platform,
+    parse_cuda_driver,
 )
 
 # `  - numpy  # [linux64]` -> selector "linux64". Same shape as conda-build's.
@@ -95,6 +96,8 @@ class EnvSpec:
     cuda: str | None = None
     blas: tuple[tuple[str, Blas], ...] = ()
     variants: tuple[Variant, ...] = ()
+    # False when no -p and no file named platforms (the default was taken).
+    platforms_given: bool = True
 
 
 # -- selectors ---------------------------------------------------------------------
@@ -199,7 +202,7 @@ def _parse_dependencies(node: yaml.Node, path: Path) -> tuple[list[Dependency], 
         if isinstance(item, yaml.ScalarNode):
             text = str(item.value).strip()
             try:
-                match_spec = MatchSpec(text)
+                match_spec = MatchSpec(text, strict=False)  # conda's grammar: `pytorch=1.8.1=py3.8_cuda11.1_0`
             except Exception as exc:  # rattler raises its own InvalidMatchSpecError
                 raise SpecError(
                     f"{where}: invalid dependency {text!r}: {exc}",
@@ -221,13 +224,20 @@ def _parse_dependencies(node: yaml.Node, path: Path) -> tuple[list[Dependency], 
     return conda, pip
 
 
-def _parse_blas(node: yaml.Node, path: Path) -> tuple[tuple[str, Blas], ...]:
+def _parse_blas(node: yaml.Node, path: Path, key: str = "envkit.blas") -> tuple[tuple[str, Blas], ...]:
     if isinstance(node, yaml.ScalarNode):
         return (("*", _blas_value(str(node.value), path, node)),)
+    if not isinstance(node, yaml.MappingNode):
+        raise SpecError(
+            f"{_where(path, node)}: `{key}` must be a BLAS name or a mapping of platform -> BLAS",
+            hint='write e.g. `blas: mkl` or `blas: {linux-64: mkl, "*": openblas}`',
+        )
     table = []
     for platform, value in _mapping(node).items():
         if platform != "*":
             check_platform(platform, _where(path, value))
+        if not isinstance(value, yaml.ScalarNode):
+            raise SpecError(f"{_where(path, value)}: `{key}.{platform}` must be a BLAS name", hint="write e.g. `linux-64: mkl`")
         table.append((platform, _blas_value(str(value.value), path, value)))
     return tuple(sorted(table))
 
@@ -242,13 +252,15 @@ def _blas_value(value: str, path: Path, node: yaml.Node) -> Blas:
         ) from None
 
 
-def _cuda_value(node: yaml.Node, path: Path) -> str | None:
-    value = str(node.value).strip() if isinstance(node, yaml.ScalarNode) else ""
-    if value.lower() in ("", "null", "~", "none", "cpu", "false"):
-        return None
-    if not re.fullmatch(r"\d+(\.\d+){0,2}", value):
-        raise SpecError(f"{_where(path, node)}: invalid CUDA version {value!r}", hint='write e.g. `cuda: "12.4"` or `cuda: none`')
-    return value
+def _cuda_value(node: yaml.Node, path: Path, key: str = "envkit.cuda") -> str | None:
+    """The CUDA *driver* version a solve assumes (`__cuda`), as conda-lock's --with-cuda."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag.endswith(":null") or str(node.value).strip() == "":
+            return None
+        value: object = str(node.value)
+    else:
+        value = [] if isinstance(node, yaml.SequenceNode) else {}
+    return parse_cuda_driver(value, f"{_where(path, node)}: `{key}`")
 
 
 def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
@@ -258,6 +270,8 @@ def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[
             raise SpecError(f"{path}: unknown key `envkit.{key}`", hint=f"known keys: {', '.join(sorted(_ENVKIT_KEYS))}")
     cuda = _cuda_value(keys["cuda"], path) if "cuda" in keys else None
     blas = _parse_blas(keys["blas"], path) if "blas" in keys else ()
+    if "variants" in keys and not isinstance(keys["variants"], yaml.MappingNode):
+        raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
     for name, vnode in _mapping(keys.get("variants")).items():
         if not _VARIANT_NAME.match(name):
@@ -275,8 +289,8 @@ def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[
         variants.append(
             Variant(
                 name=name,
-                cuda=_cuda_value(vkeys["cuda"], path) if "cuda" in vkeys else None,
-                blas=_parse_blas(vkeys["blas"], path) if "blas" in vkeys else blas,
+                cuda=_cuda_value(vkeys["cuda"], path, f"envkit.variants.{name}.cuda") if "cuda" in vkeys else None,
+                blas=_parse_blas(vkeys["blas"], path, f"envkit.variants.{name}.blas") if "blas" in vkeys else blas,
                 platforms=platforms,
             )
         )
@@ -296,7 +310,9 @@ class _FileSpec:
 
 def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 (byte offset {exc.start})", hint="save the file as UTF-8") from None
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found", hint="pass an existing environment.yml with -f") from None
     except OSError as exc:
@@ -385,10 +401,13 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         raise SpecError("no environment file given", hint="pass -f environment.yml")
     requested = tuple(check_platform(p, "-p/--platform") for p in platforms or ())
     requested = tuple(dict.fromkeys(requested))
+    given = bool(requested)
     if not requested:
         # Platforms named in any file (in order) decide, else the default.
         first = [_read_one(p, None) for p in paths]
-        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms)) or (DEFAULT_PLATFORM,)
+        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms))
+        given = bool(requested)
+        requested = requested or (DEFAULT_PLATFORM,)
     files = [_read_one(p, requested) for p in paths]
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
@@ -433,4 +452,5 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         cuda=cuda,
         blas=blas,
         variants=tuple(variants.values()),
+        platforms_given=given,
     )

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile
 from rattler import Platform, PrefixRecord, install
 
 from conda_envkit.channels import ChannelSettings
@@ -36,6 +35,8 @@ from conda_envkit.install import (
     repodata_record,
 )
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_state, state_from_prefix, write_state
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from conda_lock.lockfile.v2prelim.models import Lockfile
-
 from conda_envkit.errors import EnvkitError
 from conda_envkit.install import LOCK_COPY
-from conda_envkit.lockfile import packages_for
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import packages_for
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import open_layer
 from conda_envkit.pip_install import PIP_RECORDS

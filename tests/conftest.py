@@ -1,4 +1,9 @@
-"""Fixtures: real local conda channels built by the suite, and the real `envkit` command."""
+"""Fixtures: real local conda channels built by the suite, real servers, and the real `envkit` command.
+
+Every server listens on a port the OS picked, is ready when its health endpoint answers, and is
+stopped by its PID with a bounded wait (SIGTERM, then SIGKILL). Under pytest-xdist each worker
+has its own session fixtures, temporary directories, HOME and caches.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -19,6 +27,26 @@ from conda_envkit.testing.local_channel import build_channel
 from conda_envkit.testing.toy_channel import ALL_PLATFORMS, toy_packages
 
 SHARED_CHANNELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "channels"
+# Local servers only: an http_proxy in the environment must not see the tests' requests.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A HOME and XDG directories of this session's (this worker's) own.
+
+    envkit, uv and py-rattler keep caches and configuration under them (~/.cache/envkit,
+    ~/.docker, ...): tests must neither read the developer's nor share them between workers.
+    """
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        for name, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+            (home / sub).mkdir(parents=True)
+            patch.setenv(name, str(home / sub))
+        for name in ("ENVKIT_CACHE_DIR", "ENVKIT_CONFIG", "DOCKER_CONFIG", "ENVKIT_REGISTRY_USER", "ENVKIT_REGISTRY_PASSWORD"):
+            patch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -71,15 +99,51 @@ class ChannelServer:
         return log.read_text().splitlines() if log.exists() else []
 
 
+def stop_process(proc: subprocess.Popen, *, group: bool = False, grace: float = 10.0) -> None:
+    """Stop a server the suite started, by its PID (or its process group): SIGTERM, and SIGKILL
+    if it is still there after `grace` seconds. Never waits longer than twice `grace`."""
+
+    def send(sig: signal.Signals) -> None:
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            proc.wait(timeout=grace)
+    if group:
+        send(signal.SIGKILL)  # workers that outlived their leader
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _start_port_printer(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start one of tests/servers/*.py: it binds port 0 (the OS picks) and prints the port."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line.strip().isdigit():
+        stop_process(proc)
+        pytest.fail(f"{Path(args[1]).name} did not start (exit {proc.returncode}): {line!r}")
+    return proc, int(line)
+
+
 def _serve(root: Path, credentials: str | None) -> Iterator[ChannelServer]:
     """Serve `root` over HTTP on 127.0.0.1 until the fixture ends (stopped by PID)."""
     script = Path(__file__).parent / "servers" / "channel_server.py"
-    args = [sys.executable, str(script), str(root)] + ([credentials] if credentials else [])
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
+    proc, port = _start_port_printer([sys.executable, str(script), str(root)] + ([credentials] if credentials else []))
+    try:
+        yield ChannelServer(f"http://127.0.0.1:{port}", root, proc.pid)
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture
@@ -131,9 +195,31 @@ def image_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _free_port() -> int:
+    """A port the OS has just handed out (a server started on it may still lose a race: callers retry)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    """True once `url` gives any HTTP answer (a 401 from a registry with auth counts)."""
+    try:
+        with _LOCAL.open(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def _wait_until_ready(proc: subprocess.Popen, url: str, timeout: float) -> bool:
+    """Poll `url` until it answers (True), or until the process exits or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _answers(url):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @dataclass
@@ -145,32 +231,27 @@ class Registry:
     root: Path
 
 
-def _start_registry(root: Path, auth: str = "") -> tuple[subprocess.Popen[bytes], str]:
+def _start_registry(root: Path, auth: str = "") -> tuple[subprocess.Popen, str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
-    port = _free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
-    )
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=(root / "registry.log").open("wb"))
-    host = f"127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, host
-        except OSError:
-            time.sleep(0.05)
-    _stop_popen(proc)
-    pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-
-
-def _stop_popen(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
+    log_path = root / "registry.log"
+    for _attempt in range(3):
+        port = _free_port()
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+        )
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+        if _wait_until_ready(proc, f"http://127.0.0.1:{port}/v2/", timeout=60):
+            return proc, f"127.0.0.1:{port}"
+        stop_process(proc)
+        if "address already in use" not in log_path.read_text(errors="replace"):
+            break
+    pytest.fail(f"docker-registry did not start: {log_path.read_text(errors='replace')[-2000:]}")
 
 
 @pytest.fixture
@@ -178,8 +259,10 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     root = tmp_path / "registry"
     root.mkdir()
     proc, host = _start_registry(root)
-    yield Registry(host, proc.pid, root)
-    _stop_popen(proc)
+    try:
+        yield Registry(host, proc.pid, root)
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture
@@ -191,8 +274,10 @@ def auth_registry(tmp_path: Path) -> Iterator[Registry]:
     line = subprocess.run(["htpasswd", "-Bbn", "envkit", "s3cret-Pa55"], capture_output=True, text=True, check=True).stdout
     htpasswd.write_text(line.strip() + "\n")
     proc, host = _start_registry(root, f"auth:\n  htpasswd:\n    realm: envkit-test\n    path: {htpasswd}\n")
-    yield Registry(host, proc.pid, root)
-    _stop_popen(proc)
+    try:
+        yield Registry(host, proc.pid, root)
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture
@@ -210,17 +295,19 @@ def token_registry(tmp_path: Path) -> Iterator[Registry]:
     )
     script = Path(__file__).parent / "servers" / "token_server.py"
     args = [sys.executable, str(script), str(key), str(cert), "envkit-issuer", "envkit-registry", "envkit:s3cret-Pa55"]
-    tokens = subprocess.Popen(args, stdout=subprocess.PIPE)
-    token_port = int(tokens.stdout.readline())  # type: ignore[union-attr]
-    auth = (
-        f"auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: envkit-registry\n"
-        f"    issuer: envkit-issuer\n    rootcertbundle: {cert}\n"
-    )
-    proc, host = _start_registry(root, auth)
-    yield Registry(host, proc.pid, root)
-    _stop_popen(proc)
-    os.kill(tokens.pid, signal.SIGTERM)
-    tokens.wait(timeout=10)
+    tokens, token_port = _start_port_printer(args)
+    try:
+        auth = (
+            f"auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: envkit-registry\n"
+            f"    issuer: envkit-issuer\n    rootcertbundle: {cert}\n"
+        )
+        proc, host = _start_registry(root, auth)
+        try:
+            yield Registry(host, proc.pid, root)
+        finally:
+            stop_process(proc)
+    finally:
+        stop_process(tokens)
 
 
 @dataclass
@@ -231,33 +318,41 @@ class MlflowServer:
     pid: int
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    root = tmp_path_factory.mktemp("mlflow")
+def _start_mlflow(root: Path, log: IO[bytes]) -> tuple[subprocess.Popen, str] | None:
     port = _free_port()
-    log = (root / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         + ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", (root / "artifacts").as_uri()],
         stdout=log,
         stderr=log,
-        start_new_session=True,
+        # Without the job runner: it would start eight more Python processes (huey consumers) the tests never use.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        start_new_session=True,  # it runs a uvicorn worker: stopped as a process group
     )
     uri = f"http://127.0.0.1:{port}"
-    import urllib.request
+    if _wait_until_ready(proc, f"{uri}/health", timeout=180):
+        return proc, uri
+    stop_process(proc, group=True)
+    return None
 
-    deadline = time.time() + 120
-    while time.time() < deadline:
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    root = tmp_path_factory.mktemp("mlflow")
+    with (root / "server.log").open("ab") as log:
+        for _attempt in range(3):
+            started = _start_mlflow(root, log)
+            if started is not None:
+                break
+            log.flush()
+            if "address already in use" not in (root / "server.log").read_text(errors="replace").lower():
+                break
+        else:
+            started = None
+        if started is None:
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text(errors='replace')[-2000:]}")
+        proc, uri = started
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-    yield MlflowServer(uri, proc.pid)
-    # mlflow server runs uvicorn/gunicorn workers: stop the whole process group it leads.
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+            yield MlflowServer(uri, proc.pid)
+        finally:
+            stop_process(proc, group=True)

@@ -1,5 +1,8 @@
-"""envkit diff on a realistic pair of locks from the conda-forge snapshot: numpy and libblas
-upgraded on linux-64 (numerics flagged), golden text, markdown and JSON."""
+"""envkit diff on a realistic pair of locks of real conda-forge metadata: numpy and libblas
+upgraded on linux-64 (numerics flagged), golden text, markdown and JSON.
+
+The locks are solved against tests/data/conda-forge-diff, the slice of the conda-forge
+snapshot that these two specs need (tests/data/make_diff_slice.py regenerates it)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_CHANNELS, run_envkit, write_env
+from tests.conftest import run_envkit, write_env
 
 GOLDEN = Path(__file__).parent / "golden"
+SLICE = Path(__file__).parent / "data" / "conda-forge-diff"
 SPEC = """\
 channels: [{channel}]
 platforms: [linux-64, osx-arm64]
@@ -30,10 +34,8 @@ NEW_SPEC = SPEC.replace("{numpy}", "2.2").replace("{blas}", "3.11.0")
 
 @pytest.fixture(scope="module")
 def lock_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SHARED_CHANNELS / "conda-forge").is_dir():
-        pytest.fail(f"the snapshot is missing at {SHARED_CHANNELS}")
     work = tmp_path_factory.mktemp("diff")
-    channel = (SHARED_CHANNELS / "conda-forge").as_uri()
+    channel = SLICE.as_uri()
     for name, spec in (("old", OLD_SPEC), ("new", NEW_SPEC)):
         write_env(work, spec.format(channel=channel), name=f"{name}.yml")
         result = run_envkit("lock", "-q", "-f", f"{name}.yml", "--lockfile", f"{name}.lock.yml", cwd=work)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 from rattler.explicit_environment import ExplicitEnvironmentSpec
@@ -79,12 +78,22 @@ def test_cuda_build_only_with_cuda(tmp_path: Path, toy_channel: Path) -> None:
     assert gpu.returncode == 0, gpu.stderr
     linux = locked(tmp_path / "gpu.yml", "linux-64")
     assert linux["gpulib"]["build"] == "cuda12_0"
-    # The toolkit is never newer than the driver the lock assumes.
-    assert linux["cuda-version"]["version"] == "12.4"
+    # --cuda is the driver, as conda-lock's --with-cuda: a 12.4 driver runs cuda-version 12.6
+    # through minor-version compatibility, and the lock says so.
+    assert linux["cuda-version"]["version"] == "12.6"
+    assert "cuda driver 12.4 (cuda-version 12.6, newer than the driver: runs by CUDA minor-version compatibility)" in gpu.stdout
     assert locked(tmp_path / "gpu.yml", "osx-arm64")["gpulib"]["build"] == "cpu_0"
     meta = parse_conda_lock_file(tmp_path / "gpu.yml").metadata.custom_metadata
     assert meta["envkit.linux-64.cuda"] == "12.4"
-    assert meta["envkit.linux-64.cuda-version"] == "12.4"
+    assert meta["envkit.linux-64.cuda-version"] == "12.6"
+    assert meta["envkit.linux-64.cuda-compat"] == "minor-version"
+    assert meta["envkit.metadata-version"] == "2"
+    # A toolkit cap is a spec the user writes, the conda-forge idiom.
+    write_env(tmp_path / "capped", env_text(toy_channel, ["gpulib", "cuda-version <=12.4"], ("linux-64",)))
+    capped = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path / "capped")
+    assert capped.returncode == 0, capped.stderr
+    assert locked(tmp_path / "capped" / "conda-lock.yml", "linux-64")["cuda-version"]["version"] == "12.4"
+    assert "minor-version" not in capped.stdout
     assert "__cuda=12.4=0" in meta["envkit.linux-64.virtual-packages"]
     assert meta["envkit.osx-arm64.cuda"] == "none"
 
@@ -289,7 +298,6 @@ def test_real_conda_lock_cli_renders_our_lock(tmp_path: Path, toy_channel: Path)
     assert any(str(d).startswith("numpy") for d in env_file["dependencies"])
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared").exists(), reason="needs ../shared beside the checkout")
 def test_json_summary_is_machine_readable(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, env_text(toy_channel, ["numpy"], ("linux-64", "osx-64")))
     result = run_envkit("lock", "--json", "-q", cwd=tmp_path)

@@ -72,10 +72,21 @@ def test_pytorch_cuda_or_cpu_is_chosen_by_flag(tmp_path: Path) -> None:
     assert pkgs["cuda-version"]["version"] == "12.9"
     assert "__cuda" in pkgs["pytorch"]["dependencies"]
 
+    # --cuda is the driver, as conda-lock's --with-cuda 12.4: a 12.4 driver runs the cuda 12.9
+    # build through minor-version compatibility, where conda-lock picks it too.
+    driver = run_envkit("lock", "--cuda", "12.4", "--lockfile", "driver.yml", cwd=tmp_path)
+    assert driver.returncode == 0, driver.stderr
+    pkgs = packages(tmp_path / "driver.yml", "linux-64")
+    assert pkgs["pytorch"]["build"].startswith("cuda129_")
+    assert pkgs["cuda-version"]["version"] == "12.9"
+    assert "cuda driver 12.4 (cuda-version 12.9, newer than the driver: runs by CUDA minor-version compatibility)" in driver.stdout
+    meta = yaml.safe_load((tmp_path / "driver.yml").read_text())["metadata"]["custom_metadata"]
+    assert meta["envkit.linux-64.cuda"] == "12.4" and meta["envkit.linux-64.cuda-compat"] == "minor-version"
+
     # A driver too old for every CUDA build: CPU build, and the user is told.
-    old = run_envkit("lock", "--cuda", "12.4", "--lockfile", "old.yml", cwd=tmp_path)
+    old = run_envkit("lock", "--cuda", "11.2", "--lockfile", "old.yml", cwd=tmp_path)
     assert old.returncode == 0
-    assert "CUDA 12.4 assumed, but no CUDA build was chosen" in old.stderr
+    assert "a CUDA 11.2 driver assumed, but no CUDA build was chosen" in old.stderr
     assert packages(tmp_path / "old.yml", "linux-64")["pytorch"]["build"].startswith("cpu_")
 
 
@@ -100,10 +111,13 @@ def test_mkl_or_openblas_on_purpose(tmp_path: Path) -> None:
 
 
 def test_unsatisfiable_request_explains(tmp_path: Path) -> None:
-    write_env(tmp_path, f"channels: [{CONDA_FORGE}]\ndependencies:\n  - python=3.9\n  - pytorch >=2.10\n")
+    write_env(tmp_path, f"channels: [{CONDA_FORGE}]\ndependencies:\n  - python=3.9\n  - pytorch >=2.10\n  - pandas\n  - requests\n")
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2
     assert "linux-64: the specs cannot be satisfied together" in result.stderr
     assert "pytorch" in result.stderr and "python" in result.stderr
-    assert "environment.yml:4" in result.stderr and "hint:" in result.stderr
+    # The specs named are the solver's unsat core, not every spec of the file.
+    conflict = next(line for line in result.stderr.splitlines() if "conflicting specs:" in line)
+    assert conflict.strip() == "conflicting specs: python=3.9 (environment.yml:3); pytorch >=2.10 (environment.yml:4)"
+    assert "hint:" in result.stderr
     assert not (tmp_path / "conda-lock.yml").exists()

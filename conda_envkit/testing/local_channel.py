@@ -5,23 +5,42 @@ Used by the test suite, the benchmarks and the offline demo, which cannot reach
 conda-forge. The packages are real (the `.conda` v2 format: a stored zip holding
 zstd-compressed `info-` and `pkg-` tarballs) so that solving, downloading, hash
 checks and installing all exercise the same code paths as with a public channel.
+
+Every byte is decided by the package specs: two builds give identical `.conda` files and
+repodata.json (fixed tar and zip timestamps, from SOURCE_DATE_EPOCH when it is set; fixed
+member order; single-threaded zstd; no indexing time in repodata.json), so a lock of the
+channel, and its hash, are the same on every run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
-from rattler.index import index_fs
 
 PREFIX_PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
+# zip cannot store a time before 1980-01-01 (its DOS date starts there).
+_ZIP_EPOCH = 315532800
+
+
+def source_date_epoch() -> int:
+    """The time every archive member carries: SOURCE_DATE_EPOCH when set (reproducible-builds.org), else 0."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970, not {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -57,20 +76,31 @@ class PackageSpec:
         return f"{self.name}-{self.version}-{self.build}.conda"
 
 
-def _tar_zst(members: list[tuple[str, bytes, int]], symlinks: tuple[tuple[str, str], ...] = ()) -> bytes:
+def _tar_zst(members: list[tuple[str, bytes, int]], symlinks: tuple[tuple[str, str], ...] = (), mtime: int = 0) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content, mode in sorted(members):
             info = tarfile.TarInfo(name)
             info.size = len(content)
             info.mode = mode
-            info.mtime = 0
+            info.mtime = mtime
             tar.addfile(info, io.BytesIO(content))
         for name, target in sorted(symlinks):
             info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, mtime
             tar.addfile(info)
-    return zstandard.ZstdCompressor(level=3).compress(raw.getvalue())
+    # One-shot, single-threaded compression of the whole tar: the frame depends only on its bytes.
+    compressor = zstandard.ZstdCompressor(level=3, threads=0, write_checksum=False, write_content_size=True)
+    return compressor.compress(raw.getvalue())
+
+
+def _zip_member(name: str, data: bytes, epoch: int) -> tuple[zipfile.ZipInfo, bytes]:
+    """A stored zip member with a fixed time, mode and creator system (zipfile would use the clock and the host OS)."""
+    info = zipfile.ZipInfo(name, date_time=time.gmtime(max(epoch, _ZIP_EPOCH))[:6])
+    info.compress_type = zipfile.ZIP_STORED
+    info.create_system = 3  # Unix
+    info.external_attr = 0o100644 << 16
+    return info, data
 
 
 def _index_json(spec: PackageSpec) -> dict[str, object]:
@@ -127,11 +157,49 @@ def write_package(spec: PackageSpec, channel_dir: Path) -> Path:
     stem = spec.file_name[: -len(".conda")]
     out = channel_dir / spec.subdir / spec.file_name
     out.parent.mkdir(parents=True, exist_ok=True)
+    epoch = source_date_epoch()
+    members = [
+        _zip_member("metadata.json", json.dumps({"conda_pkg_format_version": 2}).encode(), epoch),
+        _zip_member(f"info-{stem}.tar.zst", _tar_zst(info_members, mtime=epoch), epoch),
+        _zip_member(f"pkg-{stem}.tar.zst", _tar_zst(pkg_members, spec.symlinks, mtime=epoch), epoch),
+    ]
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
-        archive.writestr(f"info-{stem}.tar.zst", _tar_zst(info_members))
-        archive.writestr(f"pkg-{stem}.tar.zst", _tar_zst(pkg_members, spec.symlinks))
+        for info, data in members:
+            archive.writestr(info, data)
     return out
+
+
+# py-rattler resolves its coroutines from tokio worker threads; a worker that is still
+# handing the result over when the interpreter finalizes is killed mid-way and the process
+# dies with SIGSEGV or SIGABRT (about one exit in three right after `asyncio.run`). So the
+# indexing runs in a child that leaves with os._exit once index_fs has written everything,
+# and the caller's interpreter never starts a rattler runtime.
+_INDEX_SCRIPT = """
+import asyncio, os, sys, traceback
+try:
+    from rattler.index import index_fs
+    asyncio.run(index_fs(sys.argv[1], write_zst=False, write_shards=False, force=True))
+    code = 0
+except BaseException:
+    traceback.print_exc()
+    code = 1
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+
+
+def index_channel(channel_dir: Path) -> None:
+    """Index `channel_dir` with py-rattler's index_fs (in a child process), then drop the indexing time from repodata.json."""
+    proc = subprocess.run([sys.executable, "-c", _INDEX_SCRIPT, str(channel_dir)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"indexing {channel_dir} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    for repodata in sorted(channel_dir.glob("*/repodata.json")):
+        data = json.loads(repodata.read_text(encoding="utf-8"))
+        for key in ("packages", "packages.conda"):
+            for record in data.get(key, {}).values():
+                record.pop("indexed_timestamp", None)
+        repodata.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")), encoding="utf-8")
 
 
 def build_channel(channel_dir: Path, packages: list[PackageSpec], subdirs: tuple[str, ...] = ()) -> Path:
@@ -145,12 +213,12 @@ def build_channel(channel_dir: Path, packages: list[PackageSpec], subdirs: tuple
         (channel_dir / subdir).mkdir(exist_ok=True)
     for spec in packages:
         write_package(spec, channel_dir)
-    asyncio.run(index_fs(channel_dir, write_zst=False, write_shards=False, force=True))
+    index_channel(channel_dir)
     for subdir in ("noarch", *subdirs):
         repodata = channel_dir / subdir / "repodata.json"
         if not repodata.exists():
             empty = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
-            repodata.write_text(json.dumps(empty))
+            repodata.write_text(json.dumps(empty, sort_keys=True, separators=(",", ":")), encoding="utf-8")
     return channel_dir
 
 

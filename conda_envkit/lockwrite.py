@@ -1,0 +1,238 @@
+"""Solved platforms -> the lock model: entries, envkit metadata and input hashes (producer side).
+
+Reading a lock never imports this module; it needs the solver's records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from conda_envkit.channels import ResolvedChannel, public_package_url
+from conda_envkit.lockmodel import (
+    DEFAULT_VARIANT,
+    METADATA_VERSION,
+    LockChannel,
+    LockedPackage,
+    LockFile,
+    LockFileError,
+    LockMetadata,
+    PackageHash,
+    package_text,
+    relative_url,
+    render_lock,
+)
+from conda_envkit.pip_lock import PipInputs, PipPin
+from conda_envkit.solve import SolvedPlatform, SolveTarget
+
+# 2: `--cuda` is the driver only (no `cuda-version <=` constraint); channels as recorded.
+INPUT_HASH_SCHEME = "envkit-inputs/2"
+
+
+def _sha256_json(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def is_relative_channel(channel: ResolvedChannel) -> bool:
+    """A channel written as a path relative to environment.yml (`./channel`)."""
+    return channel.written == "." or channel.written.startswith(("./", "../"))
+
+
+def recorded_channel_url(channel: ResolvedChannel, lock_dir: Path) -> str:
+    """The channel URL the lock records: relative channels stay relative (to the lock file)."""
+    return relative_url(channel.public_url, lock_dir) if is_relative_channel(channel) else channel.public_url
+
+
+def recorded_package_url(url: str, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> str:
+    """A solved package's URL as the lock records it: no credentials, relative in a relative channel."""
+    public = public_package_url(url, channels)
+    for channel in channels:
+        if is_relative_channel(channel) and public.startswith(channel.public_url + "/"):
+            return relative_url(public, lock_dir)
+    return public
+
+
+def pip_input_hash(pip: PipInputs) -> str:
+    """The hash of a platform's `pip:` section (requirements and index templates, no secrets)."""
+    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": pip.hash_input()})
+
+
+def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> str:
+    """The content hash of everything a platform's solve depends on (docs/lock-format.md)."""
+    inputs: dict[str, object] = {
+        "scheme": INPUT_HASH_SCHEME,
+        "platform": target.platform,
+        "channels": [recorded_channel_url(c, lock_dir) for c in channels],
+        "channel_priority": "strict",
+        "dependencies": sorted(d.match_spec for d in target.dependencies),
+        "virtual_packages": [str(v) for v in target.virtual_packages],
+        "constraints": list(target.constraints()),
+    }
+    if target.pip is not None:  # absent without a pip: section, so such locks keep their hashes
+        inputs["pip"] = pip_input_hash(target.pip)
+    return _sha256_json(inputs)
+
+
+def _split_depend(depend: str) -> tuple[str, str]:
+    name, _, spec = depend.strip().partition(" ")
+    return name, spec.strip() or "*"
+
+
+def _merge_constraints(specs: list[str]) -> str:
+    """One `version [build]` string for several depends on the same name.
+
+    conda-lock keeps one entry per name; `_openmp_mutex >=4.5` plus
+    `_openmp_mutex * *_llvm` become `>=4.5 *_llvm`, which means the same.
+    """
+    if len(specs) == 1:
+        return specs[0]
+    versions: list[str] = []
+    builds: list[str] = []
+    for spec in specs:
+        version, _, build = spec.partition(" ")
+        if version not in ("", "*") and version not in versions:
+            versions.append(version)
+        if build.strip() not in ("", "*") and build.strip() not in builds:
+            builds.append(build.strip())
+    merged = ",".join(versions) or "*"
+    return f"{merged} {builds[0]}" if builds else merged
+
+
+def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> LockedPackage:  # noqa: ANN001
+    """A solver record (rattler RepoDataRecord) as a lock entry."""
+    if record.md5 is None or record.sha256 is None:
+        raise LockFileError(
+            f"{platform}: package {record.name.normalized} {record.version} {record.build} has no md5/sha256 in its channel",
+            hint="re-index the channel so that every record carries both hashes",
+        )
+    constraints: dict[str, list[str]] = {}
+    for depend in record.depends:
+        name, spec = _split_depend(depend)
+        constraints.setdefault(name, []).append(spec)
+    public = public_package_url(record.url, channels)
+    return LockedPackage(
+        name=record.name.normalized,
+        version=str(record.version),
+        manager="conda",
+        platform=platform,
+        url=public,
+        hash=PackageHash(md5=record.md5.hex(), sha256=record.sha256.hex()),
+        build=str(record.build),
+        dependencies=dict(sorted((name, _merge_constraints(specs)) for name, specs in constraints.items())),
+        written_url=recorded_package_url(record.url, channels, lock_dir),
+    )
+
+
+def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
+    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build."""
+    return LockedPackage(
+        name=pin.name,
+        version=pin.version,
+        manager="pip",
+        platform=platform,
+        url=pin.url,
+        hash=PackageHash(sha256=pin.sha256),
+        build=None,
+        written_url=pin.url,
+    )
+
+
+def _newer(a: str, b: str) -> bool:
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+    return key(a) > key(b)
+
+
+def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
+    """The `envkit.<platform>.*` keys recorded for one solved platform."""
+    t = solved.target
+    p = t.platform
+    blas = solved.chosen_blas
+    chosen_cuda = solved.chosen_cuda_version
+    meta = {
+        f"envkit.{p}.cuda": t.cuda or "none",
+        f"envkit.{p}.cuda-version": chosen_cuda or "none",
+        f"envkit.{p}.blas-requested": t.blas.value if t.blas else "any",
+        f"envkit.{p}.blas": blas.value if blas else "none",
+        f"envkit.{p}.virtual-packages": " ".join(str(v) for v in t.virtual_packages),
+    }
+    if t.cuda and chosen_cuda and _newer(chosen_cuda, t.cuda):
+        # A toolkit newer than the driver runs through CUDA minor-version compatibility
+        # (same major): say so, since some features (PTX JIT) need the newer driver.
+        meta[f"envkit.{p}.cuda-compat"] = "minor-version"
+    if t.pip is not None:
+        meta[f"envkit.{p}.pip-inputs"] = pip_input_hash(t.pip)
+        # Where pip packages come from, as written (`${VAR}` credentials, never their values):
+        # `envkit install` finds the credentials for a wheel URL's host here.
+        meta[f"envkit.{p}.pip-indexes"] = " ".join(t.pip.index_templates())
+    return meta
+
+
+@dataclass(frozen=True)
+class PlatformPart:
+    """One solved platform as lock entries, each with its YAML text already rendered.
+
+    Built as soon as the platform is solved, while other platforms still solve, so
+    that writing the lock adds little after the last solve.
+    """
+
+    solved: SolvedPlatform
+    packages: tuple[LockedPackage, ...]
+    texts: dict[tuple[str, str, str], str]
+
+
+def platform_part(
+    solved: SolvedPlatform, channels: tuple[ResolvedChannel, ...], lock_dir: Path, pins: tuple[PipPin, ...] = ()
+) -> PlatformPart:
+    """Convert one platform's records (and pip pins) to lock entries and their text."""
+    platform = solved.target.platform
+    packages = tuple(locked_package(r, platform, channels, lock_dir) for r in solved.records)
+    packages += tuple(pip_locked(pin, platform) for pin in pins)
+    return PlatformPart(solved, packages, {p.key: package_text(p) for p in packages})
+
+
+def build_lockfile(
+    parts: list[PlatformPart],
+    channels: tuple[ResolvedChannel, ...],
+    sources: tuple[Path, ...],
+    lock_path: Path,
+    variant: str | None,
+    env_name: str | None = None,
+) -> LockFile:
+    """Assemble the lock model for the solved platforms of one variant."""
+    lock_dir = lock_path.resolve().parent
+    packages: list[LockedPackage] = []
+    custom: dict[str, str] = {
+        "envkit.variant": variant or DEFAULT_VARIANT,
+        "envkit.channel-priority": "strict",
+        "envkit.metadata-version": METADATA_VERSION,
+    }
+    if env_name:
+        custom["envkit.name"] = env_name
+    content_hash: dict[str, str] = {}
+    for part in sorted(parts, key=lambda part: part.solved.target.platform):
+        target = part.solved.target
+        packages.extend(part.packages)
+        content_hash[target.platform] = input_hash(target, channels, lock_dir)
+        custom.update(target_metadata(part.solved))
+    packages.sort(key=lambda d: d.key)
+    metadata = LockMetadata(
+        content_hash=content_hash,
+        channels=tuple(LockChannel(url=recorded_channel_url(c, lock_dir), used_env_vars=c.used_env_vars) for c in channels),
+        platforms=tuple(sorted(content_hash)),
+        sources=tuple(os.path.relpath(p.resolve(), lock_dir) for p in sources),
+        custom_metadata=dict(sorted(custom.items())),
+    )
+    return LockFile(metadata=metadata, package=tuple(packages), path=lock_path)
+
+
+def render_lockfile(lockfile: LockFile, parts: list[PlatformPart] | None = None) -> str:
+    """The exact text of a lock file, reusing entries already rendered in `parts`."""
+    texts: dict[tuple[str, str, str], str] = {}
+    for part in parts or ():
+        texts.update(part.texts)
+    return render_lock(lockfile, texts)

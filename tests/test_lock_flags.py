@@ -1,0 +1,127 @@
+"""Lock options as users write them: relative channels, flags read back from the lock, CUDA/BLAS
+values checked, conda's spec grammar, older envkit locks, and UTF-8 whatever the locale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import run_envkit, write_env
+
+
+def _deps(*deps: str) -> str:
+    return "dependencies:\n" + "".join(f"  - {d}\n" for d in deps)
+
+
+def test_relative_channel_stays_relative_and_copies_hash_alike(tmp_path: Path, toy_channel: Path) -> None:
+    hashes = []
+    for copy in ("a", "deep/b"):
+        project = tmp_path / copy
+        shutil.copytree(toy_channel, project / "channel")
+        write_env(project, "channels: [./channel]\nplatforms: [linux-64, osx-arm64]\n" + _deps("numpy", "hello"))
+        result = run_envkit("lock", "-q", cwd=project)
+        assert result.returncode == 0, result.output
+        hashes.append(json.loads(run_envkit("hash", "--json", cwd=project).stdout)["lock_hash"])
+        text = (project / "conda-lock.yml").read_text()
+        assert "file://" not in text and "url: ./channel/linux-64/numpy-" in text and "- url: ./channel\n" in text
+        check = run_envkit("lock", "--check", cwd=project)
+        assert check.returncode == 0, check.output
+        rendered = run_envkit("render", "-p", "linux-64", cwd=project)
+        assert (project / "channel").as_uri() in rendered.stdout  # resolved against the lock's directory
+    assert hashes[0] == hashes[1]
+    assert (tmp_path / "a" / "conda-lock.yml").read_bytes() == (tmp_path / "deep" / "b" / "conda-lock.yml").read_bytes()
+
+    # The lock in a subdirectory: URLs relative to the lock file, still resolved right.
+    project = tmp_path / "a"
+    assert run_envkit("lock", "-q", "--lockfile", "locks/conda-lock.yml", cwd=project).returncode == 0
+    assert "url: ../channel/" in (project / "locks" / "conda-lock.yml").read_text()
+    assert run_envkit("lock", "--check", "--lockfile", "locks/conda-lock.yml", cwd=project).returncode == 0
+    installed = run_envkit(
+        "install", "-q", "--lockfile", "locks/conda-lock.yml", "-p", "linux-64", "--prefix", "env", cwd=project,
+        env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.output
+
+
+def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy", "gpulib"))
+    args = ["-p", "linux-64", "-p", "osx-arm64", "--cuda", "12.4", "--blas", "linux-64=mkl"]
+    assert run_envkit("lock", "-q", *args, cwd=tmp_path).returncode == 0
+    check = run_envkit("lock", "--check", cwd=tmp_path)  # no flags repeated
+    assert check.returncode == 0, check.output
+    assert check.stdout.count("fresh") == 2
+    # A flag given overrides what the lock records.
+    other = run_envkit("lock", "--check", "--no-cuda", cwd=tmp_path)
+    assert other.returncode == 1 and "CUDA changed: locked '12.4', now 'none'" in other.stderr
+
+
+def test_cuda_and_blas_values_are_checked(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [osx-arm64]\n" + _deps("numpy"))
+    for bad in ("twelve", "-1", "12.4.1.2", ""):
+        result = run_envkit("lock", "--cuda", bad, cwd=tmp_path)
+        assert result.returncode == 2, (bad, result.output)
+        assert "--cuda" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+    ignored = run_envkit("lock", "-q", "--cuda", "12.4", cwd=tmp_path)
+    assert ignored.returncode == 0
+    assert "warning: --cuda 12.4 has no effect: none of osx-arm64 has CUDA" in ignored.stderr
+
+    for key, value in (("cuda", "[12.4]"), ("cuda", "{driver: 12}"), ("cuda", "twelve"), ("blas", "[mkl]")):
+        write_env(tmp_path / key, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy") + f"envkit:\n  {key}: {value}\n")
+        result = run_envkit("lock", cwd=tmp_path / key)
+        assert result.returncode == 2, (key, value, result.output)
+        assert f"environment.yml:5: `envkit.{key}`" in result.stderr, result.stderr
+
+
+def test_render_env_has_a_name(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"name: trainer\nchannels: [{toy_channel.as_uri()}]\n" + _deps("numpy"))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    assert yaml.safe_load(run_envkit("render", "-p", "linux-64", "--kind", "env", cwd=tmp_path).stdout)["name"] == "trainer"
+    named = run_envkit("render", "-p", "linux-64", "--kind", "env", "-n", "other", cwd=tmp_path)
+    assert yaml.safe_load(named.stdout)["name"] == "other"
+
+
+def test_dotted_build_string_spec_is_conda_grammar(tmp_path: Path, toy_channel: Path) -> None:
+    # From a public project's environment.yml; conda accepts it. The toy channel has no such build:
+    # a clear unsatisfiable error naming the spec, not an InvalidMatchSpecError traceback.
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy=2.0.1=py3.8_cuda11.1_cudnn8.0.5_0"))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "numpy" in result.stderr and "py3.8_cuda11.1_cudnn8.0.5_0" in result.stderr
+    # A dotted build that exists solves.
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("python=3.11.9=h0_cpython", "numpy=2.0.1=py311_0"))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy >=>=1"))
+    bad = run_envkit("lock", cwd=tmp_path)
+    assert bad.returncode == 2 and "environment.yml:3: invalid dependency 'numpy >=>=1'" in bad.stderr
+
+
+def test_check_on_an_older_envkit_lock_says_what_changed(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("gpulib"))
+    assert run_envkit("lock", "-q", "--cuda", "12.4", cwd=tmp_path).returncode == 0
+    lock = tmp_path / "conda-lock.yml"
+    # What envkit wrote before metadata version 2: no version key, the toolkit capped at the driver.
+    lines = [line for line in lock.read_text().splitlines() if "envkit.metadata-version" not in line and "cuda-compat" not in line]
+    lock.write_text("\n".join(lines) + "\n")
+    result = run_envkit("lock", "--check", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "locked by an older envkit (metadata version 1): --cuda 12.4 then also capped cuda-version <=12.4" in result.stderr
+    assert "write `cuda-version <=12.4` in the spec to keep the cap" in result.stderr
+
+
+def test_non_ascii_text_survives_a_latin1_locale(tmp_path: Path, toy_channel: Path) -> None:
+    # No UTF-8 mode, no C-locale coercion: the locale encoding is ASCII, as under a Latin-1 locale it is not UTF-8.
+    env = {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C", "LANG": "C"}
+    write_env(tmp_path, f"name: entraînement-γ\nchannels: [{toy_channel.as_uri()}]\n" + _deps("numpy"))
+    (tmp_path / "environment.yml").write_text((tmp_path / "environment.yml").read_text(), encoding="utf-8")
+    assert run_envkit("lock", "-q", cwd=tmp_path, env=env).returncode == 0
+    text = (tmp_path / "conda-lock.yml").read_bytes().decode("utf-8")
+    assert "entra" in text
+    lock = yaml.safe_load(text)
+    assert lock["metadata"]["custom_metadata"]["envkit.name"] == "entraînement-γ"
+    rendered = run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "env.yml", cwd=tmp_path, env=env)
+    assert rendered.returncode == 0, rendered.output
+    assert yaml.safe_load((tmp_path / "env.yml").read_text(encoding="utf-8"))["name"] == "entraînement-γ"
