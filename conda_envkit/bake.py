@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings, strip_credentials
@@ -35,12 +36,14 @@ from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
-from conda_envkit.oci.layer import Compression, FragmentStore, Layer, LayerCache, write_layer
+from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, write_layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
-from conda_envkit.recipes import Recipe
-from conda_envkit.registry_cache import CacheEntry, RegistryCache
+
+if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
+    from conda_envkit.recipes import Recipe
+    from conda_envkit.registry_cache import RegistryCache
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
 LABEL_PREFIX = "dev.envkit."

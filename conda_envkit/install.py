@@ -22,10 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import requests
-from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
 
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
@@ -33,8 +31,11 @@ from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_pref
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
-from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
+
+if TYPE_CHECKING:  # requests, rattler and installer load when packages are fetched or linked, not for a warm bake
+    import requests
+    from rattler import RepoDataRecord
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
 _CHUNK = 1 << 20
@@ -180,6 +181,8 @@ def is_verified(path: Path, sha256: str) -> bool:
 
 def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    from requests import exceptions as requests_errors
+
     parts = urlsplit(url)
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
@@ -210,7 +213,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
                         out.write(chunk)
                         size += len(chunk)
                 return digest.hexdigest(), size
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+        except (requests_errors.ConnectionError, requests_errors.Timeout, requests_errors.HTTPError) as exc:
             last = str(exc)
             time.sleep(0.5 * 2**attempt)
     raise InstallError(f"{strip_credentials(url)}: download failed after {attempts} attempts: {last}", hint="check the network or mirror")
@@ -230,6 +233,8 @@ def fetch_packages(
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
     store.mkdir(parents=True, exist_ok=True)
+    import requests
+
     session = requests.Session()
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
@@ -292,6 +297,8 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
 
 def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
     """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
+
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
@@ -376,6 +383,10 @@ def install_packages(
     names, `pip:<name>` for wheels), just those packages are fetched and linked, as
     they would be in the whole environment (bake builds the layers it lacks this way).
     """
+    from rattler import Platform, install
+
+    from conda_envkit.pip_install import WheelToInstall, install_wheels
+
     started = time.perf_counter()
     cache_dir = cache_dir or default_cache_dir()
     packages = conda_packages(lockfile, platform)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.bake import BakedImage, BakeError
 from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.layout import REF_NAME, write_layout
 from conda_envkit.oci.reference import check_tag, parse_image_ref
-from conda_envkit.oci.registry import PushStats, RegistryClient
-from conda_envkit.oci.transfer import ImageToPush, push_image
+
+if TYPE_CHECKING:  # the registry client (requests) loads only for --push
+    from conda_envkit.oci.registry import PushStats
 
 
 def is_loopback(registry: str) -> bool:
@@ -90,6 +92,9 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> 
         ref = parse_image_ref(targets.push)
         if ref.tag or ref.digest:
             raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
+        from conda_envkit.oci.registry import RegistryClient
+        from conda_envkit.oci.transfer import ImageToPush, push_image
+
         client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure)
         mount_from = {}
         blobs = []

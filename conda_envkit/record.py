@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conda_envkit import __version__
 from conda_envkit.errors import EnvkitError
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.oci.registry import PushStats
+
+if TYPE_CHECKING:
+    from conda_envkit.oci.registry import PushStats
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
-from conda_envkit.oci.layer import Layer
+from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
@@ -131,15 +131,6 @@ def load_caches(refs: Iterable[CacheRef], client_for: Callable[[str], RegistryCl
             cache.packages.setdefault(sha, info)
         say(f"cache {ref}: {len(layers)} layers")
     return cache
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One layer to record in a cache: its key, the layer, and where its blob can be found."""
-
-    key: str
-    layer: Layer
-    source: str | None = None  # registry/repository holding the blob, if it is not in the local store
 
 
 def write_cache(

@@ -70,6 +70,15 @@ class _Sink(io.RawIOBase):
         return "sha256:" + self.hash.hexdigest()
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """One layer to record in a registry cache: its key, the layer, and where its blob can be found."""
+
+    key: str
+    layer: Layer
+    source: str | None = None  # registry/repository holding the blob, if it is not in the local store
+
+
 def checked_path(path: str) -> str:
     """`path` if it is a clean relative posix path (no `..`, not absolute), else an error."""
     pure = PurePosixPath(path)
