@@ -127,3 +127,24 @@ def test_tar_writer_matches_tarfile_pax(tmp_path: Path) -> None:
         writer.add(m)
     writer.close()
     assert ours.getvalue() == expected.getvalue()
+
+
+def test_corrupt_cache_entries_are_rebuilt_not_trusted(tmp_path: Path, image_channel: Path) -> None:
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    first, _ = _bake(work, cache, "--oci", "image")
+    for layer in first["platforms"]["linux-64"]["layers"]:
+        blob = cache / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, other bytes
+        blob.write_bytes(bytes(data))
+    fragments = list((cache / "fragments").glob("*.tar"))
+    assert fragments
+    for fragment in fragments:
+        data = bytearray(fragment.read_bytes())
+        data[-1] ^= 0xFF
+        fragment.write_bytes(bytes(data))
+    again = run_envkit("bake", "--large-package-mb", "1", "--oci", "image2", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert again.returncode == 0, again.output
+    assert "(0 reused from the layer cache)" in again.stderr
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]

@@ -221,9 +221,16 @@ class FragmentStore:
             if data.get("stamp") != _stamp(tar):
                 if file_digest(tar) != data["sha256"]:
                     return None
+                self._write_index(key, {**data, "stamp": _stamp(tar)})
             return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in data["members"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _write_index(self, key: str, document: dict[str, object]) -> None:
+        fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+        os.replace(tmp_index, self.root / f"{key}.json")
 
     def put(self, key: str, members: list[Member], mtime: int) -> list[Member]:
         """Write `members` (sorted by path) as a fragment; return them as fragment byte ranges."""
@@ -243,10 +250,7 @@ class FragmentStore:
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
             document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}
-            fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(document, f)
-            os.replace(tmp_index, self.root / f"{key}.json")
+            self._write_index(key, document)
         finally:
             tmp.unlink(missing_ok=True)
         return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]
