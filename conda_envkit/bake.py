@@ -40,6 +40,7 @@ from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
+from conda_envkit.stream_package import NotPlain, stream_members
 
 if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -284,7 +285,8 @@ def bake_platform(
             cached[i] = found[0]
             remote_blobs[found[0].descriptor.digest] = found[1]
     todo = [i for i, layer in enumerate(cached) if layer is None]
-    layers = build_layers(lockfile, platform, [plans[i] for i in todo], context, options, store, cache_dir, settings, say)
+    by_name = {_plan_name(locked): (locked, info) for locked, info in pairs}
+    layers = build_layers(lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, say)
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
@@ -333,6 +335,39 @@ def bake_platform(
     )
 
 
+def _stream_plain(
+    need: set[str],
+    singles: set[str],
+    by_name: dict[str, tuple[LockedDependency, PackageInfo]],
+    members: dict[str, list[Member]],
+    fragments: FragmentStore,
+    scratch: FragmentStore,
+    context: KeyContext,
+    options: BakeOptions,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+) -> set[str]:
+    """Stream the plain conda packages among `need` from their archives into fragments; return the names done."""
+    plain = sorted(n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain)
+    if not plain:
+        return set()
+    done = set()
+    in_image = context.prefix.strip("/")
+    fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings).packages}
+    for name in plain:
+        locked, info = by_name[name]
+        planned = next(p for p in plan_packages([(locked, info)]))
+        target = scratch if name in singles else fragments
+        try:
+            members[name] = target.put(
+                fragment_key(planned, context), stream_members(fetched[name].archive, locked, info, in_image), options.epoch, ordered=False
+            )
+        except NotPlain:
+            continue
+        done.add(name)
+    return done
+
+
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
     # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
@@ -342,6 +377,7 @@ def build_layers(
     lockfile: Lockfile,
     platform: str,
     plans: list[PlannedLayer],
+    by_name: dict[str, tuple[LockedDependency, PackageInfo]],
     context: KeyContext,
     options: BakeOptions,
     store: BlobStore,
@@ -349,8 +385,9 @@ def build_layers(
     settings: ChannelSettings | None,
     say: Callable[[str], None],
 ) -> list[Layer]:
-    """Write the layers of `plans`: group members from their cached fragments where possible, the rest
-    from a staging prefix holding only the packages that are needed (fetched and linked as in the whole env)."""
+    """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
+    streamed from their archives into fragments; the rest from a staging prefix holding only the packages that
+    are needed (fetched and linked as in the whole env)."""
     if not plans:
         return []
     fragments = FragmentStore(cache_dir / "fragments")
@@ -368,6 +405,10 @@ def build_layers(
     # Staged next to the package cache, so that linking can hard-link from it.
     staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
     try:
+        singles = {p.name for plan in plans if plan.single for p in plan.packages}
+        need -= _stream_plain(
+            need, singles, by_name, members, fragments, FragmentStore(staging_root / "single"), context, options, cache_dir, settings
+        )
         if need:
             staging = staging_root / "prefix"
             say(f"{platform}: linking {len(need)} package(s) for {len(plans)} layer(s) to build")

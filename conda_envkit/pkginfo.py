@@ -48,6 +48,7 @@ class PackageInfo:
     python_site_packages_path: str | None = None
     installed_size: int = 0
     archive_size: int = 0
+    plain: bool = False  # only files and symlinks, no prefix placeholder, not noarch: python (bake streams it)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -84,6 +85,12 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
     except Exception as exc:  # rattler raises its own types for broken archives
         raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
     size = sum(p.size_in_bytes or 0 for p in paths.paths)
+    plain = _noarch(index.noarch) != "python" and all(
+        p.prefix_placeholder is None
+        and not p.no_link
+        and ((p.path_type.hardlink and p.sha256 is not None and p.size_in_bytes is not None) or (p.path_type.softlink and p.sha256 is None))
+        for p in paths.paths
+    )
     return PackageInfo(
         sha256=sha256,
         manager="conda",
@@ -104,6 +111,7 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         python_site_packages_path=index.python_site_packages_path,
         installed_size=size,
         archive_size=archive.stat().st_size,
+        plain=plain,
     )
 
 

@@ -232,8 +232,9 @@ class FragmentStore:
             json.dump(document, f)
         os.replace(tmp_index, self.root / f"{key}.json")
 
-    def put(self, key: str, members: list[Member], mtime: int) -> list[Member]:
-        """Write `members` (sorted by path) as a fragment; return them as fragment byte ranges."""
+    def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
+        """Write `members` (sorted by path, unless `ordered` is False: then as they come, e.g. from an archive
+        being read) as a fragment; return them as fragment byte ranges."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.root)
         tmp = Path(tmp_name)
@@ -242,7 +243,7 @@ class FragmentStore:
             with os.fdopen(fd, "wb") as raw:
                 sink = _Sink(raw)
                 writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
-                for m in sorted(members, key=lambda m: m.path.encode()):
+                for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
                     start = writer.written
                     writer.add(m)
                     index.append([checked_path(m.path), m.kind, start, writer.written - start])

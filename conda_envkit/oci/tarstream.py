@@ -42,6 +42,7 @@ class Member:
     source: Path | None = None
     data: bytes | None = None
     block: tuple[Path, int, int] | None = None  # (fragment file, offset, length)
+    stream: BinaryIO | None = None  # read `size` bytes from here (a member of an archive being read)
 
 
 def member_from_disk(path: str, source: Path) -> Member:
@@ -158,6 +159,8 @@ class TarWriter:
             return
         if member.data is not None:
             self._emit(member.data)
+        elif member.stream is not None:
+            self._copy_stream(member)
         elif member.source is not None:
             self._copy_file(member)
         self._emit(b"\0" * (-member.size % BLOCK))
@@ -171,6 +174,15 @@ class TarWriter:
                     raise OciError(f"{member.source}: file shrank while it was being written", hint="retry the bake")
                 self._emit(chunk)
                 remaining -= len(chunk)
+
+    def _copy_stream(self, member: Member) -> None:
+        remaining = member.size
+        while remaining:
+            chunk = member.stream.read(min(_COPY, remaining))  # type: ignore[union-attr]
+            if not chunk:
+                raise OciError(f"{member.path}: archive member is truncated", hint="delete the package from the cache and retry")
+            self._emit(chunk)
+            remaining -= len(chunk)
 
     def _copy_block(self, path: Path, offset: int, length: int) -> None:
         with path.open("rb") as f:

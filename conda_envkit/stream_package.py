@@ -1,0 +1,108 @@
+"""A plain conda package straight from its archive into tar members: nothing extracted or linked.
+
+"Plain" (conda_envkit.pkginfo): only files and symlinks, no prefix placeholder, not
+noarch: python. Such a package's files are its archive's members as they are, so they are
+read once from the (verified) archive and written as tar members of the image layer; its
+`conda-meta/<name>-<version>-<build>.json` is the record py-rattler writes when linking it
+(repodata fields, sorted files and paths_data, empty requested_specs), normalized like
+`envkit install`'s. tests/test_bake_cache.py checks the result against an installed prefix.
+Anything unexpected in the archive (a hard link, a path paths.json does not list, one it lists
+missing) raises NotPlain, and bake links that package in a staging prefix instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import zstandard
+
+from conda_envkit.channels import strip_credentials
+from conda_envkit.lockmodel import LockedPackage
+from conda_envkit.oci.tarstream import FILE, SYMLINK, Member
+from conda_envkit.pkginfo import PackageInfo
+
+
+class NotPlain(Exception):
+    """The archive holds something the streaming path does not reproduce exactly."""
+
+
+def _pkg_tar(archive: Path, stack: list[object]) -> tarfile.TarFile:
+    if archive.name.endswith(".conda"):
+        outer = zipfile.ZipFile(archive)
+        stack.append(outer)
+        names = [n for n in outer.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
+        if len(names) != 1:
+            raise NotPlain(f"{archive.name}: {len(names)} pkg- tarballs")
+        raw = outer.open(names[0])
+        stack.append(raw)
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20)
+        stack.append(reader)
+        return tarfile.open(fileobj=reader, mode="r|")
+    return tarfile.open(archive, mode="r|bz2")
+
+
+def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str, int, str]]) -> bytes:
+    from conda_envkit.install import _channel_of, record_from_info
+
+    file_name = locked.url.rsplit("/", 1)[-1]
+    record = json.loads(record_from_info(info, locked, file_name, strip_credentials(locked.url)).to_json())
+    record["url"] = strip_credentials(locked.url)
+    record["channel"] = _channel_of(locked.url)
+    entries = []
+    for path in sorted(paths):
+        kind, size, digest = paths[path]
+        if kind == SYMLINK:
+            entries.append({"_path": path, "path_type": "softlink", "sha256_in_prefix": digest, "size_in_bytes": 0})
+        else:
+            entries.append({"_path": path, "path_type": "hardlink", "sha256": digest, "size_in_bytes": size})
+    record["files"] = sorted(paths)
+    record["paths_data"] = {"paths": entries, "paths_version": 1}
+    record["requested_specs"] = []
+    return (json.dumps(record, sort_keys=True) + "\n").encode()
+
+
+def stream_members(archive: Path, locked: LockedPackage, info: PackageInfo, in_image: str) -> Iterator[Member]:
+    """The package's members in archive order, then its conda-meta record; each must be consumed before the next."""
+    from rattler import PathsJson
+
+    listed = {}
+    for entry in PathsJson.from_package_archive(archive).paths:
+        path = PurePosixPath(entry.relative_path).as_posix()
+        if entry.path_type.hardlink:
+            listed[path] = (FILE, int(entry.size_in_bytes or 0), (entry.sha256 or b"").hex())
+        else:
+            listed[path] = (SYMLINK, 0, "")
+    seen: dict[str, tuple[str, int, str]] = {}
+    stack: list[object] = []
+    try:
+        tar = _pkg_tar(archive, stack)
+        stack.append(tar)
+        for member in tar:
+            name = PurePosixPath(member.name).as_posix()
+            if member.isdir() or (name.startswith("info/") and name not in listed):
+                continue
+            if name not in listed or name in seen:
+                raise NotPlain(f"{archive.name}: {name} is not listed in info/paths.json once")
+            kind, size, digest = listed[name]
+            if member.issym() and kind == SYMLINK:
+                seen[name] = (SYMLINK, 0, hashlib.sha256(member.linkname.encode()).hexdigest())
+                yield Member(f"{in_image}/{name}", SYMLINK, 0o777, linkname=member.linkname)
+            elif member.isreg() and kind == FILE and member.size == size:
+                seen[name] = listed[name]
+                yield Member(f"{in_image}/{name}", FILE, 0o755 if member.mode & 0o100 else 0o644, size, stream=tar.extractfile(member))
+            else:
+                raise NotPlain(f"{archive.name}: {name} is not the file or symlink info/paths.json says")
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError) as exc:
+        raise NotPlain(f"{archive.name}: {exc}") from None
+    finally:
+        for item in reversed(stack):
+            item.close()  # type: ignore[attr-defined]
+    if set(seen) != set(listed):
+        raise NotPlain(f"{archive.name}: paths.json lists paths the archive lacks")
+    data = _record(locked, info, seen)
+    yield Member(f"{in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
