@@ -355,8 +355,12 @@ def _stream_plain(
     in_image = context.prefix.strip("/")
     fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings).packages}
     for name in plain:
-        locked, info = by_name[name]
-        planned = next(p for p in plan_packages([(locked, info)]))
+        locked = by_name[name][0]
+        # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
+        info = package_info(fetched[name], cache_dir)
+        if not info.plain:
+            continue
+        planned = plan_packages([(locked, by_name[name][1])])[0]
         target = scratch if name in singles else fragments
         try:
             members[name] = target.put(
