@@ -361,10 +361,14 @@ def _stream_plain(
         if not info.plain:
             continue
         planned = plan_packages([(locked, by_name[name][1])])[0]
-        target = scratch if name in singles else fragments
+        single = name in singles
         try:
-            members[name] = target.put(
-                fragment_key(planned, context), stream_members(fetched[name].archive, locked, info, in_image), options.epoch, ordered=False
+            members[name] = (scratch if single else fragments).put(
+                fragment_key(planned, context),
+                stream_members(fetched[name].archive, locked, info, in_image),
+                options.epoch,
+                ordered=False,
+                keep=not single,
             )
         except NotPlain:
             continue

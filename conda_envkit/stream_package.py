@@ -13,6 +13,7 @@ missing) raises NotPlain, and bake links that package in a staging prefix instea
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 import zipfile
@@ -25,6 +26,8 @@ from conda_envkit.channels import strip_credentials
 from conda_envkit.lockmodel import LockedPackage
 from conda_envkit.oci.tarstream import FILE, SYMLINK, Member
 from conda_envkit.pkginfo import PackageInfo
+
+_BUFFER = 1 << 20
 
 
 class NotPlain(Exception):
@@ -42,8 +45,34 @@ def _pkg_tar(archive: Path, stack: list[object]) -> tarfile.TarFile:
         stack.append(raw)
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20)
         stack.append(reader)
-        return tarfile.open(fileobj=reader, mode="r|")
-    return tarfile.open(archive, mode="r|bz2")
+        return tarfile.open(fileobj=reader, mode="r|", bufsize=_BUFFER)
+    return tarfile.open(archive, mode="r|bz2", bufsize=_BUFFER)
+
+
+def _listing(archive: Path) -> list[dict[str, object]]:
+    """info/paths.json's entries: read from a .conda's small info tarball directly, else through py-rattler."""
+    if archive.name.endswith(".conda"):
+        with zipfile.ZipFile(archive) as outer:
+            names = [n for n in outer.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
+            if len(names) != 1:
+                raise NotPlain(f"{archive.name}: {len(names)} info- tarballs")
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(outer.read(names[0]))
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as info:
+            member = info.extractfile("info/paths.json")
+            if member is None:
+                raise NotPlain(f"{archive.name}: no info/paths.json")
+            return list(json.loads(member.read()).get("paths", []))
+    from rattler import PathsJson
+
+    return [
+        {
+            "_path": PurePosixPath(e.relative_path).as_posix(),
+            "path_type": "hardlink" if e.path_type.hardlink else "softlink",
+            "sha256": (e.sha256 or b"").hex(),
+            "size_in_bytes": e.size_in_bytes,
+        }
+        for e in PathsJson.from_package_archive(archive).paths
+    ]
 
 
 def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str, int, str]]) -> bytes:
@@ -68,22 +97,22 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str
 
 def stream_members(archive: Path, locked: LockedPackage, info: PackageInfo, in_image: str) -> Iterator[Member]:
     """The package's members in archive order, then its conda-meta record; each must be consumed before the next."""
-    from rattler import PathsJson
-
     listed = {}
-    for entry in PathsJson.from_package_archive(archive).paths:
-        path = PurePosixPath(entry.relative_path).as_posix()
-        if entry.path_type.hardlink:
-            listed[path] = (FILE, int(entry.size_in_bytes or 0), (entry.sha256 or b"").hex())
-        else:
+    for entry in _listing(archive):
+        path = str(entry["_path"])
+        if entry.get("path_type", "hardlink") == "hardlink" and not entry.get("prefix_placeholder") and not entry.get("no_link"):
+            listed[path] = (FILE, int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or ""))  # type: ignore[call-overload]
+        elif entry.get("path_type") == "softlink":
             listed[path] = (SYMLINK, 0, "")
+        else:
+            raise NotPlain(f"{archive.name}: {path} is not a plain file or symlink")
     seen: dict[str, tuple[str, int, str]] = {}
     stack: list[object] = []
     try:
         tar = _pkg_tar(archive, stack)
         stack.append(tar)
         for member in tar:
-            name = PurePosixPath(member.name).as_posix()
+            name = member.name[2:] if member.name.startswith("./") else member.name
             if member.isdir() or (name.startswith("info/") and name not in listed):
                 continue
             if name not in listed or name in seen:
