@@ -40,7 +40,7 @@ from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
-from conda_envkit.stream_package import NotPlain, stream_members
+from conda_envkit.stream_package import NotPlain, package_members
 
 if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -341,7 +341,7 @@ def _stream_plain(
     by_name: dict[str, tuple[LockedDependency, PackageInfo]],
     members: dict[str, list[Member]],
     fragments: FragmentStore,
-    scratch: FragmentStore,
+    scratch: Path,
     context: KeyContext,
     options: BakeOptions,
     cache_dir: Path,
@@ -361,15 +361,10 @@ def _stream_plain(
         if not info.plain:
             continue
         planned = plan_packages([(locked, by_name[name][1])])[0]
-        single = name in singles
         try:
-            members[name] = (scratch if single else fragments).put(
-                fragment_key(planned, context),
-                stream_members(fetched[name].archive, locked, info, in_image),
-                options.epoch,
-                ordered=False,
-                keep=not single,
-            )
+            read = package_members(fetched[name].archive, locked, info, in_image, scratch)
+            # Big packages are written from the payload directly; group members are kept as fragments.
+            members[name] = read if name in singles else fragments.put(fragment_key(planned, context), read, options.epoch, ordered=False)
         except NotPlain:
             continue
         done.add(name)
@@ -414,9 +409,7 @@ def build_layers(
     staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
     try:
         singles = {p.name for plan in plans if plan.single for p in plan.packages}
-        need -= _stream_plain(
-            need, singles, by_name, members, fragments, FragmentStore(staging_root / "single"), context, options, cache_dir, settings
-        )
+        need -= _stream_plain(need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings)
         if need:
             staging = staging_root / "prefix"
             say(f"{platform}: linking {len(need)} package(s) for {len(plans)} layer(s) to build")

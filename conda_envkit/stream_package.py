@@ -1,8 +1,9 @@
-"""A plain conda package straight from its archive into tar members: nothing extracted or linked.
+"""A plain conda package straight from its archive into tar members: no file extracted or linked.
 
 "Plain" (conda_envkit.pkginfo): only files and symlinks, no prefix placeholder, not
-noarch: python. Such a package's files are its archive's members as they are, so they are
-read once from the (verified) archive and written as tar members of the image layer; its
+noarch: python. Such a package's files are its archive's members as they are: the payload
+tar is decompressed once into the bake's scratch area and its members' contents are read
+from it by offset into the image layer (or a fragment). Its
 `conda-meta/<name>-<version>-<build>.json` is the record py-rattler writes when linking it
 (repodata fields, sorted files and paths_data, empty requested_specs), normalized like
 `envkit install`'s. tests/test_bake_cache.py checks the result against an installed prefix.
@@ -17,7 +18,6 @@ import io
 import json
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import zstandard
@@ -34,19 +34,25 @@ class NotPlain(Exception):
     """The archive holds something the streaming path does not reproduce exactly."""
 
 
-def _pkg_tar(archive: Path, stack: list[object]) -> tarfile.TarFile:
-    if archive.name.endswith(".conda"):
-        outer = zipfile.ZipFile(archive)
-        stack.append(outer)
-        names = [n for n in outer.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
-        if len(names) != 1:
-            raise NotPlain(f"{archive.name}: {len(names)} pkg- tarballs")
-        raw = outer.open(names[0])
-        stack.append(raw)
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20)
-        stack.append(reader)
-        return tarfile.open(fileobj=reader, mode="r|", bufsize=_BUFFER)
-    return tarfile.open(archive, mode="r|bz2", bufsize=_BUFFER)
+def _unpacked_tar(archive: Path, scratch: Path) -> Path:
+    """The package's payload tar, decompressed into `scratch` (one sequential write; read back by offset)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    target = scratch / f"{archive.name}.tar"
+    with target.open("wb") as out:
+        if archive.name.endswith(".conda"):
+            with zipfile.ZipFile(archive) as outer:
+                names = [n for n in outer.namelist() if n.startswith("pkg-") and n.endswith(".tar.zst")]
+                if len(names) != 1:
+                    raise NotPlain(f"{archive.name}: {len(names)} pkg- tarballs")
+                with outer.open(names[0]) as raw:
+                    zstandard.ZstdDecompressor().copy_stream(raw, out, read_size=_BUFFER, write_size=_BUFFER)
+        else:
+            import bz2
+
+            with bz2.open(archive, "rb") as raw:
+                while chunk := raw.read(_BUFFER):
+                    out.write(chunk)
+    return target
 
 
 def _listing(archive: Path) -> list[dict[str, object]]:
@@ -95,8 +101,8 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str
     return (json.dumps(record, sort_keys=True) + "\n").encode()
 
 
-def stream_members(archive: Path, locked: LockedPackage, info: PackageInfo, in_image: str) -> Iterator[Member]:
-    """The package's members in archive order, then its conda-meta record; each must be consumed before the next."""
+def package_members(archive: Path, locked: LockedPackage, info: PackageInfo, in_image: str, scratch: Path) -> list[Member]:
+    """The package's members (content read from its payload tar, decompressed into `scratch`), then its conda-meta record."""
     listed = {}
     for entry in _listing(archive):
         path = str(entry["_path"])
@@ -107,31 +113,30 @@ def stream_members(archive: Path, locked: LockedPackage, info: PackageInfo, in_i
         else:
             raise NotPlain(f"{archive.name}: {path} is not a plain file or symlink")
     seen: dict[str, tuple[str, int, str]] = {}
-    stack: list[object] = []
+    out: list[Member] = []
     try:
-        tar = _pkg_tar(archive, stack)
-        stack.append(tar)
-        for member in tar:
-            name = member.name[2:] if member.name.startswith("./") else member.name
-            if member.isdir() or (name.startswith("info/") and name not in listed):
-                continue
-            if name not in listed or name in seen:
-                raise NotPlain(f"{archive.name}: {name} is not listed in info/paths.json once")
-            kind, size, digest = listed[name]
-            if member.issym() and kind == SYMLINK:
-                seen[name] = (SYMLINK, 0, hashlib.sha256(member.linkname.encode()).hexdigest())
-                yield Member(f"{in_image}/{name}", SYMLINK, 0o777, linkname=member.linkname)
-            elif member.isreg() and kind == FILE and member.size == size:
-                seen[name] = listed[name]
-                yield Member(f"{in_image}/{name}", FILE, 0o755 if member.mode & 0o100 else 0o644, size, stream=tar.extractfile(member))
-            else:
-                raise NotPlain(f"{archive.name}: {name} is not the file or symlink info/paths.json says")
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError) as exc:
+        payload = _unpacked_tar(archive, scratch)
+        with tarfile.open(payload, mode="r:") as tar:
+            for member in tar:
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if member.isdir() or (name.startswith("info/") and name not in listed):
+                    continue
+                if name not in listed or name in seen:
+                    raise NotPlain(f"{archive.name}: {name} is not listed in info/paths.json once")
+                kind, size, _digest = listed[name]
+                if member.issym() and kind == SYMLINK:
+                    seen[name] = (SYMLINK, 0, hashlib.sha256(member.linkname.encode()).hexdigest())
+                    out.append(Member(f"{in_image}/{name}", SYMLINK, 0o777, linkname=member.linkname))
+                elif member.isreg() and kind == FILE and member.size == size:
+                    seen[name] = listed[name]
+                    mode = 0o755 if member.mode & 0o100 else 0o644
+                    out.append(Member(f"{in_image}/{name}", FILE, mode, size, source=payload, offset=member.offset_data))
+                else:
+                    raise NotPlain(f"{archive.name}: {name} is not the file or symlink info/paths.json says")
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, EOFError) as exc:
         raise NotPlain(f"{archive.name}: {exc}") from None
-    finally:
-        for item in reversed(stack):
-            item.close()  # type: ignore[attr-defined]
     if set(seen) != set(listed):
         raise NotPlain(f"{archive.name}: paths.json lists paths the archive lacks")
     data = _record(locked, info, seen)
-    yield Member(f"{in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
+    out.append(Member(f"{in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data))
+    return out

@@ -79,22 +79,6 @@ class CacheEntry:
     source: str | None = None  # registry/repository holding the blob, if it is not in the local store
 
 
-class _Counter(io.RawIOBase):
-    """A write-only stream that counts and forwards (no hashing)."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.size += len(data)
-        self.out.write(data)
-        return len(data)
-
-
 def checked_path(path: str) -> str:
     """`path` if it is a clean relative posix path (no `..`, not absolute), else an error."""
     pure = PurePosixPath(path)
@@ -248,17 +232,16 @@ class FragmentStore:
             json.dump(document, f)
         os.replace(tmp_index, self.root / f"{key}.json")
 
-    def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True, keep: bool = True) -> list[Member]:
+    def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
         """Write `members` (sorted by path, unless `ordered` is False: then as they come, e.g. from an archive
-        being read) as a fragment; return them as fragment byte ranges. Without `keep` (a fragment used once,
-        in this bake) no digest is computed and no index is written."""
+        being read) as a fragment; return them as fragment byte ranges."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.root)
         tmp = Path(tmp_name)
         index = []
         try:
             with os.fdopen(fd, "wb") as raw:
-                sink = _Sink(raw) if keep else _Counter(raw)
+                sink = _Sink(raw)
                 writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
                 for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
                     start = writer.written
@@ -267,8 +250,6 @@ class FragmentStore:
                 writer.flush()
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
-            if not keep:
-                return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]
             document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}
             self._write_index(key, document)
         finally:

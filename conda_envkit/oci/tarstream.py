@@ -43,6 +43,7 @@ class Member:
     data: bytes | None = None
     block: tuple[Path, int, int] | None = None  # (fragment file, offset, length)
     stream: BinaryIO | None = None  # read `size` bytes from here (a member of an archive being read)
+    offset: int = 0  # where the content starts in `source` (a member of an uncompressed tar)
 
 
 def member_from_disk(path: str, source: Path) -> Member:
@@ -168,6 +169,8 @@ class TarWriter:
     def _copy_file(self, member: Member) -> None:
         remaining = member.size
         with open(member.source, "rb") as f:  # type: ignore[arg-type]
+            if member.offset:
+                f.seek(member.offset)
             while remaining:
                 chunk = f.read(min(_COPY, remaining))
                 if not chunk:
