@@ -396,9 +396,10 @@ def install_packages(
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
     say = progress or (lambda _msg: None)
-    count = f"{len(packages)} packages" + (f" and {len(wheels)} wheels" if wheels else "")
-    say(f"fetching {count} for {platform}")
     wanted = [p for p in packages + wheels if only is None or (p.name if p.manager == "conda" else f"pip:{p.name}") in only]
+    n_wheels = sum(1 for p in wanted if p.manager == "pip")
+    count = f"{len(wanted) - n_wheels} packages" + (f" and {n_wheels} wheels" if n_wheels else "")
+    say(f"fetching {count} for {platform}")
     report = fetch_packages(wanted, cache_dir, settings, pip_indexes=indexes)
     say(f"fetched {count} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
