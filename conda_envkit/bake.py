@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -40,6 +39,7 @@ from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
+from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
 
 if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
@@ -91,7 +91,7 @@ def _about(locked: LockedDependency, info: PackageInfo) -> dict[str, str]:
         return {
             "name": locked.name,
             "version": locked.version,
-            "url": strip_credentials(locked.url),
+            "url": strip_credentials(locked.locked_url),
             "sha256": info.sha256,
             "manager": "pip",
         }
@@ -100,7 +100,7 @@ def _about(locked: LockedDependency, info: PackageInfo) -> dict[str, str]:
         "version": locked.version,
         "build": locked.build or "",
         "subdir": info.subdir,
-        "url": strip_credentials(locked.url),
+        "url": strip_credentials(locked.locked_url),
         "sha256": info.sha256,
         "license": info.license or "",
     }
@@ -116,7 +116,7 @@ def locked_infos(
     platform: str,
     cache_dir: Path,
     settings: ChannelSettings | None,
-    say: Callable[[str], None],
+    progress: Progress = SILENT,
     remote: RegistryCache | None = None,
 ) -> list[tuple[LockedDependency, PackageInfo]]:
     """Every package of the platform with its info: from the info cache or a registry cache, else read once from its archive."""
@@ -126,9 +126,9 @@ def locked_infos(
     infos = {p.hash.sha256: cache.get((p.hash.sha256 or "").lower()) or known.get((p.hash.sha256 or "").lower()) for p in locked}
     missing = [p for p in locked if infos[p.hash.sha256] is None]
     if missing:
-        say(f"{platform}: reading {len(missing)} package(s) not seen before")
         indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-        for fetched in fetch_packages(missing, cache_dir, settings, pip_indexes=indexes).packages:
+        report = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"read new packages {platform}")
+        for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
     return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
 
@@ -142,7 +142,7 @@ def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[Pla
         else:
             label = f"{locked.name}-{locked.version}-{locked.build}"
         bound = locked.manager == "pip" or info.noarch == "python"
-        out.append(PlannedPackage(_plan_name(locked), label, info.sha256, strip_credentials(locked.url), info.installed_size, bound))
+        out.append(PlannedPackage(_plan_name(locked), label, info.sha256, strip_credentials(locked.locked_url), info.installed_size, bound))
     return out
 
 
@@ -210,19 +210,19 @@ def stage_environment(
     labels: dict[str, str],
     cache_dir: Path,
     settings: ChannelSettings | None,
-    say: Callable[[str], None],
+    progress: Progress = SILENT,
 ) -> None:
     """Install one platform into `staging` for `prefix`, with the lock copy and environment.json.
 
     The environment bytes of an image: `bake` layers them, `dockerfile` copies them.
     """
-    install_packages(lockfile, platform, staging, prefix, cache_dir, settings, say)
+    install_packages(lockfile, platform, staging, prefix, cache_dir, settings, progress)
     copy = staging / LOCK_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lockfile_path, copy)
     # What the environment is, readable inside the container (conda_envkit.tracking).
     about = {"schema": "envkit.image-environment/1", "labels": labels}
-    (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n")
+    (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
@@ -257,7 +257,7 @@ def bake_platform(
     store: BlobStore,
     cache_dir: Path,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
     remote: RegistryCache | None = None,
 ) -> PlatformImage:
     """One platform of the lock as an image manifest: plan the layers from the lock, build only those not cached.
@@ -266,12 +266,11 @@ def bake_platform(
     """
     started = time.perf_counter()
     oci_platform(platform)
-    say = progress or (lambda _msg: None)
     prefix = options.in_image_prefix
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
     labels = image_labels(lockfile, platform, options, base)
-    pairs = locked_infos(lockfile, platform, cache_dir, settings, say, remote)
+    pairs = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
     python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
@@ -286,7 +285,9 @@ def bake_platform(
             remote_blobs[found[0].descriptor.digest] = found[1]
     todo = [i for i, layer in enumerate(cached) if layer is None]
     by_name = {_plan_name(locked): (locked, info) for locked, info in pairs}
-    layers = build_layers(lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, say)
+    step = f"layers {platform}"
+    progress.start(step, total=len(todo), unit="layers")
+    layers = build_layers(lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, progress)
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
@@ -304,7 +305,8 @@ def bake_platform(
         titles.append("recipe files")
         contents.append(())
     reused = len(plans) - len(todo)
-    say(f"{platform}: {len(written)} layers ({reused} reused from the layer cache)")
+    size = sum(layer.descriptor.size for layer in written)
+    progress.done(step, f"{len(written)} layers, {size / 1e6:.1f} MB ({reused} reused from the layer cache)")
     image_settings = ImageSettings(
         env=image_env(options),
         path_prepend=(f"{prefix}/bin",),
@@ -386,7 +388,7 @@ def build_layers(
     store: BlobStore,
     cache_dir: Path,
     settings: ChannelSettings | None,
-    say: Callable[[str], None],
+    progress: Progress = SILENT,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives into fragments; the rest from a staging prefix holding only the packages that
@@ -412,8 +414,7 @@ def build_layers(
         need -= _stream_plain(need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings)
         if need:
             staging = staging_root / "prefix"
-            say(f"{platform}: linking {len(need)} package(s) for {len(plans)} layer(s) to build")
-            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, say, only=frozenset(need))
+            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, progress, only=frozenset(need))
             owned = staged_paths(staging)
             for plan in plans:
                 for p in plan.packages:
@@ -428,7 +429,9 @@ def build_layers(
 
         def write(plan: PlannedLayer) -> Layer:
             ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]
-            return write_layer(ordered, store, options.compression, options.epoch)
+            layer = write_layer(ordered, store, options.compression, options.epoch)
+            progress.advance(f"layers {platform}")
+            return layer
 
         # Layers are independent; hashing, compression and file reads release the GIL. Each compressor
         # already uses every core: zstd layers go one at a time (a multi-threaded stream holds ~45 MB),
@@ -466,7 +469,7 @@ def bake_image(
     store: BlobStore,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
     remote: RegistryCache | None = None,
 ) -> BakedImage:
     """Bake every platform; several platforms become one image index."""

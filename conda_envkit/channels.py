@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from rattler import Client, Gateway
 from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
+from conda_envkit.network import network_timeout
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
@@ -60,19 +61,17 @@ def load_settings(
     path = config_path or (Path(os.environ[CONFIG_ENV_VAR]) if os.environ.get(CONFIG_ENV_VAR) else None)
     data: dict[str, object] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ChannelError(f"{path}: cannot read config ({exc.strerror})", hint=f"check the path or unset {CONFIG_ENV_VAR}") from exc
-        except yaml.YAMLError as exc:
-            raise ChannelError(f"{path}: invalid YAML: {exc}", hint="fix the config file's syntax") from exc
+        loaded = load_yaml(read_input(path, "config file")) or {}
         if not isinstance(loaded, dict):
             raise ChannelError(f"{path}: expected a mapping", hint="write `channel_alias:` and `mirrors:` keys")
         unknown = set(loaded) - {"channel_alias", "mirrors"}
         if unknown:
             raise ChannelError(f"{path}: unknown keys {sorted(unknown)}", hint="known keys: channel_alias, mirrors")
         data = loaded
-    alias = channel_alias or str(data.get("channel_alias") or DEFAULT_CHANNEL_ALIAS)
+    if channel_alias:
+        alias = _checked_url(channel_alias, "--channel-alias")
+    else:
+        alias = _checked_url(str(data.get("channel_alias") or DEFAULT_CHANNEL_ALIAS), f"{path}: channel_alias")
     table: dict[str, tuple[str, ...]] = {}
     raw_mirrors = data.get("mirrors") or {}
     if not isinstance(raw_mirrors, dict):
@@ -80,15 +79,30 @@ def load_settings(
             f"{path}: `mirrors` must map a channel to a list of URLs", hint="e.g. mirrors: {conda-forge: [https://mirror/conda-forge]}"
         )
     for key, value in raw_mirrors.items():
-        table[str(key)] = tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}") for v in (value if isinstance(value, list) else [value]))
     for item in mirrors or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ChannelError(
                 f"--mirror {item!r}: expected CHANNEL=URL", hint="e.g. --mirror conda-forge=https://mirror.example/conda-forge"
             )
-        table[key] = table.get(key, ()) + (value,)
+        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}"),)
     return ChannelSettings(channel_alias=_with_slash(alias), mirrors=table)
+
+
+def _checked_url(value: str, where: str) -> str:
+    """`value` if it is an http(s) URL with a host, or a file:// URL; else a ChannelError naming `where`."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        parts, host = urlsplit(""), None
+    scheme = parts.scheme.lower()
+    if any(c.isspace() for c in value) or not ((scheme in ("http", "https") and host) or (scheme == "file" and parts.path.startswith("/"))):
+        raise ChannelError(
+            f"{where}: {value!r} is not an http(s):// or file:// URL", hint="write the full URL, e.g. https://mirror.example/conda-forge"
+        )
+    return value
 
 
 def _with_slash(url: str) -> str:
@@ -165,4 +179,7 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     middlewares: list = [AuthenticationMiddleware(), RetryMiddleware(max_retries=3)]
     if mirrors:
         middlewares.insert(0, MirrorMiddleware(mirrors))
-    return Gateway(cache_dir=cache_dir, client=Client(middlewares))
+    # reqwest's timeout bounds each request from connect to the end of the body: the
+    # same deadline as every other fetch ($ENVKIT_NETWORK_TIMEOUT).
+    timeout = max(1, round(network_timeout()))
+    return Gateway(cache_dir=cache_dir, client=Client(middlewares, timeout=timeout))

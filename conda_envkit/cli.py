@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -90,7 +91,13 @@ def main() -> None:
     show_default=True,
     help="Lock file to write; variants go next to it as <stem>.<variant>.yml.",
 )
-@click.option("--cuda", "cuda", metavar="VERSION", help="Assume this CUDA driver version (__cuda) and allow CUDA builds no newer than it.")
+@click.option(
+    "--cuda",
+    "cuda",
+    metavar="VERSION",
+    help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
+    "cap the toolkit with a spec such as `cuda-version <=12.4`.",
+)
 @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
 @click.option(
     "--blas",
@@ -204,10 +211,12 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
     from conda_envkit.channels import make_gateway
     from conda_envkit.locking import lock_environment
+    from conda_envkit.progress import progress_for
+
+    reporter = progress_for(quiet)
 
     def progress(solved: Any) -> None:
-        if not quiet:
-            click.echo(f"solved {solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s", err=True)
+        reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
         if solved.target.cuda and not solved.cuda_packages:
             click.echo(
                 f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
@@ -215,9 +224,9 @@ def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
                 err=True,
             )
 
-    if not quiet:
-        click.echo(f"solving {', '.join(spec.platforms)} ...", err=True)
+    reporter.start("solve", unit="platforms")
     outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return
@@ -295,7 +304,8 @@ def _print_check(results: list[Any], as_json: bool) -> None:
     else:
         for r in results:
             if r.fresh:
-                click.echo(f"fresh  {r.path} {r.platform}" + ("" if r.hash_matched else " (inputs changed, lock still satisfies them)"))
+                changed = r.hash_matched is False
+                click.echo(f"fresh  {r.path} {r.platform}" + (" (inputs changed, lock still satisfies them)" if changed else ""))
             else:
                 click.echo(f"STALE  {r.path} {r.platform}:", err=True)
                 for reason in r.reasons:
@@ -454,7 +464,9 @@ def _image_options(
 )
 @click.option("--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]")
 @click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option(
+    "--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also look for recipes here (searched first)."
+)
 @click.option("--reproducible", is_flag=True, help="Add the recipe's reproducibility settings (PYTHONHASHSEED, determinism flags).")
 @click.option("-n", "--name", default="env", show_default=True, help="Environment name (prefix /opt/conda/envs/NAME).")
 @click.option("--prefix", help="Where the environment lives in the image. [default: /opt/conda/envs/NAME]")
@@ -554,21 +566,19 @@ def bake(
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
-    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), say, remote)
+    from conda_envkit.progress import progress_for
+
+    progress = progress_for(quiet)
+    baked = bake_image(lockfile, lf, chosen, bases, options, store, cache, load_settings(config, None, list(mirrors)), progress, remote)
     targets = BakeTargets(oci_layout=oci_dir, docker_archive=docker_archive, push=push_repo, tags=tags, insecure=insecure_list)
     pushed = ([parse_image_ref(push_repo).registry] if push_repo else []) + ([cache_to_ref.registry] if cache_to_ref else [])
     clients.fetch_needed(baked, store, local=bool(oci_dir or docker_archive), pushed_to=pushed)
-    result = publish_image(baked, store, targets)
+    result = publish_image(baked, store, targets, progress)
     if cache_to_ref is not None:
         uploaded, mounted = clients.store_cache(cache_to_ref, baked, store)
         say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
     record = bake_record(baked, lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(record_path, record)
-    if result.push is not None:
-        say(
-            f"pushed {len(result.push.uploaded)} blobs ({result.push.bytes_uploaded / 1e6:.1f} MB), "
-            f"{len(result.push.skipped)} already there, {len(result.push.mounted)} mounted"
-        )
     say(f"wrote {record_path}")
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
@@ -606,23 +616,23 @@ def install_command(
     from conda_envkit.channels import load_settings
     from conda_envkit.installed_state import up_to_date
     from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.progress import progress_for
 
     platform = platform or _host_platform()
     if prefix.exists() and up_to_date(lockfile, prefix, platform):
         click.echo(f"{prefix.absolute()} is up to date")
         return
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     settings = load_settings(config, None, list(mirrors))
     if prefix.exists():
         from conda_envkit.sync import sync_environment
 
-        synced = sync_environment(lockfile, lf, platform, prefix, cache_dir, settings, say, force)
+        synced = sync_environment(lockfile, lf, platform, prefix, cache_dir, settings, progress_for(quiet), force)
         click.echo(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
         return
     from conda_envkit.install import install_environment
 
-    report = install_environment(lockfile, lf, platform, prefix, cache_dir, settings, say)
+    report = install_environment(lockfile, lf, platform, prefix, cache_dir, settings, progress_for(quiet))
     click.echo(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
 
 
@@ -728,7 +738,7 @@ def export_command(
             from conda_envkit.oci.reference import parse_image_ref
             from conda_envkit.publish import insecure_hosts
 
-            data = json.loads(record_path.read_text())  # type: ignore[union-attr]
+            data = json.loads(record_path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
             repo = (data.get("outputs") or {}).get("registry", "")
             hosts = insecure_hosts([parse_image_ref(repo).registry], insecure) if repo else ()
             lock_path = lockfile or Path(data.get("lockfile") or "conda-lock.yml")
@@ -737,17 +747,20 @@ def export_command(
 
 
 @main.command("inspect")
-@click.argument("image")
+@click.argument("image", metavar="IMAGE")
 @click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost.")
 @_reports_errors
 def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
-    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it."""
+    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
+
+    IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
+    """
     from conda_envkit.export.registry import inspect_image
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.publish import insecure_hosts
 
-    hosts = insecure_hosts([parse_image_ref(image).registry], insecure)
+    hosts = () if image.startswith(("oci:", "docker-archive:")) else insecure_hosts([parse_image_ref(image).registry], insecure)
     click.echo(json.dumps(inspect_image(image, platform, hosts), indent=2, sort_keys=True))
 
 
@@ -875,7 +888,7 @@ def doctor_command(lockfile: Path, image: str | None, platform: str | None, inse
 
 
 @main.command("recipes")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also list recipes here.")
+@click.option("--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also list recipes here.")
 @click.option("--json", "as_json", is_flag=True)
 @_reports_errors
 def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
@@ -898,7 +911,9 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @main.command("dockerfile")
 @click.option("--lockfile", type=click.Path(path_type=Path), default=Path("conda-lock.yml"), show_default=True)
 @click.option("--recipe", required=True, help="Recipe (see `envkit recipes`).")
-@click.option("--recipe-dir", type=click.Path(path_type=Path), help="Also look for recipes here (searched first).")
+@click.option(
+    "--recipe-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also look for recipes here (searched first)."
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Build context directory to create.")
 @click.option("-p", "--platform", default="linux-64", show_default=True)
 @click.option("--base", help="Base image instead of the recipe's.")
@@ -911,6 +926,7 @@ def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
 @click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Package cache. [default: $ENVKIT_CACHE_DIR or ~/.cache/envkit]")
+@click.option("--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label.")
 @click.option("-q", "--quiet", is_flag=True)
 @_reports_errors
 def dockerfile_command(
@@ -929,9 +945,13 @@ def dockerfile_command(
     tag: str | None,
     insecure: bool,
     cache_dir: Path | None,
+    pin_base_digest: bool,
     quiet: bool,
 ) -> None:
-    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build."""
+    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build.
+
+    Offline unless --pin-base-digest (or --backend, whose build pulls the base).
+    """
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.install import default_cache_dir
     from conda_envkit.lockfile import read_lockfile
@@ -941,26 +961,33 @@ def dockerfile_command(
     from conda_envkit.oci.transfer import resolve_digest
     from conda_envkit.publish import insecure_hosts
 
-    say = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     lf = read_lockfile(lockfile)
     options, bases, the_recipe = _image_options(
         lf, [platform], base, recipe, recipe_dir, reproducible, name, prefix, env, labels, None, None, None, None
     )
     base_ref = bases[platform]
     digest = None
-    if base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:")):
+    in_registry = base_ref != "scratch" and not base_ref.startswith(("oci:", "docker-archive:"))
+    if in_registry and pin_base_digest:
         ref = parse_image_ref(base_ref)
         hosts = insecure_hosts([ref.registry], insecure)
         client = RegistryClient(ref.registry, insecure=ref.registry in hosts)
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir or default_cache_dir()
-    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, say)
-    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref})")
+    from conda_envkit.progress import progress_for
+
+    context = write_build_context(lockfile, lf, platform, the_recipe, options, base_ref, digest, output, cache, None, progress_for(quiet))
+    pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
+    click.echo(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if backend:
         image_tag = tag or f"envkit/{name}:{context.labels['dev.envkit.lock-hash'][7:19]}-{platform}"
         extra = ["--tls-verify=false"] if insecure and backend in ("buildah", "podman") else []
         build_with(backend, context.directory, image_tag, extra)
         click.echo(f"built {image_tag} with {backend}")
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run() -> None:
@@ -971,6 +998,8 @@ def run() -> None:
     the work is done. Every file envkit writes is complete (written, fsynced and
     renamed) before a command returns, so skipping finalization loses nothing.
     """
+    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
         code = 0

@@ -11,14 +11,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
 from conda_envkit.channels import ChannelSettings
+from conda_envkit.files import staging_dir, write_error
+from conda_envkit.install import CACHE_ENV_VAR
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.oci.image import DEFAULT_PATH, BaseImage, oci_platform
+from conda_envkit.progress import SILENT, Progress
 from conda_envkit.recipes import Recipe, render_dockerfile
 
 BACKENDS = {
@@ -71,24 +73,29 @@ def write_build_context(
     out: Path,
     cache_dir: Path,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> BuildContext:
     """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place."""
     oci_platform(platform)
-    say = progress or (lambda _msg: None)
     labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
     out = out.absolute()
-    if out.exists() and any(out.iterdir()):
-        raise BakeError(f"{out} is not empty", hint="write the build context to a new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    if out.is_symlink():
+        raise BakeError(f"{out} is a symbolic link", hint="pass the directory it points to, or a new directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BakeError(f"{out} is not an empty directory", hint="write the build context to a new directory")
+    try:
+        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
+    staging = staging_dir(out, setting="-o/--output")
     try:
         env_dir = staging / "env"
         # Installed in the cache's filesystem (hard links from the package cache), then copied.
         scratch = Path(tempfile.mkdtemp(prefix="context-", dir=cache_dir / "tmp"))
         try:
-            stage_environment(lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, say)
+            stage_environment(
+                lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress
+            )
             shutil.copytree(scratch / "env", env_dir, symlinks=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -96,11 +103,15 @@ def write_build_context(
             target = staging / context_file_name(dest)
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(source, target)
-        text = dockerfile_text(recipe, options, base, platform, labels)
-        (staging / "Dockerfile").write_text(text)
+        # A resolved digest pins FROM too, so the build uses the base the labels name.
+        text = dockerfile_text(recipe, options, f"{base}@{base_digest}" if base_digest and "@" not in base else base, platform, labels)
+        (staging / "Dockerfile").write_text(text, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(out, exc, "build context", "-o/--output") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

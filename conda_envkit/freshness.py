@@ -42,7 +42,8 @@ class PlatformFreshness:
     platform: str
     fresh: bool
     reasons: tuple[str, ...] = ()
-    hash_matched: bool = False
+    # None: the lock's content_hash is not envkit's (conda-lock wrote it), so it says nothing.
+    hash_matched: bool | None = False
     notes: tuple[str, ...] = ()
 
 
@@ -149,14 +150,18 @@ def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
     notes: list[str] = []
     if platform_meta is not None:
         cuda = target.cuda if cuda_given else platform_meta.cuda_driver
+        if not cuda_given and cuda is not None and p in CUDA_PLATFORMS:
+            notes.append(f"CUDA driver {cuda} as the lock records it (pass --cuda/--no-cuda to check another)")
         overrides = options.virtual_packages.get(p)
         if not vp_given and platform_meta.virtual_packages:
             overrides = _recorded_overrides(p, platform_meta.virtual_packages)
+            recorded = {str(v) for v in virtual_packages_for(p, cuda, overrides)}
+            if recorded != {str(v) for v in virtual_packages_for(p, cuda)}:
+                notes.append(f"virtual packages as the lock records them: {' '.join(sorted(recorded))}")
         blas = target.blas
         if not blas_given and platform_meta.blas_requested:
             blas = Blas(platform_meta.blas_requested)
-        if not (cuda_given and blas_given and vp_given):
-            notes.append("assumed the lock's own CUDA/BLAS/virtual packages where no flag or envkit: key was given")
+            notes.append(f"BLAS {blas.value} as the lock records it (pass --blas to check another)")
     else:
         # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
         cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)
@@ -165,7 +170,7 @@ def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
         assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
         notes.append(
             f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
-            + ("" if vp_given else "; pass --virtual-package-spec to change them")
+            + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
         )
     virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
     return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
@@ -216,7 +221,11 @@ def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvS
             results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, ("requested, but not in the lock",)))
             continue
         target, notes = _assumed_target(requested, lockfile, spec, options)
-        hash_matched = lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels, lock_dir)
+        hash_matched = (
+            None
+            if lockfile.envkit is None
+            else lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels, lock_dir)
+        )
         reasons, migration_notes = _migration(lockfile, target)
         reasons += unsatisfied(lockfile, target, channels, options.settings.channel_alias)
         results.append(

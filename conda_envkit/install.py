@@ -18,26 +18,31 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+import requests
+from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
+
 from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import directory_lock, staging_dir, write_error
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
+from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
+from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 
-if TYPE_CHECKING:  # requests, rattler and installer load when packages are fetched or linked, not for a warm bake
-    import requests
-    from rattler import RepoDataRecord
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+    from conda_envkit.progress import Progress
 
 CACHE_ENV_VAR = "ENVKIT_CACHE_DIR"
+_CACHE_SETTING = f"--cache-dir or ${CACHE_ENV_VAR}"
 _CHUNK = 1 << 20
 
 
@@ -181,8 +186,6 @@ def is_verified(path: Path, sha256: str) -> bool:
 
 def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
-    from requests import exceptions as requests_errors
-
     parts = urlsplit(url)
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
@@ -194,9 +197,13 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
             ) from None
         return _sha256_of(dest), dest.stat().st_size
     last = ""
+    tried = 0
+    shown = strip_credentials(url)
+    deadline = Deadline(shown)  # for all attempts together; each byte received extends it
     for attempt in range(attempts):
+        tried = attempt + 1
         try:
-            with session.get(url, stream=True, timeout=(10, 300), auth=auth) as response:
+            with session.get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
@@ -208,15 +215,38 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
                 digest = hashlib.sha256()
                 size = 0
                 with dest.open("wb") as out:
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in iter_limited(response, deadline, chunk=_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
                 return digest.hexdigest(), size
-        except (requests_errors.ConnectionError, requests_errors.Timeout, requests_errors.HTTPError) as exc:
-            last = str(exc)
+        except requests.TooManyRedirects:
+            raise InstallError(
+                f"{shown}: too many redirects", hint="the server redirects in a loop; check the channel or mirror URL"
+            ) from None
+        except (requests.RequestException, NetworkError) as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            last = _failure(exc, shown)
+            if not deadline.can_wait(0.5 * 2**attempt):
+                break
             time.sleep(0.5 * 2**attempt)
-    raise InstallError(f"{strip_credentials(url)}: download failed after {attempts} attempts: {last}", hint="check the network or mirror")
+    raise InstallError(f"{shown}: download failed after {tried} attempt(s) ({last})", hint="check the network or mirror")
+
+
+def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
+    """A short reason for a failed download attempt (requests' own text repeats the URL)."""
+    if isinstance(exc, NetworkError):
+        return exc.message.removeprefix(f"{shown}: ")
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    return exc.__class__.__name__
+
+
+def _or_silent(progress: Progress | None) -> Progress:
+    from conda_envkit.progress import SILENT
+
+    return progress or SILENT
 
 
 def fetch_packages(
@@ -225,16 +255,20 @@ def fetch_packages(
     settings: ChannelSettings | None = None,
     jobs: int = 8,
     pip_indexes: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    step: str = "download",
 ) -> FetchReport:
     """Put every package's archive (conda package or wheel) in the cache, verified against the lock's sha256.
 
-    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs.
+    `pip_indexes` are the lock's index templates, for the credentials of wheel URLs;
+    `progress` hears of each package as it is in the cache (step `step`).
     """
     settings = settings or ChannelSettings()
     store = cache_dir / "pkgs"
-    store.mkdir(parents=True, exist_ok=True)
-    import requests
-
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
     session = requests.Session()
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
@@ -248,12 +282,18 @@ def fetch_packages(
             url, auth = p.url, pip_index_auth(p.url, pip_indexes)
         else:
             url = fetch_url(p.url, settings)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
         tmp = Path(tmp_name)
         try:
-            actual, size = _download(url, tmp, session, auth=auth)
+            try:
+                actual, size = _download(url, tmp, session, auth=auth)
+            except OSError as exc:  # the cache's disk, not the network (requests errors are handled inside)
+                raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
             if actual != expected:
                 what = f"pip package {p.name} {p.version}" if p.manager == "pip" else f"package {p.name} {p.version} {p.build}"
                 raise InstallError(
@@ -266,13 +306,23 @@ def fetch_packages(
             tmp.unlink(missing_ok=True)
         return FetchedPackage(p, target), False, size
 
+    progress = _or_silent(progress)
+
+    def fetch_and_report(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
+        result = fetch(p)
+        progress.advance(step)
+        return result
+
+    progress.start(step, total=len(packages), unit="packages")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(fetch, packages))
-    return FetchReport(
+        results = list(pool.map(fetch_and_report, packages))
+    report = FetchReport(
         packages=tuple(r[0] for r in results),
         cached=sum(1 for r in results if r[1]),
         downloaded_bytes=sum(r[2] for r in results),
     )
+    progress.done(step, f"{len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    return report
 
 
 def _channel_of(url: str) -> str:
@@ -297,8 +347,6 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
 
 def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
     """A record for rattler built from the archive's own index.json (as cached by sha256)."""
-    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
-
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
@@ -342,15 +390,17 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
     by_file = {f.file_name: f.locked for f in packages}
     meta = prefix / "conda-meta"
     for path in sorted(meta.glob("*.json")):
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         locked = by_file.get(data.get("fn", ""))
         if locked is not None:
-            data["url"] = strip_credentials(locked.url)
-            data["channel"] = _channel_of(locked.url)
+            # The URL as the lock writes it: a relative channel stays relative, so no host path
+            # (where the project was checked out) gets into an environment or image.
+            data["url"] = strip_credentials(locked.locked_url)
+            data["channel"] = _channel_of(locked.locked_url)
         for key in _HOST_KEYS:
             data.pop(key, None)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
-        path.write_text(json.dumps(data, sort_keys=True) + "\n")
+        path.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
         path.chmod(0o644)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
 
@@ -373,7 +423,7 @@ def install_packages(
     target_prefix: str | None = None,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     only: frozenset[str] | None = None,
 ) -> InstallReport:
     """Materialize one platform of the lock into `prefix` (created empty; must not hold files).
@@ -383,25 +433,18 @@ def install_packages(
     names, `pip:<name>` for wheels), just those packages are fetched and linked, as
     they would be in the whole environment (bake builds the layers it lacks this way).
     """
-    from rattler import Platform, install
-
-    from conda_envkit.pip_install import WheelToInstall, install_wheels
-
     started = time.perf_counter()
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = (cache_dir or default_cache_dir()).absolute()  # archives are handed to rattler as file:// URLs
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
     python = next((p.version for p in packages if p.name == "python"), None)
     if wheels and python is None:
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-    say = progress or (lambda _msg: None)
+    progress = _or_silent(progress)
     wanted = [p for p in packages + wheels if only is None or (p.name if p.manager == "conda" else f"pip:{p.name}") in only]
-    n_wheels = sum(1 for p in wanted if p.manager == "pip")
-    count = f"{len(wanted) - n_wheels} packages" + (f" and {n_wheels} wheels" if n_wheels else "")
-    say(f"fetching {count} for {platform}")
-    report = fetch_packages(wanted, cache_dir, settings, pip_indexes=indexes)
-    say(f"fetched {count} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    report = fetch_packages(wanted, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
+    progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
@@ -425,14 +468,24 @@ def install_packages(
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
         raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    except BaseException as exc:
+        # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InstallError(
+            f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
+            hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
+        ) from None
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [
-            WheelToInstall(f.locked.name, f.locked.version, f.locked.url, f.locked.hash.sha256 or "", f.archive)
+            WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages
             if f.locked.manager == "pip"
         ]
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
+    wheel_text = f" and {len(wheels)} wheels" if wheels else ""
+    progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
 
 
@@ -456,7 +509,7 @@ def install_environment(
     prefix: Path,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> InstallReport:
     """Install into a temporary sibling of `prefix`, then rename it into place.
 
@@ -466,16 +519,28 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{prefix.name}.", suffix=".envkit-staging", dir=prefix.parent))
+    say = progress or (lambda _msg: None)
+    staging: Path | None = None
     try:
-        report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
-        copy = staging / LOCK_COPY
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(lockfile_path, copy)
-        write_state(staging, state_from_prefix(staging, platform, str(prefix), file_sha256(copy)))
-        os.rename(staging, prefix)
+        # Inside the try: a signal right after the directory is made still removes it.
+        staging = staging_dir(prefix, ".envkit-staging", "--prefix")
+        # One install per parent directory at a time: a second one into the same
+        # prefix waits, then finds it taken instead of losing the race to rename.
+        with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
+            if prefix.exists():
+                raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
+            report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
+            copy = staging / LOCK_COPY
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lockfile_path, copy)
+            write_state(staging, state_from_prefix(staging, platform, str(prefix), file_sha256(copy)))
+            os.rename(staging, prefix)
+    except OSError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(prefix, exc, "environment", "--prefix") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds)

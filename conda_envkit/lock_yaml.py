@@ -23,8 +23,34 @@ _SPECIAL_WORDS = frozenset("yes Yes YES no No NO true True TRUE false False FALS
 
 @functools.lru_cache(maxsize=65536)
 def _pyyaml_scalar(value: str) -> str:
+    quick = _quoted_like_pyyaml(value)
+    if quick is not None:
+        return quick
     text = yaml.dump(value, Dumper=_Dumper, width=1000, allow_unicode=False)
     return text[: -len("\n...\n")] if text.endswith("\n...\n") else text.rstrip("\n")
+
+
+# PyYAML's own scalar analysis and resolver, without a whole dump per value (dependency specs
+# like `>=1.2,<2` and versions like `3.11` are most of a lock's non-plain scalars).
+_ANALYZER = yaml.emitter.Emitter.__new__(yaml.emitter.Emitter)
+_ANALYZER.allow_unicode = False
+_RESOLVER = yaml.resolver.Resolver()
+_SHORT_PRINTABLE = re.compile(r"[ -~]{1,200}")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _quoted_like_pyyaml(value: str) -> str | None:
+    """The plain or single-quoted text PyYAML's emitter would choose for a short ASCII line, else None."""
+    if not _SHORT_PRINTABLE.fullmatch(value):
+        return None
+    analysis = _ANALYZER.analyze_scalar(value)
+    if analysis.multiline:
+        return None
+    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG and analysis.allow_block_plain:
+        return value
+    if analysis.allow_single_quoted:
+        return "'" + value.replace("'", "''") + "'"
+    return None
 
 
 def scalar(value: object) -> str:

@@ -8,7 +8,6 @@ change a model's results without changing a line of its code: such changes are m
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -21,10 +20,27 @@ from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 
 DIFF_SCHEMA = "envkit.diff/1"
-NUMERICS = re.compile(
-    r"(numpy|scipy|scikit-learn|python|mkl|mkl-.*|intel-openmp|llvm-openmp|libblas|libcblas|liblapack|liblapacke|openblas|"
-    r"libopenblas|blis|cudnn|libcudnn.*|cuda-.*|libcu.*|libnvjitlink|nccl|cutensor|pytorch|libtorch|torch|tensorflow.*|"
-    r"jax|jaxlib|onnxruntime.*)"
+# Packages whose update can change a model's numbers, by exact name (conda and PyPI names).
+# Documented in docs/lock-format.md ("numerics-sensitive packages"); a name not listed here is not flagged.
+_CUDA_LIBRARIES = ("cublas", "cufft", "curand", "cusolver", "cusparse", "nvjitlink", "cuda-runtime", "cuda-nvrtc", "cudnn", "nccl")
+NUMERICS_PACKAGES = frozenset(
+    {
+        # interpreter
+        "python",
+        # BLAS / LAPACK and their providers
+        *("blas", "blas-devel", "libblas", "libcblas", "liblapack", "liblapacke", "lapack", "openblas", "libopenblas", "blis"),
+        *("mkl", "mkl-devel", "mkl-include", "mkl-service", "intel-openmp", "llvm-openmp", "accelerate", "libflame"),
+        # CUDA runtime / toolkit, cuDNN, NCCL, cuTENSOR (conda-forge, defaults and nvidia channel names)
+        *("cudatoolkit", "cuda-toolkit", "cuda-runtime", "cuda-cudart", "cuda-nvrtc", "cuda-libraries", "cuda-version", "cuda-nvcc"),
+        *("libcublas", "libcufft", "libcurand", "libcusolver", "libcusparse", "libnvjitlink", "cudnn", "libcudnn", "nccl", "libnccl"),
+        *("cutensor", "libcutensor"),
+        # PyPI wheels of the same libraries (nvidia-cublas-cu12, ...)
+        *(f"nvidia-{lib}-cu{major}" for lib in _CUDA_LIBRARIES for major in (11, 12)),
+        # array and ML libraries
+        *("numpy", "scipy", "scikit-learn", "numba", "cupy", "onnxruntime", "onnxruntime-gpu"),
+        *("pytorch", "pytorch-cpu", "pytorch-gpu", "libtorch", "torch", "jax", "jaxlib", "tensorflow", "tensorflow-base"),
+        *("tensorflow-cpu", "tensorflow-gpu", "libtensorflow", "libtensorflow_cc"),
+    }
 )
 KINDS = ("added", "removed", "upgraded", "downgraded", "rebuilt")
 
@@ -69,7 +85,7 @@ def diff_locks(old: Lockfile, new: Lockfile) -> list[PackageChange]:
             kind = "added" if a is None else "removed" if b is None else _kind(a, b)
             if kind is None:
                 continue
-            numerics = bool(NUMERICS.fullmatch(name))
+            numerics = name.lower() in NUMERICS_PACKAGES
             changes.append(PackageChange(platform, manager, name, kind, _label(a) if a else None, _label(b) if b else None, numerics))
     return changes
 

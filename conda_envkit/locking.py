@@ -7,19 +7,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rattler
 
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
-from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_files
 from conda_envkit.lockfile import LockFileError, read_lockfile
-from conda_envkit.lockmodel import LockHash, lock_hash, platform_lock_hash, write_if_changed
+from conda_envkit.lockmodel import LockHash, lock_hash, platform_lock_hash
 from conda_envkit.lockwrite import PlatformPart, build_lockfile, platform_part, render_lockfile
-from conda_envkit.pip_lock import PipInputs, PipPin, conda_python_packages, parse_pip_section, python_version, resolve_pip
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
-from conda_envkit.wheel_targets import supports_pip, wheel_target
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs, PipPin
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
 
 def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChannel, ...], list[LockPlan]]:
     """Resolve channels and decide every solve, before any network or solver work."""
-    channels = resolve_channels(spec.channels, options.settings, spec.sources[0].resolve().parent)
+    channels = resolve_channels(spec.channels, options.settings, spec.base_dir)
     plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
     for variant in spec.variants:
         plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
@@ -132,6 +134,10 @@ def _pip_inputs(spec: EnvSpec, platform: str) -> PipInputs | None:
     lines = spec.pip.get(platform, ())
     if not lines:
         return None
+    # packaging and uv's helpers load only for specs with a pip: section.
+    from conda_envkit.pip_lock import parse_pip_section
+    from conda_envkit.wheel_targets import supports_pip
+
     if not supports_pip(platform):
         raise SpecError(
             f"{lines[0].source}: envkit cannot lock pip packages for {platform}",
@@ -150,6 +156,9 @@ class KeptPins:
 
 def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
     """The pip pins of one solved platform (none without a pip: section)."""
+    from conda_envkit.pip_lock import conda_python_packages, python_version, resolve_pip
+    from conda_envkit.wheel_targets import wheel_target
+
     target = solved.target
     inputs = target.pip
     if inputs is None or not inputs.requirements:
@@ -232,14 +241,10 @@ def lock_environment(
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}
         rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts))
 
+    # All lock files or none: a variant that cannot be written leaves the others as they were.
+    written_flags = write_files([(plan.path, text) for plan, _solved, _lockfile, text, _counts in rendered], "lock file", "--lockfile")
     outcomes = []
-    for plan, plan_solved, lockfile, text, pip_counts in rendered:
-        try:
-            written = write_if_changed(plan.path, text)
-        except OSError as exc:
-            raise EnvkitError(
-                f"{plan.path}: cannot write lock file ({exc.strerror})", hint="check the directory exists and is writable"
-            ) from exc
+    for (plan, plan_solved, lockfile, _text, pip_counts), written in zip(rendered, written_flags, strict=True):
         outcomes.append(
             LockOutcome(
                 path=plan.path,

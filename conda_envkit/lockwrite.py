@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.lockmodel import (
@@ -25,8 +26,10 @@ from conda_envkit.lockmodel import (
     relative_url,
     render_lock,
 )
-from conda_envkit.pip_lock import PipInputs, PipPin
 from conda_envkit.solve import SolvedPlatform, SolveTarget
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs, PipPin
 
 # 2: `--cuda` is the driver only (no `cuda-version <=` constraint); channels as recorded.
 INPUT_HASH_SCHEME = "envkit-inputs/2"
@@ -126,8 +129,16 @@ def locked_package(record, platform: str, channels: tuple[ResolvedChannel, ...],
     )
 
 
-def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
-    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build."""
+def pip_locked(pin: PipPin, platform: str, lock_dir: Path) -> LockedPackage:
+    """A pip pin as conda-lock writes pip entries: wheel URL, sha256, no build.
+
+    A local wheel inside the project (`--find-links ./wheels`) is recorded relative to the
+    lock file, like a relative channel, so copies of the project lock alike.
+    """
+    written = pin.url
+    if pin.url.startswith("file://"):
+        local = relative_url(pin.url, lock_dir)
+        written = local if local.startswith("./") else pin.url
     return LockedPackage(
         name=pin.name,
         version=pin.version,
@@ -136,7 +147,7 @@ def pip_locked(pin: PipPin, platform: str) -> LockedPackage:
         url=pin.url,
         hash=PackageHash(sha256=pin.sha256),
         build=None,
-        written_url=pin.url,
+        written_url=written,
     )
 
 
@@ -191,7 +202,7 @@ def platform_part(
     """Convert one platform's records (and pip pins) to lock entries and their text."""
     platform = solved.target.platform
     packages = tuple(locked_package(r, platform, channels, lock_dir) for r in solved.records)
-    packages += tuple(pip_locked(pin, platform) for pin in pins)
+    packages += tuple(pip_locked(pin, platform, lock_dir) for pin in pins)
     return PlatformPart(solved, packages, {p.key: package_text(p) for p in packages})
 
 

@@ -90,7 +90,7 @@ def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, 
     """Every file the wheel put in the prefix (from its RECORD), prefix-relative, with sha256."""
     record = prefix / site / dist_info / "RECORD"
     files = []
-    for line in record.read_text().splitlines():
+    for line in record.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         # path,hash,size: the path may itself hold commas, the last two fields never do.
@@ -144,4 +144,4 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
             "dist_info": posixpath.join(site, dist_info),
             "files": _installed_files(prefix, site, dist_info),
         }
-        (records / f"{item.name}.json").write_text(json.dumps(entry, sort_keys=True) + "\n")
+        (records / f"{item.name}.json").write_text(json.dumps(entry, sort_keys=True) + "\n", encoding="utf-8")

@@ -285,9 +285,9 @@ def resolve_pip(
                 continue
             constraints.append(f"{name} @ {_write_stub(name, version, stubs).as_uri()}")
         constraints += [f"{name}=={version}" for name, version in sorted(keep.items()) if name not in provided]
-        (work / "requirements.in").write_text("".join(f"{r.line}\n" for r in inputs.requirements))
-        (work / "constraints.txt").write_text("".join(f"{c}\n" for c in constraints))
-        (work / "excludes.txt").write_text("".join(f"{e}\n" for e in excludes))
+        (work / "requirements.in").write_text("".join(f"{r.line}\n" for r in inputs.requirements), encoding="utf-8")
+        (work / "constraints.txt").write_text("".join(f"{c}\n" for c in constraints), encoding="utf-8")
+        (work / "excludes.txt").write_text("".join(f"{e}\n" for e in excludes), encoding="utf-8")
         out = work / "pylock.toml"
         command = [
             _uv_binary(), "pip", "compile", str(work / "requirements.in"),
@@ -318,7 +318,7 @@ def resolve_pip(
                 + _uv_failure(proc.stderr, [s for s in secrets if s], provided),
                 hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
             )
-        document = tomllib.loads(out.read_text())
+        document = tomllib.loads(out.read_text(encoding="utf-8"))
     return _pins(document, target, provided, first)
 
 

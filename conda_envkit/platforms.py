@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
 
 SUPPORTED_PLATFORMS: tuple[str, ...] = (
     "linux-64",
@@ -169,14 +168,14 @@ def virtual_packages_for(
     return tuple(packages)
 
 
+_VIRTUAL_NAME = re.compile(r"__[a-z0-9][a-z0-9_.-]*")
+# `2.17`, `12.4`, `1 x86_64` (version, then an optional build), or empty to remove.
+_VIRTUAL_VERSION = re.compile(r"(|[0-9][0-9A-Za-z_.+!]*( [A-Za-z0-9_.+-]+)?)")
+
+
 def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
     """Read a conda-lock `--virtual-package-spec` file: `subdirs: {platform: {packages: {...}}}`."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PlatformError(f"{path}: cannot read ({exc.strerror})", hint="check the path") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PlatformError(f"{path}: invalid YAML: {exc}", hint="fix the YAML syntax (UTF-8)") from exc
+    data = load_yaml(read_input(path, "virtual package spec"))
     subdirs = data.get("subdirs") if isinstance(data, dict) else None
     if not isinstance(subdirs, dict):
         raise PlatformError(
@@ -192,11 +191,16 @@ def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
                 f"{path}: {platform}: expected `packages:` mapping",
                 hint="write e.g. `packages: {__glibc: '2.17'}`",
             )
-        for name in packages:
-            if not str(name).startswith("__"):
+        for name, value in packages.items():
+            if not _VIRTUAL_NAME.fullmatch(str(name)):
                 raise PlatformError(
                     f"{path}: {platform}: {name!r} is not a virtual package",
-                    hint="virtual package names start with `__`",
+                    hint="virtual package names start with `__`, e.g. __glibc",
+                )
+            if value is not None and (isinstance(value, (dict, list, bool)) or not _VIRTUAL_VERSION.fullmatch(str(value))):
+                raise PlatformError(
+                    f"{path}: {platform}: {name}: invalid version {value!r}",
+                    hint="write a version, optionally a space and a build (e.g. '2.17', '1 x86_64'), or an empty value to remove it",
                 )
         result[str(platform)] = {str(k): "" if v is None else str(v) for k, v in packages.items()}
     return result

@@ -12,6 +12,7 @@ from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.layout import REF_NAME, write_layout
 from conda_envkit.oci.reference import check_tag, parse_image_ref
+from conda_envkit.progress import SILENT, Progress
 
 if TYPE_CHECKING:  # the registry client (requests) loads only for --push
     from conda_envkit.oci.registry import PushStats
@@ -68,7 +69,7 @@ def default_tags(baked: BakedImage, extra: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys([first, *(check_tag(t) for t in extra)]))
 
 
-def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> PublishResult:
+def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
     """Write the layout and archive, push, and return the references that now name the image."""
     if not (targets.oci_layout or targets.docker_archive or targets.push):
         raise BakeError("nothing to write", hint="pass --oci DIR, --docker-archive FILE and/or --push REGISTRY/REPO")
@@ -110,7 +111,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets) -> 
             blobs=tuple(dict.fromkeys(blobs)),
             mount_from=mount_from,
         )
-        stats = push_image(client, ref.repository, to_push, store, tags)
+        stats = push_image(client, ref.repository, to_push, store, tags, progress)
         outputs["registry"] = f"{ref.registry}/{ref.repository}"
         references.insert(0, f"{ref.registry}/{ref.repository}@{baked.top.digest}")
     return PublishResult(references, outputs, stats, tags)

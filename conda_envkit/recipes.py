@@ -1,6 +1,7 @@
 """Recipes: what an image looks like besides the environment (data in recipe.yml, a jinja2 Dockerfile).
 
-Built-in recipes live in the repository's `recipes/` ($ENVKIT_RECIPES overrides);
+Built-in recipes live in the repository's `recipes/`, which the package reaches (and a wheel
+ships) as `conda_envkit/builtin_recipes` ($ENVKIT_RECIPES overrides);
 `--recipe-dir DIR` adds a directory searched first.
 """
 
@@ -12,13 +13,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
-import yaml
 from rattler import Version
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import load_yaml, read_input
 
 RECIPES_ENV_VAR = "ENVKIT_RECIPES"
-BUILTIN_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+BUILTIN_RECIPES = Path(__file__).parent / "builtin_recipes"
 _KEYS = {"description", "base", "env", "reproducibility", "user", "workdir", "entrypoint", "cmd", "labels", "files"}
 
 
@@ -99,13 +100,7 @@ def _command(value: Any, where: str) -> tuple[str, ...] | None:
 def read_recipe(directory: Path) -> Recipe:
     """Read `<directory>/recipe.yml`, checking every key and file it names."""
     path = directory / "recipe.yml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})", hint="check the recipe directory") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML", hint="fix the recipe's syntax") from None
+    data = load_yaml(read_input(path, "recipe")) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping", hint="see recipes/README.md for the keys")
     unknown = sorted(set(data) - _KEYS)
@@ -150,14 +145,14 @@ def list_recipes(extra: Path | None = None) -> list[Recipe]:
     for directory in recipe_dirs(extra):
         if directory.is_dir():
             for sub in sorted(directory.iterdir()):
-                if (sub / "recipe.yml").is_file() and sub.name not in found:
+                if (sub / "recipe.yml").exists() and sub.name not in found:
                     found[sub.name] = read_recipe(sub)
     return [found[name] for name in sorted(found)]
 
 
 def load_recipe(name: str, extra: Path | None = None) -> Recipe:
     for directory in recipe_dirs(extra):
-        if (directory / name / "recipe.yml").is_file():
+        if (directory / name / "recipe.yml").exists():
             return read_recipe(directory / name)
     names = ", ".join(r.name for r in list_recipes(extra)) or "none"
     raise RecipeError(f"unknown recipe {name!r} (available: {names})", hint="see `envkit recipes`, or pass --recipe-dir")
@@ -170,7 +165,7 @@ def render_dockerfile(recipe: Recipe, context: dict[str, Any]) -> str:
     template_path = own if own.is_file() else shared
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:
-        template = environment.from_string(template_path.read_text())
+        template = environment.from_string(template_path.read_text(encoding="utf-8"))
         return template.render(recipe=recipe, **context)
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{template_path}: {exc}", hint="fix the template") from None

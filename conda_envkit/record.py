@@ -124,7 +124,8 @@ class EnvironmentRecord:
             "image_digest": self.image_digest,
             "image": self.image,
             "packages": str(len(self.packages)) if self.packages else None,
-            "envkit_version": self.envkit_version,
+            # `envkit.version`, so that `--to env` gives ENVKIT_VERSION (not ENVKIT_ENVKIT_VERSION).
+            "version": self.envkit_version,
         }
         return {f"envkit.{k}": v for k, v in values.items() if v}
 
@@ -194,7 +195,7 @@ def record_from_labels(labels: dict[str, str], source: str, image_digest: str | 
 def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentRecord:
     """The record of a bake (bake.json): image digest and reference, plus one platform's details."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record") from None
     except ValueError as exc:
@@ -214,10 +215,17 @@ def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentReco
     details = data["platforms"][chosen]
     labels = details.get("labels") or {}
     record = record_from_labels(labels, "bake", data["image"]["digest"], image)
-    packages = tuple(sorted(f"{p['name']}={p['version']}={p['build']}" for p in details.get("packages", [])))
+    packages = tuple(sorted(_package_pin(p) for p in details.get("packages", [])))
     return EnvironmentRecord(
         **{**asdict(record), "tags": tuple(data.get("tags", [])), "packages": packages, "lockfile": data.get("lockfile")}
     )
+
+
+def _package_pin(package: dict[str, str]) -> str:
+    """A bake record's package as name=version=build (conda) or name==version (pip, which has no build)."""
+    if package.get("manager") == "pip":
+        return f"{package['name']}=={package['version']}"
+    return f"{package['name']}={package['version']}={package['build']}"
 
 
 def record_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> EnvironmentRecord:

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import rattler
 from rattler import BuildString, GenericVirtualPackage, MatchSpec, PackageName, RepoDataRecord, Version
@@ -14,7 +15,7 @@ from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
-from conda_envkit.pip_lock import PipInputs
+from conda_envkit.network import TIMEOUT_ENV_VAR
 from conda_envkit.platforms import (
     Blas,
     VirtualPackage,
@@ -23,6 +24,9 @@ from conda_envkit.platforms import (
     check_blas,
 )
 from conda_envkit.spec import Dependency
+
+if TYPE_CHECKING:
+    from conda_envkit.pip_lock import PipInputs
 
 # Packages whose presence means the environment was built for CUDA.
 _CUDA_NAMES = frozenset({"cudatoolkit", "pytorch-cuda", "cuda-version", "cudnn", "nccl"})
@@ -235,9 +239,14 @@ async def solve_target(
     except SolverError as exc:
         raise _explain(target, channels, exc) from None
     except GatewayError as exc:
+        # rattler's text is a chain of "Caused by:" lines; the first and the root cause say it.
+        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+        urls = ", ".join(c.public_url for c in channels)
         raise SolveError(
-            f"{target.label}: cannot read a channel: {str(exc).strip()}",
-            hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials",
+            f"{target.label}: cannot read a channel ({urls}): {reason}",
+            hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials"
+            f" (each request has ${TIMEOUT_ENV_VAR} seconds)",
         ) from None
     if target.cuda is None:
         cuda = _cuda_records(records)

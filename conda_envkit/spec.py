@@ -11,6 +11,7 @@ import yaml
 from rattler import MatchSpec
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import InputText, compose_yaml, read_input
 from conda_envkit.platforms import (
     ALL_SELECTOR_NAMES,
     DEFAULT_PLATFORM,
@@ -87,7 +88,7 @@ class Variant:
 class EnvSpec:
     """Everything a lock is made from, after selectors are applied per platform."""
 
-    sources: tuple[Path, ...]
+    sources: tuple[Path, ...]  # the files read (a pipe or stdin has no path to record)
     name: str | None
     channels: tuple[str, ...]
     platforms: tuple[str, ...]
@@ -96,6 +97,7 @@ class EnvSpec:
     cuda: str | None = None
     blas: tuple[tuple[str, Blas], ...] = ()
     variants: tuple[Variant, ...] = ()
+    base_dir: Path = Path(".")  # what relative channel paths are relative to: the first file's directory
     # False when no -p and no file named platforms (the default was taken).
     platforms_given: bool = True
 
@@ -136,7 +138,7 @@ def _eval_selector(expr: str, platform: str, where: str) -> bool:
     return walk(tree)
 
 
-def apply_selectors(text: str, platform: str, path: Path) -> str:
+def apply_selectors(text: str, platform: str, path: Path | str) -> str:
     """Blank the lines whose selector is false on `platform`, keeping line numbers."""
     out = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -152,24 +154,7 @@ def apply_selectors(text: str, platform: str, path: Path) -> str:
 # -- reading -------------------------------------------------------------------------
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-    problem = getattr(exc, "problem", None) or str(exc)
-    return SpecError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax at that line")
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _compose(text: str, path: Path) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from exc
-
-
-def _where(path: Path, node: yaml.Node) -> str:
+def _where(path: Path | str, node: yaml.Node) -> str:
     return f"{path}:{node.start_mark.line + 1}"
 
 
@@ -179,7 +164,7 @@ def _mapping(node: yaml.Node | None) -> dict[str, yaml.Node]:
     return {str(k.value): v for k, v in node.value}
 
 
-def _scalar_list(node: yaml.Node, path: Path, what: str) -> list[tuple[str, str]]:
+def _scalar_list(node: yaml.Node, path: str, what: str) -> list[tuple[str, str]]:
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
         return []
     if not isinstance(node, yaml.SequenceNode):
@@ -192,7 +177,7 @@ def _scalar_list(node: yaml.Node, path: Path, what: str) -> list[tuple[str, str]
     return items
 
 
-def _parse_dependencies(node: yaml.Node, path: Path) -> tuple[list[Dependency], list[PipRequirement]]:
+def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], list[PipRequirement]]:
     if not isinstance(node, yaml.SequenceNode):
         raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
     conda: list[Dependency] = []
@@ -221,10 +206,24 @@ def _parse_dependencies(node: yaml.Node, path: Path) -> tuple[list[Dependency], 
                 pip.extend(PipRequirement(line, w) for line, w in _scalar_list(value, path, "pip"))
         else:
             raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
+    _one_line_per_package(conda)
     return conda, pip
 
 
-def _parse_blas(node: yaml.Node, path: Path, key: str = "envkit.blas") -> tuple[tuple[str, Blas], ...]:
+def _one_line_per_package(conda: list[Dependency]) -> None:
+    # conda applies every line for a name, a lock keeps one spec per name: refuse
+    # rather than drop one silently.
+    first_line: dict[str, Dependency] = {}
+    for dep in conda:
+        first = first_line.setdefault(dep.name, dep)
+        if first is not dep:
+            raise SpecError(
+                f"{dep.source}: `{dep.spec}` names {dep.name} again (first at {first.source}: `{first.spec}`)",
+                hint=f"write one line per package, with the constraints combined (e.g. `{dep.name} >=1.2,<2`)",
+            )
+
+
+def _parse_blas(node: yaml.Node, path: str, key: str = "envkit.blas") -> tuple[tuple[str, Blas], ...]:
     if isinstance(node, yaml.ScalarNode):
         return (("*", _blas_value(str(node.value), path, node)),)
     if not isinstance(node, yaml.MappingNode):
@@ -242,7 +241,7 @@ def _parse_blas(node: yaml.Node, path: Path, key: str = "envkit.blas") -> tuple[
     return tuple(sorted(table))
 
 
-def _blas_value(value: str, path: Path, node: yaml.Node) -> Blas:
+def _blas_value(value: str, path: str, node: yaml.Node) -> Blas:
     try:
         return Blas(value)
     except ValueError:
@@ -252,7 +251,7 @@ def _blas_value(value: str, path: Path, node: yaml.Node) -> Blas:
         ) from None
 
 
-def _cuda_value(node: yaml.Node, path: Path, key: str = "envkit.cuda") -> str | None:
+def _cuda_value(node: yaml.Node, path: str, key: str = "envkit.cuda") -> str | None:
     """The CUDA *driver* version a solve assumes (`__cuda`), as conda-lock's --with-cuda."""
     if isinstance(node, yaml.ScalarNode):
         if node.tag.endswith(":null") or str(node.value).strip() == "":
@@ -263,7 +262,7 @@ def _cuda_value(node: yaml.Node, path: Path, key: str = "envkit.cuda") -> str | 
     return parse_cuda_driver(value, f"{_where(path, node)}: `{key}`")
 
 
-def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
+def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
     keys = _mapping(node)
     for key in keys:
         if key not in _ENVKIT_KEYS:
@@ -299,7 +298,7 @@ def _parse_envkit(node: yaml.Node, path: Path) -> tuple[str | None, tuple[tuple[
 
 @dataclass(frozen=True)
 class _FileSpec:
-    path: Path
+    path: str  # the file as named in messages
     name: str | None
     channels: tuple[str, ...]
     platforms: tuple[str, ...]
@@ -308,17 +307,9 @@ class _FileSpec:
     envkit: tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]] | None
 
 
-def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 (byte offset {exc.start})", hint="save the file as UTF-8") from None
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found", hint="pass an existing environment.yml with -f") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})", hint="check the file's permissions") from exc
-
-    raw = _compose(text, path)
+def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec:
+    path, text = source.name, source.text
+    raw = compose_yaml(source)
     if not isinstance(raw, yaml.MappingNode):
         raise SpecError(
             f"{path}: expected a mapping with `channels:` and `dependencies:`", hint="see examples/ for a complete environment.yml"
@@ -335,7 +326,8 @@ def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
     for platform in wanted or (DEFAULT_PLATFORM,):
-        node = _mapping(_compose(apply_selectors(text, platform, path), path)).get("dependencies")
+        selected = InputText(source.name, apply_selectors(text, platform, path), source.path)
+        node = _mapping(compose_yaml(selected)).get("dependencies")
         if node is None:
             conda, pip_lines = [], []
         else:
@@ -357,7 +349,7 @@ def _read_one(path: Path, platforms: tuple[str, ...] | None) -> _FileSpec:
     )
 
 
-def _pip_repositories(top: dict[str, yaml.Node], path: Path) -> tuple[PipRequirement, ...]:
+def _pip_repositories(top: dict[str, yaml.Node], path: str) -> tuple[PipRequirement, ...]:
     """conda-lock's `pip-repositories:` and `allow-pypi-requests:` as pip index lines.
 
     Repositories are extra indexes next to PyPI; with `allow-pypi-requests: false` the
@@ -401,14 +393,16 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         raise SpecError("no environment file given", hint="pass -f environment.yml")
     requested = tuple(check_platform(p, "-p/--platform") for p in platforms or ())
     requested = tuple(dict.fromkeys(requested))
+    # Each file is read once: `-f /dev/stdin` or `-f <(...)` cannot be read twice.
+    inputs = [read_input(p, "environment file") for p in paths]
     given = bool(requested)
     if not requested:
         # Platforms named in any file (in order) decide, else the default.
-        first = [_read_one(p, None) for p in paths]
+        first = [_read_one(source, None) for source in inputs]
         requested = tuple(dict.fromkeys(p for f in first for p in f.platforms))
         given = bool(requested)
         requested = requested or (DEFAULT_PLATFORM,)
-    files = [_read_one(p, requested) for p in paths]
+    files = [_read_one(source, requested) for source in inputs]
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
@@ -422,7 +416,7 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         pip[platform] = tuple(req for f in files for req in f.pip[platform])
         if not merged and not pip[platform]:
             raise SpecError(
-                f"{', '.join(str(p) for p in paths)}: no dependencies for {platform}",
+                f"{', '.join(source.name for source in inputs)}: no dependencies for {platform}",
                 hint="list at least one package under `dependencies:` (check the selectors)",
             )
 
@@ -439,11 +433,12 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
     channels = _unify_channels(files)
     if not channels:
         raise SpecError(
-            f"{', '.join(str(p) for p in paths)}: no channels listed",
+            f"{', '.join(source.name for source in inputs)}: no channels listed",
             hint="add `channels: [conda-forge]` (envkit never assumes a default channel)",
         )
+    files_read = tuple(source.path for source in inputs if source.path is not None)
     return EnvSpec(
-        sources=tuple(paths),
+        sources=files_read,
         name=next((f.name for f in files if f.name), None),
         channels=channels,
         platforms=requested,
@@ -452,5 +447,6 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         cuda=cuda,
         blas=blas,
         variants=tuple(variants.values()),
+        base_dir=files_read[0].resolve().parent if files_read else Path.cwd(),
         platforms_given=given,
     )

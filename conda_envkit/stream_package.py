@@ -86,8 +86,8 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str
 
     file_name = locked.url.rsplit("/", 1)[-1]
     record = json.loads(record_from_info(info, locked, file_name, strip_credentials(locked.url)).to_json())
-    record["url"] = strip_credentials(locked.url)
-    record["channel"] = _channel_of(locked.url)
+    record["url"] = strip_credentials(locked.locked_url)
+    record["channel"] = _channel_of(locked.locked_url)
     entries = []
     for path in sorted(paths):
         kind, size, digest = paths[path]

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
+from conda_envkit.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,13 @@ def sync_environment(
     prefix: Path,
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     force: bool = False,
 ) -> SyncReport:
     """Bring an existing prefix to the lock; refuse a prefix envkit did not create unless `force`."""
     started = time.perf_counter()
     prefix = prefix.absolute()
     cache_dir = cache_dir or default_cache_dir()
-    say = progress or (lambda _msg: None)
     if not (prefix / LOCK_COPY).is_file() and not force:
         raise InstallError(
             f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
@@ -152,14 +151,15 @@ def sync_environment(
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
-    say(f"syncing {prefix}: {plan.summary()}")
     clear_state(prefix)
     touched = set(plan.add) | set(plan.change)
     conda_touched = [p for p in packages if p.name in touched]
     python_changed = "python" in touched or "python" in plan.remove
     wheel_touched = [w for w in wheels if _name(w) in touched or (python_changed and _name(w) in installed)]
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-    report = fetch_packages(conda_touched + wheel_touched, cache_dir, settings, pip_indexes=indexes)
+    report = fetch_packages(
+        conda_touched + wheel_touched, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}"
+    )
     fetched = {f.locked.name: f for f in report.packages if f.locked.manager == "conda"}
     records = [repodata_record(f, cache_dir) for f in fetched.values()]
     # Unchanged packages: records from their cached info (fetched only when the info is not cached).
@@ -197,7 +197,7 @@ def sync_environment(
     if wheel_touched:
         python = next((p.version for p in packages if p.name == "python"), "")
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
-        to_install = [WheelToInstall(w.name, w.version, w.url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
+        to_install = [WheelToInstall(w.name, w.version, w.locked_url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
         install_wheels(to_install, prefix, str(prefix), platform, python)
     _finish(lockfile_path, prefix, platform, lock_sha)
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)

@@ -50,7 +50,7 @@ def environment_info(
         result = record_from_lock(path, host)
     about = path.parent / "environment.json"
     if lockfile is None and about.is_file():
-        labels = json.loads(about.read_text()).get("labels", {})
+        labels = json.loads(about.read_text(encoding="utf-8")).get("labels", {})
         from_labels = record_from_labels(labels, "runtime", os.environ.get("ENVKIT_IMAGE_DIGEST"), os.environ.get("ENVKIT_IMAGE"))
         result = EnvironmentRecord(**{**asdict(from_labels), "packages": result.packages, "lockfile": str(path)})
     return result

@@ -58,10 +58,10 @@ class PrefixTree:
         self.prefix = prefix
 
     def records(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
+        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
 
     def pip_records(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
+        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
 
     def file_sha256(self, path: str) -> str | None:
         full = self.prefix / path

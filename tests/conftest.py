@@ -46,6 +46,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             patch.setenv(name, str(home / sub))
         for name in ("ENVKIT_CACHE_DIR", "ENVKIT_CONFIG", "DOCKER_CONFIG", "ENVKIT_REGISTRY_USER", "ENVKIT_REGISTRY_PASSWORD"):
             patch.delenv(name, raising=False)
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from the tests' MLflow clients
         yield
 
 

@@ -36,7 +36,7 @@ def test_warm_bake_needs_no_package_archive(tmp_path: Path, image_channel: Path)
     warm = run_envkit("bake", "--large-package-mb", "1", "--oci", "image2", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
     assert warm.returncode == 0, warm.output
     layers = cold["platforms"]["linux-64"]["layers"]
-    assert f"{len(layers)} layers ({len(layers) - 1} reused from the layer cache)" in warm.stderr  # metadata is always written
+    assert f"({len(layers) - 1} reused from the layer cache)" in warm.stderr  # metadata is always written
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == cold["image"]["digest"]
     assert not any((cache / "pkgs").iterdir())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -77,3 +78,35 @@ def test_diff_flags_numerics_and_reads_git_revisions(lock_pair: Path) -> None:
     assert from_git.stdout.splitlines()[2:] == direct.stdout.splitlines()[2:]
     bad = run_envkit("diff", "nosuchrev:conda-lock.yml", cwd=repo)
     assert bad.returncode == 2 and "git cannot show it" in bad.stderr
+
+
+def test_numerics_flags_match_exact_names(tmp_path: Path) -> None:
+    from conda_envkit.lockdiff import NUMERICS_PACKAGES
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    names = ("libcups", "libcurl", "cudatoolkit", "libcublas", "cuda-python", "numpy-financial")
+    packages = [PackageSpec(n, v, subdir="linux-64") for n in names for v in ("1.0", "2.0")]
+    channel = build_channel(tmp_path / "channel", packages, subdirs=("linux-64",))
+    for version in ("1.0", "2.0"):
+        deps = "".join(f"  - {n}={version}\n" for n in names)
+        write_env(tmp_path, f"channels: [{channel.as_uri()}]\ndependencies:\n{deps}envkit: {{cuda: '12.4'}}\n", name=f"v{version}.yml")
+        locked = run_envkit("lock", "-q", "-f", f"v{version}.yml", "--lockfile", f"v{version}.lock.yml", cwd=tmp_path)
+        assert locked.returncode == 0, locked.output
+    data = json.loads(run_envkit("diff", "v1.0.lock.yml", "v2.0.lock.yml", "--format", "json", cwd=tmp_path).stdout)
+    flagged = {c["name"]: c["numerics"] for c in data["changes"]}
+    assert flagged == {
+        "libcups": False,  # matched `libcu.*` before
+        "libcurl": False,
+        "cuda-python": False,  # matched `cuda-.*` before
+        "numpy-financial": False,
+        "cudatoolkit": True,  # missed before
+        "libcublas": True,
+    }
+    # docs/diff.md lists exactly the names the code flags.
+    doc = (Path(__file__).parents[1] / "docs" / "diff.md").read_text()
+    listed: set[str] = set()
+    for row in doc[doc.index("<!-- numerics-list") :].splitlines()[3:]:
+        kind, _, names = row.strip("| ").partition(" | ")
+        found = re.findall(r"`([A-Za-z0-9_.-]+)`", names)
+        listed |= {f"nvidia-{lib}-cu{m}" for lib in found for m in (11, 12)} if kind.startswith("NVIDIA") else set(found)
+    assert listed == NUMERICS_PACKAGES

@@ -82,3 +82,17 @@ def test_doctor_reads_the_lock_baked_into_an_image(tmp_path: Path, image_channel
     code, report = _doctor(work, env, "--image", "oci:image:arm")
     assert code == 1 and report["platform"] == "linux-aarch64"
     assert "cannot run on linux-64" in _requirement(report, "platform")["why"]
+
+
+def test_cuda_need_is_the_driver_the_lock_was_solved_for(tmp_path: Path, toy_channel: Path) -> None:
+    # --cuda 12.4 picks cuda-version 12.6 (minor-version compatibility): a 12.4 driver is what
+    # the lock needs, and a 12.2 driver is older than that.
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{toy_channel}]\ndependencies: [gpulib]\n")
+    assert run_envkit("lock", "-q", "--cuda", "12.4", "-p", "linux-64", cwd=work).returncode == 0
+    code, report = _doctor(work, _fake_driver(tmp_path, "12.4"), "-p", "linux-64")
+    cuda = _requirement(report, "cuda")
+    assert cuda["ok"] and cuda["needed"] == ">=12.4" and "solved for a CUDA 12.4 driver" in cuda["why"]
+    code, report = _doctor(work, _fake_driver(tmp_path, "11.8"), "-p", "linux-64")
+    cuda = _requirement(report, "cuda")
+    assert not cuda["ok"] and "older than the CUDA 12.4 driver the lock was solved for" in cuda["why"]

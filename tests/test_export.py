@@ -37,6 +37,10 @@ def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: 
     assert data["packages"] == ["busybox=1.35.0=h0_0", "greet=1.0=0"]
     env_lines = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "env", cwd=work).stdout.splitlines()
     assert f"ENVKIT_LOCK_HASH={lock_hash}" in env_lines and "ENVKIT_PLATFORM=linux-64" in env_lines
+    from conda_envkit import __version__
+
+    assert f"ENVKIT_VERSION={__version__}" in env_lines
+    assert all(line.startswith("ENVKIT_") and not line.startswith("ENVKIT_ENVKIT_") for line in env_lines)
     outputs = tmp_path / "github_output"
     run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "github", cwd=work, env={"GITHUB_OUTPUT": str(outputs)})
     assert f"lock_hash={lock_hash}" in outputs.read_text().splitlines()
@@ -90,6 +94,28 @@ def test_mlflow_errors_log_nothing(tmp_path: Path, image_channel: Path, mlflow_s
     assert client.list_artifacts(run.info.run_id) == []
     unreachable = run_envkit(*base, "--run-id", run.info.run_id, cwd=work, env={**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
+
+
+def test_mlflow_destination_comes_from_the_tracking_uri_or_is_an_error(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    args = ("export", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--experiment", f"uri-{tmp_path.name}")
+    unset = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": "", **MLFLOW_FAST_FAIL})
+    assert unset.returncode == 2 and "MLFLOW_TRACKING_URI is not set" in unset.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["conda-lock.yml", "environment.yml"]  # no ./mlflow.db, no ./mlruns
+    file_uri = (tmp_path / "mlruns").as_uri()
+    as_file = run_envkit(*args, "--tracking-uri", file_uri, cwd=work, env={"MLFLOW_ALLOW_FILE_STORE": "", **MLFLOW_FAST_FAIL})
+    assert as_file.returncode == 2 and f"MLflow at {file_uri}" in as_file.stderr and "MLFLOW_ALLOW_FILE_STORE" in as_file.stderr
+    from_env = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL})
+    assert from_env.returncode == 0, from_env.output
+    experiment = MlflowClient(mlflow_server.uri).get_experiment_by_name(f"uri-{tmp_path.name}")
+    runs = MlflowClient(mlflow_server.uri).search_runs([experiment.experiment_id])
+    assert [r.data.tags["envkit.platform"] for r in runs] == ["linux-64"]
 
 
 def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
@@ -216,8 +242,19 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
 def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     repo = f"{registry.host}/team/readback"
-    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image", "--push", repo, "--insecure")
+    bake_args = ("--oci", "image", "--docker-archive", "image.tar", "--push", repo, "--insecure")
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", *bake_args)
     tag = record["tags"][0]
+    # `inspect` takes every form `bake --base` takes.
+    for image in ("oci:image", f"oci:image:{tag}", "docker-archive:image.tar", f"{repo}:{tag}"):
+        inspected = run_envkit("inspect", image, "--insecure", cwd=work)
+        assert inspected.returncode == 0, inspected.output
+        report = json.loads(inspected.stdout)
+        assert report["record"]["lock_hash"] == record["lock_hash"] and report["record"]["platform"] == "linux-64"
+        if not image.startswith("docker-archive:"):  # an archive keeps no manifest digest
+            assert report["digest"] == record["image"]["digest"]
+    missing = run_envkit("inspect", "oci:no-such-dir", cwd=work)
+    assert missing.returncode == 2 and "no-such-dir" in missing.stderr
     for image, extra in ((f"oci:image:{tag}", ()), (f"{repo}:{tag}", ("--insecure",))):
         result = run_envkit("export", "--image", image, *extra, "--to", "json", cwd=work)
         assert result.returncode == 0, result.output

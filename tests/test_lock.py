@@ -33,7 +33,7 @@ def test_five_platform_lock_is_conda_lock_format(tmp_path: Path, toy_channel: Pa
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for platform in ALL_PLATFORMS:
-        assert f"solved {platform}" in result.stderr
+        assert f"solve: {platform}: " in result.stderr
 
     lock = tmp_path / "conda-lock.yml"
     parsed = parse_conda_lock_file(lock)  # conda-lock's own reader and models

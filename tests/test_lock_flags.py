@@ -32,6 +32,11 @@ def test_relative_channel_stays_relative_and_copies_hash_alike(tmp_path: Path, t
         rendered = run_envkit("render", "-p", "linux-64", cwd=project)
         assert (project / "channel").as_uri() in rendered.stdout  # resolved against the lock's directory
     assert hashes[0] == hashes[1]
+    # conda-lock, the reference reader, still reads it.
+    from conda_lock.lockfile import parse_conda_lock_file
+
+    parsed = parse_conda_lock_file(tmp_path / "a" / "conda-lock.yml")
+    assert any(p.url.startswith("./channel/") for p in parsed.package)
     assert (tmp_path / "a" / "conda-lock.yml").read_bytes() == (tmp_path / "deep" / "b" / "conda-lock.yml").read_bytes()
 
     # The lock in a subdirectory: URLs relative to the lock file, still resolved right.
@@ -46,6 +51,30 @@ def test_relative_channel_stays_relative_and_copies_hash_alike(tmp_path: Path, t
     assert installed.returncode == 0, installed.output
 
 
+def test_local_wheels_stay_relative_too(tmp_path: Path, toy_channel: Path) -> None:
+    from conda_envkit.testing.local_index import demo_wheels, write_wheel
+
+    hashes = []
+    for copy in ("a", "b"):
+        project = tmp_path / copy
+        shutil.copytree(toy_channel, project / "channel")
+        (project / "wheels").mkdir()
+        for wheel in demo_wheels():
+            write_wheel(wheel, project / "wheels")
+        pip = "  - pip:\n      - --no-index\n      - --find-links ./wheels\n      - hello-ml\n"
+        write_env(project, "channels: [./channel]\n" + _deps("python=3.11") + pip)
+        result = run_envkit("lock", "-q", cwd=project)
+        assert result.returncode == 0, result.output
+        assert "url: ./wheels/hello_ml-" in (project / "conda-lock.yml").read_text()
+        hashes.append(run_envkit("hash", cwd=project).stdout.split()[0])
+    assert hashes[0] == hashes[1]
+    installed = run_envkit(
+        "install", "-q", "-p", "linux-64", "--prefix", "env", cwd=tmp_path / "b", env={"ENVKIT_CACHE_DIR": str(tmp_path / "c")}
+    )
+    assert installed.returncode == 0, installed.output
+    assert run_envkit("verify", "-p", "linux-64", "--prefix", "env", cwd=tmp_path / "b").returncode == 0
+
+
 def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy", "gpulib"))
     args = ["-p", "linux-64", "-p", "osx-arm64", "--cuda", "12.4", "--blas", "linux-64=mkl"]
@@ -53,6 +82,15 @@ def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_c
     check = run_envkit("lock", "--check", cwd=tmp_path)  # no flags repeated
     assert check.returncode == 0, check.output
     assert check.stdout.count("fresh") == 2
+    assert "note: CUDA driver 12.4 as the lock records it" in check.stderr
+    assert "note: BLAS mkl as the lock records it" in check.stderr
+    # The virtual packages it was locked for, too.
+    (tmp_path / "vp.yml").write_text("subdirs:\n  linux-64:\n    packages:\n      __glibc: '2.17'\n")
+    old_args = ["-p", "linux-64", "--virtual-package-spec", "vp.yml", "--lockfile", "old.yml"]
+    assert run_envkit("lock", "-q", *old_args, cwd=tmp_path).returncode == 0
+    old = run_envkit("lock", "--check", "--lockfile", "old.yml", cwd=tmp_path)
+    assert old.returncode == 0, old.output
+    assert "virtual packages as the lock records them: __archspec=1=x86_64 __glibc=2.17=0" in old.stderr
     # A flag given overrides what the lock records.
     other = run_envkit("lock", "--check", "--no-cuda", cwd=tmp_path)
     assert other.returncode == 1 and "CUDA changed: locked '12.4', now 'none'" in other.stderr
@@ -125,3 +163,20 @@ def test_non_ascii_text_survives_a_latin1_locale(tmp_path: Path, toy_channel: Pa
     rendered = run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "env.yml", cwd=tmp_path, env=env)
     assert rendered.returncode == 0, rendered.output
     assert yaml.safe_load((tmp_path / "env.yml").read_text(encoding="utf-8"))["name"] == "entraînement-γ"
+
+
+def test_deeply_nested_environment_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "environment.yml:2: " in result.stderr and "nested deeper than" in result.stderr
+
+
+def test_unsatisfiable_names_only_the_specs_in_the_conflict(tmp_path: Path, toy_channel: Path) -> None:
+    deps = _deps("hello", "python=3.11", "gpulib", "numpy=2.0.1=py312_0")
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + deps)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    conflict = next(line for line in result.stderr.splitlines() if "conflicting specs:" in line)
+    assert "python=3.11 (environment.yml:4)" in conflict and "numpy=2.0.1=py312_0 (environment.yml:6)" in conflict
+    assert "hello" not in conflict and "gpulib" not in conflict

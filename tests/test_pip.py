@@ -195,6 +195,10 @@ def test_baked_image_runs_the_pip_console_script_and_verifies(tmp_path: Path, to
 
     verified = run_envkit("verify", "--image", "oci:image", "-p", "linux-64", cwd=work)
     assert verified.returncode == 0, verified.output
+    # The bake record exports with its pip entries (which have no build string) as name==version.
+    exported = run_envkit("export", "--record", "bake.json", "--to", "json", cwd=work)
+    assert exported.returncode == 0, exported.output
+    assert {"hello-ml==0.3.0", "fastmath==1.2.0"} <= set(json.loads(exported.stdout)["packages"])
 
     # An installed prefix: verify names a modified pip file and a pip package removed by hand.
     cache = tmp_path / "cache"

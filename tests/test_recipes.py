@@ -16,6 +16,7 @@ import pytest
 from conda_envkit.bake import BakeOptions, image_labels, with_recipe
 from conda_envkit.dockerfile import dockerfile_text
 from conda_envkit.lockfile import read_lockfile
+from conda_envkit.lockmodel import cuda_driver_assumption
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.recipes import RecipeError, list_recipes, load_recipe
 from tests.conftest import Registry, run_envkit, write_env
@@ -32,6 +33,16 @@ def test_base_follows_the_locks_cuda() -> None:
     with pytest.raises(RecipeError, match="no base for CUDA 11.2"):
         cuda.base_for("11.2")
     assert [r.name for r in list_recipes()] == ["cpu-slim", "cuda-training", "scratch"]
+
+
+def test_cuda_base_follows_the_driver_the_lock_assumes(tmp_path: Path, toy_channel: Path) -> None:
+    # A 12.4 driver runs cuda-version 12.6 (minor-version compatibility); a 12.6 base would
+    # demand a 12.6 driver (NVIDIA_REQUIRE_CUDA), so the 12.4 base is the one that runs.
+    write_env(tmp_path, f"channels: [{toy_channel}]\ndependencies: [gpulib]\n")
+    assert run_envkit("lock", "-q", "--cuda", "12.4", cwd=tmp_path).returncode == 0
+    lockfile = read_lockfile(tmp_path / "conda-lock.yml")
+    assert (lockfile.metadata.custom_metadata or {})["envkit.linux-64.cuda-version"] == "12.6"
+    assert load_recipe("cuda-training").base_for(cuda_driver_assumption(lockfile, "linux-64")) == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +62,7 @@ def test_rendered_dockerfile_matches_golden(locks: dict[str, Path], recipe_name:
     lockfile = read_lockfile(locks[lock_name])
     recipe = load_recipe(recipe_name)
     options = with_recipe(BakeOptions(name="train"), recipe, reproducible=True)
-    base = recipe.base_for((lockfile.metadata.custom_metadata or {}).get("envkit.linux-64.cuda-version"))
+    base = recipe.base_for(cuda_driver_assumption(lockfile, "linux-64"))
     labels = image_labels(lockfile, "linux-64", options, BaseImage(base, {}))
     text = dockerfile_text(recipe, options, base, "linux-64", labels)
     # Lock hashes depend on where the test channel lives; everything else is golden.
@@ -90,6 +101,7 @@ def test_buildah_builds_the_context_like_bake(tmp_path: Path, image_channel: Pat
     common = ("--recipe", "cpu-slim", "--base", f"{base_repo}:v1", "--insecure", "--reproducible")
 
     baked = run_envkit("bake", "-q", *common, "--oci", "baked", "-t", "t", cwd=work, env=cache)
+    common += ("--pin-base-digest",)  # the base-digest label, as bake records it
     assert baked.returncode == 0, baked.output
 
     storage = tmp_path / "storage.conf"
@@ -98,7 +110,8 @@ def test_buildah_builds_the_context_like_bake(tmp_path: Path, image_channel: Pat
     built = run_envkit("dockerfile", *common, "-o", "ctx", "--backend", "buildah", "-t", "localhost/envkit-test:1", cwd=work, env=env)
     assert built.returncode == 0, built.output
     dockerfile = (work / "ctx" / "Dockerfile").read_text()
-    assert f"FROM {base_repo}:v1" in dockerfile and 'ENV PYTHONHASHSEED="0"' in dockerfile
+    base_digest = json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["base"]["digest"]
+    assert f"FROM {base_repo}:v1@{base_digest}\n" in dockerfile and 'ENV PYTHONHASHSEED="0"' in dockerfile
     push = subprocess.run(
         ["buildah", "push", "localhost/envkit-test:1", f"oci:{work / 'built'}:t"],
         capture_output=True,
@@ -151,3 +164,64 @@ def test_user_recipe_directory(tmp_path: Path) -> None:
     (mine / "recipe.yml").write_text("descriptoin: typo\n")
     bad = run_envkit("recipes", "--recipe-dir", str(tmp_path / "recipes"), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown keys ['descriptoin']" in bad.stderr and "recipe.yml" in bad.stderr
+
+
+def test_a_wheel_install_lists_the_builtin_recipes(tmp_path: Path) -> None:
+    """`pip wheel` + an install outside the checkout: the recipes travel as package data."""
+    import shutil
+    import sys
+    import sysconfig
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conda_envkit", "recipes"):
+        shutil.copytree(root / name, source / name, symlinks=True, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("conda_envkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "conda_envkit/builtin_recipes/cuda-training/recipe.yml" in names
+    assert "conda_envkit/builtin_recipes/Dockerfile.j2" in names
+
+    # Installed into a fresh venv (its dependencies borrowed from this one through a .pth file).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(
+        subprocess.check_output([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip()
+    )
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    install = [venv / "bin/python", "-m", "installer", str(wheel)]  # its console script runs the venv's python
+    subprocess.run(install, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVKIT_RECIPES")}
+    listed = subprocess.run([venv / "bin/envkit", "recipes", "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows] == ["cpu-slim", "cuda-training", "scratch"]
+    assert all(Path(r["directory"]).is_relative_to(site) for r in rows), (site, rows)
+
+
+def test_dockerfile_renders_offline_unless_asked_to_pin(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    # No network: every HTTP(S) request goes to a closed port on this machine.
+    offline = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    offline |= {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
+    for recipe in ("cpu-slim", "cuda-training"):
+        result = run_envkit("dockerfile", "--recipe", recipe, "-q", "-o", f"ctx-{recipe}", cwd=work, env=offline)
+        assert result.returncode == 0, result.output
+        assert "digest not pinned: --pin-base-digest asks its registry" in result.stdout
+        dockerfile = (work / f"ctx-{recipe}" / "Dockerfile").read_text()
+        assert re.search(r"^FROM [^@\s]+$", dockerfile, re.M) and "org.opencontainers.image.base.digest" not in dockerfile
+    pinned = run_envkit("dockerfile", "--recipe", "cpu-slim", "-q", "-o", "ctx-pinned", "--pin-base-digest", cwd=work, env=offline)
+    assert pinned.returncode == 2 and "docker.io" in pinned.stderr

@@ -46,9 +46,12 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit",
         "conda_envkit.cli",
         "conda_envkit.errors",
+        "conda_envkit.files",
+        "conda_envkit.inputs",
         "conda_envkit.lockfile",
         "conda_envkit.lockmodel",
         "conda_envkit.lock_yaml",
+        "conda_envkit.strict_yaml",
     }
 
 

@@ -7,9 +7,11 @@ in one `log_batch` call, so a failure leaves either nothing or the artifact alon
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from conda_envkit.network import call_with_deadline, network_timeout
 from conda_envkit.record import EnvironmentRecord, RecordError
 
 ARTIFACT_DIR = "envkit"
@@ -31,39 +33,69 @@ class MlflowResult:
     model_version: str | None
 
 
-def _client(tracking_uri: str | None):  # type: ignore[no-untyped-def]
+def tracking_uri_of(target: MlflowTarget) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI (as MLflow reads it); never MLflow's implicit ./mlflow.db."""
+    uri = target.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RecordError(
+            "no MLflow tracking server: --tracking-uri is not given and MLFLOW_TRACKING_URI is not set",
+            hint="export MLFLOW_TRACKING_URI=http://HOST:5000 (or sqlite:///PATH/mlflow.db), or pass --tracking-uri",
+        )
+    return uri
+
+
+def _client(tracking_uri: str):  # type: ignore[no-untyped-def]
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise RecordError("mlflow is not installed", hint="pip install 'conda-envkit[mlflow]'") from None
-    return MlflowClient(tracking_uri=tracking_uri)
+    # MLflow picks the store when the client is made: an unusable URI (file:// stores are refused
+    # by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE=true) fails here, not at the first call.
+    try:
+        return _call("open the tracking store", tracking_uri, MlflowClient, tracking_uri=tracking_uri)
+    except ValueError as exc:  # MLflow's own settings (MLFLOW_* variables) that it cannot parse
+        raise RecordError(f"MLflow at {tracking_uri}: {exc}", hint="fix the MLFLOW_* environment variable it names") from None
 
 
 def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     from mlflow.exceptions import MlflowException
 
     try:
-        return fn(*args, **kwargs)
+        return call_with_deadline(f"MLflow at {uri}: {what}", lambda: fn(*args, **kwargs))
     except MlflowException as exc:
-        message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
-        raise RecordError(
-            f"MLflow at {uri}: {what}: {message}", hint="check MLFLOW_TRACKING_URI, the run id and the model name/version"
-        ) from None
+        full = str(exc.message if hasattr(exc, "message") else exc)
+        message = full.splitlines()[0][:300]
+        hint = "check MLFLOW_TRACKING_URI, the run id and the model name/version"
+        if "MLFLOW_ALLOW_FILE_STORE" in full:
+            hint = "use a server (http://...) or sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true"
+        raise RecordError(f"MLflow at {uri}: {what}: {message}", hint=hint) from None
+
+
+def _bound_mlflow_retries() -> None:
+    """MLflow's own HTTP settings, derived from $ENVKIT_NETWORK_TIMEOUT unless set explicitly.
+
+    Its defaults (120 s per request, 7 retries with backoff factor 2) block for many
+    minutes when the server is down; these give up within about 3 request timeouts.
+    """
+    per_request = max(1, round(min(network_timeout(), 30.0)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def export_to_mlflow(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarget) -> MlflowResult:
     """Tag a run (existing, or new in `experiment`) and optionally a model version with the record."""
-    import mlflow
-    from mlflow.entities import RunTag
-
-    uri = target.tracking_uri or mlflow.get_tracking_uri()
-    client = _client(target.tracking_uri)
+    _bound_mlflow_retries()
     if (target.model is None) != (target.version is None):
         raise RecordError("--model and --version go together", hint="pass both to tag a registered model version")
     if target.run_id is None and target.experiment is None and target.model is None:
         raise RecordError("no MLflow destination", hint="pass --run-id, --experiment, or --model with --version")
     if lockfile is not None and not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock with --lockfile")
+    uri = tracking_uri_of(target)
+    client = _client(uri)
+    from mlflow.entities import RunTag
+
     tags = record.flat()
     run_id = target.run_id
     if run_id is not None:

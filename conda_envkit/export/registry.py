@@ -3,18 +3,17 @@ artifacts (`subject` = the image), and `envkit inspect` reading an image and its
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
-from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor
+from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document, sha256_digest
 from conda_envkit.oci.image import oci_platform
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient
-from conda_envkit.oci.transfer import select_platform
+from conda_envkit.oci.transfer import manifest_descriptors, select_platform
 from conda_envkit.record import RecordError, record_from_labels
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
@@ -59,25 +58,73 @@ def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[s
     return attached
 
 
+def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
+    """`oci:DIR[:NAME]` or `docker-archive:FILE[:TAG]`: the record from the labels; local images carry no referrers."""
+    import tempfile
+
+    from conda_envkit.oci.base import load_base, split_ref
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.layout import layout_store, select_ref
+
+    if reference.startswith("oci:"):
+        path, name = split_ref(reference[4:])
+        store = layout_store(Path(path))
+        top = select_ref(Path(path), name)
+        top_digest, manifest_digest, document = top.digest, top.digest, store.read_json(top.digest)
+        if OCI_EQUIVALENT.get(top.media_type, top.media_type) == OCI_INDEX or top.media_type == DOCKER_LIST:
+            manifest_digest = select_platform(document, oci_platform(platform or "linux-64"), reference).digest
+            document = store.read_json(manifest_digest)
+        config = store.read_json(document["config"]["digest"])
+    else:
+        # A docker-archive keeps no manifest, hence no digest: the image is known by its config.
+        with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
+            config = load_base(reference, platform or "linux-64", BlobStore(Path(tmp))).config
+        top_digest = manifest_digest = None
+    labels = (config.get("config") or {}).get("Labels") or {}
+    image = reference if top_digest is None else f"{reference}@{top_digest}"
+    record = record_from_labels(labels, "image", top_digest, image)
+    return {
+        "reference": reference,
+        "digest": top_digest,
+        "manifest_digest": manifest_digest,
+        "record": record.to_json(),
+        "referrers": {},
+        "referrers_found_by": "none (a local image has no registry to hold artifacts)",
+    }
+
+
 def inspect_image(reference: str, platform: str | None = None, insecure: tuple[str, ...] = ()) -> dict[str, Any]:
-    """An image's envkit record (from its labels) and the artifacts attached to it and its platforms."""
+    """An image's envkit record (from its labels) and the artifacts attached to it and its platforms.
+
+    `reference` is any form `bake --base` takes: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME],
+    docker-archive:FILE[:TAG].
+    """
+    if reference.startswith(("oci:", "docker-archive:")):
+        return _inspect_local(reference, platform)
     ref = parse_image_ref(reference)
     client = _client(ref.registry, insecure)
+    where = f"{ref.registry}/{ref.repository}:{ref.reference}"
     data, media_type, top_digest = client.get_manifest(ref.repository, ref.reference)
-    document = json.loads(data)
+    document = json_document(data, where)
     referrers: dict[str, list[dict[str, Any]]] = {}
     subjects = [top_digest]
     manifest_digest = top_digest
     if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
-        subjects += [m["digest"] for m in document.get("manifests", [])]
         chosen = select_platform(document, oci_platform(platform or "linux-64"), reference)
+        subjects += [m["digest"] for m in document["manifests"]]  # select_platform checked every descriptor
         manifest_digest = chosen.digest
         data, _, _ = client.get_manifest(ref.repository, chosen.digest)
-        document = json.loads(data)
+        document = json_document(data, f"{where} ({chosen.digest})")
+    config_desc, _layers = manifest_descriptors(document, where)
     config_blob = client.request(
-        "GET", f"/v2/{ref.repository}/blobs/{document['config']['digest']}", f"repository:{ref.repository}:pull", (200,), what="config"
+        "GET", f"/v2/{ref.repository}/blobs/{config_desc.digest}", f"repository:{ref.repository}:pull", (200,), what="config"
     )
-    labels = (json.loads(config_blob.content).get("config") or {}).get("Labels") or {}
+    if sha256_digest(config_blob.content) != config_desc.digest:
+        raise OciError(f"{where}: config blob {config_desc.digest} arrived with another digest", hint="the registry is broken")
+    config = json_document(config_blob.content, f"{where}: config {config_desc.digest}", "image config")
+    inner = config.get("config") or {}
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
     found_by = "api"
     for subject in subjects:
         items, found_by = list_referrers(client, ref.repository, subject)

@@ -39,6 +39,27 @@ class OciError(EnvkitError):
     """An image, layout, archive or registry that is not what it should be."""
 
 
+# The OCI distribution spec suggests registries accept manifests up to 4 MiB; image
+# configs are of the same kind (JSON metadata, a few KiB in practice).
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def json_document(data: bytes, where: str, what: str = "manifest") -> dict[str, Any]:
+    """`data` parsed as a JSON object (UTF-8); anything else is an OciError naming `where`."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise OciError(f"{where}: {what} is not UTF-8 (byte offset {exc.start})", hint="the registry or image is broken") from None
+    except ValueError as exc:
+        raise OciError(f"{where}: {what} is not JSON ({exc})", hint="the registry or image is broken, or this is not an image") from None
+    except RecursionError:
+        raise OciError(f"{where}: {what} nests too deeply", hint="the registry or image is broken") from None
+    if not isinstance(document, dict):
+        raise OciError(f"{where}: {what} is a JSON {type(document).__name__}, not an object", hint="the registry or image is broken")
+    return document
+
+
 def check_digest(digest: str, where: str) -> str:
     """`digest` if it is a well-formed sha256 digest, else an error naming `where`."""
     if not _DIGEST.fullmatch(digest):
@@ -130,11 +151,11 @@ class BlobStore:
         os.close(fd)
         return Path(name)
 
-    def read_json(self, digest: str) -> Any:
+    def read_json(self, digest: str, where: str | None = None, what: str = "blob") -> Any:
         data = self.path(digest).read_bytes()
         if sha256_digest(data) != digest:
             raise OciError(f"blob {digest} in {self.root} does not match its digest", hint=f"delete {self.path(digest)} and retry")
-        return json.loads(data)
+        return json_document(data, where or f"blob {digest}", what)
 
 
 def file_digest(path: Path) -> str:

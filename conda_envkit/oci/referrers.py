@@ -8,10 +8,9 @@ referrers, as the OCI distribution spec 1.1 prescribes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from conda_envkit.oci.blobs import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json, sha256_digest
+from conda_envkit.oci.blobs import OCI_INDEX, OCI_MANIFEST, Descriptor, OciError, canonical_json, json_document, sha256_digest
 from conda_envkit.oci.registry import RegistryClient, RegistryError, repository_scope
 
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
@@ -52,14 +51,22 @@ def list_referrers(client: RegistryClient, repository: str, subject: str) -> tup
         what="referrers",
     )
     if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(OCI_INDEX):
-        return [Descriptor.from_json(m, "referrers") for m in response.json().get("manifests", [])], "api"
+        return _descriptors(json_document(response.content, f"{client.registry}/{repository}: referrers of {subject}"), "referrers"), "api"
     try:
         data, _, _ = client.get_manifest(repository, fallback_tag(subject))
     except RegistryError as exc:
         if "not found" in exc.message:
             return [], "tag-schema"
         raise
-    return [Descriptor.from_json(m, "referrers index") for m in json.loads(data).get("manifests", [])], "tag-schema"
+    where = f"{client.registry}/{repository}: referrers index of {subject}"
+    return _descriptors(json_document(data, where), where), "tag-schema"
+
+
+def _descriptors(index: dict, where: str) -> list[Descriptor]:
+    items = index.get("manifests", [])
+    if not isinstance(items, list):
+        raise OciError(f"{where}: `manifests` is not a list", hint="the registry is broken")
+    return [Descriptor.from_json(m, where) for m in items]
 
 
 def attach(client: RegistryClient, repository: str, subject: Descriptor, item: Attachment, created: str) -> Descriptor:

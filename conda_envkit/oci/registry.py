@@ -20,10 +20,22 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
-from conda_envkit.oci.blobs import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciError, sha256_digest
+from conda_envkit.network import Deadline, iter_limited, read_limited
+from conda_envkit.oci.blobs import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    OciError,
+    json_document,
+    sha256_digest,
+)
 
 MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 CHUNK_SIZE = 16 * (1 << 20)
+# Token and error responses are small JSON documents; anything bigger is not one.
+MAX_SMALL_RESPONSE = 1 << 20
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -129,17 +141,21 @@ class RegistryClient:
         if fields.get("service"):
             query["service"] = fields["service"]
         auth = self.credentials if self.credentials else None
+        deadline = Deadline(f"{self.registry}: token server {realm}")
         try:
-            response = self.session.get(realm, params=query, auth=auth, timeout=30)
+            with self.session.get(realm, params=query, auth=auth, timeout=deadline.timeouts(), stream=True) as response:
+                if response.status_code in (401, 403):
+                    raise RegistryError(
+                        f"{self.registry}: token server refused the credentials for {scope}", hint="check the user and password"
+                    )
+                if not response.ok:
+                    raise RegistryError(f"{self.registry}: token server answered HTTP {response.status_code}", hint="try again later")
+                data = read_limited(response, deadline, MAX_SMALL_RESPONSE)
         except requests.RequestException as exc:
             raise RegistryError(f"{self.registry}: token server {realm} unreachable ({exc})", hint="check the network") from None
-        if response.status_code in (401, 403):
-            raise RegistryError(f"{self.registry}: token server refused the credentials for {scope}", hint="check the user and password")
-        if not response.ok:
-            raise RegistryError(f"{self.registry}: token server answered HTTP {response.status_code}", hint="try again later")
-        body = response.json()
+        body = json_document(data, f"{self.registry}: token server {realm}", "token response")
         token = body.get("token") or body.get("access_token")
-        if not token:
+        if not token or not isinstance(token, str):
             raise RegistryError(f"{self.registry}: token server sent no token", hint="the registry's auth is misconfigured")
         self._tokens[scope] = token
 
@@ -154,35 +170,58 @@ class RegistryClient:
         stream: bool = False,
         what: str = "",
     ) -> requests.Response:
-        """Send a request with auth and retries; return the response if its status is in `ok`."""
+        """Send a request with auth and retries; return the response if its status is in `ok`.
+
+        Retries end at the deadline ($ENVKIT_NETWORK_TIMEOUT) as well as after `retries`.
+        Unless `stream`, the body is read here, capped at MAX_SMALL_RESPONSE.
+        """
         url = urljoin(self.base, url)
+        deadline = Deadline(f"{self.registry}: {what or method + ' ' + url}")
         authenticated = False
         attempt = 0
         while True:
             try:
                 response = self.session.request(
-                    method, url, headers={**(headers or {}), **self._auth_header(scope)}, data=data, stream=stream, timeout=(10, 600)
+                    method,
+                    url,
+                    headers={**(headers or {}), **self._auth_header(scope)},
+                    data=data,
+                    stream=True,
+                    timeout=deadline.timeouts(),
                 )
+                if not stream:
+                    # Read now, within the deadline and the cap; `.content` then holds it.
+                    response._content = read_limited(response, deadline, MAX_SMALL_RESPONSE)  # noqa: SLF001
+                    response.close()
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(
                     f"{self.registry}: TLS verification failed ({exc.__class__.__name__})",
                     hint="fix the registry's certificate; --insecure (plain HTTP) is only for local test registries",
                 ) from None
+            except requests.TooManyRedirects:
+                raise RegistryError(f"{deadline.what}: too many redirects", hint="the registry redirects in a loop") from None
             except requests.RequestException as exc:
-                if attempt < self.retries:
+                if attempt < self.retries and deadline.can_wait(0.25 * 2**attempt):
                     time.sleep(0.25 * 2**attempt)
                     attempt += 1
                     continue
                 raise RegistryError(
-                    f"{self.registry}: {what or method + ' ' + url} failed: {exc}", hint="is the registry running and reachable?"
+                    f"{deadline.what} failed ({exc.__class__.__name__}) after {attempt + 1} attempt(s)",
+                    hint="is the registry running and reachable?",
                 ) from None
             if response.status_code == 401 and not authenticated:
                 authenticated = True
+                response.close()
                 self._authenticate(response.headers.get("WWW-Authenticate", "Basic"), scope)
                 continue
             if response.status_code in ok:
                 return response
-            if (response.status_code >= 500 or response.status_code == 429) and attempt < self.retries:
+            if (
+                (response.status_code >= 500 or response.status_code == 429)
+                and attempt < self.retries
+                and deadline.can_wait(0.25 * 2**attempt)
+            ):
+                response.close()
                 time.sleep(0.25 * 2**attempt)
                 attempt += 1
                 continue
@@ -264,14 +303,16 @@ class RegistryClient:
         self.request("PUT", _with_query(start.headers["Location"], digest=digest), scope, (201,), headers, data, what=what)
         return digest
 
-    def fetch_blob(self, repository: str, digest: str, dest: Path) -> None:
-        """Download a blob to `dest`, checking its digest."""
+    def fetch_blob(self, repository: str, digest: str, dest: Path, max_bytes: int | None = None) -> None:
+        """Download a blob to `dest`, checking its digest (and its size against `max_bytes`)."""
+        what = f"blob {repository}@{digest}"
         response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=f"blob {digest}"
+            "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=what
         )
+        deadline = Deadline(f"{self.registry}: {what}")
         h = hashlib.sha256()
-        with dest.open("wb") as out:
-            for chunk in response.iter_content(1 << 20):
+        with response, dest.open("wb") as out:
+            for chunk in iter_limited(response, deadline, max_bytes):
                 h.update(chunk)
                 out.write(chunk)
         if "sha256:" + h.hexdigest() != digest:
@@ -284,23 +325,35 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest or index."""
+        what = f"manifest {repository}:{reference}"
         response = self.request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
             repository_scope(repository, "pull"),
             (200, 404),
             {"Accept": ", ".join(MANIFEST_TYPES)},
-            what=f"manifest {repository}:{reference}",
+            stream=True,
+            what=what,
         )
-        if response.status_code == 404:
-            raise RegistryError(f"{self.registry}/{repository}:{reference} not found", hint="check the image name and tag")
-        data = response.content
+        with response:
+            if response.status_code == 404:
+                raise RegistryError(f"{self.registry}/{repository}:{reference} not found", hint="check the image name and tag")
+            data = read_limited(response, Deadline(f"{self.registry}: {what}"), MAX_MANIFEST_BYTES)
+        where = f"{self.registry}/{repository}:{reference}"
+        document = json_document(data, where)
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(
                 f"{self.registry}/{repository}@{reference}: manifest has digest {digest}", hint="the registry returned other content"
             )
-        media_type = response.headers.get("Content-Type", "").split(";")[0] or json.loads(data).get("mediaType", "")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip() or str(document.get("mediaType", ""))
+        if media_type not in MANIFEST_TYPES:
+            media_type = str(document.get("mediaType", "")) or media_type  # e.g. text/html from a proxy: the document decides
+        if media_type not in MANIFEST_TYPES:
+            raise RegistryError(
+                f"{where}: not an image manifest or index (media type {media_type or 'missing'!r})",
+                hint="check the reference; a proxy or login page may have answered instead of the registry",
+            )
         return data, media_type, digest
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
+    MAX_CONFIG_BYTES,
     OCI_EQUIVALENT,
     OCI_INDEX,
     OCI_LAYER,
@@ -15,12 +15,14 @@ from conda_envkit.oci.blobs import (
     BlobStore,
     Descriptor,
     OciError,
+    json_document,
 )
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
 from conda_envkit.oci.registry import PushStats, RegistryClient
 from conda_envkit.oci.safety import check_layer
+from conda_envkit.progress import SILENT, Progress
 
 LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD)
 
@@ -33,23 +35,39 @@ def _matches(platform: dict[str, str], wanted: dict[str, str]) -> bool:
 
 def select_platform(index: dict, wanted: dict[str, str], where: str) -> Descriptor:
     """The manifest for `wanted` (os/architecture[/variant]) in an image index."""
-    for item in index.get("manifests", []):
-        desc = Descriptor.from_json(item, where)
+    items = index.get("manifests", [])
+    if not isinstance(items, list):
+        raise OciError(f"{where}: image index's `manifests` is not a list", hint="the registry or image is broken")
+    descriptors = [Descriptor.from_json(item, where) for item in items]
+    for desc in descriptors:
         if desc.platform and _matches(desc.platform, wanted):
             return desc
-    have = sorted(f"{d['platform'].get('os')}/{d['platform'].get('architecture')}" for d in index.get("manifests", []) if d.get("platform"))
+    have = sorted(f"{d.platform.get('os')}/{d.platform.get('architecture')}" for d in descriptors if d.platform)
     raise OciError(
         f"{where} has no image for {wanted['os']}/{wanted['architecture']} (it has {', '.join(have) or 'none'})",
         hint="pick a base image that is built for this platform",
     )
 
 
+def manifest_descriptors(manifest: dict, where: str) -> tuple[Descriptor, list[Descriptor]]:
+    """The config and layer descriptors of an image manifest, checked: an error names `where`."""
+    if not isinstance(manifest.get("config"), dict):
+        raise OciError(f"{where}: image manifest has no config", hint="the registry or image is broken, or this is not an image")
+    layers = manifest.get("layers", [])
+    if not isinstance(layers, list):
+        raise OciError(f"{where}: image manifest's `layers` is not a list", hint="the registry or image is broken")
+    return Descriptor.from_json(manifest["config"], where), [Descriptor.from_json(d, where) for d in layers]
+
+
 def base_from_manifest(reference: str, manifest: dict, manifest_digest: str, store: BlobStore, repository: str | None) -> BaseImage:
     """A BaseImage from a manifest whose config and layers are already in `store`; layers are scanned."""
-    config_desc = Descriptor.from_json(manifest["config"], reference)
-    config = store.read_json(config_desc.digest)
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-    layer_descs = [Descriptor.from_json(d, reference) for d in manifest.get("layers", [])]
+    config_desc, layer_descs = manifest_descriptors(manifest, reference)
+    config = store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config")
+    rootfs = config.get("rootfs") or {}
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids or [], list) or not all(isinstance(d, str) for d in diff_ids or []):
+        raise OciError(f"{reference}: config's rootfs.diff_ids is not a list of digests", hint="the base image is corrupt")
+    diff_ids = list(diff_ids or [])
     if len(diff_ids) != len(layer_descs):
         raise OciError(
             f"{reference}: config lists {len(diff_ids)} diff_ids for {len(layer_descs)} layers", hint="the base image is corrupt"
@@ -76,12 +94,12 @@ def _scan_once(store: BlobStore, digest: str, where: str) -> None:
     marker.touch()
 
 
-def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore) -> None:
+def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:
     if store.has(desc.digest):
         return
     tmp = store.temp_path()
     try:
-        client.fetch_blob(repository, desc.digest, tmp)
+        client.fetch_blob(repository, desc.digest, tmp, max_bytes)
         store.adopt(tmp, desc.digest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -90,15 +108,14 @@ def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: Blo
 def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], store: BlobStore) -> BaseImage:
     """Fetch a base image for one platform (index -> manifest -> config + layers) into `store`."""
     data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
-    document = json.loads(data)
+    document = json_document(data, str(ref))
     if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
         chosen = select_platform(document, wanted, str(ref))
         data, media_type, digest = client.get_manifest(ref.repository, chosen.digest)
-        document = json.loads(data)
-    config_desc = Descriptor.from_json(document["config"], str(ref))
-    _fetch(client, ref.repository, config_desc, store)
-    for layer in document.get("layers", []):
-        desc = Descriptor.from_json(layer, str(ref))
+        document = json_document(data, f"{ref} ({chosen.digest})")
+    config_desc, layer_descs = manifest_descriptors(document, str(ref))
+    _fetch(client, ref.repository, config_desc, store, MAX_CONFIG_BYTES)
+    for desc in layer_descs:
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
         _fetch(client, ref.repository, desc, store)
@@ -115,33 +132,44 @@ class ImageToPush:
     mount_from: dict[str, str]  # blob digest -> registry/repository it came from
 
 
-def push_image(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str]) -> PushStats:
+def _push_blob(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, digest: str, stats: PushStats) -> None:
+    if client.has_blob(repository, digest):
+        stats.skipped.append(digest)
+        return
+    source = image.mount_from.get(digest)
+    if source and source.startswith(client.registry + "/"):
+        source_repo = source[len(client.registry) + 1 :]
+        if source_repo != repository and client.mount_blob(repository, digest, source_repo):
+            stats.mounted.append(digest)
+            return
+    path = store.path(digest)
+    if not path.is_file():
+        raise OciError(f"blob {digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile")
+    stats.bytes_uploaded += client.upload_blob(repository, path, digest)
+    stats.uploaded.append(digest)
+
+
+def push_image(
+    client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str], progress: Progress = SILENT
+) -> PushStats:
     """Push blobs (skipping those present, mounting base layers), then manifests, then tags last.
 
     Tags are written only after everything they point to is in the registry, so an
     interrupted push never leaves a tag on an incomplete image.
     """
     stats = PushStats()
+    step = f"push {client.registry}/{repository}"
+    progress.start(step, total=len(image.blobs), unit="blobs")
     for digest in image.blobs:
-        if client.has_blob(repository, digest):
-            stats.skipped.append(digest)
-            continue
-        source = image.mount_from.get(digest)
-        if source and source.startswith(client.registry + "/"):
-            source_repo = source[len(client.registry) + 1 :]
-            if source_repo != repository and client.mount_blob(repository, digest, source_repo):
-                stats.mounted.append(digest)
-                continue
-        path = store.path(digest)
-        if not path.is_file():
-            raise OciError(f"blob {digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile")
-        stats.bytes_uploaded += client.upload_blob(repository, path, digest)
-        stats.uploaded.append(digest)
+        _push_blob(client, repository, image, store, digest, stats)
+        progress.advance(step)
     documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
     for desc in documents:
         client.put_manifest(repository, desc.digest, store.path(desc.digest).read_bytes(), desc.media_type)
     for tag in tags:
         client.put_manifest(repository, tag, store.path(image.top.digest).read_bytes(), image.top.media_type)
+    sent = f"{len(stats.uploaded)} blobs uploaded ({stats.bytes_uploaded / 1e6:.1f} MB)"
+    progress.done(step, f"{sent}, {len(stats.skipped)} already there, {len(stats.mounted)} mounted, tags {', '.join(tags)}")
     return stats
 
 
@@ -149,5 +177,5 @@ def resolve_digest(client: RegistryClient, ref: ImageRef, wanted: dict[str, str]
     """The digest of the platform's manifest behind a reference (what `pull_base` would record)."""
     data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
     if OCI_EQUIVALENT.get(media_type, media_type) == OCI_INDEX or media_type == DOCKER_LIST:
-        return select_platform(json.loads(data), wanted, str(ref)).digest
+        return select_platform(json_document(data, str(ref)), wanted, str(ref)).digest
     return digest

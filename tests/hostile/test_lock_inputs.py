@@ -113,13 +113,26 @@ def test_duplicate_keys_and_entries_are_refused(locked: Path) -> None:
 def test_non_utf8_bytes_and_yaml_tricks_are_refused(locked: Path) -> None:
     text = (locked / "conda-lock.yml").read_text()
     latin1 = text.replace("envkit.variant: default", "envkit.variant: d\xe9faut").encode("latin-1")
-    _refused(locked, latin1, "is not UTF-8", "hostile.yml:")
+    _refused(locked, latin1, "not UTF-8", "hostile.yml:")
     aliased = _edit_entry(text, "hello", "  dependencies:\n", "  dependencies: &deps\n")
     start, end = _entry(aliased, "numpy")
     aliased = aliased[:start] + re.sub(r"  dependencies:\n(    .*\n)+", "  dependencies: *deps\n", aliased[start:end]) + aliased[end:]
     _refused(locked, aliased, "aliases")
     _refused(locked, "version: 2\nmetadata: {}\npackage: []\n", "unsupported lock file version '2'")
+    # Deep nesting: PyYAML's composer would recurse in C until the interpreter crashes.
+    _refused(locked, "version: 1\nmetadata: " + "[" * 200_000 + "]" * 200_000 + "\n", "nested deeper than 32 levels")
+    _refused(locked, "- " * 200_000 + "x\n", "nested deeper than 32 levels")
+    _refused(locked, "".join(" " * i + f"k{i}:\n" for i in range(3000)) + " " * 3000 + "x\n", "nested deeper than 32 levels")
+    _refused(locked, "version: 1\n---\nversion: 1\n", "another document")
     _refused(locked, "- just\n- a list\n", "not a conda-lock file")
+
+
+def test_channels_are_names_or_urls(locked: Path) -> None:
+    text = (locked / "conda-lock.yml").read_text()
+    channel = re.search(r"- url: (\S+)", text).group(1)  # type: ignore[union-attr]
+    _refused(locked, text.replace(f"- url: {channel}", "- url: 'gopher://x/y'"), "has scheme 'gopher'")
+    _refused(locked, text.replace(f"- url: {channel}", "- url: 'conda forge; curl x'"), "neither a channel name nor a URL")
+    _refused(locked, text.replace("used_env_vars: []", "used_env_vars: ['A;B']", 1), "not an environment variable name")
 
 
 def test_names_and_file_names_have_length_limits(locked: Path) -> None:

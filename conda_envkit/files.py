@@ -1,0 +1,191 @@
+"""Writing outputs: atomically, with the umask's modes, and with errors that name the path.
+
+Every file envkit writes for a user (locks, rendered files, records, build contexts,
+prefixes, images) is made beside its destination and renamed into place, so a
+failure leaves the old content or nothing. Temp files start 0600 and temp
+directories 0700; the finished output gets the modes any other tool would give it
+(0666 / 0777 minus the umask).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from conda_envkit.errors import EnvkitError
+
+
+class WriteError(EnvkitError):
+    """An output that cannot be written: read-only directory, full disk, missing parent."""
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)  # no reader: set and restore (single-threaded at this point)
+    os.umask(current)
+    return current
+
+
+def file_mode() -> int:
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~umask()
+
+
+def write_error(path: Path, exc: OSError, what: str = "file", setting: str = "") -> WriteError:
+    """A WriteError for `exc` raised while writing `path`, saying what to change."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        hint = f"free space on the filesystem of {path.parent}"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = f"make {path.parent} writable" + (f", or change {setting}" if setting else ", or write elsewhere")
+    else:
+        hint = f"check {path.parent}" + (f", or change {setting}" if setting else "")
+    return WriteError(f"{path}: cannot write {what} ({reason})", hint=hint)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), file_mode())
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _unchanged(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", setting: str = "") -> list[bool]:
+    """Write every `(path, content)` that changed, all or nothing; return which were written.
+
+    All temp files are written first and renamed only when all exist, so a full disk
+    or a read-only directory for the second file leaves the first one untouched; if
+    a rename fails, the files already renamed get their old content back.
+    """
+    pending: list[tuple[Path, Path]] = []
+    backups: dict[Path, Path | None] = {}  # None: there was no file to restore
+    written = []
+    try:
+        for path, content in outputs:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            if _unchanged(path, data):
+                written.append(False)
+                continue
+            try:
+                pending.append((_write_temp(path, data), path))
+            except OSError as exc:
+                raise write_error(path, exc, what, setting) from None
+            written.append(True)
+        for tmp, path in pending:
+            try:
+                backups[path] = _backup(path)
+                os.replace(tmp, path)
+            except OSError as exc:
+                _restore(backups, path)
+                raise write_error(path, exc, what, setting) from None
+    finally:
+        for tmp, _path in pending:
+            tmp.unlink(missing_ok=True)
+        for backup in backups.values():
+            if backup is not None and backup.name.endswith(".bak"):
+                backup.unlink(missing_ok=True)
+    return written
+
+
+def _backup(path: Path) -> Path | None:
+    # A hard link keeps the old content reachable while the new file replaces it.
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        return path  # nothing to link; restoring means leaving it alone
+    if not os.path.lexists(path):
+        return None
+    backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
+    backup.unlink(missing_ok=True)
+    os.link(path, backup)
+    return backup
+
+
+def _restore(backups: dict[Path, Path | None], failed: Path) -> None:
+    """Put back every output renamed before `failed` (best effort: this runs during an error)."""
+    for path, backup in backups.items():
+        if path == failed:
+            continue
+        with contextlib.suppress(OSError):
+            if backup is None:
+                path.unlink()
+            elif backup != path:
+                os.replace(backup, path)
+
+
+def write_if_changed(path: Path, text: str | bytes, what: str = "file") -> bool:
+    """Write `text` to `path` atomically unless it already holds it; return whether it wrote."""
+    return write_files([(path, text)], what)[0]
+
+
+def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> Path:
+    """A new empty directory beside `destination`, to be renamed onto it when complete.
+
+    It gets the umask's directory mode, so the renamed result is not 0700.
+    """
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent))
+    except OSError as exc:
+        raise write_error(destination, exc, "directory", setting) from None
+    try:
+        staging.chmod(dir_mode())
+    except BaseException as exc:
+        # Interrupted (SIGINT/SIGTERM) or refused between creating and handing it over:
+        # the caller never saw the directory, so it is removed here.
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(destination, exc, "directory", setting) from None
+        raise
+    return staging
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock on the directory itself, no lock file left behind).
+
+    Two installs into one parent take turns: the second sees the first's result
+    instead of racing it to the final rename.
+    """
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

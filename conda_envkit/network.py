@@ -1,0 +1,159 @@
+"""Deadlines and size caps for everything envkit fetches over the network.
+
+One setting, $ENVKIT_NETWORK_TIMEOUT (seconds, default 300), bounds each network
+operation as a whole: fetching one package, one manifest, one blob, one token. A
+server that trickles a byte a second passes every per-read timeout; the deadline
+still ends it. Connect and read timeouts are derived from the same number.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from conda_envkit.errors import EnvkitError
+
+T = TypeVar("T")
+TIMEOUT_ENV_VAR = "ENVKIT_NETWORK_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+# Each byte received extends its download's deadline by 1/MIN_RATE seconds: a 2 GiB
+# layer arriving at 1 MiB/s or faster always finishes, a trickle does not.
+MIN_RATE = float(1 << 20)
+
+
+class NetworkError(EnvkitError):
+    """A server that did not answer in time, sent too much, or sent something unusable."""
+
+
+class DeadlineExceeded(NetworkError):
+    """A network operation that took longer than $ENVKIT_NETWORK_TIMEOUT."""
+
+
+class ResponseTooLarge(NetworkError):
+    """A response over its size cap."""
+
+
+def network_timeout() -> float:
+    """$ENVKIT_NETWORK_TIMEOUT in seconds (default 300); an invalid value is an error naming it."""
+    raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < 7 * 24 * 3600):
+        raise NetworkError(f"{TIMEOUT_ENV_VAR}={raw!r} is not a number of seconds", hint=f"e.g. {TIMEOUT_ENV_VAR}=120, or unset it")
+    return value
+
+
+@dataclass
+class Deadline:
+    """The end of one network operation; `what` names the server and what was fetched."""
+
+    what: str
+    seconds: float = field(default_factory=network_timeout)
+    started: float = field(default_factory=time.monotonic)
+    earned: float = 0.0
+
+    def remaining(self) -> float:
+        return self.seconds + self.earned - (time.monotonic() - self.started)
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise DeadlineExceeded(
+                f"{self.what}: no complete answer within {self.seconds:g} s",
+                hint=f"the server is slow or stuck; retry, or raise {TIMEOUT_ENV_VAR} (now {self.seconds:g})",
+            )
+
+    def can_wait(self, seconds: float) -> bool:
+        """Whether a retry after `seconds` of backoff still has time left."""
+        return self.remaining() > seconds
+
+    def earn(self, received: int) -> None:
+        """Extend the deadline for bytes received: a download moving at MIN_RATE never runs out."""
+        self.earned += received / MIN_RATE
+
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) timeouts for one request, never past the deadline."""
+        self.check()
+        left = max(self.remaining(), 0.05)
+        return min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+
+
+class _Raw(Protocol):
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes: ...
+
+
+class _Streaming(Protocol):
+    @property
+    def raw(self) -> _Raw: ...
+
+
+def iter_limited(response: _Streaming, deadline: Deadline, max_bytes: int | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The body of a streamed response (`stream=True`) in chunks, stopped at the deadline or past `max_bytes`.
+
+    Reads with `read1` (whatever one receive brings), so a server that trickles
+    bytes cannot hold a read open past the deadline.
+    """
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    total = 0
+    while True:
+        deadline.check()
+        try:
+            part = response.raw.read1(chunk, decode_content=True)
+        except Urllib3Error as exc:  # read timeout, short body, bad chunking, bad gzip
+            raise NetworkError(f"{deadline.what}: transfer failed ({exc.__class__.__name__})", hint="retry; check the server") from None
+        if not part:
+            return
+        total += len(part)
+        deadline.earn(len(part))
+        if max_bytes is not None and total > max_bytes:
+            raise ResponseTooLarge(
+                f"{deadline.what}: response larger than the {_size(max_bytes)} limit",
+                hint="the server sent something other than expected; check the reference and the server",
+            )
+        yield part
+
+
+def call_with_deadline(what: str, fn: Callable[[], T], seconds: float | None = None) -> T:
+    """`fn()`, given up after `seconds` (default $ENVKIT_NETWORK_TIMEOUT) for clients we cannot give a deadline.
+
+    `fn` runs in a daemon thread; if it overruns, the caller gets DeadlineExceeded and
+    the thread is abandoned (it holds no envkit state and dies with the process).
+    """
+    limit = network_timeout() if seconds is None else seconds
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below, not swallowed
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"envkit: {what}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise DeadlineExceeded(
+            f"{what}: no answer within {limit:g} s", hint=f"the server is slow or down; retry, or raise {TIMEOUT_ENV_VAR} (now {limit:g})"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def read_limited(response: _Streaming, deadline: Deadline, max_bytes: int) -> bytes:
+    """The whole body of a streamed response, within the deadline and `max_bytes`."""
+    return b"".join(iter_limited(response, deadline, max_bytes))
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"

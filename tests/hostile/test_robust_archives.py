@@ -1,0 +1,84 @@
+"""Package archives py-rattler cannot read, though their sha256 matches the lock (issue 15).
+
+A channel can publish a broken or hostile `.conda` and a lock made from it then
+carries its (matching) hash. install, dockerfile and bake must say which package
+is broken, exit 2, and leave no prefix or staging directory behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.testing.local_channel import PackageFile, PackageSpec, _tar_zst, build_channel
+from tests.conftest import run_envkit, write_env
+
+GOOD_INDEX = {"name": "evil", "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch", "noarch": "generic"}
+
+
+def _conda(out: Path, index: object, info_extra: tuple = ()) -> None:
+    stem = out.name[: -len(".conda")]
+    body = index if isinstance(index, bytes) else json.dumps(index).encode()
+    info = [("info/index.json", body, 0o644), ("info/paths.json", b'{"paths": [], "paths_version": 1}', 0o644), *info_extra]
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"info-{stem}.tar.zst", _tar_zst(info))
+        archive.writestr(f"pkg-{stem}.tar.zst", _tar_zst([]))
+
+
+def _zip_without_info(out: Path) -> None:
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+
+
+BROKEN = {
+    "not-a-zip": lambda out: out.write_bytes(b"this is not a conda package\n" * 10),
+    "truncated": lambda out: out.write_bytes(out.read_bytes()[:200]),
+    "no-info": _zip_without_info,
+    "index-not-json": lambda out: _conda(out, b"\xff\xfe not json"),
+    "index-a-list": lambda out: _conda(out, []),
+    "index-bad-version": lambda out: _conda(out, {**GOOD_INDEX, "version": "1.0!!@@"}),
+    "index-depends-int": lambda out: _conda(out, {**GOOD_INDEX, "depends": 5}),
+}
+
+
+@pytest.fixture
+def evil_lock(tmp_path: Path) -> tuple[Path, Path]:
+    """A lock of one package `evil` from a local channel, and the channel's archive of it."""
+    channel = build_channel(tmp_path / "channel", [PackageSpec("evil", files=(PackageFile("share/evil.txt", b"evil\n"),))], ("linux-64",))
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - evil\n")
+    result = run_envkit("lock", cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work / "conda-lock.yml", channel / "noarch" / "evil-1.0-0.conda"
+
+
+def _rehash(lock: Path, archive: Path, old: bytes) -> None:
+    # The channel served the broken file when the lock was made: the lock carries its hashes.
+    new = archive.read_bytes()
+    text = lock.read_text(encoding="utf-8")
+    text = text.replace(hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest())
+    text = text.replace(hashlib.md5(old).hexdigest(), hashlib.md5(new).hexdigest())  # noqa: S324 - conda's md5 field
+    lock.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+@pytest.mark.parametrize("command", ["install", "dockerfile"])
+def test_unreadable_archive_with_matching_hash(tmp_path: Path, evil_lock: tuple[Path, Path], kind: str, command: str) -> None:
+    lock, archive = evil_lock
+    old = archive.read_bytes()
+    BROKEN[kind](archive)
+    _rehash(lock, archive, old)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--prefix", "env"] if command == "install" else ["--recipe", "scratch", "-o", "ctx"]
+    result = run_envkit(command, "--lockfile", lock, "-p", "linux-64", *args, cwd=out, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output  # run_envkit asserts no traceback
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "evil" in errors[0], errors[0]
+    assert list(out.iterdir()) == []  # no prefix, context or staging directory

@@ -1,0 +1,267 @@
+"""A hostile machine: read-only and full destinations, umasks, races, signals (issue 15).
+
+Read-only and full filesystems are real mounts (tmpfs, read-only or 64 KiB) when the
+tests run as root and may mount; otherwise read-only directories are chmod 0555
+(which binds non-root users), and the full-disk tests skip. The all-or-nothing
+write is also tested in-process by failing the OS call itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conda_envkit import files
+from tests.conftest import run_envkit, write_env
+
+
+def _env_text(channel: Path, deps: str = "  - hello\n", extra: str = "") -> str:
+    return f"channels: [{channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n{deps}{extra}"
+
+
+@pytest.fixture(scope="module")
+def toy_lock(tmp_path_factory: pytest.TempPathFactory, toy_channel: Path) -> Path:
+    work = tmp_path_factory.mktemp("lock")
+    write_env(work, _env_text(toy_channel))
+    assert run_envkit("lock", cwd=work).returncode == 0
+    return work / "conda-lock.yml"
+
+
+def _mount(target: Path, options: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True).returncode == 0
+
+
+def _umount(target: Path) -> None:
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody can write into: a read-only tmpfs as root, chmod 0555 otherwise."""
+    target = tmp_path / "ro"
+    if _mount(target, "ro,size=1m"):
+        yield target
+        _umount(target)
+        return
+    if os.geteuid() == 0:
+        pytest.skip("running as root without permission to mount: a read-only directory cannot be made")
+    target.mkdir()
+    target.chmod(0o555)
+    yield target
+    target.chmod(0o755)
+
+
+@pytest.fixture
+def full_dir(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs with (almost) no free space left."""
+    target = tmp_path / "full"
+    if not _mount(target, "size=64k"):
+        pytest.skip("needs root and mount to make a full filesystem (the in-process test covers write_files)")
+    filler = target / "filler"
+    try:
+        with filler.open("wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    yield target
+    _umount(target)
+
+
+def _no_temp_files(directory: Path) -> None:
+    leftovers = [p.name for p in directory.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part", ".bak"))]
+    assert leftovers == []
+
+
+def _error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("render", "-p", "linux-64", "-o", "{dir}/explicit.txt"), "explicit.txt: cannot write file"),
+        (("lock", "--lockfile", "{dir}/conda-lock.yml"), "conda-lock.yml: cannot write lock file"),
+        (("install", "-p", "linux-64", "--prefix", "{dir}/env"), "env: cannot write directory"),
+        (("dockerfile", "--recipe", "scratch", "-o", "{dir}/ctx"), "ctx: cannot write directory"),
+        (("export", "--lockfile", "conda-lock.yml", "--to", "json", "-o", "{dir}/record.json"), "record.json: cannot write file"),
+    ],
+)
+def test_read_only_destination(
+    tmp_path: Path, toy_channel: Path, toy_lock: Path, readonly_dir: Path, command: tuple, expected: str
+) -> None:
+    write_env(tmp_path, _env_text(toy_channel))
+    (tmp_path / "conda-lock.yml").write_bytes(toy_lock.read_bytes())
+    args = [a.format(dir=readonly_dir.name) for a in command]
+    result = run_envkit(*args, cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    line = _error_line(result.stderr)
+    assert expected in line, line
+    assert str(readonly_dir.name) in line
+    assert "hint:" in result.stderr
+    assert list(readonly_dir.iterdir()) == []
+    _no_temp_files(tmp_path)
+
+
+def test_read_only_cache(tmp_path: Path, toy_lock: Path, readonly_dir: Path) -> None:
+    result = run_envkit(
+        "install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(readonly_dir)}
+    )
+    assert result.returncode == 2, result.output
+    line = _error_line(result.stderr)
+    assert "cannot write package cache" in line, line
+    assert "ENVKIT_CACHE_DIR" in result.stderr  # the setting to change
+    assert not (tmp_path / "env").exists()
+    _no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "command", [("render", "-p", "linux-64", "-o", "full/explicit.txt"), ("lock", "--lockfile", "full/conda-lock.yml")]
+)
+def test_full_disk(tmp_path: Path, toy_channel: Path, toy_lock: Path, full_dir: Path, command: tuple) -> None:
+    write_env(tmp_path, _env_text(toy_channel))
+    (tmp_path / "conda-lock.yml").write_bytes(toy_lock.read_bytes())
+    result = run_envkit(*command, cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    line = _error_line(result.stderr)
+    assert "No space left on device" in line, line
+    assert "free space" in result.stderr
+    assert sorted(p.name for p in full_dir.iterdir()) == ["filler"]
+
+
+def test_write_files_is_all_or_nothing_when_the_os_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a.yml", tmp_path / "b.yml"
+    first.write_text("old a\n")
+    second.write_text("old b\n")
+    real_replace = os.replace
+
+    def failing_replace(src: str | Path, dst: str | Path) -> None:
+        if Path(dst) == second:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing_replace)
+    with pytest.raises(files.WriteError, match="b.yml: cannot write lock file"):
+        files.write_files([(first, "new a\n"), (second, "new b\n")], "lock file")
+    assert first.read_text() == "old a\n"  # put back
+    assert second.read_text() == "old b\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yml", "b.yml"]
+
+
+def test_multi_variant_lock_is_all_or_nothing(tmp_path: Path, toy_channel: Path) -> None:
+    variants = "envkit:\n  variants:\n    cpu: {cuda: none}\n"
+    write_env(tmp_path, _env_text(toy_channel, extra=variants))
+    assert run_envkit("lock", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "conda-lock.yml").read_text()
+    (tmp_path / "conda-lock.cpu.yml").unlink()
+    (tmp_path / "conda-lock.cpu.yml").mkdir()  # the variant cannot be written
+    write_env(tmp_path, _env_text(toy_channel, "  - hello\n  - python\n", variants))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "conda-lock.cpu.yml: cannot write lock file" in _error_line(result.stderr)
+    assert (tmp_path / "conda-lock.yml").read_text() == before
+    _no_temp_files(tmp_path)
+
+
+def _run_with_umask(umask: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = f"umask {umask:03o}; exec {shlex.quote(sys.executable)} -m conda_envkit " + " ".join(map(shlex.quote, args))
+    return subprocess.run(["sh", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+def test_outputs_follow_the_umask(tmp_path: Path, toy_channel: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    write_env(tmp_path, _env_text(toy_channel))
+    steps = [
+        ["lock"],
+        ["render", "-p", "linux-64", "-o", "explicit.txt"],
+        ["install", "-p", "linux-64", "--prefix", "env", "--cache-dir", "cache", "-q"],
+        ["dockerfile", "--recipe", "scratch", "-o", "ctx", "--cache-dir", "cache", "-q"],
+    ]
+    for args in steps:
+        proc = _run_with_umask(umask, args, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    for name in ("conda-lock.yml", "explicit.txt", "ctx/Dockerfile"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
+    for name in ("env", "ctx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == dir_mode, name
+
+
+def test_relock_keeps_the_umask_mode(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, _env_text(toy_channel))
+    assert _run_with_umask(0o022, ["lock"], tmp_path).returncode == 0
+    write_env(tmp_path, _env_text(toy_channel, "  - hello\n  - python\n"))
+    assert _run_with_umask(0o022, ["lock"], tmp_path).returncode == 0
+    assert stat.S_IMODE((tmp_path / "conda-lock.yml").stat().st_mode) == 0o644  # was 0600 after a relock
+
+
+def test_dockerfile_output_that_is_a_symlink(tmp_path: Path, toy_lock: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "ctx").symlink_to("real")
+    result = run_envkit("dockerfile", "--lockfile", toy_lock, "--recipe", "scratch", "-o", "ctx", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "ctx is a symbolic link" in _error_line(result.stderr)
+    assert (tmp_path / "ctx").is_symlink() and list((tmp_path / "real").iterdir()) == []
+
+
+def test_two_installs_into_one_prefix(tmp_path: Path, toy_lock: Path) -> None:
+    argv = [sys.executable, "-m", "conda_envkit", "install", "--lockfile", str(toy_lock), "-p", "linux-64", "--prefix", "env", "-q"]
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outputs
+    for _out, err in outputs:
+        assert "Traceback" not in err
+    loser = next(err for (_out, err), p in zip(outputs, procs, strict=True) if p.returncode == 2)
+    assert "env" in _error_line(loser) and ("already exists" in loser or "created by another install" in loser)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "env"]  # no staging directory left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_channel: Path, toy_lock: Path, signum: int) -> None:
+    # The mirror never answers, so the install is surely in the middle of its work when signalled.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        mirror = f"{toy_channel.as_uri()}=http://127.0.0.1:{port}/pkgs"
+        argv = [sys.executable, "-m", "conda_envkit", "install", "--lockfile", str(toy_lock), "-p", "linux-64", "--prefix", "env"]
+        env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "20"}
+        proc = subprocess.Popen(
+            [*argv, "--mirror", mirror], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(600):  # bounded: until the staging directory exists
+            if any(p.name.endswith(".envkit-staging") for p in tmp_path.iterdir()):
+                break
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail("install never created its staging directory")
+        os.kill(proc.pid, signum)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        listener.close()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
+    assert yaml.safe_load(toy_lock.read_text())  # the lock is untouched

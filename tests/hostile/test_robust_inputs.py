@@ -1,0 +1,234 @@
+"""Input files read once, as UTF-8 within a size cap, and YAML loaded strictly (issue 15)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conda_envkit.inputs import (
+    MAX_YAML_DEPTH,
+    DuplicateKey,
+    InputText,
+    InputTooLarge,
+    InvalidYaml,
+    NotUtf8,
+    UnreadableInput,
+    YamlLimitExceeded,
+    compose_yaml,
+    load_yaml,
+    read_input,
+)
+from tests.conftest import run_envkit, write_env
+
+
+def _bomb() -> str:
+    # billion laughs: 9 ** 9 strings from a few hundred bytes
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    previous = "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+        previous = name
+    return "\n".join(lines) + "\n"
+
+
+def _deep(depth: int) -> str:
+    return "x: " + "[" * depth + "]" * depth + "\n"
+
+
+def text(body: str, name: str = "in.yml") -> InputText:
+    return InputText(name, body, None)
+
+
+# -- read_input ---------------------------------------------------------------------
+
+
+def test_symlink_to_dev_zero_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "environment.yml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(UnreadableInput, match="environment.yml: environment file is not a regular file or a pipe"):
+        read_input(link, "environment file")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableInput, match="is a directory"):
+        read_input(tmp_path, "config file")
+
+
+def test_size_cap_names_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.yml"
+    path.write_bytes(b"a" * 2048)
+    with pytest.raises(InputTooLarge, match=r"big.yml: file is larger than the 1024 bytes limit"):
+        read_input(path, max_bytes=1024)
+    assert read_input(path, max_bytes=2048).text == "a" * 2048
+
+
+def test_non_utf8_names_line_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "environment.yml"
+    path.write_bytes(b"channels: [x]\ndependencies:\n  - caf\xe9\n")
+    with pytest.raises(NotUtf8, match=r"environment.yml:3: not UTF-8 \(byte 0xe9 at offset 35\)"):
+        read_input(path)
+
+
+def test_utf8_is_read_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "environment.yml"
+    path.write_bytes("\ufeffname: caf\u00e9\n".encode())
+    code = "from pathlib import Path; from conda_envkit.inputs import read_input; print(ascii(read_input(Path('environment.yml')).text))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == ascii("name: caf\u00e9\n")
+
+
+def test_a_pipe_is_read_and_has_no_path(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.write(write, b"a: 1\n")
+    os.close(write)
+    try:
+        source = read_input(Path(f"/dev/fd/{read}"))
+    finally:
+        os.close(read)
+    assert source.text == "a: 1\n"
+    assert source.path is None
+    regular = tmp_path / "e.yml"
+    regular.write_text("a: 1\n")
+    assert read_input(regular).path == regular
+
+
+# -- strict YAML ----------------------------------------------------------------------
+
+
+def test_duplicate_key_names_both_lines() -> None:
+    with pytest.raises(DuplicateKey, match=r"in.yml:4: duplicate key `dependencies` \(first at line 2\)"):
+        load_yaml(text("channels: [x]\ndependencies:\n  - a\ndependencies:\n  - b\n"))
+
+
+def test_duplicate_keys_are_found_in_nested_and_flow_mappings() -> None:
+    with pytest.raises(DuplicateKey, match="in.yml:2: duplicate key `cuda`"):
+        compose_yaml(text("envkit:\n  variants: {cpu: {cuda: none, cuda: '12'}}\n"))
+
+
+def test_merge_keys_and_distinct_types_are_not_duplicates() -> None:
+    data = load_yaml(text("base: &b {k: 1}\nother:\n  <<: *b\n  k: 2\nn: {1: a, '1': b}\n"))
+    assert data == {"base": {"k": 1}, "other": {"k": 2}, "n": {1: "a", "1": "b"}}
+
+
+def test_depth_limit() -> None:
+    assert load_yaml(text(_deep(MAX_YAML_DEPTH - 2))) is not None
+    with pytest.raises(YamlLimitExceeded, match=f"in.yml:1: YAML nested deeper than {MAX_YAML_DEPTH} levels"):
+        load_yaml(text(_deep(100_000)))  # libyaml's composer would overflow the C stack here
+
+
+def test_alias_bomb_is_refused() -> None:
+    with pytest.raises(YamlLimitExceeded, match="aliases expand to more than"):
+        load_yaml(text(_bomb()))
+
+
+def test_small_aliases_are_fine() -> None:
+    assert load_yaml(text("a: &x [1, 2]\nb: *x\n")) == {"a": [1, 2], "b": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("a: [1\n", "in.yml:2: invalid YAML"),
+        ("a: *nope\n", "in.yml:1: invalid YAML: found undefined alias"),
+        ("a: 1\nb: \x00\n", "in.yml:2: invalid YAML: character U+0000"),
+        ("a: 1\n---\nb: 2\n", "in.yml:2: invalid YAML"),
+        ("a: b: c\n", "in.yml:1: invalid YAML"),
+    ],
+)
+def test_syntax_errors_name_file_and_line(body: str, where: str) -> None:
+    with pytest.raises(InvalidYaml) as info:
+        load_yaml(text(body))
+    assert str(info.value).startswith(where), str(info.value)
+
+
+def test_strict_loader_matches_safe_load_on_valid_input() -> None:
+    body = "a: 1\nb: [x, 'y', 2.5, true, null, 2024-01-01]\nc: {d: [e, {f: g}]}\n"
+    assert load_yaml(text(body)) == yaml.safe_load(body)
+
+
+# -- the commands -------------------------------------------------------------------
+
+GOOD_ENV = "channels: [conda-forge]\ndependencies:\n  - python\n"
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for kind, body in {
+        "non-utf8": b"channels: [conda-forge]\ndependencies:\n  - caf\xe9\n",
+        "duplicate": b"channels: [conda-forge]\ndependencies:\n  - a\ndependencies:\n  - b\n",
+        "deep": _deep(100_000).encode(),
+        "bomb": _bomb().encode(),
+    }.items():
+        path = tmp_path / f"{kind}.yml"
+        path.write_bytes(body)
+        files[kind] = path
+    link = tmp_path / "zero.yml"
+    link.symlink_to("/dev/zero")
+    files["dev-zero"] = link
+    return files
+
+
+EXPECTED = {
+    "non-utf8": ":3: not UTF-8",
+    "duplicate": ":4: duplicate key `dependencies`",
+    "deep": ":1: YAML nested deeper than",
+    "bomb": "aliases expand to more than",
+    "dev-zero": "is not a regular file or a pipe",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+@pytest.mark.parametrize("option", ["-f", "--config", "--virtual-package-spec"])
+def test_lock_refuses_bad_input_files(tmp_path: Path, kind: str, option: str) -> None:
+    bad = _bad_files(tmp_path)[kind]
+    write_env(tmp_path, GOOD_ENV)
+    before = sorted(tmp_path.iterdir())
+    result = run_envkit("lock", option, bad.name, cwd=tmp_path)  # run_envkit asserts no traceback
+    assert result.returncode == 2, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"error: {bad.name}"), result.stderr
+    assert EXPECTED[kind] in first
+    assert sorted(tmp_path.iterdir()) == before  # no lock, no temp file
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_recipes_refuse_bad_recipe_files(tmp_path: Path, kind: str) -> None:
+    bad = _bad_files(tmp_path)[kind]
+    recipe = tmp_path / "recipes" / "broken"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.yml").symlink_to(bad)
+    result = run_envkit("recipes", "--recipe-dir", tmp_path / "recipes", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "recipe.yml" in result.stderr.splitlines()[0]
+    assert EXPECTED[kind] in result.stderr
+
+
+def test_a_spec_from_a_pipe_is_read_once(tmp_path: Path, toy_channel: Path) -> None:
+    spec = f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - hello\n"
+    for how in ("stdin", "process-substitution"):
+        work = tmp_path / how
+        work.mkdir()
+        if how == "stdin":
+            argv = [sys.executable, "-m", "conda_envkit", "lock", "-f", "/dev/stdin"]
+            proc = subprocess.run(argv, cwd=work, input=spec, capture_output=True, text=True, timeout=300)
+        else:
+            (work / "spec.txt").write_text(spec)
+            script = f"'{sys.executable}' -m conda_envkit lock -f <(cat spec.txt)"
+            proc = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        lock = yaml.safe_load((work / "conda-lock.yml").read_text())
+        assert lock["metadata"]["sources"] == []  # a pipe has no path to record, not ../../proc/<pid>/fd/..
+        assert "hello" in {p["name"] for p in lock["package"]}

@@ -1,0 +1,154 @@
+"""Hostile servers: registries and package servers that trickle, loop, garble or never answer (issue 15).
+
+Every case runs the real command against tests/servers/hostile_http.py with
+ENVKIT_NETWORK_TIMEOUT=2 and expects exit 2 with a one-line error naming the
+server and what was being fetched. The deadline is shown to have fired by the
+message, not by timing the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_envkit, write_env
+
+DEADLINE = {"ENVKIT_NETWORK_TIMEOUT": "2"}
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[str]:
+    """host:port of a hostile server on 127.0.0.1 (stopped by PID)."""
+    script = Path(__file__).resolve().parents[1] / "servers" / "hostile_http.py"
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+REGISTRY_CASES = {
+    "trickle": "no complete answer within 2 s",
+    "never-answer": "failed (ReadTimeout)",
+    "redirect-loop": "too many redirects",
+    "garbage": "is not UTF-8",
+    "html": "is not JSON",
+    "short-body": "transfer failed",
+    "huge": "larger than the 4 MiB limit",
+    "empty": "is not JSON",
+    "not-object": "is a JSON list, not an object",
+    "non-utf8": "is not UTF-8",
+    "no-config": "image manifest has no config",
+    "bad-config": "image config is not UTF-8",
+    "bad-layers": "`layers` is not a list",
+    "token-garbage": "token response is not UTF-8",
+    "token-html": "token response is not JSON",
+    "token-no-token": "token server sent no token",
+    "token-trickle": "token server",
+    "server-error": "HTTP 500",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(REGISTRY_CASES))
+def test_inspect_against_a_hostile_registry(tmp_path: Path, hostile: str, mode: str) -> None:
+    image = f"{hostile}/{mode}/img:tag"
+    result = run_envkit("inspect", image, "--insecure", cwd=tmp_path, env=DEADLINE)  # asserts no traceback
+    assert result.returncode == 2, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: "), result.stderr
+    assert hostile in first, first  # names the registry
+    assert REGISTRY_CASES[mode] in first, first
+    assert list(tmp_path.iterdir()) == []
+
+
+def _error_line(stderr: str) -> str:
+    """The one `error:` line (progress lines come before it)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def toy_lock(tmp_path_factory: pytest.TempPathFactory, toy_channel: Path) -> Path:
+    work = tmp_path_factory.mktemp("toy-lock")
+    write_env(work, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - hello\n")
+    result = run_envkit("lock", cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work / "conda-lock.yml"
+
+
+@pytest.mark.parametrize("mode", ["no-config", "bad-config", "huge", "trickle", "token-garbage"])
+def test_bake_base_from_a_hostile_registry(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ("bake", "--lockfile", toy_lock, "--base", f"{hostile}/{mode}/base:1", "--insecure", "--oci", "img")
+    result = run_envkit(*args, cwd=out, env=env)
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert hostile in error, error
+    assert REGISTRY_CASES[mode] in error, error
+    assert list(out.iterdir()) == []
+
+
+PACKAGE_CASES = {
+    "trickle": "no complete answer within 2 s",
+    "never-answer": "download failed after",
+    "redirect-loop": "too many redirects",
+    "garbage": "sha256 mismatch",
+    "short-body": "download failed after",
+    "server-error": "download failed after",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(PACKAGE_CASES))
+def test_install_from_a_hostile_package_server(tmp_path: Path, hostile: str, toy_channel: Path, toy_lock: Path, mode: str) -> None:
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    mirror = f"{toy_channel.as_uri()}=http://{hostile}/{mode}"
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", "--mirror", mirror, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    first = _error_line(result.stderr)
+    assert f"http://{hostile}/{mode}/" in first, first  # names the server and the file
+    assert PACKAGE_CASES[mode] in first, first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no prefix, no staging directory
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []  # no partial download left in the cache
+
+
+def test_network_timeout_must_be_a_number(tmp_path: Path, hostile: str) -> None:
+    result = run_envkit("inspect", f"{hostile}/garbage/img:tag", "--insecure", cwd=tmp_path, env={"ENVKIT_NETWORK_TIMEOUT": "soon"})
+    assert result.returncode == 2
+    assert "ENVKIT_NETWORK_TIMEOUT='soon' is not a number of seconds" in result.stderr
+
+
+CHANNEL_CASES = ["trickle", "never-answer", "garbage", "redirect-loop", "short-body", "server-error", "html"]
+
+
+@pytest.mark.parametrize("mode", CHANNEL_CASES)
+def test_lock_against_a_hostile_channel(tmp_path: Path, hostile: str, mode: str) -> None:
+    channel = f"http://{hostile}/{mode}"
+    write_env(tmp_path, f"channels: [{channel}]\ndependencies:\n  - python\n")
+    env = {**DEADLINE, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    result = run_envkit("lock", cwd=tmp_path, env=env)  # without a deadline, trickle hangs here
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert f"linux-64: cannot read a channel ({channel})" in error, error
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+@pytest.mark.parametrize("mode", ["never-answer", "server-error", "trickle"])
+def test_export_to_a_hostile_mlflow_server(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    uri = f"http://{hostile}/{mode}"
+    env = {**DEADLINE, "MLFLOW_TRACKING_URI": uri}
+    result = run_envkit("export", "--lockfile", toy_lock, "--to", "mlflow", "--experiment", "envkit-test", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output  # MLflow's own defaults retry for minutes
+    error = _error_line(result.stderr)
+    assert f"MLflow at {uri}" in error, error

@@ -1,0 +1,186 @@
+"""A misbehaving HTTP server on 127.0.0.1, for the robustness tests (issue 15).
+
+Usage: python hostile_http.py
+Prints its OS-assigned port, then serves until killed (the tests stop it by PID).
+The first path segment picks the behaviour, so one server covers every case:
+registry paths `/v2/<mode>/...`, anything else `/<mode>/...`. Every loop is
+bounded: nothing here runs longer than LIMIT seconds per request.
+
+Modes
+  trickle        headers, then one byte every 0.2 s of a long body
+  never-answer   reads the request, never answers
+  redirect-loop  302 to itself, forever
+  garbage        200 with bytes that are neither JSON nor UTF-8
+  html           200 text/html (a login page or proxy error)
+  short-body     Content-Length 1000, 10 bytes, then close
+  huge           a JSON manifest of 64 MiB (spaces), sent quickly
+  empty          200 with an empty body
+  not-object     a JSON array instead of an object
+  non-utf8       a manifest with bytes that are not UTF-8
+  no-config      an image manifest without `config`
+  bad-config     a manifest whose config blob is not JSON (digest matches)
+  bad-layers     a manifest whose `layers` is a string
+  token-garbage  401 Bearer challenge; the token endpoint answers garbage
+  token-html     401 Bearer challenge; the token endpoint answers an HTML page
+  token-no-token 401 Bearer challenge; the token endpoint answers {}
+  token-trickle  401 Bearer challenge; the token endpoint trickles
+  server-error   HTTP 500 every time
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LIMIT = 60.0
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+BAD_CONFIG = b"this is not json \xff\xfe"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _manifest(config: dict | None, layers: object = ()) -> bytes:
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "layers": list(layers) if isinstance(layers, tuple) else layers,
+    }
+    if config is not None:
+        document["config"] = config
+    return json.dumps(document).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+    def _mode(self) -> tuple[str, list[str]]:
+        parts = [p for p in self.path.split("?")[0].split("/") if p]
+        if parts and parts[0] == "v2":
+            parts = parts[1:]
+        return (parts[0] if parts else ""), parts
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _trickle(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        started = time.monotonic()
+        while time.monotonic() - started < LIMIT:
+            try:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        mode, parts = self._mode()
+        if mode == "token":
+            self._token(parts[1] if len(parts) > 1 else "")
+            return
+        if mode.startswith("token-"):
+            if "Bearer" not in self.headers.get("Authorization", ""):
+                realm = f"http://127.0.0.1:{self.server.server_address[1]}/token/{mode[len('token-') :]}"
+                self._send(401, b"{}", headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'})
+                return
+            self._send(200, _manifest({"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(b"{}"), "size": 2}))
+            return
+        blob = "blobs" in parts
+        if mode == "trickle":
+            self._trickle()
+        elif mode == "never-answer":
+            time.sleep(LIMIT)
+        elif mode == "redirect-loop":
+            self._send(302, b"", headers={"Location": self.path})
+        elif mode == "garbage":
+            self._send(200, b"\x00\xff garbage \xfe" * 10, "application/octet-stream")
+        elif mode == "html":
+            self._send(200, b"<html><body>Please log in</body></html>", "text/html")
+        elif mode == "short-body":
+            self.send_response(200)
+            self.send_header("Content-Type", OCI_MANIFEST)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"schemaV')
+            self.wfile.flush()
+            self.close_connection = True
+        elif mode == "huge":
+            size = 64 << 20
+            self.send_response(200)
+            self.send_header("Content-Type", OCI_MANIFEST)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b" " * (1 << 20)
+            try:
+                for _ in range(size >> 20):
+                    self.wfile.write(chunk)
+            except OSError:
+                return
+        elif mode == "empty":
+            self._send(200, b"", OCI_MANIFEST)
+        elif mode == "not-object":
+            self._send(200, b"[1, 2, 3]", OCI_MANIFEST)
+        elif mode == "non-utf8":
+            self._send(200, b'{"schemaVersion": 2, "mediaType": "\xff\xfe"}', OCI_MANIFEST)
+        elif mode == "no-config":
+            self._send(200, _manifest(None), OCI_MANIFEST)
+        elif mode == "bad-config":
+            if blob:
+                self._send(200, BAD_CONFIG, "application/octet-stream")
+            else:
+                config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(BAD_CONFIG), "size": len(BAD_CONFIG)}
+                self._send(200, _manifest(config), OCI_MANIFEST)
+        elif mode == "bad-layers":
+            config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(b"{}"), "size": 2}
+            self._send(200, b"{}" if blob else _manifest(config, "not a list"), OCI_MANIFEST)
+        elif mode == "server-error":
+            self._send(500, b"internal error", "text/plain")
+        else:
+            self._send(404, b"{}")
+
+    def _token(self, kind: str) -> None:
+        if kind == "garbage":
+            self._send(200, b"\xff\xfe not json")
+        elif kind == "html":
+            self._send(200, b"<html>sign in</html>", "text/html")
+        elif kind == "no-token":
+            self._send(200, b"{}")
+        elif kind == "trickle":
+            self._trickle()
+        else:
+            self._send(404, b"{}")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def main() -> None:
+    server = Server(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
