@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from conda_envkit import __version__
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_error
 from conda_envkit.install import (
+    CACHE_ENV_VAR,
     LOCK_COPY,
     conda_packages,
     default_cache_dir,
@@ -406,9 +408,12 @@ def build_layers(
             else:
                 members[p.name] = found
     in_image = context.prefix.strip("/")
-    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
     # Staged next to the package cache, so that linking can hard-link from it.
-    staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    try:
+        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=cache_dir / "tmp"))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
     try:
         singles = {p.name for plan in plans if plan.single for p in plan.packages}
         need -= _stream_plain(need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings)

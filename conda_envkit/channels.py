@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -170,6 +172,39 @@ def public_package_url(url: str, channels: tuple[ResolvedChannel, ...]) -> str:
     return strip_credentials(url)
 
 
+def repodata_cache_dir() -> Path:
+    """Where the gateway caches repodata: py-rattler's default, $XDG_CACHE_HOME/rattler/cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rattler" / "cache"
+
+
+def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], since_ns: int) -> list[Path]:
+    """Delete the repodata cache entries of `channel_urls` written since `since_ns`; return them.
+
+    After a failed fetch py-rattler keeps what it received (a truncated or garbage
+    repodata.json of any size); a later run would only fetch it again.
+    """
+    removed: list[Path] = []
+    if not cache_dir.is_dir():
+        return removed
+    prefixes = tuple(url.rstrip("/") + "/" for url in channel_urls)
+    for info in cache_dir.glob("*.info.json"):
+        try:
+            if info.stat().st_mtime_ns < since_ns:
+                continue
+            url = json.loads(info.read_text(encoding="utf-8")).get("url", "")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(url, str) or not url.startswith(prefixes):
+            continue
+        stem = info.name[: -len(".info.json")]
+        for path in (cache_dir / f"{stem}.json", info):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Gateway:
     """A repodata gateway whose client applies mirrors, stored credentials and retries."""
     mirrors: dict[str, list[str]] = {}
@@ -182,4 +217,4 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     # reqwest's timeout bounds each request from connect to the end of the body: the
     # same deadline as every other fetch ($ENVKIT_NETWORK_TIMEOUT).
     timeout = max(1, round(network_timeout()))
-    return Gateway(cache_dir=cache_dir, client=Client(middlewares, timeout=timeout))
+    return Gateway(cache_dir=cache_dir or repodata_cache_dir(), client=Client(middlewares, timeout=timeout))

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -64,8 +65,18 @@ def _parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="envkit")
-def main() -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Deadline for each network operation (repodata, package, manifest, blob, MLflow call). "
+    "[default: $ENVKIT_NETWORK_TIMEOUT, else 300]",
+)
+def main(timeout: float | None) -> None:
     """Lock conda environments for every platform, bake them into images, record them."""
+    if timeout is not None:
+        # The one setting every network client reads (conda_envkit.network), also for child processes.
+        os.environ["ENVKIT_NETWORK_TIMEOUT"] = f"{timeout:g}"
 
 
 @main.command()
@@ -209,9 +220,10 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 
 
 def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
-    from conda_envkit.channels import make_gateway
+    from conda_envkit.channels import discard_failed_repodata, make_gateway, repodata_cache_dir
     from conda_envkit.locking import lock_environment
     from conda_envkit.progress import progress_for
+    from conda_envkit.solve import ChannelReadError
 
     reporter = progress_for(quiet)
 
@@ -225,7 +237,12 @@ def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
             )
 
     reporter.start("solve", unit="platforms")
-    outcomes = lock_environment(spec, options, make_gateway(options.settings), progress)
+    started = time.time_ns()
+    try:
+        outcomes = lock_environment(spec, options, make_gateway(options.settings, repodata_cache_dir()), progress)
+    except ChannelReadError as exc:
+        discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
+        raise
     reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))

@@ -128,7 +128,10 @@ def _backup(path: Path) -> Path | None:
         return None
     backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
     backup.unlink(missing_ok=True)
-    os.link(path, backup)
+    try:
+        os.link(path, backup)
+    except OSError:  # a filesystem without hard links: a copy does the same job
+        shutil.copy2(path, backup)
     return backup
 
 

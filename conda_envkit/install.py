@@ -190,11 +190,13 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
-            shutil.copyfile(source, dest)
+            reader = source.open("rb")
         except OSError as exc:
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
             ) from None
+        with reader, dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
+            shutil.copyfileobj(reader, out, _CHUNK)
         return _sha256_of(dest), dest.stat().st_size
     last = ""
     tried = 0
@@ -467,7 +469,10 @@ def install_packages(
             )
         )
     except Exception as exc:  # rattler raises its own exception types for link failures
-        raise InstallError(f"{platform}: installing into {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+        # rattler's text is a chain of "Caused by:" lines: the first and the root cause say it.
+        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint="check free disk space and permissions") from None
     except BaseException as exc:
         # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
         if type(exc).__name__ != "PanicException":
@@ -519,14 +524,15 @@ def install_environment(
     prefix = prefix.absolute()
     if prefix.exists():
         raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
-    say = progress or (lambda _msg: None)
+    reporter = _or_silent(progress)
     staging: Path | None = None
     try:
         # Inside the try: a signal right after the directory is made still removes it.
         staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
-        with directory_lock(prefix.parent, lambda: say(f"waiting for another install in {prefix.parent}")):
+        waiting = f"install {prefix.name}"
+        with directory_lock(prefix.parent, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix.parent}")):
             if prefix.exists():
                 raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
             report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)

@@ -33,6 +33,7 @@ from rattler import RepoDataRecord
 
 from conda_envkit.channels import expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
+from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout
 from conda_envkit.spec import PipRequirement
 from conda_envkit.wheel_targets import WheelTarget, wheel_rank
 
@@ -272,6 +273,10 @@ def resolve_pip(
         secrets += [urlsplit(u).password or "" for u in expanded]
     if target.macos_version:
         env["MACOSX_DEPLOYMENT_TARGET"] = target.macos_version
+    # uv's per-request timeout follows envkit's deadline unless the user set it; the whole
+    # resolution (many requests) gets a few deadlines.
+    deadline = network_timeout()
+    env.setdefault("UV_HTTP_TIMEOUT", str(max(1, round(min(deadline, 60.0)))))
     with tempfile.TemporaryDirectory(prefix="envkit-pip-") as tmp:
         work = Path(tmp)
         stubs = work / "conda"
@@ -311,7 +316,14 @@ def resolve_pip(
             command.append("--no-index")
         if inputs.pre:
             command += ["--prerelease", "allow"]
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, timeout=4 * deadline)
+        except subprocess.TimeoutExpired:
+            indexes = ", ".join(strip_userinfo(u) for u in (inputs.index_url, *inputs.extra_index_urls) if u) or "PyPI"
+            raise PipLockError(
+                f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s",
+                hint=f"an index is slow or stuck; retry, or raise {TIMEOUT_ENV_VAR} (the resolution may take 4 times it)",
+            ) from None
         if proc.returncode != 0:
             raise PipLockError(
                 f"{target.platform}: the pip: section ({first}) cannot be resolved for {target.describe()}:\n  "

@@ -37,6 +37,14 @@ class SolveError(EnvkitError):
     """A platform whose spec has no solution, or a solution that breaks a rule."""
 
 
+class ChannelReadError(SolveError):
+    """A channel whose repodata could not be fetched or parsed."""
+
+    def __init__(self, message: str, hint: str, urls: tuple[str, ...]) -> None:
+        super().__init__(message, hint)
+        self.urls = urls
+
+
 @dataclass(frozen=True)
 class SolveTarget:
     """One solve: a platform, the variant it belongs to, and what it assumes."""
@@ -243,10 +251,11 @@ async def solve_target(
         lines = [line.removeprefix("Caused by:").strip() for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
         urls = ", ".join(c.public_url for c in channels)
-        raise SolveError(
+        raise ChannelReadError(
             f"{target.label}: cannot read a channel ({urls}): {reason}",
             hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials"
             f" (each request has ${TIMEOUT_ENV_VAR} seconds)",
+            urls=tuple(c.url for c in channels),
         ) from None
     if target.cuda is None:
         cuda = _cuda_records(records)

@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from conda_envkit.files import file_mode, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.layer import Layer
@@ -54,9 +55,13 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
         annotations = {REF_NAME: tag, "io.containerd.image.name": tag} if tag else {}
         index_entries.append(Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations).to_json())
     path = path.absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc, "docker archive", "--docker-archive") from None
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would be the archive's mode
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add(tar, "blobs", mtime=mtime)
             _add(tar, "blobs/sha256", mtime=mtime)
@@ -66,6 +71,9 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
             _add(tar, "manifest.json", canonical_json(docker_manifest), mtime=mtime)
             _add(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}), mtime=mtime)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc, "docker archive", "--docker-archive") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import file_mode
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -133,6 +134,7 @@ class BlobStore:
             fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                os.fchmod(f.fileno(), file_mode())  # blobs are hard-linked into layouts: not 0600
             os.replace(tmp, target)
         return digest
 
@@ -140,6 +142,7 @@ class BlobStore:
         """Move a finished temp file (whose digest the caller computed) into the store."""
         target = self.path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(file_mode())  # blobs are hard-linked into layouts: not mkstemp's 0600
         os.replace(tmp, target)
         return target
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from conda_envkit.files import staging_dir, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, BlobStore, Descriptor, OciError, canonical_json
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -29,8 +30,7 @@ def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: 
     `path` holds either the previous layout or the complete new one, never a mix.
     """
     path = path.absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    staging = staging_dir(path, ".tmp", "--oci")
     try:
         (staging / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
         blob_dir = staging / "blobs" / "sha256"
@@ -46,6 +46,9 @@ def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: 
         os.rename(staging, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(path, exc, "image layout", "--oci") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

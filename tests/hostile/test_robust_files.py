@@ -84,7 +84,12 @@ def full_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def _no_temp_files(directory: Path) -> None:
-    leftovers = [p.name for p in directory.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part", ".bak"))]
+    # `.cache.lock` is the package cache's own lock file, beside the cache (not a leftover).
+    leftovers = [
+        p.name
+        for p in directory.rglob("*")
+        if (p.name.startswith(".") or p.name.endswith((".tmp", ".part", ".bak"))) and p.name != ".cache.lock"
+    ]
     assert leftovers == []
 
 
@@ -102,6 +107,8 @@ def _error_line(stderr: str) -> str:
         (("install", "-p", "linux-64", "--prefix", "{dir}/env"), "env: cannot write directory"),
         (("dockerfile", "--recipe", "scratch", "-o", "{dir}/ctx"), "ctx: cannot write directory"),
         (("export", "--lockfile", "conda-lock.yml", "--to", "json", "-o", "{dir}/record.json"), "record.json: cannot write file"),
+        (("bake", "--oci", "{dir}/img"), "img: cannot write directory"),
+        (("bake", "--docker-archive", "{dir}/img.tar"), "img.tar: cannot write docker archive"),
     ],
 )
 def test_read_only_destination(
@@ -120,20 +127,35 @@ def test_read_only_destination(
     _no_temp_files(tmp_path)
 
 
-def test_read_only_cache(tmp_path: Path, toy_lock: Path, readonly_dir: Path) -> None:
-    result = run_envkit(
-        "install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(readonly_dir)}
-    )
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("install", "-p", "linux-64", "--prefix", "env"), "cannot write package cache"),
+        (("dockerfile", "--recipe", "scratch", "-o", "env"), "cannot write cache directory"),
+        (("bake", "--oci", "env"), "cannot write cache directory"),
+    ],
+)
+@pytest.mark.parametrize("setting", ["ENVKIT_CACHE_DIR", "HOME"])
+def test_read_only_cache(tmp_path: Path, toy_lock: Path, readonly_dir: Path, command: tuple, expected: str, setting: str) -> None:
+    env = {"ENVKIT_CACHE_DIR": str(readonly_dir)} if setting == "ENVKIT_CACHE_DIR" else {"HOME": str(readonly_dir), "XDG_CACHE_HOME": ""}
+    result = run_envkit(command[0], "--lockfile", toy_lock, *command[1:], cwd=tmp_path, env=env)
     assert result.returncode == 2, result.output
     line = _error_line(result.stderr)
-    assert "cannot write package cache" in line, line
+    assert expected in line and str(readonly_dir) in line, line
     assert "ENVKIT_CACHE_DIR" in result.stderr  # the setting to change
     assert not (tmp_path / "env").exists()
     _no_temp_files(tmp_path)
 
 
 @pytest.mark.parametrize(
-    "command", [("render", "-p", "linux-64", "-o", "full/explicit.txt"), ("lock", "--lockfile", "full/conda-lock.yml")]
+    "command",
+    [
+        ("render", "-p", "linux-64", "-o", "full/explicit.txt"),
+        ("lock", "--lockfile", "full/conda-lock.yml"),
+        ("install", "-p", "linux-64", "--prefix", "full/env", "--cache-dir", "cache"),
+        ("install", "-p", "linux-64", "--prefix", "env", "--cache-dir", "full/cache"),
+        ("bake", "--docker-archive", "full/img.tar", "--cache-dir", "cache"),
+    ],
 )
 def test_full_disk(tmp_path: Path, toy_channel: Path, toy_lock: Path, full_dir: Path, command: tuple) -> None:
     write_env(tmp_path, _env_text(toy_channel))
@@ -141,9 +163,10 @@ def test_full_disk(tmp_path: Path, toy_channel: Path, toy_lock: Path, full_dir: 
     result = run_envkit(*command, cwd=tmp_path)
     assert result.returncode == 2, result.output
     line = _error_line(result.stderr)
-    assert "No space left on device" in line, line
-    assert "free space" in result.stderr
-    assert sorted(p.name for p in full_dir.iterdir()) == ["filler"]
+    assert "No space left on device" in line and "full" in line, line  # names the path
+    files = sorted(str(p.relative_to(full_dir)) for p in full_dir.rglob("*") if p.is_file())
+    assert files == ["filler"]  # nothing half-written left on the full disk
+    assert not (tmp_path / "env").exists()
 
 
 def test_write_files_is_all_or_nothing_when_the_os_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,14 +216,17 @@ def test_outputs_follow_the_umask(tmp_path: Path, toy_channel: Path, umask: int,
         ["render", "-p", "linux-64", "-o", "explicit.txt"],
         ["install", "-p", "linux-64", "--prefix", "env", "--cache-dir", "cache", "-q"],
         ["dockerfile", "--recipe", "scratch", "-o", "ctx", "--cache-dir", "cache", "-q"],
+        ["bake", "--oci", "img", "--docker-archive", "img.tar", "--cache-dir", "cache", "-q"],
     ]
     for args in steps:
         proc = _run_with_umask(umask, args, tmp_path)
         assert proc.returncode == 0, proc.stderr
-    for name in ("conda-lock.yml", "explicit.txt", "ctx/Dockerfile"):
+    for name in ("conda-lock.yml", "explicit.txt", "ctx/Dockerfile", "img.tar", "img/index.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
-    for name in ("env", "ctx"):
+    for name in ("env", "ctx", "img"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == dir_mode, name
+    blobs = list((tmp_path / "img" / "blobs" / "sha256").iterdir())
+    assert blobs and {stat.S_IMODE(b.stat().st_mode) for b in blobs} == {file_mode}
 
 
 def test_relock_keeps_the_umask_mode(tmp_path: Path, toy_channel: Path) -> None:

@@ -59,15 +59,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 
 # An empty config or recipe is a valid one (every key is optional).
 VALID = {("lock --config", "empty"), ("recipes", "empty")}
-LOCK_READERS = {"lock --check", "hash", "render", "install", "verify", "export", "diff", "dockerfile", "bake"}
-
-
-def _lock_reader_has_depth_limit() -> bool:
-    # Lock files are read by the lock model's own strict composer (branch h-lock), which
-    # bounds nesting; before it is merged, libyaml's C composer overflows the stack on `deep`.
-    import importlib.util
-
-    return importlib.util.find_spec("conda_envkit.strict_yaml") is not None
 
 
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
@@ -75,8 +66,6 @@ def _lock_reader_has_depth_limit() -> bool:
 def test_every_command_refuses_every_malformed_file(tmp_path: Path, command: str, kind: str) -> None:
     if (command, kind) in VALID:
         pytest.skip("an empty file is a valid one here")
-    if command in LOCK_READERS and kind == "deep" and not _lock_reader_has_depth_limit():
-        pytest.skip("lock files nested 50,000 deep crash the C composer until the lock model's strict composer (h-lock) is merged")
     work = tmp_path / "work"
     write_env(work, GOOD_ENV)
     bad = work / "bad.yml"

@@ -152,3 +152,46 @@ def test_export_to_a_hostile_mlflow_server(tmp_path: Path, hostile: str, toy_loc
     assert result.returncode == 2, result.output  # MLflow's own defaults retry for minutes
     error = _error_line(result.stderr)
     assert f"MLflow at {uri}" in error, error
+
+
+def test_timeout_option_sets_the_deadline(tmp_path: Path, hostile: str) -> None:
+    result = run_envkit("--timeout", "1.5", "inspect", f"{hostile}/trickle/img:tag", "--insecure", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "no complete answer within 1.5 s" in _error_line(result.stderr)
+    bad = run_envkit("--timeout", "0", "inspect", f"{hostile}/trickle/img:tag", cwd=tmp_path)
+    assert bad.returncode == 2 and "--timeout" in bad.stderr
+
+
+def test_failed_repodata_download_leaves_no_junk_in_the_cache(tmp_path: Path, hostile: str) -> None:
+    # 64 MiB of unfinished JSON per subdir: py-rattler caches what it received.
+    channel = f"http://{hostile}/huge-repodata"
+    write_env(tmp_path, f"channels: [{channel}]\ndependencies:\n  - python\n")
+    env = {"ENVKIT_NETWORK_TIMEOUT": "60", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    result = run_envkit("lock", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    assert "failed to parse repodata.json" in _error_line(result.stderr)
+    cached = [p for p in (tmp_path / "xdg").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20]
+    assert cached == []
+
+
+@pytest.mark.parametrize("mode", ["html", "not-object", "huge", "never-answer"])
+def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    base = ("--base", f"{hostile}/{mode}/base:1", "--pin-base-digest", "--insecure")  # pinning asks the registry
+    args = ("dockerfile", "--lockfile", toy_lock, "--recipe", "scratch", *base, "-o", "ctx")
+    result = run_envkit(*args, cwd=tmp_path, env={**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert hostile in error and mode in error, error
+    assert not (tmp_path / "ctx").exists()
+
+
+@pytest.mark.parametrize("mode", ["trickle", "never-answer", "garbage", "redirect-loop"])
+def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, toy_channel: Path, mode: str) -> None:
+    index = f"http://{hostile}/{mode}/simple"
+    pip = f"  - pip:\n      - --index-url {index}\n      - requests\n"
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - python=3.11\n{pip}")
+    result = run_envkit("lock", cwd=tmp_path, env={**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert "linux-64" in error and "pip: section" in error, error
+    assert not (tmp_path / "conda-lock.yml").exists()

@@ -14,6 +14,7 @@ Modes
   html           200 text/html (a login page or proxy error)
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
+  huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   empty          200 with an empty body
   not-object     a JSON array instead of an object
   non-utf8       a manifest with bytes that are not UTF-8
@@ -135,6 +136,22 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 for _ in range(size >> 20):
                     self.wfile.write(chunk)
+            except OSError:
+                return
+        elif mode == "huge-repodata":
+            # Only repodata.json exists, and it is 64 MiB of an unfinished JSON document.
+            if not self.path.endswith("/repodata.json"):
+                self._send(404, b"{}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            head = b'{"packages": {'
+            try:
+                self.wfile.write(head + b" " * ((1 << 20) - len(head)))
+                for _ in range(63):
+                    self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
         elif mode == "empty":
