@@ -129,7 +129,7 @@ def locked_infos(
     missing = [p for p in locked if infos[p.hash.sha256] is None]
     if missing:
         indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-        report = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"read new packages {platform}")
+        report = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
         for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
     return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
@@ -271,6 +271,13 @@ def bake_platform(
     prefix = options.in_image_prefix
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
+    try:  # the cache must be writable before anything is fetched into it
+        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        os.close(tempfile.mkstemp(prefix=".probe.", dir=cache_dir / "tmp")[0])
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
+    for probe in (cache_dir / "tmp").glob(".probe.*"):
+        probe.unlink(missing_ok=True)
     labels = image_labels(lockfile, platform, options, base)
     pairs = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
@@ -375,6 +382,26 @@ def _stream_plain(
     return done
 
 
+class _SkipStep:
+    """A Progress that passes on every step but one."""
+
+    def __init__(self, progress: Progress, *skipped: str) -> None:
+        self.progress = progress
+        self.skipped = skipped
+
+    def start(self, step: str, total: int | None = None, unit: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.start(step, total, unit)
+
+    def advance(self, step: str, amount: int = 1, detail: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.advance(step, amount, detail)
+
+    def done(self, step: str, summary: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.done(step, summary)
+
+
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
     # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
@@ -416,10 +443,15 @@ def build_layers(
         raise write_error(cache_dir / "tmp", exc, "cache directory", f"--cache-dir or ${CACHE_ENV_VAR}") from None
     try:
         singles = {p.name for plan in plans if plan.single for p in plan.packages}
+        extract = f"extract {platform}"
+        progress.start(extract, total=len(need), unit="packages")
+        reading = len(need)
         need -= _stream_plain(need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings)
         if need:
             staging = staging_root / "prefix"
-            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, progress, only=frozenset(need))
+            # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
+            inner = _SkipStep(progress, f"download {platform}", extract)
+            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(need))
             owned = staged_paths(staging)
             for plan in plans:
                 for p in plan.packages:
@@ -431,6 +463,8 @@ def build_layers(
                         )
                     from_disk = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[p.name]]
                     members[p.name] = from_disk if plan.single else fragments.put(fragment_key(p, context), from_disk, options.epoch)
+        linked = len(need)
+        progress.done(extract, f"{reading} packages ({reading - linked} read from their archives, {linked} linked)")
 
         def write(plan: PlannedLayer) -> Layer:
             ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]

@@ -163,8 +163,8 @@ def _stamp(path: Path, sha256: str) -> str:
 
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, inode) was hashed and matched `sha256`."""
-    marker = path.parent / ".verified"
-    tmp = path.parent / f".verified.{os.getpid()}.tmp"
+    marker = path.parent / "verified"
+    tmp = path.parent / f"verified.{os.getpid()}.new"
     tmp.write_text(_stamp(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
 
@@ -174,7 +174,7 @@ def is_verified(path: Path, sha256: str) -> bool:
     if not path.is_file():
         return False
     try:
-        if (path.parent / ".verified").read_text(encoding="utf-8") == _stamp(path, sha256):
+        if (path.parent / "verified").read_text(encoding="utf-8") == _stamp(path, sha256):
             return True
     except OSError:
         pass
