@@ -18,16 +18,19 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
+from conda_envkit.archive_check import check_links_together
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
     CACHE_ENV_VAR,
     LOCK_COPY,
+    _check_contents,
     conda_packages,
     default_cache_dir,
     fetch_packages,
     install_packages,
+    lock_hosts,
     package_info,
     pip_packages,
 )
@@ -129,7 +132,10 @@ def locked_infos(
     missing = [p for p in locked if infos[p.hash.sha256] is None]
     if missing:
         indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
-        report = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
+        hosts = lock_hosts(lockfile, indexes)
+        report = fetch_packages(
+            missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+        )
         for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
     return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
@@ -347,6 +353,7 @@ def bake_platform(
 
 
 def _stream_plain(
+    lockfile: Lockfile,
     need: set[str],
     singles: set[str],
     by_name: dict[str, tuple[LockedDependency, PackageInfo]],
@@ -364,7 +371,10 @@ def _stream_plain(
         return set()
     done = set()
     in_image = context.prefix.strip("/")
-    fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings).packages}
+    hosts = lock_hosts(lockfile)
+    fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=hosts).packages}
+    # The same archive checks as `envkit install` (paths inside the prefix, links that stay in it).
+    check_links_together({label: entries for label, entries in map(_check_contents, fetched.values())})
     for name in plain:
         locked = by_name[name][0]
         # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
@@ -446,7 +456,9 @@ def build_layers(
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
         reading = len(need)
-        need -= _stream_plain(need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings)
+        need -= _stream_plain(
+            lockfile, need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings
+        )
         if need:
             staging = staging_root / "prefix"
             # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.

@@ -19,7 +19,7 @@ from conda_envkit.network import network_timeout
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
-_ENV_VAR = re.compile(r"\$\{(\w+)\}")
+ENV_VAR = _ENV_VAR = re.compile(r"\$\{(\w+)\}")
 # anaconda.org style tokens: https://host/t/<token>/channel
 _TOKEN_PATH = re.compile(r"/t/[^/]+/")
 
@@ -121,6 +121,53 @@ def expand_env_vars(text: str) -> str:
     return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)
 
 
+def url_host(url: str) -> str:
+    """The lower-case host[:port] of `url`, without credentials."""
+    return urlsplit(url).netloc.rpartition("@")[2].lower()
+
+
+def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None, what: str) -> str:
+    """`url` with `${VAR}` expanded only in its credential positions, and only for an allowed host.
+
+    Credential positions are `user:password@` and an anaconda-style `/t/<token>/` first path
+    segment; `allowed_hosts` are the hosts of the lock's own channels or pip indexes. A
+    `${...}` anywhere else (host, path, query) or for another host is an error naming `what`:
+    a lock from someone else must not be able to send an environment variable to a server.
+    `allowed_hosts` None: the URL names its own host (a channel or index written in the spec).
+    """
+    if "${" not in url and "$%7B" not in url.replace("%7b", "%7B"):
+        return url
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    token_match = re.match(r"/t/([^/]+)/", parts.path)
+    token = token_match.group(1) if token_match else ""
+    rest = parts.path[token_match.end() - 1 :] if token_match else parts.path
+    elsewhere = "".join((parts.scheme, host, rest, parts.query, parts.fragment))
+    if "${" in elsewhere or "$%7B" in elsewhere.replace("%7b", "%7B") or "$" in host:
+        raise ChannelError(
+            f"{what}: ${{...}} outside a credential position in {strip_credentials(url)}",
+            hint="environment variables may only stand for user:password@ or a /t/<token>/ segment; fix the lock",
+        )
+    if allowed_hosts is not None and host.lower() not in allowed_hosts:
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} asks for credentials from the environment, "
+            f"but {host} is not one of the lock's channels or indexes",
+            hint="credentials are only sent to the hosts the lock names as channels or pip indexes",
+        )
+    for piece in (*userinfo.split(":", 1), token):
+        if "${" in piece and not _ENV_VAR.fullmatch(piece):
+            raise ChannelError(f"{what}: a credential must be a literal or a single ${{VAR}}, not {piece!r}", hint="fix the lock")
+    missing = missing_env_vars(userinfo + token)
+    if missing:
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} needs environment variable(s) {', '.join(missing)}",
+            hint="export the channel's or index's credentials before installing; they are never stored",
+        )
+    new_path = (f"/t/{expand_env_vars(token)}" + rest) if token_match else parts.path
+    netloc = (expand_env_vars(userinfo) + "@" + host) if at else host
+    return urlunsplit((parts.scheme, netloc, new_path, parts.query, parts.fragment))
+
+
 def strip_credentials(url: str) -> str:
     """Remove user:password@ and /t/<token>/ from `url`."""
     parts = urlsplit(url)
@@ -138,7 +185,9 @@ def resolve_channel(written: str, settings: ChannelSettings, base_dir: Path) -> 
             f"channel {written!r} needs environment variable(s) {', '.join(missing)}",
             hint="export them before locking; they are never written into the lock",
         )
-    expanded = expand_env_vars(written)
+    # A URL's variables stand for credentials only: a spec from a pull request must not be able
+    # to put `https://evil.example/${AWS_SECRET_ACCESS_KEY}/` into a request.
+    expanded = expand_credentials(written, None, f"channel {written!r}") if "://" in written else expand_env_vars(written)
     if "://" in written:
         url = expanded.rstrip("/")
         public = written.rstrip("/")
@@ -172,10 +221,21 @@ def public_package_url(url: str, channels: tuple[ResolvedChannel, ...]) -> str:
     return strip_credentials(url)
 
 
-def repodata_cache_dir() -> Path:
-    """Where the gateway caches repodata: py-rattler's default, $XDG_CACHE_HOME/rattler/cache."""
+def cache_root() -> Path:
+    """envkit's cache directory: $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit.
+
+    Every cache envkit or a library it drives writes (packages, blobs, repodata) lives below it.
+    """
+    if os.environ.get("ENVKIT_CACHE_DIR"):
+        return Path(os.environ["ENVKIT_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rattler" / "cache"
+    return Path(base) / "envkit"
+
+
+def repodata_cache_dir() -> Path:
+    """Where the gateway caches repodata: `<cache>/repodata`, under $ENVKIT_CACHE_DIR like every cache
+    (not py-rattler's own ~/.cache/rattler, which would keep channel tokens outside it)."""
+    return cache_root() / "repodata"
 
 
 def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], since_ns: int) -> list[Path]:
@@ -206,7 +266,11 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
 
 
 def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Gateway:
-    """A repodata gateway whose client applies mirrors, stored credentials and retries."""
+    """A repodata gateway whose client applies mirrors, stored credentials and retries.
+
+    Its repodata cache is `<cache>/repodata` (not py-rattler's own ~/.cache/rattler).
+    """
+    cache_dir = cache_dir or cache_root() / "repodata"
     mirrors: dict[str, list[str]] = {}
     for key, targets in settings.mirrors.items():
         source = key if "://" in key else settings.channel_alias + key
@@ -218,3 +282,34 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     # same deadline as every other fetch ($ENVKIT_NETWORK_TIMEOUT).
     timeout = max(1, round(network_timeout()))
     return Gateway(cache_dir=cache_dir or repodata_cache_dir(), client=Client(middlewares, timeout=timeout))
+
+
+def channel_secrets(channels: tuple[str, ...], settings: ChannelSettings | None = None) -> list[str]:
+    """The credential values channels carry: expanded `${VAR}`s and literal user:password / tokens."""
+    secrets = []
+    for written in (*channels, *((settings.channel_alias,) if settings else ())):
+        secrets += [os.environ[v] for v in _ENV_VAR.findall(written) if os.environ.get(v)]
+        parts = urlsplit(written)
+        if parts.password:
+            secrets.append(parts.password)
+        token = re.match(r"/t/([^/]+)/", parts.path or "")
+        if token:
+            secrets.append(token.group(1))
+    return [s for s in secrets if len(s) >= 2 and "${" not in s]
+
+
+def forget_credentials(cache_dir: Path, secrets: list[str]) -> None:
+    """Delete every file of a repodata cache that holds one of `secrets`.
+
+    py-rattler keys its cache by the URL it fetched, credentials included, and writes that URL
+    into the cache's metadata; a cache is cheap to refill and must not keep a token.
+    """
+    needles = [s.encode() for s in secrets]
+    if not needles or not cache_dir.is_dir():
+        return
+    for path in cache_dir.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and any(n in path.read_bytes() for n in needles):
+                path.unlink()
+        except OSError:
+            continue

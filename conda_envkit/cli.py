@@ -220,7 +220,7 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
 
 
 def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
-    from conda_envkit.channels import discard_failed_repodata, make_gateway, repodata_cache_dir
+    from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway, repodata_cache_dir
     from conda_envkit.locking import lock_environment
     from conda_envkit.progress import progress_for
     from conda_envkit.solve import ChannelReadError
@@ -243,6 +243,8 @@ def _lock(spec: Any, options: Any, as_json: bool, quiet: bool) -> None:
     except ChannelReadError as exc:
         discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
         raise
+    finally:
+        forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
     reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
     if as_json:
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
@@ -828,8 +830,10 @@ def verify_command(
     lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
 ) -> None:
     """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
+    import tempfile
+
     from conda_envkit.lockfile import read_lockfile
-    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError, verify_tree
+    from conda_envkit.verify import ImageTree, PrefixTree, VerifyError
 
     if (prefix is None) == (image is None):
         raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
@@ -839,16 +843,31 @@ def verify_command(
         chosen = platform or _host_platform()
         target = str(prefix)
     else:
-        loaded, store_root, labels = _load_image(image, platform, insecure, cache_dir)  # type: ignore[arg-type]
+        # A fresh blob store: every blob is read from the image itself and checked against its
+        # digest, never taken from a cache that already holds something by that name.
+        scratch_blobs = tempfile.TemporaryDirectory(prefix="envkit-verify-")
+        loaded, store_root, labels = _load_image(image, platform, insecure, Path(scratch_blobs.name))  # type: ignore[arg-type]
         chosen = platform or labels.get("dev.envkit.platform") or "linux-64"
         in_image = labels.get("dev.envkit.prefix")
         if not in_image:
             raise VerifyError(f"{image} has no dev.envkit.prefix label", hint="was it baked by envkit?")
         tree = ImageTree(loaded, store_root, in_image)
         target = f"{image} ({in_image})"
-    findings = verify_tree(lf, chosen, tree)
+    if prefix is not None:
+        from conda_envkit.verify import verify_installed_prefix
+
+        findings = verify_installed_prefix(lockfile, lf, chosen, prefix, cache_dir)
+    else:
+        from conda_envkit.verify import verify_image
+
+        findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)  # type: ignore[arg-type]
+        scratch_blobs.cleanup()
+    # A recipe's extra files are outside the lock: listed for review, not judged.
+    recipe_files = sorted(getattr(tree, "recipe_files", []))
     if as_json:
         report = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
+        if recipe_files:
+            report["recipe_files"] = recipe_files
         click.echo(json.dumps(report, indent=2))
     elif findings:
         for f in findings:
@@ -856,6 +875,8 @@ def verify_command(
         click.echo(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})", err=True)
     else:
         click.echo(f"{target}: matches {lockfile} ({chosen})")
+    if recipe_files and not as_json:
+        click.echo(f"recipe files (not in the lock, not checked): {', '.join(recipe_files)}", err=True)
     if findings:
         sys.exit(EXIT_STALE)
 

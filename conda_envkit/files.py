@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,6 +151,21 @@ def _restore(backups: dict[Path, Path | None], failed: Path) -> None:
 def write_if_changed(path: Path, text: str | bytes, what: str = "file") -> bool:
     """Write `text` to `path` atomically unless it already holds it; return whether it wrote."""
     return write_files([(path, text)], what)[0]
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (they are delivered right after).
+
+    For making a temporary directory and recording it where the cleanup will see it as
+    one step: a signal between the two would leave the directory behind.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> Path:

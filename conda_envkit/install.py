@@ -27,9 +27,19 @@ from urllib.parse import unquote, urlsplit
 import requests
 from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
 
-from conda_envkit.channels import ChannelSettings, expand_env_vars, missing_env_vars, strip_credentials
+from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
+from conda_envkit.channels import (
+    ENV_VAR,
+    ChannelSettings,
+    cache_root,
+    expand_credentials,
+    expand_env_vars,
+    missing_env_vars,
+    strip_credentials,
+    url_host,
+)
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import directory_lock, staging_dir, write_error
+from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -37,6 +47,7 @@ from conda_envkit.lockmodel import packages_for
 from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
 from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
+from conda_envkit.safepath import child
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
     from conda_envkit.progress import Progress
@@ -52,10 +63,7 @@ class InstallError(EnvkitError):
 
 def default_cache_dir() -> Path:
     """$ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "envkit"
+    return cache_root()
 
 
 @dataclass(frozen=True)
@@ -107,32 +115,41 @@ def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str
 
     None means no template matches; requests then falls back to ~/.netrc.
     """
-    host = urlsplit(url).netloc.rpartition("@")[2]
+    host = url_host(url)
     for template in index_templates:
         parts = urlsplit(template)
         userinfo, at, template_host = parts.netloc.rpartition("@")
-        if not at or template_host != host:
+        if not at or template_host.lower() != host:
             continue
         user, _, password = userinfo.partition(":")
+        for piece in (user, password):
+            if "$" in piece and not ENV_VAR.fullmatch(piece):
+                raise InstallError(
+                    f"pip index {strip_credentials(template)}: a credential must be a literal or a single ${{VAR}}",
+                    hint="fix the lock's pip index",
+                )
         missing = missing_env_vars(userinfo)
         if missing:
             raise InstallError(
-                f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {template})",
+                f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {strip_credentials(template)})",
                 hint="export the index credentials before installing; they are never stored",
             )
         return expand_env_vars(user), expand_env_vars(password)
     return None
 
 
-def fetch_url(public_url: str, settings: ChannelSettings) -> str:
-    """The URL to download a locked package from: `${VAR}` expanded, mirrors applied."""
-    missing = missing_env_vars(public_url)
-    if missing:
-        raise InstallError(
-            f"{strip_credentials(public_url)} needs environment variable(s) {', '.join(missing)}",
-            hint="export the channel's credentials before installing; they are never stored",
-        )
-    url = expand_env_vars(public_url)
+def lock_hosts(lockfile: Lockfile, index_templates: tuple[str, ...] = ()) -> frozenset[str]:
+    """The hosts the lock names as channels or pip indexes: the only ones credentials may go to."""
+    urls = [str(getattr(c, "url", c)) for c in (lockfile.metadata.channels or [])] + list(index_templates)
+    return frozenset(url_host(u) for u in urls if "://" in u)
+
+
+def fetch_url(public_url: str, settings: ChannelSettings, allowed_hosts: frozenset[str] = frozenset(), what: str = "package") -> str:
+    """The URL to download a locked package from: credentials expanded (for the lock's own hosts), mirrors applied."""
+    try:
+        url = expand_credentials(public_url, allowed_hosts, what)
+    except EnvkitError as exc:
+        raise InstallError(exc.message, hint=exc.hint) from None
     for source, targets in settings.mirrors.items():
         base = source if "://" in source else settings.channel_alias + source
         base = base.rstrip("/") + "/"
@@ -257,6 +274,7 @@ def fetch_packages(
     settings: ChannelSettings | None = None,
     jobs: int = 8,
     pip_indexes: tuple[str, ...] = (),
+    allowed_hosts: frozenset[str] = frozenset(),
     progress: Progress | None = None,
     step: str = "download",
 ) -> FetchReport:
@@ -276,14 +294,15 @@ def fetch_packages(
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
         name = _file_name(p.url, p.manager)
-        target = store / expected / name
+        what = f"{p.platform}: package {p.name}"
+        target = child(child(store, expected, f"{what}: sha256"), name, f"{what}: url")
         if is_verified(target, expected):
             return FetchedPackage(p, target), True, 0
         auth = None
+        label = f"{p.platform}: {'pip ' if p.manager == 'pip' else ''}package {p.name} {p.version}"
+        url = fetch_url(p.url, settings, allowed_hosts, label)
         if p.manager == "pip":
-            url, auth = p.url, pip_index_auth(p.url, pip_indexes)
-        else:
-            url = fetch_url(p.url, settings)
+            auth = pip_index_auth(p.url, pip_indexes)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
@@ -383,6 +402,17 @@ def repodata_record(fetched: FetchedPackage, cache_dir: Path) -> RepoDataRecord:
     return record_from_info(package_info(fetched, cache_dir), fetched.locked, fetched.file_name, fetched.archive.as_uri())
 
 
+def _make_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
+    locked = fetched.locked
+    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+    return label, check_package_archive(fetched.archive, label)
+
+
 # Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.
 _HOST_KEYS = ("extracted_package_dir", "package_tarball_full_path", "link")
 
@@ -445,21 +475,32 @@ def install_packages(
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
     progress = _or_silent(progress)
     wanted = [p for p in packages + wheels if only is None or (p.name if p.manager == "conda" else f"pip:{p.name}") in only]
-    report = fetch_packages(wanted, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}")
+    hosts = lock_hosts(lockfile, indexes)
+    report = fetch_packages(
+        wanted, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+    )
     progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
         records = list(pool.map(lambda f: repodata_record(f, cache_dir), conda_fetched))
+        payloads = dict(pool.map(_check_contents, conda_fetched))
+    check_links_together(payloads)
     ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
     records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
+    # A per-install extraction directory, removed afterwards: rattler hard-links files from
+    # it, and a shared one would let an edit in this environment poison every later install.
+    try:
+        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(cache_dir / "tmp")))
+    except OSError as exc:
+        raise write_error(cache_dir / "tmp" / "extracted", exc, "package cache", _CACHE_SETTING) from None
     try:
         asyncio.run(
             install(
                 records,
                 target_prefix=prefix,
-                cache_dir=cache_dir / "extracted",
+                cache_dir=extracted,
                 installed_packages=[],
                 ignored_packages=ignored or None,
                 platform=Platform(platform),
@@ -481,6 +522,8 @@ def install_packages(
             f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
             hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
         ) from None
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [
@@ -527,8 +570,10 @@ def install_environment(
     reporter = _or_silent(progress)
     staging: Path | None = None
     try:
-        # Inside the try: a signal right after the directory is made still removes it.
-        staging = staging_dir(prefix, ".envkit-staging", "--prefix")
+        # A signal is held while the directory is made and recorded here, so the cleanup
+        # below always knows about it.
+        with signals_deferred():
+            staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
         waiting = f"install {prefix.name}"

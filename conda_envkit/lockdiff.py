@@ -18,6 +18,7 @@ from rattler import Version
 from conda_envkit.lockfile import LockFileError, read_lockfile
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.output_safety import code_span, markdown_cell
 
 DIFF_SCHEMA = "envkit.diff/1"
 # Packages whose update can change a model's numbers, by exact name (conda and PyPI names).
@@ -131,24 +132,27 @@ def render_text(changes: list[PackageChange], old_label: str, new_label: str) ->
 
 
 def render_markdown(changes: list[PackageChange], old_label: str, new_label: str) -> str:
-    lines = [f"### Lock changes: `{old_label}` → `{new_label}`", ""]
+    lines = [f"### Lock changes: {code_span(old_label)} → {code_span(new_label)}", ""]
     if not changes:
         return "\n".join(lines + ["No package changed.", ""])
     flagged = sorted({c.name for c in changes if c.numerics})
     if flagged:
-        lines += [f"> **Numerics:** {', '.join(f'`{n}`' for n in flagged)} changed. Check the model's behaviour before shipping.", ""]
+        names = ", ".join(code_span(n) for n in flagged)
+        lines += [f"> **Numerics:** {names} changed. Check the model's behaviour before shipping.", ""]
     for platform in sorted({c.platform for c in changes}):
         rows = [c for c in changes if c.platform == platform]
         counts = ", ".join(f"{sum(1 for c in rows if c.kind == k)} {k}" for k in KINDS if any(c.kind == k for c in rows))
         lines += [
-            f"<details><summary><b>{platform}</b>: {counts}</summary>",
+            f"<details><summary><b>{markdown_cell(platform)}</b>: {counts}</summary>",
             "",
             "| package | change | old | new | numerics |",
             "| --- | --- | --- | --- | --- |",
         ]
         for c in rows:
+            # Names and versions come from the pull request's lock: each cell is escaped, so none can add a row.
             pip = " (pip)" if c.manager != "conda" else ""
-            lines.append(f"| `{c.name}`{pip} | {c.kind} | {c.old or ''} | {c.new or ''} | {'yes' if c.numerics else ''} |")
+            cells = [f"{code_span(c.name)}{pip}", c.kind, markdown_cell(c.old or ""), markdown_cell(c.new or "")]
+            lines.append("| " + " | ".join(cells) + f" | {'yes' if c.numerics else ''} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 

@@ -58,14 +58,25 @@ def render_explicit(lockfile: LockFile, platform: str, hash_kind: str = "md5") -
         f"# lock hash: {platform_lock_hash(lockfile, platform)}",
         "@EXPLICIT",
     ]
+    # Each value is checked again for this line-based format (defence in depth behind the parser):
+    # a line break in a URL or hash would add a package line.
+    from conda_envkit.output_safety import hex_digest, one_line
+
     for p in _install_order(lockfile, platform):
         if p.manager == "conda":
+            what = f"{platform}: package {p.name}"
+            url = one_line(p.url, f"{what}: url")
             use_sha = hash_kind == "sha256" and p.hash.sha256 or not p.hash.md5
-            lines.append(f"{p.url}#sha256:{p.hash.sha256}" if use_sha else f"{p.url}#{p.hash.md5}")
+            if use_sha:
+                lines.append(f"{url}#sha256:{hex_digest(p.hash.sha256, 64, f'{what}: sha256')}")
+            else:
+                lines.append(f"{url}#{hex_digest(p.hash.md5, 32, f'{what}: md5')}")
     # conda ignores comments; conda-lock reads `# pip` lines as the pip packages to install after.
     for p in packages_for(lockfile, platform):
         if p.manager == "pip":
-            lines.append(f"# pip {p.name} @ {p.url}#sha256={p.hash.sha256}")
+            what = f"{platform}: pip package {p.name}"
+            sha = hex_digest(p.hash.sha256, 64, f"{what}: sha256")
+            lines.append(f"# pip {one_line(p.name, what)} @ {one_line(p.url, f'{what}: url')}#sha256={sha}")
     return "\n".join(lines) + "\n"
 
 

@@ -21,10 +21,13 @@ from pathlib import Path, PurePosixPath
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
+from installer.records import Hash, RecordEntry
 from installer.sources import WheelFile
-from installer.utils import parse_metadata_file
+from installer.utils import copyfileobj_with_hashing, make_file_executable, parse_metadata_file
+from packaging.utils import canonicalize_name
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.safepath import UnsafePathError, child, is_within, open_new_file, relative_path
 
 PIP_RECORDS = PurePosixPath("conda-meta/envkit/pip")
 INSTALLER_NAME = b"envkit\n"
@@ -73,6 +76,35 @@ def _scheme(prefix: Path, platform: str, python_version: str, name: str) -> dict
     }
 
 
+class PrefixDestination(SchemeDictionaryDestination):
+    """installer's destination, but every file lands inside the prefix and no write follows a symlink.
+
+    installer checks paths lexically; a symlink a conda package (or an earlier wheel) put in
+    the prefix could still carry a write out of it. Here every parent is resolved and must
+    stay inside the prefix, and the file is created with O_EXCL|O_NOFOLLOW.
+    """
+
+    def __init__(self, prefix: Path, what: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._prefix = prefix
+        self._what = what
+
+    def write_to_fs(self, scheme, path, stream, is_executable):  # type: ignore[no-untyped-def]
+        target = self._path_with_destdir(scheme, path)
+        try:
+            rel = target.relative_to(self._prefix).as_posix()
+        except ValueError:
+            raise UnsafePathError(f"{self._what}: {path} would be installed outside the prefix", hint="the wheel is hostile") from None
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(f"File already exists: {rel}")
+        fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")
+        with open(fd, "wb") as f:
+            hash_, size = copyfileobj_with_hashing(stream, f, self.hash_algorithm)
+        if is_executable:
+            make_file_executable(target)
+        return RecordEntry(path, Hash(self.hash_algorithm, hash_), size)
+
+
 def _interpreter(platform: str, target_prefix: str) -> tuple[str, str]:
     if platform.startswith("win"):
         return target_prefix.rstrip("\\/") + "\\python.exe", "win-arm64" if platform.endswith("arm64") else "win-amd64"
@@ -89,15 +121,19 @@ def _hex_from_record(value: str) -> str | None:
 def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, str]]:
     """Every file the wheel put in the prefix (from its RECORD), prefix-relative, with sha256."""
     record = prefix / site / dist_info / "RECORD"
+    if not is_within(prefix, record):
+        raise UnsafePathError(f"{dist_info}/RECORD is outside the prefix", hint="the wheel is hostile")
     files = []
     for line in record.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         # path,hash,size: the path may itself hold commas, the last two fields never do.
         path, hash_field, _size = line.rsplit(",", 2)
-        rel = posixpath.normpath(posixpath.join(site, path.strip('"')))
+        rel = relative_path(posixpath.normpath(posixpath.join(site, path.strip('"'))), f"{dist_info}/RECORD")
         digest = _hex_from_record(hash_field) if hash_field else None
         if digest is None:
+            if not is_within(prefix, prefix / rel):
+                raise UnsafePathError(f"{dist_info}/RECORD: {rel} resolves outside the prefix", hint="the wheel is hostile")
             with (prefix / rel).open("rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
         files.append({"_path": rel, "sha256": digest})
@@ -111,14 +147,28 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
     records = prefix / PIP_RECORDS
     records.mkdir(parents=True, exist_ok=True)
     for item in sorted(wheels, key=lambda w: w.name):
+        what = f"{platform}: pip package {item.name} {item.version}"
+        record_path = child(records, f"{item.name}.json", f"{what}: name")
         try:
             with WheelFile.open(item.wheel) as source:
                 metadata = parse_metadata_file(source.read_dist_info("METADATA"))
-                destination = SchemeDictionaryDestination(
-                    _scheme(prefix, platform, python_version, item.name), interpreter, kind, bytecode_optimization_levels=()
+                if canonicalize_name(str(metadata.get("Name", ""))) != canonicalize_name(item.name):
+                    raise PipInstallError(
+                        f"{what}: {item.wheel.name} holds {metadata.get('Name')!r}, not {item.name}",
+                        hint="the lock was edited by hand or the index is broken; re-lock",
+                    )
+                destination = PrefixDestination(
+                    prefix,
+                    what,
+                    _scheme(prefix, platform, python_version, item.name),
+                    interpreter,
+                    kind,
+                    bytecode_optimization_levels=(),
                 )
                 install(source, destination, {"INSTALLER": INSTALLER_NAME})
                 dist_info = source.dist_info_dir
+        except EnvkitError:
+            raise
         except FileExistsError as exc:
             taken = Path(str(exc.filename or exc)).as_posix()
             raise PipInstallError(
@@ -144,4 +194,6 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
             "dist_info": posixpath.join(site, dist_info),
             "files": _installed_files(prefix, site, dist_info),
         }
-        (records / f"{item.name}.json").write_text(json.dumps(entry, sort_keys=True) + "\n", encoding="utf-8")
+        fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from rattler import RepoDataRecord
 
-from conda_envkit.channels import expand_env_vars, missing_env_vars
+from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
 from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout
 from conda_envkit.spec import PipRequirement
@@ -121,6 +121,11 @@ def expand_env(value: str, where: str) -> str:
         raise PipLockError(
             f"{where}: needs environment variable(s) {', '.join(missing)}", hint="export them; they are never written to the lock"
         )
+    if "://" in value:  # in an index URL, a variable may only stand for a credential
+        try:
+            return expand_credentials(value, None, where)
+        except EnvkitError as exc:
+            raise PipLockError(exc.message, hint=exc.hint) from None
     return expand_env_vars(value)
 
 
@@ -331,10 +336,30 @@ def resolve_pip(
                 hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
             )
         document = tomllib.loads(out.read_text(encoding="utf-8"))
-    return _pins(document, target, provided, first)
+    placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *inputs.find_links])
+    return _pins(document, target, provided, first, placeholders)
 
 
-def _pins(document: dict, target: WheelTarget, provided: dict[str, str], where: str) -> list[PipPin]:
+def _placeholders(templates: list[str]) -> dict[str, str]:
+    """Expanded value -> `${VAR}` for every variable the index URLs name: wheel URLs go back to templates."""
+    out = {}
+    for template in templates:
+        for var in _ENV_VAR.findall(template):
+            value = os.environ.get(var, "")
+            if len(value) >= 2:
+                out[value] = "${" + var + "}"
+    return out
+
+
+def _public_wheel_url(url: str, placeholders: dict[str, str]) -> str:
+    """A wheel URL fit for the lock: credentials removed, any expanded index variable put back as `${VAR}`."""
+    url = strip_userinfo(url)
+    for value in sorted(placeholders, key=len, reverse=True):
+        url = url.replace(value, placeholders[value])
+    return url
+
+
+def _pins(document: dict, target: WheelTarget, provided: dict[str, str], where: str, placeholders: dict[str, str]) -> list[PipPin]:
     pins = []
     for package in document.get("packages", []):
         name = str(canonicalize_name(package["name"]))
@@ -354,5 +379,5 @@ def _pins(document: dict, target: WheelTarget, provided: dict[str, str], where: 
                 hint="envkit installs wheels only: publish a wheel for this platform, or drop the platform",
             )
         _rank, url, sha256 = min(ranked)
-        pins.append(PipPin(name, str(package["version"]), strip_userinfo(url), sha256))
+        pins.append(PipPin(name, str(package["version"]), _public_wheel_url(url, placeholders), sha256))
     return sorted(pins, key=lambda p: p.name)

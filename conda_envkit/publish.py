@@ -96,7 +96,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
         from conda_envkit.oci.registry import RegistryClient
         from conda_envkit.oci.transfer import ImageToPush, push_image
 
-        client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure)
+        client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure, push_target=True)
         mount_from = {}
         blobs = []
         for image in baked.platforms:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import jinja2
 from rattler import Version
 
 from conda_envkit.errors import EnvkitError
@@ -158,14 +157,62 @@ def load_recipe(name: str, extra: Path | None = None) -> Recipe:
     raise RecipeError(f"unknown recipe {name!r} (available: {names})", hint="see `envkit recipes`, or pass --recipe-dir")
 
 
+def recipe_data(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain data for a template: strings, lists and dicts, no objects to reach through."""
+    return {
+        "name": recipe.name,
+        "description": recipe.description,
+        "base_cpu": recipe.base_cpu,
+        "base_cuda": dict(recipe.base_cuda),
+        "env": dict(recipe.env),
+        "reproducibility": dict(recipe.reproducibility),
+        "user": recipe.user,
+        "workdir": recipe.workdir,
+        "entrypoint": list(recipe.entrypoint) if recipe.entrypoint is not None else None,
+        "cmd": list(recipe.cmd) if recipe.cmd is not None else None,
+        "labels": dict(recipe.labels),
+        "files": [f.dest for f in recipe.files],
+    }
+
+
+def _one_line_values(value: Any, where: str) -> None:
+    """Refuse a newline or control character in any value a Dockerfile line is built from."""
+    if isinstance(value, str):
+        if any(c in value for c in "\n\r\x00") or not all(c.isprintable() or c == "\t" for c in value):
+            raise RecipeError(f"{where}: {value[:60]!r} holds a newline or control character", hint="a Dockerfile value must be one line")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _one_line_values(str(k), f"{where} key")
+            _one_line_values(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _one_line_values(v, f"{where}[{i}]")
+
+
 def render_dockerfile(recipe: Recipe, context: dict[str, Any]) -> str:
-    """The Dockerfile for a build context: the recipe's own Dockerfile.j2, else the shared one."""
+    """The Dockerfile for a build context: the recipe's own Dockerfile.j2, else the shared one.
+
+    A recipe from a repository is code from someone else: the template runs in jinja2's
+    sandbox, may include only files of its own directory, and sees plain data only.
+    """
+    import jinja2.sandbox
+
     own = recipe.directory / "Dockerfile.j2"
     shared = BUILTIN_RECIPES / "Dockerfile.j2"
     template_path = own if own.is_file() else shared
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    data = {"recipe": recipe_data(recipe), **context}
+    for key, value in data.items():
+        _one_line_values(value, f"recipe {recipe.name}: {key}")
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(template_path.parent), followlinks=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
     try:
-        template = environment.from_string(template_path.read_text(encoding="utf-8"))
-        return template.render(recipe=recipe, **context)
-    except jinja2.TemplateError as exc:
-        raise RecipeError(f"{template_path}: {exc}", hint="fix the template") from None
+        template = environment.get_template(template_path.name)
+        return template.render(**data)
+    except (jinja2.TemplateError, jinja2.sandbox.SecurityError) as exc:
+        raise RecipeError(f"{template_path}: {type(exc).__name__}: {exc}", hint="fix the template") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{template_path}: cannot read the template ({exc})", hint="fix the template") from None

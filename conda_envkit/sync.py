@@ -28,6 +28,7 @@ from conda_envkit.install import (
     conda_packages,
     default_cache_dir,
     fetch_packages,
+    lock_hosts,
     normalize_conda_meta,
     pip_packages,
     record_from_info,
@@ -157,8 +158,15 @@ def sync_environment(
     python_changed = "python" in touched or "python" in plan.remove
     wheel_touched = [w for w in wheels if _name(w) in touched or (python_changed and _name(w) in installed)]
     indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+    hosts = lock_hosts(lockfile, indexes)
     report = fetch_packages(
-        conda_touched + wheel_touched, cache_dir, settings, pip_indexes=indexes, progress=progress, step=f"download {platform}"
+        conda_touched + wheel_touched,
+        cache_dir,
+        settings,
+        pip_indexes=indexes,
+        allowed_hosts=hosts,
+        progress=progress,
+        step=f"download {platform}",
     )
     fetched = {f.locked.name: f for f in report.packages if f.locked.manager == "conda"}
     records = [repodata_record(f, cache_dir) for f in fetched.values()]
@@ -166,7 +174,9 @@ def sync_environment(
     infos = PackageInfoCache(cache_dir)
     unchanged = [p for p in packages if p.name not in fetched]
     lacking = [p for p in unchanged if infos.get((p.hash.sha256 or "").lower()) is None]
-    extra: dict[str, FetchedPackage] = {f.locked.name: f for f in fetch_packages(lacking, cache_dir, settings).packages} if lacking else {}
+    extra: dict[str, FetchedPackage] = (
+        {f.locked.name: f for f in fetch_packages(lacking, cache_dir, settings, allowed_hosts=hosts).packages} if lacking else {}
+    )
     for p in unchanged:
         if p.name in extra:
             records.append(repodata_record(extra[p.name], cache_dir))

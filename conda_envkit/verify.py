@@ -12,7 +12,10 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
+import stat
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from conda_envkit.lockmodel import packages_for
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import open_layer
 from conda_envkit.pip_install import PIP_RECORDS
+from conda_envkit.safepath import unusual_mode
 
 
 class VerifyError(EnvkitError):
@@ -81,8 +85,15 @@ class ImageTree:
         self.prefix = prefix.strip("/")
         self.files: dict[str, str] = {}  # path in prefix -> sha256
         self.links: set[str] = set()
+        self.entries: dict[str, _Entry] = {}  # path in prefix -> type, content hash or target, mode
+        self.outside: list[str] = []  # non-directory entries outside the prefix in envkit's layers and above
         self.meta: dict[str, bytes] = {}  # conda-meta/*.json, and the lock copy bake put in conda-meta/envkit/
-        for layer in base.layers:
+        self.recipe_files: list[str] = []  # files of bake's recipe-files layer: outside the lock, listed not judged
+        first_ours = _first_envkit_layer(base.config, len(base.layers))
+        recipe_layer = _recipe_files_layer(base.config, len(base.layers))
+        for index, layer in enumerate(base.layers):
+            self._ours = index >= first_ours
+            self._recipe = index == recipe_layer
             self._apply(store_path / "sha256" / layer.descriptor.digest.partition(":")[2])
 
     def _inside(self, name: str) -> str | None:
@@ -90,7 +101,7 @@ class ImageTree:
         return name[len(self.prefix) + 1 :] if name.startswith(self.prefix + "/") else None
 
     def _remove(self, path: str, opaque: bool = False) -> None:
-        for table in (self.files, self.meta):
+        for table in (self.files, self.meta, self.entries):
             for key in [k for k in table if k == path or k.startswith(path + "/")]:
                 if not (opaque and key == path):
                     del table[key]
@@ -106,11 +117,19 @@ class ImageTree:
                         self._remove(target, opaque=base == ".wh..wh..opq")
                     continue
                 path = self._inside(member.name)
+                if path is None and self._ours and not member.isdir():
+                    where = "/" + posixpath.normpath(member.name.lstrip("./").lstrip("/"))
+                    (self.recipe_files if self._recipe and member.isfile() else self.outside).append(where)
+                if path is not None and member.isdir():
+                    self.entries[path] = _Entry("directory", "", member.mode)
                 if path is None or member.isdir():
                     continue  # a directory entry merges with what lower layers put there
                 self._remove(path)
                 if member.issym():
                     self.links.add(path)
+                    self.entries[path] = _Entry("symlink", member.linkname, member.mode)
+                elif not member.isfile():
+                    self.entries[path] = _Entry("other", "", member.mode)
                 elif member.isfile():
                     data = tar.extractfile(member)
                     digest = hashlib.sha256()
@@ -120,6 +139,7 @@ class ImageTree:
                         if path.startswith("conda-meta/"):
                             chunks.append(chunk)
                     self.files[path] = digest.hexdigest()
+                    self.entries[path] = _Entry("file", self.files[path], member.mode)
                     top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
                     pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
                     if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
@@ -142,6 +162,98 @@ class ImageTree:
 
     def is_symlink(self, path: str) -> bool:
         return path in self.links
+
+
+def _first_envkit_layer(config: dict, layer_count: int) -> int:
+    """Index of the first layer envkit's bake made (its history says so); every layer from there up is checked."""
+    created = [h.get("created_by", "") for h in (config.get("history") or []) if not h.get("empty_layer")]
+    for index, line in enumerate(created[:layer_count]):
+        if str(line).startswith("envkit bake"):
+            return index
+    return 0
+
+
+def _recipe_files_layer(config: dict, layer_count: int) -> int:
+    """Index of bake's recipe-files layer, if the image was baked from a recipe: the last layer, so named.
+
+    A recipe's extra files (an entrypoint script, a config) live outside the prefix and are not in
+    the lock; only that one layer may hold them, and only regular files.
+    """
+    labels = (config.get("config") or {}).get("Labels") or {}
+    created = [h.get("created_by", "") for h in (config.get("history") or []) if not h.get("empty_layer")]
+    if labels.get("dev.envkit.recipe") and len(created) == layer_count and created and created[-1] == "envkit bake: recipe files":
+        return layer_count - 1
+    return -1
+
+
+_DANGEROUS_ENV = ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "BASH_ENV", "ENV")
+
+
+def image_config_findings(
+    config: dict, prefix: str, labels: dict[str, str], expected_lock_hash: str, platform_hash: str, recipe_files: tuple[str, ...] = ()
+) -> list[Finding]:
+    """What the image runs that the lock does not explain: loader/interpreter variables, a lock hash label that lies."""
+    findings = []
+    cfg = config.get("config") or {}
+    for item in cfg.get("Env") or []:
+        name, _, value = str(item).partition("=")
+        if name in _DANGEROUS_ENV:
+            findings.append(Finding("image-config", "config Env", f"{name}={value} changes what every process loads"))
+        if name == "PATH" and prefix.rstrip("/") + "/bin" not in value.split(":"):
+            findings.append(Finding("image-config", "config Env", f"PATH={value} does not include {prefix}/bin"))
+    claimed = labels.get("dev.envkit.lock-hash")
+    if claimed and claimed != expected_lock_hash:
+        findings.append(Finding("image-config", "label dev.envkit.lock-hash", f"claims {claimed}, the lock is {expected_lock_hash}"))
+    claimed_platform = labels.get("dev.envkit.platform-lock-hash")
+    if claimed_platform and claimed_platform != platform_hash:
+        findings.append(
+            Finding("image-config", "label dev.envkit.platform-lock-hash", f"claims {claimed_platform}, the lock's is {platform_hash}")
+        )
+    for key in ("Entrypoint", "Cmd"):
+        for arg in cfg.get(key) or []:
+            allowed = str(arg) in ("/bin/sh", "/bin/bash") or str(arg) in recipe_files
+            if str(arg).startswith("/") and not str(arg).startswith(prefix.rstrip("/") + "/") and not allowed:
+                findings.append(Finding("image-config", f"config {key}", f"runs {arg}, outside the environment {prefix}"))
+                break
+    return findings
+
+
+def verify_image(
+    lockfile_path: Path, lockfile: Lockfile, platform: str, tree: ImageTree, config: dict, labels: dict[str, str], cache_dir: Path | None
+) -> list[Finding]:
+    """Findings for an image: its files against a fresh install of the lock, its config, and anything outside the prefix."""
+    from conda_envkit.install import default_cache_dir, install_packages
+    from conda_envkit.lockfile import lock_hash, platform_lock_hash
+
+    prefix = "/" + tree.prefix
+    findings = verify_tree(lockfile, platform, tree)
+    mentioned = {f.detail.split(" ", 1)[0] for f in findings}
+    cache = cache_dir or default_cache_dir()
+    (cache / "tmp").mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="verify.", dir=cache / "tmp"))
+    try:
+        reference = scratch / "env"
+        install_packages(lockfile, platform, reference, prefix, cache)
+        expected = _scan(reference)
+        owners = _owners(reference)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # bake's own records (the lock copy, which verify_tree already read as the image's claim, and the
+    # environment description) are data no process loads; they may hold whatever bake wrote.
+    for own in (LOCK_COPY.as_posix(), (LOCK_COPY.parent / "environment.json").as_posix()):
+        if own in tree.entries and tree.entries[own].kind == "file":
+            expected[own] = _Entry("file", tree.entries[own].digest, 0o644)
+            expected.setdefault(LOCK_COPY.parent.as_posix(), _Entry("directory", "", 0o755))
+    # Modes in a tar are what bake chose (normalized); only dangerous bits are compared.
+    actual = {k: _Entry(v.kind, v.digest, v.mode if unusual_mode(v.mode) else expected.get(k, v).mode) for k, v in tree.entries.items()}
+    for f in compare_with_reference(expected, actual, owners):
+        if f.detail.split(" ", 1)[0] not in mentioned and f.kind != "changed-mode":
+            findings.append(f)
+    for path in tree.outside:
+        findings.append(Finding("outside-prefix", "no package", f"{path} is added outside the environment {prefix}"))
+    hashes = (str(lock_hash(lockfile)), str(platform_lock_hash(lockfile, platform)))
+    findings += image_config_findings(config, prefix, labels, *hashes, tuple(tree.recipe_files))
+    return findings
 
 
 def _package_label(record: dict) -> str:
@@ -222,3 +334,168 @@ def _pip_findings(lockfile: Lockfile, platform: str, tree: InstalledTree) -> lis
         if name not in locked:
             findings.append(Finding("extra-package", f"{name} {record.get('version')} (pip)", "installed but not in the lock"))
     return findings
+
+
+# What conda itself (or Python at run time) writes into a prefix that no package owns.
+_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    kind: str  # file, symlink, directory, other
+    digest: str = ""  # sha256 of a file, target of a symlink
+    mode: int = 0
+
+
+def _scan(root: Path) -> dict[str, _Entry]:
+    """Every path below `root` (symlinks not followed), with its type, content hash or target, and mode."""
+    out: dict[str, _Entry] = {}
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            full = os.path.join(directory, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = _Entry("symlink", os.readlink(full), st.st_mode)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = _Entry("directory", "", st.st_mode)
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as f:
+                    out[rel] = _Entry("file", hashlib.file_digest(f, "sha256").hexdigest(), st.st_mode)
+            else:
+                out[rel] = _Entry("other", "", st.st_mode)
+    return out
+
+
+def _owners(reference: Path) -> dict[str, str]:
+    """Path -> the package that installs it, from the reference install's records."""
+    owners: dict[str, str] = {}
+    tree = PrefixTree(reference)
+    for record in tree.records():
+        for entry in (record.get("paths_data") or {}).get("paths", []):
+            owners[entry["_path"]] = _package_label(record)
+    for record in tree.pip_records():
+        for entry in record.get("files", []):
+            owners[entry["_path"]] = f"{record.get('name')} {record.get('version')} (pip)"
+    return owners
+
+
+def _allowed_unowned(rel: str, expected: dict[str, _Entry]) -> bool:
+    if rel in _ALLOWED_UNOWNED:
+        return True
+    # Bytecode Python writes at run time, next to a source a package owns.
+    directory, _, name = rel.rpartition("/")
+    if directory.endswith("__pycache__") and name.endswith(".pyc"):
+        source = directory[: -len("__pycache__")] + name.split(".", 1)[0] + ".py"
+        return expected.get(source, _Entry("none")).kind == "file"
+    return False
+
+
+def compare_with_reference(
+    expected: dict[str, _Entry], actual: dict[str, _Entry], owners: dict[str, str], reported: frozenset[str] = frozenset()
+) -> list[Finding]:
+    """Findings for every way `actual` differs from what installing the lock produces (`expected`).
+
+    `reported` are paths already accounted for (an extra package's files): not reported again.
+    """
+    findings = []
+    for rel, want in sorted(expected.items()):
+        owner = owners.get(rel, "envkit")
+        have = actual.get(rel)
+        if have is None:
+            findings.append(Finding("missing-file", owner, f"{rel} is missing"))
+        elif have.kind != want.kind:
+            findings.append(Finding("replaced-path", owner, f"{rel} should be a {want.kind} but is a {have.kind}"))
+        elif want.kind == "symlink" and have.digest != want.digest:
+            findings.append(Finding("retargeted-symlink", owner, f"{rel} points to {have.digest!r}, installed as {want.digest!r}"))
+        elif want.kind == "file" and have.digest != want.digest:
+            findings.append(
+                Finding("modified-file", owner, f"{rel} was modified (sha256 {have.digest[:12]}…, installed as {want.digest[:12]}…)")
+            )
+        if have is not None and have.kind == want.kind and want.kind != "symlink":
+            unusual = unusual_mode(have.mode)
+            if unusual and unusual_mode(want.mode) != unusual:
+                findings.append(Finding("unsafe-mode", owner, f"{rel} is {unusual} ({stat.filemode(have.mode)}), which no package ships"))
+            elif want.kind == "file" and (have.mode & 0o111) != (want.mode & 0o111):
+                findings.append(
+                    Finding("changed-mode", owner, f"{rel} mode {stat.filemode(have.mode)}, installed as {stat.filemode(want.mode)}")
+                )
+    for rel, have in sorted(actual.items()):
+        if rel in expected or rel in reported or _allowed_unowned(rel, expected):
+            continue
+        if have.kind == "directory":
+            below = [k for k in actual if k.startswith(rel + "/") and actual[k].kind != "directory"]
+            if all(k in reported or _allowed_unowned(k, expected) for k in below) and (below or rel.endswith("__pycache__")):
+                continue
+        parent = rel.rpartition("/")[0]
+        if parent and parent in actual and parent not in expected:
+            continue  # reported once, at the top of an unowned tree
+        what = f"{rel} ({have.kind})" + (f" -> {have.digest}" if have.kind == "symlink" else "")
+        findings.append(Finding("unowned-file", "no package", f"{what} is not installed by any locked package"))
+    return findings
+
+
+def _extra_paths(lockfile: Lockfile, platform: str, tree: PrefixTree) -> frozenset[str]:
+    """Files of installed packages the lock does not have (reported as extra-package already)."""
+    locked = {(p.manager, p.name) for p in packages_for(lockfile, platform)}
+    paths: set[str] = set()
+    for record in tree.records():
+        if ("conda", record.get("name")) not in locked:
+            paths.update(e["_path"] for e in (record.get("paths_data") or {}).get("paths", []))
+            paths.add(f"conda-meta/{record.get('name')}-{record.get('version')}-{record.get('build')}.json")
+    for record in tree.pip_records():
+        if ("pip", record.get("name")) not in locked:
+            paths.update(e["_path"] for e in record.get("files", []))
+            paths.add(f"{PIP_RECORDS.as_posix()}/{record.get('name')}.json")
+    return frozenset(paths)
+
+
+def verify_installed_prefix(
+    lockfile_path: Path, lockfile: Lockfile, platform: str, prefix: Path, cache_dir: Path | None = None
+) -> list[Finding]:
+    """The findings of `verify_tree` (by package) and then of `verify_prefix` (by path), each path reported once."""
+    tree = PrefixTree(prefix)
+    findings = verify_tree(lockfile, platform, tree)
+    mentioned = {f.detail.split(" ", 1)[0] for f in findings}
+    extra = _extra_paths(lockfile, platform, tree)
+    for f in verify_prefix(lockfile_path, lockfile, platform, prefix, cache_dir, extra):
+        if f.detail.split(" ", 1)[0] not in mentioned:
+            findings.append(f)
+    return findings
+
+
+def verify_prefix(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    prefix: Path,
+    cache_dir: Path | None = None,
+    reported: frozenset[str] = frozenset(),
+) -> list[Finding]:
+    """Every difference between `prefix` and what installing the lock there would produce.
+
+    The truth is the lock: its packages (fetched by sha256 and checked against their own
+    paths.json) are installed afresh into a scratch directory as if at `prefix`, and the two
+    trees are compared path by path: content, symlink targets, types, modes, and files that
+    no locked package owns. conda-meta and envkit's pip records are compared like any file,
+    so rewriting a record to match a changed file does not hide it.
+    """
+    from conda_envkit.install import default_cache_dir, install_packages
+
+    prefix = prefix.absolute()
+    PrefixTree(prefix)  # refuses a directory that is not an environment
+    cache = cache_dir or default_cache_dir()
+    (cache / "tmp").mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="verify.", dir=cache / "tmp"))
+    try:
+        reference = scratch / "env"
+        install_packages(lockfile, platform, reference, str(prefix), cache)
+        expected = _scan(reference)
+        owners = _owners(reference)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    expected[LOCK_COPY.as_posix()] = _Entry("file", hashlib.sha256(lockfile_path.read_bytes()).hexdigest(), 0o644)
+    for parent in (LOCK_COPY.parent.as_posix(),):
+        expected.setdefault(parent, _Entry("directory", "", 0o755))
+    owners[LOCK_COPY.as_posix()] = "envkit (lock copy)"
+    return compare_with_reference(expected, _scan(prefix), owners, reported)

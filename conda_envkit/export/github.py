@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from conda_envkit.output_safety import github_output
 from conda_envkit.record import EnvironmentRecord, RecordError
 
 
 def output_lines(record: EnvironmentRecord) -> str:
-    return "".join(f"{k.removeprefix('envkit.')}={v}\n" for k, v in record.flat().items())
+    """The record as step outputs; a value that spans lines uses the delimiter form, so it cannot add an output."""
+    return "".join(github_output(k.removeprefix("envkit."), str(v)) for k, v in record.flat().items())
 
 
 def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> Path:

@@ -28,8 +28,9 @@ class Attached:
     title: str
 
 
-def _client(registry: str, insecure: tuple[str, ...]) -> RegistryClient:
-    return RegistryClient(registry, insecure=registry in insecure)
+def _client(registry: str, insecure: tuple[str, ...], push_target: bool = False) -> RegistryClient:
+    # The environment's registry credentials are for the image envkit pushed (attach), not for any image it reads.
+    return RegistryClient(registry, insecure=registry in insecure, push_target=push_target)
 
 
 def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[str, ...] = ()) -> list[Attached]:
@@ -40,7 +41,7 @@ def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[s
     if not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock the image was baked from with --lockfile")
     ref = parse_image_ref(repository)
-    client = _client(ref.registry, insecure)
+    client = _client(ref.registry, insecure, push_target=True)
     image = record["image"]
     top = Descriptor(image["media_type"], image["digest"], image["size"])
     created = "1970-01-01T00:00:00Z"

@@ -66,7 +66,7 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
             _add(tar, "blobs", mtime=mtime)
             _add(tar, "blobs/sha256", mtime=mtime)
             for digest in sorted({manifest.digest, config, *layers}):
-                _add(tar, blob_name(digest), source=store.path(digest), mtime=mtime)
+                _add(tar, blob_name(digest), source=store.verified_path(digest), mtime=mtime)
             _add(tar, "index.json", canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries}), mtime=mtime)
             _add(tar, "manifest.json", canonical_json(docker_manifest), mtime=mtime)
             _add(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}), mtime=mtime)
@@ -120,6 +120,7 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
         if len(diff_ids) != len(entry.get("Layers", [])):
             raise OciError(f"{where}: {len(entry.get('Layers', []))} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")
         layers = []
+        links: dict[str, str] = {}  # symlinks of the layers below: chains across layers are resolved
         for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
             source = tar.extractfile(_member(tar, name, where))
             tmp = store.temp_path()
@@ -134,7 +135,7 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
             if media_type == OCI_LAYER and digest != diff_id:
                 raise OciError(f"{where}: layer {name} does not match its diff_id", hint="the archive is corrupt")
-            check_layer(tmp, f"{where} layer {name}")
+            check_layer(tmp, f"{where} layer {name}", links)
             size = tmp.stat().st_size
             store.adopt(tmp, digest)
             layers.append(Layer(Descriptor(media_type, digest, size), diff_id))

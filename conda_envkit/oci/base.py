@@ -22,8 +22,8 @@ def split_ref(value: str) -> tuple[str, str | None]:
 
 
 def _import_blob(source: BlobStore, store: BlobStore, digest: str) -> None:
-    if store.has(digest):
-        return
+    if store.has(digest) and file_digest(store.path(digest)) == digest:
+        return  # a cached copy is used only if its bytes still have its name
     path = source.path(digest)
     if not path.is_file():
         raise OciError(f"{source.root.parent}: blob {digest} is missing", hint="the layout is incomplete")

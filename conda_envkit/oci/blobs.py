@@ -126,6 +126,22 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def verified_path(self, digest: str) -> Path:
+        """The blob's path, after checking its bytes still have `digest`: a blob leaving the cache is re-read.
+
+        A cache is writable by whoever shares it, and a blob hard-linked into an output can
+        be edited there; a changed blob must never be written into an image or pushed.
+        """
+        path = self.path(digest)
+        if not path.is_file():
+            raise OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
+        if file_digest(path) != digest:
+            raise OciError(
+                f"blob {digest} in {self.root} does not match its digest (the cache was modified)",
+                hint=f"delete {path} (or the whole cache) and bake again",
+            )
+        return path
+
     def put_bytes(self, data: bytes) -> str:
         digest = sha256_digest(data)
         target = self.path(digest)

@@ -36,7 +36,7 @@ def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: 
         blob_dir = staging / "blobs" / "sha256"
         blob_dir.mkdir(parents=True)
         for digest in sorted(set(blobs)):
-            link_or_copy(store.path(digest), blob_dir / digest.partition(":")[2])
+            link_or_copy(store.verified_path(digest), blob_dir / digest.partition(":")[2])
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [m.to_json() for m in manifests]}
         (staging / "index.json").write_bytes(canonical_json(index))
         old = None

@@ -1,9 +1,13 @@
 """A client for the OCI distribution API: pull and push blobs and manifests.
 
 Auth: anonymous, basic, and bearer tokens (the registry's WWW-Authenticate
-challenge), with credentials from `~/.docker/config.json` (or $DOCKER_CONFIG) or
-$ENVKIT_REGISTRY_USER / $ENVKIT_REGISTRY_PASSWORD. HTTPS with certificate
-checks always, unless the caller asks for plain HTTP (`insecure`) for that registry.
+challenge). Credentials are scoped per registry host, like skopeo and crane: from
+`~/.docker/config.json` (or $DOCKER_CONFIG) for that host, and
+$ENVKIT_REGISTRY_USER / $ENVKIT_REGISTRY_PASSWORD only for the push target (the
+caller says which client that is). They are sent only to the registry's own host (an
+upload Location elsewhere gets none) and never over plain HTTP, except to a loopback
+registry the caller asked to reach insecurely. HTTPS with certificate checks always,
+unless the caller asks for plain HTTP (`insecure`) for that registry.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
@@ -68,11 +72,37 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
             return entry["username"], entry.get("password", "")
     helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
     if helper:
-        raise RegistryError(
-            f"{path}: credentials for {registry} are in the credential helper {helper!r}, which envkit does not call",
-            hint="set ENVKIT_REGISTRY_USER and ENVKIT_REGISTRY_PASSWORD, or store an `auths` entry",
-        )
+        return _credential_helper(str(helper), registry, path)
     return None
+
+
+def _credential_helper(helper: str, registry: str, config_path: Path) -> tuple[str, str] | None:
+    """(user, secret) from `docker-credential-<helper> get` for `registry` (the docker credential-helper protocol)."""
+    import shutil
+    import subprocess
+
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", helper):
+        raise RegistryError(f"{config_path}: credential helper name {helper!r} is not a plain name", hint="fix the docker config")
+    binary = shutil.which(f"docker-credential-{helper}")
+    if binary is None:
+        raise RegistryError(
+            f"{config_path}: credentials for {registry} are in the credential helper {helper!r}, "
+            f"but docker-credential-{helper} is not on PATH",
+            hint="install the helper, or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD for a push",
+        )
+    try:
+        proc = subprocess.run([binary, "get"], input=registry, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RegistryError(f"docker-credential-{helper}: failed for {registry} ({exc})", hint="check the credential helper") from None
+    if proc.returncode != 0:
+        if "credentials not found" in (proc.stdout + proc.stderr).lower():
+            return None
+        raise RegistryError(f"docker-credential-{helper}: failed for {registry}", hint="check the credential helper") from None
+    try:
+        answer = json.loads(proc.stdout)
+        return str(answer["Username"]), str(answer["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"docker-credential-{helper}: unreadable answer for {registry}", hint="check the credential helper") from None
 
 
 def environment_credentials() -> tuple[str, str] | None:
@@ -100,10 +130,15 @@ class RegistryClient:
         credentials: tuple[str, str] | None = None,
         retries: int = 4,
         chunk_size: int = CHUNK_SIZE,
+        push_target: bool = False,
     ) -> None:
         self.registry = registry
+        self.insecure = insecure
         self.base = f"{'http' if insecure else 'https'}://{registry}"
-        self.credentials = credentials if credentials is not None else (environment_credentials() or docker_config_credentials(registry))
+        if credentials is None:
+            # The environment's credentials belong to the push target alone, never to a base image's registry.
+            credentials = (environment_credentials() if push_target else None) or docker_config_credentials(registry)
+        self.credentials = credentials
         self.retries = retries
         self.chunk_size = chunk_size
         self.session = requests.Session()
@@ -112,7 +147,16 @@ class RegistryClient:
 
     # -- requests, auth and retries -----------------------------------------------------------
 
-    def _auth_header(self, scope: str) -> dict[str, str]:
+    def _may_send_credentials(self, url: str) -> bool:
+        """Credentials go to this registry's own host only, and over HTTPS (or to an insecure loopback registry)."""
+        parts = urlsplit(url)
+        if parts.netloc.lower() != self.registry.lower():
+            return False
+        return parts.scheme == "https" or (parts.scheme == "http" and self.insecure and _loopback(parts.hostname or ""))
+
+    def _auth_header(self, scope: str, url: str) -> dict[str, str]:
+        if not self._may_send_credentials(url):
+            return {}
         if scope in self._tokens:
             return {"Authorization": f"Bearer {self._tokens[scope]}"}
         if self._basic and self.credentials:
@@ -140,7 +184,12 @@ class RegistryClient:
         query: dict[str, object] = {"scope": scope.split()}
         if fields.get("service"):
             query["service"] = fields["service"]
-        auth = self.credentials if self.credentials else None
+        realm_parts = urlsplit(realm)
+        secure_realm = realm_parts.scheme == "https" or (self.insecure and _loopback(realm_parts.hostname or ""))
+        if realm_parts.scheme not in ("http", "https"):
+            raise RegistryError(f"{self.registry}: token realm {realm!r} is not an HTTP URL", hint="the registry's auth is misconfigured")
+        # Never send the password in clear: over an http:// realm the token is asked for anonymously.
+        auth = self.credentials if self.credentials and secure_realm else None
         deadline = Deadline(f"{self.registry}: token server {realm}")
         try:
             with self.session.get(realm, params=query, auth=auth, timeout=deadline.timeouts(), stream=True) as response:
@@ -184,7 +233,7 @@ class RegistryClient:
                 response = self.session.request(
                     method,
                     url,
-                    headers={**(headers or {}), **self._auth_header(scope)},
+                    headers={**(headers or {}), **self._auth_header(scope, url)},
                     data=data,
                     stream=True,
                     timeout=deadline.timeouts(),
@@ -374,6 +423,10 @@ class RegistryClient:
                 f"{self.registry}: stored manifest as {theirs}, expected {digest}", hint="the registry rewrote the manifest"
             )
         return digest
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def repository_scope(repository: str, actions: str) -> str:

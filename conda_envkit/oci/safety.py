@@ -11,6 +11,7 @@ from typing import BinaryIO
 import zstandard
 
 from conda_envkit.oci.blobs import OciError
+from conda_envkit.safepath import UnsafePathError, climbs_out, resolve_in_root
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -37,13 +38,17 @@ def _inside(name: str) -> str | None:
     return normalized
 
 
-def check_layer(path: Path, where: str) -> int:
+def check_layer(path: Path, where: str, links: dict[str, str] | None = None) -> int:
     """Scan a layer for entries escaping the root; return the number of entries.
 
-    Rejected: names with `..`, hard links whose target leaves the root, relative
-    symlinks that climb above the root from where they stand. Absolute symlink
-    targets are resolved inside the container's root by runtimes and are allowed.
+    Rejected: names with `..`, hard links whose target leaves the root, and symlinks whose
+    target climbs above the root from where the link really stands. Where it stands is
+    resolved inside the rootfs like securejoin does: through the symlinks of this layer and
+    of the layers below it (`links`, root-relative path -> target, updated with this
+    layer's), so a chain of individually harmless links cannot lead out. Absolute targets
+    are resolved inside the container's root by runtimes and are allowed.
     """
+    links = {} if links is None else links
     count = 0
     try:
         with open_layer(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -54,20 +59,31 @@ def check_layer(path: Path, where: str) -> int:
                     raise OciError(
                         f"{where}: entry {member.name!r} escapes the image root", hint="this base layer is unsafe; do not use it"
                     )
+                rel = entry.lstrip("/")
+                directory, base = posixpath.split(rel)
+                if base.startswith(".wh."):
+                    gone = posixpath.join(directory, base[4:])
+                    for key in [k for k in links if k == gone or k.startswith(gone + "/")]:
+                        del links[key]
+                    continue
                 if member.islnk() and _inside(member.linkname) is None:
                     raise OciError(
                         f"{where}: hard link {member.name!r} -> {member.linkname!r} escapes the image root",
                         hint="this base layer is unsafe",
                     )
-                if member.issym() and not member.linkname.startswith("/"):
-                    depth = len([p for p in posixpath.dirname(entry).split("/") if p])
-                    for part in member.linkname.split("/"):
-                        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
-                        if depth < 0:
-                            raise OciError(
-                                f"{where}: symlink {member.name!r} -> {member.linkname!r} points above the image root",
-                                hint="this base layer is unsafe; do not use it",
-                            )
+                if member.issym():
+                    start = resolve_in_root(links, directory) if directory else ""
+                    relative = not member.linkname.startswith("/")
+                    if relative and climbs_out(links, posixpath.join(start, member.linkname) if start else member.linkname):
+                        raise OciError(
+                            f"{where}: symlink {member.name!r} -> {member.linkname!r} points above the image root",
+                            hint="this base layer is unsafe; do not use it",
+                        )
+                    links[rel] = member.linkname
+                elif rel in links:
+                    del links[rel]  # a file or directory replaces a lower layer's link
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
         raise OciError(f"{where}: not a readable layer tarball ({exc})", hint="the base image is corrupt or not an image") from None
+    except UnsafePathError as exc:
+        raise OciError(f"{where}: {exc.message}", hint="this base layer is unsafe; do not use it") from None
     return count

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 from conda_envkit.oci.blobs import (
@@ -15,6 +18,7 @@ from conda_envkit.oci.blobs import (
     BlobStore,
     Descriptor,
     OciError,
+    file_digest,
     json_document,
 )
 from conda_envkit.oci.image import BaseImage
@@ -73,30 +77,43 @@ def base_from_manifest(reference: str, manifest: dict, manifest_digest: str, sto
             f"{reference}: config lists {len(diff_ids)} diff_ids for {len(layer_descs)} layers", hint="the base image is corrupt"
         )
     layers = []
+    links: dict[str, str] = {}  # symlinks of the layers scanned so far: a chain across layers is resolved too
+    chain = hashlib.sha256()
     for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
+        chain.update(desc.digest.encode())
         media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
         if media_type not in LAYER_TYPES:
             raise OciError(
                 f"{reference}: layer {desc.digest} has unsupported media type {desc.media_type}", hint="use a base with plain tar layers"
             )
-        _scan_once(store, desc.digest, f"{reference} layer {desc.digest}")
+        _scan_once(store, desc.digest, chain.hexdigest(), f"{reference} layer {desc.digest}", links)
         layers.append(Layer(Descriptor(media_type, desc.digest, desc.size), diff_id))
     return BaseImage(reference=reference, config=config, layers=tuple(layers), digest=manifest_digest, repository=repository)
 
 
-def _scan_once(store: BlobStore, digest: str, where: str) -> None:
-    # A layer is scanned once per store: the marker is named by the (verified) digest.
-    marker = store.root / "scanned" / digest.partition(":")[2]
-    if marker.exists():
-        return
-    check_layer(store.path(digest), where)
+def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str]) -> None:
+    # A layer is scanned once per store and per stack of layers below it (`chain_key`): the
+    # marker keeps the symlinks seen up to it, which the next layer's scan resolves through.
+    marker = store.root / "scanned" / chain_key
+    if marker.is_file():
+        try:
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+            if isinstance(saved, dict):
+                links.clear()
+                links.update({str(k): str(v) for k, v in saved.items()})
+                return
+        except (OSError, ValueError):
+            pass
+    check_layer(store.path(digest), where, links)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(json.dumps(links, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, marker)
 
 
 def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:
-    if store.has(desc.digest):
-        return
+    if store.has(desc.digest) and file_digest(store.path(desc.digest)) == desc.digest:
+        return  # a cached copy is used only if its bytes still have its name
     tmp = store.temp_path()
     try:
         client.fetch_blob(repository, desc.digest, tmp, max_bytes)
@@ -142,9 +159,7 @@ def _push_blob(client: RegistryClient, repository: str, image: ImageToPush, stor
         if source_repo != repository and client.mount_blob(repository, digest, source_repo):
             stats.mounted.append(digest)
             return
-    path = store.path(digest)
-    if not path.is_file():
-        raise OciError(f"blob {digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile")
+    path = store.verified_path(digest)
     stats.bytes_uploaded += client.upload_blob(repository, path, digest)
     stats.uploaded.append(digest)
 
@@ -165,9 +180,9 @@ def push_image(
         progress.advance(step)
     documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
     for desc in documents:
-        client.put_manifest(repository, desc.digest, store.path(desc.digest).read_bytes(), desc.media_type)
+        client.put_manifest(repository, desc.digest, store.verified_path(desc.digest).read_bytes(), desc.media_type)
     for tag in tags:
-        client.put_manifest(repository, tag, store.path(image.top.digest).read_bytes(), image.top.media_type)
+        client.put_manifest(repository, tag, store.verified_path(image.top.digest).read_bytes(), image.top.media_type)
     sent = f"{len(stats.uploaded)} blobs uploaded ({stats.bytes_uploaded / 1e6:.1f} MB)"
     progress.done(step, f"{sent}, {len(stats.skipped)} already there, {len(stats.mounted)} mounted, tags {', '.join(tags)}")
     return stats

@@ -217,11 +217,11 @@ def test_recipes_refuse_bad_recipe_files(tmp_path: Path, kind: str) -> None:
 
 def test_a_spec_from_a_pipe_is_read_once(tmp_path: Path, toy_channel: Path) -> None:
     spec = f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - hello\n"
-    for how in ("stdin", "process-substitution"):
-        work = tmp_path / how
+    for how in ("/dev/stdin", "-", "process-substitution"):
+        work = tmp_path / how.strip("/-").replace("/", "-") if how != "-" else tmp_path / "dash"
         work.mkdir()
-        if how == "stdin":
-            argv = [sys.executable, "-m", "conda_envkit", "lock", "-f", "/dev/stdin"]
+        if how != "process-substitution":
+            argv = [sys.executable, "-m", "conda_envkit", "lock", "-f", how]
             proc = subprocess.run(argv, cwd=work, input=spec, capture_output=True, text=True, timeout=300)
         else:
             (work / "spec.txt").write_text(spec)

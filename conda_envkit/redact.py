@@ -1,0 +1,55 @@
+"""One place that takes secrets out of text before envkit prints or stores it.
+
+Credentials reach envkit in URLs (`user:password@`, anaconda `/t/<token>/`, `?token=`)
+and in environment variables (channel/index credentials, registry passwords). Every
+user-facing error goes through `redact` (EnvkitError does it), so a message built from
+a server's or a library's text (which may quote the URL it used) never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"<>]+)@")
+_TOKEN_SEGMENT = re.compile(r"/t/(?P<token>[^/\s'\"<>]+)/")
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&](?:token|access_token|auth|password|passwd|secret|sig|signature|x-amz-signature|x-amz-credential|code)=)[^&\s'\"<>]+",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"(\$\{\w+\}|:)*")
+# Environment variables whose values are secrets by their name.
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSW|PASSWORD|_PASS$|_PAT$|API_?KEY|ACCESS_KEY|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE)
+_MIN_SECRET = 4
+MASK = "***"
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of environment variables named like secrets, longest first (so no partial masking)."""
+    env = os.environ if environ is None else environ
+    values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= _MIN_SECRET}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, extra: tuple[str, ...] = ()) -> str:
+    """`text` with URL credentials, token segments, secret query values and secret variables' values masked.
+
+    `${VAR}` placeholders are kept (they are not secrets, they name one).
+    """
+    if not text:
+        return text
+
+    def userinfo(m: re.Match[str]) -> str:
+        info = m.group("userinfo")
+        return m.group(0) if _PLACEHOLDER.fullmatch(info) else f"{m.group('scheme')}{MASK}@"
+
+    def token(m: re.Match[str]) -> str:
+        value = m.group("token")
+        return m.group(0) if re.fullmatch(r"\$\{\w+\}", value) else f"/t/{MASK}/"
+
+    text = _USERINFO.sub(userinfo, text)
+    text = _TOKEN_SEGMENT.sub(token, text)
+    text = _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    for value in [*sorted((e for e in extra if len(e) >= _MIN_SECRET), key=len, reverse=True), *secret_values()]:
+        text = text.replace(value, MASK)
+    return text

@@ -1,0 +1,113 @@
+"""envkit install on hostile packages and wheels (issue 14 items 1, 2, 3, 11, 15): each crafted
+archive is refused with one line naming the package, before anything is linked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.errors import EnvkitError
+from conda_envkit.pip_install import WheelToInstall, install_wheels
+from conda_envkit.testing.hostile_packages import RawWheel, write_raw_wheel
+from tests.hostile.conftest import (
+    CANARY,
+    HOSTILE_CONDA,
+    assert_nothing_left,
+    assert_refused,
+    locked_workspace,
+    real_locked_workspace,
+    with_package,
+)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_CONDA))
+def test_hostile_conda_package_is_refused_before_linking(tmp_path: Path, hostile_channel: Path, name: str) -> None:
+    _package, message = HOSTILE_CONDA[name]
+    ws = locked_workspace(tmp_path / "work", hostile_channel, [name])
+    result = ws.install()
+    assert_refused(result, name, message)
+    assert_nothing_left(ws.root)
+    assert not any(Path(p).exists() for p in (CANARY + "-abs", CANARY + "-tar"))
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_symlink_chain_across_two_packages_is_refused(tmp_path: Path, hostile_channel: Path) -> None:
+    # Each package alone stays inside lexically; lib/upup -> up/.. climbs out once lib/up -> .. exists.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["chain-a", "chain-b"])
+    assert_refused(ws.install(), "chain-b", "lib/upup", "leaves the prefix")
+    assert_nothing_left(ws.root)
+
+
+def test_honest_package_installs_with_no_hard_link_into_the_cache(tmp_path: Path, hostile_channel: Path) -> None:
+    ws = real_locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    assert ws.install().returncode == 0
+    tool = ws.root / "env" / "bin" / "honest"
+    # An edit in this environment must not reach the cache, nor any later install.
+    assert os.stat(tool).st_nlink == 1
+    tool.write_text("#!/bin/sh\necho pwned\n")
+    assert ws.install("env2").returncode == 0
+    assert (ws.root / "env2" / "bin" / "honest").read_text() == "#!/bin/sh\necho honest\n"
+
+
+WHEELS = {
+    "metadata-name": (RawWheel("wheelname", "1.0", (("wheelname/__init__.py", b""),), metadata_name="otherdist"), "holds 'otherdist'"),
+    "record-dotdot": (RawWheel("recdot", "1.0", (("../../../../recdot-escape.py", b"x"),)), "recdot"),
+    "data-escape": (RawWheel("dataesc", "1.0", (("dataesc-1.0.data/data/../../dataesc-escape", b"x"),)), "dataesc"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WHEELS))
+def test_hostile_wheel_is_refused(tmp_path: Path, hostile_channel: Path, case: str) -> None:
+    wheel_spec, message = WHEELS[case]
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["python"])
+    wheel = write_raw_wheel(wheel_spec, tmp_path / "wheels")
+    ws.add_wheel(wheel, wheel_spec.name, wheel_spec.version)
+    assert_refused(ws.install(), wheel_spec.name, message)
+    assert_nothing_left(ws.root)
+    assert not list(tmp_path.rglob("*-escape*"))
+
+
+def _prefix_with_python(root: Path) -> Path:
+    site = root / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    return root
+
+
+def test_wheel_never_writes_through_a_symlink_that_leaves_the_prefix(tmp_path: Path) -> None:
+    # Bypasses install's package checks: a prefix that already holds a dangling symlink out.
+    outside = tmp_path / "host"
+    prefix = _prefix_with_python(tmp_path / "prefix")
+    (prefix / "lib" / "python3.11" / "site-packages" / "evilpkg").symlink_to(outside)
+    wheel = write_raw_wheel(RawWheel("evilpkg", "1.0", (("evilpkg/__init__.py", b"owned = True\n"),)), tmp_path / "wheels")
+    item = WheelToInstall("evilpkg", "1.0", wheel.as_uri(), "0" * 64, wheel)
+    with pytest.raises(EnvkitError) as info:
+        install_wheels([item], prefix, str(prefix), "linux-64", "3.11.9")
+    assert "symlink" in str(info.value) and "evilpkg" in str(info.value)
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "a\\b", "x\n"])
+def test_pip_record_name_is_one_plain_component(tmp_path: Path, name: str) -> None:
+    # What the lock parser refuses, the record writer refuses again (defence in depth).
+    prefix = _prefix_with_python(tmp_path / "prefix")
+    wheel = write_raw_wheel(RawWheel("plain", "1.0", (("plain/__init__.py", b""),)), tmp_path / "wheels")
+    with pytest.raises(EnvkitError) as info:
+        install_wheels([WheelToInstall(name, "1.0", wheel.as_uri(), "0" * 64, wheel)], prefix, str(prefix), "linux-64", "3.11.9")
+    assert "not a plain file name" in str(info.value)
+    assert not list(tmp_path.rglob("x.json"))
+
+
+@pytest.mark.parametrize("field,value", [("sha256", "../../../sha-escape"), ("url", "https://example.invalid/..%2F..%2Fx.conda")])
+def test_cache_paths_from_the_lock_are_single_components(tmp_path: Path, hostile_channel: Path, field: str, value: str) -> None:
+    from conda_envkit.install import fetch_packages
+    from conda_envkit.lockfile import read_lockfile
+
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    lock = with_package(read_lockfile(ws.lock), "honest", **{field: value})
+    package = next(p for p in lock.package if p.name == "honest")
+    with pytest.raises(EnvkitError):
+        fetch_packages([package], tmp_path / "cache" / "envkit")
+    assert not (tmp_path / "sha-escape").exists()
+    assert not list((tmp_path / "cache").rglob("*.conda"))

@@ -1,0 +1,78 @@
+"""Base-image layers and the blob cache (issue 14 items 4 and 11): symlink chains are resolved
+inside the rootfs, across layers; a blob is checked against its digest whenever it leaves the
+cache, so a poisoned cache never reaches an output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.testing.hostile_images import Entry, directory, new_file, symlink, write_base_layout
+from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
+
+BASES: dict[str, tuple[list[list[Entry]], str]] = {
+    "chain-in-one-layer": ([[directory("d"), symlink("d/up", ".."), symlink("d/up/esc", "..")]], "d/up/esc"),
+    "chain-across-layers": ([[directory("d"), symlink("d/up", "..")], [symlink("d/up/esc", "..")]], "d/up/esc"),
+    "through-sibling-link": ([[directory("lib"), symlink("lib/a", ".."), symlink("lib/b", "a/..")]], "lib/b"),
+    "through-lower-sibling": ([[directory("lib"), symlink("lib/a", "..")], [symlink("lib/b", "a/../etc")]], "lib/b"),
+    "dotdot-name": ([[new_file("../escape", b"x")]], "../escape"),
+    "climbing-link": ([[directory("usr"), symlink("usr/up", "../../etc")]], "usr/up"),
+}
+
+
+@pytest.fixture
+def ws(tmp_path: Path, hostile_channel: Path) -> Workspace:
+    return locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+
+
+@pytest.mark.parametrize("case", sorted(BASES))
+def test_base_layer_leading_out_of_the_rootfs_is_refused(ws: Workspace, case: str) -> None:
+    layers, entry = BASES[case]
+    write_base_layout(ws.root / "base", layers)
+    result = ws.envkit("bake", "-q", "--base", "oci:base:base", "--oci", "out", "-p", "linux-64")
+    assert_refused(result, entry)
+    assert not (ws.root / "out").exists()
+
+
+def test_absolute_links_stay_allowed(ws: Workspace) -> None:
+    # Runtimes resolve absolute targets inside the container's root: usrmerge bases need them.
+    write_base_layout(ws.root / "base", [[directory("usr"), directory("usr/bin"), symlink("bin", "/usr/bin"), symlink("sbin", "usr/bin")]])
+    result = ws.envkit("bake", "-q", "--base", "oci:base:base", "--oci", "out", "-p", "linux-64")
+    assert result.returncode == 0, result.output
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.unlink()  # a new file: a blob hard-linked elsewhere (the base layout) keeps its bytes
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("output", ["--oci", "--docker-archive"])
+def test_corrupt_cached_blob_never_reaches_an_output(ws: Workspace, output: str) -> None:
+    first = ws.envkit("bake", "-q", "--oci", "first", "-p", "linux-64")
+    assert first.returncode == 0, first.output
+    record = json.loads((ws.root / "bake.json").read_text())
+    layer = record["platforms"]["linux-64"]["layers"][0]
+    digest = layer["digest"] if isinstance(layer, dict) else layer
+    blob = ws.cache / "blobs" / "sha256" / digest.partition(":")[2]
+    _flip_a_byte(blob)  # same size: a cache entry's size check does not see it
+    target = "second" if output == "--oci" else "second.tar"
+    result = ws.envkit("bake", "-q", output, target, "-p", "linux-64")
+    assert_refused(result, digest, "does not match its digest")
+    assert not (ws.root / target).exists()
+
+
+def test_poisoned_base_blob_in_the_cache_is_fetched_again(ws: Workspace) -> None:
+    write_base_layout(ws.root / "base", [[directory("etc"), new_file("etc/motd", b"genuine\n")]])
+    assert ws.envkit("bake", "-q", "--base", "oci:base:base", "--oci", "one", "-p", "linux-64").returncode == 0
+    base_layer = next((ws.root / "base" / "blobs" / "sha256").iterdir())
+    for blob in (ws.cache / "blobs" / "sha256").iterdir():
+        if blob.read_bytes()[:2] == b"\x1f\x8b" and blob.stat().st_size == base_layer.stat().st_size:
+            _flip_a_byte(blob)
+    again = ws.envkit("bake", "-q", "--base", "oci:base:base", "--oci", "two", "-p", "linux-64")
+    assert again.returncode == 0, again.output
+    verify = ws.envkit("verify", "--image", f"oci:two:{json.loads((ws.root / 'bake.json').read_text())['tags'][0]}")
+    assert verify.returncode == 0, verify.output

@@ -1,0 +1,106 @@
+"""Outputs built from lock values (issue 14 item 12, output part): a newline, a pipe or a
+backtick in a lock value cannot forge an @EXPLICIT line, a markdown row or a step output.
+Records are built directly where the lock parser would already refuse the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.errors import EnvkitError
+from conda_envkit.lockdiff import PackageChange, render_markdown
+from conda_envkit.lockfile import read_lockfile, render_explicit
+from conda_envkit.output_safety import github_output
+from tests.hostile.conftest import locked_workspace, with_package
+
+EVIL = "https://evil.example/trojan-1.0-0.conda"
+
+
+@pytest.mark.parametrize(
+    "field,value,kind",
+    [
+        ("url", f"file:///x/honest-1.0-0.conda#0\n{EVIL}", "md5"),
+        ("url", f"file:///x/honest-1.0-0.conda {EVIL}", "md5"),
+        ("url", f"file:///x/honest-1.0-0.conda\r{EVIL}", "sha256"),
+        ("md5", f"0123456789abcdef0123456789abcdef\n{EVIL}#0123456789abcdef0123456789abcdef", "md5"),
+        ("md5", "not-hex", "md5"),
+        ("sha256", "a" * 64 + f"\n{EVIL}", "sha256"),
+    ],
+)
+def test_explicit_render_cannot_gain_a_package_line(tmp_path: Path, hostile_channel: Path, field: str, value: str, kind: str) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    lock = with_package(read_lockfile(ws.lock), "honest", **{field: value})
+    with pytest.raises(EnvkitError) as info:
+        render_explicit(lock, "linux-64", kind)
+    assert "honest" in str(info.value)
+
+
+def test_explicit_render_of_a_crafted_lock_file_writes_no_forged_line(tmp_path: Path, hostile_channel: Path) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    ws.rewrite(lambda d: d["package"][0].update(url=d["package"][0]["url"] + f"#{'0' * 32}\n{EVIL}"))
+    result = ws.envkit("render", "--kind", "explicit", "-p", "linux-64")
+    assert result.returncode == 2, result.output
+    assert EVIL not in result.stdout
+
+
+def _table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("|")]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x | upgraded | 1 | 2 | yes |\n| `numpy` | removed | 1.26 |  |  |",
+        "x` | forged | row | here |`",
+        "[click me](https://evil.example)",
+        "<img src=x onerror=alert(1)>",
+        "a\r\n| b | c | d | e | f |",
+    ],
+)
+def test_diff_markdown_cannot_gain_a_row(name: str) -> None:
+    change = PackageChange("linux-64", "conda", name, "upgraded", "1.0 0", "2.0 0", False)
+    text = render_markdown([change], "old.yml", "new.yml")
+    rows = _table_rows(text)
+    assert len(rows) == 3, text  # header, separator, one package
+    assert rows[2].count(" | ") == 4, rows[2]  # five cells
+    assert "<img" not in text and "](" not in text
+
+
+def _parse_github_output(text: str) -> dict[str, str]:
+    """GitHub's reading of $GITHUB_OUTPUT: `k=v` lines and `k<<DELIM` … `DELIM` blocks."""
+    out, lines = {}, text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, i + 1)
+            out[key] = "\n".join(lines[i + 1 : end])
+            i = end + 1
+            continue
+        if "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+        i += 1
+    return out
+
+
+def test_github_output_value_cannot_add_an_output(tmp_path: Path, hostile_channel: Path) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    forged = "none\nimage_digest=sha256:" + "f" * 64
+    ws.rewrite(lambda d: d["metadata"]["custom_metadata"].update({"envkit.linux-64.cuda": forged}))
+    target = tmp_path / "github_output"
+    result = ws.envkit("export", "--lockfile", ws.lock, "--to", "github", env={"GITHUB_OUTPUT": str(target)})
+    if result.returncode == 0:
+        outputs = _parse_github_output(target.read_text())
+        assert "image_digest" not in outputs
+        assert outputs["cuda"] == forged
+    else:
+        assert result.returncode == 2 and not (target.exists() and "image_digest" in target.read_text())
+
+
+@pytest.mark.parametrize("key", ["a=b", "a\nb", "a<<b", ""])
+def test_github_output_names_are_plain(key: str) -> None:
+    with pytest.raises(EnvkitError):
+        github_output(key, "v")

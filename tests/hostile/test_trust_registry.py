@@ -1,0 +1,153 @@
+"""Registry credentials are scoped per host and never sent in clear (issue 14 items 7 and 8):
+hostile registries and token servers on 127.0.0.1 log every header they receive."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.oci.registry import RegistryClient, RegistryError
+from tests.hostile.conftest import LoggingServer, locked_workspace, run_cli
+
+PASSWORD = "reg-Pa55-canary-93ac"
+ENV = {"ENVKIT_REGISTRY_USER": "pusher", "ENVKIT_REGISTRY_PASSWORD": PASSWORD}
+
+
+def _basic_challenge(handler) -> bool:  # type: ignore[no-untyped-def]
+    handler.send_response(401)
+    handler.send_header("WWW-Authenticate", 'Basic realm="hostile"')
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
+@pytest.fixture
+def basic_registry(tmp_path: Path):  # type: ignore[no-untyped-def]
+    server = LoggingServer(tmp_path, responder=_basic_challenge)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_environment_credentials_never_go_to_a_base_images_registry(
+    tmp_path: Path, basic_registry: LoggingServer, hostile_channel: Path, command: str
+) -> None:
+    ref = f"{basic_registry.host}/library/base:1"
+    args = ["inspect", ref, "--insecure"] if command == "inspect" else ["verify", "--image", ref, "--insecure"]
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    result = run_cli(*args, cwd=ws.root, env={**ENV, "DOCKER_CONFIG": str(tmp_path / "no-docker")})
+    assert result.returncode == 2
+    assert basic_registry.log, "the registry was asked"
+    assert "Authorization" not in basic_registry.text()
+    assert PASSWORD not in result.output
+
+
+def test_docker_config_credentials_go_to_their_own_host_only(tmp_path: Path, basic_registry: LoggingServer) -> None:
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    auth = base64.b64encode(b"other:other-secret").decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {"registry.example.org": {"auth": auth}}}))
+    result = run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env={"DOCKER_CONFIG": str(docker)})
+    assert result.returncode == 2 and "authentication required" in result.stderr
+    assert "Authorization" not in basic_registry.text()
+    # ... and for its own host they are sent.
+    own = base64.b64encode(b"mine:mine-secret").decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {basic_registry.host: {"auth": own}}}))
+    run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env={"DOCKER_CONFIG": str(docker)})
+    assert f"Authorization: Basic {own}" in basic_registry.text()
+
+
+def test_password_is_not_sent_to_a_plain_http_token_realm(
+    tmp_path: Path, tls_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    realm = LoggingServer(tmp_path / "realm")
+
+    def bearer(handler) -> bool:  # type: ignore[no-untyped-def]
+        handler.send_response(401)
+        handler.send_header("WWW-Authenticate", f'Bearer realm="{realm.url}/token",service="hostile"')
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True
+
+    registry = LoggingServer(tmp_path, tls=tls_cert, responder=bearer)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_cert[0]))
+    try:
+        client = RegistryClient(registry.host, credentials=("pusher", PASSWORD), retries=0)
+        with pytest.raises(RegistryError):
+            client.get_manifest("library/base", "1")
+    finally:
+        registry.close()
+        realm.close()
+    assert realm.log, "the token server was asked (anonymously)"
+    assert "Authorization" not in realm.text()
+
+
+def test_basic_credentials_do_not_follow_an_upload_location_to_another_host(tmp_path: Path) -> None:
+    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=lambda h: _created(h))
+
+    def registry_responder(handler) -> bool:  # type: ignore[no-untyped-def]
+        if "Authorization" not in handler.headers:
+            return _basic_challenge(handler)
+        handler.send_response(202)
+        handler.send_header("Location", f"http://localhost:{elsewhere.port}/upload/1")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True
+
+    registry = LoggingServer(tmp_path, responder=registry_responder)
+    try:
+        client = RegistryClient(registry.host, insecure=True, credentials=("pusher", PASSWORD), retries=0)
+        client.put_blob("library/app", b"layer bytes")
+    finally:
+        registry.close()
+        elsewhere.close()
+    assert "Authorization: Basic" in registry.text()
+    assert elsewhere.log and "Authorization" not in elsewhere.text()
+
+
+def _created(handler) -> bool:  # type: ignore[no-untyped-def]
+    handler.send_response(201)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
+@pytest.mark.parametrize(
+    "registry,insecure,url,allowed",
+    [
+        ("registry.example.org", True, "http://registry.example.org/v2/", False),  # plain HTTP off loopback
+        ("registry.example.org", False, "https://registry.example.org/v2/", True),
+        ("registry.example.org", False, "https://evil.example.org/v2/", False),
+        ("registry.example.org", False, "https://registry.example.org.evil.example/v2/", False),
+        ("127.0.0.1:5000", True, "http://127.0.0.1:5000/v2/", True),
+        ("127.0.0.1:5000", True, "http://127.0.0.1:5001/v2/", False),
+        ("127.0.0.1:5000", False, "http://127.0.0.1:5000/v2/", False),  # a downgrade the caller did not ask for
+    ],
+)
+def test_credentials_only_for_their_host_over_tls(registry: str, insecure: bool, url: str, allowed: bool) -> None:
+    client = RegistryClient(registry, insecure=insecure, credentials=("u", PASSWORD))
+    client._basic = True
+    assert bool(client._auth_header("repository:x:pull", url)) is allowed
+
+
+def test_credential_helper_is_asked_for_its_own_host_only(tmp_path: Path, basic_registry: LoggingServer) -> None:
+    # The docker credential-helper protocol, as skopeo and crane use it: `get`, host on stdin.
+    bin_dir, docker = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    docker.mkdir()
+    log = tmp_path / "helper.log"
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text(
+        '#!/bin/sh\nread host\necho "$1 $host" >> ' + str(log) + '\nprintf \'{"Username": "helper-user", "Secret": "helper-secret"}\'\n'
+    )
+    helper.chmod(0o755)
+    (docker / "config.json").write_text(json.dumps({"credHelpers": {basic_registry.host: "fake", "other.example": "fake"}}))
+    import os
+
+    env = {"DOCKER_CONFIG": str(docker), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env=env)
+    assert log.read_text() == f"get {basic_registry.host}\n"
+    assert "Authorization: Basic " + base64.b64encode(b"helper-user:helper-secret").decode() in basic_registry.text()

@@ -1,0 +1,195 @@
+"""Secrets from the environment reach only their own host, in a credential position, and are
+never printed or stored (issue 14 items 5 and 6). A canary variable and a server that logs
+every request line and header prove it."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.errors import EnvkitError
+from conda_envkit.redact import redact
+from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, run_cli, write_env
+
+CANARY = "canary-5ecret-VALUE-7f3a"
+ENV = {"ENVKIT_CANARY": CANARY, "ENVKIT_TOKEN_CANARY": CANARY + "-token"}
+
+
+def _served(tmp_path: Path, channel: Path, server: LoggingServer, package_url: str | None = None) -> Workspace:
+    """A lock of `honest` whose channel is the logging server (and whose package URL may be crafted)."""
+    ws = locked_workspace(tmp_path / "work", channel, ["honest"])
+    base = f"{server.url}/ch"
+
+    def edit(document: dict) -> None:
+        document["metadata"]["channels"] = [{"url": base, "used_env_vars": []}]
+        entry = document["package"][0]
+        entry["url"] = (package_url or "{base}/noarch/honest-1.0-0.conda").format(base=base, host=server.host, port=server.port)
+
+    ws.rewrite(edit)
+    return ws
+
+
+CRAFTED_URLS = {
+    "path": "{base}/${{ENVKIT_CANARY}}/noarch/honest-1.0-0.conda",
+    "host": "http://${{ENVKIT_CANARY}}.127.0.0.1.nip.io:{port}/ch/noarch/honest-1.0-0.conda",
+    "query": "{base}/noarch/honest-1.0-0.conda?leak=${{ENVKIT_CANARY}}",
+    "fragment": "{base}/noarch/honest-1.0-0.conda#${{ENVKIT_CANARY}}",
+    "percent-encoded": "{base}/$%7BENVKIT_CANARY%7D/noarch/honest-1.0-0.conda",
+    "userinfo-other-host": "http://u:${{ENVKIT_CANARY}}@localhost:{port}/ch/noarch/honest-1.0-0.conda",
+    "token-other-host": "http://localhost:{port}/t/${{ENVKIT_TOKEN_CANARY}}/ch/noarch/honest-1.0-0.conda",
+    "token-embedded": "http://{host}/t/x${{ENVKIT_TOKEN_CANARY}}/ch/noarch/honest-1.0-0.conda",
+    "user-embedded": "http://a${{ENVKIT_CANARY}}b@{host}/ch/noarch/honest-1.0-0.conda",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_URLS))
+def test_variable_outside_a_credential_position_of_the_locks_hosts_is_refused(
+    tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer, case: str
+) -> None:
+    ws = _served(tmp_path, hostile_channel, logging_server, CRAFTED_URLS[case])
+    result = ws.install(env=ENV)
+    assert_refused(result, "honest")
+    assert CANARY not in result.output
+    assert logging_server.log == []  # nothing was sent at all
+    assert not (ws.root / "env").exists()
+
+
+def test_credentials_for_the_locks_own_channel_are_expanded_there_only(
+    tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer
+) -> None:
+    ws = _served(tmp_path, hostile_channel, logging_server, "http://envkit:${{ENVKIT_CANARY}}@{host}/ch/noarch/honest-1.0-0.conda")
+    assert ws.install(env=ENV).returncode == 0
+    expected = "Basic " + base64.b64encode(f"envkit:{CANARY}".encode()).decode()
+    assert expected in logging_server.text()
+    # Nothing of it was written: the lock copy, conda-meta and the cache keep the placeholder or nothing.
+    for path in [*(ws.root / "env").rglob("*"), *ws.cache.rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_download_error_does_not_print_the_token(tmp_path: Path, hostile_channel: Path) -> None:
+    # requests puts the URL (with the /t/<token>/ segment) into its exception text.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    port = _closed_port()
+
+    def edit(document: dict) -> None:
+        document["metadata"]["channels"] = [{"url": f"http://127.0.0.1:{port}/t/${{ENVKIT_TOKEN_CANARY}}/ch", "used_env_vars": []}]
+        document["package"][0]["url"] = f"http://127.0.0.1:{port}/t/${{ENVKIT_TOKEN_CANARY}}/ch/noarch/honest-1.0-0.conda"
+
+    ws.rewrite(edit)
+    result = ws.install(env=ENV)
+    assert_refused(result, "download failed")
+    assert CANARY not in result.output
+
+
+def test_solve_error_does_not_print_a_channels_literal_password(tmp_path: Path) -> None:
+    port = _closed_port()
+    write_env(tmp_path, f"channels: ['http://user:{CANARY}@127.0.0.1:{port}/ch']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    result = run_cli("lock", "-q", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    assert CANARY not in result.output
+
+
+def test_repodata_cache_lives_under_envkit_cache_dir(tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    write_env(tmp_path / "w", f"channels: ['{logging_server.url}/ch']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(home), "XDG_CACHE_HOME": ""}
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env=env)
+    assert result.returncode == 0, result.output
+    assert not list(home.rglob("*"))
+    assert list((tmp_path / "cache" / "repodata").rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "text,secret",
+    [
+        ("GET https://user:hunter22@host/x failed", "hunter22"),
+        ("https://conda.example/t/tk-123456/ch/noarch failed", "tk-123456"),
+        ("url https://h/x?token=abcdef123&y=1", "abcdef123"),
+        ("mlflow at http://admin:pa55word@127.0.0.1:5000: refused", "pa55word"),
+        (f"server said: bad credential {CANARY}", CANARY),
+    ],
+)
+def test_one_redaction_for_every_error(text: str, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_API_TOKEN", CANARY)
+    assert secret not in redact(text)
+    assert secret not in str(EnvkitError(text, hint=text))
+
+
+def test_placeholders_are_not_redacted() -> None:
+    text = "https://${USER}:${PASS}@host/t/${TOKEN}/ch"
+    assert redact(text) == text
+
+
+def test_locking_with_a_token_channel_leaves_no_secret_in_lock_or_cache(tmp_path: Path, hostile_channel: Path) -> None:
+    import shutil
+
+    root = tmp_path / "served"
+    shutil.copytree(hostile_channel, root / "t" / (CANARY + "-token") / "ch")
+    server = LoggingServer(root)
+    try:
+        write_env(
+            tmp_path / "w",
+            f"channels: ['http://u:${{ENVKIT_CANARY}}@{server.host}/t/${{ENVKIT_TOKEN_CANARY}}/ch']\n"
+            "platforms: [linux-64]\ndependencies: [honest]\n",
+        )
+        home = tmp_path / "home"
+        env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(home), "XDG_CACHE_HOME": "", **ENV}
+        result = run_cli("lock", "-q", cwd=tmp_path / "w", env=env)
+    finally:
+        server.close()
+    assert result.returncode == 0, result.output
+    for path in [tmp_path / "w" / "conda-lock.yml", *(tmp_path / "cache").rglob("*"), *home.rglob("*")]:
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_mlflow_error_does_not_print_the_tracking_uri_password(tmp_path: Path, hostile_channel: Path) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    uri = f"http://admin:{CANARY}@127.0.0.1:{_closed_port()}"
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    result = ws.envkit("export", "--lockfile", ws.lock, "--to", "mlflow", "--tracking-uri", uri, "--experiment", "x", env=env)
+    assert result.returncode == 2, result.output
+    assert CANARY not in result.output
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "{url}/${{ENVKIT_CANARY}}/ch",
+        "{url}/ch?k=${{ENVKIT_CANARY}}",
+        "http://${{ENVKIT_CANARY}}.localhost:{port}/ch",
+    ],
+)
+def test_spec_channel_variable_outside_a_credential_position_is_refused(
+    tmp_path: Path, logging_server: LoggingServer, channel: str
+) -> None:
+    written = channel.format(url=logging_server.url, port=logging_server.port)
+    write_env(tmp_path / "w", f"channels: ['{written}']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV})
+    assert_refused(result, "credential position")
+    assert CANARY not in result.output and logging_server.log == []
+
+
+def test_spec_pip_index_variable_outside_a_credential_position_is_refused(
+    tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer
+) -> None:
+    write_env(
+        tmp_path / "w",
+        f"channels: ['{hostile_channel}']\nplatforms: [linux-64]\ndependencies: [python, {{pip: "
+        f"['--index-url {logging_server.url}/${{ENVKIT_CANARY}}/simple', 'anything']}}]\n",
+    )
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV})
+    assert result.returncode == 2, result.output
+    assert "credential position" in result.stderr
+    assert CANARY not in result.output and logging_server.log == []
