@@ -337,7 +337,8 @@ def _pip_findings(lockfile: Lockfile, platform: str, tree: InstalledTree) -> lis
 
 
 # What conda itself (or Python at run time) writes into a prefix that no package owns.
-_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin")
+# conda-meta/envkit/installed.json: envkit install's record of what it installed (data no process loads).
+_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin", "conda-meta/envkit/installed.json")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ def test_a_prefix_envkit_did_not_make_is_refused_unless_forced(tmp_path: Path, i
     refused = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env=env)
     assert refused.returncode == 2 and "was not created by envkit" in refused.stderr and "--force" in refused.stderr
     assert sorted(os.listdir(prefix)) == ["conda-meta", "notes.txt"]
-    out = _install(work, prefix, cache, "--force")
-    assert "2 added" in out
-    assert (prefix / "notes.txt").read_text() == "someone else's"
+    forced = run_envkit("install", "--prefix", prefix, "-p", "linux-64", "--force", cwd=work, env=env)
+    assert forced.returncode == 0 and "2 added" in forced.stdout, forced.output
+    assert (prefix / "notes.txt").read_text() == "someone else's"  # synced, not wiped
+    verify = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
+    assert verify.returncode == 1 and "notes.txt" in verify.stderr  # and verify still names the stranger
