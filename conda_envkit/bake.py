@@ -7,7 +7,6 @@ SOURCE_DATE_EPOCH (default 0). Same lock + same base + same settings = same dige
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,40 +15,47 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
-from conda_envkit.cache import CACHE_SETTING, default_cache_dir, layers_dir, tmp_dir
-from conda_envkit.channels import ChannelSettings
+from conda_envkit.archive_check import check_links_together
+from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
+from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
-from conda_envkit.install import LOCK_COPY, install_packages
+from conda_envkit.install import (
+    _check_contents,
+    conda_packages,
+    fetch_packages,
+    install_packages,
+    lock_hosts,
+    package_info,
+    pip_packages,
+)
+from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.labels import LABEL_PREFIX, ImageLabels
+from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
-from conda_envkit.oci.layer import Compression, Layer, LayerCache, LayerFile, write_layer
+from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, write_layer
+from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pip_install import PIP_RECORDS
+from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
-from conda_envkit.recipes import Recipe
+from conda_envkit.stream_package import NotPlain, package_members
 
-MiB = 1 << 20
+if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
+    from conda_envkit.recipes import Recipe
+    from conda_envkit.registry_cache import RegistryCache
+
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
-# Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
-MAX_LAYERS = 120
 
 
 class BakeError(EnvkitError):
     """A bake that cannot be done as asked."""
-
-
-@dataclass(frozen=True)
-class LayerPolicy:
-    """How the environment is split: big packages alone, small ones in stable groups."""
-
-    own_layer_bytes: int = 32 * MiB
-    small_groups: int = 4
-    max_layers: int = MAX_LAYERS
 
 
 @dataclass(frozen=True)
@@ -83,110 +89,93 @@ def source_date_epoch() -> int:
         raise BakeError(f"SOURCE_DATE_EPOCH={value!r} is not an integer", hint="set it to seconds since 1970, or unset it") from None
 
 
-@dataclass(frozen=True)
-class PackageFiles:
-    """The files one installed package owns in the staging prefix."""
+def _about(locked: LockedDependency, info: PackageInfo) -> dict[str, str]:
+    """What the bake record says about a package (name, version, build, subdir, url, sha256, license)."""
+    if locked.manager == "pip":
+        return {
+            "name": locked.name,
+            "version": locked.version,
+            "url": strip_credentials(locked.locked_url),
+            "sha256": info.sha256,
+            "manager": "pip",
+        }
+    about = {
+        "name": locked.name,
+        "version": locked.version,
+        "build": locked.build or "",
+        "subdir": info.subdir,
+        "url": strip_credentials(locked.locked_url),
+        "sha256": info.sha256,
+        "license": info.license or "",
+    }
+    return {k: v for k, v in about.items() if v}
 
-    name: str
-    label: str  # name-version-build
-    paths: tuple[str, ...]
-    size: int
-    sha256: dict[str, str] = field(default_factory=dict)  # path -> content sha256 as installed
-    about: dict[str, str] = field(default_factory=dict)  # name, version, build, subdir, url, sha256, license
+
+def _plan_name(locked: LockedDependency) -> str:
+    return locked.name if locked.manager == "conda" else f"pip:{locked.name}"
 
 
-@dataclass(frozen=True)
-class LayerPlan:
-    """Which files go into which layer, and what the layer is called in the image history."""
+def locked_infos(
+    lockfile: Lockfile,
+    platform: str,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+    progress: Progress = SILENT,
+    remote: RegistryCache | None = None,
+) -> list[tuple[LockedDependency, PackageInfo]]:
+    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its archive."""
+    locked = conda_packages(lockfile, platform) + pip_packages(lockfile, platform)
+    cache = PackageInfoCache(cache_dir)
+    known = remote.packages if remote is not None else {}
+    infos = {p.hash.sha256: cache.get((p.hash.sha256 or "").lower()) or known.get((p.hash.sha256 or "").lower()) for p in locked}
+    missing = [p for p in locked if infos[p.hash.sha256] is None]
+    if missing:
+        indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+        hosts = lock_hosts(lockfile, indexes)
+        report = fetch_packages(
+            missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+        )
+        for fetched in report.packages:
+            infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
+    return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
 
-    title: str
-    packages: tuple[str, ...]
-    paths: tuple[str, ...]
 
-
-def installed_packages(prefix: Path) -> list[PackageFiles]:
-    """Every package's files (with its conda-meta record) in an installed prefix."""
+def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[PlannedPackage]:
+    """The packages as the layer plan sees them."""
     out = []
-    claimed: set[str] = set()
-    for meta in sorted((prefix / "conda-meta").glob("*.json")):
-        record = json.loads(meta.read_text(encoding="utf-8"))
-        # A path two packages install (a clobber) goes to the first by file name.
-        paths = [p for p in record.get("files", []) if p not in claimed and os.path.lexists(prefix / p)]
-        claimed.update(paths)
-        paths.append(f"conda-meta/{meta.name}")
-        size = sum((prefix / p).lstat().st_size for p in paths)
-        # rattler records each file's hash as installed (sha256_in_prefix after prefix rewriting).
-        hashes = {}
-        for entry in (record.get("paths_data") or {}).get("paths", []):
-            value = entry.get("sha256_in_prefix") or entry.get("sha256")
-            if value and entry.get("path_type", "hardlink") == "hardlink":
-                hashes[entry["_path"]] = value
-        about = {k: str(record[k]) for k in ("name", "version", "build", "subdir", "url", "sha256", "license") if record.get(k)}
-        out.append(PackageFiles(record["name"], meta.name[: -len(".json")], tuple(paths), size, hashes, about))
-    # pip packages (pip_install.py records), layered like conda packages of the same size.
-    for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
-        record = json.loads(meta.read_text(encoding="utf-8"))
-        hashes = {f["_path"]: f["sha256"] for f in record.get("files", []) if f["_path"] not in claimed}
-        claimed.update(hashes)
-        paths = [*hashes, f"{PIP_RECORDS}/{meta.name}"]
-        size = sum((prefix / p).lstat().st_size for p in paths if os.path.lexists(prefix / p))
-        about = {k: str(record[k]) for k in ("name", "version", "url", "sha256", "manager")}
-        label = f"pip:{record['name']}-{record['version']}"
-        out.append(PackageFiles(f"pip:{record['name']}", label, tuple(paths), size, hashes, about))
+    for locked, info in pairs:
+        if locked.manager == "pip":
+            label = f"pip:{locked.name}-{locked.version}"
+        else:
+            label = f"{locked.name}-{locked.version}-{locked.build}"
+        bound = locked.manager == "pip" or info.noarch == "python"
+        out.append(PlannedPackage(_plan_name(locked), label, info.sha256, strip_credentials(locked.locked_url), info.installed_size, bound))
     return out
 
 
-def _group_of(name: str, groups: int) -> int:
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % groups
+def staged_paths(prefix: Path) -> dict[str, list[str]]:
+    """Each installed package's paths in a prefix (plan name -> prefix-relative paths, its record last)."""
+    out: dict[str, list[str]] = {}
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        paths = [p for p in record.get("files", []) if os.path.lexists(prefix / p)]
+        out[record["name"]] = [*paths, f"conda-meta/{meta.name}"]
+    for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        paths = [f["_path"] for f in record.get("files", []) if os.path.lexists(prefix / f["_path"])]
+        out[f"pip:{record['name']}"] = [*paths, f"{PIP_RECORDS}/{meta.name}"]
+    return out
 
 
-def plan_layers(packages: list[PackageFiles], rest: list[str], policy: LayerPolicy, base_layers: int) -> list[LayerPlan]:
-    """Split the environment into layers.
-
-    Packages at least `own_layer_bytes` big get a layer each (so images sharing that
-    package build share the layer); the others go into `small_groups` groups chosen
-    by a hash of the package name, so that changing one small package changes one
-    group. Paths owned by no package (conda-meta/history, the lock copy) form the
-    last layer. If that would exceed `max_layers`, the smallest big packages join
-    the groups.
-    """
-    budget = policy.max_layers - base_layers - policy.small_groups - 1
-    if budget < 0:
-        raise BakeError(
-            f"the base image already has {base_layers} layers; with envkit's layers the image would exceed {policy.max_layers}",
-            hint="use a base image with fewer layers (squash it), or fewer small-package groups",
-        )
-    big = sorted((p for p in packages if p.size >= policy.own_layer_bytes), key=lambda p: (-p.size, p.name))[:budget]
-    big_names = {p.name for p in big}
-    plans = [LayerPlan(f"package {p.label}", (p.label,), p.paths) for p in sorted(big, key=lambda p: p.name)]
-    groups: dict[int, list[PackageFiles]] = {}
-    for p in packages:
-        if p.name not in big_names:
-            groups.setdefault(_group_of(p.name, policy.small_groups), []).append(p)
-    for index in sorted(groups):
-        members = sorted(groups[index], key=lambda p: p.name)
-        paths = tuple(path for m in members for path in m.paths)
-        plans.append(
-            LayerPlan(
-                f"packages group {index + 1}/{policy.small_groups}: {len(members)} small packages", tuple(m.label for m in members), paths
-            )
-        )
-    if rest:
-        plans.append(LayerPlan("environment metadata (conda-meta, lock)", (), tuple(sorted(rest))))
-    return plans
-
-
-def unowned_paths(prefix: Path, packages: list[PackageFiles]) -> list[str]:
-    """Files and symlinks in the prefix that no package owns."""
-    owned = {path for p in packages for path in p.paths}
-    rest = []
-    for root, dirs, files in os.walk(prefix):
-        dirs.sort()
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            rel = os.path.relpath(os.path.join(root, name), prefix)
-            if rel not in owned:
-                rest.append(PurePosixPath(*Path(rel).parts).as_posix())
-    return sorted(rest)
+def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str]) -> list[Member]:
+    """The files of an environment no package owns: conda-meta/history, the lock copy, environment.json."""
+    about = {"schema": "envkit.image-environment/1", "labels": labels}
+    files = {
+        "conda-meta/history": b"",
+        LOCK_COPY.as_posix(): lockfile_path.read_bytes(),
+        ENVIRONMENT_FILE.as_posix(): (json.dumps(about, sort_keys=True) + "\n").encode(),
+    }
+    return [Member(f"{in_image}/{path}", size=len(data), data=data) for path, data in files.items()]
 
 
 @dataclass(frozen=True)
@@ -203,6 +192,9 @@ class PlatformImage:
     seconds: float
     reused_layers: int
     packages: tuple[dict[str, str], ...] = ()
+    cache_entries: tuple[CacheEntry, ...] = ()  # the package layers by their keys, for --cache-to
+    infos: tuple[PackageInfo, ...] = ()
+    remote_blobs: dict[str, str] = field(default_factory=dict)  # layer digest -> registry/repo (from --cache-from)
 
 
 def image_env(options: BakeOptions) -> dict[str, str]:
@@ -277,51 +269,62 @@ def bake_platform(
     cache_dir: Path,
     settings: ChannelSettings | None = None,
     progress: Progress = SILENT,
+    remote: RegistryCache | None = None,
 ) -> PlatformImage:
-    """Install one platform of the lock into a staging prefix and turn it into an image manifest."""
+    """One platform of the lock as an image manifest: plan the layers from the lock, build only those not cached.
+
+    `remote` (from --cache-from) supplies layers by reference: their blobs stay in the registry.
+    """
     started = time.perf_counter()
     oci_platform(platform)
     prefix = options.in_image_prefix
     if not prefix.startswith("/") or ".." in PurePosixPath(prefix).parts or prefix == "/":
         raise BakeError(f"--prefix {prefix!r} must be an absolute path below /", hint="e.g. /opt/conda/envs/train")
-    # Staged next to the package cache, so that linking can hard-link from it.
-    try:
-        tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)
-        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
+    try:  # the cache must be writable before anything is fetched into it
+        (tmp_dir(cache_dir)).mkdir(parents=True, exist_ok=True)
+        os.close(tempfile.mkstemp(prefix=".probe.", dir=tmp_dir(cache_dir))[0])
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
+    for probe in (tmp_dir(cache_dir)).glob(".probe.*"):
+        probe.unlink(missing_ok=True)
     labels = image_labels(lockfile, platform, options, base)
-    try:
-        staging = staging_root / "prefix"
-        stage_environment(lockfile_path, lockfile, platform, staging, prefix, labels, cache_dir, settings, progress)
-        packages = installed_packages(staging)
-        plans = plan_layers(packages, unowned_paths(staging, packages), options.policy, len(base.layers) + bool(options.files))
-        in_image = prefix.strip("/")
-        layer_cache = LayerCache(layers_dir(cache_dir))
-        known = {path: digest for p in packages for path, digest in p.sha256.items()}
-
-        step = f"layers {platform}"
-
-        def write(plan: LayerPlan) -> Layer:
-            files = [LayerFile(f"{in_image}/{p}", staging / p, known.get(p)) for p in plan.paths]
-            layer = write_layer(files, store, options.compression, options.epoch, layer_cache)
-            progress.advance(step)
-            return layer
-
-        progress.start(step, total=len(plans) + bool(options.files), unit="layers")
-
-        # Layers are independent; hashing, compression and file reads release the GIL.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            layers = list(pool.map(write, plans))
-        if options.files:
-            extra = [LayerFile(dest.strip("/"), source) for dest, source in options.files]
-            layers.append(write_layer(extra, store, options.compression, options.epoch, layer_cache))
-            plans.append(LayerPlan("recipe files", (), tuple(dest for dest, _ in options.files)))
-        reused = sum(1 for layer in layers if layer.reused)
-        size = sum(layer.descriptor.size for layer in layers)
-        progress.done(step, f"{len(layers)} layers, {size / 1e6:.1f} MB ({reused} reused from the layer cache)")
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
+    pairs = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
+    plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
+    python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
+    context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
+    keys = [layer_key(plan, context) for plan in plans]
+    layer_cache = LayerCache(layers_dir(cache_dir))
+    cached = [layer_cache.lookup(key, options.compression, store) for key in keys]
+    remote_blobs: dict[str, str] = {}
+    for i, key in enumerate(keys):
+        found = remote.lookup(key) if remote is not None and cached[i] is None else None
+        if found is not None and found[0].descriptor.media_type == options.compression.media_type:
+            cached[i] = found[0]
+            remote_blobs[found[0].descriptor.digest] = found[1]
+    todo = [i for i, layer in enumerate(cached) if layer is None]
+    by_name = {_plan_name(locked): (locked, info) for locked, info in pairs}
+    step = f"layers {platform}"
+    progress.start(step, total=len(todo), unit="layers")
+    layers = build_layers(lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, progress)
+    for i, layer in zip(todo, layers, strict=True):
+        layer_cache.remember(keys[i], layer, store)
+        cached[i] = layer
+    written: list[Layer] = [layer for layer in cached if layer is not None]
+    entries = tuple(CacheEntry(key, layer, remote_blobs.get(layer.descriptor.digest)) for key, layer in zip(keys, written, strict=True))
+    in_image = prefix.strip("/")
+    titles = [plan.title for plan in plans]
+    contents = [tuple(p.label for p in plan.packages) for plan in plans]
+    written.append(write_layer(metadata_members(in_image, lockfile_path, labels), store, options.compression, options.epoch))
+    titles.append("environment metadata (conda-meta, lock)")
+    contents.append(())
+    if options.files:
+        extra = [member_from_disk(dest.strip("/"), source) for dest, source in options.files]
+        written.append(write_layer(extra, store, options.compression, options.epoch))
+        titles.append("recipe files")
+        contents.append(())
+    reused = len(plans) - len(todo)
+    size = sum(layer.descriptor.size for layer in written)
+    progress.done(step, f"{len(written)} layers, {size / 1e6:.1f} MB ({reused} reused from the layer cache)")
     image_settings = ImageSettings(
         env=image_env(options),
         path_prepend=(f"{prefix}/bin",),
@@ -332,21 +335,165 @@ def bake_platform(
         labels=labels,
         created=options.epoch,
     )
-    history = [f"envkit bake: {plan.title}" for plan in plans]
-    config = image_config(base, layers, history, image_settings, platform)
-    manifest, config_desc = put_manifest(store, config, [*base.layers, *layers], labels)
+    history = [f"envkit bake: {title}" for title in titles]
+    config = image_config(base, written, history, image_settings, platform)
+    manifest, config_desc = put_manifest(store, config, [*base.layers, *written], labels)
     return PlatformImage(
         platform=platform,
         manifest=manifest,
         config=config_desc,
-        layers=tuple(layers),
-        layer_packages=tuple(plan.packages for plan in plans),
+        layers=tuple(written),
+        layer_packages=tuple(contents),
         labels=labels,
         base=base,
         seconds=time.perf_counter() - started,
         reused_layers=reused,
-        packages=tuple(p.about for p in sorted(packages, key=lambda p: p.name)),
+        packages=tuple(_about(locked, info) for locked, info in sorted(pairs, key=lambda pair: _plan_name(pair[0]))),
+        cache_entries=entries,
+        infos=tuple(info for _, info in pairs),
+        remote_blobs=remote_blobs,
     )
+
+
+def _stream_plain(
+    lockfile: Lockfile,
+    need: set[str],
+    singles: set[str],
+    by_name: dict[str, tuple[LockedDependency, PackageInfo]],
+    members: dict[str, list[Member]],
+    fragments: FragmentStore,
+    scratch: Path,
+    context: KeyContext,
+    options: BakeOptions,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+) -> set[str]:
+    """Stream the plain conda packages among `need` from their archives into fragments; return the names done."""
+    plain = sorted(n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain)
+    if not plain:
+        return set()
+    done = set()
+    in_image = context.prefix.strip("/")
+    hosts = lock_hosts(lockfile)
+    fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=hosts).packages}
+    # The same archive checks as `envkit install` (paths inside the prefix, links that stay in it).
+    check_links_together(dict(map(_check_contents, fetched.values())))
+    for name in plain:
+        locked = by_name[name][0]
+        # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
+        info = package_info(fetched[name], cache_dir)
+        if not info.plain:
+            continue
+        planned = plan_packages([(locked, by_name[name][1])])[0]
+        try:
+            read = package_members(fetched[name].archive, locked, info, in_image, scratch)
+            # Big packages are written from the payload directly; group members are kept as fragments.
+            members[name] = read if name in singles else fragments.put(fragment_key(planned, context), read, options.epoch, ordered=False)
+        except NotPlain:
+            continue
+        done.add(name)
+    return done
+
+
+class _SkipStep:
+    """A Progress that passes on every step but one."""
+
+    def __init__(self, progress: Progress, *skipped: str) -> None:
+        self.progress = progress
+        self.skipped = skipped
+
+    def start(self, step: str, total: int | None = None, unit: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.start(step, total, unit)
+
+    def advance(self, step: str, amount: int = 1, detail: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.advance(step, amount, detail)
+
+    def done(self, step: str, summary: str = "") -> None:
+        if step not in self.skipped:
+            self.progress.done(step, summary)
+
+
+def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
+    # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
+    return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
+
+
+def build_layers(
+    lockfile: Lockfile,
+    platform: str,
+    plans: list[PlannedLayer],
+    by_name: dict[str, tuple[LockedDependency, PackageInfo]],
+    context: KeyContext,
+    options: BakeOptions,
+    store: BlobStore,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+    progress: Progress = SILENT,
+) -> list[Layer]:
+    """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
+    streamed from their archives into fragments; the rest from a staging prefix holding only the packages that
+    are needed (fetched and linked as in the whole env)."""
+    if not plans:
+        return []
+    fragments = FragmentStore(fragments_dir(cache_dir))
+    members: dict[str, list[Member]] = {}
+    need: set[str] = set()
+    for plan in plans:
+        for p in plan.packages:
+            found = None if plan.single else fragments.get(fragment_key(p, context))
+            if found is None:
+                need.add(p.name)
+            else:
+                members[p.name] = found
+    in_image = context.prefix.strip("/")
+    # Staged next to the package cache, so that linking can hard-link from it.
+    try:
+        (tmp_dir(cache_dir)).mkdir(parents=True, exist_ok=True)
+        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
+    except OSError as exc:
+        raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
+    try:
+        singles = {p.name for plan in plans if plan.single for p in plan.packages}
+        extract = f"extract {platform}"
+        progress.start(extract, total=len(need), unit="packages")
+        reading = len(need)
+        need -= _stream_plain(
+            lockfile, need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings
+        )
+        if need:
+            staging = staging_root / "prefix"
+            # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
+            inner = _SkipStep(progress, f"download {platform}", extract)
+            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(need))
+            owned = staged_paths(staging)
+            for plan in plans:
+                for p in plan.packages:
+                    if p.name not in need:
+                        continue
+                    if p.name not in owned:
+                        raise BakeError(
+                            f"{platform}: package {p.label} was not installed", hint="this is a bug in envkit; please report it"
+                        )
+                    from_disk = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[p.name]]
+                    members[p.name] = from_disk if plan.single else fragments.put(fragment_key(p, context), from_disk, options.epoch)
+        linked = len(need)
+        progress.done(extract, f"{reading} packages ({reading - linked} read from their archives, {linked} linked)")
+
+        def write(plan: PlannedLayer) -> Layer:
+            ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]
+            layer = write_layer(ordered, store, options.compression, options.epoch)
+            progress.advance(f"layers {platform}")
+            return layer
+
+        # Layers are independent; hashing, compression and file reads release the GIL. Each compressor
+        # already uses every core: zstd layers go one at a time (a multi-threaded stream holds ~45 MB),
+        # gzip ones two at a time (reading and hashing overlap the other's deflate).
+        with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
+            return list(pool.map(write, plans))
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -377,6 +524,7 @@ def bake_image(
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
     progress: Progress = SILENT,
+    remote: RegistryCache | None = None,
 ) -> BakedImage:
     """Bake every platform; several platforms become one image index."""
     cache_dir = cache_dir or default_cache_dir()
@@ -384,7 +532,9 @@ def bake_image(
         raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
     for platform in platforms:
         oci_platform(platform)
-    images = tuple(bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress) for p in platforms)
+    images = tuple(
+        bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress, remote) for p in platforms
+    )
     whole = lock_hash(lockfile)
     if len(images) == 1:
         return BakedImage(images[0].manifest, images, str(whole), options.epoch)

@@ -2,8 +2,11 @@
 
     <cache>/                         $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit
       pkgs/<sha256>/<file>           conda archives and wheels, content-addressed, re-hashed before use
+      pkginfo/                       what was read from each archive (index.json, paths), by sha256
+      extracted/                     rattler's extracted packages, for `install` into an existing prefix (sync)
       blobs/sha256/<hex>             OCI blobs: base image layers, configs, manifests, baked layers
       layers/                        layer cache: (package set, compression) -> a written layer
+      fragments/                     per-package layer fragments, reused across bakes
       uv/                            uv's cache while resolving pip: sections
       repodata/                      py-rattler's repodata cache (credentials scrubbed after every lock)
       tmp/                           staging: bake, build contexts, verify, and each install's own extraction
@@ -43,6 +46,21 @@ def packages_dir(cache_dir: Path) -> Path:
 def package_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
     """Where the archive with this sha256 is kept: `pkgs/<sha256>/<file name>`."""
     return packages_dir(cache_dir) / sha256 / file_name
+
+
+def extracted_dir(cache_dir: Path) -> Path:
+    """rattler's shared cache of extracted packages (sync links from it; install extracts per run under tmp/)."""
+    return cache_dir / "extracted"
+
+
+def pkginfo_dir(cache_dir: Path) -> Path:
+    """What envkit read from each archive (index.json, paths), by sha256: no archive is opened twice."""
+    return cache_dir / "pkginfo"
+
+
+def fragments_dir(cache_dir: Path) -> Path:
+    """Per-package layer fragments (tar members already written), reused across bakes."""
+    return cache_dir / "fragments"
 
 
 def blobs_dir(cache_dir: Path) -> Path:

@@ -237,6 +237,8 @@ def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: 
 @click.option("--large-package-mb", type=int, default=32, show_default=True, help="Packages at least this big get a layer of their own.")
 @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
 @cache_options
+@click.option("--cache-to", metavar="REGISTRY/REPO[:TAG]", help="Store the layer cache in a registry (tag envkit-cache by default).")
+@click.option("--cache-from", multiple=True, metavar="REGISTRY/REPO[:TAG]", help="Use layers from a registry cache (repeat).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bake record on stdout.")
 @quiet_option
 @_reports_errors
@@ -256,12 +258,13 @@ def bake(as_json: bool, quiet: bool, **flags: Any) -> None:
 @main.command("install")
 @lockfile_option()
 @click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
-@click.option("--prefix", type=PATH, required=True, help="Where to create the environment (must not exist).")
+@click.option("--prefix", type=PATH, required=True, help="Where to create the environment, or one envkit made to bring to the lock.")
+@click.option("--force", is_flag=True, help="Bring an existing prefix envkit did not create to the lock.")
 @cache_options
 @quiet_option
 @_reports_errors
 def install_command(quiet: bool, **flags: Any) -> None:
-    """Create a conda environment from the lock (hashes verified), without conda."""
+    """Create a conda environment from the lock (hashes verified), without conda; or sync one envkit made."""
     from conda_envkit.commands.envs import InstallRequest, install_output
 
     _emit(install_output(InstallRequest(**flags), quiet))

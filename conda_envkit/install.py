@@ -25,16 +25,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
-from rattler import IndexJson, PackageRecord, Platform, RepoDataRecord, install
-from rattler.exceptions import ExtractError
-from rattler.exceptions import IoError as RattlerIoError
+from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 
 # CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
-from conda_envkit.cache import default_cache_dir, packages_dir, tmp_dir
+from conda_envkit.cache import default_cache_dir, package_path, packages_dir, tmp_dir
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -46,11 +44,13 @@ from conda_envkit.channels import (
 )
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error
+from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
 from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
 from conda_envkit.pip_install import WheelToInstall, install_wheels
+from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
@@ -170,6 +170,34 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _stamp(path: Path, sha256: str) -> str:
+    st = path.stat()
+    return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ino}\n"
+
+
+def mark_verified(path: Path, sha256: str) -> None:
+    """Remember that `path` (as it is now: size, mtime, inode) was hashed and matched `sha256`."""
+    marker = path.parent / "verified"
+    tmp = path.parent / f"verified.{os.getpid()}.new"
+    tmp.write_text(_stamp(path, sha256), encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def is_verified(path: Path, sha256: str) -> bool:
+    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged."""
+    if not path.is_file():
+        return False
+    try:
+        if (path.parent / "verified").read_text(encoding="utf-8") == _stamp(path, sha256):
+            return True
+    except OSError:
+        pass
+    if _sha256_of(path) != sha256:
+        return False
+    mark_verified(path, sha256)
+    return True
+
+
 def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
     parts = urlsplit(url)
@@ -265,7 +293,7 @@ def fetch_packages(
         name = _file_name(p.url, p.manager)
         what = f"{p.platform}: package {p.name}"
         target = child(child(store, expected, f"{what}: sha256"), name, f"{what}: url")
-        if target.exists() and _sha256_of(target) == expected:
+        if is_verified(target, expected):
             return FetchedPackage(p, target), True, 0
         auth = None
         label = f"{p.platform}: {'pip ' if p.manager == 'pip' else ''}package {p.name} {p.version}"
@@ -291,6 +319,7 @@ def fetch_packages(
                     hint="the file changed on its channel or index after locking: re-lock, or find out who replaced it",
                 )
             os.replace(tmp, target)
+            mark_verified(target, expected)
         finally:
             tmp.unlink(missing_ok=True)
         return FetchedPackage(p, target), False, size
@@ -319,46 +348,55 @@ def _channel_of(url: str) -> str:
     return strip_credentials(url.rsplit("/", 2)[0])
 
 
-def repodata_record(fetched: FetchedPackage) -> RepoDataRecord:
-    """A record for rattler built from the verified archive's own index.json."""
+def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
+    """The archive's info (index.json, installed size), from the info cache or read once from the archive."""
+    cache = PackageInfoCache(cache_dir)
     locked = fetched.locked
-    try:
-        index = IndexJson.from_package_archive(fetched.archive)
-    except (ExtractError, RattlerIoError) as exc:
-        # The sha256 matched the lock: the channel served this very file when it was locked.
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    sha256 = (locked.hash.sha256 or "").lower()
+    info = cache.get(sha256)
+    if info is None:
+        if locked.manager == "pip":
+            info = read_wheel_info(fetched.archive, sha256, locked.name, locked.version)
+        else:
+            info = read_conda_info(fetched.archive, sha256)
+        cache.put(info)
+    return info
+
+
+def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
+    """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
-            f"{locked.platform}: package {locked.name} {locked.version} {locked.build} ({fetched.file_name}) "
-            f"is not a readable conda package: {reason}",
-            hint="its sha256 matches the lock, so the channel published a broken file: tell the channel, or re-lock without it",
-        ) from None
-    if index.name.normalized != locked.name or str(index.version) != locked.version or str(index.build) != locked.build:
-        raise InstallError(
-            f"{locked.platform}: {fetched.file_name} holds {index.name.normalized} {index.version} {index.build}, "
+            f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
             f"but the lock says {locked.name} {locked.version} {locked.build}",
             hint="the lock was edited by hand or the channel is broken; re-lock",
         )
     record = PackageRecord(
-        name=index.name,
-        version=str(index.version),
-        build=index.build,
-        build_number=index.build_number,
-        subdir=index.subdir or "noarch",
-        arch=index.arch,
-        platform=index.platform,
-        noarch=index.noarch,
-        depends=list(index.depends),
-        constrains=list(index.constrains),
+        name=info.name,
+        version=info.version,
+        build=BuildString(info.build),
+        build_number=info.build_number,
+        subdir=info.subdir,
+        arch=info.arch,
+        platform=info.platform,
+        noarch=NoArchType(info.noarch),  # type: ignore[arg-type]
+        depends=list(info.depends),
+        constrains=list(info.constrains),
         sha256=bytes.fromhex(locked.hash.sha256 or ""),
         md5=bytes.fromhex(locked.hash.md5) if locked.hash.md5 else None,
-        size=fetched.archive.stat().st_size,
-        license=index.license,
-        license_family=index.license_family,
-        features=index.features,  # type: ignore[arg-type]  # rattler takes conda's string form too; the stub says list
-        python_site_packages_path=index.python_site_packages_path,
+        size=info.archive_size,
+        license=info.license,
+        license_family=info.license_family,
+        features=info.features,  # type: ignore[arg-type]  # rattler takes conda's string form too; the stub says list
+        python_site_packages_path=info.python_site_packages_path,
     )
-    record.track_features = list(index.track_features)
-    return RepoDataRecord(record, fetched.file_name, fetched.archive.as_uri(), _channel_of(locked.url))
+    record.track_features = list(info.track_features)
+    return RepoDataRecord(record, file_name, url, _channel_of(locked.url))
+
+
+def repodata_record(fetched: FetchedPackage, cache_dir: Path) -> RepoDataRecord:
+    """A record for rattler for a verified archive in the cache."""
+    return record_from_info(package_info(fetched, cache_dir), fetched.locked, fetched.file_name, fetched.archive.as_uri())
 
 
 def _make_dir(path: Path) -> Path:
@@ -415,11 +453,14 @@ def install_packages(
     cache_dir: Path | None = None,
     settings: ChannelSettings | None = None,
     progress: Progress | None = None,
+    only: frozenset[str] | None = None,
 ) -> InstallReport:
     """Materialize one platform of the lock into `prefix` (created empty; must not hold files).
 
     `target_prefix` is where the environment will live (written into files that
-    carry a prefix placeholder); it defaults to `prefix` itself.
+    carry a prefix placeholder); it defaults to `prefix` itself. With `only` (conda
+    names, `pip:<name>` for wheels), just those packages are fetched and linked, as
+    they would be in the whole environment (bake builds the layers it lacks this way).
     """
     started = time.perf_counter()
     cache_dir = (cache_dir or default_cache_dir()).absolute()  # archives are handed to rattler as file:// URLs
@@ -431,18 +472,21 @@ def install_packages(
     facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
     indexes = facts.pip_indexes if facts else ()
     progress = _or_silent(progress)
+    wanted = [p for p in packages + wheels if only is None or (p.name if p.manager == "conda" else f"pip:{p.name}") in only]
     hosts = lock_hosts(lockfile, indexes)
     report = fetch_packages(
-        packages + wheels, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+        wanted, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
     )
     progress.start(f"extract {platform}", total=None, unit="packages")
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        records = list(pool.map(repodata_record, conda_fetched))
+        records = list(pool.map(lambda f: repodata_record(f, cache_dir), conda_fetched))
         payloads = dict(pool.map(_check_contents, conda_fetched))
     check_links_together(payloads)
+    ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
+    records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
     # A per-install extraction directory, removed afterwards: rattler hard-links files from
     # it, and a shared one would let an edit in this environment poison every later install.
     try:
@@ -456,6 +500,7 @@ def install_packages(
                 target_prefix=prefix,
                 cache_dir=extracted,
                 installed_packages=[],
+                ignored_packages=ignored or None,
                 platform=Platform(platform),
                 execute_link_scripts=False,
                 show_progress=False,
@@ -490,7 +535,17 @@ def install_packages(
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
 
 
-LOCK_COPY = Path("conda-meta") / "envkit" / "conda-lock.yml"
+def _ignored_records(packages: list[LockedDependency], cache_dir: Path) -> list[RepoDataRecord]:
+    """Records (from cached info) for packages left out of a partial install: rattler sees the whole
+    environment (python's version for noarch packages) but links none of them."""
+    infos = PackageInfoCache(cache_dir)
+    out = []
+    for p in packages:
+        info = infos.get((p.hash.sha256 or "").lower())
+        if info is not None:
+            name = _file_name(p.url)
+            out.append(record_from_info(info, p, name, package_path(cache_dir, info.sha256, name).as_uri()))
+    return out
 
 
 def install_environment(
@@ -527,6 +582,7 @@ def install_environment(
             copy = staging / LOCK_COPY
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(lockfile_path, copy)
+            write_state(staging, state_from_prefix(staging, platform, str(prefix), file_sha256(copy)))
             os.rename(staging, prefix)
     except OSError as exc:
         if staging is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.bake import BakedImage, BakeError, BakeOptions
 from conda_envkit.labels import label_key
@@ -12,10 +13,11 @@ from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.layout import REF_NAME, write_layout
 from conda_envkit.oci.reference import check_tag, parse_image_ref
-from conda_envkit.oci.registry import PushStats, RegistryClient
-from conda_envkit.oci.transfer import ImageToPush, push_image
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.record import BakeRecord, PlatformRecord
+
+if TYPE_CHECKING:  # the registry client (requests) loads only for --push
+    from conda_envkit.oci.registry import PushStats
 
 
 def is_loopback(registry: str) -> bool:
@@ -93,6 +95,9 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
         ref = parse_image_ref(targets.push)
         if ref.tag or ref.digest:
             raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
+        from conda_envkit.oci.registry import RegistryClient
+        from conda_envkit.oci.transfer import ImageToPush, push_image
+
         client = RegistryClient(ref.registry, insecure=ref.registry in targets.insecure, push_target=True)
         mount_from = {}
         blobs = []
@@ -100,6 +105,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
             for layer in image.base.layers:
                 if image.base.repository:
                     mount_from[layer.descriptor.digest] = image.base.repository
+            mount_from.update(image.remote_blobs)  # layers found in a --cache-from cache
             blobs += [image.config.digest, *(layer.descriptor.digest for layer in (*image.base.layers, *image.layers))]
         to_push = ImageToPush(
             top=baked.top,

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from conda_envkit.install import LOCK_COPY
+from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_labels, record_from_lock
 
 

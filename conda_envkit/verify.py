@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.install import LOCK_COPY
+from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.labels import label_key
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
@@ -350,7 +350,8 @@ def _pip_findings(lockfile: Lockfile, platform: str, tree: InstalledTree) -> lis
 
 
 # What conda itself (or Python at run time) writes into a prefix that no package owns.
-_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin")
+# conda-meta/envkit/installed.json: envkit install's record of what it installed (data no process loads).
+_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin", "conda-meta/envkit/installed.json")
 
 
 @dataclass(frozen=True)

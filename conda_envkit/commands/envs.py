@@ -22,20 +22,33 @@ class InstallRequest:
     cache_dir: Path | None
     mirrors: tuple[str, ...]
     config: Path | None
+    force: bool = False
 
 
 def install_output(request: InstallRequest, quiet: bool) -> Output:
-    """Create a conda environment from the lock (hashes verified)."""
+    """Create a conda environment from the lock (hashes verified), or bring one envkit made to the lock."""
     from conda_envkit.channels import load_settings
-    from conda_envkit.install import install_environment
+    from conda_envkit.installed_state import up_to_date
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.progress import progress_for
 
+    output = Output()
+    prefix = request.prefix
+    platform = request.platform or host_platform()
+    if prefix.exists() and up_to_date(request.lockfile, prefix, platform):
+        output.out(f"{prefix.absolute()} is up to date")
+        return output
     lf = read_lockfile(request.lockfile)
     settings = load_settings(request.config, None, list(request.mirrors))
-    platform = request.platform or host_platform()
-    report = install_environment(request.lockfile, lf, platform, request.prefix, request.cache_dir, settings, progress_for(quiet))
-    output = Output()
+    if prefix.exists():
+        from conda_envkit.sync import sync_environment
+
+        synced = sync_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet), request.force)
+        output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
+        return output
+    from conda_envkit.install import install_environment
+
+    report = install_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet))
     output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
     return output
 

@@ -58,6 +58,8 @@ class BakeRequest:
     cache_dir: Path | None
     mirrors: tuple[str, ...]
     config: Path | None
+    cache_to: str | None = None
+    cache_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,19 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...]) -> list[str]:
 
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
-    from conda_envkit.bake import LayerPolicy, bake_image
+    from conda_envkit.bake import bake_image
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
+    from conda_envkit.layer_plan import LayerPolicy
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.layer import Compression
+    from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.progress import progress_for
-    from conda_envkit.publish import BakeTargets, bake_record, publish_image
+    from conda_envkit.publish import BakeTargets, bake_record, insecure_hosts, publish_image
     from conda_envkit.record import write_record
+    from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
 
     lf = read_lockfile(request.lockfile)
     chosen = bake_platforms(lf, request.platforms)
@@ -165,18 +170,31 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     options = replace(options, compression=Compression(request.compression), policy=policy)
     cache = cache_dir_or_default(request.cache_dir)
     store = BlobStore(blobs_dir(cache))
-    insecure_list = insecure_for([*([request.push_repo] if request.push_repo else []), *set(base_refs.values())], request.insecure)
+    cache_refs = [parse_cache_ref(r) for r in request.cache_from]
+    cache_to_ref = parse_cache_ref(request.cache_to) if request.cache_to else None
+    named = [*([request.push_repo] if request.push_repo else []), *set(base_refs.values())]
+    registries = [parse_image_ref(r).registry for r in named if is_registry_ref(r)]
+    registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])
+    insecure_list = insecure_hosts(registries, request.insecure)
+    clients = RegistryClients(insecure_list)
+    remote = clients.load(cache_refs, say) if cache_refs else None
     bases: dict[str, BaseImage] = {}
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
     progress = progress_for(quiet)
     settings = load_settings(request.config, None, list(request.mirrors))
-    baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress)
+    baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
     targets = BakeTargets(
         oci_layout=request.oci_dir, docker_archive=request.docker_archive, push=request.push_repo, tags=request.tags, insecure=insecure_list
     )
+    pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
+    pushed += [cache_to_ref.registry] if cache_to_ref else []
+    clients.fetch_needed(baked, store, local=bool(request.oci_dir or request.docker_archive), pushed_to=pushed)
     result = publish_image(baked, store, targets, progress)
+    if cache_to_ref is not None:
+        uploaded, mounted = clients.store_cache(cache_to_ref, baked, store)
+        say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
     return BakeResult(record, result.references, request.record_path)

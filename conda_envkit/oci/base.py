@@ -9,8 +9,6 @@ from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, BlobS
 from conda_envkit.oci.image import BaseImage, oci_platform
 from conda_envkit.oci.layout import layout_store, link_or_copy, select_ref
 from conda_envkit.oci.reference import parse_image_ref
-from conda_envkit.oci.registry import RegistryClient
-from conda_envkit.oci.transfer import base_from_manifest, pull_base, select_platform
 
 SCRATCH = "scratch"
 
@@ -46,12 +44,16 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
     document = store.read_json(desc.digest)
     media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
     if media_type == OCI_INDEX or desc.media_type == DOCKER_LIST:
+        from conda_envkit.oci.transfer import select_platform
+
         desc = select_platform(document, oci_platform(platform), str(path))
         _import_blob(source, store, desc.digest)
         document = store.read_json(desc.digest)
     _import_blob(source, store, document["config"]["digest"])
     for layer in document.get("layers", []):
         _import_blob(source, store, layer["digest"])
+    from conda_envkit.oci.transfer import base_from_manifest
+
     return base_from_manifest(f"oci:{path}" + (f":{name}" if name else ""), document, desc.digest, store, None)
 
 
@@ -66,5 +68,8 @@ def load_base(text: str, platform: str, store: BlobStore, insecure_registries: t
         path, tag = split_ref(text[len("docker-archive:") :])
         return read_docker_archive(Path(path), store, tag)
     ref = parse_image_ref(text)
+    from conda_envkit.oci.registry import RegistryClient
+    from conda_envkit.oci.transfer import pull_base
+
     client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries)
     return pull_base(client, ref, oci_platform(platform), store)

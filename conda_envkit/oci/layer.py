@@ -1,23 +1,24 @@
-"""Deterministic layer tarballs: same files in, same bytes (and digest) out.
+"""Deterministic layer tarballs, the layer cache and per-package fragments.
 
-Entries are sorted, parents are written before children, every mtime is the
-given epoch, owners are 0:0 with no names, modes are normalized (0755 for
-directories and executables, 0644 otherwise), and compression settings are
-fixed. Before writing, a layer's content key is computed from its entries (path,
-type, mode, size, and each file's sha256, taken from the package metadata when the
-caller knows it, else read from the file); when the layer cache holds a blob for
-that key, it is reused without reading or compressing the files again.
+Entries are sorted by path bytes, parents are written before children, every mtime is
+the given epoch, owners are 0:0 with no names, modes are normalized (0755 for
+directories and executables, 0644 otherwise) and compression settings are fixed. The
+uncompressed stream (diff_id) and the compressed blob are hashed in the same pass.
+
+The layer cache maps a key (computed by the caller from the lock, conda_envkit.layer_plan)
+to the blob written for it; the blob is checked against its digest when it is reused
+(once, then trusted while its size, mtime and inode are unchanged). A *fragment* is one
+package's tar members, stored uncompressed with an index and its own sha256, so that a
+group layer can be re-assembled when one member changes without the others' archives.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
-import stat
-import tarfile
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,20 +27,12 @@ from typing import BinaryIO
 import zstandard
 
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest
+from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
+from conda_envkit.oci.tarstream import Member, TarWriter, directory
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
-LAYER_FORMAT = "envkit-layer/2"
-_BUFFER = 1 << 20
-
-
-@dataclass(frozen=True)
-class LayerFile:
-    """A path in the image (relative, posix) and the file, symlink or directory that supplies it."""
-
-    path: str
-    source: Path
-    sha256: str | None = None  # of the file's content, when already known (conda-meta paths_data)
+FRAGMENT_FORMAT = "envkit.fragment/1"
 
 
 @dataclass(frozen=True)
@@ -77,61 +70,34 @@ class _Sink(io.RawIOBase):
         return "sha256:" + self.hash.hexdigest()
 
 
-def _checked(path: str) -> str:
+@dataclass(frozen=True)
+class CacheEntry:
+    """One layer to record in a registry cache: its key, the layer, and where its blob can be found."""
+
+    key: str
+    layer: Layer
+    source: str | None = None  # registry/repository holding the blob, if it is not in the local store
+
+
+def checked_path(path: str) -> str:
+    """`path` if it is a clean relative posix path (no `..`, not absolute), else an error."""
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts or path != pure.as_posix():
         raise OciError(f"layer path {path!r} is not a clean relative path", hint="this is a bug in envkit; please report it")
     return path
 
 
-def _with_parents(files: Iterable[LayerFile]) -> list[LayerFile | str]:
-    """The files plus every parent directory (as a bare path), sorted by path bytes."""
-    entries: dict[str, LayerFile | str] = {}
-    for f in files:
-        _checked(f.path)
-        entries[f.path] = f
-        for parent in PurePosixPath(f.path).parents:
+def with_parents(members: Iterable[Member]) -> list[Member]:
+    """The members plus every missing parent directory, sorted by path bytes; the first member of a path wins."""
+    entries: dict[str, Member] = {}
+    for m in members:
+        checked_path(m.path)
+        entries.setdefault(m.path, m)
+    for path in list(entries):
+        for parent in PurePosixPath(path).parents:
             if str(parent) != ".":
-                entries.setdefault(str(parent), str(parent))
+                entries.setdefault(str(parent), directory(str(parent)))
     return [entries[k] for k in sorted(entries, key=lambda k: k.encode())]
-
-
-def _tar_info(entry: LayerFile | str, mtime: int) -> tuple[tarfile.TarInfo, Path | None]:
-    info = tarfile.TarInfo(entry if isinstance(entry, str) else entry.path)
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if isinstance(entry, str):
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        return info, None
-    source = entry.source
-    st = source.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, os.readlink(source)
-        return info, None
-    if stat.S_ISDIR(st.st_mode):
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        return info, None
-    if not stat.S_ISREG(st.st_mode):
-        raise OciError(f"{source}: not a file, directory or symlink", hint="remove special files from the environment")
-    info.type = tarfile.REGTYPE
-    info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
-    info.size = st.st_size
-    return info, source
-
-
-def write_tar(entries: list[LayerFile | str], out: BinaryIO, mtime: int) -> None:
-    """Write the sorted entries as one deterministic tar stream."""
-    # Random-access mode ("w"), not stream mode ("w|"): the latter re-buffers every block in Python.
-    # copybufsize is accepted by TarFile (3.8+) but missing from typeshed's tarfile.open overloads.
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", copybufsize=_BUFFER) as tar:  # type: ignore[call-overload]
-        for entry in entries:
-            info, content = _tar_info(entry, mtime)
-            if content is None:
-                tar.addfile(info)
-            else:
-                with content.open("rb") as f:
-                    tar.addfile(info, f)
 
 
 @dataclass(frozen=True)
@@ -146,7 +112,7 @@ class Compression:
 
     @property
     def key(self) -> str:
-        return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"gzip-{GZIP_LEVEL}"
+        return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"pgzip-{GZIP_LEVEL}-{BLOCK_SIZE}"
 
 
 def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
@@ -154,74 +120,138 @@ def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
         # Multi-threaded zstd output is the same for any worker count >= 1.
         return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True).stream_writer(out, closefd=False)
     if kind == "gzip":
-        return gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=out, mtime=0)  # type: ignore[return-value]
+        # pigz-style: 1 MiB blocks deflated in parallel into one gzip member; bytes independent of the thread count.
+        return ParallelGzipWriter(out, GZIP_LEVEL)  # type: ignore[return-value]
     raise OciError(f"unknown compression {kind!r}", hint="use gzip or zstd")
 
 
-def content_key(entries: list[LayerFile | str], compression: Compression, mtime: int) -> str:
-    """A digest of everything that decides a layer's bytes, computed without writing it."""
-    h = hashlib.sha256(f"{LAYER_FORMAT}\0{compression.key}\0{mtime}\0".encode())
-    for entry in entries:
-        info, content = _tar_info(entry, mtime)
-        h.update(f"{info.name}\0{info.type.decode()}\0{info.mode:o}\0{info.size}\0{info.linkname}\0".encode())
-        if content is not None:
-            known = entry.sha256 if isinstance(entry, LayerFile) else None
-            h.update((known or file_digest(content).partition(":")[2]).encode() + b"\n")
-    return h.hexdigest()
-
-
-class LayerCache:
-    """Remembers the blob (digest, size, diff_id) written for a layer content key."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def lookup(self, key: str, compression: Compression, store: BlobStore) -> tuple[Descriptor, str] | None:
-        try:
-            data = json.loads((self.root / key).read_text())
-        except (OSError, ValueError):
-            return None
-        path = store.path(data["digest"])
-        if not path.is_file() or path.stat().st_size != data["size"]:
-            return None
-        return Descriptor(compression.media_type, data["digest"], data["size"]), data["diff_id"]
-
-    def remember(self, key: str, layer: Layer) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tmp"
-        tmp.write_text(json.dumps({"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}))
-        os.replace(tmp, self.root / key)
-
-
 def write_layer(
-    files: Iterable[LayerFile],
-    store: BlobStore,
-    compression: Compression,
-    mtime: int,
-    cache: LayerCache | None = None,
-    annotations: dict[str, str] | None = None,
+    members: Iterable[Member], store: BlobStore, compression: Compression, mtime: int, annotations: dict[str, str] | None = None
 ) -> Layer:
-    """Write one layer of `files` (plus their parent directories) into `store`, or reuse a cached one."""
-    entries = _with_parents(files)
-    key = content_key(entries, compression, mtime) if cache is not None else ""
-    if cache is not None:
-        known = cache.lookup(key, compression, store)
-        if known is not None:
-            descriptor, diff_id = known
-            return Layer(Descriptor(descriptor.media_type, descriptor.digest, descriptor.size, dict(annotations or {})), diff_id, True)
+    """Write one layer of `members` (plus their parent directories) into `store`."""
+    entries = with_parents(members)
     tmp = store.temp_path()
     try:
         with tmp.open("wb") as raw:
             compressed = _Sink(raw)
             compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
             plain = _Sink(compressor)
-            write_tar(entries, plain, mtime)  # type: ignore[arg-type]
+            tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
+            for entry in entries:
+                tar.add(entry)
+            tar.close()
             compressor.close()
         descriptor = Descriptor(compression.media_type, compressed.digest, compressed.size, dict(annotations or {}))
         store.adopt(tmp, compressed.digest)
     finally:
         tmp.unlink(missing_ok=True)
-    layer = Layer(descriptor, plain.digest)
-    if cache is not None:
-        cache.remember(key, layer)
-    return layer
+    return Layer(descriptor, plain.digest)
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class LayerCache:
+    """`<cache>/layers/<key>`: the blob (digest, size, diff_id) written for a layer key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _entry(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise OciError(f"{key!r} is not a layer key", hint="this is a bug in envkit; please report it")
+        return self.root / key
+
+    def read(self, key: str) -> dict[str, object] | None:
+        """The raw entry for `key` (digest, size, diff_id), unchecked."""
+        try:
+            data = json.loads(self._entry(key).read_text(encoding="utf-8"))
+            str(data["digest"]), int(data["size"]), str(data["diff_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return data  # type: ignore[no-any-return]
+
+    def lookup(self, key: str, compression: Compression, store: BlobStore) -> Layer | None:
+        """The cached layer for `key`, if its blob is in `store` and matches its digest."""
+        data = self.read(key)
+        if data is None:
+            return None
+        digest = str(data["digest"])
+        try:
+            path = store.path(digest)
+            stamp = _stamp(path)
+        except (OSError, OciError):
+            return None
+        if stamp[0] != data["size"]:
+            return None
+        if data.get("stamp") != stamp:
+            if file_digest(path) != digest:
+                path.unlink(missing_ok=True)
+                return None
+            self._write(key, {**data, "stamp": stamp})
+        return Layer(Descriptor(compression.media_type, digest, int(data["size"])), str(data["diff_id"]), True)
+
+    def remember(self, key: str, layer: Layer, store: BlobStore) -> None:
+        data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
+        self._write(key, {**data, "stamp": _stamp(store.path(layer.descriptor.digest))})
+
+    def _write(self, key: str, data: dict[str, object]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, sort_keys=True)
+        os.replace(tmp, self._entry(key))
+
+
+class FragmentStore:
+    """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get(self, key: str) -> list[Member] | None:
+        """The fragment's members (each a byte range of the fragment file), if present and intact."""
+        tar, index = self.root / f"{key}.tar", self.root / f"{key}.json"
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+            if data.get("format") != FRAGMENT_FORMAT or tar.stat().st_size != data["size"]:
+                return None
+            if data.get("stamp") != _stamp(tar):
+                if file_digest(tar) != data["sha256"]:
+                    return None
+                self._write_index(key, {**data, "stamp": _stamp(tar)})
+            return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in data["members"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_index(self, key: str, document: dict[str, object]) -> None:
+        fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+        os.replace(tmp_index, self.root / f"{key}.json")
+
+    def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
+        """Write `members` (sorted by path, unless `ordered` is False: then as they come, e.g. from an archive
+        being read) as a fragment; return them as fragment byte ranges."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.root)
+        tmp = Path(tmp_name)
+        index: list[tuple[str, str, int, int]] = []
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                sink = _Sink(raw)
+                writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
+                for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
+                    start = writer.written
+                    writer.add(m)
+                    index.append((checked_path(m.path), m.kind, start, writer.written - start))
+                writer.flush()
+            tar = self.root / f"{key}.tar"
+            os.replace(tmp, tar)
+            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}
+            self._write_index(key, document)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]

@@ -4,6 +4,7 @@ cache, so a poisoned cache never reaches an output."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -61,8 +62,14 @@ def test_corrupt_cached_blob_never_reaches_an_output(ws: Workspace, output: str)
     _flip_a_byte(blob)  # same size: a cache entry's size check does not see it
     target = "second" if output == "--oci" else "second.tar"
     result = ws.envkit("bake", "-q", output, target, "-p", "linux-64")
-    assert_refused(result, digest, "does not match its digest")
-    assert not (ws.root / target).exists()
+    # The layer cache re-hashes a blob whose file changed, drops it and builds the layer again:
+    # the corrupt bytes never reach the output, and the image is the same.
+    assert result.returncode == 0, result.output
+    assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == record["image"]["digest"]
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest.partition(":")[2]
+    if output == "--oci":
+        written = ws.root / target / "blobs" / "sha256" / digest.partition(":")[2]
+        assert hashlib.sha256(written.read_bytes()).hexdigest() == digest.partition(":")[2]
 
 
 def test_poisoned_base_blob_in_the_cache_is_fetched_again(ws: Workspace) -> None:

@@ -1,0 +1,103 @@
+"""envkit's record of what it installed into a prefix: `conda-meta/envkit/installed.json`.
+
+Written last by `envkit install` (after the lock copy), removed first when a sync starts,
+so it is present only when the prefix holds exactly what it says. It names the lock's
+sha256, the platform, the prefix the files were written for, and each package's
+conda-meta record (or pip record) with its archive sha256. Checking it needs no lock
+parsing: `up_to_date` hashes the lock file and lists conda-meta, nothing else (stdlib
+only, so `envkit install` into an up-to-date prefix returns at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATE_FILE = Path("conda-meta") / "envkit" / "installed.json"
+LOCK_COPY = Path("conda-meta") / "envkit" / "conda-lock.yml"
+STATE_SCHEMA = "envkit.installed/1"
+
+
+@dataclass(frozen=True)
+class InstalledState:
+    """What a prefix holds, as envkit installed it."""
+
+    platform: str
+    target_prefix: str
+    lock_sha256: str
+    records: dict[str, str] = field(default_factory=dict)  # prefix-relative record path -> archive sha256
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "schema": STATE_SCHEMA,
+            "platform": self.platform,
+            "target_prefix": self.target_prefix,
+            "lock_sha256": self.lock_sha256,
+            "records": dict(sorted(self.records.items())),
+        }
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_state(prefix: Path) -> InstalledState | None:
+    """The prefix's installed record, or None when absent or unreadable (then the prefix is compared record by record)."""
+    try:
+        data = json.loads((prefix / STATE_FILE).read_text(encoding="utf-8"))
+        if data.get("schema") != STATE_SCHEMA:
+            return None
+        return InstalledState(str(data["platform"]), str(data["target_prefix"]), str(data["lock_sha256"]), dict(data["records"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_state(prefix: Path, state: InstalledState) -> None:
+    target = prefix / STATE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".installed.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state.to_json(), f, sort_keys=True, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def clear_state(prefix: Path) -> None:
+    (prefix / STATE_FILE).unlink(missing_ok=True)
+
+
+def up_to_date(lockfile_path: Path, prefix: Path, platform: str) -> bool:
+    """Whether `prefix` holds exactly this lock for `platform`, installed for this very path."""
+    state = read_state(prefix)
+    if state is None or state.platform != platform or state.target_prefix != str(prefix.absolute()):
+        return False
+    try:
+        if file_sha256(lockfile_path) != state.lock_sha256 or file_sha256(prefix / LOCK_COPY) != state.lock_sha256:
+            return False
+    except OSError:
+        return False
+    return all((prefix / record).is_file() for record in state.records)
+
+
+def state_from_prefix(prefix: Path, platform: str, target_prefix: str, lock_sha256: str) -> InstalledState:
+    """The installed record for a prefix just installed or synced: read from its conda-meta and pip records."""
+    records = {}
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        sha = json.loads(meta.read_text(encoding="utf-8")).get("sha256")
+        if sha:
+            records[f"conda-meta/{meta.name}"] = str(sha)
+    for meta in sorted((prefix / "conda-meta" / "envkit" / "pip").glob("*.json")):
+        sha = json.loads(meta.read_text(encoding="utf-8")).get("sha256")
+        if sha:
+            records[meta.relative_to(prefix).as_posix()] = str(sha)
+    return InstalledState(platform, target_prefix, lock_sha256, records)

@@ -1,0 +1,204 @@
+"""A deterministic tar writer without tarfile's per-member overhead.
+
+The bytes are those of `tarfile` in PAX format with uid/gid 0, no owner names and a
+fixed mtime (tests/test_tarstream.py compares them): a ustar header per member, a
+PAX `x` header before it only when the path or link target is not ASCII or too long
+for ustar, content padded to 512 bytes, two zero blocks and padding to 10240 bytes.
+Members can also be copied verbatim from a *fragment*: a file of ready-made member
+blocks (one package's entries) written earlier, so a layer can be re-assembled
+without the package's archive.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from conda_envkit.oci.blobs import OciError
+
+BLOCK = 512
+RECORD = 20 * BLOCK
+_COPY = 1 << 20
+FILE, DIRECTORY, SYMLINK = "0", "5", "2"
+_MAGIC = b"ustar\x0000"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member: a path (relative, posix), its kind and where its bytes come from.
+
+    Exactly one of `source` (a file on disk), `data` (bytes) or `block` (a range of a
+    fragment file holding the finished header and content) supplies regular content.
+    """
+
+    path: str
+    kind: str = FILE
+    mode: int = 0o644
+    size: int = 0
+    linkname: str = ""
+    source: Path | None = None
+    data: bytes | None = None
+    block: tuple[Path, int, int] | None = None  # (fragment file, offset, length)
+    stream: BinaryIO | None = None  # read `size` bytes from here (a member of an archive being read)
+    offset: int = 0  # where the content starts in `source` (a member of an uncompressed tar)
+
+
+def member_from_disk(path: str, source: Path) -> Member:
+    """A member for the file, symlink or directory at `source`, with normalized modes."""
+    st = source.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return Member(path, SYMLINK, 0o777, linkname=os.readlink(source))
+    if stat.S_ISDIR(st.st_mode):
+        return Member(path, DIRECTORY, 0o755)
+    if not stat.S_ISREG(st.st_mode):
+        raise OciError(f"{source}: not a file, directory or symlink", hint="remove special files from the environment")
+    return Member(path, FILE, 0o755 if st.st_mode & stat.S_IXUSR else 0o644, st.st_size, source=source)
+
+
+def directory(path: str) -> Member:
+    return Member(path, DIRECTORY, 0o755)
+
+
+def _number(value: int, digits: int) -> bytes:
+    return b"%0*o\0" % (digits - 1, value)
+
+
+def _text(value: str, length: int) -> bytes:
+    raw = value.encode("ascii", "replace")[:length]
+    return raw + b"\0" * (length - len(raw))
+
+
+def _ustar(name: str, kind: str, mode: int, size: int, mtime: int, linkname: str) -> bytes:
+    parts = [
+        _text(name, 100),
+        _number(mode & 0o7777, 8),
+        _number(0, 8),
+        _number(0, 8),
+        _number(size, 12),
+        _number(mtime, 12),
+        b" " * 8,
+        kind.encode(),
+        _text(linkname, 100),
+        _MAGIC,
+        b"\0" * 32,
+        b"\0" * 32,
+        b"\0" * 8,
+        b"\0" * 8,
+        b"\0" * 155,
+    ]
+    header = b"".join(parts)
+    header += b"\0" * (BLOCK - len(header))
+    checksum = sum(header)
+    return header[:148] + b"%06o\0" % checksum + header[155:]
+
+
+def _pax_record(keyword: str, value: str) -> bytes:
+    body = f" {keyword}={value}\n".encode()
+    length = len(body)
+    total = length + len(str(length))
+    while total != length + len(str(total)):
+        total = length + len(str(total))
+    return str(total).encode() + body
+
+
+def _needs_pax(value: str, length: int) -> bool:
+    return not value.isascii() or len(value) > length
+
+
+def header(member: Member, mtime: int) -> bytes:
+    """The header block(s) of a member (a PAX header first when ustar cannot hold the names)."""
+    name = member.path + "/" if member.kind == DIRECTORY else member.path
+    size = member.size if member.kind == FILE else 0
+    if not 0 <= size < 8**11:
+        raise OciError(f"{member.path}: {size} bytes is too large for a layer member", hint="split the file")
+    pax = b""
+    records = []
+    if _needs_pax(name, 100):
+        records.append(_pax_record("path", name))
+    if _needs_pax(member.linkname, 100):
+        records.append(_pax_record("linkpath", member.linkname))
+    if records:
+        body = b"".join(records)
+        pax = _ustar("././@PaxHeader", "x", 0, len(body), 0, "") + body + b"\0" * (-len(body) % BLOCK)
+    return pax + _ustar(name, member.kind, member.mode, size, mtime, member.linkname)
+
+
+class TarWriter:
+    """Writes members to a binary stream; `close` ends the archive (it does not close `out`)."""
+
+    def __init__(self, out: BinaryIO, mtime: int) -> None:
+        self.out = out
+        self.mtime = mtime
+        self.written = 0
+        # Headers and small files are gathered, so that hashing and compression see large writes.
+        self._pending = bytearray()
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self.written += len(data)
+        if len(data) >= _COPY // 4:
+            self.flush()
+            self.out.write(data)
+            return
+        self._pending += data
+        if len(self._pending) >= _COPY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(bytes(self._pending))
+            self._pending.clear()
+
+    def add(self, member: Member) -> None:
+        if member.block is not None:
+            self._copy_block(*member.block)
+            return
+        self._emit(header(member, self.mtime))
+        if member.kind != FILE or member.size == 0:
+            return
+        if member.data is not None:
+            self._emit(member.data)
+        elif member.stream is not None:
+            self._copy_stream(member)
+        elif member.source is not None:
+            self._copy_file(member)
+        self._emit(b"\0" * (-member.size % BLOCK))
+
+    def _copy_file(self, member: Member) -> None:
+        remaining = member.size
+        with open(member.source, "rb") as f:  # type: ignore[arg-type]
+            if member.offset:
+                f.seek(member.offset)
+            while remaining:
+                chunk = f.read(min(_COPY, remaining))
+                if not chunk:
+                    raise OciError(f"{member.source}: file shrank while it was being written", hint="retry the bake")
+                self._emit(chunk)
+                remaining -= len(chunk)
+
+    def _copy_stream(self, member: Member) -> None:
+        remaining = member.size
+        while remaining:
+            chunk = member.stream.read(min(_COPY, remaining))  # type: ignore[union-attr]
+            if not chunk:
+                raise OciError(f"{member.path}: archive member is truncated", hint="delete the package from the cache and retry")
+            self._emit(chunk)
+            remaining -= len(chunk)
+
+    def _copy_block(self, path: Path, offset: int, length: int) -> None:
+        with path.open("rb") as f:
+            f.seek(offset)
+            remaining = length
+            while remaining:
+                chunk = f.read(min(_COPY, remaining))
+                if not chunk:
+                    raise OciError(f"{path}: fragment is truncated", hint="delete the layer cache directory and retry")
+                self._emit(chunk)
+                remaining -= len(chunk)
+
+    def close(self) -> None:
+        end = self.written + 2 * BLOCK
+        self._emit(b"\0" * (2 * BLOCK + (-end % RECORD)))
+        self.flush()

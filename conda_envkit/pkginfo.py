@@ -1,0 +1,158 @@
+"""What envkit needs to know about a package archive, read once and kept by its sha256.
+
+A conda archive's `info/index.json` (build number, noarch kind, depends: what the lock
+does not carry) and its installed size (from `info/paths.json`), or a wheel's unpacked
+size, are a function of the archive's sha256. They are read from the verified archive
+once and cached at `<cache>/pkginfo/<sha256>.json`, so planning an image's layers and
+building rattler's records needs no archive afterwards (a warm bake reads none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from conda_envkit.cache import pkginfo_dir
+from conda_envkit.errors import EnvkitError
+
+INFO_FORMAT = "envkit.pkginfo/1"
+
+
+class PackageInfoError(EnvkitError):
+    """An archive whose metadata cannot be read."""
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """The metadata of one package archive (conda package or wheel), keyed by its sha256."""
+
+    sha256: str
+    manager: str  # conda | pip
+    name: str
+    version: str
+    build: str = ""
+    build_number: int = 0
+    subdir: str = "noarch"
+    noarch: str | None = None  # python | generic | None
+    arch: str | None = None
+    platform: str | None = None
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    license: str | None = None
+    license_family: str | None = None
+    features: str | None = None
+    track_features: tuple[str, ...] = ()
+    python_site_packages_path: str | None = None
+    installed_size: int = 0
+    archive_size: int = 0
+    plain: bool = False  # only files and symlinks, no prefix placeholder, not noarch: python (bake streams it)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": INFO_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object], where: str) -> PackageInfo:
+        if data.get("format") != INFO_FORMAT:
+            raise PackageInfoError(f"{where}: not an envkit package record", hint="delete it; envkit reads the archive again")
+        fields = {k: v for k, v in data.items() if k != "format"}
+        try:
+            for key in ("depends", "constrains", "track_features"):
+                fields[key] = tuple(fields.get(key) or ())  # type: ignore[arg-type]
+            return cls(**fields)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise PackageInfoError(f"{where}: malformed package record ({exc})", hint="delete it; envkit reads the archive again") from None
+
+
+def _noarch(value: object) -> str | None:
+    if getattr(value, "python", False):
+        return "python"
+    if getattr(value, "generic", False):
+        return "generic"
+    return None
+
+
+def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
+    """The info of a verified conda archive (`.conda` or `.tar.bz2`)."""
+    from rattler import IndexJson, PathsJson
+
+    try:
+        index = IndexJson.from_package_archive(archive)
+        paths = PathsJson.from_package_archive(archive)
+    except Exception as exc:  # rattler raises its own types for broken archives
+        raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
+    size = sum(p.size_in_bytes or 0 for p in paths.paths)
+    plain = _noarch(index.noarch) != "python" and all(
+        p.prefix_placeholder is None
+        and not p.no_link
+        and ((p.path_type.hardlink and p.sha256 is not None and p.size_in_bytes is not None) or (p.path_type.softlink and p.sha256 is None))
+        for p in paths.paths
+    )
+    return PackageInfo(
+        sha256=sha256,
+        manager="conda",
+        name=index.name.normalized,
+        version=str(index.version),
+        build=str(index.build),
+        build_number=int(index.build_number),
+        subdir=index.subdir or "noarch",
+        noarch=_noarch(index.noarch),
+        arch=index.arch,
+        platform=index.platform,
+        depends=tuple(index.depends),
+        constrains=tuple(index.constrains),
+        license=index.license,
+        license_family=index.license_family,
+        features=index.features,
+        track_features=tuple(index.track_features),
+        python_site_packages_path=index.python_site_packages_path,
+        installed_size=size,
+        archive_size=archive.stat().st_size,
+        plain=plain,
+    )
+
+
+def read_wheel_info(archive: Path, sha256: str, name: str, version: str) -> PackageInfo:
+    """The info of a verified wheel: its unpacked size."""
+    try:
+        with zipfile.ZipFile(archive) as wheel:
+            size = sum(i.file_size for i in wheel.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise PackageInfoError(f"{archive.name}: not a readable wheel ({exc})", hint="re-lock") from None
+    return PackageInfo(sha256=sha256, manager="pip", name=name, version=version, installed_size=size, archive_size=archive.stat().st_size)
+
+
+class PackageInfoCache:
+    """`<cache>/pkginfo/<sha256>.json`: package info by archive sha256."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.root = pkginfo_dir(cache_dir)
+
+    def _path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise PackageInfoError(f"{sha256!r} is not a sha256", hint="re-lock with `envkit lock`")
+        return self.root / f"{sha256}.json"
+
+    def get(self, sha256: str) -> PackageInfo | None:
+        path = self._path(sha256)
+        try:
+            info = PackageInfo.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (OSError, ValueError, PackageInfoError):
+            return None
+        return info if info.sha256 == sha256 else None
+
+    def put(self, info: PackageInfo) -> None:
+        path = self._path(info.sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pkginfo.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(info.to_json(), f, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

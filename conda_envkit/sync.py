@@ -1,0 +1,222 @@
+"""`envkit install` into an existing prefix: bring it to the lock by unlinking and linking what changed.
+
+What is installed is read from the prefix (conda-meta records and envkit's pip records,
+each naming its archive's sha256) and compared with the lock by package name and
+sha256. py-rattler unlinks removed and changed conda packages and links the new ones;
+only those are fetched. Wheels are removed and installed the same way (all of them
+again when python changes, since their files live in `lib/pythonX.Y`). envkit's
+installed record is removed before the first change and written after the last, so an
+interrupted sync is noticed (the next one compares record by record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rattler import Platform, PrefixRecord, install
+
+from conda_envkit.cache import default_cache_dir, extracted_dir, package_path
+from conda_envkit.channels import ChannelSettings
+from conda_envkit.install import (
+    FetchedPackage,
+    InstallError,
+    conda_packages,
+    fetch_packages,
+    lock_hosts,
+    normalize_conda_meta,
+    pip_packages,
+    record_from_info,
+    repodata_record,
+)
+from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_state, state_from_prefix, write_state
+from conda_envkit.lockmodel import LockedPackage as LockedDependency
+from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
+from conda_envkit.pkginfo import PackageInfoCache
+from conda_envkit.progress import Progress
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Package names (pip ones as `pip:<name>`) to add, remove and change."""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    change: tuple[str, ...] = ()
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.add or self.remove or self.change)
+
+    def summary(self) -> str:
+        return f"{len(self.add)} added, {len(self.change)} changed, {len(self.remove)} removed"
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What a sync did."""
+
+    prefix: Path
+    platform: str
+    plan: SyncPlan
+    fetched: int
+    seconds: float
+
+
+def _name(p: LockedDependency) -> str:
+    return p.name if p.manager == "conda" else f"pip:{p.name}"
+
+
+def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
+    """Every package in the prefix: name (pip: `pip:<name>`) -> (archive sha256, record file)."""
+    out: dict[str, tuple[str, Path]] = {}
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        try:
+            record = json.loads(meta.read_text(encoding="utf-8"))
+            out[str(record["name"])] = (str(record.get("sha256") or ""), meta)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InstallError(
+                f"{meta}: unreadable conda-meta record", hint="repair or remove the environment, then install again"
+            ) from None
+    for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        try:
+            record = json.loads(meta.read_text(encoding="utf-8"))
+            out[f"pip:{record['name']}"] = (str(record.get("sha256") or ""), meta)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InstallError(f"{meta}: unreadable pip record", hint="repair or remove the environment, then install again") from None
+    return out
+
+
+def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Path]]) -> SyncPlan:
+    """What to add, remove and change so that `installed` matches `wanted`."""
+    want = {_name(p): (p.hash.sha256 or "").lower() for p in wanted}
+    add = sorted(n for n in want if n not in installed)
+    remove = sorted(n for n in installed if n not in want)
+    change = sorted(n for n in want if n in installed and installed[n][0] != want[n])
+    return SyncPlan(tuple(add), tuple(remove), tuple(change))
+
+
+def _remove_pip(prefix: Path, record_path: Path) -> None:
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    parents = set()
+    for entry in record.get("files", []):
+        path = prefix / entry["_path"]
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            parents.add(path.parent)
+    record_path.unlink()
+    # Empty directories the wheel left (its dist-info, package dirs), deepest first.
+    for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        while directory != prefix and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            directory = directory.parent
+
+
+def sync_environment(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    prefix: Path,
+    cache_dir: Path | None = None,
+    settings: ChannelSettings | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> SyncReport:
+    """Bring an existing prefix to the lock; refuse a prefix envkit did not create unless `force`."""
+    started = time.perf_counter()
+    prefix = prefix.absolute()
+    cache_dir = cache_dir or default_cache_dir()
+    if not (prefix / LOCK_COPY).is_file() and not force:
+        raise InstallError(
+            f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
+            hint="choose a new prefix, or pass --force to bring this one to the lock",
+        )
+    state = read_state(prefix)
+    if state is not None and (state.target_prefix != str(prefix) or state.platform != platform):
+        raise InstallError(
+            f"{prefix} holds a {state.platform} environment made for {state.target_prefix}",
+            hint="install into a new prefix (files carry the prefix they were installed for)",
+        )
+    packages = conda_packages(lockfile, platform)
+    wheels = pip_packages(lockfile, platform)
+    installed = installed_packages(prefix)
+    plan = plan_sync(packages + wheels, installed)
+    lock_sha = file_sha256(lockfile_path)
+    if plan.nothing:
+        if state is None or state.lock_sha256 != lock_sha:
+            _finish(lockfile_path, prefix, platform, lock_sha)
+        return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
+    clear_state(prefix)
+    touched = set(plan.add) | set(plan.change)
+    conda_touched = [p for p in packages if p.name in touched]
+    python_changed = "python" in touched or "python" in plan.remove
+    wheel_touched = [w for w in wheels if _name(w) in touched or (python_changed and _name(w) in installed)]
+    indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+    hosts = lock_hosts(lockfile, indexes)
+    report = fetch_packages(
+        conda_touched + wheel_touched,
+        cache_dir,
+        settings,
+        pip_indexes=indexes,
+        allowed_hosts=hosts,
+        progress=progress,
+        step=f"download {platform}",
+    )
+    fetched = {f.locked.name: f for f in report.packages if f.locked.manager == "conda"}
+    records = [repodata_record(f, cache_dir) for f in fetched.values()]
+    # Unchanged packages: records from their cached info (fetched only when the info is not cached).
+    infos = PackageInfoCache(cache_dir)
+    unchanged = [p for p in packages if p.name not in fetched]
+    lacking = [p for p in unchanged if infos.get((p.hash.sha256 or "").lower()) is None]
+    extra: dict[str, FetchedPackage] = (
+        {f.locked.name: f for f in fetch_packages(lacking, cache_dir, settings, allowed_hosts=hosts).packages} if lacking else {}
+    )
+    for p in unchanged:
+        if p.name in extra:
+            records.append(repodata_record(extra[p.name], cache_dir))
+        else:
+            info = infos.get((p.hash.sha256 or "").lower())
+            file_name = p.url.rsplit("/", 1)[-1]
+            records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))  # type: ignore[union-attr,arg-type]
+    # pip first (its files sit in python's site-packages), then conda.
+    for name in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)]:
+        if name.startswith("pip:") and name in installed and installed[name][1].exists():
+            _remove_pip(prefix, installed[name][1])
+    prefix_records = [PrefixRecord.from_path(path) for name, (_, path) in installed.items() if not name.startswith("pip:")]
+    try:
+        asyncio.run(
+            install(
+                records,
+                target_prefix=prefix,
+                cache_dir=extracted_dir(cache_dir),
+                installed_packages=prefix_records,
+                platform=Platform(platform),
+                execute_link_scripts=False,
+                show_progress=False,
+            )
+        )
+    except Exception as exc:  # rattler raises its own exception types for link failures
+        raise InstallError(f"{platform}: syncing {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    normalize_conda_meta(prefix, list(fetched.values()))
+    if wheel_touched:
+        python = next((p.version for p in packages if p.name == "python"), "")
+        cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
+        to_install = [WheelToInstall(w.name, w.version, w.locked_url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
+        install_wheels(to_install, prefix, str(prefix), platform, python)
+    _finish(lockfile_path, prefix, platform, lock_sha)
+    return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
+
+
+def _finish(lockfile_path: Path, prefix: Path, platform: str, lock_sha: str) -> None:
+    copy = prefix / LOCK_COPY
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+    shutil.copyfile(lockfile_path, tmp)
+    os.replace(tmp, copy)
+    write_state(prefix, state_from_prefix(prefix, platform, str(prefix), lock_sha))
