@@ -48,11 +48,6 @@ def package_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
     return packages_dir(cache_dir) / sha256 / file_name
 
 
-def extracted_dir(cache_dir: Path) -> Path:
-    """rattler's shared cache of extracted packages (sync links from it; install extracts per run under tmp/)."""
-    return cache_dir / "extracted"
-
-
 def pkginfo_dir(cache_dir: Path) -> Path:
     """What envkit read from each archive (index.json, paths), by sha256: no archive is opened twice."""
     return cache_dir / "pkginfo"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
-from rattler import BuildString, NoArchType, PackageRecord, Platform, RepoDataRecord, install
+from rattler import BuildString, NoArchType, PackageRecord, Platform, PrefixRecord, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 
@@ -410,6 +410,64 @@ def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
     return label, check_package_archive(fetched.archive, label)
 
 
+def check_archives(fetched: list[FetchedPackage]) -> None:
+    """Check every archive against itself (paths, links, paths.json hashes) and the set for
+    symlink chains between packages, before anything is linked."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        payloads = dict(pool.map(_check_contents, fetched))
+    check_links_together(payloads)
+
+
+def link_packages(
+    records: list[RepoDataRecord],
+    prefix: Path,
+    cache_dir: Path,
+    platform: str,
+    installed: list[PrefixRecord] | None = None,
+    ignored: set[str] | None = None,
+    target_prefix: str | None = None,
+) -> None:
+    """Link `records` into `prefix` with py-rattler (unlinking what `installed` holds and the
+    records replace), from an extraction directory of this run only.
+
+    A shared extraction directory would let an edit in one environment (its files are hard
+    links into it) poison every later install; this one is removed afterwards.
+    """
+    try:
+        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
+    except OSError as exc:
+        raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
+    try:
+        asyncio.run(
+            install(
+                records,
+                target_prefix=prefix,
+                cache_dir=extracted,
+                installed_packages=installed or [],
+                ignored_packages=ignored or None,
+                platform=Platform(platform),
+                execute_link_scripts=False,
+                show_progress=False,
+                alternative_target_prefix=target_prefix,
+            )
+        )
+    except Exception as exc:  # rattler raises its own exception types for link failures
+        # rattler's text is a chain of "Caused by:" lines: the first and the root cause say it.
+        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint="check free disk space and permissions") from None
+    except BaseException as exc:
+        # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InstallError(
+            f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
+            hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
+        ) from None
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
+
+
 # Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.
 _HOST_KEYS = ("extracted_package_dir", "package_tarball_full_path", "link")
 
@@ -483,45 +541,17 @@ def install_packages(
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
         records = list(pool.map(lambda f: repodata_record(f, cache_dir), conda_fetched))
-        payloads = dict(pool.map(_check_contents, conda_fetched))
-    check_links_together(payloads)
+    check_archives(conda_fetched)
     ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
     records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
-    # A per-install extraction directory, removed afterwards: rattler hard-links files from
-    # it, and a shared one would let an edit in this environment poison every later install.
-    try:
-        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
-    except OSError as exc:
-        raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
-    try:
-        asyncio.run(
-            install(
-                records,
-                target_prefix=prefix,
-                cache_dir=extracted,
-                installed_packages=[],
-                ignored_packages=ignored or None,
-                platform=Platform(platform),
-                execute_link_scripts=False,
-                show_progress=False,
-                alternative_target_prefix=target_prefix if target_prefix and target_prefix != str(prefix) else None,
-            )
-        )
-    except Exception as exc:  # rattler raises its own exception types for link failures
-        # rattler's text is a chain of "Caused by:" lines: the first and the root cause say it.
-        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
-        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint="check free disk space and permissions") from None
-    except BaseException as exc:
-        # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise InstallError(
-            f"{platform}: py-rattler crashed installing into {prefix}: {str(exc).splitlines()[0] if str(exc) else 'panic'}",
-            hint="a package archive is malformed although its sha256 matches the lock: re-lock, or report it to its channel",
-        ) from None
-    finally:
-        shutil.rmtree(extracted, ignore_errors=True)
+    link_packages(
+        records,
+        prefix,
+        cache_dir,
+        platform,
+        ignored=ignored,
+        target_prefix=target_prefix if target_prefix and target_prefix != str(prefix) else None,
+    )
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
         to_install = [

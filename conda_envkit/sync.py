@@ -11,7 +11,6 @@ interrupted sync is noticed (the next one compares record by record).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -19,15 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rattler import Platform, PrefixRecord, install
+from rattler import PrefixRecord
 
-from conda_envkit.cache import default_cache_dir, extracted_dir, package_path
+from conda_envkit.cache import default_cache_dir, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
+    check_archives,
     conda_packages,
     fetch_packages,
+    link_packages,
     lock_hosts,
     normalize_conda_meta,
     pip_packages,
@@ -152,12 +153,12 @@ def sync_environment(
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
-    clear_state(prefix)
     touched = set(plan.add) | set(plan.change)
     conda_touched = [p for p in packages if p.name in touched]
     python_changed = "python" in touched or "python" in plan.remove
     wheel_touched = [w for w in wheels if _name(w) in touched or (python_changed and _name(w) in installed)]
-    indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
+    indexes = facts.pip_indexes if facts else ()
     hosts = lock_hosts(lockfile, indexes)
     report = fetch_packages(
         conda_touched + wheel_touched,
@@ -170,6 +171,8 @@ def sync_environment(
     )
     fetched = {f.locked.name: f for f in report.packages if f.locked.manager == "conda"}
     records = [repodata_record(f, cache_dir) for f in fetched.values()]
+    # What is new is checked like a fresh install's archives, before anything in the prefix changes.
+    check_archives(list(fetched.values()))
     # Unchanged packages: records from their cached info (fetched only when the info is not cached).
     infos = PackageInfoCache(cache_dir)
     unchanged = [p for p in packages if p.name not in fetched]
@@ -184,25 +187,15 @@ def sync_environment(
             info = infos.get((p.hash.sha256 or "").lower())
             file_name = p.url.rsplit("/", 1)[-1]
             records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))  # type: ignore[union-attr,arg-type]
+    # Everything is fetched and checked: from here on the prefix changes, so its record of
+    # what is installed goes first (an interrupted sync is then redone in full).
+    clear_state(prefix)
     # pip first (its files sit in python's site-packages), then conda.
     for name in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)]:
         if name.startswith("pip:") and name in installed and installed[name][1].exists():
             _remove_pip(prefix, installed[name][1])
     prefix_records = [PrefixRecord.from_path(path) for name, (_, path) in installed.items() if not name.startswith("pip:")]
-    try:
-        asyncio.run(
-            install(
-                records,
-                target_prefix=prefix,
-                cache_dir=extracted_dir(cache_dir),
-                installed_packages=prefix_records,
-                platform=Platform(platform),
-                execute_link_scripts=False,
-                show_progress=False,
-            )
-        )
-    except Exception as exc:  # rattler raises its own exception types for link failures
-        raise InstallError(f"{platform}: syncing {prefix} failed: {exc}", hint="check free disk space and permissions") from None
+    link_packages(records, prefix, cache_dir, platform, installed=prefix_records)
     normalize_conda_meta(prefix, list(fetched.values()))
     if wheel_touched:
         python = next((p.version for p in packages if p.name == "python"), "")

@@ -111,3 +111,39 @@ def test_cache_paths_from_the_lock_are_single_components(tmp_path: Path, hostile
         fetch_packages([package], tmp_path / "cache" / "envkit")
     assert not (tmp_path / "sha-escape").exists()
     assert not list((tmp_path / "cache").rglob("*.conda"))
+
+
+def _tree(prefix: Path) -> dict[str, bytes | str]:
+    return {
+        str(p.relative_to(prefix)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "dir")
+        for p in sorted(prefix.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("name", ["abs-tar-entry", "dotdot-path", "symlink-climb", "sha-mismatch"])
+def test_sync_into_an_existing_prefix_checks_new_archives_first(tmp_path: Path, hostile_channel: Path, name: str) -> None:
+    # A lock from a pull request adds a hostile package to an environment envkit already made:
+    # the sync path must refuse it like a fresh install does, before the prefix changes.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    assert ws.install().returncode == 0
+    before = _tree(ws.root / "env")
+    ws.lock.write_text(locked_workspace(tmp_path / "work", hostile_channel, ["honest", name]).lock.read_text())
+    _package, message = HOSTILE_CONDA[name]
+    assert_refused(ws.install(), name, message)
+    assert _tree(ws.root / "env") == before
+    assert not any(Path(p).exists() for p in (CANARY + "-abs", CANARY + "-tar"))
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_sync_links_no_file_from_a_shared_cache(tmp_path: Path, hostile_channel: Path) -> None:
+    # Files a sync links are not hard links into the cache: an edit in one environment
+    # reaches no later install or sync.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["python"])
+    assert ws.install().returncode == 0
+    ws.lock.write_text(locked_workspace(tmp_path / "work", hostile_channel, ["python", "honest"]).lock.read_text())
+    assert ws.install().returncode == 0  # a sync: honest is added
+    tool = ws.root / "env" / "bin" / "honest"
+    assert os.stat(tool).st_nlink == 1
+    tool.write_text("#!/bin/sh\necho pwned\n")
+    assert ws.install("env2").returncode == 0
+    assert (ws.root / "env2" / "bin" / "honest").read_text() == "#!/bin/sh\necho honest\n"
