@@ -13,7 +13,15 @@ envkit=.venv/bin/envkit
 demo=examples/ml-demo
 # The image's `hello` runs on a static busybox taken from the host (Debian's busybox-static):
 # a scratch image has no libc for a dynamic one.
-if ! ldd /bin/busybox 2>&1 | grep -q "not a dynamic executable"; then
+static_busybox() {
+  # ldd exits non-zero for a static binary: judge by what it says (pipefail would fail a pipe into grep).
+  [ -x /bin/busybox ] || return 1
+  case "$(ldd /bin/busybox 2>&1 || true)" in
+    *"not a dynamic executable"* | *"statically linked"*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+if ! static_busybox; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "demo: installing busybox-static (a static /bin/busybox for the demo image)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
@@ -32,7 +40,13 @@ fi
 export ENVKIT_CACHE_DIR="$PWD/$demo/.cache"
 tag=$( cd "$demo" && "../../$envkit" bake -p linux-64 --oci image --cmd hello | sed -n 's/^oci:image://p' )
 [ -n "$tag" ] || { echo "error: envkit bake printed no oci:image:TAG reference" >&2; exit 1; }
-echo "demo: baked oci:$demo/image:$tag"
+digest=$(.venv/bin/python - "$demo/image/index.json" "$tag" <<'EOF'
+import json, sys
+index = json.load(open(sys.argv[1], encoding="utf-8"))
+print(next(m["digest"] for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == sys.argv[2]))
+EOF
+)
+echo "demo: baked oci:$demo/image:$tag, image digest $digest (the same on every machine for this lock)"
 rm -rf "$demo/env"
 ( cd "$demo" && "../../$envkit" install --prefix env )
 "$demo/env/bin/hello"
