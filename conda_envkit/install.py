@@ -172,11 +172,13 @@ def _sha256_of(path: Path) -> str:
 
 def _stamp(path: Path, sha256: str) -> str:
     st = path.stat()
-    return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ino}\n"
+    # ctime too: no user process can set it, so an edit in place that puts the old mtime
+    # back still changes the stamp (and the archive is hashed again).
+    return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
 
 
 def mark_verified(path: Path, sha256: str) -> None:
-    """Remember that `path` (as it is now: size, mtime, inode) was hashed and matched `sha256`."""
+    """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
     marker = path.parent / "verified"
     tmp = path.parent / f"verified.{os.getpid()}.new"
     tmp.write_text(_stamp(path, sha256), encoding="utf-8")

@@ -150,7 +150,8 @@ def write_layer(
 
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    # ctime too: an edit in place that puts the old mtime back still changes it.
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 class LayerCache:

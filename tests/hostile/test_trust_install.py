@@ -147,3 +147,23 @@ def test_sync_links_no_file_from_a_shared_cache(tmp_path: Path, hostile_channel:
     tool.write_text("#!/bin/sh\necho pwned\n")
     assert ws.install("env2").returncode == 0
     assert (ws.root / "env2" / "bin" / "honest").read_text() == "#!/bin/sh\necho honest\n"
+
+
+def test_a_cached_archive_edited_in_place_with_its_mtime_put_back_is_hashed_again(tmp_path: Path) -> None:
+    # The "verified once" marker must not outlive an edit that keeps size, inode and mtime.
+    import hashlib
+
+    from conda_envkit.install import is_verified, mark_verified
+
+    archive = tmp_path / "pkgs" / ("a" * 64) / "pkg-1.0-0.conda"
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"honest bytes")
+    sha = hashlib.sha256(b"honest bytes").hexdigest()
+    mark_verified(archive, sha)
+    assert is_verified(archive, sha)
+    before = archive.stat()
+    with archive.open("r+b") as f:  # same size, same inode
+        f.write(b"hostile")
+    os.utime(archive, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert archive.stat().st_mtime_ns == before.st_mtime_ns and archive.stat().st_ino == before.st_ino
+    assert not is_verified(archive, sha)
