@@ -60,6 +60,10 @@ async def main():
                       platforms=[p, "noarch"], virtual_packages=virtual(p))
         for p in spec["platforms"]))
 asyncio.run(main())
+# Leave as envkit's CLI does (os._exit after the work): py-rattler's runtime threads can abort
+# an interpreter that finalizes right after awaiting it, and both sides should pay the same exit.
+sys.stdout.flush()
+import os; os._exit(0)
 """
 
 
