@@ -96,16 +96,10 @@ def _read_members(archive: Path) -> tuple[dict[str, ArchiveEntry], bytes | None]
                 elif member.isdir():
                     entries[name] = ArchiveEntry(name, "directory", mode=member.mode)
                 elif member.isfile():
-                    data = tar.extractfile(member)
-                    digest = hashlib.sha256()
-                    chunks = []
-                    while chunk := data.read(1 << 20):  # type: ignore[union-attr]
-                        digest.update(chunk)
-                        if name == "info/paths.json":
-                            chunks.append(chunk)
-                    if name == "info/paths.json":
-                        paths_json = b"".join(chunks)
-                    entries[name] = ArchiveEntry(name, "file", digest.hexdigest(), member.size, mode=member.mode)
+                    sha256, content = hash_member(tar, member, keep=name == "info/paths.json")
+                    if content is not None:
+                        paths_json = content
+                    entries[name] = ArchiveEntry(name, "file", sha256, member.size, mode=member.mode)
                 else:
                     raise PackageContentError(
                         f"{archive.name}: entry {name} is a device, FIFO or other special file",
@@ -113,6 +107,18 @@ def _read_members(archive: Path) -> tuple[dict[str, ArchiveEntry], bytes | None]
                     )
     return entries, paths_json
 
+
+
+def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = False) -> tuple[str, bytes | None]:
+    """The sha256 (hex) of a regular file in `tar`, read once in chunks; its bytes too when `keep`."""
+    data = tar.extractfile(member)
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    while chunk := data.read(1 << 20):  # type: ignore[union-attr]
+        digest.update(chunk)
+        if keep:
+            chunks.append(chunk)
+    return digest.hexdigest(), b"".join(chunks) if keep else None
 
 def _hardlink_ok(target: str) -> bool:
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
 from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.labels import label_key
@@ -132,19 +133,12 @@ class ImageTree:
                 elif not member.isfile():
                     self.entries[path] = _Entry("other", "", member.mode)
                 elif member.isfile():
-                    data = tar.extractfile(member)
-                    digest = hashlib.sha256()
-                    chunks = []
-                    while chunk := data.read(1 << 20):  # type: ignore[union-attr]
-                        digest.update(chunk)
-                        if path.startswith("conda-meta/"):
-                            chunks.append(chunk)
-                    self.files[path] = digest.hexdigest()
+                    self.files[path], content = hash_member(tar, member, keep=path.startswith("conda-meta/"))
                     self.entries[path] = _Entry("file", self.files[path], member.mode)
                     top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
                     pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
-                    if path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
-                        self.meta[path] = b"".join(chunks)
+                    if content is not None and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
+                        self.meta[path] = content
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]

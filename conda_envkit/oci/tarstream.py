@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from conda_envkit.oci.blobs import OciError
 
@@ -167,36 +167,29 @@ class TarWriter:
         self._emit(b"\0" * (-member.size % BLOCK))
 
     def _copy_file(self, member: Member) -> None:
-        remaining = member.size
         with open(member.source, "rb") as f:  # type: ignore[arg-type]
             if member.offset:
                 f.seek(member.offset)
-            while remaining:
-                chunk = f.read(min(_COPY, remaining))
-                if not chunk:
-                    raise OciError(f"{member.source}: file shrank while it was being written", hint="retry the bake")
-                self._emit(chunk)
-                remaining -= len(chunk)
+            self._pump(f, member.size, f"{member.source}: file shrank while it was being written", "retry the bake")
 
     def _copy_stream(self, member: Member) -> None:
-        remaining = member.size
-        while remaining:
-            chunk = member.stream.read(min(_COPY, remaining))  # type: ignore[union-attr]
-            if not chunk:
-                raise OciError(f"{member.path}: archive member is truncated", hint="delete the package from the cache and retry")
-            self._emit(chunk)
-            remaining -= len(chunk)
+        message = f"{member.path}: archive member is truncated"
+        self._pump(member.stream, member.size, message, "delete the package from the cache and retry")  # type: ignore[arg-type]
 
     def _copy_block(self, path: Path, offset: int, length: int) -> None:
         with path.open("rb") as f:
             f.seek(offset)
-            remaining = length
-            while remaining:
-                chunk = f.read(min(_COPY, remaining))
-                if not chunk:
-                    raise OciError(f"{path}: fragment is truncated", hint="delete the layer cache directory and retry")
-                self._emit(chunk)
-                remaining -= len(chunk)
+            self._pump(f, length, f"{path}: fragment is truncated", "delete the layer cache directory and retry")
+
+    def _pump(self, source: IO[bytes], length: int, short: str, hint: str) -> None:
+        """Copy exactly `length` bytes from `source` into the stream; `short` is the error if it ends first."""
+        remaining = length
+        while remaining:
+            chunk = source.read(min(_COPY, remaining))
+            if not chunk:
+                raise OciError(short, hint=hint)
+            self._emit(chunk)
+            remaining -= len(chunk)
 
     def close(self) -> None:
         end = self.written + 2 * BLOCK
