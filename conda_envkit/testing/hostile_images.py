@@ -68,6 +68,17 @@ def manifest_of(layout: Path, tag: str) -> tuple[dict[str, Any], dict[str, Any]]
     return entry, json.loads(_blob(layout, entry["digest"]))
 
 
+def _put_layers(layout: Path, layers: Layers) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write each layer (entries verbatim, gzip) as a blob of `layout`: (descriptors, diff_ids)."""
+    descriptors, diff_ids = [], []
+    for entries in layers:
+        blob, diff_id = _write_layer(entries)
+        digest, size = _put(layout, blob)
+        descriptors.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
+        diff_ids.append(diff_id)
+    return descriptors, diff_ids
+
+
 def repack_layout(layout: Path, tag: str, edit: Callable[[Layers, dict[str, Any]], None]) -> None:
     """Apply `edit(layers, config)` to image `tag` of `layout` and store the result under the same tag."""
     index = json.loads((layout / "index.json").read_text())
@@ -75,12 +86,7 @@ def repack_layout(layout: Path, tag: str, edit: Callable[[Layers, dict[str, Any]
     config = json.loads(_blob(layout, manifest["config"]["digest"]))
     layers = [_read_layer(_blob(layout, d["digest"])) for d in manifest["layers"]]
     edit(layers, config)
-    descriptors, diff_ids = [], []
-    for entries in layers:
-        blob, diff_id = _write_layer(entries)
-        digest, size = _put(layout, blob)
-        descriptors.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
-        diff_ids.append(diff_id)
+    descriptors, diff_ids = _put_layers(layout, layers)
     config["rootfs"]["diff_ids"] = diff_ids
     config["history"] = (config.get("history") or [])[: len(layers)] + [
         {"created_by": "envkit bake: extra", "comment": "envkit bake"} for _ in range(len(layers) - len(config.get("history") or []))
@@ -124,12 +130,7 @@ def write_base_layout(layout: Path, layers: Layers, tag: str = "base") -> None:
     """An OCI layout holding one linux/amd64 image made of `layers` (entries written verbatim)."""
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    descriptors, diff_ids = [], []
-    for entries in layers:
-        blob, diff_id = _write_layer(entries)
-        digest, size = _put(layout, blob)
-        descriptors.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
-        diff_ids.append(diff_id)
+    descriptors, diff_ids = _put_layers(layout, layers)
     config = {
         "architecture": "amd64",
         "os": "linux",
