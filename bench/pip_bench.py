@@ -28,7 +28,7 @@ from pathlib import Path
 
 from conda_envkit.channels import ChannelSettings, make_gateway
 from conda_envkit.locking import LockOptions, lock_environment
-from conda_envkit.pip_lock import _uv_binary
+from conda_envkit.pip_lock import uv_binary
 from conda_envkit.spec import read_env_spec
 from conda_envkit.testing.local_index import demo_wheels, write_wheel
 
@@ -65,7 +65,7 @@ def bare_uv_seconds(work: Path, cache: Path) -> float:
         lines = ["hello-ml >=0.3"] + (["fastmath"] if platform in ("linux-64", "win-64") else [])
         (work / "bare.in").write_text("\n".join(lines) + "\n")
         subprocess.run(
-            [_uv_binary(), "pip", "compile", str(work / "bare.in"), "--no-index", "--find-links", str(work / "wheels"),
+            [uv_binary(), "pip", "compile", str(work / "bare.in"), "--no-index", "--find-links", str(work / "wheels"),
              "--python-version", "3.11", "--python-platform", uv_platform, "--only-binary", ":all:",
              "--format", "pylock.toml", "-o", str(work / "pylock.toml"), "--no-config", "--quiet",
              "--python", sys.executable, "--no-python-downloads", "--cache-dir", str(cache / "uv")],

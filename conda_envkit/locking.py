@@ -227,7 +227,10 @@ def lock_environment(
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
+        from conda_envkit.pip_lock import uv_binary
+
         cache_dir = cache_dir_or_default(options.cache_dir)
+        uv_binary()  # looked up here, before the threads: its sysconfig lookup is not thread-safe
         with ThreadPoolExecutor(max_workers=2) as pool:
             pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
         for part, part_pins in zip(pip_parts, pins, strict=True):

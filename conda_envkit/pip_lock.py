@@ -14,13 +14,13 @@ environment, the lock records only the `${VAR}` template.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -236,18 +236,19 @@ def _write_stub(name: str, version: str, directory: Path) -> Path:
     return out
 
 
-# find_uv_bin reads sysconfig, whose first use is not thread-safe (it can answer None for "EXE"
-# to one of two threads), and pip: sections of several platforms are resolved in parallel.
-_UV_LOOKUP = threading.Lock()
+@functools.cache
+def uv_binary() -> str:
+    """The uv executable, looked up once per process.
 
-
-def _uv_binary() -> str:
+    uv's find_uv_bin reads sysconfig, whose lazy first use is not thread-safe: a thread can be
+    answered None for "EXE" while another one (packaging.tags, for wheel ranking) fills the
+    table. Callers that resolve in threads call this first, on their own thread.
+    """
     try:
         from uv import find_uv_bin
     except ImportError:
         raise PipLockError("locking a pip: section needs uv, which is not installed", hint="pip install uv") from None
-    with _UV_LOOKUP:
-        return find_uv_bin()
+    return find_uv_bin()
 
 
 def _uv_failure(stderr: str, secrets: list[str], provided: dict[str, str]) -> str:
@@ -309,7 +310,7 @@ def resolve_pip(
         (work / "excludes.txt").write_text("".join(f"{e}\n" for e in excludes), encoding="utf-8")
         out = work / "pylock.toml"
         command = [
-            _uv_binary(), "pip", "compile", str(work / "requirements.in"),
+            uv_binary(), "pip", "compile", str(work / "requirements.in"),
             "--constraints", str(work / "constraints.txt"),
             "--excludes", str(work / "excludes.txt"),
             "--python-version", target.python_version,
