@@ -42,11 +42,46 @@ class ArchiveEntry:
     size: int = 0
     target: str = ""
     mode: int = 0o644
+    offset: int = 0  # where a file's content starts in the staged payload tar (stage_package_archive)
+
+
+@dataclass(frozen=True)
+class StagedArchive:
+    """A checked package archive whose payload tar was decompressed once into `payload`, read back by offset."""
+
+    payload: Path
+    members: tuple[ArchiveEntry, ...]  # the payload's entries in archive order (info/ left out), duplicates kept
+    paths_json: bytes | None
+
+    def checked(self) -> list[ArchiveEntry]:
+        """The payload entries as `check_package_archive` returns them (the last of a path wins)."""
+        return list({e.path: e for e in self.members}.values())
+
+
+_BUFFER = 1 << 20
+
+
+def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool) -> tarfile.TarFile:
+    """`stream` (zstd or bz2) decompressed into `payload` in one sequential write, opened for reading by offset."""
+    with payload.open("wb") as out:
+        if zstd:
+            zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)
+        else:
+            import bz2
+
+            with bz2.open(stream, "rb") as raw:
+                while chunk := raw.read(_BUFFER):
+                    out.write(chunk)
+    return tarfile.open(payload, mode="r:")
 
 
 @contextmanager
-def _tar_streams(archive: Path) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
-    """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`."""
+def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
+    """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
+
+    With `payload`, the pkg tarball (the whole tarball of a `.tar.bz2`) is decompressed into that file
+    first (in one sequential write) and read from there, so that its members can be read again by offset.
+    """
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
             names = z.namelist()
@@ -60,22 +95,31 @@ def _tar_streams(archive: Path) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
                 for kind, name in (("info", info), ("pkg", pkg)):
                     raw = z.open(name)
                     opened.append(raw)
-                    stream = zstandard.ZstdDecompressor().stream_reader(raw)
-                    opened.append(stream)
-                    tars.append((kind, tarfile.open(fileobj=stream, mode="r|")))  # noqa: SIM115 - its stream is closed in the finally below
+                    if kind == "pkg" and payload is not None:
+                        tar = _decompress_into(raw, payload, zstd=True)
+                        opened.append(tar)  # type: ignore[arg-type]
+                    else:
+                        stream = zstandard.ZstdDecompressor().stream_reader(raw)
+                        opened.append(stream)
+                        tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - its stream is closed in the finally below
+                    tars.append((kind, tar))
                 yield tars
             finally:
                 for f in opened:
                     f.close()
+    elif payload is not None:
+        with archive.open("rb") as raw, _decompress_into(raw, payload, zstd=False) as tar:
+            yield [("both", tar)]
     else:
         with tarfile.open(archive, mode="r|bz2") as tar:
             yield [("both", tar)]
 
 
-def _read_members(archive: Path) -> tuple[dict[str, ArchiveEntry], bytes | None]:
-    entries: dict[str, ArchiveEntry] = {}
+def _read_members(archive: Path, payload: Path | None = None) -> tuple[list[ArchiveEntry], bytes | None]:
+    """Every entry of the archive's tarballs in order (files hashed), and info/paths.json's bytes."""
+    entries: list[ArchiveEntry] = []
     paths_json = None
-    with _tar_streams(archive) as tars:
+    with _tar_streams(archive, payload) as tars:
         for kind, tar in tars:
             for member in tar:
                 name = relative_path(member.name, f"{archive.name}: tar entry")
@@ -92,21 +136,20 @@ def _read_members(archive: Path) -> tuple[dict[str, ArchiveEntry], bytes | None]
                             f"{archive.name}: link {name} -> {target} points outside the prefix",
                             hint="the package is malformed or hostile; do not use it",
                         )
-                    entries[name] = ArchiveEntry(name, "symlink" if member.issym() else "hardlink", target=target)
+                    entries.append(ArchiveEntry(name, "symlink" if member.issym() else "hardlink", target=target))
                 elif member.isdir():
-                    entries[name] = ArchiveEntry(name, "directory", mode=member.mode)
+                    entries.append(ArchiveEntry(name, "directory", mode=member.mode))
                 elif member.isfile():
                     sha256, content = hash_member(tar, member, keep=name == "info/paths.json")
                     if content is not None:
                         paths_json = content
-                    entries[name] = ArchiveEntry(name, "file", sha256, member.size, mode=member.mode)
+                    entries.append(ArchiveEntry(name, "file", sha256, member.size, mode=member.mode, offset=member.offset_data))
                 else:
                     raise PackageContentError(
                         f"{archive.name}: entry {name} is a device, FIFO or other special file",
                         hint="conda packages hold files, directories and links only; do not use it",
                     )
     return entries, paths_json
-
 
 
 def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = False) -> tuple[str, bytes | None]:
@@ -119,6 +162,7 @@ def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = Fals
         if keep:
             chunks.append(chunk)
     return digest.hexdigest(), b"".join(chunks) if keep else None
+
 
 def _hardlink_ok(target: str) -> bool:
     try:
@@ -133,12 +177,30 @@ def check_package_archive(archive: Path, label: str) -> list[ArchiveEntry]:
 
     `label` names the package in errors (platform, name, version, build).
     """
+    ordered, paths_json = _checked_read(archive, label)
+    return _check_listing(label, ordered, paths_json)
+
+
+def stage_package_archive(archive: Path, label: str, payload: Path) -> StagedArchive:
+    """The archive checked as `check_package_archive` does, its payload tar decompressed into `payload` on the way
+    (the archive is decompressed once: the check hashes the files from there)."""
+    ordered, paths_json = _checked_read(archive, label, payload)
+    _check_listing(label, ordered, paths_json)
+    return StagedArchive(payload, tuple(e for e in ordered if e.path.split("/")[0] != "info"), paths_json)
+
+
+def _checked_read(archive: Path, label: str, payload: Path | None = None) -> tuple[list[ArchiveEntry], bytes | None]:
     try:
-        entries, paths_json = _read_members(archive)
+        return _read_members(archive, payload)
     except UnsafePathError as exc:
         raise PackageContentError(f"{label}: {exc.message}", hint=exc.hint) from None
     except (tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, EOFError, OSError) as exc:
         raise PackageContentError(f"{label}: {archive.name} is not a readable package ({exc})", hint="the package is corrupt") from None
+
+
+def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | None) -> list[ArchiveEntry]:
+    """The payload entries (last of a path wins, as when extracting), after checking them against paths.json."""
+    entries = {e.path: e for e in ordered}
     if paths_json is None:
         return [e for e in entries.values() if not e.path.startswith("info/")]  # pre-paths.json packages: tar checks only
     try:

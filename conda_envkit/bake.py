@@ -18,13 +18,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
-from conda_envkit.archive_check import check_links_together
+from conda_envkit.archive_check import StagedArchive, check_links_together, stage_package_archive
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
-    _check_contents,
     conda_packages,
     fetch_packages,
     install_packages,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a 
     from conda_envkit.registry_cache import RegistryCache
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
+_WORKERS = min(4, os.cpu_count() or 1)
 
 
 class BakeError(EnvkitError):
@@ -372,26 +372,43 @@ def _stream_plain(
     plain = sorted(n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain)
     if not plain:
         return set()
-    done = set()
     in_image = context.prefix.strip("/")
     hosts = lock_hosts(lockfile)
     fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=hosts).packages}
-    # The same archive checks as `envkit install` (paths inside the prefix, links that stay in it).
-    check_links_together(dict(map(_check_contents, fetched.values())))
-    for name in plain:
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    def stage(name: str) -> tuple[str, StagedArchive]:
+        locked, archive = fetched[name].locked, fetched[name].archive
+        label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+        return label, stage_package_archive(archive, label, scratch / f"{archive.name}.tar")
+
+    def read(name: str, staged: StagedArchive) -> list[Member] | None:
         locked = by_name[name][0]
         # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
         info = package_info(fetched[name], cache_dir)
         if not info.plain:
-            continue
-        planned = plan_packages([(locked, by_name[name][1])])[0]
+            return None
         try:
-            read = package_members(fetched[name].archive, locked, info, in_image, scratch)
-            # Big packages are written from the payload directly; group members are kept as fragments.
-            members[name] = read if name in singles else fragments.put(fragment_key(planned, context), read, options.epoch, ordered=False)
+            found = package_members(staged, locked, info, in_image)
         except NotPlain:
-            continue
-        done.add(name)
+            return None
+        if name in singles:  # big packages are written from the payload directly
+            return found
+        planned = plan_packages([(locked, by_name[name][1])])[0]
+        return fragments.put(fragment_key(planned, context), found, options.epoch, ordered=False)
+
+    # Decompression, hashing and file reads release the GIL: archives are staged and checked side by side.
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        # The same archive checks as `envkit install` (paths inside the prefix, links that stay in it); each
+        # archive is decompressed once, its payload staged for the layers on the way.
+        staged = dict(zip(plain, pool.map(stage, plain), strict=True))
+        check_links_together({label: s.checked() for label, s in staged.values()})
+        read_members = dict(zip(plain, pool.map(lambda name: read(name, staged[name][1]), plain), strict=True))
+    done = set()
+    for name, found in read_members.items():
+        if found is not None:
+            members[name] = found
+            done.add(name)
     return done
 
 

@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
@@ -81,8 +81,8 @@ class CacheEntry:
 
 def checked_path(path: str) -> str:
     """`path` if it is a clean relative posix path (no `..`, not absolute), else an error."""
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts or path != pure.as_posix():
+    # What PurePosixPath would leave unchanged, without its per-call cost (a layer has many members).
+    if not path or path[0] == "/" or any(part in ("", ".", "..") for part in path.split("/")):
         raise OciError(f"layer path {path!r} is not a clean relative path", hint="this is a bug in envkit; please report it")
     return path
 
@@ -94,9 +94,10 @@ def with_parents(members: Iterable[Member]) -> list[Member]:
         checked_path(m.path)
         entries.setdefault(m.path, m)
     for path in list(entries):
-        for parent in PurePosixPath(path).parents:
-            if str(parent) != ".":
-                entries.setdefault(str(parent), directory(str(parent)))
+        cut = path.rfind("/")
+        while cut > 0 and path[:cut] not in entries:  # a parent already there has its own parents
+            entries[path[:cut]] = directory(path[:cut])
+            cut = path.rfind("/", 0, cut)
     return [entries[k] for k in sorted(entries, key=lambda k: k.encode())]
 
 
@@ -137,9 +138,12 @@ def write_layer(
             compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
             plain = _Sink(compressor)
             tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
-            for entry in entries:
-                tar.add(entry)
-            tar.close()
+            try:
+                for entry in entries:
+                    tar.add(entry)
+                tar.close()
+            finally:
+                tar.release()
             compressor.close()
         descriptor = Descriptor(compression.media_type, compressed.digest, compressed.size, dict(annotations or {}))
         store.adopt(tmp, compressed.digest)
@@ -244,11 +248,14 @@ class FragmentStore:
             with os.fdopen(fd, "wb") as raw:
                 sink = _Sink(raw)
                 writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
-                for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
-                    start = writer.written
-                    writer.add(m)
-                    index.append((checked_path(m.path), m.kind, start, writer.written - start))
-                writer.flush()
+                try:
+                    for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
+                        start = writer.written
+                        writer.add(m)
+                        index.append((checked_path(m.path), m.kind, start, writer.written - start))
+                    writer.flush()
+                finally:
+                    writer.release()
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
             document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}

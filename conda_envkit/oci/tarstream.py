@@ -22,6 +22,7 @@ from conda_envkit.oci.blobs import OciError
 BLOCK = 512
 RECORD = 20 * BLOCK
 _COPY = 1 << 20
+_OPEN_FILES = 64
 FILE, DIRECTORY, SYMLINK = "0", "5", "2"
 _MAGIC = b"ustar\x0000"
 
@@ -135,6 +136,8 @@ class TarWriter:
         self.written = 0
         # Headers and small files are gathered, so that hashing and compression see large writes.
         self._pending = bytearray()
+        # Tars read by offset (staged payloads, fragments) hold many members: each is opened once.
+        self._opened: dict[Path, BinaryIO] = {}
 
     def _emit(self, data: bytes | memoryview) -> None:
         self.written += len(data)
@@ -166,20 +169,31 @@ class TarWriter:
             self._copy_file(member)
         self._emit(b"\0" * (-member.size % BLOCK))
 
+    def _open(self, path: Path) -> BinaryIO:
+        f = self._opened.get(path)
+        if f is None:
+            if len(self._opened) >= _OPEN_FILES:
+                self._opened.pop(next(iter(self._opened))).close()
+            f = self._opened[path] = path.open("rb")
+        return f
+
     def _copy_file(self, member: Member) -> None:
-        with open(member.source, "rb") as f:  # type: ignore[arg-type]
-            if member.offset:
-                f.seek(member.offset)
-            self._pump(f, member.size, f"{member.source}: file shrank while it was being written", "retry the bake")
+        if not member.offset:
+            with open(member.source, "rb") as f:  # type: ignore[arg-type]
+                self._pump(f, member.size, f"{member.source}: file shrank while it was being written", "retry the bake")
+            return
+        f = self._open(member.source)  # type: ignore[arg-type]
+        f.seek(member.offset)
+        self._pump(f, member.size, f"{member.source}: file shrank while it was being written", "retry the bake")
 
     def _copy_stream(self, member: Member) -> None:
         message = f"{member.path}: archive member is truncated"
         self._pump(member.stream, member.size, message, "delete the package from the cache and retry")  # type: ignore[arg-type]
 
     def _copy_block(self, path: Path, offset: int, length: int) -> None:
-        with path.open("rb") as f:
-            f.seek(offset)
-            self._pump(f, length, f"{path}: fragment is truncated", "delete the layer cache directory and retry")
+        f = self._open(path)
+        f.seek(offset)
+        self._pump(f, length, f"{path}: fragment is truncated", "delete the layer cache directory and retry")
 
     def _pump(self, source: IO[bytes], length: int, short: str, hint: str) -> None:
         """Copy exactly `length` bytes from `source` into the stream; `short` is the error if it ends first."""
@@ -191,7 +205,14 @@ class TarWriter:
             self._emit(chunk)
             remaining -= len(chunk)
 
+    def release(self) -> None:
+        """Close the files the writer keeps open (`close` does it too)."""
+        for f in self._opened.values():
+            f.close()
+        self._opened.clear()
+
     def close(self) -> None:
         end = self.written + 2 * BLOCK
         self._emit(b"\0" * (2 * BLOCK + (-end % RECORD)))
         self.flush()
+        self.release()
