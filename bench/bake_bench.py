@@ -15,9 +15,14 @@ Rows (every time is a median over --rounds; ratios are against floors of the sam
 - push with --cache-to, then a fresh runner (empty cache) with --cache-from: blobs uploaded,
   packages downloaded
 - peak RSS of the cold bake
+- CPU seconds (user + sys) of the floor and of the cold bake: on a shared machine the wall
+  clock drifts with the neighbours' load, the CPU ratio much less
+- the cold bake's steps as its progress lines report them (download, extract, layers; extract
+  and layers overlap: a layer is written as soon as its packages are read)
 
-Usage: python bench/bake_bench.py [--gb 1] [--rounds 1] [--compression zstd|gzip] [--snapshot]
-Prints a table and a JSON document.
+Usage: python bench/bake_bench.py [--gb 1] [--rounds 1] [--compression zstd|gzip] [--snapshot] [--profile]
+Prints a table and a JSON document. --profile runs one more cold bake under cProfile and prints
+its 30 costliest functions (own time, every thread's work but in the main thread shown as waits).
 """
 
 from __future__ import annotations
@@ -96,30 +101,63 @@ def package_files(name: str, size: int, rng: random.Random) -> tuple[PackageFile
     return tuple(files)
 
 
+CPU: dict[str, float] = {}  # CPU seconds (user + sys) of the last command run, by its first word
+
+
 def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command."""
+    """Wall seconds and peak RSS (KiB) of one command (its CPU seconds go to CPU["last"])."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, **kwargs)  # type: ignore[call-overload]
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {cmd}")
+    CPU["last"] = usage.ru_utime + usage.ru_stime
     return time.perf_counter() - started, usage.ru_maxrss
 
 
-def envkit(*args: str, cwd: Path, env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB, from GNU time when installed) of one envkit command."""
+def envkit(*args: str, cwd: Path, env: dict[str, str], stderr: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB, from GNU time when installed) of one envkit command (stderr to a file if given)."""
     command = [sys.executable, "-m", "conda_envkit", *args]
-    if not shutil.which("time") or not Path("/usr/bin/time").exists():
-        return run(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    report = Path(tempfile.mkstemp(prefix="envkit-bench-rss.")[1])
-    try:
-        seconds, _ = run(
-            ["/usr/bin/time", "-f", "%M", "-o", str(report), *command], cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL
-        )
-        return seconds, int(report.read_text().split()[-1])
-    finally:
-        report.unlink(missing_ok=True)
+    with open(stderr or os.devnull, "w", encoding="utf-8") as err:
+        streams = {"stdout": subprocess.DEVNULL, "stderr": err if stderr else None}
+        if not shutil.which("time") or not Path("/usr/bin/time").exists():
+            return run(command, cwd=cwd, env={**os.environ, **env}, **streams)
+        report = Path(tempfile.mkstemp(prefix="envkit-bench-rss.")[1])
+        try:
+            seconds, _ = run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], cwd=cwd, env={**os.environ, **env}, **streams)
+            return seconds, int(report.read_text().split()[-1])
+        finally:
+            report.unlink(missing_ok=True)
+
+
+PROFILE = """
+import cProfile, os, pstats, sys
+from conda_envkit.cli import main
+profile = cProfile.Profile()
+profile.enable()
+try:
+    main()
+except SystemExit:
+    pass
+profile.disable()
+pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(30)
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def steps(stderr: Path) -> dict[str, float]:
+    """Seconds per step from envkit's progress lines (`extract linux-64: ... (1.2s)`)."""
+    out = {}
+    for line in stderr.read_text(encoding="utf-8").splitlines():
+        step, _, rest = line.partition(": ")
+        if rest.endswith("s)") and "(" in rest and step.split()[0] in ("download", "extract", "layers"):
+            try:
+                out[step.split()[0]] = float(rest.rsplit("(", 1)[1][:-2])
+            except ValueError:
+                continue
+    return out
 
 
 def floor(tree: Path, out: Path, compression: str) -> tuple[float, str]:
@@ -162,6 +200,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--compression", choices=["zstd", "gzip"], default="zstd")
     parser.add_argument("--snapshot", action="store_true", help="package sizes from the real-metadata snapshot")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--profile", action="store_true", help="profile one more cold bake (cProfile, main thread)")
     args = parser.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="envkit-bake-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -184,20 +223,30 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         installed = tree_bytes(tmp / "tree")
         bake = ("bake", "-q", "--compression", args.compression, "--oci", str(tmp / "image"), "--record", str(tmp / "bake.json"))
 
-        def cold() -> tuple[float, int]:
+        def empty_cache() -> None:
             for sub in ("extracted", "blobs", "layers", "fragments", "pkginfo", "tmp"):
                 shutil.rmtree(cache / sub, ignore_errors=True)
-            return envkit(*bake, cwd=work, env=env)
 
-        floors, colds, warms, rss = [], [], [], []
+        def cold() -> tuple[float, int]:
+            empty_cache()
+            # Without -q: the progress lines give the steps' times.
+            return envkit(*bake[:1], *bake[2:], cwd=work, env=env, stderr=tmp / "cold.err")
+
+        floors, colds, warms, rss, floor_cpu, cold_cpu = [], [], [], [], [], []
         floor_tool = ""
         for _ in range(args.rounds):  # interleaved, so drift hits all sides alike
             seconds, floor_tool = floor(tmp / "tree", tmp / "floor.out", args.compression)
             floors.append(seconds)
+            floor_cpu.append(CPU["last"])
             seconds, peak = cold()
             colds.append(seconds)
+            cold_cpu.append(CPU["last"])
             rss.append(peak)
             warms.append(envkit(*bake, cwd=work, env=env)[0])
+        cold_steps = steps(tmp / "cold.err")
+        if args.profile:
+            empty_cache()
+            subprocess.run([sys.executable, "-c", PROFILE, *bake], cwd=work, env={**os.environ, **env}, check=True)
         record = json.loads((tmp / "bake.json").read_text())
         layers = record["platforms"]["linux-64"]["layers"]
 
@@ -251,6 +300,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "floor_s": round(f, 2),
         "cold_bake_s": round(c, 2),
         "ratio_cold_vs_floor": round(c / f, 3),
+        "floor_cpu_s": round(statistics.median(floor_cpu), 2),
+        "cold_bake_cpu_s": round(statistics.median(cold_cpu), 2),
+        "ratio_cold_vs_floor_cpu": round(statistics.median(cold_cpu) / statistics.median(floor_cpu), 3),
+        "cold_bake_steps_s": cold_steps,
         "warm_bake_s": round(statistics.median(warms), 2),
         "rebake_one_small_change_s": round(rebake_s, 2),
         "ratio_rebake_vs_cold": round(rebake_s / c, 3),
@@ -270,6 +323,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         ("installed tree", f"{installed / 1e9:.2f} GB, {len(sizes)} packages, {len(layers)} layers"),
         (f"floor tar | {floor_tool}", f"{f:.2f} s"),
         ("cold bake", f"{c:.2f} s  ({c / f:.2f}x floor)"),
+        (
+            "cold bake CPU (user+sys)",
+            f"{result['cold_bake_cpu_s']:.2f} s  ({result['ratio_cold_vs_floor_cpu']:.2f}x the floor's {result['floor_cpu_s']:.2f} s)",
+        ),
+        ("cold bake steps", ", ".join(f"{k} {v:.1f} s" for k, v in cold_steps.items()) + " (extract and layers overlap)"),
         ("warm bake, nothing changed", f"{result['warm_bake_s']:.2f} s"),
         ("re-bake, one small package changed", f"{rebake_s:.2f} s  ({rebake_s / c:.3f} of cold)"),
         ("no-op install (CLI / check only)", f"{noop_s:.3f} s / {check_s:.4f} s  (python startup {python_s:.3f} s)"),

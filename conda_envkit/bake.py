@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
+    FetchedPackage,
     conda_packages,
     fetch_packages,
     install_packages,
@@ -51,7 +53,6 @@ if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a 
     from conda_envkit.registry_cache import RegistryCache
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
-_WORKERS = min(4, os.cpu_count() or 1)
 
 
 class BakeError(EnvkitError):
@@ -355,61 +356,20 @@ def bake_platform(
     )
 
 
-def _stream_plain(
-    lockfile: Lockfile,
-    need: set[str],
-    singles: set[str],
-    by_name: dict[str, tuple[LockedDependency, PackageInfo]],
-    members: dict[str, list[Member]],
-    fragments: FragmentStore,
-    scratch: Path,
-    context: KeyContext,
-    options: BakeOptions,
-    cache_dir: Path,
-    settings: ChannelSettings | None,
-) -> set[str]:
-    """Stream the plain conda packages among `need` from their archives into fragments; return the names done."""
-    plain = sorted(n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain)
-    if not plain:
-        return set()
-    in_image = context.prefix.strip("/")
-    hosts = lock_hosts(lockfile)
-    fetched = {f.locked.name: f for f in fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=hosts).packages}
-    scratch.mkdir(parents=True, exist_ok=True)
-
-    def stage(name: str) -> tuple[str, StagedArchive]:
-        locked, archive = fetched[name].locked, fetched[name].archive
-        label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
-        return label, stage_package_archive(archive, label, scratch / f"{archive.name}.tar")
-
-    def read(name: str, staged: StagedArchive) -> list[Member] | None:
-        locked = by_name[name][0]
-        # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
-        info = package_info(fetched[name], cache_dir)
-        if not info.plain:
-            return None
-        try:
-            found = package_members(staged, locked, info, in_image)
-        except NotPlain:
-            return None
-        if name in singles:  # big packages are written from the payload directly
-            return found
-        planned = plan_packages([(locked, by_name[name][1])])[0]
-        return fragments.put(fragment_key(planned, context), found, options.epoch, ordered=False)
-
-    # Decompression, hashing and file reads release the GIL: archives are staged and checked side by side.
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        # The same archive checks as `envkit install` (paths inside the prefix, links that stay in it); each
-        # archive is decompressed once, its payload staged for the layers on the way.
-        staged = dict(zip(plain, pool.map(stage, plain), strict=True))
-        check_links_together({label: s.checked() for label, s in staged.values()})
-        read_members = dict(zip(plain, pool.map(lambda name: read(name, staged[name][1]), plain), strict=True))
-    done = set()
-    for name, found in read_members.items():
-        if found is not None:
-            members[name] = found
-            done.add(name)
-    return done
+def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, scratch: Path) -> tuple[str, StagedArchive, list[Member] | None]:
+    """A plain package checked and staged (its archive decompressed once), and its members: None if it must be linked."""
+    locked, archive = fetched.locked, fetched.archive
+    # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes).
+    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar")
+    # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
+    info = package_info(fetched, cache_dir)
+    if not info.plain:
+        return label, staged, None
+    try:
+        return label, staged, package_members(staged, locked, info, in_image)
+    except NotPlain:
+        return label, staged, None
 
 
 class _SkipStep:
@@ -450,18 +410,18 @@ def build_layers(
     progress: Progress = SILENT,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
-    streamed from their archives into fragments; the rest from a staging prefix holding only the packages that
-    are needed (fetched and linked as in the whole env)."""
+    streamed from their archives; the rest from a staging prefix holding only the packages that are needed
+    (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks."""
     if not plans:
         return []
     fragments = FragmentStore(fragments_dir(cache_dir))
     members: dict[str, list[Member]] = {}
-    need: set[str] = set()
+    need: list[str] = []  # in the order the layers are written
     for plan in plans:
         for p in plan.packages:
             found = None if plan.single else fragments.get(fragment_key(p, context))
             if found is None:
-                need.add(p.name)
+                need.append(p.name)
             else:
                 members[p.name] = found
     in_image = context.prefix.strip("/")
@@ -471,45 +431,91 @@ def build_layers(
         staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
+    # One thread stages and checks the plain packages' archives (decompression, hashing and file reads release
+    # the GIL) in the order the layers need them, while the layers are written: a layer starts when its packages
+    # are ready.
+    stager = ThreadPoolExecutor(max_workers=1)
     try:
-        singles = {p.name for plan in plans if plan.single for p in plan.packages}
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
-        reading = len(need)
-        need -= _stream_plain(
-            lockfile, need, singles, by_name, members, fragments, staging_root / "payloads", context, options, cache_dir, settings
-        )
-        if need:
-            staging = staging_root / "prefix"
-            # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
-            inner = _SkipStep(progress, f"download {platform}", extract)
-            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(need))
-            owned = staged_paths(staging)
-            for plan in plans:
-                for p in plan.packages:
-                    if p.name not in need:
-                        continue
-                    if p.name not in owned:
-                        raise BakeError(
-                            f"{platform}: package {p.label} was not installed", hint="this is a bug in envkit; please report it"
-                        )
-                    from_disk = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[p.name]]
-                    members[p.name] = from_disk if plan.single else fragments.put(fragment_key(p, context), from_disk, options.epoch)
-        linked = len(need)
-        progress.done(extract, f"{reading} packages ({reading - linked} read from their archives, {linked} linked)")
+        plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
+        staged = {}
+        if plain:
+            fetched = fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
+            by_fetched = {f.locked.name: f for f in fetched}
+            (staging_root / "payloads").mkdir()
+            staged = {n: stager.submit(_stage_plain, by_fetched[n], cache_dir, in_image, staging_root / "payloads") for n in plain}
+        planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
+
+        def keep_plain() -> None:
+            """Check the archives read together, then keep their group members as fragments (off the layers' path)."""
+            read = {n: future.result() for n, future in staged.items()}
+            # No symlink chain out of the prefix: checked before anything of these archives is kept for a later bake
+            # (the layer cache remembers the layers only once build_layers returns).
+            check_links_together({label: archive.checked() for label, archive, _ in read.values()})
+            for name, (_, _, found) in read.items():
+                if name in planned and found is not None:
+                    fragments.put(fragment_key(planned[name], context), found, options.epoch, ordered=False)
+
+        kept = stager.submit(keep_plain)
+        linking = threading.Lock()
+        linked: list[str] | None = None  # the packages linked in the staging prefix, once that is done
+
+        def link_the_rest() -> None:
+            """Link the packages the stream cannot give (once): in a staging prefix holding just them."""
+            nonlocal linked
+            with linking:
+                if linked is not None:
+                    return
+                rest = [n for n in need if n not in staged or staged[n].result()[2] is None]
+                for name in need:
+                    if name in staged and (found := staged[name].result()[2]) is not None:
+                        members[name] = found
+                if rest:
+                    staging = staging_root / "prefix"
+                    # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
+                    inner = _SkipStep(progress, f"download {platform}", extract)
+                    install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(rest))
+                    owned = staged_paths(staging)
+                    for name in rest:
+                        if name not in owned:
+                            label = next(p.label for plan in plans for p in plan.packages if p.name == name)
+                            raise BakeError(
+                                f"{platform}: package {label} was not installed", hint="this is a bug in envkit; please report it"
+                            )
+                        members[name] = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[name]]
+                linked = rest
+
+        def packages_of(plan: PlannedLayer) -> list[Member]:
+            for p in plan.packages:
+                if p.name in members:
+                    continue
+                found = staged[p.name].result()[2] if p.name in staged else None
+                if found is None:
+                    link_the_rest()
+                else:
+                    members[p.name] = found
+            return [m for p in _layer_order(plan.packages) for m in members[p.name]]
 
         def write(plan: PlannedLayer) -> Layer:
-            ordered = [m for p in _layer_order(plan.packages) for m in members[p.name]]
-            layer = write_layer(ordered, store, options.compression, options.epoch)
+            layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
             progress.advance(f"layers {platform}")
             return layer
 
-        # Layers are independent; hashing, compression and file reads release the GIL. Each compressor
-        # already uses every core: zstd layers go one at a time (a multi-threaded stream holds ~45 MB),
-        # gzip ones two at a time (reading and hashing overlap the other's deflate).
+        # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
+        # ~45 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
         with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
-            return list(pool.map(write, plans))
+            layers = list(pool.map(write, plans))
+        link_the_rest()
+        kept.result()
+        count = len(linked or ())
+        progress.done(extract, f"{len(need)} packages ({len(need) - count} read from their archives, {count} linked)")
+        for name in linked or ():
+            if name in planned:
+                fragments.put(fragment_key(planned[name], context), members[name], options.epoch)
+        return layers
     finally:
+        stager.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging_root, ignore_errors=True)
 
 

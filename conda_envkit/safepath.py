@@ -24,7 +24,7 @@ class UnsafePathError(EnvkitError):
 
 
 def _printable(value: str) -> bool:
-    return all(c.isprintable() for c in value)
+    return value.isprintable()
 
 
 def plain_component(value: str, what: str) -> str:
