@@ -118,6 +118,13 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Blobs this store wrote (digest computed while writing), with their stat then: not hashed again on the
+        # way out while that stat holds (an edit since changes ctime at least).
+        self._written: dict[str, tuple[int, ...]] = {}
+
+    def _stat(self, path: Path) -> tuple[int, ...]:
+        st = path.stat()
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
     def path(self, digest: str) -> Path:
         algorithm, _, hexpart = check_digest(digest, str(self.root)).partition(":")
@@ -135,6 +142,8 @@ class BlobStore:
         path = self.path(digest)
         if not path.is_file():
             raise OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
+        if digest in self._written and self._written[digest] == self._stat(path):
+            return path
         if file_digest(path) != digest:
             raise OciError(
                 f"blob {digest} in {self.root} does not match its digest (the cache was modified)",
@@ -160,6 +169,7 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.chmod(file_mode())  # blobs are hard-linked into layouts: not mkstemp's 0600
         os.replace(tmp, target)
+        self._written[digest] = self._stat(target)
         return target
 
     def temp_path(self) -> Path:

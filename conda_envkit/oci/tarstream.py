@@ -134,25 +134,30 @@ class TarWriter:
         self.out = out
         self.mtime = mtime
         self.written = 0
-        # Headers and small files are gathered, so that hashing and compression see large writes.
-        self._pending = bytearray()
+        # Headers and file contents are gathered in one buffer (contents read straight into it), so that hashing
+        # and compression see large writes and no byte is copied in Python on the way.
+        self._buffer = memoryview(bytearray(_COPY))
+        self._fill = 0
         # Tars read by offset (staged payloads, fragments) hold many members: each is opened once.
         self._opened: dict[Path, BinaryIO] = {}
 
     def _emit(self, data: bytes | memoryview) -> None:
-        self.written += len(data)
-        if len(data) >= _COPY // 4:
+        size = len(data)
+        self.written += size
+        if size >= _COPY // 4:
             self.flush()
             self.out.write(data)
             return
-        self._pending += data
-        if len(self._pending) >= _COPY:
+        if self._fill + size > _COPY:
             self.flush()
+        self._buffer[self._fill : self._fill + size] = data
+        self._fill += size
 
     def flush(self) -> None:
-        if self._pending:
-            self.out.write(bytes(self._pending))
-            self._pending.clear()
+        if self._fill:
+            # A stream's write must not keep what it is given (io's rule): the buffer is reused afterwards.
+            self.out.write(self._buffer[: self._fill])
+            self._fill = 0
 
     def add(self, member: Member) -> None:
         if member.block is not None:
@@ -199,11 +204,15 @@ class TarWriter:
         """Copy exactly `length` bytes from `source` into the stream; `short` is the error if it ends first."""
         remaining = length
         while remaining:
-            chunk = source.read(min(_COPY, remaining))
-            if not chunk:
+            if self._fill == _COPY:
+                self.flush()
+            want = min(_COPY - self._fill, remaining)
+            got = source.readinto(self._buffer[self._fill : self._fill + want])  # type: ignore[attr-defined]
+            if not got:
                 raise OciError(short, hint=hint)
-            self._emit(chunk)
-            remaining -= len(chunk)
+            self._fill += got
+            self.written += got
+            remaining -= got
 
     def release(self) -> None:
         """Close the files the writer keeps open (`close` does it too)."""
