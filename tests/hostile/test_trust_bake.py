@@ -1,0 +1,43 @@
+"""envkit bake on hostile packages: bake reads plain archives itself (staged and checked while
+the layers are written), so it must refuse what install refuses, and keep nothing of a refused
+bake for the next one: no layer cache entry, no fragment, no image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import HOSTILE_CONDA, Workspace, assert_refused, locked_workspace
+
+
+def _bake(ws: Workspace) -> tuple[object, Path]:
+    image = ws.root / "img"
+    return ws.envkit("bake", "-q", "-p", "linux-64", "--oci", image), image
+
+
+def _kept(ws: Workspace) -> list[str]:
+    return sorted(p.name for sub in ("layers", "fragments") for p in (ws.cache / sub).glob("*") if (ws.cache / sub).is_dir())
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_CONDA))
+def test_hostile_conda_package_is_refused_by_bake(tmp_path: Path, hostile_channel: Path, name: str) -> None:
+    _package, message = HOSTILE_CONDA[name]
+    ws = locked_workspace(tmp_path / "work", hostile_channel, [name, "honest"])
+    result, image = _bake(ws)
+    assert_refused(result, name, message)  # type: ignore[arg-type]
+    assert not image.exists()
+    assert _kept(ws) == []
+    assert not [p for p in (ws.cache / "tmp").glob("bake-*")]  # the staging area is removed
+
+
+def test_symlink_chain_across_two_streamed_packages_keeps_no_fragment(tmp_path: Path, hostile_channel: Path) -> None:
+    # Both packages are plain (symlinks only): they are streamed, and their fragments would be reused by the
+    # next bake without reading the archives; the link check across them must come first.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["chain-a", "chain-b", "honest"])
+    result, image = _bake(ws)
+    assert_refused(result, "chain-b", "lib/upup", "leaves the prefix")  # type: ignore[arg-type]
+    assert not image.exists()
+    assert _kept(ws) == []
+    again, _ = _bake(ws)  # nothing cached lets a second bake through
+    assert_refused(again, "chain-b", "lib/upup")  # type: ignore[arg-type]

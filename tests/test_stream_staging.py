@@ -1,0 +1,91 @@
+"""The pieces of a cold bake's streaming path: an archive staged while it is checked, the tar
+writer's reused buffer, and blobs the store wrote itself."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.archive_check import check_package_archive, stage_package_archive
+from conda_envkit.oci.blobs import BlobStore, OciError
+from conda_envkit.oci.tarstream import FILE, SYMLINK, Member, TarWriter
+from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
+
+BIG = bytes(range(256)) * 10_000 + b"tail"  # 2.5 MB: more than the writer's buffer, not a multiple of it
+
+
+def _archive(tmp_path: Path) -> Path:
+    spec = PackageSpec(
+        "staged",
+        files=(
+            PackageFile("lib/big.bin", BIG),
+            PackageFile("bin/tool", b"#!/bin/sh\necho hi\n", executable=True),
+            PackageFile("share/empty", b""),
+        ),
+        symlinks=(("bin/alias", "tool"),),
+    )
+    channel = build_channel(tmp_path / "channel", [spec])
+    return next((channel / "noarch").glob("staged-*.conda"))
+
+
+def test_staged_payload_holds_each_file_at_its_offset(tmp_path: Path) -> None:
+    archive = _archive(tmp_path)
+    staged = stage_package_archive(archive, "staged", tmp_path / "payload.tar")
+    assert staged.checked() == check_package_archive(archive, "staged")  # the same check, the same findings
+    assert staged.paths_json is not None and b"lib/big.bin" in staged.paths_json
+    payload = staged.payload.read_bytes()
+    files = {e.path: e for e in staged.members if e.kind == "file"}
+    assert payload[files["lib/big.bin"].offset :][: len(BIG)] == BIG
+    assert payload[files["bin/tool"].offset :][: files["bin/tool"].size] == b"#!/bin/sh\necho hi\n"
+    assert hashlib.sha256(BIG).hexdigest() == files["lib/big.bin"].sha256
+    assert [e.target for e in staged.members if e.kind == "symlink"] == ["tool"]
+
+
+def test_tar_writer_bytes_are_tarfile_pax_bytes(tmp_path: Path) -> None:
+    source = tmp_path / "payload"
+    source.write_bytes(b"x" * 700 + BIG)
+    members = [
+        Member("opt/env/bin/tool", FILE, 0o755, 5, data=b"hello"),
+        Member("opt/env/lib/big.bin", FILE, 0o644, len(BIG), source=source, offset=700),
+        Member("opt/env/lib/link", SYMLINK, 0o777, linkname="big.bin"),
+        Member("opt/env/share/" + "é" * 120, FILE, 0o644, 3, data=b"abc"),
+    ]
+    out = io.BytesIO()
+    writer = TarWriter(out, 0)
+    for m in members:
+        writer.add(m)
+    writer.close()
+
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.path)
+            info.mode, info.mtime, info.uname, info.gname = m.mode, 0, "", ""
+            if m.kind == SYMLINK:
+                info.type, info.linkname = tarfile.SYMTYPE, m.linkname
+                tar.addfile(info)
+            else:
+                content = m.data if m.data is not None else BIG
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    assert out.getvalue() == expected.getvalue()
+
+
+def test_a_blob_edited_after_the_store_wrote_it_is_hashed_again(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    data = b"layer bytes" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    tmp = store.temp_path()
+    tmp.write_bytes(data)
+    path = store.adopt(tmp, digest)
+    assert store.verified_path(digest) == path  # written here, unchanged: trusted
+    before = path.stat().st_mtime_ns
+    path.write_bytes(b"LAYER BYTES" * 1000)  # same size, other bytes, same inode
+    os.utime(path, ns=(before + 1, before + 1))  # as a fine-grained clock would have it, whatever the file system's
+    with pytest.raises(OciError, match="does not match its digest"):
+        store.verified_path(digest)
