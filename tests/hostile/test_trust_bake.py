@@ -28,7 +28,7 @@ def test_hostile_conda_package_is_refused_by_bake(tmp_path: Path, hostile_channe
     assert_refused(result, name, message)  # type: ignore[arg-type]
     assert not image.exists()
     assert _kept(ws) == []
-    assert not [p for p in (ws.cache / "tmp").glob("bake-*")]  # the staging area is removed
+    assert not list((ws.cache / "tmp").glob("bake-*"))  # the staging area is removed
 
 
 def test_symlink_chain_across_two_streamed_packages_keeps_no_fragment(tmp_path: Path, hostile_channel: Path) -> None:
