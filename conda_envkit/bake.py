@@ -500,6 +500,9 @@ def build_layers(
         def write(plan: PlannedLayer) -> Layer:
             layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
             progress.advance(f"layers {platform}")
+            if plan.single and plan.packages[0].name in staged:
+                # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
+                staged[plan.packages[0].name].result()[1].payload.unlink(missing_ok=True)
             return layer
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
