@@ -115,8 +115,8 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
             yield [("both", tar)]
 
 
-def _read_members(archive: Path, payload: Path | None = None) -> tuple[list[ArchiveEntry], bytes | None]:
-    """Every entry of the archive's tarballs in order (files hashed), and info/paths.json's bytes."""
+def _read_members(archive: Path, payload: Path | None = None, hashed: bool = True) -> tuple[list[ArchiveEntry], bytes | None]:
+    """Every entry of the archive's tarballs in order (files hashed, unless not `hashed`), and info/paths.json's bytes."""
     entries: list[ArchiveEntry] = []
     paths_json = None
     with _tar_streams(archive, payload) as tars:
@@ -140,7 +140,9 @@ def _read_members(archive: Path, payload: Path | None = None) -> tuple[list[Arch
                 elif member.isdir():
                     entries.append(ArchiveEntry(name, "directory", mode=member.mode))
                 elif member.isfile():
-                    sha256, content = hash_member(tar, member, keep=name == "info/paths.json")
+                    sha256, content = hash_member(tar, member, keep=True) if name == "info/paths.json" else ("", None)
+                    if hashed and content is None:
+                        sha256, _ = hash_member(tar, member)
                     if content is not None:
                         paths_json = content
                     entries.append(ArchiveEntry(name, "file", sha256, member.size, mode=member.mode, offset=member.offset_data))
@@ -172,33 +174,35 @@ def _hardlink_ok(target: str) -> bool:
     return True
 
 
-def check_package_archive(archive: Path, label: str) -> list[ArchiveEntry]:
+def check_package_archive(archive: Path, label: str, hashed: bool = True) -> list[ArchiveEntry]:
     """The payload of a conda package archive, after checking it is safe and matches its paths.json.
 
-    `label` names the package in errors (platform, name, version, build).
+    `label` names the package in errors (platform, name, version, build). `hashed=False` leaves out
+    the files' hashes (an archive whose hashes this check already found right: conda_envkit.install's
+    `checked` stamp); everything else is checked again.
     """
-    ordered, paths_json = _checked_read(archive, label)
-    return _check_listing(label, ordered, paths_json)
+    ordered, paths_json = _checked_read(archive, label, hashed=hashed)
+    return _check_listing(label, ordered, paths_json, hashed)
 
 
-def stage_package_archive(archive: Path, label: str, payload: Path) -> StagedArchive:
+def stage_package_archive(archive: Path, label: str, payload: Path, hashed: bool = True) -> StagedArchive:
     """The archive checked as `check_package_archive` does, its payload tar decompressed into `payload` on the way
     (the archive is decompressed once: the check hashes the files from there)."""
-    ordered, paths_json = _checked_read(archive, label, payload)
-    _check_listing(label, ordered, paths_json)
+    ordered, paths_json = _checked_read(archive, label, payload, hashed)
+    _check_listing(label, ordered, paths_json, hashed)
     return StagedArchive(payload, tuple(e for e in ordered if e.path.split("/")[0] != "info"), paths_json)
 
 
-def _checked_read(archive: Path, label: str, payload: Path | None = None) -> tuple[list[ArchiveEntry], bytes | None]:
+def _checked_read(archive: Path, label: str, payload: Path | None = None, hashed: bool = True) -> tuple[list[ArchiveEntry], bytes | None]:
     try:
-        return _read_members(archive, payload)
+        return _read_members(archive, payload, hashed)
     except UnsafePathError as exc:
         raise PackageContentError(f"{label}: {exc.message}", hint=exc.hint) from None
     except (tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, EOFError, OSError) as exc:
         raise PackageContentError(f"{label}: {archive.name} is not a readable package ({exc})", hint="the package is corrupt") from None
 
 
-def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | None) -> list[ArchiveEntry]:
+def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | None, hashed: bool = True) -> list[ArchiveEntry]:
     """The payload entries (last of a path wins, as when extracting), after checking them against paths.json."""
     entries = {e.path: e for e in ordered}
     if paths_json is None:
@@ -233,7 +237,7 @@ def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | 
             raise PackageContentError(f"{label}: {path} is listed as a file but is a {found.kind}", hint="the package is corrupt")
         else:
             expected = str(item.get("sha256") or "").lower()
-            if expected and (not _HEX64.fullmatch(expected) or expected != found.sha256):
+            if expected and (not _HEX64.fullmatch(expected) or (hashed and expected != found.sha256)):
                 raise PackageContentError(
                     f"{label}: {path} has sha256 {found.sha256[:12]}…, its paths.json says {expected[:12]}…",
                     hint="the package contradicts its own metadata; do not use it",

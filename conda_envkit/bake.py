@@ -29,7 +29,9 @@ from conda_envkit.install import (
     conda_packages,
     fetch_packages,
     install_packages,
+    is_checked,
     lock_hosts,
+    mark_checked,
     package_info,
     pip_packages,
 )
@@ -361,7 +363,10 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, scratc
     locked, archive = fetched.locked, fetched.archive
     # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes).
     label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
-    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar")
+    sha256 = (locked.hash.sha256 or "").lower()
+    # An archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
+    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar", hashed=not is_checked(archive, sha256))
+    mark_checked(archive, sha256)
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
     info = package_info(fetched, cache_dir)
     if not info.plain:

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,6 +184,26 @@ def mark_verified(path: Path, sha256: str) -> None:
     tmp = path.parent / f"verified.{os.getpid()}.new"
     tmp.write_text(_stamp(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
+
+
+_CHECKED = "envkit-archive-check/1"
+
+
+def mark_checked(path: Path, sha256: str) -> None:
+    """Remember that `path` (as it is now, and verified as `sha256`) passed the archive check, file hashes included."""
+    marker = path.parent / "checked"
+    tmp = path.parent / f"checked.{os.getpid()}.{threading.get_ident()}.new"
+    tmp.write_text(f"{_CHECKED} {_stamp(path, sha256)}", encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def is_checked(path: Path, sha256: str) -> bool:
+    """Whether the archive, as it is now, already passed the archive check with its files hashed: then its
+    files need not be hashed again (the rest of the check is cheap and always done)."""
+    try:
+        return (path.parent / "checked").read_text(encoding="utf-8") == f"{_CHECKED} {_stamp(path, sha256)}"
+    except OSError:
+        return False
 
 
 def is_verified(path: Path, sha256: str) -> bool:
@@ -409,7 +430,10 @@ def _make_dir(path: Path) -> Path:
 def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
     locked = fetched.locked
     label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
-    return label, check_package_archive(fetched.archive, label)
+    sha256 = (locked.hash.sha256 or "").lower()
+    checked = check_package_archive(fetched.archive, label, hashed=not is_checked(fetched.archive, sha256))
+    mark_checked(fetched.archive, sha256)
+    return label, checked
 
 
 def check_archives(fetched: list[FetchedPackage]) -> None:

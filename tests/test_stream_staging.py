@@ -89,3 +89,29 @@ def test_a_blob_edited_after_the_store_wrote_it_is_hashed_again(tmp_path: Path) 
     os.utime(path, ns=(before + 1, before + 1))  # as a fine-grained clock would have it, whatever the file system's
     with pytest.raises(OciError, match="does not match its digest"):
         store.verified_path(digest)
+
+
+def test_an_archive_checked_once_is_not_hashed_again_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_envkit import archive_check
+    from conda_envkit.install import is_checked, mark_checked
+
+    archive = _archive(tmp_path)
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert not is_checked(archive, sha256)
+    mark_checked(archive, sha256)
+    assert is_checked(archive, sha256)
+    hashed: list[str] = []
+    real = archive_check.hash_member
+    monkeypatch.setattr(archive_check, "hash_member", lambda tar, m, keep=False: (hashed.append(m.name), real(tar, m, keep))[1])
+    unhashed = stage_package_archive(archive, "staged", tmp_path / "again.tar", hashed=False)
+    assert hashed == ["info/paths.json"]  # read for the listing; no payload file hashed
+    assert [(e.path, e.offset) for e in unhashed.members] == [
+        (e.path, e.offset) for e in stage_package_archive(archive, "staged", tmp_path / "p.tar").members
+    ]
+    # An edit in place (same size, mtime put back) changes the ctime: the stamp no longer holds.
+    st = archive.stat()
+    data = bytearray(archive.read_bytes())
+    data[-1] ^= 1
+    archive.write_bytes(bytes(data))
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not is_checked(archive, sha256)
