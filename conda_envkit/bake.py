@@ -365,8 +365,10 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, scratc
     label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
     sha256 = (locked.hash.sha256 or "").lower()
     # An archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
-    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar", hashed=not is_checked(archive, sha256))
-    mark_checked(archive, sha256)
+    hashed = not is_checked(archive, sha256)
+    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar", hashed=hashed)
+    if hashed:
+        mark_checked(archive, sha256)
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
     info = package_info(fetched, cache_dir)
     if not info.plain:

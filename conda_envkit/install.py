@@ -431,8 +431,10 @@ def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
     locked = fetched.locked
     label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
     sha256 = (locked.hash.sha256 or "").lower()
-    checked = check_package_archive(fetched.archive, label, hashed=not is_checked(fetched.archive, sha256))
-    mark_checked(fetched.archive, sha256)
+    hashed = not is_checked(fetched.archive, sha256)
+    checked = check_package_archive(fetched.archive, label, hashed=hashed)
+    if hashed:
+        mark_checked(fetched.archive, sha256)
     return label, checked
 
 
