@@ -61,9 +61,12 @@ class StagedArchive:
 _BUFFER = 1 << 20
 
 
-def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool) -> tarfile.TarFile:
-    """`stream` (zstd or bz2) decompressed into `payload` in one sequential write, opened for reading by offset."""
-    with payload.open("wb") as out:
+def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]) -> tarfile.TarFile:
+    """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
+    by offset (its members' offsets are the file's: several archives can share one payload file). The files
+    opened go to `opened`, for the caller to close."""
+    with payload.open("ab") as out:
+        start = out.tell()
         if zstd:
             zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)
         else:
@@ -72,15 +75,18 @@ def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool) -> tarfile.Ta
             with bz2.open(stream, "rb") as raw:
                 while chunk := raw.read(_BUFFER):
                     out.write(chunk)
-    return tarfile.open(payload, mode="r:")
+    reader = payload.open("rb")
+    opened.append(reader)
+    reader.seek(start)
+    return tarfile.open(fileobj=reader, mode="r:")
 
 
 @contextmanager
 def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
     """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
 
-    With `payload`, the pkg tarball (the whole tarball of a `.tar.bz2`) is decompressed into that file
-    first (in one sequential write) and read from there, so that its members can be read again by offset.
+    With `payload`, the pkg tarball (the whole tarball of a `.tar.bz2`) is decompressed onto the end of that
+    file first (in one sequential write) and read from there, so that its members can be read again by offset.
     """
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
@@ -96,8 +102,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
                     raw = z.open(name)
                     opened.append(raw)
                     if kind == "pkg" and payload is not None:
-                        tar = _decompress_into(raw, payload, zstd=True)
-                        opened.append(tar)  # type: ignore[arg-type]
+                        tar = _decompress_into(raw, payload, zstd=True, opened=opened)
                     else:
                         stream = zstandard.ZstdDecompressor().stream_reader(raw)
                         opened.append(stream)
@@ -108,8 +113,14 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
                 for f in opened:
                     f.close()
     elif payload is not None:
-        with archive.open("rb") as raw, _decompress_into(raw, payload, zstd=False) as tar:
+        files: list[IO[bytes]] = []
+        try:
+            with archive.open("rb") as raw:
+                tar = _decompress_into(raw, payload, zstd=False, opened=files)
             yield [("both", tar)]
+        finally:
+            for f in files:
+                f.close()
     else:
         with tarfile.open(archive, mode="r|bz2") as tar:
             yield [("both", tar)]
@@ -186,8 +197,8 @@ def check_package_archive(archive: Path, label: str, hashed: bool = True) -> lis
 
 
 def stage_package_archive(archive: Path, label: str, payload: Path, hashed: bool = True) -> StagedArchive:
-    """The archive checked as `check_package_archive` does, its payload tar decompressed into `payload` on the way
-    (the archive is decompressed once: the check hashes the files from there)."""
+    """The archive checked as `check_package_archive` does, its payload tar decompressed onto the end of `payload`
+    on the way (the archive is decompressed once: the check hashes the files from there)."""
     ordered, paths_json = _checked_read(archive, label, payload, hashed)
     _check_listing(label, ordered, paths_json, hashed)
     return StagedArchive(payload, tuple(e for e in ordered if e.path.split("/")[0] != "info"), paths_json)

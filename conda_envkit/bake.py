@@ -358,15 +358,16 @@ def bake_platform(
     )
 
 
-def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, scratch: Path) -> tuple[str, StagedArchive, list[Member] | None]:
-    """A plain package checked and staged (its archive decompressed once), and its members: None if it must be linked."""
+def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[str, StagedArchive, list[Member] | None]:
+    """A plain package checked and staged (its archive decompressed once, onto the end of `payload`), and its
+    members: None if it must be linked."""
     locked, archive = fetched.locked, fetched.archive
     # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes).
     label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
     sha256 = (locked.hash.sha256 or "").lower()
     # An archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
     hashed = not is_checked(archive, sha256)
-    staged = stage_package_archive(archive, label, scratch / f"{archive.name}.tar", hashed=hashed)
+    staged = stage_package_archive(archive, label, payload, hashed=hashed)
     if hashed:
         mark_checked(archive, sha256)
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
@@ -446,13 +447,16 @@ def build_layers(
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
         plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
+        planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
         staged = {}
         if plain:
             fetched = fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
             by_fetched = {f.locked.name: f for f in fetched}
-            (staging_root / "payloads").mkdir()
-            staged = {n: stager.submit(_stage_plain, by_fetched[n], cache_dir, in_image, staging_root / "payloads") for n in plain}
-        planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
+            scratch = staging_root / "payloads"
+            scratch.mkdir()
+            # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
+            payloads = {n: scratch / ("groups.tar" if n in planned else f"{by_fetched[n].archive.name}.tar") for n in plain}
+            staged = {n: stager.submit(_stage_plain, by_fetched[n], cache_dir, in_image, payloads[n]) for n in plain}
 
         def keep_plain() -> None:
             """Check the archives read together, then keep their group members as fragments (off the layers' path)."""

@@ -115,3 +115,14 @@ def test_an_archive_checked_once_is_not_hashed_again_until_it_changes(tmp_path: 
     archive.write_bytes(bytes(data))
     os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert not is_checked(archive, sha256)
+
+
+def test_archives_staged_into_one_payload_file_keep_their_own_offsets(tmp_path: Path) -> None:
+    archive = _archive(tmp_path)
+    shared = tmp_path / "groups.tar"
+    first = stage_package_archive(archive, "staged", shared)
+    second = stage_package_archive(archive, "staged", shared)
+    payload = shared.read_bytes()
+    big = [e for s in (first, second) for e in s.members if e.path == "lib/big.bin"]
+    assert big[0].offset < len(payload) // 2 < big[1].offset  # the second one was appended
+    assert all(payload[e.offset :][: len(BIG)] == BIG for e in big)
