@@ -154,3 +154,26 @@ def test_base_needs_an_image_and_a_readable_base(on_base: tuple[Workspace, str],
     assert missing.returncode == 2, missing.output
     assert "names base oci:base:base, which is not a directory here" in missing.stderr
     assert "pass --base" in missing.stderr
+
+
+def test_a_base_from_a_registry_is_fetched_by_the_labels_digest(on_base: tuple[Workspace, str], tmp_path: Path, registry: Registry) -> None:
+    ws, _tag = _copy(on_base, tmp_path)
+    base_ref = f"{registry.host}/library/base:1"
+    subprocess.run([_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'base'}:base", f"docker://{base_ref}"], check=True)
+    baked = ws.envkit("bake", "-q", "--base", base_ref, "--insecure", "--oci", "from-registry", "-p", "linux-64")
+    assert baked.returncode == 0, baked.output
+    tag = json.loads((ws.root / "bake.json").read_text())["tags"][0]
+    genuine = ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--insecure")
+    assert genuine.returncode == 0, genuine.output
+    assert f"note: base taken from the image's own label: {base_ref}@sha256:" in genuine.stderr
+    # The tag moves to another image: the label's digest still names the base it was baked on.
+    write_base_layout(ws.root / "other", [[directory("etc"), new_file("etc/motd", b"another base\n")]])
+    subprocess.run(
+        [_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'other'}:base", f"docker://{base_ref}"], check=True
+    )
+    assert ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--insecure").returncode == 0
+    moved = _findings(ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--base", base_ref, "--insecure", "--json"))
+    assert [f["kind"] for f in moved if f["kind"] == "base-mismatch"] == ["base-mismatch"], moved
+    repack_layout(ws.root / "from-registry", tag, _disguised_as_base)
+    findings = _findings(ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--insecure", "--json"))
+    assert any(f["detail"].startswith("/etc/ld.so.preload ") for f in findings), findings
