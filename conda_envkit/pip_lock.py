@@ -347,8 +347,10 @@ def resolve_pip(
         except subprocess.TimeoutExpired:
             indexes = ", ".join(strip_userinfo(u) for u in (inputs.index_url, *inputs.extra_index_urls) if u) or "PyPI"
             raise PipLockError(
-                f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s",
-                hint=f"an index is slow or stuck; retry, or raise {TIMEOUT_ENV_VAR} (the resolution may take 4 times it)",
+                f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s"
+                f" (4 times the {deadline:g} s network deadline)",
+                hint=f"an index is slow, stuck or sends without end; retry, or raise --timeout / {TIMEOUT_ENV_VAR}"
+                " (the resolution may take 4 times it)",
             ) from None
         if proc.returncode != 0:
             raise PipLockError(
