@@ -112,43 +112,36 @@ class ImageTree:
 
     def _apply(self, blob: Path) -> str:
         """Apply one layer blob; return its diff_id (the digest of its uncompressed tar, every byte read)."""
-        with open_layer(blob) as raw:
-            stream = _Hashing(raw)
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                self._apply_members(tar)
-            while stream.read(1 << 20):
-                pass  # the end-of-archive blocks count too
-            return "sha256:" + stream.digest.hexdigest()
-
-    def _apply_members(self, tar: tarfile.TarFile) -> None:
-        for member in tar:
-            directory, base = posixpath.split(member.name)
-            if base.startswith(".wh."):
-                target = self._inside(posixpath.join(directory, base[4:])) if base != ".wh..wh..opq" else self._inside(directory)
-                if target is not None:
-                    self._remove(target, opaque=base == ".wh..wh..opq")
-                continue
-            path = self._inside(member.name)
-            if path is None and self._ours and not member.isdir():
-                where = "/" + posixpath.normpath(member.name.lstrip("./").lstrip("/"))
-                (self.recipe_files if self._recipe and member.isfile() else self.outside).append(where)
-            if path is not None and member.isdir():
-                self.entries[path] = _Entry("directory", "", member.mode)
-            if path is None or member.isdir():
-                continue  # a directory entry merges with what lower layers put there
-            self._remove(path)
-            if member.issym():
-                self.links.add(path)
-                self.entries[path] = _Entry("symlink", member.linkname, member.mode)
-            elif not member.isfile():
-                self.entries[path] = _Entry("other", "", member.mode)
-            elif member.isfile():
-                self.files[path], content = hash_member(tar, member, keep=path.startswith("conda-meta/"))
-                self.entries[path] = _Entry("file", self.files[path], member.mode)
-                top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
-                pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
-                if content is not None and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
-                    self.meta[path] = content
+        with _Hashing(open_layer(blob)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                directory, base = posixpath.split(member.name)
+                if base.startswith(".wh."):
+                    target = self._inside(posixpath.join(directory, base[4:])) if base != ".wh..wh..opq" else self._inside(directory)
+                    if target is not None:
+                        self._remove(target, opaque=base == ".wh..wh..opq")
+                    continue
+                path = self._inside(member.name)
+                if path is None and self._ours and not member.isdir():
+                    where = "/" + posixpath.normpath(member.name.lstrip("./").lstrip("/"))
+                    (self.recipe_files if self._recipe and member.isfile() else self.outside).append(where)
+                if path is not None and member.isdir():
+                    self.entries[path] = _Entry("directory", "", member.mode)
+                if path is None or member.isdir():
+                    continue  # a directory entry merges with what lower layers put there
+                self._remove(path)
+                if member.issym():
+                    self.links.add(path)
+                    self.entries[path] = _Entry("symlink", member.linkname, member.mode)
+                elif not member.isfile():
+                    self.entries[path] = _Entry("other", "", member.mode)
+                elif member.isfile():
+                    self.files[path], content = hash_member(tar, member, keep=path.startswith("conda-meta/"))
+                    self.entries[path] = _Entry("file", self.files[path], member.mode)
+                    top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
+                    pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
+                    if content is not None and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
+                        self.meta[path] = content
+        return stream.diff_id
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
@@ -170,16 +163,30 @@ class ImageTree:
 
 
 class _Hashing:
-    """A read-only stream that hashes what is read through it."""
+    """A read-only stream that hashes what is read through it; on exit it reads the rest (a tar's
+    end-of-archive blocks count too) and closes `raw`, leaving `diff_id`."""
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
+        self.diff_id = ""
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self.raw.read(size)
         self.digest.update(data)
         return data
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                while self.read(1 << 20):
+                    pass
+                self.diff_id = "sha256:" + self.digest.hexdigest()
+        finally:
+            self.raw.close()
 
 
 @dataclass(frozen=True)
