@@ -177,3 +177,17 @@ def test_a_base_from_a_registry_is_fetched_by_the_labels_digest(on_base: tuple[W
     repack_layout(ws.root / "from-registry", tag, _disguised_as_base)
     findings = _findings(ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--insecure", "--json"))
     assert any(f["detail"].startswith("/etc/ld.so.preload ") for f in findings), findings
+
+
+def test_an_image_that_names_no_base_has_every_layer_checked(on_base: tuple[Workspace, str], tmp_path: Path) -> None:
+    ws, tag = _copy(on_base, tmp_path)
+
+    def unlabel(config: dict) -> None:
+        del config["config"]["Labels"]["org.opencontainers.image.base.name"]
+        del config["config"]["Labels"]["org.opencontainers.image.base.digest"]
+
+    rewrite_config(ws.root / "image", tag, unlabel)
+    result = ws.envkit("verify", "--image", f"oci:image:{tag}", "--json")
+    assert "note: the image names no base, so every layer is checked as envkit's" in result.stderr
+    assert any(f["kind"] == "outside-prefix" and f["detail"].startswith("/etc/motd ") for f in _findings(result))
+    assert ws.envkit("verify", "--image", f"oci:image:{tag}", "--base", BASE).returncode == 0
