@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -228,6 +227,8 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
     After a failed fetch py-rattler keeps what it received (a truncated or garbage
     repodata.json of any size); a later run would only fetch it again.
     """
+    import json  # only after a failed fetch: `envkit lock` loads json while the solver runs
+
     removed: list[Path] = []
     if not cache_dir.is_dir():
         return removed

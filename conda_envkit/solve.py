@@ -273,8 +273,13 @@ async def solve_targets(
     gateway: rattler.Gateway,
     on_solved: Callable[[SolvedPlatform], None] | None = None,
     keep: Callable[[SolveTarget], dict[str, str]] | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> list[SolvedPlatform]:
-    """Solve all targets concurrently; the first error wins, reported for its platform."""
+    """Solve all targets concurrently; the first error wins, reported for its platform.
+
+    `meanwhile()` runs once every solve has been handed to rattler: the solver works in
+    rattler's threads, so Python is free to prepare what comes after.
+    """
 
     async def one(target: SolveTarget) -> SolvedPlatform:
         solved = await solve_target(target, channels, gateway, keep(target) if keep else None)
@@ -282,7 +287,11 @@ async def solve_targets(
             on_solved(solved)
         return solved
 
-    results = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+    running = [asyncio.ensure_future(one(t)) for t in targets]
+    if meanwhile is not None:
+        await asyncio.sleep(0)  # each task's first step runs up to rattler's solve (or repodata query) and yields
+        meanwhile()
+    results = await asyncio.gather(*running, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         envkit_errors = [e for e in errors if isinstance(e, EnvkitError)]

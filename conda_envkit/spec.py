@@ -37,7 +37,7 @@ _TOP_LEVEL_KEYS = {
 }
 _ENVKIT_KEYS = {"cuda", "blas", "variants"}
 _VARIANT_KEYS = {"cuda", "blas", "platforms"}
-_VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_VARIANT_NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
 
 class SpecError(EnvkitError):
@@ -269,7 +269,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
         raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
     for name, vnode in _mapping(keys.get("variants")).items():
-        if not _VARIANT_NAME.match(name):
+        if not re.match(_VARIANT_NAME, name):
             raise SpecError(f"{_where(path, vnode)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
         vkeys = _mapping(vnode)
         for key in vkeys:
