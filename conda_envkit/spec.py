@@ -60,10 +60,16 @@ class Dependency:
 
 @dataclass(frozen=True)
 class PipRequirement:
-    """One line of a `pip:` section, and where it was written."""
+    """One line of a `pip:` section, and where it was written.
+
+    `base_dir` is what a relative path on the line (`--find-links ./wheels`) is relative
+    to: the directory of the file it was written in, or the working directory for a spec
+    read from a pipe or stdin (which has no directory of its own), as pip does.
+    """
 
     line: str
     source: str
+    base_dir: Path = field(default=Path("."), compare=False)
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ def _scalar_list(node: yaml.Node, path: str, what: str) -> list[tuple[str, str]]
     return items
 
 
-def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], list[PipRequirement]]:
+def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[list[Dependency], list[PipRequirement]]:
     if not isinstance(node, yaml.SequenceNode):
         raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
     conda: list[Dependency] = []
@@ -199,7 +205,7 @@ def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], l
                         f"{_where(path, key)}: unknown section `{key.value}:` in dependencies",
                         hint="only a `pip:` section may appear inside dependencies",
                     )
-                pip.extend(PipRequirement(line, w) for line, w in _scalar_list(value, path, "pip"))
+                pip.extend(PipRequirement(line, w, base_dir) for line, w in _scalar_list(value, path, "pip"))
         else:
             raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
     _one_line_per_package(conda)
@@ -329,6 +335,7 @@ def _read_one(source: InputText, top: dict[str, yaml.Node], platforms: tuple[str
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
+    base_dir = source.path.resolve().parent if source.path is not None else Path.cwd()
     # Platforms whose selectors keep the same lines share one parse (a file without selectors is
     # composed and its match specs parsed once, not once per platform).
     parsed: dict[str, tuple[list[Dependency], list[PipRequirement]]] = {}
@@ -336,7 +343,7 @@ def _read_one(source: InputText, top: dict[str, yaml.Node], platforms: tuple[str
         selected = apply_selectors(text, platform, path)
         if selected not in parsed:
             node = _mapping(compose_yaml(InputText(source.name, selected, source.path))).get("dependencies")
-            parsed[selected] = ([], []) if node is None else _parse_dependencies(node, path)
+            parsed[selected] = ([], []) if node is None else _parse_dependencies(node, path, base_dir)
         conda, pip_lines = parsed[selected]
         dependencies[platform] = tuple(conda)
         pip[platform] = tuple(pip_lines)
