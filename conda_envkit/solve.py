@@ -331,7 +331,10 @@ async def solve_targets(
 
     running = [asyncio.ensure_future(one(t)) for t in targets]
     if meanwhile is not None:
-        await asyncio.sleep(0)  # each task's first step runs up to rattler's solve (or repodata query) and yields
+        # Two turns of the loop: each target's first step starts fetch_repodata's tasks, whose
+        # first steps hand the fetches to rattler; Python then waits for rattler's threads.
+        for _turn in range(2):
+            await asyncio.sleep(0)
         meanwhile()
     results = await asyncio.gather(*running, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]

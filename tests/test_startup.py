@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_envkit, write_env
 
 HEAVY = ("rattler", "conda_lock", "uv", "httpx", "requests", "jinja2", "mlflow", "wandb", "pydantic", "packaging", "cyclonedx")
@@ -117,3 +119,34 @@ def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
 
     if hasattr(click.exceptions, "NoSuchCommand"):  # click >= 8.4 suggests close names
         assert "Did you mean 'lock'?" in result.stderr
+
+
+def test_the_lock_writer_loads_once_rattler_fetches_and_solves(tmp_path: Path, toy_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler works, i.e.
+    # after every repodata fetch has been handed to it, not before (it would only add its time).
+    import asyncio
+
+    import rattler
+
+    from conda_envkit.channels import ChannelSettings, make_gateway
+    from conda_envkit.locking import LockOptions, plan_locks
+    from conda_envkit.solve import solve_targets
+    from conda_envkit.spec import read_env_spec
+
+    events: list[str] = []
+    fetch = rattler.Gateway.names
+
+    async def names(self: rattler.Gateway, *args: object, **kwargs: object) -> object:
+        events.append("fetch")
+        return await fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(rattler.Gateway, "names", names)
+    env = write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
+    spec = read_env_spec([env])
+    channels, plans = plan_locks(spec, LockOptions(lock_path=tmp_path / "conda-lock.yml"))
+    targets = [t for plan in plans for t in plan.targets]
+    solved = asyncio.run(
+        solve_targets(targets, channels, make_gateway(ChannelSettings(), tmp_path / "cache"), meanwhile=lambda: events.append("meanwhile"))
+    )
+    assert [s.target.platform for s in solved] == ["linux-64", "osx-arm64"]
+    assert events == ["fetch"] * 4 + ["meanwhile"]  # two platforms, each with its subdir and noarch
