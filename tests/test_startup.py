@@ -121,9 +121,9 @@ def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
         assert "Did you mean 'lock'?" in result.stderr
 
 
-def test_the_lock_writer_loads_once_rattler_fetches_and_solves(tmp_path: Path, toy_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler works, i.e.
-    # after every repodata fetch has been handed to it, not before (it would only add its time).
+def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler solves: before,
+    # it would only add its time; during the repodata fetches, it would hold up the solves.
     import asyncio
 
     import rattler
@@ -134,13 +134,18 @@ def test_the_lock_writer_loads_once_rattler_fetches_and_solves(tmp_path: Path, t
     from conda_envkit.spec import read_env_spec
 
     events: list[str] = []
-    fetch = rattler.Gateway.names
+    fetch, solve = rattler.Gateway.names, rattler.solve
 
     async def names(self: rattler.Gateway, *args: object, **kwargs: object) -> object:
         events.append("fetch")
         return await fetch(self, *args, **kwargs)
 
+    async def solving(*args: object, **kwargs: object) -> object:
+        events.append("solve")
+        return await solve(*args, **kwargs)
+
     monkeypatch.setattr(rattler.Gateway, "names", names)
+    monkeypatch.setattr(rattler, "solve", solving)
     env = write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
     spec = read_env_spec([env])
     channels, plans = plan_locks(spec, LockOptions(lock_path=tmp_path / "conda-lock.yml"))
@@ -149,4 +154,5 @@ def test_the_lock_writer_loads_once_rattler_fetches_and_solves(tmp_path: Path, t
         solve_targets(targets, channels, make_gateway(ChannelSettings(), tmp_path / "cache"), meanwhile=lambda: events.append("meanwhile"))
     )
     assert [s.target.platform for s in solved] == ["linux-64", "osx-arm64"]
-    assert events == ["fetch"] * 4 + ["meanwhile"]  # two platforms, each with its subdir and noarch
+    # Two platforms, each fetching its subdir and noarch, then solving; the writer loads after both solves began.
+    assert sorted(events[:-1]) == ["fetch"] * 4 + ["solve"] * 2 and events[-1] == "meanwhile", events
