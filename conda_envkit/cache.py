@@ -12,6 +12,10 @@
       tmp/                           staging: bake, build contexts, verify, and each install's own extraction
                                      directory (rattler hard-links from it; removed afterwards)
 
+Outside the cache, and private to the user (conda_envkit.cache_seal):
+
+    $XDG_STATE_HOME/envkit/cache-seal.key   the secret that seals the entries this user wrote or checked
+
 Every other module asks this one for a path; none joins paths under the cache itself.
 """
 
@@ -31,6 +35,15 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV_VAR])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "envkit"
+
+
+def seal_key_path() -> Path:
+    """The cache seal's secret: $XDG_STATE_HOME/envkit/cache-seal.key (~/.local/state/envkit/...).
+
+    Outside the cache on purpose: whoever can write a shared or restored cache must not be able to read it.
+    """
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "envkit" / "cache-seal.key"
 
 
 def cache_dir_or_default(cache_dir: Path | None) -> Path:

@@ -250,6 +250,8 @@ def bake(as_json: bool, quiet: bool, **flags: Any) -> None:
 
     say = _say(quiet)
     result = run_bake(BakeRequest(**flags), quiet, say)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     say(f"wrote {result.record_path}")
     for line in [json.dumps(result.record.to_json(), indent=2, sort_keys=True)] if as_json else result.references:
         click.echo(line)

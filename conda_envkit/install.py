@@ -33,6 +33,7 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
 from conda_envkit.cache import default_cache_dir, package_path, packages_dir, tmp_dir
+from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -177,20 +178,28 @@ def _stamp(path: Path, sha256: str) -> str:
     return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
 
 
+def _marker(path: Path, sha256: str) -> str:
+    # Sealed with the user's secret: someone who can write a shared cache could otherwise swap the
+    # archive and write a marker with the new file's stat (conda_envkit.cache_seal).
+    stamp = _stamp(path, sha256)
+    return stamp + user_seal().sign("archive", sha256, stamp) + "\n"
+
+
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
     marker = path.parent / "verified"
     tmp = path.parent / f"verified.{os.getpid()}.new"
-    tmp.write_text(_stamp(path, sha256), encoding="utf-8")
+    tmp.write_text(_marker(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
 
 
 def is_verified(path: Path, sha256: str) -> bool:
-    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged."""
+    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged
+    and the marker carries this user's seal."""
     if not path.is_file():
         return False
     try:
-        if (path.parent / "verified").read_text(encoding="utf-8") == _stamp(path, sha256):
+        if (path.parent / "verified").read_text(encoding="utf-8") == _marker(path, sha256):
             return True
     except OSError:
         pass

@@ -69,6 +69,7 @@ class BakeResult:
     record: BakeRecord
     references: list[str]
     record_path: Path
+    warnings: tuple[str, ...] = ()  # printed even with -q: cache entries that did not match their keys
 
 
 def host_platform() -> str:
@@ -197,7 +198,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
-    return BakeResult(record, result.references, request.record_path)
+    warnings = tuple(w for image in baked.platforms for w in image.warnings)
+    return BakeResult(record, result.references, request.record_path, warnings)
 
 
 def load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[BaseImage, Path, dict[str, str]]:

@@ -1,0 +1,146 @@
+"""A cache others can write (issue 14 item 11): a CI cache restored from another branch, a team cache
+on a shared machine. Its writers cannot read the user's files, so they cannot seal an entry: a layer
+cache entry, a fragment or an archive's `verified` marker this user did not seal is not trusted, and
+a bake from such a cache ships what the lock's packages make (the digest of a cold bake), warning
+about every entry that named something else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
+
+PACKAGES = ["python", "honest", "linky"]  # one small-package group each: three layers
+
+
+@pytest.fixture
+def ws(tmp_path: Path, hostile_channel: Path) -> Workspace:
+    # A channel of this test's own: deleting it shows that no package is fetched.
+    channel = tmp_path / "channel"
+    shutil.copytree(hostile_channel, channel)
+    return locked_workspace(tmp_path / "work", channel, PACKAGES)
+
+
+def _bake(ws: Workspace, *args: str, cache: Path | None = None, state: Path | None = None) -> tuple[str, str]:
+    """(image digest, stderr) of a bake into `out` (an OCI layout)."""
+    env = {"ENVKIT_CACHE_DIR": str(cache or ws.cache)}
+    if state is not None:
+        env["XDG_STATE_HOME"] = str(state)
+    shutil.rmtree(ws.root / "out", ignore_errors=True)
+    result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", *args, env=env)
+    assert result.returncode == 0, result.output
+    return json.loads((ws.root / "bake.json").read_text())["image"]["digest"], result.stderr
+
+
+def _layers(ws: Workspace) -> list[dict]:
+    return json.loads((ws.root / "bake.json").read_text())["platforms"]["linux-64"]["layers"]
+
+
+def _entries(cache: Path) -> dict[str, Path]:
+    """Layer cache entries by the blob digest they name."""
+    return {json.loads(p.read_text())["digest"]: p for p in (cache / "layers").iterdir() if not p.name.startswith(".")}
+
+
+def _repoint(cache: Path, layers: list[dict]) -> str:
+    """Make the entry of the first package layer name the second's blob (a valid blob, with its size,
+    diff_id, stamp and seal); return the package it was for."""
+    entries = _entries(cache)
+    victim, other = layers[0], layers[1]
+    entries[victim["digest"]].write_text(entries[other["digest"]].read_text())
+    return victim["packages"][0]
+
+
+def test_a_repointed_layer_entry_is_rebuilt_and_reported(ws: Workspace) -> None:
+    cold, _ = _bake(ws)
+    package = _repoint(ws.cache, _layers(ws))
+    digest, stderr = _bake(ws)
+    assert digest == cold
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and package in warnings[0] and "layer cache entry" in warnings[0], stderr
+    # Reported once: the entry is the right one (and sealed) now.
+    assert _bake(ws) == (cold, "")
+
+
+def test_an_entry_sealed_without_the_secret_is_not_trusted(ws: Workspace) -> None:
+    cold, _ = _bake(ws)
+    layers = _layers(ws)
+    entries = _entries(ws.cache)
+    victim = entries[layers[0]["digest"]]
+    other = json.loads(entries[layers[1]["digest"]].read_text())
+    fields = {k: other[k] for k in ("digest", "size", "diff_id", "stamp")}
+    from conda_envkit.cache_seal import CacheSeal
+
+    guessed = CacheSeal(b"0" * 64)  # anyone's secret but this user's
+    victim.write_text(json.dumps({**fields, "seal": guessed.sign("layer", victim.name, fields)}))
+    digest, stderr = _bake(ws)
+    assert digest == cold
+    assert layers[0]["packages"][0] in stderr and "warning: " in stderr
+
+
+def test_a_cache_restored_from_another_home_is_checked_and_used(ws: Workspace, tmp_path: Path) -> None:
+    cold, _ = _bake(ws, state=tmp_path / "ci-runner-1")
+    package = _repoint(ws.cache, _layers(ws))  # one poisoned entry among honest ones
+    restored = tmp_path / "restored-cache"
+    shutil.copytree(ws.cache, restored)  # what actions/cache does: new files, new inodes
+    shutil.rmtree(tmp_path / "channel")  # every package must come from the restored cache
+    digest, stderr = _bake(ws, cache=restored, state=tmp_path / "ci-runner-2")
+    assert digest == cold
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and package in warnings[0], stderr
+    # From then on the entries are this user's: the next bake reuses every layer, warns about nothing.
+    result = ws.envkit(
+        "bake", "--oci", "again", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(restored), "XDG_STATE_HOME": str(tmp_path / "ci-runner-2")}
+    )
+    assert result.returncode == 0, result.output
+    assert f"({len(PACKAGES)} reused from the layer cache)" in result.stderr and "warning" not in result.stderr
+
+
+def test_a_swapped_fragment_is_read_again_from_its_archive(ws: Workspace, tmp_path: Path) -> None:
+    _bake(ws, "--compression", "gzip")
+    fragments = ws.cache / "fragments"
+    owner = {}
+    for index in fragments.glob("*.json"):
+        for path, *_ in json.loads(index.read_text())["members"]:
+            if "/conda-meta/" in path:
+                owner[path.rsplit("/", 1)[1].split("-")[0]] = index.with_suffix("")
+    victim, other = owner["honest"], owner["linky"]
+    for suffix in (".tar", ".json"):  # linky's fragment (index, seal and all) under honest's key
+        shutil.copyfile(other.with_suffix(suffix), victim.with_suffix(suffix))
+    # Another compression: new layer keys, same fragment keys, so the groups are assembled from fragments.
+    digest, stderr = _bake(ws, "--compression", "zstd")
+    cold, _ = _bake(ws, "--compression", "zstd", cache=tmp_path / "cold-cache")
+    assert digest == cold
+    assert "fragment cache entry" in stderr and "honest-1.0-0" in stderr, stderr
+
+
+def test_a_swapped_archive_with_a_marker_for_its_new_stat_is_hashed_again(ws: Workspace) -> None:
+    first, _ = _bake(ws)
+    archive = next((ws.cache / "pkgs").glob("*/honest-1.0-0.conda"))
+    other = next((ws.cache / "pkgs").glob("*/linky-1.0-0.conda"))
+    archive.unlink()
+    shutil.copyfile(other, archive)
+    st = archive.stat()  # the marker format of envkit before the seal: sha256 and stat
+    stamp = f"{archive.parent.name} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
+    (archive.parent / "verified").write_text(stamp)
+    for sub in ("layers", "fragments", "blobs"):
+        shutil.rmtree(ws.cache / sub)
+    digest, _ = _bake(ws)
+    assert digest == first
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == archive.parent.name  # fetched again
+
+
+def test_the_seal_secret_is_private(ws: Workspace, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _bake(ws, state=state)
+    secret = state / "envkit" / "cache-seal.key"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    secret.chmod(0o644)  # readable by others: anyone could seal entries
+    result = ws.envkit("bake", "-q", "--oci", "out2", "-p", "linux-64", env={"XDG_STATE_HOME": str(state)})
+    assert_refused(result, str(secret))
+    assert not os.path.exists(ws.root / "out2")
