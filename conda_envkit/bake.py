@@ -43,7 +43,6 @@ from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, write_layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
-from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
@@ -156,6 +155,8 @@ def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[Pla
 
 def staged_paths(prefix: Path) -> dict[str, list[str]]:
     """Each installed package's paths in a prefix (plan name -> prefix-relative paths, its record last)."""
+    from conda_envkit.pip_install import PIP_RECORDS  # pypa's installer: not loaded by a warm bake
+
     out: dict[str, list[str]] = {}
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
         record = json.loads(meta.read_text(encoding="utf-8"))
@@ -579,6 +580,16 @@ def bake_image(
     }
     index = put_index(store, [i.manifest for i in images], annotations)
     return BakedImage(index, images, str(whole), options.epoch)
+
+
+def settle_layer_cache(baked: BakedImage, store: BlobStore, cache_dir: Path) -> None:
+    """After the outputs are written: keep the layer cache's stamps current for the blobs this bake checked
+    (an OCI layout's hard links change their ctime), so that the next warm bake reads none of them."""
+    layer_cache = LayerCache(layers_dir(cache_dir), user_seal())
+    for image in baked.platforms:
+        for entry in image.cache_entries:
+            if entry.source is None:
+                layer_cache.settle(entry.key, store)
 
 
 def with_recipe(options: BakeOptions, recipe: Recipe, reproducible: bool = False) -> BakeOptions:

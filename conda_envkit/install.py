@@ -11,7 +11,6 @@ elsewhere (an image's `/opt/conda/envs/<name>`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -23,9 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import requests
-from rattler import BuildString, NoArchType, PackageRecord, Platform, PrefixRecord, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 
@@ -50,11 +46,13 @@ from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
 from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
-from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
-if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module), nor by a warm bake (no download, no link)
+    import requests
+    from rattler import PrefixRecord, RepoDataRecord
+
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
@@ -211,6 +209,8 @@ def is_verified(path: Path, sha256: str) -> bool:
 
 def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    import requests
+
     parts = urlsplit(url)
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
@@ -263,6 +263,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
 
 def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
     """A short reason for a failed download attempt (requests' own text repeats the URL)."""
+    import requests
     if isinstance(exc, NetworkError):
         return exc.message.removeprefix(f"{shown}: ")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -297,6 +298,8 @@ def fetch_packages(
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
+    import requests
+
     session = requests.Session()
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
@@ -376,6 +379,8 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
 
 def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
     """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
+
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
@@ -448,6 +453,10 @@ def link_packages(
         extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
+    import asyncio
+
+    from rattler import Platform, install
+
     try:
         asyncio.run(
             install(
@@ -565,6 +574,8 @@ def install_packages(
     )
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
+        from conda_envkit.pip_install import WheelToInstall, install_wheels
+
         to_install = [
             WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages

@@ -28,7 +28,7 @@ from typing import BinaryIO
 import zstandard
 
 from conda_envkit.cache_seal import CacheSeal
-from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest
+from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
 
@@ -150,12 +150,6 @@ def write_layer(
     return Layer(descriptor, plain.digest)
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    # ctime too: an edit in place that puts the old mtime back still changes it.
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 class LayerCache:
     """`<cache>/layers/<key>`: the blob (digest, size, diff_id) written for a layer key, sealed by its writer.
 
@@ -199,7 +193,7 @@ class LayerCache:
             return None
         try:
             path = store.path(digest)
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
         except (OSError, OciError):
             return None
         if stamp[0] != data["size"]:
@@ -209,6 +203,7 @@ class LayerCache:
                 path.unlink(missing_ok=True)
                 return None
             self._write(key, {**data, "stamp": stamp})
+        store.note_checked(digest, stamp)
         return Layer(Descriptor(compression.media_type, digest, int(data["size"])), str(data["diff_id"]), True)
 
     def remember(self, key: str, layer: Layer, store: BlobStore) -> None:
@@ -217,7 +212,31 @@ class LayerCache:
         if claimed is not None and claimed != layer.descriptor.digest:
             self.mismatched.append((key, claimed, layer.descriptor.digest))
         data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
-        self._write(key, {**data, "stamp": _stamp(store.path(layer.descriptor.digest))})
+        self._write(key, {**data, "stamp": file_stamp(store.path(layer.descriptor.digest))})
+
+    def settle(self, key: str, store: BlobStore) -> None:
+        """Seal the blob's new stamp if only its ctime moved since this process checked it (the hard
+        links an OCI layout output adds and removes change it), so the next bake need not hash it again.
+
+        Only for a blob of this user's that no one else may write: anyone else must replace it to change
+        it, which changes its inode (or, reusing the inode, its owner).
+        """
+        data = self.read(key)
+        if data is None or not self._sealed(key, data):
+            return
+        digest = str(data["digest"])
+        try:
+            path = store.path(digest)
+            st = path.stat()
+        except (OSError, OciError):
+            return
+        stamp = file_stamp(path)
+        checked = store.checked_stamp(digest)
+        if stamp == data.get("stamp") or checked is None or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return
+        if [stamp[0], stamp[1], stamp[3]] == [checked[0], checked[1], checked[3]]:
+            self._write(key, {**data, "stamp": stamp})
+            store.note_checked(digest, stamp)
 
     def _write(self, key: str, data: dict[str, object]) -> None:
         fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
@@ -253,10 +272,10 @@ class FragmentStore:
                 return None
             if tar.stat().st_size != data["size"]:
                 return None
-            if data.get("stamp") != _stamp(tar):
+            if data.get("stamp") != file_stamp(tar):
                 if file_digest(tar) != data["sha256"]:
                     return None
-                self._write_index(key, {**data, "stamp": _stamp(tar)})
+                self._write_index(key, {**data, "stamp": file_stamp(tar)})
             return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in data["members"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -286,7 +305,7 @@ class FragmentStore:
                 writer.flush()
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
-            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}
+            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": file_stamp(tar)}
             self._write_index(key, document)
             claimed = self._claims.pop(key, None)
             if claimed is not None and claimed != sink.digest:

@@ -144,3 +144,21 @@ def test_the_seal_secret_is_private(ws: Workspace, tmp_path: Path) -> None:
     result = ws.envkit("bake", "-q", "--oci", "out2", "-p", "linux-64", env={"XDG_STATE_HOME": str(state)})
     assert_refused(result, str(secret))
     assert not os.path.exists(ws.root / "out2")
+
+
+def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(ws: Workspace) -> None:
+    # The stamps a bake keeps current (size, mtime, ctime, inode) still notice an edit that restores the mtime.
+    first, _ = _bake(ws)
+    _bake(ws)  # the stamps are settled after an OCI output
+    blob = ws.cache / "blobs" / "sha256" / _layers(ws)[0]["digest"].partition(":")[2]
+    before = blob.stat()
+    with blob.open("r+b") as f:  # same size, same inode (the output layout's hard link sees it too)
+        f.seek(before.st_size // 2)
+        byte = f.read(1)
+        f.seek(before.st_size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    digest, _ = _bake(ws)
+    assert digest == first
+    written = ws.root / "out" / "blobs" / "sha256" / blob.name
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == blob.name
