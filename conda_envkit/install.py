@@ -264,6 +264,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
 def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
     """A short reason for a failed download attempt (requests' own text repeats the URL)."""
     import requests
+
     if isinstance(exc, NetworkError):
         return exc.message.removeprefix(f"{shown}: ")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
