@@ -317,6 +317,9 @@ def bake_platform(
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
     warnings = _cache_warnings(platform, plans, keys, context, layer_cache, fragments)
+    if seal.problem:
+        hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
+        warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")
     written: list[Layer] = [layer for layer in cached if layer is not None]
     entries = tuple(CacheEntry(key, layer, remote_blobs.get(layer.descriptor.digest)) for key, layer in zip(keys, written, strict=True))
     in_image = prefix.strip("/")
@@ -380,7 +383,7 @@ def _cache_warnings(
             f"{platform}: the layer cache entry {key[:12]} (packages {named(labels)}) named blob {claimed[:19]}, "
             f"which is not the layer of those packages ({built[:19]}): the layer was built again; someone else can write this cache"
         )
-    by_fragment = {fragment_key(p, context): p.label for plan in plans for p in plan.packages}
+    by_fragment = {fragment_key(p, context): p.label for plan in plans for p in plan.packages} if fragments.mismatched else {}
     for key in fragments.mismatched:
         out.append(
             f"{platform}: the fragment cache entry {key[:12]} (package {by_fragment.get(key, '?')}) did not hold that package's files: "

@@ -38,6 +38,7 @@ class CacheSeal:
     """Signs and checks cache entries with the user's secret."""
 
     secret: bytes
+    problem: str = ""  # why the secret lives only as long as this process (then nothing cached before is trusted)
 
     def sign(self, kind: str, key: str, fields: object) -> str:
         """The seal of an entry: HMAC-SHA256 over its kind, key and fields (canonical JSON)."""
@@ -56,7 +57,7 @@ def _read_secret(path: Path) -> bytes:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise CacheSealError(
                 f"{path}: the cache seal's secret must be a regular file of yours that no one else can read or write",
-                hint=f"run `chmod 600 {path}`, or delete it (envkit makes a new one; cached layers are then checked once)",
+                hint=f"run `chmod 600 {path}`, or delete it (envkit makes a new one; cached layers are then built once more)",
             )
         data = os.read(fd, 4096).strip()
     finally:
@@ -91,12 +92,17 @@ def _load(path: Path) -> CacheSeal:
         st = os.stat(path)
         return _read_once(path, (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid))
     except OSError as exc:
-        raise CacheSealError(
-            f"{path}: cannot read or create the cache seal's secret ({exc.strerror or exc})",
-            hint="make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory",
-        ) from None
+        # A read-only home (a container run as another user): envkit still works, trusting only what this
+        # process writes; the bake says so.
+        return _ephemeral(path, f"{path}: cannot read or create the cache seal's secret ({exc.strerror or exc})")
+
+
+@cache
+def _ephemeral(path: Path, problem: str) -> CacheSeal:  # one per process: entries it writes stay usable while it runs
+    return CacheSeal(secrets.token_bytes(32), problem)
 
 
 def user_seal() -> CacheSeal:
-    """This user's seal (the secret at `cache.seal_key_path()`, created on first use)."""
+    """This user's seal (the secret at `cache.seal_key_path()`, created on first use; if that cannot be
+    written, a secret of this process only, with the reason in `problem`)."""
     return _load(seal_key_path())

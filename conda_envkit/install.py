@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +209,9 @@ def is_verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
+def _download(
+    url: str, dest: Path, session: Callable[[], requests.Session], attempts: int = 3, auth: tuple[str, str] | None = None
+) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
     import requests
 
@@ -230,7 +234,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     for attempt in range(attempts):
         tried = attempt + 1
         try:
-            with session.get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
+            with session().get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
@@ -299,9 +303,17 @@ def fetch_packages(
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
-    import requests
+    sessions: list[requests.Session] = []
+    session_lock = threading.Lock()
 
-    session = requests.Session()
+    def session() -> requests.Session:
+        """One HTTP session for this fetch, made on first use: a local channel needs none (nor requests)."""
+        with session_lock:
+            if not sessions:
+                import requests
+
+                sessions.append(requests.Session())
+            return sessions[0]
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()

@@ -162,3 +162,13 @@ def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(w
     assert digest == first
     written = ws.root / "out" / "blobs" / "sha256" / blob.name
     assert hashlib.sha256(written.read_bytes()).hexdigest() == blob.name
+
+
+def test_without_a_place_for_the_secret_the_bake_works_and_says_what_it_costs(ws: Workspace, tmp_path: Path) -> None:
+    # A container run as a user whose home is not writable: nothing cached is trusted, nothing fails.
+    first, _ = _bake(ws)
+    (tmp_path / "not-a-directory").write_text("")
+    digest, stderr = _bake(ws, state=tmp_path / "not-a-directory" / "state")
+    assert digest == first
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "cache seal's secret" in warnings[0] and "XDG_STATE_HOME" in warnings[0], stderr
