@@ -172,3 +172,16 @@ def test_without_a_place_for_the_secret_the_bake_works_and_says_what_it_costs(ws
     assert digest == first
     warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "cache seal's secret" in warnings[0] and "XDG_STATE_HOME" in warnings[0], stderr
+
+
+def test_an_edited_package_record_is_read_again_from_the_archive(ws: Workspace) -> None:
+    # pkginfo/ says what a package's conda-meta record holds (depends...) and how it is baked.
+    first, _ = _bake(ws)
+    record = next(p for p in (ws.cache / "pkginfo").glob("*.json") if json.loads(p.read_text())["name"] == "honest")
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "depends": ["backdoor >=1"]}))  # its seal no longer matches
+    for sub in ("layers", "fragments", "blobs"):
+        shutil.rmtree(ws.cache / sub)
+    digest, _ = _bake(ws)
+    assert digest == first
+    assert "backdoor" not in record.read_text()
