@@ -297,8 +297,8 @@ def bake_platform(
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
     keys = [layer_key(plan, context) for plan in plans]
     seal = user_seal()
-    layer_cache = LayerCache(layers_dir(cache_dir), seal)
-    fragments = FragmentStore(fragments_dir(cache_dir), seal)
+    layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
+    fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
     cached = [layer_cache.lookup(key, options.compression, store) for key in keys]
     remote_blobs: dict[str, str] = {}
     for i, key in enumerate(keys):
@@ -475,7 +475,9 @@ def build_layers(
     are needed (fetched and linked as in the whole env)."""
     if not plans:
         return []
-    fragments = fragments or FragmentStore(fragments_dir(cache_dir), user_seal())
+    if fragments is None:
+        seal = user_seal()
+        fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
     members: dict[str, list[Member]] = {}
     need: set[str] = set()
     for plan in plans:
@@ -588,7 +590,8 @@ def bake_image(
 def settle_layer_cache(baked: BakedImage, store: BlobStore, cache_dir: Path) -> None:
     """After the outputs are written: keep the layer cache's stamps current for the blobs this bake checked
     (an OCI layout's hard links change their ctime), so that the next warm bake reads none of them."""
-    layer_cache = LayerCache(layers_dir(cache_dir), user_seal())
+    seal = user_seal()
+    layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
     for image in baked.platforms:
         for entry in image.cache_entries:
             if entry.source is None:

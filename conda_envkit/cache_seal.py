@@ -40,6 +40,14 @@ class CacheSeal:
     secret: bytes
     problem: str = ""  # why the secret lives only as long as this process (then nothing cached before is trusted)
 
+    @property
+    def owner(self) -> str:
+        """A name for this secret's entries (a cache shared by several users keeps each one's apart, so that
+        one user's bake does not discard another's): derived from the secret, which it does not reveal."""
+        if self.problem:
+            return "ephemeral"
+        return hmac.new(self.secret, b"envkit-seal-owner", hashlib.sha256).hexdigest()[:16]
+
     def sign(self, kind: str, key: str, fields: object) -> str:
         """The seal of an entry: HMAC-SHA256 over its kind, key and fields (canonical JSON)."""
         message = json.dumps([SEAL_FORMAT, kind, key, fields], sort_keys=True, separators=(",", ":")).encode()

@@ -185,9 +185,14 @@ def _marker(path: Path, sha256: str) -> str:
     return stamp + user_seal().sign("archive", sha256, stamp) + "\n"
 
 
+def _marker_path(path: Path) -> Path:
+    # One marker per user (cache seal) next to the archive: users who share a cache each trust their own.
+    return path.parent / f"verified.{user_seal().owner}"
+
+
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
-    marker = path.parent / "verified"
+    marker = _marker_path(path)
     tmp = path.parent / f"verified.{os.getpid()}.new"
     tmp.write_text(_marker(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
@@ -199,7 +204,7 @@ def is_verified(path: Path, sha256: str) -> bool:
     if not path.is_file():
         return False
     try:
-        if (path.parent / "verified").read_text(encoding="utf-8") == _marker(path, sha256):
+        if _marker_path(path).read_text(encoding="utf-8") == _marker(path, sha256):
             return True
     except OSError:
         pass

@@ -128,7 +128,7 @@ def read_wheel_info(archive: Path, sha256: str, name: str, version: str) -> Pack
 
 
 class PackageInfoCache:
-    """`<cache>/pkginfo/<sha256>.json`: package info by archive sha256, sealed by its writer.
+    """`<cache>/pkginfo/<owner>/<sha256>.json`: package info by archive sha256, sealed by its writer.
 
     Only a record this user sealed (conda_envkit.cache_seal) is used: another one (a restored or shared
     cache) could change what a package's conda-meta record says or how it is baked, so the archive is
@@ -136,8 +136,8 @@ class PackageInfoCache:
     """
 
     def __init__(self, cache_dir: Path) -> None:
-        self.root = pkginfo_dir(cache_dir)
         self.seal = user_seal()
+        self.root = pkginfo_dir(cache_dir, self.seal.owner)
 
     def _path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):

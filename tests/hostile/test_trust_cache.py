@@ -42,9 +42,15 @@ def _layers(ws: Workspace) -> list[dict]:
     return json.loads((ws.root / "bake.json").read_text())["platforms"]["linux-64"]["layers"]
 
 
+def _owned(cache: Path, kind: str) -> Path:
+    """This user's directory of `kind` entries (layers, fragments, pkginfo) in `cache`."""
+    (owned,) = (cache / kind).iterdir()
+    return owned
+
+
 def _entries(cache: Path) -> dict[str, Path]:
     """Layer cache entries by the blob digest they name."""
-    return {json.loads(p.read_text())["digest"]: p for p in (cache / "layers").iterdir() if not p.name.startswith(".")}
+    return {json.loads(p.read_text())["digest"]: p for p in _owned(cache, "layers").iterdir() if not p.name.startswith(".")}
 
 
 def _repoint(cache: Path, layers: list[dict]) -> str:
@@ -83,17 +89,15 @@ def test_an_entry_sealed_without_the_secret_is_not_trusted(ws: Workspace) -> Non
     assert layers[0]["packages"][0] in stderr and "warning: " in stderr
 
 
-def test_a_cache_restored_from_another_home_is_checked_and_used(ws: Workspace, tmp_path: Path) -> None:
+def test_a_cache_restored_from_another_home_is_used_for_its_archives_only(ws: Workspace, tmp_path: Path) -> None:
     cold, _ = _bake(ws, state=tmp_path / "ci-runner-1")
-    package = _repoint(ws.cache, _layers(ws))  # one poisoned entry among honest ones
+    _repoint(ws.cache, _layers(ws))  # one poisoned entry among honest ones
     restored = tmp_path / "restored-cache"
     shutil.copytree(ws.cache, restored)  # what actions/cache does: new files, new inodes
     shutil.rmtree(tmp_path / "channel")  # every package must come from the restored cache
-    digest, stderr = _bake(ws, cache=restored, state=tmp_path / "ci-runner-2")
-    assert digest == cold
-    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and package in warnings[0], stderr
-    # From then on the entries are this user's: the next bake reuses every layer, warns about nothing.
+    # Another runner's secret: none of its entries is this runner's, so none is used (nor warned about).
+    assert _bake(ws, cache=restored, state=tmp_path / "ci-runner-2") == (cold, "")
+    # From then on the runner has entries of its own: the next bake reuses every layer.
     result = ws.envkit(
         "bake", "--oci", "again", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(restored), "XDG_STATE_HOME": str(tmp_path / "ci-runner-2")}
     )
@@ -101,9 +105,30 @@ def test_a_cache_restored_from_another_home_is_checked_and_used(ws: Workspace, t
     assert f"({len(PACKAGES)} reused from the layer cache)" in result.stderr and "warning" not in result.stderr
 
 
+def test_runners_that_share_the_secret_share_warm_layers(ws: Workspace, tmp_path: Path) -> None:
+    # The documented way to keep a restored CI cache warm: the same secret on runners you trust.
+    cold, _ = _bake(ws, state=tmp_path / "ci-runner-1")
+    package = _repoint(ws.cache, _layers(ws))
+    restored = tmp_path / "restored-cache"
+    shutil.copytree(ws.cache, restored)
+    shutil.rmtree(tmp_path / "channel")
+    (tmp_path / "ci-runner-2" / "envkit").mkdir(parents=True)
+    secret = tmp_path / "ci-runner-2" / "envkit" / "cache-seal.key"
+    shutil.copyfile(tmp_path / "ci-runner-1" / "envkit" / "cache-seal.key", secret)
+    secret.chmod(0o600)
+    result = ws.envkit(
+        "bake", "--oci", "out", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(restored), "XDG_STATE_HOME": str(tmp_path / "ci-runner-2")}
+    )
+    assert result.returncode == 0, result.output
+    assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == cold
+    assert f"({len(PACKAGES) - 1} reused from the layer cache)" in result.stderr  # all but the poisoned entry
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and package in warnings[0], result.stderr
+
+
 def test_a_swapped_fragment_is_read_again_from_its_archive(ws: Workspace, tmp_path: Path) -> None:
     _bake(ws, "--compression", "gzip")
-    fragments = ws.cache / "fragments"
+    fragments = _owned(ws.cache, "fragments")
     owner = {}
     for index in fragments.glob("*.json"):
         for path, *_ in json.loads(index.read_text())["members"]:
@@ -127,7 +152,8 @@ def test_a_swapped_archive_with_a_marker_for_its_new_stat_is_hashed_again(ws: Wo
     shutil.copyfile(other, archive)
     st = archive.stat()  # the marker format of envkit before the seal: sha256 and stat
     stamp = f"{archive.parent.name} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
-    (archive.parent / "verified").write_text(stamp)
+    for marker in archive.parent.glob("verified*"):
+        marker.write_text(stamp)
     for sub in ("layers", "fragments", "blobs"):
         shutil.rmtree(ws.cache / sub)
     digest, _ = _bake(ws)
@@ -177,7 +203,7 @@ def test_without_a_place_for_the_secret_the_bake_works_and_says_what_it_costs(ws
 def test_an_edited_package_record_is_read_again_from_the_archive(ws: Workspace) -> None:
     # pkginfo/ says what a package's conda-meta record holds (depends...) and how it is baked.
     first, _ = _bake(ws)
-    record = next(p for p in (ws.cache / "pkginfo").glob("*.json") if json.loads(p.read_text())["name"] == "honest")
+    record = next(p for p in _owned(ws.cache, "pkginfo").glob("*.json") if json.loads(p.read_text())["name"] == "honest")
     data = json.loads(record.read_text())
     record.write_text(json.dumps({**data, "depends": ["backdoor >=1"]}))  # its seal no longer matches
     for sub in ("layers", "fragments", "blobs"):
@@ -185,3 +211,15 @@ def test_an_edited_package_record_is_read_again_from_the_archive(ws: Workspace) 
     digest, _ = _bake(ws)
     assert digest == first
     assert "backdoor" not in record.read_text()
+
+
+def test_users_sharing_a_cache_keep_their_own_entries(ws: Workspace, tmp_path: Path) -> None:
+    # A team cache: each user trusts only what they sealed, and nobody's bake discards another's.
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    first, _ = _bake(ws, state=alice)
+    assert _bake(ws, state=bob) == (first, "")  # built again for bob (alice's entries are not his), no warning
+    env = {"ENVKIT_CACHE_DIR": str(ws.cache), "XDG_STATE_HOME": str(alice)}
+    again = ws.envkit("bake", "--oci", "again", "-p", "linux-64", env=env)
+    assert again.returncode == 0, again.output
+    assert f"({len(PACKAGES)} reused from the layer cache)" in again.stderr and "download" not in again.stderr.replace("0 packages", "")
+    assert len(list((ws.cache / "layers").iterdir())) == 2
