@@ -12,8 +12,8 @@
       tmp/                           staging: bake, build contexts, verify, and each install's own extraction
                                      directory (rattler hard-links from it; removed afterwards)
 
-<owner> is the user's cache seal (conda_envkit.cache_seal): each user trusts only the entries it
-sealed, so users who share a cache keep theirs apart. Outside the cache, and private to the user:
+<owner> names the user's cache seal (conda_envkit.cache_seal): each user trusts only the entries
+it sealed, so users who share a cache keep theirs apart. Outside the cache, and private to the user:
 
     $XDG_STATE_HOME/envkit/cache-seal.key   the secret that seals the entries this user wrote or checked
 

@@ -2,11 +2,12 @@
 
 A cache directory may be writable by others (a CI cache restored from another branch, a team
 cache on a shared machine): they can put anything there, but they cannot read the user's
-private files. Entries that say what a blob is for (a layer key -> its blob, a fragment's
-index, an archive's `verified` marker) therefore carry an HMAC-SHA256 over their fields and
-their key, under a per-user secret (`cache.seal_key_path()`, created 0600 on first use). An
-entry whose seal checks was written by this user; any other entry (restored, shared, forged,
-written by an older envkit) is not trusted and is checked against its key or rebuilt.
+private files. Entries that say what something is for (a layer key -> its blob, a fragment's
+index, an archive's `verified` marker, a package info record) therefore carry an HMAC-SHA256
+over their fields and their key, under a per-user secret (`cache.seal_key_path()`, created
+0600 on first use), in a directory of that secret's own (`CacheSeal.owner`). An entry whose
+seal checks was written by this user; any other entry (restored, shared, forged, written by an
+older envkit) is not trusted: what it stands for is built, hashed or read again.
 """
 
 from __future__ import annotations
