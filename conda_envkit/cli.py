@@ -334,17 +334,25 @@ def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_
 @click.option("--prefix", type=PATH, help="An installed environment to check.")
 @click.option("--image", help="An image to check: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].")
 @click.option("-p", "--platform", help="Platform of the lock to check against. [default: the image's, or this machine's]")
+@click.option("--base", help="With --image: the base it was baked on (as for bake). [default: the one its label names]")
 @insecure_option
 @cache_dir_option
 @json_option
 @_reports_errors
 def verify_command(
-    lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
+    lockfile: Path,
+    prefix: Path | None,
+    image: str | None,
+    platform: str | None,
+    base: str | None,
+    insecure: bool,
+    cache_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
     from conda_envkit.commands.envs import verify_output
 
-    _emit(verify_output(lockfile, prefix, image, platform, insecure, cache_dir, as_json))
+    _emit(verify_output(lockfile, prefix, image, platform, insecure, cache_dir, as_json, base))
 
 
 @main.command("doctor")

@@ -71,19 +71,33 @@ class PipLockError(EnvkitError):
 
 
 @dataclass(frozen=True)
+class FindLinks:
+    """One `--find-links` value as written (`source` is its file:line), and what a relative path in it is relative to."""
+
+    location: str
+    source: str
+    base_dir: Path
+
+    def for_uv(self) -> str:
+        """The value uv is given: `${VAR}` expanded, a relative directory made absolute against `base_dir`."""
+        link = expand_env(self.location, self.source)
+        return link if "://" in link else str((self.base_dir / link).resolve())
+
+
+@dataclass(frozen=True)
 class PipInputs:
     """One platform's `pip:` section: requirements and index options, as written."""
 
     requirements: tuple[PipRequirement, ...]
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
-    find_links: tuple[str, ...] = ()
+    find_links: tuple[FindLinks, ...] = ()
     pre: bool = False
     no_index: bool = False
 
     def index_templates(self) -> tuple[str, ...]:
         """The index URLs as the lock may record them: `${VAR}` kept, literal secrets removed."""
-        urls = ([self.index_url] if self.index_url else []) + list(self.extra_index_urls) + list(self.find_links)
+        urls = ([self.index_url] if self.index_url else []) + list(self.extra_index_urls) + [f.location for f in self.find_links]
         return tuple(public_index_url(u) for u in urls)
 
     def hash_input(self) -> list[str]:
@@ -142,7 +156,7 @@ def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
     requirements: list[PipRequirement] = []
     index_url: str | None = None
     extra: list[str] = []
-    find_links: list[str] = []
+    find_links: list[FindLinks] = []
     pre = no_index = False
     for req in lines:
         text = req.line.strip()
@@ -153,7 +167,7 @@ def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
             elif option == "--extra-index-url":
                 extra.append(value)
             elif option in ("-f", "--find-links"):
-                find_links.append(value)
+                find_links.append(FindLinks(value, req.source, req.base_dir))
             elif option == "--pre":
                 pre = True
             elif option == "--no-index":
@@ -323,10 +337,7 @@ def resolve_pip(
             "--cache-dir", str(uv_dir(cache_dir)),
         ]  # fmt: skip
         for link in inputs.find_links:
-            link = expand_env(link, first)
-            if "://" not in link:  # a directory of wheels, relative to the environment.yml
-                link = str((Path(first.rsplit(":", 1)[0]).resolve().parent / link).resolve())
-            command += ["--find-links", link]
+            command += ["--find-links", link.for_uv()]
         if inputs.no_index:
             command.append("--no-index")
         if inputs.pre:
@@ -336,8 +347,10 @@ def resolve_pip(
         except subprocess.TimeoutExpired:
             indexes = ", ".join(strip_userinfo(u) for u in (inputs.index_url, *inputs.extra_index_urls) if u) or "PyPI"
             raise PipLockError(
-                f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s",
-                hint=f"an index is slow or stuck; retry, or raise {TIMEOUT_ENV_VAR} (the resolution may take 4 times it)",
+                f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s"
+                f" (4 times the {deadline:g} s network deadline)",
+                hint=f"an index is slow, stuck or sends without end; retry, or raise --timeout / {TIMEOUT_ENV_VAR}"
+                " (the resolution may take 4 times it)",
             ) from None
         if proc.returncode != 0:
             raise PipLockError(
@@ -346,7 +359,7 @@ def resolve_pip(
                 hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
             )
         document = tomllib.loads(out.read_text(encoding="utf-8"))
-    placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *inputs.find_links])
+    placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *(f.location for f in inputs.find_links)])
     return _pins(document, target, provided, first, placeholders)
 
 

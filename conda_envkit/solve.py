@@ -15,7 +15,7 @@ from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import TIMEOUT_ENV_VAR
+from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout
 from conda_envkit.platforms import (
     Blas,
     VirtualPackage,
@@ -199,6 +199,56 @@ def _virtual(packages: tuple[VirtualPackage, ...]) -> list[GenericVirtualPackage
     return [GenericVirtualPackage(PackageName(v.name), Version(v.version), BuildString(v.build)) for v in packages]
 
 
+def _channel_read_error(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: GatewayError) -> ChannelReadError:
+    # rattler's text is a chain of "Caused by:" lines; the first and the root cause say it.
+    lines = [line.removeprefix("Caused by:").strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+    urls = ", ".join(c.public_url for c in channels)
+    return ChannelReadError(
+        f"{target.label}: cannot read a channel ({urls}): {reason}",
+        hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials"
+        f" (each request has ${TIMEOUT_ENV_VAR} seconds)",
+        urls=tuple(c.url for c in channels),
+    )
+
+
+async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway) -> None:
+    """Load every channel's repodata for the target's subdirs into `gateway`, each within the deadline.
+
+    py-rattler bounds each request by the deadline, but retries one that timed out, and
+    caps nothing by size: a channel that sends without end would hold a lock for four
+    deadlines. Here each (channel, subdir) gets one deadline as a whole, retries included;
+    the solve then reads the gateway's memory. For a sharded channel this fetches the
+    shard index; its shards are fetched by the solve, each request within the deadline.
+    """
+    seconds = network_timeout()
+    pending_for = {
+        asyncio.ensure_future(gateway.names([channel.url], [subdir])): (channel, subdir)  # type: ignore[list-item]  # any subdir string is valid at runtime
+        for channel in channels
+        for subdir in (target.platform, "noarch")
+    }
+    done, pending = await asyncio.wait(pending_for, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()  # drops py-rattler's download and its temporary file
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if isinstance(exc, GatewayError):
+            raise _channel_read_error(target, channels, exc)
+        if exc is not None:
+            raise exc
+    if pending:
+        stuck = sorted({pending_for[task] for task in pending}, key=lambda cs: (cs[0].public_url, cs[1]))
+        where = ", ".join(f"{channel.public_url.rstrip('/')}/{subdir}/" for channel, subdir in stuck)
+        urls = ", ".join(c.public_url for c in channels)
+        raise ChannelReadError(
+            f"{target.label}: cannot read a channel ({urls}): no complete repodata from {where} within {seconds:g} s",
+            hint="the channel is slow, stuck or sends without end; retry, or raise the deadline"
+            f" (--timeout or {TIMEOUT_ENV_VAR}, now {seconds:g} s)",
+            urls=tuple(dict.fromkeys(channel.url for channel, _subdir in stuck)),
+        )
+
+
 async def locked_records(
     target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway, keep: dict[str, str]
 ) -> list[RepoDataRecord]:
@@ -232,6 +282,7 @@ async def solve_target(
     if target.blas is not None:
         check_blas(target.blas, target.platform)
     started = time.perf_counter()
+    await fetch_repodata(target, channels, gateway)
     locked = await locked_records(target, channels, gateway, keep or {})
     try:
         records = await rattler.solve(
@@ -247,16 +298,7 @@ async def solve_target(
     except SolverError as exc:
         raise _explain(target, channels, exc) from None
     except GatewayError as exc:
-        # rattler's text is a chain of "Caused by:" lines; the first and the root cause say it.
-        lines = [line.removeprefix("Caused by:").strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
-        urls = ", ".join(c.public_url for c in channels)
-        raise ChannelReadError(
-            f"{target.label}: cannot read a channel ({urls}): {reason}",
-            hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials"
-            f" (each request has ${TIMEOUT_ENV_VAR} seconds)",
-            urls=tuple(c.url for c in channels),
-        ) from None
+        raise _channel_read_error(target, channels, exc) from None
     if target.cuda is None:
         cuda = _cuda_records(records)
         if cuda:

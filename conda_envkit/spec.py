@@ -60,10 +60,16 @@ class Dependency:
 
 @dataclass(frozen=True)
 class PipRequirement:
-    """One line of a `pip:` section, and where it was written."""
+    """One line of a `pip:` section, and where it was written.
+
+    `base_dir` is what a relative path on the line (`--find-links ./wheels`) is relative
+    to: the directory of the file it was written in, or the working directory for a spec
+    read from a pipe or stdin (which has no directory of its own), as pip does.
+    """
 
     line: str
     source: str
+    base_dir: Path = field(default=Path("."), compare=False)
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ def _scalar_list(node: yaml.Node, path: str, what: str) -> list[tuple[str, str]]
     return items
 
 
-def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], list[PipRequirement]]:
+def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[list[Dependency], list[PipRequirement]]:
     if not isinstance(node, yaml.SequenceNode):
         raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
     conda: list[Dependency] = []
@@ -199,7 +205,7 @@ def _parse_dependencies(node: yaml.Node, path: str) -> tuple[list[Dependency], l
                         f"{_where(path, key)}: unknown section `{key.value}:` in dependencies",
                         hint="only a `pip:` section may appear inside dependencies",
                     )
-                pip.extend(PipRequirement(line, w) for line, w in _scalar_list(value, path, "pip"))
+                pip.extend(PipRequirement(line, w, base_dir) for line, w in _scalar_list(value, path, "pip"))
         else:
             raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
     _one_line_per_package(conda)
@@ -321,6 +327,7 @@ def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
+    base_dir = source.path.resolve().parent if source.path is not None else Path.cwd()
     for platform in wanted or (DEFAULT_PLATFORM,):
         selected = InputText(source.name, apply_selectors(text, platform, path), source.path)
         node = _mapping(compose_yaml(selected)).get("dependencies")
@@ -328,7 +335,7 @@ def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec
             conda: list[Dependency] = []
             pip_lines: list[PipRequirement] = []
         else:
-            conda, pip_lines = _parse_dependencies(node, path)
+            conda, pip_lines = _parse_dependencies(node, path, base_dir)
         dependencies[platform] = tuple(conda)
         pip[platform] = tuple(pip_lines)
     index_lines = _pip_repositories(top, path)

@@ -83,7 +83,8 @@ class PrefixTree:
 class ImageTree:
     """The environment inside an image: its layers applied in order (whiteouts honoured)."""
 
-    def __init__(self, base: BaseImage, store_path: Path, prefix: str) -> None:
+    def __init__(self, base: BaseImage, store_path: Path, prefix: str, base_layers: int = 0) -> None:
+        """Apply the layers of `base` (the image read); the first `base_layers` are its base, every one above is envkit's."""
         self.prefix = prefix.strip("/")
         self.files: dict[str, str] = {}  # path in prefix -> sha256
         self.links: set[str] = set()
@@ -91,12 +92,12 @@ class ImageTree:
         self.outside: list[str] = []  # non-directory entries outside the prefix in envkit's layers and above
         self.meta: dict[str, bytes] = {}  # conda-meta/*.json, and the lock copy bake put in conda-meta/envkit/
         self.recipe_files: list[str] = []  # files of bake's recipe-files layer: outside the lock, listed not judged
-        first_ours = _first_envkit_layer(base.config, len(base.layers))
+        self.diff_ids: list[str] = []  # sha256 of each layer's uncompressed tar, as read (not as the config claims)
         recipe_layer = _recipe_files_layer(base.config, len(base.layers))
         for index, layer in enumerate(base.layers):
-            self._ours = index >= first_ours
+            self._ours = index >= base_layers
             self._recipe = index == recipe_layer
-            self._apply(store_path / "sha256" / layer.descriptor.digest.partition(":")[2])
+            self.diff_ids.append(self._apply(store_path / "sha256" / layer.descriptor.digest.partition(":")[2]))
 
     def _inside(self, name: str) -> str | None:
         name = posixpath.normpath(name.lstrip("./").lstrip("/")) if name not in ("", ".") else ""
@@ -109,8 +110,9 @@ class ImageTree:
                     del table[key]
         self.links = {k for k in self.links if not (k == path or k.startswith(path + "/"))}
 
-    def _apply(self, blob: Path) -> None:
-        with open_layer(blob) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+    def _apply(self, blob: Path) -> str:
+        """Apply one layer blob; return its diff_id (the digest of its uncompressed tar, every byte read)."""
+        with _Hashing(open_layer(blob)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 directory, base = posixpath.split(member.name)
                 if base.startswith(".wh."):
@@ -139,6 +141,7 @@ class ImageTree:
                     pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
                     if content is not None and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
                         self.meta[path] = content
+        return stream.diff_id
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
@@ -159,13 +162,124 @@ class ImageTree:
         return path in self.links
 
 
-def _first_envkit_layer(config: dict[str, Any], layer_count: int) -> int:
-    """Index of the first layer envkit's bake made (its history says so); every layer from there up is checked."""
-    created = [h.get("created_by", "") for h in (config.get("history") or []) if not h.get("empty_layer")]
-    for index, line in enumerate(created[:layer_count]):
-        if str(line).startswith("envkit bake"):
-            return index
-    return 0
+class _Hashing:
+    """A read-only stream that hashes what is read through it; on exit it reads the rest (a tar's
+    end-of-archive blocks count too) and closes `raw`, leaving `diff_id`."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.diff_id = ""
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                while self.read(1 << 20):
+                    pass
+                self.diff_id = "sha256:" + self.digest.hexdigest()
+        finally:
+            self.raw.close()
+
+
+@dataclass(frozen=True)
+class VerifyBase:
+    """The base image an image is measured against: its layers' diff_ids, and who named it.
+
+    `source` is `--base` (the user named it) or `label` (the image's own
+    `org.opencontainers.image.base.*` labels, which whoever pushed the image wrote), or
+    `none` (the image names no base: every layer is checked as envkit's).
+    """
+
+    reference: str
+    digest: str | None
+    diff_ids: tuple[str, ...]
+    source: str
+
+    def describe(self) -> str:
+        return self.reference + (f"@{self.digest}" if self.digest and "@" not in self.reference else "")
+
+
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+
+
+def load_verify_base(
+    given: str | None, labels: dict[str, str], platform: str, store: Any, insecure_registries: tuple[str, ...]
+) -> VerifyBase:
+    """The base to measure an image against: `given` (verify's `--base`), else the one the image's labels name.
+
+    Loaded by the code bake uses (`load_base`: same size caps, credentials per registry host,
+    every blob checked against its digest); only its config's diff_ids are compared. A base
+    the labels name in a registry is fetched by the digest they record. A local base
+    (`oci:DIR`, `docker-archive:FILE`) the labels name is opened only if it is a directory or a
+    regular file: the image does not get to make verify read a FIFO or a device.
+    """
+    from conda_envkit.oci.base import SCRATCH, load_base, split_ref
+    from conda_envkit.oci.blobs import OciError
+
+    if given is not None:
+        reference, source, digest = given, "--base", None
+    else:
+        named = labels.get(BASE_NAME_LABEL)
+        if not named:
+            return VerifyBase("(none named)", None, (), "none")
+        reference, source, digest = named, "label", labels.get(BASE_DIGEST_LABEL) or None
+        local = next((named[len(kind) :] for kind in ("oci:", "docker-archive:") if named.startswith(kind)), None)
+        if local is not None:
+            path = Path(split_ref(local)[0])
+            wanted_dir = named.startswith("oci:")
+            if not (path.is_dir() if wanted_dir else path.is_file()):
+                raise VerifyError(
+                    f"the image's label names base {named}, which is not a {'directory' if wanted_dir else 'file'} here",
+                    hint="pass --base with the base image it was baked on",
+                )
+        elif named != SCRATCH and digest and "@" not in named:
+            reference = f"{named}@{digest}"
+    try:
+        loaded = load_base(reference, platform, store, insecure_registries)
+    except OciError as exc:
+        hint = "pass --base with the base image it was baked on" if source == "label" else exc.hint
+        who = "named by the image's label" if source == "label" else "--base"
+        raise VerifyError(f"base {reference} ({who}): {exc.message}", hint=hint) from None
+    diff_ids = tuple(layer.diff_id for layer in loaded.layers)
+    return VerifyBase(given if given is not None else named, loaded.digest or digest, diff_ids, source)
+
+
+def base_layers_of(diff_ids: list[str], base: VerifyBase) -> tuple[int, list[Finding]]:
+    """How many of the image's first layers (`diff_ids`, as read) are the base's, and a finding if not all are.
+
+    Every layer above that count is checked as envkit's: nothing outside the prefix but a
+    recipe's files. A layer the image's history or labels call "base" counts for nothing.
+    """
+    count = 0
+    for have, want in zip(diff_ids, base.diff_ids, strict=False):
+        if have != want:
+            break
+        count += 1
+    if count == len(base.diff_ids):
+        return count, []
+    if count == len(diff_ids):
+        detail = f"the image has {len(diff_ids)} layer(s), the base {len(base.diff_ids)}"
+    else:
+        detail = f"layer {count + 1} of the image is {diff_ids[count][:19]}…, the base's is {base.diff_ids[count][:19]}…"
+    return count, [Finding("base-mismatch", f"base {base.describe()} ({base.source})", f"{detail}; checked as envkit's from there up")]
+
+
+def layer_digest_findings(claimed: list[str], read: list[str]) -> list[Finding]:
+    """A finding for each layer whose content is not the diff_id the image's config claims for it."""
+    return [
+        Finding("layer-mismatch", f"layer {index + 1}", f"its content is {have[:19]}…, the config says {want[:19]}…")
+        for index, (want, have) in enumerate(zip(claimed, read, strict=False))
+        if want != have
+    ]
 
 
 def _recipe_files_layer(config: dict[str, Any], layer_count: int) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -73,6 +75,52 @@ def test_local_wheels_stay_relative_too(tmp_path: Path, toy_channel: Path) -> No
     )
     assert installed.returncode == 0, installed.output
     assert run_envkit("verify", "-p", "linux-64", "--prefix", "env", cwd=tmp_path / "b").returncode == 0
+
+
+def test_local_wheels_of_a_piped_spec_are_found_from_the_working_directory(tmp_path: Path, toy_channel: Path) -> None:
+    # A spec from stdin, a pipe or `<(...)` has no directory of its own: `--find-links ./wheels`
+    # means ./wheels of the working directory, as for pip (not /proc/<pid>/fd/wheels).
+    from conda_envkit.testing.local_index import demo_wheels, write_wheel
+
+    project = tmp_path / "project"
+    shutil.copytree(toy_channel, project / "channel")
+    (project / "wheels").mkdir()
+    for wheel in demo_wheels():
+        write_wheel(wheel, project / "wheels")
+    pip = "  - pip:\n      - --no-index\n      - --find-links ./wheels\n      - hello-ml\n"
+    spec = write_env(project, "channels: [./channel]\nplatforms: [linux-64]\n" + _deps("python=3.11") + pip)
+    assert run_envkit("lock", "-q", cwd=project).returncode == 0
+
+    def body(lock: Path) -> dict:
+        data = yaml.safe_load(lock.read_text())
+        del data["metadata"]["sources"]  # a pipe has no path to record
+        return data
+
+    expected = body(project / "conda-lock.yml")
+    command = f"'{sys.executable}' -m conda_envkit lock -q"
+    for name, shell in (
+        ("dash", f"{command} -f - --lockfile dash.yml < environment.yml"),
+        ("pipe", f"cat environment.yml | {command} -f /dev/stdin --lockfile pipe.yml"),
+        ("procsub", f"{command} -f <(cat environment.yml) --lockfile procsub.yml"),
+    ):
+        proc = subprocess.run(["bash", "-c", shell], cwd=project, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (name, proc.stderr)
+        text = (project / f"{name}.yml").read_text()
+        assert "/proc/" not in text and "/dev/" not in text and str(tmp_path) not in text, text
+        assert "url: ./wheels/hello_ml-" in text
+        assert body(project / f"{name}.yml") == expected, name
+
+    # From a file, relative to the file's directory wherever the command runs.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_envkit("lock", "-q", "-f", spec, "--lockfile", project / "from-elsewhere.yml", cwd=elsewhere)
+    assert result.returncode == 0, result.output
+    assert body(project / "from-elsewhere.yml") == expected
+    # A pipe run from elsewhere looks in elsewhere/wheels, which does not exist: uv says so.
+    shutil.copytree(toy_channel, elsewhere / "channel")
+    proc = subprocess.run(["bash", "-c", f"{command} -f - < {spec}"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(elsewhere / "wheels") in proc.stderr, proc.stderr
 
 
 def test_check_reads_platforms_cuda_and_blas_from_the_lock(tmp_path: Path, toy_channel: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conda_envkit.commands import EXIT_STALE, Output
-from conda_envkit.commands.images import host_platform, load_image
+from conda_envkit.commands.images import host_platform, insecure_for, load_image
 from conda_envkit.labels import ImageLabels, label_key
 
 
@@ -54,16 +54,37 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
 
 
 def verify_output(
-    lockfile: Path, prefix: Path | None, image: str | None, platform: str | None, insecure: bool, cache_dir: Path | None, as_json: bool
+    lockfile: Path,
+    prefix: Path | None,
+    image: str | None,
+    platform: str | None,
+    insecure: bool,
+    cache_dir: Path | None,
+    as_json: bool,
+    base: str | None = None,
 ) -> Output:
     """Whether a prefix or image holds exactly the locked packages, with unmodified files (status 1 if not)."""
     from conda_envkit.lockfile import read_lockfile
-    from conda_envkit.verify import ImageTree, VerifyError, verify_image, verify_installed_prefix
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.verify import (
+        BASE_NAME_LABEL,
+        ImageTree,
+        VerifyBase,
+        VerifyError,
+        base_layers_of,
+        layer_digest_findings,
+        load_verify_base,
+        verify_image,
+        verify_installed_prefix,
+    )
 
     if (prefix is None) == (image is None):
         raise VerifyError("pass exactly one of --prefix and --image", hint="envkit verify --prefix ./env, or --image REGISTRY/REPO:TAG")
+    if base is not None and image is None:
+        raise VerifyError("--base goes with --image", hint="envkit verify --image REF --base BASE_REF")
     lf = read_lockfile(lockfile)
     recipe_files: list[str] = []
+    the_base: VerifyBase | None = None
     if prefix is not None:
         chosen = platform or host_platform()
         target = str(prefix)
@@ -79,9 +100,16 @@ def verify_output(
             in_image = envkit.prefix if envkit else None
             if not in_image:
                 raise VerifyError(f"{image} has no {label_key('prefix')} label", hint="was it baked by envkit?")
-            tree = ImageTree(loaded, store_root, in_image)
+            # Which layers are the base is decided by a base the user names (or, failing that, the one
+            # the labels name, said so below), never by the image's history.
+            registries = insecure_for([r for r in (image, base or labels.get(BASE_NAME_LABEL) or "") if r], insecure)
+            the_base = load_verify_base(base, labels, chosen, BlobStore(store_root), registries)
+            claimed = [layer.diff_id for layer in loaded.layers]
+            base_layers, base_findings = base_layers_of(claimed, the_base)
+            tree = ImageTree(loaded, store_root, in_image, base_layers)
             target = f"{image} ({in_image})"
             findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)
+            findings += base_findings + layer_digest_findings(claimed, tree.diff_ids)
         # A recipe's extra files are outside the lock: listed for review, not judged.
         recipe_files = sorted(getattr(tree, "recipe_files", []))
     output = Output(status=EXIT_STALE if findings else 0)
@@ -89,6 +117,8 @@ def verify_output(
         report: dict[str, object] = {"target": target, "platform": chosen, "ok": not findings, "findings": [f.__dict__ for f in findings]}
         if recipe_files:
             report["recipe_files"] = recipe_files
+        if the_base is not None:
+            report["base"] = {"reference": the_base.reference, "digest": the_base.digest, "source": the_base.source}
         output.out(json.dumps(report, indent=2))
     elif findings:
         for f in findings:
@@ -98,6 +128,10 @@ def verify_output(
         output.out(f"{target}: matches {lockfile} ({chosen})")
     if recipe_files and not as_json:
         output.err(f"recipe files (not in the lock, not checked): {', '.join(recipe_files)}")
+    if the_base is not None and the_base.source == "label":
+        output.err(f"note: base taken from the image's own label: {the_base.describe()}; pass --base to require one")
+    elif the_base is not None and the_base.source == "none":
+        output.err("note: the image names no base, so every layer is checked as envkit's; pass --base to name one")
     return output
 
 

@@ -174,6 +174,35 @@ def test_failed_repodata_download_leaves_no_junk_in_the_cache(tmp_path: Path, ho
     assert cached == []
 
 
+def _peak_rss_mib(*args: str | Path, cwd: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run envkit under a small parent that reports the peak RSS of its children (envkit, uv), in MiB."""
+    parent = (
+        "import resource, subprocess, sys; proc = subprocess.run(sys.argv[1:]);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(proc.returncode)"
+    )
+    argv = [sys.executable, "-c", parent, sys.executable, "-m", "conda_envkit", *map(str, args)]
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    *_, peak_kib = proc.stderr.split()
+    return proc, int(peak_kib) / 1024
+
+
+def test_lock_against_an_endless_channel_ends_at_the_deadline(tmp_path: Path, hostile: str) -> None:
+    # Nothing caps repodata by size (py-rattler has no such setting): the deadline ends it, retries
+    # included, and the body streams to disk (not memory) and is removed.
+    channel = f"http://{hostile}/endless"
+    write_env(tmp_path, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
+    proc, peak = _peak_rss_mib("--timeout", "4", "lock", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr
+    error = _error_line(proc.stderr)
+    assert f"cannot read a channel ({channel}): no complete repodata from {channel}/linux-64/, {channel}/noarch/ within 4 s" in error, error
+    assert "now 4 s" in proc.stderr  # the hint says which deadline
+    # 16 MiB/s per subdir for 4 s: held in memory, that would be 64 MiB or more over envkit's own ~50.
+    assert peak < 100, f"peak RSS {peak:.0f} MiB"
+    assert not (tmp_path / "conda-lock.yml").exists()
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
+
+
 @pytest.mark.parametrize("mode", ["html", "not-object", "huge", "never-answer"])
 def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
     base = ("--base", f"{hostile}/{mode}/base:1", "--pin-base-digest", "--insecure")  # pinning asks the registry
@@ -185,7 +214,7 @@ def test_dockerfile_base_from_a_hostile_registry(tmp_path: Path, hostile: str, t
     assert not (tmp_path / "ctx").exists()
 
 
-@pytest.mark.parametrize("mode", ["trickle", "never-answer", "garbage", "redirect-loop"])
+@pytest.mark.parametrize("mode", ["trickle", "never-answer", "garbage", "redirect-loop", "endless"])
 def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, toy_channel: Path, mode: str) -> None:
     index = f"http://{hostile}/{mode}/simple"
     pip = f"  - pip:\n      - --index-url {index}\n      - requests\n"
@@ -195,3 +224,6 @@ def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, 
     error = _error_line(result.stderr)
     assert "linux-64" in error and "pip: section" in error, error
     assert not (tmp_path / "conda-lock.yml").exists()
+    if mode == "endless":  # uv caps no page by size: the resolution's 4 deadlines end it, nothing is cached
+        assert f"against {index} took longer than 8 s (4 times the 2 s network deadline)" in error, error
+        assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20] == []

@@ -15,6 +15,8 @@ Modes
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
+  endless        404 except repodata.json and simple-index pages, which never end: no
+                 Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
   empty          200 with an empty body
   not-object     a JSON array instead of an object
   non-utf8       a manifest with bytes that are not UTF-8
@@ -92,6 +94,31 @@ class Handler(BaseHTTPRequestHandler):
                 return
             time.sleep(0.2)
 
+    def _endless(self) -> None:
+        # Fast enough that no per-read timeout fires, slow enough that a test's few seconds
+        # cost tens of MiB of disk or memory, not gigabytes.
+        if self.path.endswith("/repodata.json"):
+            head, content_type = b'{"info": {"subdir": "linux-64"}, "packages": {', "application/json"
+        elif "/simple/" in self.path:
+            head, content_type = b"<!DOCTYPE html><html><body>", "text/html"
+        else:
+            self._send(404, b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        chunk = b" " * (1 << 20)
+        started = time.monotonic()
+        try:
+            self.wfile.write(head)
+            while time.monotonic() - started < LIMIT:
+                self.wfile.write(chunk)
+                time.sleep(1 / 16)
+        except OSError:
+            return
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self.do_GET()
 
@@ -154,6 +181,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
+        elif mode == "endless":
+            self._endless()
         elif mode == "empty":
             self._send(200, b"", OCI_MANIFEST)
         elif mode == "not-object":
