@@ -108,7 +108,6 @@ def _read_members(archive: Path) -> tuple[dict[str, ArchiveEntry], bytes | None]
     return entries, paths_json
 
 
-
 def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = False) -> tuple[str, bytes | None]:
     """The sha256 (hex) of a regular file in `tar`, read once in chunks; its bytes too when `keep`."""
     data = tar.extractfile(member)
@@ -119,6 +118,7 @@ def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = Fals
         if keep:
             chunks.append(chunk)
     return digest.hexdigest(), b"".join(chunks) if keep else None
+
 
 def _hardlink_ok(target: str) -> bool:
     try:

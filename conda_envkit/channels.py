@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,6 +233,7 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
     removed: list[Path] = []
     if not cache_dir.is_dir():
         return removed
+    removed += _discard_partial_downloads(cache_dir, since_ns)
     prefixes = tuple(url.rstrip("/") + "/" for url in channel_urls)
     for info in cache_dir.glob("*.info.json"):
         try:
@@ -247,6 +249,40 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
+    return removed
+
+
+def _discard_partial_downloads(cache_dir: Path, since_ns: int, wait: float = 2.0) -> list[Path]:
+    """py-rattler's temporary download files (`.tmp*`) begun since `since_ns`, once they stop.
+
+    A cancelled fetch drops its download on py-rattler's own thread, a moment later, and
+    that removes its file; one that lingers (the process is about to leave) is removed here,
+    once it has stopped growing for a few polls.
+    """
+
+    def partial() -> dict[Path, int]:
+        found = {}
+        for path in cache_dir.glob(".tmp*"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if st.st_mtime_ns >= since_ns or st.st_ctime_ns >= since_ns:
+                    found[path] = st.st_size
+        return found
+
+    seen, still = partial(), 0
+    end = time.monotonic() + wait
+    while seen and time.monotonic() < end and still < 3:
+        time.sleep(0.05)
+        now = partial()
+        still = still + 1 if now == seen else 0
+        seen = now
+    removed: list[Path] = []
+    if still < 3:  # still being written: another run's download, not ours
+        return removed
+    for path in seen:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
     return removed
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -47,7 +48,16 @@ from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_pref
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
-from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
+from conda_envkit.network import (
+    DOWNLOAD_CAP_HINT,
+    Deadline,
+    DeadlineExceeded,
+    NetworkError,
+    ResponseTooLarge,
+    iter_limited,
+    max_download_bytes,
+    size_text,
+)
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
@@ -221,6 +231,7 @@ def _download(
     import requests
 
     parts = urlsplit(url)
+    cap = max_download_bytes()
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
@@ -229,8 +240,14 @@ def _download(
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
             ) from None
-        with reader, dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
-            shutil.copyfileobj(reader, out, _CHUNK)
+        with reader:
+            st = os.fstat(reader.fileno())
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a directory: never a package
+                raise InstallError(f"{source}: not a regular file", hint="a lock's file:// URL must name a package archive")
+            if st.st_size > cap:
+                raise InstallError(f"{source}: larger than the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
+            with dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
+                shutil.copyfileobj(reader, out, _CHUNK)
         return _sha256_of(dest), dest.stat().st_size
     last = ""
     tried = 0
@@ -248,10 +265,13 @@ def _download(
                 if response.status_code == 404:
                     raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint="the package is gone from its channel; re-lock")
                 response.raise_for_status()
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > cap:  # refused before a byte of it is written
+                    raise ResponseTooLarge(f"{shown}: {declared} bytes, over the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
                 digest = hashlib.sha256()
                 size = 0
                 with dest.open("wb") as out:
-                    for chunk in iter_limited(response, deadline, chunk=_CHUNK):
+                    for chunk in iter_limited(response, deadline, cap, _CHUNK, DOWNLOAD_CAP_HINT):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
@@ -261,7 +281,7 @@ def _download(
                 f"{shown}: too many redirects", hint="the server redirects in a loop; check the channel or mirror URL"
             ) from None
         except (requests.RequestException, NetworkError) as exc:
-            if isinstance(exc, DeadlineExceeded):
+            if isinstance(exc, (DeadlineExceeded, ResponseTooLarge)):  # another attempt would be the same
                 raise
             last = _failure(exc, shown)
             if not deadline.can_wait(0.5 * 2**attempt):
