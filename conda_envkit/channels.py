@@ -8,15 +8,16 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-from rattler import Client, Gateway
-from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
 
 from conda_envkit.cache import repodata_cache_dir
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
 from conda_envkit.network import network_timeout
+
+if TYPE_CHECKING:  # py-rattler's networking loads only when a gateway is made (a warm bake makes none)
+    from rattler import Gateway
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
@@ -291,6 +292,9 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
 
     Its repodata cache is `<cache>/repodata` (not py-rattler's own ~/.cache/rattler).
     """
+    from rattler import Client, Gateway
+    from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
+
     cache_dir = cache_dir or repodata_cache_dir()
     mirrors: dict[str, list[str]] = {}
     for key, targets in settings.mirrors.items():

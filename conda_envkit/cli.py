@@ -326,6 +326,8 @@ def _bake_command() -> click.Command:
 
         say = _say(quiet)
         result = run_bake(BakeRequest(**flags), quiet, say)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
         say(f"wrote {result.record_path}")
         for line in [json.dumps(result.record.to_json(), indent=2, sort_keys=True)] if as_json else result.references:
             click.echo(line)

@@ -11,22 +11,20 @@ elsewhere (an image's `/opt/conda/envs/<name>`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import requests
-from rattler import BuildString, NoArchType, PackageRecord, Platform, PrefixRecord, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 
@@ -34,6 +32,7 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
 from conda_envkit.cache import default_cache_dir, package_path, packages_dir, tmp_dir
+from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -59,11 +58,13 @@ from conda_envkit.network import (
     max_download_bytes,
     size_text,
 )
-from conda_envkit.pip_install import WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
-if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module), nor by a warm bake (no download, no link)
+    import requests
+    from rattler import PrefixRecord, RepoDataRecord
+
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
@@ -187,20 +188,33 @@ def _stamp(path: Path, sha256: str) -> str:
     return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
 
 
+def _marker(path: Path, sha256: str) -> str:
+    # Sealed with the user's secret: someone who can write a shared cache could otherwise swap the
+    # archive and write a marker with the new file's stat (conda_envkit.cache_seal).
+    stamp = _stamp(path, sha256)
+    return stamp + user_seal().sign("archive", sha256, stamp) + "\n"
+
+
+def _marker_path(path: Path) -> Path:
+    # One marker per user (cache seal) next to the archive: users who share a cache each trust their own.
+    return path.parent / f"verified.{user_seal().owner}"
+
+
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
-    marker = path.parent / "verified"
+    marker = _marker_path(path)
     tmp = path.parent / f"verified.{os.getpid()}.new"
-    tmp.write_text(_stamp(path, sha256), encoding="utf-8")
+    tmp.write_text(_marker(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
 
 
 def is_verified(path: Path, sha256: str) -> bool:
-    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged."""
+    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged
+    and the marker carries this user's seal."""
     if not path.is_file():
         return False
     try:
-        if (path.parent / "verified").read_text(encoding="utf-8") == _stamp(path, sha256):
+        if _marker_path(path).read_text(encoding="utf-8") == _marker(path, sha256):
             return True
     except OSError:
         pass
@@ -210,8 +224,12 @@ def is_verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
+def _download(
+    url: str, dest: Path, session: Callable[[], requests.Session], attempts: int = 3, auth: tuple[str, str] | None = None
+) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    import requests
+
     parts = urlsplit(url)
     cap = max_download_bytes()
     if parts.scheme == "file":
@@ -238,7 +256,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     for attempt in range(attempts):
         tried = attempt + 1
         try:
-            with session.get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
+            with session().get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
@@ -274,6 +292,8 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
 
 def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
     """A short reason for a failed download attempt (requests' own text repeats the URL)."""
+    import requests
+
     if isinstance(exc, NetworkError):
         return exc.message.removeprefix(f"{shown}: ")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -308,7 +328,17 @@ def fetch_packages(
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
-    session = requests.Session()
+    sessions: list[requests.Session] = []
+    session_lock = threading.Lock()
+
+    def session() -> requests.Session:
+        """One HTTP session for this fetch, made on first use: a local channel needs none (nor requests)."""
+        with session_lock:
+            if not sessions:
+                import requests
+
+                sessions.append(requests.Session())
+            return sessions[0]
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
@@ -387,6 +417,8 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
 
 def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
     """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
+
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
@@ -459,6 +491,10 @@ def link_packages(
         extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
+    import asyncio
+
+    from rattler import Platform, install
+
     try:
         asyncio.run(
             install(
@@ -576,6 +612,8 @@ def install_packages(
     )
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
+        from conda_envkit.pip_install import WheelToInstall, install_wheels
+
         to_install = [
             WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages
