@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from conda_envkit import __version__
 from conda_envkit.archive_check import StagedArchive, check_links_together, stage_package_archive
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
+from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
@@ -45,7 +46,6 @@ from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, write_layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
-from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
@@ -158,6 +158,8 @@ def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[Pla
 
 def staged_paths(prefix: Path) -> dict[str, list[str]]:
     """Each installed package's paths in a prefix (plan name -> prefix-relative paths, its record last)."""
+    from conda_envkit.pip_install import PIP_RECORDS  # pypa's installer: not loaded by a warm bake
+
     out: dict[str, list[str]] = {}
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
         record = json.loads(meta.read_text(encoding="utf-8"))
@@ -198,6 +200,7 @@ class PlatformImage:
     cache_entries: tuple[CacheEntry, ...] = ()  # the package layers by their keys, for --cache-to
     infos: tuple[PackageInfo, ...] = ()
     remote_blobs: dict[str, str] = field(default_factory=dict)  # layer digest -> registry/repo (from --cache-from)
+    warnings: tuple[str, ...] = ()  # cache entries that did not match their keys (rebuilt)
 
 
 def image_env(options: BakeOptions) -> dict[str, str]:
@@ -296,7 +299,9 @@ def bake_platform(
     python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
     keys = [layer_key(plan, context) for plan in plans]
-    layer_cache = LayerCache(layers_dir(cache_dir))
+    seal = user_seal()
+    layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
+    fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
     cached = [layer_cache.lookup(key, options.compression, store) for key in keys]
     remote_blobs: dict[str, str] = {}
     for i, key in enumerate(keys):
@@ -308,10 +313,16 @@ def bake_platform(
     by_name = {_plan_name(locked): (locked, info) for locked, info in pairs}
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
-    layers = build_layers(lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, progress)
+    layers = build_layers(
+        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, progress, fragments
+    )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
+    warnings = _cache_warnings(platform, plans, keys, context, layer_cache, fragments)
+    if seal.problem:
+        hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
+        warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")
     written: list[Layer] = [layer for layer in cached if layer is not None]
     entries = tuple(CacheEntry(key, layer, remote_blobs.get(layer.descriptor.digest)) for key, layer in zip(keys, written, strict=True))
     in_image = prefix.strip("/")
@@ -355,7 +366,33 @@ def bake_platform(
         cache_entries=entries,
         infos=tuple(info for _, info in pairs),
         remote_blobs=remote_blobs,
+        warnings=warnings,
     )
+
+
+def _cache_warnings(
+    platform: str, plans: list[PlannedLayer], keys: list[str], context: KeyContext, layers: LayerCache, fragments: FragmentStore
+) -> tuple[str, ...]:
+    """One warning per cache entry (not sealed by this user) that named another blob than its key's packages make."""
+
+    def named(packages: list[str]) -> str:
+        return ", ".join(packages[:5]) + (f" and {len(packages) - 5} more" if len(packages) > 5 else "")
+
+    out = []
+    by_key = dict(zip(keys, plans, strict=True))
+    for key, claimed, built in layers.mismatched:
+        labels = [p.label for p in by_key[key].packages]
+        out.append(
+            f"{platform}: the layer cache entry {key[:12]} (packages {named(labels)}) named blob {claimed[:19]}, "
+            f"which is not the layer of those packages ({built[:19]}): the layer was built again; someone else can write this cache"
+        )
+    by_fragment = {fragment_key(p, context): p.label for plan in plans for p in plan.packages} if fragments.mismatched else {}
+    for key in fragments.mismatched:
+        out.append(
+            f"{platform}: the fragment cache entry {key[:12]} (package {by_fragment.get(key, '?')}) did not hold that package's files: "
+            "it was read again from its archive; someone else can write this cache"
+        )
+    return tuple(out)
 
 
 def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[str, StagedArchive, list[Member] | None]:
@@ -416,13 +453,16 @@ def build_layers(
     cache_dir: Path,
     settings: ChannelSettings | None,
     progress: Progress = SILENT,
+    fragments: FragmentStore | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
     (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks."""
     if not plans:
         return []
-    fragments = FragmentStore(fragments_dir(cache_dir))
+    if fragments is None:
+        seal = user_seal()
+        fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
     members: dict[str, list[Member]] = {}
     need: list[str] = []  # in the order the layers are written
     for plan in plans:
@@ -582,6 +622,17 @@ def bake_image(
     }
     index = put_index(store, [i.manifest for i in images], annotations)
     return BakedImage(index, images, str(whole), options.epoch)
+
+
+def settle_layer_cache(baked: BakedImage, store: BlobStore, cache_dir: Path) -> None:
+    """After the outputs are written: keep the layer cache's stamps current for the blobs this bake checked
+    (an OCI layout's hard links change their ctime), so that the next warm bake reads none of them."""
+    seal = user_seal()
+    layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
+    for image in baked.platforms:
+        for entry in image.cache_entries:
+            if entry.source is None:
+                layer_cache.settle(entry.key, store)
 
 
 def with_recipe(options: BakeOptions, recipe: Recipe, reproducible: bool = False) -> BakeOptions:

@@ -2,15 +2,20 @@
 
     <cache>/                         $ENVKIT_CACHE_DIR, else $XDG_CACHE_HOME/envkit, else ~/.cache/envkit
       pkgs/<sha256>/<file>           conda archives and wheels, content-addressed, re-hashed before use
-      pkginfo/                       what was read from each archive (index.json, paths), by sha256
+      pkginfo/<owner>/               what was read from each archive (index.json, paths), by sha256
       extracted/                     rattler's extracted packages, for `install` into an existing prefix (sync)
       blobs/sha256/<hex>             OCI blobs: base image layers, configs, manifests, baked layers
-      layers/                        layer cache: (package set, compression) -> a written layer
-      fragments/                     per-package layer fragments, reused across bakes
+      layers/<owner>/                layer cache: (package set, compression) -> a written layer
+      fragments/<owner>/             per-package layer fragments, reused across bakes
       uv/                            uv's cache while resolving pip: sections
       repodata/                      py-rattler's repodata cache (credentials scrubbed after every lock)
       tmp/                           staging: bake, build contexts, verify, and each install's own extraction
                                      directory (rattler hard-links from it; removed afterwards)
+
+<owner> names the user's cache seal (conda_envkit.cache_seal): each user trusts only the entries
+it sealed, so users who share a cache keep theirs apart. Outside the cache, and private to the user:
+
+    $XDG_STATE_HOME/envkit/cache-seal.key   the secret that seals the entries this user wrote or checked
 
 Every other module asks this one for a path; none joins paths under the cache itself.
 """
@@ -33,6 +38,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "envkit"
 
 
+def seal_key_path() -> Path:
+    """The cache seal's secret: $XDG_STATE_HOME/envkit/cache-seal.key (~/.local/state/envkit/...).
+
+    Outside the cache on purpose: whoever can write a shared or restored cache must not be able to read it.
+    """
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "envkit" / "cache-seal.key"
+
+
 def cache_dir_or_default(cache_dir: Path | None) -> Path:
     """The cache a command uses: `--cache-dir` if given, else the default."""
     return cache_dir or default_cache_dir()
@@ -48,14 +62,15 @@ def package_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
     return packages_dir(cache_dir) / sha256 / file_name
 
 
-def pkginfo_dir(cache_dir: Path) -> Path:
-    """What envkit read from each archive (index.json, paths), by sha256: no archive is opened twice."""
-    return cache_dir / "pkginfo"
+def pkginfo_dir(cache_dir: Path, owner: str) -> Path:
+    """What envkit read from each archive (index.json, paths), by sha256: no archive is opened twice.
+    One directory per cache seal (`CacheSeal.owner`)."""
+    return cache_dir / "pkginfo" / owner
 
 
-def fragments_dir(cache_dir: Path) -> Path:
-    """Per-package layer fragments (tar members already written), reused across bakes."""
-    return cache_dir / "fragments"
+def fragments_dir(cache_dir: Path, owner: str) -> Path:
+    """Per-package layer fragments (tar members already written), reused across bakes; one directory per seal."""
+    return cache_dir / "fragments" / owner
 
 
 def blobs_dir(cache_dir: Path) -> Path:
@@ -63,9 +78,9 @@ def blobs_dir(cache_dir: Path) -> Path:
     return cache_dir / "blobs"
 
 
-def layers_dir(cache_dir: Path) -> Path:
-    """The layer cache (oci.layer.LayerCache)."""
-    return cache_dir / "layers"
+def layers_dir(cache_dir: Path, owner: str) -> Path:
+    """The layer cache (oci.layer.LayerCache); one directory per cache seal (`CacheSeal.owner`)."""
+    return cache_dir / "layers" / owner
 
 
 def uv_dir(cache_dir: Path) -> Path:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-from rattler import Client, Gateway
-from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
 
 from conda_envkit.cache import repodata_cache_dir
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
 from conda_envkit.network import network_timeout
+
+if TYPE_CHECKING:  # py-rattler's networking loads only when a gateway is made (a warm bake makes none)
+    from rattler import Gateway
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
@@ -228,9 +229,12 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
     After a failed fetch py-rattler keeps what it received (a truncated or garbage
     repodata.json of any size); a later run would only fetch it again.
     """
+    import json  # only after a failed fetch: `envkit lock` loads json while the solver runs
+
     removed: list[Path] = []
     if not cache_dir.is_dir():
         return removed
+    removed += _discard_partial_downloads(cache_dir, since_ns)
     prefixes = tuple(url.rstrip("/") + "/" for url in channel_urls)
     for info in cache_dir.glob("*.info.json"):
         try:
@@ -249,11 +253,48 @@ def discard_failed_repodata(cache_dir: Path, channel_urls: tuple[str, ...], sinc
     return removed
 
 
+def _discard_partial_downloads(cache_dir: Path, since_ns: int, wait: float = 2.0) -> list[Path]:
+    """py-rattler's temporary download files (`.tmp*`) begun since `since_ns`, once they stop.
+
+    A cancelled fetch drops its download on py-rattler's own thread, a moment later, and
+    that removes its file; one that lingers (the process is about to leave) is removed here,
+    once it has stopped growing for a few polls.
+    """
+
+    def partial() -> dict[Path, int]:
+        found = {}
+        for path in cache_dir.glob(".tmp*"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if st.st_mtime_ns >= since_ns or st.st_ctime_ns >= since_ns:
+                    found[path] = st.st_size
+        return found
+
+    seen, still = partial(), 0
+    end = time.monotonic() + wait
+    while seen and time.monotonic() < end and still < 3:
+        time.sleep(0.05)
+        now = partial()
+        still = still + 1 if now == seen else 0
+        seen = now
+    removed: list[Path] = []
+    if still < 3:  # still being written: another run's download, not ours
+        return removed
+    for path in seen:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Gateway:
     """A repodata gateway whose client applies mirrors, stored credentials and retries.
 
     Its repodata cache is `<cache>/repodata` (not py-rattler's own ~/.cache/rattler).
     """
+    from rattler import Client, Gateway
+    from rattler.networking import AuthenticationMiddleware, MirrorMiddleware, RetryMiddleware
+
     cache_dir = cache_dir or repodata_cache_dir()
     mirrors: dict[str, list[str]] = {}
     for key, targets in settings.mirrors.items():

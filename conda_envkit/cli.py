@@ -123,7 +123,58 @@ def image_options(command: F) -> F:
 # -- commands ---------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are built when first looked up (run, completed, or asked for --help).
+
+    Building a command creates its click options; building all twelve (about 110 options) took
+    some 4 ms of every start-up. `envkit --help` lists every command from the short help
+    registered with it and builds none; `envkit lock` builds one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, tuple[str, Callable[[], click.Command]]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            short_help, build = self.lazy[cmd_name]
+            command = build()
+            command.short_help = short_help
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.lazy and args[0] not in self.commands:
+            for name in self.lazy:  # a mistyped command: click's "Did you mean" picks from built ones
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][0]))
+            elif not self.commands[name].hidden:
+                rows.append((name, self.commands[name].get_short_help_str()))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _lazy(name: str, short_help: str) -> Callable[[Callable[[], click.Command]], Callable[[], click.Command]]:
+    """Register a function that builds the command `name`; `short_help` is its line in `envkit --help`."""
+
+    def register(build: Callable[[], click.Command]) -> Callable[[], click.Command]:
+        main.lazy[name] = (short_help, build)
+        return build
+
+    return register
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="envkit")
 @click.option(
     "--timeout",
@@ -139,267 +190,330 @@ def main(timeout: float | None) -> None:
         os.environ["ENVKIT_NETWORK_TIMEOUT"] = f"{timeout:g}"
 
 
-@main.command()
-@click.option(
-    "-f", "--file", "files", multiple=True, type=PATH,
-    help="environment.yml (repeat to merge; later files win per package). [default: environment.yml]",
-)  # fmt: skip
-@click.option("-p", "--platform", "platforms", multiple=True, help="Platform to lock (repeat; overrides `platforms:`). [default: linux-64]")
-@lockfile_option(help="Lock file to write; variants go next to it as <stem>.<variant>.yml.")
-@click.option(
-    "--cuda", "cuda", metavar="VERSION",
-    help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
-    "cap the toolkit with a spec such as `cuda-version <=12.4`.",
-)  # fmt: skip
-@click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
-@click.option(
-    "--blas", multiple=True, metavar="[PLATFORM=]BLAS", help="Pin libblas: mkl, openblas, accelerate or blis (per platform: PLATFORM=BLAS)."
-)
-@click.option("--virtual-package-spec", type=PATH, help="conda-lock style virtual-packages.yml overriding the defaults per platform.")
-@click.option("--channel-alias", metavar="URL", help="Where channel names point. [default: https://conda.anaconda.org/]")
-@mirror_option
-@config_option
-@click.option("--check", is_flag=True, help="Do not solve: exit 1 if the lock no longer satisfies the spec, saying which platform and why.")
-@click.option(
-    "--update", "update", multiple=True, metavar="PKG",
-    help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
-)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@quiet_option
-@_reports_errors
-def lock(as_json: bool, quiet: bool, **flags: Any) -> None:
-    """Solve environment.yml for every platform and write conda-lock.yml."""
-    from conda_envkit.commands.lock import LockRequest, check_output, lock_output, prepare_lock, run_lock
+@_lazy("lock", "Solve environment.yml for every platform; write the lock.")
+def _lock_command() -> click.Command:
+    @click.command("lock")
+    @click.option(
+        "-f", "--file", "files", multiple=True, type=PATH,
+        help="environment.yml (repeat to merge; later files win per package). [default: environment.yml]",
+    )  # fmt: skip
+    @click.option(
+        "-p", "--platform", "platforms", multiple=True, help="Platform to lock (repeat; overrides `platforms:`). [default: linux-64]"
+    )
+    @lockfile_option(help="Lock file to write; variants go next to it as <stem>.<variant>.yml.")
+    @click.option(
+        "--cuda", "cuda", metavar="VERSION",
+        help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
+        "cap the toolkit with a spec such as `cuda-version <=12.4`.",
+    )  # fmt: skip
+    @click.option("--no-cuda", is_flag=True, help="Lock CPU builds only (the default unless the spec sets envkit.cuda).")
+    @click.option(
+        "--blas",
+        multiple=True,
+        metavar="[PLATFORM=]BLAS",
+        help="Pin libblas: mkl, openblas, accelerate or blis (per platform: PLATFORM=BLAS).",
+    )
+    @click.option("--virtual-package-spec", type=PATH, help="conda-lock style virtual-packages.yml overriding the defaults per platform.")
+    @click.option("--channel-alias", metavar="URL", help="Where channel names point. [default: https://conda.anaconda.org/]")
+    @mirror_option
+    @config_option
+    @click.option(
+        "--check", is_flag=True, help="Do not solve: exit 1 if the lock no longer satisfies the spec, saying which platform and why."
+    )
+    @click.option(
+        "--update", "update", multiple=True, metavar="PKG",
+        help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
+    )  # fmt: skip
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+    @quiet_option
+    @_reports_errors
+    def lock(as_json: bool, quiet: bool, **flags: Any) -> None:
+        """Solve environment.yml for every platform and write conda-lock.yml."""
+        from conda_envkit.commands.lock import LockRequest, check_output, lock_output, prepare_lock, run_lock
 
-    request = LockRequest(**flags)
-    spec, options, warnings = prepare_lock(request)
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if request.check:
-        _emit(check_output(spec, options, as_json))
-    else:
-        _emit(lock_output(run_lock(spec, options, quiet, lambda text: click.echo(text, err=True)), as_json))
+        request = LockRequest(**flags)
+        spec, options, warnings = prepare_lock(request)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if request.check:
+            _emit(check_output(spec, options, as_json))
+        else:
+            _emit(lock_output(run_lock(spec, options, quiet, lambda text: click.echo(text, err=True)), as_json))
 
-
-@main.command("hash")
-@lockfile_option()
-@click.option("-p", "--platform", "platform", help="Print only this platform's hash.")
-@click.option("--short", is_flag=True, help="Print only the 12-digit form (for tags).")
-@click.option("--json", "as_json", is_flag=True)
-@_reports_errors
-def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> None:
-    """Print the lock hash (whole lock and per platform)."""
-    from conda_envkit.commands.lock import hash_output
-
-    _emit(hash_output(lockfile, platform, short, as_json))
+    return lock
 
 
-@main.command()
-@lockfile_option()
-@click.option("-p", "--platform", "platform", required=True, help="Platform to render.")
-@click.option(
-    "--kind", type=click.Choice(["explicit", "env"]), default="explicit", show_default=True,
-    help="@EXPLICIT file with sha256, or a pinned environment.yml.",
-)  # fmt: skip
-@click.option("-o", "--output", type=PATH, help="Write here instead of stdout.")
-@click.option("-n", "--name", help="Environment name (for --kind env).")
-@click.option(
-    "--hash", "hash_kind", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
-    help="Hash on each @EXPLICIT line: md5 (every conda client) or sha256 (url#sha256:...).",
-)  # fmt: skip
-@_reports_errors
-def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
-    """Render one platform of the lock as an explicit file or a pinned environment.yml."""
-    from conda_envkit.commands.lock import render_output
+@_lazy("hash", "Print the lock hash (whole lock and per platform).")
+def _hash_command() -> click.Command:
+    @click.command("hash")
+    @lockfile_option()
+    @click.option("-p", "--platform", "platform", help="Print only this platform's hash.")
+    @click.option("--short", is_flag=True, help="Print only the 12-digit form (for tags).")
+    @click.option("--json", "as_json", is_flag=True)
+    @_reports_errors
+    def hash_command(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> None:
+        """Print the lock hash (whole lock and per platform)."""
+        from conda_envkit.commands.lock import hash_output
 
-    _emit(render_output(lockfile, platform, kind, output, name, hash_kind))
+        _emit(hash_output(lockfile, platform, short, as_json))
+
+    return hash_command
 
 
-@main.command()
-@lockfile_option()
-@click.option(
-    "-p", "--platform", "platforms", multiple=True,
-    help="Platform to bake (repeat for a multi-arch index). [default: linux-64, else the lock's first linux platform]",
-)  # fmt: skip
-@click.option("--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]")
-@click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
-@image_options
-@click.option("--oci", "oci_dir", type=PATH, help="Write an OCI image layout directory.")
-@click.option("--docker-archive", type=PATH, help="Write a docker-archive tarball (`docker load -i`).")
-@click.option("--push", "push_repo", metavar="REGISTRY/REPO", help="Push to this repository.")
-@click.option("-t", "--tag", "tags", multiple=True, help="Extra tag (repeat). The lock hash tag is always added.")
-@insecure_option
-@click.option("--entrypoint", help="Entrypoint: a JSON array or a command line.")
-@click.option("--cmd", help="Cmd: a JSON array or a command line.")
-@click.option("--workdir", help="Working directory.")
-@click.option("--user", help="User (name or uid[:gid]).")
-@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
-@click.option("--large-package-mb", type=int, default=32, show_default=True, help="Packages at least this big get a layer of their own.")
-@click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
-@cache_options
-@click.option("--cache-to", metavar="REGISTRY/REPO[:TAG]", help="Store the layer cache in a registry (tag envkit-cache by default).")
-@click.option("--cache-from", multiple=True, metavar="REGISTRY/REPO[:TAG]", help="Use layers from a registry cache (repeat).")
-@click.option("--json", "as_json", is_flag=True, help="Print the bake record on stdout.")
-@quiet_option
-@_reports_errors
-def bake(as_json: bool, quiet: bool, **flags: Any) -> None:
-    """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
-    import json
+@_lazy("render", "Render a platform as an @EXPLICIT file or environment.yml.")
+def _render_command() -> click.Command:
+    @click.command("render")
+    @lockfile_option()
+    @click.option("-p", "--platform", "platform", required=True, help="Platform to render.")
+    @click.option(
+        "--kind", type=click.Choice(["explicit", "env"]), default="explicit", show_default=True,
+        help="@EXPLICIT file with sha256, or a pinned environment.yml.",
+    )  # fmt: skip
+    @click.option("-o", "--output", type=PATH, help="Write here instead of stdout.")
+    @click.option("-n", "--name", help="Environment name (for --kind env).")
+    @click.option(
+        "--hash", "hash_kind", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
+        help="Hash on each @EXPLICIT line: md5 (every conda client) or sha256 (url#sha256:...).",
+    )  # fmt: skip
+    @_reports_errors
+    def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
+        """Render one platform of the lock as an explicit file or a pinned environment.yml."""
+        from conda_envkit.commands.lock import render_output
 
-    from conda_envkit.commands.images import BakeRequest, run_bake
+        _emit(render_output(lockfile, platform, kind, output, name, hash_kind))
 
-    say = _say(quiet)
-    result = run_bake(BakeRequest(**flags), quiet, say)
-    say(f"wrote {result.record_path}")
-    for line in [json.dumps(result.record.to_json(), indent=2, sort_keys=True)] if as_json else result.references:
-        click.echo(line)
+    return render
 
 
-@main.command("install")
-@lockfile_option()
-@click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
-@click.option("--prefix", type=PATH, required=True, help="Where to create the environment, or one envkit made to bring to the lock.")
-@click.option("--force", is_flag=True, help="Bring an existing prefix envkit did not create to the lock.")
-@cache_options
-@quiet_option
-@_reports_errors
-def install_command(quiet: bool, **flags: Any) -> None:
-    """Create a conda environment from the lock (hashes verified), without conda; or sync one envkit made."""
-    from conda_envkit.commands.envs import InstallRequest, install_output
+@_lazy("bake", "Bake a lock into a reproducible OCI image (no daemon).")
+def _bake_command() -> click.Command:
+    @click.command("bake")
+    @lockfile_option()
+    @click.option(
+        "-p", "--platform", "platforms", multiple=True,
+        help="Platform to bake (repeat for a multi-arch index). [default: linux-64, else the lock's first linux platform]",
+    )  # fmt: skip
+    @click.option(
+        "--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]"
+    )
+    @click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
+    @image_options
+    @click.option("--oci", "oci_dir", type=PATH, help="Write an OCI image layout directory.")
+    @click.option("--docker-archive", type=PATH, help="Write a docker-archive tarball (`docker load -i`).")
+    @click.option("--push", "push_repo", metavar="REGISTRY/REPO", help="Push to this repository.")
+    @click.option("-t", "--tag", "tags", multiple=True, help="Extra tag (repeat). The lock hash tag is always added.")
+    @insecure_option
+    @click.option("--entrypoint", help="Entrypoint: a JSON array or a command line.")
+    @click.option("--cmd", help="Cmd: a JSON array or a command line.")
+    @click.option("--workdir", help="Working directory.")
+    @click.option("--user", help="User (name or uid[:gid]).")
+    @click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+    @click.option(
+        "--large-package-mb", type=int, default=32, show_default=True, help="Packages at least this big get a layer of their own."
+    )
+    @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
+    @cache_options
+    @click.option("--cache-to", metavar="REGISTRY/REPO[:TAG]", help="Store the layer cache in a registry (tag envkit-cache by default).")
+    @click.option("--cache-from", multiple=True, metavar="REGISTRY/REPO[:TAG]", help="Use layers from a registry cache (repeat).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the bake record on stdout.")
+    @quiet_option
+    @_reports_errors
+    def bake(as_json: bool, quiet: bool, **flags: Any) -> None:
+        """Bake a lock into a reproducible OCI image (no Docker daemon) and write/push it."""
+        import json
 
-    _emit(install_output(InstallRequest(**flags), quiet))
+        from conda_envkit.commands.images import BakeRequest, run_bake
 
+        say = _say(quiet)
+        result = run_bake(BakeRequest(**flags), quiet, say)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        say(f"wrote {result.record_path}")
+        for line in [json.dumps(result.record.to_json(), indent=2, sort_keys=True)] if as_json else result.references:
+            click.echo(line)
 
-@main.command("export")
-@click.option("--record", "record_path", type=PATH, help="A bake record (bake.json).")
-@lockfile_option(help="A lock file (also the artifact logged to trackers).", default=None)
-@click.option("--image", help="An image: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME]; the record comes from its labels.")
-@click.option("-p", "--platform", help="Which platform's details to export (when there are several).")
-@click.option(
-    "--to", "destinations", multiple=True, required=True,
-    type=click.Choice(["json", "env", "github", "mlflow", "wandb", "registry"]), help="Where to (repeat).",
-)  # fmt: skip
-@click.option("-o", "--output", type=PATH, help="Write json/env output here instead of stdout.")
-@click.option("--run-id", help="MLflow run (or W&B run to resume).")
-@click.option("--experiment", help="MLflow experiment for a new run (when no --run-id).")
-@click.option("--model", help="MLflow registered model to tag (with --version).")
-@click.option("--version", "model_version", help="Version of --model.")
-@click.option("--tracking-uri", help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI]")
-@click.option("--wandb-project", help="W&B project. [default: envkit]")
-@click.option("--wandb-mode", type=click.Choice(["online", "offline"]), help="W&B mode. [default: $WANDB_MODE or online]")
-@click.option("--wandb-dir", type=PATH, help="W&B run directory.")
-@insecure_option
-@_reports_errors
-def export_command(**flags: Any) -> None:
-    """Send the lock hash, image digest and package list to trackers, CI and the registry."""
-    from conda_envkit.commands import Output
-    from conda_envkit.commands.records import ExportRequest, run_export
-
-    run_export(ExportRequest(**flags), Output(sink=lambda to_stderr, text, nl: click.echo(text, err=to_stderr, nl=nl)))
-
-
-@main.command("inspect")
-@click.argument("image", metavar="IMAGE")
-@click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
-@insecure_option
-@_reports_errors
-def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
-    """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
-
-    IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
-    """
-    from conda_envkit.commands.images import inspect_output
-
-    _emit(inspect_output(image, platform, insecure))
+    return bake
 
 
-@main.command("diff")
-@click.argument("old")
-@click.argument("new", default="conda-lock.yml")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
-@click.option("-p", "--platform", "platforms", multiple=True, help="Only these platforms (repeat).")
-@click.option("--exit-code", is_flag=True, help="Exit 1 when the locks differ (like git diff --exit-code).")
-@_reports_errors
-def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> None:
-    """Show what changed between two locks (paths, or git REV:path such as HEAD~1:conda-lock.yml)."""
-    from conda_envkit.commands.records import diff_output
+@_lazy("install", "Create or sync an environment from the lock, without conda.")
+def _install_command() -> click.Command:
+    @click.command("install")
+    @lockfile_option()
+    @click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
+    @click.option("--prefix", type=PATH, required=True, help="Where to create the environment, or one envkit made to bring to the lock.")
+    @click.option("--force", is_flag=True, help="Bring an existing prefix envkit did not create to the lock.")
+    @cache_options
+    @quiet_option
+    @_reports_errors
+    def install_command(quiet: bool, **flags: Any) -> None:
+        """Create a conda environment from the lock (hashes verified), without conda; or sync one envkit made."""
+        from conda_envkit.commands.envs import InstallRequest, install_output
 
-    _emit(diff_output(old, new, fmt, platforms, exit_code))
+        _emit(install_output(InstallRequest(**flags), quiet))
 
-
-@main.command("verify")
-@lockfile_option()
-@click.option("--prefix", type=PATH, help="An installed environment to check.")
-@click.option("--image", help="An image to check: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].")
-@click.option("-p", "--platform", help="Platform of the lock to check against. [default: the image's, or this machine's]")
-@click.option("--base", help="With --image: the base it was baked on (as for bake). [default: the one its label names]")
-@insecure_option
-@cache_dir_option
-@json_option
-@_reports_errors
-def verify_command(
-    lockfile: Path,
-    prefix: Path | None,
-    image: str | None,
-    platform: str | None,
-    base: str | None,
-    insecure: bool,
-    cache_dir: Path | None,
-    as_json: bool,
-) -> None:
-    """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
-    from conda_envkit.commands.envs import verify_output
-
-    _emit(verify_output(lockfile, prefix, image, platform, insecure, cache_dir, as_json, base))
+    return install_command
 
 
-@main.command("doctor")
-@lockfile_option()
-@click.option("--image", help="Check an image instead (its baked-in lock): REGISTRY/REPO[:TAG] or oci:DIR[:NAME].")
-@click.option("-p", "--platform", help="Platform of the lock to check. [default: the image's, or this machine's]")
-@insecure_option
-@json_option
-@_reports_errors
-def doctor_command(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> None:
-    """Say whether the lock or image will run on this host (CUDA driver, glibc, CPU) and what to change."""
-    from conda_envkit.commands.envs import doctor_output
+@_lazy("export", "Send lock hash, image digest and packages to trackers.")
+def _export_command() -> click.Command:
+    @click.command("export")
+    @click.option("--record", "record_path", type=PATH, help="A bake record (bake.json).")
+    @lockfile_option(help="A lock file (also the artifact logged to trackers).", default=None)
+    @click.option("--image", help="An image: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME]; the record comes from its labels.")
+    @click.option("-p", "--platform", help="Which platform's details to export (when there are several).")
+    @click.option(
+        "--to", "destinations", multiple=True, required=True,
+        type=click.Choice(["json", "env", "github", "mlflow", "wandb", "registry"]), help="Where to (repeat).",
+    )  # fmt: skip
+    @click.option("-o", "--output", type=PATH, help="Write json/env output here instead of stdout.")
+    @click.option("--run-id", help="MLflow run (or W&B run to resume).")
+    @click.option("--experiment", help="MLflow experiment for a new run (when no --run-id).")
+    @click.option("--model", help="MLflow registered model to tag (with --version).")
+    @click.option("--version", "model_version", help="Version of --model.")
+    @click.option("--tracking-uri", help="MLflow tracking URI. [default: $MLFLOW_TRACKING_URI]")
+    @click.option("--wandb-project", help="W&B project. [default: envkit]")
+    @click.option("--wandb-mode", type=click.Choice(["online", "offline"]), help="W&B mode. [default: $WANDB_MODE or online]")
+    @click.option("--wandb-dir", type=PATH, help="W&B run directory.")
+    @insecure_option
+    @_reports_errors
+    def export_command(**flags: Any) -> None:
+        """Send the lock hash, image digest and package list to trackers, CI and the registry."""
+        from conda_envkit.commands import Output
+        from conda_envkit.commands.records import ExportRequest, run_export
 
-    _emit(doctor_output(lockfile, image, platform, insecure, as_json))
+        run_export(ExportRequest(**flags), Output(sink=lambda to_stderr, text, nl: click.echo(text, err=to_stderr, nl=nl)))
+
+    return export_command
 
 
-@main.command("recipes")
-@click.option("--recipe-dir", type=DIR, help="Also list recipes here.")
-@json_option
-@_reports_errors
-def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
-    """List the image recipes (built-in and --recipe-dir)."""
-    from conda_envkit.commands.records import recipes_output
+@_lazy("inspect", "Print an image's envkit record and attached artifacts.")
+def _inspect_command() -> click.Command:
+    @click.command("inspect")
+    @click.argument("image", metavar="IMAGE")
+    @click.option("-p", "--platform", help="Platform of a multi-arch image. [default: linux-64]")
+    @insecure_option
+    @_reports_errors
+    def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
+        """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
 
-    _emit(recipes_output(recipe_dir, as_json))
+        IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
+        """
+        from conda_envkit.commands.images import inspect_output
+
+        _emit(inspect_output(image, platform, insecure))
+
+    return inspect_command
 
 
-@main.command("dockerfile")
-@lockfile_option()
-@click.option("--recipe", required=True, help="Recipe (see `envkit recipes`).")
-@image_options
-@click.option("-o", "--output", type=PATH, required=True, help="Build context directory to create.")
-@click.option("-p", "--platform", default="linux-64", show_default=True)
-@click.option("--base", help="Base image instead of the recipe's.")
-@click.option("--backend", type=click.Choice(["buildah", "podman", "docker"]), help="Also run the build with this tool.")
-@click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
-@click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
-@cache_dir_option
-@click.option("--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label.")
-@quiet_option
-@_reports_errors
-def dockerfile_command(quiet: bool, **flags: Any) -> None:
-    """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build.
+@_lazy("diff", "Show what changed between two locks.")
+def _diff_command() -> click.Command:
+    @click.command("diff")
+    @click.argument("old")
+    @click.argument("new", default="conda-lock.yml")
+    @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+    @click.option("-p", "--platform", "platforms", multiple=True, help="Only these platforms (repeat).")
+    @click.option("--exit-code", is_flag=True, help="Exit 1 when the locks differ (like git diff --exit-code).")
+    @_reports_errors
+    def diff_command(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> None:
+        """Show what changed between two locks (paths, or git REV:path such as HEAD~1:conda-lock.yml)."""
+        from conda_envkit.commands.records import diff_output
 
-    Offline unless --pin-base-digest (or --backend, whose build pulls the base).
-    """
-    from conda_envkit.commands.images import DockerfileRequest, run_dockerfile
+        _emit(diff_output(old, new, fmt, platforms, exit_code))
 
-    run_dockerfile(DockerfileRequest(**flags), quiet, click.echo)
+    return diff_command
+
+
+@_lazy("verify", "Check that a prefix or image holds exactly the lock.")
+def _verify_command() -> click.Command:
+    @click.command("verify")
+    @lockfile_option()
+    @click.option("--prefix", type=PATH, help="An installed environment to check.")
+    @click.option("--image", help="An image to check: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].")
+    @click.option("-p", "--platform", help="Platform of the lock to check against. [default: the image's, or this machine's]")
+    @click.option("--base", help="With --image: the base it was baked on (as for bake). [default: the one its label names]")
+    @insecure_option
+    @cache_dir_option
+    @json_option
+    @_reports_errors
+    def verify_command(
+        lockfile: Path,
+        prefix: Path | None,
+        image: str | None,
+        platform: str | None,
+        base: str | None,
+        insecure: bool,
+        cache_dir: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Check that a prefix or image holds exactly the locked packages, with unmodified files (exit 1 if not)."""
+        from conda_envkit.commands.envs import verify_output
+
+        _emit(verify_output(lockfile, prefix, image, platform, insecure, cache_dir, as_json, base))
+
+    return verify_command
+
+
+@_lazy("doctor", "Say whether the lock or image runs on this host.")
+def _doctor_command() -> click.Command:
+    @click.command("doctor")
+    @lockfile_option()
+    @click.option("--image", help="Check an image instead (its baked-in lock): REGISTRY/REPO[:TAG] or oci:DIR[:NAME].")
+    @click.option("-p", "--platform", help="Platform of the lock to check. [default: the image's, or this machine's]")
+    @insecure_option
+    @json_option
+    @_reports_errors
+    def doctor_command(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> None:
+        """Say whether the lock or image will run on this host (CUDA driver, glibc, CPU) and what to change."""
+        from conda_envkit.commands.envs import doctor_output
+
+        _emit(doctor_output(lockfile, image, platform, insecure, as_json))
+
+    return doctor_command
+
+
+@_lazy("recipes", "List the image recipes (built-in and --recipe-dir).")
+def _recipes_command() -> click.Command:
+    @click.command("recipes")
+    @click.option("--recipe-dir", type=DIR, help="Also list recipes here.")
+    @json_option
+    @_reports_errors
+    def recipes_command(recipe_dir: Path | None, as_json: bool) -> None:
+        """List the image recipes (built-in and --recipe-dir)."""
+        from conda_envkit.commands.records import recipes_output
+
+        _emit(recipes_output(recipe_dir, as_json))
+
+    return recipes_command
+
+
+@_lazy("dockerfile", "Write a Docker build context from a recipe.")
+def _dockerfile_command() -> click.Command:
+    @click.command("dockerfile")
+    @lockfile_option()
+    @click.option("--recipe", required=True, help="Recipe (see `envkit recipes`).")
+    @image_options
+    @click.option("-o", "--output", type=PATH, required=True, help="Build context directory to create.")
+    @click.option("-p", "--platform", default="linux-64", show_default=True)
+    @click.option("--base", help="Base image instead of the recipe's.")
+    @click.option("--backend", type=click.Choice(["buildah", "podman", "docker"]), help="Also run the build with this tool.")
+    @click.option("-t", "--tag", "tag", help="Image tag for --backend. [default: envkit/NAME:<lock hash>-<platform>]")
+    @click.option("--insecure", is_flag=True, help="Plain HTTP for a base on a localhost registry (also passed to the backend).")
+    @cache_dir_option
+    @click.option(
+        "--pin-base-digest", is_flag=True, help="Ask the base's registry for its digest: FROM base@digest and the base-digest label."
+    )
+    @quiet_option
+    @_reports_errors
+    def dockerfile_command(quiet: bool, **flags: Any) -> None:
+        """Write a Docker build context from a recipe; the environment is installed by envkit, not in the build.
+
+        Offline unless --pin-base-digest (or --backend, whose build pulls the base).
+        """
+        from conda_envkit.commands.images import DockerfileRequest, run_dockerfile
+
+        run_dockerfile(DockerfileRequest(**flags), quiet, click.echo)
+
+    return dockerfile_command
 
 
 def _terminate(signum: int, _frame: object) -> None:

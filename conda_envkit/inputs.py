@@ -145,12 +145,15 @@ def _size(n: int) -> str:
 
 def decode_utf8(data: bytes, name: str) -> str:
     """`data` decoded as UTF-8 (a leading BOM dropped); an error names the line and byte offset."""
+    # The BOM is dropped here: the "utf-8-sig" codec is a module that every command would import.
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        offset = bom + exc.start
+        line = data.count(b"\n", 0, offset) + 1
         raise NotUtf8(
-            f"{name}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            f"{name}:{line}: not UTF-8 (byte 0x{data[offset]:02x} at offset {offset})",
             hint="save the file as UTF-8",
         ) from None
 

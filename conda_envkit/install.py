@@ -11,22 +11,20 @@ elsewhere (an image's `/opt/conda/envs/<name>`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import requests
-from rattler import BuildString, NoArchType, PackageRecord, Platform, PrefixRecord, RepoDataRecord, install
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
 
@@ -34,6 +32,7 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
 from conda_envkit.cache import default_cache_dir, package_path, packages_dir, tmp_dir
+from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
@@ -49,12 +48,23 @@ from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_pref
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
-from conda_envkit.network import Deadline, DeadlineExceeded, NetworkError, iter_limited
-from conda_envkit.pip_install import WheelToInstall, install_wheels
+from conda_envkit.network import (
+    DOWNLOAD_CAP_HINT,
+    Deadline,
+    DeadlineExceeded,
+    NetworkError,
+    ResponseTooLarge,
+    iter_limited,
+    max_download_bytes,
+    size_text,
+)
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
-if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module)
+if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module), nor by a warm bake (no download, no link)
+    import requests
+    from rattler import PrefixRecord, RepoDataRecord
+
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
@@ -178,40 +188,59 @@ def _stamp(path: Path, sha256: str) -> str:
     return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
 
 
+def _marker(path: Path, sha256: str) -> str:
+    # Sealed with the user's secret: someone who can write a shared cache could otherwise swap the
+    # archive and write a marker with the new file's stat (conda_envkit.cache_seal).
+    stamp = _stamp(path, sha256)
+    return stamp + user_seal().sign("archive", sha256, stamp) + "\n"
+
+
+def _marker_path(path: Path) -> Path:
+    # One marker per user (cache seal) next to the archive: users who share a cache each trust their own.
+    return path.parent / f"verified.{user_seal().owner}"
+
+
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
-    marker = path.parent / "verified"
+    marker = _marker_path(path)
     tmp = path.parent / f"verified.{os.getpid()}.new"
-    tmp.write_text(_stamp(path, sha256), encoding="utf-8")
+    tmp.write_text(_marker(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
 
 
 _CHECKED = "envkit-archive-check/1"
 
 
+def _checked_marker(path: Path, sha256: str) -> str:
+    # Sealed like `verified`: a forged marker would let a package that contradicts its own paths.json through.
+    stamp = f"{_CHECKED} {_stamp(path, sha256)}"
+    return stamp + user_seal().sign("archive-check", sha256, stamp) + "\n"
+
+
 def mark_checked(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now, and verified as `sha256`) passed the archive check, file hashes included."""
-    marker = path.parent / "checked"
+    marker = path.parent / f"checked.{user_seal().owner}"
     tmp = path.parent / f"checked.{os.getpid()}.{threading.get_ident()}.new"
-    tmp.write_text(f"{_CHECKED} {_stamp(path, sha256)}", encoding="utf-8")
+    tmp.write_text(_checked_marker(path, sha256), encoding="utf-8")
     os.replace(tmp, marker)
 
 
 def is_checked(path: Path, sha256: str) -> bool:
-    """Whether the archive, as it is now, already passed the archive check with its files hashed: then its
-    files need not be hashed again (the rest of the check is cheap and always done)."""
+    """Whether the archive, as it is now, already passed the archive check with its files hashed (this user's
+    sealed marker says so): then its files need not be hashed again (the rest of the check is cheap and always done)."""
     try:
-        return (path.parent / "checked").read_text(encoding="utf-8") == f"{_CHECKED} {_stamp(path, sha256)}"
+        return (path.parent / f"checked.{user_seal().owner}").read_text(encoding="utf-8") == _checked_marker(path, sha256)
     except OSError:
         return False
 
 
 def is_verified(path: Path, sha256: str) -> bool:
-    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged."""
+    """Whether the cached archive matches `sha256`: hashed once, then trusted while its stat is unchanged
+    and the marker carries this user's seal."""
     if not path.is_file():
         return False
     try:
-        if (path.parent / "verified").read_text(encoding="utf-8") == _stamp(path, sha256):
+        if _marker_path(path).read_text(encoding="utf-8") == _marker(path, sha256):
             return True
     except OSError:
         pass
@@ -221,9 +250,14 @@ def is_verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3, auth: tuple[str, str] | None = None) -> tuple[str, int]:
+def _download(
+    url: str, dest: Path, session: Callable[[], requests.Session], attempts: int = 3, auth: tuple[str, str] | None = None
+) -> tuple[str, int]:
     """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    import requests
+
     parts = urlsplit(url)
+    cap = max_download_bytes()
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
@@ -232,8 +266,14 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
             ) from None
-        with reader, dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
-            shutil.copyfileobj(reader, out, _CHUNK)
+        with reader:
+            st = os.fstat(reader.fileno())
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a directory: never a package
+                raise InstallError(f"{source}: not a regular file", hint="a lock's file:// URL must name a package archive")
+            if st.st_size > cap:
+                raise InstallError(f"{source}: larger than the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
+            with dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
+                shutil.copyfileobj(reader, out, _CHUNK)
         return _sha256_of(dest), dest.stat().st_size
     last = ""
     tried = 0
@@ -242,7 +282,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
     for attempt in range(attempts):
         tried = attempt + 1
         try:
-            with session.get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
+            with session().get(url, stream=True, timeout=deadline.timeouts(), auth=auth) as response:
                 if response.status_code in (401, 403):
                     raise InstallError(
                         f"{strip_credentials(url)}: HTTP {response.status_code} (not authorized)",
@@ -251,10 +291,13 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
                 if response.status_code == 404:
                     raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint="the package is gone from its channel; re-lock")
                 response.raise_for_status()
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > cap:  # refused before a byte of it is written
+                    raise ResponseTooLarge(f"{shown}: {declared} bytes, over the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
                 digest = hashlib.sha256()
                 size = 0
                 with dest.open("wb") as out:
-                    for chunk in iter_limited(response, deadline, chunk=_CHUNK):
+                    for chunk in iter_limited(response, deadline, cap, _CHUNK, DOWNLOAD_CAP_HINT):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
@@ -264,7 +307,7 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
                 f"{shown}: too many redirects", hint="the server redirects in a loop; check the channel or mirror URL"
             ) from None
         except (requests.RequestException, NetworkError) as exc:
-            if isinstance(exc, DeadlineExceeded):
+            if isinstance(exc, (DeadlineExceeded, ResponseTooLarge)):  # another attempt would be the same
                 raise
             last = _failure(exc, shown)
             if not deadline.can_wait(0.5 * 2**attempt):
@@ -275,6 +318,8 @@ def _download(url: str, dest: Path, session: requests.Session, attempts: int = 3
 
 def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
     """A short reason for a failed download attempt (requests' own text repeats the URL)."""
+    import requests
+
     if isinstance(exc, NetworkError):
         return exc.message.removeprefix(f"{shown}: ")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -309,7 +354,17 @@ def fetch_packages(
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
-    session = requests.Session()
+    sessions: list[requests.Session] = []
+    session_lock = threading.Lock()
+
+    def session() -> requests.Session:
+        """One HTTP session for this fetch, made on first use: a local channel needs none (nor requests)."""
+        with session_lock:
+            if not sessions:
+                import requests
+
+                sessions.append(requests.Session())
+            return sessions[0]
 
     def fetch(p: LockedDependency) -> tuple[FetchedPackage, bool, int]:
         expected = (p.hash.sha256 or "").lower()
@@ -388,6 +443,8 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
 
 def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
     """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
+
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
@@ -465,6 +522,10 @@ def link_packages(
         extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
+    import asyncio
+
+    from rattler import Platform, install
+
     try:
         asyncio.run(
             install(
@@ -582,6 +643,8 @@ def install_packages(
     )
     normalize_conda_meta(prefix, conda_fetched)
     if wheels:
+        from conda_envkit.pip_install import WheelToInstall, install_wheels
+
         to_install = [
             WheelToInstall(f.locked.name, f.locked.version, f.locked.locked_url, f.locked.hash.sha256 or "", f.archive)
             for f in report.packages

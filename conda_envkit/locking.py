@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,15 +12,13 @@ import rattler
 
 from conda_envkit.cache import cache_dir_or_default
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
-from conda_envkit.files import write_files
-from conda_envkit.lockfile import LockFileError, read_lockfile
-from conda_envkit.lockmodel import LockHash, lock_hash, platform_lock_hash
-from conda_envkit.lockwrite import PlatformPart, build_lockfile, platform_part, render_lockfile
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
 
 if TYPE_CHECKING:
+    from conda_envkit.lockmodel import LockHash
+    from conda_envkit.lockwrite import PlatformPart
     from conda_envkit.pip_lock import PipInputs, PipPin
 
 
@@ -179,6 +176,8 @@ def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir:
 
 def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
     """For `--update`: per target, the locked packages to keep (every locked package not named)."""
+    from conda_envkit.lockfile import LockFileError, read_lockfile
+
     kept: dict[tuple[str | None, str], KeptPins] = {}
     seen: set[str] = set()
     for plan in plans:
@@ -199,6 +198,16 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 
+def _load_lock_writer() -> None:
+    """Import what turns solutions into lock files, while rattler solves.
+
+    The solver runs in rattler's threads and Python waits for it: loading the lock model,
+    its YAML writer and the hashes then (about a tenth of `envkit lock`'s start-up) costs
+    no wall time on a machine with a core to spare.
+    """
+    import conda_envkit.lockwrite  # noqa: F401  # and with it lockmodel, lock_yaml, files, hashlib, json
+
+
 def lock_environment(
     spec: EnvSpec,
     options: LockOptions,
@@ -217,16 +226,23 @@ def lock_environment(
 
     def convert(solved: SolvedPlatform) -> None:
         # Runs in the event loop while the remaining platforms solve in rattler's threads.
+        from conda_envkit.lockwrite import platform_part
+
         parts[(solved.target.variant, solved.target.platform)] = platform_part(solved, channels, lock_dir)
         if on_solved is not None:
             on_solved(solved)
 
     keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda))
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda, _load_lock_writer))
+    from conda_envkit.files import write_files
+    from conda_envkit.lockmodel import lock_hash, platform_lock_hash
+    from conda_envkit.lockwrite import build_lockfile, platform_part, render_lockfile
 
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
+        from concurrent.futures import ThreadPoolExecutor
+
         from conda_envkit.pip_lock import uv_binary
 
         cache_dir = cache_dir_or_default(options.cache_dir)

@@ -40,15 +40,16 @@ HEADER = """\
 # `envkit install` read it. Re-lock with `envkit lock`; check it with `envkit lock --check`.
 """
 
-_CONDA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-_PIP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._\-]{0,126}[A-Za-z0-9])?")
-_VERSION = re.compile(r"[A-Za-z0-9_.+!*\-]{1,64}")
-_BUILD = re.compile(r"[A-Za-z0-9_.+]{1,128}")
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
-_ENV_VAR = re.compile(r"\$\{\w+\}")
-_PLATFORM = re.compile(r"(noarch|[a-z]+-[a-z0-9]+)")
+# Grammars as pattern strings: `re` compiles (and caches) each on first use, so `envkit lock`,
+# which writes a lock without reading one, does not pay for compiling them at import.
+_CONDA_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
+_PIP_NAME = r"[A-Za-z0-9]([A-Za-z0-9._\-]{0,126}[A-Za-z0-9])?"
+_VERSION = r"[A-Za-z0-9_.+!*\-]{1,64}"
+_BUILD = r"[A-Za-z0-9_.+]{1,128}"
+_HEX32 = r"[0-9a-f]{32}"
+_HEX64 = r"[0-9a-f]{64}"
+_CONTROL = r"[\x00-\x1f\x7f\u0085\u2028\u2029]"
+_PLATFORM = r"(noarch|[a-z]+-[a-z0-9]+)"
 _CONDA_SUFFIXES = (".conda", ".tar.bz2")
 _MAX_FILENAME = 255
 _MAX_URL = 4096
@@ -293,7 +294,7 @@ class _Reader:
                 return ""
             raise self.fail(node, f"{what} is empty")
         value = str(node.value)
-        if _CONTROL.search(value):
+        if re.search(_CONTROL, value):
             raise self.fail(node, f"{what} holds a control character or line break: {value[:80]!r}")
         return value
 
@@ -374,11 +375,11 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
         raise r.fail(entry["manager"], f"{label}: manager {manager!r} is neither conda nor pip")
     name = r.text(entry["name"], f"{label}.name")
     grammar = _CONDA_NAME if manager == "conda" else _PIP_NAME
-    if not grammar.fullmatch(name):
+    if not re.fullmatch(grammar, name):
         raise r.fail(entry["name"], f"{label}: invalid {manager} package name {name!r}")
     label = f"package {name!r}"
     version = r.text(entry["version"], f"{label}.version")
-    if not _VERSION.fullmatch(version):
+    if not re.fullmatch(_VERSION, version):
         raise r.fail(entry["version"], f"{label}: invalid version {version!r}")
     platform = r.text(entry["platform"], f"{label}.platform")
     if platform not in platforms:
@@ -396,9 +397,9 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
             raise r.fail(hashes[key], f"{label}: unknown hash {key!r}")
     md5 = r.text(hashes["md5"], f"{label}.hash.md5", optional=True).lower() if "md5" in hashes else None
     sha256 = r.text(hashes["sha256"], f"{label}.hash.sha256", optional=True).lower() if "sha256" in hashes else None
-    if md5 is not None and not _HEX32.fullmatch(md5):
+    if md5 is not None and not re.fullmatch(_HEX32, md5):
         raise r.fail(hashes["md5"], f"{label}: md5 {md5!r} is not 32 hex digits")
-    if sha256 is not None and not _HEX64.fullmatch(sha256):
+    if sha256 is not None and not re.fullmatch(_HEX64, sha256):
         raise r.fail(hashes["sha256"], f"{label}: sha256 {sha256!r} is not 64 hex digits")
     if not md5 and not sha256:
         raise r.fail(entry["hash"], f"{label}: no md5 or sha256")
@@ -415,14 +416,14 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
             written = r.text(entry["build"], f"{label}.build", optional=True)
             if written and written != build:
                 raise r.fail(entry["build"], f"{label}: build {written!r} differs from the URL's {build!r}")
-        if not _BUILD.fullmatch(build):
+        if not re.fullmatch(_BUILD, build):
             raise r.fail(entry["url"], f"{label}: invalid build string {build!r}")
     elif "build" in entry and r.text(entry["build"], f"{label}.build", optional=True):
         raise r.fail(entry["build"], f"{label}: pip packages have no build")
 
     dependencies = r.string_map(entry["dependencies"], f"{label}.dependencies") if "dependencies" in entry else {}
     for dep in dependencies:
-        if not (_CONDA_NAME.fullmatch(dep.removeprefix("__")) or _PIP_NAME.fullmatch(dep)):
+        if not (re.fullmatch(_CONDA_NAME, dep.removeprefix("__")) or re.fullmatch(_PIP_NAME, dep)):
             raise r.fail(entry["dependencies"], f"{label}: invalid dependency name {dep!r}")
     source_url = None
     if "source" in entry and not (isinstance(entry["source"], yaml.ScalarNode) and entry["source"].tag.endswith(":null")):
@@ -448,14 +449,14 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
     )
 
 
-_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+_CHANNEL_NAME = r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*"
 
 
 def _channel(r: _Reader, node: yaml.Node, url: str) -> str:
     """A channel as conda-lock records it: a name (`conda-forge`, `pytorch/label/nightly`), a URL or ./relative."""
     if "://" in url:
         _check_url(r, node, url, f"channel {url!r}", None)
-    elif not (url.startswith(("./", "../")) or url == "." or _CHANNEL_NAME.fullmatch(url)) or len(url) > _MAX_URL:
+    elif not (url.startswith(("./", "../")) or url == "." or re.fullmatch(_CHANNEL_NAME, url)) or len(url) > _MAX_URL:
         raise r.fail(node, f"metadata.channels: {url!r} is neither a channel name nor a URL")
     return url
 
@@ -488,7 +489,7 @@ def _metadata(r: _Reader, node: yaml.Node) -> LockMetadata:
             raise r.fail(node, f"metadata: no {key!r}")
     platforms = tuple(r.text(p, "metadata.platforms[]") for p in r.sequence(meta["platforms"], "metadata.platforms"))
     for p, pnode in zip(platforms, meta["platforms"].value, strict=False):
-        if not _PLATFORM.fullmatch(p):
+        if not re.fullmatch(_PLATFORM, p):
             raise r.fail(pnode, f"metadata.platforms: invalid platform {p!r}")
     if len(set(platforms)) != len(platforms):
         raise r.fail(meta["platforms"], "metadata.platforms: a platform is listed twice")

@@ -9,6 +9,7 @@ still ends it. Connect and read timeouts are derived from the same number.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,11 @@ READ_TIMEOUT = 60.0
 # Each byte received extends its download's deadline by 1/MIN_RATE seconds: a 2 GiB
 # layer arriving at 1 MiB/s or faster always finishes, a trickle does not.
 MIN_RATE = float(1 << 20)
+# A download whose size nothing tells in advance (a package archive or wheel: the lock has
+# only its hash) stops here; the largest conda-forge archives and PyPI wheels are ~3 GiB.
+DOWNLOAD_CAP_ENV_VAR = "ENVKIT_MAX_DOWNLOAD_BYTES"
+DEFAULT_DOWNLOAD_CAP = 8 << 30
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class NetworkError(EnvkitError):
@@ -51,6 +57,23 @@ def network_timeout() -> float:
     if not (0 < value < 7 * 24 * 3600):
         raise NetworkError(f"{TIMEOUT_ENV_VAR}={raw!r} is not a number of seconds", hint=f"e.g. {TIMEOUT_ENV_VAR}=120, or unset it")
     return value
+
+
+def max_download_bytes() -> int:
+    """$ENVKIT_MAX_DOWNLOAD_BYTES (bytes, or with a K/M/G/T suffix, binary; default 8G); invalid is an error naming it."""
+    raw = os.environ.get(DOWNLOAD_CAP_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_DOWNLOAD_CAP
+    match = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:i?B)?", raw, re.IGNORECASE)
+    value = int(match[1]) * _UNITS[match[2].upper()] if match else 0
+    if value <= 0:
+        raise NetworkError(
+            f"{DOWNLOAD_CAP_ENV_VAR}={raw!r} is not a size", hint=f"e.g. {DOWNLOAD_CAP_ENV_VAR}=16G (bytes, or K/M/G/T), or unset it"
+        )
+    return value
+
+
+DOWNLOAD_CAP_HINT = f"no package should be that big: check the server; if the file really is, raise {DOWNLOAD_CAP_ENV_VAR}"
 
 
 @dataclass
@@ -96,7 +119,9 @@ class _Streaming(Protocol):
     def raw(self) -> _Raw: ...
 
 
-def iter_limited(response: _Streaming, deadline: Deadline, max_bytes: int | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
+def iter_limited(
+    response: _Streaming, deadline: Deadline, max_bytes: int | None = None, chunk: int = 1 << 20, cap_hint: str | None = None
+) -> Iterator[bytes]:
     """The body of a streamed response (`stream=True`) in chunks, stopped at the deadline or past `max_bytes`.
 
     Reads with `read1` (whatever one receive brings), so a server that trickles
@@ -117,8 +142,8 @@ def iter_limited(response: _Streaming, deadline: Deadline, max_bytes: int | None
         deadline.earn(len(part))
         if max_bytes is not None and total > max_bytes:
             raise ResponseTooLarge(
-                f"{deadline.what}: response larger than the {_size(max_bytes)} limit",
-                hint="the server sent something other than expected; check the reference and the server",
+                f"{deadline.what}: response larger than the {size_text(max_bytes)} limit",
+                hint=cap_hint or "the server sent something other than expected; check the reference and the server",
             )
         yield part
 
@@ -156,5 +181,7 @@ def read_limited(response: _Streaming, deadline: Deadline, max_bytes: int) -> by
     return b"".join(iter_limited(response, deadline, max_bytes))
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):g} GiB"
     return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from conda_envkit.cache import pkginfo_dir
+from conda_envkit.cache_seal import user_seal
 from conda_envkit.errors import EnvkitError
 
 INFO_FORMAT = "envkit.pkginfo/1"
@@ -127,10 +128,16 @@ def read_wheel_info(archive: Path, sha256: str, name: str, version: str) -> Pack
 
 
 class PackageInfoCache:
-    """`<cache>/pkginfo/<sha256>.json`: package info by archive sha256."""
+    """`<cache>/pkginfo/<owner>/<sha256>.json`: package info by archive sha256, sealed by its writer.
+
+    Only a record this user sealed (conda_envkit.cache_seal) is used: another one (a restored or shared
+    cache) could change what a package's conda-meta record says or how it is baked, so the archive is
+    read again.
+    """
 
     def __init__(self, cache_dir: Path) -> None:
-        self.root = pkginfo_dir(cache_dir)
+        self.seal = user_seal()
+        self.root = pkginfo_dir(cache_dir, self.seal.owner)
 
     def _path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -140,8 +147,12 @@ class PackageInfoCache:
     def get(self, sha256: str) -> PackageInfo | None:
         path = self._path(sha256)
         try:
-            info = PackageInfo.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
-        except (OSError, ValueError, PackageInfoError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            fields = {k: v for k, v in data.items() if k != "seal"}
+            if not self.seal.check("pkginfo", sha256, fields, data.get("seal")):
+                return None
+            info = PackageInfo.from_json(fields, str(path))
+        except (OSError, ValueError, AttributeError, PackageInfoError):
             return None
         return info if info.sha256 == sha256 else None
 
@@ -150,8 +161,9 @@ class PackageInfoCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pkginfo.", dir=path.parent)
         try:
+            document = info.to_json()
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(info.to_json(), f, sort_keys=True)
+                json.dump({**document, "seal": self.seal.sign("pkginfo", info.sha256, document)}, f, sort_keys=True)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -50,7 +50,8 @@ CUDA_PLATFORMS = frozenset({"linux-64", "linux-aarch64", "win-64"})
 # conda-lock's default `__cuda` on CUDA platforms (its default-virtual-packages.yaml): what a
 # lock conda-lock wrote was solved for when it says nothing else.
 CONDA_LOCK_DEFAULT_CUDA = "11.4"
-_CUDA_VERSION = re.compile(r"\d{1,3}(\.\d{1,3}){0,2}")
+# Patterns are strings compiled by `re` on first use (most commands never parse a CUDA version).
+_CUDA_VERSION = r"\d{1,3}(\.\d{1,3}){0,2}"
 _NO_CUDA = ("none", "cpu", "false")
 
 
@@ -64,7 +65,7 @@ def parse_cuda_driver(value: object, where: str) -> str | None:
     text = str(value).strip()
     if text.lower() in _NO_CUDA:
         return None
-    if not _CUDA_VERSION.fullmatch(text):
+    if not re.fullmatch(_CUDA_VERSION, text):
         raise PlatformError(
             f"{where}: invalid CUDA driver version {text!r}",
             hint="write the driver's CUDA version as MAJOR[.MINOR], e.g. 12.4 (what nvidia-smi shows), or none",
@@ -165,9 +166,9 @@ def virtual_packages_for(
     return tuple(packages)
 
 
-_VIRTUAL_NAME = re.compile(r"__[a-z0-9][a-z0-9_.-]*")
+_VIRTUAL_NAME = r"__[a-z0-9][a-z0-9_.-]*"
 # `2.17`, `12.4`, `1 x86_64` (version, then an optional build), or empty to remove.
-_VIRTUAL_VERSION = re.compile(r"(|[0-9][0-9A-Za-z_.+!]*( [A-Za-z0-9_.+-]+)?)")
+_VIRTUAL_VERSION = r"(|[0-9][0-9A-Za-z_.+!]*( [A-Za-z0-9_.+-]+)?)"
 
 
 def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
@@ -189,12 +190,12 @@ def read_virtual_package_spec(path: Path) -> dict[str, dict[str, str]]:
                 hint="write e.g. `packages: {__glibc: '2.17'}`",
             )
         for name, value in packages.items():
-            if not _VIRTUAL_NAME.fullmatch(str(name)):
+            if not re.fullmatch(_VIRTUAL_NAME, str(name)):
                 raise PlatformError(
                     f"{path}: {platform}: {name!r} is not a virtual package",
                     hint="virtual package names start with `__`, e.g. __glibc",
                 )
-            if value is not None and (isinstance(value, (dict, list, bool)) or not _VIRTUAL_VERSION.fullmatch(str(value))):
+            if value is not None and (isinstance(value, (dict, list, bool)) or not re.fullmatch(_VIRTUAL_VERSION, str(value))):
                 raise PlatformError(
                     f"{path}: {platform}: {name}: invalid version {value!r}",
                     hint="write a version, optionally a space and a build (e.g. '2.17', '1 x86_64'), or an empty value to remove it",

@@ -190,8 +190,9 @@ def write_cache(
     return uploaded, mounted
 
 
-def fetch_layers(blobs: dict[str, str], store: BlobStore, client_for: Callable[[str], RegistryClient]) -> int:
-    """Download (digest-checked) every cache-only layer blob an output needs into `store`; return how many."""
+def fetch_layers(blobs: dict[str, str], sizes: dict[str, int], store: BlobStore, client_for: Callable[[str], RegistryClient]) -> int:
+    """Download (digest-checked, no bigger than its descriptor says) every cache-only layer blob an output needs
+    into `store`; return how many."""
     count = 0
     for digest, source in blobs.items():
         if store.has(digest):
@@ -199,7 +200,7 @@ def fetch_layers(blobs: dict[str, str], store: BlobStore, client_for: Callable[[
         registry, _, repository = source.partition("/")
         tmp = store.temp_path()
         try:
-            client_for(registry).fetch_blob(repository, digest, tmp)
+            client_for(registry).fetch_blob(repository, digest, tmp, sizes[digest])
             store.adopt(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -226,10 +227,12 @@ class RegistryClients:
         """Download the cache-only layers an output needs: all of them for --oci/--docker-archive, else those
         that cannot be mounted because the push goes to another registry."""
         remote: dict[str, str] = {}
+        sizes: dict[str, int] = {}
         for image in baked.platforms:  # type: ignore[attr-defined]
             remote.update(image.remote_blobs)
+            sizes.update({layer.descriptor.digest: layer.descriptor.size for layer in image.layers})
         needed = {d: s for d, s in remote.items() if local or any(not s.startswith(r + "/") for r in pushed_to)}
-        return fetch_layers(needed, store, self.client)
+        return fetch_layers(needed, sizes, store, self.client)
 
     def store_cache(self, ref: CacheRef, baked: object, store: BlobStore) -> tuple[int, int]:
         entries = [e for image in baked.platforms for e in image.cache_entries]  # type: ignore[attr-defined]

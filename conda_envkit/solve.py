@@ -273,17 +273,21 @@ async def solve_target(
     channels: tuple[ResolvedChannel, ...],
     gateway: rattler.Gateway,
     keep: dict[str, str] | None = None,
+    on_solving: Callable[[], object] | None = None,
 ) -> SolvedPlatform:
     """Solve one target; raise `SolveError` naming the platform and the failing spec.
 
     `keep` (name -> sha256) prefers those locked builds (rattler's locked packages): the
-    solver moves them only where an updated package strictly requires it.
+    solver moves them only where an updated package strictly requires it. `on_solving()`
+    is called once the repodata is in, right before the solve is handed to rattler.
     """
     if target.blas is not None:
         check_blas(target.blas, target.platform)
     started = time.perf_counter()
     await fetch_repodata(target, channels, gateway)
     locked = await locked_records(target, channels, gateway, keep or {})
+    if on_solving is not None:
+        on_solving()
     try:
         records = await rattler.solve(
             sources=[c.url for c in channels],
@@ -315,11 +319,25 @@ async def solve_targets(
     gateway: rattler.Gateway,
     on_solved: Callable[[SolvedPlatform], None] | None = None,
     keep: Callable[[SolveTarget], dict[str, str]] | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> list[SolvedPlatform]:
-    """Solve all targets concurrently; the first error wins, reported for its platform."""
+    """Solve all targets concurrently; the first error wins, reported for its platform.
+
+    `meanwhile()` runs once every solve has been handed to rattler: the solver works in
+    rattler's threads (without Python's lock, unlike the repodata fetches before it, which
+    build Python objects), so Python is free to prepare what comes after.
+    """
+    handed = 0
+
+    def solving() -> None:
+        nonlocal handed
+        handed += 1
+        if handed == len(targets) and meanwhile is not None:
+            # call_soon: after this task's next step, which hands its solve to rattler.
+            asyncio.get_running_loop().call_soon(meanwhile)
 
     async def one(target: SolveTarget) -> SolvedPlatform:
-        solved = await solve_target(target, channels, gateway, keep(target) if keep else None)
+        solved = await solve_target(target, channels, gateway, keep(target) if keep else None, solving)
         if on_solved is not None:
             on_solved(solved)
         return solved

@@ -37,7 +37,7 @@ _TOP_LEVEL_KEYS = {
 }
 _ENVKIT_KEYS = {"cuda", "blas", "variants"}
 _VARIANT_KEYS = {"cuda", "blas", "platforms"}
-_VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_VARIANT_NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
 
 class SpecError(EnvkitError):
@@ -275,7 +275,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
         raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
     for name, vnode in _mapping(keys.get("variants")).items():
-        if not _VARIANT_NAME.match(name):
+        if not re.match(_VARIANT_NAME, name):
             raise SpecError(f"{_where(path, vnode)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
         vkeys = _mapping(vnode)
         for key in vkeys:
@@ -303,39 +303,48 @@ class _FileSpec:
     path: str  # the file as named in messages
     name: str | None
     channels: tuple[str, ...]
-    platforms: tuple[str, ...]
     dependencies: dict[str, tuple[Dependency, ...]]
     pip: dict[str, tuple[PipRequirement, ...]]
     envkit: tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]] | None
 
 
-def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec:
-    path, text = source.name, source.text
+def _top_level(source: InputText) -> dict[str, yaml.Node]:
+    """The top-level keys of an environment file (composed once; selectors do not apply here)."""
     raw = compose_yaml(source)
     if not isinstance(raw, yaml.MappingNode):
         raise SpecError(
-            f"{path}: expected a mapping with `channels:` and `dependencies:`", hint="see examples/ for a complete environment.yml"
+            f"{source.name}: expected a mapping with `channels:` and `dependencies:`", hint="see examples/ for a complete environment.yml"
         )
     top = _mapping(raw)
     for key in top:
         if key not in _TOP_LEVEL_KEYS:
-            raise SpecError(f"{_where(path, top[key])}: unknown key `{key}`", hint=f"known keys: {', '.join(sorted(_TOP_LEVEL_KEYS))}")
-    file_platforms = tuple(check_platform(p, w) for p, w in _scalar_list(top["platforms"], path, "platforms")) if "platforms" in top else ()
-    wanted = platforms or file_platforms
+            raise SpecError(
+                f"{_where(source.name, top[key])}: unknown key `{key}`", hint=f"known keys: {', '.join(sorted(_TOP_LEVEL_KEYS))}"
+            )
+    return top
+
+
+def _declared_platforms(top: dict[str, yaml.Node], path: str) -> tuple[str, ...]:
+    return tuple(check_platform(p, w) for p, w in _scalar_list(top["platforms"], path, "platforms")) if "platforms" in top else ()
+
+
+def _read_one(source: InputText, top: dict[str, yaml.Node], platforms: tuple[str, ...]) -> _FileSpec:
+    path, text = source.name, source.text
     channels = tuple(c for c, _ in _scalar_list(top["channels"], path, "channels")) if "channels" in top else ()
     channels = tuple(c for c in channels if c != "nodefaults")
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
     base_dir = source.path.resolve().parent if source.path is not None else Path.cwd()
-    for platform in wanted or (DEFAULT_PLATFORM,):
-        selected = InputText(source.name, apply_selectors(text, platform, path), source.path)
-        node = _mapping(compose_yaml(selected)).get("dependencies")
-        if node is None:
-            conda: list[Dependency] = []
-            pip_lines: list[PipRequirement] = []
-        else:
-            conda, pip_lines = _parse_dependencies(node, path, base_dir)
+    # Platforms whose selectors keep the same lines share one parse (a file without selectors is
+    # composed and its match specs parsed once, not once per platform).
+    parsed: dict[str, tuple[list[Dependency], list[PipRequirement]]] = {}
+    for platform in platforms:
+        selected = apply_selectors(text, platform, path)
+        if selected not in parsed:
+            node = _mapping(compose_yaml(InputText(source.name, selected, source.path))).get("dependencies")
+            parsed[selected] = ([], []) if node is None else _parse_dependencies(node, path, base_dir)
+        conda, pip_lines = parsed[selected]
         dependencies[platform] = tuple(conda)
         pip[platform] = tuple(pip_lines)
     index_lines = _pip_repositories(top, path)
@@ -346,7 +355,6 @@ def _read_one(source: InputText, platforms: tuple[str, ...] | None) -> _FileSpec
         path=path,
         name=str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else None,
         channels=channels,
-        platforms=file_platforms,
         dependencies=dependencies,
         pip=pip,
         envkit=_parse_envkit(top["envkit"], path) if "envkit" in top else None,
@@ -399,14 +407,15 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
     requested = tuple(dict.fromkeys(requested))
     # Each file is read once: `-f /dev/stdin` or `-f <(...)` cannot be read twice.
     inputs = [read_input(p, "environment file") for p in paths]
+    tops = [_top_level(source) for source in inputs]
+    declared = [_declared_platforms(top, source.name) for source, top in zip(inputs, tops, strict=True)]  # checked even under -p
     given = bool(requested)
     if not requested:
         # Platforms named in any file (in order) decide, else the default.
-        first = [_read_one(source, None) for source in inputs]
-        requested = tuple(dict.fromkeys(p for f in first for p in f.platforms))
+        requested = tuple(dict.fromkeys(p for platforms in declared for p in platforms))
         given = bool(requested)
         requested = requested or (DEFAULT_PLATFORM,)
-    files = [_read_one(source, requested) for source in inputs]
+    files = [_read_one(source, top, requested) for source, top in zip(inputs, tops, strict=True)]
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}

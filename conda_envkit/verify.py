@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
@@ -112,7 +112,7 @@ class ImageTree:
 
     def _apply(self, blob: Path) -> str:
         """Apply one layer blob; return its diff_id (the digest of its uncompressed tar, every byte read)."""
-        with _Hashing(open_layer(blob)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with _Hashing(open_layer(blob)) as stream, tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r|") as tar:
             for member in tar:
                 directory, base = posixpath.split(member.name)
                 if base.startswith(".wh."):
@@ -250,7 +250,7 @@ def load_verify_base(
         who = "named by the image's label" if source == "label" else "--base"
         raise VerifyError(f"base {reference} ({who}): {exc.message}", hint=hint) from None
     diff_ids = tuple(layer.diff_id for layer in loaded.layers)
-    return VerifyBase(given if given is not None else named, loaded.digest or digest, diff_ids, source)
+    return VerifyBase(given if given is not None else str(named), loaded.digest or digest, diff_ids, source)
 
 
 def base_layers_of(diff_ids: list[str], base: VerifyBase) -> tuple[int, list[Finding]]:

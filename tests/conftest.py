@@ -41,7 +41,12 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))
-        for name, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        for name, sub in (
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_STATE_HOME", ".local/state"),  # the cache seal's secret
+        ):
             (home / sub).mkdir(parents=True)
             patch.setenv(name, str(home / sub))
         for name in ("ENVKIT_CACHE_DIR", "ENVKIT_CONFIG", "DOCKER_CONFIG", "ENVKIT_REGISTRY_USER", "ENVKIT_REGISTRY_PASSWORD"):

@@ -138,7 +138,7 @@ def test_corrupt_cache_entries_are_rebuilt_not_trusted(tmp_path: Path, image_cha
         data = bytearray(blob.read_bytes())
         data[len(data) // 2] ^= 0xFF  # same size, other bytes
         blob.write_bytes(bytes(data))
-    fragments = list((cache / "fragments").glob("*.tar"))
+    fragments = list((cache / "fragments").glob("*/*.tar"))
     assert fragments
     for fragment in fragments:
         data = bytearray(fragment.read_bytes())
@@ -148,3 +148,19 @@ def test_corrupt_cache_entries_are_rebuilt_not_trusted(tmp_path: Path, image_cha
     assert again.returncode == 0, again.output
     assert "(0 reused from the layer cache)" in again.stderr
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
+
+
+def test_an_oci_output_leaves_the_layer_cache_current(tmp_path: Path, image_channel: Path) -> None:
+    # An OCI layout hard-links the cached blobs (and the next one unlinks them again), which moves
+    # their ctime; the layer cache's stamps follow, so the next warm bake hashes no blob again.
+    from conda_envkit.oci.blobs import file_stamp
+
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    _bake(work, cache, "--oci", "image")
+    warm = run_envkit("bake", "--large-package-mb", "1", "--oci", "image", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert warm.returncode == 0, warm.output
+    entries = [json.loads(p.read_text()) for p in (cache / "layers").glob("*/*")]
+    assert entries
+    for entry in entries:
+        assert entry["stamp"] == file_stamp(cache / "blobs" / "sha256" / entry["digest"].partition(":")[2])

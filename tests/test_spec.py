@@ -60,6 +60,28 @@ def test_platform_flag_overrides_file(tmp_path: Path) -> None:
     assert names(spec, "osx-64") == ["python", "numpy", "appnope", "uvloop"]
 
 
+def test_platforms_with_the_same_lines_share_one_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import conda_envkit.spec as spec_module
+
+    parsed: list[str] = []
+    real = spec_module.MatchSpec
+
+    def counting(text: str, strict: bool = False) -> object:
+        parsed.append(text)
+        return real(text, strict=strict)
+
+    monkeypatch.setattr(spec_module, "MatchSpec", counting)
+    text = "channels: [conda-forge]\nplatforms: [linux-64, linux-aarch64, osx-arm64]\ndependencies:\n  - numpy\n  - appnope  # [osx]\n"
+    spec = read_env_spec([write_env(tmp_path, text)])
+    assert names(spec, "linux-64") == names(spec, "linux-aarch64") == ["numpy"]
+    assert names(spec, "osx-arm64") == ["numpy", "appnope"]
+    # The two linux platforms keep the same lines: parsed once for both, once for osx.
+    assert sorted(parsed) == ["appnope", "numpy", "numpy"]
+    parsed.clear()
+    read_env_spec([write_env(tmp_path, text)], ["osx-arm64", "linux-64"])
+    assert sorted(parsed) == ["appnope", "numpy", "numpy"]  # -p: the file's own platforms are not parsed too
+
+
 def test_default_platform_is_linux_64(tmp_path: Path) -> None:
     spec = read_env_spec([write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\n")])
     assert spec.platforms == ("linux-64",)

@@ -1,4 +1,5 @@
-"""What `envkit --help` and `envkit hash` import: no solver, conda_lock, uv, httpx, jinja2 or mlflow.
+"""What `envkit --help`, `envkit hash` and `envkit lock` import: no conda_lock, uv, httpx, jinja2 or mlflow
+(and for --help and hash, no solver); which commands they build.
 
 Start-up time itself is measured in bench/startup_bench.py (as ratios, never asserted here).
 """
@@ -10,23 +11,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_envkit, write_env
 
 HEAVY = ("rattler", "conda_lock", "uv", "httpx", "requests", "jinja2", "mlflow", "wandb", "pydantic", "packaging", "cyclonedx")
 PROBE = """\
-import json, sys
+import json, os, sys
 from conda_envkit import cli
 try:
     cli.main(sys.argv[1:], prog_name="envkit")
 except SystemExit:
     pass
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+print(json.dumps({"modules": sorted(sys.modules), "built": sorted(cli.main.commands)}), file=sys.stderr, flush=True)
+os._exit(0)  # as envkit's entry point leaves: py-rattler's threads may abort a finalizing interpreter
 """
 
 
-def _imported(args: list[str], cwd: Path) -> tuple[set[str], set[str]]:
+def _probe(args: list[str], cwd: Path) -> dict[str, list[str]]:
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    modules = json.loads(proc.stderr.strip().splitlines()[-1])
+    result: dict[str, list[str]] = json.loads(proc.stderr.strip().splitlines()[-1])
+    return result
+
+
+def _imported(args: list[str], cwd: Path) -> tuple[set[str], set[str]]:
+    modules = _probe(args, cwd)["modules"]
     return {m.split(".")[0] for m in modules}, {m for m in modules if m.startswith("conda_envkit")}
 
 
@@ -61,3 +70,89 @@ def test_reading_a_lock_never_imports_the_solver() -> None:
     probe = "import sys; import conda_envkit.lockfile, conda_envkit.lockmodel; print(sorted(sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert not {m.strip("'").split(".")[0] for m in out.strip("[]\n").split(", ")} & set(HEAVY)
+
+
+def test_lock_without_pip_imports_no_pip_or_tracker_tooling(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
+    probe = _probe(["lock", "-q"], tmp_path)
+    assert (tmp_path / "conda-lock.yml").is_file()
+    top = {m.split(".")[0] for m in probe["modules"]}
+    assert "rattler" in top  # the probe really locked
+    heavy = set(HEAVY) - {"rattler"}
+    assert not top & heavy, top & heavy
+    # Nor the parts of envkit for pip sections, images, installs or tracking, nor the lock reader.
+    ours = {m for m in probe["modules"] if m.startswith("conda_envkit")}
+    for module in ("pip_lock", "wheel_targets", "lockfile", "bake", "install", "verify", "tracking", "export", "oci"):
+        assert f"conda_envkit.{module}" not in ours, ours
+    assert probe["built"] == ["lock"]
+
+
+def test_help_builds_no_command_and_lists_every_one(tmp_path: Path) -> None:
+    probe = _probe(["--help"], tmp_path)
+    assert probe["built"] == []
+    listed = run_envkit("--help", cwd=tmp_path).stdout.split("Commands:\n", 1)[1]
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    from conda_envkit.cli import main
+
+    assert names == sorted(main.lazy) and len(names) == 12
+
+
+def test_every_command_builds_with_its_listed_short_help() -> None:
+    import click
+
+    from conda_envkit.cli import main
+
+    for name, (short_help, _build) in main.lazy.items():
+        command = main.get_command(click.Context(main), name)
+        assert command is not None and command.name == name
+        # One line of an 80-column `envkit --help` (click leaves 80 - 6 - the longest name), and a full help of its own.
+        assert len(short_help) <= 80 - 6 - max(map(len, main.lazy)) and short_help.endswith("."), (name, short_help)
+        assert command.get_short_help_str() == short_help
+        assert command.help and command.help.strip(), name
+
+
+def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
+    result = run_envkit("lokc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "No such command 'lokc'" in result.stderr
+    import click
+
+    if hasattr(click.exceptions, "NoSuchCommand"):  # click >= 8.4 suggests close names
+        assert "Did you mean 'lock'?" in result.stderr
+
+
+def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler solves: before,
+    # it would only add its time; during the repodata fetches, it would hold up the solves.
+    import asyncio
+
+    import rattler
+
+    from conda_envkit.channels import ChannelSettings, make_gateway
+    from conda_envkit.locking import LockOptions, plan_locks
+    from conda_envkit.solve import solve_targets
+    from conda_envkit.spec import read_env_spec
+
+    events: list[str] = []
+    fetch, solve = rattler.Gateway.names, rattler.solve
+
+    async def names(self: rattler.Gateway, *args: object, **kwargs: object) -> object:
+        events.append("fetch")
+        return await fetch(self, *args, **kwargs)
+
+    async def solving(*args: object, **kwargs: object) -> object:
+        events.append("solve")
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(rattler.Gateway, "names", names)
+    monkeypatch.setattr(rattler, "solve", solving)
+    env = write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
+    spec = read_env_spec([env])
+    channels, plans = plan_locks(spec, LockOptions(lock_path=tmp_path / "conda-lock.yml"))
+    targets = [t for plan in plans for t in plan.targets]
+    solved = asyncio.run(
+        solve_targets(targets, channels, make_gateway(ChannelSettings(), tmp_path / "cache"), meanwhile=lambda: events.append("meanwhile"))
+    )
+    assert [s.target.platform for s in solved] == ["linux-64", "osx-arm64"]
+    # Two platforms, each fetching its subdir and noarch, then solving; the writer loads after both solves began.
+    assert sorted(events[:-1]) == ["fetch"] * 4 + ["solve"] * 2 and events[-1] == "meanwhile", events

@@ -126,3 +126,17 @@ def test_archives_staged_into_one_payload_file_keep_their_own_offsets(tmp_path: 
     big = [e for s in (first, second) for e in s.members if e.path == "lib/big.bin"]
     assert big[0].offset < len(payload) // 2 < big[1].offset  # the second one was appended
     assert all(payload[e.offset :][: len(BIG)] == BIG for e in big)
+
+
+def test_a_checked_marker_without_this_users_seal_is_not_trusted(tmp_path: Path) -> None:
+    from conda_envkit.cache_seal import user_seal
+    from conda_envkit.install import _CHECKED, _stamp, is_checked, mark_checked
+
+    archive = _archive(tmp_path)
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    marker = archive.parent / f"checked.{user_seal().owner}"
+    # Someone who can write the cache, but not read this user's secret: the right stamp, no seal.
+    marker.write_text(f"{_CHECKED} {_stamp(archive, sha256)}", encoding="utf-8")
+    assert not is_checked(archive, sha256)
+    mark_checked(archive, sha256)
+    assert is_checked(archive, sha256)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from conda_envkit.oci.image import BaseImage
     from conda_envkit.recipes import Recipe
     from conda_envkit.record import BakeRecord
+    from conda_envkit.registry_cache import CacheRef, RegistryClients
 
 Say = Callable[[str], None]
 
@@ -69,6 +70,7 @@ class BakeResult:
     record: BakeRecord
     references: list[str]
     record_path: Path
+    warnings: tuple[str, ...] = ()  # printed even with -q: cache entries that did not match their keys
 
 
 def host_platform() -> str:
@@ -104,7 +106,6 @@ def _command_line(value: str | None, option: str) -> tuple[str, ...] | None:
 def image_options(lf: LockFile, platforms: list[str], flags: ImageFlags) -> tuple[BakeOptions, dict[str, str], Recipe | None]:
     """BakeOptions from the command line (over a recipe), the base reference per platform, and the recipe (or None)."""
     from conda_envkit.bake import BakeOptions, source_date_epoch, with_recipe
-    from conda_envkit.recipes import RecipeError, load_recipe
 
     options = BakeOptions(
         name=flags.name,
@@ -117,11 +118,14 @@ def image_options(lf: LockFile, platforms: list[str], flags: ImageFlags) -> tupl
         labels=_pairs(flags.labels, "--label"),
         epoch=source_date_epoch(),
     )
-    if flags.recipe is None:
+    if flags.recipe is None:  # recipes (jinja2's sandbox, rattler's versions) load only for a recipe
         if flags.reproducible:
+            from conda_envkit.recipes import RecipeError
+
             raise RecipeError("--reproducible needs --recipe", hint="the settings come from the recipe's `reproducibility:`")
         return options, dict.fromkeys(platforms, flags.base or "scratch"), None
     from conda_envkit.lockmodel import cuda_driver_assumption
+    from conda_envkit.recipes import load_recipe
 
     recipe = load_recipe(flags.recipe, flags.recipe_dir)
     bases = {p: flags.base or recipe.base_for(cuda_driver_assumption(lf, p)) for p in platforms}
@@ -149,7 +153,7 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...]) -> list[str]:
 
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
-    from conda_envkit.bake import bake_image
+    from conda_envkit.bake import bake_image, settle_layer_cache
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
     from conda_envkit.layer_plan import LayerPolicy
@@ -161,7 +165,6 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.progress import progress_for
     from conda_envkit.publish import BakeTargets, bake_record, insecure_hosts, publish_image
     from conda_envkit.record import write_record
-    from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
 
     lf = read_lockfile(request.lockfile)
     chosen = bake_platforms(lf, request.platforms)
@@ -170,14 +173,21 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     options = replace(options, compression=Compression(request.compression), policy=policy)
     cache = cache_dir_or_default(request.cache_dir)
     store = BlobStore(blobs_dir(cache))
-    cache_refs = [parse_cache_ref(r) for r in request.cache_from]
-    cache_to_ref = parse_cache_ref(request.cache_to) if request.cache_to else None
+    clients: RegistryClients | None = None
+    cache_refs: list[CacheRef] = []
+    cache_to_ref: CacheRef | None = None
+    if request.cache_from or request.cache_to:  # the registry client (requests) loads only for a registry cache
+        from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
+
+        cache_refs = [parse_cache_ref(r) for r in request.cache_from]
+        cache_to_ref = parse_cache_ref(request.cache_to) if request.cache_to else None
     named = [*([request.push_repo] if request.push_repo else []), *set(base_refs.values())]
     registries = [parse_image_ref(r).registry for r in named if is_registry_ref(r)]
     registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])
     insecure_list = insecure_hosts(registries, request.insecure)
-    clients = RegistryClients(insecure_list)
-    remote = clients.load(cache_refs, say) if cache_refs else None
+    if cache_refs or cache_to_ref:
+        clients = RegistryClients(insecure_list)
+    remote = clients.load(cache_refs, say) if clients is not None and cache_refs else None
     bases: dict[str, BaseImage] = {}
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
@@ -190,14 +200,17 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     )
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
-    clients.fetch_needed(baked, store, local=bool(request.oci_dir or request.docker_archive), pushed_to=pushed)
+    if clients is not None:
+        clients.fetch_needed(baked, store, local=bool(request.oci_dir or request.docker_archive), pushed_to=pushed)
     result = publish_image(baked, store, targets, progress)
-    if cache_to_ref is not None:
+    settle_layer_cache(baked, store, cache)
+    if clients is not None and cache_to_ref is not None:
         uploaded, mounted = clients.store_cache(cache_to_ref, baked, store)
         say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
-    return BakeResult(record, result.references, request.record_path)
+    warnings = tuple(w for image in baked.platforms for w in image.warnings)
+    return BakeResult(record, result.references, request.record_path, warnings)
 
 
 def load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path | None = None) -> tuple[BaseImage, Path, dict[str, str]]:

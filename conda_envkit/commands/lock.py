@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +146,8 @@ def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
     """What `envkit lock` prints about the locks it wrote."""
     output = Output()
     if as_json:
+        import json  # only for --json: every command module stays cheap to import
+
         output.out(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
         return output
     for o in outcomes:
@@ -210,6 +211,8 @@ def check_output(spec: EnvSpec, options: LockOptions, as_json: bool) -> Output:
     output = Output()
     stale = [r for r in results if not r.fresh]
     if as_json:
+        import json
+
         rows = [
             {
                 "lockfile": r.path,
@@ -252,6 +255,8 @@ def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool
     whole = lock_hash(lf)
     per = {p: platform_lock_hash(lf, p) for p in sorted(lf.metadata.platforms)}
     if as_json:
+        import json
+
         output.out(
             json.dumps({"lockfile": str(lockfile), "lock_hash": str(whole), "platforms": {p: str(h) for p, h in per.items()}}, indent=2)
         )

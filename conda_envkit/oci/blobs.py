@@ -113,18 +113,34 @@ class Descriptor:
             raise OciError(f"{where}: malformed descriptor ({exc})", hint="the image metadata is corrupt") from None
 
 
+def file_stamp(path: Path) -> list[int]:
+    """What identifies a file's bytes without reading them: size, mtime, ctime, inode.
+
+    ctime too: no user process can set it, so an edit in place that puts the old mtime back still changes it.
+    """
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 class BlobStore:
-    """A directory of blobs named by digest (`<root>/sha256/<hex>`), written atomically."""
+    """A directory of blobs named by digest (`<root>/sha256/<hex>`), written atomically.
+
+    It remembers, for this process, the stamp (file_stamp) of every blob it wrote or found to match its
+    digest, and of every blob a sealed cache entry vouches for (`note_checked`): such a blob leaves the
+    store without being read again while its stamp is unchanged.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        # Blobs this store wrote (digest computed while writing), with their stat then: not hashed again on the
-        # way out while that stat holds (an edit since changes ctime at least).
-        self._written: dict[str, tuple[int, ...]] = {}
+        self._checked: dict[str, list[int]] = {}
 
-    def _stat(self, path: Path) -> tuple[int, ...]:
-        st = path.stat()
-        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    def note_checked(self, digest: str, stamp: list[int]) -> None:
+        """Remember that the blob, as `stamp` describes it, holds `digest` (hashed, written, or vouched for by a sealed entry)."""
+        self._checked[digest] = stamp
+
+    def checked_stamp(self, digest: str) -> list[int] | None:
+        """The stamp at which this process last knew the blob to match its digest."""
+        return self._checked.get(digest)
 
     def path(self, digest: str) -> Path:
         algorithm, _, hexpart = check_digest(digest, str(self.root)).partition(":")
@@ -142,13 +158,15 @@ class BlobStore:
         path = self.path(digest)
         if not path.is_file():
             raise OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
-        if digest in self._written and self._written[digest] == self._stat(path):
+        stamp = file_stamp(path)
+        if self._checked.get(digest) == stamp:
             return path
         if file_digest(path) != digest:
             raise OciError(
                 f"blob {digest} in {self.root} does not match its digest (the cache was modified)",
                 hint=f"delete {path} (or the whole cache) and bake again",
             )
+        self._checked[digest] = stamp
         return path
 
     def put_bytes(self, data: bytes) -> str:
@@ -161,6 +179,7 @@ class BlobStore:
                 f.write(data)
                 os.fchmod(f.fileno(), file_mode())  # blobs are hard-linked into layouts: not 0600
             os.replace(tmp, target)
+            self._checked[digest] = file_stamp(target)
         return digest
 
     def adopt(self, tmp: Path, digest: str) -> Path:
@@ -169,7 +188,7 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.chmod(file_mode())  # blobs are hard-linked into layouts: not mkstemp's 0600
         os.replace(tmp, target)
-        self._written[digest] = self._stat(target)
+        self._checked[digest] = file_stamp(target)  # every caller computed the digest of these bytes
         return target
 
     def temp_path(self) -> Path:

@@ -6,8 +6,9 @@ directories and executables, 0644 otherwise) and compression settings are fixed.
 uncompressed stream (diff_id) and the compressed blob are hashed in the same pass.
 
 The layer cache maps a key (computed by the caller from the lock, conda_envkit.layer_plan)
-to the blob written for it; the blob is checked against its digest when it is reused
-(once, then trusted while its size, mtime and inode are unchanged). A *fragment* is one
+to the blob written for it; an entry is used only if this user sealed it (conda_envkit.cache_seal),
+and its blob is checked against its digest when it is reused (once, then trusted while its
+size, mtime, ctime and inode are unchanged). A *fragment* is one
 package's tar members, stored uncompressed with an index and its own sha256, so that a
 group layer can be re-assembled when one member changes without the others' archives.
 """
@@ -26,7 +27,8 @@ from typing import BinaryIO
 
 import zstandard
 
-from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest
+from conda_envkit.cache_seal import CacheSeal
+from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
 
@@ -152,17 +154,19 @@ def write_layer(
     return Layer(descriptor, plain.digest)
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    # ctime too: an edit in place that puts the old mtime back still changes it.
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 class LayerCache:
-    """`<cache>/layers/<key>`: the blob (digest, size, diff_id) written for a layer key."""
+    """`<cache>/layers/<key>`: the blob (digest, size, diff_id) written for a layer key, sealed by its writer.
 
-    def __init__(self, root: Path) -> None:
+    Only an entry this user sealed (conda_envkit.cache_seal) is used: another one (a restored or shared
+    cache, a forged or older entry) may name any blob, so its layer is built again; `remember` then notes
+    the keys whose old entry named another blob than the one built (`mismatched`).
+    """
+
+    def __init__(self, root: Path, seal: CacheSeal) -> None:
         self.root = root
+        self.seal = seal
+        self._claims: dict[str, str] = {}  # key -> digest named by an entry not sealed by this user
+        self.mismatched: list[tuple[str, str, str]] = []  # (key, digest the entry named, digest built)
 
     def _entry(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
@@ -170,7 +174,7 @@ class LayerCache:
         return self.root / key
 
     def read(self, key: str) -> dict[str, object] | None:
-        """The raw entry for `key` (digest, size, diff_id), unchecked."""
+        """The raw entry for `key` (digest, size, diff_id, stamp, seal), unchecked."""
         try:
             data = json.loads(self._entry(key).read_text(encoding="utf-8"))
             str(data["digest"]), int(data["size"]), str(data["diff_id"])
@@ -178,15 +182,22 @@ class LayerCache:
             return None
         return data  # type: ignore[no-any-return]
 
+    def _sealed(self, key: str, data: dict[str, object]) -> bool:
+        fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
+        return self.seal.check("layer", key, fields, data.get("seal"))
+
     def lookup(self, key: str, compression: Compression, store: BlobStore) -> Layer | None:
-        """The cached layer for `key`, if its blob is in `store` and matches its digest."""
+        """The cached layer for `key`, if this user sealed its entry and its blob is in `store` and matches its digest."""
         data = self.read(key)
         if data is None:
             return None
         digest = str(data["digest"])
+        if not self._sealed(key, data):
+            self._claims[key] = digest
+            return None
         try:
             path = store.path(digest)
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
         except (OSError, OciError):
             return None
         if stamp[0] != data["size"]:
@@ -196,45 +207,88 @@ class LayerCache:
                 path.unlink(missing_ok=True)
                 return None
             self._write(key, {**data, "stamp": stamp})
+        store.note_checked(digest, stamp)
         return Layer(Descriptor(compression.media_type, digest, int(data["size"])), str(data["diff_id"]), True)
 
     def remember(self, key: str, layer: Layer, store: BlobStore) -> None:
+        """Seal `layer` as the layer for `key` (noting it if an unsealed entry had named another blob)."""
+        claimed = self._claims.pop(key, None)
+        if claimed is not None and claimed != layer.descriptor.digest:
+            self.mismatched.append((key, claimed, layer.descriptor.digest))
         data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
-        self._write(key, {**data, "stamp": _stamp(store.path(layer.descriptor.digest))})
+        self._write(key, {**data, "stamp": file_stamp(store.path(layer.descriptor.digest))})
+
+    def settle(self, key: str, store: BlobStore) -> None:
+        """Seal the blob's new stamp if only its ctime moved since this process checked it (the hard
+        links an OCI layout output adds and removes change it), so the next bake need not hash it again.
+
+        Only for a blob of this user's that no one else may write: anyone else must replace it to change
+        it, which changes its inode (or, reusing the inode, its owner).
+        """
+        data = self.read(key)
+        if data is None or not self._sealed(key, data):
+            return
+        digest = str(data["digest"])
+        try:
+            path = store.path(digest)
+            st = path.stat()
+        except (OSError, OciError):
+            return
+        stamp = file_stamp(path)
+        checked = store.checked_stamp(digest)
+        if stamp == data.get("stamp") or checked is None or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return
+        if [stamp[0], stamp[1], stamp[3]] == [checked[0], checked[1], checked[3]]:
+            self._write(key, {**data, "stamp": stamp})
+            store.note_checked(digest, stamp)
 
     def _write(self, key: str, data: dict[str, object]) -> None:
+        fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
+            json.dump({**fields, "seal": self.seal.sign("layer", key, fields)}, f, sort_keys=True)
         os.replace(tmp, self._entry(key))
 
 
 class FragmentStore:
-    """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer."""
+    """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer.
 
-    def __init__(self, root: Path) -> None:
+    As in the layer cache, only an index this user sealed is used; another one's package is read again
+    from its archive, and `put` notes the keys whose old fragment differed from the new one (`mismatched`).
+    """
+
+    def __init__(self, root: Path, seal: CacheSeal) -> None:
         self.root = root
+        self.seal = seal
+        self._claims: dict[str, str] = {}  # key -> sha256 named by an index not sealed by this user
+        self.mismatched: list[str] = []
 
     def get(self, key: str) -> list[Member] | None:
-        """The fragment's members (each a byte range of the fragment file), if present and intact."""
+        """The fragment's members (each a byte range of the fragment file), if this user sealed it and it is intact."""
         tar, index = self.root / f"{key}.tar", self.root / f"{key}.json"
         try:
             data = json.loads(index.read_text(encoding="utf-8"))
-            if data.get("format") != FRAGMENT_FORMAT or tar.stat().st_size != data["size"]:
+            if data.get("format") != FRAGMENT_FORMAT:
                 return None
-            if data.get("stamp") != _stamp(tar):
+            if not self.seal.check("fragment", key, {k: v for k, v in data.items() if k != "seal"}, data.get("seal")):
+                self._claims[key] = str(data.get("sha256"))
+                return None
+            if tar.stat().st_size != data["size"]:
+                return None
+            if data.get("stamp") != file_stamp(tar):
                 if file_digest(tar) != data["sha256"]:
                     return None
-                self._write_index(key, {**data, "stamp": _stamp(tar)})
+                self._write_index(key, {**data, "stamp": file_stamp(tar)})
             return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in data["members"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def _write_index(self, key: str, document: dict[str, object]) -> None:
+        fields = {k: v for k, v in document.items() if k != "seal"}
         fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f)
+            json.dump({**fields, "seal": self.seal.sign("fragment", key, fields)}, f)
         os.replace(tmp_index, self.root / f"{key}.json")
 
     def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
@@ -258,8 +312,11 @@ class FragmentStore:
                     writer.release()
             tar = self.root / f"{key}.tar"
             os.replace(tmp, tar)
-            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": _stamp(tar)}
+            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": file_stamp(tar)}
             self._write_index(key, document)
+            claimed = self._claims.pop(key, None)
+            if claimed is not None and claimed != sink.digest:
+                self.mismatched.append(key)
         finally:
             tmp.unlink(missing_ok=True)
         return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]

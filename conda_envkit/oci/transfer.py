@@ -138,7 +138,7 @@ def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], sto
     for desc in layer_descs:
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
-        _fetch(client, ref.repository, desc, store)
+        _fetch(client, ref.repository, desc, store, desc.size)  # a layer is exactly its descriptor's size
     return base_from_manifest(str(ref), document, digest, store, f"{ref.registry}/{ref.repository}")
 
 

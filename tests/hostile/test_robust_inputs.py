@@ -72,6 +72,10 @@ def test_non_utf8_names_line_and_offset(tmp_path: Path) -> None:
     path.write_bytes(b"channels: [x]\ndependencies:\n  - caf\xe9\n")
     with pytest.raises(NotUtf8, match=r"environment.yml:3: not UTF-8 \(byte 0xe9 at offset 35\)"):
         read_input(path)
+    # After a byte-order mark the line and offset still count from the file's first byte.
+    path.write_bytes(b"\xef\xbb\xbfchannels: [x]\ndependencies:\n  - caf\xe9\n")
+    with pytest.raises(NotUtf8, match=r"environment.yml:3: not UTF-8 \(byte 0xe9 at offset 38\)"):
+        read_input(path)
 
 
 def test_utf8_is_read_whatever_the_locale(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ message, not by timing the test.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,3 +228,51 @@ def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, 
     if mode == "endless":  # uv caps no page by size: the resolution's 4 deadlines end it, nothing is cached
         assert f"against {index} took longer than 8 s (4 times the 2 s network deadline)" in error, error
         assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20] == []
+
+
+def test_install_stops_an_endless_package_at_the_download_cap(tmp_path: Path, hostile: str, toy_channel: Path, toy_lock: Path) -> None:
+    # 16 MiB/s earns the deadline more time than it spends: only the size cap ends it.
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_DOWNLOAD_BYTES": "4M"}
+    mirror = f"{toy_channel.as_uri()}=http://{hostile}/endless"
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", "--mirror", mirror, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert f"http://{hostile}/endless/" in error and ".conda: " in error, error  # names the archive
+    assert "response larger than the 4 MiB limit" in error, error
+    assert "ENVKIT_MAX_DOWNLOAD_BYTES" in result.stderr  # the hint says which setting
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_install_refuses_a_declared_size_over_the_download_cap(tmp_path: Path, hostile: str, toy_channel: Path, toy_lock: Path) -> None:
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_DOWNLOAD_BYTES": "512"}
+    mirror = f"{toy_channel.as_uri()}=http://{hostile}/short-body"  # Content-Length: 1000
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", "--mirror", mirror, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    assert "1000 bytes, over the 512 bytes download limit" in _error_line(result.stderr)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_install_reads_only_regular_files_from_a_local_channel(tmp_path: Path, toy_channel: Path, toy_lock: Path) -> None:
+    # A package "archive" in a local channel that is /dev/zero would fill the cache's disk.
+    channel = tmp_path / "channel"
+    shutil.copytree(toy_channel, channel, symlinks=True)
+    victims = sorted(channel.glob("*/*.conda"))
+    assert victims
+    for archive in victims:
+        archive.unlink()
+        archive.symlink_to("/dev/zero")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    mirror = f"{toy_channel.as_uri()}={channel.as_uri()}"
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", "--mirror", mirror, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    assert "not a regular file" in _error_line(result.stderr)
+    assert not (tmp_path / "env").exists()
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1", "12X"])
+def test_download_cap_must_be_a_size(tmp_path: Path, toy_lock: Path, value: str) -> None:
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_DOWNLOAD_BYTES": value}
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    assert f"ENVKIT_MAX_DOWNLOAD_BYTES={value!r} is not a size" in _error_line(result.stderr)

@@ -15,7 +15,7 @@ Modes
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
-  endless        404 except repodata.json and simple-index pages, which never end: no
+  endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
   empty          200 with an empty body
   not-object     a JSON array instead of an object
@@ -101,6 +101,8 @@ class Handler(BaseHTTPRequestHandler):
             head, content_type = b'{"info": {"subdir": "linux-64"}, "packages": {', "application/json"
         elif "/simple/" in self.path:
             head, content_type = b"<!DOCTYPE html><html><body>", "text/html"
+        elif self.path.endswith((".conda", ".tar.bz2", ".whl")):
+            head, content_type = b"PK", "application/octet-stream"
         else:
             self._send(404, b"{}")
             return

@@ -1,0 +1,225 @@
+"""A cache others can write (issue 14 item 11): a CI cache restored from another branch, a team cache
+on a shared machine. Its writers cannot read the user's files, so they cannot seal an entry: a layer
+cache entry, a fragment or an archive's `verified` marker this user did not seal is not trusted, and
+a bake from such a cache ships what the lock's packages make (the digest of a cold bake), warning
+about every entry that named something else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
+
+PACKAGES = ["python", "honest", "linky"]  # one small-package group each: three layers
+
+
+@pytest.fixture
+def ws(tmp_path: Path, hostile_channel: Path) -> Workspace:
+    # A channel of this test's own: deleting it shows that no package is fetched.
+    channel = tmp_path / "channel"
+    shutil.copytree(hostile_channel, channel)
+    return locked_workspace(tmp_path / "work", channel, PACKAGES)
+
+
+def _bake(ws: Workspace, *args: str, cache: Path | None = None, state: Path | None = None) -> tuple[str, str]:
+    """(image digest, stderr) of a bake into `out` (an OCI layout)."""
+    env = {"ENVKIT_CACHE_DIR": str(cache or ws.cache)}
+    if state is not None:
+        env["XDG_STATE_HOME"] = str(state)
+    shutil.rmtree(ws.root / "out", ignore_errors=True)
+    result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", *args, env=env)
+    assert result.returncode == 0, result.output
+    return json.loads((ws.root / "bake.json").read_text())["image"]["digest"], result.stderr
+
+
+def _layers(ws: Workspace) -> list[dict]:
+    return json.loads((ws.root / "bake.json").read_text())["platforms"]["linux-64"]["layers"]
+
+
+def _owned(cache: Path, kind: str) -> Path:
+    """This user's directory of `kind` entries (layers, fragments, pkginfo) in `cache`."""
+    (owned,) = (cache / kind).iterdir()
+    return owned
+
+
+def _entries(cache: Path) -> dict[str, Path]:
+    """Layer cache entries by the blob digest they name."""
+    return {json.loads(p.read_text())["digest"]: p for p in _owned(cache, "layers").iterdir() if not p.name.startswith(".")}
+
+
+def _repoint(cache: Path, layers: list[dict]) -> str:
+    """Make the entry of the first package layer name the second's blob (a valid blob, with its size,
+    diff_id, stamp and seal); return the package it was for."""
+    entries = _entries(cache)
+    victim, other = layers[0], layers[1]
+    entries[victim["digest"]].write_text(entries[other["digest"]].read_text())
+    return victim["packages"][0]
+
+
+def test_a_repointed_layer_entry_is_rebuilt_and_reported(ws: Workspace) -> None:
+    cold, _ = _bake(ws)
+    package = _repoint(ws.cache, _layers(ws))
+    digest, stderr = _bake(ws)
+    assert digest == cold
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and package in warnings[0] and "layer cache entry" in warnings[0], stderr
+    # Reported once: the entry is the right one (and sealed) now.
+    assert _bake(ws) == (cold, "")
+
+
+def test_an_entry_sealed_without_the_secret_is_not_trusted(ws: Workspace) -> None:
+    cold, _ = _bake(ws)
+    layers = _layers(ws)
+    entries = _entries(ws.cache)
+    victim = entries[layers[0]["digest"]]
+    other = json.loads(entries[layers[1]["digest"]].read_text())
+    fields = {k: other[k] for k in ("digest", "size", "diff_id", "stamp")}
+    from conda_envkit.cache_seal import CacheSeal
+
+    guessed = CacheSeal(b"0" * 64)  # anyone's secret but this user's
+    victim.write_text(json.dumps({**fields, "seal": guessed.sign("layer", victim.name, fields)}))
+    digest, stderr = _bake(ws)
+    assert digest == cold
+    assert layers[0]["packages"][0] in stderr and "warning: " in stderr
+
+
+def test_a_cache_restored_from_another_home_is_used_for_its_archives_only(ws: Workspace, tmp_path: Path) -> None:
+    cold, _ = _bake(ws, state=tmp_path / "ci-runner-1")
+    _repoint(ws.cache, _layers(ws))  # one poisoned entry among honest ones
+    restored = tmp_path / "restored-cache"
+    shutil.copytree(ws.cache, restored)  # what actions/cache does: new files, new inodes
+    shutil.rmtree(tmp_path / "channel")  # every package must come from the restored cache
+    # Another runner's secret: none of its entries is this runner's, so none is used (nor warned about).
+    assert _bake(ws, cache=restored, state=tmp_path / "ci-runner-2") == (cold, "")
+    # From then on the runner has entries of its own: the next bake reuses every layer.
+    result = ws.envkit(
+        "bake", "--oci", "again", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(restored), "XDG_STATE_HOME": str(tmp_path / "ci-runner-2")}
+    )
+    assert result.returncode == 0, result.output
+    assert f"({len(PACKAGES)} reused from the layer cache)" in result.stderr and "warning" not in result.stderr
+
+
+def test_runners_that_share_the_secret_share_warm_layers(ws: Workspace, tmp_path: Path) -> None:
+    # The documented way to keep a restored CI cache warm: the same secret on runners you trust.
+    cold, _ = _bake(ws, state=tmp_path / "ci-runner-1")
+    package = _repoint(ws.cache, _layers(ws))
+    restored = tmp_path / "restored-cache"
+    shutil.copytree(ws.cache, restored)
+    shutil.rmtree(tmp_path / "channel")
+    (tmp_path / "ci-runner-2" / "envkit").mkdir(parents=True)
+    secret = tmp_path / "ci-runner-2" / "envkit" / "cache-seal.key"
+    shutil.copyfile(tmp_path / "ci-runner-1" / "envkit" / "cache-seal.key", secret)
+    secret.chmod(0o600)
+    result = ws.envkit(
+        "bake", "--oci", "out", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(restored), "XDG_STATE_HOME": str(tmp_path / "ci-runner-2")}
+    )
+    assert result.returncode == 0, result.output
+    assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == cold
+    assert f"({len(PACKAGES) - 1} reused from the layer cache)" in result.stderr  # all but the poisoned entry
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and package in warnings[0], result.stderr
+
+
+def test_a_swapped_fragment_is_read_again_from_its_archive(ws: Workspace, tmp_path: Path) -> None:
+    _bake(ws, "--compression", "gzip")
+    fragments = _owned(ws.cache, "fragments")
+    owner = {}
+    for index in fragments.glob("*.json"):
+        for path, *_ in json.loads(index.read_text())["members"]:
+            if "/conda-meta/" in path:
+                owner[path.rsplit("/", 1)[1].split("-")[0]] = index.with_suffix("")
+    victim, other = owner["honest"], owner["linky"]
+    for suffix in (".tar", ".json"):  # linky's fragment (index, seal and all) under honest's key
+        shutil.copyfile(other.with_suffix(suffix), victim.with_suffix(suffix))
+    # Another compression: new layer keys, same fragment keys, so the groups are assembled from fragments.
+    digest, stderr = _bake(ws, "--compression", "zstd")
+    cold, _ = _bake(ws, "--compression", "zstd", cache=tmp_path / "cold-cache")
+    assert digest == cold
+    assert "fragment cache entry" in stderr and "honest-1.0-0" in stderr, stderr
+
+
+def test_a_swapped_archive_with_a_marker_for_its_new_stat_is_hashed_again(ws: Workspace) -> None:
+    first, _ = _bake(ws)
+    archive = next((ws.cache / "pkgs").glob("*/honest-1.0-0.conda"))
+    other = next((ws.cache / "pkgs").glob("*/linky-1.0-0.conda"))
+    archive.unlink()
+    shutil.copyfile(other, archive)
+    st = archive.stat()  # the marker format of envkit before the seal: sha256 and stat
+    stamp = f"{archive.parent.name} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
+    for marker in archive.parent.glob("verified*"):
+        marker.write_text(stamp)
+    for sub in ("layers", "fragments", "blobs"):
+        shutil.rmtree(ws.cache / sub)
+    digest, _ = _bake(ws)
+    assert digest == first
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == archive.parent.name  # fetched again
+
+
+def test_the_seal_secret_is_private(ws: Workspace, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _bake(ws, state=state)
+    secret = state / "envkit" / "cache-seal.key"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    secret.chmod(0o644)  # readable by others: anyone could seal entries
+    result = ws.envkit("bake", "-q", "--oci", "out2", "-p", "linux-64", env={"XDG_STATE_HOME": str(state)})
+    assert_refused(result, str(secret))
+    assert not os.path.exists(ws.root / "out2")
+
+
+def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(ws: Workspace) -> None:
+    # The stamps a bake keeps current (size, mtime, ctime, inode) still notice an edit that restores the mtime.
+    first, _ = _bake(ws)
+    _bake(ws)  # the stamps are settled after an OCI output
+    blob = ws.cache / "blobs" / "sha256" / _layers(ws)[0]["digest"].partition(":")[2]
+    before = blob.stat()
+    with blob.open("r+b") as f:  # same size, same inode (the output layout's hard link sees it too)
+        f.seek(before.st_size // 2)
+        byte = f.read(1)
+        f.seek(before.st_size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    digest, _ = _bake(ws)
+    assert digest == first
+    written = ws.root / "out" / "blobs" / "sha256" / blob.name
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == blob.name
+
+
+def test_without_a_place_for_the_secret_the_bake_works_and_says_what_it_costs(ws: Workspace, tmp_path: Path) -> None:
+    # A container run as a user whose home is not writable: nothing cached is trusted, nothing fails.
+    first, _ = _bake(ws)
+    (tmp_path / "not-a-directory").write_text("")
+    digest, stderr = _bake(ws, state=tmp_path / "not-a-directory" / "state")
+    assert digest == first
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "cache seal's secret" in warnings[0] and "XDG_STATE_HOME" in warnings[0], stderr
+
+
+def test_an_edited_package_record_is_read_again_from_the_archive(ws: Workspace) -> None:
+    # pkginfo/ says what a package's conda-meta record holds (depends...) and how it is baked.
+    first, _ = _bake(ws)
+    record = next(p for p in _owned(ws.cache, "pkginfo").glob("*.json") if json.loads(p.read_text())["name"] == "honest")
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "depends": ["backdoor >=1"]}))  # its seal no longer matches
+    for sub in ("layers", "fragments", "blobs"):
+        shutil.rmtree(ws.cache / sub)
+    digest, _ = _bake(ws)
+    assert digest == first
+    assert "backdoor" not in record.read_text()
+
+
+def test_users_sharing_a_cache_keep_their_own_entries(ws: Workspace, tmp_path: Path) -> None:
+    # A team cache: each user trusts only what they sealed, and nobody's bake discards another's.
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    first, _ = _bake(ws, state=alice)
+    assert _bake(ws, state=bob) == (first, "")  # built again for bob (alice's entries are not his), no warning
+    env = {"ENVKIT_CACHE_DIR": str(ws.cache), "XDG_STATE_HOME": str(alice)}
+    again = ws.envkit("bake", "--oci", "again", "-p", "linux-64", env=env)
+    assert again.returncode == 0, again.output
+    assert f"({len(PACKAGES)} reused from the layer cache)" in again.stderr and "download" not in again.stderr.replace("0 packages", "")
+    assert len(list((ws.cache / "layers").iterdir())) == 2
