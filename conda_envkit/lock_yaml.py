@@ -39,8 +39,21 @@ _SHORT_PRINTABLE = re.compile(r"[ -~]{1,200}")
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+# Most of a lock's other scalars, decided without PyYAML's (pure-Python, per-character) analysis:
+# a digit first and no character that is ever an indicator inside a word (versions, md5s, build
+# strings): plain, unless the resolver reads it as a number or a date; and a `>` first (a
+# dependency spec such as `>=1.2,<2`) with no space, quote or `#`: single-quoted, as `>` starts
+# a folded block.
+_DIGIT_WORD = re.compile(r"[0-9][0-9A-Za-z_.+\-]{0,199}")
+_FOLDED_WORD = re.compile(r">[0-9A-Za-z_.,<>=!*+|\-]{0,199}")
+
+
 def _quoted_like_pyyaml(value: str) -> str | None:
     """The plain or single-quoted text PyYAML's emitter would choose for a short ASCII line, else None."""
+    if _DIGIT_WORD.fullmatch(value):
+        return value if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG else f"'{value}'"
+    if _FOLDED_WORD.fullmatch(value):
+        return f"'{value}'"
     if not _SHORT_PRINTABLE.fullmatch(value):
         return None
     analysis = _ANALYZER.analyze_scalar(value)

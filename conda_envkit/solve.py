@@ -212,6 +212,11 @@ def _channel_read_error(target: SolveTarget, channels: tuple[ResolvedChannel, ..
     )
 
 
+# A name no channel has: querying it loads a subdir's repodata (or a sharded channel's index)
+# without turning every package name in it into a Python object, as `Gateway.names` would.
+_PROBE = "envkit-repodata-probe-no-such-package"
+
+
 async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway) -> None:
     """Load every channel's repodata for the target's subdirs into `gateway`, each within the deadline.
 
@@ -223,7 +228,7 @@ async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, .
     """
     seconds = network_timeout()
     pending_for = {
-        asyncio.ensure_future(gateway.names([channel.url], [subdir])): (channel, subdir)  # type: ignore[list-item]  # any subdir string is valid at runtime
+        asyncio.ensure_future(gateway.query([channel.url], [subdir], [_PROBE], recursive=False)): (channel, subdir)  # type: ignore[list-item]  # any subdir string is valid at runtime
         for channel in channels
         for subdir in (target.platform, "noarch")
     }

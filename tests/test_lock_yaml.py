@@ -27,3 +27,17 @@ def test_scalars_match_pyyaml() -> None:
     generated = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 9))) for _ in range(20_000)]
     mismatches = [(v, scalar(v), _pyyaml(v)) for v in TRICKY + generated if scalar(v) != _pyyaml(v)]
     assert not mismatches, mismatches[:10]
+
+
+def test_version_and_spec_shaped_scalars_match_pyyaml() -> None:
+    # The writer's shortcuts for digit-led words (versions, md5s, builds) and `>`-led specs: numbers,
+    # dates, octal/hex/sexagesimal forms and every indicator they may contain, against PyYAML.
+    rnd = random.Random(23)
+    digit_led = [
+        "".join([rnd.choice("0123456789"), *(rnd.choice("0123456789eE._+-xobT:tZ") for _ in range(rnd.randint(0, 9)))])
+        for _ in range(15_000)
+    ]
+    spec_led = [">" + "".join(rnd.choice("0123456789._,<>=!*+|-ab #'") for _ in range(rnd.randint(0, 9))) for _ in range(15_000)]
+    forms = ["1_000", "0o17", "0x_1f", "190:20:30", "1:0", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "6.02e+23", "1.", "09.5", "08"]
+    mismatches = [(v, scalar(v), _pyyaml(v)) for v in forms + digit_led + spec_led if scalar(v) != _pyyaml(v)]
+    assert not mismatches, mismatches[:10]
