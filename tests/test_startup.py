@@ -134,9 +134,9 @@ def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel:
     from conda_envkit.spec import read_env_spec
 
     events: list[str] = []
-    fetch, solve = rattler.Gateway.names, rattler.solve
+    fetch, solve = rattler.Gateway.query, rattler.solve
 
-    async def names(self: rattler.Gateway, *args: object, **kwargs: object) -> object:
+    async def query(self: rattler.Gateway, *args: object, **kwargs: object) -> object:
         events.append("fetch")
         return await fetch(self, *args, **kwargs)
 
@@ -144,7 +144,7 @@ def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel:
         events.append("solve")
         return await solve(*args, **kwargs)
 
-    monkeypatch.setattr(rattler.Gateway, "names", names)
+    monkeypatch.setattr(rattler.Gateway, "query", query)
     monkeypatch.setattr(rattler, "solve", solving)
     env = write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
     spec = read_env_spec([env])
