@@ -27,12 +27,12 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
     FetchedPackage,
+    archive_label,
+    checked_once,
     conda_packages,
     fetch_packages,
     install_packages,
-    is_checked,
     lock_hosts,
-    mark_checked,
     package_info,
     pip_packages,
 )
@@ -399,14 +399,10 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
     """A plain package checked and staged (its archive decompressed once, onto the end of `payload`), and its
     members: None if it must be linked."""
     locked, archive = fetched.locked, fetched.archive
-    # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes).
-    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
-    sha256 = (locked.hash.sha256 or "").lower()
-    # An archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
-    hashed = not is_checked(archive, sha256)
-    staged = stage_package_archive(archive, label, payload, hashed=hashed)
-    if hashed:
-        mark_checked(archive, sha256)
+    # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes); an
+    # archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
+    label = archive_label(locked)
+    staged = checked_once(fetched, lambda hashed: stage_package_archive(archive, label, payload, hashed=hashed))
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
     info = package_info(fetched, cache_dir)
     if not info.plain:

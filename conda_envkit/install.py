@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from conda_envkit.archive_check import ArchiveEntry, check_links_together, check_package_archive
@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module),
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
+_T = TypeVar("_T")
 
 
 class InstallError(EnvkitError):
@@ -188,50 +189,73 @@ def _stamp(path: Path, sha256: str) -> str:
     return f"{sha256} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}\n"
 
 
-def _marker(path: Path, sha256: str) -> str:
-    # Sealed with the user's secret: someone who can write a shared cache could otherwise swap the
-    # archive and write a marker with the new file's stat (conda_envkit.cache_seal).
-    stamp = _stamp(path, sha256)
-    return stamp + user_seal().sign("archive", sha256, stamp) + "\n"
+# Markers beside an archive say what this user found it to be, as it is now (its stat): one per user
+# (cache seal) and sealed with the user's secret, since someone who can write a shared cache could
+# otherwise swap the archive and write a marker with the new file's stat (conda_envkit.cache_seal).
+# `verified`: it matched its sha256. `checked`: it passed the archive check, file hashes included.
+@dataclass(frozen=True)
+class _Marker:
+    name: str  # the file: `<name>.<owner>`
+    kind: str  # what the seal signs it as
+    header: str = ""  # before the stamp: a format, bumped when what the marker vouches for changes
 
 
-def _marker_path(path: Path) -> Path:
-    # One marker per user (cache seal) next to the archive: users who share a cache each trust their own.
-    return path.parent / f"verified.{user_seal().owner}"
+_VERIFIED = _Marker("verified", "archive")
+_CHECKED = _Marker("checked", "archive-check", "envkit-archive-check/1 ")
+
+
+def _marker_path(path: Path, marker: _Marker) -> Path:
+    return path.parent / f"{marker.name}.{user_seal().owner}"
+
+
+def _marker_text(path: Path, sha256: str, marker: _Marker) -> str:
+    stamp = marker.header + _stamp(path, sha256)
+    return stamp + user_seal().sign(marker.kind, sha256, stamp) + "\n"
+
+
+def _write_marker(path: Path, sha256: str, marker: _Marker) -> None:
+    tmp = path.parent / f"{marker.name}.{os.getpid()}.{threading.get_ident()}.new"
+    tmp.write_text(_marker_text(path, sha256, marker), encoding="utf-8")
+    os.replace(tmp, _marker_path(path, marker))
+
+
+def _has_marker(path: Path, sha256: str, marker: _Marker) -> bool:
+    try:
+        return _marker_path(path, marker).read_text(encoding="utf-8") == _marker_text(path, sha256, marker)
+    except OSError:
+        return False
 
 
 def mark_verified(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now: size, mtime, ctime, inode) was hashed and matched `sha256`."""
-    marker = _marker_path(path)
-    tmp = path.parent / f"verified.{os.getpid()}.new"
-    tmp.write_text(_marker(path, sha256), encoding="utf-8")
-    os.replace(tmp, marker)
-
-
-_CHECKED = "envkit-archive-check/1"
-
-
-def _checked_marker(path: Path, sha256: str) -> str:
-    # Sealed like `verified`: a forged marker would let a package that contradicts its own paths.json through.
-    stamp = f"{_CHECKED} {_stamp(path, sha256)}"
-    return stamp + user_seal().sign("archive-check", sha256, stamp) + "\n"
+    _write_marker(path, sha256, _VERIFIED)
 
 
 def mark_checked(path: Path, sha256: str) -> None:
     """Remember that `path` (as it is now, and verified as `sha256`) passed the archive check, file hashes included."""
-    marker = path.parent / f"checked.{user_seal().owner}"
-    tmp = path.parent / f"checked.{os.getpid()}.{threading.get_ident()}.new"
-    tmp.write_text(_checked_marker(path, sha256), encoding="utf-8")
-    os.replace(tmp, marker)
+    _write_marker(path, sha256, _CHECKED)
 
 
 def is_checked(path: Path, sha256: str) -> bool:
     """Whether the archive, as it is now, already passed the archive check with its files hashed (this user's
     sealed marker says so): then its files need not be hashed again (the rest of the check is cheap and always done)."""
-    try:
-        return (path.parent / f"checked.{user_seal().owner}").read_text(encoding="utf-8") == _checked_marker(path, sha256)
-    except OSError:
-        return False
+    return _has_marker(path, sha256, _CHECKED)
+
+
+def archive_label(locked: LockedDependency) -> str:
+    """How errors about a package's archive name it."""
+    return f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
+
+
+def checked_once(fetched: FetchedPackage, check: Callable[[bool], _T]) -> _T:
+    """`check(hashed)` of the package's archive, hashing its files only if this user has not checked the
+    archive as it is now; a check that hashed them is remembered (`mark_checked`)."""
+    sha256 = (fetched.locked.hash.sha256 or "").lower()
+    hashed = not is_checked(fetched.archive, sha256)
+    result = check(hashed)
+    if hashed:
+        mark_checked(fetched.archive, sha256)
+    return result
 
 
 def is_verified(path: Path, sha256: str) -> bool:
@@ -239,11 +263,8 @@ def is_verified(path: Path, sha256: str) -> bool:
     and the marker carries this user's seal."""
     if not path.is_file():
         return False
-    try:
-        if _marker_path(path).read_text(encoding="utf-8") == _marker(path, sha256):
-            return True
-    except OSError:
-        pass
+    if _has_marker(path, sha256, _VERIFIED):
+        return True
     if _sha256_of(path) != sha256:
         return False
     mark_verified(path, sha256)
@@ -485,14 +506,8 @@ def _make_dir(path: Path) -> Path:
 
 
 def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
-    locked = fetched.locked
-    label = f"{locked.platform}: package {locked.name} {locked.version} {locked.build}"
-    sha256 = (locked.hash.sha256 or "").lower()
-    hashed = not is_checked(fetched.archive, sha256)
-    checked = check_package_archive(fetched.archive, label, hashed=hashed)
-    if hashed:
-        mark_checked(fetched.archive, sha256)
-    return label, checked
+    label = archive_label(fetched.locked)
+    return label, checked_once(fetched, lambda hashed: check_package_archive(fetched.archive, label, hashed=hashed))
 
 
 def check_archives(fetched: list[FetchedPackage]) -> None:
