@@ -58,6 +58,17 @@ class CacheSeal:
         """Whether `seal` is this user's seal of the entry."""
         return isinstance(seal, str) and hmac.compare_digest(seal, self.sign(kind, key, fields))
 
+    def sealed(self, kind: str, key: str, fields: dict[str, object]) -> dict[str, object]:
+        """A JSON entry: `fields` and their seal under `"seal"`."""
+        return {**fields, "seal": self.sign(kind, key, fields)}
+
+    def unsealed(self, kind: str, key: str, document: object) -> dict[str, object] | None:
+        """The fields of a JSON entry (`sealed`'s form) if this user sealed them, else None."""
+        if not isinstance(document, dict):
+            return None
+        fields = {k: v for k, v in document.items() if k != "seal"}
+        return fields if self.check(kind, key, fields, document.get("seal")) else None
+
 
 def _read_secret(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

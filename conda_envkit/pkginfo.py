@@ -147,9 +147,8 @@ class PackageInfoCache:
     def get(self, sha256: str) -> PackageInfo | None:
         path = self._path(sha256)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            fields = {k: v for k, v in data.items() if k != "seal"}
-            if not self.seal.check("pkginfo", sha256, fields, data.get("seal")):
+            fields = self.seal.unsealed("pkginfo", sha256, json.loads(path.read_text(encoding="utf-8")))
+            if fields is None:
                 return None
             info = PackageInfo.from_json(fields, str(path))
         except (OSError, ValueError, AttributeError, PackageInfoError):
@@ -161,9 +160,8 @@ class PackageInfoCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pkginfo.", dir=path.parent)
         try:
-            document = info.to_json()
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({**document, "seal": self.seal.sign("pkginfo", info.sha256, document)}, f, sort_keys=True)
+                json.dump(self.seal.sealed("pkginfo", info.sha256, info.to_json()), f, sort_keys=True)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -183,8 +183,7 @@ class LayerCache:
         return data  # type: ignore[no-any-return]
 
     def _sealed(self, key: str, data: dict[str, object]) -> bool:
-        fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
-        return self.seal.check("layer", key, fields, data.get("seal"))
+        return self.seal.unsealed("layer", key, data) is not None
 
     def lookup(self, key: str, compression: Compression, store: BlobStore) -> Layer | None:
         """The cached layer for `key`, if this user sealed its entry and its blob is in `store` and matches its digest."""
@@ -247,7 +246,7 @@ class LayerCache:
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({**fields, "seal": self.seal.sign("layer", key, fields)}, f, sort_keys=True)
+            json.dump(self.seal.sealed("layer", key, fields), f, sort_keys=True)
         os.replace(tmp, self._entry(key))
 
 
@@ -271,7 +270,7 @@ class FragmentStore:
             data = json.loads(index.read_text(encoding="utf-8"))
             if data.get("format") != FRAGMENT_FORMAT:
                 return None
-            if not self.seal.check("fragment", key, {k: v for k, v in data.items() if k != "seal"}, data.get("seal")):
+            if self.seal.unsealed("fragment", key, data) is None:
                 self._claims[key] = str(data.get("sha256"))
                 return None
             if tar.stat().st_size != data["size"]:
@@ -285,10 +284,10 @@ class FragmentStore:
             return None
 
     def _write_index(self, key: str, document: dict[str, object]) -> None:
-        fields = {k: v for k, v in document.items() if k != "seal"}
+        fields = {k: v for k, v in document.items() if k != "seal"}  # a stamp update passes the old entry back
         fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({**fields, "seal": self.seal.sign("fragment", key, fields)}, f)
+            json.dump(self.seal.sealed("fragment", key, fields), f)
         os.replace(tmp_index, self.root / f"{key}.json")
 
     def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
