@@ -151,11 +151,10 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
                 elif member.isdir():
                     entries.append(ArchiveEntry(name, "directory", mode=member.mode))
                 elif member.isfile():
-                    sha256, content = hash_member(tar, member, keep=True) if name == "info/paths.json" else ("", None)
-                    if hashed and content is None:
-                        sha256, _ = hash_member(tar, member)
-                    if content is not None:
-                        paths_json = content
+                    if name == "info/paths.json":  # always read: the listing is checked against it
+                        sha256, paths_json = hash_member(tar, member, keep=True)
+                    else:
+                        sha256 = hash_member(tar, member)[0] if hashed else ""
                     entries.append(ArchiveEntry(name, "file", sha256, member.size, mode=member.mode, offset=member.offset_data))
                 else:
                     raise PackageContentError(
