@@ -314,7 +314,7 @@ def bake_platform(
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
     layers = build_layers(
-        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, progress, fragments
+        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -448,17 +448,14 @@ def build_layers(
     store: BlobStore,
     cache_dir: Path,
     settings: ChannelSettings | None,
+    fragments: FragmentStore,
     progress: Progress = SILENT,
-    fragments: FragmentStore | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
     (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks."""
     if not plans:
         return []
-    if fragments is None:
-        seal = user_seal()
-        fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
     members: dict[str, list[Member]] = {}
     need: list[str] = []  # in the order the layers are written
     for plan in plans:
