@@ -79,6 +79,8 @@ def _parse_document(data: object, where: str) -> tuple[dict[str, tuple[Descripto
     for key, entry in (data.get("layers") or {}).items():
         try:
             desc = Descriptor(str(entry["media_type"]), check_digest(str(entry["digest"]), where), int(entry["size"]))
+            if desc.size < 0:
+                raise ValueError(desc.size)
             layers[str(key)] = (desc, check_digest(str(entry["diff_id"]), where))
         except (KeyError, TypeError, ValueError, OciError):
             raise CacheError(f"{where}: malformed entry for layer key {key}", hint="write the cache again with --cache-to") from None

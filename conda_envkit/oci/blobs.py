@@ -101,10 +101,13 @@ class Descriptor:
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> Descriptor:
         try:
+            size = data["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError(f"size {size!r} is not a byte count")
             return cls(
                 media_type=str(data["mediaType"]),
                 digest=check_digest(str(data["digest"]), where),
-                size=int(data["size"]),
+                size=size,
                 annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
                 platform=dict(data["platform"]) if data.get("platform") else None,
                 artifact_type=str(data["artifactType"]) if data.get("artifactType") else None,

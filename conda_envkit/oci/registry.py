@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
-from conda_envkit.network import Deadline, iter_limited, read_limited
+from conda_envkit.network import DOWNLOAD_CAP_ENV_VAR, Deadline, ResponseTooLarge, iter_limited, max_download_bytes, read_limited, size_text
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -352,15 +352,27 @@ class RegistryClient:
         return digest
 
     def fetch_blob(self, repository: str, digest: str, dest: Path, max_bytes: int | None = None) -> None:
-        """Download a blob to `dest`, checking its digest (and its size against `max_bytes`)."""
+        """Download a blob to `dest`, checking its digest (and its size against `max_bytes`, its descriptor's size).
+
+        A blob is never bigger than $ENVKIT_MAX_DOWNLOAD_BYTES: a manifest declaring a larger one is
+        refused before anything is fetched (the size comes from the registry too, and a 1 TiB layer
+        arriving fast enough would never meet the deadline).
+        """
         what = f"blob {repository}@{digest}"
+        cap = max_download_bytes()
+        if max_bytes is not None and max_bytes > cap:
+            raise ResponseTooLarge(
+                f"{self.registry}: {what}: its descriptor declares {size_text(max_bytes)}, over the {size_text(cap)} download limit",
+                hint=f"no image layer should be that big: check the image; if it really is, raise {DOWNLOAD_CAP_ENV_VAR}",
+            )
         response = self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=what
         )
         deadline = Deadline(f"{self.registry}: {what}")
         h = hashlib.sha256()
         with response, dest.open("wb") as out:
-            for chunk in iter_limited(response, deadline, max_bytes):
+            hint = "the registry sent more than the manifest's descriptor declares: the registry or image is broken"
+            for chunk in iter_limited(response, deadline, cap if max_bytes is None else max_bytes, cap_hint=hint):
                 h.update(chunk)
                 out.write(chunk)
         if "sha256:" + h.hexdigest() != digest:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_envkit, write_env
+from tests.conftest import Registry, Result, run_envkit, stop_process, write_env
 
 DEADLINE = {"ENVKIT_NETWORK_TIMEOUT": "2"}
 
@@ -276,3 +276,69 @@ def test_download_cap_must_be_a_size(tmp_path: Path, toy_lock: Path, value: str)
     result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.output
     assert f"ENVKIT_MAX_DOWNLOAD_BYTES={value!r} is not a size" in _error_line(result.stderr)
+
+
+@pytest.mark.parametrize("mode", ["huge-config", "endless-layer"])
+def test_bake_refuses_a_base_blob_over_its_cap_before_the_deadline(tmp_path: Path, hostile: str, toy_lock: Path, mode: str) -> None:
+    # A config over 4 MiB stops at the cap. A layer whose descriptor declares 1 TiB, sent at 16 MiB/s,
+    # earns the deadline more time than it spends: it is refused by its declared size, before any byte.
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ("bake", "--lockfile", toy_lock, "--base", f"{hostile}/{mode}/base:1", "--insecure", "--oci", "img")
+    result = run_envkit(*args, cwd=out, env=env)
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert f"{hostile}: blob {mode}/base@sha256:" in error, error  # registry, repository and digest
+    expected = "response larger than the 4 MiB limit" if mode == "huge-config" else "declares 1024 GiB, over the 8 GiB download limit"
+    assert expected in error, error
+    assert list(out.iterdir()) == []
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
+
+
+@pytest.fixture
+def blob_proxy(registry: Registry) -> Iterator[str]:
+    """host:port of tests/servers/blob_proxy.py in front of `registry` (stopped by PID)."""
+    script = Path(__file__).resolve().parents[1] / "servers" / "blob_proxy.py"
+    proc = subprocess.Popen([sys.executable, str(script), registry.host], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+def _bake_through(tmp_path: Path, toy_lock: Path, *args: str) -> Result:
+    out = tmp_path / "out"
+    out.mkdir(parents=True)
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    return run_envkit("bake", "--lockfile", toy_lock, "--insecure", "--oci", "img", *args, cwd=out, env=env)
+
+
+@pytest.mark.parametrize("mode", ["long", "endless"])
+def test_base_and_cached_layers_longer_than_their_descriptor_are_refused(
+    tmp_path: Path, toy_lock: Path, registry: Registry, blob_proxy: str, mode: str
+) -> None:
+    # A real image and a real bake cache in a real registry; the proxy sends each layer whole, then
+    # more (1 MiB more, or zeros without end at 16 MiB/s, which outruns the deadline).
+    pushed = tmp_path / "pushed"
+    pushed.mkdir()
+    push = ("--push", f"{registry.host}/team/base", "-t", "v1", "--cache-to", f"{registry.host}/team/cache")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "c1")}
+    first = run_envkit("bake", "-q", "--lockfile", toy_lock, "--insecure", *push, cwd=pushed, env=env)
+    assert first.returncode == 0, first.output
+    happy = _bake_through(tmp_path / "happy", toy_lock, "--base", f"{blob_proxy}/pass/team/base:v1")
+    assert happy.returncode == 0, happy.output  # the proxy itself is faithful
+
+    for args, what in (
+        (("--base", f"{blob_proxy}/{mode}/team/base:v1"), f"{blob_proxy}: blob {mode}/team/base@sha256:"),
+        (("--cache-from", f"{blob_proxy}/{mode}/team/cache"), f"{blob_proxy}: blob {mode}/team/cache@sha256:"),
+    ):
+        work = tmp_path / args[0].strip("-")
+        result = _bake_through(work, toy_lock, *args)
+        assert result.returncode == 2, result.output
+        error = _error_line(result.stderr)
+        assert what in error and "bytes limit" in error, error  # registry, repository, digest, and the cap
+        assert "descriptor declares" in result.stderr  # the hint says which limit
+        assert list((work / "out").iterdir()) == []
+        assert list((work / "fresh-cache").rglob(".part.*")) == []

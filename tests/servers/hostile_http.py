@@ -23,6 +23,8 @@ Modes
   no-config      an image manifest without `config`
   bad-config     a manifest whose config blob is not JSON (digest matches)
   bad-layers     a manifest whose `layers` is a string
+  huge-config    a manifest whose config descriptor says 64 MiB; the config blob is 64 MiB (spaces)
+  endless-layer  a manifest whose one layer says 1 TiB; the layer blob never ends (as `endless`)
   token-garbage  401 Bearer challenge; the token endpoint answers garbage
   token-html     401 Bearer challenge; the token endpoint answers an HTML page
   token-no-token 401 Bearer challenge; the token endpoint answers {}
@@ -94,6 +96,19 @@ class Handler(BaseHTTPRequestHandler):
                 return
             time.sleep(0.2)
 
+    def _huge(self) -> None:
+        size = 64 << 20
+        self.send_response(200)
+        self.send_header("Content-Type", OCI_MANIFEST)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b" " * (1 << 20)
+        try:
+            for _ in range(size >> 20):
+                self.wfile.write(chunk)
+        except OSError:
+            return
+
     def _endless(self) -> None:
         # Fast enough that no per-read timeout fires, slow enough that a test's few seconds
         # cost tens of MiB of disk or memory, not gigabytes.
@@ -101,7 +116,7 @@ class Handler(BaseHTTPRequestHandler):
             head, content_type = b'{"info": {"subdir": "linux-64"}, "packages": {', "application/json"
         elif "/simple/" in self.path:
             head, content_type = b"<!DOCTYPE html><html><body>", "text/html"
-        elif self.path.endswith((".conda", ".tar.bz2", ".whl")):
+        elif self.path.endswith((".conda", ".tar.bz2", ".whl")) or "/blobs/" in self.path:
             head, content_type = b"PK", "application/octet-stream"
         else:
             self._send(404, b"{}")
@@ -156,17 +171,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
         elif mode == "huge":
-            size = 64 << 20
-            self.send_response(200)
-            self.send_header("Content-Type", OCI_MANIFEST)
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            chunk = b" " * (1 << 20)
-            try:
-                for _ in range(size >> 20):
-                    self.wfile.write(chunk)
-            except OSError:
-                return
+            self._huge()
         elif mode == "huge-repodata":
             # Only repodata.json exists, and it is 64 MiB of an unfinished JSON document.
             if not self.path.endswith("/repodata.json"):
@@ -202,6 +207,21 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "bad-layers":
             config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(b"{}"), "size": 2}
             self._send(200, b"{}" if blob else _manifest(config, "not a list"), OCI_MANIFEST)
+        elif mode == "huge-config":
+            if blob:
+                self._huge()
+            else:
+                config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(b"huge"), "size": 64 << 20}
+                self._send(200, _manifest(config), OCI_MANIFEST)
+        elif mode == "endless-layer":
+            if blob and parts[-1] == _digest(b"{}"):
+                self._send(200, b"{}", "application/octet-stream")
+            elif blob:
+                self._endless()
+            else:
+                config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(b"{}"), "size": 2}
+                layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(b"layer"), "size": 1 << 40}
+                self._send(200, _manifest(config, (layer,)), OCI_MANIFEST)
         elif mode == "server-error":
             self._send(500, b"internal error", "text/plain")
         else:
