@@ -193,9 +193,10 @@ def render_dockerfile(recipe: Recipe, context: dict[str, Any]) -> str:
     """The Dockerfile for a build context: the recipe's own Dockerfile.j2, else the shared one.
 
     A recipe from a repository is code from someone else: the template runs in jinja2's
-    sandbox, may include only files of its own directory, and sees plain data only.
+    sandbox, in a child process with memory, CPU and output limits (template_sandbox), may
+    include only files of its own directory, and sees plain data only.
     """
-    import jinja2.sandbox
+    from conda_envkit.template_sandbox import render_untrusted
 
     own = recipe.directory / "Dockerfile.j2"
     shared = BUILTIN_RECIPES / "Dockerfile.j2"
@@ -203,16 +204,7 @@ def render_dockerfile(recipe: Recipe, context: dict[str, Any]) -> str:
     data = {"recipe": recipe_data(recipe), **context}
     for key, value in data.items():
         _one_line_values(value, f"recipe {recipe.name}: {key}")
-    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(template_path.parent), followlinks=False),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    try:
-        template = environment.get_template(template_path.name)
-        return template.render(**data)
-    except (jinja2.TemplateError, jinja2.exceptions.SecurityError) as exc:
-        raise RecipeError(f"{template_path}: {type(exc).__name__}: {exc}", hint="fix the template") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{template_path}: cannot read the template ({exc})", hint="fix the template") from None
+    rendered = render_untrusted(template_path.parent, template_path.name, data)
+    if rendered.text is None:
+        raise RecipeError(f"{template_path}: {rendered.error}", hint="fix the template")
+    return rendered.text

@@ -74,3 +74,27 @@ def test_own_template_may_include_its_own_files(tmp_path: Path, hostile_channel:
     assert result.returncode == 0, result.output
     text = (ws.root / "ctx" / "Dockerfile").read_text()
     assert "# extra for mine" in text and "ENV TEAM=vision" in text
+
+
+# Faults and resource bombs a sandbox does not stop by itself (issue 15): each is an error naming the
+# template, in bounded time and memory, and no build context is left behind.
+RUNAWAY_TEMPLATES = {
+    "include-not-a-name": ("{% include recipe %}", "KeyError"),
+    "include-itself": ("{% include 'Dockerfile.j2' %}", "RecursionError"),
+    "range-too-big": ("{% for i in range(10**9) %}{% endfor %}", "OverflowError"),
+    "string-times-huge": ("{{ 'x' * 3000000000 }}", "more than the 512 MiB a template may use"),
+    "join-of-joins": ("{{ range(60000)|join(range(60000)|join) }}", "more than the 512 MiB a template may use"),
+    "format-width": ("{{ '%0999999999d'|format(1) }}", "more than the 512 MiB a template may use"),
+    "output-over-cap": ("{% for i in range(60000) %}{{ 'x' * 60 }}{% endfor %}", "renders to more than 1 MiB"),
+    "division-by-zero": ("{{ 1 / 0 }}", "ZeroDivisionError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUNAWAY_TEMPLATES))
+def test_runaway_template_is_stopped_with_an_error_naming_it(tmp_path: Path, hostile_channel: Path, case: str) -> None:
+    template, expected = RUNAWAY_TEMPLATES[case]
+    ws, recipes = _workspace(tmp_path, hostile_channel, "description: runaway\nbase: {cpu: scratch}\n", template)
+    result = ws.envkit("dockerfile", "-q", "--recipe", "mine", "--recipe-dir", recipes, "-o", "ctx")
+    assert_refused(result, "Dockerfile.j2")
+    assert expected in result.stderr, result.stderr
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith(".ctx") or p.name == "ctx") == []
