@@ -260,7 +260,11 @@ def _cuda_value(node: yaml.Node, path: str, key: str = "envkit.cuda") -> str | N
             return None
         value: object = str(node.value)
     else:
-        value = [] if isinstance(node, yaml.SequenceNode) else {}
+        kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+        raise SpecError(
+            f"{_where(path, node)}: `{key}`: CUDA must be a version like 12.4 or `none`, not a {kind}",
+            hint='write e.g. `cuda: "12.4"` (the driver version) or `cuda: none`',
+        )
     return parse_cuda_driver(value, f"{_where(path, node)}: `{key}`")
 
 
