@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,10 +49,18 @@ def dir_mode() -> int:
 
 def write_error(path: Path, exc: OSError, what: str = "file", setting: str = "") -> WriteError:
     """A WriteError for `exc` raised while writing `path`, saying what to change."""
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
+    reason, code = exc.strerror or str(exc), exc.errno
+    shutil = sys.modules.get("shutil")  # not imported here: only a caller that copied trees can have its Error
+    if shutil is not None and isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        # copytree collects (source, destination, "[Errno 28] No space left on device: ...") per file: the first says it.
+        import re
+
+        why = str(exc.args[0][0][-1])
+        found = re.match(r"\[Errno (\d+)\] ([^:]+)", why)
+        reason, code = (found[2], int(found[1])) if found else (why[:200], None)
+    if code == errno.ENOSPC:
         hint = f"free space on the filesystem of {path.parent}"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = f"make {path.parent} writable" + (f", or change {setting}" if setting else ", or write elsewhere")
     else:
         hint = f"check {path.parent}" + (f", or change {setting}" if setting else "")
