@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -68,6 +68,8 @@ if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module),
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
+# How long an interrupted fetch waits for its other downloads to notice and clean up.
+_STOP_GRACE = 2.0
 _T = TypeVar("_T")
 
 
@@ -271,10 +273,19 @@ def is_verified(path: Path, sha256: str) -> bool:
     return True
 
 
+class _Stopped(Exception):
+    """A download given up because the fetch as a whole is ending (Ctrl-C, SIGTERM, or another package failed)."""
+
+
 def _download(
-    url: str, dest: Path, session: Callable[[], requests.Session], attempts: int = 3, auth: tuple[str, str] | None = None
+    url: str,
+    dest: Path,
+    session: Callable[[], requests.Session],
+    attempts: int = 3,
+    auth: tuple[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[str, int]:
-    """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff."""
+    """Stream `url` to `dest`; return (sha256, bytes). Retries transient failures with backoff; gives up at `stop`."""
     import requests
 
     parts = urlsplit(url)
@@ -319,6 +330,8 @@ def _download(
                 size = 0
                 with dest.open("wb") as out:
                     for chunk in iter_limited(response, deadline, cap, _CHUNK, DOWNLOAD_CAP_HINT):
+                        if stop is not None and stop.is_set():
+                            raise _Stopped(shown)
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
@@ -331,7 +344,7 @@ def _download(
             if isinstance(exc, (DeadlineExceeded, ResponseTooLarge)):  # another attempt would be the same
                 raise
             last = _failure(exc, shown)
-            if not deadline.can_wait(0.5 * 2**attempt):
+            if not deadline.can_wait(0.5 * 2**attempt) or (stop is not None and stop.is_set()):
                 break
             time.sleep(0.5 * 2**attempt)
     raise InstallError(f"{shown}: download failed after {tried} attempt(s) ({last})", hint="check the network or mirror")
@@ -377,6 +390,8 @@ def fetch_packages(
         raise write_error(store, exc, "package cache", _CACHE_SETTING) from None
     sessions: list[requests.Session] = []
     session_lock = threading.Lock()
+    stop = threading.Event()
+    in_flight: set[Path] = set()  # temp files of downloads under way
 
     def session() -> requests.Session:
         """One HTTP session for this fetch, made on first use: a local channel needs none (nor requests)."""
@@ -406,9 +421,10 @@ def fetch_packages(
         except OSError as exc:
             raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
         tmp = Path(tmp_name)
+        in_flight.add(tmp)
         try:
             try:
-                actual, size = _download(url, tmp, session, auth=auth)
+                actual, size = _download(url, tmp, session, auth=auth, stop=stop)
             except OSError as exc:  # the cache's disk, not the network (requests errors are handled inside)
                 raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
             if actual != expected:
@@ -421,6 +437,7 @@ def fetch_packages(
             mark_verified(target, expected)
         finally:
             tmp.unlink(missing_ok=True)
+            in_flight.discard(tmp)
         return FetchedPackage(p, target), False, size
 
     progress = _or_silent(progress)
@@ -431,8 +448,21 @@ def fetch_packages(
         return result
 
     progress.start(step, total=len(packages), unit="packages")
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(fetch_and_report, packages))
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = [pool.submit(fetch_and_report, p) for p in packages]
+    try:
+        results = [future.result() for future in futures]
+    except BaseException:
+        # Ctrl-C, SIGTERM or one failed package: the other downloads stop at their next chunk, not at
+        # their deadline (minutes for a trickling server). One stuck in a read gets a moment, then
+        # its temp file is removed here; its thread ends with the process.
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        wait(futures, timeout=_STOP_GRACE)
+        for tmp in list(in_flight):
+            tmp.unlink(missing_ok=True)
+        raise
+    pool.shutdown()
     report = FetchReport(
         packages=tuple(r[0] for r in results),
         cached=sum(1 for r in results if r[1]),

@@ -274,7 +274,8 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
     try:
         mirror = f"{toy_channel.as_uri()}=http://127.0.0.1:{port}/pkgs"
         argv = [sys.executable, "-m", "conda_envkit", "install", "--lockfile", str(toy_lock), "-p", "linux-64", "--prefix", "env"]
-        env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "20"}
+        # A deadline far beyond the wait below: the signal must end the download, not the deadline.
+        env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
         proc = subprocess.Popen(
             [*argv, "--mirror", mirror], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -286,10 +287,16 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
             proc.kill()
             pytest.fail("install never created its staging directory")
         os.kill(proc.pid, signum)
-        _out, err = proc.communicate(timeout=120)
+        try:
+            _out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the signal did not end the install: it waited for its download's deadline")
     finally:
         listener.close()
     assert proc.returncode != 0
     assert "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
+    assert [p.name for p in (tmp_path / "cache").rglob("*.part")] == []  # the download's temp file too
     assert yaml.safe_load(toy_lock.read_text())  # the lock is untouched
