@@ -145,6 +145,16 @@ def test_names_and_file_names_have_length_limits(locked: Path) -> None:
     _refused(locked, _edit_entry(text, "numpy", f"url: {url}", f"url: {long_file}"), "no usable file name")
 
 
+def test_a_huge_value_makes_a_short_error(locked: Path) -> None:
+    # A 20 MB build string: refused naming the entry, in a message a terminal or CI log can show.
+    text = (locked / "conda-lock.yml").read_text()
+    start, end = _entry(text, "numpy")
+    build = re.search(r"build: (\S+)", text[start:end]).group(1)  # type: ignore[union-attr]
+    stderr = _refused(locked, _edit_entry(text, "numpy", f"build: {build}", f"build: {build}{'x' * 20_000_000}"), "package 'numpy'")
+    assert len(stderr) < 5000, len(stderr)
+    assert "characters left out" in stderr
+
+
 def test_check_does_not_trust_the_content_hash(locked: Path, toy_channel: Path) -> None:
     """A PR that swaps a package but keeps `content_hash` is stale."""
     text = (locked / "conda-lock.yml").read_text()
