@@ -30,6 +30,9 @@ MAX_INPUT_BYTES = 32 * 1024 * 1024
 # Real inputs nest 5-6 levels deep; the limit keeps the composer's recursion bounded
 # (libyaml's own composer overflows the C stack on deep input and kills the process).
 MAX_YAML_DEPTH = 100
+# A pipe or FIFO that neither sends nor closes for this long is stuck (a writer that never
+# finishes, a FIFO nobody writes to): an error, not a hang. A slow writer that keeps sending is fine.
+PIPE_IDLE_SECONDS = 60.0
 # Nodes reached through aliases (`*name`), counted expanded: a billion-laughs file
 # of a few hundred bytes expands to billions of nodes.
 MAX_YAML_ALIAS_NODES = 100_000
@@ -89,7 +92,9 @@ def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES)
     given = str(path)
     name = "<stdin>" if given == "-" else given
     try:
-        fd = os.dup(0) if given == "-" else os.open(path, os.O_RDONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: opening a FIFO nobody writes to would block forever (reads wait in poll below).
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.dup(0) if given == "-" else os.open(path, flags)
     except FileNotFoundError:
         raise UnreadableInput(f"{name}: file not found", hint=f"pass an existing {what}") from None
     except IsADirectoryError:
@@ -106,7 +111,7 @@ def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES)
                 f"{name}: {what} is not a regular file or a pipe (a device?)",
                 hint="pass a regular file, or pipe the content in",
             )
-        data = _read_capped(fd, name, what, max_bytes)
+        data = _read_capped(fd, name, what, max_bytes, wait=not regular)
     finally:
         os.close(fd)
     text = decode_utf8(data, name)
@@ -120,12 +125,24 @@ def _is_fd_path(given: str) -> bool:
     return given.startswith("/dev/fd/") or (given.startswith("/proc/") and "/fd/" in given)
 
 
-def _read_capped(fd: int, name: str, what: str, max_bytes: int) -> bytes:
+def _read_capped(fd: int, name: str, what: str, max_bytes: int, wait: bool = False) -> bytes:
+    """At most `max_bytes` of `fd`; with `wait` (a pipe), each read waits in poll at most PIPE_IDLE_SECONDS."""
+    import select
+
     chunks: list[bytes] = []
     total = 0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
     while True:
+        if wait and not poller.poll(int(PIPE_IDLE_SECONDS * 1000)):
+            raise UnreadableInput(
+                f"{name}: the pipe sent nothing for {PIPE_IDLE_SECONDS:g} s and did not close",
+                hint="the program writing it is stuck, or nothing writes to this FIFO; pass a file",
+            )
         try:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+        except BlockingIOError:
+            continue  # poll said readable, another reader of the same pipe was first
         except OSError as exc:
             raise UnreadableInput(f"{name}: cannot read {what} ({exc.strerror})", hint="check the file") from None
         if not chunk:

@@ -108,6 +108,59 @@ def test_a_pipe_is_read_and_has_no_path(tmp_path: Path) -> None:
     assert read_input(regular).path == regular
 
 
+def _read_in_thread(path: Path) -> object:
+    """read_input(path)'s result or exception; a read still blocked after 30 s fails the test (it would hang)."""
+    import threading
+
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(read_input(path))
+        except UnreadableInput as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), f"reading {path} hangs"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("writer", ["none", "never-closes"])
+def test_a_stuck_fifo_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str) -> None:
+    monkeypatch.setattr("conda_envkit.inputs.PIPE_IDLE_SECONDS", 0.5)
+    fifo = tmp_path / "environment.yml"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR) if writer == "never-closes" else None  # a writer that keeps it open, silent
+    try:
+        if held is not None:
+            os.write(held, b"channels: [conda-forge]\n")
+        outcome = _read_in_thread(fifo)
+    finally:
+        if held is not None:
+            os.close(held)
+    assert isinstance(outcome, UnreadableInput), outcome
+    assert f"{fifo}: the pipe sent nothing for 0.5 s and did not close" in outcome.message
+
+
+def test_a_fifo_whose_writer_finishes_is_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "environment.yml"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; f = open({str(fifo)!r}, 'w'); f.write('a: 1\\n'); f.flush(); time.sleep(0.5); f.write('b: 2\\n')",
+        ]
+    )
+    try:
+        outcome = _read_in_thread(fifo)
+    finally:
+        writer.wait(timeout=30)
+    assert isinstance(outcome, InputText) and outcome.text == "a: 1\nb: 2\n" and outcome.path is None
+
+
 # -- strict YAML ----------------------------------------------------------------------
 
 
