@@ -116,10 +116,15 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
     """
     pending: list[tuple[Path, Path]] = []
     backups: dict[Path, Path | None] = {}  # None: there was no file to restore
+    streams: list[tuple[Path, bytes]] = []
     written = []
     try:
         for path, content in outputs:
             data = content.encode("utf-8") if isinstance(content, str) else content
+            if is_stream_target(path, what):
+                streams.append((path, data))
+                written.append(True)
+                continue
             if _unchanged(path, data):
                 written.append(False)
                 continue
@@ -135,6 +140,12 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
             except OSError as exc:
                 _restore(backups, path)
                 raise write_error(path, exc, what, setting) from None
+        for path, data in streams:  # last: what a stream received cannot be taken back
+            try:
+                with path.open("wb") as stream:
+                    stream.write(data)
+            except OSError as exc:
+                raise write_error(path, exc, what, setting) from None
     finally:
         for tmp, _path in pending:
             tmp.unlink(missing_ok=True)
@@ -142,6 +153,25 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
             if backup is not None and backup.name.endswith(".bak"):
                 backup.unlink(missing_ok=True)
     return written
+
+
+def is_stream_target(path: Path, what: str) -> bool:
+    """Whether `path` is, or links to, a character device or a FIFO (`-o /dev/stdout`): written through, not replaced.
+
+    A rename onto it would replace the device node or the link with a regular file, which root
+    may do to /dev/stdout or /dev/null.
+    """
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return True
+    if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        raise WriteError(f"{path}: is a device or socket, not a place for a {what}", hint="write to a file or to /dev/stdout")
+    return False
 
 
 def _backup(path: Path) -> Path | None:

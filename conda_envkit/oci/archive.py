@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from conda_envkit.files import file_mode, write_error
+from conda_envkit.files import file_mode, is_stream_target, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.layer import Layer
@@ -55,7 +55,25 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
     for tag in tags:
         annotations = {REF_NAME: tag, "io.containerd.image.name": tag} if tag else {}
         index_entries.append(Descriptor(manifest.media_type, manifest.digest, manifest.size, annotations).to_json())
+
+    def fill(tar: tarfile.TarFile) -> None:
+        _add(tar, "blobs", mtime=mtime)
+        _add(tar, "blobs/sha256", mtime=mtime)
+        for digest in sorted({manifest.digest, config, *layers}):
+            _add(tar, blob_name(digest), source=store.verified_path(digest), mtime=mtime)
+        _add(tar, "index.json", canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries}), mtime=mtime)
+        _add(tar, "manifest.json", canonical_json(docker_manifest), mtime=mtime)
+        _add(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}), mtime=mtime)
+
     path = path.absolute()
+    if is_stream_target(path, "docker archive"):
+        # `--docker-archive /dev/stdout | docker load`: written through; a rename would replace the device (as root).
+        try:
+            with path.open("wb") as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                fill(tar)
+        except OSError as exc:
+            raise write_error(path, exc, "docker archive", "--docker-archive") from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,13 +82,7 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would be the archive's mode
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, "blobs", mtime=mtime)
-            _add(tar, "blobs/sha256", mtime=mtime)
-            for digest in sorted({manifest.digest, config, *layers}):
-                _add(tar, blob_name(digest), source=store.verified_path(digest), mtime=mtime)
-            _add(tar, "index.json", canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries}), mtime=mtime)
-            _add(tar, "manifest.json", canonical_json(docker_manifest), mtime=mtime)
-            _add(tar, "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}), mtime=mtime)
+            fill(tar)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

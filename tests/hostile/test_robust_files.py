@@ -300,3 +300,51 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
     assert [p.name for p in (tmp_path / "cache").rglob("*.part")] == []  # the download's temp file too
     assert yaml.safe_load(toy_lock.read_text())  # the lock is untouched
+
+
+def _drain(fifo: Path) -> tuple[object, list[bytes]]:
+    """A thread reading `fifo` to its end into the returned list (the reader a pipe needs)."""
+    import threading
+
+    received: list[bytes] = []
+
+    def read() -> None:
+        with fifo.open("rb") as f:
+            received.append(f.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, received
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("render", "-p", "linux-64", "-o", "OUT"),
+        ("export", "--lockfile", "conda-lock.yml", "--to", "json", "-o", "OUT"),
+        ("lock", "--lockfile", "OUT"),
+        ("bake", "-q", "--docker-archive", "OUT", "--cache-dir", "cache"),
+    ],
+)
+def test_an_output_that_is_a_pipe_or_device_is_written_through_not_replaced(
+    tmp_path: Path, toy_channel: Path, toy_lock: Path, command: tuple
+) -> None:
+    # `-o /dev/stdout`, `--docker-archive /dev/stdout | docker load`: a rename onto the path would
+    # replace the FIFO, or (as root) the device node /dev/stdout, with a regular file.
+    write_env(tmp_path, _env_text(toy_channel))
+    (tmp_path / "conda-lock.yml").write_bytes(toy_lock.read_bytes())
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader, received = _drain(fifo)
+    result = run_envkit(*[str(fifo) if a == "OUT" else a for a in command], cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    reader.join(60)  # type: ignore[attr-defined]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert received and len(received[0]) > 100
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.fifo")] == []
+    if os.geteuid() == 0:  # a device node: only root can make one
+        device = tmp_path / "null"
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        again = run_envkit(*[str(device) if a == "OUT" else a for a in command], cwd=tmp_path)
+        assert again.returncode == 0, again.output
+        assert stat.S_ISCHR(device.lstat().st_mode)
