@@ -30,6 +30,10 @@ MIN_RATE = float(1 << 20)
 # only its hash) stops here; the largest conda-forge archives and PyPI wheels are ~3 GiB.
 DOWNLOAD_CAP_ENV_VAR = "ENVKIT_MAX_DOWNLOAD_BYTES"
 DEFAULT_DOWNLOAD_CAP = 8 << 30
+# An index page (PEP 503 HTML, PEP 691 JSON, a --find-links page) is read whole before uv gets
+# it; PyPI's largest simple pages are tens of MiB.
+PAGE_CAP_ENV_VAR = "ENVKIT_MAX_INDEX_PAGE_BYTES"
+DEFAULT_PAGE_CAP = 256 << 20
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -61,15 +65,23 @@ def network_timeout() -> float:
 
 def max_download_bytes() -> int:
     """$ENVKIT_MAX_DOWNLOAD_BYTES (bytes, or with a K/M/G/T suffix, binary; default 8G); invalid is an error naming it."""
-    raw = os.environ.get(DOWNLOAD_CAP_ENV_VAR, "").strip()
+    return parse_size(DOWNLOAD_CAP_ENV_VAR, DEFAULT_DOWNLOAD_CAP, "16G")
+
+
+def max_index_page_bytes() -> int:
+    """$ENVKIT_MAX_INDEX_PAGE_BYTES (bytes, or with a K/M/G/T suffix, binary; default 256M); invalid is an error naming it."""
+    return parse_size(PAGE_CAP_ENV_VAR, DEFAULT_PAGE_CAP, "512M")
+
+
+def parse_size(env_var: str, default: int, example: str) -> int:
+    """A size cap from `env_var` (bytes, or with a K/M/G/T suffix, binary), `default` when unset; invalid is an error naming it."""
+    raw = os.environ.get(env_var, "").strip()
     if not raw:
-        return DEFAULT_DOWNLOAD_CAP
+        return default
     match = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:i?B)?", raw, re.IGNORECASE)
     value = int(match[1]) * _UNITS[match[2].upper()] if match else 0
     if value <= 0:
-        raise NetworkError(
-            f"{DOWNLOAD_CAP_ENV_VAR}={raw!r} is not a size", hint=f"e.g. {DOWNLOAD_CAP_ENV_VAR}=16G (bytes, or K/M/G/T), or unset it"
-        )
+        raise NetworkError(f"{env_var}={raw!r} is not a size", hint=f"e.g. {env_var}={example} (bytes, or K/M/G/T), or unset it")
     return value
 
 
