@@ -14,6 +14,7 @@ Modes
   html           200 text/html (a login page or proxy error)
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
+  big-page       simple-index pages that declare Content-Length 64 MiB (HTML, sent quickly)
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
@@ -165,6 +166,19 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 for _ in range(size >> 20):
                     self.wfile.write(chunk)
+            except OSError:
+                return
+        elif mode == "big-page":
+            if "/simple/" not in self.path:
+                self._send(404, b"{}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
         elif mode == "huge-repodata":

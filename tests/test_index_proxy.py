@@ -1,0 +1,155 @@
+"""The index proxy's URL rewriting, on its own: what a hostile index page can and cannot make uv fetch.
+
+The proxy end to end (caps, deadlines, credentials, PEP 691) is in tests/hostile/test_robust_index_proxy.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from conda_envkit.index_proxy import IndexProxy, Upstream, resolve_link, rewrite_html, rewrite_json, serve_indexes, split_credentials
+
+PAGE = "https://pypi.example/simple/numpy/"
+
+
+def _link(url: str) -> str:
+    return "PROXY<" + url + ">"
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        ("../../files/numpy-2.0-py3-none-any.whl", "https://pypi.example/files/numpy-2.0-py3-none-any.whl"),
+        ("numpy-2.0-py3-none-any.whl#sha256=ab", "https://pypi.example/simple/numpy/numpy-2.0-py3-none-any.whl#sha256=ab"),
+        ("/../../../etc/numpy.whl", "https://pypi.example/etc/numpy.whl"),  # `..` stops at the host's root
+        ("/files/a b+c.whl", "https://pypi.example/files/a%20b+c.whl"),
+        ("https://files.example/packages/x.whl", "https://files.example/packages/x.whl"),
+        ("  //cdn.example/x.whl ", "https://cdn.example/x.whl"),
+        ("javascript:alert(1)", None),
+        ("file:///etc/passwd", None),
+        ("data:text/plain,x", None),
+        ("ftp://files.example/x.whl", None),
+        ("https://user:secret@files.example/x.whl", None),
+        ("http://[::1/x.whl", None),
+        ("/" + "x" * 9000 + ".whl", None),
+    ],
+)
+def test_resolve_link_allows_only_remote_http_files(href: str, expected: str | None) -> None:
+    assert resolve_link(href, PAGE) == expected
+
+
+def test_rewrite_html_proxies_every_link_and_keeps_the_rest() -> None:
+    page = (
+        b"<!DOCTYPE html><html><body>\n"
+        b'<a href="../../files/numpy-2.0-py3-none-any.whl#sha256=abc" data-dist-info-metadata="sha256=def">numpy-2.0</a>\n'
+        b"<A HREF='numpy-1.0.whl?x=1&amp;y=2' data-requires-python=\"&gt;=3.9\">numpy-1.0</A>\n"
+        b"<a href=javascript:alert(1)>evil</a>\n"
+        b"<a name=anchor>no link</a> caf\xe9\n"
+        b"</body></html>"
+    )
+    out = rewrite_html(page, PAGE, _link)
+    assert b'href="PROXY&lt;https://pypi.example/files/numpy-2.0-py3-none-any.whl&gt;#sha256=abc"' in out
+    assert b'data-dist-info-metadata="sha256=def"' in out  # uv asks for <proxied wheel URL>.metadata
+    assert b'HREF="PROXY&lt;https://pypi.example/simple/numpy/numpy-1.0.whl?x=1&amp;y=2&gt;"' in out
+    assert b'data-requires-python="&gt;=3.9"' in out
+    assert b'<a href="">evil</a>' in out
+    assert b"<a name=anchor>no link</a> caf\xe9" in out  # bytes that are not UTF-8 pass untouched
+    assert b"pypi.example/files" not in out.replace(b"PROXY&lt;https://pypi.example/files", b"")
+
+
+def test_rewrite_html_resolves_against_a_base_tag_and_removes_it() -> None:
+    page = b'<html><head><base href="https://mirror.example/pkgs/"></head><body><a href="x-1.0-py3-none-any.whl">x</a></body></html>'
+    out = rewrite_html(page, PAGE, _link)
+    assert b'href="PROXY&lt;https://mirror.example/pkgs/x-1.0-py3-none-any.whl&gt;"' in out
+    assert b"<base>" in out and b'mirror.example/pkgs/"' not in out
+
+
+def test_rewrite_html_ignores_a_base_tag_with_a_hostile_href() -> None:
+    page = b'<base href="file:///etc/"><a href="x.whl">x</a>'
+    assert b"PROXY&lt;https://pypi.example/simple/numpy/x.whl&gt;" in rewrite_html(page, PAGE, _link)
+
+
+def test_rewrite_json_proxies_file_urls_and_keeps_hashes() -> None:
+    document = {
+        "meta": {"api-version": "1.1"},
+        "name": "numpy",
+        "files": [
+            {"filename": "numpy-2.0.whl", "url": "../../files/numpy-2.0.whl", "hashes": {"sha256": "ab"}, "core-metadata": True},
+            {"filename": "evil.whl", "url": "file:///etc/passwd", "hashes": {}},
+            {"filename": "odd.whl", "url": 7, "hashes": {}},
+            "not an object",
+        ],
+    }
+    out = json.loads(rewrite_json(json.dumps(document).encode(), PAGE, _link))
+    assert out["files"] == [
+        {
+            "filename": "numpy-2.0.whl",
+            "url": "PROXY<https://pypi.example/files/numpy-2.0.whl>",
+            "hashes": {"sha256": "ab"},
+            "core-metadata": True,
+        },
+        {"filename": "evil.whl", "url": "", "hashes": {}},
+    ]
+    assert out["meta"] == {"api-version": "1.1"}
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"files": "no"}', b"\xff\xfe"])
+def test_rewrite_json_leaves_what_it_cannot_read_to_uv(body: bytes) -> None:
+    assert rewrite_json(body, PAGE, _link) == body
+
+
+def test_split_credentials_moves_userinfo_out_of_the_url() -> None:
+    assert split_credentials("https://us%40er:p%3Ass@idx.example:8443/simple/") == Upstream(
+        "https://idx.example:8443/simple/", ("us@er", "p:ss")
+    )
+    assert split_credentials("https://idx.example/simple") == Upstream("https://idx.example/simple")
+
+
+def _proxy(*upstreams: Upstream) -> IndexProxy:
+    proxy = IndexProxy(upstreams, requests.Session())
+    proxy.origin = "http://127.0.0.1:4000"
+    return proxy
+
+
+def test_proxied_urls_map_back_to_their_upstream() -> None:
+    index = Upstream("https://idx.example/simple", ("u", "p"))
+    links = Upstream("https://idx.example/links.html")
+    proxy = _proxy(index, links)
+    base = proxy.index_url(index)
+    assert "idx.example" not in base and "u" not in base.rsplit("/", 1)[1]
+    assert proxy.upstream_of(base + "/numpy/") == "https://idx.example/simple/numpy/"
+    assert proxy.upstream_of(proxy.index_url(links)) == "https://idx.example/links.html"
+    wheel = proxy.file_url("https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1")
+    assert wheel.endswith("/numpy-2.0-py3-none-any.whl") and "files.example" not in wheel
+    assert proxy.upstream_of(wheel) == "https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1"
+    assert proxy.upstream_of(wheel + ".metadata") == "https://files.example/p/numpy-2.0-py3-none-any.whl.metadata?sig=1"
+    assert proxy.upstream_of(wheel + "#sha256=ab") == "https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1#sha256=ab"
+    assert proxy.upstream_of(wheel + ".evil") is None
+    assert proxy.upstream_of("http://127.0.0.1:4000/f/0000/numpy.whl") is None
+    assert proxy.upstream_of("http://127.0.0.1:4000/i/unknown/numpy/") is None
+    assert proxy.upstream_text(f"error: {wheel} and {base}/numpy/ failed") == (
+        "error: https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1 and https://idx.example/simple/numpy/ failed"
+    )
+
+
+def test_credentials_go_only_to_their_own_origin() -> None:
+    proxy = _proxy(Upstream("https://idx.example/simple", ("u", "p")))
+    assert proxy.auth_for("https://idx.example/files/x.whl") == ("u", "p")
+    assert proxy.auth_for("https://IDX.example:443/files/x.whl") == ("u", "p")
+    assert proxy.auth_for("http://idx.example/files/x.whl") is None  # not over plain HTTP
+    assert proxy.auth_for("https://idx.example:8443/files/x.whl") is None
+    assert proxy.auth_for("https://files.example/x.whl") is None
+
+
+def test_a_direct_connection_through_the_proxy_is_refused_and_recorded() -> None:
+    # uv's HTTP(S)_PROXY point at the proxy: a link the rewriting missed is refused, not fetched uncapped.
+    with serve_indexes((Upstream("http://127.0.0.1:9/simple"),)) as proxy:
+        proxies = {"http": proxy.origin}
+        answer = requests.get("http://files.example/x.whl", proxies=proxies, timeout=10)
+        unknown = requests.get(proxy.origin + "/f/unknown/x.whl", timeout=10)
+    assert answer.status_code == 403 and unknown.status_code == 404
+    refused = "uv tried to reach http://files.example/x.whl directly, not through envkit's index proxy"
+    assert [f.message for f in proxy.failures()] == [refused]
