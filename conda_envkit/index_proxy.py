@@ -49,12 +49,16 @@ PAGE_CAP_HINT = f"an index page should not be that big: check the index; if the 
 MAX_LINK_CHARS = 8192
 HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html")
 JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/json")
-# Headers of a file response uv may need: its size, type, and what it says about ranges.
-_FILE_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
+# Headers of a file response uv may need: its size, type, ranges, and what lets uv's cache keep
+# it. A page goes to uv without validators, so uv asks for it again and gets it rewritten.
+_FILE_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Cache-Control", "ETag", "Last-Modified")
 # Request headers passed upstream; nothing else of uv's (no Authorization: uv has none).
-_PASSED_REQUEST_HEADERS = ("Accept", "Range", "User-Agent")
+_PAGE_REQUEST_HEADERS = ("Accept", "User-Agent")
+_FILE_REQUEST_HEADERS = ("Accept", "User-Agent", "Range", "If-Range", "If-None-Match", "If-Modified-Since")
 _A_TAG = re.compile(rb"<(a|base)\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(rb"""(\shref\s*=\s*)("[^"]*"|'[^']*'|[^\s"'>]+)""", re.IGNORECASE)
+# An attribute starts after white space, `/` or a quoted value (HTML's tokenizer accepts
+# `<a/href=x>` and `<a x="1"href=y>`): a link the pattern missed would reach uv unproxied.
+_HREF = re.compile(rb"""([\s/"']href\s*=\s*)("[^"]*"|'[^']*'|[^\s"'>]+)""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ def resolve_link(href: str, base: str) -> str | None:
 
 
 LinkMap = Callable[[str], str]
+# What uv is given instead of an index: a host that never resolves (RFC 6761), reached only
+# through uv's HTTP proxy setting, which is this proxy. Without a port in them, the URLs are
+# the same from one lock to the next, so uv's cache (keyed by URL) keeps working.
+PROXY_ORIGIN = "http://envkit-index.invalid"
 
 
 def _proxied_link(href: str, base: str, link: LinkMap) -> str:
@@ -148,7 +156,7 @@ def rewrite_html(body: bytes, page_url: str, link: LinkMap) -> bytes:
             value = html.unescape(found[2].decode("utf-8", "replace").strip("\"'"))
             return found[1] + b'"' + html.escape(_proxied_link(value, base, link), quote=True).encode() + b'"'
 
-        return _HREF.sub(href, match[0], count=1)
+        return _HREF.sub(href, match[0])  # every href: parsers differ on which of two counts
 
     return _A_TAG.sub(tag, body)
 
@@ -161,7 +169,7 @@ def rewrite_json(body: bytes, page_url: str, link: LinkMap) -> bytes:
     """
     try:
         document: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for Python (and for uv)
         return body
     if not isinstance(document, dict) or not isinstance(document.get("files"), list):
         return body
@@ -191,7 +199,8 @@ class IndexProxy:
         self.session = session
         self.page_cap = max_index_page_bytes()
         self.file_cap = max_download_bytes()
-        self.origin = ""
+        self.origin = PROXY_ORIGIN
+        self.address = ""  # http://127.0.0.1:PORT once serving
         self._files: dict[str, str] = {}
         self._failed: dict[str, NetworkError] = {}
         self._reading: dict[str, int] = {}
@@ -205,9 +214,9 @@ class IndexProxy:
 
     def uv_env(self) -> dict[str, str]:
         """Environment for uv that sends any connection to a remote host here, where it is refused and recorded."""
-        env = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"), self.origin)
+        env = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"), self.address)
         env |= {name.lower(): value for name, value in env.items()}
-        return env | {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        return env | {"NO_PROXY": "", "no_proxy": ""}
 
     def index_url(self, upstream: Upstream) -> str:
         """What uv is given instead of `upstream.url`."""
@@ -294,6 +303,7 @@ class IndexProxy:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    answering = False  # whether a status line went out: after it, a failure can only end the connection
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -306,18 +316,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         proxy = self.server.proxy
-        if not self.path.startswith("/"):  # absolute form: uv was sent here as its HTTP proxy
+        local = self.path.removeprefix(proxy.origin)  # uv asks its HTTP proxy for absolute URLs
+        if not local.startswith("/"):  # another host: uv tried to reach it without the proxy's links
             self._refuse_direct(self.path)
             return
-        upstream = proxy.upstream_of(proxy.origin + self.path)
+        upstream = proxy.upstream_of(proxy.origin + local)
         if upstream is None:
             self._answer(404, b"not an envkit index proxy path\n", "text/plain")
             return
-        page = self.path.startswith("/i/")
+        page = local.startswith("/i/")
         earlier = proxy.failed(upstream)
         if earlier is not None:  # uv retries a 502: the answer would be the same
             self._answer(502, f"{earlier.message}\n".encode(), "text/plain")
             return
+        self.answering = False
         try:
             if page:
                 self._page(upstream)
@@ -325,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._file(upstream)
         except NetworkError as exc:
             proxy.record(upstream, exc)
-            if not self.close_connection:  # nothing of the answer was sent yet
+            if not self.answering:  # nothing of the answer was sent yet
                 self._answer(502, f"{exc.message}\n".encode(), "text/plain")
         except OSError:  # uv hung up
             self.close_connection = True
@@ -349,8 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _request_headers(self) -> dict[str, str]:
-        passed = {key: value for key in _PASSED_REQUEST_HEADERS if (value := self.headers.get(key))}
+    def _request_headers(self, names: tuple[str, ...]) -> dict[str, str]:
+        passed = {key: value for key in names if (value := self.headers.get(key))}
         return passed | {"Via": "1.1 envkit-index-proxy"}  # what HTTP asks of a proxy (RFC 9110, 7.6.3)
 
     def _page(self, url: str) -> None:
@@ -362,7 +374,11 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = Deadline(shown)
         try:
             with proxy.session.get(
-                url, stream=True, timeout=deadline.timeouts(), auth=proxy.auth_for(url), headers=self._request_headers()
+                url,
+                stream=True,
+                timeout=deadline.timeouts(),
+                auth=proxy.auth_for(url),
+                headers=self._request_headers(_PAGE_REQUEST_HEADERS),
             ) as response:
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > proxy.page_cap:
@@ -387,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         shown = _shown(url)
         deadline = Deadline(shown)
-        headers = {**self._request_headers(), "Accept-Encoding": "identity"}
+        headers = {**self._request_headers(_FILE_REQUEST_HEADERS), "Accept-Encoding": "identity"}
         try:
             fetch = proxy.session.head if self.command == "HEAD" else proxy.session.get
             with fetch(
@@ -399,6 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
                         f"{shown}: {declared} bytes, over the {size_text(proxy.file_cap)} download limit", hint=DOWNLOAD_CAP_HINT
                     )
                 encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+                self.answering = True
                 self.send_response(response.status_code)
                 for key in _FILE_HEADERS:
                     if key in response.headers and not (encoded and key == "Content-Length"):
@@ -409,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 if self.command == "HEAD":
                     return
-                self.close_connection = True  # from here on, a failure can only cut the connection
+                self.close_connection = True  # from here on, a failure can only cut the connection (uv sees a short body)
                 sent = 0
                 for chunk in iter_limited(response, deadline, proxy.file_cap, cap_hint=DOWNLOAD_CAP_HINT):
                     self.wfile.write(chunk)
@@ -450,8 +467,10 @@ def serve_indexes(upstreams: tuple[Upstream, ...]) -> Iterator[IndexProxy]:
     with requests.Session() as session:
         proxy = IndexProxy(upstreams, session)
         server = _Server(proxy)
-        proxy.origin = f"http://127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, name="envkit: index proxy", daemon=True)
+        proxy.address = f"http://127.0.0.1:{server.server_address[1]}"
+        # shutdown() waits for the loop's next poll: at the default 0.5 s, that was most of what
+        # the proxy added to a resolution.
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="envkit: index proxy", daemon=True)
         thread.start()
         try:
             yield proxy

@@ -7,8 +7,8 @@ installs are handed to uv as fixed, dependency-free stand-ins (`name @ file://st
 constraints), so a pip requirement that needs another version fails loudly, and
 nothing conda installs is installed twice.
 
-Index URLs may carry credentials as `${VAR}`: uv gets them expanded through its
-environment, the lock records only the `${VAR}` template.
+Index URLs may carry credentials as `${VAR}`: envkit's index proxy (index_proxy) gets them
+expanded and uv only the proxy's URLs; the lock records only the `${VAR}` template.
 """
 
 from __future__ import annotations
