@@ -11,8 +11,9 @@ an index's credentials only to that index's own scheme, host and port. uv's
 HTTP(S)_PROXY points at this proxy too, so a link the rewriting missed is refused
 loudly instead of fetched uncapped.
 
-A failure the proxy turns into a 502 (a cap, a deadline, a broken transfer) is kept and
-reported by the caller in preference to uv's own message.
+A failure the proxy answers with a 403 (a cap, a deadline, a broken transfer) is kept and
+reported by the caller in preference to uv's own message; the lock fails even if uv
+resolved without that page.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ LinkMap = Callable[[str], str]
 # through uv's HTTP proxy setting, which is this proxy. Without a port in them, the URLs are
 # the same from one lock to the next, so uv's cache (keyed by URL) keeps working.
 PROXY_ORIGIN = "http://envkit-index.invalid"
+# What uv gets for a page or file the proxy could not fetch: uv neither retries a 403 (it
+# would retry a 502 with seconds of backoff) nor takes it for a missing package.
+FAILED = 403
 
 
 def _proxied_link(href: str, base: str, link: LinkMap) -> str:
@@ -326,8 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         page = local.startswith("/i/")
         earlier = proxy.failed(upstream)
-        if earlier is not None:  # uv retries a 502: the answer would be the same
-            self._answer(502, f"{earlier.message}\n".encode(), "text/plain")
+        if earlier is not None:  # asked again: the answer would be the same
+            self._answer(FAILED, f"{earlier.message}\n".encode(), "text/plain")
             return
         self.answering = False
         try:
@@ -338,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         except NetworkError as exc:
             proxy.record(upstream, exc)
             if not self.answering:  # nothing of the answer was sent yet
-                self._answer(502, f"{exc.message}\n".encode(), "text/plain")
+                self._answer(FAILED, f"{exc.message}\n".encode(), "text/plain")
         except OSError:  # uv hung up
             self.close_connection = True
 

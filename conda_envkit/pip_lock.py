@@ -367,8 +367,8 @@ def resolve_pip(
                 " (the resolution may take 4 times it)"
                 + (f"; lower {PAGE_CAP_ENV_VAR} to stop a page that never ends sooner" if reading else ""),
             ) from None
+        _raise_proxy_failure(proxy, target, first)  # even if uv got by without the page: it saw less than the index has
         if proc.returncode != 0:
-            _raise_proxy_failure(proxy, target, first)
             stderr = proxy.upstream_text(proc.stderr) if proxy else proc.stderr
             raise PipLockError(
                 f"{target.platform}: the pip: section ({first}) cannot be resolved for {target.describe()}:\n  "
@@ -402,7 +402,7 @@ def _index_proxy(remote: list[str]) -> Iterator[IndexProxy | None]:
 def _raise_proxy_failure(proxy: IndexProxy | None, target: WheelTarget, where: str) -> None:
     """The first page or file the index proxy could not fetch (over a cap, past the deadline), as the lock's error.
 
-    uv only saw a 502 for it; the proxy knows which URL and which limit.
+    uv only saw a 403 for it; the proxy knows which URL and which limit.
     """
     failures = proxy.failures() if proxy else []
     if failures:
