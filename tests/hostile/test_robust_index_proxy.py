@@ -123,6 +123,26 @@ def test_index_credentials_never_reach_another_host(tmp_path: Path, toy_channel:
     assert "wheel-Pa55" not in (tmp_path / "work" / "conda-lock.yml").read_text()
 
 
+def test_a_redirect_to_another_host_drops_the_credentials(
+    tmp_path: Path,
+    hostile: str,  # noqa: F811
+    toy_channel: Path,
+    pip_index_server: ChannelServer,
+) -> None:
+    # The index answers every page with a redirect to another server: requests' rule (as for every
+    # download of envkit) follows it without the Authorization header.
+    port = pip_index_server.url.rsplit(":", 1)[1]
+    index = f"http://${{PIP_USER}}:${{PIP_TOKEN}}@{hostile}/redirect-to/{port}/simple"
+    _pip_spec(tmp_path / "work", toy_channel, [f"--index-url {index}", "tiny-tokenizer"])
+    result = _lock(tmp_path / "work", {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55"})
+    assert result.returncode == 0, result.output
+    assert _pip_urls(tmp_path / "work" / "conda-lock.yml") == {
+        "tiny-tokenizer": f"{pip_index_server.url}/files/tiny_tokenizer-1.1.0-py3-none-any.whl"  # relative to where the page was
+    }
+    assert _all_through_the_proxy(pip_index_server)
+    assert not (pip_index_server.root / "authorization.log").exists()
+
+
 def test_hostile_links_in_an_index_page_are_dropped_and_relative_ones_resolved(tmp_path: Path, toy_channel: Path, pip_index: Path) -> None:
     shutil.copytree(pip_index, tmp_path / "index")
     page = tmp_path / "index" / "simple" / "tiny-tokenizer" / "index.html"

@@ -10,6 +10,7 @@ Modes
   trickle        headers, then one byte every 0.2 s of a long body
   never-answer   reads the request, never answers
   redirect-loop  302 to itself, forever
+  redirect-to    /redirect-to/<port>/<path>: 302 to http://127.0.0.1:<port>/<path> (another server)
   garbage        200 with bytes that are neither JSON nor UTF-8
   html           200 text/html (a login page or proxy error)
   short-body     Content-Length 1000, 10 bytes, then close
@@ -144,6 +145,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(LIMIT)
         elif mode == "redirect-loop":
             self._send(302, b"", headers={"Location": self.path})
+        elif mode == "redirect-to" and len(parts) > 1 and parts[1].isdigit():
+            rest = self.path.split("/", 3)[3] if self.path.count("/") >= 3 else ""
+            self._send(302, b"", headers={"Location": f"http://127.0.0.1:{parts[1]}/{rest}"})
         elif mode == "garbage":
             self._send(200, b"\x00\xff garbage \xfe" * 10, "application/octet-stream")
         elif mode == "html":
