@@ -204,36 +204,32 @@ def test_lock_against_an_endless_channel_ends_at_the_deadline(tmp_path: Path, ho
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
 
 
-def test_lock_stops_a_repodata_download_at_the_size_cap(tmp_path: Path, hostile: str) -> None:
-    # A plain repodata.json that never ends streams into py-rattler's temporary file; the
-    # guard stops the lock once that file passes the cap, long before the 60 s deadline.
-    channel = f"http://{hostile}/endless"
+_LINUX_ONLY = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="memory is watched through /proc (Linux)")
+
+
+@pytest.mark.parametrize(
+    ("mode", "cap", "passed"),
+    [
+        # A plain repodata.json that never ends streams into py-rattler's temporary file.
+        ("endless", 24, "a repodata download grew past 24 MiB"),
+        # py-rattler reads a sharded channel's index into memory: without the guard, 60 s of
+        # this server is about 2 GiB of RSS (16 MiB/s for each of linux-64 and noarch).
+        pytest.param("endless-shards", 48, "reading repodata and solving took more than 48 MiB of memory", marks=_LINUX_ONLY),
+    ],
+)
+def test_lock_stops_endless_repodata_at_the_size_cap(tmp_path: Path, hostile: str, mode: str, cap: int, passed: str) -> None:
+    # The guard stops the lock once the cap is passed, long before the 60 s deadline.
+    channel = f"http://{hostile}/{mode}"
     write_env(tmp_path, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
-    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_REPODATA_BYTES": "24M"}
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_REPODATA_BYTES": f"{cap}M"}
     proc, peak = _peak_rss_mib("--timeout", "60", "lock", cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     error = _error_line(proc.stderr)
-    assert error == f"error: cannot read the channels ({channel}): a repodata download grew past 24 MiB", error
-    assert "raise ENVKIT_MAX_REPODATA_BYTES (now 24 MiB)" in proc.stderr
-    assert peak < 100, f"peak RSS {peak:.0f} MiB"
+    assert error == f"error: cannot read the channels ({channel}): {passed}", error
+    assert f"raise ENVKIT_MAX_REPODATA_BYTES (now {cap} MiB)" in proc.stderr
+    assert peak < cap + 100, f"peak RSS {peak:.0f} MiB"
     assert not (tmp_path / "conda-lock.yml").exists()
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="memory is watched through /proc (Linux)")
-def test_lock_stops_a_sharded_index_at_the_size_cap_in_memory(tmp_path: Path, hostile: str) -> None:
-    # py-rattler reads a sharded channel's index into memory: without the guard, 60 s of this
-    # server is about 2 GiB of RSS (16 MiB/s for each of linux-64 and noarch).
-    channel = f"http://{hostile}/endless-shards"
-    write_env(tmp_path, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
-    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_REPODATA_BYTES": "48M"}
-    proc, peak = _peak_rss_mib("--timeout", "60", "lock", cwd=tmp_path, env=env)
-    assert proc.returncode == 2, proc.stderr
-    error = _error_line(proc.stderr)
-    assert error == f"error: cannot read the channels ({channel}): reading repodata and solving took more than 48 MiB of memory", error
-    assert "ENVKIT_MAX_REPODATA_BYTES (now 48 MiB)" in proc.stderr
-    assert peak < 48 + 100, f"peak RSS {peak:.0f} MiB"
-    assert not (tmp_path / "conda-lock.yml").exists()
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-5M", "1.5G"])
