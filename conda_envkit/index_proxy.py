@@ -246,7 +246,7 @@ class IndexProxy:
         def back(match: re.Match[str]) -> str:
             return self.upstream_of(match[0]) or match[0]
 
-        return re.sub(escaped + r"/[^\s\"'<>]*", back, text)
+        return re.sub(escaped + r"/[^\s\"'<>`()]*", back, text)  # uv quotes URLs in `...` or (...)
 
     def upstream_of(self, proxied: str) -> str | None:
         """The upstream URL a proxied URL stands for (None if it is none of this proxy's)."""

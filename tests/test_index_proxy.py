@@ -132,8 +132,8 @@ def test_proxied_urls_map_back_to_their_upstream() -> None:
     assert proxy.upstream_of(wheel + ".evil") is None
     assert proxy.upstream_of("http://envkit-index.invalid/f/0000/numpy.whl") is None
     assert proxy.upstream_of("http://envkit-index.invalid/i/unknown/numpy/") is None
-    assert proxy.upstream_text(f"error: {wheel} and {base}/numpy/ failed") == (
-        "error: https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1 and https://idx.example/simple/numpy/ failed"
+    assert proxy.upstream_text(f"error: `{wheel}` and ({base}/numpy/) failed") == (
+        "error: `https://files.example/p/numpy-2.0-py3-none-any.whl?sig=1` and (https://idx.example/simple/numpy/) failed"
     )
 
 
