@@ -1,15 +1,17 @@
 """A local HTTP proxy between uv and the remote package indexes of a `pip:` section.
 
 uv has no size limit for what it reads: an index page that never ends grows in its
-memory until the deadline. While `envkit lock` resolves, uv is given
-`http://127.0.0.1:PORT/i/<key>/...` instead of each remote index or `--find-links`
-page, and this proxy fetches the real page with envkit's own limits: the page cap
-($ENVKIT_MAX_INDEX_PAGE_BYTES), the network deadline, requests' redirect rules. Every
-file link in a page (wheel, `.metadata`) is rewritten to `/f/<token>/<file name>`, so
-uv never talks to a remote host itself and never holds a credential: the proxy sends
-an index's credentials only to that index's own scheme, host and port. uv's
-HTTP(S)_PROXY points at this proxy too, so a link the rewriting missed is refused
-loudly instead of fetched uncapped.
+memory until the deadline. While `envkit lock` resolves, this proxy listens on
+127.0.0.1 and is uv's HTTP(S)_PROXY; uv is given `http://envkit-index.invalid/i/<key>/`
+instead of each remote index or `--find-links` page (a name that never resolves, so
+uv's requests for it reach only the proxy, and URLs that stay the same from one lock to
+the next, so uv's cache keeps working). The proxy fetches the real page with envkit's
+own limits: the page cap ($ENVKIT_MAX_INDEX_PAGE_BYTES), the network deadline, requests'
+redirect rules. Every file link in a page (wheel, `.metadata`) is rewritten to
+`/f/<token>/<file name>`, so uv never talks to a remote host itself and never holds a
+credential: the proxy sends an index's credentials only to that index's own scheme,
+host and port. Any other host uv asks the proxy for is refused and reported, so a link
+the rewriting missed fails loudly instead of being fetched uncapped.
 
 A failure the proxy answers with a 403 (a cap, a deadline, a broken transfer) is kept and
 reported by the caller in preference to uv's own message; the lock fails even if uv
@@ -18,10 +20,13 @@ resolved without that page.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import html
 import json
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -204,7 +209,10 @@ class IndexProxy:
         self.page_cap = max_index_page_bytes()
         self.file_cap = max_download_bytes()
         self.origin = PROXY_ORIGIN
-        self.address = ""  # http://127.0.0.1:PORT once serving
+        self.address = ""  # http://envkit:<secret>@127.0.0.1:PORT once serving: what uv's HTTP(S)_PROXY are
+        # Another local user could reach 127.0.0.1:PORT while the lock runs: only a client that
+        # knows this secret (uv, through its proxy setting) gets pages fetched with the index's credentials.
+        self.secret = secrets.token_urlsafe(24)
         self._files: dict[str, str] = {}
         self._failed: dict[str, NetworkError] = {}
         self._reading: dict[str, int] = {}
@@ -313,13 +321,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_CONNECT(self) -> None:
-        self._refuse_direct(f"https://{self.path}")
+        if self._authorized():
+            self._refuse_direct(f"https://{self.path}")
 
     def do_HEAD(self) -> None:
         self.do_GET()
 
     def do_GET(self) -> None:
         proxy = self.server.proxy
+        if not self._authorized():
+            return
         local = self.path.removeprefix(proxy.origin)  # uv asks its HTTP proxy for absolute URLs
         if not local.startswith("/"):  # another host: uv tried to reach it without the proxy's links
             self._refuse_direct(self.path)
@@ -345,6 +356,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._answer(FAILED, f"{exc.message}\n".encode(), "text/plain")
         except OSError:  # uv hung up
             self.close_connection = True
+
+    def _authorized(self) -> bool:
+        """Whether the request carries the proxy's secret (as uv's proxy credentials); if not, a 407 went out."""
+        expected = "Basic " + base64.b64encode(f"envkit:{self.server.proxy.secret}".encode()).decode()
+        if hmac.compare_digest(self.headers.get("Proxy-Authorization", ""), expected):
+            return True
+        self._answer(407, b"envkit index proxy: not for this client\n", "text/plain", {"Proxy-Authenticate": 'Basic realm="envkit"'})
+        return False
 
     def _refuse_direct(self, target: str) -> None:
         shown = target.split("?")[0]
@@ -471,7 +490,7 @@ def serve_indexes(upstreams: tuple[Upstream, ...]) -> Iterator[IndexProxy]:
     with requests.Session() as session:
         proxy = IndexProxy(upstreams, session)
         server = _Server(proxy)
-        proxy.address = f"http://127.0.0.1:{server.server_address[1]}"
+        proxy.address = f"http://envkit:{proxy.secret}@127.0.0.1:{server.server_address[1]}"
         # shutdown() waits for the loop's next poll: at the default 0.5 s, that was most of what
         # the proxy added to a resolution.
         thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="envkit: index proxy", daemon=True)

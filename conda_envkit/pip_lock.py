@@ -66,6 +66,7 @@ _RESOLUTION_ENV = frozenset(
         "NO_BINARY", "ONLY_BINARY", "NO_BUILD", "PYTHON", "TORCH_BACKEND", "CONFIG_FILE", "NO_SOURCES",
     )
 )  # fmt: skip
+PYPI = "https://pypi.org/simple"  # uv's default index, proxied like any other
 _UNLOCKABLE_HINT = (
     "publish it as a wheel on an index (--extra-index-url) and require it by name and version, or install it after `envkit install`"
 )
@@ -295,7 +296,8 @@ def resolve_pip(
     """
     first = inputs.requirements[0].source if inputs.requirements else "pip:"
     # uv settings that would change what is resolved come from the spec alone; transport
-    # settings (UV_NATIVE_TLS, proxies, SSL_CERT_FILE) stay the user's.
+    # settings stay the user's, except that with a remote index uv talks only to envkit's
+    # index proxy (its proxy variables point there, and TLS is the proxy's: requests').
     env = {k: v for k, v in os.environ.items() if k not in _RESOLUTION_ENV}
     index = expand_env(inputs.index_url, first) if inputs.index_url else None
     extra = [expand_env(u, first) for u in inputs.extra_index_urls]
@@ -378,9 +380,6 @@ def resolve_pip(
         document = tomllib.loads(out.read_text(encoding="utf-8"))
     placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *(f.location for f in inputs.find_links)])
     return _pins(document, target, provided, first, placeholders, proxy.upstream_of if proxy else (lambda url: None))
-
-
-PYPI = "https://pypi.org/simple"
 
 
 def _is_remote(url: str) -> bool:

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from conda_envkit.index_proxy import IndexProxy, Upstream, resolve_link, rewrite_html, rewrite_json, serve_indexes, split_credentials
+from tests.conftest import ChannelServer
 
 PAGE = "https://pypi.example/simple/numpy/"
 
@@ -155,3 +156,17 @@ def test_a_direct_connection_through_the_proxy_is_refused_and_recorded() -> None
     assert answer.status_code == 403 and unknown.status_code == 404
     refused = "uv tried to reach http://files.example/x.whl directly, not through envkit's index proxy"
     assert [f.message for f in proxy.failures()] == [refused]
+
+
+def test_only_the_client_with_the_proxys_secret_is_served(pip_index_server: ChannelServer) -> None:
+    # Another local user can reach 127.0.0.1 too: without uv's proxy credentials, nothing is fetched.
+    with serve_indexes((Upstream(f"{pip_index_server.url}/simple"),)) as proxy:
+        page = f"{proxy.origin}/i/{Upstream(f'{pip_index_server.url}/simple').key}/tiny-tokenizer/"
+        anonymous = proxy.address.replace(f"envkit:{proxy.secret}@", "")
+        stranger = requests.get(page, proxies={"http": anonymous}, timeout=10)
+        guesser = requests.get(page, proxies={"http": anonymous.replace("://", "://envkit:guess@")}, timeout=10)
+        uv = requests.get(page, proxies={"http": proxy.address}, timeout=10)
+    assert stranger.status_code == guesser.status_code == 407
+    assert uv.status_code == 200 and f"{proxy.origin}/f/" in uv.text and pip_index_server.url not in uv.text
+    assert pip_index_server.requests() == ["/simple/tiny-tokenizer/"]
+    assert proxy.failures() == []
