@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
+from conda_envkit.index_proxy import Upstream, serve_indexes
 from tests.conftest import ChannelServer, _serve, run_envkit, write_env
 from tests.hostile.test_robust_network import _error_line, _peak_rss_mib, hostile  # noqa: F401  # the hostile server fixture
 
@@ -78,6 +80,29 @@ def test_an_endless_find_links_page_stops_at_the_page_cap(tmp_path: Path, hostil
     result = _lock(tmp_path, {"ENVKIT_NETWORK_TIMEOUT": "30", **SMALL_PAGES})
     assert result.returncode == 2, result.output
     assert f"{links}: response larger than the 4 MiB limit" in _error_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("endless", "response larger than the 4 MiB limit"), ("big-file", "67108864 bytes, over the 4 MiB download limit")],
+)
+def test_a_linked_file_streams_through_the_proxy_within_the_download_cap(
+    hostile: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    expected: str,
+) -> None:
+    # uv gives up on an endless wheel by itself (its zip reader fails early), so the proxy is asked directly, as uv would.
+    monkeypatch.setenv("ENVKIT_MAX_DOWNLOAD_BYTES", "4M")
+    monkeypatch.setenv("ENVKIT_NETWORK_TIMEOUT", "30")
+    wheel = f"http://{hostile}/{mode}/tiny_tokenizer-9.0-py3-none-any.whl"
+    with serve_indexes((Upstream(f"http://{hostile}/{mode}/simple"),)) as proxy:
+        proxied = proxy.file_url(wheel)
+        with requests.get(proxied, proxies={"http": proxy.address}, stream=True, timeout=60) as response:
+            received = sum(len(chunk) for chunk in response.iter_content(1 << 16))
+    assert received <= 5 << 20  # the cap and one chunk at most, streamed (the proxy never holds the file)
+    assert [f.message for f in proxy.failures()] == [f"{wheel}: {expected}"]
+    assert "raise ENVKIT_MAX_DOWNLOAD_BYTES" in proxy.failures()[0].hint
 
 
 def test_a_trickled_index_page_is_named_at_the_deadline(tmp_path: Path, hostile: str, toy_channel: Path) -> None:  # noqa: F811

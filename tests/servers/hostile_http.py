@@ -16,6 +16,7 @@ Modes
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
   big-page       simple-index pages that declare Content-Length 64 MiB (HTML, sent quickly)
+  big-file       wheels that declare Content-Length 64 MiB (sent quickly)
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
@@ -177,12 +178,12 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
             except OSError:
                 return
-        elif mode == "big-page":
-            if "/simple/" not in self.path:
+        elif mode in ("big-page", "big-file"):
+            if ("/simple/" in self.path) != (mode == "big-page"):
                 self._send(404, b"{}")
                 return
             self.send_response(200)
-            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Type", "text/html" if mode == "big-page" else "application/octet-stream")
             self.send_header("Content-Length", str(64 << 20))
             self.end_headers()
             try:
