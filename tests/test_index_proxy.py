@@ -6,12 +6,17 @@ The proxy end to end (caps, deadlines, credentials, PEP 691) is in tests/hostile
 from __future__ import annotations
 
 import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
 from conda_envkit.index_proxy import IndexProxy, Upstream, resolve_link, rewrite_html, rewrite_json, serve_indexes, split_credentials
-from tests.conftest import ChannelServer
+from tests.conftest import ChannelServer, run_envkit, write_env
 
 PAGE = "https://pypi.example/simple/numpy/"
 
@@ -170,3 +175,69 @@ def test_only_the_client_with_the_proxys_secret_is_served(pip_index_server: Chan
     assert uv.status_code == 200 and f"{proxy.origin}/f/" in uv.text and pip_index_server.url not in uv.text
     assert pip_index_server.requests() == ["/simple/tiny-tokenizer/"]
     assert proxy.failures() == []
+
+
+class _RangeFiles(BaseHTTPRequestHandler):
+    """Serves BODY at any path, honouring `Range: bytes=a-b` with a 206 (http.server's own handler has no ranges)."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        start, end = (int(wanted[1]), int(wanted[2])) if wanted else (0, len(BODY) - 1)
+        part = BODY[start : end + 1]
+        self.send_response(206 if wanted else 200)
+        self.send_header("Content-Length", str(len(part)))
+        self.send_header("Accept-Ranges", "bytes")
+        if wanted:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(BODY)}")
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(part)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+
+BODY = bytes(range(256)) * 64
+
+
+@pytest.fixture
+def range_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeFiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_range_requests_pass_through_the_proxy(range_server: str) -> None:
+    # uv reads a wheel's metadata from its end with Range requests when the index has no .metadata file.
+    with serve_indexes((Upstream(f"{range_server}/simple"),)) as proxy:
+        wheel = proxy.file_url(f"{range_server}/files/x-1.0-py3-none-any.whl")
+        proxies = {"http": proxy.address}
+        head = requests.head(wheel, proxies=proxies, timeout=10)
+        tail = requests.get(wheel, headers={"Range": "bytes=16000-16383"}, proxies=proxies, timeout=10)
+    assert head.headers["Accept-Ranges"] == "bytes" and head.headers["Content-Length"] == str(len(BODY))
+    assert tail.status_code == 206 and tail.content == BODY[16000:]
+    assert tail.headers["Content-Range"] == f"bytes 16000-16383/{len(BODY)}"
+
+
+def test_a_second_lock_reads_no_wheel_again(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
+    # The proxy's URLs are the same from one lock to the next, so uv's cache answers for the wheels it read.
+    write_env(
+        tmp_path,
+        f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - python=3.11\n"
+        f"  - pip:\n      - --index-url {pip_index_server.url}/simple\n      - hello-ml\n",
+    )
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    assert run_envkit("lock", cwd=tmp_path, env=env).returncode == 0
+    first = [path for path in pip_index_server.requests() if path.startswith("/files/")]
+    (tmp_path / "conda-lock.yml").unlink()
+    assert run_envkit("lock", cwd=tmp_path, env=env).returncode == 0
+    assert first and [path for path in pip_index_server.requests() if path.startswith("/files/")] == first
