@@ -10,13 +10,18 @@ Modes
   trickle        headers, then one byte every 0.2 s of a long body
   never-answer   reads the request, never answers
   redirect-loop  302 to itself, forever
+  redirect-to    /redirect-to/<port>/<path>: 302 to http://127.0.0.1:<port>/<path> (another server)
   garbage        200 with bytes that are neither JSON nor UTF-8
   html           200 text/html (a login page or proxy error)
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
+  big-page       simple-index pages that declare Content-Length 64 MiB (HTML, sent quickly)
+  big-file       wheels that declare Content-Length 64 MiB (sent quickly)
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
+  endless-shards 404 except a sharded channel's index (repodata_shards.msgpack.zst), which never
+                 ends (as `endless`): py-rattler reads it into memory
   empty          200 with an empty body
   not-object     a JSON array instead of an object
   non-utf8       a manifest with bytes that are not UTF-8
@@ -112,11 +117,14 @@ class Handler(BaseHTTPRequestHandler):
     def _endless(self) -> None:
         # Fast enough that no per-read timeout fires, slow enough that a test's few seconds
         # cost tens of MiB of disk or memory, not gigabytes.
-        if self.path.endswith("/repodata.json"):
+        plain = self._mode()[0] == "endless"  # else endless-shards: only the shard index never ends
+        if self.path.endswith("/repodata.json") and plain:
             head, content_type = b'{"info": {"subdir": "linux-64"}, "packages": {', "application/json"
-        elif "/simple/" in self.path:
+        elif self.path.endswith("/repodata_shards.msgpack.zst") and not plain:
+            head, content_type = b"", "application/octet-stream"
+        elif "/simple/" in self.path and plain:
             head, content_type = b"<!DOCTYPE html><html><body>", "text/html"
-        elif self.path.endswith((".conda", ".tar.bz2", ".whl")) or "/blobs/" in self.path:
+        elif (self.path.endswith((".conda", ".tar.bz2", ".whl")) and plain) or "/blobs/" in self.path:
             head, content_type = b"PK", "application/octet-stream"
         else:
             self._send(404, b"{}")
@@ -158,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(LIMIT)
         elif mode == "redirect-loop":
             self._send(302, b"", headers={"Location": self.path})
+        elif mode == "redirect-to" and len(parts) > 1 and parts[1].isdigit():
+            rest = self.path.split("/", 3)[3] if self.path.count("/") >= 3 else ""
+            self._send(302, b"", headers={"Location": f"http://127.0.0.1:{parts[1]}/{rest}"})
         elif mode == "garbage":
             self._send(200, b"\x00\xff garbage \xfe" * 10, "application/octet-stream")
         elif mode == "html":
@@ -172,6 +183,19 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif mode == "huge":
             self._huge()
+        elif mode in ("big-page", "big-file"):
+            if ("/simple/" in self.path) != (mode == "big-page"):
+                self._send(404, b"{}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if mode == "big-page" else "application/octet-stream")
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(b" " * (1 << 20))
+            except OSError:
+                return
         elif mode == "huge-repodata":
             # Only repodata.json exists, and it is 64 MiB of an unfinished JSON document.
             if not self.path.endswith("/repodata.json"):
@@ -188,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
-        elif mode == "endless":
+        elif mode in ("endless", "endless-shards"):
             self._endless()
         elif mode == "empty":
             self._send(200, b"", OCI_MANIFEST)
