@@ -10,6 +10,12 @@ from conda_envkit.oci.blobs import OciError, check_digest
 DOCKER_HUB = "registry-1.docker.io"
 _REPO = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# A host name or [IPv6] address, and an optional port: anything else (`user@host`, `host#x`, a space)
+# would make the URL reach another host than the one named, or not be a URL at all.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_REGISTRY = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
+# Docker's limit on a repository name.
+_MAX_REPO = 255
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,15 @@ def parse_image_ref(text: str) -> ImageRef:
     repo, _, tag = path.partition(":")
     if registry in ("docker.io", "index.docker.io"):
         registry = DOCKER_HUB
+    if not _REGISTRY.fullmatch(registry):
+        raise OciError(
+            f"invalid image reference {text[:300]!r}: bad registry host {registry[:300]!r}",
+            hint="a registry is a host name or [IPv6 address] with an optional :port, e.g. registry.example.com:5000",
+        )
+    if len(repo) > _MAX_REPO:
+        raise OciError(
+            f"invalid image reference {text[:300]!r}: repository name longer than {_MAX_REPO} characters", hint="check the reference"
+        )
     if not _REPO.fullmatch(repo):
         raise OciError(f"invalid image reference {text!r}: bad repository name {repo!r}", hint="e.g. registry.example.com/team/train:tag")
     if tag and not _TAG.fullmatch(tag):

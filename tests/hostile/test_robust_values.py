@@ -93,3 +93,17 @@ def test_duplicate_dependencies_key_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [["recipes"], ["dockerfile", "--recipe", "scratch", "-o", "ctx"], ["bake", "--oci", "img"]])
 def test_recipe_dir_that_does_not_exist(tmp_path: Path, command: list[str]) -> None:
     _refused(tmp_path, *command, "--recipe-dir", "no-such-dir", expected="--recipe-dir")
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("127.0.0.1:5000#x/team/app:1", "bad registry host '127.0.0.1:5000#x'"),
+        ("reg .example/team/app:1", "bad registry host 'reg .example'"),
+        ("reg.example:80:90/team/app:1", "bad registry host 'reg.example:80:90'"),
+        ("reg.example/" + "a" * 300 + ":1", "repository name longer than 255 characters"),
+    ],
+)
+def test_image_reference_with_a_bad_registry_or_name(tmp_path: Path, ref: str, expected: str) -> None:
+    # Refused before any request: `host#x` or a space would reach another host than the one named, or no URL at all.
+    _refused(tmp_path, "inspect", ref, expected=expected)
