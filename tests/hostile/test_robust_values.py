@@ -107,3 +107,7 @@ def test_recipe_dir_that_does_not_exist(tmp_path: Path, command: list[str]) -> N
 def test_image_reference_with_a_bad_registry_or_name(tmp_path: Path, ref: str, expected: str) -> None:
     # Refused before any request: `host#x` or a space would reach another host than the one named, or no URL at all.
     _refused(tmp_path, "inspect", ref, expected=expected)
+
+
+def test_large_package_threshold_is_not_negative(tmp_path: Path) -> None:
+    _refused(tmp_path, "bake", "--oci", "img", "--large-package-mb", "-5", expected="--large-package-mb")
