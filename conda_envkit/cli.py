@@ -321,7 +321,11 @@ def _bake_command() -> click.Command:
     @click.option("--user", help="User (name or uid[:gid]).")
     @click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
     @click.option(
-        "--large-package-mb", type=click.IntRange(min=0), default=32, show_default=True, help="Packages at least this big get a layer of their own."
+        "--large-package-mb",
+        type=click.IntRange(min=0),
+        default=32,
+        show_default=True,
+        help="Packages at least this big get a layer of their own.",
     )
     @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
     @cache_options
