@@ -53,7 +53,7 @@ def _reports_errors(command: F) -> F:
 
 
 # An error quotes values from the input; a 30 MB name in a hostile lock must not become a 30 MB message.
-_MAX_MESSAGE = 2000
+_MAX_MESSAGE = 8000
 
 
 def _shortened(text: str) -> str:
