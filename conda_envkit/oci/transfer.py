@@ -134,7 +134,12 @@ def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], sto
         data, media_type, digest = client.get_manifest(ref.repository, chosen.digest)
         document = json_document(data, f"{ref} ({chosen.digest})")
     config_desc, layer_descs = manifest_descriptors(document, str(ref))
-    _fetch(client, ref.repository, config_desc, store, MAX_CONFIG_BYTES)
+    if config_desc.size > MAX_CONFIG_BYTES:
+        raise OciError(
+            f"{ref}: its config {config_desc.digest} declares {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
+            hint="an image config is a few KiB of JSON: the registry or image is broken",
+        )
+    _fetch(client, ref.repository, config_desc, store, config_desc.size)  # a blob is exactly its descriptor's size
     for desc in layer_descs:
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
