@@ -304,8 +304,15 @@ def _download(
                 raise InstallError(f"{source}: not a regular file", hint="a lock's file:// URL must name a package archive")
             if st.st_size > cap:
                 raise InstallError(f"{source}: larger than the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
-            with dest.open("wb") as out:  # an OSError here is the cache's disk: the caller names it
-                shutil.copyfileobj(reader, out, _CHUNK)
+            with dest.open("wb") as out:  # an OSError writing is the cache's disk: the caller names it
+                while True:
+                    try:
+                        chunk = reader.read(_CHUNK)
+                    except OSError as exc:  # reading is the channel's side (an unreadable /proc file, a failing disk)
+                        raise InstallError(f"{source}: cannot read package ({exc.strerror})", hint="check the local channel") from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
         return _sha256_of(dest), dest.stat().st_size
     last = ""
     tried = 0

@@ -321,6 +321,24 @@ def test_install_reads_only_regular_files_from_a_local_channel(tmp_path: Path, t
     assert not (tmp_path / "env").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_local_package_that_cannot_be_read_is_not_blamed_on_the_cache(tmp_path: Path, toy_channel: Path, toy_lock: Path) -> None:
+    # /proc/self/mem is a regular file whose first read fails (EIO): the channel's side, not the cache's disk.
+    channel = tmp_path / "channel"
+    shutil.copytree(toy_channel, channel, symlinks=True)
+    for archive in sorted(channel.glob("*/*.conda")):
+        archive.unlink()
+        archive.symlink_to("/proc/self/mem")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    mirror = f"{toy_channel.as_uri()}={channel.as_uri()}"
+    result = run_envkit("install", "--lockfile", toy_lock, "-p", "linux-64", "--prefix", "env", "--mirror", mirror, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.output
+    error = _error_line(result.stderr)
+    assert f"{channel}/" in error and "cannot read package" in error, error
+    assert "package cache" not in error, error
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
 @pytest.mark.parametrize("value", ["lots", "0", "-1", "12X"])
 def test_download_cap_must_be_a_size(tmp_path: Path, toy_lock: Path, value: str) -> None:
     env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_DOWNLOAD_BYTES": value}
