@@ -49,16 +49,26 @@ class RegistryError(OciError):
 
 
 def docker_config_credentials(registry: str) -> tuple[str, str] | None:
-    """(user, password) for `registry` from the docker config file, if it has them."""
+    """(user, password) for `registry` from the docker config file, if it has them.
+
+    The file is read like every input (UTF-8, capped, a regular file or pipe): a config.json
+    that is /dev/zero or malformed JSON is an error naming it, not a hang or a traceback.
+    """
+    from conda_envkit.inputs import read_input
+
     config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     path = config_dir / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"{path}: cannot read docker config ({exc})", hint="fix or move the file") from None
+    try:
+        config = json.loads(read_input(path, "docker config").text)
+    except (ValueError, RecursionError) as exc:
+        raise RegistryError(f"{path}: docker config is not JSON ({str(exc)[:200]})", hint="fix or move the file") from None
+    if not isinstance(config, dict):
+        raise RegistryError(f"{path}: docker config is a JSON {type(config).__name__}, not an object", hint="fix or move the file")
     auths = config.get("auths") or {}
+    if not isinstance(auths, dict):
+        raise RegistryError(f"{path}: `auths` is not a mapping", hint="fix or move the file")
     keys = [registry, f"https://{registry}", f"http://{registry}"]
     if registry == "registry-1.docker.io":
         keys += ["https://index.docker.io/v1/", "docker.io"]
@@ -66,12 +76,18 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
         entry = auths.get(key)
         if not entry:
             continue
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{path}: auths.{key} is not a mapping", hint="fix or move the file")
         if entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            try:
+                user, _, password = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise RegistryError(f"{path}: auths.{key}.auth is not base64 of UTF-8 `user:password`", hint="log in again") from None
             return user, password
         if entry.get("username"):
-            return entry["username"], entry.get("password", "")
-    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+            return str(entry["username"]), str(entry.get("password", ""))
+    helpers = config.get("credHelpers") or {}
+    helper = (helpers.get(registry) if isinstance(helpers, dict) else None) or config.get("credsStore")
     if helper:
         return _credential_helper(str(helper), registry, path)
     return None

@@ -151,3 +151,32 @@ def test_credential_helper_is_asked_for_its_own_host_only(tmp_path: Path, basic_
     run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env=env)
     assert log.read_text() == f"get {basic_registry.host}\n"
     assert "Authorization: Basic " + base64.b64encode(b"helper-user:helper-secret").decode() in basic_registry.text()
+
+
+MALFORMED_DOCKER_CONFIGS = {
+    "a-list": (b"[1]", "docker config is a JSON list, not an object"),
+    "not-json": (b"{auths", "docker config is not JSON"),
+    "auths-a-list": (b'{"auths": [1]}', "`auths` is not a mapping"),
+    "entry-a-string": (b'{"auths": {"HOST": "x"}}', "auths.HOST is not a mapping"),
+    "auth-not-base64": (b'{"auths": {"HOST": {"auth": "!!!"}}}', "auths.HOST.auth is not base64"),
+    "auth-not-utf8": (b'{"auths": {"HOST": {"auth": "/w=="}}}', "auths.HOST.auth is not base64 of UTF-8"),
+    "file-not-utf8": (b'{"auths": {"x": {"auth": "caf\xe9"}}}', "not UTF-8"),
+    "dev-zero": (None, "docker config is not a regular file or a pipe"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_DOCKER_CONFIGS))
+def test_a_malformed_docker_config_is_an_error_naming_it(tmp_path: Path, basic_registry: LoggingServer, case: str) -> None:
+    # ~/.docker/config.json is read like any input: a traceback, or (for /dev/zero) all the memory, before.
+    content, expected = MALFORMED_DOCKER_CONFIGS[case]
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    config = docker / "config.json"
+    if content is None:
+        config.symlink_to("/dev/zero")
+    else:
+        config.write_bytes(content.replace(b"HOST", basic_registry.host.encode()))
+    result = run_cli("inspect", f"{basic_registry.host}/library/base:1", "--insecure", cwd=tmp_path, env={"DOCKER_CONFIG": str(docker)})
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.stderr
+    assert f"error: {config}" in result.stderr and expected.replace("HOST", basic_registry.host) in result.stderr, result.stderr
