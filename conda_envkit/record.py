@@ -100,11 +100,13 @@ def write_record(path: Path, record: BakeRecord) -> None:
 
 def read_bake_record(path: Path) -> BakeRecord:
     """The bake record at `path` (bake.json), checked."""
+    from conda_envkit.inputs import read_input
+
+    if not path.exists():
+        raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"{path}: bake record not found", hint="run `envkit bake` first, or pass --record") from None
-    except ValueError as exc:
+        data = json.loads(read_input(path, "bake record").text)
+    except (ValueError, RecursionError) as exc:
         raise RecordError(f"{path}: invalid JSON ({exc})", hint="re-run `envkit bake` to write it again") from None
     return BakeRecord.from_json(data, str(path))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.files import staging_dir, write_error
-from conda_envkit.oci.blobs import OCI_INDEX, BlobStore, Descriptor, OciError, canonical_json
+from conda_envkit.oci.blobs import OCI_INDEX, BlobStore, Descriptor, OciError, canonical_json, json_document
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -55,16 +54,23 @@ def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: 
 
 
 def read_index(path: Path) -> dict[str, Any]:
-    """The index.json of an OCI layout, with errors that name the layout."""
-    try:
-        layout = json.loads((path / "oci-layout").read_text())
-        index: dict[str, Any] = json.loads((path / "index.json").read_text())
-    except FileNotFoundError:
-        raise OciError(
-            f"{path}: not an OCI image layout (no oci-layout or index.json)", hint="pass a directory written by envkit, skopeo or buildah"
-        ) from None
-    except ValueError as exc:
-        raise OciError(f"{path}: invalid JSON in the layout ({exc})", hint="the layout is corrupt; write it again") from None
+    """The index.json of an OCI layout, with errors that name the layout.
+
+    A layout from elsewhere (`--base oci:DIR`) is read like any input: each file UTF-8, capped,
+    a regular file, and a JSON object.
+    """
+    from conda_envkit.inputs import read_input
+
+    documents = []
+    for name in ("oci-layout", "index.json"):
+        file = path / name
+        if not os.path.lexists(file):
+            raise OciError(
+                f"{path}: not an OCI image layout (no oci-layout or index.json)",
+                hint="pass a directory written by envkit, skopeo or buildah",
+            )
+        documents.append(json_document(read_input(file, "OCI layout file").text.encode("utf-8"), str(file), name))
+    layout, index = documents
     if layout.get("imageLayoutVersion") != "1.0.0":
         raise OciError(f"{path}: unsupported layout version {layout.get('imageLayoutVersion')!r}", hint="expected 1.0.0")
     return index

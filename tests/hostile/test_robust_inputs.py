@@ -289,3 +289,40 @@ def test_a_spec_from_a_pipe_is_read_once(tmp_path: Path, toy_channel: Path) -> N
         lock = yaml.safe_load((work / "conda-lock.yml").read_text())
         assert lock["metadata"]["sources"] == []  # a pipe has no path to record, not ../../proc/<pid>/fd/..
         assert "hello" in {p["name"] for p in lock["package"]}
+
+
+LAYOUT_FILES = {
+    "layout-a-list": ("oci-layout", lambda p: p.write_text("[1]\n"), "oci-layout is a JSON list, not an object"),
+    "index-a-list": ("index.json", lambda p: p.write_text("[1]\n"), "index.json is a JSON list, not an object"),
+    "index-a-directory": ("index.json", lambda p: p.mkdir(), "OCI layout file is a directory"),
+    "index-dev-zero": ("index.json", lambda p: p.symlink_to("/dev/zero"), "is not a regular file or a pipe"),
+    "index-not-utf8": ("index.json", lambda p: p.write_bytes(b'{"manifests": "\xe9"}'), "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYOUT_FILES))
+def test_a_malformed_base_layout_is_an_error_naming_its_file(tmp_path: Path, toy_channel: Path, case: str) -> None:
+    # `--base oci:DIR:tag` reads a layout from elsewhere: a list or a directory was a traceback.
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - hello\n")
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    layout = tmp_path / "base"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}\n')
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}\n')
+    name, spoil, expected = LAYOUT_FILES[case]
+    (layout / name).unlink()
+    spoil(layout / name)
+    result = run_envkit("bake", "--base", "oci:base:t", "--oci", "img", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error and error[0].startswith(f"error: base/{name}") and expected in error[0], result.stderr
+    assert not (tmp_path / "img").exists()
+
+
+@pytest.mark.parametrize(("spoil", "expected"), [("directory", "bake record is a directory"), ("list", "not an envkit bake record")])
+def test_a_malformed_bake_record_is_an_error_naming_it(tmp_path: Path, spoil: str, expected: str) -> None:
+    record = tmp_path / "bake.json"
+    record.mkdir() if spoil == "directory" else record.write_text("[1]\n")
+    result = run_envkit("export", "--record", "bake.json", "--to", "json", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert result.stderr.startswith("error: bake.json: ") and expected in result.stderr, result.stderr
