@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol, cast
 
 from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import MAX_INPUT_BYTES
 from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.labels import label_key
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -55,6 +56,41 @@ class InstalledTree(Protocol):
     def is_symlink(self, path: str) -> bool: ...
 
 
+def _package_record(path: Path, pip: bool) -> dict[str, Any]:
+    """One package's record in a prefix (conda-meta/*.json or envkit's pip record), checked before use.
+
+    The prefix being verified is the thing under suspicion: a record that is not a JSON object with a
+    name and a list of relative `_path` entries is an error naming it, never a traceback, and a
+    record that is /dev/zero is refused, not read.
+    """
+    from conda_envkit.inputs import read_input
+
+    return _checked_record(read_input(path, "package record").text.encode("utf-8"), str(path), pip)
+
+
+def _checked_record(data: bytes, path: str, pip: bool) -> dict[str, Any]:
+    """A package record's bytes as a JSON object with a name and relative `_path` entries; else an error naming `path`."""
+    from conda_envkit.safepath import UnsafePathError, relative_path
+
+    hint = "the prefix or image was modified or is corrupt: reinstall or rebake it"
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise VerifyError(f"{path}: package record is not UTF-8 JSON ({str(exc)[:200]})", hint=hint) from None
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        raise VerifyError(f"{path}: not a package record (a JSON object with a name)", hint=hint)
+    holder = record if pip else (record.get("paths_data") or {})
+    entries = holder.get("files" if pip else "paths", []) if isinstance(holder, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("_path"), str) for e in entries):
+        raise VerifyError(f"{path}: the record's file list is malformed", hint=hint)
+    try:
+        for entry in entries:
+            relative_path(entry["_path"], str(path))
+    except UnsafePathError as exc:
+        raise VerifyError(exc.message, hint=hint) from None
+    return record
+
+
 class PrefixTree:
     """An installed prefix on disk."""
 
@@ -64,10 +100,10 @@ class PrefixTree:
         self.prefix = prefix
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
+        return [_package_record(p, pip=False) for p in sorted((self.prefix / "conda-meta").glob("*.json"))]
 
     def pip_records(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
+        return [_package_record(p, pip=True) for p in sorted((self.prefix / PIP_RECORDS).glob("*.json"))]
 
     def file_sha256(self, path: str) -> str | None:
         full = self.prefix / path
@@ -86,6 +122,7 @@ class ImageTree:
     def __init__(self, base: BaseImage, store_path: Path, prefix: str, base_layers: int = 0) -> None:
         """Apply the layers of `base` (the image read); the first `base_layers` are its base, every one above is envkit's."""
         self.prefix = prefix.strip("/")
+        self._where = base.reference  # names the image in errors
         self.files: dict[str, str] = {}  # path in prefix -> sha256
         self.links: set[str] = set()
         self.entries: dict[str, _Entry] = {}  # path in prefix -> type, content hash or target, mode
@@ -135,20 +172,27 @@ class ImageTree:
                 elif not member.isfile():
                     self.entries[path] = _Entry("other", "", member.mode)
                 elif member.isfile():
-                    self.files[path], content = hash_member(tar, member, keep=path.startswith("conda-meta/"))
-                    self.entries[path] = _Entry("file", self.files[path], member.mode)
                     top_level_record = path.endswith(".json") and "/" not in path[len("conda-meta/") :]
                     pip_record = path.endswith(".json") and posixpath.dirname(path) == PIP_RECORDS.as_posix()
-                    if content is not None and (path == LOCK_COPY.as_posix() or top_level_record or pip_record):
+                    keep = path.startswith("conda-meta/") and (path == LOCK_COPY.as_posix() or top_level_record or pip_record)
+                    if keep and member.size > MAX_INPUT_BYTES:  # read into memory: as capped as any input
+                        raise VerifyError(
+                            f"{self._where}: {path} is {member.size} bytes, over the {MAX_INPUT_BYTES >> 20} MiB limit for a record",
+                            hint="the image was not baked by envkit, or was tampered with",
+                        )
+                    self.files[path], content = hash_member(tar, member, keep=keep)
+                    self.entries[path] = _Entry("file", self.files[path], member.mode)
+                    if content is not None:
                         self.meta[path] = content
         return stream.diff_id
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
+        keys = [k for k in sorted(self.meta) if k.endswith(".json") and k.count("/") == 1]
+        return [_checked_record(self.meta[k], f"{self._where}: {k}", pip=False) for k in keys]
 
     def pip_records(self) -> list[dict[str, Any]]:
         pip_dir = PIP_RECORDS.as_posix() + "/"
-        return [json.loads(self.meta[k]) for k in sorted(self.meta) if k.startswith(pip_dir)]
+        return [_checked_record(self.meta[k], f"{self._where}: {k}", pip=True) for k in sorted(self.meta) if k.startswith(pip_dir)]
 
     def lock_text(self) -> str | None:
         """The lock file baked into the image, if any."""

@@ -116,3 +116,44 @@ def test_tampered_prefix_is_a_finding(tmp_path: Path, hostile_channel: Path, cas
     code, findings = _findings(ws)
     assert code == 1
     assert any(f["kind"] == kind and f["detail"].startswith(path) for f in findings), findings
+
+
+def _spoil_conda_record(env: Path, how: str) -> Path:
+    record = next(env.glob("conda-meta/honest-*.json"))
+    data = json.loads(record.read_text())
+    if how == "a-list":
+        record.write_text("[1]\n")
+    elif how == "a-directory":
+        record.unlink()
+        record.mkdir()
+    elif how == "dev-zero":
+        record.unlink()
+        record.symlink_to("/dev/zero")
+    elif how == "paths-a-string":
+        data["paths_data"] = {"paths": "bin/honest"}
+        record.write_text(json.dumps(data))
+    elif how == "path-climbs":
+        data["paths_data"]["paths"][0]["_path"] = "../../../etc/shadow"
+        record.write_text(json.dumps(data))
+    return record
+
+
+SPOILED_RECORDS = {
+    "a-list": "not a package record",
+    "a-directory": "package record is a directory",
+    "dev-zero": "package record is not a regular file or a pipe",
+    "paths-a-string": "the record's file list is malformed",
+    "path-climbs": "'../../../etc/shadow' leaves its root",
+}
+
+
+@pytest.mark.parametrize("how", sorted(SPOILED_RECORDS))
+def test_a_spoiled_record_is_an_error_naming_it(tmp_path: Path, hostile_channel: Path, how: str) -> None:
+    # The prefix is what is under suspicion: its records are read like hostile input (a traceback,
+    # or for /dev/zero all the memory, before).
+    ws = _installed(tmp_path, hostile_channel)
+    record = _spoil_conda_record(ws.root / "env", how)
+    result = ws.envkit("verify", "--prefix", "env", "-p", "linux-64")
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.stderr
+    assert f"error: env/conda-meta/{record.name}" in result.stderr and SPOILED_RECORDS[how] in result.stderr, result.stderr
