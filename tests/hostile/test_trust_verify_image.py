@@ -189,3 +189,29 @@ def test_a_file_outside_the_prefix_in_another_layer_of_a_recipe_image_is_a_findi
 
     repack_layout(ws.root / "image", tag, edit)
     assert "outside-prefix" in _kinds(ws.envkit("verify", "--image", f"oci:image:{tag}", "--json"))
+
+
+def _record_a_list(layers: Layers, config: dict) -> None:
+    find(layers, "conda-meta/honest-1.0-0.json").data = b"[1]\n"
+
+
+def _record_path_climbs(layers: Layers, config: dict) -> None:
+    meta = find(layers, "conda-meta/honest-1.0-0.json")
+    record = json.loads(meta.data)
+    record["paths_data"]["paths"][0]["_path"] = "../../../etc/shadow"
+    meta.data = json.dumps(record).encode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [(_record_a_list, "not a package record"), (_record_path_climbs, "'../../../etc/shadow' leaves its root")],
+)
+def test_a_malformed_record_in_an_image_is_an_error_naming_it(
+    baked: tuple[Workspace, str], tmp_path: Path, edit: Callable[[Layers, dict], None], expected: str
+) -> None:
+    ws, tag = _copy(baked, tmp_path)
+    repack_layout(ws.root / "image", tag, edit)
+    result = ws.envkit("verify", "--image", f"oci:image:{tag}")
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.stderr
+    assert "conda-meta/honest-1.0-0.json" in result.stderr and expected in result.stderr, result.stderr
