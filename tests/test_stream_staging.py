@@ -140,3 +140,54 @@ def test_a_checked_marker_without_this_users_seal_is_not_trusted(tmp_path: Path)
     assert not is_checked(archive, sha256)
     mark_checked(archive, sha256)
     assert is_checked(archive, sha256)
+
+
+def test_package_info_from_the_info_tarball_is_rattlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # read_conda_info reads index.json and paths.json from a .conda's info tarball itself (rattler's reader scans
+    # the whole zip in 1 KiB reads); what it makes of them must be what rattler's archive reader gives.
+    from conda_envkit import pkginfo
+    from conda_envkit.testing.toy_channel import toy_packages
+
+    specs = [s for s in toy_packages() if s.subdir in ("noarch", "linux-64")]
+    specs.append(
+        PackageSpec(
+            "placeholder",
+            subdir="linux-64",
+            files=(PackageFile("bin/tool", b"#!/opt/anaconda1anaconda2anaconda3/bin/python\n", executable=True, has_prefix=True),),
+            symlinks=(("bin/alias", "tool"),),
+        )
+    )
+    channel = build_channel(tmp_path / "channel", specs, subdirs=("linux-64",))
+    archives = sorted(channel.glob("*/*.conda"))
+    assert len(archives) >= 10
+    fast = [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
+    assert all(pkginfo._conda_info_files(a) is not None for a in archives)  # the fast path was taken
+    monkeypatch.setattr(pkginfo, "_conda_info_files", lambda archive: None)
+    assert fast == [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
+    assert any(not info.plain for info in fast) and any(info.plain for info in fast)
+
+
+def test_package_info_without_paths_json_is_an_error_either_way(tmp_path: Path) -> None:
+    import zipfile
+
+    from conda_envkit import pkginfo
+
+    archive = _archive(tmp_path)
+    broken = tmp_path / "broken-1.0-0.conda"
+    with zipfile.ZipFile(archive) as z, zipfile.ZipFile(broken, "w") as out:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename.startswith("info-"):
+                import zstandard
+
+                raw = io.BytesIO()
+                plain = io.BytesIO(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 24))
+                with tarfile.open(fileobj=plain) as src, tarfile.open(fileobj=raw, mode="w") as dst:
+                    for m in src.getmembers():
+                        if m.name != "info/paths.json":
+                            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+                data = zstandard.ZstdCompressor().compress(raw.getvalue())
+            out.writestr(item, data)
+    assert pkginfo._conda_info_files(broken) is None
+    with pytest.raises(pkginfo.PackageInfoError, match=r"broken-1\.0-0\.conda: cannot read info/index\.json or info/paths\.json"):
+        pkginfo.read_conda_info(broken, "0" * 64)
