@@ -261,31 +261,62 @@ def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | 
     return [e for e in entries.values() if e.path.split("/")[0] != "info"]
 
 
+@dataclass(frozen=True)
+class PayloadLinks:
+    """What the cross-package link check needs of one checked payload: its symlinks and the directories its
+    entries are written through (each with its first entry), not the entries themselves (a bake holds these
+    for every package until all are read: per directory, not per file)."""
+
+    label: str
+    symlinks: dict[str, str]  # path -> target
+    parents: dict[str, tuple[int, str]]  # directory -> (index of the first entry below it, that entry's path)
+
+
+def payload_links(label: str, entries: list[ArchiveEntry]) -> PayloadLinks:
+    """The link summary of a checked payload (`check_package_archive`'s entries, in its order)."""
+    symlinks: dict[str, str] = {}
+    parents: dict[str, tuple[int, str]] = {}
+    for index, e in enumerate(entries):
+        if e.kind == "symlink":
+            symlinks[e.path] = e.target
+        cut = e.path.find("/")
+        while cut > 0:
+            parents.setdefault(e.path[:cut], (index, e.path))
+            cut = e.path.find("/", cut + 1)
+    return PayloadLinks(label, symlinks, parents)
+
+
 def check_links_together(payloads: dict[str, list[ArchiveEntry]]) -> None:
     """Check the packages of one install together: no entry goes through another's symlink,
     and no chain of symlinks (across packages) resolves out of the prefix.
 
     `payloads` maps a package label to its checked payload (`check_package_archive`).
     """
+    check_payload_links([payload_links(label, entries) for label, entries in payloads.items()])
+
+
+def check_payload_links(summaries: list[PayloadLinks]) -> None:
+    """`check_links_together` on the packages' link summaries (`payload_links`), in install order."""
     links: dict[str, str] = {}
     owner: dict[str, str] = {}
-    for label, entries in payloads.items():
-        for e in entries:
-            if e.kind == "symlink":
-                links[e.path] = e.target
-                owner[e.path] = label
+    for summary in summaries:
+        for path, target in summary.symlinks.items():
+            links[path] = target
+            owner[path] = summary.label
     if not links:
         return
-    for label, entries in payloads.items():
-        for e in entries:
-            parts = e.path.split("/")
-            for i in range(1, len(parts)):
-                parent = "/".join(parts[:i])
-                if parent in links:
-                    raise PackageContentError(
-                        f"{label}: {e.path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}",
-                        hint="packages must not install through symlinks; one of them is malformed or hostile",
-                    )
+    # The first entry (packages in order, entries in order) written through a symlink, as a walk of every
+    # entry would meet it; its shortest parent that is a symlink is the one named.
+    for summary in summaries:
+        hits = [summary.parents[path] for path in links if path in summary.parents]
+        if hits:
+            _, path = min(hits)
+            parts = path.split("/")
+            parent = next(p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in links)
+            raise PackageContentError(
+                f"{summary.label}: {path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}",
+                hint="packages must not install through symlinks; one of them is malformed or hostile",
+            )
     for path, target in links.items():
         try:
             resolve_in_root(links, f"{path.rpartition('/')[0]}/{target}" if "/" in path else target, strict=True)

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
-from conda_envkit.archive_check import StagedArchive, check_links_together, stage_package_archive
+from conda_envkit.archive_check import PayloadLinks, check_payload_links, payload_links, stage_package_archive
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
@@ -395,9 +395,10 @@ def _cache_warnings(
     return tuple(out)
 
 
-def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[str, StagedArchive, list[Member] | None]:
-    """A plain package checked and staged (its archive decompressed once, onto the end of `payload`), and its
-    members: None if it must be linked."""
+def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[PayloadLinks, list[Member] | None]:
+    """A plain package checked and staged (its archive decompressed once, onto the end of `payload`): its link
+    summary for the check across packages, and its members (None if it must be linked). The archive's entry
+    list is not kept: a bake holds what this returns for every package until all are read."""
     locked, archive = fetched.locked, fetched.archive
     # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes); an
     # archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
@@ -405,12 +406,13 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
     staged = checked_once(fetched, lambda hashed: stage_package_archive(archive, label, payload, hashed=hashed))
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
     info = package_info(fetched, cache_dir)
+    links = payload_links(label, staged.checked())
     if not info.plain:
-        return label, staged, None
+        return links, None
     try:
-        return label, staged, package_members(staged, locked, info, in_image)
+        return links, package_members(staged, locked, info, in_image)
     except NotPlain:
-        return label, staged, None
+        return links, None
 
 
 class _SkipStep:
@@ -482,6 +484,8 @@ def build_layers(
         plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
         planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
         staged = {}
+        payloads: dict[str, Path] = {}
+        written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
             fetched = fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
             by_fetched = {f.locked.name: f for f in fetched}
@@ -496,8 +500,8 @@ def build_layers(
             read = {n: future.result() for n, future in staged.items()}
             # No symlink chain out of the prefix: checked before anything of these archives is kept for a later bake
             # (the layer cache remembers the layers only once build_layers returns).
-            check_links_together({label: archive.checked() for label, archive, _ in read.values()})
-            for name, (_, _, found) in read.items():
+            check_payload_links([links for links, _ in read.values()])
+            for name, (_, found) in read.items():
                 if name in planned and found is not None:
                     fragments.put(fragment_key(planned[name], context), found, options.epoch, ordered=False)
 
@@ -511,9 +515,9 @@ def build_layers(
             with linking:
                 if linked is not None:
                     return
-                rest = [n for n in need if n not in staged or staged[n].result()[2] is None]
+                rest = [n for n in need if n not in staged or staged[n].result()[1] is None]
                 for name in need:
-                    if name in staged and (found := staged[name].result()[2]) is not None:
+                    if name in staged and name not in written and (found := staged[name].result()[1]) is not None:
                         members[name] = found
                 if rest:
                     staging = staging_root / "prefix"
@@ -534,7 +538,7 @@ def build_layers(
             for p in plan.packages:
                 if p.name in members:
                     continue
-                found = staged[p.name].result()[2] if p.name in staged else None
+                found = staged[p.name].result()[1] if p.name in staged else None
                 if found is None:
                     link_the_rest()
                 else:
@@ -544,9 +548,16 @@ def build_layers(
         def write(plan: PlannedLayer) -> Layer:
             layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
             progress.advance(f"layers {platform}")
-            if plan.single and plan.packages[0].name in staged:
-                # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
-                staged[plan.packages[0].name].result()[1].payload.unlink(missing_ok=True)
+            if plan.single:
+                name = plan.packages[0].name
+                written.add(name)
+                if name in staged:
+                    # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
+                    payloads[name].unlink(missing_ok=True)
+                    found = staged[name].result()[1]
+                    if found is not None:  # (the future keeps this list: emptied, not dropped, to free its members)
+                        found.clear()
+                members.pop(name, None)
             return layer
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds

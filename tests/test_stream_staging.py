@@ -6,14 +6,22 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from conda_envkit.archive_check import check_package_archive, stage_package_archive
+from conda_envkit.archive_check import (
+    ArchiveEntry,
+    PackageContentError,
+    check_links_together,
+    check_package_archive,
+    stage_package_archive,
+)
 from conda_envkit.oci.blobs import BlobStore, OciError
 from conda_envkit.oci.tarstream import FILE, SYMLINK, Member, TarWriter
+from conda_envkit.safepath import UnsafePathError, resolve_in_root
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 
 BIG = bytes(range(256)) * 10_000 + b"tail"  # 2.5 MB: more than the writer's buffer, not a multiple of it
@@ -191,3 +199,50 @@ def test_package_info_without_paths_json_is_an_error_either_way(tmp_path: Path) 
     assert pkginfo._conda_info_files(broken) is None
     with pytest.raises(pkginfo.PackageInfoError, match=r"broken-1\.0-0\.conda: cannot read info/index\.json or info/paths\.json"):
         pkginfo.read_conda_info(broken, "0" * 64)
+
+
+def _links_by_walking_entries(payloads: dict[str, list[ArchiveEntry]]) -> str | None:
+    """The first problem a walk of every entry finds (the check as it was before link summaries), or None."""
+    links = {e.path: e.target for entries in payloads.values() for e in entries if e.kind == "symlink"}
+    owner = {e.path: label for label, entries in payloads.items() for e in entries if e.kind == "symlink"}
+    for label, entries in payloads.items():
+        for e in entries:
+            parts = e.path.split("/")
+            for i in range(1, len(parts)):
+                if (parent := "/".join(parts[:i])) in links:
+                    return f"{label}: {e.path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}"
+    try:
+        for path, target in links.items():
+            resolve_in_root(links, f"{path.rpartition('/')[0]}/{target}" if "/" in path else target, strict=True)
+    except UnsafePathError:
+        return "leaves the prefix"
+    return None
+
+
+def test_link_summaries_find_what_walking_every_entry_finds() -> None:
+    # A bake keeps per package only its symlinks and directories (payload_links), not every entry, until all
+    # packages are read; the check must name the same entry and symlink a walk of every entry names.
+    rng = random.Random(5)
+    names = ["a", "b", "c", "lib", "bin", "x"]
+    found = {"through": 0, "chain": 0, "none": 0}
+    for _ in range(3000):
+        payloads: dict[str, list[ArchiveEntry]] = {}
+        for p in range(rng.randint(1, 3)):
+            entries = []
+            for _ in range(rng.randint(1, 6)):
+                path = "/".join(rng.choice(names) for _ in range(rng.randint(1, 4)))
+                if rng.random() < 0.3:
+                    target = rng.choice(["..", "../..", "x", "a/b", "/etc", "../x/y", "c"])
+                    entries.append(ArchiveEntry(path, "symlink", target=target))
+                else:
+                    entries.append(ArchiveEntry(path, "file"))
+            payloads[f"pkg{p}"] = entries
+        expected = _links_by_walking_entries(payloads)
+        try:
+            check_links_together(payloads)
+            got = None
+        except PackageContentError as exc:
+            got = exc.message if "written through" in exc.message else "leaves the prefix"
+        assert got == expected, payloads
+        found["none" if got is None else "through" if "through" in got else "chain"] += 1
+    assert min(found.values()) > 100  # every outcome was exercised
