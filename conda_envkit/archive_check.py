@@ -32,7 +32,7 @@ class PackageContentError(EnvkitError):
     """A package archive whose contents are unsafe or contradict its own metadata."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArchiveEntry:
     """One file or symlink of a package's payload, as found in the archive."""
 
@@ -132,7 +132,8 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     paths_json = None
     with _tar_streams(archive, payload) as tars:
         for kind, tar in tars:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read (for extractall): not needed here
                 name = relative_path(member.name, f"{archive.name}: tar entry")
                 in_info = name == "info" or name.startswith("info/")
                 if kind == "info" and not in_info:

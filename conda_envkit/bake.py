@@ -435,6 +435,9 @@ class _SkipStep:
             self.progress.done(step, summary)
 
 
+_STAGED_AHEAD = 2
+
+
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
     # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
@@ -478,6 +481,17 @@ def build_layers(
     # the GIL) in the order the layers need them, while the layers are written: a layer starts when its packages
     # are ready.
     stager = ThreadPoolExecutor(max_workers=1)
+    # The stager runs at most two single-package layers ahead of the writer: their payloads (on disk) and
+    # members (in memory) are dropped once written, so neither grows with the environment.
+    ahead = threading.Semaphore(_STAGED_AHEAD)
+    failed = threading.Event()
+
+    def stage(fetched: FetchedPackage, payload: Path, single: bool) -> tuple[PayloadLinks, list[Member] | None]:
+        while single and not ahead.acquire(timeout=0.2):
+            if failed.is_set():
+                raise BakeError("bake stopped", hint="see the error above")  # never shown: the bake has failed already
+        return _stage_plain(fetched, cache_dir, in_image, payload)
+
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
@@ -493,7 +507,7 @@ def build_layers(
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
             payloads = {n: scratch / ("groups.tar" if n in planned else f"{by_fetched[n].archive.name}.tar") for n in plain}
-            staged = {n: stager.submit(_stage_plain, by_fetched[n], cache_dir, in_image, payloads[n]) for n in plain}
+            staged = {n: stager.submit(stage, by_fetched[n], payloads[n], n not in planned) for n in plain}
 
         def keep_plain() -> None:
             """Check the archives read together, then keep their group members as fragments (off the layers' path)."""
@@ -546,7 +560,11 @@ def build_layers(
             return [m for p in _layer_order(plan.packages) for m in members[p.name]]
 
         def write(plan: PlannedLayer) -> Layer:
-            layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
+            try:
+                layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
+            finally:
+                if plan.single and plan.packages[0].name in staged:
+                    ahead.release()
             progress.advance(f"layers {platform}")
             if plan.single:
                 name = plan.packages[0].name
@@ -573,6 +591,7 @@ def build_layers(
                 fragments.put(fragment_key(planned[name], context), members[name], options.epoch)
         return layers
     finally:
+        failed.set()
         stager.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging_root, ignore_errors=True)
 

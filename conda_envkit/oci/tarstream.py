@@ -27,7 +27,7 @@ FILE, DIRECTORY, SYMLINK = "0", "5", "2"
 _MAGIC = b"ustar\x0000"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One tar member: a path (relative, posix), its kind and where its bytes come from.
 
