@@ -10,8 +10,11 @@ with the sha256 and size paths.json gives (conda's own invariant, which verify r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
+import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -81,6 +84,56 @@ def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool, opened: list[
     return tarfile.open(fileobj=reader, mode="r:")
 
 
+class _StoredMember(io.RawIOBase):
+    """The bytes of one stored (uncompressed) zip member, read straight from the archive file.
+
+    zipfile would CRC-32 every byte on the way (2 GB of archives for a 4 GB environment); the archive
+    already matched the lock's sha256, and what it holds is checked member by member anyway.
+    """
+
+    def __init__(self, archive: Path, info: zipfile.ZipInfo) -> None:
+        self.file = archive.open("rb")
+        try:
+            self.file.seek(info.header_offset)
+            local = self.file.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            name = self.file.read(name_length).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+            if name != info.orig_filename:
+                raise zipfile.BadZipFile(f"{info.filename}: the local file header names {name!r}")
+            start = info.header_offset + 30 + name_length + extra_length
+            if start + info.compress_size > os.fstat(self.file.fileno()).st_size:
+                raise zipfile.BadZipFile(f"{info.filename}: member runs past the end of the archive")
+            self.file.seek(start)
+        except BaseException:
+            self.file.close()
+            raise
+        self.left = info.compress_size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")[: self.left]
+        got = self.file.readinto(view)
+        if not got and self.left:
+            raise EOFError("the archive ends inside a member")
+        self.left -= got
+        return got
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def _open_member(z: zipfile.ZipFile, archive: Path, name: str) -> IO[bytes]:
+    info = z.getinfo(name)
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        return io.BufferedReader(_StoredMember(archive, info), _BUFFER)
+    return z.open(name)
+
+
 @contextmanager
 def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
     """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
@@ -99,7 +152,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
             try:
                 tars = []
                 for kind, name in (("info", info), ("pkg", pkg)):
-                    raw = z.open(name)
+                    raw = _open_member(z, archive, name) if kind == "pkg" else z.open(name)
                     opened.append(raw)
                     if kind == "pkg" and payload is not None:
                         tar = _decompress_into(raw, payload, zstd=True, opened=opened)

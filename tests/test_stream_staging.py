@@ -8,6 +8,7 @@ import io
 import os
 import random
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,53 @@ def test_link_summaries_find_what_walking_every_entry_finds() -> None:
         assert got == expected, payloads
         found["none" if got is None else "through" if "through" in got else "chain"] += 1
     assert min(found.values()) > 100  # every outcome was exercised
+
+
+def _rezip(archive: Path, out: Path, pkg_compression: int = zipfile.ZIP_STORED) -> zipfile.ZipInfo:
+    """`archive` written again with its pkg- member compressed as asked; that member's entry."""
+    with zipfile.ZipFile(archive) as z, zipfile.ZipFile(out, "w") as new:
+        for item in z.infolist():
+            compress = pkg_compression if item.filename.startswith("pkg-") else zipfile.ZIP_STORED
+            new.writestr(item.filename, z.read(item), compress_type=compress)
+    with zipfile.ZipFile(out) as z:
+        return next(i for i in z.infolist() if i.filename.startswith("pkg-"))
+
+
+def test_stored_pkg_member_is_read_from_the_archive_and_deflated_one_through_zipfile(tmp_path: Path) -> None:
+    # The pkg tarball (stored, as in every .conda) is read straight from the archive file, without zipfile's
+    # CRC pass; a deflated one (no .conda has it, zip allows it) still goes through zipfile: the same payload.
+    archive = _archive(tmp_path)
+    expected = stage_package_archive(archive, "staged", tmp_path / "a.tar")
+    deflated = tmp_path / "deflated" / archive.name
+    deflated.parent.mkdir()
+    assert _rezip(archive, deflated, zipfile.ZIP_DEFLATED).compress_type == zipfile.ZIP_DEFLATED
+    again = stage_package_archive(deflated, "staged", tmp_path / "b.tar")
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert again.members == expected.members
+
+
+@pytest.mark.parametrize("damage", ["local-header", "local-name", "cut-short"])
+def test_stored_pkg_member_that_is_not_where_the_zip_says_is_refused(tmp_path: Path, damage: str) -> None:
+    archive = _archive(tmp_path)
+    with zipfile.ZipFile(archive) as z:
+        pkg = next(i for i in z.infolist() if i.filename.startswith("pkg-"))
+    data = bytearray(archive.read_bytes())
+    if damage == "local-header":
+        data[pkg.header_offset : pkg.header_offset + 4] = b"PK\x09\x09"
+    elif damage == "local-name":
+        data[pkg.header_offset + 30] ^= 0x20  # the local header names another member than the directory does
+    else:  # the central directory gives the member more bytes than the archive holds (a download cut short)
+        entry = data.index(b"PK\x01\x02")
+        while data[entry + 46 : entry + 46 + len(pkg.filename)] != pkg.filename.encode():
+            entry = data.index(b"PK\x01\x02", entry + 4)
+        data[entry + 20 : entry + 24] = (len(data) + 1).to_bytes(4, "little")
+    broken = tmp_path / "broken" / archive.name
+    broken.parent.mkdir()
+    broken.write_bytes(bytes(data))
+    with pytest.raises(PackageContentError, match="staged: .* is not a readable package") as refused:
+        stage_package_archive(broken, "staged", tmp_path / "payload.tar")
+    assert {"local-header": "bad local file header", "local-name": "local file header names", "cut-short": "past the end"}[damage] in str(
+        refused.value
+    )
+    with pytest.raises(PackageContentError, match="staged: .* is not a readable package"):
+        check_package_archive(broken, "staged")
