@@ -125,8 +125,9 @@ def locked_infos(
     settings: ChannelSettings | None,
     progress: Progress = SILENT,
     remote: RegistryCache | None = None,
-) -> list[tuple[LockedDependency, PackageInfo]]:
-    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its archive."""
+) -> tuple[list[tuple[LockedDependency, PackageInfo]], dict[str, FetchedPackage]]:
+    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its
+    archive; and the packages fetched for that (by name: the layers need not fetch them again)."""
     locked = conda_packages(lockfile, platform) + pip_packages(lockfile, platform)
     cache = PackageInfoCache(cache_dir)
     known = remote.packages if remote is not None else {}
@@ -140,7 +141,8 @@ def locked_infos(
         )
         for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
-    return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
+        return [(p, infos[p.hash.sha256]) for p in locked], {f.locked.name: f for f in report.packages}  # type: ignore[misc]
+    return [(p, infos[p.hash.sha256]) for p in locked], {}  # type: ignore[misc]
 
 
 def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[PlannedPackage]:
@@ -294,7 +296,7 @@ def bake_platform(
     for probe in (tmp_dir(cache_dir)).glob(".probe.*"):
         probe.unlink(missing_ok=True)
     labels = image_labels(lockfile, platform, options, base)
-    pairs = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
+    pairs, fetched = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
     python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
@@ -314,7 +316,7 @@ def bake_platform(
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
     layers = build_layers(
-        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress
+        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress, fetched
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -455,6 +457,7 @@ def build_layers(
     settings: ChannelSettings | None,
     fragments: FragmentStore,
     progress: Progress = SILENT,
+    fetched: dict[str, FetchedPackage] | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
@@ -501,8 +504,12 @@ def build_layers(
         payloads: dict[str, Path] = {}
         written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
-            fetched = fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
-            by_fetched = {f.locked.name: f for f in fetched}
+            # Those whose info the plan read are fetched already (and checked against the lock's sha256).
+            by_fetched = {n: fetched[n] for n in plain if fetched and n in fetched and fetched[n].locked == by_name[n][0]}
+            missing = [by_name[n][0] for n in plain if n not in by_fetched]
+            if missing:
+                got = fetch_packages(missing, cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
+                by_fetched.update({f.locked.name: f for f in got})
             scratch = staging_root / "payloads"
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
