@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import rattler
 
@@ -43,8 +43,7 @@ class LockOptions:
     cache_dir: Path | None = None
 
 
-@dataclass(frozen=True)
-class LockPlan:
+class LockPlan(NamedTuple):
     """One lock file to write: its path, its variant, and the solves that fill it."""
 
     path: Path
@@ -52,8 +51,7 @@ class LockPlan:
     targets: tuple[SolveTarget, ...]
 
 
-@dataclass(frozen=True)
-class LockOutcome:
+class LockOutcome(NamedTuple):
     """What `lock_environment` did for one lock file."""
 
     path: Path
@@ -62,7 +60,7 @@ class LockOutcome:
     solved: tuple[SolvedPlatform, ...]
     lock_hash: LockHash
     platform_hashes: dict[str, LockHash]
-    pip_packages: dict[str, int] = field(default_factory=dict)  # platform -> pip packages locked
+    pip_packages: dict[str, int]  # platform -> pip packages locked
 
 
 def variant_path(lock_path: Path, variant: str | None) -> Path:

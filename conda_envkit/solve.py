@@ -6,8 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import rattler
 from rattler import BuildString, GenericVirtualPackage, MatchSpec, PackageName, RepoDataRecord, Version
@@ -45,8 +44,7 @@ class ChannelReadError(SolveError):
         self.urls = urls
 
 
-@dataclass(frozen=True)
-class SolveTarget:
+class SolveTarget(NamedTuple):
     """One solve: a platform, the variant it belongs to, and what it assumes."""
 
     platform: str
@@ -73,8 +71,7 @@ class SolveTarget:
         return tuple(out)
 
 
-@dataclass(frozen=True)
-class SolvedPlatform:
+class SolvedPlatform(NamedTuple):
     """The records a target resolved to, and what the solution chose for CUDA and BLAS."""
 
     target: SolveTarget

@@ -6,6 +6,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from rattler import MatchSpec
@@ -44,8 +45,7 @@ class SpecError(EnvkitError):
     """An environment.yml that cannot be read as a spec."""
 
 
-@dataclass(frozen=True)
-class Dependency:
+class Dependency(NamedTuple):
     """One conda requirement as written, and where: `numpy >=1.26` at `environment.yml:7`.
 
     `match_spec` is rattler's canonical form (`hello=2.0=0` -> `hello ==2.0 0`), the
@@ -72,8 +72,7 @@ class PipRequirement:
     base_dir: Path = field(default=Path("."), compare=False)
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(NamedTuple):
     """A named way to solve the same spec (e.g. `cpu`, `cuda124`).
 
     `cuda` is the assumed CUDA driver version, or None for a CPU-only solve; `blas`
@@ -86,8 +85,7 @@ class Variant:
     platforms: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class EnvSpec:
+class EnvSpec(NamedTuple):
     """Everything a lock is made from, after selectors are applied per platform."""
 
     sources: tuple[Path, ...]  # the files read (a pipe or stdin has no path to record)
@@ -95,7 +93,7 @@ class EnvSpec:
     channels: tuple[str, ...]
     platforms: tuple[str, ...]
     dependencies: dict[str, tuple[Dependency, ...]]
-    pip: dict[str, tuple[PipRequirement, ...]] = field(default_factory=dict)
+    pip: dict[str, tuple[PipRequirement, ...]]
     cuda: str | None = None
     blas: tuple[tuple[str, Blas], ...] = ()
     variants: tuple[Variant, ...] = ()
@@ -298,8 +296,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
     return cuda, blas, tuple(variants)
 
 
-@dataclass(frozen=True)
-class _FileSpec:
+class _FileSpec(NamedTuple):
     path: str  # the file as named in messages
     name: str | None
     channels: tuple[str, ...]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conda_envkit.commands import EXIT_STALE, BadFlag, Output
 from conda_envkit.errors import EnvkitError
@@ -18,8 +17,7 @@ if TYPE_CHECKING:
     from conda_envkit.spec import EnvSpec
 
 
-@dataclass(frozen=True)
-class LockRequest:
+class LockRequest(NamedTuple):
     """`envkit lock`'s flags, as given."""
 
     files: tuple[Path, ...]
