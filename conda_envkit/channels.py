@@ -6,8 +6,9 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,8 +31,7 @@ class ChannelError(EnvkitError):
     """A channel that cannot be named, reached or configured."""
 
 
-@dataclass(frozen=True)
-class ChannelSettings:
+class ChannelSettings(NamedTuple):
     """Where channel names point and which mirrors stand in for them.
 
     `mirrors` maps a channel URL (or name) to URLs tried instead, like pixi's
@@ -39,7 +39,7 @@ class ChannelSettings:
     """
 
     channel_alias: str = DEFAULT_CHANNEL_ALIAS
-    mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    mirrors: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 class ResolvedChannel(NamedTuple):
