@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from conda_envkit.lockmodel import LockHash
     from conda_envkit.lockwrite import PlatformPart
     from conda_envkit.pip_lock import PipInputs, PipPin
+    from conda_envkit.repodata_guard import RepodataGuard
 
 
 class LockOptions(NamedTuple):
@@ -209,6 +210,7 @@ def lock_environment(
     options: LockOptions,
     gateway: rattler.Gateway,
     on_solved: Callable[[SolvedPlatform], None] | None = None,
+    guard: RepodataGuard | None = None,
 ) -> list[LockOutcome]:
     """Solve every variant and platform, then write the lock files that changed.
 
@@ -229,7 +231,7 @@ def lock_environment(
             on_solved(solved)
 
     keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins({}, {}))
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda, _load_lock_writer))
+    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda, _load_lock_writer, guard))
     from conda_envkit.files import write_files
     from conda_envkit.lockmodel import lock_hash, platform_lock_hash
     from conda_envkit.lockwrite import build_lockfile, platform_part, render_lockfile

@@ -59,18 +59,21 @@ def network_timeout() -> float:
     return value
 
 
-def max_download_bytes() -> int:
-    """$ENVKIT_MAX_DOWNLOAD_BYTES (bytes, or with a K/M/G/T suffix, binary; default 8G); invalid is an error naming it."""
-    raw = os.environ.get(DOWNLOAD_CAP_ENV_VAR, "").strip()
+def size_from_env(var: str, default: int) -> int:
+    """A size from the environment variable `var` (bytes, or with a K/M/G/T suffix, binary); invalid is an error naming it."""
+    raw = os.environ.get(var, "").strip()
     if not raw:
-        return DEFAULT_DOWNLOAD_CAP
+        return default
     match = re.fullmatch(r"(\d+)\s*([KMGT]?)(?:i?B)?", raw, re.IGNORECASE)
     value = int(match[1]) * _UNITS[match[2].upper()] if match else 0
     if value <= 0:
-        raise NetworkError(
-            f"{DOWNLOAD_CAP_ENV_VAR}={raw!r} is not a size", hint=f"e.g. {DOWNLOAD_CAP_ENV_VAR}=16G (bytes, or K/M/G/T), or unset it"
-        )
+        raise NetworkError(f"{var}={raw!r} is not a size", hint=f"e.g. {var}=16G (bytes, or K/M/G/T), or unset it")
     return value
+
+
+def max_download_bytes() -> int:
+    """$ENVKIT_MAX_DOWNLOAD_BYTES (default 8G): the most a package archive or wheel may be."""
+    return size_from_env(DOWNLOAD_CAP_ENV_VAR, DEFAULT_DOWNLOAD_CAP)
 
 
 DOWNLOAD_CAP_HINT = f"no package should be that big: check the server; if the file really is, raise {DOWNLOAD_CAP_ENV_VAR}"

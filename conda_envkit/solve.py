@@ -14,7 +14,7 @@ from rattler.exceptions import GatewayError, SolverError
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout
+from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout, size_text
 from conda_envkit.platforms import (
     Blas,
     VirtualPackage,
@@ -22,6 +22,7 @@ from conda_envkit.platforms import (
     blas_of_build,
     check_blas,
 )
+from conda_envkit.repodata_guard import REPODATA_CAP_ENV_VAR, RepodataGuard
 from conda_envkit.spec import Dependency
 
 if TYPE_CHECKING:
@@ -264,6 +265,16 @@ async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, .
         )
 
 
+def _repodata_overrun(channels: tuple[ResolvedChannel, ...], guard: RepodataGuard, what: str) -> ChannelReadError:
+    urls = ", ".join(c.public_url for c in channels)
+    return ChannelReadError(
+        f"cannot read the channels ({urls}): {what}",
+        hint=f"a channel may be sending without end: check it; if its repodata really is that big, raise {REPODATA_CAP_ENV_VAR}"
+        f" (now {size_text(guard.max_bytes)})",
+        urls=tuple(c.url for c in channels),
+    )
+
+
 async def locked_records(
     target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway, keep: dict[str, str]
 ) -> list[RepoDataRecord]:
@@ -371,12 +382,14 @@ async def solve_targets(
     on_solved: Callable[[SolvedPlatform], None] | None = None,
     keep: Callable[[SolveTarget], dict[str, str]] | None = None,
     meanwhile: Callable[[], object] | None = None,
+    guard: RepodataGuard | None = None,
 ) -> list[SolvedPlatform]:
     """Solve all targets concurrently; the first error wins, reported for its platform.
 
     `meanwhile()` runs once every solve has been handed to rattler: rattler loads the
     repodata and solves in its own threads, without Python's lock, so Python is free to
-    prepare what comes after.
+    prepare what comes after. `guard` caps the repodata read on the way by size (py-rattler
+    caps it only by time).
     """
     handed = 0
 
@@ -393,7 +406,14 @@ async def solve_targets(
             on_solved(solved)
         return solved
 
-    results = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+    work = asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+    if guard is None:
+        results = await work
+    else:
+        finished, overrun = await guard.run(work)
+        if overrun is not None:
+            raise _repodata_overrun(channels, guard, overrun.what)
+        results = finished or []
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         envkit_errors = [e for e in errors if isinstance(e, EnvkitError)]

@@ -115,6 +115,7 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> lis
     from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway
     from conda_envkit.locking import lock_environment
     from conda_envkit.progress import progress_for
+    from conda_envkit.repodata_guard import RepodataGuard, max_repodata_bytes
     from conda_envkit.solve import ChannelReadError
 
     reporter = progress_for(quiet)
@@ -127,10 +128,11 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> lis
                 "(none runs on that driver, or the spec pins CPU builds); the lock is CPU-only there"
             )
 
+    guard = RepodataGuard(repodata_cache_dir(), max_repodata_bytes())
     reporter.start("solve", unit="platforms")
     started = time.time_ns()
     try:
-        outcomes = lock_environment(spec, options, make_gateway(options.settings, repodata_cache_dir()), progress)
+        outcomes = lock_environment(spec, options, make_gateway(options.settings, guard.cache_dir), progress, guard)
     except ChannelReadError as exc:
         discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
         raise

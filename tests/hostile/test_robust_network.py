@@ -189,8 +189,8 @@ def _peak_rss_mib(*args: str | Path, cwd: Path, env: dict[str, str]) -> tuple[su
 
 
 def test_lock_against_an_endless_channel_ends_at_the_deadline(tmp_path: Path, hostile: str) -> None:
-    # Nothing caps repodata by size (py-rattler has no such setting): the deadline ends it, retries
-    # included, and the body streams to disk (not memory) and is removed.
+    # With a cap bigger than what 4 s bring, the deadline ends it, retries included, and the
+    # body streams to disk (not memory) and is removed.
     channel = f"http://{hostile}/endless"
     write_env(tmp_path, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
     proc, peak = _peak_rss_mib("--timeout", "4", "lock", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
@@ -202,6 +202,42 @@ def test_lock_against_an_endless_channel_ends_at_the_deadline(tmp_path: Path, ho
     assert peak < 100, f"peak RSS {peak:.0f} MiB"
     assert not (tmp_path / "conda-lock.yml").exists()
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
+
+
+_LINUX_ONLY = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="memory is watched through /proc (Linux)")
+
+
+@pytest.mark.parametrize(
+    ("mode", "cap", "passed"),
+    [
+        # A plain repodata.json that never ends streams into py-rattler's temporary file.
+        ("endless", 24, "a repodata download grew past 24 MiB"),
+        # py-rattler reads a sharded channel's index into memory: without the guard, 60 s of
+        # this server is about 2 GiB of RSS (16 MiB/s for each of linux-64 and noarch).
+        pytest.param("endless-shards", 48, "reading repodata and solving took more than 48 MiB of memory", marks=_LINUX_ONLY),
+    ],
+)
+def test_lock_stops_endless_repodata_at_the_size_cap(tmp_path: Path, hostile: str, mode: str, cap: int, passed: str) -> None:
+    # The guard stops the lock once the cap is passed, long before the 60 s deadline.
+    channel = f"http://{hostile}/{mode}"
+    write_env(tmp_path, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_REPODATA_BYTES": f"{cap}M"}
+    proc, peak = _peak_rss_mib("--timeout", "60", "lock", cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    error = _error_line(proc.stderr)
+    assert error == f"error: cannot read the channels ({channel}): {passed}", error
+    assert f"raise ENVKIT_MAX_REPODATA_BYTES (now {cap} MiB)" in proc.stderr
+    assert peak < cap + 100, f"peak RSS {peak:.0f} MiB"
+    assert not (tmp_path / "conda-lock.yml").exists()
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 4096] == []
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5M", "1.5G"])
+def test_invalid_repodata_cap_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    write_env(tmp_path, "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies:\n  - python\n")
+    result = run_envkit("lock", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_MAX_REPODATA_BYTES": value})
+    assert result.returncode == 2, result.output
+    assert f"ENVKIT_MAX_REPODATA_BYTES={value!r} is not a size" in _error_line(result.stderr)
 
 
 @pytest.mark.parametrize("mode", ["html", "not-object", "huge", "never-answer"])

@@ -17,6 +17,8 @@ Modes
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
+  endless-shards 404 except a sharded channel's index (repodata_shards.msgpack.zst), which never
+                 ends (as `endless`): py-rattler reads it into memory
   empty          200 with an empty body
   not-object     a JSON array instead of an object
   non-utf8       a manifest with bytes that are not UTF-8
@@ -97,11 +99,14 @@ class Handler(BaseHTTPRequestHandler):
     def _endless(self) -> None:
         # Fast enough that no per-read timeout fires, slow enough that a test's few seconds
         # cost tens of MiB of disk or memory, not gigabytes.
-        if self.path.endswith("/repodata.json"):
+        plain = self._mode()[0] == "endless"  # else endless-shards: only the shard index never ends
+        if self.path.endswith("/repodata.json") and plain:
             head, content_type = b'{"info": {"subdir": "linux-64"}, "packages": {', "application/json"
-        elif "/simple/" in self.path:
+        elif self.path.endswith("/repodata_shards.msgpack.zst") and not plain:
+            head, content_type = b"", "application/octet-stream"
+        elif "/simple/" in self.path and plain:
             head, content_type = b"<!DOCTYPE html><html><body>", "text/html"
-        elif self.path.endswith((".conda", ".tar.bz2", ".whl")):
+        elif self.path.endswith((".conda", ".tar.bz2", ".whl")) and plain:
             head, content_type = b"PK", "application/octet-stream"
         else:
             self._send(404, b"{}")
@@ -183,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
-        elif mode == "endless":
+        elif mode in ("endless", "endless-shards"):
             self._endless()
         elif mode == "empty":
             self._send(200, b"", OCI_MANIFEST)
