@@ -229,16 +229,9 @@ def _lock_command() -> click.Command:
     @_reports_errors
     def lock(as_json: bool, quiet: bool, **flags: Any) -> None:
         """Solve environment.yml for every platform and write conda-lock.yml."""
-        from conda_envkit.commands.lock import LockRequest, check_output, lock_output, prepare_lock, run_lock
+        from conda_envkit.commands.lock import LockRequest, lock_command
 
-        request = LockRequest(**flags)
-        spec, options, warnings = prepare_lock(request)
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
-        if request.check:
-            _emit(check_output(spec, options, as_json))
-        else:
-            _emit(lock_output(run_lock(spec, options, quiet, lambda text: click.echo(text, err=True)), as_json))
+        _emit(lock_command(LockRequest(**flags), as_json, quiet, lambda text: click.echo(text, err=True)))
 
     return lock
 
@@ -516,10 +509,6 @@ def _dockerfile_command() -> click.Command:
     return dockerfile_command
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run() -> None:
     """Console entry point: run the command, then leave without interpreter teardown.
 
@@ -528,8 +517,10 @@ def run() -> None:
     the work is done. Every file envkit writes is complete (written, fsynced and
     renamed) before a command returns, so skipping finalization loses nothing.
     """
+    from conda_envkit.entry import leave, terminate
+
     # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     try:
         main()
         code = 0
@@ -539,6 +530,4 @@ def run() -> None:
         else:
             click.echo(str(exc.code), err=True)
             code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(code)
