@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -507,27 +506,3 @@ def _dockerfile_command() -> click.Command:
         run_dockerfile(DockerfileRequest(**flags), quiet, click.echo)
 
     return dockerfile_command
-
-
-def run() -> None:
-    """Console entry point: run the command, then leave without interpreter teardown.
-
-    py-rattler keeps tokio worker threads that may still release Python objects while
-    the interpreter finalizes, which aborts the process (SIGABRT) now and then after
-    the work is done. Every file envkit writes is complete (written, fsynced and
-    renamed) before a command returns, so skipping finalization loses nothing.
-    """
-    from conda_envkit.entry import leave, terminate
-
-    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
-        else:
-            click.echo(str(exc.code), err=True)
-            code = 1
-    leave(code)

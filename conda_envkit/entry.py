@@ -99,21 +99,28 @@ def terminate(signum: int, _frame: object) -> None:
 
 
 def leave(code: int) -> NoReturn:
-    """Exit with `code` without interpreter teardown (see cli.run: py-rattler's threads may abort a finalizing interpreter)."""
+    """Exit with `code` without interpreter teardown.
+
+    py-rattler keeps tokio worker threads that may still release Python objects while
+    the interpreter finalizes, which aborts the process (SIGABRT) now and then after
+    the work is done. Every file envkit writes is complete (written, fsynced and
+    renamed) before a command returns, so skipping finalization loses nothing.
+    """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError):  # a closed pipe: nothing more can be said
             stream.flush()
     os._exit(code)
 
 
-def run() -> None:
-    """Console entry point: `envkit lock` with plain arguments here, every other command line through click."""
+def run() -> NoReturn:
+    """Console entry point (`envkit`, `python -m conda_envkit`): run the command, then `leave`.
+
+    `envkit lock` with plain arguments runs here; every other command line through click.
+    """
+    signal.signal(signal.SIGTERM, terminate)
     params = lock_arguments(sys.argv[1:]) if _plain_streams() else None
     if params is None:
-        from conda_envkit.cli import run as run_click
-
-        run_click()
-        return
+        leave(_click())
     from conda_envkit.commands.lock import LockRequest, check_flags
     from conda_envkit.errors import EnvkitError
 
@@ -122,12 +129,22 @@ def run() -> None:
     try:
         check_flags(request)  # reads no file: click can take over and say it as it says every bad flag
     except EnvkitError:
-        from conda_envkit.cli import run as run_click
-
-        run_click()
-        return
-    signal.signal(signal.SIGTERM, terminate)
+        leave(_click())
     leave(_lock(request, as_json, quiet))
+
+
+def _click() -> int:
+    """Run the click CLI (conda_envkit.cli) on the command line; its exit status."""
+    from conda_envkit.cli import main
+
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        _echo(str(exc.code), to_stderr=True)
+        return 1
+    return 0
 
 
 def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
