@@ -128,9 +128,10 @@ def run() -> NoReturn:
     request = LockRequest(**params)
     try:
         check_flags(request)  # reads no file: click can take over and say it as it says every bad flag
+        refused = False
     except EnvkitError:
-        leave(_click())
-    leave(_lock(request, as_json, quiet))
+        refused = True
+    leave(_click() if refused else _lock(request, as_json, quiet))
 
 
 def _click() -> int:
