@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -506,3 +507,33 @@ def _dockerfile_command() -> click.Command:
         run_dockerfile(DockerfileRequest(**flags), quiet, click.echo)
 
     return dockerfile_command
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run() -> NoReturn:
+    """Run the click CLI on the command line, then leave without interpreter teardown.
+
+    The console script (`conda_envkit.entry.run`) comes here for every command line it does
+    not run itself (an `envkit` script installed before it moved there calls this directly).
+    py-rattler keeps tokio worker threads that may still release Python objects while
+    the interpreter finalizes, which aborts the process (SIGABRT) now and then after
+    the work is done. Every file envkit writes is complete (written, fsynced and
+    renamed) before a command returns, so skipping finalization loses nothing.
+    """
+    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            click.echo(str(exc.code), err=True)
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -93,19 +93,13 @@ def _echo(text: str, to_stderr: bool = False, nl: bool = True) -> None:
     stream.flush()
 
 
-def terminate(signum: int, _frame: object) -> None:
+def _terminate(signum: int, _frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed."""
     raise SystemExit(128 + signum)
 
 
-def leave(code: int) -> NoReturn:
-    """Exit with `code` without interpreter teardown.
-
-    py-rattler keeps tokio worker threads that may still release Python objects while
-    the interpreter finalizes, which aborts the process (SIGABRT) now and then after
-    the work is done. Every file envkit writes is complete (written, fsynced and
-    renamed) before a command returns, so skipping finalization loses nothing.
-    """
+def _leave(code: int) -> NoReturn:
+    """Exit with `code` without interpreter teardown, as `cli.run` does (which says why)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError):  # a closed pipe: nothing more can be said
             stream.flush()
@@ -113,14 +107,13 @@ def leave(code: int) -> NoReturn:
 
 
 def run() -> NoReturn:
-    """Console entry point (`envkit`, `python -m conda_envkit`): run the command, then `leave`.
+    """Console entry point (`envkit`, `python -m conda_envkit`): run the command and leave.
 
-    `envkit lock` with plain arguments runs here; every other command line through click.
+    `envkit lock` with plain arguments runs here; every other command line through click (`cli.run`).
     """
-    signal.signal(signal.SIGTERM, terminate)
     params = lock_arguments(sys.argv[1:]) if _plain_streams() else None
     if params is None:
-        leave(_click())
+        _click()
     from conda_envkit.commands.lock import LockRequest, check_flags
     from conda_envkit.errors import EnvkitError
 
@@ -131,21 +124,17 @@ def run() -> NoReturn:
         refused = False
     except EnvkitError:
         refused = True
-    leave(_click() if refused else _lock(request, as_json, quiet))
+    if refused:
+        _click()
+    signal.signal(signal.SIGTERM, _terminate)
+    _leave(_lock(request, as_json, quiet))
 
 
-def _click() -> int:
-    """Run the click CLI (conda_envkit.cli) on the command line; its exit status."""
-    from conda_envkit.cli import main
+def _click() -> NoReturn:
+    """Run the command line through the click CLI, which leaves the process."""
+    from conda_envkit.cli import run as run_click
 
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        _echo(str(exc.code), to_stderr=True)
-        return 1
-    return 0
+    run_click()
 
 
 def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
@@ -165,7 +154,7 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
         return 1
     except BrokenPipeError:
         return 1  # as click's main
-    except SystemExit as exc:  # SIGTERM (terminate)
+    except SystemExit as exc:  # SIGTERM (_terminate)
         return exc.code if isinstance(exc.code, int) else 1
     # Outside the except block: the exception's frames must not outlive it (see cli._reports_errors).
     _echo(f"error: {message}", to_stderr=True)
