@@ -57,7 +57,8 @@ def parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
 def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas], ...]]:
     """The CUDA driver and the BLAS table the flags ask for, checked before any file is read.
 
-    BadFlag for flags that exclude each other or do not parse.
+    BadFlag for flags that exclude each other or do not parse (PlatformError for an unknown
+    platform in `--blas PLATFORM=BLAS`).
     """
     from conda_envkit.platforms import PlatformError, parse_cuda_driver
 
