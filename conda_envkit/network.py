@@ -30,6 +30,10 @@ MIN_RATE = float(1 << 20)
 # only its hash) stops here; the largest conda-forge archives and PyPI wheels are ~3 GiB.
 DOWNLOAD_CAP_ENV_VAR = "ENVKIT_MAX_DOWNLOAD_BYTES"
 DEFAULT_DOWNLOAD_CAP = 8 << 30
+# An index page (PEP 503 HTML, PEP 691 JSON, a --find-links page) is read whole before uv gets
+# it; PyPI's largest simple pages are tens of MiB.
+PAGE_CAP_ENV_VAR = "ENVKIT_MAX_INDEX_PAGE_BYTES"
+DEFAULT_PAGE_CAP = 256 << 20
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -74,6 +78,11 @@ def size_from_env(var: str, default: int) -> int:
 def max_download_bytes() -> int:
     """$ENVKIT_MAX_DOWNLOAD_BYTES (default 8G): the most a package archive or wheel may be."""
     return size_from_env(DOWNLOAD_CAP_ENV_VAR, DEFAULT_DOWNLOAD_CAP)
+
+
+def max_index_page_bytes() -> int:
+    """$ENVKIT_MAX_INDEX_PAGE_BYTES (default 256M): the most one pip index page may be."""
+    return size_from_env(PAGE_CAP_ENV_VAR, DEFAULT_PAGE_CAP)
 
 
 DOWNLOAD_CAP_HINT = f"no package should be that big: check the server; if the file really is, raise {DOWNLOAD_CAP_ENV_VAR}"

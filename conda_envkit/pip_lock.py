@@ -7,8 +7,8 @@ installs are handed to uv as fixed, dependency-free stand-ins (`name @ file://st
 constraints), so a pip requirement that needs another version fails loudly, and
 nothing conda installs is installed twice.
 
-Index URLs may carry credentials as `${VAR}`: uv gets them expanded through its
-environment, the lock records only the `${VAR}` template.
+Index URLs may carry credentials as `${VAR}`: envkit's index proxy (index_proxy) gets them
+expanded and uv only the proxy's URLs; the lock records only the `${VAR}` template.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import sys
 import tempfile
 import tomllib
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -36,9 +38,12 @@ from rattler import RepoDataRecord
 from conda_envkit.cache import uv_dir
 from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout
+from conda_envkit.network import PAGE_CAP_ENV_VAR, TIMEOUT_ENV_VAR, network_timeout, size_text
 from conda_envkit.spec import PipRequirement
 from conda_envkit.wheel_targets import WheelTarget, wheel_rank
+
+if TYPE_CHECKING:
+    from conda_envkit.index_proxy import IndexProxy
 
 _ENV_VAR = re.compile(r"\$\{(\w+)\}")
 # conda-forge packages whose PyPI distribution has another name. The rest are matched
@@ -61,6 +66,7 @@ _RESOLUTION_ENV = frozenset(
         "NO_BINARY", "ONLY_BINARY", "NO_BUILD", "PYTHON", "TORCH_BACKEND", "CONFIG_FILE", "NO_SOURCES",
     )
 )  # fmt: skip
+PYPI = "https://pypi.org/simple"  # uv's default index, proxied like any other
 _UNLOCKABLE_HINT = (
     "publish it as a wheel on an index (--extra-index-url) and require it by name and version, or install it after `envkit install`"
 )
@@ -290,23 +296,18 @@ def resolve_pip(
     """
     first = inputs.requirements[0].source if inputs.requirements else "pip:"
     # uv settings that would change what is resolved come from the spec alone; transport
-    # settings (UV_NATIVE_TLS, UV_HTTP_TIMEOUT, proxies, SSL_CERT_FILE) stay the user's.
+    # settings stay the user's, except that with a remote index uv talks only to envkit's
+    # index proxy (its proxy variables point there, and TLS is the proxy's: requests').
     env = {k: v for k, v in os.environ.items() if k not in _RESOLUTION_ENV}
-    secrets: list[str] = []
-    if inputs.index_url:
-        env["UV_INDEX_URL"] = expand_env(inputs.index_url, first)
-        secrets.append(urlsplit(env["UV_INDEX_URL"]).password or "")
-    if inputs.extra_index_urls:
-        expanded = [expand_env(u, first) for u in inputs.extra_index_urls]
-        env["UV_EXTRA_INDEX_URL"] = " ".join(expanded)
-        secrets += [urlsplit(u).password or "" for u in expanded]
+    index = expand_env(inputs.index_url, first) if inputs.index_url else None
+    extra = [expand_env(u, first) for u in inputs.extra_index_urls]
+    links = [link.for_uv() for link in inputs.find_links]
+    secrets = [urlsplit(u).password or "" for u in [index or "", *extra, *links]]
     if target.macos_version:
         env["MACOSX_DEPLOYMENT_TARGET"] = target.macos_version
-    # uv's per-request timeout follows envkit's deadline unless the user set it; the whole
-    # resolution (many requests) gets a few deadlines.
     deadline = network_timeout()
-    env.setdefault("UV_HTTP_TIMEOUT", str(max(1, round(min(deadline, 60.0)))))
-    with tempfile.TemporaryDirectory(prefix="envkit-pip-") as tmp:
+    remote = [u for u in [index or ("" if inputs.no_index else PYPI), *extra, *links] if _is_remote(u)]
+    with tempfile.TemporaryDirectory(prefix="envkit-pip-") as tmp, _index_proxy(remote) as proxy:
         work = Path(tmp)
         stubs = work / "conda"
         stubs.mkdir()
@@ -336,31 +337,75 @@ def resolve_pip(
             "--python", sys.executable, "--no-python-downloads",
             "--cache-dir", str(uv_dir(cache_dir)),
         ]  # fmt: skip
-        for link in inputs.find_links:
-            command += ["--find-links", link.for_uv()]
+        via = proxy.for_uv if proxy else (lambda url: url)
+        if index or (proxy and not inputs.no_index):
+            env["UV_INDEX_URL"] = via(index or PYPI)
+        if extra:
+            env["UV_EXTRA_INDEX_URL"] = " ".join(via(u) for u in extra)
+        for link in links:
+            command += ["--find-links", via(link)]
         if inputs.no_index:
             command.append("--no-index")
         if inputs.pre:
             command += ["--prerelease", "allow"]
+        if proxy:
+            env |= proxy.uv_env()
+            # envkit's proxy holds uv's page requests to the deadline (and a page to its size cap);
+            # uv's own per-read timeout must not end a page the proxy is still reading in time.
+            env.setdefault("UV_HTTP_TIMEOUT", str(max(1, round(4 * deadline))))
+        else:
+            env.setdefault("UV_HTTP_TIMEOUT", str(max(1, round(min(deadline, 60.0)))))
         try:
             proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, timeout=4 * deadline)
         except subprocess.TimeoutExpired:
+            _raise_proxy_failure(proxy, target, first)
             indexes = ", ".join(strip_userinfo(u) for u in (inputs.index_url, *inputs.extra_index_urls) if u) or "PyPI"
+            reading = proxy.still_reading() if proxy else {}
+            pages = "".join(f"; still reading {url} ({size_text(n)} so far)" for url, n in sorted(reading.items()))
             raise PipLockError(
                 f"{target.platform}: resolving the pip: section ({first}) against {indexes} took longer than {4 * deadline:g} s"
-                f" (4 times the {deadline:g} s network deadline)",
+                f" (4 times the {deadline:g} s network deadline){pages}",
                 hint=f"an index is slow, stuck or sends without end; retry, or raise --timeout / {TIMEOUT_ENV_VAR}"
-                " (the resolution may take 4 times it)",
+                " (the resolution may take 4 times it)"
+                + (f"; lower {PAGE_CAP_ENV_VAR} to stop a page that never ends sooner" if reading else ""),
             ) from None
+        _raise_proxy_failure(proxy, target, first)  # even if uv got by without the page: it saw less than the index has
         if proc.returncode != 0:
+            stderr = proxy.upstream_text(proc.stderr) if proxy else proc.stderr
             raise PipLockError(
                 f"{target.platform}: the pip: section ({first}) cannot be resolved for {target.describe()}:\n  "
-                + _uv_failure(proc.stderr, [s for s in secrets if s], provided),
+                + _uv_failure(stderr, [s for s in secrets if s], provided),
                 hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
             )
         document = tomllib.loads(out.read_text(encoding="utf-8"))
     placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *(f.location for f in inputs.find_links)])
-    return _pins(document, target, provided, first, placeholders)
+    return _pins(document, target, provided, first, placeholders, proxy.upstream_of if proxy else (lambda url: None))
+
+
+def _is_remote(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+@contextmanager
+def _index_proxy(remote: list[str]) -> Iterator[IndexProxy | None]:
+    """envkit's index proxy for the remote indexes and find-links pages (None when all are local)."""
+    if not remote:
+        yield None
+        return
+    from conda_envkit.index_proxy import serve_indexes, split_credentials
+
+    with serve_indexes(tuple(split_credentials(url) for url in remote)) as proxy:
+        yield proxy
+
+
+def _raise_proxy_failure(proxy: IndexProxy | None, target: WheelTarget, where: str) -> None:
+    """The first page or file the index proxy could not fetch (over a cap, past the deadline), as the lock's error.
+
+    uv only saw a 403 for it; the proxy knows which URL and which limit.
+    """
+    failures = proxy.failures() if proxy else []
+    if failures:
+        raise PipLockError(f"{target.platform}: resolving the pip: section ({where}): {failures[0].message}", hint=failures[0].hint)
 
 
 def _placeholders(templates: list[str]) -> dict[str, str]:
@@ -383,7 +428,12 @@ def _public_wheel_url(url: str, placeholders: dict[str, str]) -> str:
 
 
 def _pins(
-    document: dict[str, Any], target: WheelTarget, provided: dict[str, str], where: str, placeholders: dict[str, str]
+    document: dict[str, Any],
+    target: WheelTarget,
+    provided: dict[str, str],
+    where: str,
+    placeholders: dict[str, str],
+    upstream_of: Callable[[str], str | None],
 ) -> list[PipPin]:
     pins = []
     for package in document.get("packages", []):
@@ -393,6 +443,7 @@ def _pins(
         ranked = []
         for wheel in package.get("wheels", []):
             url = wheel.get("url", "")
+            url = upstream_of(url) or url  # uv saw the index proxy's URL; the lock records the index's own
             rank = wheel_rank(url.rsplit("/", 1)[-1], target)
             sha256 = wheel.get("hashes", {}).get("sha256")
             if rank is not None and url and sha256:

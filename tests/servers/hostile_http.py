@@ -10,10 +10,13 @@ Modes
   trickle        headers, then one byte every 0.2 s of a long body
   never-answer   reads the request, never answers
   redirect-loop  302 to itself, forever
+  redirect-to    /redirect-to/<port>/<path>: 302 to http://127.0.0.1:<port>/<path> (another server)
   garbage        200 with bytes that are neither JSON nor UTF-8
   html           200 text/html (a login page or proxy error)
   short-body     Content-Length 1000, 10 bytes, then close
   huge           a JSON manifest of 64 MiB (spaces), sent quickly
+  big-page       simple-index pages that declare Content-Length 64 MiB (HTML, sent quickly)
+  big-file       wheels that declare Content-Length 64 MiB (sent quickly)
   huge-repodata  404 except repodata.json, which is 64 MiB of unfinished JSON
   endless        404 except repodata.json, simple-index pages and package archives, which never end: no
                  Content-Length, 1 MiB every 1/16 s (16 MiB/s) of an unfinished document
@@ -148,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(LIMIT)
         elif mode == "redirect-loop":
             self._send(302, b"", headers={"Location": self.path})
+        elif mode == "redirect-to" and len(parts) > 1 and parts[1].isdigit():
+            rest = self.path.split("/", 3)[3] if self.path.count("/") >= 3 else ""
+            self._send(302, b"", headers={"Location": f"http://127.0.0.1:{parts[1]}/{rest}"})
         elif mode == "garbage":
             self._send(200, b"\x00\xff garbage \xfe" * 10, "application/octet-stream")
         elif mode == "html":
@@ -170,6 +176,19 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 for _ in range(size >> 20):
                     self.wfile.write(chunk)
+            except OSError:
+                return
+        elif mode in ("big-page", "big-file"):
+            if ("/simple/" in self.path) != (mode == "big-page"):
+                self._send(404, b"{}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if mode == "big-page" else "application/octet-stream")
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(b" " * (1 << 20))
             except OSError:
                 return
         elif mode == "huge-repodata":
