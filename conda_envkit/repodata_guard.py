@@ -23,8 +23,9 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from conda_envkit.network import size_from_env, size_text
 
@@ -39,7 +40,8 @@ def max_repodata_bytes() -> int:
     return size_from_env(REPODATA_CAP_ENV_VAR, DEFAULT_REPODATA_CAP)
 
 
-class Overrun(NamedTuple):
+@dataclass(frozen=True)
+class Overrun:
     """What passed the cap: `what` is a phrase for the error ("a repodata download grew to 5 GiB")."""
 
     what: str
@@ -85,7 +87,8 @@ def overrun(cache_dir: Path, max_bytes: int, memory_at_start: int | None) -> Ove
     return None
 
 
-class RepodataGuard(NamedTuple):
+@dataclass(frozen=True)
+class RepodataGuard:
     """Watch a repodata cache directory and this process's memory while a lock reads repodata."""
 
     cache_dir: Path
