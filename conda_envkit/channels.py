@@ -6,9 +6,8 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +30,8 @@ class ChannelError(EnvkitError):
     """A channel that cannot be named, reached or configured."""
 
 
-class ChannelSettings(NamedTuple):
+@dataclass(frozen=True)
+class ChannelSettings:
     """Where channel names point and which mirrors stand in for them.
 
     `mirrors` maps a channel URL (or name) to URLs tried instead, like pixi's
@@ -39,7 +39,7 @@ class ChannelSettings(NamedTuple):
     """
 
     channel_alias: str = DEFAULT_CHANNEL_ALIAS
-    mirrors: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ResolvedChannel(NamedTuple):

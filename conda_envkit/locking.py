@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 import rattler
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from conda_envkit.repodata_guard import RepodataGuard
 
 
-class LockOptions(NamedTuple):
+@dataclass(frozen=True)
+class LockOptions:
     """What the command line adds to a spec.
 
     `cuda` (a driver version) overrides the spec's default CUDA, `no_cuda` forces CPU; `blas` entries are
@@ -35,8 +36,8 @@ class LockOptions(NamedTuple):
     cuda: str | None = None
     no_cuda: bool = False
     blas: tuple[tuple[str, Blas], ...] = ()
-    virtual_packages: Mapping[str, Mapping[str, str]] = MappingProxyType({})
-    settings: ChannelSettings = ChannelSettings()
+    virtual_packages: dict[str, dict[str, str]] = field(default_factory=dict)
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
     # --update: relock only these packages; every other package keeps its locked build.
     update: tuple[str, ...] = ()
     # Where uv keeps its cache while resolving pip: sections (default: envkit's cache).
@@ -145,11 +146,12 @@ def _pip_inputs(spec: EnvSpec, platform: str) -> PipInputs | None:
     return parse_pip_section(lines)
 
 
-class KeptPins(NamedTuple):
+@dataclass(frozen=True)
+class KeptPins:
     """For `--update`: the locked conda builds (name -> sha256) and pip versions (name -> version) to keep."""
 
-    conda: dict[str, str]
-    pip: dict[str, str]
+    conda: dict[str, str] = field(default_factory=dict)
+    pip: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
@@ -192,7 +194,7 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
     unknown = [name for name in update if name not in seen]
     if unknown:
         raise SpecError(f"--update {' '.join(unknown)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
-    return lambda target: kept.get((target.variant, target.platform), KeptPins({}, {}))
+    return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 
 def _load_lock_writer() -> None:
@@ -230,7 +232,7 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins({}, {}))
+    keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
     asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda, _load_lock_writer, guard))
     from conda_envkit.files import write_files
     from conda_envkit.lockmodel import lock_hash, platform_lock_hash

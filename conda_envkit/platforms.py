@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
@@ -144,7 +143,7 @@ class VirtualPackage(NamedTuple):
 def virtual_packages_for(
     platform: str,
     cuda: str | None,
-    overrides: Mapping[str, str] | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[VirtualPackage, ...]:
     """The virtual packages a solve for `platform` assumes, sorted by name.
 
