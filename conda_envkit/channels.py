@@ -8,7 +8,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from conda_envkit.cache import repodata_cache_dir
@@ -42,7 +42,8 @@ class ChannelSettings:
     mirrors: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-class ResolvedChannel(NamedTuple):
+@dataclass(frozen=True)
+class ResolvedChannel:
     """A channel as written in the spec, the URL used to reach it, and the URL to record.
 
     `url` may hold credentials expanded from the environment; `public_url` never does

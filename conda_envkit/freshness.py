@@ -11,7 +11,7 @@ wrote) conda-lock's defaults, and the report says which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rattler import BuildString, MatchSpec, PackageRecord
@@ -173,7 +173,7 @@ def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
             + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
         )
     virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
-    return target._replace(cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
+    return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
 
 
 def _recorded_overrides(platform: str, recorded: tuple[str, ...]) -> dict[str, str]:

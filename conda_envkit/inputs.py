@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import yaml
 from yaml.composer import Composer
@@ -66,7 +66,8 @@ class YamlLimitExceeded(InvalidYaml):
     """YAML nested deeper, or expanding through aliases further, than envkit accepts."""
 
 
-class InputText(NamedTuple):
+@dataclass(frozen=True)
+class InputText:
     """The text of one input, and how to name it.
 
     `name` is the path as given (or `<stdin>`), used in messages as `name:line`;

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import rattler
 
@@ -44,7 +44,8 @@ class LockOptions:
     cache_dir: Path | None = None
 
 
-class LockPlan(NamedTuple):
+@dataclass(frozen=True)
+class LockPlan:
     """One lock file to write: its path, its variant, and the solves that fill it."""
 
     path: Path
@@ -52,7 +53,8 @@ class LockPlan(NamedTuple):
     targets: tuple[SolveTarget, ...]
 
 
-class LockOutcome(NamedTuple):
+@dataclass(frozen=True)
+class LockOutcome:
     """What `lock_environment` did for one lock file."""
 
     path: Path
@@ -61,7 +63,7 @@ class LockOutcome(NamedTuple):
     solved: tuple[SolvedPlatform, ...]
     lock_hash: LockHash
     platform_hashes: dict[str, LockHash]
-    pip_packages: dict[str, int]  # platform -> pip packages locked
+    pip_packages: dict[str, int] = field(default_factory=dict)  # platform -> pip packages locked
 
 
 def variant_path(lock_path: Path, variant: str | None) -> Path:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
@@ -129,7 +129,8 @@ def blas_of_build(build: str) -> Blas | None:
     return None
 
 
-class VirtualPackage(NamedTuple):
+@dataclass(frozen=True)
+class VirtualPackage:
     """One virtual package: `__glibc 2.28`, `__archspec 1 x86_64`."""
 
     name: str

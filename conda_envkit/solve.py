@@ -6,7 +6,8 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import rattler
 from rattler import BuildString, GenericVirtualPackage, MatchSpec, PackageName, RepoDataRecord, Version
@@ -50,7 +51,8 @@ class ChannelReadError(SolveError):
         self.waited = waited
 
 
-class SolveTarget(NamedTuple):
+@dataclass(frozen=True)
+class SolveTarget:
     """One solve: a platform, the variant it belongs to, and what it assumes."""
 
     platform: str
@@ -77,7 +79,8 @@ class SolveTarget(NamedTuple):
         return tuple(out)
 
 
-class SolvedPlatform(NamedTuple):
+@dataclass(frozen=True)
+class SolvedPlatform:
     """The records a target resolved to, and what the solution chose for CUDA and BLAS."""
 
     target: SolveTarget

@@ -6,7 +6,6 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import yaml
 from rattler import MatchSpec
@@ -45,7 +44,8 @@ class SpecError(EnvkitError):
     """An environment.yml that cannot be read as a spec."""
 
 
-class Dependency(NamedTuple):
+@dataclass(frozen=True)
+class Dependency:
     """One conda requirement as written, and where: `numpy >=1.26` at `environment.yml:7`.
 
     `match_spec` is rattler's canonical form (`hello=2.0=0` -> `hello ==2.0 0`), the
@@ -72,7 +72,8 @@ class PipRequirement:
     base_dir: Path = field(default=Path("."), compare=False)
 
 
-class Variant(NamedTuple):
+@dataclass(frozen=True)
+class Variant:
     """A named way to solve the same spec (e.g. `cpu`, `cuda124`).
 
     `cuda` is the assumed CUDA driver version, or None for a CPU-only solve; `blas`
@@ -85,7 +86,8 @@ class Variant(NamedTuple):
     platforms: tuple[str, ...] = ()
 
 
-class EnvSpec(NamedTuple):
+@dataclass(frozen=True)
+class EnvSpec:
     """Everything a lock is made from, after selectors are applied per platform."""
 
     sources: tuple[Path, ...]  # the files read (a pipe or stdin has no path to record)
@@ -93,7 +95,7 @@ class EnvSpec(NamedTuple):
     channels: tuple[str, ...]
     platforms: tuple[str, ...]
     dependencies: dict[str, tuple[Dependency, ...]]
-    pip: dict[str, tuple[PipRequirement, ...]]
+    pip: dict[str, tuple[PipRequirement, ...]] = field(default_factory=dict)
     cuda: str | None = None
     blas: tuple[tuple[str, Blas], ...] = ()
     variants: tuple[Variant, ...] = ()
@@ -296,7 +298,8 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
     return cuda, blas, tuple(variants)
 
 
-class _FileSpec(NamedTuple):
+@dataclass(frozen=True)
+class _FileSpec:
     path: str  # the file as named in messages
     name: str | None
     channels: tuple[str, ...]

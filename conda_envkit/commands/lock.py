@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from conda_envkit.commands import EXIT_STALE, BadFlag, Output
 from conda_envkit.errors import EnvkitError
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from conda_envkit.spec import EnvSpec
 
 
-class LockRequest(NamedTuple):
+@dataclass(frozen=True)
+class LockRequest:
     """`envkit lock`'s flags, as given."""
 
     files: tuple[Path, ...]
