@@ -1,3 +1,3 @@
-from conda_envkit.cli import run
+from conda_envkit.entry import run
 
 run()

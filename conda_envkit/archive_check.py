@@ -10,8 +10,11 @@ with the sha256 and size paths.json gives (conda's own invariant, which verify r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
+import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -32,7 +35,7 @@ class PackageContentError(EnvkitError):
     """A package archive whose contents are unsafe or contradict its own metadata."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArchiveEntry:
     """One file or symlink of a package's payload, as found in the archive."""
 
@@ -81,6 +84,56 @@ def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool, opened: list[
     return tarfile.open(fileobj=reader, mode="r:")
 
 
+class _StoredMember(io.RawIOBase):
+    """The bytes of one stored (uncompressed) zip member, read straight from the archive file.
+
+    zipfile would CRC-32 every byte on the way (2 GB of archives for a 4 GB environment); the archive
+    already matched the lock's sha256, and what it holds is checked member by member anyway.
+    """
+
+    def __init__(self, archive: Path, info: zipfile.ZipInfo) -> None:
+        self.file = archive.open("rb")
+        try:
+            self.file.seek(info.header_offset)
+            local = self.file.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            name = self.file.read(name_length).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+            if name != info.orig_filename:
+                raise zipfile.BadZipFile(f"{info.filename}: the local file header names {name!r}")
+            start = info.header_offset + 30 + name_length + extra_length
+            if start + info.compress_size > os.fstat(self.file.fileno()).st_size:
+                raise zipfile.BadZipFile(f"{info.filename}: member runs past the end of the archive")
+            self.file.seek(start)
+        except BaseException:
+            self.file.close()
+            raise
+        self.left = info.compress_size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")[: self.left]
+        got = self.file.readinto(view)
+        if not got and self.left:
+            raise EOFError("the archive ends inside a member")
+        self.left -= got
+        return got
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def _open_member(z: zipfile.ZipFile, archive: Path, name: str) -> IO[bytes]:
+    info = z.getinfo(name)
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        return io.BufferedReader(_StoredMember(archive, info), _BUFFER)
+    return z.open(name)
+
+
 @contextmanager
 def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
     """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
@@ -99,7 +152,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
             try:
                 tars = []
                 for kind, name in (("info", info), ("pkg", pkg)):
-                    raw = z.open(name)
+                    raw = _open_member(z, archive, name) if kind == "pkg" else z.open(name)
                     opened.append(raw)
                     if kind == "pkg" and payload is not None:
                         tar = _decompress_into(raw, payload, zstd=True, opened=opened)
@@ -132,7 +185,8 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     paths_json = None
     with _tar_streams(archive, payload) as tars:
         for kind, tar in tars:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read (for extractall): not needed here
                 name = relative_path(member.name, f"{archive.name}: tar entry")
                 in_info = name == "info" or name.startswith("info/")
                 if kind == "info" and not in_info:
@@ -261,31 +315,62 @@ def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | 
     return [e for e in entries.values() if e.path.split("/")[0] != "info"]
 
 
+@dataclass(frozen=True)
+class PayloadLinks:
+    """What the cross-package link check needs of one checked payload: its symlinks and the directories its
+    entries are written through (each with its first entry), not the entries themselves (a bake holds these
+    for every package until all are read: per directory, not per file)."""
+
+    label: str
+    symlinks: dict[str, str]  # path -> target
+    parents: dict[str, tuple[int, str]]  # directory -> (index of the first entry below it, that entry's path)
+
+
+def payload_links(label: str, entries: list[ArchiveEntry]) -> PayloadLinks:
+    """The link summary of a checked payload (`check_package_archive`'s entries, in its order)."""
+    symlinks: dict[str, str] = {}
+    parents: dict[str, tuple[int, str]] = {}
+    for index, e in enumerate(entries):
+        if e.kind == "symlink":
+            symlinks[e.path] = e.target
+        cut = e.path.find("/")
+        while cut > 0:
+            parents.setdefault(e.path[:cut], (index, e.path))
+            cut = e.path.find("/", cut + 1)
+    return PayloadLinks(label, symlinks, parents)
+
+
 def check_links_together(payloads: dict[str, list[ArchiveEntry]]) -> None:
     """Check the packages of one install together: no entry goes through another's symlink,
     and no chain of symlinks (across packages) resolves out of the prefix.
 
     `payloads` maps a package label to its checked payload (`check_package_archive`).
     """
+    check_payload_links([payload_links(label, entries) for label, entries in payloads.items()])
+
+
+def check_payload_links(summaries: list[PayloadLinks]) -> None:
+    """`check_links_together` on the packages' link summaries (`payload_links`), in install order."""
     links: dict[str, str] = {}
     owner: dict[str, str] = {}
-    for label, entries in payloads.items():
-        for e in entries:
-            if e.kind == "symlink":
-                links[e.path] = e.target
-                owner[e.path] = label
+    for summary in summaries:
+        for path, target in summary.symlinks.items():
+            links[path] = target
+            owner[path] = summary.label
     if not links:
         return
-    for label, entries in payloads.items():
-        for e in entries:
-            parts = e.path.split("/")
-            for i in range(1, len(parts)):
-                parent = "/".join(parts[:i])
-                if parent in links:
-                    raise PackageContentError(
-                        f"{label}: {e.path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}",
-                        hint="packages must not install through symlinks; one of them is malformed or hostile",
-                    )
+    # The first entry (packages in order, entries in order) written through a symlink, as a walk of every
+    # entry would meet it; its shortest parent that is a symlink is the one named.
+    for summary in summaries:
+        hits = [summary.parents[path] for path in links if path in summary.parents]
+        if hits:
+            _, path = min(hits)
+            parts = path.split("/")
+            parent = next(p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in links)
+            raise PackageContentError(
+                f"{summary.label}: {path} would be written through the symlink {parent} -> {links[parent]} of {owner[parent]}",
+                hint="packages must not install through symlinks; one of them is malformed or hostile",
+            )
     for path, target in links.items():
         try:
             resolve_in_root(links, f"{path.rpartition('/')[0]}/{target}" if "/" in path else target, strict=True)

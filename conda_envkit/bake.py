@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
-from conda_envkit.archive_check import StagedArchive, check_links_together, stage_package_archive
+from conda_envkit.archive_check import PayloadLinks, check_payload_links, payload_links, stage_package_archive
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
@@ -125,8 +125,9 @@ def locked_infos(
     settings: ChannelSettings | None,
     progress: Progress = SILENT,
     remote: RegistryCache | None = None,
-) -> list[tuple[LockedDependency, PackageInfo]]:
-    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its archive."""
+) -> tuple[list[tuple[LockedDependency, PackageInfo]], dict[str, FetchedPackage]]:
+    """Every package of the platform with its info: from the info cache or a registry cache, else read once from its
+    archive; and the packages fetched for that (by name: the layers need not fetch them again)."""
     locked = conda_packages(lockfile, platform) + pip_packages(lockfile, platform)
     cache = PackageInfoCache(cache_dir)
     known = remote.packages if remote is not None else {}
@@ -140,7 +141,8 @@ def locked_infos(
         )
         for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
-    return [(p, infos[p.hash.sha256]) for p in locked]  # type: ignore[misc]
+        return [(p, infos[p.hash.sha256]) for p in locked], {f.locked.name: f for f in report.packages}  # type: ignore[misc]
+    return [(p, infos[p.hash.sha256]) for p in locked], {}  # type: ignore[misc]
 
 
 def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[PlannedPackage]:
@@ -294,7 +296,7 @@ def bake_platform(
     for probe in (tmp_dir(cache_dir)).glob(".probe.*"):
         probe.unlink(missing_ok=True)
     labels = image_labels(lockfile, platform, options, base)
-    pairs = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
+    pairs, fetched = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
     python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
@@ -314,7 +316,7 @@ def bake_platform(
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
     layers = build_layers(
-        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress
+        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress, fetched
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -395,9 +397,10 @@ def _cache_warnings(
     return tuple(out)
 
 
-def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[str, StagedArchive, list[Member] | None]:
-    """A plain package checked and staged (its archive decompressed once, onto the end of `payload`), and its
-    members: None if it must be linked."""
+def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[PayloadLinks, list[Member] | None]:
+    """A plain package checked and staged (its archive decompressed once, onto the end of `payload`): its link
+    summary for the check across packages, and its members (None if it must be linked). The archive's entry
+    list is not kept: a bake holds what this returns for every package until all are read."""
     locked, archive = fetched.locked, fetched.archive
     # The same check as `envkit install`'s (paths inside the prefix, paths.json's hashes and sizes); an
     # archive checked before (as it is now) has its files' hashes checked already: they are not hashed again.
@@ -405,12 +408,13 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
     staged = checked_once(fetched, lambda hashed: stage_package_archive(archive, label, payload, hashed=hashed))
     # Read again from the verified archive (or the local info cache): info from a registry cache only plans.
     info = package_info(fetched, cache_dir)
+    links = payload_links(label, staged.checked())
     if not info.plain:
-        return label, staged, None
+        return links, None
     try:
-        return label, staged, package_members(staged, locked, info, in_image)
+        return links, package_members(staged, locked, info, in_image)
     except NotPlain:
-        return label, staged, None
+        return links, None
 
 
 class _SkipStep:
@@ -433,6 +437,9 @@ class _SkipStep:
             self.progress.done(step, summary)
 
 
+_STAGED_AHEAD = 2
+
+
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
     # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
@@ -450,6 +457,7 @@ def build_layers(
     settings: ChannelSettings | None,
     fragments: FragmentStore,
     progress: Progress = SILENT,
+    fetched: dict[str, FetchedPackage] | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
@@ -476,28 +484,45 @@ def build_layers(
     # the GIL) in the order the layers need them, while the layers are written: a layer starts when its packages
     # are ready.
     stager = ThreadPoolExecutor(max_workers=1)
+    # The stager runs at most two single-package layers ahead of the writer: their payloads (on disk) and
+    # members (in memory) are dropped once written, so neither grows with the environment.
+    ahead = threading.Semaphore(_STAGED_AHEAD)
+    failed = threading.Event()
+
+    def stage(fetched: FetchedPackage, payload: Path, single: bool) -> tuple[PayloadLinks, list[Member] | None]:
+        while single and not ahead.acquire(timeout=0.2):
+            if failed.is_set():
+                raise BakeError("bake stopped", hint="see the error above")  # never shown: the bake has failed already
+        return _stage_plain(fetched, cache_dir, in_image, payload)
+
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
         plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
         planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
         staged = {}
+        payloads: dict[str, Path] = {}
+        written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
-            fetched = fetch_packages([by_name[n][0] for n in plain], cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
-            by_fetched = {f.locked.name: f for f in fetched}
+            # Those whose info the plan read are fetched already (and checked against the lock's sha256).
+            by_fetched = {n: fetched[n] for n in plain if fetched and n in fetched and fetched[n].locked == by_name[n][0]}
+            missing = [by_name[n][0] for n in plain if n not in by_fetched]
+            if missing:
+                got = fetch_packages(missing, cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
+                by_fetched.update({f.locked.name: f for f in got})
             scratch = staging_root / "payloads"
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
             payloads = {n: scratch / ("groups.tar" if n in planned else f"{by_fetched[n].archive.name}.tar") for n in plain}
-            staged = {n: stager.submit(_stage_plain, by_fetched[n], cache_dir, in_image, payloads[n]) for n in plain}
+            staged = {n: stager.submit(stage, by_fetched[n], payloads[n], n not in planned) for n in plain}
 
         def keep_plain() -> None:
             """Check the archives read together, then keep their group members as fragments (off the layers' path)."""
             read = {n: future.result() for n, future in staged.items()}
             # No symlink chain out of the prefix: checked before anything of these archives is kept for a later bake
             # (the layer cache remembers the layers only once build_layers returns).
-            check_links_together({label: archive.checked() for label, archive, _ in read.values()})
-            for name, (_, _, found) in read.items():
+            check_payload_links([links for links, _ in read.values()])
+            for name, (_, found) in read.items():
                 if name in planned and found is not None:
                     fragments.put(fragment_key(planned[name], context), found, options.epoch, ordered=False)
 
@@ -511,9 +536,9 @@ def build_layers(
             with linking:
                 if linked is not None:
                     return
-                rest = [n for n in need if n not in staged or staged[n].result()[2] is None]
+                rest = [n for n in need if n not in staged or staged[n].result()[1] is None]
                 for name in need:
-                    if name in staged and (found := staged[name].result()[2]) is not None:
+                    if name in staged and name not in written and (found := staged[name].result()[1]) is not None:
                         members[name] = found
                 if rest:
                     staging = staging_root / "prefix"
@@ -534,7 +559,7 @@ def build_layers(
             for p in plan.packages:
                 if p.name in members:
                     continue
-                found = staged[p.name].result()[2] if p.name in staged else None
+                found = staged[p.name].result()[1] if p.name in staged else None
                 if found is None:
                     link_the_rest()
                 else:
@@ -542,11 +567,22 @@ def build_layers(
             return [m for p in _layer_order(plan.packages) for m in members[p.name]]
 
         def write(plan: PlannedLayer) -> Layer:
-            layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
+            try:
+                layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
+            finally:
+                if plan.single and plan.packages[0].name in staged:
+                    ahead.release()
             progress.advance(f"layers {platform}")
-            if plan.single and plan.packages[0].name in staged:
-                # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
-                staged[plan.packages[0].name].result()[1].payload.unlink(missing_ok=True)
+            if plan.single:
+                name = plan.packages[0].name
+                written.add(name)
+                if name in staged:
+                    # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
+                    payloads[name].unlink(missing_ok=True)
+                    found = staged[name].result()[1]
+                    if found is not None:  # (the future keeps this list: emptied, not dropped, to free its members)
+                        found.clear()
+                members.pop(name, None)
             return layer
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
@@ -562,6 +598,7 @@ def build_layers(
                 fragments.put(fragment_key(planned[name], context), members[name], options.epoch)
         return layers
     finally:
+        failed.set()
         stager.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging_root, ignore_errors=True)
 

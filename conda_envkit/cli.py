@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -241,16 +241,9 @@ def _lock_command() -> click.Command:
     @_reports_errors
     def lock(as_json: bool, quiet: bool, **flags: Any) -> None:
         """Solve environment.yml for every platform and write conda-lock.yml."""
-        from conda_envkit.commands.lock import LockRequest, check_output, lock_output, prepare_lock, run_lock
+        from conda_envkit.commands.lock import LockRequest, lock_command
 
-        request = LockRequest(**flags)
-        spec, options, warnings = prepare_lock(request)
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
-        if request.check:
-            _emit(check_output(spec, options, as_json))
-        else:
-            _emit(lock_output(run_lock(spec, options, quiet, lambda text: click.echo(text, err=True)), as_json))
+        _emit(lock_command(LockRequest(**flags), as_json, quiet, lambda text: click.echo(text, err=True)))
 
     return lock
 
@@ -536,9 +529,11 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run() -> None:
-    """Console entry point: run the command, then leave without interpreter teardown.
+def run() -> NoReturn:
+    """Run the click CLI on the command line, then leave without interpreter teardown.
 
+    The console script (`conda_envkit.entry.run`) comes here for every command line it does
+    not run itself (an `envkit` script installed before it moved there calls this directly).
     py-rattler keeps tokio worker threads that may still release Python objects while
     the interpreter finalizes, which aborts the process (SIGABRT) now and then after
     the work is done. Every file envkit writes is complete (written, fsynced and

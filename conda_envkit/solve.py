@@ -39,11 +39,16 @@ class SolveError(EnvkitError):
 
 
 class ChannelReadError(SolveError):
-    """A channel whose repodata could not be fetched or parsed."""
+    """A channel whose repodata could not be fetched or parsed.
 
-    def __init__(self, message: str, hint: str, urls: tuple[str, ...]) -> None:
+    `waited`: the request only shared a download another request started, which failed or was
+    cancelled (rattler's "a coalesced request failed"): the other request has the cause.
+    """
+
+    def __init__(self, message: str, hint: str, urls: tuple[str, ...], waited: bool = False) -> None:
         super().__init__(message, hint)
         self.urls = urls
+        self.waited = waited
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,13 @@ def _channel_read_error(target: SolveTarget, channels: tuple[ResolvedChannel, ..
         hint="check the channel names/URLs in the spec, --channel-alias and --mirror, and your network or credentials"
         f" (each request has ${TIMEOUT_ENV_VAR} seconds)",
         urls=tuple(c.url for c in channels),
+        waited=_waited_on_another(exc),
     )
+
+
+def _waited_on_another(exc: BaseException | None) -> bool:
+    """Whether `exc` is py-rattler's error for a request that shared another request's failed download."""
+    return isinstance(exc, GatewayError) and "a coalesced request failed" in str(exc)
 
 
 # A name no channel has: querying it loads a subdir's repodata (or a sharded channel's index)
@@ -224,8 +235,9 @@ async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, .
     py-rattler bounds each request by the deadline, but retries one that timed out, and
     caps nothing by size: a channel that sends without end would hold a lock for four
     deadlines. Here each (channel, subdir) gets one deadline as a whole, retries included;
-    the solve then reads the gateway's memory. For a sharded channel this fetches the
-    shard index; its shards are fetched by the solve, each request within the deadline.
+    a solve running alongside shares these loads (the gateway downloads a subdir once). For
+    a sharded channel this fetches the shard index; its shards are fetched by the solve,
+    each request within the deadline.
     """
     seconds = network_timeout()
     pending_for = {
@@ -237,7 +249,8 @@ async def fetch_repodata(target: SolveTarget, channels: tuple[ResolvedChannel, .
     for task in pending:
         task.cancel()  # drops py-rattler's download and its temporary file
     await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
+    # A request that waited on another's download has only "a coalesced request failed": report the other's cause.
+    for task in sorted(done, key=lambda task: _waited_on_another(task.exception())):
         exc = task.exception()
         if isinstance(exc, GatewayError):
             raise _channel_read_error(target, channels, exc)
@@ -295,26 +308,40 @@ async def solve_target(
 
     `keep` (name -> sha256) prefers those locked builds (rattler's locked packages): the
     solver moves them only where an updated package strictly requires it. `on_solving()`
-    is called once the repodata is in, right before the solve is handed to rattler.
+    is called once the solve's task exists: what it schedules runs after the task's first
+    step, which hands the solve to rattler.
+
+    The solve starts alongside `fetch_repodata`, which bounds the repodata loads by the
+    deadline: both ask the gateway for the same subdirs, which it downloads once. Waiting
+    for the loads before starting the solve would put a round trip through Python's event
+    loop between them; a subdir that misses the deadline cancels the solve with it.
     """
     if target.blas is not None:
         check_blas(target.blas, target.platform)
+    specs = [bind_channel(d, channels) for d in target.dependencies]
+    virtual, constraints = _virtual(target.virtual_packages), list(target.constraints()) or None
     started = time.perf_counter()
-    await fetch_repodata(target, channels, gateway)
-    locked = await locked_records(target, channels, gateway, keep or {})
-    if on_solving is not None:
-        on_solving()
-    try:
-        records = await rattler.solve(
+    loading = asyncio.ensure_future(fetch_repodata(target, channels, gateway))
+    locked: list[RepoDataRecord] = []
+    if keep:  # --update: the locked records are an input of the solve, read from the loaded repodata
+        await loading
+        locked = await locked_records(target, channels, gateway, keep)
+    solving = asyncio.ensure_future(
+        rattler.solve(
             sources=[c.url for c in channels],
-            specs=[bind_channel(d, channels) for d in target.dependencies],
+            specs=specs,
             gateway=gateway,
             platforms=[target.platform, "noarch"],  # type: ignore[list-item]  # any subdir string is valid at runtime
-            virtual_packages=_virtual(target.virtual_packages),
-            constraints=list(target.constraints()) or None,
+            virtual_packages=virtual,
+            constraints=constraints,
             channel_priority=rattler.ChannelPriority.Strict,
             locked_packages=locked or None,
         )
+    )
+    if on_solving is not None:
+        on_solving()
+    try:
+        records = await _solved(loading, solving)
     except SolverError as exc:
         raise _explain(target, channels, exc) from None
     except GatewayError as exc:
@@ -329,6 +356,28 @@ async def solve_target(
     return SolvedPlatform(target, tuple(records), time.perf_counter() - started)
 
 
+async def _solved(loading: asyncio.Future[None], solving: asyncio.Future[list[RepoDataRecord]]) -> list[RepoDataRecord]:
+    """The solve's records, once the repodata loads that bound it by the deadline are in.
+
+    A load that failed or missed the deadline cancels the solve. One that only shared a download
+    another request started (`ChannelReadError.waited`) has no cause of its own: the solve shares
+    that download too and ends at once, with the cause (or with records, where it loaded the
+    subdir again, within a deadline of its own).
+    """
+    try:
+        await loading
+        return await solving
+    except ChannelReadError as exc:
+        if exc.waited:
+            await asyncio.wait([solving], timeout=network_timeout())
+            if solving.done():
+                return solving.result()
+        raise
+    finally:
+        solving.cancel()  # if still running: drops its downloads, with the loads that missed the deadline
+        await asyncio.gather(solving, return_exceptions=True)  # and its error is seen (no "never retrieved" warning)
+
+
 async def solve_targets(
     targets: list[SolveTarget],
     channels: tuple[ResolvedChannel, ...],
@@ -340,10 +389,10 @@ async def solve_targets(
 ) -> list[SolvedPlatform]:
     """Solve all targets concurrently; the first error wins, reported for its platform.
 
-    `meanwhile()` runs once every solve has been handed to rattler: the solver works in
-    rattler's threads (without Python's lock, unlike the repodata fetches before it, which
-    build Python objects), so Python is free to prepare what comes after. `guard` caps the
-    repodata read on the way by size (py-rattler caps it only by time).
+    `meanwhile()` runs once every solve has been handed to rattler: rattler loads the
+    repodata and solves in its own threads, without Python's lock, so Python is free to
+    prepare what comes after. `guard` caps the repodata read on the way by size (py-rattler
+    caps it only by time).
     """
     handed = 0
 
@@ -373,6 +422,8 @@ async def solve_targets(
         envkit_errors = [e for e in errors if isinstance(e, EnvkitError)]
         if len(envkit_errors) != len(errors):
             raise next(e for e in errors if not isinstance(e, EnvkitError))
+        # A platform that only shared another's failed download has nothing to add to that one's error.
+        envkit_errors = [e for e in envkit_errors if not (isinstance(e, ChannelReadError) and e.waited)] or envkit_errors
         if len(envkit_errors) == 1:
             raise envkit_errors[0]
         raise SolveError(

@@ -168,6 +168,22 @@ def test_unknown_channel(tmp_path: Path, toy_channel: Path) -> None:
     assert result.returncode == 2 and "missing-dir" in result.stderr
 
 
+def test_a_broken_subdir_is_blamed_with_its_cause_on_every_platform_that_shares_a_download(tmp_path: Path, toy_channel: Path) -> None:
+    # The solves and the deadline's repodata loads share the gateway's downloads (noarch is shared by
+    # both platforms): whichever request started a download that fails has rattler's cause; the others
+    # only hear "a coalesced request failed", which must never be the whole story.
+    channel = tmp_path / "toy"
+    shutil.copytree(toy_channel, channel)
+    (channel / "linux-64" / "repodata.json").write_text('{"info": {"subdir": "linux-64"}, "packages": {garbage', encoding="utf-8")
+    write_env(tmp_path, env_text(channel, ["numpy"], ("linux-64", "osx-arm64")))
+    for _ in range(3):  # which request starts which download varies from run to run
+        result = run_envkit("lock", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+        assert result.returncode == 2, result.output
+        assert "linux-64: cannot read a channel" in result.stderr and "failed to parse repodata.json" in result.stderr, result.stderr
+        assert "coalesced" not in result.stderr, result.stderr
+        assert not (tmp_path / "conda-lock.yml").exists()
+
+
 def test_channel_alias_names_and_relative_paths(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, "channels: [toy]\ndependencies: [hello]\n")
     result = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)

@@ -122,8 +122,8 @@ def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler solves: before,
-    # it would only add its time; during the repodata fetches, it would hold up the solves.
+    # solve_targets' meanwhile() (the lock writer's imports) must run while rattler solves: before
+    # the solves are handed to rattler, it would delay them by its time.
     import asyncio
 
     import rattler
@@ -154,5 +154,121 @@ def test_the_lock_writer_loads_while_rattler_solves(tmp_path: Path, toy_channel:
         solve_targets(targets, channels, make_gateway(ChannelSettings(), tmp_path / "cache"), meanwhile=lambda: events.append("meanwhile"))
     )
     assert [s.target.platform for s in solved] == ["linux-64", "osx-arm64"]
-    # Two platforms, each fetching its subdir and noarch, then solving; the writer loads after both solves began.
-    assert sorted(events[:-1]) == ["fetch"] * 4 + ["solve"] * 2 and events[-1] == "meanwhile", events
+    # Two platforms, each solving and (for the deadline) loading its subdir and noarch alongside;
+    # the writer loads once both solves are in rattler's hands.
+    assert sorted(e for e in events if e != "meanwhile") == ["fetch"] * 4 + ["solve"] * 2, events
+    assert events.count("meanwhile") == 1 and events.index("meanwhile") > max(i for i, e in enumerate(events) if e == "solve"), events
+
+
+# `envkit lock` with plain arguments runs without click (conda_envkit.entry); click stays the reference.
+SAMPLES = [
+    ["lock"],
+    ["lock", "-q", "--lockfile", "x.yml"],
+    ["lock", "--json", "-q", "--lockfile=x.yml", "-q"],
+    ["lock", "-f", "a.yml", "--file", "b.yml", "-p", "linux-64", "--platform=osx-arm64", "--cuda", "12.4", "--no-cuda"],
+    ["lock", "--blas", "mkl", "--blas=osx-arm64=accelerate", "--virtual-package-spec", "vp.yml", "--channel-alias", "https://a/"],
+    ["lock", "--mirror", "conda-forge=https://m/", "--config", "c.yml", "--check", "--update", "numpy,scipy", "--update", "pandas"],
+]
+LEFT_TO_CLICK = [
+    [],
+    ["hash"],
+    ["--timeout", "5", "lock"],
+    ["lock", "-h"],
+    ["lock", "--help"],
+    ["lock", "--nope"],
+    ["lock", "extra"],
+    ["lock", "--lockfile"],
+    ["lock", "--platform="],
+    ["lock", "-p=linux-64"],
+    ["lock", "-qf", "a.yml"],
+    ["lock", "--check=yes"],
+    ["lock", "-f", "-"],
+    ["lock", "--lockfile", "\x1b[31mred.yml"],
+    ["lock", "--", "-q"],
+]
+
+
+def _click_lock_params(args: list[str]) -> dict[str, object]:
+    import click
+
+    from conda_envkit.cli import main
+
+    command = main.get_command(click.Context(main), "lock")
+    assert command is not None
+    return dict(command.make_context("lock", args[1:]).params)
+
+
+def test_the_plain_lock_reader_knows_every_lock_option_as_click_declares_it() -> None:
+    import click
+
+    from conda_envkit.cli import main
+    from conda_envkit.entry import LOCK_OPTIONS
+
+    command = main.get_command(click.Context(main), "lock")
+    assert command is not None
+    declared = {}
+    for param in command.params:
+        assert isinstance(param, click.Option) and not param.secondary_opts, param.name
+        if param.is_flag:
+            kind = "flag"
+        else:
+            kind = "path" if isinstance(param.type, click.Path) else "value"
+            kind += "s" if param.multiple else ""
+        declared.update({opt: (param.name, kind) for opt in param.opts})
+    assert declared == LOCK_OPTIONS
+
+
+@pytest.mark.parametrize("args", SAMPLES)
+def test_plain_lock_arguments_are_read_as_click_reads_them(args: list[str]) -> None:
+    from conda_envkit.entry import lock_arguments
+
+    assert lock_arguments(args) == _click_lock_params(args)
+
+
+@pytest.mark.parametrize("args", LEFT_TO_CLICK)
+def test_other_command_lines_are_left_to_click(args: list[str]) -> None:
+    from conda_envkit.entry import lock_arguments
+
+    assert lock_arguments(args) is None
+
+
+def test_a_plain_lock_does_not_load_click(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
+    probe = (
+        "import json, os, sys\n"
+        "leave = os._exit\n"
+        "def report(code):\n"
+        "    print(json.dumps({'code': code, 'modules': sorted(sys.modules)}), file=sys.stderr, flush=True)\n"
+        "    leave(code)\n"
+        "os._exit = report\n"
+        "sys.argv = ['envkit', 'lock', '-q']\n"
+        "from conda_envkit.entry import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert result["code"] == 0 and (tmp_path / "conda-lock.yml").is_file(), proc.stderr
+    top = {m.split(".")[0] for m in result["modules"]}
+    assert "rattler" in top and "click" not in top, sorted(top)
+    assert "conda_envkit.cli" not in result["modules"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["lock", "-q"],
+        ["lock", "--check"],
+        ["lock", "-q", "-p", "linux-99"],
+        ["lock", "-f", "missing.yml"],
+        ["lock", "--cuda", "12.4", "--no-cuda"],
+        ["lock", "--blas", "linux-99=mkl"],
+        ["lock", "--blas", "nope"],
+        ["lock", "--update", "no-such-package", "-q"],
+    ],
+)
+def test_a_plain_lock_prints_and_exits_as_through_click(tmp_path: Path, toy_channel: Path, args: list[str]) -> None:
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n")
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    plain = run_envkit(*args, cwd=tmp_path)
+    through_click = run_envkit("--timeout", "300", *args, cwd=tmp_path)  # a group option: click reads this one
+    assert (plain.returncode, plain.stdout, plain.stderr) == (through_click.returncode, through_click.stdout, through_click.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,12 +56,13 @@ def parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
     return tuple(table)
 
 
-def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]:
-    """The spec and options `lock` (or `lock --check`) runs with, and warnings about flags that change nothing."""
-    from conda_envkit.channels import load_settings
-    from conda_envkit.locking import LockOptions
-    from conda_envkit.platforms import PlatformError, parse_cuda_driver, read_virtual_package_spec
-    from conda_envkit.spec import read_env_spec
+def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas], ...]]:
+    """The CUDA driver and the BLAS table the flags ask for, checked before any file is read.
+
+    BadFlag for flags that exclude each other or do not parse (PlatformError for an unknown
+    platform in `--blas PLATFORM=BLAS`).
+    """
+    from conda_envkit.platforms import PlatformError, parse_cuda_driver
 
     if request.cuda and request.no_cuda:
         raise BadFlag("--cuda and --no-cuda exclude each other")
@@ -70,6 +72,17 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         driver = parse_cuda_driver(request.cuda, "--cuda") if request.cuda is not None else None
     except PlatformError as exc:
         raise BadFlag(f"{exc.message} ({exc.hint})", "--cuda") from None
+    return driver, parse_blas(request.blas)
+
+
+def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]:
+    """The spec and options `lock` (or `lock --check`) runs with, and warnings about flags that change nothing."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.locking import LockOptions
+    from conda_envkit.platforms import read_virtual_package_spec
+    from conda_envkit.spec import read_env_spec
+
+    driver, blas = check_flags(request)
     paths = list(request.files) or [Path("environment.yml")]
     spec = read_env_spec(paths, list(request.platforms))
     if request.check and not request.platforms and not spec.platforms_given:
@@ -81,12 +94,22 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         lock_path=request.lockfile,
         cuda=driver,
         no_cuda=request.no_cuda or (request.cuda is not None and driver is None),
-        blas=parse_blas(request.blas),
+        blas=blas,
         virtual_packages=read_virtual_package_spec(request.virtual_package_spec) if request.virtual_package_spec else {},
         settings=load_settings(request.config, request.channel_alias, list(request.mirrors)),
         update=tuple(n for item in request.update for n in item.replace(",", " ").split()),
     )
     return spec, options, _flag_warnings(spec.platforms, driver, options.blas)
+
+
+def lock_command(request: LockRequest, as_json: bool, quiet: bool, warn: Callable[[str], None]) -> Output:
+    """`envkit lock` (or `lock --check`): what it prints last; warnings and notes go to `warn` as they come."""
+    spec, options, warnings = prepare_lock(request)
+    for warning in warnings:
+        warn(f"warning: {warning}")
+    if request.check:
+        return check_output(spec, options, as_json)
+    return lock_output(run_lock(spec, options, quiet, warn), as_json)
 
 
 def _locked_platforms(lockfile: Path) -> list[str]:
@@ -111,7 +134,7 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
     return out
 
 
-def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Any) -> list[LockOutcome]:
+def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[str], None]) -> list[LockOutcome]:
     """Solve and write the locks; `warn(text)` gets a CUDA assumption no build honours."""
     from conda_envkit.cache import repodata_cache_dir
     from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway

@@ -27,7 +27,7 @@ FILE, DIRECTORY, SYMLINK = "0", "5", "2"
 _MAGIC = b"ustar\x0000"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One tar member: a path (relative, posix), its kind and where its bytes come from.
 
@@ -72,7 +72,7 @@ def _text(value: str, length: int) -> bytes:
     return raw + b"\0" * (length - len(raw))
 
 
-def _ustar(name: str, kind: str, mode: int, size: int, mtime: int, linkname: str) -> bytes:
+def _ustar_fields(name: str, kind: str, mode: int, size: int, mtime: int, linkname: str) -> bytes:
     parts = [
         _text(name, 100),
         _number(mode & 0o7777, 8),
@@ -94,6 +94,20 @@ def _ustar(name: str, kind: str, mode: int, size: int, mtime: int, linkname: str
     header += b"\0" * (BLOCK - len(header))
     checksum = sum(header)
     return header[:148] + b"%06o\0" % checksum + header[155:]
+
+
+_OWNERS = _number(0, 8) * 2  # uid, gid
+_TAIL = _MAGIC + b"\0" * (BLOCK - 257 - len(_MAGIC))  # magic, version, no owner names, device numbers or prefix
+_FIXED_SUM = sum(b" " * 8) + sum(_TAIL)  # the checksum field counts as spaces
+
+
+def _ustar(name: str, kind: str, mode: int, size: int, mtime: int, linkname: str) -> bytes:
+    """One ustar header block: `_ustar_fields`' bytes, with the constant fields' part of the checksum added once."""
+    head = _text(name, 100) + _number(mode & 0o7777, 8) + _OWNERS + _number(size, 12) + _number(mtime, 12)
+    link = kind.encode() + _text(linkname, 100)
+    if len(head) != 148 or len(link) != 101:  # a number too large for its field: as the field-by-field writer does
+        return _ustar_fields(name, kind, mode, size, mtime, linkname)
+    return head + b"%06o\0 " % (sum(head) + sum(link) + _FIXED_SUM) + link + _TAIL
 
 
 def _pax_record(keyword: str, value: str) -> bytes:

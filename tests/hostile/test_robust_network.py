@@ -275,7 +275,8 @@ def test_lock_pip_section_against_a_hostile_index(tmp_path: Path, hostile: str, 
     if mode in PIP_INDEX_CASES:
         assert PIP_INDEX_CASES[mode].format(index=index) in error, error
     else:  # a page the proxy passed on: uv's own message, with the index's URL (not the proxy's)
-        assert f'Unsupported `Content-Type` "application/octet-stream" for `{index}/requests/`' in result.stderr
+        said = " ".join(result.stderr.split())  # uv may wrap its message into lines (under xdist it did)
+        assert f'Unsupported `Content-Type` "application/octet-stream" for `{index}/requests/`' in said, result.stderr
     if mode == "endless":
         assert "lower ENVKIT_MAX_INDEX_PAGE_BYTES" in result.stderr
         assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size > 1 << 20] == []

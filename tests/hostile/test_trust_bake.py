@@ -41,3 +41,18 @@ def test_symlink_chain_across_two_streamed_packages_keeps_no_fragment(tmp_path: 
     assert _kept(ws) == []
     again, _ = _bake(ws)  # nothing cached lets a second bake through
     assert_refused(again, "chain-b", "lib/upup")  # type: ignore[arg-type]
+
+
+def test_hostile_package_among_single_package_layers_stops_the_bake(tmp_path: Path, hostile_channel: Path) -> None:
+    # With every package in a layer of its own, the stager runs at most two layers ahead of the writer (it waits
+    # for the layers before to be written): a refused package first in line must still end the bake, not hang it.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["abs-tar-entry", "chain-a", "honest"])
+    image = ws.root / "img"
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--oci", image)
+    assert_refused(result, "abs-tar-entry", "leaves its root")  # type: ignore[arg-type]
+    assert not image.exists()
+    assert _kept(ws) == []
+    assert not list((ws.cache / "tmp").glob("bake-*"))
+    honest = locked_workspace(tmp_path / "honest", hostile_channel, ["chain-a", "honest"])
+    baked = honest.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--oci", honest.root / "img")
+    assert baked.returncode == 0, baked.output
