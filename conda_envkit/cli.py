@@ -44,24 +44,12 @@ def _reports_errors(command: F) -> F:
             message, hint = exc.message, exc.hint
         # Exit outside the except block: the exception's frames must not outlive it,
         # or py-rattler objects they hold are torn down during interpreter shutdown.
-        click.echo(f"error: {_shortened(message)}", err=True)
+        click.echo(f"error: {message}", err=True)
         if hint:
-            click.echo(f"  hint: {_shortened(hint)}", err=True)
+            click.echo(f"  hint: {hint}", err=True)
         sys.exit(EXIT_ERROR)
 
     return wrapper
-
-
-# An error quotes values from the input; a 30 MB name in a hostile lock must not become a 30 MB message.
-_MAX_MESSAGE = 8000
-
-
-def _shortened(text: str) -> str:
-    """`text`, its middle left out if it is longer than _MAX_MESSAGE characters."""
-    if len(text) <= _MAX_MESSAGE:
-        return text
-    half = _MAX_MESSAGE // 2
-    return f"{text[:half]} …({len(text) - 2 * half} characters left out)… {text[-half:]}"
 
 
 def _emit(output: Output) -> None:

@@ -15,13 +15,25 @@ class EnvkitError(Exception):
     def __init__(self, message: str, hint: str = "") -> None:
         from conda_envkit.redact import redact  # only when an error happens: start-up stays minimal
 
-        message, hint = redact(message), redact(hint)
+        message, hint = _shortened(redact(message)), _shortened(redact(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+# An error quotes values from the input; a 30 MB name in a hostile lock must not become a 30 MB message.
+MAX_MESSAGE = 8000
+
+
+def _shortened(text: str) -> str:
+    """`text`, its middle left out if it is longer than MAX_MESSAGE characters (after redaction: no half secret)."""
+    if len(text) <= MAX_MESSAGE:
+        return text
+    half = MAX_MESSAGE // 2
+    return f"{text[:half]} …({len(text) - 2 * half} characters left out)… {text[-half:]}"
 
 
 class BadFlag(EnvkitError):
