@@ -75,6 +75,8 @@ def test_the_lock_itself_reads(locked: Path) -> None:
         ("md5: ", "md5: zz", "is not 32 hex digits"),
         ("sha256: ", "sha256: 00", "is not 64 hex digits"),
         ("url: file://", "url: ftp://", "has scheme 'ftp'"),
+        ("url: file://", "url: data:text/plain,", "has scheme 'data'"),
+        ("url: file://", "url: //server/share", "has scheme 'none'"),  # a UNC-like path, no scheme
         ("url: file://", "url: javascript://x", "has scheme 'javascript'"),
         ("url: file://", "url: https://${HOST}.example", "outside a credential position"),
         ("platform: linux-64", "platform: linux-65", "is not in metadata.platforms"),
