@@ -78,11 +78,15 @@ def _noarch(value: object) -> str | None:
 
 
 _INFO_FILES = ("info/index.json", "info/paths.json")
+# The most an info/index.json or info/paths.json may hold: a package of 100,000 files has a
+# paths.json of ~25 MiB; a bigger one is a decompression bomb (it is read into memory whole).
+MAX_INFO_FILE_BYTES = 128 << 20
 
 
 def _conda_info_files(archive: Path) -> tuple[str, str] | None:
     """info/index.json and info/paths.json of a `.conda`, read from its info tarball alone; None when they are
-    not both there as plain members (rattler then reads the archive and says what is wrong).
+    not both there as plain members (rattler then reads the archive and says what is wrong). Either
+    over MAX_INFO_FILE_BYTES is an error: rattler's reader would take it into memory whole.
 
     rattler's own reader scans the whole zip from its start in 1 KiB reads to find the central directory
     (a read and a seek per KiB: ~100,000 syscalls for a 50 MB archive); zipfile reads it from the end.
@@ -106,6 +110,12 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
             ):
                 for member in tar:
                     if member.name in _INFO_FILES and member.name not in found and member.isfile():
+                        if member.size > MAX_INFO_FILE_BYTES:
+                            raise PackageInfoError(
+                                f"{archive.name}: {member.name} is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
+                                " that package metadata may hold",
+                                hint="the package is broken or hostile: re-lock from a channel you trust",
+                            )
                         data = tar.extractfile(member)
                         found[member.name] = data.read() if data is not None else b""
                         if len(found) == len(_INFO_FILES):
@@ -126,6 +136,8 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         else:
             index = IndexJson.from_package_archive(archive)
             paths = PathsJson.from_package_archive(archive)
+    except PackageInfoError:
+        raise
     except Exception as exc:  # rattler raises its own types for broken archives
         raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
     size = sum(p.size_in_bytes or 0 for p in paths.paths)

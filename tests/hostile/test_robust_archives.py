@@ -82,3 +82,26 @@ def test_unreadable_archive_with_matching_hash(tmp_path: Path, evil_lock: tuple[
     assert len(errors) == 1, result.stderr
     assert "evil" in errors[0], errors[0]
     assert list(out.iterdir()) == []  # no prefix, context or staging directory
+
+
+@pytest.mark.parametrize("member", ["info/paths.json", "info/index.json"])
+def test_package_metadata_over_its_cap_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str) -> None:
+    # A .conda's info/*.json is read into memory whole: zstd turns a few KiB into gigabytes of
+    # it. The cap is lowered here so the bomb can stay small; the check reads the tar header.
+    from conda_envkit import pkginfo
+    from conda_envkit.testing.hostile_packages import Member, _raw_tar_zst
+
+    monkeypatch.setattr(pkginfo, "MAX_INFO_FILE_BYTES", 1 << 20)
+    small = {"info/index.json": json.dumps({"name": "bomb", "version": "1.0", "build": "0", "build_number": 0}).encode()}
+    small["info/paths.json"] = json.dumps({"paths": [], "paths_version": 1}).encode()
+    bomb = {**small, member: b" " * (2 << 20)}
+    archive = tmp_path / "bomb-1.0-0.conda"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        z.writestr("info-bomb-1.0-0.tar.zst", _raw_tar_zst(tuple(Member(name, content=data) for name, data in bomb.items())))
+        z.writestr("pkg-bomb-1.0-0.tar.zst", _raw_tar_zst(()))
+    assert archive.stat().st_size < 64 << 10
+    with pytest.raises(pkginfo.PackageInfoError) as refused:
+        pkginfo.read_conda_info(archive, "0" * 64)
+    assert refused.value.message == f"bomb-1.0-0.conda: {member} is {2 << 20} bytes, over the 1 MiB that package metadata may hold"
+    assert "re-lock" in refused.value.hint
