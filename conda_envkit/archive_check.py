@@ -26,6 +26,7 @@ from typing import IO
 import zstandard
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.pkginfo import MAX_INFO_FILE_BYTES
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -206,6 +207,12 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
                     entries.append(ArchiveEntry(name, "directory", mode=member.mode))
                 elif member.isfile():
                     if name == "info/paths.json":  # always read: the listing is checked against it
+                        if member.size > MAX_INFO_FILE_BYTES:
+                            raise PackageContentError(
+                                f"{archive.name}: info/paths.json is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
+                                " that package metadata may hold",
+                                hint="the package is broken or hostile: re-lock from a channel you trust",
+                            )
                         sha256, paths_json = hash_member(tar, member, keep=True)
                     else:
                         sha256 = hash_member(tar, member)[0] if hashed else ""

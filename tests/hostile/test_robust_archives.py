@@ -103,5 +103,13 @@ def test_package_metadata_over_its_cap_is_refused_before_it_is_read(tmp_path: Pa
     assert archive.stat().st_size < 64 << 10
     with pytest.raises(pkginfo.PackageInfoError) as refused:
         pkginfo.read_conda_info(archive, "0" * 64)
-    assert refused.value.message == f"bomb-1.0-0.conda: {member} is {2 << 20} bytes, over the 1 MiB that package metadata may hold"
+    expected = f"bomb-1.0-0.conda: {member} is {2 << 20} bytes, over the 1 MiB that package metadata may hold"
+    assert refused.value.message == expected
     assert "re-lock" in refused.value.hint
+    if member == "info/paths.json":  # install's and bake's archive check reads it too
+        from conda_envkit import archive_check
+
+        monkeypatch.setattr(archive_check, "MAX_INFO_FILE_BYTES", 1 << 20)
+        with pytest.raises(archive_check.PackageContentError) as checked:
+            archive_check.check_package_archive(archive, "noarch/bomb-1.0-0")
+        assert checked.value.message == expected
