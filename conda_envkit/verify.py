@@ -29,7 +29,7 @@ from conda_envkit.labels import label_key
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
 from conda_envkit.oci.image import BaseImage
-from conda_envkit.oci.safety import open_layer
+from conda_envkit.oci.safety import layer_members, open_layer
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.safepath import unusual_mode
 
@@ -150,7 +150,7 @@ class ImageTree:
     def _apply(self, blob: Path) -> str:
         """Apply one layer blob; return its diff_id (the digest of its uncompressed tar, every byte read)."""
         with _Hashing(open_layer(blob)) as stream, tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r|") as tar:
-            for member in tar:
+            for member in layer_members(tar, self._where):
                 directory, base = posixpath.split(member.name)
                 if base.startswith(".wh."):
                     target = self._inside(posixpath.join(directory, base[4:])) if base != ".wh..wh..opq" else self._inside(directory)

@@ -5,16 +5,23 @@ from __future__ import annotations
 import gzip
 import posixpath
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
+from conda_envkit.network import size_text
 from conda_envkit.oci.blobs import OciError
 from conda_envkit.safepath import UnsafePathError, climbs_out, resolve_in_root
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# What a layer we did not write may expand to: a few MiB of gzip can stand for terabytes of
+# tar, or for hundreds of millions of tiny entries. Real layers (a CUDA base's biggest is
+# ~4 GB and ~100,000 entries) stay far below both.
+MAX_LAYER_BYTES = 64 << 30
+MAX_LAYER_ENTRIES = 4_000_000
 
 
 def open_layer(path: Path) -> BinaryIO:
@@ -27,6 +34,22 @@ def open_layer(path: Path) -> BinaryIO:
     if magic == ZSTD_MAGIC:
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
+
+
+def layer_members(tar: tarfile.TarFile, where: str) -> Iterator[tarfile.TarInfo]:
+    """The members of a streamed layer tar, within MAX_LAYER_ENTRIES and MAX_LAYER_BYTES.
+
+    tarfile keeps every header it has read (for extractall); here each is dropped once the
+    next is read, so memory stays flat however many entries the layer has.
+    """
+    for count, member in enumerate(tar, 1):
+        tar.members.clear()  # type: ignore[attr-defined]  # not in typeshed; the stream reader only appends to it
+        if count > MAX_LAYER_ENTRIES or member.offset_data + member.size > MAX_LAYER_BYTES:
+            raise OciError(
+                f"{where}: the layer expands to more than {MAX_LAYER_ENTRIES:,} entries or {size_text(MAX_LAYER_BYTES)}",
+                hint="no image layer is that big: this is a decompression bomb or a corrupt layer; do not use it",
+            )
+        yield member
 
 
 def _inside(name: str) -> str | None:
@@ -52,7 +75,7 @@ def check_layer(path: Path, where: str, links: dict[str, str] | None = None) -> 
     count = 0
     try:
         with open_layer(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
+            for member in layer_members(tar, where):
                 count += 1
                 entry = _inside(member.name)
                 if entry is None:

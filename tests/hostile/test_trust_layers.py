@@ -83,3 +83,43 @@ def test_poisoned_base_blob_in_the_cache_is_fetched_again(ws: Workspace) -> None
     assert again.returncode == 0, again.output
     verify = ws.envkit("verify", "--image", f"oci:two:{json.loads((ws.root / 'bake.json').read_text())['tags'][0]}")
     assert verify.returncode == 0, verify.output
+
+
+def _gzip_layer(path: Path, entries: int, size: int = 0) -> Path:
+    import gzip
+    import io
+    import tarfile
+
+    with gzip.open(path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(entries):
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = size
+            tar.addfile(info, io.BytesIO(b"\0" * size))
+    return path
+
+
+@pytest.mark.parametrize(("entries", "size"), [(50, 0), (2, 3 << 20)])
+def test_a_layer_that_expands_past_its_caps_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: int, size: int) -> None:
+    # A decompression bomb: few compressed bytes, endless entries or bytes. The caps are lowered
+    # here so the bomb stays small (real ones: 4,000,000 entries, 64 GiB).
+    from conda_envkit.oci import safety
+
+    monkeypatch.setattr(safety, "MAX_LAYER_ENTRIES", 20)
+    monkeypatch.setattr(safety, "MAX_LAYER_BYTES", 1 << 20)
+    layer = _gzip_layer(tmp_path / "layer.tar.gz", entries, size)
+    assert layer.stat().st_size < 64 << 10
+    with pytest.raises(safety.OciError) as refused:
+        safety.check_layer(layer, "base layer sha256:abc")
+    assert refused.value.message == "base layer sha256:abc: the layer expands to more than 20 entries or 1 MiB", refused.value.message
+    assert "decompression bomb" in refused.value.hint
+
+
+def test_scanning_a_layer_keeps_no_header_it_has_passed(tmp_path: Path) -> None:
+    import tarfile
+
+    from conda_envkit.oci.safety import layer_members, open_layer
+
+    layer = _gzip_layer(tmp_path / "layer.tar.gz", 300)
+    with open_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        held = [len(tar.members) for _ in layer_members(tar, "layer")]  # type: ignore[attr-defined]
+    assert len(held) == 300 and max(held) <= 1
