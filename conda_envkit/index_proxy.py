@@ -56,10 +56,13 @@ MAX_LINK_CHARS = 8192
 HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html")
 JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/json")
 # Headers of a file response uv may need: its size, type, ranges, and what lets uv's cache keep
-# it. A page goes to uv without validators, so uv asks for it again and gets it rewritten.
+# it. A page keeps what lets uv's cache keep it too: the rewritten page is the same bytes for the
+# same upstream page (file links name their upstream URL, see `file_url`), so uv may reuse it
+# while fresh and revalidate it upstream (a 304 is passed on as it is).
 _FILE_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Cache-Control", "ETag", "Last-Modified")
+_PAGE_HEADERS = ("Cache-Control", "ETag", "Last-Modified", "Expires", "Vary")
 # Request headers passed upstream; nothing else of uv's (no Authorization: uv has none).
-_PAGE_REQUEST_HEADERS = ("Accept", "User-Agent")
+_PAGE_REQUEST_HEADERS = ("Accept", "User-Agent", "If-None-Match", "If-Modified-Since")
 _FILE_REQUEST_HEADERS = ("Accept", "User-Agent", "Range", "If-Range", "If-None-Match", "If-Modified-Since")
 _A_TAG = re.compile(rb"<(a|base)\b[^>]*>", re.IGNORECASE)
 # An attribute starts after white space, `/` or a quoted value (HTML's tokenizer accepts
@@ -213,7 +216,6 @@ class IndexProxy:
         # Another local user could reach 127.0.0.1:PORT while the lock runs: only a client that
         # knows this secret (uv, through its proxy setting) gets pages fetched with the index's credentials.
         self.secret = secrets.token_urlsafe(24)
-        self._files: dict[str, str] = {}
         self._failed: dict[str, NetworkError] = {}
         self._reading: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -235,11 +237,11 @@ class IndexProxy:
         return f"{self.origin}/i/{upstream.key}" + ("/" if upstream.url.endswith("/") else "")
 
     def file_url(self, url: str) -> str:
-        """The proxied URL of a file an index page links to (registered, so that it can be fetched and mapped back)."""
-        token = hashlib.sha256(url.encode()).hexdigest()[:24]
+        """The proxied URL of a file an index page links to: its upstream URL is in it (base64), so the
+        link stays good in a page uv cached in an earlier lock. Only uv (the proxy's secret) can ask for
+        one, and `upstream_of` takes back only http(s) URLs without credentials, as `resolve_link` gives."""
+        token = base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
         name = urlsplit(url).path.rsplit("/", 1)[-1] or "file"
-        with self._lock:
-            self._files[token] = url
         return f"{self.origin}/f/{token}/{name}"
 
     def failures(self) -> list[NetworkError]:
@@ -268,8 +270,7 @@ class IndexProxy:
             return (base.rstrip("/") + "/" + tail if slash else base) + hash_mark + fragment
         if kind != "f":
             return None
-        with self._lock:
-            url = self._files.get(key)
+        url = _file_of_token(key)
         if url is None:
             return None
         parts = urlsplit(url)
@@ -413,11 +414,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if response.status_code == 200:
                     body = rewrite_page(body, content_type, response.url, proxy.file_url)
                 status = response.status_code
+                kept = {key: response.headers[key] for key in _PAGE_HEADERS if key in response.headers}
         except requests.TooManyRedirects:
             raise NetworkError(f"{shown}: too many redirects", hint="the index redirects in a loop; check the index URL") from None
         except requests.RequestException as exc:
             raise NetworkError(f"{shown}: request failed ({exc.__class__.__name__})", hint="check the index URL and the network") from None
-        self._answer(status, body, content_type)
+        self._answer(status, body, content_type, kept)
 
     def _file(self, url: str) -> None:
         """Stream a file (wheel, `.metadata`) within the download cap and deadline; a `Range` request is passed on."""
@@ -461,6 +463,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise NetworkError(f"{shown}: request failed ({exc.__class__.__name__})", hint="check the index and the network") from None
 
 
+def _file_of_token(token: str) -> str | None:
+    """The upstream URL a file token of `IndexProxy.file_url` stands for, if it is one `resolve_link` allows."""
+    if len(token) > 2 * MAX_LINK_CHARS:
+        return None
+    try:
+        url = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return url if resolve_link(url, url) == url else None
+
+
 def _shown(url: str) -> str:
     """`url` as an error may show it: no `user:password@`."""
     parts = urlsplit(url)
@@ -493,7 +506,7 @@ def serve_indexes(upstreams: tuple[Upstream, ...]) -> Iterator[IndexProxy]:
         proxy.address = f"http://envkit:{proxy.secret}@127.0.0.1:{server.server_address[1]}"
         # shutdown() waits for the loop's next poll: at the default 0.5 s, that was most of what
         # the proxy added to a resolution.
-        thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="envkit: index proxy", daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.005,), name="envkit: index proxy", daemon=True)
         thread.start()
         try:
             yield proxy

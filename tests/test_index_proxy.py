@@ -5,6 +5,7 @@ The proxy end to end (caps, deadlines, credentials, PEP 691) is in tests/hostile
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -175,6 +176,30 @@ def test_only_the_client_with_the_proxys_secret_is_served(pip_index_server: Chan
     assert uv.status_code == 200 and f"{proxy.origin}/f/" in uv.text and pip_index_server.url not in uv.text
     assert pip_index_server.requests() == ["/simple/tiny-tokenizer/"]
     assert proxy.failures() == []
+
+
+def test_a_page_uv_cached_stays_good_in_a_later_lock(pip_index_server: ChannelServer) -> None:
+    # uv keeps a rewritten page while it is fresh and revalidates it upstream: the page keeps its
+    # validators, a 304 passes through, and its file links still work through the next lock's proxy.
+    upstream = Upstream(f"{pip_index_server.url}/simple")
+    with serve_indexes((upstream,)) as proxy:
+        page = f"{proxy.origin}/i/{upstream.key}/tiny-tokenizer/"
+        first = requests.get(page, proxies={"http": proxy.address}, timeout=10)
+        since = {"If-Modified-Since": first.headers.get("Last-Modified", "")}
+        again = requests.get(page, proxies={"http": proxy.address}, headers=since, timeout=10)
+    assert first.status_code == 200 and first.headers.get("Last-Modified"), first.headers
+    assert again.status_code == 304 and again.content == b""
+    link = re.search(r'href="([^"#]+)', first.text)
+    assert link is not None and link[1].startswith(f"{proxy.origin}/f/")
+    with serve_indexes((upstream,)) as later:  # another lock: nothing registered, the link names its file
+        wheel = requests.get(link[1], proxies={"http": later.address}, timeout=10)
+        forged = requests.get(
+            f"{later.origin}/f/{base64.urlsafe_b64encode(b'file:///etc/passwd').decode()}/passwd",
+            proxies={"http": later.address},
+            timeout=10,
+        )
+    assert wheel.status_code == 200 and wheel.content[:2] == b"PK"
+    assert forged.status_code == 404  # a token only ever stands for an http(s) URL without credentials
 
 
 class _RangeFiles(BaseHTTPRequestHandler):
