@@ -15,10 +15,14 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.cache import pkginfo_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.errors import EnvkitError
+
+if TYPE_CHECKING:
+    import tarfile
 
 INFO_FORMAT = "envkit.pkginfo/1"
 
@@ -83,22 +87,45 @@ _INFO_FILES = ("info/index.json", "info/paths.json")
 MAX_INFO_FILE_BYTES = 128 << 20
 
 
-def _conda_info_files(archive: Path) -> tuple[str, str] | None:
-    """info/index.json and info/paths.json of a `.conda`, read from its info tarball alone; None when they are
-    not both there as plain members (rattler then reads the archive and says what is wrong). Either
-    over MAX_INFO_FILE_BYTES is an error: rattler's reader would take it into memory whole.
+def _info_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None:
+    """info/index.json and info/paths.json from a streamed tar, once both are read; None if not both are there."""
+    found: dict[str, bytes] = {}
+    for member in tar:
+        tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read: a .tar.bz2 may have many
+        if member.name in _INFO_FILES and member.name not in found and member.isfile():
+            if member.size > MAX_INFO_FILE_BYTES:
+                raise PackageInfoError(
+                    f"{archive.name}: {member.name} is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
+                    " that package metadata may hold",
+                    hint="the package is broken or hostile: re-lock from a channel you trust",
+                )
+            data = tar.extractfile(member)
+            found[member.name] = data.read() if data is not None else b""
+            if len(found) == len(_INFO_FILES):
+                return found["info/index.json"].decode(), found["info/paths.json"].decode()
+    return None
 
-    rattler's own reader scans the whole zip from its start in 1 KiB reads to find the central directory
-    (a read and a seek per KiB: ~100,000 syscalls for a 50 MB archive); zipfile reads it from the end.
+
+def _conda_info_files(archive: Path) -> tuple[str, str] | None:
+    """info/index.json and info/paths.json of a package archive, read by envkit; None when they are not both
+    there as plain members (rattler then reads the archive and says what is wrong). Either over
+    MAX_INFO_FILE_BYTES is an error: rattler's reader would take it into memory whole.
+
+    A `.conda`'s come from its info tarball alone: rattler's own reader scans the whole zip from its start in
+    1 KiB reads to find the central directory (a read and a seek per KiB: ~100,000 syscalls for a 50 MB
+    archive); zipfile reads it from the end. A `.tar.bz2` is read until both are found (conda-build writes
+    info/ first).
     """
     import tarfile
 
     import zstandard
 
-    if not archive.name.endswith(".conda"):
-        return None
-    found: dict[str, bytes] = {}
     try:
+        if archive.name.endswith(".tar.bz2"):
+            with tarfile.open(archive, mode="r|bz2") as tar:
+                return _info_members(tar, archive)
+        if not archive.name.endswith(".conda"):
+            return None
         with zipfile.ZipFile(archive) as z:
             info = next((n for n in z.namelist() if n.startswith("info-") and n.endswith(".tar.zst")), None)
             if info is None:
@@ -108,19 +135,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
                 zstandard.ZstdDecompressor().stream_reader(raw) as stream,
                 tarfile.open(fileobj=stream, mode="r|") as tar,
             ):
-                for member in tar:
-                    if member.name in _INFO_FILES and member.name not in found and member.isfile():
-                        if member.size > MAX_INFO_FILE_BYTES:
-                            raise PackageInfoError(
-                                f"{archive.name}: {member.name} is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
-                                " that package metadata may hold",
-                                hint="the package is broken or hostile: re-lock from a channel you trust",
-                            )
-                        data = tar.extractfile(member)
-                        found[member.name] = data.read() if data is not None else b""
-                        if len(found) == len(_INFO_FILES):
-                            break
-            return found["info/index.json"].decode(), found["info/paths.json"].decode()
+                return _info_members(tar, archive)
     except (OSError, EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, tarfile.TarError, zstandard.ZstdError):
         return None
 

@@ -311,3 +311,37 @@ def test_ustar_header_with_precomputed_checksum_is_the_field_by_field_one() -> N
         fields = (name, rng.choice("025x"), rng.randint(0, 0o17777), rng.choice([0, rng.randint(1, 8**11 - 1), 8**11 + 5]))
         mtime = rng.choice([0, rng.randint(1, 2**31), 8**12])
         assert _ustar(*fields, mtime, link) == _ustar_fields(*fields, mtime, link), (fields, mtime, link)
+
+
+def _as_tar_bz2(conda: Path, out_dir: Path) -> Path:
+    """The same package as a `.tar.bz2`: info/ first, then the payload (conda-build's order)."""
+    import bz2
+    import io
+    import tarfile
+    import zipfile
+
+    import zstandard
+
+    out = out_dir / (conda.name[: -len(".conda")] + ".tar.bz2")
+    with zipfile.ZipFile(conda) as z, bz2.open(out, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as combined:
+        for prefix in ("info-", "pkg-"):
+            name = next(n for n in z.namelist() if n.startswith(prefix))
+            inner = io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(z.read(name)))
+            with tarfile.open(fileobj=inner, mode="r:") as tar:
+                for member in tar:
+                    combined.addfile(member, tar.extractfile(member) if member.isfile() else None)
+    return out
+
+
+def test_package_info_from_a_tar_bz2_is_rattlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_envkit import pkginfo
+    from conda_envkit.testing.toy_channel import toy_packages
+
+    channel = build_channel(tmp_path / "channel", [s for s in toy_packages() if s.subdir == "linux-64"], subdirs=("linux-64",))
+    (tmp_path / "bz2").mkdir()
+    archives = [_as_tar_bz2(a, tmp_path / "bz2") for a in sorted(channel.glob("linux-64/*.conda"))]
+    assert archives
+    fast = [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
+    assert all(pkginfo._conda_info_files(a) is not None for a in archives)  # read by envkit, not rattler
+    monkeypatch.setattr(pkginfo, "_conda_info_files", lambda archive: None)
+    assert fast == [pkginfo.read_conda_info(a, "0" * 64) for a in archives]

@@ -84,10 +84,13 @@ def test_unreadable_archive_with_matching_hash(tmp_path: Path, evil_lock: tuple[
     assert list(out.iterdir()) == []  # no prefix, context or staging directory
 
 
+@pytest.mark.parametrize("kind", [".conda", ".tar.bz2"])
 @pytest.mark.parametrize("member", ["info/paths.json", "info/index.json"])
-def test_package_metadata_over_its_cap_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str) -> None:
-    # A .conda's info/*.json is read into memory whole: zstd turns a few KiB into gigabytes of
-    # it. The cap is lowered here so the bomb can stay small; the check reads the tar header.
+def test_package_metadata_over_its_cap_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str, kind: str
+) -> None:
+    # A package's info/*.json is read into memory whole: zstd or bz2 turn a few KiB into gigabytes
+    # of it. The cap is lowered here so the bomb can stay small; the check reads the tar header.
     from conda_envkit import pkginfo
     from conda_envkit.testing.hostile_packages import Member, _raw_tar_zst
 
@@ -95,15 +98,23 @@ def test_package_metadata_over_its_cap_is_refused_before_it_is_read(tmp_path: Pa
     small = {"info/index.json": json.dumps({"name": "bomb", "version": "1.0", "build": "0", "build_number": 0}).encode()}
     small["info/paths.json"] = json.dumps({"paths": [], "paths_version": 1}).encode()
     bomb = {**small, member: b" " * (2 << 20)}
-    archive = tmp_path / "bomb-1.0-0.conda"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
-        z.writestr("info-bomb-1.0-0.tar.zst", _raw_tar_zst(tuple(Member(name, content=data) for name, data in bomb.items())))
-        z.writestr("pkg-bomb-1.0-0.tar.zst", _raw_tar_zst(()))
+    archive = tmp_path / f"bomb-1.0-0{kind}"
+    members = tuple(Member(name, content=data) for name, data in bomb.items())
+    if kind == ".conda":
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+            z.writestr("info-bomb-1.0-0.tar.zst", _raw_tar_zst(members))
+            z.writestr("pkg-bomb-1.0-0.tar.zst", _raw_tar_zst(()))
+    else:
+        import bz2
+
+        import zstandard
+
+        archive.write_bytes(bz2.compress(zstandard.ZstdDecompressor().decompressobj().decompress(_raw_tar_zst(members))))
     assert archive.stat().st_size < 64 << 10
     with pytest.raises(pkginfo.PackageInfoError) as refused:
         pkginfo.read_conda_info(archive, "0" * 64)
-    expected = f"bomb-1.0-0.conda: {member} is {2 << 20} bytes, over the 1 MiB that package metadata may hold"
+    expected = f"{archive.name}: {member} is {2 << 20} bytes, over the 1 MiB that package metadata may hold"
     assert refused.value.message == expected
     assert "re-lock" in refused.value.hint
     if member == "info/paths.json":  # install's and bake's archive check reads it too
