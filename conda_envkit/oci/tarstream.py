@@ -1,7 +1,7 @@
 """A deterministic tar writer without tarfile's per-member overhead.
 
 The bytes are those of `tarfile` in PAX format with uid/gid 0, no owner names and a
-fixed mtime (tests/test_tarstream.py compares them): a ustar header per member, a
+fixed mtime (tests/test_bake_cache.py and tests/test_stream_staging.py compare them): a ustar header per member, a
 PAX `x` header before it only when the path or link target is not ASCII or too long
 for ustar, content padded to 512 bytes, two zero blocks and padding to 10240 bytes.
 Members can also be copied verbatim from a *fragment*: a file of ready-made member
