@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -399,6 +399,7 @@ def fetch_packages(
     session_lock = threading.Lock()
     stop = threading.Event()
     in_flight: set[Path] = set()  # temp files of downloads under way
+    in_flight_lock = threading.Lock()  # a temp file is made and noted, or all are removed: never between
 
     def session() -> requests.Session:
         """One HTTP session for this fetch, made on first use: a local channel needs none (nor requests)."""
@@ -423,12 +424,15 @@ def fetch_packages(
             auth = pip_index_auth(p.url, pip_indexes)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
-            os.close(fd)
+            with in_flight_lock:
+                if stop.is_set():  # the fetch is ending: no new temp file the cleanup could miss
+                    raise InstallError(f"{label}: not fetched, the fetch was stopped", hint="see the error above")
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+                os.close(fd)
+                tmp = Path(tmp_name)
+                in_flight.add(tmp)
         except OSError as exc:
             raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
-        tmp = Path(tmp_name)
-        in_flight.add(tmp)
         try:
             try:
                 actual, size = _download(url, tmp, session, auth=auth, stop=stop)
@@ -443,8 +447,9 @@ def fetch_packages(
             os.replace(tmp, target)
             mark_verified(target, expected)
         finally:
-            tmp.unlink(missing_ok=True)
-            in_flight.discard(tmp)
+            with in_flight_lock:
+                tmp.unlink(missing_ok=True)
+                in_flight.discard(tmp)
         return FetchedPackage(p, target), False, size
 
     progress = _or_silent(progress)
@@ -456,8 +461,10 @@ def fetch_packages(
 
     progress.start(step, total=len(packages), unit="packages")
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    futures = [pool.submit(fetch_and_report, p) for p in packages]
+    futures: list[Future[tuple[FetchedPackage, bool, int]]] = []
     try:
+        for p in packages:  # inside the try: Ctrl-C may come while submitting
+            futures.append(pool.submit(fetch_and_report, p))
         results = [future.result() for future in futures]
     except BaseException:
         # Ctrl-C, SIGTERM or one failed package: the other downloads stop at their next chunk, not at
@@ -466,8 +473,9 @@ def fetch_packages(
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         wait(futures, timeout=_STOP_GRACE)
-        for tmp in list(in_flight):
-            tmp.unlink(missing_ok=True)
+        with in_flight_lock:  # `stop` is set: no download makes a temp file after this
+            for tmp in in_flight:
+                tmp.unlink(missing_ok=True)
         raise
     pool.shutdown()
     report = FetchReport(
