@@ -46,6 +46,7 @@ from conda_envkit.network import (
     max_index_page_bytes,
     size_text,
 )
+from conda_envkit.redact import strip_userinfo
 
 if TYPE_CHECKING:
     import requests
@@ -394,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
         import requests
 
         proxy = self.server.proxy
-        shown = _shown(url)
+        shown = strip_userinfo(url)
         deadline = Deadline(shown)
         try:
             with proxy.session.get(
@@ -426,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
         import requests
 
         proxy = self.server.proxy
-        shown = _shown(url)
+        shown = strip_userinfo(url)
         deadline = Deadline(shown)
         headers = {**self._request_headers(_FILE_REQUEST_HEADERS), "Accept-Encoding": "identity"}
         try:
@@ -472,12 +473,6 @@ def _file_of_token(token: str) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return url if resolve_link(url, url) == url else None
-
-
-def _shown(url: str) -> str:
-    """`url` as an error may show it: no `user:password@`."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
 
 
 class _Server(ThreadingHTTPServer):

@@ -39,6 +39,7 @@ from conda_envkit.cache import uv_dir
 from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars
 from conda_envkit.errors import EnvkitError
 from conda_envkit.network import PAGE_CAP_ENV_VAR, TIMEOUT_ENV_VAR, network_timeout, size_text
+from conda_envkit.redact import strip_userinfo
 from conda_envkit.spec import PipRequirement
 from conda_envkit.wheel_targets import WheelTarget, wheel_rank
 
@@ -129,12 +130,6 @@ def public_index_url(url: str) -> str:
     if at and not all(_ENV_VAR.fullmatch(piece) for piece in userinfo.split(":") if piece):
         return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return url
-
-
-def strip_userinfo(url: str) -> str:
-    """`url` without `user:password@`."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
 
 
 def expand_env(value: str, where: str) -> str:

@@ -24,6 +24,14 @@ _MIN_SECRET = 4
 MASK = "***"
 
 
+def strip_userinfo(url: str) -> str:
+    """`url` without `user:password@`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+
+
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     """Values of environment variables named like secrets, longest first (so no partial masking)."""
     env = os.environ if environ is None else environ
