@@ -26,8 +26,9 @@ from typing import IO
 import zstandard
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.pkginfo import MAX_INFO_FILE_BYTES
+from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
+from conda_envkit.tar_members import each_member
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -186,8 +187,7 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     paths_json = None
     with _tar_streams(archive, payload) as tars:
         for kind, tar in tars:
-            while (member := tar.next()) is not None:
-                tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read (for extractall): not needed here
+            for member in each_member(tar):
                 name = relative_path(member.name, f"{archive.name}: tar entry")
                 in_info = name == "info" or name.startswith("info/")
                 if kind == "info" and not in_info:
@@ -207,12 +207,9 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
                     entries.append(ArchiveEntry(name, "directory", mode=member.mode))
                 elif member.isfile():
                     if name == "info/paths.json":  # always read: the listing is checked against it
-                        if member.size > MAX_INFO_FILE_BYTES:
-                            raise PackageContentError(
-                                f"{archive.name}: info/paths.json is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
-                                " that package metadata may hold",
-                                hint="the package is broken or hostile: re-lock from a channel you trust",
-                            )
+                        too_big = info_over_cap(archive, name, member.size)
+                        if too_big:
+                            raise PackageContentError(too_big, hint=INFO_CAP_HINT)
                         sha256, paths_json = hash_member(tar, member, keep=True)
                     else:
                         sha256 = hash_member(tar, member)[0] if hashed else ""

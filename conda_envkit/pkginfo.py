@@ -85,20 +85,26 @@ _INFO_FILES = ("info/index.json", "info/paths.json")
 # The most an info/index.json or info/paths.json may hold: a package of 100,000 files has a
 # paths.json of ~25 MiB; a bigger one is a decompression bomb (it is read into memory whole).
 MAX_INFO_FILE_BYTES = 128 << 20
+INFO_CAP_HINT = "the package is broken or hostile: re-lock from a channel you trust"
+
+
+def info_over_cap(archive: Path, name: str, size: int) -> str | None:
+    """The error for `name` (info/index.json or info/paths.json) of `archive` if its `size` is over MAX_INFO_FILE_BYTES, else None."""
+    if size <= MAX_INFO_FILE_BYTES:
+        return None
+    return f"{archive.name}: {name} is {size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB that package metadata may hold"
 
 
 def _info_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None:
     """info/index.json and info/paths.json from a streamed tar, once both are read; None if not both are there."""
+    from conda_envkit.tar_members import each_member
+
     found: dict[str, bytes] = {}
-    for member in tar:
-        tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read: a .tar.bz2 may have many
+    for member in each_member(tar):  # a .tar.bz2 may have many
         if member.name in _INFO_FILES and member.name not in found and member.isfile():
-            if member.size > MAX_INFO_FILE_BYTES:
-                raise PackageInfoError(
-                    f"{archive.name}: {member.name} is {member.size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB"
-                    " that package metadata may hold",
-                    hint="the package is broken or hostile: re-lock from a channel you trust",
-                )
+            too_big = info_over_cap(archive, member.name, member.size)
+            if too_big:
+                raise PackageInfoError(too_big, hint=INFO_CAP_HINT)
             data = tar.extractfile(member)
             found[member.name] = data.read() if data is not None else b""
             if len(found) == len(_INFO_FILES):

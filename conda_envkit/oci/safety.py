@@ -14,6 +14,7 @@ import zstandard
 from conda_envkit.network import size_text
 from conda_envkit.oci.blobs import OciError
 from conda_envkit.safepath import UnsafePathError, climbs_out, resolve_in_root
+from conda_envkit.tar_members import each_member
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -39,11 +40,10 @@ def open_layer(path: Path) -> BinaryIO:
 def layer_members(tar: tarfile.TarFile, where: str) -> Iterator[tarfile.TarInfo]:
     """The members of a streamed layer tar, within MAX_LAYER_ENTRIES and MAX_LAYER_BYTES.
 
-    tarfile keeps every header it has read (for extractall); here each is dropped once the
-    next is read, so memory stays flat however many entries the layer has.
+    Each header is dropped once read (`each_member`), so memory stays flat however many
+    entries the layer has.
     """
-    for count, member in enumerate(tar, 1):
-        tar.members.clear()  # type: ignore[attr-defined]  # not in typeshed; the stream reader only appends to it
+    for count, member in enumerate(each_member(tar), 1):
         if count > MAX_LAYER_ENTRIES or member.offset_data + member.size > MAX_LAYER_BYTES:
             raise OciError(
                 f"{where}: the layer expands to more than {MAX_LAYER_ENTRIES:,} entries or {size_text(MAX_LAYER_BYTES)}",
