@@ -28,17 +28,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 from conda_envkit.channels import ChannelSettings, make_gateway
 from conda_envkit.locking import LockOptions, lock_environment
 from conda_envkit.pip_lock import uv_binary
 from conda_envkit.spec import read_env_spec
-from conda_envkit.testing.local_index import build_index, demo_wheels, write_wheel
+from conda_envkit.testing.local_index import build_index, demo_wheels, served_in_thread, write_wheel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lock_bench import SNAPSHOT, SPEC  # noqa: E402
@@ -83,14 +82,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def served(root: Path) -> Iterator[str]:
     """`root` over HTTP on 127.0.0.1 (a thread of this process) while the block runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served_in_thread(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield url
 
 
 def bare_uv_seconds(work: Path, cache: Path, index_url: str | None = None) -> float:

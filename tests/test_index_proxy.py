@@ -8,15 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
 
 from conda_envkit.index_proxy import IndexProxy, Upstream, resolve_link, rewrite_html, rewrite_json, serve_indexes, split_credentials
+from conda_envkit.testing.local_index import served_in_thread
 from tests.conftest import ChannelServer, run_envkit, write_env
 
 PAGE = "https://pypi.example/simple/numpy/"
@@ -230,15 +230,8 @@ BODY = bytes(range(256)) * 64
 
 @pytest.fixture
 def range_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeFiles)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with served_in_thread(_RangeFiles) as url:
+        yield url
 
 
 def test_range_requests_pass_through_the_proxy(range_server: str) -> None:

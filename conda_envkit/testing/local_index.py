@@ -16,8 +16,12 @@ import io
 import re
 import sys
 import tarfile
+import threading
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -121,6 +125,20 @@ def build_index(root: Path, wheels: list[WheelSpec], sdists: tuple[tuple[str, st
         projects.append(f'<a href="{project}/">{project}</a><br/>')
     (simple / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{chr(10).join(projects)}\n</body></html>\n")
     return simple
+
+
+@contextmanager
+def served_in_thread(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` on 127.0.0.1 (a port the OS picks), in a thread of this process while the block runs: its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def demo_wheels() -> list[WheelSpec]:
