@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,3 +353,11 @@ def with_package(lock, name: str, **changes: str):  # type: ignore[no-untyped-de
     hash_changes = {k: changes.pop(k) for k in ("md5", "sha256") if k in changes}
     packages = tuple(replace(p, hash=replace(p.hash, **hash_changes), **changes) if p.name == name else p for p in lock.package)
     return replace(lock, package=packages)
+
+
+def skopeo() -> str:
+    """The skopeo executable (an independent reader of images); a failure, not a skip, when it is missing."""
+    path = shutil.which("skopeo")
+    if path is None:
+        pytest.fail("skopeo is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
+    return path

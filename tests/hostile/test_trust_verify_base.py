@@ -21,7 +21,7 @@ from conda_envkit.testing.hostile_images import (
     write_base_layout,
 )
 from tests.conftest import Registry
-from tests.hostile.conftest import Workspace, locked_workspace
+from tests.hostile.conftest import Workspace, locked_workspace, skopeo
 
 BASE_LAYER = [directory("etc"), new_file("etc/motd", b"genuine base\n")]
 TROJAN_LAYER = [directory("etc"), new_file("etc/ld.so.preload", b"/opt/evil.so\n")]
@@ -55,13 +55,6 @@ def _findings(result) -> list[dict]:  # type: ignore[no-untyped-def]
     return json.loads(result.stdout)["findings"]
 
 
-def _skopeo() -> str:
-    path = shutil.which("skopeo")
-    if path is None:
-        pytest.fail("skopeo is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
-    return path
-
-
 def test_genuine_image_on_a_base_verifies(on_base: tuple[Workspace, str], tmp_path: Path) -> None:
     ws, tag = _copy(on_base, tmp_path)
     given = ws.envkit("verify", "--image", f"oci:image:{tag}", "--base", BASE, "--json")
@@ -85,12 +78,12 @@ def test_a_trojan_layer_dressed_as_the_base_is_checked(
     image, extra = f"oci:image:{tag}", []
     if source == "archive":
         image = f"docker-archive:{ws.root / 'image.tar'}"
-        subprocess.run([_skopeo(), "copy", "-q", f"oci:{ws.root / 'image'}:{tag}", f"{image}:envkit/x:{tag}"], check=True)
+        subprocess.run([skopeo(), "copy", "-q", f"oci:{ws.root / 'image'}:{tag}", f"{image}:envkit/x:{tag}"], check=True)
     elif source == "registry":
         registry: Registry = request.getfixturevalue("registry")
         image, extra = f"{registry.host}/team/disguised:{tag}", ["--insecure"]
         subprocess.run(
-            [_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'image'}:{tag}", f"docker://{image}"], check=True
+            [skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'image'}:{tag}", f"docker://{image}"], check=True
         )
     for base in ([], ["--base", BASE]):  # named by the (here honest) label, or by the user
         findings = _findings(ws.envkit("verify", "--image", image, *base, *extra, "--json"))
@@ -159,7 +152,7 @@ def test_base_needs_an_image_and_a_readable_base(on_base: tuple[Workspace, str],
 def test_a_base_from_a_registry_is_fetched_by_the_labels_digest(on_base: tuple[Workspace, str], tmp_path: Path, registry: Registry) -> None:
     ws, _tag = _copy(on_base, tmp_path)
     base_ref = f"{registry.host}/library/base:1"
-    subprocess.run([_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'base'}:base", f"docker://{base_ref}"], check=True)
+    subprocess.run([skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'base'}:base", f"docker://{base_ref}"], check=True)
     baked = ws.envkit("bake", "-q", "--base", base_ref, "--insecure", "--oci", "from-registry", "-p", "linux-64")
     assert baked.returncode == 0, baked.output
     tag = json.loads((ws.root / "bake.json").read_text())["tags"][0]
@@ -168,9 +161,7 @@ def test_a_base_from_a_registry_is_fetched_by_the_labels_digest(on_base: tuple[W
     assert f"note: base taken from the image's own label: {base_ref}@sha256:" in genuine.stderr
     # The tag moves to another image: the label's digest still names the base it was baked on.
     write_base_layout(ws.root / "other", [[directory("etc"), new_file("etc/motd", b"another base\n")]])
-    subprocess.run(
-        [_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'other'}:base", f"docker://{base_ref}"], check=True
-    )
+    subprocess.run([skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'other'}:base", f"docker://{base_ref}"], check=True)
     assert ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--insecure").returncode == 0
     moved = _findings(ws.envkit("verify", "--image", f"oci:from-registry:{tag}", "--base", base_ref, "--insecure", "--json"))
     assert [f["kind"] for f in moved if f["kind"] == "base-mismatch"] == ["base-mismatch"], moved

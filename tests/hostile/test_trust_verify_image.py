@@ -15,7 +15,7 @@ import pytest
 
 from conda_envkit.testing.hostile_images import Layers, find, manifest_of, new_file, repack_layout
 from tests.conftest import Registry
-from tests.hostile.conftest import Workspace, locked_workspace
+from tests.hostile.conftest import Workspace, locked_workspace, skopeo
 
 TROJAN = b"#!/bin/sh\necho pwned\n"
 
@@ -135,18 +135,11 @@ def test_blob_replaced_in_place_is_read_and_refused(baked: tuple[Workspace, str]
     assert result.returncode == 2 and "digest" in result.stderr, result.output
 
 
-def _skopeo() -> str:
-    path = shutil.which("skopeo")
-    if path is None:
-        pytest.fail("skopeo is not installed; run .ci/run (it installs docker-registry, skopeo, umoci, busybox-static)")
-    return path
-
-
 def test_repacked_docker_archive_is_caught(baked: tuple[Workspace, str], tmp_path: Path) -> None:
     ws, tag = _copy(baked, tmp_path)
     repack_layout(ws.root / "image", tag, _trojan_with_records)
     archive = ws.root / "image.tar"
-    subprocess.run([_skopeo(), "copy", "-q", f"oci:{ws.root / 'image'}:{tag}", f"docker-archive:{archive}:envkit/x:{tag}"], check=True)
+    subprocess.run([skopeo(), "copy", "-q", f"oci:{ws.root / 'image'}:{tag}", f"docker-archive:{archive}:envkit/x:{tag}"], check=True)
     result = ws.envkit("verify", "--image", f"docker-archive:{archive}", "--json")
     assert "modified-file" in _kinds(result)
 
@@ -155,7 +148,7 @@ def test_repacked_image_in_a_registry_is_caught(baked: tuple[Workspace, str], tm
     ws, tag = _copy(baked, tmp_path)
     repack_layout(ws.root / "image", tag, _trojan_with_records)
     ref = f"{registry.host}/team/trojan:{tag}"
-    subprocess.run([_skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'image'}:{tag}", f"docker://{ref}"], check=True)
+    subprocess.run([skopeo(), "copy", "-q", "--dest-tls-verify=false", f"oci:{ws.root / 'image'}:{tag}", f"docker://{ref}"], check=True)
     result = ws.envkit("verify", "--image", ref, "--insecure", "--json")
     assert "modified-file" in _kinds(result)
 
