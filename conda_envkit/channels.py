@@ -261,14 +261,11 @@ def _discard_partial_downloads(cache_dir: Path, since_ns: int, wait: float = 2.0
     once it has stopped growing for a few polls.
     """
 
+    from conda_envkit.repodata_guard import partial_downloads
+
     def partial() -> dict[Path, int]:
-        found = {}
-        for path in cache_dir.glob(".tmp*"):
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                if st.st_mtime_ns >= since_ns or st.st_ctime_ns >= since_ns:
-                    found[path] = st.st_size
-        return found
+        found = partial_downloads(cache_dir).items()
+        return {path: st.st_size for path, st in found if st.st_mtime_ns >= since_ns or st.st_ctime_ns >= since_ns}
 
     seen, still = partial(), 0
     end = time.monotonic() + wait

@@ -59,20 +59,25 @@ def anonymous_memory() -> int | None:
     return None
 
 
-def partial_download_sizes(cache_dir: Path) -> list[int]:
-    """The sizes of py-rattler's temporary download files (`.tmp*`) in the repodata cache."""
-    sizes = []
+def partial_downloads(cache_dir: Path) -> dict[Path, os.stat_result]:
+    """py-rattler's temporary download files (`.tmp*`) in the repodata cache, with their own (not a link's target's) stat."""
+    found = {}
     try:
         with os.scandir(cache_dir) as entries:
             for entry in entries:
                 if entry.name.startswith(".tmp"):
                     try:
-                        sizes.append(entry.stat(follow_symlinks=False).st_size)
+                        found[Path(entry.path)] = entry.stat(follow_symlinks=False)
                     except OSError:
                         continue
     except OSError:
         pass
-    return sizes
+    return found
+
+
+def partial_download_sizes(cache_dir: Path) -> list[int]:
+    """The sizes of py-rattler's temporary download files in the repodata cache."""
+    return [st.st_size for st in partial_downloads(cache_dir).values()]
 
 
 def overrun(cache_dir: Path, max_bytes: int, memory_at_start: int | None) -> Overrun | None:
