@@ -28,7 +28,7 @@ import zstandard
 from conda_envkit.errors import EnvkitError
 from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
-from conda_envkit.tar_members import each_member
+from conda_envkit.tar_members import TarHeader, each_member, plain_headers
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -66,10 +66,12 @@ class StagedArchive:
 _BUFFER = 1 << 20
 
 
-def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]) -> tarfile.TarFile:
+def _decompress_into(
+    stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]
+) -> tuple[tarfile.TarFile, list[TarHeader] | None]:
     """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
-    by offset (its members' offsets are the file's: several archives can share one payload file). The files
-    opened go to `opened`, for the caller to close."""
+    by offset (its members' offsets are the file's: several archives can share one payload file), with its
+    headers if the fast reader could read them all. The files opened go to `opened`, for the caller to close."""
     with payload.open("ab") as out:
         start = out.tell()
         if zstd:
@@ -83,7 +85,8 @@ def _decompress_into(stream: IO[bytes], payload: Path, zstd: bool, opened: list[
     reader = payload.open("rb")
     opened.append(reader)
     reader.seek(start)
-    return tarfile.open(fileobj=reader, mode="r:")
+    tar = tarfile.open(fileobj=reader, mode="r:")  # noqa: SIM115 - its file is closed by the caller (`opened`)
+    return tar, plain_headers(reader, start, os.fstat(reader.fileno()).st_size)
 
 
 class _StoredMember(io.RawIOBase):
@@ -137,11 +140,12 @@ def _open_member(z: zipfile.ZipFile, archive: Path, name: str) -> IO[bytes]:
 
 
 @contextmanager
-def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile]]]:
-    """(kind, tar) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
+def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tuple[str, tarfile.TarFile, list[TarHeader] | None]]]:
+    """(kind, tar, headers) for the info and pkg tarballs of a `.conda`, or the single tarball of a `.tar.bz2`.
 
     With `payload`, the pkg tarball (the whole tarball of a `.tar.bz2`) is decompressed onto the end of that
-    file first (in one sequential write) and read from there, so that its members can be read again by offset.
+    file first (in one sequential write) and read from there, so that its members can be read again by offset;
+    its headers come from the fast reader where it can (`headers`, else None: read them from `tar`).
     """
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
@@ -156,13 +160,14 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
                 for kind, name in (("info", info), ("pkg", pkg)):
                     raw = _open_member(z, archive, name) if kind == "pkg" else z.open(name)
                     opened.append(raw)
+                    headers = None
                     if kind == "pkg" and payload is not None:
-                        tar = _decompress_into(raw, payload, zstd=True, opened=opened)
+                        tar, headers = _decompress_into(raw, payload, zstd=True, opened=opened)
                     else:
                         stream = zstandard.ZstdDecompressor().stream_reader(raw)
                         opened.append(stream)
                         tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - its stream is closed in the finally below
-                    tars.append((kind, tar))
+                    tars.append((kind, tar, headers))
                 yield tars
             finally:
                 for f in opened:
@@ -171,14 +176,14 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
         files: list[IO[bytes]] = []
         try:
             with archive.open("rb") as raw:
-                tar = _decompress_into(raw, payload, zstd=False, opened=files)
-            yield [("both", tar)]
+                tar, headers = _decompress_into(raw, payload, zstd=False, opened=files)
+            yield [("both", tar, headers)]
         finally:
             for f in files:
                 f.close()
     else:
         with tarfile.open(archive, mode="r|bz2") as tar:
-            yield [("both", tar)]
+            yield [("both", tar, None)]
 
 
 def _read_members(archive: Path, payload: Path | None = None, hashed: bool = True) -> tuple[list[ArchiveEntry], bytes | None]:
@@ -186,8 +191,8 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     entries: list[ArchiveEntry] = []
     paths_json = None
     with _tar_streams(archive, payload) as tars:
-        for kind, tar in tars:
-            for member in each_member(tar):
+        for kind, tar, headers in tars:
+            for member in headers if headers is not None else each_member(tar):
                 name = relative_path(member.name, f"{archive.name}: tar entry")
                 in_info = name == "info" or name.startswith("info/")
                 if kind == "info" and not in_info:
@@ -222,9 +227,13 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     return entries, paths_json
 
 
-def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = False) -> tuple[str, bytes | None]:
-    """The sha256 (hex) of a regular file in `tar`, read once in chunks; its bytes too when `keep`."""
-    data = tar.extractfile(member)
+def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo | TarHeader, keep: bool = False) -> tuple[str, bytes | None]:
+    """The sha256 (hex) of a regular file in `tar`, read once in chunks; its bytes too when `keep`.
+    (A TarHeader's content is read by offset from the tar's file: the payload it was read from.)"""
+    if isinstance(member, TarHeader):
+        data: IO[bytes] | None = _Range(tar.fileobj, member.offset_data, member.size)  # type: ignore[arg-type,assignment]
+    else:
+        data = tar.extractfile(member)
     digest = hashlib.sha256()
     chunks: list[bytes] = []
     while chunk := data.read(1 << 20):  # type: ignore[union-attr]
@@ -232,6 +241,25 @@ def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool = Fals
         if keep:
             chunks.append(chunk)
     return digest.hexdigest(), b"".join(chunks) if keep else None
+
+
+class _Range(io.RawIOBase):
+    """`size` bytes of `f` from `offset` (a member of a staged payload), read with pread: an error if they are not all there."""
+
+    def __init__(self, f: IO[bytes], offset: int, size: int) -> None:
+        self.fd, self.pos, self.left = f.fileno(), offset, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.left if size < 0 else min(size, self.left)
+        data = os.pread(self.fd, want, self.pos) if want else b""
+        if len(data) != want:
+            raise tarfile.ReadError("unexpected end of data")
+        self.pos += want
+        self.left -= want
+        return data
 
 
 def _hardlink_ok(target: str) -> bool:
