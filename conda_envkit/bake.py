@@ -44,7 +44,7 @@ from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
-from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, write_layer
+from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, PendingFragment, write_layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
@@ -465,8 +465,11 @@ def build_layers(
     if not plans:
         return []
     members: dict[str, list[Member]] = {}
+    # Built smallest first (the image keeps the plan's order): the first layer is written while the
+    # next packages are read, instead of the writer waiting for the biggest package to be read.
+    order = sorted(range(len(plans)), key=lambda i: (sum(p.size for p in plans[i].packages), i))
     need: list[str] = []  # in the order the layers are written
-    for plan in plans:
+    for plan in (plans[i] for i in order):
         for p in plan.packages:
             found = None if plan.single else fragments.get(fragment_key(p, context))
             if found is None:
@@ -483,23 +486,29 @@ def build_layers(
     # One thread stages and checks the plain packages' archives (decompression, hashing and file reads release
     # the GIL) in the order the layers need them, while the layers are written: a layer starts when its packages
     # are ready.
+    planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
     stager = ThreadPoolExecutor(max_workers=1)
     # The stager runs at most two single-package layers ahead of the writer: their payloads (on disk) and
     # members (in memory) are dropped once written, so neither grows with the environment.
     ahead = threading.Semaphore(_STAGED_AHEAD)
     failed = threading.Event()
 
+    pending: dict[str, PendingFragment] = {}  # group packages' fragments, written as they are read, kept once all are checked
+
     def stage(fetched: FetchedPackage, payload: Path, single: bool) -> tuple[PayloadLinks, list[Member] | None]:
         while single and not ahead.acquire(timeout=0.2):
             if failed.is_set():
                 raise BakeError("bake stopped", hint="see the error above")  # never shown: the bake has failed already
-        return _stage_plain(fetched, cache_dir, in_image, payload)
+        links, found = _stage_plain(fetched, cache_dir, in_image, payload)
+        name = _plan_name(fetched.locked)
+        if not single and found is not None:
+            pending[name] = fragments.write(fragment_key(planned[name], context), found, options.epoch, ordered=False)
+        return links, found
 
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
         plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
-        planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
         staged = {}
         payloads: dict[str, Path] = {}
         written: set[str] = set()  # the single-package layers written (their members are dropped)
@@ -517,14 +526,13 @@ def build_layers(
             staged = {n: stager.submit(stage, by_fetched[n], payloads[n], n not in planned) for n in plain}
 
         def keep_plain() -> None:
-            """Check the archives read together, then keep their group members as fragments (off the layers' path)."""
+            """Check the archives read together, then keep their group members' fragments (written as they were read)."""
             read = {n: future.result() for n, future in staged.items()}
             # No symlink chain out of the prefix: checked before anything of these archives is kept for a later bake
             # (the layer cache remembers the layers only once build_layers returns).
             check_payload_links([links for links, _ in read.values()])
-            for name, (_, found) in read.items():
-                if name in planned and found is not None:
-                    fragments.put(fragment_key(planned[name], context), found, options.epoch, ordered=False)
+            for name in list(pending):
+                fragments.commit(pending.pop(name))
 
         kept = stager.submit(keep_plain)
         linking = threading.Lock()
@@ -588,7 +596,8 @@ def build_layers(
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
         # ~45 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
         with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
-            layers = list(pool.map(write, plans))
+            built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
+        layers = [built[i] for i in range(len(plans))]
         link_the_rest()
         kept.result()
         count = len(linked or ())
@@ -600,6 +609,8 @@ def build_layers(
     finally:
         failed.set()
         stager.shutdown(wait=True, cancel_futures=True)
+        for left in pending.values():
+            fragments.discard(left)
         shutil.rmtree(staging_root, ignore_errors=True)
 
 

@@ -31,6 +31,7 @@ from conda_envkit.cache_seal import CacheSeal
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
+from conda_envkit.oci.tee import ParallelTee
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
@@ -136,22 +137,34 @@ def write_layer(
     tmp = store.temp_path()
     try:
         with tmp.open("wb") as raw:
-            compressed = _Sink(raw)
+            # Every step has a thread of its own (each releases the GIL): this one reads the members into the
+            # tar stream, which is hashed (diff_id) and compressed side by side; the compressed stream is
+            # hashed and written side by side too.
+            blob = hashlib.sha256()
+            compressed = ParallelTee([blob.update, raw.write])
             compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
-            plain = _Sink(compressor)
-            tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
+            diff_id = hashlib.sha256()
+            tee = ParallelTee([diff_id.update, compressor.write])
+            tar = TarWriter(tee, mtime)  # type: ignore[arg-type]
             try:
                 for entry in entries:
                     tar.add(entry)
                 tar.close()
+                tee.close()
+                compressor.close()
+                compressed.close()
+            except BaseException:
+                tee.abort()
+                compressed.abort()
+                raise
             finally:
                 tar.release()
-            compressor.close()
-        descriptor = Descriptor(compression.media_type, compressed.digest, compressed.size, dict(annotations or {}))
-        store.adopt(tmp, compressed.digest)
+        digest = "sha256:" + blob.hexdigest()
+        descriptor = Descriptor(compression.media_type, digest, compressed.written, dict(annotations or {}))
+        store.adopt(tmp, digest)
     finally:
         tmp.unlink(missing_ok=True)
-    return Layer(descriptor, plain.digest)
+    return Layer(descriptor, "sha256:" + diff_id.hexdigest())
 
 
 class LayerCache:
@@ -250,6 +263,17 @@ class LayerCache:
         os.replace(tmp, self._entry(key))
 
 
+@dataclass(frozen=True)
+class PendingFragment:
+    """A fragment written to a temporary file and not kept yet (FragmentStore.write, then commit or discard)."""
+
+    key: str
+    tmp: Path
+    size: int
+    sha256: str
+    index: tuple[tuple[str, str, int, int], ...]  # (path, kind, offset, length) of each member
+
+
 class FragmentStore:
     """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer.
 
@@ -293,6 +317,12 @@ class FragmentStore:
     def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
         """Write `members` (sorted by path, unless `ordered` is False: then as they come, e.g. from an archive
         being read) as a fragment; return them as fragment byte ranges."""
+        return self.commit(self.write(key, members, mtime, ordered))
+
+    def write(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> PendingFragment:
+        """Write a fragment into a temporary file, to be kept by `commit` (or dropped by `discard`): a bake
+        writes a package's fragment as soon as the package is read and keeps it once all packages passed
+        their checks together."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tar", dir=self.root)
         tmp = Path(tmp_name)
@@ -309,13 +339,32 @@ class FragmentStore:
                     writer.flush()
                 finally:
                     writer.release()
-            tar = self.root / f"{key}.tar"
-            os.replace(tmp, tar)
-            document = {"format": FRAGMENT_FORMAT, "size": sink.size, "sha256": sink.digest, "members": index, "stamp": file_stamp(tar)}
-            self._write_index(key, document)
-            claimed = self._claims.pop(key, None)
-            if claimed is not None and claimed != sink.digest:
-                self.mismatched.append(key)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
-        return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]
+            raise
+        return PendingFragment(key, tmp, sink.size, sink.digest, tuple(index))
+
+    def commit(self, pending: PendingFragment) -> list[Member]:
+        """Keep a fragment `write` wrote; its members as fragment byte ranges."""
+        tar = self.root / f"{pending.key}.tar"
+        try:
+            os.replace(pending.tmp, tar)
+            document = {
+                "format": FRAGMENT_FORMAT,
+                "size": pending.size,
+                "sha256": pending.sha256,
+                "members": [list(m) for m in pending.index],
+                "stamp": file_stamp(tar),
+            }
+            self._write_index(pending.key, document)
+            claimed = self._claims.pop(pending.key, None)
+            if claimed is not None and claimed != pending.sha256:
+                self.mismatched.append(pending.key)
+        finally:
+            pending.tmp.unlink(missing_ok=True)
+        return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in pending.index]
+
+    @staticmethod
+    def discard(pending: PendingFragment) -> None:
+        """Drop a fragment `write` wrote and no one kept."""
+        pending.tmp.unlink(missing_ok=True)

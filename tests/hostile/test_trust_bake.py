@@ -17,7 +17,8 @@ def _bake(ws: Workspace) -> tuple[object, Path]:
 
 
 def _kept(ws: Workspace) -> list[str]:
-    return sorted(p.name for sub in ("layers", "fragments") for p in (ws.cache / sub).glob("*") if (ws.cache / sub).is_dir())
+    """Every file under the layer cache and the fragments (a fragment's temporary file too), by path."""
+    return sorted(str(p.relative_to(ws.cache)) for sub in ("layers", "fragments") for p in (ws.cache / sub).rglob("*") if not p.is_dir())
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_CONDA))
