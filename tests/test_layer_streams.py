@@ -6,11 +6,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import random
 import subprocess
+from pathlib import Path
 
+import pytest
 import zstandard
 
+from conda_envkit.oci.blobs import BlobStore, OciError
+from conda_envkit.oci.layer import Compression, write_layer
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
+from conda_envkit.oci.tarstream import FILE, Member
 
 
 def _data() -> bytes:
@@ -50,3 +56,28 @@ def test_zstd_output_does_not_depend_on_threads_or_writes() -> None:
         outputs.add(out.getvalue())
     assert len(outputs) == 1
     assert zstandard.ZstdDecompressor().decompressobj().decompress(outputs.pop()) == data
+
+
+@pytest.mark.parametrize("kind", ["zstd", "gzip"])
+def test_layer_digests_are_those_of_the_bytes(tmp_path: Path, kind: str) -> None:
+    """diff_id and digest, computed while the layer is written, are the sha256 of the tar and of the blob."""
+    source = tmp_path / "data.bin"
+    source.write_bytes(random.Random(3).randbytes(3_000_000) + b"text " * 400_000)
+    members = [Member(f"opt/env/lib/{i}.bin", FILE, 0o644, source.stat().st_size, source=source) for i in range(3)]
+    store = BlobStore(tmp_path / "blobs")
+    layer = write_layer(members, store, Compression(kind), 0)
+    blob = store.path(layer.descriptor.digest).read_bytes()
+    assert layer.descriptor.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert layer.descriptor.size == len(blob)
+    plain = gzip.decompress(blob) if kind == "gzip" else zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read()
+    assert layer.diff_id == "sha256:" + hashlib.sha256(plain).hexdigest()
+
+
+def test_a_member_that_shrinks_while_its_layer_is_written_fails_cleanly(tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"a" * 100_000)
+    members = [Member("opt/env/lib/big.bin", FILE, 0o644, 3_000_000, source=source)]  # says 3 MB: only 100 kB are there
+    store = BlobStore(tmp_path / "blobs")
+    with pytest.raises(OciError, match="shrank"):
+        write_layer(members, store, Compression("zstd"), 0)
+    assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]

@@ -31,7 +31,6 @@ from conda_envkit.cache_seal import CacheSeal
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
-from conda_envkit.oci.tee import ParallelTee
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
@@ -137,34 +136,22 @@ def write_layer(
     tmp = store.temp_path()
     try:
         with tmp.open("wb") as raw:
-            # Every step has a thread of its own (each releases the GIL): this one reads the members into the
-            # tar stream, which is hashed (diff_id) and compressed side by side; the compressed stream is
-            # hashed and written side by side too.
-            blob = hashlib.sha256()
-            compressed = ParallelTee([blob.update, raw.write])
+            compressed = _Sink(raw)
             compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
-            diff_id = hashlib.sha256()
-            tee = ParallelTee([diff_id.update, compressor.write])
-            tar = TarWriter(tee, mtime)  # type: ignore[arg-type]
+            plain = _Sink(compressor)
+            tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
             try:
                 for entry in entries:
                     tar.add(entry)
                 tar.close()
-                tee.close()
-                compressor.close()
-                compressed.close()
-            except BaseException:
-                tee.abort()
-                compressed.abort()
-                raise
             finally:
                 tar.release()
-        digest = "sha256:" + blob.hexdigest()
-        descriptor = Descriptor(compression.media_type, digest, compressed.written, dict(annotations or {}))
-        store.adopt(tmp, digest)
+            compressor.close()
+        descriptor = Descriptor(compression.media_type, compressed.digest, compressed.size, dict(annotations or {}))
+        store.adopt(tmp, compressed.digest)
     finally:
         tmp.unlink(missing_ok=True)
-    return Layer(descriptor, "sha256:" + diff_id.hexdigest())
+    return Layer(descriptor, plain.digest)
 
 
 class LayerCache:

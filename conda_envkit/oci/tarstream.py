@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from conda_envkit.oci.blobs import OciError
-from conda_envkit.oci.tee import ParallelTee
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -150,11 +149,8 @@ class TarWriter:
         self.mtime = mtime
         self.written = 0
         # Headers and file contents are gathered in one buffer (contents read straight into it), so that hashing
-        # and compression see large writes and no byte is copied in Python on the way. Into a ParallelTee, the
-        # buffers are the tee's: each full one is handed over whole and the next one taken from its pool.
-        self._tee = out if isinstance(out, ParallelTee) else None
-        self._buffer = self._tee.take() if self._tee is not None else memoryview(bytearray(_COPY))
-        self._size = len(self._buffer)
+        # and compression see large writes and no byte is copied in Python on the way.
+        self._buffer = memoryview(bytearray(_COPY))
         self._fill = 0
         # Tars read by offset (staged payloads, fragments) hold many members: each is opened once.
         self._opened: dict[Path, BinaryIO] = {}
@@ -162,23 +158,19 @@ class TarWriter:
     def _emit(self, data: bytes | memoryview) -> None:
         size = len(data)
         self.written += size
-        if size >= self._size // 4:
+        if size >= _COPY // 4:
             self.flush()
             self.out.write(data)
             return
-        if self._fill + size > self._size:
+        if self._fill + size > _COPY:
             self.flush()
         self._buffer[self._fill : self._fill + size] = data
         self._fill += size
 
     def flush(self) -> None:
         if self._fill:
-            if self._tee is not None:
-                self._tee.give(self._buffer, self._fill)
-                self._buffer = self._tee.take()
-            else:
-                # A stream's write must not keep what it is given (io's rule): the buffer is reused afterwards.
-                self.out.write(self._buffer[: self._fill])
+            # A stream's write must not keep what it is given (io's rule): the buffer is reused afterwards.
+            self.out.write(self._buffer[: self._fill])
             self._fill = 0
 
     def add(self, member: Member) -> None:
@@ -226,9 +218,9 @@ class TarWriter:
         """Copy exactly `length` bytes from `source` into the stream; `short` is the error if it ends first."""
         remaining = length
         while remaining:
-            if self._fill == self._size:
+            if self._fill == _COPY:
                 self.flush()
-            want = min(self._size - self._fill, remaining)
+            want = min(_COPY - self._fill, remaining)
             got = source.readinto(self._buffer[self._fill : self._fill + want])  # type: ignore[attr-defined]
             if not got:
                 raise OciError(short, hint=hint)
