@@ -176,6 +176,23 @@ def test_damaged_headers_are_read_as_tarfile_reads_them_or_left_to_it(tmp_path: 
     assert answered > 300 and refused > 300  # both sides of the reader were exercised
 
 
+def _staged_fast(monkeypatch: pytest.MonkeyPatch, archive: Path, label: str, payload: Path) -> object:
+    """The archive staged, after checking that the fast reader (not tarfile) read its payload's headers."""
+    import conda_envkit.archive_check as archive_check
+
+    answers: list[object] = []
+
+    def spy(*args: object) -> object:
+        answers.append(plain_headers(*args))  # type: ignore[arg-type]
+        return answers[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(archive_check, "plain_headers", spy)
+        staged = stage_package_archive(archive, label, payload)
+    assert answers and all(a is not None for a in answers)
+    return staged
+
+
 def test_staged_package_reads_the_same_with_either_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = PackageSpec(
         "headers",
@@ -187,7 +204,7 @@ def test_staged_package_reads_the_same_with_either_reader(tmp_path: Path, monkey
         symlinks=(("bin/alias", "tool"),),
     )
     archive = next((build_channel(tmp_path / "channel", [spec]) / "noarch").glob("headers-*.conda"))
-    fast = stage_package_archive(archive, "headers", tmp_path / "fast.tar")
+    fast = _staged_fast(monkeypatch, archive, "headers", tmp_path / "fast.tar")
     import conda_envkit.archive_check as archive_check
 
     monkeypatch.setattr(archive_check, "plain_headers", lambda *args: None)
@@ -195,3 +212,40 @@ def test_staged_package_reads_the_same_with_either_reader(tmp_path: Path, monkey
     assert fast.members == slow.members
     assert fast.paths_json == slow.paths_json
     assert any(m.sha256 for m in fast.members)  # hashed: the content was read by offset
+
+
+def _as_tar_bz2(conda: Path, out: Path) -> Path:
+    """The same package as a `.tar.bz2` (info/ first, then the payload, one tarball), as conda-build writes it."""
+    import bz2
+    import zipfile
+
+    import zstandard
+
+    merged = io.BytesIO()
+    with zipfile.ZipFile(conda) as z, tarfile.open(fileobj=merged, mode="w", format=tarfile.PAX_FORMAT) as dest:
+        for prefix in ("info-", "pkg-"):
+            name = next(n for n in z.namelist() if n.startswith(prefix))
+            inner = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(z.read(name))).read()
+            with tarfile.open(fileobj=io.BytesIO(inner), mode="r:") as src:
+                for member in src.getmembers():
+                    dest.addfile(member, src.extractfile(member) if member.isfile() else None)
+    out.write_bytes(bz2.compress(merged.getvalue()))
+    return out
+
+
+def test_staged_tar_bz2_reads_the_same_with_either_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = PackageSpec(
+        "oldformat",
+        files=(PackageFile("bin/tool", b"#!/bin/sh\n", executable=True), PackageFile(LONG, b"print(2)\n")),
+        symlinks=(("bin/alias", "tool"),),
+    )
+    conda = next((build_channel(tmp_path / "channel", [spec]) / "noarch").glob("oldformat-*.conda"))
+    archive = _as_tar_bz2(conda, tmp_path / "oldformat-1.0-0.tar.bz2")
+    fast = _staged_fast(monkeypatch, archive, "oldformat", tmp_path / "fast.tar")
+    import conda_envkit.archive_check as archive_check
+
+    monkeypatch.setattr(archive_check, "plain_headers", lambda *args: None)
+    slow = stage_package_archive(archive, "oldformat", tmp_path / "slow.tar")
+    assert fast.members == slow.members
+    assert fast.paths_json is not None and fast.paths_json == slow.paths_json
+    assert {m.path for m in fast.members} >= {"bin/tool", "bin/alias", LONG}
