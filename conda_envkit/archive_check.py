@@ -25,7 +25,9 @@ from typing import IO
 
 import zstandard
 
+from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_error
 from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
 from conda_envkit.tar_members import TarHeader, each_member, plain_headers
@@ -66,22 +68,47 @@ class StagedArchive:
 _BUFFER = 1 << 20
 
 
+class _PayloadWriter:
+    """Writes to a staged payload; a failed write (a full disk) is the cache's error, not the package's."""
+
+    def __init__(self, file: IO[bytes], path: Path) -> None:
+        self.file, self.path = file, path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
+
+
 def _decompress_into(
     stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]
 ) -> tuple[tarfile.TarFile, list[TarHeader] | None]:
     """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
     by offset (its members' offsets are the file's: several archives can share one payload file), with its
     headers if the fast reader could read them all. The files opened go to `opened`, for the caller to close."""
-    with payload.open("ab") as out:
-        start = out.tell()
+    try:
+        file = payload.open("ab")
+    except OSError as exc:
+        raise write_error(payload, exc, "staged package payload", CACHE_SETTING) from None
+    with file:
+        out = _PayloadWriter(file, payload)
+        start = file.tell()
         if zstd:
-            zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)
+            zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)  # type: ignore[arg-type]
         else:
             import bz2
 
             with bz2.open(stream, "rb") as raw:
                 while chunk := raw.read(_BUFFER):
                     out.write(chunk)
+        out.flush()
     reader = payload.open("rb")
     opened.append(reader)
     reader.seek(start)
