@@ -33,6 +33,7 @@ _PLAIN_TYPES = (*_FILE_TYPES, b"1", b"2", b"5")
 _PAX_KEEP = frozenset({"path", "linkpath", "size"})
 _PAX_IGNORED = frozenset({"mtime", "atime", "ctime", "uid", "gid", "uname", "gname"})
 _SIGNED = struct.Struct("148b8x356b")
+_MAX_PAX_BYTES = 1 << 20  # a pax header holds a few names; a bigger one is left to tarfile
 _ENCODING = tarfile.ENCODING  # what tarfile decodes ustar fields with (pax records are UTF-8)
 
 
@@ -145,32 +146,39 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
+def _padded(size: int) -> int:
+    """`size` rounded up to whole tar blocks."""
+    return -(-size // _BLOCK) * _BLOCK
+
+
 def plain_headers(f: BinaryIO, start: int, end: int) -> list[TarHeader] | None:
     """Every member header of the tar at [start, end) of `f`, in order, read as tarfile reads them; None if the
     tar holds anything but ustar headers and plain pax records (then read it with tarfile)."""
     out: list[TarHeader] = []
     fd = f.fileno()
     pos = start
+    pax: dict[str, str] | None = None  # the records of a pax header just read, for the header after it
     try:
         while pos < end:
             block = os.pread(fd, _BLOCK, pos)
-            if len(block) != _BLOCK:
+            if len(block) != _BLOCK or (block == _ZERO_BLOCK and pax is not None):
                 return None
             if block == _ZERO_BLOCK:
                 return out
             name, kind, mode, size, linkname = _ustar(block)
             pos += _BLOCK
             if kind == b"x":
+                # A second pax header in a row, or one too big to be a few names: tarfile's (os.pread would
+                # allocate the size a header claims before reading a byte).
+                if pax is not None or size > _MAX_PAX_BYTES:
+                    return None
                 data = os.pread(fd, size, pos)
-                if len(data) != size or size > 1 << 20:
+                if len(data) != size:
                     return None
                 pax = _pax_records(data)
-                pos += -(-size // _BLOCK) * _BLOCK
-                block = os.pread(fd, _BLOCK, pos)
-                if len(block) != _BLOCK or block == _ZERO_BLOCK:
-                    return None
-                name, kind, mode, size, linkname = _ustar(block)
-                pos += _BLOCK
+                pos += _padded(size)
+                continue
+            if pax is not None:
                 if "path" in pax:
                     name = pax["path"].rstrip("/")
                 if "linkpath" in pax:
@@ -179,13 +187,16 @@ def plain_headers(f: BinaryIO, start: int, end: int) -> list[TarHeader] | None:
                     if not pax["size"].isdigit():
                         return None
                     size = int(pax["size"])
+                pax = None
             if kind not in _PLAIN_TYPES or (size and kind not in _FILE_TYPES):
                 return None
             out.append(TarHeader(name, kind, mode, size, linkname, pos))
             if kind in _FILE_TYPES:
-                pos += -(-size // _BLOCK) * _BLOCK
+                pos += _padded(size)
                 if pos > end:
                     return None
     except _NotPlain:
         return None
-    return out if out else None  # the data ended right after a member, as tarfile ends (an empty tar is its error)
+    # The data ended right after a member, as tarfile ends; an empty tar, or a pax header with no member
+    # after it, is tarfile's error.
+    return out if out and pax is None else None

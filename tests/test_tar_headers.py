@@ -249,3 +249,20 @@ def test_staged_tar_bz2_reads_the_same_with_either_reader(tmp_path: Path, monkey
     assert fast.members == slow.members
     assert fast.paths_json is not None and fast.paths_json == slow.paths_json
     assert {m.path for m in fast.members} >= {"bin/tool", "bin/alias", LONG}
+
+
+def test_a_pax_header_claiming_gigabytes_is_left_to_tarfile_without_reading_it(tmp_path: Path) -> None:
+    """A hostile payload's pax header may claim 8 GiB of records: the reader must not allocate what it claims."""
+    import tracemalloc
+
+    data = bytearray(_pax_tar({"path": "lib/a"}))
+    assert data[156:157] == b"x"
+    data[124:136] = b"77777777777\0"  # the largest size an octal field holds
+    data[148:156] = b"%06o\0 " % (256 + sum(data[:148]) + sum(data[156:512]))
+    tracemalloc.start()
+    try:
+        assert _fast(tmp_path, bytes(data)) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
