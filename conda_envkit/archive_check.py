@@ -17,11 +17,11 @@ import re
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import zstandard
 
@@ -33,6 +33,7 @@ from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_roo
 from conda_envkit.tar_members import TarHeader, each_member, plain_headers
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_T = TypeVar("_T")
 
 
 class PackageContentError(EnvkitError):
@@ -69,22 +70,23 @@ _BUFFER = 1 << 20
 
 
 class _PayloadWriter:
-    """Writes to a staged payload; a failed write (a full disk) is the cache's error, not the package's."""
+    """A staged payload opened for appending: a failed open or write (a full disk) is the cache's error, not the package's."""
 
-    def __init__(self, file: IO[bytes], path: Path) -> None:
-        self.file, self.path = file, path
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: IO[bytes] = self._guarded(path.open, "ab")
+
+    def _guarded(self, call: Callable[..., _T], *args: object) -> _T:
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
 
     def write(self, data: bytes) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as exc:
-            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
+        return self._guarded(self.file.write, data)
 
     def flush(self) -> None:
-        try:
-            self.file.flush()
-        except OSError as exc:
-            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
+        self._guarded(self.file.flush)
 
 
 def _decompress_into(
@@ -93,13 +95,9 @@ def _decompress_into(
     """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
     by offset (its members' offsets are the file's: several archives can share one payload file), with its
     headers if the fast reader could read them all. The files opened go to `opened`, for the caller to close."""
-    try:
-        file = payload.open("ab")
-    except OSError as exc:
-        raise write_error(payload, exc, "staged package payload", CACHE_SETTING) from None
-    with file:
-        out = _PayloadWriter(file, payload)
-        start = file.tell()
+    out = _PayloadWriter(payload)
+    with out.file:
+        start = out.file.tell()
         if zstd:
             zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)  # type: ignore[arg-type]
         else:
@@ -116,53 +114,63 @@ def _decompress_into(
     return tar, plain_headers(reader, start, os.fstat(reader.fileno()).st_size)
 
 
-class _StoredMember(io.RawIOBase):
-    """The bytes of one stored (uncompressed) zip member, read straight from the archive file.
+class _FileRange(io.RawIOBase):
+    """`size` bytes of an open file from `offset`: a stored zip member, or a member of a staged payload.
+    EOFError if the file ends first; closing it closes the file only if it was handed over (`owned`)."""
 
-    zipfile would CRC-32 every byte on the way (2 GB of archives for a 4 GB environment); the archive
-    already matched the lock's sha256, and what it holds is checked member by member anyway.
-    """
-
-    def __init__(self, archive: Path, info: zipfile.ZipInfo) -> None:
-        self.file = archive.open("rb")
-        try:
-            self.file.seek(info.header_offset)
-            local = self.file.read(30)
-            if len(local) != 30 or local[:4] != b"PK\x03\x04":
-                raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
-            name_length, extra_length = struct.unpack("<HH", local[26:30])
-            name = self.file.read(name_length).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
-            if name != info.orig_filename:
-                raise zipfile.BadZipFile(f"{info.filename}: the local file header names {name!r}")
-            start = info.header_offset + 30 + name_length + extra_length
-            if start + info.compress_size > os.fstat(self.file.fileno()).st_size:
-                raise zipfile.BadZipFile(f"{info.filename}: member runs past the end of the archive")
-            self.file.seek(start)
-        except BaseException:
-            self.file.close()
-            raise
-        self.left = info.compress_size
+    def __init__(self, file: IO[bytes], offset: int, size: int, owned: bool = False) -> None:
+        self.file, self.pos, self.left, self.owned = file, offset, size, owned
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")[: self.left]
-        got = self.file.readinto(view)
-        if not got and self.left:
+        if not view:
+            return 0
+        self.file.seek(self.pos)
+        got: int = self.file.readinto(view)  # type: ignore[attr-defined]
+        if not got:
             raise EOFError("the archive ends inside a member")
+        self.pos += got
         self.left -= got
         return got
 
     def close(self) -> None:
-        self.file.close()
+        if self.owned:
+            self.file.close()
         super().close()
+
+
+def _stored_member(archive: Path, info: zipfile.ZipInfo) -> _FileRange:
+    """The bytes of one stored (uncompressed) zip member, read straight from the archive file.
+
+    zipfile would CRC-32 every byte on the way (2 GB of archives for a 4 GB environment); the archive
+    already matched the lock's sha256, and what it holds is checked member by member anyway.
+    """
+    file = archive.open("rb")
+    try:
+        file.seek(info.header_offset)
+        local = file.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        name = file.read(name_length).decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+        if name != info.orig_filename:
+            raise zipfile.BadZipFile(f"{info.filename}: the local file header names {name!r}")
+        start = info.header_offset + 30 + name_length + extra_length
+        if start + info.compress_size > os.fstat(file.fileno()).st_size:
+            raise zipfile.BadZipFile(f"{info.filename}: member runs past the end of the archive")
+    except BaseException:
+        file.close()
+        raise
+    return _FileRange(file, start, info.compress_size, owned=True)
 
 
 def _open_member(z: zipfile.ZipFile, archive: Path, name: str) -> IO[bytes]:
     info = z.getinfo(name)
     if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
-        return io.BufferedReader(_StoredMember(archive, info), _BUFFER)
+        return io.BufferedReader(_stored_member(archive, info), _BUFFER)
     return z.open(name)
 
 
@@ -258,7 +266,7 @@ def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo | TarHeader, keep:
     """The sha256 (hex) of a regular file in `tar`, read once in chunks; its bytes too when `keep`.
     (A TarHeader's content is read by offset from the tar's file: the payload it was read from.)"""
     if isinstance(member, TarHeader):
-        data: IO[bytes] | None = _Range(tar.fileobj, member.offset_data, member.size)  # type: ignore[arg-type,assignment]
+        data: IO[bytes] | None = _FileRange(tar.fileobj, member.offset_data, member.size)  # type: ignore[arg-type,assignment]
     else:
         data = tar.extractfile(member)
     digest = hashlib.sha256()
@@ -268,25 +276,6 @@ def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo | TarHeader, keep:
         if keep:
             chunks.append(chunk)
     return digest.hexdigest(), b"".join(chunks) if keep else None
-
-
-class _Range(io.RawIOBase):
-    """`size` bytes of `f` from `offset` (a member of a staged payload), read with pread: an error if they are not all there."""
-
-    def __init__(self, f: IO[bytes], offset: int, size: int) -> None:
-        self.fd, self.pos, self.left = f.fileno(), offset, size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        want = self.left if size < 0 else min(size, self.left)
-        data = os.pread(self.fd, want, self.pos) if want else b""
-        if len(data) != want:
-            raise tarfile.ReadError("unexpected end of data")
-        self.pos += want
-        self.left -= want
-        return data
 
 
 def _hardlink_ok(target: str) -> bool:
