@@ -44,7 +44,7 @@ from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
-from conda_envkit.oci.layer import CacheEntry, Compression, FragmentStore, Layer, LayerCache, PendingFragment, write_layer
+from conda_envkit.oci.layer import CacheEntry, Compression, Compressors, FragmentStore, Layer, LayerCache, PendingFragment, write_layer
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
@@ -494,6 +494,7 @@ def build_layers(
     failed = threading.Event()
 
     pending: dict[str, PendingFragment] = {}  # group packages' fragments, written as they are read, kept once all are checked
+    compressors = Compressors()  # one zstd compressor per writing thread, for all the layers of this call
 
     def stage(fetched: FetchedPackage, payload: Path, single: bool) -> tuple[PayloadLinks, list[Member] | None]:
         while single and not ahead.acquire(timeout=0.2):
@@ -576,7 +577,7 @@ def build_layers(
 
         def write(plan: PlannedLayer) -> Layer:
             try:
-                layer = write_layer(packages_of(plan), store, options.compression, options.epoch)
+                layer = write_layer(packages_of(plan), store, options.compression, options.epoch, compressors=compressors)
             finally:
                 if plan.single and plan.packages[0].name in staged:
                     ahead.release()

@@ -8,13 +8,14 @@ import hashlib
 import io
 import random
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from conda_envkit.oci.blobs import BlobStore, OciError
-from conda_envkit.oci.layer import Compression, write_layer
+from conda_envkit.oci.layer import Compression, Compressors, write_layer
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import FILE, Member
 
@@ -81,3 +82,28 @@ def test_a_member_that_shrinks_while_its_layer_is_written_fails_cleanly(tmp_path
     with pytest.raises(OciError, match="shrank"):
         write_layer(members, store, Compression("zstd"), 0)
     assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+
+
+def test_reused_compressors_write_the_bytes_of_fresh_ones_even_after_a_failed_layer(tmp_path: Path) -> None:
+    """A bake's layers share one zstd compressor per thread (`Compressors`): each layer's blob is the one a
+    fresh compressor writes, also after a layer that failed halfway left the shared one mid-frame."""
+    data, broken = tmp_path / "data.bin", tmp_path / "broken.bin"
+    data.write_bytes(random.Random(5).randbytes(2_000_000) + b"import numpy as np\n" * 300_000)
+    broken.write_bytes(b"b" * 3_000_000)
+    layers = [
+        [Member("opt/env/lib/a.bin", FILE, 0o644, data.stat().st_size, source=data)],
+        [Member("opt/env/lib/b.bin", FILE, 0o755, 1_000_000, source=data)],
+    ]
+    fresh = [write_layer(members, BlobStore(tmp_path / "fresh"), Compression("zstd"), 0) for members in layers]
+
+    store, shared = BlobStore(tmp_path / "shared"), Compressors()
+    # Says 6 MB, has 3: the layer fails after the compressor has taken 3 MB (more than a zstd job).
+    with pytest.raises(OciError, match="shrank"):
+        write_layer([Member("opt/env/lib/c.bin", FILE, 0o644, 6_000_000, source=broken)], store, Compression("zstd"), 0, compressors=shared)
+    again = [write_layer(members, store, Compression("zstd"), 0, compressors=shared) for members in layers]
+    assert again == fresh
+    with ThreadPoolExecutor(2) as pool:  # one compressor per thread: two layers at once do not share one
+        assert list(pool.map(lambda m: write_layer(m, store, Compression("zstd"), 0, compressors=shared), layers * 2)) == fresh * 2
+    for layer in again:
+        blob = store.path(layer.descriptor.digest).read_bytes()
+        assert layer.diff_id == "sha256:" + hashlib.sha256(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read()).hexdigest()

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,29 @@ class Compression:
         return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"pgzip-{GZIP_LEVEL}-{BLOCK_SIZE}"
 
 
-def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
+class Compressors:
+    """The zstd compressors of the layers one bake writes, one per writing thread: its workers and buffers are
+    made once instead of once a layer (fresh buffers cost a page fault for every 4 KiB they hold: 200,000 of
+    them in a 2 GB bake). They are dropped with this object; the bytes written do not depend on reuse."""
+
+    def __init__(self) -> None:
+        self._per_thread = threading.local()
+
+    def zstd(self) -> zstandard.ZstdCompressor:
+        compressor = getattr(self._per_thread, "zstd", None)
+        if compressor is None:
+            compressor = self._per_thread.zstd = _zstd()
+        return compressor
+
+
+def _zstd() -> zstandard.ZstdCompressor:
+    # Multi-threaded zstd output is the same for any worker count >= 1.
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+
+
+def _compressed_writer(kind: str, out: BinaryIO, compressors: Compressors | None) -> BinaryIO:
     if kind == "zstd":
-        # Multi-threaded zstd output is the same for any worker count >= 1.
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True).stream_writer(out, closefd=False)
+        return (compressors.zstd() if compressors else _zstd()).stream_writer(out, closefd=False)
     if kind == "gzip":
         # pigz-style: 1 MiB blocks deflated in parallel into one gzip member; bytes independent of the thread count.
         return ParallelGzipWriter(out, GZIP_LEVEL)  # type: ignore[return-value]
@@ -129,15 +149,21 @@ def _compressed_writer(kind: str, out: BinaryIO) -> BinaryIO:
 
 
 def write_layer(
-    members: Iterable[Member], store: BlobStore, compression: Compression, mtime: int, annotations: dict[str, str] | None = None
+    members: Iterable[Member],
+    store: BlobStore,
+    compression: Compression,
+    mtime: int,
+    annotations: dict[str, str] | None = None,
+    compressors: Compressors | None = None,
 ) -> Layer:
-    """Write one layer of `members` (plus their parent directories) into `store`."""
+    """Write one layer of `members` (plus their parent directories) into `store` (with `compressors`' zstd
+    compressor for this thread, when a caller writes many layers)."""
     entries = with_parents(members)
     tmp = store.temp_path()
     try:
         with tmp.open("wb") as raw:
             compressed = _Sink(raw)
-            compressor = _compressed_writer(compression.kind, compressed)  # type: ignore[arg-type]
+            compressor = _compressed_writer(compression.kind, compressed, compressors)  # type: ignore[arg-type]
             plain = _Sink(compressor)
             tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
             try:
