@@ -17,23 +17,22 @@ import re
 import struct
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import zstandard
 
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import write_error
+from conda_envkit.files import GuardedFile
 from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
 from conda_envkit.tar_members import TarHeader, each_member, plain_headers
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_T = TypeVar("_T")
 
 
 class PackageContentError(EnvkitError):
@@ -69,35 +68,15 @@ class StagedArchive:
 _BUFFER = 1 << 20
 
 
-class _PayloadWriter:
-    """A staged payload opened for appending: a failed open or write (a full disk) is the cache's error, not the package's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file: IO[bytes] = self._guarded(path.open, "ab")
-
-    def _guarded(self, call: Callable[..., _T], *args: object) -> _T:
-        try:
-            return call(*args)
-        except OSError as exc:
-            raise write_error(self.path, exc, "staged package payload", CACHE_SETTING) from None
-
-    def write(self, data: bytes) -> int:
-        return self._guarded(self.file.write, data)
-
-    def flush(self) -> None:
-        self._guarded(self.file.flush)
-
-
 def _decompress_into(
     stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]
 ) -> tuple[tarfile.TarFile, list[TarHeader] | None]:
     """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
     by offset (its members' offsets are the file's: several archives can share one payload file), with its
     headers if the fast reader could read them all. The files opened go to `opened`, for the caller to close."""
-    out = _PayloadWriter(payload)
-    with out.file:
-        start = out.file.tell()
+    # A failed write (a full disk) is the cache's error, not the package's.
+    with GuardedFile(payload, "staged package payload", CACHE_SETTING, mode="ab") as out:
+        start = out.tell()
         if zstd:
             zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)  # type: ignore[arg-type]
         else:

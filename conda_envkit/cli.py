@@ -6,6 +6,7 @@ options used by several commands are declared once, below.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -30,6 +31,9 @@ EXIT_ERROR = 2
 
 F = Callable[..., Any]
 
+# A full disk, an exhausted quota, a file size limit, a read-only filesystem: the machine's state, not a bug.
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
 
 def _reports_errors(command: F) -> F:
     """Turn `EnvkitError` into a short message and exit code 2 (no traceback); a bad flag into click's usage error."""
@@ -42,6 +46,13 @@ def _reports_errors(command: F) -> F:
             raise click.BadParameter(exc.message, param_hint=exc.option) if exc.option else click.UsageError(exc.message) from None
         except EnvkitError as exc:
             message, hint = exc.message, exc.hint
+        except OSError as exc:
+            if exc.errno not in _STORAGE_ERRORS:
+                raise
+            # A write envkit does not name itself (most do: conda_envkit.files.write_error): still the disk's error.
+            where = f"{exc.filename}: " if exc.filename else ""
+            message = f"{where}cannot write ({exc.strerror})"
+            hint = "free space (or raise the quota or file size limit) where the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs are"
         # Exit outside the except block: the exception's frames must not outlive it,
         # or py-rattler objects they hold are torn down during interpreter shutdown.
         click.echo(f"error: {message}", err=True)

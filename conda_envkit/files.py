@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, TypeVar
 
 from conda_envkit.errors import EnvkitError
 
@@ -67,6 +68,51 @@ def write_error(path: Path, exc: OSError, what: str = "file", setting: str = "")
     return WriteError(f"{path}: cannot write {what} ({reason})", hint=hint)
 
 
+_T = TypeVar("_T")
+
+
+class GuardedFile:
+    """A binary file being written whose failures (a full disk, a quota, a file size limit) are `write_error`s
+    naming it and what it is: never a traceback, and never blamed on the data being written.
+
+    Opens `path` with `mode`, or wraps `file` (already open on `path`, e.g. from mkstemp)."""
+
+    def __init__(self, path: Path, what: str, setting: str = "", mode: str = "wb", file: IO[bytes] | None = None) -> None:
+        self.path, self.what, self.setting = path, what, setting
+        self.file: IO[bytes] = file if file is not None else self._guarded(open, path, mode)
+
+    def _guarded(self, call: Callable[..., _T], *args: object) -> _T:
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise write_error(self.path, exc, self.what, self.setting) from None
+
+    def write(self, data: bytes) -> int:
+        return self._guarded(self.file.write, data)
+
+    def flush(self) -> None:
+        self._guarded(self.file.flush)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self._guarded(self.file.close)  # the last buffered bytes are written here
+
+    def __enter__(self) -> GuardedFile:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # already failing: that error is the one to report
+            with contextlib.suppress(OSError):
+                self.file.close()
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new 0600 file `.<name>.<random>.tmp` beside `path`, opened for writing: its descriptor and path.
 
@@ -81,6 +127,24 @@ def _create_temp(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def write_cache_entry(path: Path, document: object, what: str, setting: str = "") -> None:
+    """`document` as JSON at `path`, a private cache entry (0600: made beside it, then renamed into place).
+    A failed write (a full disk) is a `write_error` naming `path`, and leaves no temp file behind."""
+    import json
+
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc, what, setting) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_temp(path: Path, data: bytes) -> Path:

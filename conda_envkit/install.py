@@ -217,8 +217,12 @@ def _marker_text(path: Path, sha256: str, marker: _Marker) -> str:
 
 def _write_marker(path: Path, sha256: str, marker: _Marker) -> None:
     tmp = path.parent / f"{marker.name}.{os.getpid()}.{threading.get_ident()}.new"
-    tmp.write_text(_marker_text(path, sha256, marker), encoding="utf-8")
-    os.replace(tmp, _marker_path(path, marker))
+    try:
+        tmp.write_text(_marker_text(path, sha256, marker), encoding="utf-8")
+        os.replace(tmp, _marker_path(path, marker))
+    except OSError as exc:  # a full disk: the cache's error, naming the marker
+        tmp.unlink(missing_ok=True)
+        raise write_error(_marker_path(path, marker), exc, "package cache marker", _CACHE_SETTING) from None
 
 
 def _has_marker(path: Path, sha256: str, marker: _Marker) -> bool:

@@ -10,16 +10,15 @@ building rattler's records needs no archive afterwards (a warm bake reads none).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conda_envkit.cache import pkginfo_dir
+from conda_envkit.cache import CACHE_SETTING, pkginfo_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import write_cache_entry
 
 if TYPE_CHECKING:
     import tarfile
@@ -233,11 +232,4 @@ class PackageInfoCache:
     def put(self, info: PackageInfo) -> None:
         path = self._path(info.sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pkginfo.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.seal.sealed("pkginfo", info.sha256, info.to_json()), f, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_cache_entry(path, self.seal.sealed("pkginfo", info.sha256, info.to_json()), "package info cache entry", CACHE_SETTING)

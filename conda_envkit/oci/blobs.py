@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import file_mode
+from conda_envkit.files import file_mode, write_error
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -178,10 +178,14 @@ class BlobStore:
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                os.fchmod(f.fileno(), file_mode())  # blobs are hard-linked into layouts: not 0600
-            os.replace(tmp, target)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    os.fchmod(f.fileno(), file_mode())  # blobs are hard-linked into layouts: not 0600
+                os.replace(tmp, target)
+            except OSError as exc:  # a full disk: the store's error, naming the blob
+                Path(tmp).unlink(missing_ok=True)
+                raise write_error(target, exc, "blob") from None
             self._checked[digest] = file_stamp(target)
         return digest
 

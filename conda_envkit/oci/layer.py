@@ -28,7 +28,9 @@ from typing import BinaryIO
 
 import zstandard
 
+from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.cache_seal import CacheSeal
+from conda_envkit.files import GuardedFile, write_cache_entry
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
@@ -161,8 +163,8 @@ def write_layer(
     entries = with_parents(members)
     tmp = store.temp_path()
     try:
-        with tmp.open("wb") as raw:
-            compressed = _Sink(raw)
+        with GuardedFile(tmp, "layer blob", CACHE_SETTING) as raw:  # a full disk is the cache's error, not a traceback
+            compressed = _Sink(raw)  # type: ignore[arg-type]
             compressor = _compressed_writer(compression.kind, compressed, compressors)  # type: ignore[arg-type]
             plain = _Sink(compressor)
             tar = TarWriter(plain, mtime)  # type: ignore[arg-type]
@@ -270,10 +272,7 @@ class LayerCache:
     def _write(self, key: str, data: dict[str, object]) -> None:
         fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.seal.sealed("layer", key, fields), f, sort_keys=True)
-        os.replace(tmp, self._entry(key))
+        write_cache_entry(self._entry(key), self.seal.sealed("layer", key, fields), "layer cache entry", CACHE_SETTING)
 
 
 @dataclass(frozen=True)
@@ -322,10 +321,7 @@ class FragmentStore:
 
     def _write_index(self, key: str, document: dict[str, object]) -> None:
         fields = {k: v for k, v in document.items() if k != "seal"}  # a stamp update passes the old entry back
-        fd, tmp_index = tempfile.mkstemp(prefix=f".{key}.", suffix=".json", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.seal.sealed("fragment", key, fields), f)
-        os.replace(tmp_index, self.root / f"{key}.json")
+        write_cache_entry(self.root / f"{key}.json", self.seal.sealed("fragment", key, fields), "fragment index", CACHE_SETTING)
 
     def put(self, key: str, members: Iterable[Member], mtime: int, ordered: bool = True) -> list[Member]:
         """Write `members` (sorted by path, unless `ordered` is False: then as they come, e.g. from an archive
@@ -341,8 +337,8 @@ class FragmentStore:
         tmp = Path(tmp_name)
         index: list[tuple[str, str, int, int]] = []
         try:
-            with os.fdopen(fd, "wb") as raw:
-                sink = _Sink(raw)
+            with GuardedFile(tmp, "package fragment", CACHE_SETTING, file=os.fdopen(fd, "wb")) as raw:
+                sink = _Sink(raw)  # type: ignore[arg-type]
                 writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
                 try:
                     for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
