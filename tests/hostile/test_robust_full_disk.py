@@ -110,3 +110,25 @@ def test_an_image_layout_on_a_full_disk(tmp_path: Path) -> None:
     again = _bake(tmp_path, work, {})
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "out" / "img" / "index.json").is_file()
+
+
+def test_any_other_storage_error_is_a_message_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's net for a write envkit does not name itself: the disk's errors only; any other OSError is a bug."""
+    import errno
+
+    from conda_envkit.cli import _reports_errors
+
+    def full() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/srv/out/records.json")
+
+    def missing() -> None:
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/srv/out")
+
+    with pytest.raises(SystemExit) as ended:
+        _reports_errors(full)()
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: /srv/out/records.json: cannot write (No space left on device)" in err
+    assert "hint: free space" in err
+    with pytest.raises(FileNotFoundError):
+        _reports_errors(missing)()
