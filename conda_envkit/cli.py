@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from conda_envkit import __version__
-from conda_envkit.errors import BadFlag, EnvkitError
+from conda_envkit.errors import BadFlag, EnvkitError, unwind_on_signals
 
 if TYPE_CHECKING:
     from conda_envkit.commands import Output
@@ -524,10 +523,6 @@ def _dockerfile_command() -> click.Command:
     return dockerfile_command
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run() -> NoReturn:
     """Run the click CLI on the command line, then leave without interpreter teardown.
 
@@ -538,8 +533,7 @@ def run() -> NoReturn:
     the work is done. Every file envkit writes is complete (written, fsynced and
     renamed) before a command returns, so skipping finalization loses nothing.
     """
-    # SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed.
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_signals()
     try:
         main()
         code = 0

@@ -46,9 +46,10 @@ def run_envkit(args: argparse.Namespace | tuple[str, ...] | list[str]) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
+    except click.Abort as exc:
         click.echo("Aborted!", err=True)
-        return 1
+        # Ctrl-C: the shell's status for SIGINT, as `envkit` gives (1 would read as "stale" or "differs").
+        return 130 if isinstance(exc.__context__, KeyboardInterrupt) else 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -93,11 +92,6 @@ def _echo(text: str, to_stderr: bool = False, nl: bool = True) -> None:
     stream.flush()
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so staging directories and temp files are removed."""
-    raise SystemExit(128 + signum)
-
-
 def _leave(code: int) -> NoReturn:
     """Exit with `code` without interpreter teardown, as `cli.run` does (which says why)."""
     for stream in (sys.stdout, sys.stderr):
@@ -115,7 +109,7 @@ def run() -> NoReturn:
     if params is None:
         _click()
     from conda_envkit.commands.lock import LockRequest, check_flags
-    from conda_envkit.errors import EnvkitError
+    from conda_envkit.errors import EnvkitError, unwind_on_signals
 
     as_json, quiet = params.pop("as_json"), params.pop("quiet")
     request = LockRequest(**params)
@@ -126,7 +120,7 @@ def run() -> NoReturn:
         refused = True
     if refused:
         _click()
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_signals()
     _leave(_lock(request, as_json, quiet))
 
 
@@ -149,12 +143,12 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
         return output.status
     except EnvkitError as exc:
         message, hint = exc.message, exc.hint
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
         _echo("\nAborted!", to_stderr=True)  # as click's main
         return 1
     except BrokenPipeError:
         return 1  # as click's main
-    except SystemExit as exc:  # SIGTERM (_terminate)
+    except SystemExit as exc:  # Ctrl-C or SIGTERM (unwind_on_signals)
         return exc.code if isinstance(exc.code, int) else 1
     # Outside the except block: the exception's frames must not outlive it (see cli._reports_errors).
     _echo(f"error: {message}", to_stderr=True)

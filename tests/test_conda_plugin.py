@@ -50,3 +50,16 @@ def test_entry_point_registers_a_working_subcommand(tmp_path: Path, image_channe
         assert envkit.action(("no-such-command",)) == 2
     finally:
         os.chdir(old)
+
+
+def test_ctrl_c_in_conda_envkit_is_130_not_the_stale_status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`conda envkit lock --check` interrupted must not exit 1, which means "the lock is stale"."""
+    import conda_envkit.commands.lock as lock_commands
+    from conda_envkit.conda_plugin import run_envkit
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C arrives in the middle of a command
+
+    monkeypatch.setattr(lock_commands, "hash_output", interrupted)
+    assert run_envkit(["hash"]) == 130
+    assert "Aborted!" in capsys.readouterr().err

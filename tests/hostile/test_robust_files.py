@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shlex
 import signal
 import stat
@@ -295,11 +296,47 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
             pytest.fail("the signal did not end the install: it waited for its download's deadline")
     finally:
         listener.close()
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signum, err  # the shell's status for a signal: 130 (Ctrl-C), 143 (SIGTERM)
     assert "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
     assert [p.name for p in (tmp_path / "cache").rglob("*.part")] == []  # the download's temp file too
     assert yaml.safe_load(toy_lock.read_text())  # the lock is untouched
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_lock_exits_with_the_signals_status_and_writes_nothing(tmp_path: Path, signum: int) -> None:
+    """`envkit lock` (its own fast entry point) stopped while it waits for a channel that never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    (tmp_path / "environment.yml").write_text(f"channels: [http://127.0.0.1:{port}/silent]\ndependencies: [numpy]\n")
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conda_envkit", "lock", "-p", "linux-64"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        waiting, _, _ = select.select([listener], [], [], 120)  # the lock is fetching repodata: in the middle of its work
+        assert waiting, "envkit lock never asked the channel"
+        os.kill(proc.pid, signum)
+        try:
+            _out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the signal did not end the lock")
+    finally:
+        listener.close()
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["environment.yml"]
 
 
 def _drain(fifo: Path) -> tuple[object, list[bytes]]:
