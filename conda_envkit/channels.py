@@ -128,6 +128,15 @@ def url_host(url: str) -> str:
     return urlsplit(url).netloc.rpartition("@")[2].lower()
 
 
+def origin(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of `url`, lower case, without credentials or a default port: where credentials may go
+    (the same host over plain http is another origin: a password for https must never cross the wire in clear)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2].lower()
+    default = {"http": ":80", "https": ":443"}.get(parts.scheme.lower(), "")
+    return parts.scheme.lower(), host.removesuffix(default) if default and host.endswith(default) else host
+
+
 def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None, what: str) -> str:
     """`url` with `${VAR}` expanded only in its credential positions, and only for an allowed host.
 

@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+from conda_envkit.channels import origin
 from conda_envkit.network import (
     DOWNLOAD_CAP_HINT,
     PAGE_CAP_ENV_VAR,
@@ -96,14 +97,6 @@ def split_credentials(url: str) -> Upstream:
         return Upstream(bare)
     user, _, password = userinfo.partition(":")
     return Upstream(bare, (unquote(user), unquote(password)))
-
-
-def origin(url: str) -> tuple[str, str]:
-    """(scheme, host[:port]) of `url`, lower case and without credentials: where credentials may go."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2].lower()
-    default = {"http": ":80", "https": ":443"}.get(parts.scheme.lower(), "")
-    return parts.scheme.lower(), host.removesuffix(default) if default and host.endswith(default) else host
 
 
 def resolve_link(href: str, base: str) -> str | None:

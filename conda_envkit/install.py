@@ -39,6 +39,7 @@ from conda_envkit.channels import (
     expand_credentials,
     expand_env_vars,
     missing_env_vars,
+    origin,
     strip_credentials,
     url_host,
 )
@@ -122,15 +123,15 @@ def pip_packages(lockfile: Lockfile, platform: str) -> list[LockedDependency]:
 
 
 def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str] | None:
-    """Credentials for a wheel URL: from the lock's `${VAR}` index templates on the same host.
+    """Credentials for a wheel URL: from the lock's `${VAR}` index templates of the same origin (scheme, host
+    and port: as the lock's pip proxy sends them, conda_envkit.index_proxy).
 
     None means no template matches; requests then falls back to ~/.netrc.
     """
-    host = url_host(url)
+    where = origin(url)
     for template in index_templates:
-        parts = urlsplit(template)
-        userinfo, at, template_host = parts.netloc.rpartition("@")
-        if not at or template_host.lower() != host:
+        userinfo, at, _host = urlsplit(template).netloc.rpartition("@")
+        if not at or origin(template) != where:
             continue
         user, _, password = userinfo.partition(":")
         for piece in (user, password):

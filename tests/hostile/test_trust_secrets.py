@@ -193,3 +193,19 @@ def test_spec_pip_index_variable_outside_a_credential_position_is_refused(
     assert result.returncode == 2, result.output
     assert "credential position" in result.stderr
     assert CANARY not in result.output and logging_server.log == []
+
+
+def test_wheel_credentials_go_only_to_their_index_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index's `${VAR}` credentials go with a wheel download only to the index's scheme, host and port: a lock
+    naming the same host over plain http (or another port) must not get the password sent in clear."""
+    from conda_envkit.install import pip_index_auth
+
+    monkeypatch.setenv("ENVKIT_CANARY", CANARY)
+    indexes = ("https://ci:${ENVKIT_CANARY}@pypi.corp.example/simple", "http://local:pw@127.0.0.1:8080/simple")
+    assert pip_index_auth("https://pypi.corp.example/files/x-1.0-py3-none-any.whl", indexes) == ("ci", CANARY)
+    assert pip_index_auth("https://PyPI.corp.example:443/files/x-1.0-py3-none-any.whl", indexes) == ("ci", CANARY)
+    assert pip_index_auth("http://pypi.corp.example/files/x-1.0-py3-none-any.whl", indexes) is None
+    assert pip_index_auth("https://pypi.corp.example:8443/files/x-1.0-py3-none-any.whl", indexes) is None
+    assert pip_index_auth("https://files.example/x-1.0-py3-none-any.whl", indexes) is None
+    assert pip_index_auth("http://127.0.0.1:8080/files/x-1.0-py3-none-any.whl", indexes) == ("local", "pw")
+    assert pip_index_auth("https://127.0.0.1:8080/files/x-1.0-py3-none-any.whl", indexes) is None
