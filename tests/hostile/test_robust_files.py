@@ -8,11 +8,13 @@ write is also tested in-process by failing the OS call itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -263,17 +265,34 @@ def test_two_installs_into_one_prefix(tmp_path: Path, toy_lock: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "env"]  # no staging directory left
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_channel: Path, toy_lock: Path, signum: int) -> None:
-    # The mirror never answers, so the install is surely in the middle of its work when signalled.
-    import socket
-
+@contextlib.contextmanager
+def _silent_server() -> Iterator[socket.socket]:
+    """A listening socket on 127.0.0.1 that accepts nothing: whoever asks it waits (until its deadline)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    port = listener.getsockname()[1]
     try:
-        mirror = f"{toy_channel.as_uri()}=http://127.0.0.1:{port}/pkgs"
+        yield listener
+    finally:
+        listener.close()
+
+
+def _signalled(proc: subprocess.Popen[str], signum: int, what: str) -> str:
+    """Send `signum` to `proc` and return its stderr once it ended (failing if the signal did not end it)."""
+    os.kill(proc.pid, signum)
+    try:
+        return proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the signal did not end the {what}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_channel: Path, toy_lock: Path, signum: int) -> None:
+    # The mirror never answers, so the install is surely in the middle of its work when signalled.
+    with _silent_server() as listener:
+        mirror = f"{toy_channel.as_uri()}=http://127.0.0.1:{listener.getsockname()[1]}/pkgs"
         argv = [sys.executable, "-m", "conda_envkit", "install", "--lockfile", str(toy_lock), "-p", "linux-64", "--prefix", "env"]
         # A deadline far beyond the wait below: the signal must end the download, not the deadline.
         env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
@@ -287,15 +306,7 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
         else:
             proc.kill()
             pytest.fail("install never created its staging directory")
-        os.kill(proc.pid, signum)
-        try:
-            _out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            pytest.fail("the signal did not end the install: it waited for its download's deadline")
-    finally:
-        listener.close()
+        err = _signalled(proc, signum, "install (it waited for its download's deadline)")
     assert proc.returncode == 128 + signum, err  # the shell's status for a signal: 130 (Ctrl-C), 143 (SIGTERM)
     assert "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
@@ -306,34 +317,15 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_lock_exits_with_the_signals_status_and_writes_nothing(tmp_path: Path, signum: int) -> None:
     """`envkit lock` (its own fast entry point) stopped while it waits for a channel that never answers."""
-    import socket
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    (tmp_path / "environment.yml").write_text(f"channels: [http://127.0.0.1:{port}/silent]\ndependencies: [numpy]\n")
-    env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conda_envkit", "lock", "-p", "linux-64"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    with _silent_server() as listener:
+        channel = f"http://127.0.0.1:{listener.getsockname()[1]}/silent"
+        (tmp_path / "environment.yml").write_text(f"channels: [{channel}]\ndependencies: [numpy]\n")
+        env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
+        argv = [sys.executable, "-m", "conda_envkit", "lock", "-p", "linux-64"]
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         waiting, _, _ = select.select([listener], [], [], 120)  # the lock is fetching repodata: in the middle of its work
         assert waiting, "envkit lock never asked the channel"
-        os.kill(proc.pid, signum)
-        try:
-            _out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            pytest.fail("the signal did not end the lock")
-    finally:
-        listener.close()
+        err = _signalled(proc, signum, "lock")
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["environment.yml"]
