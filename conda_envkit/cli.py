@@ -301,7 +301,7 @@ def _bake_command() -> click.Command:
     )
     @click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
     @image_options
-    @click.option("--oci", "oci_dir", type=PATH, help="Write an OCI image layout directory.")
+    @click.option("--oci", "oci_dir", type=PATH, help="Write an OCI image layout directory (new, empty, or an earlier layout: replaced).")
     @click.option("--docker-archive", type=PATH, help="Write a docker-archive tarball (`docker load -i`).")
     @click.option("--push", "push_repo", metavar="REGISTRY/REPO", help="Push to this repository.")
     @click.option("-t", "--tag", "tags", multiple=True, help="Extra tag (repeat). The lock hash tag is always added.")

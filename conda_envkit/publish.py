@@ -11,7 +11,7 @@ from conda_envkit.bake import BakedImage, BakeError, BakeOptions
 from conda_envkit.labels import label_key
 from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
-from conda_envkit.oci.layout import REF_NAME, write_layout
+from conda_envkit.oci.layout import REF_NAME, check_layout_target, write_layout
 from conda_envkit.oci.reference import check_tag, parse_image_ref
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.record import BakeRecord, PlatformRecord
@@ -71,10 +71,28 @@ def default_tags(baked: BakedImage, extra: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys([first, *(check_tag(t) for t in extra)]))
 
 
-def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
-    """Write the layout and archive, push, and return the references that now name the image."""
+def check_targets(targets: BakeTargets, platforms: int) -> None:
+    """Refuse targets that cannot take an image of `platforms` platforms, before anything is fetched or built:
+    no target at all, an --oci path that is not a layout (it would be replaced), a --docker-archive that is a
+    directory or for several platforms, a --push with a tag or digest."""
     if not (targets.oci_layout or targets.docker_archive or targets.push):
         raise BakeError("nothing to write", hint="pass --oci DIR, --docker-archive FILE and/or --push REGISTRY/REPO")
+    if targets.oci_layout is not None:
+        check_layout_target(targets.oci_layout)
+    if targets.docker_archive is not None:
+        if platforms != 1:
+            raise BakeError("a docker-archive holds one platform", hint="bake one -p for --docker-archive, or use --oci/--push for several")
+        if targets.docker_archive.is_dir():
+            raise BakeError(f"--docker-archive {targets.docker_archive} is a directory", hint="pass a file name (e.g. image.tar)")
+    if targets.push is not None:
+        ref = parse_image_ref(targets.push)
+        if ref.tag or ref.digest:
+            raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
+
+
+def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
+    """Write the layout and archive, push, and return the references that now name the image."""
+    check_targets(targets, len(baked.platforms))
     tags = default_tags(baked, targets.tags)
     references: list[str] = []
     outputs: dict[str, str] = {}
@@ -85,16 +103,12 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
         outputs["oci"] = str(targets.oci_layout)
         references.append(f"oci:{targets.oci_layout}:{tags[0]}")
     if targets.docker_archive is not None:
-        if len(baked.platforms) != 1:
-            raise BakeError("a docker-archive holds one platform", hint="bake one -p for --docker-archive, or use --oci/--push for several")
         name = targets.push or f"envkit/{baked.platforms[0].labels['org.opencontainers.image.title']}"
         write_docker_archive(targets.docker_archive, store, baked.top, [f"{name}:{t}" for t in tags], baked.epoch)
         outputs["docker-archive"] = str(targets.docker_archive)
         references.append(f"docker-archive:{targets.docker_archive}")
     if targets.push is not None:
         ref = parse_image_ref(targets.push)
-        if ref.tag or ref.digest:
-            raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
         from conda_envkit.oci.registry import RegistryClient
         from conda_envkit.oci.transfer import ImageToPush, push_image
 

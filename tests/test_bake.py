@@ -230,8 +230,9 @@ def test_tampered_package_is_named_and_nothing_is_written(tmp_path: Path, image_
     shutil.copytree(image_channel, channel)
     work = tmp_path / "work"
     _lock(work, channel, ["greet=1.0"])
-    (work / "image").mkdir()
-    (work / "image" / "keep").write_text("the previous layout")
+    (work / "image").mkdir()  # a previous layout: the only kind of directory --oci replaces
+    (work / "image" / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (work / "image" / "index.json").write_text('{"schemaVersion":2,"manifests":[]} the previous layout')
     target = channel / "noarch" / "greet-1.0-0.conda"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -239,7 +240,7 @@ def test_tampered_package_is_named_and_nothing_is_written(tmp_path: Path, image_
     result = run_envkit("bake", "--oci", "image", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 2
     assert "greet 1.0 0: sha256 mismatch" in result.stderr
-    assert (work / "image" / "keep").read_text() == "the previous layout"
+    assert (work / "image" / "index.json").read_text().endswith("the previous layout")
     assert not (work / "bake.json").exists()
 
 

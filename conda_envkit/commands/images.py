@@ -163,7 +163,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.oci.layer import Compression
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.progress import progress_for
-    from conda_envkit.publish import BakeTargets, bake_record, insecure_hosts, publish_image
+    from conda_envkit.publish import BakeTargets, bake_record, check_targets, insecure_hosts, publish_image
     from conda_envkit.record import write_record
 
     lf = read_lockfile(request.lockfile)
@@ -185,6 +185,10 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     registries = [parse_image_ref(r).registry for r in named if is_registry_ref(r)]
     registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])
     insecure_list = insecure_hosts(registries, request.insecure)
+    targets = BakeTargets(
+        oci_layout=request.oci_dir, docker_archive=request.docker_archive, push=request.push_repo, tags=request.tags, insecure=insecure_list
+    )
+    check_targets(targets, len(chosen))  # before anything is fetched or built
     if cache_refs or cache_to_ref:
         clients = RegistryClients(insecure_list)
     remote = clients.load(cache_refs, say) if clients is not None and cache_refs else None
@@ -195,9 +199,6 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     progress = progress_for(quiet)
     settings = load_settings(request.config, None, list(request.mirrors))
     baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
-    targets = BakeTargets(
-        oci_layout=request.oci_dir, docker_archive=request.docker_archive, push=request.push_repo, tags=request.tags, insecure=insecure_list
-    )
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
     if clients is not None:

@@ -22,13 +22,41 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+_LAYOUT_ENTRIES = frozenset({"oci-layout", "index.json", "blobs"})
+
+
+def check_layout_target(path: Path, setting: str = "--oci") -> Path:
+    """`path` (absolute) if an image layout may be written there: nothing there yet, an empty directory, or an
+    OCI image layout (which is replaced whole). Anything else is refused before any work, never deleted: a
+    directory of other files, a regular file, a symlink, or the current directory or one above it."""
+    path = Path(os.path.abspath(path))
+    if path.is_symlink():
+        raise OciError(f"{setting} {path} is a symbolic link", hint="pass the directory it points to, or a new directory")
+    here, real = Path.cwd().resolve(), path.resolve()
+    if real == here or real in here.parents:
+        raise OciError(f"{setting} {path} is the current directory or holds it", hint="pass a new directory for the image layout")
+    if not os.path.lexists(path):
+        return path
+    if not path.is_dir():
+        raise OciError(f"{setting} {path} exists and is not a directory", hint="pass a new directory for the image layout")
+    names = {entry.name for entry in path.iterdir()}
+    if names and not {"oci-layout", "index.json"} <= names:  # a layout (envkit's, skopeo's, umoci's, buildx's)
+        shown = ", ".join(sorted(names - _LAYOUT_ENTRIES)[:3]) or "no oci-layout or index.json"
+        raise OciError(
+            f"{setting} {path} exists and is not an OCI image layout ({shown})",
+            hint="pass a new or empty directory; an existing image layout is replaced, anything else is left alone",
+        )
+    return path
+
+
 def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: list[Descriptor]) -> None:
     """Write an OCI layout at `path` holding `blobs` and an index of `manifests`.
 
     The layout is assembled in a sibling temp directory and renamed into place, so
-    `path` holds either the previous layout or the complete new one, never a mix.
+    `path` holds either the previous layout or the complete new one, never a mix. Only a
+    layout is ever replaced (check_layout_target).
     """
-    path = path.absolute()
+    path = check_layout_target(path)
     staging = staging_dir(path, ".tmp", "--oci")
     try:
         (staging / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conda_envkit import files
-from tests.conftest import run_envkit, write_env
+from tests.conftest import Result, run_envkit, write_env
 
 
 def _env_text(channel: Path, deps: str = "  - hello\n", extra: str = "") -> str:
@@ -377,3 +377,60 @@ def test_an_output_that_is_a_pipe_or_device_is_written_through_not_replaced(
         again = run_envkit(*[str(device) if a == "OUT" else a for a in command], cwd=tmp_path)
         assert again.returncode == 0, again.output
         assert stat.S_ISCHR(device.lstat().st_mode)
+
+
+def _bake_to(tmp_path: Path, toy_lock: Path, *target: str | Path, cwd: Path | None = None) -> Result:
+    return run_envkit(
+        "bake", "-q", "--lockfile", toy_lock, "-p", "linux-64", "--cache-dir", tmp_path / "cache", *target, cwd=cwd or tmp_path
+    )
+
+
+def test_bake_never_replaces_what_is_not_an_image_layout(tmp_path: Path, toy_lock: Path) -> None:
+    """--oci replaces an earlier image layout, nothing else: a directory of other files, a regular file, a
+    symlink or the current directory is refused before anything is fetched or built, and left as it was."""
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "mydata" / "notes.txt").write_text("important\n")
+    (tmp_path / "regular").write_text("keep me\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to("elsewhere")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "environment.yml").write_text("channels: []\n")
+    cases = {
+        "mydata": "exists and is not an OCI image layout (notes.txt)",
+        "regular": "exists and is not a directory",
+        "link": "is a symbolic link",
+        str(work): "is the current directory or holds it",
+        ".": "is the current directory or holds it",
+        "..": "is the current directory or holds it",
+    }
+    for target, message in cases.items():
+        result = _bake_to(tmp_path, toy_lock, "--oci", target, cwd=work if target in (".", "..", str(work)) else tmp_path)
+        assert result.returncode == 2, (target, result.output)
+        assert message in _error_line(result.stderr), (target, result.stderr)
+    assert (tmp_path / "mydata" / "notes.txt").read_text() == "important\n"
+    assert (tmp_path / "regular").read_text() == "keep me\n"
+    assert (tmp_path / "link").is_symlink() and list((tmp_path / "elsewhere").iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == ["environment.yml"]
+    assert not (tmp_path / "cache" / "pkgs").exists()  # refused before any package was fetched
+
+
+def test_bake_checks_its_targets_before_any_work(tmp_path: Path, toy_lock: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    for target, message in (
+        ((), "nothing to write"),
+        (("--docker-archive", "adir"), "is a directory"),
+        (("--push", "localhost:5000/team/train:v1"), "give the repository without tag or digest"),
+    ):
+        result = _bake_to(tmp_path, toy_lock, *target)
+        assert result.returncode == 2, (target, result.output)
+        assert message in result.stderr, (target, result.stderr)
+    assert not (tmp_path / "cache" / "pkgs").exists()
+
+
+def test_bake_replaces_an_earlier_layout_and_writes_into_an_empty_directory(tmp_path: Path, toy_lock: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert _bake_to(tmp_path, toy_lock, "--oci", "empty").returncode == 0
+    first = (tmp_path / "empty" / "index.json").read_bytes()
+    assert _bake_to(tmp_path, toy_lock, "--oci", "empty").returncode == 0  # now a layout: replaced whole
+    assert (tmp_path / "empty" / "index.json").read_bytes() == first
