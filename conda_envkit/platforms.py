@@ -96,6 +96,13 @@ class PlatformError(EnvkitError):
     """A platform, virtual package or variant request that cannot be honoured."""
 
 
+def host_platform() -> str:
+    """This machine's conda platform (linux-64, osx-arm64, ...)."""
+    from rattler import Platform
+
+    return str(Platform.current())
+
+
 def check_platform(name: str, where: str) -> str:
     """Return `name` if it is a known platform, else raise naming `where` it came from."""
     if name not in KNOWN_PLATFORMS:

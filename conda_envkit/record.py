@@ -12,6 +12,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.platforms import host_platform
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"
 
@@ -181,13 +182,18 @@ def _lock_fact(lockfile: Lockfile, platform: str, name: str) -> str | None:
 
 
 def _pick_platform(available: list[str], platform: str | None, where: str) -> str | None:
+    """The platform whose details a record carries: `platform`, else the only one, else this machine's (the
+    environment a run on this machine uses); None if this machine's is not there (the record of the whole lock)."""
     if platform is not None:
         if platform not in available:
             raise RecordError(
                 f"{where}: platform {platform} is not there (it has {', '.join(available)})", hint="pass -p with one of those"
             )
         return platform
-    return available[0] if len(available) == 1 else None
+    if len(available) == 1:
+        return available[0]
+    host = host_platform()
+    return host if host in available else None
 
 
 def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentRecord:

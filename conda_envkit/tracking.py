@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.installed_state import LOCK_COPY
+from conda_envkit.platforms import host_platform
 from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_labels, record_from_lock
 
 
@@ -42,12 +43,9 @@ def environment_info(
             "no environment record found: not in an envkit image or environment ($ENVKIT_LOCK_FILE unset)",
             hint="pass lockfile= or record= (a bake.json)",
         )
-    from rattler import Platform
-
     result = record_from_lock(path, platform)
-    if result.platform is None:
-        host = str(Platform.current())
-        result = record_from_lock(path, host)
+    if result.platform is None:  # this machine's platform is not in the lock: say so, naming those it has
+        result = record_from_lock(path, host_platform())
     about = path.parent / "environment.json"
     if lockfile is None and about.is_file():
         labels = json.loads(about.read_text(encoding="utf-8")).get("labels", {})

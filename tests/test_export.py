@@ -48,6 +48,28 @@ def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: 
     assert missing.returncode == 2 and "nothing to export" in missing.stderr
 
 
+def test_a_lock_of_several_platforms_records_this_machines(tmp_path: Path, image_channel: Path) -> None:
+    """No -p: the platform this machine runs (what a training run here uses), never a record without packages."""
+    from conda_envkit.platforms import host_platform
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\nplatforms: [linux-64, linux-aarch64]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    data = json.loads(run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "json", cwd=work).stdout)
+    assert data["platform"] == host_platform() == "linux-64" and "greet=1.0=0" in data["packages"]
+    other = json.loads(run_envkit("export", "--lockfile", "conda-lock.yml", "-p", "linux-aarch64", "--to", "json", cwd=work).stdout)
+    assert other["platform"] == "linux-aarch64" and other["packages"]
+
+    foreign = tmp_path / "foreign"  # a lock for other machines only: the platform must be named
+    write_env(foreign, f"channels: [{image_channel}]\nplatforms: [linux-aarch64, linux-64]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=foreign).returncode == 0
+    text = (foreign / "conda-lock.yml").read_text().replace("linux-64", "linux-ppc64le")  # as a lock made for two other machines
+    (foreign / "conda-lock.yml").write_text(text)
+    refused = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "json", cwd=foreign)
+    assert refused.returncode == 2, refused.output
+    assert "has several platforms, and not this machine's" in refused.stderr and "pass -p" in refused.stderr
+
+
 def test_mlflow_run_and_model_version_are_tagged(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conda_envkit.commands import EXIT_STALE, Output
-from conda_envkit.commands.images import host_platform, insecure_for, load_image
+from conda_envkit.commands.images import insecure_for, load_image
 from conda_envkit.labels import ImageLabels, label_key
+from conda_envkit.platforms import host_platform
 
 
 @dataclass(frozen=True)

@@ -73,13 +73,6 @@ class BakeResult:
     warnings: tuple[str, ...] = ()  # printed even with -q: cache entries that did not match their keys
 
 
-def host_platform() -> str:
-    """This machine's conda platform."""
-    from rattler import Platform
-
-    return str(Platform.current())
-
-
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     out = {}
     for value in values:

@@ -64,6 +64,10 @@ def run_export(request: ExportRequest, output: Output) -> Output:
     from conda_envkit.record import RecordError
 
     record = export_record(request)
+    if record.platform is None and set(request.destinations) - {"registry"}:
+        # Several platforms, none of them this machine's: a record without a package list would pass silently.
+        where = request.record_path or request.lockfile or request.image
+        raise RecordError(f"{where} has several platforms, and not this machine's", hint="pass -p with the platform to record")
     lock_artifact = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
     if "registry" in request.destinations and not request.record_path:
         raise RecordError("--to registry needs the bake record", hint="pass --record bake.json (and --lockfile if it moved)")
