@@ -86,7 +86,14 @@ def up_to_date(lockfile_path: Path, prefix: Path, platform: str) -> bool:
             return False
     except OSError:
         return False
-    return all((prefix / record).is_file() for record in state.records)
+    # Exactly the records it installed: one another tool added (`conda install x` into the prefix) is a change too.
+    try:
+        present = {f"conda-meta/{name}" for name in os.listdir(prefix / "conda-meta") if name.endswith(".json")}
+        pip = prefix / "conda-meta" / "envkit" / "pip"
+        present |= {f"conda-meta/envkit/pip/{name}" for name in os.listdir(pip) if name.endswith(".json")} if pip.is_dir() else set()
+    except OSError:
+        return False
+    return present == set(state.records) and all((prefix / record).is_file() for record in state.records)
 
 
 def state_from_prefix(prefix: Path, platform: str, target_prefix: str, lock_sha256: str) -> InstalledState:

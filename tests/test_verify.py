@@ -35,6 +35,18 @@ def test_clean_prefix_passes_and_tampering_is_caught(tmp_path: Path, image_chann
     assert bad.returncode == 1
     findings = {(f["kind"], f["package"].split()[0]) for f in json.loads(bad.stdout)["findings"]}
     assert findings == {("modified-file", "greet"), ("missing-file", "busybox"), ("extra-package", "smalldata")}
+    # What to do: files changed in place need a fresh prefix (install would call it up to date).
+    told = run_envkit("verify", "--prefix", "env", "-p", "linux-64", cwd=work)
+    assert "hint: files changed in place are not repaired by install" in told.stderr
+    assert "envkit install --lockfile conda-lock.yml --prefix env" in told.stderr
+    # Only a package too many: install removes it, and verify then passes.
+    shutil.rmtree(prefix)
+    _install(work, image_channel, cache, "greet=1.0", "env")
+    shutil.copy(meta, prefix / "conda-meta" / meta.name)
+    extra = run_envkit("verify", "--prefix", "env", "-p", "linux-64", cwd=work)
+    assert extra.returncode == 1 and "adds, removes and replaces those packages" in extra.stderr, extra.output
+    assert run_envkit("install", "-q", "--prefix", "env", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    assert run_envkit("verify", "--prefix", "env", "-p", "linux-64", cwd=work).returncode == 0
 
 
 def test_image_verifies_from_layout_and_registry(tmp_path: Path, image_channel: Path, registry: Registry) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conda_envkit.commands import EXIT_STALE, Output
 from conda_envkit.commands.images import insecure_for, load_image
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.platforms import host_platform
+
+if TYPE_CHECKING:
+    from conda_envkit.verify import Finding
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def verify_output(
         for f in findings:
             output.err(f"{f.kind:<16} {f.package}: {f.detail}")
         output.err(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})")
+        output.err(f"  hint: {_repair_hint(findings, lockfile, prefix)}")
     else:
         output.out(f"{target}: matches {lockfile} ({chosen})")
     if recipe_files and not as_json:
@@ -134,6 +140,19 @@ def verify_output(
     elif the_base is not None and the_base.source == "none":
         output.err("note: the image names no base, so every layer is checked as envkit's; pass --base to name one")
     return output
+
+
+_PACKAGE_KINDS = frozenset({"missing-package", "extra-package", "wrong-package"})
+
+
+def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -> str:
+    """What brings the target back to the lock: `install` syncs packages; files changed in place need a fresh prefix."""
+    if prefix is None:
+        return "bake the image again from the lock (an image is never repaired in place)"
+    install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
+    if all(f.kind in _PACKAGE_KINDS for f in findings):
+        return f"`{install}` adds, removes and replaces those packages"
+    return f"files changed in place are not repaired by install: move out any file you need, remove the prefix, then `{install}`"
 
 
 def doctor_output(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> Output:
