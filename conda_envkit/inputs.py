@@ -263,10 +263,19 @@ class _StrictLoader(Composer, *_ParserBases, SafeConstructor, Resolver):  # type
         return node
 
 
+def yaml_error_line(text: str, line: int) -> tuple[int, str]:
+    """The 1-based line a YAML error mark (0-based `line`) names, and a note when the parser only noticed the
+    problem at the end of the file (its mark is then past the last line: the last line is named instead)."""
+    last = max(1, len(text.splitlines()))
+    return (line + 1, "") if line + 1 <= last else (last, " (noticed at the end of the file)")
+
+
 def _yaml_error(name: str, text: str, exc: yaml.YAMLError) -> InvalidYaml:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    at_end = ""
     if mark is not None:
-        where = f"{name}:{mark.line + 1}"
+        line, at_end = yaml_error_line(text, mark.line)
+        where = f"{name}:{line}"
     elif isinstance(exc, ReaderError):
         where = f"{name}:{text.count(chr(10), 0, exc.position) + 1}"
         return InvalidYaml(f"{where}: invalid YAML: character U+{exc.character:04X} is not allowed", hint="remove the control character")
@@ -275,7 +284,7 @@ def _yaml_error(name: str, text: str, exc: yaml.YAMLError) -> InvalidYaml:
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     context = getattr(exc, "context", None)
     detail = f"{context}, {problem}" if context and problem else problem
-    return InvalidYaml(f"{where}: invalid YAML: {detail}", hint="fix the YAML syntax at that line")
+    return InvalidYaml(f"{where}: invalid YAML: {detail}{at_end}", hint="fix the YAML syntax at that line")
 
 
 def compose_yaml(source: InputText) -> Node | None:

@@ -559,7 +559,7 @@ def parse_lock_text(text: str, path: Path) -> LockFile:
 def read_lock(path: Path) -> LockFile:
     """Read and validate a conda-lock.yml (UTF-8, whatever the locale)."""
     if str(path) not in ("-", "/dev/stdin") and not os.path.lexists(path):
-        raise LockFileError(f"{path}: lock file not found", hint="run `envkit lock` first, or pass --lockfile")
+        raise LockFileError(f"{path}: lock file not found", hint="run `envkit lock` first, or point at an existing lock file")
     # Read once, UTF-8 whatever the locale, within the input size cap, never from a device.
     return parse_lock_text(read_input(path, "lock file").text, path)
 

@@ -188,6 +188,11 @@ def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[lis
         where = _where(path, item)
         if isinstance(item, yaml.ScalarNode):
             text = str(item.value).strip()
+            if not item.style and " - " in text:  # plain, not quoted: `- a` then `   - b` (one space too deep) reads as one entry "a - b"
+                raise SpecError(
+                    f"{where}: dependency {text!r} holds ' - ': is the next `- entry` line indented too far?",
+                    hint="give every `- entry` of the list the same indentation",
+                )
             try:
                 match_spec = MatchSpec(text, strict=False)  # conda's grammar: `pytorch=1.8.1=py3.8_cuda11.1_0`
             except Exception as exc:  # rattler raises its own InvalidMatchSpecError

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.inputs import yaml_error_line
 
 MAX_DEPTH = 32
 # PyYAML's C composer recurses once per nesting level; far below this it is safe.
@@ -59,11 +60,12 @@ def _may_nest_deeply(text: str) -> bool:
     return flow + 2 * longest + 2 > _SAFE_NESTING
 
 
-def _syntax_error(exc: yaml.YAMLError, path: Path, error: type[EnvkitError], what: str) -> EnvkitError:
+def _syntax_error(exc: yaml.YAMLError, text: str, path: Path, error: type[EnvkitError], what: str) -> EnvkitError:
     mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    line, at_end = yaml_error_line(text, mark.line) if mark is not None else (0, "")
+    where = f"{path}:{line}" if mark is not None else str(path)
     problem = getattr(exc, "problem", None) or "invalid YAML"
-    return error(f"{where}: invalid YAML in {what}: {problem}", hint=_HINT)
+    return error(f"{where}: invalid YAML in {what}: {problem}{at_end}", hint=_HINT)
 
 
 def compose_strict(text: str, path: Path, error: type[EnvkitError], what: str, aliases: bool = False) -> yaml.Node | None:
@@ -79,7 +81,7 @@ def compose_strict(text: str, path: Path, error: type[EnvkitError], what: str, a
         try:
             node = yaml.compose(text, Loader=StrictLoader)
         except yaml.YAMLError as exc:
-            raise _syntax_error(exc, path, error, what) from None
+            raise _syntax_error(exc, text, path, error, what) from None
         return node  # aliases here become shared nodes: readers that refuse them check for reuse
     return _compose_events(text, path, error, what, aliases)
 
@@ -137,6 +139,6 @@ def _compose_events(text: str, path: Path, error: type[EnvkitError], what: str, 
             elif kind is yaml.StreamEndEvent:
                 return root
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc, path, error, what) from None
+        raise _syntax_error(exc, text, path, error, what) from None
     finally:
         loader.dispose()

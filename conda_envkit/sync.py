@@ -141,7 +141,7 @@ def sync_environment(
     state = read_state(prefix)
     if state is not None and (state.target_prefix != str(prefix) or state.platform != platform):
         raise InstallError(
-            f"{prefix} holds a {state.platform} environment made for {state.target_prefix}",
+            f"{prefix} holds an environment for {state.platform}, made for {state.target_prefix}",
             hint="install into a new prefix (files carry the prefix they were installed for)",
         )
     packages = conda_packages(lockfile, platform)

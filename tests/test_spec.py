@@ -106,7 +106,10 @@ def test_conflicting_channel_order_is_an_error(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - pandas\n bad: [\n", "environment.yml:5: invalid YAML"),
+        # Noticed only at the end: the last line is named, not a line past it.
+        ("channels: [conda-forge]\ndependencies:\n  - numpy\n-pandas\n", "environment.yml:4: invalid YAML"),
         ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - 'numpy >=>1'\n", "environment.yml:4: invalid dependency"),
+        ("channels: [conda-forge]\ndependencies:\n  - python=3.11\n   - numpy\n", "environment.yml:3: dependency 'python=3.11 - numpy'"),
         ("channels: [conda-forge]\ndependencies:\n  - numpy  # [py311]\n", "environment.yml:3: unknown selector 'py311'"),
         ("channels: [conda-forge]\ndependencies: []\n", "no dependencies for linux-64"),
         ("channels: [conda-forge]\nplatforms: [linux-32]\ndependencies: [numpy]\n", "environment.yml:2: unknown platform 'linux-32'"),

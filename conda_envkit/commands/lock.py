@@ -71,7 +71,8 @@ def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas
     try:
         driver = parse_cuda_driver(request.cuda, "--cuda") if request.cuda is not None else None
     except PlatformError as exc:
-        raise BadFlag(f"{exc.message} ({exc.hint})", "--cuda") from None
+        # click prefixes "Invalid value for --cuda: ": the message need not name the flag again.
+        raise BadFlag(f"{exc.message.removeprefix('--cuda: ')} ({exc.hint})", "--cuda") from None
     return driver, parse_blas(request.blas)
 
 
@@ -163,7 +164,9 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
         raise
     finally:
         forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
-    reporter.done("solve", f"{sum(len(o.solved) for o in outcomes)} platform(s) solved ({', '.join(spec.platforms)})")
+    solves = sum(len(o.solved) for o in outcomes)
+    variants = f" in {len(outcomes)} variants ({solves} solves)" if len(outcomes) > 1 else ""
+    reporter.done("solve", f"{len(spec.platforms)} platform(s) solved{variants} ({', '.join(spec.platforms)})")
     return outcomes
 
 

@@ -197,7 +197,7 @@ def test_small_aliases_are_fine() -> None:
 @pytest.mark.parametrize(
     ("body", "where"),
     [
-        ("a: [1\n", "in.yml:2: invalid YAML"),
+        ("a: [1\n", "in.yml:1: invalid YAML"),  # noticed at the end: the last line, never one past it
         ("a: *nope\n", "in.yml:1: invalid YAML: found undefined alias"),
         ("a: 1\nb: \x00\n", "in.yml:2: invalid YAML: character U+0000"),
         ("a: 1\n---\nb: 2\n", "in.yml:2: invalid YAML"),
