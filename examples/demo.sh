@@ -65,3 +65,4 @@ fi
 echo "demo: run the image (CMD hello):"
 echo "  $run_umoci"
 echo "  podman run --rm oci:$demo/image:$tag"
+echo "demo: next, the CLI is $envkit (or: source .venv/bin/activate, then envkit --help); try it on your own environment.yml"
