@@ -138,9 +138,21 @@ def insecure_for(references: list[str], insecure: bool) -> tuple[str, ...]:
     return insecure_hosts([parse_image_ref(r).registry for r in references if is_registry_ref(r)], insecure)
 
 
-def bake_platforms(lf: LockFile, platforms: tuple[str, ...]) -> list[str]:
-    """The platforms to bake: as given, else linux-64, else the lock's first linux platform."""
-    linux = [p for p in lf.metadata.platforms if p.startswith("linux-")]
+def bake_platforms(lf: LockFile, platforms: tuple[str, ...], lockfile: Path | None = None) -> list[str]:
+    """The platforms to bake: as given (each known, in the lock and an image platform: checked before any
+    work), else linux-64, else the lock's first linux platform."""
+    from conda_envkit.oci.image import oci_platform
+    from conda_envkit.platforms import PlatformError, check_platform
+
+    locked = list(lf.metadata.platforms)
+    for platform in platforms:
+        check_platform(platform, "-p")
+        oci_platform(platform)  # an image platform at all, before whether the lock has it
+        if platform not in locked:
+            has = ", ".join(locked)
+            message = f"{lockfile or 'lock'}: platform {platform} is not in the lock (it has {has})"
+            raise PlatformError(message, hint="pass -p with one of those")
+    linux = [p for p in locked if p.startswith("linux-")]
     return list(platforms) or (["linux-64"] if "linux-64" in linux or not linux else linux[:1])
 
 
@@ -160,7 +172,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.record import write_record
 
     lf = read_lockfile(request.lockfile)
-    chosen = bake_platforms(lf, request.platforms)
+    chosen = bake_platforms(lf, request.platforms, request.lockfile)
     options, base_refs, _recipe = image_options(lf, chosen, request.image)
     policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
     options = replace(options, compression=Compression(request.compression), policy=policy)

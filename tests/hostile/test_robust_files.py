@@ -425,6 +425,13 @@ def test_bake_checks_its_targets_before_any_work(tmp_path: Path, toy_lock: Path)
         result = _bake_to(tmp_path, toy_lock, *target)
         assert result.returncode == 2, (target, result.output)
         assert message in result.stderr, (target, result.stderr)
+    lock = yaml.safe_load(toy_lock.read_text())
+    missing = next(p for p in ("linux-aarch64", "linux-ppc64le") if p not in lock["metadata"]["platforms"])
+    for platform, message in (("win-65", "unknown platform 'win-65'"), (missing, f"platform {missing} is not in the lock")):
+        argv = ("bake", "--lockfile", toy_lock, "-p", platform, "--cache-dir", tmp_path / "cache", "--oci", "img")
+        result = run_envkit(*argv, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (platform, result.output)
+        assert "base " not in result.stderr  # said before anything is loaded
     assert not (tmp_path / "cache" / "pkgs").exists()
 
 
