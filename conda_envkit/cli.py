@@ -93,7 +93,7 @@ DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 def lockfile_option(help: str | None = None, default: Path | None = Path("conda-lock.yml")) -> Callable[[F], F]:
-    return click.option("--lockfile", type=PATH, default=default, show_default=default is not None, help=help)
+    return click.option("--lockfile", type=PATH, default=default, show_default=default is not None, help=help or "The lock file to read.")
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
@@ -208,7 +208,11 @@ def _lock_command() -> click.Command:
         help="environment.yml (repeat to merge; later files win per package). [default: environment.yml]",
     )  # fmt: skip
     @click.option(
-        "-p", "--platform", "platforms", multiple=True, help="Platform to lock (repeat; overrides `platforms:`). [default: linux-64]"
+        "-p",
+        "--platform",
+        "platforms",
+        multiple=True,
+        help="Platform to lock (repeat; overrides `platforms:`). [default: the file's `platforms:`, else linux-64]",
     )
     @lockfile_option(help="Lock file to write; variants go next to it as <stem>.<variant>.yml.")
     @click.option(
@@ -310,7 +314,10 @@ def _bake_command() -> click.Command:
     @click.option("--cmd", help="Cmd: a JSON array or a command line.")
     @click.option("--workdir", help="Working directory.")
     @click.option("--user", help="User (name or uid[:gid]).")
-    @click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+    @click.option(
+        "--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True,
+        help="Layer compression: gzip runs everywhere; zstd is faster and smaller (containerd 1.5+, podman, docker 23+).",
+    )  # fmt: skip
     @click.option(
         "--large-package-mb",
         type=click.IntRange(min=0),
@@ -365,7 +372,9 @@ def _install_command() -> click.Command:
 def _export_command() -> click.Command:
     @click.command("export")
     @click.option("--record", "record_path", type=PATH, help="A bake record (bake.json).")
-    @lockfile_option(help="A lock file (also the artifact logged to trackers).", default=None)
+    @lockfile_option(
+        help="A lock file (also the artifact logged to trackers). [default: ./conda-lock.yml if no other source]", default=None
+    )
     @click.option("--image", help="An image: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME]; the record comes from its labels.")
     @click.option("-p", "--platform", help="Which platform's details to export (when there are several).")
     @click.option(

@@ -81,7 +81,9 @@ def write_build_context(
     out = out.absolute()
     if out.is_symlink():
         raise BakeError(f"{out} is a symbolic link", hint="pass the directory it points to, or a new directory")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise BakeError(f"{out} is a file, not a directory", hint="write the build context to a new directory")
+    if out.exists() and any(out.iterdir()):
         raise BakeError(f"{out} is not an empty directory", hint="write the build context to a new directory")
     try:
         tmp_dir(cache_dir).mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,9 @@ def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: 
     outputs = tmp_path / "github_output"
     run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "github", cwd=work, env={"GITHUB_OUTPUT": str(outputs)})
     assert f"lock_hash={lock_hash}" in outputs.read_text().splitlines()
-    missing = run_envkit("export", "--to", "json", cwd=work)
+    default = run_envkit("export", "--to", "json", cwd=work)  # ./conda-lock.yml, as every command reads by default
+    assert json.loads(default.stdout)["lock_hash"] == lock_hash
+    missing = run_envkit("export", "--to", "json", cwd=tmp_path)
     assert missing.returncode == 2 and "nothing to export" in missing.stderr
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +40,9 @@ def export_record(request: ExportRequest) -> EnvironmentRecord:
     from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_layout, record_from_lock
 
     if not (request.record_path or request.lockfile or request.image):
-        raise RecordError("nothing to export", hint="pass --record bake.json, --lockfile conda-lock.yml or --image REF")
+        if not Path("conda-lock.yml").is_file():
+            raise RecordError("nothing to export", hint="pass --record bake.json, --lockfile conda-lock.yml or --image REF")
+        request = replace(request, lockfile=Path("conda-lock.yml"))  # as every other command reads by default
     if request.record_path and request.image:
         raise RecordError("--record and --image exclude each other", hint="pass one source")
     if request.record_path:
@@ -66,7 +68,7 @@ def run_export(request: ExportRequest, output: Output) -> Output:
     record = export_record(request)
     if record.platform is None and set(request.destinations) - {"registry"}:
         # Several platforms, none of them this machine's: a record without a package list would pass silently.
-        where = request.record_path or request.lockfile or request.image
+        where = request.record_path or request.lockfile or request.image or record.lockfile
         raise RecordError(f"{where} has several platforms, and not this machine's", hint="pass -p with the platform to record")
     lock_artifact = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
     if "registry" in request.destinations and not request.record_path:
