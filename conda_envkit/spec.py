@@ -273,11 +273,19 @@ def _cuda_value(node: yaml.Node, path: str, key: str = "envkit.cuda") -> str | N
     return parse_cuda_driver(value, f"{_where(path, node)}: `{key}`")
 
 
+def _known_keys(key: str, known: frozenset[str] | set[str]) -> str:
+    """The hint for an unknown key: the closest known one (a typo), then all of them."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return (f"did you mean `{close[0]}`? " if close else "") + f"known keys: {', '.join(sorted(known))}"
+
+
 def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[str, Blas], ...], tuple[Variant, ...]]:
     keys = _mapping(node)
     for key in keys:
         if key not in _ENVKIT_KEYS:
-            raise SpecError(f"{path}: unknown key `envkit.{key}`", hint=f"known keys: {', '.join(sorted(_ENVKIT_KEYS))}")
+            raise SpecError(f"{_where(path, keys[key])}: unknown key `envkit.{key}`", hint=_known_keys(key, _ENVKIT_KEYS))
     cuda = _cuda_value(keys["cuda"], path) if "cuda" in keys else None
     blas = _parse_blas(keys["blas"], path) if "blas" in keys else ()
     if "variants" in keys and not isinstance(keys["variants"], yaml.MappingNode):
@@ -291,7 +299,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
             if key not in _VARIANT_KEYS:
                 raise SpecError(
                     f"{_where(path, vkeys[key])}: unknown key `{key}` in variant {name!r}",
-                    hint=f"known keys: {', '.join(sorted(_VARIANT_KEYS))}",
+                    hint=_known_keys(key, _VARIANT_KEYS),
                 )
         platforms = (
             tuple(check_platform(p, w) for p, w in _scalar_list(vkeys["platforms"], path, "platforms")) if "platforms" in vkeys else ()
@@ -322,14 +330,13 @@ def _top_level(source: InputText) -> dict[str, yaml.Node]:
     raw = compose_yaml(source)
     if not isinstance(raw, yaml.MappingNode):
         raise SpecError(
-            f"{source.name}: expected a mapping with `channels:` and `dependencies:`", hint="see examples/ for a complete environment.yml"
+            f"{source.name}: expected a mapping with `channels:` and `dependencies:`",
+            hint="e.g. `channels: [conda-forge]` and `dependencies: [python=3.11, numpy]`, one per line",
         )
     top = _mapping(raw)
     for key in top:
         if key not in _TOP_LEVEL_KEYS:
-            raise SpecError(
-                f"{_where(source.name, top[key])}: unknown key `{key}`", hint=f"known keys: {', '.join(sorted(_TOP_LEVEL_KEYS))}"
-            )
+            raise SpecError(f"{_where(source.name, top[key])}: unknown key `{key}`", hint=_known_keys(key, _TOP_LEVEL_KEYS))
     return top
 
 

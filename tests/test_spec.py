@@ -114,6 +114,7 @@ def test_conflicting_channel_order_is_an_error(tmp_path: Path) -> None:
         ("channels: [conda-forge]\ndependencies: []\n", "no dependencies for linux-64"),
         ("channels: [conda-forge]\nplatforms: [linux-32]\ndependencies: [numpy]\n", "environment.yml:2: unknown platform 'linux-32'"),
         ("channels: [conda-forge]\ndependency: [numpy]\n", "environment.yml:2: unknown key `dependency`"),
+        ("channels: [conda-forge]\ndependencies: [numpy]\nenvkit:\n  cudaa: '12.4'\n", "environment.yml:4: unknown key `envkit.cudaa`"),
         ("dependencies: [numpy]\n", "no channels listed"),
         ("channels: [conda-forge]\ndependencies: [numpy]\nenvkit: {blas: fastblas}\n", "unknown BLAS 'fastblas'"),
     ],
@@ -152,3 +153,10 @@ def test_missing_file(tmp_path: Path) -> None:
     result = run_envkit("lock", "-f", "nope.yml", cwd=tmp_path)
     assert result.returncode == 2
     assert "nope.yml: file not found" in result.stderr
+
+
+def test_an_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
+    write_env(tmp_path, "channels: [conda-forge]\ndependencie: [numpy]\n")
+    assert "hint: did you mean `dependencies`? known keys:" in run_envkit("lock", cwd=tmp_path).stderr
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\nenvkit: {cudaa: '12.4'}\n")
+    assert "hint: did you mean `cuda`?" in run_envkit("lock", cwd=tmp_path).stderr
