@@ -43,7 +43,7 @@ NUMERICS_PACKAGES = frozenset(
         *("tensorflow-cpu", "tensorflow-gpu", "libtensorflow", "libtensorflow_cc"),
     }
 )
-KINDS = ("added", "removed", "upgraded", "downgraded", "rebuilt")
+KINDS = ("added", "removed", "upgraded", "downgraded", "rebuilt", "moved")
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,10 @@ def _kind(old: LockedDependency, new: LockedDependency) -> str | None:
             return "upgraded" if Version(new.version) > Version(old.version) else "downgraded"
         except Exception:  # a pip version rattler cannot parse: order as text
             return "upgraded" if new.version > old.version else "downgraded"
-    if old.build != new.build or old.hash.sha256 != new.hash.sha256 or old.locked_url != new.locked_url:
+    if old.build != new.build or old.hash.sha256 != new.hash.sha256:
         return "rebuilt"
+    if old.locked_url != new.locked_url:
+        return "moved"  # the same archive (same sha256) from another URL: nothing installed changes
     return None
 
 
@@ -86,7 +88,7 @@ def diff_locks(old: Lockfile, new: Lockfile) -> list[PackageChange]:
             kind = "added" if a is None else "removed" if b is None else _kind(a, b)
             if kind is None:
                 continue
-            numerics = name.lower() in NUMERICS_PACKAGES
+            numerics = name.lower() in NUMERICS_PACKAGES and kind != "moved"  # the same bytes cannot change a result
             changes.append(PackageChange(platform, manager, name, kind, _label(a) if a else None, _label(b) if b else None, numerics))
     return changes
 
@@ -117,7 +119,7 @@ def _arrow(c: PackageChange) -> str:
 def render_text(changes: list[PackageChange], old_label: str, new_label: str) -> str:
     if not changes:
         return f"no changes between {old_label} and {new_label}\n"
-    marks = {"added": "+", "removed": "-", "upgraded": "^", "downgraded": "v", "rebuilt": "~"}
+    marks = {"added": "+", "removed": "-", "upgraded": "^", "downgraded": "v", "rebuilt": "~", "moved": ">"}
     lines = [f"--- {old_label}", f"+++ {new_label}"]
     for platform in sorted({c.platform for c in changes}):
         lines.append(f"{platform}:")

@@ -110,3 +110,19 @@ def test_numerics_flags_match_exact_names(tmp_path: Path) -> None:
         found = re.findall(r"`([A-Za-z0-9_.-]+)`", names)
         listed |= {f"nvidia-{lib}-cu{m}" for lib in found for m in (11, 12)} if kind.startswith("NVIDIA") else set(found)
     assert listed == NUMERICS_PACKAGES
+
+
+def test_the_same_archive_from_another_url_is_moved_not_rebuilt(tmp_path: Path) -> None:
+    """A channel spelled another way (./channel vs file:///…/channel, a mirror): same sha256, nothing installed
+    changes, so it is `moved`, and a numerics package is not flagged for it."""
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    channel = build_channel(tmp_path / "channel", [PackageSpec("numpy", "1.26.4", subdir="linux-64")], subdirs=("linux-64",))
+    write_env(tmp_path, f"channels: [{channel.as_uri()}]\ndependencies: [numpy]\n")
+    assert run_envkit("lock", "-q", "--lockfile", "a.lock.yml", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "a.lock.yml").read_text()
+    (tmp_path / "b.lock.yml").write_text(text.replace(channel.as_uri(), "https://mirror.example/channel"))
+    result = run_envkit("diff", "a.lock.yml", "b.lock.yml", "--format", "json", cwd=tmp_path)
+    data = json.loads(result.stdout)
+    assert [(c["name"], c["kind"], c["numerics"]) for c in data["changes"]] == [("numpy", "moved", False)]
+    assert "> numpy 1.26.4 0 -> 1.26.4 0  moved" in run_envkit("diff", "a.lock.yml", "b.lock.yml", cwd=tmp_path).stdout
