@@ -152,16 +152,39 @@ def _fold_repeats(message: str) -> str:
     return "\n".join(f"{line} (x{n})" if n > 1 else line for line, n in zip(out, counts, strict=True))
 
 
-def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Exception) -> SolveError:
+async def _versions_of(name: str, target: SolveTarget, channels: tuple[ResolvedChannel, ...], gateway: rattler.Gateway) -> list[str]:
+    """The versions of `name` the channels have for the target (from the repodata the solve loaded), newest first."""
+    try:
+        found = await asyncio.wait_for(
+            gateway.query([c.url for c in channels], [target.platform, "noarch"], [name], recursive=False),  # type: ignore[list-item]
+            network_timeout(),
+        )
+    except (TimeoutError, GatewayError, ValueError):
+        return []
+    versions = {r.version for per_channel in found for r in per_channel if r.name.normalized == name}
+    return [str(v) for v in sorted(versions, reverse=True)]
+
+
+def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Exception, versions: list[str] | None = None) -> SolveError:
     message = _fold_repeats(str(exc).strip())
     missing = _missing_package(message, target)
     names = ", ".join(c.written for c in channels)
+    if missing and missing[1] not in ("", "*") and versions:
+        # A version the channels do not have: no clash between specs, so say which versions there are.
+        source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
+        where = f" (requested at {source})" if source else ""
+        shown = ", ".join(versions[:8]) + (f" and {len(versions) - 8} older" if len(versions) > 8 else "")
+        return SolveError(
+            f"{target.label}: no {missing[0]} matching {missing[1]}{where} for {target.platform} in {names} (it has {shown})\n{message}",
+            hint="ask for a version the channel has, or add a channel that has this one",
+        )
     if missing and missing[1] in ("", "*"):
         source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
         where = f" (requested at {source})" if source else ""
         return SolveError(
             f"{target.label}: package {missing[0]!r}{where} is not available for {target.platform} in {names}\n{message}",
-            hint=f"exclude it on {target.platform} with a selector (e.g. `# [not {target.platform.split('-')[0]}]`), "
+            hint="check the name's spelling (a PyPI-only package goes under `- pip:`); "
+            f"if only {target.platform} lacks it, exclude it there with a selector (e.g. `# [not {target.platform.split('-')[0]}]`), "
             "add a channel that has it, or drop the platform",
         )
     # Name only the requested specs in the solver's explanation: the others are not the cause.
@@ -343,7 +366,9 @@ async def solve_target(
     try:
         records = await _solved(loading, solving)
     except SolverError as exc:
-        raise _explain(target, channels, exc) from None
+        missing = _missing_package(_fold_repeats(str(exc).strip()), target)
+        versions = await _versions_of(missing[0], target, channels, gateway) if missing and missing[1] not in ("", "*") else None
+        raise _explain(target, channels, exc, versions) from None
     except GatewayError as exc:
         raise _channel_read_error(target, channels, exc) from None
     if target.cuda is None:

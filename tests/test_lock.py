@@ -139,12 +139,22 @@ def test_variants_are_separate_conda_lock_files(tmp_path: Path, toy_channel: Pat
 
 
 def test_unsatisfiable_names_platform_and_spec(tmp_path: Path, toy_channel: Path) -> None:
-    write_env(tmp_path, env_text(toy_channel, ["python=3.12", "numpy >=1.26,<2", "hello >=3"]))
+    write_env(tmp_path, env_text(toy_channel, ["python=3.12", "numpy=1.26.4=py311_0", "hello"]))
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2
     assert "linux-64: the specs cannot be satisfied together" in result.stderr
-    assert "hello >=3" in result.stderr  # rattler's explanation names it
-    assert "environment.yml:7" in result.stderr
+    assert "numpy=1.26.4=py311_0" in result.stderr and "python=3.12" in result.stderr  # the two that clash
+    assert "environment.yml:6" in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_a_version_the_channel_lacks_lists_those_it_has(tmp_path: Path, toy_channel: Path) -> None:
+    """One spec asking for a version that does not exist is no clash between specs: say what there is."""
+    write_env(tmp_path, env_text(toy_channel, ["python=3.12", "numpy >=1.26,<2", "hello >=3"]))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "linux-64: no hello matching >=3 (requested at environment.yml:7)" in result.stderr
+    assert "(it has 2.0, 1.0)" in result.stderr and "cannot be satisfied together" not in result.stderr
     assert not (tmp_path / "conda-lock.yml").exists()
 
 
