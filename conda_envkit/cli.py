@@ -271,7 +271,7 @@ def _hash_command() -> click.Command:
 def _render_command() -> click.Command:
     @click.command("render")
     @lockfile_option()
-    @click.option("-p", "--platform", "platform", required=True, help="Platform to render.")
+    @click.option("-p", "--platform", "platform", help="Platform to render. [default: the lock's only one, else this machine's]")
     @click.option(
         "--kind", type=click.Choice(["explicit", "env"]), default="explicit", show_default=True,
         help="@EXPLICIT file with sha256, or a pinned environment.yml.",
@@ -283,7 +283,7 @@ def _render_command() -> click.Command:
         help="Hash on each @EXPLICIT line: md5 (every conda client) or sha256 (url#sha256:...).",
     )  # fmt: skip
     @_reports_errors
-    def render(lockfile: Path, platform: str, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
+    def render(lockfile: Path, platform: str | None, kind: str, output: Path | None, name: str | None, hash_kind: str) -> None:
         """Render one platform of the lock as an explicit file or a pinned environment.yml."""
         from conda_envkit.commands.lock import render_output
 

@@ -298,6 +298,8 @@ def test_render_explicit_and_env(tmp_path: Path, toy_channel: Path) -> None:
     run_envkit("render", "-p", "linux-64", "--kind", "env", "-o", "pinned/environment.yml", cwd=tmp_path)
     pinned = yaml.safe_load((tmp_path / "pinned" / "environment.yml").read_text())
     assert "numpy=2.0.1=py312_0" in pinned["dependencies"]
+    # Without -p: this machine's platform (linux-64 here), as install does.
+    assert run_envkit("render", "--kind", "env", cwd=tmp_path).stdout == (tmp_path / "pinned" / "environment.yml").read_text()
     # The pinned file locks to exactly the same packages.
     assert run_envkit("lock", "-p", "linux-64", cwd=tmp_path / "pinned").returncode == 0
     assert locked(tmp_path / "pinned" / "conda-lock.yml", "linux-64") == locked(tmp_path / "conda-lock.yml", "linux-64")

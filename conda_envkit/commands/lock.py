@@ -296,11 +296,18 @@ def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool
     return output
 
 
-def render_output(lockfile: Path, platform: str, kind: str, output_path: Path | None, name: str | None, hash_kind: str) -> Output:
-    """`envkit render`: one platform as an @EXPLICIT file or a pinned environment.yml."""
+def render_output(lockfile: Path, platform: str | None, kind: str, output_path: Path | None, name: str | None, hash_kind: str) -> Output:
+    """`envkit render`: one platform (given, else the lock's only one, else this machine's) as an @EXPLICIT file
+    or a pinned environment.yml."""
     from conda_envkit.lockfile import read_lockfile, render_environment_yaml, render_explicit, write_if_changed
+    from conda_envkit.platforms import PlatformError, host_platform
 
     lf = read_lockfile(lockfile)
+    if platform is None:
+        locked = list(lf.metadata.platforms)
+        platform = locked[0] if len(locked) == 1 else host_platform()
+        if platform not in locked:
+            raise PlatformError(f"{lockfile} has {', '.join(locked)}, not this machine's {platform}", hint="pass -p with one of those")
     text = render_explicit(lf, platform, hash_kind) if kind == "explicit" else render_environment_yaml(lf, platform, name)
     output = Output()
     if output_path is None:
