@@ -35,14 +35,15 @@ _STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROF
 
 
 def _reports_errors(command: F) -> F:
-    """Turn `EnvkitError` into a short message and exit code 2 (no traceback); a bad flag into click's usage error."""
+    """Turn `EnvkitError` (a refused flag value included) into a short message and exit code 2, never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except BadFlag as exc:
-            raise click.BadParameter(exc.message, param_hint=exc.option) if exc.option else click.UsageError(exc.message) from None
+        except BadFlag as exc:  # a flag's value the library refused: one `error:` line, as for any other input
+            message = f"{exc.option}: {exc.message}" if exc.option else exc.message
+            hint = exc.hint or "see the command's --help for its options"
         except EnvkitError as exc:
             message, hint = exc.message, exc.hint
         except OSError as exc:

@@ -228,3 +228,19 @@ def test_unsatisfiable_names_only_the_specs_in_the_conflict(tmp_path: Path, toy_
     conflict = next(line for line in result.stderr.splitlines() if "conflicting specs:" in line)
     assert "python=3.11 (environment.yml:4)" in conflict and "numpy=2.0.1=py312_0 (environment.yml:6)" in conflict
     assert "hello" not in conflict and "gpulib" not in conflict
+
+
+def test_a_refused_flag_value_is_one_error_line_with_a_hint(tmp_path: Path) -> None:
+    """Values the library checks (--cuda, --blas, flags that exclude each other) are said like any bad input:
+    `error: FLAG: …` and `hint:`, exit 2, not click's usage block."""
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\n")
+    for argv, said in (
+        (("--cuda", "abc"), "error: --cuda: invalid CUDA driver version 'abc'"),
+        (("--cuda", "12.4", "--no-cuda"), "error: --cuda and --no-cuda exclude each other"),
+        (("--blas", "linux-64=fastblas"), "error: --blas:"),
+    ):
+        result = run_envkit("lock", *argv, cwd=tmp_path)
+        assert result.returncode == 2, (argv, result.output)
+        assert result.stderr.startswith(said), (argv, result.stderr)
+        assert "  hint: " in result.stderr and "Usage:" not in result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
