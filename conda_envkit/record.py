@@ -202,12 +202,7 @@ def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentReco
     chosen = _pick_platform(sorted(lockfile.metadata.platforms), platform, str(path))
     if chosen is None:
         return EnvironmentRecord(source="lock", lock_hash=str(lock_hash(lockfile)), lockfile=str(path))
-    # conda packages as name=version=build, pip packages as name==version (pip's own pin syntax).
-    packages = tuple(
-        sorted(
-            f"{p.name}=={p.version}" if p.manager == "pip" else f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, chosen)
-        )
-    )
+    packages = _package_pins(lockfile, chosen)
     return EnvironmentRecord(
         source="lock",
         lock_hash=str(lock_hash(lockfile)),
@@ -278,4 +273,52 @@ def record_from_layout(path: Path, name: str | None = None, platform: str | None
     if top.media_type == OCI_INDEX:
         document = store.read_json(select_platform(document, oci_platform(platform or "linux-64"), str(path)).digest)
     labels = (store.read_json(document["config"]["digest"]).get("config") or {}).get("Labels") or {}
-    return record_from_labels(labels, "image", top.digest, f"oci:{path}" + (f":{name}" if name else ""))
+    reference = f"oci:{path}" + (f":{name}" if name else "")
+    record = record_from_labels(labels, "image", top.digest, reference)
+    envkit = ImageLabels.from_json(labels)
+    layers = document.get("layers")
+    if record.platform is None or envkit is None or not envkit.prefix or not isinstance(layers, list):
+        return record
+    lock = _baked_lock(store, layers, envkit.prefix, reference)
+    if lock is None:
+        return record
+    if str(lock_hash(lock)) != record.lock_hash:  # the labels and the lock copy must tell the same story
+        raise RecordError(
+            f"{reference}: the lock inside the image does not match its {label_key('lock-hash')} label",
+            hint="the image was not baked by envkit, or was tampered with; do not trust its record",
+        )
+    return EnvironmentRecord(**{**asdict(record), "packages": _package_pins(lock, record.platform)})
+
+
+def _package_pins(lockfile: Lockfile, platform: str) -> tuple[str, ...]:
+    # conda packages as name=version=build, pip packages as name==version (pip's own pin syntax).
+    pins = (f"{p.name}=={p.version}" if p.manager == "pip" else f"{p.name}={p.version}={p.build}" for p in packages_for(lockfile, platform))
+    return tuple(sorted(pins))
+
+
+def _baked_lock(store: Any, layers: list[Any], prefix: str, where: str) -> Lockfile | None:
+    """The lock copy bake put in the image (`<prefix>/conda-meta/envkit/conda-lock.yml`, in its environment
+    metadata layer: the top layer, or the one under a recipe's files). Layers are read as any image's are:
+    digests checked, within the entry and size caps; the copy is capped like any input."""
+    import posixpath
+    import tarfile
+
+    from conda_envkit.inputs import MAX_INPUT_BYTES
+    from conda_envkit.installed_state import LOCK_COPY
+    from conda_envkit.lockmodel import parse_lock_text
+    from conda_envkit.oci.blobs import check_digest
+    from conda_envkit.oci.safety import layer_members, open_layer
+
+    target = f"{prefix.strip('/')}/{LOCK_COPY.as_posix()}"
+    for layer in reversed(layers[-2:]):
+        digest = check_digest(str(layer.get("digest") if isinstance(layer, dict) else ""), where)
+        with open_layer(store.verified_path(digest)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in layer_members(tar, where):
+                if posixpath.normpath(member.name.lstrip("./").lstrip("/")) != target or not member.isfile():
+                    continue
+                if member.size > MAX_INPUT_BYTES:
+                    raise RecordError(f"{where}: {target} is {member.size} bytes", hint="the image was not baked by envkit")
+                data = tar.extractfile(member)
+                text = data.read().decode("utf-8", "replace") if data is not None else ""
+                return parse_lock_text(text, Path(f"{where}:/{target}"))
+    return None

@@ -285,3 +285,16 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
         data = json.loads(result.stdout)
         assert data["source"] == "image" and data["lock_hash"] == record["lock_hash"]
         assert data["image_digest"] == record["image"]["digest"] and data["platform"] == "linux-64"
+        if image.startswith("oci:"):  # the package list from the lock baked into the image, checked against the label
+            assert data["packages"] == ["busybox=1.35.0=h0_0", "greet=1.0=0", "smalldata=1.0=0"], data["packages"]
+
+    # An image whose label names another lock than the one inside it: its record is refused, not half believed.
+    from conda_envkit.testing.hostile_images import rewrite_config
+
+    def relabel(config: dict[str, Any]) -> None:
+        config["config"]["Labels"]["dev.envkit.lock-hash"] = "sha256:" + "0" * 64
+
+    rewrite_config(work / "image", tag, relabel)
+    lied = run_envkit("export", "--image", f"oci:image:{tag}", "--to", "json", cwd=work)
+    assert lied.returncode == 2, lied.output
+    assert "the lock inside the image does not match its dev.envkit.lock-hash label" in lied.stderr
