@@ -130,14 +130,19 @@ def _create_temp(path: Path) -> tuple[int, Path]:
 
 
 def write_cache_entry(path: Path, document: object, what: str, setting: str = "") -> None:
-    """`document` as JSON at `path`, a private cache entry (0600: made beside it, then renamed into place).
-    A failed write (a full disk) is a `write_error` naming `path`, and leaves no temp file behind."""
+    """`document` as JSON at `path`, a private cache entry (`write_private_file`)."""
     import json
 
+    write_private_file(path, json.dumps(document, sort_keys=True).encode("utf-8"), what, setting)
+
+
+def write_private_file(path: Path, data: bytes, what: str, setting: str = "") -> None:
+    """`data` at `path`, private to this user (0600: made beside it, then renamed into place): a cache entry
+    or marker. A failed write (a full disk) is a `write_error` naming `path`, and leaves no temp file behind."""
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

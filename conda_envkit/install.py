@@ -44,7 +44,7 @@ from conda_envkit.channels import (
     url_host,
 )
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error
+from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error, write_private_file
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -217,13 +217,8 @@ def _marker_text(path: Path, sha256: str, marker: _Marker) -> str:
 
 
 def _write_marker(path: Path, sha256: str, marker: _Marker) -> None:
-    tmp = path.parent / f"{marker.name}.{os.getpid()}.{threading.get_ident()}.new"
-    try:
-        tmp.write_text(_marker_text(path, sha256, marker), encoding="utf-8")
-        os.replace(tmp, _marker_path(path, marker))
-    except OSError as exc:  # a full disk: the cache's error, naming the marker
-        tmp.unlink(missing_ok=True)
-        raise write_error(_marker_path(path, marker), exc, "package cache marker", _CACHE_SETTING) from None
+    text = _marker_text(path, sha256, marker)
+    write_private_file(_marker_path(path, marker), text.encode("utf-8"), "package cache marker", _CACHE_SETTING)
 
 
 def _has_marker(path: Path, sha256: str, marker: _Marker) -> bool:

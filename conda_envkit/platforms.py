@@ -103,6 +103,15 @@ def host_platform() -> str:
     return str(Platform.current())
 
 
+def default_platform(available: list[str] | tuple[str, ...]) -> str | None:
+    """The platform a command takes when none is named: the only one there, else this machine's if it is
+    there (the environment a run here uses), else None (the caller says which there are)."""
+    if len(available) == 1:
+        return available[0]
+    host = host_platform()
+    return host if host in available else None
+
+
 def check_platform(name: str, where: str) -> str:
     """Return `name` if it is a known platform, else raise naming `where` it came from."""
     if name not in KNOWN_PLATFORMS:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conda_envkit import __version__
 from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.platforms import host_platform
+from conda_envkit.platforms import default_platform
+
+if TYPE_CHECKING:
+    from conda_envkit.oci.blobs import BlobStore
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"
 
@@ -190,10 +193,7 @@ def _pick_platform(available: list[str], platform: str | None, where: str) -> st
                 f"{where}: platform {platform} is not there (it has {', '.join(available)})", hint="pass -p with one of those"
             )
         return platform
-    if len(available) == 1:
-        return available[0]
-    host = host_platform()
-    return host if host in available else None
+    return default_platform(available)
 
 
 def record_from_lock(path: Path, platform: str | None = None) -> EnvironmentRecord:
@@ -296,7 +296,7 @@ def _package_pins(lockfile: Lockfile, platform: str) -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
-def _baked_lock(store: Any, layers: list[Any], prefix: str, where: str) -> Lockfile | None:
+def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) -> Lockfile | None:
     """The lock copy bake put in the image (`<prefix>/conda-meta/envkit/conda-lock.yml`, in its environment
     metadata layer: the top layer, or the one under a recipe's files). Layers are read as any image's are:
     digests checked, within the entry and size caps; the copy is capped like any input."""

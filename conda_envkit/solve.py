@@ -165,9 +165,11 @@ async def _versions_of(name: str, target: SolveTarget, channels: tuple[ResolvedC
     return [str(v) for v in sorted(versions, reverse=True)]
 
 
-def _explain(target: SolveTarget, channels: tuple[ResolvedChannel, ...], exc: Exception, versions: list[str] | None = None) -> SolveError:
-    message = _fold_repeats(str(exc).strip())
-    missing = _missing_package(message, target)
+def _explain(
+    target: SolveTarget, channels: tuple[ResolvedChannel, ...], message: str, missing: tuple[str, str] | None, versions: list[str]
+) -> SolveError:
+    """The solve's failure for a user: `message` is rattler's explanation (folded), `missing` its requested
+    package with no candidates (`_missing_package`), `versions` those the channels have of it."""
     names = ", ".join(c.written for c in channels)
     if missing and missing[1] not in ("", "*") and versions:
         # A version the channels do not have: no clash between specs, so say which versions there are.
@@ -366,9 +368,10 @@ async def solve_target(
     try:
         records = await _solved(loading, solving)
     except SolverError as exc:
-        missing = _missing_package(_fold_repeats(str(exc).strip()), target)
-        versions = await _versions_of(missing[0], target, channels, gateway) if missing and missing[1] not in ("", "*") else None
-        raise _explain(target, channels, exc, versions) from None
+        message = _fold_repeats(str(exc).strip())
+        missing = _missing_package(message, target)
+        versions = await _versions_of(missing[0], target, channels, gateway) if missing and missing[1] not in ("", "*") else []
+        raise _explain(target, channels, message, missing, versions) from None
     except GatewayError as exc:
         raise _channel_read_error(target, channels, exc) from None
     if target.cuda is None:

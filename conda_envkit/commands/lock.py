@@ -71,7 +71,7 @@ def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas
     try:
         driver = parse_cuda_driver(request.cuda, "--cuda") if request.cuda is not None else None
     except PlatformError as exc:
-        # click prefixes "Invalid value for --cuda: ": the message need not name the flag again.
+        # The CLI puts the flag before the message (BadFlag.option): the message need not name it again.
         raise BadFlag(f"{exc.message.removeprefix('--cuda: ')} ({exc.hint})", "--cuda") from None
     return driver, parse_blas(request.blas)
 
@@ -300,14 +300,15 @@ def render_output(lockfile: Path, platform: str | None, kind: str, output_path: 
     """`envkit render`: one platform (given, else the lock's only one, else this machine's) as an @EXPLICIT file
     or a pinned environment.yml."""
     from conda_envkit.lockfile import read_lockfile, render_environment_yaml, render_explicit, write_if_changed
-    from conda_envkit.platforms import PlatformError, host_platform
+    from conda_envkit.platforms import PlatformError, default_platform, host_platform
 
     lf = read_lockfile(lockfile)
     if platform is None:
         locked = list(lf.metadata.platforms)
-        platform = locked[0] if len(locked) == 1 else host_platform()
-        if platform not in locked:
-            raise PlatformError(f"{lockfile} has {', '.join(locked)}, not this machine's {platform}", hint="pass -p with one of those")
+        platform = default_platform(locked)
+        if platform is None:
+            message = f"{lockfile} has {', '.join(locked)}, not this machine's {host_platform()}"
+            raise PlatformError(message, hint="pass -p with one of those")
     text = render_explicit(lf, platform, hash_kind) if kind == "explicit" else render_environment_yaml(lf, platform, name)
     output = Output()
     if output_path is None:
