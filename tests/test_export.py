@@ -298,3 +298,14 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
     lied = run_envkit("export", "--image", f"oci:image:{tag}", "--to", "json", cwd=work)
     assert lied.returncode == 2, lied.output
     assert "the lock inside the image does not match its dev.envkit.lock-hash label" in lied.stderr
+
+    # A lock copy that is not a lock at all: an error naming it, not a traceback (run_envkit checks).
+    from conda_envkit.testing.hostile_images import Entry, find, repack_layout
+
+    def garble(layers: list[list[Entry]], _config: dict[str, Any]) -> None:
+        find(layers, "conda-meta/envkit/conda-lock.yml").data = b"version: [unclosed\n\xff"
+
+    repack_layout(work / "image", tag, garble)
+    broken = run_envkit("export", "--image", f"oci:image:{tag}", "--to", "json", cwd=work)
+    assert broken.returncode == 2, broken.output
+    assert "conda-meta/envkit/conda-lock.yml" in broken.stderr and "invalid YAML" in broken.stderr, broken.stderr
