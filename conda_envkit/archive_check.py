@@ -19,7 +19,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -30,7 +30,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.files import GuardedFile
 from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
-from conda_envkit.tar_members import TarHeader, each_member, plain_headers
+from conda_envkit.tar_members import NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -200,6 +200,40 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
             yield [("both", tar, None)]
 
 
+def _entry(archive: Path, kind: str, member: tarfile.TarInfo | TarHeader) -> ArchiveEntry:
+    """One tar entry after the checks every entry gets (a path inside the root, a link pointing inside it, only
+    files, directories and links; in an info tarball, only info/); a file's sha256 is left for the caller."""
+    name = relative_path(member.name, f"{archive.name}: tar entry")
+    if kind == "info" and not (name == "info" or name.startswith("info/")):
+        raise PackageContentError(f"{archive.name}: info tarball holds {name!r}", hint="the package is malformed or hostile; do not use it")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        ok = symlink_target_inside(name, target) if member.issym() else _hardlink_ok(target)
+        if not ok:
+            raise UnsafePathError(
+                f"{archive.name}: link {name} -> {target} points outside the prefix",
+                hint="the package is malformed or hostile; do not use it",
+            )
+        return ArchiveEntry(name, "symlink" if member.issym() else "hardlink", target=target)
+    if member.isdir():
+        return ArchiveEntry(name, "directory", mode=member.mode)
+    if member.isfile():
+        return ArchiveEntry(name, "file", "", member.size, mode=member.mode, offset=member.offset_data)
+    raise PackageContentError(
+        f"{archive.name}: entry {name} is a device, FIFO or other special file",
+        hint="conda packages hold files, directories and links only; do not use it",
+    )
+
+
+def _paths_json(archive: Path, tar: tarfile.TarFile, member: tarfile.TarInfo | TarHeader) -> tuple[str, bytes]:
+    """info/paths.json's sha256 and bytes (always read: the listing is checked against it), if not over the cap."""
+    too_big = info_over_cap(archive, "info/paths.json", member.size)
+    if too_big:
+        raise PackageContentError(too_big, hint=INFO_CAP_HINT)
+    sha256, data = hash_member(tar, member, keep=True)
+    return sha256, data or b""
+
+
 def _read_members(archive: Path, payload: Path | None = None, hashed: bool = True) -> tuple[list[ArchiveEntry], bytes | None]:
     """Every entry of the archive's tarballs in order (files hashed, unless not `hashed`), and info/paths.json's bytes."""
     entries: list[ArchiveEntry] = []
@@ -207,38 +241,139 @@ def _read_members(archive: Path, payload: Path | None = None, hashed: bool = Tru
     with _tar_streams(archive, payload) as tars:
         for kind, tar, headers in tars:
             for member in headers if headers is not None else each_member(tar):
-                name = relative_path(member.name, f"{archive.name}: tar entry")
-                in_info = name == "info" or name.startswith("info/")
-                if kind == "info" and not in_info:
-                    raise PackageContentError(
-                        f"{archive.name}: info tarball holds {name!r}", hint="the package is malformed or hostile; do not use it"
-                    )
-                if member.issym() or member.islnk():
-                    target = member.linkname
-                    ok = symlink_target_inside(name, target) if member.issym() else _hardlink_ok(target)
-                    if not ok:
-                        raise UnsafePathError(
-                            f"{archive.name}: link {name} -> {target} points outside the prefix",
-                            hint="the package is malformed or hostile; do not use it",
-                        )
-                    entries.append(ArchiveEntry(name, "symlink" if member.issym() else "hardlink", target=target))
-                elif member.isdir():
-                    entries.append(ArchiveEntry(name, "directory", mode=member.mode))
-                elif member.isfile():
-                    if name == "info/paths.json":  # always read: the listing is checked against it
-                        too_big = info_over_cap(archive, name, member.size)
-                        if too_big:
-                            raise PackageContentError(too_big, hint=INFO_CAP_HINT)
-                        sha256, paths_json = hash_member(tar, member, keep=True)
+                entry = _entry(archive, kind, member)
+                if entry.kind == "file":
+                    if entry.path == "info/paths.json":
+                        sha256, paths_json = _paths_json(archive, tar, member)
                     else:
                         sha256 = hash_member(tar, member)[0] if hashed else ""
-                    entries.append(ArchiveEntry(name, "file", sha256, member.size, mode=member.mode, offset=member.offset_data))
-                else:
-                    raise PackageContentError(
-                        f"{archive.name}: entry {name} is a device, FIFO or other special file",
-                        hint="conda packages hold files, directories and links only; do not use it",
-                    )
+                    entry = ArchiveEntry(entry.path, "file", sha256, entry.size, mode=entry.mode, offset=entry.offset)
+                entries.append(entry)
     return entries, paths_json
+
+
+class NotStreamable(Exception):
+    """An archive the streaming read (`stream_package_archive`) leaves to the staged one: a `.tar.bz2`, a
+    header only tarfile reads, or an archive that cannot be read (the staged read reports why)."""
+
+
+class _PayloadStream:
+    """A `.conda`'s pkg tarball decompressed as it is read, with a count of the bytes read (`TarSource`).
+    Any failure to read it is NotStreamable, and so is its end inside a member (`readinto` wants bytes)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _BUFFER)
+        self.consumed = 0
+
+    def read(self, size: int) -> bytes:
+        try:
+            data = self._reader.read(size)
+        except (zstandard.ZstdError, OSError, EOFError, ValueError):
+            raise NotStreamable from None
+        self.consumed += len(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        try:
+            got = self._reader.readinto(view)
+        except (zstandard.ZstdError, OSError, EOFError, ValueError):
+            raise NotStreamable from None
+        if not got:
+            raise NotStreamable
+        self.consumed += got
+        return got
+
+
+class _MemberContent:
+    """A file's content in a payload stream: `size` bytes, hashed on the way when the archive is checked."""
+
+    def __init__(self, stream: _PayloadStream, size: int, hashed: bool) -> None:
+        self.stream, self.left = stream, size
+        self.digest = hashlib.sha256() if hashed else None
+
+    def readinto(self, buffer: memoryview) -> int:
+        view = buffer[: self.left]
+        if not view:
+            return 0
+        got = self.stream.readinto(view)
+        if self.digest is not None:
+            self.digest.update(view[:got])
+        self.left -= got
+        return got
+
+    def finish(self) -> str:
+        """Read what the caller left (hashing it); the sha256 (hex) of the whole content, if hashed."""
+        if self.left and self.digest is not None:
+            buffer = memoryview(bytearray(min(self.left, _BUFFER)))
+            while self.left:
+                self.readinto(buffer)
+        return self.digest.hexdigest() if self.digest is not None else ""
+
+
+@dataclass
+class StreamedArchive:
+    """A `.conda` read once, front to back (`stream_package_archive`): its info tarball read and checked, then
+    its payload's entries as they come, each checked as `stage_package_archive` checks it."""
+
+    archive: Path
+    label: str
+    paths_json: bytes | None
+    hashed: bool
+    stream: _PayloadStream
+    entries: list[ArchiveEntry] = field(default_factory=list)  # the payload's entries read so far, in order
+
+    def payload(self) -> Iterator[tuple[ArchiveEntry, _MemberContent | None]]:
+        """Each payload entry with a reader of a file's content (`readinto`: its bytes, then 0), to be read before
+        the next entry (what is left unread is read and hashed then); after the last one, the listing check."""
+        try:
+            for header in stream_headers(self.stream):
+                entry = _entry(self.archive, "pkg", header)
+                content = _MemberContent(self.stream, entry.size, self.hashed) if entry.kind == "file" else None
+                yield entry, content
+                if content is not None:
+                    entry = ArchiveEntry(entry.path, "file", content.finish(), entry.size, mode=entry.mode, offset=entry.offset)
+                self.entries.append(entry)
+        except NeedsTarfile:
+            raise NotStreamable from None
+        except UnsafePathError as exc:
+            raise PackageContentError(f"{self.label}: {exc.message}", hint=exc.hint) from None
+        _check_listing(self.label, self.entries, self.paths_json, self.hashed)
+
+    def checked(self) -> list[ArchiveEntry]:
+        """The payload entries as `check_package_archive` returns them, once `payload` was read to its end."""
+        return [e for e in {e.path: e for e in self.entries}.values() if e.path.split("/")[0] != "info"]
+
+
+@contextmanager
+def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> Iterator[StreamedArchive]:
+    """A `.conda` to be read front to back: its info tarball checked as `stage_package_archive` checks it, then its
+    payload as a stream (StreamedArchive.payload), with nothing written to disk. NotStreamable for an archive the
+    staged read must take (errors about the package itself are that read's to report)."""
+    if not archive.name.endswith(".conda"):
+        raise NotStreamable
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+            info = next((n for n in names if n.startswith("info-") and n.endswith(".tar.zst")), None)
+            pkg = next((n for n in names if n.startswith("pkg-") and n.endswith(".tar.zst")), None)
+            if info is None or pkg is None:
+                raise NotStreamable
+            paths_json = None
+            with (
+                z.open(info) as raw,
+                zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
+                for member in each_member(tar):
+                    entry = _entry(archive, "info", member)
+                    if entry.kind == "file" and entry.path == "info/paths.json":
+                        paths_json = _paths_json(archive, tar, member)[1]
+            with _open_member(z, archive, pkg) as raw:
+                yield StreamedArchive(archive, label, paths_json, hashed, _PayloadStream(raw))
+    except UnsafePathError as exc:
+        raise PackageContentError(f"{label}: {exc.message}", hint=exc.hint) from None
+    except (tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, EOFError, OSError):
+        raise NotStreamable from None
 
 
 def hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo | TarHeader, keep: bool = False) -> tuple[str, bytes | None]:

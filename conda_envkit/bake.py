@@ -13,13 +13,21 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from conda_envkit import __version__
-from conda_envkit.archive_check import PayloadLinks, check_payload_links, payload_links, stage_package_archive
+from conda_envkit.archive_check import (
+    NotStreamable,
+    PayloadLinks,
+    check_payload_links,
+    payload_links,
+    stage_package_archive,
+    stream_package_archive,
+)
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
@@ -32,7 +40,9 @@ from conda_envkit.install import (
     conda_packages,
     fetch_packages,
     install_packages,
+    is_checked,
     lock_hosts,
+    mark_checked,
     package_info,
     pip_packages,
 )
@@ -48,7 +58,7 @@ from conda_envkit.oci.layer import CacheEntry, Compression, Compressors, Fragmen
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
-from conda_envkit.stream_package import NotPlain, package_members
+from conda_envkit.stream_package import NotPlain, package_members, streamed_members
 
 if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -417,6 +427,26 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
         return links, None
 
 
+def _stream_single(
+    fetched: FetchedPackage, cache_dir: Path, in_image: str, write: Callable[[Iterable[Member]], Layer]
+) -> tuple[Layer, PayloadLinks]:
+    """A plain `.conda`'s own layer, written (`write`, members in archive order) as its archive is read and checked,
+    front to back, with nothing staged on disk; and its link summary. NotStreamable or NotPlain if the archive must
+    be staged (or its package linked) instead: no layer is kept then."""
+    locked, archive = fetched.locked, fetched.archive
+    label = archive_label(locked)
+    info = package_info(fetched, cache_dir)
+    if not info.plain:
+        raise NotPlain(label)
+    sha256 = (locked.hash.sha256 or "").lower()
+    hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
+    with stream_package_archive(archive, label, hashed) as streamed:
+        layer = write(streamed_members(streamed, locked, info, in_image))
+    if hashed:
+        mark_checked(archive, sha256)
+    return layer, payload_links(label, streamed.checked())
+
+
 class _SkipStep:
     """A Progress that passes on every step but one."""
 
@@ -483,13 +513,14 @@ def build_layers(
         staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
-    # One thread stages and checks the plain packages' archives (decompression, hashing and file reads release
-    # the GIL) in the order the layers need them, while the layers are written: a layer starts when its packages
-    # are ready.
+    # A plain `.conda` in a layer of its own is read front to back straight into its layer by the writer.
+    # One thread stages and checks the other plain packages' archives (decompression, hashing and file reads
+    # release the GIL) in the order the layers need them, while the layers are written: a layer starts when
+    # its packages are ready.
     planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
     stager = ThreadPoolExecutor(max_workers=1)
-    # The stager runs at most two single-package layers ahead of the writer: their payloads (on disk) and
-    # members (in memory) are dropped once written, so neither grows with the environment.
+    # The stager runs at most two single-package layers ahead of the writer (.tar.bz2 ones): their payloads
+    # (on disk) and members (in memory) are dropped once written, so neither grows with the environment.
     ahead = threading.Semaphore(_STAGED_AHEAD)
     failed = threading.Event()
 
@@ -506,11 +537,14 @@ def build_layers(
             pending[name] = fragments.write(fragment_key(planned[name], context), found, options.epoch, ordered=False)
         return links, found
 
+    # Every plain package's (link summary, members or None if it must be linked), in the order the layers need
+    # them: the stager's, or, for a streamed package, set by the writer (members [] once its layer is written).
+    staged: dict[str, Future[tuple[PayloadLinks, list[Member] | None]]] = {}
+    streamed: set[str] = set()
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
         plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
-        staged = {}
         payloads: dict[str, Path] = {}
         written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
@@ -524,7 +558,9 @@ def build_layers(
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
             payloads = {n: scratch / ("groups.tar" if n in planned else f"{by_fetched[n].archive.name}.tar") for n in plain}
-            staged = {n: stager.submit(stage, by_fetched[n], payloads[n], n not in planned) for n in plain}
+            streamed = {n for n in plain if n not in planned and by_fetched[n].archive.name.endswith(".conda")}
+            for n in plain:
+                staged[n] = Future() if n in streamed else stager.submit(stage, by_fetched[n], payloads[n], n not in planned)
 
         def keep_plain() -> None:
             """Check the archives read together, then keep their group members' fragments (written as they were read)."""
@@ -537,32 +573,35 @@ def build_layers(
 
         kept = stager.submit(keep_plain)
         linking = threading.Lock()
-        linked: list[str] | None = None  # the packages linked in the staging prefix, once that is done
+        linked: list[str] = []  # the packages linked in a staging prefix
+        linked_rest = False
+
+        def link(names: list[str], staging: Path) -> None:
+            """Link `names` in a staging prefix holding just them; their members come from there."""
+            # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
+            inner = _SkipStep(progress, f"download {platform}", extract)
+            install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(names))
+            owned = staged_paths(staging)
+            for name in names:
+                if name not in owned:
+                    label = next(p.label for plan in plans for p in plan.packages if p.name == name)
+                    raise BakeError(f"{platform}: package {label} was not installed", hint="this is a bug in envkit; please report it")
+                members[name] = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[name]]
+            linked.extend(names)
 
         def link_the_rest() -> None:
-            """Link the packages the stream cannot give (once): in a staging prefix holding just them."""
-            nonlocal linked
+            """Link the packages neither stream nor stager can give (once), streamed ones aside (`write_streamed`)."""
+            nonlocal linked_rest
             with linking:
-                if linked is not None:
+                if linked_rest:
                     return
-                rest = [n for n in need if n not in staged or staged[n].result()[1] is None]
+                rest = [n for n in need if n not in staged or (n not in streamed and staged[n].result()[1] is None)]
                 for name in need:
-                    if name in staged and name not in written and (found := staged[name].result()[1]) is not None:
+                    if name in staged and name not in streamed and name not in written and (found := staged[name].result()[1]) is not None:
                         members[name] = found
                 if rest:
-                    staging = staging_root / "prefix"
-                    # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
-                    inner = _SkipStep(progress, f"download {platform}", extract)
-                    install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(rest))
-                    owned = staged_paths(staging)
-                    for name in rest:
-                        if name not in owned:
-                            label = next(p.label for plan in plans for p in plan.packages if p.name == name)
-                            raise BakeError(
-                                f"{platform}: package {label} was not installed", hint="this is a bug in envkit; please report it"
-                            )
-                        members[name] = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[name]]
-                linked = rest
+                    link(rest, staging_root / "prefix")
+                linked_rest = True
 
         def packages_of(plan: PlannedLayer) -> list[Member]:
             for p in plan.packages:
@@ -575,15 +614,54 @@ def build_layers(
                     members[p.name] = found
             return [m for p in _layer_order(plan.packages) for m in members[p.name]]
 
-        def write(plan: PlannedLayer) -> Layer:
+        def layer_of(layer_members: Iterable[Member], sort: bool = True) -> Layer:
+            return write_layer(layer_members, store, options.compression, options.epoch, compressors=compressors, sort=sort)
+
+        def write_streamed(name: str) -> Layer:
+            """A streamed package's layer; if its archive must be staged after all, from there, or linked alone."""
+            future = staged[name]
             try:
-                layer = write_layer(packages_of(plan), store, options.compression, options.epoch, compressors=compressors)
+                try:
+                    layer, links = _stream_single(
+                        by_fetched[name],
+                        cache_dir,
+                        in_image,
+                        lambda members: write_layer(
+                            members, store, options.compression, options.epoch, compressors=compressors, sort=False
+                        ),
+                    )
+                    future.set_result((links, []))
+                    return layer
+                except (NotStreamable, NotPlain):
+                    pass
+                links, found = _stage_plain(by_fetched[name], cache_dir, in_image, payloads[name])
+                future.set_result((links, found))
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                raise
+            if found is None:
+                with linking:
+                    link([name], staging_root / f"prefix-{name}")
+                return layer_of(members[name])
+            return layer_of(found, sort=False)
+
+        def write(plan: PlannedLayer) -> Layer:
+            name = plan.packages[0].name
+            try:
+                if plan.single and name in streamed:
+                    layer = write_streamed(name)
+                else:
+                    # A plain package's own layer keeps its archive's order, as a streamed one does.
+                    in_order = plan.single and name in staged
+                    layer = write_layer(
+                        packages_of(plan), store, options.compression, options.epoch, compressors=compressors, sort=not in_order
+                    )
             finally:
-                if plan.single and plan.packages[0].name in staged:
+                if plan.single and name in staged and name not in streamed:
                     ahead.release()
             progress.advance(f"layers {platform}")
             if plan.single:
-                name = plan.packages[0].name
                 written.add(name)
                 if name in staged:
                     # Its payload is read: gone before its pages are ever written back (and the scratch space with it).
@@ -601,14 +679,17 @@ def build_layers(
         layers = [built[i] for i in range(len(plans))]
         link_the_rest()
         kept.result()
-        count = len(linked or ())
+        count = len(linked)
         progress.done(extract, f"{len(need)} packages ({len(need) - count} read from their archives, {count} linked)")
-        for name in linked or ():
+        for name in linked:
             if name in planned:
                 fragments.put(fragment_key(planned[name], context), members[name], options.epoch)
         return layers
     finally:
         failed.set()
+        for future in staged.values():  # a streamed package's, if its layer was never written: the stager waits for it
+            if not future.done():
+                future.set_exception(BakeError("bake stopped", hint="see the error above"))
         stager.shutdown(wait=True, cancel_futures=True)
         for left in pending.values():
             fragments.discard(left)

@@ -8,7 +8,7 @@ import struct
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 
 def each_member(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -200,3 +200,73 @@ def plain_headers(f: BinaryIO, start: int, end: int) -> list[TarHeader] | None:
     # The data ended right after a member, as tarfile ends; an empty tar, or a pax header with no member
     # after it, is tarfile's error.
     return out if out and pax is None else None
+
+
+class NeedsTarfile(Exception):
+    """A tar the streaming header reader leaves to tarfile (where `plain_headers` would give None)."""
+
+
+class TarSource(Protocol):
+    """What `stream_headers` reads from: exact reads (short only at the end of the data), and a count of
+    the bytes read so far (by anyone: the caller reads the files' contents from the same source)."""
+
+    consumed: int
+
+    def read(self, size: int) -> bytes: ...
+
+
+def _skip(source: TarSource, size: int) -> None:
+    while size > 0:
+        chunk = source.read(min(size, 1 << 20))
+        if not chunk:
+            raise NeedsTarfile
+        size -= len(chunk)
+
+
+def stream_headers(source: TarSource) -> Iterator[TarHeader]:
+    """`plain_headers` for a tar read front to back (a package's payload as it is decompressed): its member
+    headers in order, each read as tarfile reads it. After a file's header, its content is the caller's to read
+    from `source` (all of it, some, or none: the rest is skipped before the next header). NeedsTarfile where
+    `plain_headers` would give None; `offset_data` is where the content starts in the stream."""
+    pax: dict[str, str] | None = None
+    count = 0
+    try:
+        while True:
+            block = source.read(_BLOCK)
+            if not block and count and pax is None:
+                return  # the data ended right after a member, as tarfile ends
+            if len(block) != _BLOCK or (block == _ZERO_BLOCK and pax is not None):
+                raise NeedsTarfile
+            if block == _ZERO_BLOCK:
+                return
+            name, kind, mode, size, linkname = _ustar(block)
+            if kind == b"x":
+                if pax is not None or size > _MAX_PAX_BYTES:
+                    raise NeedsTarfile
+                data = source.read(_padded(size))
+                if len(data) != _padded(size):
+                    raise NeedsTarfile
+                pax = _pax_records(data[:size])
+                continue
+            if pax is not None:
+                if "path" in pax:
+                    name = pax["path"].rstrip("/")
+                if "linkpath" in pax:
+                    linkname = pax["linkpath"]
+                if "size" in pax:
+                    if not pax["size"].isdigit():
+                        raise NeedsTarfile
+                    size = int(pax["size"])
+                pax = None
+            if kind not in _PLAIN_TYPES or (size and kind not in _FILE_TYPES):
+                raise NeedsTarfile
+            start = source.consumed
+            yield TarHeader(name, kind, mode, size, linkname, start)
+            count += 1
+            if kind in _FILE_TYPES:
+                left = start + _padded(size) - source.consumed
+                if left < 0:
+                    raise NeedsTarfile  # the caller read past the member: not a tar this reader can follow
+                _skip(source, left)
+    except _NotPlain:
+        raise NeedsTarfile from None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conda_envkit.archive_check import stage_package_archive
-from conda_envkit.tar_members import TarHeader, each_member, plain_headers
+from conda_envkit.tar_members import NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 
 LONG = "lib/python3.11/site-packages/" + "deeply_nested_module/" * 6 + "with_a_long_file_name.py"  # > 100 bytes: pax path
@@ -76,6 +76,34 @@ def _fast(tmp_path: Path, data: bytes, start: int = 0) -> list[TarHeader] | None
         return plain_headers(f, start, len(data))
 
 
+class _Stream:
+    """A tar read front to back, as a bake reads a package's payload while decompressing it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BytesIO(data)
+        self.consumed = 0
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        self.consumed += len(data)
+        return data
+
+
+def _streamed(data: bytes, read_some: bool = False) -> list[TarHeader] | None:
+    """stream_headers' members of `data` (None where it leaves the tar to tarfile); `read_some` reads part of
+    every file's content between headers, as a consumer may."""
+    source = _Stream(data)
+    out = []
+    try:
+        for header in stream_headers(source):
+            out.append(header)
+            if read_some and header.size:
+                source.read(header.size // 2 + 1)
+    except NeedsTarfile:
+        return None
+    return out
+
+
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
 def test_fast_reader_reads_what_tarfile_reads(tmp_path: Path, fmt: int) -> None:
     fits_ustar = [e for e in ENTRIES if e[1].isascii() and len(e[1]) < 100 and e[1] != "lib/far"]
@@ -85,6 +113,8 @@ def test_fast_reader_reads_what_tarfile_reads(tmp_path: Path, fmt: int) -> None:
     assert fast is not None, "the fast reader must handle what tarfile writes in this format"
     assert _fields(fast) == _tarfile_reads(data)
     assert [m.name for m in fast][: len(entries)] == [name for _, name, _ in entries]
+    assert _streamed(data) == fast  # the streaming reader too, whether the files are read or skipped
+    assert _streamed(data, read_some=True) == fast
 
 
 def test_two_tars_in_one_payload_are_read_from_their_own_offsets(tmp_path: Path) -> None:
@@ -113,6 +143,7 @@ def test_two_tars_in_one_payload_are_read_from_their_own_offsets(tmp_path: Path)
 def test_fast_reader_leaves_other_tars_to_tarfile(tmp_path: Path, why: str, build: object) -> None:
     data = build()  # type: ignore[operator]
     assert _fast(tmp_path, data) is None, why
+    assert _streamed(data) is None, why
 
 
 def _pax_tar(records: dict[str, str]) -> bytes:
@@ -168,6 +199,7 @@ def test_damaged_headers_are_read_as_tarfile_reads_them_or_left_to_it(tmp_path: 
             f.write(damaged)
             f.flush()
             fast = plain_headers(f, 0, len(damaged))
+            assert _streamed(bytes(damaged)) == fast, f"block at {block}"  # the streaming reader answers alike
             if fast is None:
                 refused += 1
                 continue

@@ -1,6 +1,7 @@
 """Deterministic layer tarballs, the layer cache and per-package fragments.
 
-Entries are sorted by path bytes, parents are written before children, every mtime is
+Entries are sorted by path bytes (a plain package's own layer keeps its archive's order
+instead), parents are written before children, every mtime is
 the given epoch, owners are 0:0 with no names, modes are normalized (0755 for
 directories and executables, 0644 otherwise) and compression settings are fixed. The
 uncompressed stream (diff_id) and the compressed blob are hashed in the same pass.
@@ -21,7 +22,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -106,6 +107,26 @@ def with_parents(members: Iterable[Member]) -> list[Member]:
     return [entries[k] for k in sorted(entries, key=lambda k: k.encode())]
 
 
+def in_given_order(members: Iterable[Member]) -> Iterator[Member]:
+    """The members as they come, each after its parent directories not given yet (a package's layer of its own, in
+    its archive's order: written as the archive is read, never held whole). A path given twice is a bug."""
+    given: set[str] = set()
+    for m in members:
+        path = checked_path(m.path)
+        if path in given:
+            raise OciError(f"layer path {path!r} is given twice", hint="this is a bug in envkit; please report it")
+        missing = []
+        cut = path.rfind("/")
+        while cut > 0 and path[:cut] not in given:
+            missing.append(path[:cut])
+            cut = path.rfind("/", 0, cut)
+        for parent in reversed(missing):
+            given.add(parent)
+            yield directory(parent)
+        given.add(path)
+        yield m
+
+
 @dataclass(frozen=True)
 class Compression:
     """How layers are compressed: `gzip` (default, every runtime) or `zstd`."""
@@ -157,10 +178,12 @@ def write_layer(
     mtime: int,
     annotations: dict[str, str] | None = None,
     compressors: Compressors | None = None,
+    sort: bool = True,
 ) -> Layer:
     """Write one layer of `members` (plus their parent directories) into `store` (with `compressors`' zstd
-    compressor for this thread, when a caller writes many layers)."""
-    entries = with_parents(members)
+    compressor for this thread, when a caller writes many layers): sorted by path, or, if not `sort`, in the
+    order given (`in_given_order`: members may be read as they are written)."""
+    entries = with_parents(members) if sort else in_given_order(members)
     tmp = store.temp_path()
     try:
         with GuardedFile(tmp, "layer blob", CACHE_SETTING) as raw:  # a full disk is the cache's error, not a traceback

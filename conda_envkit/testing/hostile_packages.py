@@ -45,6 +45,7 @@ class HostilePackage:
     build: str = "0"
     subdir: str = "noarch"
     depends: tuple[str, ...] = ()
+    tar_format: int = tarfile.PAX_FORMAT  # of the payload tar (GNU: long names as GNU records)
 
     @property
     def file_name(self) -> str:
@@ -55,9 +56,9 @@ _KINDS = {"file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfi
 _KINDS |= {"fifo": tarfile.FIFOTYPE, "chardev": tarfile.CHRTYPE}
 
 
-def _raw_tar_zst(members: tuple[Member, ...]) -> bytes:
+def _raw_tar_zst(members: tuple[Member, ...], tar_format: int = tarfile.PAX_FORMAT) -> bytes:
     raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=raw, mode="w", format=tar_format) as tar:
         for m in members:
             info = tarfile.TarInfo("x")
             info.name = m.name  # set after construction: TarInfo keeps absolute and `..` names as given
@@ -94,7 +95,7 @@ def write_hostile_package(package: HostilePackage, channel_dir: Path) -> Path:
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
         archive.writestr(f"info-{stem}.tar.zst", _raw_tar_zst(info))
-        archive.writestr(f"pkg-{stem}.tar.zst", _raw_tar_zst(package.members))
+        archive.writestr(f"pkg-{stem}.tar.zst", _raw_tar_zst(package.members, package.tar_format))
     return out
 
 

@@ -21,11 +21,15 @@ def _kept(ws: Workspace) -> list[str]:
     return sorted(str(p.relative_to(ws.cache)) for sub in ("layers", "fragments") for p in (ws.cache / sub).rglob("*") if not p.is_dir())
 
 
+@pytest.mark.parametrize("layers", ["groups", "own"])
 @pytest.mark.parametrize("name", sorted(HOSTILE_CONDA))
-def test_hostile_conda_package_is_refused_by_bake(tmp_path: Path, hostile_channel: Path, name: str) -> None:
+def test_hostile_conda_package_is_refused_by_bake(tmp_path: Path, hostile_channel: Path, name: str, layers: str) -> None:
+    # In a group layer the archive is staged; in a layer of its own (--large-package-mb 0) it is read as a stream
+    # straight into that layer: both must refuse it, with the same error, and keep nothing.
     _package, message = HOSTILE_CONDA[name]
     ws = locked_workspace(tmp_path / "work", hostile_channel, [name, "honest"])
-    result, image = _bake(ws)
+    image = ws.root / "img"
+    result = ws.envkit("bake", "-q", "-p", "linux-64", *(["--large-package-mb", "0"] if layers == "own" else []), "--oci", image)
     assert_refused(result, name, message)  # type: ignore[arg-type]
     assert not image.exists()
     assert _kept(ws) == []

@@ -1,0 +1,175 @@
+"""A plain package's own layer is written as its archive is read (no staged payload): the same bytes as the
+staged path gives, its files in the archive's order, the installed tree, and the staged or linked path
+whenever the stream cannot follow the archive (a GNU tar, a file paths.json does not list)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from rattler.index import index_fs
+
+import conda_envkit.bake as bake_module
+from conda_envkit.archive_check import NotStreamable, StreamedArchive
+from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
+from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
+from tests.hostile.conftest import Workspace, locked_workspace
+from tests.test_bake_cache import _tree
+
+LONG = "lib/python3.11/site-packages/" + "a_rather_deep_package/" * 5 + "module_with_a_long_name.py"  # > 100 bytes
+
+PACKAGES = [
+    # Archive order is not path order: the layer keeps the archive's, parents first.
+    HostilePackage(
+        "ordered",
+        (
+            Member("lib/zeta.txt", content=b"zeta\n"),
+            Member("share", kind="dir", mode=0o755),
+            Member("bin/alpha", content=b"#!/bin/sh\necho alpha\n", mode=0o755),
+            Member("lib/sub/deep/file.txt", content=b"deep\n" * 5000),
+            Member("bin/beta", kind="symlink", target="alpha"),
+            Member("share/small", content=b"s"),
+        ),
+    ),
+    # A GNU long-name record: only tarfile reads it, so this package is staged.
+    HostilePackage(
+        "gnu-long", (Member(LONG, content=b"print('long')\n"), Member("bin/gnu", content=b"gnu\n")), tar_format=tarfile.GNU_FORMAT
+    ),
+    # A file paths.json does not list: not what the stream reproduces, so this package is linked.
+    HostilePackage(
+        "unlisted",
+        (Member("lib/listed.txt", content=b"listed\n"), Member("lib/unlisted.txt", content=b"not listed\n")),
+        ({"_path": "lib/listed.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"listed\n").hexdigest(), "size_in_bytes": 7},),
+    ),
+]
+NAMES = ["ordered", "gnu-long", "unlisted", "honest"]
+
+
+@pytest.fixture(scope="module")
+def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    channel = tmp_path_factory.mktemp("channels") / "stream"
+    honest = PackageSpec("honest", "1.0", "0", files=(PackageFile("bin/honest", b"#!/bin/sh\necho honest\n", executable=True),))
+    build_channel(channel, [honest], subdirs=("linux-64",))
+    for package in PACKAGES:
+        write_hostile_package(package, channel)
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+    return channel
+
+
+@contextmanager
+def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The archives the bake read to their end as streams."""
+    seen: list[str] = []
+    real = bake_module.stream_package_archive
+
+    @contextmanager
+    def spy(archive: Path, label: str, hashed: bool = True) -> Iterator[StreamedArchive]:
+        with real(archive, label, hashed) as streamed:
+            yield streamed
+        seen.append(archive.name.split("-1.0-")[0])
+
+    monkeypatch.setattr(bake_module, "stream_package_archive", spy)
+    yield seen
+
+
+def _bake(ws: Workspace, *args: str) -> dict:
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--record", ws.root / "bake.json", *args)
+    assert result.returncode == 0, result.output
+    return json.loads((ws.root / "bake.json").read_text())
+
+
+def _layer_names(image: Path, digest: str) -> list[str]:
+    blob = image / "blobs" / "sha256" / digest.split(":")[1]
+    with tarfile.open(blob, mode="r:gz") as tar:
+        return tar.getnames()
+
+
+def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = "/opt/conda/envs/stream"
+    ws = locked_workspace(tmp_path / "streamed", stream_channel, NAMES)
+    with _streams_seen(monkeypatch) as seen:
+        streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix)
+    monkeypatch.undo()
+    assert sorted(seen) == ["honest", "ordered"]  # gnu-long was staged, unlisted linked
+
+    # The same lock with every archive staged (the path a stream falls back to): the same image.
+    def refuse(*_: object, **__: object) -> None:
+        raise NotStreamable
+
+    staged_ws = locked_workspace(tmp_path / "staged", stream_channel, NAMES)
+    monkeypatch.setattr(bake_module, "stream_package_archive", refuse)
+    staged = _bake(staged_ws, "--oci", staged_ws.root / "image", "--prefix", prefix)
+    monkeypatch.undo()
+    assert streamed["image"]["digest"] == staged["image"]["digest"]
+
+    # The files of `ordered` are in its archive's order, each after its parent directories.
+    layers = {tuple(layer["packages"]): layer["digest"] for layer in streamed["platforms"]["linux-64"]["layers"]}
+    names = _layer_names(ws.root / "image", layers[("ordered-1.0-0",)])
+    env = prefix.strip("/")
+    parents = ["opt", "opt/conda", "opt/conda/envs", env]
+    assert names == [
+        *parents,
+        f"{env}/lib",
+        f"{env}/lib/zeta.txt",
+        f"{env}/bin",
+        f"{env}/bin/alpha",
+        f"{env}/lib/sub",
+        f"{env}/lib/sub/deep",
+        f"{env}/lib/sub/deep/file.txt",
+        f"{env}/bin/beta",
+        f"{env}/share",
+        f"{env}/share/small",
+        f"{env}/conda-meta",
+        f"{env}/conda-meta/ordered-1.0-0.json",
+    ]
+
+    # Byte for byte what `envkit install` writes, every package included.
+    installed = tmp_path / "installed"
+    result = ws.envkit("install", "-q", "--prefix", installed, "-p", "linux-64")
+    assert result.returncode == 0, result.output
+    bundle = tmp_path / "bundle"
+    tag = streamed["tags"][0]
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{ws.root / 'image'}:{tag}", str(bundle)], check=True, capture_output=True)
+    in_image = _tree(bundle / "rootfs" / env)
+    on_disk = _tree(installed)
+    on_disk.pop("conda-meta/envkit/installed.json")
+    in_image.pop("conda-meta/envkit/environment.json")
+    # The prefix differs (install's is a temporary directory): only conda-meta records name it.
+    for tree in (in_image, on_disk):
+        for path in [p for p in tree if p.startswith("conda-meta/") and p.endswith(".json")]:
+            tree.pop(path)
+    assert in_image == on_disk
+
+
+def test_a_stream_that_breaks_off_keeps_no_layer_and_the_bake_goes_on(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read failing half-way through a streamed archive: the layer being written is dropped and the package
+    # staged instead; the image is the one a bake with nothing failing gives.
+    ws = locked_workspace(tmp_path / "broken", stream_channel, ["ordered", "honest"])
+    real = bake_module.streamed_members
+
+    def breaks_off(*args: object, **kwargs: object) -> Iterator[object]:
+        members = real(*args, **kwargs)  # type: ignore[arg-type]
+        yield next(members)
+        raise NotStreamable
+
+    monkeypatch.setattr(bake_module, "streamed_members", breaks_off)
+    broken = _bake(ws, "--oci", ws.root / "image")
+    monkeypatch.undo()
+    clean_ws = locked_workspace(tmp_path / "clean", stream_channel, ["ordered", "honest"])
+    clean = _bake(clean_ws, "--oci", clean_ws.root / "image")
+    assert broken["image"]["digest"] == clean["image"]["digest"]
+    blobs = {p.name for p in (ws.cache / "blobs").rglob("*") if p.is_file()}
+    expected = {layer["digest"].split(":")[1] for layer in broken["platforms"]["linux-64"]["layers"]}
+    assert expected <= blobs
+    assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
