@@ -23,7 +23,7 @@ from conda_envkit.files import write_cache_entry
 if TYPE_CHECKING:
     import tarfile
 
-INFO_FORMAT = "envkit.pkginfo/1"
+INFO_FORMAT = "envkit.pkginfo/2"  # 2: a package with empty files can be plain
 
 
 class PackageInfoError(EnvkitError):
@@ -164,7 +164,8 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
     plain = _noarch(index.noarch) != "python" and all(
         p.prefix_placeholder is None
         and not p.no_link
-        and ((p.path_type.hardlink and p.sha256 is not None and p.size_in_bytes is not None) or (p.path_type.softlink and p.sha256 is None))
+        # (an empty file's size reads as None: the stream compares every size with the archive's anyway)
+        and ((p.path_type.hardlink and p.sha256 is not None) or (p.path_type.softlink and p.sha256 is None))
         for p in paths.paths
     )
     return PackageInfo(
