@@ -642,7 +642,7 @@ def build_layers(
                 raise
             if found is None:
                 with linking:
-                    link([name], staging_root / f"prefix-{name}")
+                    link([name], Path(tempfile.mkdtemp(prefix="prefix-", dir=staging_root)))  # (not named after the package)
                 return layer_of(members[name])
             return layer_of(found, sort=False)
 
