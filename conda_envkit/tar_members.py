@@ -151,6 +151,24 @@ def _padded(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
 
+def _applied(pax: dict[str, str] | None, name: str, kind: bytes, size: int, linkname: str) -> tuple[str, int, str]:
+    """A member's name, size and link target once the pax records read before its header apply; _NotPlain for
+    what the fast readers leave to tarfile (a size that is not a number, a member that is not a file, link or
+    directory, content on anything but a file)."""
+    if pax is not None:
+        if "path" in pax:
+            name = pax["path"].rstrip("/")
+        if "linkpath" in pax:
+            linkname = pax["linkpath"]
+        if "size" in pax:
+            if not pax["size"].isdigit():
+                raise _NotPlain
+            size = int(pax["size"])
+    if kind not in _PLAIN_TYPES or (size and kind not in _FILE_TYPES):
+        raise _NotPlain
+    return name, size, linkname
+
+
 def plain_headers(f: BinaryIO, start: int, end: int) -> list[TarHeader] | None:
     """Every member header of the tar at [start, end) of `f`, in order, read as tarfile reads them; None if the
     tar holds anything but ustar headers and plain pax records (then read it with tarfile)."""
@@ -178,18 +196,8 @@ def plain_headers(f: BinaryIO, start: int, end: int) -> list[TarHeader] | None:
                 pax = _pax_records(data)
                 pos += _padded(size)
                 continue
-            if pax is not None:
-                if "path" in pax:
-                    name = pax["path"].rstrip("/")
-                if "linkpath" in pax:
-                    linkname = pax["linkpath"]
-                if "size" in pax:
-                    if not pax["size"].isdigit():
-                        return None
-                    size = int(pax["size"])
-                pax = None
-            if kind not in _PLAIN_TYPES or (size and kind not in _FILE_TYPES):
-                return None
+            name, size, linkname = _applied(pax, name, kind, size, linkname)
+            pax = None
             out.append(TarHeader(name, kind, mode, size, linkname, pos))
             if kind in _FILE_TYPES:
                 pos += _padded(size)
@@ -248,18 +256,8 @@ def stream_headers(source: TarSource) -> Iterator[TarHeader]:
                     raise NeedsTarfile
                 pax = _pax_records(data[:size])
                 continue
-            if pax is not None:
-                if "path" in pax:
-                    name = pax["path"].rstrip("/")
-                if "linkpath" in pax:
-                    linkname = pax["linkpath"]
-                if "size" in pax:
-                    if not pax["size"].isdigit():
-                        raise NeedsTarfile
-                    size = int(pax["size"])
-                pax = None
-            if kind not in _PLAIN_TYPES or (size and kind not in _FILE_TYPES):
-                raise NeedsTarfile
+            name, size, linkname = _applied(pax, name, kind, size, linkname)
+            pax = None
             start = source.consumed
             yield TarHeader(name, kind, mode, size, linkname, start)
             count += 1
