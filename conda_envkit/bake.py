@@ -626,9 +626,7 @@ def build_layers(
                         by_fetched[name],
                         cache_dir,
                         in_image,
-                        lambda members: write_layer(
-                            members, store, options.compression, options.epoch, compressors=compressors, sort=False
-                        ),
+                        lambda streamed_layer: layer_of(streamed_layer, sort=False),
                     )
                     future.set_result((links, []))
                     return layer
@@ -652,11 +650,10 @@ def build_layers(
                 if plan.single and name in streamed:
                     layer = write_streamed(name)
                 else:
-                    # A plain package's own layer keeps its archive's order, as a streamed one does.
-                    in_order = plan.single and name in staged
-                    layer = write_layer(
-                        packages_of(plan), store, options.compression, options.epoch, compressors=compressors, sort=not in_order
-                    )
+                    layer_members = packages_of(plan)
+                    # A plain package's own layer keeps its archive's order, as a streamed one does (a linked one is sorted).
+                    in_order = plan.single and name in staged and staged[name].result()[1] is not None
+                    layer = layer_of(layer_members, sort=not in_order)
             finally:
                 if plan.single and name in staged and name not in streamed:
                     ahead.release()

@@ -20,8 +20,9 @@ import conda_envkit.bake as bake_module
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
-from tests.hostile.conftest import Workspace, locked_workspace
+from tests.hostile.conftest import Workspace, lock_entry, locked_workspace
 from tests.test_bake_cache import _tree
+from tests.test_tar_headers import _as_tar_bz2
 
 LONG = "lib/python3.11/site-packages/" + "a_rather_deep_package/" * 5 + "module_with_a_long_name.py"  # > 100 bytes
 
@@ -60,6 +61,12 @@ def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_channel(channel, [honest], subdirs=("linux-64",))
     for package in PACKAGES:
         write_hostile_package(package, channel)
+    # A .tar.bz2 (the stream reads .conda only): staged, in a layer of its own with its archive's order too.
+    conda = write_hostile_package(
+        HostilePackage("bzipped", (Member("lib/b.txt", content=b"b\n"), Member("bin/a", content=b"a\n"))), channel
+    )
+    _as_tar_bz2(conda, conda.with_name("bzipped-1.0-0.tar.bz2"))
+    conda.unlink()
     asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
     return channel
 
@@ -80,6 +87,14 @@ def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
+def _workspace(root: Path, channel: Path, names: list[str]) -> Workspace:
+    """A lock of `names` and the .tar.bz2 package."""
+    ws = locked_workspace(root, channel, names)
+    bzipped = lock_entry(channel / "noarch" / "bzipped-1.0-0.tar.bz2", "bzipped")
+    ws.rewrite(lambda document: document["package"].append(bzipped))
+    return ws
+
+
 def _bake(ws: Workspace, *args: str) -> dict:
     result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--record", ws.root / "bake.json", *args)
     assert result.returncode == 0, result.output
@@ -97,7 +112,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
 ) -> None:
     installed = tmp_path / "envs" / "stream"  # baked for the prefix install writes: the records say the same
     prefix = str(installed)
-    ws = locked_workspace(tmp_path / "streamed", stream_channel, NAMES)
+    ws = _workspace(tmp_path / "streamed", stream_channel, NAMES)
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix)
     monkeypatch.undo()
@@ -107,14 +122,16 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     def refuse(*_: object, **__: object) -> None:
         raise NotStreamable
 
-    staged_ws = locked_workspace(tmp_path / "staged", stream_channel, NAMES)
+    staged_ws = _workspace(tmp_path / "staged", stream_channel, NAMES)
     monkeypatch.setattr(bake_module, "stream_package_archive", refuse)
     staged = _bake(staged_ws, "--oci", staged_ws.root / "image", "--prefix", prefix)
     monkeypatch.undo()
     assert streamed["image"]["digest"] == staged["image"]["digest"]
 
-    # The files of `ordered` are in its archive's order, each after its parent directories.
+    # The files of `ordered` (and of the staged .tar.bz2) are in their archive's order, each after its parent directories.
     layers = {tuple(layer["packages"]): layer["digest"] for layer in streamed["platforms"]["linux-64"]["layers"]}
+    bzipped = _layer_names(ws.root / "image", layers[("bzipped-1.0-0",)])
+    assert [n.split(prefix.strip("/"))[-1] for n in bzipped if "/lib/" in n or "/bin/" in n] == ["/lib/b.txt", "/bin/a"]
     names = _layer_names(ws.root / "image", layers[("ordered-1.0-0",)])
     env = prefix.strip("/")
     parents = ["/".join(env.split("/")[:i]) for i in range(1, env.count("/") + 2)]
