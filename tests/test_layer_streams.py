@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import random
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import pytest
 import zstandard
 
 from conda_envkit.oci.blobs import BlobStore, OciError
-from conda_envkit.oci.layer import Compression, Compressors, write_layer
+from conda_envkit.oci.layer import ZSTD_MAX_WORKERS, Compression, Compressors, write_layer, zstd_workers
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import FILE, Member
 
@@ -107,3 +108,18 @@ def test_reused_compressors_write_the_bytes_of_fresh_ones_even_after_a_failed_la
     for layer in again:
         blob = store.path(layer.descriptor.digest).read_bytes()
         assert layer.diff_id == "sha256:" + hashlib.sha256(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read()).hexdigest()
+
+
+def test_layer_bytes_do_not_depend_on_the_zstd_workers_which_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer's zstd workers follow the CPUs the process may use, up to ZSTD_MAX_WORKERS (each holds ~10 MB:
+    a 64-core runner would otherwise hold ~650 MB); the bytes are the same for any number."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(random.Random(6).randbytes(3_000_000) + b"import numpy as np\n" * 400_000)
+    members = [Member("opt/env/lib/a.bin", FILE, 0o644, data.stat().st_size, source=data)]
+    one = write_layer(members, BlobStore(tmp_path / "one"), Compression("zstd"), 0, compressors=Compressors(workers=1))
+    five = write_layer(members, BlobStore(tmp_path / "five"), Compression("zstd"), 0, compressors=Compressors(workers=5))
+    assert one == five
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(64)), raising=False)
+    assert zstd_workers() == ZSTD_MAX_WORKERS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {3}, raising=False)
+    assert zstd_workers() == 1

@@ -147,19 +147,35 @@ class Compressors:
     made once instead of once a layer (fresh buffers cost a page fault for every 4 KiB they hold: 200,000 of
     them in a 2 GB bake). They are dropped with this object; the bytes written do not depend on reuse."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:
         self._per_thread = threading.local()
+        self.workers = workers
 
     def zstd(self) -> zstandard.ZstdCompressor:
         compressor = getattr(self._per_thread, "zstd", None)
         if compressor is None:
-            compressor = self._per_thread.zstd = _zstd()
+            compressor = self._per_thread.zstd = _zstd(self.workers)
         return compressor
 
 
-def _zstd() -> zstandard.ZstdCompressor:
-    # Multi-threaded zstd output is the same for any worker count >= 1.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+# Each zstd worker holds ~10 MB (its job's input and output). One thread feeds the layer's tar stream to them,
+# which a few workers keep up with: more would only raise a many-core runner's memory (~650 MB at 64 cores).
+ZSTD_MAX_WORKERS = 8
+
+
+def zstd_workers() -> int:
+    """The zstd workers of a layer: the CPUs this process may run on (its affinity, as in a container with
+    a CPU set), at most ZSTD_MAX_WORKERS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not on macOS)
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, ZSTD_MAX_WORKERS))
+
+
+def _zstd(workers: int | None = None) -> zstandard.ZstdCompressor:
+    # Multi-threaded zstd output is the same for any worker count >= 1 (tests/test_layer_streams.py).
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=workers or zstd_workers(), write_checksum=True)
 
 
 def _compressed_writer(kind: str, out: BinaryIO, compressors: Compressors | None) -> BinaryIO:
