@@ -307,6 +307,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "floor_s": round(f, 2),
         "cold_bake_s": round(c, 2),
         "ratio_cold_vs_floor": round(c / f, 3),
+        "rounds": {"floor_s": [round(x, 2) for x in floors], "cold_bake_s": [round(x, 2) for x in colds]},  # the spread
         "floor_cpu_s": round(statistics.median(floor_cpu), 2),
         "cold_bake_cpu_s": round(statistics.median(cold_cpu), 2),
         "ratio_cold_vs_floor_cpu": round(statistics.median(cold_cpu) / statistics.median(floor_cpu), 3),
