@@ -28,7 +28,7 @@ import zstandard
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import GuardedFile
-from conda_envkit.pkginfo import INFO_CAP_HINT, info_over_cap
+from conda_envkit.pkginfo import INFO_CAP_HINT, conda_tarball, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
 from conda_envkit.tar_members import NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
 
@@ -164,8 +164,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
             names = z.namelist()
-            info = next((n for n in names if n.startswith("info-") and n.endswith(".tar.zst")), None)
-            pkg = next((n for n in names if n.startswith("pkg-") and n.endswith(".tar.zst")), None)
+            info, pkg = conda_tarball(names, "info"), conda_tarball(names, "pkg")
             if info is None or pkg is None:
                 raise PackageContentError(f"{archive.name}: not a .conda package (no info-/pkg- tarballs)", hint="the package is corrupt")
             opened: list[IO[bytes]] = []
@@ -354,8 +353,7 @@ def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> It
     try:
         with zipfile.ZipFile(archive) as z:
             names = z.namelist()
-            info = next((n for n in names if n.startswith("info-") and n.endswith(".tar.zst")), None)
-            pkg = next((n for n in names if n.startswith("pkg-") and n.endswith(".tar.zst")), None)
+            info, pkg = conda_tarball(names, "info"), conda_tarball(names, "pkg")
             if info is None or pkg is None:
                 raise NotStreamable
             paths_json = None

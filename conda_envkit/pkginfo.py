@@ -111,6 +111,11 @@ def _info_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None
     return None
 
 
+def conda_tarball(names: list[str], kind: str) -> str | None:
+    """The name of a `.conda`'s `info` or `pkg` tarball in its zip listing (the first, as conda reads it), if any."""
+    return next((n for n in names if n.startswith(f"{kind}-") and n.endswith(".tar.zst")), None)
+
+
 def _conda_info_files(archive: Path) -> tuple[str, str] | None:
     """info/index.json and info/paths.json of a package archive, read by envkit; None when they are not both
     there as plain members (rattler then reads the archive and says what is wrong). Either over
@@ -132,7 +137,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
         if not archive.name.endswith(".conda"):
             return None
         with zipfile.ZipFile(archive) as z:
-            info = next((n for n in z.namelist() if n.startswith("info-") and n.endswith(".tar.zst")), None)
+            info = conda_tarball(z.namelist(), "info")
             if info is None:
                 return None
             with (
