@@ -44,6 +44,13 @@ PACKAGES = [
     HostilePackage(
         "gnu-long", (Member(LONG, content=b"print('long')\n"), Member("bin/gnu", content=b"gnu\n")), tar_format=tarfile.GNU_FORMAT
     ),
+    # A non-empty file whose paths.json entry has no size (read as an empty file's): plain by its info, but the
+    # stream finds the archive's size differs, so this package is linked; its file is still all there.
+    HostilePackage(
+        "no-size",
+        (Member("lib/sized.txt", content=b"more than nothing\n"),),
+        ({"_path": "lib/sized.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"more than nothing\n").hexdigest()},),
+    ),
     # A file paths.json does not list: not what the stream reproduces, so this package is linked.
     HostilePackage(
         "unlisted",
@@ -51,7 +58,7 @@ PACKAGES = [
         ({"_path": "lib/listed.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"listed\n").hexdigest(), "size_in_bytes": 7},),
     ),
 ]
-NAMES = ["ordered", "gnu-long", "unlisted", "honest"]
+NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest"]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +123,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix)
     monkeypatch.undo()
-    assert sorted(seen) == ["honest", "ordered"]  # gnu-long was staged, unlisted linked
+    assert sorted(seen) == ["honest", "ordered"]  # gnu-long was staged, unlisted and no-size linked
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:
