@@ -684,7 +684,9 @@ def build_layers(
         return layers
     finally:
         failed.set()
-        for future in staged.values():  # a streamed package's, if its layer was never written: the stager waits for it
+        # A streamed package's future, if its layer was never written: the stager (keep_plain) waits for it. The
+        # stager's own futures are its to finish (one may be running): pending ones are cancelled below.
+        for future in (staged[n] for n in streamed if n in staged):
             if not future.done():
                 future.set_exception(BakeError("bake stopped", hint="see the error above"))
         stager.shutdown(wait=True, cancel_futures=True)

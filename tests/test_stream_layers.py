@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from rattler.index import index_fs
 
 import conda_envkit.bake as bake_module
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
+from conda_envkit.bake import BakeError
 from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 from tests.hostile.conftest import Workspace, lock_entry, locked_workspace
@@ -195,3 +198,27 @@ def test_a_stream_that_breaks_off_keeps_no_layer_and_the_bake_goes_on(
     expected = {layer["digest"].split(":")[1] for layer in broken["platforms"]["linux-64"]["layers"]}
     assert expected <= blobs
     assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
+
+
+def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first group package's read fails; the bake stops while the stager is still reading the next one,
+    # which then fails too. The bake's error is the first, and the stager's thread ends without an error of its own.
+    ws = locked_workspace(tmp_path / "failing", stream_channel, ["honest", "ordered"])
+    calls: list[str] = []
+
+    def fails(fetched: object, *args: object) -> None:
+        calls.append(str(fetched))
+        if len(calls) > 1:
+            time.sleep(0.5)  # still reading when the writer has given up
+        raise BakeError(f"read {len(calls)} failed", hint="free space")
+
+    monkeypatch.setattr(bake_module, "_stage_plain", fails)
+    with caplog.at_level(logging.DEBUG):
+        result = ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image")
+    assert result.returncode == 2, result.output
+    assert "read 1 failed" in result.output
+    assert len(calls) == 2
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("concurrent")] == []
+    assert not (ws.root / "image").exists()
