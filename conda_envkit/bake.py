@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from conda_envkit import __version__
 from conda_envkit.archive_check import (
@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a 
     from conda_envkit.registry_cache import RegistryCache
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
+_Written = TypeVar("_Written")
 
 
 class BakeError(EnvkitError):
@@ -427,12 +428,13 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
         return links, None
 
 
-def _stream_single(
-    fetched: FetchedPackage, cache_dir: Path, in_image: str, write: Callable[[Iterable[Member]], Layer]
-) -> tuple[Layer, PayloadLinks]:
-    """A plain `.conda`'s own layer, written (`write`, members in archive order) as its archive is read and checked,
-    front to back, with nothing staged on disk; and its link summary. NotStreamable or NotPlain if the archive must
-    be staged (or its package linked) instead: no layer is kept then."""
+def _stream_plain(
+    fetched: FetchedPackage, cache_dir: Path, in_image: str, write: Callable[[Iterable[Member]], _Written]
+) -> tuple[_Written, PayloadLinks]:
+    """A plain `.conda`'s members written (`write`: its own layer, or its fragment for a group layer; members in
+    archive order) as its archive is read and checked, front to back, with nothing staged on disk; and its link
+    summary. NotStreamable or NotPlain if the archive must be staged (or its package linked) instead: `write`
+    must then keep nothing of what it was given."""
     locked, archive = fetched.locked, fetched.archive
     label = archive_label(locked)
     info = package_info(fetched, cache_dir)
@@ -441,10 +443,10 @@ def _stream_single(
     sha256 = (locked.hash.sha256 or "").lower()
     hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
     with stream_package_archive(archive, label, hashed) as streamed:
-        layer = write(streamed_members(streamed, locked, info, in_image))
+        written = write(streamed_members(streamed, locked, info, in_image))
     if hashed:
         mark_checked(archive, sha256)
-    return layer, payload_links(label, streamed.checked())
+    return written, payload_links(label, streamed.checked())
 
 
 class _SkipStep:
@@ -531,8 +533,23 @@ def build_layers(
         while single and not ahead.acquire(timeout=0.2):
             if failed.is_set():
                 raise BakeError("bake stopped", hint="see the error above")  # never shown: the bake has failed already
-        links, found = _stage_plain(fetched, cache_dir, in_image, payload)
         name = _plan_name(fetched.locked)
+        if not single and fetched.archive.name.endswith(".conda"):
+            # A group package's `.conda` is read front to back straight into its fragment, which its layer then
+            # copies: no payload staged. Kept (commit) once the layers are written and every archive passed.
+            key = fragment_key(planned[name], context)
+
+            def into_fragment(members: Iterable[Member]) -> PendingFragment:
+                return fragments.write(key, members, options.epoch, ordered=False)
+
+            try:
+                written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment)
+            except (NotStreamable, NotPlain):
+                pass
+            else:
+                pending[name] = written
+                return links, written.members()
+        links, found = _stage_plain(fetched, cache_dir, in_image, payload)
         if not single and found is not None:
             pending[name] = fragments.write(fragment_key(planned[name], context), found, options.epoch, ordered=False)
         return links, found
@@ -563,13 +580,12 @@ def build_layers(
                 staged[n] = Future() if n in streamed else stager.submit(stage, by_fetched[n], payloads[n], n not in planned)
 
         def keep_plain() -> None:
-            """Check the archives read together, then keep their group members' fragments (written as they were read)."""
+            """Check the archives read together (their group members' fragments, written as they were read, are kept
+            once the layers are written: a group layer may still be copying a fragment from its temporary file)."""
             read = {n: future.result() for n, future in staged.items()}
             # No symlink chain out of the prefix: checked before anything of these archives is kept for a later bake
             # (the layer cache remembers the layers only once build_layers returns).
             check_payload_links([links for links, _ in read.values()])
-            for name in list(pending):
-                fragments.commit(pending.pop(name))
 
         kept = stager.submit(keep_plain)
         linking = threading.Lock()
@@ -622,7 +638,7 @@ def build_layers(
             future = staged[name]
             try:
                 try:
-                    layer, links = _stream_single(
+                    layer, links = _stream_plain(
                         by_fetched[name],
                         cache_dir,
                         in_image,
@@ -676,6 +692,8 @@ def build_layers(
         layers = [built[i] for i in range(len(plans))]
         link_the_rest()
         kept.result()
+        for name in list(pending):
+            fragments.commit(pending.pop(name))
         count = len(linked)
         progress.done(extract, f"{len(need)} packages ({len(need) - count} read from their archives, {count} linked)")
         for name in linked:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -324,6 +324,15 @@ class PendingFragment:
     sha256: str
     index: tuple[tuple[str, str, int, int], ...]  # (path, kind, offset, length) of each member
 
+    def members(self) -> list[Member]:
+        """Its members as byte ranges of the temporary file (to be read before it is kept or dropped)."""
+        return _block_members(self.tmp, self.index)
+
+
+def _block_members(tar: Path, index: Iterable[Any]) -> list[Member]:
+    """(path, kind, offset, length) entries of a fragment file as members."""
+    return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]
+
 
 class FragmentStore:
     """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer.
@@ -354,7 +363,7 @@ class FragmentStore:
                 if file_digest(tar) != data["sha256"]:
                     return None
                 self._write_index(key, {**data, "stamp": file_stamp(tar)})
-            return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in data["members"]]
+            return _block_members(tar, data["members"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -410,7 +419,7 @@ class FragmentStore:
                 self.mismatched.append(pending.key)
         finally:
             pending.tmp.unlink(missing_ok=True)
-        return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in pending.index]
+        return _block_members(tar, pending.index)
 
     @staticmethod
     def discard(pending: PendingFragment) -> None:
