@@ -22,6 +22,7 @@ Every other module asks this one for a path; none joins paths under the cache it
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -43,7 +44,13 @@ def seal_key_path() -> Path:
 
     Outside the cache on purpose: whoever can write a shared or restored cache must not be able to read it.
     """
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    # Asked for several times per package in a bake: worked out once for each value of the variables it reads.
+    return _seal_key_path(os.environ.get("XDG_STATE_HOME") or "", os.environ.get("HOME") or "")
+
+
+@functools.cache
+def _seal_key_path(state_home: str, home: str) -> Path:  # (`home`: what Path.home() reads first)
+    base = state_home or str(Path.home() / ".local" / "state")
     return Path(base) / "envkit" / "cache-seal.key"
 
 

@@ -107,9 +107,11 @@ def _read_once(path: Path, identity: tuple[int, ...]) -> CacheSeal:  # `identity
 
 def _load(path: Path) -> CacheSeal:
     try:
-        if not path.exists():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
             _create_secret(path)
-        st = os.stat(path)
+            st = os.stat(path)
         return _read_once(path, (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid))
     except OSError as exc:
         # A read-only home (a container run as another user): envkit still works, trusting only what this
