@@ -334,6 +334,9 @@ def _block_members(tar: Path, index: Iterable[Any]) -> list[Member]:
     return [Member(path, kind, block=(tar, offset, length)) for path, kind, offset, length in index]
 
 
+_FRAGMENT_BUFFER = 256 << 10  # most group packages are smaller than a layer's 1 MiB buffer
+
+
 class FragmentStore:
     """`<cache>/fragments/<key>.tar` (+ `.json` index): one package's tar members, ready to copy into a layer.
 
@@ -387,7 +390,7 @@ class FragmentStore:
         try:
             with GuardedFile(tmp, "package fragment", CACHE_SETTING, file=os.fdopen(fd, "wb")) as raw:
                 sink = _Sink(raw)  # type: ignore[arg-type]
-                writer = TarWriter(sink, mtime)  # type: ignore[arg-type]
+                writer = TarWriter(sink, mtime, _FRAGMENT_BUFFER)  # type: ignore[arg-type]
                 try:
                     for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
                         start = writer.written

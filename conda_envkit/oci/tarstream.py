@@ -144,13 +144,15 @@ def header(member: Member, mtime: int) -> bytes:
 class TarWriter:
     """Writes members to a binary stream; `close` ends the archive (it does not close `out`)."""
 
-    def __init__(self, out: BinaryIO, mtime: int) -> None:
+    def __init__(self, out: BinaryIO, mtime: int, buffer_size: int = _COPY) -> None:
         self.out = out
         self.mtime = mtime
         self.written = 0
         # Headers and file contents are gathered in one buffer (contents read straight into it), so that hashing
-        # and compression see large writes and no byte is copied in Python on the way.
-        self._buffer = memoryview(bytearray(_COPY))
+        # and compression see large writes and no byte is copied in Python on the way. (A small package's
+        # fragment takes a smaller one: a fresh buffer costs a page fault for every 4 KiB of it.)
+        self._size = buffer_size
+        self._buffer = memoryview(bytearray(buffer_size))
         self._fill = 0
         # Tars read by offset (staged payloads, fragments) hold many members: each is opened once.
         self._opened: dict[Path, BinaryIO] = {}
@@ -158,11 +160,11 @@ class TarWriter:
     def _emit(self, data: bytes | memoryview) -> None:
         size = len(data)
         self.written += size
-        if size >= _COPY // 4:
+        if size >= self._size // 4:
             self.flush()
             self.out.write(data)
             return
-        if self._fill + size > _COPY:
+        if self._fill + size > self._size:
             self.flush()
         self._buffer[self._fill : self._fill + size] = data
         self._fill += size
@@ -218,9 +220,9 @@ class TarWriter:
         """Copy exactly `length` bytes from `source` into the stream; `short` is the error if it ends first."""
         remaining = length
         while remaining:
-            if self._fill == _COPY:
+            if self._fill == self._size:
                 self.flush()
-            want = min(_COPY - self._fill, remaining)
+            want = min(self._size - self._fill, remaining)
             got = source.readinto(self._buffer[self._fill : self._fill + want])  # type: ignore[attr-defined]
             if not got:
                 raise OciError(short, hint=hint)
