@@ -30,7 +30,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.files import GuardedFile
 from conda_envkit.pkginfo import INFO_CAP_HINT, conda_tarball, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
-from conda_envkit.tar_members import NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
+from conda_envkit.tar_members import CountedStream, NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -343,6 +343,38 @@ class StreamedArchive:
         return [e for e in {e.path: e for e in self.entries}.values() if e.path.split("/")[0] != "info"]
 
 
+def _streamed_info(archive: Path, z: zipfile.ZipFile, info: str) -> bytes | None:
+    """A `.conda`'s info tarball checked entry by entry (as the staged read checks it), and its info/paths.json;
+    read with envkit's header reader, or again by tarfile where that reader does not follow the tar."""
+    try:
+        with z.open(info) as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+            source = CountedStream(stream)
+            paths_json = None
+            for header in stream_headers(source):
+                entry = _entry(archive, "info", header)
+                if entry.kind == "file" and entry.path == "info/paths.json":
+                    too_big = info_over_cap(archive, "info/paths.json", header.size)
+                    if too_big:
+                        raise PackageContentError(too_big, hint=INFO_CAP_HINT)
+                    paths_json = source.read(header.size)
+                    if len(paths_json) != header.size:
+                        raise NeedsTarfile  # cut short: tarfile says how
+            return paths_json
+    except NeedsTarfile:
+        pass
+    paths_json = None
+    with (
+        z.open(info) as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        for member in each_member(tar):
+            entry = _entry(archive, "info", member)
+            if entry.kind == "file" and entry.path == "info/paths.json":
+                paths_json = _paths_json(archive, tar, member)[1]
+    return paths_json
+
+
 @contextmanager
 def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> Iterator[StreamedArchive]:
     """A `.conda` to be read front to back: its info tarball checked as `stage_package_archive` checks it, then its
@@ -356,16 +388,7 @@ def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> It
             info, pkg = conda_tarball(names, "info"), conda_tarball(names, "pkg")
             if info is None or pkg is None:
                 raise NotStreamable
-            paths_json = None
-            with (
-                z.open(info) as raw,
-                zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-                tarfile.open(fileobj=stream, mode="r|") as tar,
-            ):
-                for member in each_member(tar):
-                    entry = _entry(archive, "info", member)
-                    if entry.kind == "file" and entry.path == "info/paths.json":
-                        paths_json = _paths_json(archive, tar, member)[1]
+            paths_json = _streamed_info(archive, z, info)
             with _open_member(z, archive, pkg) as raw:
                 yield StreamedArchive(archive, label, paths_json, hashed, _PayloadStream(raw))
     except UnsafePathError as exc:

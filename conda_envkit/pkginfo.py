@@ -23,6 +23,8 @@ from conda_envkit.files import write_cache_entry
 if TYPE_CHECKING:
     import tarfile
 
+    from conda_envkit.tar_members import TarSource
+
 INFO_FORMAT = "envkit.pkginfo/2"  # 2: a package with empty files can be plain
 
 
@@ -111,6 +113,24 @@ def _info_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None
     return None
 
 
+def _info_members_streamed(source: TarSource, archive: Path) -> tuple[str, str] | None:
+    """`_info_members` read with envkit's own header reader (NeedsTarfile where tarfile must read it)."""
+    from conda_envkit.tar_members import NeedsTarfile, stream_headers
+
+    found: dict[str, bytes] = {}
+    for member in stream_headers(source):
+        if member.name in _INFO_FILES and member.name not in found and member.isfile():
+            too_big = info_over_cap(archive, member.name, member.size)
+            if too_big:
+                raise PackageInfoError(too_big, hint=INFO_CAP_HINT)
+            found[member.name] = source.read(member.size)
+            if len(found[member.name]) != member.size:
+                raise NeedsTarfile  # cut short: tarfile says how
+            if len(found) == len(_INFO_FILES):
+                return found["info/index.json"].decode(), found["info/paths.json"].decode()
+    return None
+
+
 def conda_tarball(names: list[str], kind: str) -> str | None:
     """The name of a `.conda`'s `info` or `pkg` tarball in its zip listing (the first, as conda reads it), if any."""
     return next((n for n in names if n.startswith(f"{kind}-") and n.endswith(".tar.zst")), None)
@@ -130,6 +150,8 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
 
     import zstandard
 
+    from conda_envkit.tar_members import CountedStream, NeedsTarfile
+
     try:
         if archive.name.endswith(".tar.bz2"):
             with tarfile.open(archive, mode="r|bz2") as tar:
@@ -140,6 +162,13 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
             info = conda_tarball(z.namelist(), "info")
             if info is None:
                 return None
+            # Read with envkit's header reader (~0.5 ms a package less than tarfile, for every package a
+            # plan reads); a tar it does not follow is read again by tarfile.
+            try:
+                with z.open(info) as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+                    return _info_members_streamed(CountedStream(stream), archive)
+            except NeedsTarfile:
+                pass
             with (
                 z.open(info) as raw,
                 zstandard.ZstdDecompressor().stream_reader(raw) as stream,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -221,6 +222,19 @@ class TarSource(Protocol):
     consumed: int
 
     def read(self, size: int) -> bytes: ...
+
+
+class CountedStream:
+    """A TarSource over a readable binary stream (a zstd stream reader): exact reads, counted."""
+
+    def __init__(self, raw: BinaryIO, buffer_size: int = 1 << 16) -> None:
+        self._reader = io.BufferedReader(raw, buffer_size)  # type: ignore[type-var]
+        self.consumed = 0
+
+    def read(self, size: int) -> bytes:
+        data = self._reader.read(size)
+        self.consumed += len(data)
+        return data
 
 
 def _skip(source: TarSource, size: int) -> None:
