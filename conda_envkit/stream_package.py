@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from conda_envkit.archive_check import ArchiveEntry, StagedArchive, StreamedArchive
@@ -32,8 +34,40 @@ class NotPlain(Exception):
     """The archive holds something the streaming path does not reproduce exactly."""
 
 
-def _listed(name: str, paths_json: bytes | None) -> dict[str, tuple[str, int, str]]:
-    """info/paths.json's entries (path -> kind, size, sha256), if every one is a plain file or symlink."""
+# A text prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked.
+MAX_REPLACED_BYTES = 16 << 20
+# What a file with a text placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
+# is rattler's to apply, so its package is linked.
+_PLACEHOLDER_KEYS = frozenset({"_path", "path_type", "sha256", "size_in_bytes", "prefix_placeholder", "file_mode"})
+# rattler rewrites a shebang longer than 127 bytes (or naming a path with a space) to a `/bin/sh` exec line: a
+# file whose shebang comes near that (this margin below it) is left to rattler (NotPlain).
+_SHEBANG_STREAMED = 120
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """One file or symlink info/paths.json lists (`placeholder`: a text prefix placeholder to replace)."""
+
+    kind: str
+    size: int
+    sha256: str
+    placeholder: str = ""
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One file or symlink as installed: its conda-meta paths_data entry."""
+
+    kind: str
+    size: int  # in the prefix (after replacement)
+    sha256: str  # the archive's (a symlink: of its target)
+    placeholder: str = ""
+    sha256_in_prefix: str = ""
+
+
+def _listed(name: str, paths_json: bytes | None) -> dict[str, _Listed]:
+    """info/paths.json's entries by path, if every one is a plain file (or one with a text prefix placeholder) or
+    a symlink."""
     if paths_json is None:
         raise NotPlain(f"{name}: no info/paths.json")
     try:
@@ -44,15 +78,48 @@ def _listed(name: str, paths_json: bytes | None) -> dict[str, tuple[str, int, st
     try:  # (a malformed paths.json is the archive check's to report)
         for entry in paths:
             path = str(entry["_path"])
-            if entry.get("path_type", "hardlink") == "hardlink" and not entry.get("prefix_placeholder") and not entry.get("no_link"):
-                listed[path] = (FILE, int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or ""))
+            placeholder = entry.get("prefix_placeholder") or ""
+            if placeholder and (not isinstance(placeholder, str) or entry.get("file_mode") != "text" or set(entry) - _PLACEHOLDER_KEYS):
+                raise NotPlain(f"{name}: {path} has a prefix placeholder rattler replaces itself")
+            if entry.get("path_type", "hardlink") == "hardlink" and not entry.get("no_link"):
+                listed[path] = _Listed(FILE, int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or ""), placeholder)
             elif entry.get("path_type") == "softlink":
-                listed[path] = (SYMLINK, 0, "")
+                listed[path] = _Listed(SYMLINK, 0, "")
             else:
                 raise NotPlain(f"{name}: {path} is not a plain file or symlink")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise NotPlain(f"{name}: info/paths.json is malformed ({exc})") from None
     return listed
+
+
+def _read_whole(size: int, stream: Any = None, source: Path | None = None, offset: int = 0) -> bytes:
+    """A member's `size` bytes: from an archive being read (`stream`, a readinto reader), or a staged payload."""
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    if stream is not None:
+        while got < size and (n := stream.readinto(view[got:])):
+            got += n
+    elif source is not None:
+        with source.open("rb") as f:
+            f.seek(offset)
+            got = f.readinto(data)
+    if got != size:
+        raise NotPlain(f"{source or 'archive'}: a member is cut short")
+    return bytes(data)
+
+
+def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str) -> bytes:
+    """`data` with every `placeholder` replaced by `prefix`, as rattler does for a text placeholder; NotPlain where
+    rattler would also rewrite the file's shebang (too long, or naming a path with a space)."""
+    old, new = placeholder.encode(), prefix.encode()
+    if len(data) + data.count(old) * (len(new) - len(old)) > 2 * MAX_REPLACED_BYTES:  # (a one-byte placeholder...)
+        raise NotPlain(f"{name}: {path} would grow too big once its prefix placeholder is replaced")
+    out = data.replace(old, new)
+    if out.startswith(b"#!"):
+        first = out.split(b"\n", 1)[0]
+        if len(first) > _SHEBANG_STREAMED or (new in first and any(c.isspace() for c in prefix)):
+            raise NotPlain(f"{name}: {path}'s shebang is rattler's to rewrite")
+    return out
 
 
 class _PlainPayload:
@@ -61,8 +128,9 @@ class _PlainPayload:
 
     def __init__(self, name: str, paths_json: bytes | None, in_image: str) -> None:
         self.name, self.in_image = name, in_image
+        self.prefix = "/" + in_image  # what rattler writes for a placeholder when it links into the image's prefix
         self.listed = _listed(name, paths_json)
-        self.seen: dict[str, tuple[str, int, str]] = {}
+        self.seen: dict[str, _Seen] = {}
         self.parents: set[str] = set()  # the directories the entries so far are written through
 
     def _claim(self, path: str) -> None:
@@ -83,14 +151,20 @@ class _PlainPayload:
         if name not in self.listed:
             raise NotPlain(f"{self.name}: {name} is not listed in info/paths.json once")
         self._claim(name)
-        kind, size, _digest = self.listed[name]
-        if entry.kind == "symlink" and kind == SYMLINK:
-            self.seen[name] = (SYMLINK, 0, hashlib.sha256(entry.target.encode()).hexdigest())
+        listed = self.listed[name]
+        if entry.kind == "symlink" and listed.kind == SYMLINK:
+            self.seen[name] = _Seen(SYMLINK, 0, hashlib.sha256(entry.target.encode()).hexdigest())
             return Member(f"{self.in_image}/{name}", SYMLINK, 0o777, linkname=entry.target)
-        if entry.kind == "file" and kind == FILE and entry.size == size:
-            self.seen[name] = self.listed[name]
+        if entry.kind == "file" and listed.kind == FILE and entry.size == listed.size:
             mode = 0o755 if entry.mode & 0o100 else 0o644
-            return Member(f"{self.in_image}/{name}", FILE, mode, size, **content)
+            if not listed.placeholder:
+                self.seen[name] = _Seen(FILE, listed.size, listed.sha256)
+                return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, **content)
+            if listed.size > MAX_REPLACED_BYTES:
+                raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
+            data = _replaced(self.name, name, _read_whole(listed.size, **content), listed.placeholder, self.prefix)
+            self.seen[name] = _Seen(FILE, len(data), listed.sha256, listed.placeholder, hashlib.sha256(data).hexdigest())
+            return Member(f"{self.in_image}/{name}", FILE, mode, len(data), data=data)
         raise NotPlain(f"{self.name}: {name} is not the file or symlink info/paths.json says")
 
     def record(self, locked: LockedPackage, info: PackageInfo) -> Member:
@@ -101,7 +175,7 @@ class _PlainPayload:
         return Member(f"{self.in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
 
 
-def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str, int, str]]) -> bytes:
+def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -> bytes:
     from conda_envkit.install import _channel_of, record_from_info
 
     file_name = locked.url.rsplit("/", 1)[-1]
@@ -110,11 +184,23 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, tuple[str
     record["channel"] = _channel_of(locked.locked_url)
     entries = []
     for path in sorted(paths):
-        kind, size, digest = paths[path]
-        if kind == SYMLINK:
-            entries.append({"_path": path, "path_type": "softlink", "sha256_in_prefix": digest, "size_in_bytes": 0})
+        seen = paths[path]
+        if seen.kind == SYMLINK:
+            entries.append({"_path": path, "path_type": "softlink", "sha256_in_prefix": seen.sha256, "size_in_bytes": 0})
+        elif seen.placeholder:
+            entries.append(
+                {
+                    "_path": path,
+                    "file_mode": "text",
+                    "path_type": "hardlink",
+                    "prefix_placeholder": seen.placeholder,
+                    "sha256": seen.sha256,
+                    "sha256_in_prefix": seen.sha256_in_prefix,
+                    "size_in_bytes": seen.size,
+                }
+            )
         else:
-            entries.append({"_path": path, "path_type": "hardlink", "sha256": digest, "size_in_bytes": size})
+            entries.append({"_path": path, "path_type": "hardlink", "sha256": seen.sha256, "size_in_bytes": seen.size})
     record["files"] = sorted(paths)
     record["paths_data"] = {"paths": entries, "paths_version": 1}
     record["requested_specs"] = []

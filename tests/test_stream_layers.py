@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import subprocess
@@ -61,7 +62,42 @@ PACKAGES = [
         ({"_path": "lib/listed.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"listed\n").hexdigest(), "size_in_bytes": 7},),
     ),
 ]
-NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest"]
+PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
+
+
+def _text_placeholder(name: str, files: dict[str, bytes], executable: tuple[str, ...] = ()) -> HostilePackage:
+    """A package whose files have a text prefix placeholder (as conda-build writes them)."""
+    members = tuple(Member(path, content=data, mode=0o755 if path in executable else 0o644) for path, data in files.items())
+    paths = tuple(
+        {
+            "_path": path,
+            "path_type": "hardlink",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_in_bytes": len(data),
+            **({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"} if PLACEHOLDER.encode() in data else {}),
+        }
+        for path, data in files.items()
+    )
+    return HostilePackage(name, members, paths)
+
+
+TEXT_PLACEHOLDERS = [
+    # Replaced while streaming, as rattler replaces them.
+    _text_placeholder(
+        "texty",
+        {
+            "bin/tool": f"#!{PLACEHOLDER}/bin/python\nimport sys\nprint('{PLACEHOLDER}/lib')\n".encode(),
+            "bin/tool-args": f"#!{PLACEHOLDER}/bin/python -E\nprint(1)\n".encode(),
+            "lib/pkgconfig/texty.pc": f"prefix={PLACEHOLDER}\nlibdir=${{prefix}}/lib\nincludedir={PLACEHOLDER}/include".encode(),
+            "etc/texty.conf": f"a={PLACEHOLDER}\r\nb={PLACEHOLDER}{PLACEHOLDER}\r\n".encode(),
+            "share/texty/plain.txt": b"no placeholder here\n",
+        },
+        executable=("bin/tool", "bin/tool-args"),
+    ),
+    # A shebang rattler rewrites once replaced (too long): left to rattler, so the package is linked.
+    _text_placeholder("texty-long", {"bin/long": f"#!{PLACEHOLDER}/{'x' * 100}/bin/python\nprint(2)\n".encode()}, executable=("bin/long",)),
+]
+NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "texty-long"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +105,7 @@ def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     channel = tmp_path_factory.mktemp("channels") / "stream"
     honest = PackageSpec("honest", "1.0", "0", files=(PackageFile("bin/honest", b"#!/bin/sh\necho honest\n", executable=True),))
     build_channel(channel, [honest], subdirs=("linux-64",))
-    for package in PACKAGES:
+    for package in (*PACKAGES, *TEXT_PLACEHOLDERS):
         write_hostile_package(package, channel)
     # A .tar.bz2 (the stream reads .conda only): staged, in a layer of its own with its archive's order too.
     conda = write_hostile_package(
@@ -129,7 +165,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
-    assert sorted(seen) == ["honest", "ordered"]  # gnu-long was staged, unlisted and no-size linked
+    assert sorted(seen) == ["honest", "ordered", "texty"]  # gnu-long was staged; unlisted, no-size and texty-long linked
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:
@@ -238,3 +274,30 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
         if len(calls) == 2:
             break
     assert len(calls) == 2, "the second read never started before the bake stopped"
+
+
+@pytest.mark.parametrize(
+    ("entry", "data"),
+    [
+        # A placeholder of binary mode, or with anything besides what rattler's plain replacement reads: left to rattler.
+        ({"prefix_placeholder": PLACEHOLDER, "file_mode": "binary"}, PLACEHOLDER.encode()),
+        ({"prefix_placeholder": PLACEHOLDER}, PLACEHOLDER.encode()),
+        ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text", "offsets": [0]}, PLACEHOLDER.encode()),
+        ({"prefix_placeholder": ["not", "text"], "file_mode": "text"}, b"x"),
+        # A file that would grow past what is read into memory once replaced (a one-byte placeholder).
+        ({"prefix_placeholder": "/", "file_mode": "text"}, b"/" * (2 << 20)),
+        # A shebang rattler rewrites: naming a prefix with a space.
+        ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}, f"#!{PLACEHOLDER}/bin/python\n".encode()),
+    ],
+    ids=["binary", "no-file-mode", "offsets", "not-a-string", "growth", "space-in-shebang"],
+)
+def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dict, data: bytes) -> None:
+    from conda_envkit.archive_check import ArchiveEntry
+    from conda_envkit.stream_package import NotPlain, _PlainPayload
+
+    listed = {"_path": "bin/x", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data), **entry}
+    paths_json = json.dumps({"paths": [listed]}).encode()
+    in_image = "opt/conda/envs/with space" if data.startswith(b"#!") else "opt/conda/envs/env"
+    with pytest.raises(NotPlain):
+        payload = _PlainPayload("pkg", paths_json, in_image)
+        payload.member(ArchiveEntry("bin/x", "file", "", len(data), mode=0o755), stream=io.BytesIO(data))

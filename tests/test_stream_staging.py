@@ -167,13 +167,22 @@ def test_package_info_from_the_info_tarball_is_rattlers(tmp_path: Path, monkeypa
         )
     )
     channel = build_channel(tmp_path / "channel", specs, subdirs=("linux-64",))
+    # A binary prefix placeholder (rattler replaces it, so the package is not plain; a text one is).
+    from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
+
+    data = b"\x7fELF/opt/anaconda1anaconda2anaconda3/lib\x00"
+    binary = {"_path": "lib/libx.so", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
+    binary |= {"prefix_placeholder": "/opt/anaconda1anaconda2anaconda3", "file_mode": "binary"}
+    write_hostile_package(HostilePackage("binary-placeholder", (Member("lib/libx.so", content=data),), (binary,)), channel)
     archives = sorted(channel.glob("*/*.conda"))
     assert len(archives) >= 10
     fast = [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
     assert all(pkginfo._conda_info_files(a) is not None for a in archives)  # the fast path was taken
     monkeypatch.setattr(pkginfo, "_conda_info_files", lambda archive: None)
     assert fast == [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
-    assert any(not info.plain for info in fast) and any(info.plain for info in fast)
+    plain = {info.name: info.plain for info in fast}
+    assert plain["placeholder"] and not plain["binary-placeholder"]
+    assert any(plain.values()) and not all(plain.values())
 
 
 def test_package_info_without_paths_json_is_an_error_either_way(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ def _listed(path: str, content: bytes = b"x\n", **extra: object) -> dict:
     return {"_path": path, "path_type": "hardlink", "sha256": _sha(content), "size_in_bytes": len(content), **extra}
 
 
+PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
+PLACEHOLDER_SCRIPT = f"#!{PLACEHOLDER}/bin/sh\n".encode()
+
 # name -> (package, what the error must say). Every one is a real .conda in the hostile channel.
 HOSTILE_CONDA: dict[str, tuple[HostilePackage, str]] = {
     "abs-path": (HostilePackage("abs-path", (_file(CANARY + "-abs"),), (_listed(CANARY + "-abs"),)), "leaves its root"),
@@ -60,6 +63,15 @@ HOSTILE_CONDA: dict[str, tuple[HostilePackage, str]] = {
     "chardev": (HostilePackage("chardev", (_file("bin/ok"), Member("dev/mem", "chardev")), None), "special file"),
     "sha-mismatch": (
         HostilePackage("sha-mismatch", (_file("bin/tool", b"trojan\n"),), (_listed("bin/tool", b"honest\n"),)),
+        "its paths.json says",
+    ),
+    # The same with a text prefix placeholder (a file the bake replaces itself while streaming).
+    "placeholder-sha-mismatch": (
+        HostilePackage(
+            "placeholder-sha-mismatch",
+            (_file("bin/tool", PLACEHOLDER_SCRIPT + b"trojan\n"),),
+            (_listed("bin/tool", PLACEHOLDER_SCRIPT + b"honest\n", prefix_placeholder=PLACEHOLDER, file_mode="text"),),
+        ),
         "its paths.json says",
     ),
     "size-mismatch": (
