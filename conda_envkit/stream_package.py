@@ -34,8 +34,11 @@ class NotPlain(Exception):
     """The archive holds something the streaming path does not reproduce exactly."""
 
 
-# A text prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked.
+# A text prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked,
+# and so is a package whose replaced files come to more than MAX_REPLACED_PACKAGE_BYTES (a staged package's
+# members, replaced contents included, are held until its layer is written).
 MAX_REPLACED_BYTES = 16 << 20
+MAX_REPLACED_PACKAGE_BYTES = 64 << 20
 # What a file with a text placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
 # is rattler's to apply, so its package is linked.
 _PLACEHOLDER_KEYS = frozenset({"_path", "path_type", "sha256", "size_in_bytes", "prefix_placeholder", "file_mode"})
@@ -131,6 +134,7 @@ class _PlainPayload:
         self.prefix = "/" + in_image  # what rattler writes for a placeholder when it links into the image's prefix
         self.listed = _listed(name, paths_json)
         self.seen: dict[str, _Seen] = {}
+        self.replaced = 0  # bytes of replaced contents so far
         self.parents: set[str] = set()  # the directories the entries so far are written through
 
     def _claim(self, path: str) -> None:
@@ -163,6 +167,9 @@ class _PlainPayload:
             if listed.size > MAX_REPLACED_BYTES:
                 raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
             data = _replaced(self.name, name, _read_whole(listed.size, **content), listed.placeholder, self.prefix)
+            self.replaced += len(data)
+            if self.replaced > MAX_REPLACED_PACKAGE_BYTES:
+                raise NotPlain(f"{self.name}: its files with prefix placeholders are too big to hold")
             self.seen[name] = _Seen(FILE, len(data), listed.sha256, listed.placeholder, hashlib.sha256(data).hexdigest())
             return Member(f"{self.in_image}/{name}", FILE, mode, len(data), data=data)
         raise NotPlain(f"{self.name}: {name} is not the file or symlink info/paths.json says")

@@ -301,3 +301,22 @@ def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dic
     with pytest.raises(NotPlain):
         payload = _PlainPayload("pkg", paths_json, in_image)
         payload.member(ArchiveEntry("bin/x", "file", "", len(data), mode=0o755), stream=io.BytesIO(data))
+
+
+def test_a_package_whose_replaced_files_are_too_big_to_hold_is_left_to_rattler(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conda_envkit.stream_package as stream_package
+    from conda_envkit.archive_check import ArchiveEntry
+
+    monkeypatch.setattr(stream_package, "MAX_REPLACED_PACKAGE_BYTES", 40)
+    data = f"prefix={PLACEHOLDER}\n".encode()  # 16 bytes once replaced: the third file passes the cap
+    paths = [
+        {"_path": f"lib/{i}.pc", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
+        | {"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}
+        for i in range(3)
+    ]
+    payload = stream_package._PlainPayload("pkg", json.dumps({"paths": paths}).encode(), "opt/env")
+    for i in range(2):
+        member = payload.member(ArchiveEntry(f"lib/{i}.pc", "file", "", len(data), mode=0o644), stream=io.BytesIO(data))
+        assert member is not None and member.data == b"prefix=/opt/env\n"
+    with pytest.raises(stream_package.NotPlain):
+        payload.member(ArchiveEntry("lib/2.pc", "file", "", len(data), mode=0o644), stream=io.BytesIO(data))
