@@ -604,7 +604,10 @@ def link_packages(
         # rattler's text is a chain of "Caused by:" lines: the first and the root cause say it.
         lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
-        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint="check free disk space and permissions") from None
+        hint = "check free disk space and permissions"
+        if "longer than the placeholder prefix" in reason:  # a binary placeholder: the prefix must fit in its place
+            hint = f"a package was built for prefixes no longer than its placeholder; use a shorter prefix than {target_prefix or prefix}"
+        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint=hint) from None
     except BaseException as exc:
         # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
         if type(exc).__name__ != "PanicException":

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from conda_envkit.tar_members import TarSource
 
-INFO_FORMAT = "envkit.pkginfo/3"  # 2: a package with empty files can be plain; 3: text prefix placeholders too
+INFO_FORMAT = "envkit.pkginfo/3"  # 2: a package with empty files can be plain; 3: prefix placeholders too
 
 
 class PackageInfoError(EnvkitError):
@@ -55,7 +55,7 @@ class PackageInfo:
     python_site_packages_path: str | None = None
     installed_size: int = 0
     archive_size: int = 0
-    plain: bool = False  # only files and symlinks, no binary prefix placeholder, not noarch: python (bake streams it)
+    plain: bool = False  # only files and symlinks (prefix placeholders the bake replaces), not noarch: python (bake streams it)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -89,12 +89,13 @@ MAX_INFO_FILE_BYTES = 128 << 20
 INFO_CAP_HINT = "the package is broken or hostile: re-lock from a channel you trust"
 
 
-def _text_placeholder_or_none(placeholder: Any) -> bool:
-    """Whether a file has no prefix placeholder, or a text one the bake replaces itself (stream_package): a
-    binary placeholder, or one with rattler's offsets or shebang length, is linked by rattler."""
+def _placeholder_replaced_by_bake(placeholder: Any) -> bool:
+    """Whether a file has no prefix placeholder, or a text or binary one the bake replaces itself (stream_package):
+    one with rattler's offsets or shebang length is linked by rattler."""
     if placeholder is None:
         return True
-    return bool(placeholder.file_mode.text) and placeholder.experimental_offsets is None and placeholder.experimental_shebang_length is None
+    mode = placeholder.file_mode
+    return bool(mode.text or mode.binary) and placeholder.experimental_offsets is None and placeholder.experimental_shebang_length is None
 
 
 def info_over_cap(archive: Path, name: str, size: int) -> str | None:
@@ -204,7 +205,7 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
     size = sum(p.size_in_bytes or 0 for p in paths.paths)
     plain = _noarch(index.noarch) != "python" and all(
-        _text_placeholder_or_none(p.prefix_placeholder)
+        _placeholder_replaced_by_bake(p.prefix_placeholder)
         and not p.no_link
         # (an empty file's size reads as None: the stream compares every size with the archive's anyway)
         and ((p.path_type.hardlink and p.sha256 is not None) or (p.path_type.softlink and p.sha256 is None))

@@ -34,12 +34,12 @@ class NotPlain(Exception):
     """The archive holds something the streaming path does not reproduce exactly."""
 
 
-# A text prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked,
+# A prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked,
 # and so is a package whose replaced files come to more than MAX_REPLACED_PACKAGE_BYTES (a staged package's
 # members, replaced contents included, are held until its layer is written).
 MAX_REPLACED_BYTES = 16 << 20
 MAX_REPLACED_PACKAGE_BYTES = 64 << 20
-# What a file with a text placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
+# What a file with a placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
 # is rattler's to apply, so its package is linked.
 _PLACEHOLDER_KEYS = frozenset({"_path", "path_type", "sha256", "size_in_bytes", "prefix_placeholder", "file_mode"})
 # rattler rewrites a shebang longer than 127 bytes (or naming a path with a space) to a `/bin/sh` exec line: a
@@ -49,12 +49,14 @@ _SHEBANG_STREAMED = 120
 
 @dataclass(frozen=True)
 class _Listed:
-    """One file or symlink info/paths.json lists (`placeholder`: a text prefix placeholder to replace)."""
+    """One file or symlink info/paths.json lists (`placeholder`: a prefix placeholder to replace, in `mode` text
+    or binary)."""
 
     kind: str
     size: int
     sha256: str
     placeholder: str = ""
+    mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,13 @@ class _Seen:
     size: int  # in the prefix (after replacement)
     sha256: str  # the archive's (a symlink: of its target)
     placeholder: str = ""
-    sha256_in_prefix: str = ""
+    mode: str = ""
+    sha256_in_prefix: str = ""  # only where the replacement changed the file (as rattler records it)
 
 
 def _listed(name: str, paths_json: bytes | None) -> dict[str, _Listed]:
-    """info/paths.json's entries by path, if every one is a plain file (or one with a text prefix placeholder) or
-    a symlink."""
+    """info/paths.json's entries by path, if every one is a plain file (or one with a prefix placeholder) or a
+    symlink."""
     if paths_json is None:
         raise NotPlain(f"{name}: no info/paths.json")
     try:
@@ -82,10 +85,12 @@ def _listed(name: str, paths_json: bytes | None) -> dict[str, _Listed]:
         for entry in paths:
             path = str(entry["_path"])
             placeholder = entry.get("prefix_placeholder") or ""
-            if placeholder and (not isinstance(placeholder, str) or entry.get("file_mode") != "text" or set(entry) - _PLACEHOLDER_KEYS):
+            mode = entry.get("file_mode") if placeholder else ""
+            if placeholder and (not isinstance(placeholder, str) or mode not in ("text", "binary") or set(entry) - _PLACEHOLDER_KEYS):
                 raise NotPlain(f"{name}: {path} has a prefix placeholder rattler replaces itself")
             if entry.get("path_type", "hardlink") == "hardlink" and not entry.get("no_link"):
-                listed[path] = _Listed(FILE, int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or ""), placeholder)
+                size, digest = int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or "")
+                listed[path] = _Listed(FILE, size, digest, placeholder, mode)
             elif entry.get("path_type") == "softlink":
                 listed[path] = _Listed(SYMLINK, 0, "")
             else:
@@ -111,10 +116,30 @@ def _read_whole(size: int, stream: Any = None, source: Path | None = None, offse
     return bytes(data)
 
 
-def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str) -> bytes:
-    """`data` with every `placeholder` replaced by `prefix`, as rattler does for a text placeholder; NotPlain where
-    rattler would also rewrite the file's shebang (too long, or naming a path with a space)."""
+def _cstrings_replaced(data: bytes, old: bytes, new: bytes) -> bytes:
+    """A binary placeholder replaced as rattler does: in each NUL-terminated string holding it (from the
+    placeholder to the NUL, or to the end of the file), every occurrence replaced, and the string padded with
+    NULs to its length. The file keeps its size."""
+    out, pos = bytearray(), 0
+    while (start := data.find(old, pos)) >= 0:
+        end = data.find(b"\0", start)
+        end = len(data) if end < 0 else end
+        string = data[start:end]
+        replaced = string.replace(old, new)
+        out += data[pos:start] + replaced + b"\0" * (len(string) - len(replaced))
+        pos = end
+    return bytes(out + data[pos:])
+
+
+def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, mode: str) -> bytes:
+    """`data` with every `placeholder` replaced by `prefix` as rattler replaces it in `mode`; NotPlain where rattler
+    does more or refuses (a text file's shebang it rewrites: too long, or naming a path with a space; a binary
+    placeholder shorter than the prefix)."""
     old, new = placeholder.encode(), prefix.encode()
+    if mode == "binary":
+        if len(new) > len(old):
+            raise NotPlain(f"{name}: {path}'s binary placeholder is shorter than the prefix (rattler says so)")
+        return _cstrings_replaced(data, old, new)
     if len(data) + data.count(old) * (len(new) - len(old)) > 2 * MAX_REPLACED_BYTES:  # (a one-byte placeholder...)
         raise NotPlain(f"{name}: {path} would grow too big once its prefix placeholder is replaced")
     out = data.replace(old, new)
@@ -166,11 +191,13 @@ class _PlainPayload:
                 return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, **content)
             if listed.size > MAX_REPLACED_BYTES:
                 raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
-            data = _replaced(self.name, name, _read_whole(listed.size, **content), listed.placeholder, self.prefix)
+            original = _read_whole(listed.size, **content)
+            data = _replaced(self.name, name, original, listed.placeholder, self.prefix, listed.mode)
             self.replaced += len(data)
             if self.replaced > MAX_REPLACED_PACKAGE_BYTES:
                 raise NotPlain(f"{self.name}: its files with prefix placeholders are too big to hold")
-            self.seen[name] = _Seen(FILE, len(data), listed.sha256, listed.placeholder, hashlib.sha256(data).hexdigest())
+            in_prefix = hashlib.sha256(data).hexdigest() if data != original else ""
+            self.seen[name] = _Seen(FILE, len(data), listed.sha256, listed.placeholder, listed.mode, in_prefix)
             return Member(f"{self.in_image}/{name}", FILE, mode, len(data), data=data)
         raise NotPlain(f"{self.name}: {name} is not the file or symlink info/paths.json says")
 
@@ -195,17 +222,11 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -
         if seen.kind == SYMLINK:
             entries.append({"_path": path, "path_type": "softlink", "sha256_in_prefix": seen.sha256, "size_in_bytes": 0})
         elif seen.placeholder:
-            entries.append(
-                {
-                    "_path": path,
-                    "file_mode": "text",
-                    "path_type": "hardlink",
-                    "prefix_placeholder": seen.placeholder,
-                    "sha256": seen.sha256,
-                    "sha256_in_prefix": seen.sha256_in_prefix,
-                    "size_in_bytes": seen.size,
-                }
-            )
+            entry: dict[str, object] = {"_path": path, "file_mode": seen.mode, "path_type": "hardlink"}
+            entry |= {"prefix_placeholder": seen.placeholder, "sha256": seen.sha256, "size_in_bytes": seen.size}
+            if seen.sha256_in_prefix:
+                entry["sha256_in_prefix"] = seen.sha256_in_prefix
+            entries.append(entry)
         else:
             entries.append({"_path": path, "path_type": "hardlink", "sha256": seen.sha256, "size_in_bytes": seen.size})
     record["files"] = sorted(paths)

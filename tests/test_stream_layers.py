@@ -65,39 +65,58 @@ PACKAGES = [
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 
 
-def _text_placeholder(name: str, files: dict[str, bytes], executable: tuple[str, ...] = ()) -> HostilePackage:
-    """A package whose files have a text prefix placeholder (as conda-build writes them)."""
-    members = tuple(Member(path, content=data, mode=0o755 if path in executable else 0o644) for path, data in files.items())
+def _with_placeholders(
+    name: str, files: dict[str, tuple[bytes, str]], executable: tuple[str, ...] = (), placeholder: str = PLACEHOLDER
+) -> HostilePackage:
+    """A package whose files declare a prefix placeholder in the given mode ("" for none), as conda-build writes them."""
+    members = tuple(Member(path, content=data, mode=0o755 if path in executable else 0o644) for path, (data, _mode) in files.items())
     paths = tuple(
         {
             "_path": path,
             "path_type": "hardlink",
             "sha256": hashlib.sha256(data).hexdigest(),
             "size_in_bytes": len(data),
-            **({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"} if PLACEHOLDER.encode() in data else {}),
+            **({"prefix_placeholder": placeholder, "file_mode": mode} if mode else {}),
         }
-        for path, data in files.items()
+        for path, (data, mode) in files.items()
     )
     return HostilePackage(name, members, paths)
 
 
-TEXT_PLACEHOLDERS = [
+PH = PLACEHOLDER.encode()
+# conda-build's binary placeholder is long (255 bytes), so that any prefix fits in its place.
+LONG_PLACEHOLDER = "/opt/" + "_placehold" * 20
+LPH = LONG_PLACEHOLDER.encode()
+PLACEHOLDERS = [
     # Replaced while streaming, as rattler replaces them.
-    _text_placeholder(
+    _with_placeholders(
         "texty",
         {
-            "bin/tool": f"#!{PLACEHOLDER}/bin/python\nimport sys\nprint('{PLACEHOLDER}/lib')\n".encode(),
-            "bin/tool-args": f"#!{PLACEHOLDER}/bin/python -E\nprint(1)\n".encode(),
-            "lib/pkgconfig/texty.pc": f"prefix={PLACEHOLDER}\nlibdir=${{prefix}}/lib\nincludedir={PLACEHOLDER}/include".encode(),
-            "etc/texty.conf": f"a={PLACEHOLDER}\r\nb={PLACEHOLDER}{PLACEHOLDER}\r\n".encode(),
-            "share/texty/plain.txt": b"no placeholder here\n",
+            "bin/tool": (b"#!" + PH + b"/bin/python\nimport sys\nprint('" + PH + b"/lib')\n", "text"),
+            "bin/tool-args": (b"#!" + PH + b"/bin/python -E\nprint(1)\n", "text"),
+            "lib/pkgconfig/texty.pc": (b"prefix=" + PH + b"\nlibdir=${prefix}/lib\nincludedir=" + PH + b"/include", "text"),
+            "etc/texty.conf": (b"a=" + PH + b"\r\nb=" + PH + PH + b"\r\n", "text"),
+            "etc/declared-only.conf": (b"no placeholder in here\n", "text"),  # rattler records no sha256_in_prefix
+            "share/texty/plain.txt": (b"no placeholder here\n", ""),
         },
         executable=("bin/tool", "bin/tool-args"),
     ),
+    _with_placeholders(
+        "binny",
+        {
+            "lib/simple.so": (b"\x7fELF\x00\x01" + LPH + b"/lib\x00tail\x00", "binary"),
+            "lib/two-in-one.so": (b"head\x00" + LPH + b"/lib:" + LPH + b"/lib64\x00rest", "binary"),
+            "lib/mid-string.so": (b"\x00RPATH=" + LPH + b"/lib\x00", "binary"),
+            "lib/at-end.so": (b"\x00\x00" + LPH + b"/share", "binary"),
+            "lib/separate.so": (LPH + b"\x00\x00" + LPH + b"/x\x00", "binary"),
+            "lib/declared-only.so": (b"\x00nothing here\x00", "binary"),
+        },
+        placeholder=LONG_PLACEHOLDER,
+    ),
     # A shebang rattler rewrites once replaced (too long): left to rattler, so the package is linked.
-    _text_placeholder("texty-long", {"bin/long": f"#!{PLACEHOLDER}/{'x' * 100}/bin/python\nprint(2)\n".encode()}, executable=("bin/long",)),
+    _with_placeholders("texty-long", {"bin/long": (b"#!" + PH + b"/" + b"x" * 100 + b"/bin/python\n", "text")}, executable=("bin/long",)),
 ]
-NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "texty-long"]
+NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "binny", "texty-long"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +124,7 @@ def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     channel = tmp_path_factory.mktemp("channels") / "stream"
     honest = PackageSpec("honest", "1.0", "0", files=(PackageFile("bin/honest", b"#!/bin/sh\necho honest\n", executable=True),))
     build_channel(channel, [honest], subdirs=("linux-64",))
-    for package in (*PACKAGES, *TEXT_PLACEHOLDERS):
+    for package in (*PACKAGES, *PLACEHOLDERS):
         write_hostile_package(package, channel)
     # A .tar.bz2 (the stream reads .conda only): staged, in a layer of its own with its archive's order too.
     conda = write_hostile_package(
@@ -165,7 +184,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
-    assert sorted(seen) == ["honest", "ordered", "texty"]  # gnu-long was staged; unlisted, no-size and texty-long linked
+    assert sorted(seen) == ["binny", "honest", "ordered", "texty"]  # gnu-long was staged; unlisted, no-size and texty-long linked
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:
@@ -280,16 +299,17 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
     ("entry", "data"),
     [
         # A placeholder of binary mode, or with anything besides what rattler's plain replacement reads: left to rattler.
-        ({"prefix_placeholder": PLACEHOLDER, "file_mode": "binary"}, PLACEHOLDER.encode()),
+        ({"prefix_placeholder": "/short", "file_mode": "binary"}, b"/short\x00"),  # shorter than the prefix: rattler refuses
         ({"prefix_placeholder": PLACEHOLDER}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text", "offsets": [0]}, PLACEHOLDER.encode()),
+        ({"prefix_placeholder": PLACEHOLDER, "file_mode": "unknown"}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": ["not", "text"], "file_mode": "text"}, b"x"),
         # A file that would grow past what is read into memory once replaced (a one-byte placeholder).
         ({"prefix_placeholder": "/", "file_mode": "text"}, b"/" * (2 << 20)),
         # A shebang rattler rewrites: naming a prefix with a space.
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}, f"#!{PLACEHOLDER}/bin/python\n".encode()),
     ],
-    ids=["binary", "no-file-mode", "offsets", "not-a-string", "growth", "space-in-shebang"],
+    ids=["binary-too-short", "no-file-mode", "offsets", "unknown-mode", "not-a-string", "growth", "space-in-shebang"],
 )
 def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dict, data: bytes) -> None:
     from conda_envkit.archive_check import ArchiveEntry
@@ -320,3 +340,15 @@ def test_a_package_whose_replaced_files_are_too_big_to_hold_is_left_to_rattler(m
         assert member is not None and member.data == b"prefix=/opt/env\n"
     with pytest.raises(stream_package.NotPlain):
         payload.member(ArchiveEntry("lib/2.pc", "file", "", len(data), mode=0o644), stream=io.BytesIO(data))
+
+
+def test_a_prefix_longer_than_a_binary_placeholder_is_a_clear_error(tmp_path: Path, stream_channel: Path) -> None:
+    # The stream leaves such a file to rattler, which refuses it; the error says what to change.
+    ws = locked_workspace(tmp_path / "long", stream_channel, ["binny"])
+    prefix = "/" + "p" * (len(LONG_PLACEHOLDER) + 10)
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--prefix", prefix, "--oci", ws.root / "image")
+    assert result.returncode == 2, result.output
+    assert "longer than the placeholder prefix" in result.output
+    assert f"use a shorter prefix than {prefix}" in result.output
+    assert "Traceback" not in result.output
+    assert not (ws.root / "image").exists()

@@ -167,13 +167,14 @@ def test_package_info_from_the_info_tarball_is_rattlers(tmp_path: Path, monkeypa
         )
     )
     channel = build_channel(tmp_path / "channel", specs, subdirs=("linux-64",))
-    # A binary prefix placeholder (rattler replaces it, so the package is not plain; a text one is).
+    # A binary prefix placeholder (the bake replaces it: plain), and a no_link file (rattler's to copy: not plain).
     from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
 
     data = b"\x7fELF/opt/anaconda1anaconda2anaconda3/lib\x00"
-    binary = {"_path": "lib/libx.so", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
-    binary |= {"prefix_placeholder": "/opt/anaconda1anaconda2anaconda3", "file_mode": "binary"}
+    entry = {"_path": "lib/libx.so", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
+    binary = {**entry, "prefix_placeholder": "/opt/anaconda1anaconda2anaconda3", "file_mode": "binary"}
     write_hostile_package(HostilePackage("binary-placeholder", (Member("lib/libx.so", content=data),), (binary,)), channel)
+    write_hostile_package(HostilePackage("no-link", (Member("lib/libx.so", content=data),), ({**entry, "no_link": True},)), channel)
     archives = sorted(channel.glob("*/*.conda"))
     assert len(archives) >= 10
     fast = [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
@@ -181,7 +182,7 @@ def test_package_info_from_the_info_tarball_is_rattlers(tmp_path: Path, monkeypa
     monkeypatch.setattr(pkginfo, "_conda_info_files", lambda archive: None)
     assert fast == [pkginfo.read_conda_info(a, "0" * 64) for a in archives]
     plain = {info.name: info.plain for info in fast}
-    assert plain["placeholder"] and not plain["binary-placeholder"]
+    assert plain["placeholder"] and plain["binary-placeholder"] and not plain["no-link"]
     assert any(plain.values()) and not all(plain.values())
 
 
