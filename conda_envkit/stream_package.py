@@ -84,13 +84,15 @@ def _listed(name: str, paths_json: bytes | None) -> dict[str, _Listed]:
     try:  # (a malformed paths.json is the archive check's to report)
         for entry in paths:
             path = str(entry["_path"])
-            placeholder = entry.get("prefix_placeholder") or ""
-            mode = entry.get("file_mode") if placeholder else ""
-            if placeholder and (not isinstance(placeholder, str) or mode not in ("text", "binary") or set(entry) - _PLACEHOLDER_KEYS):
+            placeholder = entry.get("prefix_placeholder")
+            mode = entry.get("file_mode") if placeholder is not None else ""
+            if placeholder is not None and (
+                not isinstance(placeholder, str) or not placeholder or mode not in ("text", "binary") or set(entry) - _PLACEHOLDER_KEYS
+            ):
                 raise NotPlain(f"{name}: {path} has a prefix placeholder rattler replaces itself")
             if entry.get("path_type", "hardlink") == "hardlink" and not entry.get("no_link"):
                 size, digest = int(entry.get("size_in_bytes") or 0), str(entry.get("sha256") or "")
-                listed[path] = _Listed(FILE, size, digest, placeholder, mode)
+                listed[path] = _Listed(FILE, size, digest, placeholder or "", mode)
             elif entry.get("path_type") == "softlink":
                 listed[path] = _Listed(SYMLINK, 0, "")
             else:

@@ -304,12 +304,13 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text", "offsets": [0]}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "unknown"}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": ["not", "text"], "file_mode": "text"}, b"x"),
+        ({"prefix_placeholder": "", "file_mode": "text"}, b"x"),
         # A file that would grow past what is read into memory once replaced (a one-byte placeholder).
         ({"prefix_placeholder": "/", "file_mode": "text"}, b"/" * (2 << 20)),
         # A shebang rattler rewrites: naming a prefix with a space.
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}, f"#!{PLACEHOLDER}/bin/python\n".encode()),
     ],
-    ids=["binary-too-short", "no-file-mode", "offsets", "unknown-mode", "not-a-string", "growth", "space-in-shebang"],
+    ids=["binary-too-short", "no-file-mode", "offsets", "unknown-mode", "not-a-string", "empty", "growth", "space-in-shebang"],
 )
 def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dict, data: bytes) -> None:
     from conda_envkit.archive_check import ArchiveEntry
