@@ -141,6 +141,8 @@ def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, 
     if mode == "binary":
         if len(new) > len(old):
             raise NotPlain(f"{name}: {path}'s binary placeholder is shorter than the prefix (rattler says so)")
+        if data.startswith(b"#!"):  # a script marked binary: whatever rattler makes of its shebang is its own
+            raise NotPlain(f"{name}: {path} is a script with a binary placeholder")
         return _cstrings_replaced(data, old, new)
     if len(data) + data.count(old) * (len(new) - len(old)) > 2 * MAX_REPLACED_BYTES:  # (a one-byte placeholder...)
         raise NotPlain(f"{name}: {path} would grow too big once its prefix placeholder is replaced")

@@ -300,6 +300,7 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
     [
         # A placeholder of binary mode, or with anything besides what rattler's plain replacement reads: left to rattler.
         ({"prefix_placeholder": "/short", "file_mode": "binary"}, b"/short\x00"),  # shorter than the prefix: rattler refuses
+        ({"prefix_placeholder": "/" + "p" * 60, "file_mode": "binary"}, b"#!/" + b"p" * 60 + b"/bin/sh\n"),  # a script marked binary
         ({"prefix_placeholder": PLACEHOLDER}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text", "offsets": [0]}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "unknown"}, PLACEHOLDER.encode()),
@@ -310,7 +311,10 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
         # A shebang rattler rewrites: naming a prefix with a space.
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}, f"#!{PLACEHOLDER}/bin/python\n".encode()),
     ],
-    ids=["binary-too-short", "no-file-mode", "offsets", "unknown-mode", "not-a-string", "empty", "growth", "space-in-shebang"],
+    ids=[
+        *("binary-too-short", "binary-script", "no-file-mode", "offsets", "unknown-mode"),
+        *("not-a-string", "empty", "growth", "space-in-shebang"),
+    ],
 )
 def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dict, data: bytes) -> None:
     from conda_envkit.archive_check import ArchiveEntry
