@@ -17,11 +17,11 @@ import re
 import struct
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import zstandard
 
@@ -256,21 +256,18 @@ class NotStreamable(Exception):
     header only tarfile reads, or an archive that cannot be read (the staged read reports why)."""
 
 
-class _PayloadStream:
+class _PayloadStream(CountedStream):
     """A `.conda`'s pkg tarball decompressed as it is read, with a count of the bytes read (`TarSource`).
     Any failure to read it is NotStreamable, and so is its end inside a member (`readinto` wants bytes)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
-        self._reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _BUFFER)
-        self.consumed = 0
+        super().__init__(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _BUFFER)
 
     def read(self, size: int) -> bytes:
         try:
-            data = self._reader.read(size)
+            return super().read(size)
         except (zstandard.ZstdError, OSError, EOFError, ValueError):
             raise NotStreamable from None
-        self.consumed += len(data)
-        return data
 
     def readinto(self, view: memoryview) -> int:
         try:
@@ -343,36 +340,42 @@ class StreamedArchive:
         return [e for e in {e.path: e for e in self.entries}.values() if e.path.split("/")[0] != "info"]
 
 
+def _info_paths_json(archive: Path, members: Iterator[tarfile.TarInfo | TarHeader], read: Callable[[Any], bytes]) -> bytes | None:
+    """Every entry of an info tarball checked (as the staged read checks it), and its info/paths.json (the last, as
+    the staged read takes it), `read` from the tar once its size passed the cap."""
+    paths_json = None
+    for member in members:
+        entry = _entry(archive, "info", member)
+        if entry.kind == "file" and entry.path == "info/paths.json":
+            too_big = info_over_cap(archive, "info/paths.json", member.size)
+            if too_big:
+                raise PackageContentError(too_big, hint=INFO_CAP_HINT)
+            paths_json = read(member)
+    return paths_json
+
+
 def _streamed_info(archive: Path, z: zipfile.ZipFile, info: str) -> bytes | None:
-    """A `.conda`'s info tarball checked entry by entry (as the staged read checks it), and its info/paths.json;
-    read with envkit's header reader, or again by tarfile where that reader does not follow the tar."""
+    """A `.conda`'s info tarball checked entry by entry, and its info/paths.json; read with envkit's header
+    reader, or again by tarfile where that reader does not follow the tar."""
     try:
         with z.open(info) as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
             source = CountedStream(stream)
-            paths_json = None
-            for header in stream_headers(source):
-                entry = _entry(archive, "info", header)
-                if entry.kind == "file" and entry.path == "info/paths.json":
-                    too_big = info_over_cap(archive, "info/paths.json", header.size)
-                    if too_big:
-                        raise PackageContentError(too_big, hint=INFO_CAP_HINT)
-                    paths_json = source.read(header.size)
-                    if len(paths_json) != header.size:
-                        raise NeedsTarfile  # cut short: tarfile says how
-            return paths_json
+
+            def read(header: TarHeader) -> bytes:
+                data = source.read(header.size)
+                if len(data) != header.size:
+                    raise NeedsTarfile  # cut short: tarfile says how
+                return data
+
+            return _info_paths_json(archive, stream_headers(source), read)
     except NeedsTarfile:
         pass
-    paths_json = None
     with (
         z.open(info) as raw,
         zstandard.ZstdDecompressor().stream_reader(raw) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
-        for member in each_member(tar):
-            entry = _entry(archive, "info", member)
-            if entry.kind == "file" and entry.path == "info/paths.json":
-                paths_json = _paths_json(archive, tar, member)[1]
-    return paths_json
+        return _info_paths_json(archive, each_member(tar), lambda member: hash_member(tar, member, keep=True)[1] or b"")
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from conda_envkit.files import write_cache_entry
 if TYPE_CHECKING:
     import tarfile
 
-    from conda_envkit.tar_members import TarSource
+    from conda_envkit.tar_members import TarHeader, TarSource
 
 INFO_FORMAT = "envkit.pkginfo/3"  # 2: a package with empty files can be plain; 3: prefix placeholders too
 
@@ -105,39 +106,43 @@ def info_over_cap(archive: Path, name: str, size: int) -> str | None:
     return f"{archive.name}: {name} is {size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB that package metadata may hold"
 
 
-def _info_members(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None:
-    """info/index.json and info/paths.json from a streamed tar, once both are read; None if not both are there."""
-    from conda_envkit.tar_members import each_member
-
+def _info_members(members: Iterable[Any], read: Callable[[Any], bytes], archive: Path) -> tuple[str, str] | None:
+    """info/index.json and info/paths.json from a streamed tar's `members` (tarfile's or envkit's headers; `read`
+    gives a member's content), once both are read; None if not both are there."""
     found: dict[str, bytes] = {}
-    for member in each_member(tar):  # a .tar.bz2 may have many
+    for member in members:  # a .tar.bz2 may have many
         if member.name in _INFO_FILES and member.name not in found and member.isfile():
             too_big = info_over_cap(archive, member.name, member.size)
             if too_big:
                 raise PackageInfoError(too_big, hint=INFO_CAP_HINT)
-            data = tar.extractfile(member)
-            found[member.name] = data.read() if data is not None else b""
+            found[member.name] = read(member)
             if len(found) == len(_INFO_FILES):
                 return found["info/index.json"].decode(), found["info/paths.json"].decode()
     return None
 
 
-def _info_members_streamed(source: TarSource, archive: Path) -> tuple[str, str] | None:
+def _tarfile_info(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None:
+    """`_info_members` of a tar read by tarfile."""
+    from conda_envkit.tar_members import each_member
+
+    def read(member: tarfile.TarInfo) -> bytes:
+        data = tar.extractfile(member)
+        return data.read() if data is not None else b""
+
+    return _info_members(each_member(tar), read, archive)
+
+
+def _streamed_info(source: TarSource, archive: Path) -> tuple[str, str] | None:
     """`_info_members` read with envkit's own header reader (NeedsTarfile where tarfile must read it)."""
     from conda_envkit.tar_members import NeedsTarfile, stream_headers
 
-    found: dict[str, bytes] = {}
-    for member in stream_headers(source):
-        if member.name in _INFO_FILES and member.name not in found and member.isfile():
-            too_big = info_over_cap(archive, member.name, member.size)
-            if too_big:
-                raise PackageInfoError(too_big, hint=INFO_CAP_HINT)
-            found[member.name] = source.read(member.size)
-            if len(found[member.name]) != member.size:
-                raise NeedsTarfile  # cut short: tarfile says how
-            if len(found) == len(_INFO_FILES):
-                return found["info/index.json"].decode(), found["info/paths.json"].decode()
-    return None
+    def read(member: TarHeader) -> bytes:
+        data = source.read(member.size)
+        if len(data) != member.size:
+            raise NeedsTarfile  # cut short: tarfile says how
+        return data
+
+    return _info_members(stream_headers(source), read, archive)
 
 
 def conda_tarball(names: list[str], kind: str) -> str | None:
@@ -164,7 +169,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
     try:
         if archive.name.endswith(".tar.bz2"):
             with tarfile.open(archive, mode="r|bz2") as tar:
-                return _info_members(tar, archive)
+                return _tarfile_info(tar, archive)
         if not archive.name.endswith(".conda"):
             return None
         with zipfile.ZipFile(archive) as z:
@@ -175,7 +180,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
             # plan reads); a tar it does not follow is read again by tarfile.
             try:
                 with z.open(info) as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-                    return _info_members_streamed(CountedStream(stream), archive)
+                    return _streamed_info(CountedStream(stream), archive)
             except NeedsTarfile:
                 pass
             with (
@@ -183,7 +188,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
                 zstandard.ZstdDecompressor().stream_reader(raw) as stream,
                 tarfile.open(fileobj=stream, mode="r|") as tar,
             ):
-                return _info_members(tar, archive)
+                return _tarfile_info(tar, archive)
     except (OSError, EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, tarfile.TarError, zstandard.ZstdError):
         return None
 
