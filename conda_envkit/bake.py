@@ -534,14 +534,15 @@ def build_layers(
             if failed.is_set():
                 raise BakeError("bake stopped", hint="see the error above")  # never shown: the bake has failed already
         name = _plan_name(fetched.locked)
+
+        def into_fragment(members: Iterable[Member]) -> PendingFragment:
+            """A group package's fragment, written as its members come; kept (commit) once the layers are written
+            and every archive passed."""
+            return fragments.write(fragment_key(planned[name], context), members, options.epoch, ordered=False)
+
         if not single and fetched.archive.name.endswith(".conda"):
             # A group package's `.conda` is read front to back straight into its fragment, which its layer then
-            # copies: no payload staged. Kept (commit) once the layers are written and every archive passed.
-            key = fragment_key(planned[name], context)
-
-            def into_fragment(members: Iterable[Member]) -> PendingFragment:
-                return fragments.write(key, members, options.epoch, ordered=False)
-
+            # copies: no payload staged.
             try:
                 written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment)
             except (NotStreamable, NotPlain):
@@ -551,7 +552,7 @@ def build_layers(
                 return links, written.members()
         links, found = _stage_plain(fetched, cache_dir, in_image, payload)
         if not single and found is not None:
-            pending[name] = fragments.write(fragment_key(planned[name], context), found, options.epoch, ordered=False)
+            pending[name] = into_fragment(found)
         return links, found
 
     # Every plain package's (link summary, members or None if it must be linked), in the order the layers need
