@@ -24,7 +24,7 @@ from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.bake import BakeError
 from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
-from tests.hostile.conftest import Workspace, lock_entry, locked_workspace
+from tests.hostile.conftest import PLACEHOLDER, Workspace, _listed, lock_entry, locked_workspace
 from tests.test_bake_cache import _tree
 from tests.test_tar_headers import _as_tar_bz2
 
@@ -62,7 +62,6 @@ PACKAGES = [
         ({"_path": "lib/listed.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"listed\n").hexdigest(), "size_in_bytes": 7},),
     ),
 ]
-PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 
 
 def _with_placeholders(
@@ -70,16 +69,8 @@ def _with_placeholders(
 ) -> HostilePackage:
     """A package whose files declare a prefix placeholder in the given mode ("" for none), as conda-build writes them."""
     members = tuple(Member(path, content=data, mode=0o755 if path in executable else 0o644) for path, (data, _mode) in files.items())
-    paths = tuple(
-        {
-            "_path": path,
-            "path_type": "hardlink",
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size_in_bytes": len(data),
-            **({"prefix_placeholder": placeholder, "file_mode": mode} if mode else {}),
-        }
-        for path, (data, mode) in files.items()
-    )
+    declared = {"prefix_placeholder": placeholder}
+    paths = tuple(_listed(path, data, **(declared | {"file_mode": mode} if mode else {})) for path, (data, mode) in files.items())
     return HostilePackage(name, members, paths)
 
 
@@ -320,8 +311,7 @@ def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dic
     from conda_envkit.archive_check import ArchiveEntry
     from conda_envkit.stream_package import NotPlain, _PlainPayload
 
-    listed = {"_path": "bin/x", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data), **entry}
-    paths_json = json.dumps({"paths": [listed]}).encode()
+    paths_json = json.dumps({"paths": [_listed("bin/x", data, **entry)]}).encode()
     in_image = "opt/conda/envs/with space" if data.startswith(b"#!") else "opt/conda/envs/env"
     with pytest.raises(NotPlain):
         payload = _PlainPayload("pkg", paths_json, in_image)
@@ -334,11 +324,7 @@ def test_a_package_whose_replaced_files_are_too_big_to_hold_is_left_to_rattler(m
 
     monkeypatch.setattr(stream_package, "MAX_REPLACED_PACKAGE_BYTES", 40)
     data = f"prefix={PLACEHOLDER}\n".encode()  # 16 bytes once replaced: the third file passes the cap
-    paths = [
-        {"_path": f"lib/{i}.pc", "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
-        | {"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}
-        for i in range(3)
-    ]
+    paths = [_listed(f"lib/{i}.pc", data, prefix_placeholder=PLACEHOLDER, file_mode="text") for i in range(3)]
     payload = stream_package._PlainPayload("pkg", json.dumps({"paths": paths}).encode(), "opt/env")
     for i in range(2):
         member = payload.member(ArchiveEntry(f"lib/{i}.pc", "file", "", len(data), mode=0o644), stream=io.BytesIO(data))
