@@ -28,9 +28,17 @@ import zstandard
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import GuardedFile
-from conda_envkit.pkginfo import INFO_CAP_HINT, conda_tarball, info_over_cap
+from conda_envkit.pkginfo import INFO_CAP_HINT, conda_tarball, conda_tarball_stream, info_over_cap
 from conda_envkit.safepath import UnsafePathError, relative_path, resolve_in_root, symlink_target_inside
-from conda_envkit.tar_members import CountedStream, NeedsTarfile, TarHeader, each_member, plain_headers, stream_headers
+from conda_envkit.tar_members import (
+    CountedStream,
+    NeedsTarfile,
+    TarHeader,
+    each_member,
+    plain_headers,
+    read_either_way,
+    stream_headers,
+)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -357,25 +365,11 @@ def _info_paths_json(archive: Path, members: Iterator[tarfile.TarInfo | TarHeade
 def _streamed_info(archive: Path, z: zipfile.ZipFile, info: str) -> bytes | None:
     """A `.conda`'s info tarball checked entry by entry, and its info/paths.json; read with envkit's header
     reader, or again by tarfile where that reader does not follow the tar."""
-    try:
-        with z.open(info) as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-            source = CountedStream(stream)
-
-            def read(header: TarHeader) -> bytes:
-                data = source.read(header.size)
-                if len(data) != header.size:
-                    raise NeedsTarfile  # cut short: tarfile says how
-                return data
-
-            return _info_paths_json(archive, stream_headers(source), read)
-    except NeedsTarfile:
-        pass
-    with (
-        z.open(info) as raw,
-        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-        tarfile.open(fileobj=stream, mode="r|") as tar,
-    ):
-        return _info_paths_json(archive, each_member(tar), lambda member: hash_member(tar, member, keep=True)[1] or b"")
+    return read_either_way(
+        lambda: conda_tarball_stream(z, info),
+        lambda source: _info_paths_json(archive, stream_headers(source), source.content),
+        lambda tar: _info_paths_json(archive, each_member(tar), lambda member: hash_member(tar, member, keep=True)[1] or b""),
+    )
 
 
 @contextmanager

@@ -7,9 +7,10 @@ import os
 import re
 import struct
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 
 def each_member(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -235,6 +236,32 @@ class CountedStream:
         data = self._reader.read(size)
         self.consumed += len(data)
         return data
+
+    def content(self, header: TarHeader) -> bytes:
+        """A member's content, right after its header; NeedsTarfile if the tar ends first (tarfile says how)."""
+        data = self.read(header.size)
+        if len(data) != header.size:
+            raise NeedsTarfile
+        return data
+
+
+_Read = TypeVar("_Read")
+
+
+def read_either_way(
+    opened: Callable[[], AbstractContextManager[BinaryIO]],
+    with_headers: Callable[[CountedStream], _Read],
+    with_tarfile: Callable[[tarfile.TarFile], _Read],
+) -> _Read:
+    """`with_headers` over envkit's header reader of the tar `opened` gives (read front to back); where that reader
+    gives up (NeedsTarfile), `with_tarfile` over tarfile, the tar opened again."""
+    try:
+        with opened() as stream:
+            return with_headers(CountedStream(stream))
+    except NeedsTarfile:
+        pass
+    with opened() as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        return with_tarfile(tar)
 
 
 def _skip(source: TarSource, size: int) -> None:
