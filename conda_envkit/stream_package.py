@@ -1,12 +1,12 @@
 """A plain conda package straight from its archive into tar members: no file extracted or linked.
 
-"Plain" (conda_envkit.pkginfo): only files and symlinks, no prefix placeholder, not
-noarch: python. Such a package's files are its archive's members as they are, in the archive's
-order. A package in a layer of its own is read once, front to back, straight into its layer
-(conda_envkit.archive_check.stream_package_archive: `streamed_members`); the others' payload tars
-are decompressed once into the bake's scratch area while the archives are checked
-(stage_package_archive) and their members' contents are read from there by offset into a group
-layer's fragment (`package_members`). Both give the same members. Its
+"Plain" (conda_envkit.pkginfo): only files and symlinks (prefix placeholders envkit replaces itself
+included), not noarch: python. Such a package's files are its archive's members, in the archive's
+order. A `.conda` is read once, front to back, straight into its layer or (a group package) its
+fragment (conda_envkit.archive_check.stream_package_archive: `streamed_members`); a `.tar.bz2`'s
+payload tar is decompressed once into the bake's scratch area while it is checked
+(stage_package_archive) and its members' contents are read from there by offset
+(`package_members`). Both give the same members. Its
 `conda-meta/<name>-<version>-<build>.json` is the record py-rattler writes when linking it
 (repodata fields, sorted files and paths_data, empty requested_specs), normalized like
 `envkit install`'s. tests/test_bake_cache.py checks the result against an installed prefix.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,14 @@ class NotPlain(Exception):
 
 # A prefix placeholder's file is read whole to replace it (as rattler does): one bigger than this is linked,
 # and so is a package whose replaced files come to more than MAX_REPLACED_PACKAGE_BYTES (a staged package's
-# members, replaced contents included, are held until its layer is written).
+# members, replaced contents included, are held until its layer is written). A bigger file with a binary
+# placeholder read from a streamed archive is replaced as it is read instead (`_ReplacingStream`: its size
+# does not change), holding at most one unterminated string (up to MAX_HELD_STRING_BYTES: a longer one holding
+# the placeholder, its package is linked).
 MAX_REPLACED_BYTES = 16 << 20
 MAX_REPLACED_PACKAGE_BYTES = 64 << 20
+MAX_HELD_STRING_BYTES = 16 << 20
+_REPLACING_CHUNK = 1 << 20
 # What a file with a placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
 # is rattler's to apply, so its package is linked.
 _PLACEHOLDER_KEYS = frozenset({"_path", "path_type", "sha256", "size_in_bytes", "prefix_placeholder", "file_mode"})
@@ -133,17 +138,96 @@ def _cstrings_replaced(data: bytes, old: bytes, new: bytes) -> bytes:
     return bytes(out + data[pos:])
 
 
+def _binary_placeholder(name: str, path: str, placeholder: str, prefix: str) -> tuple[bytes, bytes]:
+    """A binary placeholder and the prefix replacing it, as bytes; NotPlain where rattler refuses (a placeholder
+    shorter than the prefix) or what it does is not plain (a placeholder holding a NUL ends every string in it)."""
+    old, new = placeholder.encode(), prefix.encode()
+    if len(new) > len(old):
+        raise NotPlain(f"{name}: {path}'s binary placeholder is shorter than the prefix (rattler says so)")
+    if b"\0" in old:
+        raise NotPlain(f"{name}: {path}'s binary placeholder holds a NUL byte")
+    return old, new
+
+
+def _script_marked_binary(name: str, path: str, data: bytes) -> None:
+    if data.startswith(b"#!"):  # a script marked binary: whatever rattler makes of its shebang is its own
+        raise NotPlain(f"{name}: {path} is a script with a binary placeholder")
+
+
+class _ReplacingStream:
+    """A file with a binary placeholder, too big to read whole, replaced as the layer writer reads it: the same
+    bytes as `_cstrings_replaced` of the whole file (a replaced string never reaches past its NUL, so the file
+    is replaced up to its last NUL read so far, and bytes no occurrence can reach are passed on as they are),
+    and the same size. NotPlain where the whole-file rules say so, and for an unterminated string holding the
+    placeholder that grows past MAX_HELD_STRING_BYTES. `sha256_in_prefix` once it was read to its end."""
+
+    def __init__(self, name: str, path: str, source: Any, size: int, old: bytes, new: bytes, chunk: int = 0) -> None:
+        self.name, self.path, self.source, self.left, self.chunk = name, path, source, size, chunk or _REPLACING_CHUNK
+        self.old, self.new = old, new
+        self.pending = bytearray()  # read, not replaced yet: the unterminated string it ends with
+        self.ready = memoryview(b"")  # replaced, not given yet
+        self.hash = hashlib.sha256()
+        self.changed = False
+        self.started = False
+
+    def readinto(self, buffer: memoryview) -> int:
+        while not self.ready:
+            if not self.left and not self.pending:
+                return 0
+            self._fill()
+        given = min(len(buffer), len(self.ready))
+        buffer[:given] = self.ready[:given]
+        self.ready = self.ready[given:]
+        return given
+
+    def _fill(self) -> None:
+        if self.left:
+            chunk = bytearray(min(self.left, self.chunk))
+            view, got = memoryview(chunk), 0
+            while got < len(chunk) and (n := self.source.readinto(view[got:])):
+                got += n
+            if got != len(chunk):
+                raise NotPlain(f"{self.name}: {self.path} is cut short")
+            self.left -= got
+            if not self.started:  # (the first chunk is the file's start)
+                _script_marked_binary(self.name, self.path, bytes(chunk[:2]))
+                self.started = True
+            self.pending += chunk
+        if not self.left:
+            done, self.pending = bytes(self.pending), bytearray()
+        else:
+            cut = self.pending.rfind(b"\0") + 1
+            if not cut:  # one unterminated string so far
+                if self.old in self.pending:
+                    if len(self.pending) > MAX_HELD_STRING_BYTES:
+                        raise NotPlain(f"{self.name}: {self.path} has a string too long to replace its placeholder in")
+                    return  # held until its NUL (or the end of the file)
+                cut = len(self.pending) - len(self.old) + 1  # before this no occurrence can start
+                if cut <= 0:
+                    return
+            done = bytes(self.pending[:cut])
+            del self.pending[:cut]
+        out = _cstrings_replaced(done, self.old, self.new) if self.old in done else done
+        self.changed = self.changed or out != done
+        self.hash.update(out)
+        self.ready = memoryview(out)
+
+    def sha256_in_prefix(self) -> str:
+        """The sha256 of the replaced file if it changed (as rattler records it), once it was read to its end."""
+        if self.left or self.pending or self.ready:
+            raise NotPlain(f"{self.name}: {self.path} was not read to its end")
+        return self.hash.hexdigest() if self.changed else ""
+
+
 def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, mode: str) -> bytes:
     """`data` with every `placeholder` replaced by `prefix` as rattler replaces it in `mode`; NotPlain where rattler
     does more or refuses (a text file's shebang it rewrites: too long, or naming a path with a space; a binary
     placeholder shorter than the prefix)."""
-    old, new = placeholder.encode(), prefix.encode()
     if mode == "binary":
-        if len(new) > len(old):
-            raise NotPlain(f"{name}: {path}'s binary placeholder is shorter than the prefix (rattler says so)")
-        if data.startswith(b"#!"):  # a script marked binary: whatever rattler makes of its shebang is its own
-            raise NotPlain(f"{name}: {path} is a script with a binary placeholder")
+        old, new = _binary_placeholder(name, path, placeholder, prefix)
+        _script_marked_binary(name, path, data)
         return _cstrings_replaced(data, old, new)
+    old, new = placeholder.encode(), prefix.encode()
     if len(data) + data.count(old) * (len(new) - len(old)) > 2 * MAX_REPLACED_BYTES:  # (a one-byte placeholder...)
         raise NotPlain(f"{name}: {path} would grow too big once its prefix placeholder is replaced")
     out = data.replace(old, new)
@@ -164,6 +248,7 @@ class _PlainPayload:
         self.listed = _listed(name, paths_json)
         self.seen: dict[str, _Seen] = {}
         self.replaced = 0  # bytes of replaced contents so far
+        self.replacing: dict[str, _ReplacingStream] = {}  # big binary-placeholder files, replaced as they are read
         self.parents: set[str] = set()  # the directories the entries so far are written through
 
     def _claim(self, path: str) -> None:
@@ -194,7 +279,12 @@ class _PlainPayload:
                 self.seen[name] = _Seen(FILE, listed.size, listed.sha256)
                 return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, **content)
             if listed.size > MAX_REPLACED_BYTES:
-                raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
+                if listed.mode != "binary" or "stream" not in content:
+                    raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
+                old, new = _binary_placeholder(self.name, name, listed.placeholder, self.prefix)
+                stream = self.replacing[name] = _ReplacingStream(self.name, name, content["stream"], listed.size, old, new)
+                self.seen[name] = _Seen(FILE, listed.size, listed.sha256, listed.placeholder, listed.mode)
+                return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, stream=stream)  # type: ignore[arg-type]
             original = _read_whole(listed.size, **content)
             data = _replaced(self.name, name, original, listed.placeholder, self.prefix, listed.mode)
             self.replaced += len(data)
@@ -209,6 +299,8 @@ class _PlainPayload:
         """The package's conda-meta record, once every entry was read."""
         if set(self.seen) != set(self.listed):
             raise NotPlain(f"{self.name}: paths.json lists paths the archive lacks")
+        for path, stream in self.replacing.items():
+            self.seen[path] = replace(self.seen[path], sha256_in_prefix=stream.sha256_in_prefix())
         data = _record(locked, info, self.seen)
         return Member(f"{self.in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
 

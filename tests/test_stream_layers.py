@@ -20,6 +20,7 @@ import pytest
 from rattler.index import index_fs
 
 import conda_envkit.bake as bake_module
+import conda_envkit.stream_package as stream_package
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.bake import BakeError
 from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
@@ -292,6 +293,7 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
         # A placeholder of binary mode, or with anything besides what rattler's plain replacement reads: left to rattler.
         ({"prefix_placeholder": "/short", "file_mode": "binary"}, b"/short\x00"),  # shorter than the prefix: rattler refuses
         ({"prefix_placeholder": "/" + "p" * 60, "file_mode": "binary"}, b"#!/" + b"p" * 60 + b"/bin/sh\n"),  # a script marked binary
+        ({"prefix_placeholder": "/" + "p" * 30 + "\0" + "p" * 30, "file_mode": "binary"}, b"/" + b"p" * 30),  # a NUL in it
         ({"prefix_placeholder": PLACEHOLDER}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text", "offsets": [0]}, PLACEHOLDER.encode()),
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "unknown"}, PLACEHOLDER.encode()),
@@ -303,23 +305,81 @@ def test_a_failed_read_while_the_next_is_being_read_ends_the_bake_cleanly(
         ({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"}, f"#!{PLACEHOLDER}/bin/python\n".encode()),
     ],
     ids=[
-        *("binary-too-short", "binary-script", "no-file-mode", "offsets", "unknown-mode"),
+        *("binary-too-short", "binary-script", "binary-nul", "no-file-mode", "offsets", "unknown-mode"),
         *("not-a-string", "empty", "growth", "space-in-shebang"),
     ],
 )
-def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(entry: dict, data: bytes) -> None:
+@pytest.mark.parametrize("big", [False, True], ids=["read-whole", "too-big-to-read-whole"])
+def test_a_placeholder_the_stream_does_not_replace_is_left_to_rattler(
+    entry: dict, data: bytes, big: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file too big to read whole: a binary one is replaced as it is read (NotPlain then comes as it is read), a
+    # text one is linked.
     from conda_envkit.archive_check import ArchiveEntry
     from conda_envkit.stream_package import NotPlain, _PlainPayload
 
+    if big:
+        monkeypatch.setattr(stream_package, "MAX_REPLACED_BYTES", 0)
     paths_json = json.dumps({"paths": [_listed("bin/x", data, **entry)]}).encode()
     in_image = "opt/conda/envs/with space" if data.startswith(b"#!") else "opt/conda/envs/env"
     with pytest.raises(NotPlain):
         payload = _PlainPayload("pkg", paths_json, in_image)
-        payload.member(ArchiveEntry("bin/x", "file", "", len(data), mode=0o755), stream=io.BytesIO(data))
+        member = payload.member(ArchiveEntry("bin/x", "file", "", len(data), mode=0o755), stream=io.BytesIO(data))
+        assert member is not None and member.stream is not None
+        member.stream.readinto(memoryview(bytearray(len(data))))
+
+
+def _replaced_as_read(data: bytes, old: bytes, new: bytes, reads: int, chunk: int, given: int) -> tuple[bytes, str]:
+    """`data` read through a _ReplacingStream: the source gives at most `reads` bytes a time, the stream replaces
+    `chunk` bytes a time, and its reader takes `given` bytes a time; what it gave, and its sha256_in_prefix."""
+
+    class Source(io.BytesIO):
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            return super().readinto(buffer[:reads])
+
+    stream = stream_package._ReplacingStream("pkg", "lib/x.so", Source(data), len(data), old, new, chunk)
+    out, buffer = bytearray(), memoryview(bytearray(given))
+    while got := stream.readinto(buffer):
+        out += buffer[:got]
+    return bytes(out), stream.sha256_in_prefix()
+
+
+def test_a_binary_placeholder_replaced_as_it_is_read_is_replaced_as_in_the_whole_file() -> None:
+    # Strings split across reads, held until their NUL, passed on before any occurrence: whatever the read sizes,
+    # the bytes of the whole-file replacement (itself compared with rattler's, below), and its size.
+    import random
+
+    old, new = LPH[:40], b"/opt/env"
+    pieces = [b"\0", b"\0\0", old, old[:7], old[5:], b"/lib", b"x" * 33, new, b"tail"]
+    rng = random.Random(18)
+    changed = 0
+    for _ in range(2000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        if data.startswith(b"#!"):
+            continue
+        want = stream_package._cstrings_replaced(data, old, new)
+        got, in_prefix = _replaced_as_read(data, old, new, rng.randint(1, 50), rng.randint(1, 60), rng.randint(1, 40))
+        assert got == want and len(got) == len(data), data
+        assert in_prefix == (hashlib.sha256(want).hexdigest() if want != data else "")
+        changed += want != data
+    assert changed > 500
+
+
+def test_a_binary_placeholder_in_a_string_too_long_to_hold_is_left_to_rattler(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Replacing waits for a string's NUL once it holds the placeholder: a string longer than the cap is not held.
+    monkeypatch.setattr(stream_package, "MAX_HELD_STRING_BYTES", 100)
+    old = LPH[:40]
+    assert _replaced_as_read(b"\0" + old + b"y" * 58 + b"\0", old, b"/opt/env", 7, 7, 7)[0].startswith(b"\0/opt/env")
+    with pytest.raises(stream_package.NotPlain, match="too long"):
+        _replaced_as_read(b"\0" + old + b"y" * 80 + b"\0", old, b"/opt/env", 7, 7, 7)
+    # One not holding it is passed on as it comes, however long.
+    assert _replaced_as_read(b"y" * 1000 + b"\0" + old, old, b"/o", 7, 7, 7)[0] == b"y" * 1000 + b"\0/o" + b"\0" * 38
+    with pytest.raises(stream_package.NotPlain, match="cut short"):
+        stream = stream_package._ReplacingStream("pkg", "lib/x.so", io.BytesIO(b"abc"), 10, old, b"/o")
+        stream.readinto(memoryview(bytearray(10)))
 
 
 def test_a_package_whose_replaced_files_are_too_big_to_hold_is_left_to_rattler(monkeypatch: pytest.MonkeyPatch) -> None:
-    import conda_envkit.stream_package as stream_package
     from conda_envkit.archive_check import ArchiveEntry
 
     monkeypatch.setattr(stream_package, "MAX_REPLACED_PACKAGE_BYTES", 40)
@@ -343,3 +403,44 @@ def test_a_prefix_longer_than_a_binary_placeholder_is_a_clear_error(tmp_path: Pa
     assert f"use a shorter prefix than {prefix}" in result.output
     assert "Traceback" not in result.output
     assert not (ws.root / "image").exists()
+
+
+@pytest.mark.parametrize("large_mb", ["0", "1000"], ids=["own-layers", "group-layers"])
+def test_binary_placeholder_files_too_big_to_read_whole_are_replaced_as_they_are_streamed(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch, large_mb: str
+) -> None:
+    # Every binary-placeholder file counts as too big to read whole here, and is replaced 7 bytes a time as its
+    # archive is read: the image is the one read-whole replacement gives (compared with `envkit install`'s tree
+    # above).
+    whole_ws = locked_workspace(tmp_path / "whole", stream_channel, ["binny", "honest"])
+    whole = _bake(whole_ws, "--oci", whole_ws.root / "image", large_mb=large_mb)
+    monkeypatch.setattr(stream_package, "MAX_REPLACED_BYTES", 0)
+    monkeypatch.setattr(stream_package, "_REPLACING_CHUNK", 7)
+    ws = locked_workspace(tmp_path / "streamed", stream_channel, ["binny", "honest"])
+    with _streams_seen(monkeypatch) as seen:
+        streamed = _bake(ws, "--oci", ws.root / "image", large_mb=large_mb)
+    assert sorted(seen) == ["binny", "honest"]
+    assert streamed["image"]["digest"] == whole["image"]["digest"]
+
+
+def test_a_binary_placeholder_string_too_long_to_hold_while_streaming_links_its_package(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # binny's lib/at-end.so runs from its placeholder to its end without a NUL: longer than the cap, the stream
+    # gives up half-way (its layer dropped) and the package is linked, as it is when it is not streamed at all.
+    monkeypatch.setattr(stream_package, "MAX_REPLACED_BYTES", 0)
+    monkeypatch.setattr(stream_package, "MAX_HELD_STRING_BYTES", 64)
+    monkeypatch.setattr(stream_package, "_REPLACING_CHUNK", 7)
+    ws = locked_workspace(tmp_path / "capped", stream_channel, ["binny", "honest"])
+    with _streams_seen(monkeypatch) as seen:
+        capped = _bake(ws, "--oci", ws.root / "image")
+    assert seen == ["honest"]
+
+    def refuse(*_: object, **__: object) -> None:
+        raise NotStreamable
+
+    monkeypatch.setattr(bake_module, "stream_package_archive", refuse)
+    linked_ws = locked_workspace(tmp_path / "linked", stream_channel, ["binny", "honest"])
+    linked = _bake(linked_ws, "--oci", linked_ws.root / "image")
+    assert capped["image"]["digest"] == linked["image"]["digest"]
+    assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
