@@ -52,6 +52,7 @@ from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, Plann
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
+from conda_envkit.noarch_python import PythonTarget, python_target
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
 from conda_envkit.oci.layer import CacheEntry, Compression, Compressors, FragmentStore, Layer, LayerCache, PendingFragment, write_layer
@@ -309,8 +310,9 @@ def bake_platform(
     labels = image_labels(lockfile, platform, options, base)
     pairs, fetched = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
-    python = next((info.sha256 for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), "")
-    context = KeyContext(prefix, platform, options.compression.key, options.epoch, python)
+    python = next((info for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), None)
+    context = KeyContext(prefix, platform, options.compression.key, options.epoch, python.sha256 if python else "")
+    target = python_target(python.version, platform, python.python_site_packages_path) if python else None
     keys = [layer_key(plan, context) for plan in plans]
     seal = user_seal()
     layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
@@ -327,7 +329,19 @@ def bake_platform(
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
     layers = build_layers(
-        lockfile, platform, [plans[i] for i in todo], by_name, context, options, store, cache_dir, settings, fragments, progress, fetched
+        lockfile,
+        platform,
+        [plans[i] for i in todo],
+        by_name,
+        context,
+        options,
+        store,
+        cache_dir,
+        settings,
+        fragments,
+        progress,
+        fetched,
+        target,
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -408,7 +422,9 @@ def _cache_warnings(
     return tuple(out)
 
 
-def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path) -> tuple[PayloadLinks, list[Member] | None]:
+def _stage_plain(
+    fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path, python: PythonTarget | None = None
+) -> tuple[PayloadLinks, list[Member] | None]:
     """A plain package checked and staged (its archive decompressed once, onto the end of `payload`): its link
     summary for the check across packages, and its members (None if it must be linked). The archive's entry
     list is not kept: a bake holds what this returns for every package until all are read."""
@@ -423,13 +439,17 @@ def _stage_plain(fetched: FetchedPackage, cache_dir: Path, in_image: str, payloa
     if not info.plain:
         return links, None
     try:
-        return links, package_members(staged, locked, info, in_image)
+        return links, package_members(staged, locked, info, in_image, python)
     except NotPlain:
         return links, None
 
 
 def _stream_plain(
-    fetched: FetchedPackage, cache_dir: Path, in_image: str, write: Callable[[Iterable[Member]], _Written]
+    fetched: FetchedPackage,
+    cache_dir: Path,
+    in_image: str,
+    write: Callable[[Iterable[Member]], _Written],
+    python: PythonTarget | None = None,
 ) -> tuple[_Written, PayloadLinks]:
     """A plain `.conda`'s members written (`write`: its own layer, or its fragment for a group layer; members in
     archive order) as its archive is read and checked, front to back, with nothing staged on disk; and its link
@@ -443,7 +463,7 @@ def _stream_plain(
     sha256 = (locked.hash.sha256 or "").lower()
     hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
     with stream_package_archive(archive, label, hashed) as streamed:
-        written = write(streamed_members(streamed, locked, info, in_image))
+        written = write(streamed_members(streamed, locked, info, in_image, python))
     if hashed:
         mark_checked(archive, sha256)
     return written, payload_links(label, streamed.checked())
@@ -490,6 +510,7 @@ def build_layers(
     fragments: FragmentStore,
     progress: Progress = SILENT,
     fetched: dict[str, FetchedPackage] | None = None,
+    python: PythonTarget | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
@@ -544,13 +565,13 @@ def build_layers(
             # A group package's `.conda` is read front to back straight into its fragment, which its layer then
             # copies: no payload staged.
             try:
-                written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment)
+                written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment, python)
             except (NotStreamable, NotPlain):
                 pass
             else:
                 pending[name] = written
                 return links, written.members()
-        links, found = _stage_plain(fetched, cache_dir, in_image, payload)
+        links, found = _stage_plain(fetched, cache_dir, in_image, payload, python)
         if not single and found is not None:
             pending[name] = into_fragment(found)
         return links, found
@@ -644,12 +665,13 @@ def build_layers(
                         cache_dir,
                         in_image,
                         lambda streamed_layer: layer_of(streamed_layer, sort=False),
+                        python,
                     )
                     future.set_result((links, []))
                     return layer
                 except (NotStreamable, NotPlain):
                     pass
-                links, found = _stage_plain(by_fetched[name], cache_dir, in_image, payloads[name])
+                links, found = _stage_plain(by_fetched[name], cache_dir, in_image, payloads[name], python)
                 future.set_result((links, found))
             except BaseException as exc:
                 if not future.done():

@@ -607,6 +607,8 @@ def link_packages(
         hint = "check free disk space and permissions"
         if "longer than the placeholder prefix" in reason:  # a binary placeholder: the prefix must fit in its place
             hint = f"a package was built for prefixes no longer than its placeholder; use a shorter prefix than {target_prefix or prefix}"
+        elif "entry point" in reason:  # info/link.json's entry points: what the package itself says
+            hint = "the package's info/link.json is broken or hostile: re-lock from a channel you trust"
         raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint=hint) from None
     except BaseException as exc:
         # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).

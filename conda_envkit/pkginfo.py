@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from conda_envkit.tar_members import CountedStream
 
-INFO_FORMAT = "envkit.pkginfo/3"  # 2: a package with empty files can be plain; 3: prefix placeholders too
+INFO_FORMAT = "envkit.pkginfo/4"  # 2: a package with empty files can be plain; 3: prefix placeholders too; 4: noarch: python
 
 
 class PackageInfoError(EnvkitError):
@@ -57,7 +57,8 @@ class PackageInfo:
     python_site_packages_path: str | None = None
     installed_size: int = 0
     archive_size: int = 0
-    plain: bool = False  # only files and symlinks (prefix placeholders the bake replaces), not noarch: python (bake streams it)
+    plain: bool = False  # only files and symlinks (prefix placeholders the bake replaces; noarch: python too): bake streams it
+    entry_points: tuple[str, ...] = ()  # a noarch: python package's (info/link.json), as `command = module:function`
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -69,7 +70,7 @@ class PackageInfo:
             raise PackageInfoError(f"{where}: not an envkit package record", hint="delete it; envkit reads the archive again")
         fields = {k: v for k, v in data.items() if k != "format"}
         try:
-            for key in ("depends", "constrains", "track_features"):
+            for key in ("depends", "constrains", "track_features", "entry_points"):
                 fields[key] = tuple(fields.get(key) or ())  # type: ignore[arg-type]
             return cls(**fields)  # type: ignore[arg-type]
         except TypeError as exc:
@@ -107,22 +108,24 @@ def info_over_cap(archive: Path, name: str, size: int) -> str | None:
     return f"{archive.name}: {name} is {size} bytes, over the {MAX_INFO_FILE_BYTES >> 20} MiB that package metadata may hold"
 
 
-def _info_members(members: Iterable[Any], read: Callable[[Any], bytes], archive: Path) -> tuple[str, str] | None:
-    """info/index.json and info/paths.json from a streamed tar's `members` (tarfile's or envkit's headers; `read`
-    gives a member's content), once both are read; None if not both are there."""
+def _info_members(
+    members: Iterable[Any], read: Callable[[Any], bytes], archive: Path, wanted: tuple[str, ...] = _INFO_FILES
+) -> tuple[str, ...] | None:
+    """The `wanted` info files (by default info/index.json and info/paths.json) from a streamed tar's `members`
+    (tarfile's or envkit's headers; `read` gives a member's content), once all are read; None if not all are there."""
     found: dict[str, bytes] = {}
     for member in members:  # a .tar.bz2 may have many
-        if member.name in _INFO_FILES and member.name not in found and member.isfile():
+        if member.name in wanted and member.name not in found and member.isfile():
             too_big = info_over_cap(archive, member.name, member.size)
             if too_big:
                 raise PackageInfoError(too_big, hint=INFO_CAP_HINT)
             found[member.name] = read(member)
-            if len(found) == len(_INFO_FILES):
-                return found["info/index.json"].decode(), found["info/paths.json"].decode()
+            if len(found) == len(wanted):
+                return tuple(found[name].decode() for name in wanted)
     return None
 
 
-def _tarfile_info(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None:
+def _tarfile_info(tar: tarfile.TarFile, archive: Path, wanted: tuple[str, ...] = _INFO_FILES) -> tuple[str, ...] | None:
     """`_info_members` of a tar read by tarfile."""
     from conda_envkit.tar_members import each_member
 
@@ -130,14 +133,14 @@ def _tarfile_info(tar: tarfile.TarFile, archive: Path) -> tuple[str, str] | None
         data = tar.extractfile(member)
         return data.read() if data is not None else b""
 
-    return _info_members(each_member(tar), read, archive)
+    return _info_members(each_member(tar), read, archive, wanted)
 
 
-def _streamed_info(source: CountedStream, archive: Path) -> tuple[str, str] | None:
+def _streamed_info(source: CountedStream, archive: Path, wanted: tuple[str, ...] = _INFO_FILES) -> tuple[str, ...] | None:
     """`_info_members` read with envkit's own header reader (NeedsTarfile where tarfile must read it)."""
     from conda_envkit.tar_members import stream_headers
 
-    return _info_members(stream_headers(source), source.content, archive)
+    return _info_members(stream_headers(source), source.content, archive, wanted)
 
 
 def conda_tarball(names: list[str], kind: str) -> str | None:
@@ -154,10 +157,10 @@ def conda_tarball_stream(z: zipfile.ZipFile, name: str) -> Iterator[BinaryIO]:
         yield stream
 
 
-def _conda_info_files(archive: Path) -> tuple[str, str] | None:
-    """info/index.json and info/paths.json of a package archive, read by envkit; None when they are not both
-    there as plain members (rattler then reads the archive and says what is wrong). Either over
-    MAX_INFO_FILE_BYTES is an error: rattler's reader would take it into memory whole.
+def _conda_info_files(archive: Path, wanted: tuple[str, ...] = _INFO_FILES) -> tuple[str, ...] | None:
+    """The `wanted` info files (by default info/index.json and info/paths.json) of a package archive, read by
+    envkit; None when they are not all there as plain members (rattler then reads the archive and says what is
+    wrong). One over MAX_INFO_FILE_BYTES is an error: rattler's reader would take it into memory whole.
 
     A `.conda`'s come from its info tarball alone: rattler's own reader scans the whole zip from its start in
     1 KiB reads to find the central directory (a read and a seek per KiB: ~100,000 syscalls for a 50 MB
@@ -173,7 +176,7 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
     try:
         if archive.name.endswith(".tar.bz2"):
             with tarfile.open(archive, mode="r|bz2") as tar:
-                return _tarfile_info(tar, archive)
+                return _tarfile_info(tar, archive, wanted)
         if not archive.name.endswith(".conda"):
             return None
         with zipfile.ZipFile(archive) as z:
@@ -184,8 +187,8 @@ def _conda_info_files(archive: Path) -> tuple[str, str] | None:
             # plan reads); a tar it does not follow is read again by tarfile.
             return read_either_way(
                 lambda: conda_tarball_stream(z, info),
-                lambda source: _streamed_info(source, archive),
-                lambda tar: _tarfile_info(tar, archive),
+                lambda source: _streamed_info(source, archive, wanted),
+                lambda tar: _tarfile_info(tar, archive, wanted),
             )
     except (OSError, EOFError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, tarfile.TarError, zstandard.ZstdError):
         return None
@@ -207,7 +210,9 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
     except Exception as exc:  # rattler raises its own types for broken archives
         raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
     size = sum(p.size_in_bytes or 0 for p in paths.paths)
-    plain = _noarch(index.noarch) != "python" and all(
+    noarch = _noarch(index.noarch)
+    entry_points = _noarch_python_entry_points(archive) if noarch == "python" else ()
+    plain = entry_points is not None and all(
         _placeholder_replaced_by_bake(p.prefix_placeholder)
         and not p.no_link
         # (an empty file's size reads as None: the stream compares every size with the archive's anyway)
@@ -222,7 +227,7 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         build=str(index.build),
         build_number=int(index.build_number),
         subdir=index.subdir or "noarch",
-        noarch=_noarch(index.noarch),
+        noarch=noarch,
         arch=index.arch,
         platform=index.platform,
         depends=tuple(index.depends),
@@ -235,7 +240,19 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         installed_size=size,
         archive_size=archive.stat().st_size,
         plain=plain,
+        entry_points=entry_points or (),
     )
+
+
+def _noarch_python_entry_points(archive: Path) -> tuple[str, ...] | None:
+    """A noarch: python `.conda`'s entry points (info/link.json), if the bake can write them itself; None if not
+    (or for a `.tar.bz2`, whose link.json could be anywhere in it): its package is then linked by rattler."""
+    from conda_envkit.noarch_python import link_entry_points
+
+    if not archive.name.endswith(".conda"):
+        return None
+    found = _conda_info_files(archive, ("info/link.json",))
+    return link_entry_points(found[0] if found is not None else None)
 
 
 def read_wheel_info(archive: Path, sha256: str, name: str, version: str) -> PackageInfo:

@@ -26,6 +26,7 @@ from typing import Any
 from conda_envkit.archive_check import ArchiveEntry, StagedArchive, StreamedArchive
 from conda_envkit.channels import strip_credentials
 from conda_envkit.lockmodel import LockedPackage
+from conda_envkit.noarch_python import PythonTarget, entry_point_script, parse_entry_point
 from conda_envkit.oci.tarstream import FILE, SYMLINK, Member
 from conda_envkit.pkginfo import PackageInfo
 
@@ -74,6 +75,7 @@ class _Seen:
     placeholder: str = ""
     mode: str = ""
     sha256_in_prefix: str = ""  # only where the replacement changed the file (as rattler records it)
+    entry_point: bool = False  # a noarch: python entry point's script (sha256: its own)
 
 
 def _listed(name: str, paths_json: bytes | None) -> dict[str, _Listed]:
@@ -240,51 +242,70 @@ def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, 
 
 class _PlainPayload:
     """The entries of a plain package's payload in archive order, turned into layer members: each must be a file
-    or symlink paths.json lists (once, as that kind and size), and no path may be both a file and a directory."""
+    or symlink paths.json lists (once, as that kind and size), and no path may be both a file and a directory.
+    A noarch: python package's (`python`: the environment's) go where rattler links them, and its entry points'
+    scripts come after them (`entry_point_members`)."""
 
-    def __init__(self, name: str, paths_json: bytes | None, in_image: str) -> None:
-        self.name, self.in_image = name, in_image
+    def __init__(
+        self, name: str, paths_json: bytes | None, in_image: str, python: PythonTarget | None = None, entry_points: tuple[str, ...] = ()
+    ) -> None:
+        self.name, self.in_image, self.python = name, in_image, python
         self.prefix = "/" + in_image  # what rattler writes for a placeholder when it links into the image's prefix
         self.listed = _listed(name, paths_json)
-        self.seen: dict[str, _Seen] = {}
+        self.seen: dict[str, _Seen] = {}  # by path in the archive
+        self.targets: dict[str, str] = {}  # path in the archive -> in the prefix, where they differ (noarch: python)
         self.replaced = 0  # bytes of replaced contents so far
         self.replacing: dict[str, _ReplacingStream] = {}  # big binary-placeholder files, replaced as they are read
+        self.claimed: set[str] = set()  # the paths in the prefix written so far
         self.parents: set[str] = set()  # the directories the entries so far are written through
+        self.scripts = [self._script(text) for text in entry_points]  # (path in the prefix, content)
+
+    def _script(self, text: str) -> tuple[str, bytes]:
+        point = parse_entry_point(text)
+        script = entry_point_script(point, self.prefix, self.python) if point is not None and self.python is not None else None
+        if point is None or script is None:
+            raise NotPlain(f"{self.name}: its entry point {text!r} is rattler's to write")
+        return f"bin/{point.command}", script
 
     def _claim(self, path: str) -> None:
-        if path in self.seen or path in self.parents:
+        """Take `path` (in the prefix) for an entry, once, and never both as a file and a directory."""
+        if path in self.claimed or path in self.parents:
             raise NotPlain(f"{self.name}: {path} is not listed in info/paths.json once")
         cut = path.rfind("/")
         while cut > 0 and path[:cut] not in self.parents:
-            if path[:cut] in self.seen:
+            if path[:cut] in self.claimed:
                 raise NotPlain(f"{self.name}: {path[:cut]} is both a file and a directory")
             self.parents.add(path[:cut])
             cut = path.rfind("/", 0, cut)
+        self.claimed.add(path)
 
     def member(self, entry: ArchiveEntry, **content: Any) -> Member | None:
         """The layer member of a payload entry (None for a directory: the layer makes its own)."""
         name = entry.path
         if entry.kind == "directory":
             return None
-        if name not in self.listed:
+        if name not in self.listed or name in self.seen:
             raise NotPlain(f"{self.name}: {name} is not listed in info/paths.json once")
-        self._claim(name)
+        target = self.python.relocated(name) if self.python is not None else name
+        self._claim(target)
+        if target != name:
+            self.targets[name] = target
         listed = self.listed[name]
         if entry.kind == "symlink" and listed.kind == SYMLINK:
             self.seen[name] = _Seen(SYMLINK, 0, hashlib.sha256(entry.target.encode()).hexdigest())
-            return Member(f"{self.in_image}/{name}", SYMLINK, 0o777, linkname=entry.target)
+            return Member(f"{self.in_image}/{target}", SYMLINK, 0o777, linkname=entry.target)
         if entry.kind == "file" and listed.kind == FILE and entry.size == listed.size:
             mode = 0o755 if entry.mode & 0o100 else 0o644
             if not listed.placeholder:
                 self.seen[name] = _Seen(FILE, listed.size, listed.sha256)
-                return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, **content)
+                return Member(f"{self.in_image}/{target}", FILE, mode, listed.size, **content)
             if listed.size > MAX_REPLACED_BYTES:
                 if listed.mode != "binary" or "stream" not in content:
                     raise NotPlain(f"{self.name}: {name} is too big to read whole for its prefix placeholder")
                 old, new = _binary_placeholder(self.name, name, listed.placeholder, self.prefix)
                 stream = self.replacing[name] = _ReplacingStream(self.name, name, content["stream"], listed.size, old, new)
                 self.seen[name] = _Seen(FILE, listed.size, listed.sha256, listed.placeholder, listed.mode)
-                return Member(f"{self.in_image}/{name}", FILE, mode, listed.size, stream=stream)  # type: ignore[arg-type]
+                return Member(f"{self.in_image}/{target}", FILE, mode, listed.size, stream=stream)  # type: ignore[arg-type]
             original = _read_whole(listed.size, **content)
             data = _replaced(self.name, name, original, listed.placeholder, self.prefix, listed.mode)
             self.replaced += len(data)
@@ -292,16 +313,27 @@ class _PlainPayload:
                 raise NotPlain(f"{self.name}: its files with prefix placeholders are too big to hold")
             in_prefix = hashlib.sha256(data).hexdigest() if data != original else ""
             self.seen[name] = _Seen(FILE, len(data), listed.sha256, listed.placeholder, listed.mode, in_prefix)
-            return Member(f"{self.in_image}/{name}", FILE, mode, len(data), data=data)
+            return Member(f"{self.in_image}/{target}", FILE, mode, len(data), data=data)
         raise NotPlain(f"{self.name}: {name} is not the file or symlink info/paths.json says")
 
+    def entry_point_members(self) -> list[Member]:
+        """The scripts of a noarch: python package's entry points (rattler writes them once its files are linked)."""
+        out = []
+        for path, script in self.scripts:
+            self._claim(path)
+            out.append(Member(f"{self.in_image}/{path}", FILE, 0o755, len(script), data=script))
+        return out
+
     def record(self, locked: LockedPackage, info: PackageInfo) -> Member:
-        """The package's conda-meta record, once every entry was read."""
+        """The package's conda-meta record, once every entry (and entry point) was read."""
         if set(self.seen) != set(self.listed):
             raise NotPlain(f"{self.name}: paths.json lists paths the archive lacks")
         for path, stream in self.replacing.items():
             self.seen[path] = replace(self.seen[path], sha256_in_prefix=stream.sha256_in_prefix())
-        data = _record(locked, info, self.seen)
+        installed = {self.targets.get(path, path): seen for path, seen in self.seen.items()}
+        for path, script in self.scripts:
+            installed[path] = _Seen(FILE, len(script), hashlib.sha256(script).hexdigest(), entry_point=True)
+        data = _record(locked, info, installed)
         return Member(f"{self.in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
 
 
@@ -313,10 +345,14 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -
     record["url"] = strip_credentials(locked.locked_url)
     record["channel"] = _channel_of(locked.locked_url)
     entries = []
-    for path in sorted(paths):
+    # rattler orders them as paths, component by component ("a/b" before "a-1/c", which a string sort reverses).
+    in_order = sorted(paths, key=lambda path: path.split("/"))
+    for path in in_order:
         seen = paths[path]
         if seen.kind == SYMLINK:
             entries.append({"_path": path, "path_type": "softlink", "sha256_in_prefix": seen.sha256, "size_in_bytes": 0})
+        elif seen.entry_point:
+            entries.append({"_path": path, "path_type": "unix_python_entry_point", "sha256": seen.sha256, "size_in_bytes": seen.size})
         elif seen.placeholder:
             entry: dict[str, object] = {"_path": path, "file_mode": seen.mode, "path_type": "hardlink"}
             entry |= {"prefix_placeholder": seen.placeholder, "sha256": seen.sha256, "size_in_bytes": seen.size}
@@ -325,33 +361,47 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -
             entries.append(entry)
         else:
             entries.append({"_path": path, "path_type": "hardlink", "sha256": seen.sha256, "size_in_bytes": seen.size})
-    record["files"] = sorted(paths)
+    record["files"] = in_order
     record["paths_data"] = {"paths": entries, "paths_version": 1}
     record["requested_specs"] = []
     return (json.dumps(record, sort_keys=True) + "\n").encode()
 
 
-def package_members(staged: StagedArchive, locked: LockedPackage, info: PackageInfo, in_image: str) -> list[Member]:
-    """The package's members in archive order (content read by offset from its staged payload tar), then its
-    conda-meta record."""
-    payload = _PlainPayload(staged.payload.name, staged.paths_json, in_image)
+def _payload(name: str, paths_json: bytes | None, info: PackageInfo, in_image: str, python: PythonTarget | None) -> _PlainPayload:
+    if info.noarch != "python":
+        return _PlainPayload(name, paths_json, in_image)
+    if python is None:
+        raise NotPlain(f"{name}: noarch: python, and rattler links it for this environment's python")
+    return _PlainPayload(name, paths_json, in_image, python, info.entry_points)
+
+
+def package_members(
+    staged: StagedArchive, locked: LockedPackage, info: PackageInfo, in_image: str, python: PythonTarget | None = None
+) -> list[Member]:
+    """The package's members in archive order (content read by offset from its staged payload tar), its entry
+    points' scripts, then its conda-meta record (`python`: the environment's, for a noarch: python package)."""
+    payload = _payload(staged.payload.name, staged.paths_json, info, in_image, python)
     out = []
     for entry in staged.members:
         member = payload.member(entry, source=staged.payload, offset=entry.offset)
         if member is not None:
             out.append(member)
+    out += payload.entry_point_members()
     out.append(payload.record(locked, info))
     return out
 
 
-def streamed_members(streamed: StreamedArchive, locked: LockedPackage, info: PackageInfo, in_image: str) -> Iterator[Member]:
+def streamed_members(
+    streamed: StreamedArchive, locked: LockedPackage, info: PackageInfo, in_image: str, python: PythonTarget | None = None
+) -> Iterator[Member]:
     """`package_members` of an archive being read (stream_package_archive): each file's content is read from the
     archive as the layer writer copies it. NotPlain as soon as an entry is not what a plain package holds."""
-    payload = _PlainPayload(streamed.archive.name, streamed.paths_json, in_image)
+    payload = _payload(streamed.archive.name, streamed.paths_json, info, in_image, python)
     for entry, content in streamed.payload():
         if entry.path.split("/")[0] == "info":  # as a staged payload leaves them out
             continue
         member = payload.member(entry, stream=content)
         if member is not None:
             yield member
+    yield from payload.entry_point_members()
     yield payload.record(locked, info)

@@ -23,7 +23,7 @@ import conda_envkit.bake as bake_module
 import conda_envkit.stream_package as stream_package
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.bake import BakeError
-from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
+from conda_envkit.testing.hostile_packages import HostilePackage, Member, python_package, write_hostile_package
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 from tests.hostile.conftest import PLACEHOLDER, Workspace, _listed, lock_entry, locked_workspace
 from tests.test_bake_cache import _tree
@@ -108,15 +108,43 @@ PLACEHOLDERS = [
     # A shebang rattler rewrites once replaced (too long): left to rattler, so the package is linked.
     _with_placeholders("texty-long", {"bin/long": (b"#!" + PH + b"/" + b"x" * 100 + b"/bin/python\n", "text")}, executable=("bin/long",)),
 ]
-NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "binny", "texty-long"]
+# A noarch: python package, its files in no sorted order: site-packages/ and python-scripts/ go where rattler links
+# them, its entry points become scripts, and a package dir and its dist-info (`pyish/`, `pyish-1.0.dist-info/`) are
+# recorded in rattler's order (component by component, not as strings).
+PYISH_FILES = {
+    "site-packages/pyish-1.0.dist-info/METADATA": b"Name: pyish\nVersion: 1.0\n",
+    "share/pyish/data.txt": b"data\n",
+    "site-packages/pyish/cli.py": b"def main():\n    return 0\n",
+    "python-scripts/pyish-run": b"#!" + PLACEHOLDER.encode() + b"/bin/python\nprint('run')\n",
+    "site-packages/pyish/__init__.py": b"",
+}
+PYISH = HostilePackage(
+    "pyish",
+    tuple(Member(path, content=data, mode=0o755 if path.startswith("python-scripts/") else 0o644) for path, data in PYISH_FILES.items()),
+    tuple(
+        _listed(path, data, **({"prefix_placeholder": PLACEHOLDER, "file_mode": "text"} if path.startswith("python-scripts/") else {}))
+        for path, data in PYISH_FILES.items()
+    ),
+    noarch="python",
+    link={
+        "noarch": {"type": "python", "entry_points": ["pyish = pyish.cli:main", " pyish-two=pyish.cli : main "]},
+        "package_metadata_version": 1,
+    },
+)
+# A plain package whose paths sort differently as strings and as paths.
+SIBLINGS = HostilePackage(
+    "siblings",
+    tuple(Member(path, content=path.encode()) for path in ("lib/sib/a.txt", "lib/sib-1.0/b.txt", "lib/sib.txt", "lib/sib/c/d.txt")),
+)
+NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "binny", "texty-long", "python", "pyish", "siblings"]
 
 
 @pytest.fixture(scope="module")
 def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     channel = tmp_path_factory.mktemp("channels") / "stream"
     honest = PackageSpec("honest", "1.0", "0", files=(PackageFile("bin/honest", b"#!/bin/sh\necho honest\n", executable=True),))
-    build_channel(channel, [honest], subdirs=("linux-64",))
-    for package in (*PACKAGES, *PLACEHOLDERS):
+    build_channel(channel, [honest, python_package()], subdirs=("linux-64",))
+    for package in (*PACKAGES, *PLACEHOLDERS, PYISH, SIBLINGS):
         write_hostile_package(package, channel)
     # A .tar.bz2 (the stream reads .conda only): staged, in a layer of its own with its archive's order too.
     conda = write_hostile_package(
@@ -138,7 +166,7 @@ def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     def spy(archive: Path, label: str, hashed: bool = True) -> Iterator[StreamedArchive]:
         with real(archive, label, hashed) as streamed:
             yield streamed
-        seen.append(archive.name.split("-1.0-")[0])
+        seen.append(archive.name.rsplit("-", 2)[0])
 
     monkeypatch.setattr(bake_module, "stream_package_archive", spy)
     yield seen
@@ -176,7 +204,8 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
-    assert sorted(seen) == ["binny", "honest", "ordered", "texty"]  # gnu-long was staged; unlisted, no-size and texty-long linked
+    # gnu-long was staged; unlisted, no-size and texty-long linked
+    assert sorted(seen) == ["binny", "honest", "ordered", "pyish", "python", "siblings", "texty"]
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:
@@ -194,13 +223,18 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     if large_mb == "0":
         _assert_archive_order(ws.root / "image", layers, env)
 
-    # Byte for byte what `envkit install` writes, every package included.
+    _assert_image_is_installed_tree(ws, streamed, installed)
+
+
+def _assert_image_is_installed_tree(ws: Workspace, baked: dict, installed: Path) -> None:
+    """The image's environment is byte for byte what `envkit install` writes into `installed` (the prefix it was
+    baked for), every package and conda-meta record included."""
     result = ws.envkit("install", "-q", "--prefix", installed, "-p", "linux-64")
     assert result.returncode == 0, result.output
-    bundle = tmp_path / "bundle"
-    tag = streamed["tags"][0]
+    bundle = ws.root / "bundle"
+    tag = baked["tags"][0]
     subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{ws.root / 'image'}:{tag}", str(bundle)], check=True, capture_output=True)
-    in_image = _tree(bundle / "rootfs" / env)
+    in_image = _tree(bundle / "rootfs" / str(installed).strip("/"))
     on_disk = _tree(installed)
     on_disk.pop("conda-meta/envkit/installed.json")
     in_image.pop("conda-meta/envkit/environment.json")
@@ -444,3 +478,26 @@ def test_a_binary_placeholder_string_too_long_to_hold_while_streaming_links_its_
     linked = _bake(linked_ws, "--oci", linked_ws.root / "image")
     assert capped["image"]["digest"] == linked["image"]["digest"]
     assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
+
+
+def test_a_noarch_python_entry_point_whose_shebang_rattler_rewrites_links_its_package(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A prefix long enough for rattler to write its entry points' `/bin/sh` exec line: pyish is linked, not
+    # streamed, and the image is still `envkit install`'s tree.
+    installed = tmp_path / ("p" * (110 - len(str(tmp_path)))) / "env"
+    ws = locked_workspace(tmp_path / "long", stream_channel, ["python", "pyish"])
+    with _streams_seen(monkeypatch) as seen:
+        baked = _bake(ws, "--oci", ws.root / "image", "--prefix", str(installed))
+    assert seen == ["python"]
+    _assert_image_is_installed_tree(ws, baked, installed)
+    assert (installed / "bin" / "pyish").read_bytes().startswith(b"#!/bin/sh\n")
+
+
+def test_a_noarch_python_package_without_its_python_is_left_to_rattler(tmp_path: Path, stream_channel: Path) -> None:
+    # No python in the lock: the stream does not guess where site-packages is; rattler says what is wrong.
+    ws = locked_workspace(tmp_path / "nopython", stream_channel, ["pyish"])
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image")
+    assert result.returncode == 2, result.output
+    assert "pyish" in result.output and "Traceback" not in result.output
+    assert not (ws.root / "image").exists()

@@ -46,6 +46,8 @@ class HostilePackage:
     subdir: str = "noarch"
     depends: tuple[str, ...] = ()
     tar_format: int = tarfile.PAX_FORMAT  # of the payload tar (GNU: long names as GNU records)
+    noarch: str = ""  # index.json's noarch (a noarch subdir's default: generic)
+    link: dict[str, Any] | None = None  # info/link.json (a noarch: python package's entry points), if any
 
     @property
     def file_name(self) -> str:
@@ -85,10 +87,13 @@ def write_hostile_package(package: HostilePackage, channel_dir: Path) -> Path:
     """Write `package` as a `.conda` into `channel_dir/<subdir>/` (index the channel afterwards)."""
     spec = PackageSpec(package.name, package.version, package.build, subdir=package.subdir, depends=package.depends)
     paths = list(package.paths) if package.paths is not None else _derived_paths(package.members)
-    info = (
-        Member("info/index.json", content=json.dumps(_index_json(spec)).encode()),
+    index = _index_json(spec) | ({"noarch": package.noarch} if package.noarch else {})
+    info: tuple[Member, ...] = (
+        Member("info/index.json", content=json.dumps(index).encode()),
         Member("info/paths.json", content=json.dumps({"paths": paths, "paths_version": 1}).encode()),
     )
+    if package.link is not None:
+        info += (Member("info/link.json", content=json.dumps(package.link).encode()),)
     stem = package.file_name[: -len(".conda")]
     out = channel_dir / package.subdir / package.file_name
     out.parent.mkdir(parents=True, exist_ok=True)
