@@ -85,8 +85,11 @@ class PythonTarget:
     def executable(self) -> str:
         return f"bin/python{self.version}"
 
-    def relocated(self, path: str) -> str:
-        """Where a path of a noarch: python package's archive goes in the prefix."""
+    def relocated(self, path: str) -> str | None:
+        """Where a path of a noarch: python package's archive goes in the prefix; None for a file named like one
+        of the two directories (rattler would put it in the directory's place)."""
+        if path in ("site-packages", "python-scripts"):
+            return None
         if path.startswith("site-packages/"):
             return f"{self.site_packages}/{path[len('site-packages/') :]}"
         if path.startswith("python-scripts/"):

@@ -287,6 +287,8 @@ class _PlainPayload:
         if name not in self.listed or name in self.seen:
             raise NotPlain(f"{self.name}: {name} is not listed in info/paths.json once")
         target = self.python.relocated(name) if self.python is not None else name
+        if target is None:
+            raise NotPlain(f"{self.name}: {name} is where rattler puts a noarch: python directory")
         self._claim(target)
         if target != name:
             self.targets[name] = target

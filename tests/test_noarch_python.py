@@ -83,6 +83,8 @@ def test_where_the_environments_python_puts_a_noarch_package() -> None:
     assert python.relocated("site-packages/a/b.py") == "lib/python3.11/site-packages/a/b.py"
     assert python.relocated("python-scripts/tool") == "bin/tool"
     assert python.relocated("share/site-packages/x") == "share/site-packages/x"
+    assert python.relocated("site-packages-extra/x") == "site-packages-extra/x"
+    assert python.relocated("site-packages") is None and python.relocated("python-scripts") is None  # rattler's to place
     assert python_target("3.12.0rc1", "osx-arm64", None) == python_target("3.12", "linux-64", None)
     # Left to rattler: Windows' launchers, a python with a site-packages path of its own, a version without major.minor.
     assert python_target("3.11.9", "win-64", None) is None
