@@ -263,17 +263,16 @@ class LayerCache:
             return None
         try:
             path = store.path(digest)
-            st = path.stat()
+            stamp = file_stamp(path)
         except (OSError, OciError):
             return None
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]  # (file_stamp)
         if stamp[0] != data["size"]:
             return None
         if data.get("stamp") != stamp:
-            if not _only_relinked(data, stamp, st) and file_digest(path) != digest:
+            if file_digest(path) != digest:
                 path.unlink(missing_ok=True)
                 return None
-            self._write(key, {**data, "stamp": stamp, "links": st.st_nlink})
+            self._write(key, {**data, "stamp": stamp})
         store.note_checked(digest, stamp)
         return Layer(Descriptor(compression.media_type, digest, int(data["size"])), str(data["diff_id"]), True)
 
@@ -283,8 +282,7 @@ class LayerCache:
         if claimed is not None and claimed != layer.descriptor.digest:
             self.mismatched.append((key, claimed, layer.descriptor.digest))
         data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
-        path = store.path(layer.descriptor.digest)
-        self._write(key, {**data, "stamp": file_stamp(path), "links": path.stat().st_nlink})
+        self._write(key, {**data, "stamp": file_stamp(store.path(layer.descriptor.digest))})
 
     def settle(self, key: str, store: BlobStore) -> None:
         """Seal the blob's new stamp if only its ctime moved since this process checked it (the hard
@@ -307,28 +305,13 @@ class LayerCache:
         if stamp == data.get("stamp") or checked is None or st.st_uid != os.getuid() or st.st_mode & 0o022:
             return
         if [stamp[0], stamp[1], stamp[3]] == [checked[0], checked[1], checked[3]]:
-            self._write(key, {**data, "stamp": stamp, "links": st.st_nlink})
+            self._write(key, {**data, "stamp": stamp})
             store.note_checked(digest, stamp)
 
     def _write(self, key: str, data: dict[str, object]) -> None:
-        fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp", "links")}
+        fields = {k: data.get(k) for k in ("digest", "size", "diff_id", "stamp")}
         self.root.mkdir(parents=True, exist_ok=True)
         write_cache_entry(self._entry(key), self.seal.sealed("layer", key, fields), "layer cache entry", CACHE_SETTING)
-
-
-def _only_relinked(entry: dict[str, object], stamp: list[int], st: os.stat_result) -> bool:
-    """Whether a cached layer blob's stamp moved only as a hard link to it came or went: its ctime alone changed,
-    its link count with it, and it is this user's and no one else may write it (an OCI layout's links, removed
-    with the layout between two bakes, would otherwise have every warm bake read every blob again).
-
-    Anyone else must replace such a blob to change it, which changes its inode (or, reusing the inode, its
-    owner). An edit in place by this user that puts the old mtime back is not caught if a link came or went
-    too; this user can rewrite the sealed entry itself anyway."""
-    old = entry.get("stamp")
-    if not isinstance(old, list) or len(old) != 4 or [old[0], old[1], old[3]] != [stamp[0], stamp[1], stamp[3]]:
-        return False
-    links = entry.get("links")
-    return isinstance(links, int) and links != st.st_nlink and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 @dataclass(frozen=True)
