@@ -139,7 +139,7 @@ def locked_infos(
     remote: RegistryCache | None = None,
 ) -> tuple[list[tuple[LockedDependency, PackageInfo]], dict[str, FetchedPackage]]:
     """Every package of the platform with its info: from the info cache or a registry cache, else read once from its
-    archive; and the packages fetched for that (by name: the layers need not fetch them again)."""
+    archive; and the packages fetched for that (by plan name, `pip:` before a wheel's: the layers need not fetch them again)."""
     locked = conda_packages(lockfile, platform) + pip_packages(lockfile, platform)
     cache = PackageInfoCache(cache_dir)
     known = remote.packages if remote is not None else {}
@@ -153,7 +153,7 @@ def locked_infos(
         )
         for fetched in report.packages:
             infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
-        return [(p, infos[p.hash.sha256]) for p in locked], {f.locked.name: f for f in report.packages}  # type: ignore[misc]
+        return [(p, infos[p.hash.sha256]) for p in locked], {_plan_name(f.locked): f for f in report.packages}  # type: ignore[misc]
     return [(p, infos[p.hash.sha256]) for p in locked], {}  # type: ignore[misc]
 
 
@@ -469,6 +469,27 @@ def _stream_plain(
     return written, payload_links(label, streamed.checked())
 
 
+def _stream_wheel(
+    fetched: FetchedPackage,
+    in_image: str,
+    platform: str,
+    python: PythonTarget | None,
+    write: Callable[[Iterable[Member]], _Written],
+) -> tuple[_Written, PayloadLinks]:
+    """A wheel's members written (`write`) as installer installs it (conda_envkit.stream_wheel): its files read
+    from the wheel as they are written, nothing extracted. NotPlain if it must be installed in a staging prefix
+    instead: `write` must then keep nothing of what it was given."""
+    from conda_envkit.pip_install import WheelToInstall  # pypa's installer: not loaded by a warm bake
+    from conda_envkit.stream_wheel import plan_wheel, wheel_members
+
+    locked = fetched.locked
+    if python is None:
+        raise NotPlain(f"{archive_label(locked)}: no python it could be installed for here")
+    item = WheelToInstall(locked.name, locked.version, locked.locked_url, locked.hash.sha256 or "", fetched.archive)
+    plan = plan_wheel(item, in_image, platform, python.version)
+    return write(wheel_members(plan, fetched.archive, in_image)), payload_links(archive_label(locked), [])
+
+
 class _SkipStep:
     """A Progress that passes on every step but one."""
 
@@ -561,6 +582,15 @@ def build_layers(
             and every archive passed."""
             return fragments.write(fragment_key(planned[name], context), members, options.epoch, ordered=False)
 
+        if fetched.locked.manager == "pip":
+            # A group wheel is written as installer would install it straight into its fragment; or installed in a
+            # staging prefix (linked) with the rest.
+            try:
+                written, links = _stream_wheel(fetched, in_image, platform, python, into_fragment)
+            except NotPlain:
+                return payload_links(archive_label(fetched.locked), []), None
+            pending[name] = written
+            return links, written.members()
         if not single and fetched.archive.name.endswith(".conda"):
             # A group package's `.conda` is read front to back straight into its fragment, which its layer then
             # copies: no payload staged.
@@ -583,7 +613,8 @@ def build_layers(
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
-        plain = [n for n in need if by_name[n][0].manager == "conda" and by_name[n][1].plain]
+        # Plain conda packages and (with a python to install them for) wheels: read from their archives.
+        plain = [n for n in need if (by_name[n][1].plain if by_name[n][0].manager == "conda" else python is not None)]
         payloads: dict[str, Path] = {}
         written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
@@ -591,13 +622,17 @@ def build_layers(
             by_fetched = {n: fetched[n] for n in plain if fetched and n in fetched and fetched[n].locked == by_name[n][0]}
             missing = [by_name[n][0] for n in plain if n not in by_fetched]
             if missing:
-                got = fetch_packages(missing, cache_dir, settings, allowed_hosts=lock_hosts(lockfile)).packages
-                by_fetched.update({f.locked.name: f for f in got})
+                indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+                hosts = lock_hosts(lockfile, indexes)
+                got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
+                by_fetched.update({_plan_name(f.locked): f for f in got})
             scratch = staging_root / "payloads"
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
             payloads = {n: scratch / ("groups.tar" if n in planned else f"{by_fetched[n].archive.name}.tar") for n in plain}
-            streamed = {n for n in plain if n not in planned and by_fetched[n].archive.name.endswith(".conda")}
+            streamed = {
+                n for n in plain if n not in planned and (by_fetched[n].archive.name.endswith(".conda") or by_name[n][0].manager == "pip")
+            }
             for n in plain:
                 staged[n] = Future() if n in streamed else stager.submit(stage, by_fetched[n], payloads[n], n not in planned)
 
@@ -658,20 +693,22 @@ def build_layers(
         def write_streamed(name: str) -> Layer:
             """A streamed package's layer; if its archive must be staged after all, from there, or linked alone."""
             future = staged[name]
+            fetched = by_fetched[name]
             try:
                 try:
-                    layer, links = _stream_plain(
-                        by_fetched[name],
-                        cache_dir,
-                        in_image,
-                        lambda streamed_layer: layer_of(streamed_layer, sort=False),
-                        python,
-                    )
+                    own_layer = lambda streamed_layer: layer_of(streamed_layer, sort=False)  # noqa: E731
+                    if fetched.locked.manager == "pip":
+                        layer, links = _stream_wheel(fetched, in_image, platform, python, own_layer)
+                    else:
+                        layer, links = _stream_plain(fetched, cache_dir, in_image, own_layer, python)
                     future.set_result((links, []))
                     return layer
                 except (NotStreamable, NotPlain):
                     pass
-                links, found = _stage_plain(by_fetched[name], cache_dir, in_image, payloads[name], python)
+                if fetched.locked.manager == "pip":
+                    links, found = payload_links(archive_label(fetched.locked), []), None
+                else:
+                    links, found = _stage_plain(fetched, cache_dir, in_image, payloads[name], python)
                 future.set_result((links, found))
             except BaseException as exc:
                 if not future.done():

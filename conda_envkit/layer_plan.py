@@ -23,7 +23,7 @@ from conda_envkit.errors import EnvkitError
 MiB = 1 << 20
 # Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
 MAX_LAYERS = 120
-LAYER_FORMAT = "envkit-layer/7"  # 4: own layers in archive order; 5, 6: placeholders streamed; 7: noarch: python
+LAYER_FORMAT = "envkit-layer/8"  # 4: own layers in archive order; 5, 6: placeholders; 7: noarch: python; 8: wheels
 
 
 @dataclass(frozen=True)

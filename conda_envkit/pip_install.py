@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -57,7 +58,8 @@ def site_packages(platform: str, python_version: str) -> str:
     return f"lib/python{minor}/site-packages"
 
 
-def _scheme(prefix: Path, platform: str, python_version: str, name: str) -> dict[str, str]:
+def scheme_dict(prefix: Path, platform: str, python_version: str, name: str) -> dict[str, str]:
+    """Where installer puts each part of a wheel (its schemes) in the prefix."""
     site = str(prefix / site_packages(platform, python_version))
     if platform.startswith("win"):
         return {
@@ -106,7 +108,7 @@ class PrefixDestination(SchemeDictionaryDestination):
         return RecordEntry(path, Hash(self.hash_algorithm, hash_), size)
 
 
-def _interpreter(platform: str, target_prefix: str) -> tuple[str, Literal["posix", "win-amd64", "win-arm64"]]:
+def interpreter(platform: str, target_prefix: str) -> tuple[str, Literal["posix", "win-amd64", "win-arm64"]]:
     if platform.startswith("win"):
         return target_prefix.rstrip("\\/") + "\\python.exe", "win-arm64" if platform.endswith("arm64") else "win-amd64"
     return target_prefix.rstrip("/") + "/bin/python", "posix"
@@ -119,31 +121,53 @@ def _hex_from_record(value: str) -> str | None:
     return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
-def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, str]]:
-    """Every file the wheel put in the prefix (from its RECORD), prefix-relative, with sha256."""
-    record = prefix / site / dist_info / "RECORD"
-    if not is_within(prefix, record):
-        raise UnsafePathError(f"{dist_info}/RECORD is outside the prefix", hint="the wheel is hostile")
+def record_files(record: str, site: str, dist_info: str, digest_of: Callable[[str], str]) -> list[dict[str, str]]:
+    """Every file an installed wheel's RECORD (the one installer wrote) names, prefix-relative, with sha256
+    (`digest_of` a prefix-relative path, for an entry without a hash: the RECORD itself)."""
     files = []
-    for line in record.read_text(encoding="utf-8").splitlines():
+    for line in record.splitlines():
         if not line.strip():
             continue
         # path,hash,size: the path may itself hold commas, the last two fields never do.
         path, hash_field, _size = line.rsplit(",", 2)
         rel = relative_path(posixpath.normpath(posixpath.join(site, path.strip('"'))), f"{dist_info}/RECORD")
         digest = _hex_from_record(hash_field) if hash_field else None
-        if digest is None:
-            if not is_within(prefix, prefix / rel):
-                raise UnsafePathError(f"{dist_info}/RECORD: {rel} resolves outside the prefix", hint="the wheel is hostile")
-            with (prefix / rel).open("rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-        files.append({"_path": rel, "sha256": digest})
+        files.append({"_path": rel, "sha256": digest if digest is not None else digest_of(rel)})
     return sorted(files, key=lambda f: f["_path"])
+
+
+def _installed_files(prefix: Path, site: str, dist_info: str) -> list[dict[str, str]]:
+    """Every file the wheel put in the prefix (from its RECORD), prefix-relative, with sha256."""
+    record = prefix / site / dist_info / "RECORD"
+    if not is_within(prefix, record):
+        raise UnsafePathError(f"{dist_info}/RECORD is outside the prefix", hint="the wheel is hostile")
+
+    def digest_of(rel: str) -> str:
+        if not is_within(prefix, prefix / rel):
+            raise UnsafePathError(f"{dist_info}/RECORD: {rel} resolves outside the prefix", hint="the wheel is hostile")
+        with (prefix / rel).open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    return record_files(record.read_text(encoding="utf-8"), site, dist_info, digest_of)
+
+
+def pip_record(item: WheelToInstall, site: str, dist_info: str, files: list[dict[str, str]]) -> bytes:
+    """`conda-meta/envkit/pip/<name>.json`: the installed wheel's lock entry and files."""
+    entry = {
+        "name": item.name,
+        "version": item.version,
+        "manager": "pip",
+        "url": item.url,
+        "sha256": item.sha256,
+        "dist_info": posixpath.join(site, dist_info),
+        "files": files,
+    }
+    return (json.dumps(entry, sort_keys=True) + "\n").encode()
 
 
 def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: str, platform: str, python_version: str) -> None:
     """Install `wheels` (already verified) into `prefix`, as if it lived at `target_prefix`."""
-    interpreter, kind = _interpreter(platform, target_prefix)
+    python, kind = interpreter(platform, target_prefix)
     site = site_packages(platform, python_version)
     records = prefix / PIP_RECORDS
     records.mkdir(parents=True, exist_ok=True)
@@ -161,8 +185,8 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
                 destination = PrefixDestination(
                     prefix,
                     what,
-                    _scheme(prefix, platform, python_version, item.name),
-                    interpreter,
+                    scheme_dict(prefix, platform, python_version, item.name),
+                    python,
                     kind,
                     bytecode_optimization_levels=(),
                 )
@@ -186,15 +210,7 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
                 f"{platform}: {item.wheel.name} holds version {metadata.get('Version')}, the lock says {item.name} {item.version}",
                 hint="the lock was edited by hand or the index is broken; re-lock",
             )
-        entry = {
-            "name": item.name,
-            "version": item.version,
-            "manager": "pip",
-            "url": item.url,
-            "sha256": item.sha256,
-            "dist_info": posixpath.join(site, dist_info),
-            "files": _installed_files(prefix, site, dist_info),
-        }
+        data = pip_record(item, site, dist_info, _installed_files(prefix, site, dist_info))
         fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
-        with open(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(entry, sort_keys=True) + "\n")
+        with open(fd, "wb") as out:
+            out.write(data)

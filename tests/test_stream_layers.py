@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rattler.index import index_fs
@@ -23,7 +24,8 @@ import conda_envkit.bake as bake_module
 import conda_envkit.stream_package as stream_package
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.bake import BakeError
-from conda_envkit.testing.hostile_packages import HostilePackage, Member, python_package, write_hostile_package
+from conda_envkit.install import FetchedPackage
+from conda_envkit.testing.hostile_packages import HostilePackage, Member, RawWheel, python_package, write_hostile_package, write_raw_wheel
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 from tests.hostile.conftest import PLACEHOLDER, Workspace, _listed, lock_entry, locked_workspace
 from tests.test_bake_cache import _tree
@@ -137,6 +139,22 @@ SIBLINGS = HostilePackage(
     tuple(Member(path, content=path.encode()) for path in ("lib/sib/a.txt", "lib/sib-1.0/b.txt", "lib/sib.txt", "lib/sib/c/d.txt")),
 )
 NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "binny", "texty-long", "python", "pyish", "siblings"]
+# Wheels, streamed as installer installs them: a package, a `#!python` script and a data file in the wheel's .data,
+# a console script; and one whose RECORD declares another hash than its file has (read, found out, installed in
+# a staging prefix instead).
+WHEELS = [
+    RawWheel(
+        "wheely",
+        "1.0",
+        (
+            ("wheely/__init__.py", b"def main():\n    return 0\n"),
+            ("wheely-1.0.data/scripts/wheely-fix", b"#!python\nprint('fixed')\n"),
+            ("wheely-1.0.data/data/share/wheely/x.txt", b"x\n"),
+            ("wheely-1.0.dist-info/entry_points.txt", b"[console_scripts]\nwheely = wheely:main\n"),
+        ),
+    ),
+    RawWheel("liar", "1.0", (("liar.py", b"real\n"),)),  # its RECORD then made to lie (`_lying_record`)
+]
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +170,30 @@ def stream_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     _as_tar_bz2(conda, conda.with_name("bzipped-1.0-0.tar.bz2"))
     conda.unlink()
+    for wheel in WHEELS:
+        written = write_raw_wheel(wheel, channel / "wheels")
+        if wheel.name == "liar":
+            _lying_record(written, "liar.py", b"fake\n")
     asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
     return channel
+
+
+def _lying_record(wheel: Path, path: str, content: bytes) -> None:
+    """Rewrite `wheel`'s RECORD to declare the hash of `content` (of the same size) for `path`."""
+    import base64
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        members = [(info, z.read(info)) for info in z.infolist()]
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+    with zipfile.ZipFile(wheel, "w") as z:
+        for info, data in members:
+            if info.filename.endswith("/RECORD"):
+                lines = [
+                    f"{path},sha256={digest},{len(content)}" if line.startswith(f"{path},") else line for line in data.decode().splitlines()
+                ]
+                data = ("\n".join(lines) + "\n").encode()
+            z.writestr(info, data)
 
 
 @contextmanager
@@ -161,6 +201,7 @@ def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The archives the bake read to their end as streams."""
     seen: list[str] = []
     real = bake_module.stream_package_archive
+    real_wheel = bake_module._stream_wheel
 
     @contextmanager
     def spy(archive: Path, label: str, hashed: bool = True) -> Iterator[StreamedArchive]:
@@ -168,15 +209,23 @@ def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             yield streamed
         seen.append(archive.name.rsplit("-", 2)[0])
 
+    def spy_wheel(fetched: FetchedPackage, *args: Any) -> Any:
+        written = real_wheel(fetched, *args)
+        seen.append(f"pip:{fetched.locked.name}")
+        return written
+
     monkeypatch.setattr(bake_module, "stream_package_archive", spy)
+    monkeypatch.setattr(bake_module, "_stream_wheel", spy_wheel)
     yield seen
 
 
 def _workspace(root: Path, channel: Path, names: list[str]) -> Workspace:
-    """A lock of `names` and the .tar.bz2 package."""
+    """A lock of `names`, the .tar.bz2 package and the wheels."""
     ws = locked_workspace(root, channel, names)
     bzipped = lock_entry(channel / "noarch" / "bzipped-1.0-0.tar.bz2", "bzipped")
     ws.rewrite(lambda document: document["package"].append(bzipped))
+    for wheel in WHEELS:
+        ws.add_wheel(channel / "wheels" / wheel.file_name, wheel.name, wheel.version)
     return ws
 
 
@@ -204,8 +253,8 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
     with _streams_seen(monkeypatch) as seen:
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
-    # gnu-long was staged; unlisted, no-size and texty-long linked
-    assert sorted(seen) == ["binny", "honest", "ordered", "pyish", "python", "siblings", "texty"]
+    # gnu-long was staged; unlisted, no-size and texty-long linked, and the lying wheel installed in a staging prefix
+    assert sorted(seen) == ["binny", "honest", "ordered", "pip:wheely", "pyish", "python", "siblings", "texty"]
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:

@@ -58,14 +58,21 @@ WHEELS = {
 }
 
 
+@pytest.mark.parametrize("command", ["install", "bake"])
 @pytest.mark.parametrize("case", sorted(WHEELS))
-def test_hostile_wheel_is_refused(tmp_path: Path, hostile_channel: Path, case: str) -> None:
+def test_hostile_wheel_is_refused(tmp_path: Path, hostile_channel: Path, case: str, command: str) -> None:
+    # bake reads a wheel straight into its layer as installer would install it; one installer would refuse is
+    # installed in a staging prefix instead, where it is refused as install refuses it.
     wheel_spec, message = WHEELS[case]
     ws = locked_workspace(tmp_path / "work", hostile_channel, ["python"])
     wheel = write_raw_wheel(wheel_spec, tmp_path / "wheels")
     ws.add_wheel(wheel, wheel_spec.name, wheel_spec.version)
-    assert_refused(ws.install(), wheel_spec.name, message)
-    assert_nothing_left(ws.root)
+    if command == "install":
+        assert_refused(ws.install(), wheel_spec.name, message)
+        assert_nothing_left(ws.root)
+    else:
+        assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image"), wheel_spec.name, message)
+        assert not (ws.root / "image").exists()
     assert not list(tmp_path.rglob("*-escape*"))
 
 
