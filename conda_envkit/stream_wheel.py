@@ -22,6 +22,7 @@ import hashlib
 import io
 import posixpath
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -184,19 +185,30 @@ def plan_wheel(item: WheelToInstall, in_image: str, platform: str, python_versio
 
 class _CheckedMember:
     """A zip member's bytes as the layer writer reads them, hashed: `finish` reads to its end (zipfile checks its
-    CRC there) and raises NotPlain if they are not what the wheel's RECORD declared."""
+    CRC there) and raises NotPlain if they are not what the wheel's RECORD declared. A member zipfile cannot read
+    (cut short, a bad CRC, broken deflate data) is NotPlain as it is read: installer then says what is wrong."""
 
     def __init__(self, stream: IO[bytes], expected: WheelFile) -> None:
-        self.stream, self.expected = stream, expected
+        self.stream, self.expected, self.left = stream, expected, expected.size
         self.hash = hashlib.sha256()
 
     def readinto(self, buffer: memoryview) -> int:
-        got = self.stream.readinto(buffer)  # type: ignore[attr-defined]
+        try:
+            got = int(self.stream.readinto(buffer[: self.left]))  # type: ignore[attr-defined]
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+            raise NotPlain(f"{self.expected.member}: {exc}") from None
+        if not got and self.left:
+            raise NotPlain(f"{self.expected.member} is cut short")
         self.hash.update(buffer[:got])
-        return int(got)
+        self.left -= got
+        return got
 
     def finish(self) -> None:
-        if self.stream.read(1) or self.hash.digest() != self.expected.digest:
+        try:
+            more = self.stream.read(1)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
+            raise NotPlain(f"{self.expected.member}: {exc}") from None
+        if more or self.left or self.hash.digest() != self.expected.digest:
             raise NotPlain(f"{self.expected.member} is not what the wheel's RECORD says")
 
 

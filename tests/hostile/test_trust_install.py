@@ -174,3 +174,31 @@ def test_a_cached_archive_edited_in_place_with_its_mtime_put_back_is_hashed_agai
     os.utime(archive, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert archive.stat().st_mtime_ns == before.st_mtime_ns and archive.stat().st_ino == before.st_ino
     assert not is_verified(archive, sha)
+
+
+@pytest.mark.parametrize("command", ["install", "bake"])
+def test_a_wheel_with_a_corrupt_member_is_refused(tmp_path: Path, hostile_channel: Path, command: str) -> None:
+    # A deflated member whose bytes were changed after the wheel was written (the lock pins the changed wheel):
+    # zipfile finds it out as it reads it, in installer's install and in bake's stream alike.
+    import zipfile
+
+    wheel = write_raw_wheel(RawWheel("crcbad", "1.0", (("crcbad/__init__.py", b"x = 1\n" * 2000),)), tmp_path / "wheels")
+    with zipfile.ZipFile(wheel) as z:
+        members = [(info, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info, data in members:
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    raw = bytearray(wheel.read_bytes())
+    with zipfile.ZipFile(wheel) as z:
+        info = z.getinfo("crcbad/__init__.py")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF
+    wheel.write_bytes(bytes(raw))
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["python"])
+    ws.add_wheel(wheel, "crcbad", "1.0")
+    if command == "install":
+        assert_refused(ws.install(), "crcbad")
+    else:
+        assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image"), "crcbad")
+        assert not (ws.root / "image").exists()
