@@ -20,8 +20,9 @@ from dataclasses import dataclass
 _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# rattler writes a `/bin/sh` exec line instead of a shebang longer than 127 bytes: one that comes near that is
-# left to rattler (its package linked), as a path with white space in it is.
+# rattler writes a `/bin/sh` exec line instead of a shebang longer than 127 bytes (an entry point's, or a script's
+# once its placeholder is replaced): one that comes near that is left to rattler (its package linked), as a path
+# with white space in it is.
 SHEBANG_STREAMED = 120
 
 

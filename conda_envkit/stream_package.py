@@ -26,7 +26,7 @@ from typing import Any
 from conda_envkit.archive_check import ArchiveEntry, StagedArchive, StreamedArchive
 from conda_envkit.channels import strip_credentials
 from conda_envkit.lockmodel import LockedPackage
-from conda_envkit.noarch_python import PythonTarget, entry_point_script, parse_entry_point
+from conda_envkit.noarch_python import SHEBANG_STREAMED, PythonTarget, entry_point_script, parse_entry_point
 from conda_envkit.oci.tarstream import FILE, SYMLINK, Member
 from conda_envkit.pkginfo import PackageInfo
 
@@ -48,9 +48,6 @@ _REPLACING_CHUNK = 1 << 20
 # What a file with a placeholder may say in paths.json: anything else (rattler's offsets, a shebang length)
 # is rattler's to apply, so its package is linked.
 _PLACEHOLDER_KEYS = frozenset({"_path", "path_type", "sha256", "size_in_bytes", "prefix_placeholder", "file_mode"})
-# rattler rewrites a shebang longer than 127 bytes (or naming a path with a space) to a `/bin/sh` exec line: a
-# file whose shebang comes near that (this margin below it) is left to rattler (NotPlain).
-_SHEBANG_STREAMED = 120
 
 
 @dataclass(frozen=True)
@@ -235,7 +232,7 @@ def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, 
     out = data.replace(old, new)
     if out.startswith(b"#!"):
         first = out.split(b"\n", 1)[0]
-        if len(first) > _SHEBANG_STREAMED or (new in first and any(c.isspace() for c in prefix)):
+        if len(first) > SHEBANG_STREAMED or (new in first and any(c.isspace() for c in prefix)):
             raise NotPlain(f"{name}: {path}'s shebang is rattler's to rewrite")
     return out
 
