@@ -61,9 +61,10 @@ from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members, streamed_members
 
-if TYPE_CHECKING:  # the registry client (requests) and jinja2 load only when a bake uses them
+if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
     from conda_envkit.registry_cache import RegistryCache
+    from conda_envkit.stream_wheel import WheelPlan
 
 ENVIRONMENT_FILE = LOCK_COPY.parent / "environment.json"
 _Written = TypeVar("_Written")
@@ -469,25 +470,44 @@ def _stream_plain(
     return written, payload_links(label, streamed.checked())
 
 
-def _stream_wheel(
-    fetched: FetchedPackage,
-    in_image: str,
-    platform: str,
-    python: PythonTarget | None,
-    write: Callable[[Iterable[Member]], _Written],
-) -> tuple[_Written, PayloadLinks]:
-    """A wheel's members written (`write`) as installer installs it (conda_envkit.stream_wheel): its files read
-    from the wheel as they are written, nothing extracted. NotPlain if it must be installed in a staging prefix
-    instead: `write` must then keep nothing of what it was given."""
+def _wheel_plans(
+    names: list[str], by_fetched: dict[str, FetchedPackage], in_image: str, platform: str, python: PythonTarget | None
+) -> dict[str, WheelPlan]:
+    """What installer writes for each wheel of `names` (conda_envkit.stream_wheel.plan_wheel), for those the bake
+    streams: not one installer would refuse or install otherwise, nor two that write the same path (installed
+    together in a staging prefix, the second is refused, as `envkit install` refuses it)."""
     from conda_envkit.pip_install import WheelToInstall  # pypa's installer: not loaded by a warm bake
-    from conda_envkit.stream_wheel import plan_wheel, wheel_members
+    from conda_envkit.stream_wheel import plan_wheel
 
-    locked = fetched.locked
     if python is None:
-        raise NotPlain(f"{archive_label(locked)}: no python it could be installed for here")
-    item = WheelToInstall(locked.name, locked.version, locked.locked_url, locked.hash.sha256 or "", fetched.archive)
-    plan = plan_wheel(item, in_image, platform, python.version)
-    return write(wheel_members(plan, fetched.archive, in_image)), payload_links(archive_label(locked), [])
+        return {}
+    plans: dict[str, WheelPlan] = {}
+    owners: dict[str, str] = {}
+    clashing: set[str] = set()
+    for name in names:
+        fetched = by_fetched[name]
+        locked = fetched.locked
+        item = WheelToInstall(locked.name, locked.version, locked.locked_url, locked.hash.sha256 or "", fetched.archive)
+        try:
+            plans[name] = plan_wheel(item, in_image, platform, python.version)
+        except NotPlain:
+            continue
+        for file in plans[name].files:
+            owner = owners.setdefault(file.path, name)
+            if owner != name:
+                clashing |= {owner, name}
+    return {name: plan for name, plan in plans.items() if name not in clashing}
+
+
+def _stream_wheel(
+    fetched: FetchedPackage, plan: WheelPlan, in_image: str, write: Callable[[Iterable[Member]], _Written]
+) -> tuple[_Written, PayloadLinks]:
+    """A wheel's members written (`write`) as installer installs it (`plan`): its files read from the wheel as they
+    are written, nothing extracted. NotPlain if it must be installed in a staging prefix instead (a file that is
+    not what its RECORD says): `write` must then keep nothing of what it was given."""
+    from conda_envkit.stream_wheel import wheel_members
+
+    return write(wheel_members(plan, fetched.archive, in_image)), payload_links(archive_label(fetched.locked), [])
 
 
 class _SkipStep:
@@ -586,7 +606,7 @@ def build_layers(
             # A group wheel is written as installer would install it straight into its fragment; or installed in a
             # staging prefix (linked) with the rest.
             try:
-                written, links = _stream_wheel(fetched, in_image, platform, python, into_fragment)
+                written, links = _stream_wheel(fetched, wheel_plans[name], in_image, into_fragment)
             except NotPlain:
                 return payload_links(archive_label(fetched.locked), []), None
             pending[name] = written
@@ -616,6 +636,7 @@ def build_layers(
         # Plain conda packages and (with a python to install them for) wheels: read from their archives.
         plain = [n for n in need if (by_name[n][1].plain if by_name[n][0].manager == "conda" else python is not None)]
         payloads: dict[str, Path] = {}
+        wheel_plans: dict[str, WheelPlan] = {}  # the wheels streamed, and what installer writes for each
         written: set[str] = set()  # the single-package layers written (their members are dropped)
         if plain:
             # Those whose info the plan read are fetched already (and checked against the lock's sha256).
@@ -626,6 +647,8 @@ def build_layers(
                 hosts = lock_hosts(lockfile, indexes)
                 got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
                 by_fetched.update({_plan_name(f.locked): f for f in got})
+            wheel_plans.update(_wheel_plans([n for n in plain if by_name[n][0].manager == "pip"], by_fetched, in_image, platform, python))
+            plain = [n for n in plain if by_name[n][0].manager == "conda" or n in wheel_plans]
             scratch = staging_root / "payloads"
             scratch.mkdir()
             # A big package's payload is a file of its own, removed once its layer is written; small ones share one.
@@ -698,7 +721,7 @@ def build_layers(
                 try:
                     own_layer = lambda streamed_layer: layer_of(streamed_layer, sort=False)  # noqa: E731
                     if fetched.locked.manager == "pip":
-                        layer, links = _stream_wheel(fetched, in_image, platform, python, own_layer)
+                        layer, links = _stream_wheel(fetched, wheel_plans[name], in_image, own_layer)
                     else:
                         layer, links = _stream_plain(fetched, cache_dir, in_image, own_layer, python)
                     future.set_result((links, []))

@@ -197,8 +197,8 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
         except FileExistsError as exc:
             taken = Path(str(exc.filename or exc)).as_posix()
             raise PipInstallError(
-                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, which a conda package installed",
-                hint="drop the package from the pip: section (conda provides it) and re-lock",
+                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, which another package installed",
+                hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock",
             ) from None
         except Exception as exc:  # installer raises plain exceptions for malformed wheels
             raise PipInstallError(

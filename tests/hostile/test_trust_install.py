@@ -202,3 +202,18 @@ def test_a_wheel_with_a_corrupt_member_is_refused(tmp_path: Path, hostile_channe
     else:
         assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image"), "crcbad")
         assert not (ws.root / "image").exists()
+
+
+@pytest.mark.parametrize("command", ["install", "bake"])
+def test_two_wheels_that_write_the_same_file_are_refused(tmp_path: Path, hostile_channel: Path, command: str) -> None:
+    # install puts every wheel in one prefix, where the second is refused. bake streams each into a layer of its
+    # own; two that write the same path are installed together in a staging prefix instead, and refused the same.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["python"])
+    for name in ("clash-a", "clash-b"):
+        wheel = write_raw_wheel(RawWheel(name, "1.0", (("shared/__init__.py", name.encode()),)), tmp_path / "wheels")
+        ws.add_wheel(wheel, name, "1.0")
+    if command == "install":
+        assert_refused(ws.install(), "clash-b", "would overwrite", "shared/__init__.py")
+    else:
+        assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--oci", ws.root / "image"), "would overwrite", "shared/__init__.py")
+        assert not (ws.root / "image").exists()
