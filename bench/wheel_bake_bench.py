@@ -12,7 +12,6 @@ Prints a table and a JSON document.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -28,6 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bake_bench import CPU, envkit, floor, tree_bytes  # noqa: E402
 
+from conda_envkit.testing.crafted_lock import lock_document, lock_entry, wheel_lock_entry  # noqa: E402
 from conda_envkit.testing.hostile_packages import RawWheel, python_package, write_raw_wheel  # noqa: E402
 from conda_envkit.testing.local_channel import build_channel  # noqa: E402
 
@@ -48,46 +48,6 @@ def big_wheel(directory: Path, megabytes: int) -> Path:
     return wheel
 
 
-def lock_document(channel: Path, wheel: Path) -> dict[str, object]:
-    python = channel / "linux-64" / "python-3.11.9-h0_0.conda"
-    data = python.read_bytes()
-    return {
-        "version": 1,
-        "metadata": {
-            "content_hash": {"linux-64": "0" * 64},
-            "channels": [{"url": channel.as_uri(), "used_env_vars": []}],
-            "platforms": ["linux-64"],
-            "sources": ["environment.yml"],
-            "custom_metadata": {"envkit.channel-priority": "strict"},
-        },
-        "package": [
-            {
-                "name": "python",
-                "version": "3.11.9",
-                "manager": "conda",
-                "platform": "linux-64",
-                "dependencies": {},
-                "url": python.as_uri(),
-                "hash": {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()},
-                "build": "h0_0",
-                "category": "main",
-                "optional": False,
-            },
-            {
-                "name": "bigwheel",
-                "version": "1.0",
-                "manager": "pip",
-                "platform": "linux-64",
-                "dependencies": {},
-                "url": wheel.as_uri(),
-                "hash": {"sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()},
-                "category": "main",
-                "optional": False,
-            },
-        ],
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=400)
@@ -100,7 +60,9 @@ def main() -> None:
         wheel = big_wheel(tmp / "wheels", args.mb)
         work, cache = tmp / "work", tmp / "cache"
         work.mkdir()
-        (work / "conda-lock.yml").write_text(yaml.safe_dump(lock_document(tmp / "channel", wheel), sort_keys=False), encoding="utf-8")
+        python = lock_entry(tmp / "channel" / "linux-64" / "python-3.11.9-h0_0.conda", "python", "3.11.9", "h0_0")
+        lock = lock_document(tmp / "channel", [python, wheel_lock_entry(wheel, "bigwheel", "1.0")])
+        (work / "conda-lock.yml").write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")
         env = {"ENVKIT_CACHE_DIR": str(cache)}
         envkit("install", "-q", "--prefix", str(tmp / "tree"), "-p", "linux-64", cwd=work, env=env)
         installed = tree_bytes(tmp / "tree")

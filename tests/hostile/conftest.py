@@ -15,6 +15,7 @@ import pytest
 import yaml
 from rattler.index import index_fs
 
+from conda_envkit.testing.crafted_lock import lock_document, lock_entry, wheel_lock_entry
 from conda_envkit.testing.hostile_packages import HostilePackage, Member, RawWheel, python_package, write_hostile_package, write_raw_wheel
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 from tests.conftest import Result, run_envkit, write_env
@@ -153,19 +154,7 @@ class Workspace:
         """Append a pip entry for `wheel` to the lock (as `envkit lock` would write it)."""
 
         def edit(document: dict) -> None:
-            document["package"].append(
-                {
-                    "name": name,
-                    "version": version,
-                    "manager": "pip",
-                    "platform": "linux-64",
-                    "dependencies": {},
-                    "url": url or wheel.as_uri(),
-                    "hash": {"sha256": _sha(wheel.read_bytes())},
-                    "category": "main",
-                    "optional": False,
-                }
-            )
+            document["package"].append(wheel_lock_entry(wheel, name, version, url))
 
         self.rewrite(edit)
 
@@ -188,23 +177,6 @@ def run_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> 
     return Result(result.exit_code, result.stdout, result.stderr)
 
 
-def lock_entry(archive: Path, name: str, version: str = "1.0", build: str = "0") -> dict:
-    """The lock entry `envkit lock` writes for a linux-64 conda package at `archive`."""
-    data = archive.read_bytes()
-    return {
-        "name": name,
-        "version": version,
-        "manager": "conda",
-        "platform": "linux-64",
-        "dependencies": {},
-        "url": archive.as_uri(),
-        "hash": {"md5": hashlib.md5(data).hexdigest(), "sha256": _sha(data)},
-        "build": build,
-        "category": "main",
-        "optional": False,
-    }
-
-
 def crafted_lock(channel: Path, names: list[str]) -> dict:
     """A lock (as a document) naming packages of the hostile channel, written the way `envkit lock` writes it."""
     entries = []
@@ -213,17 +185,7 @@ def crafted_lock(channel: Path, names: list[str]) -> dict:
             entries.append(lock_entry(channel / "linux-64" / "python-3.11.9-h0_0.conda", "python", "3.11.9", "h0_0"))
         else:
             entries.append(lock_entry(channel / "noarch" / f"{name}-1.0-0.conda", name))
-    return {
-        "version": 1,
-        "metadata": {
-            "content_hash": {"linux-64": "0" * 64},
-            "channels": [{"url": channel.as_uri(), "used_env_vars": []}],
-            "platforms": ["linux-64"],
-            "sources": ["environment.yml"],
-            "custom_metadata": {"envkit.channel-priority": "strict"},
-        },
-        "package": entries,
-    }
+    return lock_document(channel, entries)
 
 
 def locked_workspace(root: Path, channel: Path, deps: list[str]) -> Workspace:
