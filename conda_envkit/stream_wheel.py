@@ -139,7 +139,8 @@ def plan_wheel(item: WheelToInstall, in_image: str, platform: str, python_versio
     site = site_packages(platform, python_version)
     python, kind = interpreter(platform, prefix)
     try:
-        with WheelSource.open(item.wheel) as source, zipfile.ZipFile(item.wheel) as wheel:
+        with zipfile.ZipFile(item.wheel) as wheel:
+            source = WheelSource(wheel)  # (installer's reader over the same zip: its directory is read once)
             metadata = parse_metadata_file(source.read_dist_info("METADATA"))
             if canonicalize_name(str(metadata.get("Name", ""))) != canonicalize_name(item.name):
                 raise NotPlain(f"{item.wheel.name} holds another package")
