@@ -44,6 +44,7 @@ from conda_envkit.install import (
     lock_hosts,
     mark_checked,
     package_info,
+    pip_index_templates,
     pip_packages,
 )
 from conda_envkit.installed_state import LOCK_COPY
@@ -147,7 +148,7 @@ def locked_infos(
     infos = {p.hash.sha256: cache.get((p.hash.sha256 or "").lower()) or known.get((p.hash.sha256 or "").lower()) for p in locked}
     missing = [p for p in locked if infos[p.hash.sha256] is None]
     if missing:
-        indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+        indexes = pip_index_templates(lockfile, platform)
         hosts = lock_hosts(lockfile, indexes)
         report = fetch_packages(
             missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
@@ -643,7 +644,7 @@ def build_layers(
             by_fetched = {n: fetched[n] for n in plain if fetched and n in fetched and fetched[n].locked == by_name[n][0]}
             missing = [by_name[n][0] for n in plain if n not in by_fetched]
             if missing:
-                indexes = tuple((lockfile.metadata.custom_metadata or {}).get(f"envkit.{platform}.pip-indexes", "").split())
+                indexes = pip_index_templates(lockfile, platform)
                 hosts = lock_hosts(lockfile, indexes)
                 got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
                 by_fetched.update({_plan_name(f.locked): f for f in got})

@@ -150,6 +150,12 @@ def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str
     return None
 
 
+def pip_index_templates(lockfile: Lockfile, platform: str) -> tuple[str, ...]:
+    """The lock's pip index templates for `platform` (the credentials of its wheel URLs come from them)."""
+    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
+    return facts.pip_indexes if facts else ()
+
+
 def lock_hosts(lockfile: Lockfile, index_templates: tuple[str, ...] = ()) -> frozenset[str]:
     """The hosts the lock names as channels or pip indexes: the only ones credentials may go to."""
     urls = [str(getattr(c, "url", c)) for c in (lockfile.metadata.channels or [])] + list(index_templates)
@@ -681,8 +687,7 @@ def install_packages(
     python = next((p.version for p in packages if p.name == "python"), None)
     if wheels and python is None:
         raise InstallError(f"{platform}: the lock has pip packages but no python", hint="re-lock with python in the conda dependencies")
-    facts = lockfile.envkit.for_platform(platform) if lockfile.envkit else None
-    indexes = facts.pip_indexes if facts else ()
+    indexes = pip_index_templates(lockfile, platform)
     progress = _or_silent(progress)
     wanted = [p for p in packages + wheels if only is None or (p.name if p.manager == "conda" else f"pip:{p.name}") in only]
     hosts = lock_hosts(lockfile, indexes)

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -114,25 +114,31 @@ def interpreter(platform: str, target_prefix: str) -> tuple[str, Literal["posix"
     return target_prefix.rstrip("/") + "/bin/python", "posix"
 
 
-def _hex_from_record(value: str) -> str | None:
+def record_rows(record: str) -> Iterator[tuple[str, str, str]]:
+    """A wheel RECORD's rows (path, hash, size), blank lines skipped."""
+    for line in record.splitlines():
+        if line.strip():
+            # path,hash,size: the path may itself hold commas, the last two fields never do.
+            path, hash_field, size = line.rsplit(",", 2)
+            yield path.strip('"'), hash_field, size
+
+
+def sha256_from_record(value: str) -> bytes | None:
+    """The digest a RECORD hash field (`sha256=<urlsafe base64>`) gives, if it is a sha256 one."""
     algorithm, _, encoded = value.partition("=")
     if algorithm != "sha256" or not encoded:
         return None
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
 
 
 def record_files(record: str, site: str, dist_info: str, digest_of: Callable[[str], str]) -> list[dict[str, str]]:
     """Every file an installed wheel's RECORD (the one installer wrote) names, prefix-relative, with sha256
     (`digest_of` a prefix-relative path, for an entry without a hash: the RECORD itself)."""
     files = []
-    for line in record.splitlines():
-        if not line.strip():
-            continue
-        # path,hash,size: the path may itself hold commas, the last two fields never do.
-        path, hash_field, _size = line.rsplit(",", 2)
-        rel = relative_path(posixpath.normpath(posixpath.join(site, path.strip('"'))), f"{dist_info}/RECORD")
-        digest = _hex_from_record(hash_field) if hash_field else None
-        files.append({"_path": rel, "sha256": digest if digest is not None else digest_of(rel)})
+    for path, hash_field, _size in record_rows(record):
+        rel = relative_path(posixpath.normpath(posixpath.join(site, path)), f"{dist_info}/RECORD")
+        digest = sha256_from_record(hash_field)
+        files.append({"_path": rel, "sha256": digest.hex() if digest is not None else digest_of(rel)})
     return sorted(files, key=lambda f: f["_path"])
 
 

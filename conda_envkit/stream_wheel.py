@@ -36,7 +36,9 @@ from conda_envkit.pip_install import (
     interpreter,
     pip_record,
     record_files,
+    record_rows,
     scheme_dict,
+    sha256_from_record,
     site_packages,
 )
 from conda_envkit.safepath import UnsafePathError, relative_path
@@ -68,19 +70,13 @@ class WheelPlan:
 def _declared(wheel: zipfile.ZipFile, record_name: str) -> dict[str, tuple[bytes, int]]:
     """The wheel's RECORD: each file's declared sha256 (bytes) and size, where it gives both."""
     out: dict[str, tuple[bytes, int]] = {}
-    for line in wheel.read(record_name).decode("utf-8").splitlines():
-        if not line.strip():
-            continue
-        path, hash_field, size = line.rsplit(",", 2)
-        algorithm, _, encoded = hash_field.partition("=")
-        if algorithm != "sha256" or not size.isdigit():
-            continue
+    for path, hash_field, size in record_rows(wheel.read(record_name).decode("utf-8")):
         try:
-            digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            digest = sha256_from_record(hash_field)
         except (binascii.Error, ValueError):
             continue
-        if len(digest) == 32:
-            out[path.strip('"')] = (digest, int(size))
+        if digest is not None and len(digest) == 32 and size.isdigit():
+            out[path] = (digest, int(size))
     return out
 
 
