@@ -31,6 +31,7 @@ from conda_envkit.archive_check import (
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
+from conda_envkit.clobbers import environment_clobbers, path_order, record_for_clobbers
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
@@ -159,8 +160,11 @@ def locked_infos(
     return [(p, infos[p.hash.sha256]) for p in locked], {}  # type: ignore[misc]
 
 
-def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[PlannedPackage]:
-    """The packages as the layer plan sees them."""
+def plan_packages(
+    pairs: list[tuple[LockedDependency, PackageInfo]], clobbers: dict[str, dict[str, str]] | None = None
+) -> list[PlannedPackage]:
+    """The packages as the layer plan sees them (`clobbers`: the paths each loses to another package's file)."""
+    clobbers = clobbers or {}
     out = []
     for locked, info in pairs:
         if locked.manager == "pip":
@@ -168,24 +172,41 @@ def plan_packages(pairs: list[tuple[LockedDependency, PackageInfo]]) -> list[Pla
         else:
             label = f"{locked.name}-{locked.version}-{locked.build}"
         bound = locked.manager == "pip" or info.noarch == "python"
-        out.append(PlannedPackage(_plan_name(locked), label, info.sha256, strip_credentials(locked.locked_url), info.installed_size, bound))
+        lost = tuple(sorted(clobbers.get(_plan_name(locked), ()), key=path_order))
+        url = strip_credentials(locked.locked_url)
+        out.append(PlannedPackage(_plan_name(locked), label, info.sha256, url, info.installed_size, bound, lost))
     return out
 
 
-def staged_paths(prefix: Path) -> dict[str, list[str]]:
-    """Each installed package's paths in a prefix (plan name -> prefix-relative paths, its record last)."""
+def staged_paths(prefix: Path, moved: dict[str, dict[str, str]] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Each installed package's paths in a prefix (plan name -> (prefix-relative path, where its file is in `prefix`),
+    its record last); `moved`: a conda package's paths whose file is elsewhere in `prefix` (clobbers)."""
     from conda_envkit.pip_install import PIP_RECORDS  # pypa's installer: not loaded by a warm bake
 
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, str]]] = {}
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
         record = json.loads(meta.read_text(encoding="utf-8"))
-        paths = [p for p in record.get("files", []) if os.path.lexists(prefix / p)]
-        out[record["name"]] = [*paths, f"conda-meta/{meta.name}"]
+        elsewhere = (moved or {}).get(record["name"], {})
+        paths = [(p, elsewhere.get(p, p)) for p in record.get("files", [])]
+        record_path = f"conda-meta/{meta.name}"
+        out[record["name"]] = [*((p, at) for p, at in paths if os.path.lexists(prefix / at)), (record_path, record_path)]
     for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
         record = json.loads(meta.read_text(encoding="utf-8"))
-        paths = [f["_path"] for f in record.get("files", []) if os.path.lexists(prefix / f["_path"])]
-        out[f"pip:{record['name']}"] = [*paths, f"{PIP_RECORDS}/{meta.name}"]
+        written = [str(f["_path"]) for f in record.get("files", []) if os.path.lexists(prefix / f["_path"])]
+        out[f"pip:{record['name']}"] = [(p, p) for p in [*written, f"{PIP_RECORDS}/{meta.name}"]]
     return out
+
+
+def _relinked_records(staging: Path, names: list[str], clobbers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The conda-meta records of `names` linked in `staging` (a part of the environment) rewritten for the whole
+    environment's `clobbers` (rattler saw only that part); per package, the paths whose file is elsewhere there."""
+    moved: dict[str, dict[str, str]] = {}
+    for meta in sorted((staging / "conda-meta").glob("*.json")):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        if record.get("name") in names:
+            moved[record["name"]] = record_for_clobbers(record, clobbers.get(record["name"], {}))
+            meta.write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
+    return moved
 
 
 def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str]) -> list[Member]:
@@ -311,10 +332,12 @@ def bake_platform(
         probe.unlink(missing_ok=True)
     labels = image_labels(lockfile, platform, options, base)
     pairs, fetched = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
-    plans = plan_layers(plan_packages(pairs), options.policy, len(base.layers) + bool(options.files))
     python = next((info for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), None)
-    context = KeyContext(prefix, platform, options.compression.key, options.epoch, python.sha256 if python else "")
     target = python_target(python.version, platform, python.python_site_packages_path) if python else None
+    # Paths several packages install: the files of all but one go to __clobbers__, as `envkit install` has them.
+    clobbers = environment_clobbers([info for locked, info in pairs if locked.manager == "conda"], target, platform)
+    plans = plan_layers(plan_packages(pairs, clobbers), options.policy, len(base.layers) + bool(options.files))
+    context = KeyContext(prefix, platform, options.compression.key, options.epoch, python.sha256 if python else "")
     keys = [layer_key(plan, context) for plan in plans]
     seal = user_seal()
     layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
@@ -344,6 +367,7 @@ def bake_platform(
         progress,
         fetched,
         target,
+        clobbers,
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -425,7 +449,12 @@ def _cache_warnings(
 
 
 def _stage_plain(
-    fetched: FetchedPackage, cache_dir: Path, in_image: str, payload: Path, python: PythonTarget | None = None
+    fetched: FetchedPackage,
+    cache_dir: Path,
+    in_image: str,
+    payload: Path,
+    python: PythonTarget | None = None,
+    renamed: dict[str, str] | None = None,
 ) -> tuple[PayloadLinks, list[Member] | None]:
     """A plain package checked and staged (its archive decompressed once, onto the end of `payload`): its link
     summary for the check across packages, and its members (None if it must be linked). The archive's entry
@@ -441,7 +470,7 @@ def _stage_plain(
     if not info.plain:
         return links, None
     try:
-        return links, package_members(staged, locked, info, in_image, python)
+        return links, package_members(staged, locked, info, in_image, python, renamed)
     except NotPlain:
         return links, None
 
@@ -452,6 +481,7 @@ def _stream_plain(
     in_image: str,
     write: Callable[[Iterable[Member]], _Written],
     python: PythonTarget | None = None,
+    renamed: dict[str, str] | None = None,
 ) -> tuple[_Written, PayloadLinks]:
     """A plain `.conda`'s members written (`write`: its own layer, or its fragment for a group layer; members in
     archive order) as its archive is read and checked, front to back, with nothing staged on disk; and its link
@@ -465,7 +495,7 @@ def _stream_plain(
     sha256 = (locked.hash.sha256 or "").lower()
     hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
     with stream_package_archive(archive, label, hashed) as streamed:
-        written = write(streamed_members(streamed, locked, info, in_image, python))
+        written = write(streamed_members(streamed, locked, info, in_image, python, renamed))
     if hashed:
         mark_checked(archive, sha256)
     return written, payload_links(label, streamed.checked())
@@ -535,7 +565,7 @@ _STAGED_AHEAD = 2
 
 
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
-    # A path two packages install (a clobber) goes to the first conda record by file name, then pip.
+    # Conda records by file name, then pip (clobbered conda paths are already apart: conda_envkit.clobbers).
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
 
 
@@ -553,12 +583,14 @@ def build_layers(
     progress: Progress = SILENT,
     fetched: dict[str, FetchedPackage] | None = None,
     python: PythonTarget | None = None,
+    clobbers: dict[str, dict[str, str]] | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
     (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks."""
     if not plans:
         return []
+    clobbers = clobbers or {}  # conda name -> {path it loses: its path in __clobbers__}
     members: dict[str, list[Member]] = {}
     # Built smallest first (the image keeps the plan's order): the first layer is written while the
     # next packages are read, instead of the writer waiting for the biggest package to be read.
@@ -616,13 +648,13 @@ def build_layers(
             # A group package's `.conda` is read front to back straight into its fragment, which its layer then
             # copies: no payload staged.
             try:
-                written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment, python)
+                written, links = _stream_plain(fetched, cache_dir, in_image, into_fragment, python, clobbers.get(name))
             except (NotStreamable, NotPlain):
                 pass
             else:
                 pending[name] = written
                 return links, written.members()
-        links, found = _stage_plain(fetched, cache_dir, in_image, payload, python)
+        links, found = _stage_plain(fetched, cache_dir, in_image, payload, python, clobbers.get(name))
         if not single and found is not None:
             pending[name] = into_fragment(found)
         return links, found
@@ -678,12 +710,12 @@ def build_layers(
             # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
             inner = _SkipStep(progress, f"download {platform}", extract)
             install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(names))
-            owned = staged_paths(staging)
+            owned = staged_paths(staging, _relinked_records(staging, names, clobbers) if clobbers else None)
             for name in names:
                 if name not in owned:
                     label = next(p.label for plan in plans for p in plan.packages if p.name == name)
                     raise BakeError(f"{platform}: package {label} was not installed", hint="this is a bug in envkit; please report it")
-                members[name] = [member_from_disk(f"{in_image}/{path}", staging / path) for path in owned[name]]
+                members[name] = [member_from_disk(f"{in_image}/{path}", staging / at) for path, at in owned[name]]
             linked.extend(names)
 
         def link_the_rest() -> None:
@@ -724,7 +756,7 @@ def build_layers(
                     if fetched.locked.manager == "pip":
                         layer, links = _stream_wheel(fetched, wheel_plans[name], in_image, own_layer)
                     else:
-                        layer, links = _stream_plain(fetched, cache_dir, in_image, own_layer, python)
+                        layer, links = _stream_plain(fetched, cache_dir, in_image, own_layer, python, clobbers.get(name))
                     future.set_result((links, []))
                     return layer
                 except (NotStreamable, NotPlain):
@@ -732,7 +764,7 @@ def build_layers(
                 if fetched.locked.manager == "pip":
                     links, found = payload_links(archive_label(fetched.locked), []), None
                 else:
-                    links, found = _stage_plain(fetched, cache_dir, in_image, payloads[name], python)
+                    links, found = _stage_plain(fetched, cache_dir, in_image, payloads[name], python, clobbers.get(name))
                 future.set_result((links, found))
             except BaseException as exc:
                 if not future.done():

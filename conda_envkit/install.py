@@ -43,6 +43,7 @@ from conda_envkit.channels import (
     strip_credentials,
     url_host,
 )
+from conda_envkit.clobbers import environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error, write_private_file
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
@@ -59,6 +60,7 @@ from conda_envkit.network import (
     max_download_bytes,
     size_text,
 )
+from conda_envkit.noarch_python import PythonTarget, python_target
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
@@ -646,10 +648,12 @@ def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
             data["channel"] = _channel_of(locked.locked_url)
         for key in _HOST_KEYS:
             data.pop(key, None)
+        sort_record_paths(data)  # (a clobbered entry renamed after linking keeps its place: linking order)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
         path.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
         path.chmod(0o644)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+    remove_empty_clobber_dirs(prefix)
 
 
 @dataclass(frozen=True)
@@ -699,7 +703,10 @@ def install_packages(
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        records = list(pool.map(lambda f: repodata_record(f, cache_dir), conda_fetched))
+        infos = list(pool.map(lambda f: package_info(f, cache_dir), conda_fetched))
+    records = [record_from_info(info, f.locked, f.file_name, f.archive.as_uri()) for info, f in zip(infos, conda_fetched, strict=True)]
+    if only is None:  # (bake links parts of an environment, and checks the whole itself)
+        environment_clobbers(infos, _python_target(infos, platform), platform)
     check_archives(conda_fetched)
     ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
     records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
@@ -724,6 +731,12 @@ def install_packages(
     wheel_text = f" and {len(wheels)} wheels" if wheels else ""
     progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
+
+
+def _python_target(infos: list[PackageInfo], platform: str) -> PythonTarget | None:
+    """Where the environment's python (if any) has rattler link noarch: python packages."""
+    python = next((info for info in infos if info.name == "python"), None)
+    return python_target(python.version, platform, python.python_site_packages_path) if python is not None else None
 
 
 def _ignored_records(packages: list[LockedDependency], cache_dir: Path) -> list[RepoDataRecord]:

@@ -6,7 +6,8 @@ A layer's key names every input that decides its bytes: the packages (name, vers
 build, sha256 and locked URL, which conda-meta records), the in-image prefix, the
 platform, the compression, the mtime, the layout version and the linking tools'
 versions, plus the locked python for layers holding noarch-python packages or wheels
-(their files land in `lib/pythonX.Y`). A layer whose key is in the layer cache is
+(their files land in `lib/pythonX.Y`), and the paths of its packages that another package of the
+lock wins (their files go to `__clobbers__`, conda_envkit.clobbers). A layer whose key is in the layer cache is
 reused without reading its packages.
 """
 
@@ -45,6 +46,7 @@ class PlannedPackage:
     url: str  # as locked, without credentials
     size: int  # installed bytes (info/paths.json, or the wheel's unpacked size)
     python_bound: bool = False  # noarch: python or a wheel: its paths depend on the locked python
+    clobbered: tuple[str, ...] = ()  # its paths another package's file wins (conda_envkit.clobbers), sorted
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def _key(kind: str, packages: tuple[PlannedPackage, ...], context: KeyContext, c
         "python": context.python if any(p.python_bound for p in packages) else "",
         "packages": [[p.label, p.sha256, p.url] for p in packages],
     }
+    if any(p.clobbered for p in packages):  # (only then: every other key stays what it was)
+        document["clobbered"] = [[p.label, list(p.clobbered)] for p in packages if p.clobbered]
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

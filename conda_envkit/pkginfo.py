@@ -9,8 +9,10 @@ building rattler's records needs no archive afterwards (a warm bake reads none).
 
 from __future__ import annotations
 
+import base64
 import json
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
     from conda_envkit.tar_members import CountedStream
 
-INFO_FORMAT = "envkit.pkginfo/4"  # 2: a package with empty files can be plain; 3: prefix placeholders too; 4: noarch: python
+INFO_FORMAT = "envkit.pkginfo/5"  # 2: a package with empty files can be plain; 3: prefix placeholders too; 4: noarch: python; 5: paths
 
 
 class PackageInfoError(EnvkitError):
@@ -59,22 +61,43 @@ class PackageInfo:
     archive_size: int = 0
     plain: bool = False  # only files and symlinks (prefix placeholders the bake replaces; noarch: python too): bake streams it
     entry_points: tuple[str, ...] = ()  # a noarch: python package's (info/link.json), as `command = module:function`
+    paths: tuple[str, ...] = ()  # a conda package's files and symlinks (info/paths.json), as in its archive: clobbers
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"format": INFO_FORMAT, **asdict(self)}
+        return {"format": INFO_FORMAT, **asdict(self), "paths": _packed_paths(self.paths)}
 
     @classmethod
-    def from_json(cls, data: dict[str, object], where: str) -> PackageInfo:
+    def from_json(cls, data: dict[str, object], where: str, max_paths_bytes: int | None = None) -> PackageInfo:
+        """The info a record holds (`max_paths_bytes`: the most its paths may unpack to; MAX_INFO_FILE_BYTES)."""
         if data.get("format") != INFO_FORMAT:
             raise PackageInfoError(f"{where}: not an envkit package record", hint="delete it; envkit reads the archive again")
         fields = {k: v for k, v in data.items() if k != "format"}
         try:
             for key in ("depends", "constrains", "track_features", "entry_points"):
                 fields[key] = tuple(fields.get(key) or ())  # type: ignore[arg-type]
+            fields["paths"] = _unpacked_paths(fields.get("paths"), MAX_INFO_FILE_BYTES if max_paths_bytes is None else max_paths_bytes)
             return cls(**fields)  # type: ignore[arg-type]
-        except TypeError as exc:
+        except (TypeError, ValueError, zlib.error) as exc:
             raise PackageInfoError(f"{where}: malformed package record ({exc})", hint="delete it; envkit reads the archive again") from None
+
+
+# A package's paths are kept packed (NUL-separated, deflated, base64): a 100,000-file environment's take ~7 MB
+# as a JSON list and a tenth of that packed, in the info cache and in a registry cache's map.
+def _packed_paths(paths: tuple[str, ...]) -> str:
+    return base64.b64encode(zlib.compress("\0".join(paths).encode(), 6)).decode() if paths else ""
+
+
+def _unpacked_paths(packed: object, max_bytes: int) -> tuple[str, ...]:
+    if not packed:
+        return ()
+    if not isinstance(packed, str):
+        raise ValueError("paths are not packed")
+    inflate = zlib.decompressobj()
+    data = inflate.decompress(base64.b64decode(packed, validate=True), max_bytes)
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise ValueError(f"paths unpack to more than {max_bytes} bytes, or are cut short")
+    return tuple(data.decode().split("\0"))
 
 
 def _noarch(value: object) -> str | None:
@@ -209,7 +232,8 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         raise
     except Exception as exc:  # rattler raises its own types for broken archives
         raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
-    size = sum(p.size_in_bytes or 0 for p in paths.paths)
+    entries = paths.paths
+    size = sum(p.size_in_bytes or 0 for p in entries)
     noarch = _noarch(index.noarch)
     entry_points = _noarch_python_entry_points(archive) if noarch == "python" else ()
     plain = entry_points is not None and all(
@@ -217,7 +241,7 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         and not p.no_link
         # (an empty file's size reads as None: the stream compares every size with the archive's anyway)
         and ((p.path_type.hardlink and p.sha256 is not None) or (p.path_type.softlink and p.sha256 is None))
-        for p in paths.paths
+        for p in entries
     )
     return PackageInfo(
         sha256=sha256,
@@ -241,6 +265,7 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         archive_size=archive.stat().st_size,
         plain=plain,
         entry_points=entry_points or (),
+        paths=tuple(p.relative_path.as_posix() for p in entries if not p.path_type.directory),
     )
 
 

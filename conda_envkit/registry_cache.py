@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.network import Deadline, read_limited
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import parse_image_ref
@@ -31,6 +32,11 @@ CACHE_SCHEMA = "envkit.bake-cache/1"
 CACHE_CONFIG = "application/vnd.envkit.bake-cache.config.v1+json"
 CACHE_ARTIFACT = "application/vnd.envkit.bake-cache.v1"
 DEFAULT_TAG = "envkit-cache"
+# The cache map (layer keys, and the package infos a plan needs, each package's paths packed) is read whole; a
+# registry's answer is hostile until checked: at most this much, and the paths of its infos unpack to at most
+# MAX_MAP_PATHS_BYTES together (an info past that is left out: its package is fetched to read it).
+MAX_MAP_BYTES = 64 << 20
+MAX_MAP_PATHS_BYTES = 512 << 20
 
 
 class CacheError(EnvkitError):
@@ -85,11 +91,13 @@ def _parse_document(data: object, where: str) -> tuple[dict[str, tuple[Descripto
         except (KeyError, TypeError, ValueError, OciError):
             raise CacheError(f"{where}: malformed entry for layer key {key}", hint="write the cache again with --cache-to") from None
     packages = {}
+    budget = MAX_MAP_PATHS_BYTES
     for sha, info in (data.get("packages") or {}).items():
         try:
-            parsed = PackageInfo.from_json(info, where)
+            parsed = PackageInfo.from_json(info, where, budget)
         except PackageInfoError:
             continue
+        budget -= sum(len(path) + 1 for path in parsed.paths)
         if parsed.sha256 == sha:
             packages[sha] = parsed
     return layers, packages
@@ -111,9 +119,14 @@ def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[D
         raise CacheError(f"{ref}: not an envkit bake cache manifest", hint="use another tag for the cache") from None
     if config.media_type != CACHE_CONFIG:
         raise CacheError(f"{ref}: holds an image, not an envkit bake cache", hint="use another tag for the cache")
-    body = client.request(
-        "GET", f"/v2/{ref.repository}/blobs/{config.digest}", f"repository:{ref.repository}:pull", (200,), what=f"cache {ref}"
-    ).content
+    what = f"cache {ref}"
+    response = client.request(
+        "GET", f"/v2/{ref.repository}/blobs/{config.digest}", f"repository:{ref.repository}:pull", (200,), stream=True, what=what
+    )
+    try:
+        body = read_limited(response, Deadline(f"{client.registry}: {what}"), MAX_MAP_BYTES)
+    finally:
+        response.close()
     if sha256_digest(body) != config.digest:
         raise CacheError(f"{ref}: the cache map does not match its digest", hint="write the cache again with --cache-to")
     return json.loads(body), listed

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -244,13 +244,22 @@ class _PlainPayload:
     scripts come after them (`entry_point_members`)."""
 
     def __init__(
-        self, name: str, paths_json: bytes | None, in_image: str, python: PythonTarget | None = None, entry_points: tuple[str, ...] = ()
+        self,
+        name: str,
+        paths_json: bytes | None,
+        in_image: str,
+        python: PythonTarget | None = None,
+        entry_points: tuple[str, ...] = (),
+        renamed: Mapping[str, str] | None = None,
     ) -> None:
         self.name, self.in_image, self.python = name, in_image, python
+        # The paths (in the prefix) another package's file wins (conda_envkit.clobbers): where this one's go instead.
+        self.renamed = renamed or {}
+        self.originals: dict[str, str] = {}  # path in the prefix -> the path it would have had, where renamed
         self.prefix = "/" + in_image  # what rattler writes for a placeholder when it links into the image's prefix
         self.listed = _listed(name, paths_json)
         self.seen: dict[str, _Seen] = {}  # by path in the archive
-        self.targets: dict[str, str] = {}  # path in the archive -> in the prefix, where they differ (noarch: python)
+        self.targets: dict[str, str] = {}  # path in the archive -> in the prefix, where they differ (noarch: python, clobbers)
         self.replaced = 0  # bytes of replaced contents so far
         self.replacing: dict[str, _ReplacingStream] = {}  # big binary-placeholder files, replaced as they are read
         self.claimed: set[str] = set()  # the paths in the prefix written so far
@@ -262,7 +271,14 @@ class _PlainPayload:
         script = entry_point_script(point, self.prefix, self.python) if point is not None and self.python is not None else None
         if point is None or script is None:
             raise NotPlain(f"{self.name}: its entry point {text!r} is rattler's to write")
-        return f"bin/{point.command}", script
+        return f"bin/{point.command}", script  # (no other package has it: conda_envkit.clobbers)
+
+    def _final(self, path: str) -> str:
+        """Where the file for `path` (in the prefix) goes: there, or into `__clobbers__` if another package's wins."""
+        final = self.renamed.get(path, path)
+        if final != path:
+            self.originals[final] = path
+        return final
 
     def _claim(self, path: str) -> None:
         """Take `path` (in the prefix) for an entry, once, and never both as a file and a directory."""
@@ -286,6 +302,7 @@ class _PlainPayload:
         target = self.python.relocated(name) if self.python is not None else name
         if target is None:
             raise NotPlain(f"{self.name}: {name} is where rattler puts a noarch: python directory")
+        target = self._final(target)
         self._claim(target)
         if target != name:
             self.targets[name] = target
@@ -332,11 +349,11 @@ class _PlainPayload:
         installed = {self.targets.get(path, path): seen for path, seen in self.seen.items()}
         for path, script in self.scripts:
             installed[path] = _Seen(FILE, len(script), hashlib.sha256(script).hexdigest(), entry_point=True)
-        data = _record(locked, info, installed)
+        data = _record(locked, info, installed, self.originals)
         return Member(f"{self.in_image}/conda-meta/{locked.name}-{locked.version}-{locked.build}.json", FILE, 0o644, len(data), data=data)
 
 
-def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -> bytes:
+def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen], originals: Mapping[str, str]) -> bytes:
     from conda_envkit.install import _channel_of, record_from_info
 
     file_name = locked.url.rsplit("/", 1)[-1]
@@ -360,26 +377,36 @@ def _record(locked: LockedPackage, info: PackageInfo, paths: dict[str, _Seen]) -
             entries.append(entry)
         else:
             entries.append({"_path": path, "path_type": "hardlink", "sha256": seen.sha256, "size_in_bytes": seen.size})
+        if path in originals:  # a clobbered file, in `__clobbers__`
+            entries[-1]["original_path"] = originals[path]
     record["files"] = in_order
     record["paths_data"] = {"paths": entries, "paths_version": 1}
     record["requested_specs"] = []
     return (json.dumps(record, sort_keys=True) + "\n").encode()
 
 
-def _payload(name: str, paths_json: bytes | None, info: PackageInfo, in_image: str, python: PythonTarget | None) -> _PlainPayload:
+def _payload(
+    name: str, paths_json: bytes | None, info: PackageInfo, in_image: str, python: PythonTarget | None, renamed: Mapping[str, str] | None
+) -> _PlainPayload:
     if info.noarch != "python":
-        return _PlainPayload(name, paths_json, in_image)
+        return _PlainPayload(name, paths_json, in_image, renamed=renamed)
     if python is None:
         raise NotPlain(f"{name}: noarch: python, and rattler links it for this environment's python")
-    return _PlainPayload(name, paths_json, in_image, python, info.entry_points)
+    return _PlainPayload(name, paths_json, in_image, python, info.entry_points, renamed)
 
 
 def package_members(
-    staged: StagedArchive, locked: LockedPackage, info: PackageInfo, in_image: str, python: PythonTarget | None = None
+    staged: StagedArchive,
+    locked: LockedPackage,
+    info: PackageInfo,
+    in_image: str,
+    python: PythonTarget | None = None,
+    renamed: Mapping[str, str] | None = None,
 ) -> list[Member]:
     """The package's members in archive order (content read by offset from its staged payload tar), its entry
-    points' scripts, then its conda-meta record (`python`: the environment's, for a noarch: python package)."""
-    payload = _payload(staged.payload.name, staged.paths_json, info, in_image, python)
+    points' scripts, then its conda-meta record (`python`: the environment's, for a noarch: python package;
+    `renamed`: its clobbered paths, conda_envkit.clobbers)."""
+    payload = _payload(staged.payload.name, staged.paths_json, info, in_image, python, renamed)
     out = []
     for entry in staged.members:
         member = payload.member(entry, source=staged.payload, offset=entry.offset)
@@ -391,11 +418,16 @@ def package_members(
 
 
 def streamed_members(
-    streamed: StreamedArchive, locked: LockedPackage, info: PackageInfo, in_image: str, python: PythonTarget | None = None
+    streamed: StreamedArchive,
+    locked: LockedPackage,
+    info: PackageInfo,
+    in_image: str,
+    python: PythonTarget | None = None,
+    renamed: Mapping[str, str] | None = None,
 ) -> Iterator[Member]:
     """`package_members` of an archive being read (stream_package_archive): each file's content is read from the
     archive as the layer writer copies it. NotPlain as soon as an entry is not what a plain package holds."""
-    payload = _payload(streamed.archive.name, streamed.paths_json, info, in_image, python)
+    payload = _payload(streamed.archive.name, streamed.paths_json, info, in_image, python, renamed)
     for entry, content in streamed.payload():
         if entry.path.split("/")[0] == "info":  # as a staged payload leaves them out
             continue

@@ -22,6 +22,7 @@ from rattler import PrefixRecord
 
 from conda_envkit.cache import default_cache_dir, package_path
 from conda_envkit.channels import ChannelSettings
+from conda_envkit.clobbers import environment_clobbers
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -31,6 +32,7 @@ from conda_envkit.install import (
     link_packages,
     lock_hosts,
     normalize_conda_meta,
+    package_info,
     pip_packages,
     record_from_info,
     repodata_record,
@@ -38,6 +40,7 @@ from conda_envkit.install import (
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.noarch_python import python_target
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
 from conda_envkit.progress import Progress
@@ -180,13 +183,20 @@ def sync_environment(
     extra: dict[str, FetchedPackage] = (
         {f.locked.name: f for f in fetch_packages(lacking, cache_dir, settings, allowed_hosts=hosts).packages} if lacking else {}
     )
+    every = [package_info(f, cache_dir) for f in fetched.values()]
     for p in unchanged:
         if p.name in extra:
             records.append(repodata_record(extra[p.name], cache_dir))
+            every.append(package_info(extra[p.name], cache_dir))
         else:
             info = infos.get((p.hash.sha256 or "").lower())
             file_name = p.url.rsplit("/", 1)[-1]
             records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))  # type: ignore[union-attr,arg-type]
+            every.append(info)  # type: ignore[arg-type]
+    # A path one package installs as a file and another as a directory: refused before the prefix changes.
+    python_info = next((info for info in every if info.name == "python"), None)
+    target = python_target(python_info.version, platform, python_info.python_site_packages_path) if python_info else None
+    environment_clobbers(every, target, platform)
     # Everything is fetched and checked: from here on the prefix changes, so its record of
     # what is installed goes first (an interrupted sync is then redone in full).
     clear_state(prefix)

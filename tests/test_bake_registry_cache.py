@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Registry, run_envkit
 from tests.test_bake import _bake, _lock
 
@@ -73,3 +75,28 @@ def test_cache_to_merges_and_a_non_cache_tag_is_refused(tmp_path: Path, image_ch
         env={"ENVKIT_CACHE_DIR": str(tmp_path / "c2")},
     )
     assert refused.returncode == 2 and "not an envkit bake cache" in refused.stderr
+
+
+def test_package_infos_in_a_cache_map_are_unpacked_within_a_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A registry's cache map is hostile until checked: the paths its infos hold unpack to a bounded total; an info
+    # past it (or one whose paths inflate past the per-info cap) is left out, and its package is read from its archive.
+    import base64
+    import zlib
+
+    from conda_envkit import registry_cache
+    from conda_envkit.pkginfo import PackageInfo
+
+    def info(sha: str, paths: tuple[str, ...]) -> dict:
+        return PackageInfo(sha256=sha, manager="conda", name=sha[:3], version="1", paths=paths).to_json()
+
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    bomb = {**info(c, ()), "paths": base64.b64encode(zlib.compress(b"x" * (4 << 20))).decode()}
+    document = {
+        "schema": registry_cache.CACHE_SCHEMA,
+        "layers": {},
+        "packages": {a: info(a, ("lib/" + "x" * 40,)), b: info(b, ("lib/" + "y" * 40,)), c: bomb},
+    }
+    monkeypatch.setattr(registry_cache, "MAX_MAP_PATHS_BYTES", 60)
+    _, packages = registry_cache._parse_document(document, "cache")
+    assert list(packages) == [a]  # b is past the budget a left; c inflates past what was left
+    assert packages[a].paths == ("lib/" + "x" * 40,)
