@@ -31,12 +31,13 @@ from conda_envkit.archive_check import (
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
-from conda_envkit.clobbers import environment_clobbers, path_order, record_for_clobbers
+from conda_envkit.clobbers import environment_clobbers, installed_paths, path_order, record_for_clobbers
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
     FetchedPackage,
     archive_label,
+    check_info_is_locked,
     checked_once,
     conda_packages,
     fetch_packages,
@@ -334,7 +335,11 @@ def bake_platform(
     pairs, fetched = locked_infos(lockfile, platform, cache_dir, settings, progress, remote)
     python = next((info for locked, info in pairs if locked.manager == "conda" and locked.name == "python"), None)
     target = python_target(python.version, platform, python.python_site_packages_path) if python else None
-    # Paths several packages install: the files of all but one go to __clobbers__, as `envkit install` has them.
+    # Paths several packages install: the files of all but one go to __clobbers__, as `envkit install` has them
+    # (named after each package as the lock names it: an archive naming another is refused first).
+    for locked, info in pairs:
+        if locked.manager == "conda":
+            check_info_is_locked(info, locked, locked.url.rsplit("/", 1)[-1])
     clobbers = environment_clobbers([info for locked, info in pairs if locked.manager == "conda"], target, platform)
     plans = plan_layers(plan_packages(pairs, clobbers), options.policy, len(base.layers) + bool(options.files))
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python.sha256 if python else "")
@@ -501,13 +506,29 @@ def _stream_plain(
     return written, payload_links(label, streamed.checked())
 
 
+def _conda_paths(by_name: dict[str, tuple[LockedDependency, PackageInfo]], python: PythonTarget | None) -> dict[str, str]:
+    """Every path the environment's conda packages install (their entry points' scripts included): its package's label."""
+    taken: dict[str, str] = {}
+    for locked, info in by_name.values():
+        if locked.manager == "conda":
+            files, scripts = installed_paths(info, python)
+            taken.update(dict.fromkeys([*files, *scripts], f"{locked.name}-{locked.version}-{locked.build}"))
+    return taken
+
+
 def _wheel_plans(
-    names: list[str], by_fetched: dict[str, FetchedPackage], in_image: str, platform: str, python: PythonTarget | None
+    names: list[str],
+    by_fetched: dict[str, FetchedPackage],
+    in_image: str,
+    platform: str,
+    python: PythonTarget | None,
+    conda_paths: dict[str, str],
 ) -> dict[str, WheelPlan]:
     """What installer writes for each wheel of `names` (conda_envkit.stream_wheel.plan_wheel), for those the bake
     streams: not one installer would refuse or install otherwise, nor two that write the same path (installed
-    together in a staging prefix, the second is refused, as `envkit install` refuses it)."""
-    from conda_envkit.pip_install import WheelToInstall  # pypa's installer: not loaded by a warm bake
+    together in a staging prefix, the second is refused, as `envkit install` refuses it). A wheel writing a path a
+    conda package installs (`conda_paths`) is refused, as `envkit install` refuses it."""
+    from conda_envkit.pip_install import PipInstallError, WheelToInstall  # pypa's installer: not loaded by a warm bake
     from conda_envkit.stream_wheel import plan_wheel
 
     if python is None:
@@ -524,6 +545,12 @@ def _wheel_plans(
         except NotPlain:
             continue
         for file in plans[name].files:
+            if file.path in conda_paths:
+                raise PipInstallError(
+                    f"{platform}: pip package {locked.name} {locked.version} would overwrite {file.path}, "
+                    f"which conda package {conda_paths[file.path]} installed",
+                    hint="drop one of the two from the lock (the other provides that file) and re-lock",
+                )
             owner = owners.setdefault(file.path, name)
             if owner != name:
                 clashing |= {owner, name}
@@ -680,7 +707,10 @@ def build_layers(
                 hosts = lock_hosts(lockfile, indexes)
                 got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
                 by_fetched.update({_plan_name(f.locked): f for f in got})
-            wheel_plans.update(_wheel_plans([n for n in plain if by_name[n][0].manager == "pip"], by_fetched, in_image, platform, python))
+            wheels = [n for n in plain if by_name[n][0].manager == "pip"]
+            wheel_plans.update(
+                _wheel_plans(wheels, by_fetched, in_image, platform, python, _conda_paths(by_name, python) if wheels else {})
+            )
             plain = [n for n in plain if by_name[n][0].manager == "conda" or n in wheel_plans]
             scratch = staging_root / "payloads"
             scratch.mkdir()

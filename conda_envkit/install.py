@@ -515,16 +515,21 @@ def package_info(fetched: FetchedPackage, cache_dir: Path) -> PackageInfo:
     return info
 
 
-def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
-    """A record for rattler built from the archive's own index.json (as cached by sha256)."""
-    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
-
+def check_info_is_locked(info: PackageInfo, locked: LockedDependency, file_name: str) -> None:
+    """An InstallError if the archive's index.json names another package than the lock does."""
     if info.name != locked.name or info.version != locked.version or info.build != locked.build:
         raise InstallError(
             f"{locked.platform}: {file_name} holds {info.name} {info.version} {info.build}, "
             f"but the lock says {locked.name} {locked.version} {locked.build}",
             hint="the lock was edited by hand or the channel is broken; re-lock",
         )
+
+
+def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str, url: str) -> RepoDataRecord:
+    """A record for rattler built from the archive's own index.json (as cached by sha256)."""
+    from rattler import BuildString, NoArchType, PackageRecord, RepoDataRecord
+
+    check_info_is_locked(info, locked, file_name)
     record = PackageRecord(
         name=info.name,
         version=info.version,

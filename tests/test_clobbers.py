@@ -281,3 +281,40 @@ def test_a_path_rattler_cannot_settle_is_refused(
     if command == "install":
         assert_nothing_left(tmp_path / "envs")
     assert not (ws.root / "image").exists()
+
+
+@pytest.mark.parametrize("command", ["install", "bake"])
+def test_an_archive_naming_another_package_is_refused_before_its_paths_are_used(
+    tmp_path: Path, clobber_channel: Path, command: str
+) -> None:
+    # The clobbers are named after each package (`__clobbers__/<name>/`): the name an archive gives must be the lock's.
+    import yaml
+
+    from conda_envkit.testing.crafted_lock import lock_document, lock_entry
+
+    channel = tmp_path / "channel"
+    (channel / "noarch").mkdir(parents=True)
+    shutil.copy(clobber_channel / "noarch" / "aaa-1.0-0.conda", channel / "noarch")
+    shutil.copy(clobber_channel / "noarch" / "bbb-1.0-0.conda", channel / "noarch" / "other-1.0-0.conda")  # bbb inside
+    ws = Workspace(tmp_path / "ws", tmp_path / "cache")
+    ws.root.mkdir()
+    entries = [lock_entry(channel / "noarch" / "aaa-1.0-0.conda", "aaa"), lock_entry(channel / "noarch" / "other-1.0-0.conda", "other")]
+    ws.lock.write_text(yaml.safe_dump(lock_document(channel, entries), sort_keys=False))
+    args = ["--prefix", tmp_path / "envs" / "env"] if command == "install" else ["--oci", ws.root / "image"]
+    result = ws.envkit(command, "-q", "-p", "linux-64", *args)
+    assert_refused(result, "linux-64: other-1.0-0.conda holds bbb 1.0 0, but the lock says other 1.0 0")
+    assert not (ws.root / "image").exists()
+
+
+@pytest.mark.parametrize("command", ["install", "bake"])
+def test_a_wheel_that_would_overwrite_a_conda_packages_file_is_refused(tmp_path: Path, clobber_channel: Path, command: str) -> None:
+    from conda_envkit.testing.hostile_packages import RawWheel, write_raw_wheel
+
+    wheel = write_raw_wheel(RawWheel("clash", "1.0", (("clash.py", b""), ("README.txt", b"mine\n"))), tmp_path / "wheels")
+    ws = locked_workspace(tmp_path / "ws", clobber_channel, ["python", "aaa"])
+    ws.add_wheel(wheel, "clash", "1.0")
+    args = ["--prefix", tmp_path / "envs" / "env"] if command == "install" else ["--oci", ws.root / "image"]
+    result = ws.envkit(command, "-q", "-p", "linux-64", *args)
+    said = "which conda package python-3.11.9-h0_0 installed" if command == "bake" else "which another package installed"
+    assert_refused(result, "linux-64: pip package clash 1.0 would overwrite", "lib/python3.11/site-packages/README.txt", said)
+    assert not (ws.root / "image").exists()
