@@ -31,7 +31,7 @@ from conda_envkit.archive_check import (
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
-from conda_envkit.clobbers import environment_clobbers, installed_paths, path_order, record_for_clobbers
+from conda_envkit.clobbers import clobbers_text, environment_clobbers, installed_paths, path_order, record_for_clobbers
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
@@ -378,6 +378,8 @@ def bake_platform(
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
     warnings = _cache_warnings(platform, plans, keys, context, layer_cache, fragments)
+    if clobbers:
+        warnings = (*warnings, f"{platform}: {clobbers_text(clobbers)}")
     if seal.problem:
         hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
         warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")

@@ -146,6 +146,24 @@ def _script_clash(path: str, owner: str, name: str, where: str) -> None:
     )
 
 
+def clobbers_text(renamed: Mapping[str, Mapping[str, str]], shown: int = 3) -> str:
+    """What a warning says of an environment's clobbers ("" if none): how many paths, the first few and whose files
+    went to `__clobbers__`."""
+    losers: dict[str, list[str]] = {}
+    for name, paths in renamed.items():
+        for path in paths:
+            losers.setdefault(path, []).append(name)
+    if not losers:
+        return ""
+    first = sorted(losers, key=path_order)[:shown]
+    listed = "; ".join(f"{path} (also in {', '.join(sorted(losers[path]))})" for path in first)
+    more = f"; and {len(losers) - shown} more" if len(losers) > shown else ""
+    return (
+        f"{len(losers)} path(s) are installed by more than one package: {listed}{more}. As rattler links them, one package's "
+        f"file is kept there and the others' are in {CLOBBERS_DIR}/<package>/"
+    )
+
+
 def record_for_clobbers(record: dict[str, Any], renamed: Mapping[str, str]) -> dict[str, str]:
     """Rewrite a conda-meta record rattler wrote when it linked part of an environment for the whole
     environment's clobbers (`renamed`: this package's, by original path): every entry at its path in `renamed`

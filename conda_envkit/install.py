@@ -43,7 +43,7 @@ from conda_envkit.channels import (
     strip_credentials,
     url_host,
 )
-from conda_envkit.clobbers import environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
+from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error, write_private_file
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
@@ -670,6 +670,7 @@ class InstallReport:
     platform: str
     fetch: FetchReport
     seconds: float
+    clobbers: str = ""  # what a warning says of paths several packages install (conda_envkit.clobbers), if any
 
 
 def install_packages(
@@ -710,8 +711,9 @@ def install_packages(
     with ThreadPoolExecutor(max_workers=4) as pool:
         infos = list(pool.map(lambda f: package_info(f, cache_dir), conda_fetched))
     records = [record_from_info(info, f.locked, f.file_name, f.archive.as_uri()) for info, f in zip(infos, conda_fetched, strict=True)]
+    clobbers = ""
     if only is None:  # (bake links parts of an environment, and checks the whole itself)
-        environment_clobbers(infos, _python_target(infos, platform), platform)
+        clobbers = clobbers_text(environment_clobbers(infos, _python_target(infos, platform), platform))
     check_archives(conda_fetched)
     ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
     records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
@@ -735,7 +737,7 @@ def install_packages(
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
     wheel_text = f" and {len(wheels)} wheels" if wheels else ""
     progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
-    return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started)
+    return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started, clobbers)
 
 
 def _python_target(infos: list[PackageInfo], platform: str) -> PythonTarget | None:
@@ -801,4 +803,4 @@ def install_environment(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds)
+    return InstallReport(prefix, str(prefix), platform, report.fetch, report.seconds, report.clobbers)

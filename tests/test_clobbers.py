@@ -79,6 +79,7 @@ PACKAGES = [
     ),
 ]
 NAMES = [p.name for p in PACKAGES]
+CLOBBERED = 7  # same.txt, chain.txt, bin/tool, linked.txt, other.txt, lib/bz.txt, pyclob/__init__.py
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,9 @@ def test_install_gives_the_same_tree_every_time(tmp_path: Path, clobber_channel:
         trees.append(_installed(ws, tmp_path / "envs" / "env"))
         shutil.rmtree(tmp_path / "envs" / "env")
     assert all(tree == trees[0] for tree in trees[1:])  # conda-meta records included
+    said = ws.envkit("install", "-q", "--prefix", tmp_path / "envs" / "said", "-p", "linux-64").stderr
+    assert f"warning: linux-64: {CLOBBERED} path(s) are installed by more than one package: " in said
+    assert "bin/tool (also in tool-real); lib/bz.txt (also in bz-loser); " in said and "; and 4 more. " in said
     tree = trees[0]
     assert tree["share/same.txt"] == ("file", b"aaa")
     assert {k: v for k, v in tree.items() if k.endswith("/share/same.txt")} == {
@@ -220,6 +224,7 @@ def test_the_baked_tree_is_the_installed_tree(tmp_path: Path, clobber_channel: P
         "bake", "-p", "linux-64", "--large-package-mb", large_mb, "--record", record, "--oci", image, "--prefix", str(installed)
     )
     assert "17 packages (16 read from their archives, 1 linked)" in result.stderr  # (the linked one in a part of the env)
+    assert f"warning: linux-64: {CLOBBERED} path(s) are installed by more than one package: bin/tool (also in tool-real)" in result.stderr
     assert result.returncode == 0, result.output
     baked = json.loads((ws.root / "bake.json").read_text())
     bundle = ws.root / "bundle"
@@ -231,6 +236,10 @@ def test_the_baked_tree_is_the_installed_tree(tmp_path: Path, clobber_channel: P
     in_image = _tree(bundle / "rootfs" / str(installed).strip("/"))
     in_image.pop("conda-meta/envkit/environment.json")
     assert in_image == on_disk
+    # And each is what `envkit verify` expects of the lock.
+    for target in (["--prefix", installed], ["--image", f"oci:{image}"]):
+        verified = ws.envkit("verify", *target, "-p", "linux-64")
+        assert verified.returncode == 0 and "matches conda-lock.yml" in verified.stdout, verified.output
 
 
 def test_a_package_that_comes_to_win_a_path_rebuilds_the_losers_layer(tmp_path: Path, clobber_channel: Path) -> None:

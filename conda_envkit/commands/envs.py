@@ -56,6 +56,8 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
 
     report = install_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet))
     output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
+    if report.clobbers:
+        output.err(f"warning: {platform}: {report.clobbers}")
     return output
 
 
