@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -65,19 +65,20 @@ class PackageInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"format": INFO_FORMAT, **asdict(self), "paths": _packed_paths(self.paths)}
+        # (shallow: asdict would copy every path, one by one)
+        return {"format": INFO_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}, "paths": _packed_paths(self.paths)}
 
     @classmethod
     def from_json(cls, data: dict[str, object], where: str, max_paths_bytes: int | None = None) -> PackageInfo:
         """The info a record holds (`max_paths_bytes`: the most its paths may unpack to; MAX_INFO_FILE_BYTES)."""
         if data.get("format") != INFO_FORMAT:
             raise PackageInfoError(f"{where}: not an envkit package record", hint="delete it; envkit reads the archive again")
-        fields = {k: v for k, v in data.items() if k != "format"}
+        values = {k: v for k, v in data.items() if k != "format"}
         try:
             for key in ("depends", "constrains", "track_features", "entry_points"):
-                fields[key] = tuple(fields.get(key) or ())  # type: ignore[arg-type]
-            fields["paths"] = _unpacked_paths(fields.get("paths"), MAX_INFO_FILE_BYTES if max_paths_bytes is None else max_paths_bytes)
-            return cls(**fields)  # type: ignore[arg-type]
+                values[key] = tuple(values.get(key) or ())  # type: ignore[arg-type]
+            values["paths"] = _unpacked_paths(values.get("paths"), MAX_INFO_FILE_BYTES if max_paths_bytes is None else max_paths_bytes)
+            return cls(**values)  # type: ignore[arg-type]
         except (TypeError, ValueError, zlib.error) as exc:
             raise PackageInfoError(f"{where}: malformed package record ({exc})", hint="delete it; envkit reads the archive again") from None
 
@@ -85,7 +86,7 @@ class PackageInfo:
 # A package's paths are kept packed (NUL-separated, deflated, base64): a 100,000-file environment's take ~7 MB
 # as a JSON list and a tenth of that packed, in the info cache and in a registry cache's map.
 def _packed_paths(paths: tuple[str, ...]) -> str:
-    return base64.b64encode(zlib.compress("\0".join(paths).encode(), 6)).decode() if paths else ""
+    return base64.b64encode(zlib.compress("\0".join(paths).encode(), 1)).decode() if paths else ""
 
 
 def _unpacked_paths(packed: object, max_bytes: int) -> tuple[str, ...]:
@@ -265,8 +266,16 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
         archive_size=archive.stat().st_size,
         plain=plain,
         entry_points=entry_points or (),
-        paths=tuple(p.relative_path.as_posix() for p in entries if not p.path_type.directory),
+        paths=_listed_paths(files[1])
+        if files is not None
+        else tuple(p.relative_path.as_posix() for p in entries if not p.path_type.directory),
     )
+
+
+def _listed_paths(paths_json: str) -> tuple[str, ...]:
+    """The files and symlinks of a paths.json rattler parsed already, as it spells them (as the archive's members
+    are named: stream_package matches them by these strings), without a Path object each (~60,000 in a big env)."""
+    return tuple(str(entry["_path"]) for entry in json.loads(paths_json)["paths"] if entry.get("path_type") != "directory")
 
 
 def _noarch_python_entry_points(archive: Path) -> tuple[str, ...] | None:
