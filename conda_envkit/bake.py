@@ -518,6 +518,20 @@ def _conda_paths(by_name: dict[str, tuple[LockedDependency, PackageInfo]], pytho
     return taken
 
 
+def _refuse_wheels_over_conda(platform: str, wheels: dict[str, list[str]], conda_paths: dict[str, str]) -> None:
+    """A PipInstallError, as `envkit install` gives it, for a wheel ("name version": the paths it writes) that would
+    overwrite a path a conda package installs (`conda_paths`: its package's label)."""
+    from conda_envkit.pip_install import PipInstallError
+
+    for label, paths in wheels.items():
+        for path in paths:
+            if path in conda_paths:
+                raise PipInstallError(
+                    f"{platform}: pip package {label} would overwrite {path}, which conda package {conda_paths[path]} installed",
+                    hint="drop one of the two from the lock (the other provides that file) and re-lock",
+                )
+
+
 def _wheel_plans(
     names: list[str],
     by_fetched: dict[str, FetchedPackage],
@@ -530,7 +544,7 @@ def _wheel_plans(
     streams: not one installer would refuse or install otherwise, nor two that write the same path (installed
     together in a staging prefix, the second is refused, as `envkit install` refuses it). A wheel writing a path a
     conda package installs (`conda_paths`) is refused, as `envkit install` refuses it."""
-    from conda_envkit.pip_install import PipInstallError, WheelToInstall  # pypa's installer: not loaded by a warm bake
+    from conda_envkit.pip_install import WheelToInstall  # pypa's installer: not loaded by a warm bake
     from conda_envkit.stream_wheel import plan_wheel
 
     if python is None:
@@ -546,13 +560,8 @@ def _wheel_plans(
             plans[name] = plan_wheel(item, in_image, platform, python.version)
         except NotPlain:
             continue
+        _refuse_wheels_over_conda(platform, {f"{locked.name} {locked.version}": [file.path for file in plans[name].files]}, conda_paths)
         for file in plans[name].files:
-            if file.path in conda_paths:
-                raise PipInstallError(
-                    f"{platform}: pip package {locked.name} {locked.version} would overwrite {file.path}, "
-                    f"which conda package {conda_paths[file.path]} installed",
-                    hint="drop one of the two from the lock (the other provides that file) and re-lock",
-                )
             owner = owners.setdefault(file.path, name)
             if owner != name:
                 clashing |= {owner, name}
@@ -743,6 +752,12 @@ def build_layers(
             inner = _SkipStep(progress, f"download {platform}", extract)
             install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(names))
             owned = staged_paths(staging, _relinked_records(staging, names, clobbers) if clobbers else None)
+            wheels = [name for name in names if name.startswith("pip:") and name in owned]
+            if wheels:  # (installer refused those over the conda packages linked here; not those streamed)
+                labels = {n: f"{by_name[n][0].name} {by_name[n][0].version}" for n in wheels}
+                _refuse_wheels_over_conda(
+                    platform, {labels[n]: [path for path, _ in owned[n]] for n in wheels}, _conda_paths(by_name, python)
+                )
             for name in names:
                 if name not in owned:
                     label = next(p.label for plan in plans for p in plan.packages if p.name == name)

@@ -201,7 +201,8 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
         except EnvkitError:
             raise
         except FileExistsError as exc:
-            taken = Path(str(exc.filename or exc)).as_posix()
+            # (installer's own check says "File already exists: <path>", with no filename)
+            taken = Path(str(exc.filename or exc).removeprefix("File already exists: ")).as_posix()
             raise PipInstallError(
                 f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, which another package installed",
                 hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock",

@@ -316,14 +316,47 @@ def test_an_archive_naming_another_package_is_refused_before_its_paths_are_used(
 
 
 @pytest.mark.parametrize("command", ["install", "bake"])
-def test_a_wheel_that_would_overwrite_a_conda_packages_file_is_refused(tmp_path: Path, clobber_channel: Path, command: str) -> None:
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed-wheel", "staged-wheel"])
+def test_a_wheel_that_would_overwrite_a_conda_packages_file_is_refused(
+    tmp_path: Path, clobber_channel: Path, command: str, streamed: bool
+) -> None:
+    # Streamed, the bake plans the wheel's paths; staged (its RECORD gives no hash for a file, which installer
+    # accepts and the stream does not: installed in a staging prefix holding none of the streamed conda packages),
+    # its pip record says them.
+    import zipfile
+
     from conda_envkit.testing.hostile_packages import RawWheel, write_raw_wheel
 
-    wheel = write_raw_wheel(RawWheel("clash", "1.0", (("clash.py", b""), ("README.txt", b"mine\n"))), tmp_path / "wheels")
+    wheel = write_raw_wheel(RawWheel("clash", "1.0", (("clash.py", b"real\n"), ("README.txt", b"mine\n"))), tmp_path / "wheels")
+    if not streamed:
+        with zipfile.ZipFile(wheel) as z:
+            members = [(info, z.read(info)) for info in z.infolist()]
+        with zipfile.ZipFile(wheel, "w") as z:
+            for info, data in members:
+                if info.filename.endswith("/RECORD"):
+                    data = b"".join(b"clash.py,,\n" if row.startswith(b"clash.py,") else row for row in data.splitlines(keepends=True))
+                z.writestr(info, data)
     ws = locked_workspace(tmp_path / "ws", clobber_channel, ["python", "aaa"])
     ws.add_wheel(wheel, "clash", "1.0")
     args = ["--prefix", tmp_path / "envs" / "env"] if command == "install" else ["--oci", ws.root / "image"]
     result = ws.envkit(command, "-q", "-p", "linux-64", *args)
     said = "which conda package python-3.11.9-h0_0 installed" if command == "bake" else "which another package installed"
-    assert_refused(result, "linux-64: pip package clash 1.0 would overwrite", "lib/python3.11/site-packages/README.txt", said)
+    assert_refused(result, "linux-64: pip package clash 1.0 would overwrite lib/python3.11/site-packages/README.txt, " + said)
     assert not (ws.root / "image").exists()
+
+
+def test_a_synced_prefix_is_the_fresh_install_as_a_winner_comes_and_goes(tmp_path: Path, clobber_channel: Path) -> None:
+    # zed wins share/chain.txt from abc: syncing it in moves abc's file to __clobbers__, syncing it out moves it back.
+    without = _workspace(tmp_path / "without", clobber_channel, ["abc", "mid"])
+    with_zed = _workspace(tmp_path / "with", clobber_channel, ["abc", "mid", "zed"])
+    fresh = {ws.root.name: _installed(ws, tmp_path / "envs" / ws.root.name) for ws in (without, with_zed)}
+    prefix = tmp_path / "envs" / "synced"
+    assert without.envkit("install", "-q", "--prefix", prefix, "-p", "linux-64").returncode == 0
+    for ws in (with_zed, without, with_zed):
+        synced = ws.envkit("install", "-q", "--prefix", prefix, "-p", "linux-64")
+        assert synced.returncode == 0 and "synced" in synced.stdout, synced.output
+        tree = _tree(prefix)
+        tree.pop("conda-meta/envkit/installed.json")
+        assert tree == fresh[ws.root.name]
+        verified = ws.envkit("verify", "--prefix", prefix, "-p", "linux-64")
+        assert verified.returncode == 0, verified.output
