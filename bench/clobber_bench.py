@@ -48,8 +48,8 @@ def main() -> None:
         infos = environment(args.packages, args.files, clobbered)
         total = sum(len(info.paths) for info in infos)
         baseline = timed(lambda: set().union(*(info.paths for info in infos)), args.rounds)  # noqa: B023
-        ours = timed(lambda: environment_clobbers(infos, None, "linux-64"), args.rounds)  # noqa: B023
-        losers = environment_clobbers(infos, None, "linux-64")
+        ours = timed(lambda: environment_clobbers(infos, "linux-64"), args.rounds)  # noqa: B023
+        losers = environment_clobbers(infos, "linux-64")
         print(
             f"{total} paths, {sum(len(p) for p in losers.values())} clobbered: {ours * 1000:.1f} ms "
             f"({ours / baseline:.1f}x one set of every path, {baseline * 1000:.1f} ms)"

@@ -340,7 +340,7 @@ def bake_platform(
     for locked, info in pairs:
         if locked.manager == "conda":
             check_info_is_locked(info, locked, locked.url.rsplit("/", 1)[-1])
-    clobbers = environment_clobbers([info for locked, info in pairs if locked.manager == "conda"], target, platform)
+    clobbers = environment_clobbers([info for locked, info in pairs if locked.manager == "conda"], platform)
     plans = plan_layers(plan_packages(pairs, clobbers), options.policy, len(base.layers) + bool(options.files))
     context = KeyContext(prefix, platform, options.compression.key, options.epoch, python.sha256 if python else "")
     keys = [layer_key(plan, context) for plan in plans]

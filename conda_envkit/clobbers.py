@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.noarch_python import PythonTarget, parse_entry_point
+from conda_envkit.noarch_python import PythonTarget, parse_entry_point, python_target
 from conda_envkit.pkginfo import PackageInfo
 
 CLOBBERS_DIR = "__clobbers__"
 
 
 class PathConflict(EnvkitError):
-    """Two packages of an environment that install one path as a file and as a directory."""
+    """Two packages of an environment that install one path in ways rattler cannot settle: as a file and as a
+    directory, or as a file and an entry point's script."""
 
 
 def clobber_path(name: str, path: str) -> str:
@@ -118,23 +119,25 @@ def _refuse_files_over_directories(
             )
 
 
-def environment_clobbers(infos: Sequence[PackageInfo], python: PythonTarget | None, where: str = "") -> dict[str, dict[str, str]]:
-    """`resolve_clobbers` for an environment's conda packages (`python`: its python's target, for its noarch:
-    python packages' paths). An entry point's script that another package also installs is a PathConflict:
+def environment_clobbers(infos: Sequence[PackageInfo], platform: str) -> dict[str, dict[str, str]]:
+    """`resolve_clobbers` for an environment's conda packages on `platform` (its python's noarch: python packages'
+    paths where rattler links them). An entry point's script that another package also installs is a PathConflict:
     rattler writes the script after linking, over whatever is there, and records no clobber."""
+    found = next((info for info in infos if info.name == "python"), None)
+    python = python_target(found.version, platform, found.python_site_packages_path) if found is not None else None
     paths = {info.name: installed_paths(info, python) for info in infos}
     scripts: dict[str, str] = {}
     for name, (_, written) in paths.items():
         for script in written:
             if script in scripts:
-                _script_clash(script, scripts[script], name, where)
+                _script_clash(script, scripts[script], name, platform)
             scripts[script] = name
     if scripts:
         for name, (files, _) in paths.items():
             for path in scripts.keys() & files:
-                _script_clash(path, scripts[path], name, where)
+                _script_clash(path, scripts[path], name, platform)
     return resolve_clobbers(
-        {name: files for name, (files, _) in paths.items()}, lambda: link_order((i.name, i.depends) for i in infos), where
+        {name: files for name, (files, _) in paths.items()}, lambda: link_order((i.name, i.depends) for i in infos), platform
     )
 
 

@@ -60,7 +60,6 @@ from conda_envkit.network import (
     max_download_bytes,
     size_text,
 )
-from conda_envkit.noarch_python import PythonTarget, python_target
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
 
@@ -713,7 +712,7 @@ def install_packages(
     records = [record_from_info(info, f.locked, f.file_name, f.archive.as_uri()) for info, f in zip(infos, conda_fetched, strict=True)]
     clobbers = ""
     if only is None:  # (bake links parts of an environment, and checks the whole itself)
-        clobbers = clobbers_text(environment_clobbers(infos, _python_target(infos, platform), platform))
+        clobbers = clobbers_text(environment_clobbers(infos, platform))
     check_archives(conda_fetched)
     ignored = {p.name for p in packages} - {f.locked.name for f in conda_fetched}
     records += _ignored_records([p for p in packages if p.name in ignored], cache_dir)
@@ -738,12 +737,6 @@ def install_packages(
     wheel_text = f" and {len(wheels)} wheels" if wheels else ""
     progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started, clobbers)
-
-
-def _python_target(infos: list[PackageInfo], platform: str) -> PythonTarget | None:
-    """Where the environment's python (if any) has rattler link noarch: python packages."""
-    python = next((info for info in infos if info.name == "python"), None)
-    return python_target(python.version, platform, python.python_site_packages_path) if python is not None else None
 
 
 def _ignored_records(packages: list[LockedDependency], cache_dir: Path) -> list[RepoDataRecord]:

@@ -9,7 +9,9 @@ payload tar is decompressed once into the bake's scratch area while it is checke
 (`package_members`). Both give the same members. Its
 `conda-meta/<name>-<version>-<build>.json` is the record py-rattler writes when linking it
 (repodata fields, sorted files and paths_data, empty requested_specs), normalized like
-`envkit install`'s. tests/test_bake_cache.py checks the result against an installed prefix.
+`envkit install`'s; a path another package of the environment wins goes to `__clobbers__/<name>/`, recorded
+with its `original_path`, as rattler moves it (conda_envkit.clobbers). tests/test_bake_cache.py and
+tests/test_clobbers.py check the result against an installed prefix.
 Anything unexpected in the archive (a hard link, a path paths.json does not list, one it lists
 missing) raises NotPlain, and bake links that package in a staging prefix instead.
 """

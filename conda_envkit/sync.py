@@ -40,7 +40,6 @@ from conda_envkit.install import (
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.noarch_python import python_target
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
 from conda_envkit.progress import Progress
@@ -194,9 +193,7 @@ def sync_environment(
             records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))  # type: ignore[union-attr,arg-type]
             every.append(info)  # type: ignore[arg-type]
     # A path one package installs as a file and another as a directory: refused before the prefix changes.
-    python_info = next((info for info in every if info.name == "python"), None)
-    target = python_target(python_info.version, platform, python_info.python_site_packages_path) if python_info else None
-    environment_clobbers(every, target, platform)
+    environment_clobbers(every, platform)
     # Everything is fetched and checked: from here on the prefix changes, so its record of
     # what is installed goes first (an interrupted sync is then redone in full).
     clear_state(prefix)
