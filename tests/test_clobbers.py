@@ -62,8 +62,8 @@ PACKAGES = [
     # Staged (a .tar.bz2): loses to `bz-winner` (which depends on it).
     _package("bz-loser", _file("lib/bz.txt", b"bz loser"), _file("lib/bz-own.txt", b"own")),
     _package("bz-winner", _file("lib/bz.txt", b"bz winner"), depends=("bz-loser",)),
-    # A noarch: python package's site-packages file and entry point script, against an arch package (which depends
-    # on it, so wins) that installs both itself.
+    # A noarch: python package's site-packages file (relocated to lib/python3.11/) against an arch package's (which
+    # depends on it, so wins); its entry point's script clashes with nothing.
     _package(
         "pyclob",
         _file("site-packages/pyclob/__init__.py", b"noarch"),
