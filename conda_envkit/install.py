@@ -552,9 +552,9 @@ def record_from_info(info: PackageInfo, locked: LockedDependency, file_name: str
     return RepoDataRecord(record, file_name, url, _channel_of(locked.url))
 
 
-def repodata_record(fetched: FetchedPackage, cache_dir: Path) -> RepoDataRecord:
-    """A record for rattler for a verified archive in the cache."""
-    return record_from_info(package_info(fetched, cache_dir), fetched.locked, fetched.file_name, fetched.archive.as_uri())
+def repodata_record(fetched: FetchedPackage, info: PackageInfo) -> RepoDataRecord:
+    """A record for rattler for a verified archive in the cache, from its info (`package_info`)."""
+    return record_from_info(info, fetched.locked, fetched.file_name, fetched.archive.as_uri())
 
 
 def _make_dir(path: Path) -> Path:
@@ -709,7 +709,7 @@ def install_packages(
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
     with ThreadPoolExecutor(max_workers=4) as pool:
         infos = list(pool.map(lambda f: package_info(f, cache_dir), conda_fetched))
-    records = [record_from_info(info, f.locked, f.file_name, f.archive.as_uri()) for info, f in zip(infos, conda_fetched, strict=True)]
+    records = [repodata_record(f, info) for f, info in zip(conda_fetched, infos, strict=True)]
     clobbers = ""
     if only is None:  # (bake links parts of an environment, and checks the whole itself)
         clobbers = clobbers_text(environment_clobbers(infos, platform))

@@ -172,26 +172,27 @@ def sync_environment(
         step=f"download {platform}",
     )
     fetched = {f.locked.name: f for f in report.packages if f.locked.manager == "conda"}
-    records = [repodata_record(f, cache_dir) for f in fetched.values()]
+    every = [package_info(f, cache_dir) for f in fetched.values()]  # every conda package's info, for the clobbers
+    records = [repodata_record(f, info) for f, info in zip(fetched.values(), every, strict=True)]
     # What is new is checked like a fresh install's archives, before anything in the prefix changes.
     check_archives(list(fetched.values()))
     # Unchanged packages: records from their cached info (fetched only when the info is not cached).
     infos = PackageInfoCache(cache_dir)
     unchanged = [p for p in packages if p.name not in fetched]
-    lacking = [p for p in unchanged if infos.get((p.hash.sha256 or "").lower()) is None]
+    known = {p.name: infos.get((p.hash.sha256 or "").lower()) for p in unchanged}
+    lacking = [p for p in unchanged if known[p.name] is None]
     extra: dict[str, FetchedPackage] = (
         {f.locked.name: f for f in fetch_packages(lacking, cache_dir, settings, allowed_hosts=hosts).packages} if lacking else {}
     )
-    every = [package_info(f, cache_dir) for f in fetched.values()]
     for p in unchanged:
-        if p.name in extra:
-            records.append(repodata_record(extra[p.name], cache_dir))
-            every.append(package_info(extra[p.name], cache_dir))
+        info = known[p.name]
+        if info is None:
+            info = package_info(extra[p.name], cache_dir)
+            records.append(repodata_record(extra[p.name], info))
         else:
-            info = infos.get((p.hash.sha256 or "").lower())
             file_name = p.url.rsplit("/", 1)[-1]
-            records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))  # type: ignore[union-attr,arg-type]
-            every.append(info)  # type: ignore[arg-type]
+            records.append(record_from_info(info, p, file_name, package_path(cache_dir, info.sha256, file_name).as_uri()))
+        every.append(info)
     # A path one package installs as a file and another as a directory: refused before the prefix changes.
     environment_clobbers(every, platform)
     # Everything is fetched and checked: from here on the prefix changes, so its record of
