@@ -7,6 +7,7 @@ SOURCE_DATE_EPOCH (default 0). Same lock + same base + same settings = same dige
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -518,18 +519,18 @@ def _conda_paths(by_name: dict[str, tuple[LockedDependency, PackageInfo]], pytho
     return taken
 
 
-def _refuse_wheels_over_conda(platform: str, wheels: dict[str, list[str]], conda_paths: dict[str, str]) -> None:
-    """A PipInstallError, as `envkit install` gives it, for a wheel ("name version": the paths it writes) that would
-    overwrite a path a conda package installs (`conda_paths`: its package's label)."""
+def _refuse_wheel_over_conda(platform: str, wheel: LockedDependency, paths: Iterable[str], conda_paths: dict[str, str]) -> None:
+    """A PipInstallError, as `envkit install` gives it, if `wheel` writes (`paths`) a path a conda package installs
+    (`conda_paths`: its package's label)."""
     from conda_envkit.pip_install import PipInstallError
 
-    for label, paths in wheels.items():
-        for path in paths:
-            if path in conda_paths:
-                raise PipInstallError(
-                    f"{platform}: pip package {label} would overwrite {path}, which conda package {conda_paths[path]} installed",
-                    hint="drop one of the two from the lock (the other provides that file) and re-lock",
-                )
+    for path in paths:
+        if path in conda_paths:
+            raise PipInstallError(
+                f"{platform}: pip package {wheel.name} {wheel.version} would overwrite {path}, "
+                f"which conda package {conda_paths[path]} installed",
+                hint="drop one of the two from the lock (the other provides that file) and re-lock",
+            )
 
 
 def _wheel_plans(
@@ -560,7 +561,7 @@ def _wheel_plans(
             plans[name] = plan_wheel(item, in_image, platform, python.version)
         except NotPlain:
             continue
-        _refuse_wheels_over_conda(platform, {f"{locked.name} {locked.version}": [file.path for file in plans[name].files]}, conda_paths)
+        _refuse_wheel_over_conda(platform, locked, (file.path for file in plans[name].files), conda_paths)
         for file in plans[name].files:
             owner = owners.setdefault(file.path, name)
             if owner != name:
@@ -629,6 +630,7 @@ def build_layers(
     if not plans:
         return []
     clobbers = clobbers or {}  # conda name -> {path it loses: its path in __clobbers__}
+    conda_paths = functools.cache(lambda: _conda_paths(by_name, python))  # for the wheels, built once if any
     members: dict[str, list[Member]] = {}
     # Built smallest first (the image keeps the plan's order): the first layer is written while the
     # next packages are read, instead of the writer waiting for the biggest package to be read.
@@ -719,9 +721,7 @@ def build_layers(
                 got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
                 by_fetched.update({_plan_name(f.locked): f for f in got})
             wheels = [n for n in plain if by_name[n][0].manager == "pip"]
-            wheel_plans.update(
-                _wheel_plans(wheels, by_fetched, in_image, platform, python, _conda_paths(by_name, python) if wheels else {})
-            )
+            wheel_plans.update(_wheel_plans(wheels, by_fetched, in_image, platform, python, conda_paths() if wheels else {}))
             plain = [n for n in plain if by_name[n][0].manager == "conda" or n in wheel_plans]
             scratch = staging_root / "payloads"
             scratch.mkdir()
@@ -753,11 +753,8 @@ def build_layers(
             install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(names))
             owned = staged_paths(staging, _relinked_records(staging, names, clobbers) if clobbers else None)
             wheels = [name for name in names if name.startswith("pip:") and name in owned]
-            if wheels:  # (installer refused those over the conda packages linked here; not those streamed)
-                labels = {n: f"{by_name[n][0].name} {by_name[n][0].version}" for n in wheels}
-                _refuse_wheels_over_conda(
-                    platform, {labels[n]: [path for path, _ in owned[n]] for n in wheels}, _conda_paths(by_name, python)
-                )
+            for name in wheels:  # (installer refused those over the conda packages linked here; not those streamed)
+                _refuse_wheel_over_conda(platform, by_name[name][0], (path for path, _ in owned[name]), conda_paths())
             for name in names:
                 if name not in owned:
                     label = next(p.label for plan in plans for p in plan.packages if p.name == name)
