@@ -25,7 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 from conda_envkit.oci.tarstream import FILE, Member
@@ -175,7 +175,7 @@ def plan_wheel(item: WheelToInstall, in_image: str, platform: str, python_versio
         listed = record_files(record_data.decode("utf-8"), site, dist_info, digest_of)  # type: ignore[union-attr]
     except (UnsafePathError, UnicodeDecodeError, ValueError) as exc:
         raise NotPlain(f"{item.wheel.name}: {exc}") from None
-    record_path = (PurePosixPath(PIP_RECORDS) / f"{item.name}.json").as_posix()
+    record_path = (PIP_RECORDS / f"{item.name}.json").as_posix()
     relative_path(record_path, "pip record")
     return WheelPlan(files, record_path, pip_record(item, site, dist_info, listed))
 
