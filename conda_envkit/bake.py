@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing.pool import AsyncResult
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,7 +28,6 @@ from conda_envkit.archive_check import (
     check_payload_links,
     payload_links,
     stage_package_archive,
-    stream_package_archive,
 )
 from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
@@ -53,17 +53,34 @@ from conda_envkit.install import (
 from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
+from conda_envkit.layer_processes import (
+    LayerProcesses,
+    StreamedLayer,
+    StreamedLayerJob,
+    process_count,
+    stream_conda,
+)
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import lock_hash, platform_lock_hash
 from conda_envkit.noarch_python import PythonTarget, python_target
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
-from conda_envkit.oci.layer import CacheEntry, Compression, Compressors, FragmentStore, Layer, LayerCache, PendingFragment, write_layer
+from conda_envkit.oci.layer import (
+    CacheEntry,
+    Compression,
+    Compressors,
+    FragmentStore,
+    Layer,
+    LayerCache,
+    PendingFragment,
+    usable_cpus,
+    write_layer,
+)
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
-from conda_envkit.stream_package import NotPlain, package_members, streamed_members
+from conda_envkit.stream_package import NotPlain, package_members
 
 if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -94,6 +111,7 @@ class BakeOptions:
     labels: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
     files: tuple[tuple[str, Path], ...] = ()  # (absolute path in the image, source file): a recipe's extra files
+    jobs: int | None = None  # zstd layers written at once by worker processes (None: by the CPUs); not in any digest
 
     @property
     def in_image_prefix(self) -> str:
@@ -502,11 +520,31 @@ def _stream_plain(
         raise NotPlain(label)
     sha256 = (locked.hash.sha256 or "").lower()
     hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
-    with stream_package_archive(archive, label, hashed) as streamed:
-        written = write(streamed_members(streamed, locked, info, in_image, python, renamed))
+    written, links = stream_conda(archive, label, hashed, locked, info, in_image, write, python, renamed)
     if hashed:
         mark_checked(archive, sha256)
-    return written, payload_links(label, streamed.checked())
+    return written, links
+
+
+def _streamed_layer_job(
+    fetched: FetchedPackage,
+    cache_dir: Path,
+    in_image: str,
+    store: BlobStore,
+    options: BakeOptions,
+    python: PythonTarget | None,
+    renamed: dict[str, str] | None,
+) -> StreamedLayerJob | None:
+    """A plain `.conda`'s own layer as a worker process writes it (None if it is not plain: `_stream_plain` then
+    says so). The archive is marked checked by the bake once the worker hashed its files (`_streamed_by_worker`)."""
+    info = package_info(fetched, cache_dir)
+    if not info.plain:
+        return None
+    label, sha256 = archive_label(fetched.locked), (fetched.locked.hash.sha256 or "").lower()
+    hashed = not is_checked(fetched.archive, sha256)
+    return StreamedLayerJob(
+        fetched.archive, label, hashed, fetched.locked, info, in_image, python, renamed, store.root, options.compression, options.epoch
+    )
 
 
 def _conda_paths(by_name: dict[str, tuple[LockedDependency, PackageInfo]], python: PythonTarget | None) -> dict[str, str]:
@@ -578,6 +616,19 @@ def _stream_wheel(
     from conda_envkit.stream_wheel import wheel_members
 
     return write(wheel_members(plan, fetched.archive, in_image)), payload_links(archive_label(fetched.locked), [])
+
+
+def _layer_from_worker(job: StreamedLayerJob, pending: AsyncResult[StreamedLayer], store: BlobStore) -> tuple[Layer, PayloadLinks]:
+    """The layer a worker wrote (its blob trusted as written, its archive marked checked if the worker hashed its
+    files); NotStreamable if the worker left the package to be staged or linked."""
+    done = pending.get()
+    if done.layer is None or done.links is None:
+        raise NotStreamable
+    if done.stamp is not None:
+        store.note_checked(done.layer.descriptor.digest, done.stamp)
+    if job.hashed:
+        mark_checked(job.archive, (job.locked.hash.sha256 or "").lower())
+    return done.layer, done.links
 
 
 class _SkipStep:
@@ -703,6 +754,8 @@ def build_layers(
     # them: the stager's, or, for a streamed package, set by the writer (members [] once its layer is written).
     staged: dict[str, Future[tuple[PayloadLinks, list[Member] | None]]] = {}
     streamed: set[str] = set()
+    processes: LayerProcesses | None = None
+    by_process: dict[str, tuple[StreamedLayerJob, AsyncResult[StreamedLayer]]] = {}  # streamed layers a worker writes
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")
@@ -732,6 +785,18 @@ def build_layers(
             }
             for n in plain:
                 staged[n] = Future() if n in streamed else stager.submit(stage, by_fetched[n], payloads[n], n not in planned)
+            # The streamed `.conda`s' own layers: written by worker processes, biggest first, if they are big
+            # enough to pay for them (conda_envkit.layer_processes), while this process writes the other layers.
+            own = [p for plan in plans if plan.single for p in plan.packages if p.name in streamed and by_name[p.name][0].manager != "pip"]
+            zstd = options.compression.kind == "zstd"
+            workers = process_count([p.size for p in own], usable_cpus(), options.jobs) if zstd else 0
+            if workers:
+                processes = LayerProcesses(workers, usable_cpus())
+                compressors.workers = 1  # this process's layers share the CPUs with theirs (the bytes are the same)
+                for p in sorted(own, key=lambda p: (-p.size, p.name)):
+                    job = _streamed_layer_job(by_fetched[p.name], cache_dir, in_image, store, options, python, clobbers.get(p.name))
+                    if job is not None:
+                        by_process[p.name] = (job, processes.submit(job))
 
         def keep_plain() -> None:
             """Check the archives read together (their group members' fragments, written as they were read, are kept
@@ -797,7 +862,9 @@ def build_layers(
             try:
                 try:
                     own_layer = lambda streamed_layer: layer_of(streamed_layer, sort=False)  # noqa: E731
-                    if fetched.locked.manager == "pip":
+                    if name in by_process:
+                        layer, links = _layer_from_worker(*by_process[name], store)
+                    elif fetched.locked.manager == "pip":
                         layer, links = _stream_wheel(fetched, wheel_plans[name], in_image, own_layer)
                     else:
                         layer, links = _stream_plain(fetched, cache_dir, in_image, own_layer, python, clobbers.get(name))
@@ -847,9 +914,13 @@ def build_layers(
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
         # ~45 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
+        # Those the workers write come last: their results are collected once this process has written the rest.
+        order.sort(key=lambda i: plans[i].single and plans[i].packages[0].name in by_process)
         with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
             built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
         layers = [built[i] for i in range(len(plans))]
+        if processes is not None:
+            processes.finish()
         link_the_rest()
         kept.result()
         for name in list(pending):
@@ -862,6 +933,8 @@ def build_layers(
         return layers
     finally:
         failed.set()
+        if processes is not None:
+            processes.stop()  # (on success, they have ended already)
         # A streamed package's future, if its layer was never written: the stager (keep_plain) waits for it. The
         # stager's own futures are its to finish (one may be running): pending ones are cancelled below.
         for future in (staged[n] for n in streamed if n in staged):

@@ -326,6 +326,12 @@ def _bake_command() -> click.Command:
         show_default=True,
         help="Packages at least this big get a layer of their own.",
     )
+    @click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        help="zstd layers written at once by worker processes (1: all in this process; each adds ~90 MB of memory). "
+        "The image is the same for any number. [default: one per CPU, up to 4, for a big environment]",
+    )
     @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
     @cache_options
     @click.option("--cache-to", metavar="REGISTRY/REPO[:TAG]", help="Store the layer cache in a registry (tag envkit-cache by default).")

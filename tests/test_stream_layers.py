@@ -21,6 +21,7 @@ import pytest
 from rattler.index import index_fs
 
 import conda_envkit.bake as bake_module
+import conda_envkit.layer_processes as layer_processes
 import conda_envkit.stream_package as stream_package
 from conda_envkit.archive_check import NotStreamable, StreamedArchive
 from conda_envkit.bake import BakeError
@@ -200,7 +201,7 @@ def _lying_record(wheel: Path, path: str, content: bytes) -> None:
 def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The archives the bake read to their end as streams."""
     seen: list[str] = []
-    real = bake_module.stream_package_archive
+    real = layer_processes.stream_package_archive
     real_wheel = bake_module._stream_wheel
 
     @contextmanager
@@ -214,7 +215,7 @@ def _streams_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         seen.append(f"pip:{fetched.locked.name}")
         return written
 
-    monkeypatch.setattr(bake_module, "stream_package_archive", spy)
+    monkeypatch.setattr(layer_processes, "stream_package_archive", spy)
     monkeypatch.setattr(bake_module, "_stream_wheel", spy_wheel)
     yield seen
 
@@ -261,7 +262,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
         raise NotStreamable
 
     staged_ws = _workspace(tmp_path / "staged", stream_channel, NAMES)
-    monkeypatch.setattr(bake_module, "stream_package_archive", refuse)
+    monkeypatch.setattr(layer_processes, "stream_package_archive", refuse)
     staged = _bake(staged_ws, "--oci", staged_ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
     assert streamed["image"]["digest"] == staged["image"]["digest"]
@@ -320,14 +321,14 @@ def test_a_stream_that_breaks_off_keeps_no_layer_and_the_bake_goes_on(
     # A read failing half-way through a streamed archive: the layer being written is dropped and the package
     # staged instead; the image is the one a bake with nothing failing gives.
     ws = locked_workspace(tmp_path / "broken", stream_channel, ["ordered", "honest"])
-    real = bake_module.streamed_members
+    real = layer_processes.streamed_members
 
     def breaks_off(*args: object, **kwargs: object) -> Iterator[object]:
         members = real(*args, **kwargs)  # type: ignore[arg-type]
         yield next(members)
         raise NotStreamable
 
-    monkeypatch.setattr(bake_module, "streamed_members", breaks_off)
+    monkeypatch.setattr(layer_processes, "streamed_members", breaks_off)
     broken = _bake(ws, "--oci", ws.root / "image")
     monkeypatch.undo()
     clean_ws = locked_workspace(tmp_path / "clean", stream_channel, ["ordered", "honest"])
@@ -522,7 +523,7 @@ def test_a_binary_placeholder_string_too_long_to_hold_while_streaming_links_its_
     def refuse(*_: object, **__: object) -> None:
         raise NotStreamable
 
-    monkeypatch.setattr(bake_module, "stream_package_archive", refuse)
+    monkeypatch.setattr(layer_processes, "stream_package_archive", refuse)
     linked_ws = locked_workspace(tmp_path / "linked", stream_channel, ["binny", "honest"])
     linked = _bake(linked_ws, "--oci", linked_ws.root / "image")
     assert capped["image"]["digest"] == linked["image"]["digest"]

@@ -56,6 +56,7 @@ class BakeRequest:
     compression: str
     large_package_mb: int
     record_path: Path
+    jobs: int | None
     cache_dir: Path | None
     mirrors: tuple[str, ...]
     config: Path | None
@@ -175,7 +176,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     chosen = bake_platforms(lf, request.platforms, request.lockfile)
     options, base_refs, _recipe = image_options(lf, chosen, request.image)
     policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
-    options = replace(options, compression=Compression(request.compression), policy=policy)
+    options = replace(options, compression=Compression(request.compression), policy=policy, jobs=request.jobs)
     cache = cache_dir_or_default(request.cache_dir)
     store = BlobStore(blobs_dir(cache))
     clients: RegistryClients | None = None

@@ -163,14 +163,17 @@ class Compressors:
 ZSTD_MAX_WORKERS = 8
 
 
-def zstd_workers() -> int:
-    """The zstd workers of a layer: the CPUs this process may run on (its affinity, as in a container with
-    a CPU set), at most ZSTD_MAX_WORKERS."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as in a container with a CPU set)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # (not on macOS)
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, ZSTD_MAX_WORKERS))
+        return os.cpu_count() or 1
+
+
+def zstd_workers() -> int:
+    """The zstd workers of a layer: the usable CPUs, at most ZSTD_MAX_WORKERS."""
+    return max(1, min(usable_cpus(), ZSTD_MAX_WORKERS))
 
 
 def _zstd(workers: int | None = None) -> zstandard.ZstdCompressor:

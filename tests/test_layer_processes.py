@@ -1,0 +1,176 @@
+"""A big environment's own-layer `.conda`s are written by worker processes (conda_envkit.layer_processes): the
+image is byte for byte the one a bake writing every layer itself gives, packages the stream cannot take still
+reach their layers (staged or linked), an archive's error is the bake's error, and nothing is left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conda_envkit.bake as bake_module
+import conda_envkit.layer_processes as layer_processes
+from conda_envkit.install import is_checked
+from conda_envkit.layer_processes import LayerProcesses, StreamedLayerJob, process_count
+from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
+from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
+from tests.test_stream_layers import NAMES, _bake, _workspace
+from tests.test_stream_layers import stream_channel as _shared_stream_channel  # noqa: F401 - the fixture (by its name)
+
+pytestmark = pytest.mark.skipif(not layer_processes.can_fork_workers(), reason="no forkserver on this platform")
+
+
+@pytest.fixture(scope="module")
+def stream_channel(_shared_stream_channel: Path) -> Path:  # noqa: F811 - the imported fixture, by its name
+    """test_stream_layers' channel: every way a package reaches its layer."""
+    return _shared_stream_channel
+
+
+HASHED: dict[str, bool] = {}
+
+
+@pytest.fixture
+def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Worker processes for every bake, however small (on two CPUs); the packages given to them (and whether
+    their files were to be hashed, in HASHED)."""
+    jobs: list[str] = []
+    real = LayerProcesses.submit
+
+    def submit(self: LayerProcesses, job: StreamedLayerJob) -> Any:
+        jobs.append(job.locked.name)
+        HASHED[job.locked.name] = job.hashed
+        return real(self, job)
+
+    monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 0)
+    monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(LayerProcesses, "submit", submit)
+    yield jobs
+
+
+def test_how_many_workers() -> None:
+    big = [200 << 20, 100 << 20]
+    assert process_count(big, 2) == 2
+    assert process_count(big, 64) == 2  # one per layer at most
+    assert process_count(big * 4, 64) == layer_processes.MAX_PROCESSES
+    assert process_count(big, 1) == 0  # one CPU: nothing to gain
+    assert process_count([300 << 20], 8) == 0  # one layer: the bake's own zstd workers share it
+    assert process_count([1 << 20, 1 << 20], 8) == 0  # too small to pay for starting them
+
+
+def test_layers_written_by_workers_are_the_layers_the_bake_writes_itself(
+    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = _workspace(tmp_path / "workers", stream_channel, NAMES)
+    by_workers = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd")
+    # Every streamable `.conda` of its own layer went to a worker; among them those the stream gives back to the
+    # bake (a GNU long name: staged; a file paths.json does not list, a wrong size, a rewritten shebang: linked).
+    # Not the .tar.bz2, nor the wheels.
+    assert sorted(worker_jobs) == sorted(NAMES)
+    # The workers hashed the archives' files (a fresh cache): the bake marked them checked.
+    assert all(HASHED[name] for name in NAMES)
+    for name in ("ordered", "honest", "binny", "pyish"):
+        (archive,) = (ws.cache / "pkgs").rglob(f"{name}-1.0-0.conda")
+        entry = next(e for e in ws.entries() if e["name"] == name)
+        assert is_checked(archive, entry["hash"]["sha256"])
+    assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
+
+    monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 1 << 62)
+    worker_jobs.clear()
+    itself = _workspace(tmp_path / "itself", stream_channel, NAMES)
+    in_process = _bake(itself, "--oci", itself.root / "image", "--compression", "zstd")
+    assert worker_jobs == []
+    assert by_workers["image"]["digest"] == in_process["image"]["digest"]
+    # Again with no layer cache, the archives checked: the workers do not hash their files again; the same image.
+    for written in ("layers", "blobs", "fragments"):
+        shutil.rmtree(ws.cache / written, ignore_errors=True)
+    worker_jobs.clear()
+    monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 0)
+    again = _bake(ws, "--oci", ws.root / "image-again", "--compression", "zstd")
+    assert sorted(worker_jobs) == sorted(NAMES)
+    assert not any(HASHED[name] for name in ("ordered", "honest", "binny", "pyish"))
+    assert again["image"]["digest"] == in_process["image"]["digest"]
+
+
+def test_worker_blobs_are_written_with_the_bakes_umask(tmp_path: Path, stream_channel: Path, worker_jobs: list[str]) -> None:
+    # The workers' server is started by the first bake that needs it, with that bake's umask; each later bake's
+    # workers take the umask of their own bake.
+    for bake, (mask, mode) in enumerate(((0o022, 0o644), (0o027, 0o640), (0o022, 0o644))):
+        ws = locked_workspace(tmp_path / f"umask-{bake}", stream_channel, ["honest", "ordered", "siblings"])
+        worker_jobs.clear()
+        old = os.umask(mask)
+        try:
+            baked = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd")
+        finally:
+            os.umask(old)
+        assert sorted(worker_jobs) == ["honest", "ordered", "siblings"]
+        for layer in baked["platforms"]["linux-64"]["layers"]:
+            blob = ws.cache / "blobs" / "sha256" / layer["digest"].split(":")[1]
+            assert blob.stat().st_mode & 0o777 == mode, (layer["packages"], oct(mask))
+
+
+def _liar(channel: Path) -> Path:
+    """A `.conda` whose file is not what its paths.json says (same size, another sha256)."""
+    lie = hashlib.sha256(b"fake\n").hexdigest()
+    package = HostilePackage(
+        "liar-conda",
+        (Member("lib/liar.txt", content=b"real\n"),),
+        ({"_path": "lib/liar.txt", "path_type": "hardlink", "sha256": lie, "size_in_bytes": 5},),
+    )
+    return write_hostile_package(package, channel)
+
+
+def test_an_archive_a_worker_finds_broken_fails_the_bake_as_the_bake_itself_would(
+    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = tmp_path / "channel"
+    _liar(channel)
+    import asyncio
+
+    from rattler.index import index_fs
+
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+
+    def refused(ws: Workspace) -> str:
+        result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--oci", ws.root / "image")
+        line = assert_refused(result, "liar-conda", "lib/liar.txt")
+        assert not (ws.root / "image").exists()
+        assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
+        assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
+        return line
+
+    by_worker = refused(_two(tmp_path / "workers", channel, stream_channel))
+    assert "liar-conda" in worker_jobs
+    monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 1 << 62)
+    assert refused(_two(tmp_path / "itself", channel, stream_channel)) == by_worker
+
+
+def _two(root: Path, channel: Path, stream_channel: Path) -> Workspace:
+    """A lock of the liar and of `honest` (from the stream channel), each in a layer of its own."""
+    ws = locked_workspace(root, channel, ["liar-conda"])
+    honest = locked_workspace(root.with_name(root.name + "-honest"), stream_channel, ["honest"])
+    extra = [e for e in honest.entries() if e["name"] == "honest"]
+    ws.rewrite(lambda document: document["package"].extend(extra))
+    return ws
+
+
+def test_jobs_sets_how_many_workers_whatever_the_size(tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs: list[str] = []
+    real = LayerProcesses.submit
+    monkeypatch.setattr(LayerProcesses, "submit", lambda self, job: jobs.append(job.locked.name) or real(self, job))
+    monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
+    names = ["honest", "ordered", "siblings"]
+    digests = []
+    for flags, expected in (((), []), (("--jobs", "2"), names), (("--jobs", "1"), [])):  # a small env: none by default
+        jobs.clear()
+        ws = locked_workspace(tmp_path / f"jobs-{len(digests)}", stream_channel, names)
+        digests.append(_bake(ws, "--oci", ws.root / "image", "--compression", "zstd", *flags)["image"]["digest"])
+        assert sorted(jobs) == expected, flags
+    assert len(set(digests)) == 1
+    result = ws.envkit("bake", "-q", "--jobs", "0", "--oci", ws.root / "image")
+    assert result.returncode == 2
+    assert "--jobs" in result.stderr
