@@ -125,8 +125,8 @@ ADOPTS_ORPHANS = _adopt_orphans()
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _process_tree(root: int) -> dict[int, int]:
-    """pid -> resident KiB of `root` and its descendants."""
+def _process_tree(root: int) -> dict[int, tuple[int, int]]:
+    """pid -> (resident KiB, its peak resident KiB) of `root` and its descendants."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -143,27 +143,30 @@ def _process_tree(root: int) -> dict[int, int]:
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    rss = {}
+    memory = {}
     for pid in tree:
         try:
-            with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
-                rss[pid] = int(statm.read().split()[1]) * PAGE // 1024
-        except OSError:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+                values = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS:", "VmHWM:")))
+            memory[pid] = (int(values["VmRSS"].split()[0]), int(values["VmHWM"].split()[0]))
+        except (OSError, KeyError, ValueError):
             continue
-    return rss
+    return memory
 
 
 class _TreeMeter(threading.Thread):
-    """Samples the resident memory of a process and all its descendants together, every 50 ms."""
+    """Samples the resident memory of a process and all its descendants, every 50 ms: their sum, and each one's
+    own peak (after its exec: a forked child's ru_maxrss counts the parent's pages it started with)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak_kib, self.seen, self.ended = pid, 0, set[int](), threading.Event()
+        self.pid, self.peak_kib, self.largest_kib, self.seen, self.ended = pid, 0, 0, set[int](), threading.Event()
 
     def run(self) -> None:
         while not self.ended.wait(0.05):
             tree = _process_tree(self.pid)
-            self.peak_kib = max(self.peak_kib, sum(tree.values()))
+            self.peak_kib = max(self.peak_kib, sum(rss for rss, _ in tree.values()))
+            self.largest_kib = max([self.largest_kib, *(hwm for _, hwm in tree.values())])
             self.seen |= set(tree) - {self.pid}
 
 
@@ -182,7 +185,7 @@ def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {cmd}")
-    cpu, largest = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
     deadline = time.monotonic() + 10
     for pid in sorted(meter.seen) if ADOPTS_ORPHANS else ():
         while time.monotonic() < deadline:  # orphans (a forkserver: it waited for its workers) end as their parent did
@@ -192,11 +195,10 @@ def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
                 break
             if done:
                 cpu += orphan.ru_utime + orphan.ru_stime
-                largest = max(largest, orphan.ru_maxrss)
                 break
             time.sleep(0.02)
-    CPU["last"], RSS["largest"] = cpu, largest
-    return seconds, max(meter.peak_kib, largest)
+    CPU["last"], RSS["largest"] = cpu, meter.largest_kib
+    return seconds, max(meter.peak_kib, meter.largest_kib)
 
 
 def envkit(*args: str, cwd: Path, env: dict[str, str], stderr: Path | None = None) -> tuple[float, int]:
