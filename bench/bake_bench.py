@@ -8,7 +8,8 @@ training environment instead.
 
 Rows (every time is a median over --rounds; ratios are against floors of the same run):
 - floor: `tar --sort=name ... | zstd -3 -T0` (or `pigz -6`, else `gzip -6`) of the installed tree
-- cold bake: package archives in the cache, everything else (info, layers, fragments, blobs) empty
+- cold bake: package archives in the cache, everything else (info, layers, fragments, blobs) empty; with zstd,
+  also with `--jobs auto` (worker processes write the big layers), in the same rounds
 - warm bake: nothing changed (layer cache warm): plan + metadata layer + manifest; into the same --oci
   directory, and into a fresh one (the last layout removed first, as a CI job does: its hard links to the
   cached blobs go)
@@ -310,14 +311,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             for sub in ("extracted", "blobs", "layers", "fragments", "pkginfo", "tmp"):
                 shutil.rmtree(cache / sub, ignore_errors=True)
 
-        def cold() -> tuple[float, int]:
+        def cold(*flags: str) -> tuple[float, int]:
             empty_cache()
             shutil.rmtree(tmp / "image", ignore_errors=True)  # not timed: freeing the last round's 2 GB layout
             os.sync()  # the floor's output written back before, not while, the bake runs
             # Without -q: the progress lines give the steps' times.
-            return envkit(*bake[:1], *bake[2:], cwd=work, env=env, stderr=tmp / "cold.err")
+            return envkit(*bake[:1], *bake[2:], *flags, cwd=work, env=env, stderr=tmp / ("cold-jobs.err" if flags else "cold.err"))
 
         floors, colds, warms, fresh_warms, rss, largest, floor_cpu, cold_cpu = [], [], [], [], [], [], [], []
+        jobs_colds: list[float] = []
+        jobs_cpu: list[float] = []
+        jobs_rss: list[int] = []
         floor_tool = ""
         for _ in range(args.rounds):  # interleaved, so drift hits all sides alike
             seconds, floor_tool = floor(tmp / "tree", tmp / "floor.out", args.compression)
@@ -328,6 +332,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             cold_cpu.append(CPU["last"])
             rss.append(peak)
             largest.append(RSS["largest"])
+            if args.compression == "zstd":  # worker processes write the big layers (--jobs auto)
+                seconds, peak = cold("--jobs", "auto")
+                jobs_colds.append(seconds)
+                jobs_cpu.append(CPU["last"])
+                jobs_rss.append(peak)
             warms.append(envkit(*bake, cwd=work, env=env)[0])
             shutil.rmtree(tmp / "image")
             fresh_warms.append(envkit(*bake, cwd=work, env=env)[0])
@@ -393,6 +402,15 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "cold_bake_cpu_s": round(statistics.median(cold_cpu), 2),
         "ratio_cold_vs_floor_cpu": round(statistics.median(cold_cpu) / statistics.median(floor_cpu), 3),
         "cold_bake_steps_s": cold_steps,
+        "cold_bake_jobs_auto": {
+            "s": round(statistics.median(jobs_colds), 2),
+            "ratio_vs_floor": round(statistics.median(jobs_colds) / f, 3),
+            "rounds_s": [round(x, 2) for x in jobs_colds],
+            "cpu_s": round(statistics.median(jobs_cpu), 2),
+            "peak_rss_mb": round(max(jobs_rss) / 1024, 1),
+        }
+        if jobs_colds
+        else None,
         "warm_bake_s": round(statistics.median(warms), 2),
         "warm_bake_fresh_output_s": round(statistics.median(fresh_warms), 2),
         "rebake_one_small_change_s": round(rebake_s, 2),
@@ -417,6 +435,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         (
             "cold bake CPU (user+sys)",
             f"{result['cold_bake_cpu_s']:.2f} s  ({result['ratio_cold_vs_floor_cpu']:.2f}x the floor's {result['floor_cpu_s']:.2f} s)",
+        ),
+        *(
+            [
+                (
+                    "cold bake --jobs auto",
+                    f"{result['cold_bake_jobs_auto']['s']:.2f} s  ({result['cold_bake_jobs_auto']['ratio_vs_floor']:.2f}x floor), "
+                    f"CPU {result['cold_bake_jobs_auto']['cpu_s']:.2f} s, peak RSS {result['cold_bake_jobs_auto']['peak_rss_mb']:.0f} MB",
+                )
+            ]
+            if jobs_colds
+            else []
         ),
         ("cold bake steps", ", ".join(f"{k} {v:.1f} s" for k, v in cold_steps.items()) + " (extract and layers overlap)"),
         ("warm bake, nothing changed", f"{result['warm_bake_s']:.2f} s, into a fresh --oci dir {result['warm_bake_fresh_output_s']:.2f} s"),

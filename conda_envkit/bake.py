@@ -111,7 +111,7 @@ class BakeOptions:
     labels: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
     files: tuple[tuple[str, Path], ...] = ()  # (absolute path in the image, source file): a recipe's extra files
-    jobs: int | None = None  # zstd layers written at once by worker processes (None: by the CPUs); not in any digest
+    jobs: int | None = 1  # zstd layers written at once by worker processes (None: by the CPUs and sizes); not in any digest
 
     @property
     def in_image_prefix(self) -> str:

@@ -71,6 +71,15 @@ def _emit(output: Output) -> None:
         sys.exit(output.status)
 
 
+def _jobs(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """--jobs: a number from 1, or auto (None)."""
+    if value == "auto":
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not a number from 1 or auto")
+
+
 def _say(quiet: bool) -> Callable[[str], None]:
     """Progress notes on stderr, or nothing with -q."""
     return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
@@ -328,9 +337,12 @@ def _bake_command() -> click.Command:
     )
     @click.option(
         "--jobs",
-        type=click.IntRange(min=1),
-        help="zstd layers written at once by worker processes (1: all in this process; each adds ~90 MB of memory). "
-        "The image is the same for any number. [default: one per CPU, up to 4, for a big environment]",
+        default="1",
+        show_default=True,
+        callback=_jobs,
+        metavar="N|auto",
+        help="zstd layers written at once, by worker processes (each ~90 MB of memory; faster on several CPUs). "
+        "auto: one per CPU, up to 4, for a big environment. The image is the same for any number.",
     )
     @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
     @cache_options

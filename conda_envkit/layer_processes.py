@@ -119,7 +119,7 @@ def write_streamed_layer(job: StreamedLayerJob) -> StreamedLayer:
 
 def process_count(sizes: list[int], cpus: int, jobs: int | None = None) -> int:
     """How many worker processes write layers of these sizes (0: the bake writes them itself): `jobs` if given
-    (1: none), else one per CPU, up to MAX_PROCESSES, once they are big enough to pay for starting them."""
+    (1: none), else (auto) one per CPU, up to MAX_PROCESSES, once they are big enough to pay for starting them."""
     if jobs is None and (cpus < 2 or sum(sizes) < MIN_PROCESS_BYTES):
         return 0
     wanted = min(cpus, MAX_PROCESSES) if jobs is None else jobs

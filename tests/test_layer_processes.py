@@ -36,8 +36,8 @@ HASHED: dict[str, bool] = {}
 
 @pytest.fixture
 def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Worker processes for every bake, however small (on two CPUs); the packages given to them (and whether
-    their files were to be hashed, in HASHED)."""
+    """Worker processes for every `--jobs auto` bake, however small (on two CPUs); the packages given to them (and
+    whether their files were to be hashed, in HASHED)."""
     jobs: list[str] = []
     real = LayerProcesses.submit
 
@@ -54,6 +54,8 @@ def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def test_how_many_workers() -> None:
     big = [200 << 20, 100 << 20]
+    assert process_count(big, 2, 1) == 0  # the default: no workers
+    assert process_count(big, 2, 3) == 2  # asked for: one per layer at most
     assert process_count(big, 2) == 2
     assert process_count(big, 64) == 2  # one per layer at most
     assert process_count(big * 4, 64) == layer_processes.MAX_PROCESSES
@@ -66,7 +68,7 @@ def test_layers_written_by_workers_are_the_layers_the_bake_writes_itself(
     tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = _workspace(tmp_path / "workers", stream_channel, NAMES)
-    by_workers = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd")
+    by_workers = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd", "--jobs", "auto")
     # Every streamable `.conda` of its own layer went to a worker; among them those the stream gives back to the
     # bake (a GNU long name: staged; a file paths.json does not list, a wrong size, a rewritten shebang: linked).
     # Not the .tar.bz2, nor the wheels.
@@ -82,7 +84,7 @@ def test_layers_written_by_workers_are_the_layers_the_bake_writes_itself(
     monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 1 << 62)
     worker_jobs.clear()
     itself = _workspace(tmp_path / "itself", stream_channel, NAMES)
-    in_process = _bake(itself, "--oci", itself.root / "image", "--compression", "zstd")
+    in_process = _bake(itself, "--oci", itself.root / "image", "--compression", "zstd", "--jobs", "auto")
     assert worker_jobs == []
     assert by_workers["image"]["digest"] == in_process["image"]["digest"]
     # Again with no layer cache, the archives checked: the workers do not hash their files again; the same image.
@@ -90,7 +92,7 @@ def test_layers_written_by_workers_are_the_layers_the_bake_writes_itself(
         shutil.rmtree(ws.cache / written, ignore_errors=True)
     worker_jobs.clear()
     monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 0)
-    again = _bake(ws, "--oci", ws.root / "image-again", "--compression", "zstd")
+    again = _bake(ws, "--oci", ws.root / "image-again", "--compression", "zstd", "--jobs", "auto")
     assert sorted(worker_jobs) == sorted(NAMES)
     assert not any(HASHED[name] for name in ("ordered", "honest", "binny", "pyish"))
     assert again["image"]["digest"] == in_process["image"]["digest"]
@@ -104,7 +106,7 @@ def test_worker_blobs_are_written_with_the_bakes_umask(tmp_path: Path, stream_ch
         worker_jobs.clear()
         old = os.umask(mask)
         try:
-            baked = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd")
+            baked = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd", "--jobs", "auto")
         finally:
             os.umask(old)
         assert sorted(worker_jobs) == ["honest", "ordered", "siblings"]
@@ -136,7 +138,9 @@ def test_an_archive_a_worker_finds_broken_fails_the_bake_as_the_bake_itself_woul
     asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
 
     def refused(ws: Workspace) -> str:
-        result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--oci", ws.root / "image")
+        result = ws.envkit(
+            "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--jobs", "auto", "--oci", ws.root / "image"
+        )
         line = assert_refused(result, "liar-conda", "lib/liar.txt")
         assert not (ws.root / "image").exists()
         assert not [p for p in (ws.cache / "blobs").rglob("*") if p.name.startswith(".")]  # no temporary blob left
@@ -165,12 +169,14 @@ def test_jobs_sets_how_many_workers_whatever_the_size(tmp_path: Path, stream_cha
     monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
     names = ["honest", "ordered", "siblings"]
     digests = []
-    for flags, expected in (((), []), (("--jobs", "2"), names), (("--jobs", "1"), [])):  # a small env: none by default
+    # None by default, nor with auto for a small env; as many as asked for.
+    for flags, expected in (((), []), (("--jobs", "auto"), []), (("--jobs", "2"), names), (("--jobs", "1"), [])):
         jobs.clear()
         ws = locked_workspace(tmp_path / f"jobs-{len(digests)}", stream_channel, names)
         digests.append(_bake(ws, "--oci", ws.root / "image", "--compression", "zstd", *flags)["image"]["digest"])
         assert sorted(jobs) == expected, flags
     assert len(set(digests)) == 1
-    result = ws.envkit("bake", "-q", "--jobs", "0", "--oci", ws.root / "image")
-    assert result.returncode == 2
-    assert "--jobs" in result.stderr
+    for bad in ("0", "many", "-2"):
+        result = ws.envkit("bake", "-q", "--jobs", bad, "--oci", ws.root / "image")
+        assert result.returncode == 2
+        assert "--jobs" in result.stderr
