@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from multiprocessing.pool import AsyncResult
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 
@@ -82,7 +81,9 @@ from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
 
-if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
+if TYPE_CHECKING:  # the registry client (requests), jinja2, pypa's installer and multiprocessing load only when a bake uses them
+    from multiprocessing.pool import AsyncResult
+
     from conda_envkit.recipes import Recipe
     from conda_envkit.registry_cache import RegistryCache
     from conda_envkit.stream_wheel import WheelPlan

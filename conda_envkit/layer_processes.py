@@ -13,14 +13,12 @@ blob's stamp (the bake trusts a blob it wrote without re-reading it) and its pea
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from conda_envkit.archive_check import NotStreamable, PayloadLinks, payload_links, stream_package_archive
 from conda_envkit.files import umask
@@ -31,6 +29,9 @@ from conda_envkit.oci.layer import ZSTD_MAX_WORKERS, Compression, Compressors, L
 from conda_envkit.oci.tarstream import Member
 from conda_envkit.pkginfo import PackageInfo
 from conda_envkit.stream_package import NotPlain, streamed_members
+
+if TYPE_CHECKING:  # multiprocessing loads only when a bake starts workers
+    from multiprocessing.pool import AsyncResult, Pool
 
 _Written = TypeVar("_Written")
 
@@ -127,6 +128,8 @@ def process_count(sizes: list[int], cpus: int, jobs: int | None = None) -> int:
 
 
 def can_fork_workers() -> bool:
+    import multiprocessing
+
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
@@ -134,6 +137,8 @@ class LayerProcesses:
     """A pool of `processes` layer writers, each with its share of the `cpus` as zstd workers."""
 
     def __init__(self, processes: int, cpus: int) -> None:
+        import multiprocessing
+
         context = multiprocessing.get_context("forkserver")
         # The server imports this module, not the caller's __main__ (a script that bakes need not guard it). It is
         # started once per process: a caller's own forkserver, if it started first, keeps its own preload.
