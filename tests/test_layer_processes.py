@@ -176,6 +176,9 @@ def test_jobs_sets_how_many_workers_whatever_the_size(tmp_path: Path, stream_cha
         digests.append(_bake(ws, "--oci", ws.root / "image", "--compression", "zstd", *flags)["image"]["digest"])
         assert sorted(jobs) == expected, flags
     assert len(set(digests)) == 1
+    gzip = ws.envkit("bake", "-q", "--jobs", "2", "--oci", ws.root / "gzip")
+    assert gzip.returncode == 0, gzip.output
+    assert "warning: --jobs applies to zstd layers" in gzip.stderr
     for bad in ("0", "many", "-2"):
         result = ws.envkit("bake", "-q", "--jobs", bad, "--oci", ws.root / "image")
         assert result.returncode == 2
