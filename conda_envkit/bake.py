@@ -81,9 +81,7 @@ from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
 
-if TYPE_CHECKING:  # the registry client (requests), jinja2, pypa's installer and multiprocessing load only when a bake uses them
-    from multiprocessing.pool import AsyncResult
-
+if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
     from conda_envkit.registry_cache import RegistryCache
     from conda_envkit.stream_wheel import WheelPlan
@@ -619,10 +617,10 @@ def _stream_wheel(
     return write(wheel_members(plan, fetched.archive, in_image)), payload_links(archive_label(fetched.locked), [])
 
 
-def _layer_from_worker(job: StreamedLayerJob, pending: AsyncResult[StreamedLayer], store: BlobStore) -> tuple[Layer, PayloadLinks]:
+def _layer_from_worker(job: StreamedLayerJob, pending: Future[StreamedLayer], store: BlobStore) -> tuple[Layer, PayloadLinks]:
     """The layer a worker wrote (its blob trusted as written, its archive marked checked if the worker hashed its
     files); NotStreamable if the worker left the package to be staged or linked."""
-    done = pending.get()
+    done = pending.result()
     if done.layer is None or done.links is None:
         raise NotStreamable
     if done.stamp is not None:
@@ -756,7 +754,7 @@ def build_layers(
     staged: dict[str, Future[tuple[PayloadLinks, list[Member] | None]]] = {}
     streamed: set[str] = set()
     processes: LayerProcesses | None = None
-    by_process: dict[str, tuple[StreamedLayerJob, AsyncResult[StreamedLayer]]] = {}  # streamed layers a worker writes
+    by_process: dict[str, tuple[StreamedLayerJob, Future[StreamedLayer]]] = {}  # streamed layers a worker writes
     try:
         extract = f"extract {platform}"
         progress.start(extract, total=len(need), unit="packages")

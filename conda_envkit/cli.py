@@ -341,7 +341,7 @@ def _bake_command() -> click.Command:
         show_default=True,
         callback=_jobs,
         metavar="N|auto",
-        help="zstd layers written at once, by worker processes (each ~90 MB of memory; faster on several CPUs). "
+        help="zstd layers written at once, by worker processes (each ~70 MB of memory; faster on several CPUs). "
         "auto: one per CPU, up to 4, for a big environment. The image is the same for any number.",
     )
     @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")

@@ -6,22 +6,32 @@ process take turns on the GIL between their C calls. A big environment's layers 
 `processes` worker processes (one layer each at a time, biggest first), each with its share of the zstd
 workers. The bytes are those one process writes: zstd's output is the same for any worker count from 1.
 
-The workers are forked from a `forkserver` that loads this module only (not the caller's `__main__`), so they
-start small and single-threaded. A worker writes its blob into the store as the bake would, and reports the
-blob's stamp (the bake trusts a blob it wrote without re-reading it) and its peak memory.
+Each worker is a fresh interpreter of this installation (`python -c "...serve(n)"`), started by the bake that
+needs it, so it has the bake's environment and umask, imports this module's few dependencies only, and shares
+no state with the caller (no multiprocessing: no forkserver, no semaphores, nothing run from the caller's
+`__main__`). Jobs and answers are pickles on its stdin and stdout. A worker writes its blob into the store as
+the bake would, and reports the blob's stamp: the bake trusts a blob it wrote without reading it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import queue
 import signal
+import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from conda_envkit.archive_check import NotStreamable, PayloadLinks, payload_links, stream_package_archive
-from conda_envkit.files import umask
+from conda_envkit.errors import EnvkitError
 from conda_envkit.lockmodel import LockedPackage
 from conda_envkit.noarch_python import PythonTarget
 from conda_envkit.oci.blobs import BlobStore
@@ -29,9 +39,6 @@ from conda_envkit.oci.layer import ZSTD_MAX_WORKERS, Compression, Compressors, L
 from conda_envkit.oci.tarstream import Member
 from conda_envkit.pkginfo import PackageInfo
 from conda_envkit.stream_package import NotPlain, streamed_members
-
-if TYPE_CHECKING:  # multiprocessing loads only when a bake starts workers
-    from multiprocessing.pool import AsyncResult, Pool
 
 _Written = TypeVar("_Written")
 
@@ -87,21 +94,7 @@ class StreamedLayer:
     stamp: list[int] | None
 
 
-_compressors: Compressors | None = None  # the worker's, for all the layers it writes
-
-
-def _start_worker(mask: int, zstd_workers: int) -> None:
-    global _compressors
-    os.umask(mask)  # the bake's, whenever the forkserver was started
-    _compressors = Compressors(zstd_workers)
-    # Ctrl-C reaches the whole process group: the bake stops its workers itself (terminate: SIGTERM), and a
-    # worker unwinds on SIGTERM, so its temp blob is removed.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _unwind)
-
-
-def _unwind(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+_compressors: Compressors | None = None  # a worker's, for all the layers it writes
 
 
 def write_streamed_layer(job: StreamedLayerJob) -> StreamedLayer:
@@ -124,42 +117,165 @@ def process_count(sizes: list[int], cpus: int, jobs: int | None = None) -> int:
     if jobs is None and (cpus < 2 or sum(sizes) < MIN_PROCESS_BYTES):
         return 0
     wanted = min(cpus, MAX_PROCESSES) if jobs is None else jobs
-    return 0 if wanted < 2 or len(sizes) < 2 or not can_fork_workers() else min(wanted, len(sizes))
+    return 0 if wanted < 2 or len(sizes) < 2 else min(wanted, len(sizes))
 
 
-def can_fork_workers() -> bool:
-    import multiprocessing
+# A job or an answer on a worker's pipe: its length (8 bytes, big-endian), then its pickle. Both ends are this
+# module, run by the same user from the same installation: nothing from outside travels on these pipes.
+_LENGTH = struct.Struct(">Q")
+MAX_MESSAGE_BYTES = 1 << 30
 
-    return "forkserver" in multiprocessing.get_all_start_methods()
+
+def _send(pipe: BinaryIO, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(_LENGTH.pack(len(data)) + data)
+    pipe.flush()
+
+
+def _receive(pipe: BinaryIO) -> object | None:
+    """The next message, or None at the pipe's end."""
+    head = pipe.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    if length > MAX_MESSAGE_BYTES:
+        raise ValueError(f"a layer worker message of {length} bytes")
+    data = pipe.read(length)
+    return pickle.loads(data) if len(data) == length else None
+
+
+def serve(zstd_workers: int) -> None:
+    """A worker's life: write the layers of the jobs read from stdin, each answer (("ok", StreamedLayer) or ("error",
+    its exception)) to stdout, until stdin ends. Started by LayerProcesses, never by hand."""
+    global _compressors
+    # The pipes are the protocol's alone: anything printed goes to stderr, nothing is read from the terminal.
+    jobs, answers = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    # Ctrl-C reaches the whole process group: the bake stops its workers itself (SIGTERM), and a worker unwinds
+    # on SIGTERM, so its temp blob is removed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _unwind)
+    _compressors = Compressors(zstd_workers)
+    while (job := _receive(jobs)) is not None:
+        try:
+            answer: tuple[str, object] = ("ok", write_streamed_layer(job))  # type: ignore[arg-type]
+        except Exception as exc:
+            answer = ("error", exc)
+        try:
+            _send(answers, answer)
+        except (pickle.PicklingError, TypeError, AttributeError):  # an exception that does not pickle
+            _send(answers, ("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+
+
+def _unwind(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+class LayerWorkerError(EnvkitError):
+    """A layer worker that ended before answering (killed, out of memory)."""
+
+
+class _Worker:
+    """One worker process and its two pipes."""
+
+    def __init__(self, zstd_workers: int) -> None:
+        # The worker imports this very installation of envkit, whatever the caller's sys.path was.
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers})"
+        try:
+            self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise LayerWorkerError(f"cannot start a layer worker ({sys.executable}): {exc}", hint=_HINT) from None
+
+    def run(self, job: StreamedLayerJob) -> StreamedLayer:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            _send(self.process.stdin, job)  # type: ignore[arg-type]
+            answer = _receive(self.process.stdout)  # type: ignore[arg-type]
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError):
+            answer = None
+        if answer is None:
+            code = self.process.poll()
+            raise LayerWorkerError(f"{job.label}: the layer worker writing it ended (status {code})", hint=_HINT)
+        kind, value = cast("tuple[str, Any]", answer)
+        if kind == "error":
+            raise value
+        return cast(StreamedLayer, value)
+
+    def end(self, stop: bool) -> None:
+        """Close its job pipe (it ends once its job is done) or, if `stop`, stop it now; wait for it."""
+        if stop and self.process.poll() is None:
+            self.process.terminate()
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_HINT = "bake again with --jobs 1 (every layer in this process)"
 
 
 class LayerProcesses:
-    """A pool of `processes` layer writers, each with its share of the `cpus` as zstd workers."""
+    """`processes` layer writers, each with its share of the `cpus` as zstd workers. Jobs are taken in the order
+    given (the bake gives the biggest first), each by the first worker free."""
 
     def __init__(self, processes: int, cpus: int) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("forkserver")
-        # The server imports this module, not the caller's __main__ (a script that bakes need not guard it). It is
-        # started once per process: a caller's own forkserver, if it started first, keeps its own preload.
-        context.set_forkserver_preload([__name__])
         zstd_workers = max(1, min(ZSTD_MAX_WORKERS, cpus // processes))
-        self._pool: Pool = context.Pool(processes, initializer=_start_worker, initargs=(umask(), zstd_workers))
-        self._running = True
+        self._queue: queue.SimpleQueue[tuple[StreamedLayerJob, Future[StreamedLayer]] | None] = queue.SimpleQueue()
+        self._workers: list[_Worker] = []
+        self._feeders: list[threading.Thread] = []
+        self._stopping = False
+        try:
+            for _ in range(processes):
+                worker = _Worker(zstd_workers)
+                self._workers.append(worker)
+                feeder = threading.Thread(target=self._feed, args=(worker,), name="layer-worker-feeder", daemon=True)
+                feeder.start()
+                self._feeders.append(feeder)
+        except BaseException:
+            self.stop()
+            raise
 
-    def submit(self, job: StreamedLayerJob) -> AsyncResult[StreamedLayer]:
-        return self._pool.apply_async(write_streamed_layer, (job,))
+    def submit(self, job: StreamedLayerJob) -> Future[StreamedLayer]:
+        future: Future[StreamedLayer] = Future()
+        self._queue.put((job, future))
+        return future
+
+    def _feed(self, worker: _Worker) -> None:
+        while (item := self._queue.get()) is not None:
+            job, future = item
+            if not future.set_running_or_notify_cancel():  # (cancelled)
+                continue
+            if self._stopping:
+                future.set_exception(LayerWorkerError("bake stopped", hint=_HINT))
+                continue
+            try:
+                future.set_result(worker.run(job))
+            except BaseException as exc:
+                future.set_exception(exc)
 
     def finish(self) -> None:
         """Let the workers end once their jobs are done, and wait for them."""
-        if self._running:
-            self._pool.close()
-            self._pool.join()
-            self._running = False
+        self._end(stop=False)
 
     def stop(self) -> None:
         """Stop the workers now, if they still run (the bake failed): each unwinds, removing its temp blob."""
-        if self._running:
-            self._pool.terminate()
-            self._pool.join()
-            self._running = False
+        self._stopping = True
+        self._end(stop=True)
+
+    def _end(self, stop: bool) -> None:
+        for _ in self._feeders:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.end(stop)
+        for feeder in self._feeders:
+            feeder.join()
+        self._workers, self._feeders = [], []

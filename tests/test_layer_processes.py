@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,6 @@ from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_
 from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
 from tests.test_stream_layers import NAMES, _bake, _workspace
 from tests.test_stream_layers import stream_channel as _shared_stream_channel  # noqa: F401 - the fixture (by its name)
-
-pytestmark = pytest.mark.skipif(not layer_processes.can_fork_workers(), reason="no forkserver on this platform")
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +185,45 @@ def test_jobs_sets_how_many_workers_whatever_the_size(tmp_path: Path, stream_cha
         result = ws.envkit("bake", "-q", "--jobs", bad, "--oci", ws.root / "image")
         assert result.returncode == 2
         assert "--jobs" in result.stderr
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The layer workers `pid` has started (its children running `serve`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid and b"layer_processes import serve" in command:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path, stream_channel: Path, signum: int) -> None:
+    ws = locked_workspace(tmp_path / "interrupted", stream_channel, ["honest", "ordered", "siblings", "binny", "texty"])
+    argv = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd"]
+    proc = subprocess.Popen(
+        [*argv, "--jobs", "2", "--oci", str(ws.root / "image")],
+        cwd=ws.root,
+        env={**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C reaches it
+    )
+    deadline = time.monotonic() + 60
+    while not (workers := _workers_of(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert workers, "the bake started no worker"  # (a worker takes ~0.15 s to start: the bake cannot be done yet)
+    os.kill(proc.pid, signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert err == ""  # no traceback, no warning
+    assert [w for w in workers if Path(f"/proc/{w}").exists()] == []  # stopped and waited for by the bake
+    assert not (ws.root / "image").exists()
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith(".part")]  # no temporary blob left
+    assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
