@@ -17,8 +17,8 @@ Rows (every time is a median over --rounds; ratios are against floors of the sam
 - no-op `envkit install` into the up-to-date prefix (the CLI, and the library check alone)
 - push with --cache-to, then a fresh runner (empty cache) with --cache-from: blobs uploaded,
   packages downloaded
-- peak RSS of the cold bake: of all its processes together (a big bake writes its biggest layers in worker
-  processes), sampled every 50 ms; and of its biggest single process
+- peak memory of the cold bake: the PSS of all its processes together (with --jobs, worker processes write
+  the biggest layers), sampled every 50 ms; and the peak RSS of its biggest single process
 - CPU seconds (user + sys) of the floor and of the cold bake, worker processes included: on a shared machine
   the wall clock drifts with the neighbours' load, the CPU ratio much less
 - the cold bake's steps as its progress lines report them (download, extract, layers; extract
@@ -127,7 +127,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _process_tree(root: int) -> dict[int, tuple[int, int]]:
-    """pid -> (resident KiB, its peak resident KiB) of `root` and its descendants."""
+    """pid -> (proportional resident KiB, its own peak resident KiB) of `root` and its descendants."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -149,15 +149,19 @@ def _process_tree(root: int) -> dict[int, tuple[int, int]]:
         try:
             with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
                 values = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS:", "VmHWM:")))
-            memory[pid] = (int(values["VmRSS"].split()[0]), int(values["VmHWM"].split()[0]))
-        except (OSError, KeyError, ValueError):
+            # Its proportional share (Pss): pages several processes map (libraries, the interpreter) count once in all.
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as rollup:
+                pss = next((line.split()[1] for line in rollup if line.startswith("Pss:")), values["VmRSS"].split()[0])
+            memory[pid] = (int(pss), int(values["VmHWM"].split()[0]))
+        except (OSError, KeyError, ValueError, StopIteration):
             continue
     return memory
 
 
 class _TreeMeter(threading.Thread):
-    """Samples the resident memory of a process and all its descendants, every 50 ms: their sum, and each one's
-    own peak (after its exec: a forked child's ru_maxrss counts the parent's pages it started with)."""
+    """Samples the resident memory of a process and all its descendants, every 50 ms: the sum of their proportional
+    shares (PSS), and each one's own peak RSS (after its exec: a forked child's ru_maxrss counts the parent's pages
+    it started with)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -172,7 +176,8 @@ class _TreeMeter(threading.Thread):
 
 
 def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB, of the command and its processes together, sampled) of one command; its
+    """Wall seconds and peak memory (KiB: the PSS of the command and its processes together, sampled, or the peak
+    RSS of its biggest process if that is more: a single process is measured as before) of one command; its
     CPU seconds (with those of its processes that outlive it: they are waited for) go to CPU["last"], and the
     peak RSS of its biggest single process to RSS["largest"]."""
     started = time.perf_counter()
@@ -441,7 +446,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 (
                     "cold bake --jobs auto",
                     f"{result['cold_bake_jobs_auto']['s']:.2f} s  ({result['cold_bake_jobs_auto']['ratio_vs_floor']:.2f}x floor), "
-                    f"CPU {result['cold_bake_jobs_auto']['cpu_s']:.2f} s, peak RSS {result['cold_bake_jobs_auto']['peak_rss_mb']:.0f} MB",
+                    f"CPU {result['cold_bake_jobs_auto']['cpu_s']:.2f} s, peak {result['cold_bake_jobs_auto']['peak_rss_mb']:.0f} MB PSS",
                 )
             ]
             if jobs_colds
@@ -451,7 +456,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         ("warm bake, nothing changed", f"{result['warm_bake_s']:.2f} s, into a fresh --oci dir {result['warm_bake_fresh_output_s']:.2f} s"),
         ("re-bake, one small package changed", f"{rebake_s:.2f} s  ({rebake_s / c:.3f} of cold)"),
         ("no-op install (CLI / check only)", f"{noop_s:.3f} s / {check_s:.4f} s  (python startup {python_s:.3f} s)"),
-        ("cold bake peak RSS", f"{max(rss) / 1024:.0f} MB, all processes together (its biggest process {max(largest) / 1024:.0f} MB)"),
+        (
+            "cold bake peak memory",
+            f"{max(rss) / 1024:.0f} MB PSS, all processes together (its biggest process {max(largest) / 1024:.0f} MB RSS)",
+        ),
         (
             "fresh runner --cache-from push",
             f"uploaded {fresh_push['uploaded_blobs']} blobs ({fresh_push['bytes_uploaded']} B), skipped {fresh_push['skipped_blobs']}, "
