@@ -784,14 +784,17 @@ def build_layers(
             }
             for n in plain:
                 staged[n] = Future() if n in streamed else stager.submit(stage, by_fetched[n], payloads[n], n not in planned)
-            # The streamed `.conda`s' own layers: written by worker processes, biggest first, if they are big
-            # enough to pay for them (conda_envkit.layer_processes), while this process writes the other layers.
+            # The streamed `.conda`s' own layers: written by worker processes (--jobs), biggest first, while this
+            # process writes the other layers, then those no worker has started, smallest first
+            # (conda_envkit.layer_processes).
             own = [p for plan in plans if plan.single for p in plan.packages if p.name in streamed and by_name[p.name][0].manager != "pip"]
             zstd = options.compression.kind == "zstd"
             workers = process_count([p.size for p in own], usable_cpus(), options.jobs) if zstd else 0
             if workers:
-                processes = LayerProcesses(workers, usable_cpus())
-                compressors.workers = 1  # this process's layers share the CPUs with theirs (the bytes are the same)
+                # Each writer (the workers and this process) with its share of the CPUs as zstd workers (the bytes are
+                # the same for any share).
+                compressors.workers = max(1, usable_cpus() // (workers + 1))
+                processes = LayerProcesses(workers, compressors.workers)
                 for p in sorted(own, key=lambda p: (-p.size, p.name)):
                     job = _streamed_layer_job(by_fetched[p.name], cache_dir, in_image, store, options, python, clobbers.get(p.name))
                     if job is not None:
@@ -861,7 +864,8 @@ def build_layers(
             try:
                 try:
                     own_layer = lambda streamed_layer: layer_of(streamed_layer, sort=False)  # noqa: E731
-                    if name in by_process:
+                    # A layer no worker has started yet is this thread's (it takes the smallest, they the biggest).
+                    if name in by_process and not by_process[name][1].cancel():
                         layer, links = _layer_from_worker(*by_process[name], store)
                     elif fetched.locked.manager == "pip":
                         layer, links = _stream_wheel(fetched, wheel_plans[name], in_image, own_layer)

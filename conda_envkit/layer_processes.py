@@ -3,8 +3,9 @@
 One process writes layers no faster than its one writer thread: reading and decompressing the archive, the
 tar stream and both sha256s go through it, however many zstd workers compress behind it, and threads of one
 process take turns on the GIL between their C calls. A big environment's layers are therefore written in
-`processes` worker processes (one layer each at a time, biggest first), each with its share of the zstd
-workers. The bytes are those one process writes: zstd's output is the same for any worker count from 1.
+worker processes (one layer each at a time, biggest first) beside the bake, which writes the other layers and
+then takes the smallest layers no worker has started; each writer has its share of the CPUs as zstd workers.
+The bytes are those one process writes: zstd's output is the same for any worker count from 1.
 
 Each worker is a fresh interpreter of this installation (`python -c "...serve(n)"`), started by the bake that
 needs it, so it has the bake's environment and umask, imports this module's few dependencies only, and shares
@@ -44,8 +45,8 @@ _Written = TypeVar("_Written")
 
 # Below this many bytes of such layers a bake writes them itself: starting the processes (~0.2 s) would not pay.
 MIN_PROCESS_BYTES = 256 << 20
-# Each process holds its interpreter, this module's imports and a zstd stream (~60 MB in all).
-MAX_PROCESSES = 4
+# Each worker holds its interpreter, this module's imports, a zstd stream and its archive's listing (~70 MB).
+MAX_PROCESSES = 3
 
 
 def stream_conda(
@@ -112,12 +113,13 @@ def write_streamed_layer(job: StreamedLayerJob) -> StreamedLayer:
 
 
 def process_count(sizes: list[int], cpus: int, jobs: int | None = None) -> int:
-    """How many worker processes write layers of these sizes (0: the bake writes them itself): `jobs` if given
-    (1: none), else (auto) one per CPU, up to MAX_PROCESSES, once they are big enough to pay for starting them."""
+    """How many worker processes write layers of these sizes beside the bake itself (0: it writes them alone):
+    `jobs` - 1 if given (`jobs` layers at once), else (auto) one per CPU but the bake's own, up to MAX_PROCESSES,
+    once the layers are big enough to pay for starting them."""
     if jobs is None and (cpus < 2 or sum(sizes) < MIN_PROCESS_BYTES):
         return 0
-    wanted = min(cpus, MAX_PROCESSES) if jobs is None else jobs
-    return 0 if wanted < 2 or len(sizes) < 2 else min(wanted, len(sizes))
+    writers = min(cpus, MAX_PROCESSES + 1) if jobs is None else jobs
+    return max(0, min(writers - 1, len(sizes)))
 
 
 # A job or an answer on a worker's pipe: its length (8 bytes, big-endian), then its pickle. Both ends are this
@@ -224,11 +226,12 @@ _HINT = "bake again with --jobs 1 (every layer in this process)"
 
 
 class LayerProcesses:
-    """`processes` layer writers, each with its share of the `cpus` as zstd workers. Jobs are taken in the order
-    given (the bake gives the biggest first), each by the first worker free."""
+    """`processes` layer writers, each with `zstd_workers`. Jobs are taken in the order given (the bake gives the
+    biggest first), each by the first worker free; a job no worker has started can be taken back (its future
+    cancelled): the bake then writes that layer itself."""
 
-    def __init__(self, processes: int, cpus: int) -> None:
-        zstd_workers = max(1, min(ZSTD_MAX_WORKERS, cpus // processes))
+    def __init__(self, processes: int, zstd_workers: int) -> None:
+        zstd_workers = max(1, min(ZSTD_MAX_WORKERS, zstd_workers))
         self._queue: queue.SimpleQueue[tuple[StreamedLayerJob, Future[StreamedLayer]] | None] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
         self._feeders: list[threading.Thread] = []

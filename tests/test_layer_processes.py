@@ -34,19 +34,24 @@ def stream_channel(_shared_stream_channel: Path) -> Path:  # noqa: F811 - the im
 
 
 HASHED: dict[str, bool] = {}
+STEALS = False  # whether the bake may take back the layers no worker has started
 
 
 @pytest.fixture
 def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Worker processes for every `--jobs auto` bake, however small (on two CPUs); the packages given to them (and
-    whether their files were to be hashed, in HASHED)."""
+    """A worker for every `--jobs auto` bake, however small (on two CPUs), which writes every layer given to it (the
+    bake takes none back); the packages given to it (and whether their files were to be hashed, in HASHED)."""
     jobs: list[str] = []
     real = LayerProcesses.submit
 
     def submit(self: LayerProcesses, job: StreamedLayerJob) -> Any:
         jobs.append(job.locked.name)
         HASHED[job.locked.name] = job.hashed
-        return real(self, job)
+        future = real(self, job)
+        future.cancel = lambda: False  # type: ignore[method-assign] - taken back: never (STEALS undoes this)
+        if STEALS:
+            del future.cancel
+        return future
 
     monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", 0)
     monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
@@ -56,21 +61,24 @@ def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def test_how_many_workers() -> None:
     big = [200 << 20, 100 << 20]
-    assert process_count(big, 2, 1) == 0  # the default: no workers
-    assert process_count(big, 2, 3) == 2  # asked for: one per layer at most
-    assert process_count(big, 2) == 2
-    assert process_count(big, 64) == 2  # one per layer at most
+    assert process_count(big, 2, 1) == 0  # the default: this process alone
+    assert process_count(big, 2, 2) == 1  # two layers at once: this process and one worker
+    assert process_count(big, 2, 5) == 2  # one worker per layer at most
+    assert process_count(big, 2) == 1  # auto: one writer per CPU, this process one of them
     assert process_count(big * 4, 64) == layer_processes.MAX_PROCESSES
     assert process_count(big, 1) == 0  # one CPU: nothing to gain
-    assert process_count([300 << 20], 8) == 0  # one layer: the bake's own zstd workers share it
+    assert process_count([300 << 20], 8) == 1  # one big layer: a worker writes it while this process writes the rest
     assert process_count([1 << 20, 1 << 20], 8) == 0  # too small to pay for starting them
 
 
+@pytest.mark.parametrize("steals", [False, True], ids=["workers-write-all", "bake-takes-back"])
 def test_layers_written_by_workers_are_the_layers_the_bake_writes_itself(
-    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch, steals: bool
 ) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "STEALS", steals)
     ws = _workspace(tmp_path / "workers", stream_channel, NAMES)
     by_workers = _bake(ws, "--oci", ws.root / "image", "--compression", "zstd", "--jobs", "auto")
+    monkeypatch.setattr(sys.modules[__name__], "STEALS", False)
     # Every streamable `.conda` of its own layer went to a worker; among them those the stream gives back to the
     # bake (a GNU long name: staged; a file paths.json does not list, a wrong size, a rewritten shebang: linked).
     # Not the .tar.bz2, nor the wheels.
