@@ -20,10 +20,12 @@ import contextlib
 import os
 import pickle
 import queue
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -98,9 +100,12 @@ class StreamedLayer:
 _compressors: Compressors | None = None  # a worker's, for all the layers it writes
 
 
+_temp_dir: Path | None = None  # a worker's, for its temp blobs: removed by the bake once the worker ended
+
+
 def write_streamed_layer(job: StreamedLayerJob) -> StreamedLayer:
     """Run in a worker: the package's layer written into the store (see StreamedLayer)."""
-    store = BlobStore(job.store_root)
+    store = BlobStore(job.store_root, _temp_dir)
 
     def write(members: Iterable[Member]) -> Layer:
         return write_layer(members, store, job.compression, job.epoch, compressors=_compressors, sort=False)
@@ -146,10 +151,10 @@ def _receive(pipe: BinaryIO) -> object | None:
     return pickle.loads(data) if len(data) == length else None
 
 
-def serve(zstd_workers: int) -> None:
-    """A worker's life: write the layers of the jobs read from stdin, each answer (("ok", StreamedLayer) or ("error",
-    its exception)) to stdout, until stdin ends. Started by LayerProcesses, never by hand."""
-    global _compressors
+def serve(zstd_workers: int, temp_dir: str) -> None:
+    """A worker's life: write the layers of the jobs read from stdin (temp blobs in `temp_dir`), each answer (("ok",
+    StreamedLayer) or ("error", its exception)) to stdout, until stdin ends. Started by LayerProcesses, never by hand."""
+    global _compressors, _temp_dir
     # The pipes are the protocol's alone: anything printed goes to stderr, nothing is read from the terminal.
     jobs, answers = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -160,7 +165,7 @@ def serve(zstd_workers: int) -> None:
     # on SIGTERM, so its temp blob is removed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _unwind)
-    _compressors = Compressors(zstd_workers)
+    _compressors, _temp_dir = Compressors(zstd_workers), Path(temp_dir)
     while (job := _receive(jobs)) is not None:
         try:
             answer: tuple[str, object] = ("ok", write_streamed_layer(job))  # type: ignore[arg-type]
@@ -183,14 +188,19 @@ class LayerWorkerError(EnvkitError):
 class _Worker:
     """One worker process and its two pipes."""
 
-    def __init__(self, zstd_workers: int) -> None:
+    def __init__(self, zstd_workers: int, scratch: Path) -> None:
+        # Its temp blobs go to a directory of its own, removed once it ended: a worker stopped at any point (even
+        # between creating a temp file and the code that removes it) leaves nothing behind.
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = Path(tempfile.mkdtemp(prefix=".worker-", dir=scratch))
         # The worker imports this very installation of envkit, whatever the caller's sys.path was.
         package_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
-        code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers})"
+        code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers}, {str(self.temp_dir)!r})"
         try:
             self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError as exc:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise LayerWorkerError(f"cannot start a layer worker ({sys.executable}): {exc}", hint=_HINT) from None
 
     def run(self, job: StreamedLayerJob) -> StreamedLayer:
@@ -220,17 +230,19 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 _HINT = "bake again with --jobs 1 (every layer in this process)"
 
 
 class LayerProcesses:
-    """`processes` layer writers, each with `zstd_workers`. Jobs are taken in the order given (the bake gives the
+    """`processes` layer writers, each with `zstd_workers` (and a temp directory in `scratch`, on the blob store's
+    filesystem). Jobs are taken in the order given (the bake gives the
     biggest first), each by the first worker free; a job no worker has started can be taken back (its future
     cancelled): the bake then writes that layer itself."""
 
-    def __init__(self, processes: int, zstd_workers: int) -> None:
+    def __init__(self, processes: int, zstd_workers: int, scratch: Path) -> None:
         zstd_workers = max(1, min(ZSTD_MAX_WORKERS, zstd_workers))
         self._queue: queue.SimpleQueue[tuple[StreamedLayerJob, Future[StreamedLayer]] | None] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
@@ -238,7 +250,7 @@ class LayerProcesses:
         self._stopping = False
         try:
             for _ in range(processes):
-                worker = _Worker(zstd_workers)
+                worker = _Worker(zstd_workers, scratch)
                 self._workers.append(worker)
                 feeder = threading.Thread(target=self._feed, args=(worker,), name="layer-worker-feeder", daemon=True)
                 feeder.start()

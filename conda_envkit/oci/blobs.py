@@ -133,8 +133,9 @@ class BlobStore:
     store without being read again while its stamp is unchanged.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, temp_dir: Path | None = None) -> None:
         self.root = root
+        self.temp_dir = temp_dir or root / "tmp"  # on root's filesystem: `adopt` renames
         self._checked: dict[str, list[int]] = {}
 
     def note_checked(self, digest: str, stamp: list[int]) -> None:
@@ -200,9 +201,8 @@ class BlobStore:
 
     def temp_path(self) -> Path:
         """A fresh temp file inside the store (same filesystem, so `adopt` is a rename)."""
-        tmpdir = self.root / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".part.", dir=tmpdir)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".part.", dir=self.temp_dir)
         os.close(fd)
         return Path(name)
 
