@@ -110,7 +110,7 @@ class BakeOptions:
     labels: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
     files: tuple[tuple[str, Path], ...] = ()  # (absolute path in the image, source file): a recipe's extra files
-    jobs: int | None = 1  # zstd layers written at once by worker processes (None: by the CPUs and sizes); not in any digest
+    jobs: int | None = 1  # zstd layers written at once: this process and jobs-1 workers (None: auto); in no digest
 
     @property
     def in_image_prefix(self) -> str:
@@ -535,7 +535,7 @@ def _streamed_layer_job(
     renamed: dict[str, str] | None,
 ) -> StreamedLayerJob | None:
     """A plain `.conda`'s own layer as a worker process writes it (None if it is not plain: `_stream_plain` then
-    says so). The archive is marked checked by the bake once the worker hashed its files (`_streamed_by_worker`)."""
+    says so). The archive is marked checked by the bake once the worker hashed its files (`_layer_from_worker`)."""
     info = package_info(fetched, cache_dir)
     if not info.plain:
         return None
@@ -917,7 +917,8 @@ def build_layers(
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
         # ~45 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
-        # Those the workers write come last: their results are collected once this process has written the rest.
+        # The layers given to workers come last: this process writes the rest, then takes back (smallest first) those
+        # no worker has started, and collects the others' results.
         order.sort(key=lambda i: plans[i].single and plans[i].packages[0].name in by_process)
         with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
             built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
