@@ -212,7 +212,11 @@ class _Worker:
             answer = None
         if answer is None:
             code = self.process.poll()
-            raise LayerWorkerError(f"{job.label}: the layer worker writing it ended (status {code})", hint=_HINT)
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"status {code}"
+            raise LayerWorkerError(
+                f"{job.label}: the layer worker writing it ended ({how})",
+                hint=f"{_HINT}; a worker killed by signal 9 may have run out of memory",
+            )
         kind, value = cast("tuple[str, Any]", answer)
         if kind == "error":
             raise value

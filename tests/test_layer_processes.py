@@ -235,3 +235,26 @@ def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path
     assert not (ws.root / "image").exists()
     assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]  # no temporary blob left
     assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
+
+
+def test_a_worker_killed_mid_bake_fails_the_bake_with_a_clear_error(
+    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the kernel's out-of-memory killer would: the worker dies (SIGKILL) before it answers.
+    real = layer_processes._Worker.run
+
+    def killed(self: Any, job: StreamedLayerJob) -> Any:
+        self.process.kill()
+        self.process.wait()
+        return real(self, job)
+
+    monkeypatch.setattr(layer_processes._Worker, "run", killed)
+    ws = locked_workspace(tmp_path / "killed", stream_channel, ["honest", "ordered", "siblings"])
+    result = ws.envkit(
+        "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--jobs", "auto", "--oci", ws.root / "image"
+    )
+    line = assert_refused(result, "the layer worker writing it ended (killed by signal 9)")
+    assert any(name in line for name in ("honest", "ordered", "siblings"))
+    assert "--jobs 1" in result.stderr
+    assert not (ws.root / "image").exists()
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]
