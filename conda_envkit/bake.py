@@ -75,6 +75,7 @@ from conda_envkit.oci.layer import (
     PendingFragment,
     usable_cpus,
     write_layer,
+    zstd_workers,
 )
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
@@ -793,7 +794,7 @@ def build_layers(
             if workers:
                 # Each writer (the workers and this process) with its share of the CPUs as zstd workers (the bytes are
                 # the same for any share).
-                compressors.workers = max(1, usable_cpus() // (workers + 1))
+                compressors.workers = zstd_workers(workers + 1)
                 processes = LayerProcesses(workers, compressors.workers, store.temp_dir)
                 for p in sorted(own, key=lambda p: (-p.size, p.name)):
                     job = _streamed_layer_job(by_fetched[p.name], cache_dir, in_image, store, options, python, clobbers.get(p.name))

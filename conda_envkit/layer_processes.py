@@ -38,7 +38,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.lockmodel import LockedPackage
 from conda_envkit.noarch_python import PythonTarget
 from conda_envkit.oci.blobs import BlobStore
-from conda_envkit.oci.layer import ZSTD_MAX_WORKERS, Compression, Compressors, Layer, write_layer
+from conda_envkit.oci.layer import Compression, Compressors, Layer, write_layer
 from conda_envkit.oci.tarstream import Member
 from conda_envkit.pkginfo import PackageInfo
 from conda_envkit.stream_package import NotPlain, streamed_members
@@ -247,7 +247,6 @@ class LayerProcesses:
     cancelled): the bake then writes that layer itself."""
 
     def __init__(self, processes: int, zstd_workers: int, scratch: Path) -> None:
-        zstd_workers = max(1, min(ZSTD_MAX_WORKERS, zstd_workers))
         self._queue: queue.SimpleQueue[tuple[StreamedLayerJob, Future[StreamedLayer]] | None] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
         self._feeders: list[threading.Thread] = []

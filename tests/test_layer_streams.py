@@ -121,5 +121,10 @@ def test_layer_bytes_do_not_depend_on_the_zstd_workers_which_are_capped(tmp_path
     assert one == five
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(64)), raising=False)
     assert zstd_workers() == ZSTD_MAX_WORKERS
+    assert zstd_workers(4) == ZSTD_MAX_WORKERS  # four layers at once (bake --jobs): each writer capped too
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(12)), raising=False)
+    assert zstd_workers(4) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert zstd_workers(3) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {3}, raising=False)
     assert zstd_workers() == 1

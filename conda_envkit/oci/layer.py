@@ -171,9 +171,10 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def zstd_workers() -> int:
-    """The zstd workers of a layer: the usable CPUs, at most ZSTD_MAX_WORKERS."""
-    return max(1, min(usable_cpus(), ZSTD_MAX_WORKERS))
+def zstd_workers(writers: int = 1) -> int:
+    """The zstd workers of a layer, when `writers` layers are written at once: each writer's share of the usable
+    CPUs, at most ZSTD_MAX_WORKERS."""
+    return max(1, min(usable_cpus() // writers, ZSTD_MAX_WORKERS))
 
 
 def _zstd(workers: int | None = None) -> zstandard.ZstdCompressor:
