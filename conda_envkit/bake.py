@@ -518,12 +518,8 @@ def _stream_plain(
     info = package_info(fetched, cache_dir)
     if not info.plain:
         raise NotPlain(label)
-    sha256 = (locked.hash.sha256 or "").lower()
-    hashed = not is_checked(archive, sha256)  # as checked_once: an archive checked before is not hashed again
-    written, links = stream_conda(archive, label, hashed, locked, info, in_image, write, python, renamed)
-    if hashed:
-        mark_checked(archive, sha256)
-    return written, links
+    # An archive checked before is not hashed again; one whose files this read hashed is marked checked.
+    return checked_once(fetched, lambda hashed: stream_conda(archive, label, hashed, locked, info, in_image, write, python, renamed))
 
 
 def _streamed_layer_job(
@@ -620,7 +616,8 @@ def _stream_wheel(
 
 def _layer_from_worker(job: StreamedLayerJob, pending: Future[StreamedLayer], store: BlobStore) -> tuple[Layer, PayloadLinks]:
     """The layer a worker wrote (its blob trusted as written, its archive marked checked if the worker hashed its
-    files); NotStreamable if the worker left the package to be staged or linked."""
+    files: `checked_once` split across the two processes); NotStreamable if the worker left the package to be
+    staged or linked."""
     done = pending.result()
     if done.layer is None or done.links is None:
         raise NotStreamable

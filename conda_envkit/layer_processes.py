@@ -242,9 +242,9 @@ _HINT = "bake again with --jobs 1 (every layer in this process)"
 
 class LayerProcesses:
     """`processes` layer writers, each with `zstd_workers` (and a temp directory in `scratch`, on the blob store's
-    filesystem). Jobs are taken in the order given (the bake gives the
-    biggest first), each by the first worker free; a job no worker has started can be taken back (its future
-    cancelled): the bake then writes that layer itself."""
+    filesystem). Jobs are taken in the order given (the bake gives the biggest first), each by the first worker
+    free; a job no worker has started can be taken back (its future cancelled): the bake then writes that layer
+    itself."""
 
     def __init__(self, processes: int, zstd_workers: int, scratch: Path) -> None:
         self._queue: queue.SimpleQueue[tuple[StreamedLayerJob, Future[StreamedLayer]] | None] = queue.SimpleQueue()
