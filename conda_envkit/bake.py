@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
@@ -81,6 +81,7 @@ from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.stream_package import NotPlain, package_members
+from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -703,7 +704,7 @@ def build_layers(
     # release the GIL) in the order the layers need them, while the layers are written: a layer starts when
     # its packages are ready.
     planned = {p.name: p for plan in plans for p in plan.packages if not plan.single}
-    stager = ThreadPoolExecutor(max_workers=1)
+    stager = ThreadPool(max_workers=1)
     # The stager runs at most two single-package layers ahead of the writer (.tar.bz2 ones): their payloads
     # (on disk) and members (in memory) are dropped once written, so neither grows with the environment.
     ahead = threading.Semaphore(_STAGED_AHEAD)
@@ -918,7 +919,7 @@ def build_layers(
         # The layers given to workers come last: this process writes the rest, then takes back (smallest first) those
         # no worker has started, and collects the others' results.
         order.sort(key=lambda i: plans[i].single and plans[i].packages[0].name in by_process)
-        with ThreadPoolExecutor(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
+        with ThreadPool(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
             built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
         layers = [built[i] for i in range(len(plans))]
         if processes is not None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from conda_envkit import __version__
-from conda_envkit.errors import BadFlag, EnvkitError, unwind_on_signals
+from conda_envkit.errors import BadFlag, EnvkitError
+from conda_envkit.interrupts import unwind_on_signals
 
 if TYPE_CHECKING:
     from conda_envkit.commands import Output

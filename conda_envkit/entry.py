@@ -109,7 +109,8 @@ def run() -> NoReturn:
     if params is None:
         _click()
     from conda_envkit.commands.lock import LockRequest, check_flags
-    from conda_envkit.errors import EnvkitError, unwind_on_signals
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.interrupts import unwind_on_signals
 
     as_json, quiet = params.pop("as_json"), params.pop("quiet")
     request = LockRequest(**params)

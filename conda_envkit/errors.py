@@ -45,17 +45,3 @@ class BadFlag(EnvkitError):
     def __init__(self, message: str, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
-
-
-def unwind_on_signals() -> None:
-    """Ctrl-C (SIGINT) and SIGTERM end a command by unwinding it (staging directories and temp files are removed
-    on the way out) with the shell's status for a signal, 128 + its number: 130 and 143. A SIGINT the parent
-    ignores (a background job) stays ignored."""
-    import signal
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, leave)
-    signal.signal(signal.SIGTERM, leave)

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -62,6 +62,7 @@ from conda_envkit.network import (
 )
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
+from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module), nor by a warm bake (no download, no link)
     import requests
@@ -467,7 +468,7 @@ def fetch_packages(
         return result
 
     progress.start(step, total=len(packages), unit="packages")
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    pool = ThreadPool(max_workers=max(1, jobs))
     futures: list[Future[tuple[FetchedPackage, bool, int]]] = []
     try:
         for p in packages:  # inside the try: Ctrl-C may come while submitting
@@ -570,7 +571,7 @@ def _check_contents(fetched: FetchedPackage) -> tuple[str, list[ArchiveEntry]]:
 def check_archives(fetched: list[FetchedPackage]) -> None:
     """Check every archive against itself (paths, links, paths.json hashes) and the set for
     symlink chains between packages, before anything is linked."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPool(max_workers=4) as pool:
         payloads = dict(pool.map(_check_contents, fetched))
     check_links_together(payloads)
 
@@ -707,7 +708,7 @@ def install_packages(
     conda_fetched = [f for f in report.packages if f.locked.manager == "conda"]
     if prefix.exists() and any(prefix.iterdir()):
         raise InstallError(f"{prefix}: directory is not empty", hint="install into a new directory, or remove it first")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPool(max_workers=4) as pool:
         infos = list(pool.map(lambda f: package_info(f, cache_dir), conda_fetched))
     records = [repodata_record(f, info) for f, info in zip(conda_fetched, infos, strict=True)]
     clobbers = ""

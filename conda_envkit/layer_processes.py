@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from conda_envkit.archive_check import NotStreamable, PayloadLinks, payload_links, stream_package_archive
 from conda_envkit.errors import EnvkitError
+from conda_envkit.interrupts import signals_held
 from conda_envkit.lockmodel import LockedPackage
 from conda_envkit.noarch_python import PythonTarget
 from conda_envkit.oci.blobs import BlobStore
@@ -252,12 +253,13 @@ class LayerProcesses:
         self._feeders: list[threading.Thread] = []
         self._stopping = False
         try:
-            for _ in range(processes):
-                worker = _Worker(zstd_workers, scratch)
-                self._workers.append(worker)
-                feeder = threading.Thread(target=self._feed, args=(worker,), name="layer-worker-feeder", daemon=True)
-                feeder.start()
-                self._feeders.append(feeder)
+            with signals_held():  # a worker or feeder started is one recorded, for `stop` (conda_envkit.interrupts)
+                for _ in range(processes):
+                    worker = _Worker(zstd_workers, scratch)
+                    self._workers.append(worker)
+                    feeder = threading.Thread(target=self._feed, args=(worker,), name="layer-worker-feeder", daemon=True)
+                    feeder.start()
+                    self._feeders.append(feeder)
         except BaseException:
             self.stop()
             raise

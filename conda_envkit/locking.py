@@ -15,6 +15,7 @@ from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_chan
 from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
+from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:
     from conda_envkit.lockmodel import LockHash
@@ -243,13 +244,11 @@ def lock_environment(
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
     if pip_parts:
-        from concurrent.futures import ThreadPoolExecutor
-
         from conda_envkit.pip_lock import uv_binary
 
         cache_dir = cache_dir_or_default(options.cache_dir)
         uv_binary()  # looked up here, before the threads: its sysconfig lookup is not thread-safe
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPool(max_workers=2) as pool:
             pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
         for part, part_pins in zip(pip_parts, pins, strict=True):
             if part_pins:

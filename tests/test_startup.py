@@ -43,7 +43,7 @@ def test_help_imports_only_click_and_the_cli(tmp_path: Path) -> None:
     top, ours = _imported(["--help"], tmp_path)
     assert not top & set(HEAVY), top & set(HEAVY)
     assert "yaml" not in top
-    assert ours == {"conda_envkit", "conda_envkit.cli", "conda_envkit.errors"}
+    assert ours == {"conda_envkit", "conda_envkit.cli", "conda_envkit.errors", "conda_envkit.interrupts"}
 
 
 def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> None:
@@ -59,6 +59,7 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit.errors",
         "conda_envkit.files",
         "conda_envkit.inputs",
+        "conda_envkit.interrupts",
         "conda_envkit.lockfile",
         "conda_envkit.lockmodel",
         "conda_envkit.lock_yaml",

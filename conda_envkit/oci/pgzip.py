@@ -14,8 +14,10 @@ import os
 import struct
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import BinaryIO
+
+from conda_envkit.thread_pool import ThreadPool
 
 BLOCK_SIZE = 1 << 20
 _WINDOW = 32 << 10
@@ -37,7 +39,7 @@ class ParallelGzipWriter:
     def __init__(self, out: BinaryIO, level: int = 6, threads: int | None = None) -> None:
         self.out = out
         self.level = level
-        self.pool = ThreadPoolExecutor(max_workers=max(1, threads or os.cpu_count() or 1))
+        self.pool = ThreadPool(max_workers=max(1, threads or os.cpu_count() or 1))
         self.inflight: deque[Future[bytes]] = deque()
         self.limit = 2 * self.pool._max_workers + 1
         self.buffer = bytearray()
