@@ -38,6 +38,12 @@ from conda_envkit.oci.tarstream import Member, TarWriter, directory
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
+# zstd's multi-threaded jobs: 2 MiB of input each, with 1 MiB of the one before as their window's start (overlap
+# log 8 of the 2 MiB window). zstd's own defaults (8 MiB jobs, 256 KiB overlap) hold ~45 MB per writer for one
+# worker and ~65 MB for two; these hold ~15 and ~20 MB, for blobs 0.03 % bigger and ~5 % more of zstd's CPU
+# (docs/bake.md). The bytes depend on both values (not on the worker count): they are part of the layer key.
+ZSTD_JOB_SIZE = 2 << 20
+ZSTD_OVERLAP_LOG = 8
 FRAGMENT_FORMAT = "envkit.fragment/1"
 
 
@@ -139,7 +145,9 @@ class Compression:
 
     @property
     def key(self) -> str:
-        return f"zstd-{ZSTD_LEVEL}" if self.kind == "zstd" else f"pgzip-{GZIP_LEVEL}-{BLOCK_SIZE}"
+        if self.kind == "zstd":
+            return f"zstd-{ZSTD_LEVEL}-job{ZSTD_JOB_SIZE}-overlap{ZSTD_OVERLAP_LOG}"
+        return f"pgzip-{GZIP_LEVEL}-{BLOCK_SIZE}"
 
 
 class Compressors:
@@ -158,8 +166,8 @@ class Compressors:
         return compressor
 
 
-# Each zstd worker holds ~10 MB (its job's input and output). One thread feeds the layer's tar stream to them,
-# which a few workers keep up with: more would only raise a many-core runner's memory (~650 MB at 64 cores).
+# Each zstd worker holds ~4 MB (its job's input and output, ZSTD_JOB_SIZE). One thread feeds the layer's tar
+# stream to them, which a few workers keep up with: more would only raise a many-core runner's memory.
 ZSTD_MAX_WORKERS = 8
 
 
@@ -179,7 +187,10 @@ def zstd_workers(writers: int = 1) -> int:
 
 def _zstd(workers: int | None = None) -> zstandard.ZstdCompressor:
     # Multi-threaded zstd output is the same for any worker count >= 1 (tests/test_layer_streams.py).
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=workers or zstd_workers(), write_checksum=True)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, threads=workers or zstd_workers(), job_size=ZSTD_JOB_SIZE, overlap_log=ZSTD_OVERLAP_LOG, write_checksum=True
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
 
 
 def _compressed_writer(kind: str, out: BinaryIO, compressors: Compressors | None) -> BinaryIO:
