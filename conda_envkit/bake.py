@@ -112,7 +112,7 @@ class BakeOptions:
     labels: dict[str, str] = field(default_factory=dict)
     epoch: int = 0
     files: tuple[tuple[str, Path], ...] = ()  # (absolute path in the image, source file): a recipe's extra files
-    jobs: int | None = 1  # zstd layers written at once: this process and jobs-1 workers (None: auto); in no digest
+    jobs: int | None = None  # zstd layers written at once: this process and jobs-1 workers (None: auto); in no digest
 
     @property
     def in_image_prefix(self) -> str:
@@ -915,7 +915,7 @@ def build_layers(
             return layer
 
         # Each compressor already uses every core: zstd layers go one at a time (a multi-threaded stream holds
-        # ~45 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
+        # ~15-20 MB), gzip ones two at a time (reading and hashing overlap the other's deflate).
         # The layers given to workers come last: this process writes the rest, then takes back (smallest first) those
         # no worker has started, and collects the others' results.
         order.sort(key=lambda i: plans[i].single and plans[i].packages[0].name in by_process)

@@ -338,12 +338,13 @@ def _bake_command() -> click.Command:
     )
     @click.option(
         "--jobs",
-        default="1",
+        default="auto",
         show_default=True,
         callback=_jobs,
         metavar="N|auto",
         help="zstd layers written at once: by this process and N-1 worker processes (each ~70 MB of memory; faster on "
-        "several CPUs). auto: one per CPU, up to 4, for a big environment. The image is the same for any number.",
+        "several CPUs). auto: one per CPU, up to 4, for a big environment; 1: this process alone. The image is the same "
+        "for any number.",
     )
     @click.option("--record", "record_path", type=PATH, default=Path("bake.json"), show_default=True, help="Bake record (JSON).")
     @cache_options

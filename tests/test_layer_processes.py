@@ -61,10 +61,10 @@ def worker_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def test_how_many_workers() -> None:
     big = [200 << 20, 100 << 20]
-    assert process_count(big, 2, 1) == 0  # the default: this process alone
+    assert process_count(big, 2, 1) == 0  # --jobs 1: this process alone
     assert process_count(big, 2, 2) == 1  # two layers at once: this process and one worker
     assert process_count(big, 2, 5) == 2  # one worker per layer at most
-    assert process_count(big, 2) == 1  # auto: one writer per CPU, this process one of them
+    assert process_count(big, 2) == 1  # auto (the default): one writer per CPU, this process one of them
     assert process_count(big * 4, 64) == layer_processes.MAX_PROCESSES
     assert process_count(big, 1) == 0  # one CPU: nothing to gain
     assert process_count([300 << 20], 8) == 1  # one big layer: a worker writes it while this process writes the rest
@@ -179,16 +179,21 @@ def test_jobs_sets_how_many_workers_whatever_the_size(tmp_path: Path, stream_cha
     monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
     names = ["honest", "ordered", "siblings"]
     digests = []
-    # None by default, nor with auto for a small env; as many as asked for.
-    for flags, expected in (((), []), (("--jobs", "auto"), []), (("--jobs", "2"), names), (("--jobs", "1"), [])):
+    # auto by default: none for a small env, one for a big one (here: any); as many as asked for; 1: none.
+    cases = [((), 1 << 30, []), (("--jobs", "auto"), 1 << 30, []), ((), 0, names), (("--jobs", "2"), 1 << 30, names)]
+    for flags, min_bytes, expected in [*cases, (("--jobs", "1"), 0, [])]:
         jobs.clear()
+        monkeypatch.setattr(layer_processes, "MIN_PROCESS_BYTES", min_bytes)
         ws = locked_workspace(tmp_path / f"jobs-{len(digests)}", stream_channel, names)
         digests.append(_bake(ws, "--oci", ws.root / "image", "--compression", "zstd", *flags)["image"]["digest"])
         assert sorted(jobs) == expected, flags
     assert len(set(digests)) == 1
-    gzip = ws.envkit("bake", "-q", "--jobs", "2", "--oci", ws.root / "gzip")
-    assert gzip.returncode == 0, gzip.output
-    assert "warning: --jobs applies to zstd layers" in gzip.stderr
+    for flags, warned in (((), False), (("--jobs", "auto"), False), (("--jobs", "2"), True)):
+        jobs.clear()
+        gzip = ws.envkit("bake", "-q", *flags, "--oci", ws.root / "gzip")
+        assert gzip.returncode == 0, gzip.output
+        assert ("warning: --jobs applies to zstd layers" in gzip.stderr) == warned, flags
+        assert jobs == []
     for bad in ("0", "many", "-2"):
         result = ws.envkit("bake", "-q", "--jobs", bad, "--oci", ws.root / "image")
         assert result.returncode == 2

@@ -217,7 +217,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
     warnings = tuple(w for image in baked.platforms for w in image.warnings)
-    if request.jobs != 1 and request.compression != "zstd":  # measured: gzip's parallel deflate keeps every CPU busy already
+    # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
+    if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)
     return BakeResult(record, result.references, request.record_path, warnings)
 
