@@ -32,6 +32,7 @@ from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, 
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, installed_paths, path_order, record_for_clobbers
+from conda_envkit.cpus import usable_cpus
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import write_error
 from conda_envkit.install import (
@@ -73,7 +74,6 @@ from conda_envkit.oci.layer import (
     Layer,
     LayerCache,
     PendingFragment,
-    usable_cpus,
     write_layer,
     zstd_workers,
 )

@@ -31,6 +31,7 @@ import zstandard
 
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.cache_seal import CacheSeal
+from conda_envkit.cpus import usable_cpus
 from conda_envkit.files import GuardedFile, write_cache_entry
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
@@ -169,14 +170,6 @@ class Compressors:
 # Each zstd worker holds ~4 MB (its job's input and output, ZSTD_JOB_SIZE). One thread feeds the layer's tar
 # stream to them, which a few workers keep up with: more would only raise a many-core runner's memory.
 ZSTD_MAX_WORKERS = 8
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as in a container with a CPU set)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # (not on macOS)
-        return os.cpu_count() or 1
 
 
 def zstd_workers(writers: int = 1) -> int:

@@ -10,13 +10,13 @@ and the block size only: never on the number of threads.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections import deque
 from concurrent.futures import Future
 from typing import BinaryIO
 
+from conda_envkit.cpus import usable_cpus
 from conda_envkit.thread_pool import ThreadPool
 
 BLOCK_SIZE = 1 << 20
@@ -39,7 +39,7 @@ class ParallelGzipWriter:
     def __init__(self, out: BinaryIO, level: int = 6, threads: int | None = None) -> None:
         self.out = out
         self.level = level
-        self.pool = ThreadPool(max_workers=max(1, threads or os.cpu_count() or 1))
+        self.pool = ThreadPool(max_workers=max(1, threads or usable_cpus()))
         self.inflight: deque[Future[bytes]] = deque()
         self.limit = 2 * self.pool._max_workers + 1
         self.buffer = bytearray()
