@@ -55,6 +55,7 @@ from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
 from conda_envkit.layer_processes import (
     LayerProcesses,
+    LayerWorkerError,
     StreamedLayer,
     StreamedLayerJob,
     process_count,
@@ -378,6 +379,7 @@ def bake_platform(
     by_name = {_plan_name(locked): (locked, info) for locked, info in pairs}
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
+    build_warnings: list[str] = []
     layers = build_layers(
         lockfile,
         platform,
@@ -393,11 +395,12 @@ def bake_platform(
         fetched,
         target,
         clobbers,
+        build_warnings,
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
         cached[i] = layer
-    warnings = _cache_warnings(platform, plans, keys, context, layer_cache, fragments)
+    warnings = (*_cache_warnings(platform, plans, keys, context, layer_cache, fragments), *build_warnings)
     if clobbers:
         warnings = (*warnings, f"{platform}: {clobbers_text(clobbers)}")
     if seal.problem:
@@ -672,10 +675,12 @@ def build_layers(
     fetched: dict[str, FetchedPackage] | None = None,
     python: PythonTarget | None = None,
     clobbers: dict[str, dict[str, str]] | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
-    (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks."""
+    (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks.
+    What the user should know of how they were written is added to `warnings`."""
     if not plans:
         return []
     clobbers = clobbers or {}  # conda name -> {path it loses: its path in __clobbers__}
@@ -793,7 +798,17 @@ def build_layers(
                 # Each writer (the workers and this process) with its share of the CPUs as zstd workers (the bytes are
                 # the same for any share).
                 compressors.workers = zstd_workers(workers + 1)
-                processes = LayerProcesses(workers, compressors.workers, store.temp_dir)
+                try:
+                    processes = LayerProcesses(workers, compressors.workers, store.temp_dir)
+                except LayerWorkerError as exc:
+                    if options.jobs is not None:  # asked for: the user learns why not
+                        raise
+                    # auto: no worker can start here (a process limit, no python at sys.executable), and the bake
+                    # writes every layer itself, as with --jobs 1.
+                    compressors.workers = None
+                    if warnings is not None:
+                        warnings.append(f"{platform}: {exc.message}; every layer was written by the bake itself")
+            if processes is not None:
                 for p in sorted(own, key=lambda p: (-p.size, p.name)):
                     job = _streamed_layer_job(by_fetched[p.name], cache_dir, in_image, store, options, python, clobbers.get(p.name))
                     if job is not None:
@@ -856,6 +871,22 @@ def build_layers(
         def layer_of(layer_members: Iterable[Member], sort: bool = True) -> Layer:
             return write_layer(layer_members, store, options.compression, options.epoch, compressors=compressors, sort=sort)
 
+        worker_ended: list[str] = []  # (a warning once)
+
+        def worker_wrote(name: str) -> bool:
+            """Whether a worker wrote the package's layer; with --jobs auto, a worker that ended (killed, out of
+            memory) leaves it to this process, with a warning. Asked for (--jobs N), its end is the bake's error."""
+            error = by_process[name][1].exception()
+            if not isinstance(error, LayerWorkerError) or options.jobs is not None:
+                return True  # (its error, if any, is raised by _layer_from_worker)
+            if warnings is not None and not worker_ended:
+                worker_ended.append(name)
+                warnings.append(
+                    f"{error.message}: the bake wrote the layers left to it itself (signal 9 may mean it ran out of memory; "
+                    "--jobs 1 starts no worker)"
+                )
+            return False
+
         def write_streamed(name: str) -> Layer:
             """A streamed package's layer; if its archive must be staged after all, from there, or linked alone."""
             future = staged[name]
@@ -864,7 +895,7 @@ def build_layers(
                 try:
                     own_layer = lambda streamed_layer: layer_of(streamed_layer, sort=False)  # noqa: E731
                     # A layer no worker has started yet is this thread's (it takes the smallest, they the biggest).
-                    if name in by_process and not by_process[name][1].cancel():
+                    if name in by_process and not by_process[name][1].cancel() and worker_wrote(name):
                         layer, links = _layer_from_worker(*by_process[name], store)
                     elif fetched.locked.manager == "pip":
                         layer, links = _stream_wheel(fetched, wheel_plans[name], in_image, own_layer)

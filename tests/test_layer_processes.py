@@ -5,6 +5,7 @@ reach their layers (staged or linked), an archive's error is the bake's error, a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -242,10 +243,8 @@ def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path
     assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
 
 
-def test_a_worker_killed_mid_bake_fails_the_bake_with_a_clear_error(
-    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # As the kernel's out-of-memory killer would: the worker dies (SIGKILL) before it answers.
+def _kill_workers_before_they_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the kernel's out-of-memory killer would: each worker dies (SIGKILL) before it answers."""
     real = layer_processes._Worker.run
 
     def killed(self: Any, job: StreamedLayerJob) -> Any:
@@ -254,9 +253,44 @@ def test_a_worker_killed_mid_bake_fails_the_bake_with_a_clear_error(
         return real(self, job)
 
     monkeypatch.setattr(layer_processes._Worker, "run", killed)
+
+
+@pytest.mark.usefixtures("worker_jobs")
+def test_with_jobs_auto_the_bake_writes_a_killed_workers_layers_itself(
+    tmp_path: Path, stream_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["honest", "ordered", "siblings"]
+    flags = ("bake", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd")
+    alone = locked_workspace(tmp_path / "alone", stream_channel, names)
+    expected = _bake(alone, "--oci", alone.root / "image", "--compression", "zstd", "--jobs", "1")["image"]["digest"]
+    _kill_workers_before_they_answer(monkeypatch)
+    ws = locked_workspace(tmp_path / "killed", stream_channel, names)
+    result = ws.envkit(*flags, "--oci", ws.root / "image", "--record", ws.root / "bake.json")  # --jobs auto, the default
+    assert result.returncode == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "the layer worker writing it ended (killed by signal 9)" in line]
+    assert len(warned) == 1, result.stderr  # once, however many layers it had
+    assert "the bake wrote the layers left to it itself" in warned[0] and "--jobs 1" in warned[0]
+    assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == expected
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]
+    # A worker that cannot even start: the bake writes every layer itself, and says why.
+    monkeypatch.setattr(layer_processes.sys, "executable", str(tmp_path / "no-such-python"))
+    again = locked_workspace(tmp_path / "no-python", stream_channel, names)
+    result = again.envkit(*flags, "--oci", again.root / "image", "--record", again.root / "bake.json")
+    assert result.returncode == 0, result.output
+    assert "cannot start a layer worker" in result.stderr and "every layer was written by the bake itself" in result.stderr
+    assert json.loads((again.root / "bake.json").read_text())["image"]["digest"] == expected
+    asked = locked_workspace(tmp_path / "asked", stream_channel, names)  # (a cold cache: the layers are to write)
+    assert_refused(asked.envkit(*flags, "-q", "--jobs", "2", "--oci", asked.root / "image"), "cannot start a layer worker")  # asked for
+    assert not (asked.root / "image").exists()
+
+
+def test_a_worker_killed_mid_bake_fails_the_bake_with_jobs_n(
+    tmp_path: Path, stream_channel: Path, worker_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _kill_workers_before_they_answer(monkeypatch)
     ws = locked_workspace(tmp_path / "killed", stream_channel, ["honest", "ordered", "siblings"])
     result = ws.envkit(
-        "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--jobs", "auto", "--oci", ws.root / "image"
+        "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd", "--jobs", "2", "--oci", ws.root / "image"
     )
     line = assert_refused(result, "the layer worker writing it ended (killed by signal 9)")
     assert any(name in line for name in ("honest", "ordered", "siblings"))
