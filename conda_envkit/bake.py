@@ -881,10 +881,9 @@ def build_layers(
                 return True  # (its error, if any, is raised by _layer_from_worker)
             if warnings is not None and not worker_ended:
                 worker_ended.append(name)
-                warnings.append(
-                    f"{error.message}: the bake wrote the layers left to it itself (signal 9 may mean it ran out of memory; "
-                    "--jobs 1 starts no worker)"
-                )
+                memory = "; a worker killed by signal 9 may have run out of memory (--jobs 1 starts none)"
+                memory = memory if "signal 9" in error.message else ""
+                warnings.append(f"{error.message}: the bake wrote that worker's layers itself{memory}")
             return False
 
         def write_streamed(name: str) -> Layer:

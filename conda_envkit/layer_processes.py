@@ -20,6 +20,7 @@ import contextlib
 import os
 import pickle
 import queue
+import select
 import shutil
 import signal
 import struct
@@ -152,6 +153,12 @@ def _receive(pipe: BinaryIO) -> object | None:
     return pickle.loads(data) if len(data) == length else None
 
 
+# A worker's first message, once it is ready for jobs: what the bake waits for (at most START_SECONDS) before it
+# sends one. A program at sys.executable that is not this module's worker (or hangs) is stopped then.
+_READY = ("ready", "envkit-layer-worker/1")
+START_SECONDS = 60.0
+
+
 def serve(zstd_workers: int, temp_dir: str) -> None:
     """A worker's life: write the layers of the jobs read from stdin (temp blobs in `temp_dir`), each answer (("ok",
     StreamedLayer) or ("error", its exception)) to stdout, until stdin ends. Started by LayerProcesses, never by hand."""
@@ -167,6 +174,7 @@ def serve(zstd_workers: int, temp_dir: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _unwind)
     _compressors, _temp_dir = Compressors(zstd_workers), Path(temp_dir)
+    _send(answers, _READY)
     while (job := _receive(jobs)) is not None:
         try:
             answer: tuple[str, object] = ("ok", write_streamed_layer(job))  # type: ignore[arg-type]
@@ -198,26 +206,64 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
         code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers}, {str(self.temp_dir)!r})"
+        self.ready = False  # (its first message read: _await_ready)
+        self.failed: LayerWorkerError | None = None  # why it ended or never started: each job after is failed so
         try:
             self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError as exc:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise LayerWorkerError(f"cannot start a layer worker ({sys.executable}): {exc}", hint=_HINT) from None
 
+    def _await_ready(self, job: StreamedLayerJob) -> None:
+        """The worker's first message, within START_SECONDS; else it is stopped, and the job fails to start."""
+        assert self.process.stdout is not None
+        if os.name != "nt" and not select.select([self.process.stdout], [], [], START_SECONDS)[0]:  # (no select on pipes there)
+            self.process.kill()
+            raise LayerWorkerError(f"the layer worker ({sys.executable}) did not start within {START_SECONDS:g} s", hint=_HINT)
+        try:
+            hello = _receive(self.process.stdout)  # type: ignore[arg-type]
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError):
+            hello = None
+        if hello is None:
+            raise self._ended(job)
+        if hello != _READY:
+            self.process.kill()
+            raise LayerWorkerError(f"the layer worker ({sys.executable}) did not start: it is not envkit's", hint=_HINT)
+        self.ready = True
+
+    def _ended(self, job: StreamedLayerJob) -> LayerWorkerError:
+        """The error for a worker whose pipe ended (or spoke no protocol) before its answer: stopped if it still runs."""
+        try:
+            code: int | None = self.process.wait(timeout=5)  # (its end closed the pipe: it is exiting)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"status {code}" if code is not None else "no answer"
+        return LayerWorkerError(
+            f"{job.label}: the layer worker writing it ended ({how})",
+            hint=f"{_HINT}; a worker killed by signal 9 may have run out of memory",
+        )
+
     def run(self, job: StreamedLayerJob) -> StreamedLayer:
+        try:
+            return self._run(job)
+        except LayerWorkerError as exc:
+            self.failed = self.failed or exc
+            raise LayerWorkerError(self.failed.message, hint=self.failed.hint) from None
+
+    def _run(self, job: StreamedLayerJob) -> StreamedLayer:
         assert self.process.stdin is not None and self.process.stdout is not None
+        if self.failed is not None:
+            raise self.failed
+        if not self.ready:
+            self._await_ready(job)
         try:
             _send(self.process.stdin, job)  # type: ignore[arg-type]
             answer = _receive(self.process.stdout)  # type: ignore[arg-type]
         except (OSError, ValueError, pickle.UnpicklingError, EOFError):
             answer = None
         if answer is None:
-            code = self.process.poll()
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"status {code}"
-            raise LayerWorkerError(
-                f"{job.label}: the layer worker writing it ended ({how})",
-                hint=f"{_HINT}; a worker killed by signal 9 may have run out of memory",
-            )
+            raise self._ended(job)
         kind, value = cast("tuple[str, Any]", answer)
         if kind == "error":
             raise value

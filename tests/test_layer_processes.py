@@ -263,24 +263,39 @@ def test_with_jobs_auto_the_bake_writes_a_killed_workers_layers_itself(
     flags = ("bake", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd")
     alone = locked_workspace(tmp_path / "alone", stream_channel, names)
     expected = _bake(alone, "--oci", alone.root / "image", "--compression", "zstd", "--jobs", "1")["image"]["digest"]
+    run = layer_processes._Worker.run
     _kill_workers_before_they_answer(monkeypatch)
     ws = locked_workspace(tmp_path / "killed", stream_channel, names)
     result = ws.envkit(*flags, "--oci", ws.root / "image", "--record", ws.root / "bake.json")  # --jobs auto, the default
     assert result.returncode == 0, result.output
     warned = [line for line in result.stderr.splitlines() if "the layer worker writing it ended (killed by signal 9)" in line]
     assert len(warned) == 1, result.stderr  # once, however many layers it had
-    assert "the bake wrote the layers left to it itself" in warned[0] and "--jobs 1" in warned[0]
+    assert "the bake wrote that worker's layers itself" in warned[0] and "--jobs 1" in warned[0]
     assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == expected
     assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]
     # A worker that cannot even start: the bake writes every layer itself, and says why.
+    monkeypatch.setattr(layer_processes._Worker, "run", run)  # (no more killing)
     monkeypatch.setattr(layer_processes.sys, "executable", str(tmp_path / "no-such-python"))
     again = locked_workspace(tmp_path / "no-python", stream_channel, names)
     result = again.envkit(*flags, "--oci", again.root / "image", "--record", again.root / "bake.json")
     assert result.returncode == 0, result.output
     assert "cannot start a layer worker" in result.stderr and "every layer was written by the bake itself" in result.stderr
     assert json.loads((again.root / "bake.json").read_text())["image"]["digest"] == expected
+    # A program there that never answers (as a worker that hangs): stopped after START_SECONDS.
+    hanging = tmp_path / "hanging-python"
+    hanging.write_text(f"#!/bin/sh\necho $$ >> {tmp_path / 'hanging.pids'}\nexec sleep 600\n")
+    hanging.chmod(0o755)
+    monkeypatch.setattr(layer_processes.sys, "executable", str(hanging))
+    monkeypatch.setattr(layer_processes, "START_SECONDS", 1.0)
+    hung = locked_workspace(tmp_path / "hung", stream_channel, names)
+    result = hung.envkit(*flags, "--oci", hung.root / "image", "--record", hung.root / "bake.json")
+    assert result.returncode == 0, result.output
+    assert "did not start within 1 s" in result.stderr, result.stderr
+    assert json.loads((hung.root / "bake.json").read_text())["image"]["digest"] == expected
+    pids = [int(p) for p in (tmp_path / "hanging.pids").read_text().split()]
+    assert pids and not [p for p in pids if Path(f"/proc/{p}").exists()]  # stopped and waited for
     asked = locked_workspace(tmp_path / "asked", stream_channel, names)  # (a cold cache: the layers are to write)
-    assert_refused(asked.envkit(*flags, "-q", "--jobs", "2", "--oci", asked.root / "image"), "cannot start a layer worker")  # asked for
+    assert_refused(asked.envkit(*flags, "-q", "--jobs", "2", "--oci", asked.root / "image"), "did not start within 1 s")  # asked for
     assert not (asked.root / "image").exists()
 
 
