@@ -18,8 +18,10 @@ ARMED: list[bool] = []
 
 @pytest.fixture
 def envkits_handlers() -> Iterator[None]:
-    """envkit's SIGINT and SIGTERM handlers (a command's: they raise SystemExit), the test's own put back after."""
+    """envkit's SIGINT and SIGTERM handlers (a command's: they raise SystemExit), the test's own put back after. (As
+    in a terminal: a run in the background, whose SIGINT is ignored, keeps it ignored under unwind_on_signals.)"""
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     unwind_on_signals()
     try:
         yield
