@@ -368,7 +368,7 @@ def bake_platform(
     seal = user_seal()
     layer_cache = LayerCache(layers_dir(cache_dir, seal.owner), seal)
     fragments = FragmentStore(fragments_dir(cache_dir, seal.owner), seal)
-    cached = [layer_cache.lookup(key, options.compression, store) for key in keys]
+    cached = _cached_layers(layer_cache, keys, options.compression, store)
     remote_blobs: dict[str, str] = {}
     for i, key in enumerate(keys):
         found = remote.lookup(key) if remote is not None and cached[i] is None else None
@@ -451,6 +451,20 @@ def bake_platform(
         remote_blobs=remote_blobs,
         warnings=warnings,
     )
+
+
+def _cached_layers(layer_cache: LayerCache, keys: list[str], compression: Compression, store: BlobStore) -> list[Layer | None]:
+    """Each key's layer from the layer cache, or None. A blob whose stamp moved (the hard links of an output
+    directory removed since, a cache restored) is read and hashed again before it is used: on as many threads as
+    there are CPUs, biggest first (hashlib and reads let go of the GIL), as a warm bake into a fresh --oci
+    directory reads every blob."""
+    stale = {i: size for i, key in enumerate(keys) if (size := layer_cache.stale_size(key, store))}
+    threads = min(usable_cpus(), len(stale))
+    if threads < 2:
+        return [layer_cache.lookup(key, compression, store) for key in keys]
+    with ThreadPool(max_workers=threads) as pool:
+        read = {i: pool.submit(layer_cache.lookup, keys[i], compression, store) for i in sorted(stale, key=lambda i: -stale[i])}
+        return [read[i].result() if i in read else layer_cache.lookup(key, compression, store) for i, key in enumerate(keys)]
 
 
 def _cache_warnings(

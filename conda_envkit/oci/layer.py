@@ -260,6 +260,14 @@ class LayerCache:
     def _sealed(self, key: str, data: dict[str, object]) -> bool:
         return self.seal.unsealed("layer", key, data) is not None
 
+    def stale_size(self, key: str, store: BlobStore) -> int:
+        """The size of the blob `lookup` would read again for `key` (its stamp moved), or 0."""
+        data = self.read(key)
+        try:
+            return int(data["size"]) if data is not None and data.get("stamp") != file_stamp(store.path(str(data["digest"]))) else 0  # type: ignore[call-overload]
+        except (OSError, OciError):
+            return 0
+
     def lookup(self, key: str, compression: Compression, store: BlobStore) -> Layer | None:
         """The cached layer for `key`, if this user sealed its entry and its blob is in `store` and matches its digest."""
         data = self.read(key)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import conda_envkit.bake as bake_module
 from tests.hostile.conftest import Workspace, assert_refused, locked_workspace
 
 PACKAGES = ["python", "honest", "linky"]  # one small-package group each: three layers
@@ -172,8 +173,10 @@ def test_the_seal_secret_is_private(ws: Workspace, tmp_path: Path) -> None:
     assert not os.path.exists(ws.root / "out2")
 
 
-def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(ws: Workspace) -> None:
+def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     # The stamps a bake keeps current (size, mtime, ctime, inode) still notice an edit that restores the mtime.
+    # (Each bake here goes to a fresh `out`: every blob's stamp moved, and they are hashed again on two threads.)
+    monkeypatch.setattr(bake_module, "usable_cpus", lambda: 2)
     first, _ = _bake(ws)
     _bake(ws)  # the stamps are settled after an OCI output
     blob = ws.cache / "blobs" / "sha256" / _layers(ws)[0]["digest"].partition(":")[2]
