@@ -458,8 +458,9 @@ def _cached_layers(layer_cache: LayerCache, keys: list[str], compression: Compre
     directory removed since, a cache restored) is read and hashed again before it is used: on as many threads as
     there are CPUs, biggest first (hashlib and reads let go of the GIL), as a warm bake into a fresh --oci
     directory reads every blob."""
-    stale = {i: size for i, key in enumerate(keys) if (size := layer_cache.stale_size(key, store))}
-    threads = min(usable_cpus(), len(stale))
+    cpus = usable_cpus()
+    stale = {i: size for i, key in enumerate(keys) if (size := layer_cache.stale_size(key, store))} if cpus > 1 else {}
+    threads = min(cpus, len(stale))
     if threads < 2:
         return [layer_cache.lookup(key, compression, store) for key in keys]
     with ThreadPool(max_workers=threads) as pool:

@@ -9,6 +9,7 @@ counts too, rounded up (1.5 CPUs: 2), as Go and the JVM read it: cgroup v2's `cp
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -22,8 +23,15 @@ def usable_cpus() -> int:
         allowed = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # (not on macOS)
         allowed = os.cpu_count() or 1
-    quota = cgroup_cpu_quota()
+    quota = _own_quota()
     return max(1, min(allowed, math.ceil(quota))) if quota is not None else max(1, allowed)
+
+
+@functools.cache
+def _own_quota() -> float | None:
+    """This process's cgroup CPU quota, read once (a few files: ~0.1 ms), as Go reads it at start-up: every layer
+    writer asks for the CPUs, and a quota changed while a bake runs is not followed."""
+    return cgroup_cpu_quota()
 
 
 def cgroup_cpu_quota(proc_self: Path = PROC_SELF) -> float | None:
