@@ -35,6 +35,7 @@ def stream_channel(_shared_stream_channel: Path) -> Path:  # noqa: F811 - the im
 
 
 HASHED: dict[str, bool] = {}
+PYTHON = sys.executable  # (the tests below put other programs there)
 STEALS = False  # whether the bake may take back the layers no worker has started
 
 
@@ -294,6 +295,27 @@ def test_with_jobs_auto_the_bake_writes_a_killed_workers_layers_itself(
     assert json.loads((hung.root / "bake.json").read_text())["image"]["digest"] == expected
     pids = [int(p) for p in (tmp_path / "hanging.pids").read_text().split()]
     assert pids and not [p for p in pids if Path(f"/proc/{p}").exists()]  # stopped and waited for
+    # Programs there that answer, but not as envkit's worker: a well-formed message that is not its hello (then
+    # waiting), and bytes that are no message at all (then leaving).
+    for case, body, said in (
+        (
+            "other-hello",
+            "import pickle, struct, sys, time\nd = pickle.dumps(('ready', 'someone else'))\n"
+            "sys.stdout.buffer.write(struct.pack('>Q', len(d)) + d); sys.stdout.flush(); time.sleep(600)\n",
+            "it is not envkit's",
+        ),
+        ("garbage", "import sys\nsys.stdout.write('Usage: not a python at all' * 3)\n", "ended (status 0)"),
+    ):
+        program = tmp_path / case
+        program.write_text(f"#!{PYTHON}\n{body}")
+        program.chmod(0o755)
+        monkeypatch.setattr(layer_processes.sys, "executable", str(program))
+        other = locked_workspace(tmp_path / f"ws-{case}", stream_channel, names)
+        result = other.envkit(*flags, "--oci", other.root / "image", "--record", other.root / "bake.json")
+        assert result.returncode == 0, result.output
+        assert said in result.stderr and "the bake wrote that worker's layers itself" in result.stderr, result.stderr
+        assert json.loads((other.root / "bake.json").read_text())["image"]["digest"] == expected
+    monkeypatch.setattr(layer_processes.sys, "executable", str(hanging))
     asked = locked_workspace(tmp_path / "asked", stream_channel, names)  # (a cold cache: the layers are to write)
     assert_refused(asked.envkit(*flags, "-q", "--jobs", "2", "--oci", asked.root / "image"), "did not start within 1 s")  # asked for
     assert not (asked.root / "image").exists()
