@@ -4,7 +4,13 @@ A cache lives in a repository under a tag (`envkit-cache` unless one is given) a
 manifest whose config is a JSON map from layer keys (conda_envkit.layer_plan) to layer
 descriptors and diff_ids, plus the package info of the packages those layers hold (so a
 runner with an empty local cache can plan without any archive). The manifest's layers
-are those blobs, so the registry keeps them. `--cache-to` merges into what is there.
+are those blobs, so the registry keeps them. `--cache-to` merges into what is there, within
+bounds (`bounded_map`): each write is a generation, and when the map would hold more than
+MAX_CACHE_LAYERS layers or MAP_BUDGET_BYTES, the entries no write has used for longest are
+dropped (never this write's), so the registry can collect their blobs. A map that is there
+but cannot be read (cut short, too big, not matching its digest, malformed) is skipped by
+`--cache-from` with a warning and replaced by `--cache-to`, as buildx does with a cache it
+cannot import.
 
 A layer found in a `--cache-from` cache is used by reference: pushed to the same registry
 it is mounted (or already there), never downloaded; it is downloaded, and checked
@@ -17,11 +23,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import Deadline, read_limited
+from conda_envkit.network import Deadline, ResponseTooLarge, read_limited, size_text
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import parse_image_ref
@@ -37,10 +43,18 @@ DEFAULT_TAG = "envkit-cache"
 # MAX_MAP_PATHS_BYTES together (an info past that is left out: its package is fetched to read it).
 MAX_MAP_BYTES = 64 << 20
 MAX_MAP_PATHS_BYTES = 512 << 20
+# What `--cache-to` keeps: every runner with `--cache-from` reads the map whole, and registries cap a manifest's size
+# (distribution: 4 MiB; a layer's descriptor takes ~170 bytes of it). A bake of 5 platforms writes at most 600 layers.
+MAX_CACHE_LAYERS = 2000
+MAP_BUDGET_BYTES = 16 << 20
 
 
 class CacheError(EnvkitError):
     """A registry cache that cannot be read or written."""
+
+
+class UnusableCache(CacheError):
+    """An envkit bake cache that is there but cannot be read: cut short, too big, not its digest, malformed."""
 
 
 @dataclass(frozen=True)
@@ -78,33 +92,135 @@ class RegistryCache:
         return self.layers.get(key)
 
 
-def _parse_document(data: object, where: str) -> tuple[dict[str, tuple[Descriptor, str]], dict[str, PackageInfo]]:
+@dataclass
+class CacheMap:
+    """A cache map, checked: its layer entries and package infos, each with the generation (the `--cache-to`
+    write, counted from 1) that last wrote it; a map written before generations were counted reads as 0."""
+
+    layers: dict[str, tuple[Descriptor, str, int]] = field(default_factory=dict)  # key -> (blob, diff_id, generation)
+    packages: dict[str, tuple[PackageInfo, int]] = field(default_factory=dict)  # sha256 -> (info, generation)
+
+    @property
+    def generation(self) -> int:
+        return max([g for *_, g in self.layers.values()] + [g for _, g in self.packages.values()], default=0)
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """What `--cache-to` did: blobs uploaded and mounted, entries kept and dropped, and why an old map was replaced."""
+
+    uploaded: int
+    mounted: int
+    layers: int
+    dropped_layers: int = 0
+    dropped_packages: int = 0
+    replaced: str = ""  # why the map that was there could not be read (it was replaced), or ""
+
+
+def _generation(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _parse_document(data: object, where: str) -> CacheMap:
     if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA:
-        raise CacheError(f"{where}: not an envkit bake cache", hint="point --cache-from at a repository written by --cache-to")
-    layers = {}
-    for key, entry in (data.get("layers") or {}).items():
+        raise UnusableCache(f"{where}: not a bake cache this envkit reads", hint="write the cache again with --cache-to")
+    parsed = CacheMap()
+    entries = data.get("layers") or {}
+    if not isinstance(entries, dict):
+        raise UnusableCache(f"{where}: malformed layer map", hint="write the cache again with --cache-to")
+    for key, entry in entries.items():
         try:
             desc = Descriptor(str(entry["media_type"]), check_digest(str(entry["digest"]), where), int(entry["size"]))
             if desc.size < 0:
                 raise ValueError(desc.size)
-            layers[str(key)] = (desc, check_digest(str(entry["diff_id"]), where))
-        except (KeyError, TypeError, ValueError, OciError):
-            raise CacheError(f"{where}: malformed entry for layer key {key}", hint="write the cache again with --cache-to") from None
-    packages = {}
+            parsed.layers[str(key)] = (desc, check_digest(str(entry["diff_id"]), where), _generation(entry.get("generation")))
+        except (KeyError, TypeError, ValueError, AttributeError, OciError):
+            raise UnusableCache(f"{where}: malformed entry for layer key {key}", hint="write the cache again with --cache-to") from None
+    generations = data.get("package_generations")
+    generations = generations if isinstance(generations, dict) else {}
     budget = MAX_MAP_PATHS_BYTES
-    for sha, info in (data.get("packages") or {}).items():
+    packages = data.get("packages") or {}
+    for sha, info in packages.items() if isinstance(packages, dict) else ():
         try:
-            parsed = PackageInfo.from_json(info, where, budget)
-        except PackageInfoError:
+            package = PackageInfo.from_json(info, where, budget)
+        except (PackageInfoError, AttributeError):
             continue
-        budget -= sum(len(path) + 1 for path in parsed.paths)
-        if parsed.sha256 == sha:
-            packages[sha] = parsed
-    return layers, packages
+        budget -= sum(len(path) + 1 for path in package.paths)
+        if package.sha256 == sha:
+            parsed.packages[sha] = (package, _generation(generations.get(sha)))
+    return parsed
+
+
+def bounded_map(
+    old: CacheMap, layers: dict[str, tuple[Descriptor, str]], packages: list[PackageInfo], max_layers: int, max_bytes: int
+) -> tuple[dict[str, Any], CacheWrite]:
+    """The document `--cache-to` writes: `old` plus this write's `layers` and `packages` as its newest generation.
+
+    The newest generations are kept while the map stays within `max_layers` and `max_bytes`; the first one
+    that does not fit and every older one are dropped. This write's layers are always kept, and its package
+    infos while they fit, smallest first (a runner without an info reads its package's archive).
+    Returns the document and the counts (uploads left at 0).
+    """
+    generation = old.generation + 1
+    merged_layers = dict(old.layers)
+    merged_layers.update({key: (desc, diff_id, generation) for key, (desc, diff_id) in layers.items()})
+    merged_packages = dict(old.packages)
+    merged_packages.update({info.sha256: (info, generation) for info in packages})
+
+    def layer_json(desc: Descriptor, diff_id: str, g: int) -> dict[str, Any]:
+        return {"digest": desc.digest, "size": desc.size, "diff_id": diff_id, "media_type": desc.media_type, "generation": g}
+
+    layer_docs = {key: layer_json(*value) for key, value in merged_layers.items()}
+    package_docs = {sha: info.to_json() for sha, (info, _g) in merged_packages.items()}
+    cost: dict[int, list[int]] = {}  # generation -> [layers, bytes]
+    sizes = {}
+    for key, doc in layer_docs.items():
+        entry = cost.setdefault(merged_layers[key][2], [0, 0])
+        entry[0] += 1
+        entry[1] += len(key) + len(canonical_json(doc)) + 4
+    for sha, doc in package_docs.items():
+        sizes[sha] = len(sha) * 2 + len(canonical_json(doc)) + 8  # the info and its generation
+        cost.setdefault(merged_packages[sha][1], [0, 0])[1] += sizes[sha]
+    current = cost.get(generation, [0, 0])
+    written = {i.sha256 for i in packages}
+    kept_layers = current[0]
+    room = max_bytes - (current[1] - sum(sizes[sha] for sha in written))  # what this write's infos may take
+    kept_packages: set[str] = set()
+    for sha in sorted(written, key=lambda sha: (sizes[sha], sha)):
+        if sizes[sha] <= room:
+            kept_packages.add(sha)
+            room -= sizes[sha]
+    kept = {generation}
+    for g in sorted(cost, reverse=True):
+        if g == generation:
+            continue
+        if kept_layers + cost[g][0] > max_layers or cost[g][1] > room:
+            break
+        kept.add(g)
+        kept_layers += cost[g][0]
+        room -= cost[g][1]
+    kept_packages |= {sha for sha, (_info, g) in merged_packages.items() if g in kept and g != generation}
+    document: dict[str, Any] = {
+        "schema": CACHE_SCHEMA,
+        "layers": {key: doc for key, doc in layer_docs.items() if merged_layers[key][2] in kept},
+        "packages": {sha: package_docs[sha] for sha in sorted(kept_packages)},
+        "package_generations": {sha: merged_packages[sha][1] for sha in sorted(kept_packages)},
+    }
+    counts = CacheWrite(
+        uploaded=0,
+        mounted=0,
+        layers=len(document["layers"]),
+        dropped_layers=len(layer_docs) - len(document["layers"]),
+        dropped_packages=len(package_docs) - len(kept_packages),
+    )
+    return document, counts
 
 
 def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[Descriptor]] | None:
-    """The cache document and the manifest's layer list, or None if the tag does not exist."""
+    """The cache document and the manifest's layer list, or None if the tag does not exist.
+
+    A tag that holds something else than a bake cache is CacheError; a bake cache that cannot be read, UnusableCache.
+    """
     try:
         data, _media_type, _digest = client.get_manifest(ref.repository, ref.tag)
     except RegistryError as exc:
@@ -115,7 +231,7 @@ def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[D
         manifest = json.loads(data)
         config = Descriptor.from_json(manifest["config"], str(ref))
         listed = [Descriptor.from_json(d, str(ref)) for d in manifest.get("layers", [])]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OciError):
         raise CacheError(f"{ref}: not an envkit bake cache manifest", hint="use another tag for the cache") from None
     if config.media_type != CACHE_CONFIG:
         raise CacheError(f"{ref}: holds an image, not an envkit bake cache", hint="use another tag for the cache")
@@ -125,27 +241,42 @@ def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[D
     )
     try:
         body = read_limited(response, Deadline(f"{client.registry}: {what}"), MAX_MAP_BYTES)
+    except ResponseTooLarge:
+        too_big = f"{ref}: the cache map is larger than {size_text(MAX_MAP_BYTES)}"
+        raise UnusableCache(too_big, hint="write the cache again with --cache-to") from None
     finally:
         response.close()
     if sha256_digest(body) != config.digest:
-        raise CacheError(f"{ref}: the cache map does not match its digest", hint="write the cache again with --cache-to")
-    return json.loads(body), listed
+        raise UnusableCache(f"{ref}: the cache map does not match its digest", hint="write the cache again with --cache-to")
+    try:
+        return json.loads(body), listed
+    except (ValueError, RecursionError):
+        raise UnusableCache(f"{ref}: the cache map is not JSON", hint="write the cache again with --cache-to") from None
 
 
-def load_caches(refs: Iterable[CacheRef], client_for: Callable[[str], RegistryClient], say: Callable[[str], None]) -> RegistryCache:
-    """Read every `--cache-from` cache (a missing one is an empty cache); the first to name a key wins."""
+def load_caches(
+    refs: Iterable[CacheRef], client_for: Callable[[str], RegistryClient], say: Callable[[str], None], warn: Callable[[str], None]
+) -> RegistryCache:
+    """Read every `--cache-from` cache (a missing one is an empty cache); the first to name a key wins.
+
+    One that is there but cannot be read is skipped with a warning: the bake goes on without it.
+    """
     cache = RegistryCache()
     for ref in refs:
-        found = _read(client_for(ref.registry), ref)
-        if found is None:
+        try:
+            found = _read(client_for(ref.registry), ref)
+            parsed = _parse_document(found[0], str(ref)) if found is not None else None
+        except UnusableCache as exc:
+            warn(f"{exc.message}: baked without it; {exc.hint}")
+            continue
+        if parsed is None:
             say(f"cache {ref}: empty (no such tag yet)")
             continue
-        layers, packages = _parse_document(found[0], str(ref))
-        for key, (desc, diff_id) in layers.items():
+        for key, (desc, diff_id, _g) in parsed.layers.items():
             cache.layers.setdefault(key, (Layer(desc, diff_id, reused=True), ref.location))
-        for sha, info in packages.items():
+        for sha, (info, _g) in parsed.packages.items():
             cache.packages.setdefault(sha, info)
-        say(f"cache {ref}: {len(layers)} layers")
+        say(f"cache {ref}: {len(parsed.layers)} layers")
     return cache
 
 
@@ -155,21 +286,22 @@ def write_cache(
     entries: list[CacheEntry],
     packages: list[PackageInfo],
     store: BlobStore,
-) -> tuple[int, int]:
-    """Merge `entries` into the cache at `ref`; upload only missing blobs; tag last. Returns (uploaded, mounted)."""
-    existing = _read(client, ref)
-    document: dict[str, Any] = {"schema": CACHE_SCHEMA, "layers": {}, "packages": {}}
-    listed: dict[str, Descriptor] = {}
-    if existing is not None:
-        old_layers, old_packages = _parse_document(existing[0], str(ref))
-        for key, (desc, diff_id) in old_layers.items():
-            document["layers"][key] = {"digest": desc.digest, "size": desc.size, "diff_id": diff_id, "media_type": desc.media_type}
-            listed[desc.digest] = desc
-        document["packages"] = {sha: info.to_json() for sha, info in old_packages.items()}
+) -> CacheWrite:
+    """Merge `entries` into the cache at `ref` (bounded: `bounded_map`); upload only missing blobs; tag last.
+
+    A cache there that cannot be read is replaced (`CacheWrite.replaced` says why); a tag holding anything else is refused.
+    """
+    replaced = ""
+    try:
+        existing = _read(client, ref)
+        old = _parse_document(existing[0], str(ref)) if existing is not None else CacheMap()
+    except UnusableCache as exc:
+        existing, old, replaced = None, CacheMap(), exc.message
+    there = {d.digest for d in existing[1]} if existing is not None else set()
     uploaded = mounted = 0
     for entry in entries:
         desc = entry.layer.descriptor
-        if desc.digest not in listed and not client.has_blob(ref.repository, desc.digest):
+        if desc.digest not in there and not client.has_blob(ref.repository, desc.digest):
             source = entry.source
             if (
                 source
@@ -183,17 +315,12 @@ def write_cache(
                     raise CacheError(f"layer {desc.digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
                 client.upload_blob(ref.repository, path, desc.digest)
                 uploaded += 1
-        document["layers"][entry.key] = {
-            "digest": desc.digest,
-            "size": desc.size,
-            "diff_id": entry.layer.diff_id,
-            "media_type": desc.media_type,
-        }
-        listed[desc.digest] = Descriptor(desc.media_type, desc.digest, desc.size)
-    for info in packages:
-        document["packages"][info.sha256] = info.to_json()
+            there.add(desc.digest)
+    layers = {entry.key: (entry.layer.descriptor, entry.layer.diff_id) for entry in entries}
+    document, counts = bounded_map(old, layers, packages, MAX_CACHE_LAYERS, MAP_BUDGET_BYTES)
     body = canonical_json(document)
     config_digest = client.put_blob(ref.repository, body)
+    listed = {entry["digest"]: Descriptor(entry["media_type"], entry["digest"], entry["size"]) for entry in document["layers"].values()}
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -202,7 +329,7 @@ def write_cache(
         "layers": [d.to_json() for d in sorted(listed.values(), key=lambda d: d.digest)],
     }
     client.put_manifest(ref.repository, ref.tag, canonical_json(manifest), OCI_MANIFEST)
-    return uploaded, mounted
+    return replace(counts, uploaded=uploaded, mounted=mounted, replaced=replaced)
 
 
 def fetch_layers(blobs: dict[str, str], sizes: dict[str, int], store: BlobStore, client_for: Callable[[str], RegistryClient]) -> int:
@@ -235,8 +362,8 @@ class RegistryClients:
             self.clients[registry] = RegistryClient(registry, insecure=registry in self.insecure)
         return self.clients[registry]
 
-    def load(self, refs: list[CacheRef], say: Callable[[str], None]) -> RegistryCache:
-        return load_caches(refs, self.client, say)
+    def load(self, refs: list[CacheRef], say: Callable[[str], None], warn: Callable[[str], None]) -> RegistryCache:
+        return load_caches(refs, self.client, say, warn)
 
     def fetch_needed(self, baked: object, store: BlobStore, local: bool, pushed_to: list[str]) -> int:
         """Download the cache-only layers an output needs: all of them for --oci/--docker-archive, else those
@@ -249,7 +376,7 @@ class RegistryClients:
         needed = {d: s for d, s in remote.items() if local or any(not s.startswith(r + "/") for r in pushed_to)}
         return fetch_layers(needed, sizes, store, self.client)
 
-    def store_cache(self, ref: CacheRef, baked: object, store: BlobStore) -> tuple[int, int]:
+    def store_cache(self, ref: CacheRef, baked: object, store: BlobStore) -> CacheWrite:
         entries = [e for image in baked.platforms for e in image.cache_entries]  # type: ignore[attr-defined]
         infos = list({i.sha256: i for image in baked.platforms for i in image.infos}.values())  # type: ignore[attr-defined]
         return write_cache(self.client(ref.registry), ref, entries, infos, store)

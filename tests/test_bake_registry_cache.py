@@ -97,6 +97,152 @@ def test_package_infos_in_a_cache_map_are_unpacked_within_a_budget(monkeypatch: 
         "packages": {a: info(a, ("lib/" + "x" * 40,)), b: info(b, ("lib/" + "y" * 40,)), c: bomb},
     }
     monkeypatch.setattr(registry_cache, "MAX_MAP_PATHS_BYTES", 60)
-    _, packages = registry_cache._parse_document(document, "cache")
+    packages = registry_cache._parse_document(document, "cache").packages
     assert list(packages) == [a]  # b is past the budget a left; c inflates past what was left
-    assert packages[a].paths == ("lib/" + "x" * 40,)
+    assert packages[a][0].paths == ("lib/" + "x" * 40,)
+
+
+def _layer(store, name: str):  # a real (tiny) layer in `store`
+    from conda_envkit.oci.layer import Compression, write_layer
+    from conda_envkit.oci.tarstream import Member
+
+    return write_layer([Member(name, data=name.encode(), size=len(name))], store, Compression("gzip"), 0)
+
+
+def test_a_cache_map_keeps_the_writes_that_used_it_last_within_its_bounds() -> None:
+    # Each --cache-to write is a generation; what no recent write used goes first, whole generations at a time,
+    # so the map (read whole by every runner) and the manifest (registries cap its size) stop growing.
+    from conda_envkit.oci.blobs import Descriptor
+    from conda_envkit.pkginfo import PackageInfo
+    from conda_envkit.registry_cache import CacheMap, bounded_map
+
+    def desc(n: int) -> tuple[Descriptor, str]:
+        return Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", f"sha256:{n:064x}", n), f"sha256:{n + 100:064x}"
+
+    def info(c: str, files: int) -> PackageInfo:
+        return PackageInfo(sha256=c * 64, manager="conda", name=c, version="1", paths=tuple(f"lib/{c}{i}.so" for i in range(files)))
+
+    old = CacheMap(
+        layers={"k0": (*desc(1), 0), "k1": (*desc(2), 1), "k2": (*desc(3), 2), "k3": (*desc(4), 3)},
+        packages={"a" * 64: (info("a", 1), 0), "b" * 64: (info("b", 1), 3)},
+    )
+    assert old.generation == 3
+    # This write uses k1 again (it becomes generation 4) and adds k4.
+    doc, counts = bounded_map(old, {"k1": desc(2), "k4": desc(5)}, [info("c", 1)], max_layers=3, max_bytes=1 << 20)
+    assert doc["layers"].keys() == {"k1", "k3", "k4"}  # generations 4 and 3; 2 does not fit, so 2 and 0 go
+    assert doc["layers"]["k4"]["generation"] == doc["layers"]["k1"]["generation"] == 4
+    assert doc["packages"].keys() == {"b" * 64, "c" * 64}  # a's generation (0) was dropped
+    assert doc["package_generations"] == {"b" * 64: 3, "c" * 64: 4}
+    assert (counts.layers, counts.dropped_layers, counts.dropped_packages) == (3, 2, 1)
+
+    # This write's layers stay whatever the bounds; its infos while they fit, the smallest first.
+    small, big = info("d", 1), info("e", 5000)
+    doc, counts = bounded_map(old, {"k5": desc(6), "k6": desc(7)}, [big, small], max_layers=1, max_bytes=2000)
+    assert doc["layers"].keys() == {"k5", "k6"}
+    assert doc["packages"].keys() == {"d" * 64}  # e's paths alone are past 2000 bytes: a runner reads its archive
+    assert (counts.dropped_layers, counts.dropped_packages) == (4, 3)
+
+    # Within the bounds, nothing is dropped.
+    doc, counts = bounded_map(old, {"k4": desc(5)}, [], max_layers=100, max_bytes=1 << 20)
+    assert len(doc["layers"]) == 5 and len(doc["packages"]) == 2 and counts.dropped_layers == counts.dropped_packages == 0
+
+
+def test_cache_to_drops_the_layers_no_write_used_for_longest_from_a_real_registry(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conda_envkit import registry_cache
+    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.layer import CacheEntry
+    from conda_envkit.oci.registry import RegistryClient
+
+    monkeypatch.setattr(registry_cache, "MAX_CACHE_LAYERS", 3)
+    store = BlobStore(tmp_path / "blobs")
+    layers = {name: _layer(store, name) for name in ("a", "b", "c", "d")}
+    client = RegistryClient(registry.host, insecure=True)
+    ref = registry_cache.parse_cache_ref(f"{registry.host}/team/cache")
+    for written in (["a", "b"], ["c"], ["d", "a"]):  # three writes; the third uses a again
+        result = registry_cache.write_cache(client, ref, [CacheEntry(f"key-{n}", layers[n]) for n in written], [], store)
+    assert (result.layers, result.dropped_layers, result.uploaded) == (3, 1, 1)
+    manifest = json.loads(client.get_manifest("team/cache", "envkit-cache")[0])
+    listed = {d["digest"] for d in manifest["layers"]}
+    assert listed == {layers[n].descriptor.digest for n in ("a", "c", "d")}  # b's blob is no longer referenced
+    cache = registry_cache.load_caches([ref], lambda r: client, print, pytest.fail)
+    assert set(cache.layers) == {"key-a", "key-c", "key-d"}
+    assert cache.layers["key-a"][0].descriptor == layers["a"].descriptor
+
+
+def _put_cache_map(client, repository: str, tag: str, body: bytes) -> None:
+    from conda_envkit.oci.blobs import OCI_MANIFEST, canonical_json
+    from conda_envkit.registry_cache import CACHE_ARTIFACT, CACHE_CONFIG
+
+    digest = client.put_blob(repository, body)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": CACHE_ARTIFACT,
+        "config": {"mediaType": CACHE_CONFIG, "digest": digest, "size": len(body)},
+        "layers": [],
+    }
+    client.put_manifest(repository, tag, canonical_json(manifest), OCI_MANIFEST)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b'{"schema": "envkit.bake-cache/1", "layers": {"k": {"digest": "sha256:../../x"}}}', "malformed entry for layer key k"),
+        (b"\xff not json", "the cache map is not JSON"),
+        (b'{"schema": "envkit.bake-cache/99"}', "not a bake cache this envkit reads"),
+        (b'["a list"]', "not a bake cache this envkit reads"),
+    ],
+)
+def test_a_cache_map_that_cannot_be_read_is_skipped_by_cache_from_and_replaced_by_cache_to(
+    tmp_path: Path, image_channel: Path, registry: Registry, body: bytes, said: str
+) -> None:
+    # buildx's behaviour: a cache it cannot import is a warning, not a failed build; --cache-to writes a good one.
+    # Before, --cache-to read the broken map first and failed too, so the hint "write the cache again" could not be followed.
+    from conda_envkit.oci.registry import RegistryClient
+
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    host = registry.host
+    client = RegistryClient(host, insecure=True)
+    _put_cache_map(client, "team/cache", "broken", body)
+    cold = run_envkit("bake", "-q", "--oci", "cold", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c0")})
+    assert cold.returncode == 0, cold.output
+    cold_digest = json.loads((work / "bake.json").read_text())["image"]["digest"]
+    skipped = run_envkit(
+        "bake",
+        "--oci",
+        "img",
+        "--cache-from",
+        f"{host}/team/cache:broken",
+        "--insecure",
+        cwd=work,
+        env={"ENVKIT_CACHE_DIR": str(tmp_path / "c1")},
+    )
+    assert skipped.returncode == 0, skipped.output
+    assert f"{host}/team/cache:broken: {said}: baked without it" in skipped.stderr
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == cold_digest
+
+    both = ("--cache-from", f"{host}/team/cache:broken", "--cache-to", f"{host}/team/cache:broken", "--insecure")
+    replaced = run_envkit("bake", "--oci", "img", *both, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c2")})
+    assert replaced.returncode == 0, replaced.output
+    assert f"{said}: replaced by this bake's cache" in replaced.stderr
+    again = run_envkit("bake", "--oci", "img", *both, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c3")})
+    assert again.returncode == 0 and "baked without it" not in again.stderr and "replaced" not in again.stderr, again.output
+    assert not (tmp_path / "c3" / "pkgs").exists()  # the new map is read: no package was fetched
+
+
+def test_a_cache_map_past_its_cap_is_skipped(tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_envkit import registry_cache
+    from conda_envkit.oci.registry import RegistryClient
+
+    client = RegistryClient(registry.host, insecure=True)
+    body = json.dumps({"schema": registry_cache.CACHE_SCHEMA, "layers": {}, "packages": {}, "pad": "x" * 4000}).encode()
+    _put_cache_map(client, "team/cache", "big", body)
+    monkeypatch.setattr(registry_cache, "MAX_MAP_BYTES", 1000)
+    warned: list[str] = []
+    refs = [registry_cache.parse_cache_ref(f"{registry.host}/team/cache:{tag}") for tag in ("big", "missing")]
+    cache = registry_cache.load_caches(refs, lambda r: client, lambda _: None, warned.append)
+    assert cache.layers == {} and len(warned) == 1
+    assert "team/cache:big: the cache map is larger than 1000 bytes: baked without it" in warned[0]

@@ -197,7 +197,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     check_targets(targets, len(chosen))  # before anything is fetched or built
     if cache_refs or cache_to_ref:
         clients = RegistryClients(insecure_list)
-    remote = clients.load(cache_refs, say) if clients is not None and cache_refs else None
+    cache_warnings: list[str] = []
+    remote = clients.load(cache_refs, say, cache_warnings.append) if clients is not None and cache_refs else None
     bases: dict[str, BaseImage] = {}
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
@@ -212,11 +213,14 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     result = publish_image(baked, store, targets, progress)
     settle_layer_cache(baked, store, cache)
     if clients is not None and cache_to_ref is not None:
-        uploaded, mounted = clients.store_cache(cache_to_ref, baked, store)
-        say(f"cache {cache_to_ref}: {uploaded} layer(s) uploaded, {mounted} mounted")
+        wrote = clients.store_cache(cache_to_ref, baked, store)
+        if wrote.replaced:
+            cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
+        dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
+        say(f"cache {cache_to_ref}: {wrote.uploaded} layer(s) uploaded, {wrote.mounted} mounted, {wrote.layers} kept{dropped}")
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
-    warnings = tuple(w for image in baked.platforms for w in image.warnings)
+    warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings))
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
     if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)
