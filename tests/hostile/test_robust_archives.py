@@ -123,3 +123,36 @@ def test_package_metadata_over_its_cap_is_refused_before_it_is_read(
         with pytest.raises(archive_check.PackageContentError) as checked:
             archive_check.check_package_archive(archive, "noarch/bomb-1.0-0")
         assert checked.value.message == expected
+
+
+_FILE = {"_path": "bin/tool", "path_type": "hardlink", "sha256": hashlib.sha256(b"x\n").hexdigest(), "size_in_bytes": 2}
+
+
+@pytest.mark.parametrize(
+    ("paths_json", "said"),
+    [
+        (b"{not json", "is not valid JSON"),
+        (b'["a", "list"]', "is not valid JSON"),
+        (b'{"paths": ["bin/tool"]}', "malformed entry"),
+        (b'{"paths": [["bin/tool"]]}', "malformed entry"),
+        (b'{"paths": [{"path": "bin/tool"}]}', "malformed entry"),
+        (b'{"paths": [{"_path": 7}]}', "malformed entry"),
+        (b'{"paths": [{"_path": {"_path": "bin/tool"}}]}', "malformed entry"),
+        (b'{"paths": [{"_path": "../escape"}]}', "leaves its root"),
+        # the last of a repeated key counts, as for json.loads: here the path of a file the archive does not hold
+        (json.dumps({"paths": [_FILE]}).replace('"size_in_bytes"', '"_path": "bin/ghost", "size_in_bytes"').encode(), "does not hold"),
+        (json.dumps({"paths": [{**_FILE, "size_in_bytes": 3}]}).encode(), "its paths.json says 3"),
+    ],
+)
+def test_a_malformed_paths_json_is_refused_by_the_check_and_not_streamed(paths_json: bytes, said: str) -> None:
+    # The archive check reads paths.json after the payload (streamed or staged) and refuses what it cannot use; the
+    # layer stream reads it first and leaves a package whose entries are not entries to the staged read.
+    from conda_envkit.archive_check import ArchiveEntry, PackageContentError, _check_listing
+    from conda_envkit.stream_package import NotPlain, _listed
+
+    archive = [ArchiveEntry("bin/tool", "file", _FILE["sha256"], 2)]
+    with pytest.raises(PackageContentError, match=said):
+        _check_listing("evil-1.0-0", archive, paths_json)
+    if said == "is not valid JSON" or not any(isinstance(item, dict) for item in json.loads(paths_json)["paths"]):
+        with pytest.raises(NotPlain):
+            _listed("evil", paths_json)
