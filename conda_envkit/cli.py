@@ -342,7 +342,7 @@ def _bake_command() -> click.Command:
         show_default=True,
         callback=_jobs,
         metavar="N|auto",
-        help="zstd layers written at once: by this process and N-1 worker processes (each ~70 MB of memory; faster on "
+        help="zstd layers written at once: by this process and N-1 worker processes (each ~60-70 MB of memory; faster on "
         "several CPUs). auto: one per CPU, up to 4, for a big environment; 1: this process alone. The image is the same "
         "for any number.",
     )

@@ -49,7 +49,7 @@ _Written = TypeVar("_Written")
 
 # Below this many bytes of such layers a bake writes them itself: starting the processes (~0.2 s) would not pay.
 MIN_PROCESS_BYTES = 256 << 20
-# Each worker holds its interpreter, this module's imports, a zstd stream and its archive's listing (~70 MB).
+# Each worker holds its interpreter, this module's imports, a zstd stream and its archive's listing (~60-70 MB).
 MAX_PROCESSES = 3
 
 
