@@ -371,8 +371,8 @@ def bake_platform(
     cached = _cached_layers(layer_cache, keys, options.compression, store)
     remote_blobs: dict[str, str] = {}
     for i, key in enumerate(keys):
-        found = remote.lookup(key) if remote is not None and cached[i] is None else None
-        if found is not None and found[0].descriptor.media_type == options.compression.media_type:
+        found = remote.lookup(key, options.compression.media_type) if remote is not None and cached[i] is None else None
+        if found is not None:
             cached[i] = found[0]
             remote_blobs[found[0].descriptor.digest] = found[1]
     todo = [i for i, layer in enumerate(cached) if layer is None]
@@ -789,7 +789,10 @@ def build_layers(
             if missing:
                 indexes = pip_index_templates(lockfile, platform)
                 hosts = lock_hosts(lockfile, indexes)
-                got = fetch_packages(missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts).packages
+                # (with infos from a --cache-from map, the plan fetched none of them: reported here)
+                got = fetch_packages(
+                    missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
+                ).packages
                 by_fetched.update({_plan_name(f.locked): f for f in got})
             wheels = [n for n in plain if by_name[n][0].manager == "pip"]
             wheel_plans.update(_wheel_plans(wheels, by_fetched, in_image, platform, python, conda_paths() if wheels else {}))
@@ -844,8 +847,10 @@ def build_layers(
 
         def link(names: list[str], staging: Path) -> None:
             """Link `names` in a staging prefix holding just them; their members come from there."""
-            # Their archives were fetched (and reported) when the plan read them; this is part of the extract step.
-            inner = _SkipStep(progress, f"download {platform}", extract)
+            # This is part of the extract step; their archives were fetched (and reported) when the plan read them,
+            # unless their infos came from a --cache-from map: then install's download step reports them.
+            planned_fetch = all(fetched and name in fetched for name in names)
+            inner = _SkipStep(progress, *((f"download {platform}",) if planned_fetch else ()), extract)
             install_packages(lockfile, platform, staging, context.prefix, cache_dir, settings, inner, only=frozenset(names))
             owned = staged_paths(staging, _relinked_records(staging, names, clobbers) if clobbers else None)
             wheels = [name for name in names if name.startswith("pip:") and name in owned]

@@ -78,7 +78,7 @@ def _jobs(_ctx: click.Context, _param: click.Parameter, value: str) -> int | Non
         return None
     if value.isdigit() and int(value) >= 1:
         return int(value)
-    raise click.BadParameter(f"{value!r} is not a number from 1 or auto")
+    raise click.BadParameter(f"{value!r} is neither a whole number of 1 or more nor auto")
 
 
 def _say(quiet: bool) -> Callable[[str], None]:

@@ -54,6 +54,7 @@ class BakeTargets:
     push: str | None = None  # registry/repository
     tags: tuple[str, ...] = ()
     insecure: tuple[str, ...] = ()  # registries reached over plain HTTP
+    cache_to: str | None = None  # a registry cache written by the bake command (a target of its own: a cache-warming bake)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,10 @@ def check_targets(targets: BakeTargets, platforms: int) -> None:
     """Refuse targets that cannot take an image of `platforms` platforms, before anything is fetched or built:
     no target at all, an --oci path that is not a layout (it would be replaced), a --docker-archive that is a
     directory or for several platforms, a --push with a tag or digest."""
-    if not (targets.oci_layout or targets.docker_archive or targets.push):
-        raise BakeError("nothing to write", hint="pass --oci DIR, --docker-archive FILE and/or --push REGISTRY/REPO")
+    if not (targets.oci_layout or targets.docker_archive or targets.push or targets.cache_to):
+        raise BakeError(
+            "nothing to write", hint="pass --oci DIR, --docker-archive FILE, --push REGISTRY/REPO and/or --cache-to REGISTRY/REPO"
+        )
     if targets.oci_layout is not None:
         check_layout_target(targets.oci_layout)
     if targets.docker_archive is not None:

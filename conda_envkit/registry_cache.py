@@ -27,12 +27,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import Deadline, ResponseTooLarge, read_limited, size_text
+from conda_envkit.network import Deadline, NetworkError, ResponseTooLarge, read_limited, size_text
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
+from conda_envkit.progress import SILENT, Progress
 
 CACHE_SCHEMA = "envkit.bake-cache/1"
 CACHE_CONFIG = "application/vnd.envkit.bake-cache.config.v1+json"
@@ -74,7 +75,13 @@ class CacheRef:
 
 
 def parse_cache_ref(text: str) -> CacheRef:
-    """REGISTRY/REPO[:TAG] -> a CacheRef (tag `envkit-cache` by default)."""
+    """REGISTRY/REPO[:TAG] -> a CacheRef (tag `envkit-cache` by default). The registry must be named: `host:5000`
+    alone would read as an image `host` of Docker Hub."""
+    first = text.split("/", 1)[0]
+    if "/" not in text or not ("." in first or ":" in first or first == "localhost"):
+        raise CacheError(
+            f"cache {text!r} names no registry", hint="give REGISTRY/REPO[:TAG], e.g. ghcr.io/team/cache or localhost:5000/team/cache"
+        )
     ref = parse_image_ref(text)
     if ref.digest:
         raise CacheError(f"cache {text}: give a repository and optionally a tag, not a digest", hint="e.g. registry.example.com/team/cache")
@@ -83,13 +90,36 @@ def parse_cache_ref(text: str) -> CacheRef:
 
 @dataclass
 class RegistryCache:
-    """The layer map of one or more caches, and where each layer's blob lives."""
+    """The layer map of one or more caches, and where each layer's blob lives.
+
+    With `present` (registry/repository, digest -> whether the blob is there), a layer is used only once its
+    blob was found where the map says: a map naming a blob the repository lost is a miss (and `warn` hears of it).
+    """
 
     layers: dict[str, tuple[Layer, str]] = field(default_factory=dict)  # key -> (layer, registry/repository)
     packages: dict[str, PackageInfo] = field(default_factory=dict)  # sha256 -> info
+    present: Callable[[str, str], bool] | None = None
+    warn: Callable[[str], None] | None = None
 
-    def lookup(self, key: str) -> tuple[Layer, str] | None:
-        return self.layers.get(key)
+    def lookup(self, key: str, media_type: str | None = None) -> tuple[Layer, str] | None:
+        """The layer for `key` (of `media_type`, if given) and where its blob is, if the cache has it."""
+        found = self.layers.get(key)
+        if found is not None and media_type is not None and found[0].descriptor.media_type != media_type:
+            return None
+        if found is None or self.present is None:
+            return found
+        layer, location = found
+        try:
+            there = self.present(location, layer.descriptor.digest)
+            problem = "is not there"
+        except (RegistryError, NetworkError) as exc:
+            there, problem = False, f"cannot be checked ({exc.message})"
+        if not there:
+            del self.layers[key]
+            if self.warn is not None:
+                self.warn(f"cache {location}: layer blob {layer.descriptor.digest} {problem}: that layer was built here")
+            return None
+        return found
 
 
 @dataclass
@@ -216,11 +246,9 @@ def bounded_map(
     return document, counts
 
 
-def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[Descriptor]] | None:
-    """The cache document and the manifest's layer list, or None if the tag does not exist.
-
-    A tag that holds something else than a bake cache is CacheError; a bake cache that cannot be read, UnusableCache.
-    """
+def cache_manifest(client: RegistryClient, ref: CacheRef) -> tuple[Descriptor, list[Descriptor]] | None:
+    """The cache manifest's config and layers, or None if the tag does not exist; CacheError if the tag holds
+    anything but an envkit bake cache (an image, another artifact)."""
     try:
         data, _media_type, _digest = client.get_manifest(ref.repository, ref.tag)
     except RegistryError as exc:
@@ -234,7 +262,22 @@ def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[D
     except (ValueError, KeyError, TypeError, AttributeError, OciError):
         raise CacheError(f"{ref}: not an envkit bake cache manifest", hint="use another tag for the cache") from None
     if config.media_type != CACHE_CONFIG:
-        raise CacheError(f"{ref}: holds an image, not an envkit bake cache", hint="use another tag for the cache")
+        raise CacheError(
+            f"{ref}: holds an image or another artifact ({config.media_type}), not an envkit bake cache",
+            hint="use another tag for the cache",
+        )
+    return config, listed
+
+
+def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[Descriptor]] | None:
+    """The cache document and the manifest's layer list, or None if the tag does not exist.
+
+    A tag that holds something else than a bake cache is CacheError; a bake cache that cannot be read, UnusableCache.
+    """
+    found = cache_manifest(client, ref)
+    if found is None:
+        return None
+    config, listed = found
     what = f"cache {ref}"
     response = client.request(
         "GET", f"/v2/{ref.repository}/blobs/{config.digest}", f"repository:{ref.repository}:pull", (200,), stream=True, what=what
@@ -259,15 +302,19 @@ def load_caches(
 ) -> RegistryCache:
     """Read every `--cache-from` cache (a missing one is an empty cache); the first to name a key wins.
 
-    One that is there but cannot be read is skipped with a warning: the bake goes on without it.
+    One that cannot be read (unreachable, refused, cut short, malformed) is skipped with a warning: the bake goes on
+    without it. A tag that holds an image or another artifact is an error (the reference is wrong).
     """
-    cache = RegistryCache()
+    cache = RegistryCache(warn=warn)
     for ref in refs:
         try:
             found = _read(client_for(ref.registry), ref)
             parsed = _parse_document(found[0], str(ref)) if found is not None else None
         except UnusableCache as exc:
             warn(f"{exc.message}: baked without it; {exc.hint}")
+            continue
+        except (RegistryError, NetworkError) as exc:  # unreachable, refused: a cache is a speed-up, as for buildx
+            warn(f"cache {ref}: cannot be read ({exc.message}): baked without it")
             continue
         if parsed is None:
             say(f"cache {ref}: empty (no such tag yet)")
@@ -286,10 +333,13 @@ def write_cache(
     entries: list[CacheEntry],
     packages: list[PackageInfo],
     store: BlobStore,
+    pushed_to: str | None = None,
 ) -> CacheWrite:
     """Merge `entries` into the cache at `ref` (bounded: `bounded_map`); upload only missing blobs; tag last.
 
-    A cache there that cannot be read is replaced (`CacheWrite.replaced` says why); a tag holding anything else is refused.
+    A blob is mounted where it is already in the same registry: in the `--cache-from` repository it came from, or in
+    `pushed_to` (registry/repository the image was just pushed to). A cache there that cannot be read is replaced
+    (`CacheWrite.replaced` says why); a tag holding anything else is refused.
     """
     replaced = ""
     try:
@@ -302,7 +352,7 @@ def write_cache(
     for entry in entries:
         desc = entry.layer.descriptor
         if desc.digest not in there and not client.has_blob(ref.repository, desc.digest):
-            source = entry.source
+            source = entry.source or pushed_to
             if (
                 source
                 and source.startswith(client.registry + "/")
@@ -332,13 +382,21 @@ def write_cache(
     return replace(counts, uploaded=uploaded, mounted=mounted, replaced=replaced)
 
 
-def fetch_layers(blobs: dict[str, str], sizes: dict[str, int], store: BlobStore, client_for: Callable[[str], RegistryClient]) -> int:
+def fetch_layers(
+    blobs: dict[str, str],
+    sizes: dict[str, int],
+    store: BlobStore,
+    client_for: Callable[[str], RegistryClient],
+    progress: Progress = SILENT,
+) -> int:
     """Download (digest-checked, no bigger than its descriptor says) every cache-only layer blob an output needs
-    into `store`; return how many."""
-    count = 0
-    for digest, source in blobs.items():
-        if store.has(digest):
-            continue
+    into `store` (step "download cached layers"); return how many."""
+    wanted = {digest: source for digest, source in blobs.items() if not store.has(digest)}
+    if not wanted:
+        return 0
+    step = "download cached layers"
+    progress.start(step, total=len(wanted), unit="layers")
+    for digest, source in wanted.items():
         registry, _, repository = source.partition("/")
         tmp = store.temp_path()
         try:
@@ -346,8 +404,10 @@ def fetch_layers(blobs: dict[str, str], sizes: dict[str, int], store: BlobStore,
             store.adopt(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
-        count += 1
-    return count
+        progress.advance(step, detail=f"{sizes[digest] / 1e6:.1f} MB")
+    total = sum(sizes[digest] for digest in wanted)
+    progress.done(step, f"{len(wanted)} layers, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
+    return len(wanted)
 
 
 class RegistryClients:
@@ -363,9 +423,20 @@ class RegistryClients:
         return self.clients[registry]
 
     def load(self, refs: list[CacheRef], say: Callable[[str], None], warn: Callable[[str], None]) -> RegistryCache:
-        return load_caches(refs, self.client, say, warn)
+        cache = load_caches(refs, self.client, say, warn)
+        cache.present = self.has_blob
+        return cache
 
-    def fetch_needed(self, baked: object, store: BlobStore, local: bool, pushed_to: list[str]) -> int:
+    def has_blob(self, location: str, digest: str) -> bool:
+        registry, _, repository = location.partition("/")
+        return self.client(registry).has_blob(repository, digest)
+
+    def check_target(self, ref: CacheRef) -> None:
+        """Refuse a `--cache-to` that cannot be written, before anything is built: an unreachable registry, a tag
+        that holds an image or another artifact."""
+        cache_manifest(self.client(ref.registry), ref)
+
+    def fetch_needed(self, baked: object, store: BlobStore, local: bool, pushed_to: list[str], progress: Progress = SILENT) -> int:
         """Download the cache-only layers an output needs: all of them for --oci/--docker-archive, else those
         that cannot be mounted because the push goes to another registry."""
         remote: dict[str, str] = {}
@@ -374,9 +445,9 @@ class RegistryClients:
             remote.update(image.remote_blobs)
             sizes.update({layer.descriptor.digest: layer.descriptor.size for layer in image.layers})
         needed = {d: s for d, s in remote.items() if local or any(not s.startswith(r + "/") for r in pushed_to)}
-        return fetch_layers(needed, sizes, store, self.client)
+        return fetch_layers(needed, sizes, store, self.client, progress)
 
-    def store_cache(self, ref: CacheRef, baked: object, store: BlobStore) -> CacheWrite:
+    def store_cache(self, ref: CacheRef, baked: object, store: BlobStore, pushed_to: str | None = None) -> CacheWrite:
         entries = [e for image in baked.platforms for e in image.cache_entries]  # type: ignore[attr-defined]
         infos = list({i.sha256: i for image in baked.platforms for i in image.infos}.values())  # type: ignore[attr-defined]
-        return write_cache(self.client(ref.registry), ref, entries, infos, store)
+        return write_cache(self.client(ref.registry), ref, entries, infos, store, pushed_to)

@@ -4,12 +4,13 @@ bakes the same image from the registry's layer cache, fetching no package and up
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Registry, run_envkit
+from tests.conftest import Registry, Result, run_envkit
 from tests.test_bake import _bake, _lock
 
 
@@ -246,3 +247,139 @@ def test_a_cache_map_past_its_cap_is_skipped(tmp_path: Path, registry: Registry,
     cache = registry_cache.load_caches(refs, lambda r: client, lambda _: None, warned.append)
     assert cache.layers == {} and len(warned) == 1
     assert "team/cache:big: the cache map is larger than 1000 bytes: baked without it" in warned[0]
+
+
+def _envkit(work: Path, cache: Path, *args: str) -> Result:
+    return run_envkit("bake", "--large-package-mb", "1", *args, cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+
+
+def _downloads_said(output: str) -> int:
+    return sum(int(m) for m in re.findall(r"download linux-64: (\d+) packages", output))
+
+
+@pytest.mark.parametrize("target", ["unreachable", "image tag"])
+def test_a_cache_to_that_cannot_be_written_is_refused_before_anything_is_built_or_pushed(
+    tmp_path: Path, image_channel: Path, registry: Registry, target: str
+) -> None:
+    from conda_envkit.oci.registry import RegistryClient, RegistryError
+
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    host = registry.host
+    if target == "image tag":
+        first, _ = _bake(work, tmp_path / "c0", "--push", f"{host}/team/app", "--insecure")
+        cache_to = f"{host}/team/app:{first['tags'][0]}"
+        said = "holds an image or another artifact"
+    else:
+        cache_to, said = "127.0.0.1:1/team/cache", "127.0.0.1:1"
+    (work / "bake.json").unlink(missing_ok=True)
+    result = _envkit(work, tmp_path / "c1", "-q", "--push", f"{host}/team/fresh", "--cache-to", cache_to, "--insecure")
+    assert result.returncode == 2 and said in result.stderr, result.output
+    assert not (work / "bake.json").exists() and not (tmp_path / "c1" / "pkgs").exists()  # nothing fetched
+    with pytest.raises(RegistryError, match="not found"):  # nothing pushed
+        RegistryClient(host, insecure=True).get_manifest("team/fresh", "latest")
+
+
+def test_a_cache_write_that_fails_after_the_push_says_where_the_image_is(
+    tmp_path: Path, image_channel: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry failing between the check and the write is simulated (the write raises); the rest is real.
+    from conda_envkit.registry_cache import CacheError, RegistryClients
+    from tests.hostile.conftest import run_cli
+
+    def fails(*_: object, **__: object) -> None:
+        raise CacheError("the registry went away", hint="retry")
+
+    monkeypatch.setattr(RegistryClients, "store_cache", fails)
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    host = registry.host
+    result = run_cli(
+        "bake", "-q", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure", cwd=work,
+        env={"ENVKIT_CACHE_DIR": str(tmp_path / "c")},
+    )  # fmt: skip
+    assert result.returncode == 2, result.output
+    record = json.loads((work / "bake.json").read_text())
+    pushed = f"{host}/team/app@{record['image']['digest']}"
+    assert f"cache {host}/team/cache:envkit-cache: not written: the registry went away (the image is at {pushed}" in result.stderr
+
+
+def test_a_cached_layer_whose_blob_the_registry_lost_is_built_again(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    from conda_envkit.oci.registry import RegistryClient
+
+    channel = tmp_path / "channel"
+    shutil.copytree(image_channel, channel)
+    work = tmp_path / "work"
+    _lock(work, channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    host = registry.host
+    first, _ = _bake(work, tmp_path / "runner-1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
+    lost = first["platforms"]["linux-64"]["layers"][0]["digest"]
+    client = RegistryClient(host, insecure=True)
+    client.request("DELETE", f"/v2/team/cache/blobs/{lost}", "repository:team/cache:pull,push", (202,), what="delete blob")
+    assert not client.has_blob("team/cache", lost)
+
+    args = ("--push", f"{host}/team/other", "--cache-from", f"{host}/team/cache", "--insecure")
+    again = _envkit(work, tmp_path / "runner-2", *args)
+    assert again.returncode == 0, again.output
+    assert f"cache {host}/team/cache: layer blob {lost} is not there: that layer was built here" in again.stderr
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
+    assert _downloads_said(again.stderr) == len(list((tmp_path / "runner-2" / "pkgs").iterdir())) > 0  # its packages, said
+
+
+def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
+    channel = tmp_path / "channel"
+    shutil.copytree(image_channel, channel)
+    work = tmp_path / "work"
+    _lock(work, channel, ["greet=1.0", "bigmodel=1.0"])
+    host = registry.host
+    pushed = _envkit(work, tmp_path / "c1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
+    assert pushed.returncode == 0, pushed.output
+    cached = len(json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["layers"]) - 1  # not the metadata layer
+    # Every layer was just pushed to team/app: the cache's repository mounts them all, uploads none.
+    assert f"cache {host}/team/cache:envkit-cache: 0 layer(s) uploaded, {cached} mounted, {cached} kept" in pushed.stderr
+
+    # --cache-to alone: a cache-warming bake (buildx allows it); a fresh runner then bakes from it with no package.
+    warmed = _envkit(work, tmp_path / "c2", "-q", "--cache-to", f"{host}/team/warm", "--insecure")
+    assert warmed.returncode == 0, warmed.output
+    digest = json.loads((work / "bake.json").read_text())["image"]["digest"]
+    shutil.rmtree(channel)
+    fresh = _envkit(work, tmp_path / "c3", "--oci", "img", "--cache-from", f"{host}/team/warm", "--insecure")
+    assert fresh.returncode == 0, fresh.output
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == digest
+    assert not (tmp_path / "c3" / "pkgs").exists()
+    assert re.search(r"download cached layers: \d+ layers, [\d.]+ MB from the registry cache", fresh.stderr), fresh.stderr
+
+
+def test_packages_a_cache_from_bake_fetches_for_its_layers_are_said(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    # The plan reads the infos from the map; a group layer whose key changed needs all its members' archives,
+    # fetched while the layers are built: each one is reported, as the plan's are.
+    work = tmp_path / "work"
+    host = registry.host
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])  # one small-package group holds both
+    _bake(work, tmp_path / "c1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
+    _lock(work, image_channel, ["greet=1.0"])  # that group's key changes; every info is in the map
+    result = _envkit(work, tmp_path / "c2", "--oci", "img", "--cache-from", f"{host}/team/cache", "--insecure")
+    assert result.returncode == 0, result.output
+    assert [p.name for p in (tmp_path / "c2" / "pkgs").iterdir() for p in p.glob("*.conda")] == ["greet-1.0-0.conda"]
+    assert _downloads_said(result.stderr) == 1, result.stderr
+
+
+def test_an_unreachable_cache_from_is_a_warning_and_a_cache_ref_must_name_its_registry(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    result = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-from", "127.0.0.1:1/team/cache", "--insecure")
+    assert result.returncode == 0, result.output
+    assert "cache 127.0.0.1:1/team/cache:envkit-cache: cannot be read (" in result.stderr and "baked without it" in result.stderr
+    for bare in ("127.0.0.1:5000", "team/cache", "cache"):
+        refused = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-from", bare)
+        assert refused.returncode == 2 and f"cache {bare!r} names no registry" in refused.stderr, refused.output
+
+
+def test_a_plain_http_registry_without_insecure_is_named_as_such(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    result = _envkit(work, tmp_path / "c", "-q", "--push", f"{registry.host}/team/app")
+    assert result.returncode == 2, result.output
+    assert f"{registry.host}: the registry speaks plain HTTP, not HTTPS" in result.stderr and "pass --insecure" in result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conda_envkit.commands import BadFlag, Output
+from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import label_key
 
 if TYPE_CHECKING:
@@ -192,11 +193,18 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])
     insecure_list = insecure_hosts(registries, request.insecure)
     targets = BakeTargets(
-        oci_layout=request.oci_dir, docker_archive=request.docker_archive, push=request.push_repo, tags=request.tags, insecure=insecure_list
+        oci_layout=request.oci_dir,
+        docker_archive=request.docker_archive,
+        push=request.push_repo,
+        tags=request.tags,
+        insecure=insecure_list,
+        cache_to=request.cache_to,
     )
     check_targets(targets, len(chosen))  # before anything is fetched or built
     if cache_refs or cache_to_ref:
         clients = RegistryClients(insecure_list)
+    if clients is not None and cache_to_ref is not None:
+        clients.check_target(cache_to_ref)  # reachable, and not a tag holding an image: before anything is built
     cache_warnings: list[str] = []
     remote = clients.load(cache_refs, say, cache_warnings.append) if clients is not None and cache_refs else None
     bases: dict[str, BaseImage] = {}
@@ -209,16 +217,26 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
     if clients is not None:
-        clients.fetch_needed(baked, store, local=bool(request.oci_dir or request.docker_archive), pushed_to=pushed)
+        local = bool(request.oci_dir or request.docker_archive)
+        clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
     result = publish_image(baked, store, targets, progress)
     settle_layer_cache(baked, store, cache)
+    record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     if clients is not None and cache_to_ref is not None:
-        wrote = clients.store_cache(cache_to_ref, baked, store)
+        pushed_repo = result.outputs.get("registry")  # its blobs are mounted into the cache's repository, not uploaded
+        try:
+            wrote = clients.store_cache(cache_to_ref, baked, store, pushed_repo)
+        except EnvkitError as exc:  # the image is written: say where, and keep the record, before failing
+            write_record(request.record_path, record)
+            written = ", ".join(result.references) or "nowhere"
+            raise EnvkitError(
+                f"cache {cache_to_ref}: not written: {exc.message} (the image is at {written}; record {request.record_path})",
+                hint=exc.hint,
+            ) from None
         if wrote.replaced:
             cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
         dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
         say(f"cache {cache_to_ref}: {wrote.uploaded} layer(s) uploaded, {wrote.mounted} mounted, {wrote.layers} kept{dropped}")
-    record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     write_record(request.record_path, record)
     warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings))
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).

@@ -260,6 +260,11 @@ class RegistryClient:
                     response._content = read_limited(response, deadline, MAX_SMALL_RESPONSE)
                     response.close()
             except requests.exceptions.SSLError as exc:
+                if "WRONG_VERSION_NUMBER" in str(exc):  # the server answered a TLS hello in plain HTTP
+                    raise RegistryError(
+                        f"{self.registry}: the registry speaks plain HTTP, not HTTPS",
+                        hint="pass --insecure for a local test registry (localhost only); a real registry needs TLS",
+                    ) from None
                 raise RegistryError(
                     f"{self.registry}: TLS verification failed ({exc.__class__.__name__})",
                     hint="fix the registry's certificate; --insecure (plain HTTP) is only for local test registries",
