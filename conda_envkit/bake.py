@@ -421,7 +421,10 @@ def bake_platform(
         contents.append(())
     reused = len(plans) - len(todo)
     size = sum(layer.descriptor.size for layer in written)
-    progress.done(step, f"{len(written)} layers, {size / 1e6:.1f} MB ({reused} reused from the layer cache)")
+    from_registry = f", {len(remote_blobs)} from a registry cache" if remote_blobs else ""
+    progress.done(
+        step, f"{len(written)} layers, {size / 1e6:.1f} MB ({reused - len(remote_blobs)} reused from the layer cache{from_registry})"
+    )
     image_settings = ImageSettings(
         env=image_env(options),
         path_prepend=(f"{prefix}/bin",),

@@ -56,6 +56,7 @@ class BakeRecord:
     platforms: dict[str, dict[str, Any]]  # PlatformRecord.to_json() per platform, as read
     push: dict[str, int] | None = None
     envkit_version: str = __version__
+    cache: dict[str, Any] | None = None  # --cache-from / --cache-to: what was read, used, downloaded, written
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -72,6 +73,8 @@ class BakeRecord:
         }
         if self.push is not None:
             data["push"] = self.push
+        if self.cache is not None:
+            data["cache"] = self.cache
         return data
 
     @classmethod
@@ -94,6 +97,7 @@ class BakeRecord:
             platforms=data["platforms"],
             push=data.get("push"),
             envkit_version=data.get("envkit_version", ""),
+            cache=data.get("cache"),
         )
 
 

@@ -30,6 +30,13 @@ def test_cache_from_an_empty_runner_fetches_no_package_and_uploads_no_layer(
     again, _ = _bake(work, tmp_path / "runner-2", "--push", f"{host}/team/app", "--cache-from", cache_repo, "--insecure")
     assert again["image"]["digest"] == first["image"]["digest"]
     assert again["push"]["uploaded_blobs"] == 0
+    layer_count = len(first["platforms"]["linux-64"]["layers"]) - 1  # all but the metadata layer
+    assert again["cache"] == {
+        "from": [f"{cache_repo}:envkit-cache"],
+        "layers_from_registry": layer_count,
+        "layers_downloaded": 0,
+        "warnings": [],
+    }
     assert not (tmp_path / "runner-2" / "pkgs").exists()
     # Package layers were never downloaded either: only the metadata layer, config and manifest are local.
     layers = first["platforms"]["linux-64"]["layers"]
@@ -223,6 +230,7 @@ def test_a_cache_map_that_cannot_be_read_is_skipped_by_cache_from_and_replaced_b
     )
     assert skipped.returncode == 0, skipped.output
     assert f"{host}/team/cache:broken: {said}: baked without it" in skipped.stderr
+    assert said in json.loads((work / "bake.json").read_text())["cache"]["warnings"][0]
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == cold_digest
 
     both = ("--cache-from", f"{host}/team/cache:broken", "--cache-to", f"{host}/team/cache:broken", "--insecure")
@@ -339,6 +347,15 @@ def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake
     cached = len(json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["layers"]) - 1  # not the metadata layer
     # Every layer was just pushed to team/app: the cache's repository mounts them all, uploads none.
     assert f"cache {host}/team/cache:envkit-cache: 0 layer(s) uploaded, {cached} mounted, {cached} kept" in pushed.stderr
+    to = json.loads((work / "bake.json").read_text())["cache"]["to"]  # the record keeps it, for a CI run with -q
+    assert to == {
+        "ref": f"{host}/team/cache:envkit-cache",
+        "uploaded_layers": 0,
+        "mounted_layers": cached,
+        "kept_layers": cached,
+        "dropped_layers": 0,
+        "dropped_packages": 0,
+    }
 
     # --cache-to alone: a cache-warming bake (buildx allows it); a fresh runner then bakes from it with no package.
     warmed = _envkit(work, tmp_path / "c2", "-q", "--cache-to", f"{host}/team/warm", "--insecure")
@@ -350,6 +367,8 @@ def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == digest
     assert not (tmp_path / "c3" / "pkgs").exists()
     assert re.search(r"download cached layers: \d+ layers, [\d.]+ MB from the registry cache", fresh.stderr), fresh.stderr
+    assert f"(0 reused from the layer cache, {cached} from a registry cache)" in fresh.stderr
+    assert json.loads((work / "bake.json").read_text())["cache"]["layers_downloaded"] == cached
 
 
 def test_packages_a_cache_from_bake_fetches_for_its_layers_are_said(tmp_path: Path, image_channel: Path, registry: Registry) -> None:

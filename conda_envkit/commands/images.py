@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conda_envkit.commands import BadFlag, Output
 from conda_envkit.errors import EnvkitError
@@ -216,12 +216,17 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
+    downloaded = 0
     if clients is not None:
         local = bool(request.oci_dir or request.docker_archive)
-        clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
+        downloaded = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
     result = publish_image(baked, store, targets, progress)
     settle_layer_cache(baked, store, cache)
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
+    if clients is not None:
+        from_registry = sum(len(image.remote_blobs) for image in baked.platforms)
+        cache_record: dict[str, Any] = {"from": [str(r) for r in cache_refs], "layers_from_registry": from_registry}
+        record = replace(record, cache={**cache_record, "layers_downloaded": downloaded, "warnings": cache_warnings})
     if clients is not None and cache_to_ref is not None:
         pushed_repo = result.outputs.get("registry")  # its blobs are mounted into the cache's repository, not uploaded
         try:
@@ -237,6 +242,15 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
             cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
         dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
         say(f"cache {cache_to_ref}: {wrote.uploaded} layer(s) uploaded, {wrote.mounted} mounted, {wrote.layers} kept{dropped}")
+        cache_to_record = {
+            "ref": str(cache_to_ref),
+            "uploaded_layers": wrote.uploaded,
+            "mounted_layers": wrote.mounted,
+            "kept_layers": wrote.layers,
+            "dropped_layers": wrote.dropped_layers,
+            "dropped_packages": wrote.dropped_packages,
+        }
+        record = replace(record, cache={**(record.cache or {}), "to": cache_to_record})
     write_record(request.record_path, record)
     warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings))
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
