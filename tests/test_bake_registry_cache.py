@@ -393,7 +393,9 @@ def test_an_unreachable_cache_from_is_a_warning_and_a_cache_ref_must_name_its_re
     assert "cache 127.0.0.1:1/team/cache:envkit-cache: cannot be read (" in result.stderr and "baked without it" in result.stderr
     for bare in ("127.0.0.1:5000", "team/cache", "cache"):
         refused = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-from", bare)
-        assert refused.returncode == 2 and f"cache {bare!r} names no registry" in refused.stderr, refused.output
+        assert refused.returncode == 2 and f"--cache-from {bare}: cache {bare!r} names no registry" in refused.stderr, refused.output
+    upper = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-to", "localhost:5000/team/Cache")
+    assert upper.returncode == 2 and "--cache-to localhost:5000/team/Cache: " in upper.stderr and "lowercase" in upper.stderr, upper.output
 
 
 def test_a_plain_http_registry_without_insecure_is_named_as_such(tmp_path: Path, image_channel: Path, registry: Registry) -> None:

@@ -186,8 +186,14 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     if request.cache_from or request.cache_to:  # the registry client (requests) loads only for a registry cache
         from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
 
-        cache_refs = [parse_cache_ref(r) for r in request.cache_from]
-        cache_to_ref = parse_cache_ref(request.cache_to) if request.cache_to else None
+        def cache_ref(option: str, text: str) -> CacheRef:
+            try:
+                return parse_cache_ref(text)
+            except EnvkitError as exc:  # (which option gave it)
+                raise EnvkitError(f"{option} {text}: {exc.message}", hint=exc.hint) from None
+
+        cache_refs = [cache_ref("--cache-from", r) for r in request.cache_from]
+        cache_to_ref = cache_ref("--cache-to", request.cache_to) if request.cache_to else None
     named = [*([request.push_repo] if request.push_repo else []), *set(base_refs.values())]
     registries = [parse_image_ref(r).registry for r in named if is_registry_ref(r)]
     registries += [r.registry for r in cache_refs] + ([cache_to_ref.registry] if cache_to_ref else [])

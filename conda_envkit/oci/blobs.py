@@ -64,7 +64,9 @@ def json_document(data: bytes, where: str, what: str = "manifest") -> dict[str, 
 def check_digest(digest: str, where: str) -> str:
     """`digest` if it is a well-formed sha256 digest, else an error naming `where`."""
     if not _DIGEST.fullmatch(digest):
-        raise OciError(f"{where}: invalid digest {digest!r}", hint="only sha256 digests are supported")
+        raise OciError(
+            f"{where}: invalid digest {digest!r}", hint="a digest is sha256: and 64 lowercase hex digits; no other algorithm is supported"
+        )
     return digest
 
 

@@ -67,7 +67,8 @@ def parse_image_ref(text: str) -> ImageRef:
             f"invalid image reference {text[:300]!r}: repository name longer than {_MAX_REPO} characters", hint="check the reference"
         )
     if not _REPO.fullmatch(repo):
-        raise OciError(f"invalid image reference {text!r}: bad repository name {repo!r}", hint="e.g. registry.example.com/team/train:tag")
+        hint = "repository names are lowercase" if _REPO.fullmatch(repo.lower()) else "e.g. registry.example.com/team/train:tag"
+        raise OciError(f"invalid image reference {text!r}: bad repository name {repo!r}", hint=hint)
     if tag and not _TAG.fullmatch(tag):
         raise OciError(f"invalid image reference {text!r}: bad tag {tag!r}", hint="tags are [A-Za-z0-9_.-], at most 128 characters")
     return ImageRef(registry, repo, tag or None, digest or None)
