@@ -347,7 +347,8 @@ def write_cache(
         old = _parse_document(existing[0], str(ref)) if existing is not None else CacheMap()
     except UnusableCache as exc:
         existing, old, replaced = None, CacheMap(), exc.message
-    there = {d.digest for d in existing[1]} if existing is not None else set()
+    # Each blob is asked for (HEAD), not taken from the old manifest's list: a blob the repository lost is put back.
+    there: set[str] = set()
     uploaded = mounted = 0
     for entry in entries:
         desc = entry.layer.descriptor

@@ -332,6 +332,9 @@ def test_a_cached_layer_whose_blob_the_registry_lost_is_built_again(tmp_path: Pa
     assert f"cache {host}/team/cache: layer blob {lost} is not there: that layer was built here" in again.stderr
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
     assert _downloads_said(again.stderr) == len(list((tmp_path / "runner-2" / "pkgs").iterdir())) > 0  # its packages, said
+    # Written back with --cache-to, the lost blob is uploaded again (its old manifest still listed it).
+    mended = _envkit(work, tmp_path / "runner-2", "-q", *args, "--cache-to", f"{host}/team/cache")
+    assert mended.returncode == 0 and client.has_blob("team/cache", lost), mended.output
 
 
 def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(
