@@ -58,6 +58,18 @@ class UnusableCache(CacheError):
     """An envkit bake cache that is there but cannot be read: cut short, too big, not its digest, malformed."""
 
 
+class NewerCache(UnusableCache):
+    """A bake cache a newer envkit wrote (a later schema): read by neither, and not replaced by this one's --cache-to,
+    so that runners of two versions writing one cache do not throw each other's entries away in turn."""
+
+
+def _schema_version(schema: object) -> int | None:
+    prefix = CACHE_SCHEMA.rsplit("/", 1)[0] + "/"
+    if isinstance(schema, str) and schema.startswith(prefix) and schema[len(prefix) :].isdigit():
+        return int(schema[len(prefix) :])
+    return None
+
+
 @dataclass(frozen=True)
 class CacheRef:
     """Where a cache lives: registry, repository, tag."""
@@ -145,6 +157,7 @@ class CacheWrite:
     dropped_layers: int = 0
     dropped_packages: int = 0
     replaced: str = ""  # why the map that was there could not be read (it was replaced), or ""
+    skipped: str = ""  # why nothing was written (a newer envkit's cache is there), or ""
 
 
 def _generation(value: object) -> int:
@@ -153,6 +166,10 @@ def _generation(value: object) -> int:
 
 def _parse_document(data: object, where: str) -> CacheMap:
     if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA:
+        schema = data.get("schema") if isinstance(data, dict) else None
+        version = _schema_version(schema)
+        if version is not None and version > (_schema_version(CACHE_SCHEMA) or 0):
+            raise NewerCache(f"{where}: a newer envkit's bake cache ({schema})", hint="upgrade envkit, or use another tag")
         raise UnusableCache(f"{where}: not a bake cache this envkit reads", hint="write the cache again with --cache-to")
     parsed = CacheMap()
     entries = data.get("layers") or {}
@@ -345,6 +362,8 @@ def write_cache(
     try:
         existing = _read(client, ref)
         old = _parse_document(existing[0], str(ref)) if existing is not None else CacheMap()
+    except NewerCache as exc:
+        return CacheWrite(0, 0, 0, skipped=exc.message)
     except UnusableCache as exc:
         existing, old, replaced = None, CacheMap(), exc.message
     # Each blob is asked for (HEAD), not taken from the old manifest's list: a blob the repository lost is put back.

@@ -199,7 +199,8 @@ def _put_cache_map(client, repository: str, tag: str, body: bytes) -> None:
     [
         (b'{"schema": "envkit.bake-cache/1", "layers": {"k": {"digest": "sha256:../../x"}}}', "malformed entry for layer key k"),
         (b"\xff not json", "the cache map is not JSON"),
-        (b'{"schema": "envkit.bake-cache/99"}', "not a bake cache this envkit reads"),
+        (b'{"schema": "envkit.bake-cache/0"}', "not a bake cache this envkit reads"),
+        (b'{"schema": "envkit.bake-cache/x2"}', "not a bake cache this envkit reads"),
         (b'["a list"]', "not a bake cache this envkit reads"),
     ],
 )
@@ -407,3 +408,22 @@ def test_a_plain_http_registry_without_insecure_is_named_as_such(tmp_path: Path,
     result = _envkit(work, tmp_path / "c", "-q", "--push", f"{registry.host}/team/app")
     assert result.returncode == 2, result.output
     assert f"{registry.host}: the registry speaks plain HTTP, not HTTPS" in result.stderr and "pass --insecure" in result.stderr
+
+
+def test_a_newer_envkits_cache_is_read_by_neither_and_not_replaced(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    # Runners of two envkit versions writing one cache would otherwise throw each other's entries away in turn.
+    from conda_envkit.oci.registry import RegistryClient
+
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    host = registry.host
+    client = RegistryClient(host, insecure=True)
+    _put_cache_map(client, "team/cache", "envkit-cache", b'{"schema": "envkit.bake-cache/2", "layers": {}}')
+    before = client.get_manifest("team/cache", "envkit-cache")[2]
+    both = ("--cache-from", f"{host}/team/cache", "--cache-to", f"{host}/team/cache", "--insecure")
+    result = _envkit(work, tmp_path / "c", "-q", "--oci", "img", *both)
+    assert result.returncode == 0, result.output
+    newer = f"{host}/team/cache:envkit-cache: a newer envkit's bake cache (envkit.bake-cache/2)"
+    assert f"{newer}: baked without it; upgrade envkit, or use another tag" in result.stderr
+    assert f"{newer}: not replaced; this bake's layers were not written to it" in result.stderr
+    assert client.get_manifest("team/cache", "envkit-cache")[2] == before

@@ -244,6 +244,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
                 f"cache {cache_to_ref}: not written: {exc.message} (the image is at {written}; record {request.record_path})",
                 hint=exc.hint,
             ) from None
+        if wrote.skipped:
+            cache_warnings.append(f"{wrote.skipped}: not replaced; this bake's layers were not written to it")
         if wrote.replaced:
             cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
         dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
