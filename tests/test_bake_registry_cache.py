@@ -14,13 +14,19 @@ from tests.conftest import Registry, Result, run_envkit
 from tests.test_bake import _bake, _lock
 
 
-def test_cache_from_an_empty_runner_fetches_no_package_and_uploads_no_layer(
-    tmp_path: Path, image_channel: Path, registry: Registry
-) -> None:
+def _own_channel(tmp_path: Path, image_channel: Path, deps: list[str]) -> tuple[Path, Path]:
+    """A work directory with a lock of `deps` from a copy of the image channel (which the test may remove)."""
     channel = tmp_path / "channel"
     shutil.copytree(image_channel, channel)
     work = tmp_path / "work"
-    _lock(work, channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    _lock(work, channel, deps)
+    return work, channel
+
+
+def test_cache_from_an_empty_runner_fetches_no_package_and_uploads_no_layer(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
+    work, channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
     host = registry.host
     cache_repo = f"{host}/team/cache"
     first, _ = _bake(work, tmp_path / "runner-1", "--push", f"{host}/team/app", "--cache-to", cache_repo, "--insecure")
@@ -216,29 +222,20 @@ def test_a_cache_map_that_cannot_be_read_is_skipped_by_cache_from_and_replaced_b
     host = registry.host
     client = RegistryClient(host, insecure=True)
     _put_cache_map(client, "team/cache", "broken", body)
-    cold = run_envkit("bake", "-q", "--oci", "cold", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c0")})
+    cold = _envkit(work, tmp_path / "c0", "-q", "--oci", "cold")
     assert cold.returncode == 0, cold.output
     cold_digest = json.loads((work / "bake.json").read_text())["image"]["digest"]
-    skipped = run_envkit(
-        "bake",
-        "--oci",
-        "img",
-        "--cache-from",
-        f"{host}/team/cache:broken",
-        "--insecure",
-        cwd=work,
-        env={"ENVKIT_CACHE_DIR": str(tmp_path / "c1")},
-    )
+    skipped = _envkit(work, tmp_path / "c1", "--oci", "img", "--cache-from", f"{host}/team/cache:broken", "--insecure")
     assert skipped.returncode == 0, skipped.output
     assert f"{host}/team/cache:broken: {said}: baked without it" in skipped.stderr
     assert said in json.loads((work / "bake.json").read_text())["cache"]["warnings"][0]
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == cold_digest
 
     both = ("--cache-from", f"{host}/team/cache:broken", "--cache-to", f"{host}/team/cache:broken", "--insecure")
-    replaced = run_envkit("bake", "--oci", "img", *both, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c2")})
+    replaced = _envkit(work, tmp_path / "c2", "--oci", "img", *both)
     assert replaced.returncode == 0, replaced.output
     assert f"{said}: replaced by this bake's cache" in replaced.stderr
-    again = run_envkit("bake", "--oci", "img", *both, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "c3")})
+    again = _envkit(work, tmp_path / "c3", "--oci", "img", *both)
     assert again.returncode == 0 and "baked without it" not in again.stderr and "replaced" not in again.stderr, again.output
     assert not (tmp_path / "c3" / "pkgs").exists()  # the new map is read: no package was fetched
 
@@ -316,10 +313,7 @@ def test_a_cache_write_that_fails_after_the_push_says_where_the_image_is(
 def test_a_cached_layer_whose_blob_the_registry_lost_is_built_again(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     from conda_envkit.oci.registry import RegistryClient
 
-    channel = tmp_path / "channel"
-    shutil.copytree(image_channel, channel)
-    work = tmp_path / "work"
-    _lock(work, channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    work, channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
     host = registry.host
     first, _ = _bake(work, tmp_path / "runner-1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
     lost = first["platforms"]["linux-64"]["layers"][0]["digest"]
@@ -341,10 +335,7 @@ def test_a_cached_layer_whose_blob_the_registry_lost_is_built_again(tmp_path: Pa
 def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(
     tmp_path: Path, image_channel: Path, registry: Registry
 ) -> None:
-    channel = tmp_path / "channel"
-    shutil.copytree(image_channel, channel)
-    work = tmp_path / "work"
-    _lock(work, channel, ["greet=1.0", "bigmodel=1.0"])
+    work, channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0"])
     host = registry.host
     pushed = _envkit(work, tmp_path / "c1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
     assert pushed.returncode == 0, pushed.output
