@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -78,9 +79,30 @@ class PackageInfo:
             for key in ("depends", "constrains", "track_features", "entry_points"):
                 values[key] = tuple(values.get(key) or ())  # type: ignore[arg-type]
             values["paths"] = _unpacked_paths(values.get("paths"), MAX_INFO_FILE_BYTES if max_paths_bytes is None else max_paths_bytes)
-            return cls(**values)  # type: ignore[arg-type]
+            info = cls(**values)  # type: ignore[arg-type]
+            _check_types(info)
+            return info
         except (TypeError, ValueError, zlib.error) as exc:
             raise PackageInfoError(f"{where}: malformed package record ({exc})", hint="delete it; envkit reads the archive again") from None
+
+
+_TEXT_FIELDS = ("sha256", "manager", "name", "version", "build", "subdir")
+_OPTIONAL_TEXT_FIELDS = ("noarch", "arch", "platform", "license", "license_family", "features", "python_site_packages_path")
+_COUNT_FIELDS = ("build_number", "installed_size", "archive_size")
+_TEXTS_FIELDS = ("depends", "constrains", "track_features", "entry_points")
+
+
+def _check_types(info: PackageInfo) -> None:
+    """ValueError unless every field has its type: a record read back (the info cache, a registry cache's map) is
+    not trusted to (a number where text goes would fail far from here, in the plan or a layer)."""
+    bad = [f for f in _TEXT_FIELDS if not isinstance(getattr(info, f), str)]
+    bad += [f for f in _OPTIONAL_TEXT_FIELDS if not isinstance(getattr(info, f), str | None)]
+    bad += [f for f in _COUNT_FIELDS if type(getattr(info, f)) is not int or getattr(info, f) < 0]
+    bad += [f for f in _TEXTS_FIELDS if not all(isinstance(v, str) for v in getattr(info, f))]
+    bad += [] if type(info.plain) is bool else ["plain"]
+    bad += [] if isinstance(info.extra, dict) and all(isinstance(v, str) for v in (*info.extra, *info.extra.values())) else ["extra"]
+    if bad or not re.fullmatch(r"[0-9a-f]{64}", info.sha256):
+        raise ValueError(f"fields of the wrong type or value: {', '.join(bad) or 'sha256'}")
 
 
 # A package's paths are kept packed (NUL-separated, deflated, base64): a 100,000-file environment's take ~7 MB

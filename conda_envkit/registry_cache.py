@@ -90,10 +90,11 @@ def parse_cache_ref(text: str) -> CacheRef:
     """REGISTRY/REPO[:TAG] -> a CacheRef (tag `envkit-cache` by default). The registry must be named: `host:5000`
     alone would read as an image `host` of Docker Hub."""
     first = text.split("/", 1)[0]
-    if "/" not in text or not ("." in first or ":" in first or first == "localhost"):
-        raise CacheError(
-            f"cache {text!r} names no registry", hint="give REGISTRY/REPO[:TAG], e.g. ghcr.io/team/cache or localhost:5000/team/cache"
-        )
+    registry = "." in first or ":" in first or first == "localhost"
+    if "/" not in text or not registry:
+        what = "a registry but no repository" if registry else "no registry"
+        hint = "give REGISTRY/REPO[:TAG], e.g. ghcr.io/team/cache or localhost:5000/team/cache"
+        raise CacheError(f"cache {text!r} names {what}", hint=hint)
     ref = parse_image_ref(text)
     if ref.digest:
         raise CacheError(f"cache {text}: give a repository and optionally a tag, not a digest", hint="e.g. registry.example.com/team/cache")
@@ -104,13 +105,14 @@ def parse_cache_ref(text: str) -> CacheRef:
 class RegistryCache:
     """The layer map of one or more caches, and where each layer's blob lives.
 
-    With `present` (registry/repository, digest -> whether the blob is there), a layer is used only once its
-    blob was found where the map says: a map naming a blob the repository lost is a miss (and `warn` hears of it).
+    With `present` (registry/repository, digest -> the blob's size there, or None), a layer is used only once its
+    blob was found where the map says, of the size it says: a blob the repository lost, or a size the map gets wrong
+    (it would go into the image's manifest), is a miss (and `warn` hears of it).
     """
 
     layers: dict[str, tuple[Layer, str]] = field(default_factory=dict)  # key -> (layer, registry/repository)
     packages: dict[str, PackageInfo] = field(default_factory=dict)  # sha256 -> info
-    present: Callable[[str, str], bool] | None = None
+    present: Callable[[str, str], int | None] | None = None
     warn: Callable[[str], None] | None = None
 
     def lookup(self, key: str, media_type: str | None = None) -> tuple[Layer, str] | None:
@@ -122,11 +124,11 @@ class RegistryCache:
             return found
         layer, location = found
         try:
-            there = self.present(location, layer.descriptor.digest)
-            problem = "is not there"
+            size = self.present(location, layer.descriptor.digest)
+            problem = "is not there" if size is None else f"is {size} bytes, the cache map says {layer.descriptor.size}"
         except (RegistryError, NetworkError) as exc:
-            there, problem = False, f"cannot be checked ({exc.message})"
-        if not there:
+            size, problem = None, f"cannot be checked ({exc.message})"
+        if size is None or size != layer.descriptor.size:
             del self.layers[key]
             if self.warn is not None:
                 self.warn(f"cache {location}: layer blob {layer.descriptor.digest} {problem}: that layer was built here")
@@ -158,10 +160,12 @@ class CacheWrite:
     dropped_packages: int = 0
     replaced: str = ""  # why the map that was there could not be read (it was replaced), or ""
     skipped: str = ""  # why nothing was written (a newer envkit's cache is there), or ""
+    present: int = 0  # this bake's layers whose blob the cache's repository had already
 
 
 def _generation(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    # (a number JSON and every reader handle exactly; anything else reads as a write before generations were counted)
+    return value if type(value) is int and 0 <= value < 1 << 53 else 0
 
 
 def _parse_document(data: object, where: str) -> CacheMap:
@@ -208,7 +212,7 @@ def bounded_map(
     infos while they fit, smallest first (a runner without an info reads its package's archive).
     Returns the document and the counts (uploads left at 0).
     """
-    generation = old.generation + 1
+    generation = min(old.generation + 1, (1 << 53) - 1)
     merged_layers = dict(old.layers)
     merged_layers.update({key: (desc, diff_id, generation) for key, (desc, diff_id) in layers.items()})
     merged_packages = dict(old.packages)
@@ -365,13 +369,17 @@ def write_cache(
     except NewerCache as exc:
         return CacheWrite(0, 0, 0, skipped=exc.message)
     except UnusableCache as exc:
-        existing, old, replaced = None, CacheMap(), exc.message
+        old, replaced = CacheMap(), exc.message
     # Each blob is asked for (HEAD), not taken from the old manifest's list: a blob the repository lost is put back.
     there: set[str] = set()
-    uploaded = mounted = 0
+    uploaded = mounted = present = 0
     for entry in entries:
         desc = entry.layer.descriptor
-        if desc.digest not in there and not client.has_blob(ref.repository, desc.digest):
+        if desc.digest in there:
+            continue
+        if client.has_blob(ref.repository, desc.digest):
+            present += 1
+        else:
             source = entry.source or pushed_to
             if (
                 source
@@ -385,9 +393,29 @@ def write_cache(
                     raise CacheError(f"layer {desc.digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
                 client.upload_blob(ref.repository, path, desc.digest)
                 uploaded += 1
-            there.add(desc.digest)
+        there.add(desc.digest)
     layers = {entry.key: (entry.layer.descriptor, entry.layer.diff_id) for entry in entries}
     document, counts = bounded_map(old, layers, packages, MAX_CACHE_LAYERS, MAP_BUDGET_BYTES)
+    try:
+        _put_map(client, ref, document)
+    except RegistryError as exc:
+        # A blob an older entry names is gone (the registry refuses a manifest listing it): those entries are
+        # dropped, once, after asking for each older entry's blob; not before, where it would cost every write.
+        if "BLOB_UNKNOWN" not in exc.message:
+            raise
+        older = {entry["digest"] for entry in document["layers"].values()} - there
+        lost = {digest for digest in older if not client.has_blob(ref.repository, digest)}
+        if not lost:
+            raise
+        kept = {key: entry for key, entry in document["layers"].items() if entry["digest"] not in lost}
+        counts = replace(counts, layers=len(kept), dropped_layers=counts.dropped_layers + len(document["layers"]) - len(kept))
+        document["layers"] = kept
+        _put_map(client, ref, document)
+    return replace(counts, uploaded=uploaded, mounted=mounted, present=present, replaced=replaced)
+
+
+def _put_map(client: RegistryClient, ref: CacheRef, document: dict[str, Any]) -> None:
+    """The map as the config of a manifest listing its layers' blobs (so registry GC keeps them), tagged last."""
     body = canonical_json(document)
     config_digest = client.put_blob(ref.repository, body)
     listed = {entry["digest"]: Descriptor(entry["media_type"], entry["digest"], entry["size"]) for entry in document["layers"].values()}
@@ -399,7 +427,6 @@ def write_cache(
         "layers": [d.to_json() for d in sorted(listed.values(), key=lambda d: d.digest)],
     }
     client.put_manifest(ref.repository, ref.tag, canonical_json(manifest), OCI_MANIFEST)
-    return replace(counts, uploaded=uploaded, mounted=mounted, replaced=replaced)
 
 
 def fetch_layers(
@@ -424,7 +451,7 @@ def fetch_layers(
             store.adopt(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
-        progress.advance(step, detail=f"{sizes[digest] / 1e6:.1f} MB")
+        progress.advance(step)
     total = sum(sizes[digest] for digest in wanted)
     progress.done(step, f"{len(wanted)} layers, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
     return len(wanted)
@@ -444,12 +471,12 @@ class RegistryClients:
 
     def load(self, refs: list[CacheRef], say: Callable[[str], None], warn: Callable[[str], None]) -> RegistryCache:
         cache = load_caches(refs, self.client, say, warn)
-        cache.present = self.has_blob
+        cache.present = self.blob_size
         return cache
 
-    def has_blob(self, location: str, digest: str) -> bool:
+    def blob_size(self, location: str, digest: str) -> int | None:
         registry, _, repository = location.partition("/")
-        return self.client(registry).has_blob(repository, digest)
+        return self.client(registry).blob_size(repository, digest)
 
     def check_target(self, ref: CacheRef) -> None:
         """Refuse a `--cache-to` that cannot be written, before anything is built: an unreachable registry, a tag

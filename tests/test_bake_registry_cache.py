@@ -341,12 +341,14 @@ def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake
     assert pushed.returncode == 0, pushed.output
     cached = len(json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["layers"]) - 1  # not the metadata layer
     # Every layer was just pushed to team/app: the cache's repository mounts them all, uploads none.
-    assert f"cache {host}/team/cache:envkit-cache: 0 layer(s) uploaded, {cached} mounted, {cached} kept" in pushed.stderr
+    assert f"cache {host}/team/cache:envkit-cache: 0 layer(s) uploaded, {cached} mounted, 0 already there, {cached} kept" in pushed.stderr
     to = json.loads((work / "bake.json").read_text())["cache"]["to"]  # the record keeps it, for a CI run with -q
     assert to == {
         "ref": f"{host}/team/cache:envkit-cache",
+        "written": True,
         "uploaded_layers": 0,
         "mounted_layers": cached,
+        "present_layers": 0,
         "kept_layers": cached,
         "dropped_layers": 0,
         "dropped_packages": 0,
@@ -386,9 +388,9 @@ def test_an_unreachable_cache_from_is_a_warning_and_a_cache_ref_must_name_its_re
     result = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-from", "127.0.0.1:1/team/cache", "--insecure")
     assert result.returncode == 0, result.output
     assert "cache 127.0.0.1:1/team/cache:envkit-cache: cannot be read (" in result.stderr and "baked without it" in result.stderr
-    for bare in ("127.0.0.1:5000", "team/cache", "cache"):
+    for bare, what in (("127.0.0.1:5000", "a registry but no repository"), ("team/cache", "no registry"), ("cache", "no registry")):
         refused = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-from", bare)
-        assert refused.returncode == 2 and f"--cache-from {bare}: cache {bare!r} names no registry" in refused.stderr, refused.output
+        assert refused.returncode == 2 and f"--cache-from {bare}: cache {bare!r} names {what}" in refused.stderr, refused.output
     upper = _envkit(work, tmp_path / "c", "-q", "--oci", "img", "--cache-to", "localhost:5000/team/Cache")
     assert upper.returncode == 2 and "--cache-to localhost:5000/team/Cache: " in upper.stderr and "lowercase" in upper.stderr, upper.output
 
@@ -418,3 +420,79 @@ def test_a_newer_envkits_cache_is_read_by_neither_and_not_replaced(tmp_path: Pat
     assert f"{newer}: baked without it; upgrade envkit, or use another tag" in result.stderr
     assert f"{newer}: not replaced; this bake's layers were not written to it" in result.stderr
     assert client.get_manifest("team/cache", "envkit-cache")[2] == before
+    # The cache as the only output: nothing was written anywhere, which is an error.
+    alone = _envkit(work, tmp_path / "c", "-q", "--cache-to", f"{host}/team/cache", "--insecure")
+    assert alone.returncode == 2 and f"{newer}: not replaced, and nothing was written" in alone.stderr, alone.output
+    assert client.get_manifest("team/cache", "envkit-cache")[2] == before
+
+
+def test_a_lost_blob_of_an_older_entry_does_not_stop_later_writes(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    # The registry refuses a manifest listing a blob it lost: the write drops the entries naming it and tags again.
+    from conda_envkit.oci.registry import RegistryClient
+
+    work = tmp_path / "work"
+    host = registry.host
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0"])
+    first, _ = _bake(work, tmp_path / "c", "--oci", "a", "--cache-to", f"{host}/team/cache", "--insecure")
+    lost = next(layer["digest"] for layer in first["platforms"]["linux-64"]["layers"] if "bigmodel-1.0-0" in layer["packages"])
+    client = RegistryClient(host, insecure=True)
+    client.request("DELETE", f"/v2/team/cache/blobs/{lost}", "repository:team/cache:pull,push", (202,), what="delete blob")
+    _lock(work, image_channel, ["greet=1.0"])  # this bake does not use bigmodel's layer: only the old entry names it
+    again = _envkit(work, tmp_path / "c", "-q", "--oci", "b", "--cache-to", f"{host}/team/cache", "--insecure")
+    assert again.returncode == 0, again.output
+    record = json.loads((work / "bake.json").read_text())
+    assert record["cache"]["to"]["dropped_layers"] == 1
+    manifest = json.loads(client.get_manifest("team/cache", "envkit-cache")[0])
+    assert lost not in {layer["digest"] for layer in manifest["layers"]}
+
+
+@pytest.mark.parametrize("change", ["size", "installed_size", "name", "generation"])
+def test_a_hostile_cache_map_is_a_miss_or_a_warning_never_a_broken_image_or_a_traceback(
+    tmp_path: Path, image_channel: Path, registry: Registry, change: str
+) -> None:
+    # A map whose layer sizes lie (the size would go into the pushed manifest), whose package infos have the wrong
+    # types, or whose generation no reader can hold.
+    from conda_envkit.oci.registry import RegistryClient
+    from conda_envkit.registry_cache import _read, parse_cache_ref
+
+    work = tmp_path / "work"
+    host = registry.host
+    _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0"])
+    first, _ = _bake(work, tmp_path / "c1", "--push", f"{host}/team/app", "--cache-to", f"{host}/team/cache", "--insecure")
+    client = RegistryClient(host, insecure=True)
+    found = _read(client, parse_cache_ref(f"{host}/team/cache"))
+    assert found is not None
+    document = found[0]
+    for entry in document["layers"].values():
+        if change == "size":
+            entry["size"] = 5
+        if change == "generation":
+            entry["generation"] = 10**4000
+    for info in document["packages"].values():
+        if change == "installed_size":
+            info["installed_size"] = "x"
+        if change == "name":
+            info["name"], info["version"] = 5, None
+    _put_cache_map(client, "team/cache", "hostile", json.dumps(document).encode())
+
+    args = ("--push", f"{host}/team/other", "--cache-from", f"{host}/team/cache:hostile", "--cache-to", f"{host}/team/cache:hostile")
+    result = _envkit(work, tmp_path / "c2", *args, "--insecure")
+    assert result.returncode == 0, result.output
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
+    pushed = json.loads(client.get_manifest("team/other", first["tags"][0])[0])
+    for layer in pushed["layers"]:  # every size in the pushed manifest is the blob's
+        assert client.blob_size("team/other", layer["digest"]) == layer["size"]
+    if change == "size":
+        assert "bytes, the cache map says 5: that layer was built here" in result.stderr
+
+
+def test_a_push_tag_that_is_the_cache_tag_of_the_same_repository_is_refused_first(tmp_path: Path, image_channel: Path) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    both = ("--push", "localhost:1/team/col", "-t", "envkit-cache", "--cache-to", "localhost:1/team/col", "--insecure")
+    result = _envkit(work, tmp_path / "c", "-q", *both)
+    assert (
+        result.returncode == 2
+        and "--tag envkit-cache would put the image where --cache-to localhost:1/team/col keeps the cache" in result.stderr
+    )
+    assert not (tmp_path / "c" / "pkgs").exists()

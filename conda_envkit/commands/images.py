@@ -209,8 +209,15 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     check_targets(targets, len(chosen))  # before anything is fetched or built
     if cache_refs or cache_to_ref:
         clients = RegistryClients(insecure_list)
+    if cache_to_ref is not None and request.push_repo and cache_to_ref.tag in request.tags:
+        push_ref = parse_image_ref(request.push_repo)
+        if (push_ref.registry, push_ref.repository) == (cache_to_ref.registry, cache_to_ref.repository):
+            raise BadFlag(f"--tag {cache_to_ref.tag} would put the image where --cache-to {request.cache_to} keeps the cache", "--tag")
     if clients is not None and cache_to_ref is not None:
-        clients.check_target(cache_to_ref)  # reachable, and not a tag holding an image: before anything is built
+        try:  # reachable, and not a tag holding an image: before anything is built
+            clients.check_target(cache_to_ref)
+        except EnvkitError as exc:
+            raise EnvkitError(f"--cache-to {request.cache_to}: {exc.message}", hint=exc.hint) from None
     cache_warnings: list[str] = []
     remote = clients.load(cache_refs, say, cache_warnings.append) if clients is not None and cache_refs else None
     bases: dict[str, BaseImage] = {}
@@ -239,21 +246,27 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
             wrote = clients.store_cache(cache_to_ref, baked, store, pushed_repo)
         except EnvkitError as exc:  # the image is written: say where, and keep the record, before failing
             write_record(request.record_path, record)
-            written = ", ".join(result.references) or "nowhere"
+            where = f"the image is at {', '.join(result.references)}; " if result.references else ""
             raise EnvkitError(
-                f"cache {cache_to_ref}: not written: {exc.message} (the image is at {written}; record {request.record_path})",
-                hint=exc.hint,
+                f"cache {cache_to_ref}: not written: {exc.message} ({where}record {request.record_path})", hint=exc.hint
             ) from None
         if wrote.skipped:
+            if not result.references:  # the cache was the only output: nothing was written anywhere
+                write_record(request.record_path, record)
+                raise EnvkitError(f"{wrote.skipped}: not replaced, and nothing was written", hint="upgrade envkit, or use another tag")
             cache_warnings.append(f"{wrote.skipped}: not replaced; this bake's layers were not written to it")
+        else:
+            dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
+            counts = f"{wrote.uploaded} layer(s) uploaded, {wrote.mounted} mounted, {wrote.present} already there"
+            say(f"cache {cache_to_ref}: {counts}, {wrote.layers} kept{dropped}")
         if wrote.replaced:
             cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
-        dropped = f"; dropped {wrote.dropped_layers} layer(s) no write used for longest" if wrote.dropped_layers else ""
-        say(f"cache {cache_to_ref}: {wrote.uploaded} layer(s) uploaded, {wrote.mounted} mounted, {wrote.layers} kept{dropped}")
         cache_to_record = {
             "ref": str(cache_to_ref),
+            "written": not wrote.skipped,
             "uploaded_layers": wrote.uploaded,
             "mounted_layers": wrote.mounted,
+            "present_layers": wrote.present,
             "kept_layers": wrote.layers,
             "dropped_layers": wrote.dropped_layers,
             "dropped_packages": wrote.dropped_packages,

@@ -314,6 +314,14 @@ class RegistryClient:
         )
         return response.status_code == 200
 
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size (Content-Length of a HEAD) of a blob in `repository`, or None if it is not there or says none."""
+        response = self.request(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
+        )
+        length = response.headers.get("Content-Length", "") if response.status_code == 200 else ""
+        return int(length) if length.isdigit() else None
+
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; True if it did."""
         query = urlencode({"mount": digest, "from": source_repository})

@@ -71,7 +71,9 @@ class Handler(BaseHTTPRequestHandler):
             self._endless(body)
             return
         extra = b"\0" * (1 << 20) if hostile else b""
-        self.send_header("Content-Length", str(len(body) + len(extra)))
+        # A HEAD has no body here: its length is upstream's (a blob's size, which envkit checks).
+        length = response.headers.get("Content-Length", "0") if self.command == "HEAD" else str(len(body) + len(extra))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body + extra)
