@@ -241,18 +241,18 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         cache_record: dict[str, Any] = {"from": [str(r) for r in cache_refs], "layers_from_registry": from_registry}
         record = replace(record, cache={**cache_record, "layers_downloaded": downloaded, "warnings": cache_warnings})
     if clients is not None and cache_to_ref is not None:
+        # The image is written: the record says so before the cache is written, in case that fails or is interrupted.
+        write_record(request.record_path, record)
         pushed_repo = result.outputs.get("registry")  # its blobs are mounted into the cache's repository, not uploaded
         try:
             wrote = clients.store_cache(cache_to_ref, baked, store, pushed_repo)
-        except EnvkitError as exc:  # the image is written: say where, and keep the record, before failing
-            write_record(request.record_path, record)
+        except EnvkitError as exc:  # say where the image is before failing
             where = f"the image is at {', '.join(result.references)}; " if result.references else ""
             raise EnvkitError(
                 f"cache {cache_to_ref}: not written: {exc.message} ({where}record {request.record_path})", hint=exc.hint
             ) from None
         if wrote.skipped:
             if not result.references:  # the cache was the only output: nothing was written anywhere
-                write_record(request.record_path, record)
                 raise EnvkitError(f"{wrote.skipped}: not replaced, and nothing was written", hint="upgrade envkit, or use another tag")
             cache_warnings.append(f"{wrote.skipped}: not replaced; this bake's layers were not written to it")
         else:
