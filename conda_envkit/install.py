@@ -639,9 +639,9 @@ def link_packages(
 _HOST_KEYS = ("extracted_package_dir", "package_tarball_full_path", "link")
 
 
-def normalize_conda_meta(prefix: Path, packages: list[FetchedPackage]) -> None:
-    """Make conda-meta a function of the lock: lock URLs, no host paths, fixed modes."""
-    by_file = {f.file_name: f.locked for f in packages}
+def normalize_conda_meta(prefix: Path, packages: list[LockedDependency]) -> None:
+    """Make conda-meta a function of the lock (`packages`: its conda packages): lock URLs, no host paths, fixed modes."""
+    by_file = {_file_name(p.url): p for p in packages}
     meta = prefix / "conda-meta"
     for path in sorted(meta.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -725,7 +725,7 @@ def install_packages(
         ignored=ignored,
         target_prefix=target_prefix if target_prefix and target_prefix != str(prefix) else None,
     )
-    normalize_conda_meta(prefix, conda_fetched)
+    normalize_conda_meta(prefix, [f.locked for f in conda_fetched])
     if wheels:
         from conda_envkit.pip_install import WheelToInstall, install_wheels
 

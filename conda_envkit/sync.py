@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from rattler import PrefixRecord
 from conda_envkit.cache import default_cache_dir, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
+from conda_envkit.files import directory_lock
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -105,6 +108,41 @@ def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Pa
     return SyncPlan(tuple(add), tuple(remove), tuple(change))
 
 
+def _recorded_paths(record_path: Path) -> list[str]:
+    """The paths (relative to the prefix) a conda-meta or envkit pip record says its package installed."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        entries = record.get("paths_data", {}).get("paths") or record.get("files") or []
+        return [str(e["_path"]) if isinstance(e, dict) else str(e) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InstallError(
+            f"{record_path}: unreadable package record", hint="repair or remove the environment, then install again"
+        ) from None
+
+
+def check_paths_stay_inside(prefix: Path, paths: Iterable[str]) -> None:
+    """InstallError unless every path's directory, resolved, is inside `prefix`: a directory a user replaced by a
+    symlink out of the prefix would have a sync delete or write files there."""
+    root = os.path.realpath(prefix)
+    seen: set[str] = set()
+    for path in paths:
+        parent = os.path.dirname(path)
+        if parent in seen:
+            continue
+        seen.add(parent)
+        real = os.path.realpath(prefix / parent)
+        if real != root and not real.startswith(root + os.sep):
+            link = next(
+                str(prefix / Path(*Path(parent).parts[: i + 1]))
+                for i in range(len(Path(parent).parts))
+                if (prefix / Path(*Path(parent).parts[: i + 1])).is_symlink()
+            )
+            raise InstallError(
+                f"{link} is a symlink out of the prefix (to {os.path.realpath(link)}): envkit does not remove or write files through it",
+                hint="replace it with a directory (or remove the prefix and install again); nothing was changed",
+            )
+
+
 def _remove_pip(prefix: Path, record_path: Path) -> None:
     record = json.loads(record_path.read_text(encoding="utf-8"))
     parents = set()
@@ -113,12 +151,49 @@ def _remove_pip(prefix: Path, record_path: Path) -> None:
         if path.is_symlink() or path.is_file():
             path.unlink()
             parents.add(path.parent)
+            if path.suffix == ".py":  # what python compiled from it (it made these; no record names them)
+                for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+                    cached.unlink()
+                    parents.add(cached.parent)
     record_path.unlink()
+    if not any(record_path.parent.iterdir()):  # the last wheel gone: no empty records directory left behind
+        record_path.parent.rmdir()
     # Empty directories the wheel left (its dist-info, package dirs), deepest first.
     for directory in sorted(parents, key=lambda p: len(p.parts), reverse=True):
         while directory != prefix and directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
             directory = directory.parent
+
+
+def _prefix_record(path: Path, lock_dir: Path) -> PrefixRecord:
+    """py-rattler's record of an installed conda package (to unlink it). A relative URL (a lock's relative channel,
+    as the record keeps it) is read as relative to the lock, which py-rattler needs absolute."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        url = data.get("url") if isinstance(data, dict) else None
+        if isinstance(url, str) and "://" not in url:
+            with tempfile.TemporaryDirectory(prefix="envkit-record-") as scratch:
+                copy = Path(scratch) / path.name
+                copy.write_text(json.dumps({**data, "url": (lock_dir / url).resolve().as_uri()}), encoding="utf-8")
+                return PrefixRecord.from_path(copy)
+        return PrefixRecord.from_path(path)
+    except Exception as exc:  # py-rattler raises its own types for a record it cannot read
+        raise InstallError(
+            f"{path}: a conda-meta record py-rattler cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            hint="repair or remove that record (or the environment), then install again",
+        ) from None
+
+
+def _absolute_urls(prefix: Path, lock_dir: Path) -> None:
+    """Give conda-meta records that keep a lock's relative URL an absolute one (relative to the lock), as py-rattler
+    reads the prefix's records when it links; `normalize_conda_meta` makes them the lock's again afterwards."""
+    for path in sorted((prefix / "conda-meta").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        url = data.get("url")
+        if isinstance(url, str) and "://" not in url:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**data, "url": (lock_dir / url).resolve().as_uri()}, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
 
 
 def sync_environment(
@@ -131,15 +206,29 @@ def sync_environment(
     progress: Progress | None = None,
     force: bool = False,
 ) -> SyncReport:
-    """Bring an existing prefix to the lock; refuse a prefix envkit did not create unless `force`."""
-    started = time.perf_counter()
+    """Bring an existing prefix to the lock; refuse a prefix envkit did not create unless `force`.
+
+    One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
     prefix = prefix.absolute()
-    cache_dir = cache_dir or default_cache_dir()
     if not (prefix / LOCK_COPY).is_file() and not force:
         raise InstallError(
             f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
             hint="choose a new prefix, or pass --force to bring this one to the lock",
         )
+    with directory_lock(prefix):
+        return _sync(lockfile_path, lockfile, platform, prefix, cache_dir or default_cache_dir(), settings, progress)
+
+
+def _sync(
+    lockfile_path: Path,
+    lockfile: Lockfile,
+    platform: str,
+    prefix: Path,
+    cache_dir: Path,
+    settings: ChannelSettings | None,
+    progress: Progress | None,
+) -> SyncReport:
+    started = time.perf_counter()
     state = read_state(prefix)
     if state is not None and (state.target_prefix != str(prefix) or state.platform != platform):
         raise InstallError(
@@ -152,6 +241,8 @@ def sync_environment(
     plan = plan_sync(packages + wheels, installed)
     lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
+        if state is None:  # a sync was interrupted (or --force): records it linked may not be the lock's yet
+            normalize_conda_meta(prefix, packages)
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
@@ -195,16 +286,21 @@ def sync_environment(
         every.append(info)
     # A path one package installs as a file and another as a directory: refused before the prefix changes.
     environment_clobbers(every, platform)
+    # No file is removed or written through a directory a user replaced by a symlink out of the prefix.
+    going = [n for n in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)] if n in installed]
+    check_paths_stay_inside(prefix, (path for name in going for path in _recorded_paths(installed[name][1])))
+    check_paths_stay_inside(prefix, (path for info in every if info.name in touched for path in info.paths))
+    prefix_records = [_prefix_record(path, lockfile_path.parent) for name, (_, path) in installed.items() if not name.startswith("pip:")]
     # Everything is fetched and checked: from here on the prefix changes, so its record of
     # what is installed goes first (an interrupted sync is then redone in full).
     clear_state(prefix)
+    _absolute_urls(prefix, lockfile_path.parent)
     # pip first (its files sit in python's site-packages), then conda.
     for name in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)]:
         if name.startswith("pip:") and name in installed and installed[name][1].exists():
             _remove_pip(prefix, installed[name][1])
-    prefix_records = [PrefixRecord.from_path(path) for name, (_, path) in installed.items() if not name.startswith("pip:")]
     link_packages(records, prefix, cache_dir, platform, installed=prefix_records)
-    normalize_conda_meta(prefix, list(fetched.values()))
+    normalize_conda_meta(prefix, packages)
     if wheel_touched:
         python = next((p.version for p in packages if p.name == "python"), "")
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}

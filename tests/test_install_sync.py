@@ -68,3 +68,113 @@ def test_a_prefix_envkit_did_not_make_is_refused_unless_forced(tmp_path: Path, i
     assert (prefix / "notes.txt").read_text() == "someone else's"  # synced, not wiped
     verify = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
     assert verify.returncode == 1 and "notes.txt" in verify.stderr  # and verify still names the stranger
+
+
+def _lock_relative(work: Path, image_channel: Path, deps: list[str]) -> None:
+    """A lock of `deps` whose channel is `./channel` beside it, as the demo's is."""
+    import shutil
+
+    from tests.conftest import write_env
+
+    if not (work / "channel").exists():
+        shutil.copytree(image_channel, work / "channel")
+    write_env(work, f"channels: [./channel]\ndependencies: [{', '.join(deps)}]\n")
+    result = run_envkit("lock", "-q", "-p", "linux-64", cwd=work)
+    assert result.returncode == 0, result.output
+
+
+def test_a_lock_with_a_relative_channel_syncs(tmp_path: Path, image_channel: Path) -> None:
+    # Its conda-meta records keep the lock's relative URL; py-rattler reads records with absolute ones only.
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock_relative(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    _lock_relative(work, image_channel, ["greet=2.0", "smalldata"])
+    assert "1 added, 1 changed, 0 removed" in _install(work, prefix, cache)
+    _lock_relative(work, image_channel, ["greet=2.0"])
+    assert "0 added, 0 changed, 1 removed" in _install(work, prefix, cache)
+
+
+def test_a_sync_does_not_remove_or_write_through_a_symlink_out_of_the_prefix(tmp_path: Path, image_channel: Path) -> None:
+    work, cache, prefix, outside = tmp_path / "work", tmp_path / "cache", tmp_path / "env", tmp_path / "outside"
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    _install(work, prefix, cache)
+    (prefix / "lib").rename(outside)  # a user moves lib/ elsewhere and leaves a symlink
+    (prefix / "lib").symlink_to(outside)
+    kept = sorted(p.name for p in outside.iterdir())
+    _lock(work, image_channel, ["greet=1.0"])  # smalldata (lib/smalldata.bin) goes
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 2, result.output
+    assert f"{prefix / 'lib'} is a symlink out of the prefix (to {outside})" in result.stderr and "nothing was changed" in result.stderr
+    assert sorted(p.name for p in outside.iterdir()) == kept  # smalldata.bin is still there
+    assert list((prefix / "conda-meta").glob("smalldata-*.json"))
+
+
+def test_a_sync_interrupted_after_linking_is_mended_by_the_next_install(tmp_path: Path, image_channel: Path) -> None:
+    # What an interrupted sync leaves: no installed record, and conda-meta records py-rattler wrote (the cache's URL).
+    import json
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    record_path = next((prefix / "conda-meta").glob("greet-*.json"))
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "url": (cache / "pkgs" / "x" / record["fn"]).as_uri()}))
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    assert "0 added, 0 changed, 0 removed" in _install(work, prefix, cache)  # and verify passes (in _install)
+    assert json.loads(record_path.read_text())["url"] == record["url"]
+
+
+def test_one_sync_of_a_prefix_at_a_time(tmp_path: Path, image_channel: Path) -> None:
+    import fcntl
+    import sys
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    fd = os.open(prefix, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another sync of this prefix holds it
+    try:
+        args = [sys.executable, "-m", "conda_envkit", "install", "--prefix", str(prefix), "-p", "linux-64"]
+        waiting = subprocess.Popen(args, cwd=work, env={**os.environ, "ENVKIT_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE, text=True)
+        try:
+            waiting.wait(timeout=2)
+            raise AssertionError("the second sync did not wait")
+        except subprocess.TimeoutExpired:
+            assert not list((prefix / "conda-meta").glob("smalldata-*.json"))
+    finally:
+        os.close(fd)
+    assert waiting.wait(timeout=120) == 0 and "1 added" in waiting.communicate()[0]
+
+
+def test_removing_a_wheel_removes_what_python_compiled_from_it(tmp_path: Path, toy_channel: Path, pip_index_server) -> None:  # noqa: ANN001
+    # Running python once leaves __pycache__/*.pyc beside a wheel's modules; no record names them.
+    from tests.conftest import write_env
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    conda = f"channels:\n  - {toy_channel}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
+    write_env(work, conda + f"  - pip:\n    - --index-url {pip_index_server.url}/simple\n    - hello-ml\n")
+    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    _install(work, prefix, cache)
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    modules = [p for p in site.rglob("*.py") if "dist-info" not in str(p)]
+    assert modules
+    for module in modules:
+        (module.parent / "__pycache__").mkdir(exist_ok=True)
+        (module.parent / "__pycache__" / f"{module.stem}.cpython-311.pyc").write_bytes(b"compiled")
+    write_env(work, conda)
+    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    assert "2 removed" in _install(work, prefix, cache)  # and verify passes: nothing of them is left
+    assert not list(site.rglob("__pycache__"))
+
+
+def test_a_foreign_record_py_rattler_cannot_read_is_an_error_before_anything_changes(tmp_path: Path, image_channel: Path) -> None:
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "other"
+    _lock(work, image_channel, ["greet=1.0"])
+    (prefix / "conda-meta").mkdir(parents=True)
+    fake = prefix / "conda-meta" / "fake-1.0-0.json"
+    fake.write_text('{"name": "fake", "version": "1.0", "build": "0"}')  # no "fn", as some tools write
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", "--force", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 2, result.output
+    assert f"{fake}: a conda-meta record py-rattler cannot read" in result.stderr
+    assert sorted(os.listdir(prefix / "conda-meta")) == ["fake-1.0-0.json"]  # nothing linked
