@@ -230,10 +230,15 @@ def _sync(
 ) -> SyncReport:
     started = time.perf_counter()
     state = read_state(prefix)
-    if state is not None and (state.target_prefix != str(prefix) or state.platform != platform):
+    if state is not None and state.platform != platform:
         raise InstallError(
-            f"{prefix} holds an environment for {state.platform}, made for {state.target_prefix}",
-            hint="install into a new prefix (files carry the prefix they were installed for)",
+            f"{prefix} holds an environment for {state.platform}; this install is for {platform}",
+            hint=f"pass -p {state.platform} to bring it to the lock, or install {platform} into a new prefix",
+        )
+    if state is not None and state.target_prefix != str(prefix):
+        raise InstallError(
+            f"{prefix} holds an environment made for {state.target_prefix} (moved or reached through a symlink?)",
+            hint=f"install into {state.target_prefix}, or into a new prefix (files carry the prefix they were installed for)",
         )
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)

@@ -178,3 +178,14 @@ def test_a_foreign_record_py_rattler_cannot_read_is_an_error_before_anything_cha
     assert result.returncode == 2, result.output
     assert f"{fake}: a conda-meta record py-rattler cannot read" in result.stderr
     assert sorted(os.listdir(prefix / "conda-meta")) == ["fake-1.0-0.json"]  # nothing linked
+
+
+def test_a_prefix_for_another_platform_says_which(tmp_path: Path, image_channel: Path) -> None:
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"], platforms=("linux-64", "linux-aarch64"))
+    _install(work, prefix, cache)
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    other = run_envkit("install", "--prefix", prefix, "-p", "linux-aarch64", cwd=work, env=env)
+    assert other.returncode == 2, other.output
+    assert f"{prefix} holds an environment for linux-64; this install is for linux-aarch64" in other.stderr
+    assert "pass -p linux-64" in other.stderr
