@@ -189,3 +189,24 @@ def test_a_prefix_for_another_platform_says_which(tmp_path: Path, image_channel:
     assert other.returncode == 2, other.output
     assert f"{prefix} holds an environment for linux-64; this install is for linux-aarch64" in other.stderr
     assert "pass -p linux-64" in other.stderr
+
+
+def test_verify_shows_a_few_findings_per_package_and_json_all(tmp_path: Path, image_channel: Path) -> None:
+    import json
+    import shutil
+
+    from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
+
+    work, cache, prefix, channel = tmp_path / "work", tmp_path / "cache", tmp_path / "env", tmp_path / "channel"
+    shutil.copytree(image_channel, channel)
+    many = PackageSpec("many", "1.0", "0", files=tuple(PackageFile(f"share/many/f{i:02}.txt", f"{i}\n".encode()) for i in range(25)))
+    build_channel(channel, [many], subdirs=("linux-64",))
+    _lock(work, channel, ["greet=1.0", "many"])
+    _install(work, prefix, cache)
+    shutil.rmtree(prefix / "share" / "many")
+    result = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("missing-file     many 1.0 0: ")]
+    assert len(lines) == 11 and "… and 15 more like these (--json lists every one)" in lines[-1], result.stderr
+    as_json = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", "--json", cwd=work)
+    assert len([f for f in json.loads(as_json.stdout)["findings"] if f["package"] == "many 1.0 0"]) == 25

@@ -129,8 +129,14 @@ def verify_output(
             report["base"] = {"reference": the_base.reference, "digest": the_base.digest, "source": the_base.source}
         output.out(json.dumps(report, indent=2))
     elif findings:
+        groups: dict[tuple[str, str], list[Finding]] = {}
         for f in findings:
-            output.err(f"{f.kind:<16} {f.package}: {f.detail}")
+            groups.setdefault((f.kind, f.package), []).append(f)
+        for (kind, package), group in groups.items():  # a missing 3,000-file package is a few lines, not 3,000
+            for f in group[:SHOWN_PER_PACKAGE]:
+                output.err(f"{kind:<16} {package}: {f.detail}")
+            if len(group) > SHOWN_PER_PACKAGE:
+                output.err(f"{kind:<16} {package}: … and {len(group) - SHOWN_PER_PACKAGE} more like these (--json lists every one)")
         output.err(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})")
         output.err(f"  hint: {_repair_hint(findings, lockfile, prefix)}")
     else:
@@ -145,6 +151,7 @@ def verify_output(
 
 
 _PACKAGE_KINDS = frozenset({"missing-package", "extra-package", "wrong-package"})
+SHOWN_PER_PACKAGE = 10  # findings of one kind for one package printed; --json has them all
 
 
 def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -> str:
