@@ -30,7 +30,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.network import Deadline, NetworkError, ResponseTooLarge, read_limited, size_text
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
-from conda_envkit.oci.reference import parse_image_ref
+from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress
@@ -90,7 +90,7 @@ def parse_cache_ref(text: str) -> CacheRef:
     """REGISTRY/REPO[:TAG] -> a CacheRef (tag `envkit-cache` by default). The registry must be named: `host:5000`
     alone would read as an image `host` of Docker Hub."""
     first = text.split("/", 1)[0]
-    registry = "." in first or ":" in first or first == "localhost"
+    registry = names_registry(first)
     if "/" not in text or not registry:
         what = "a registry but no repository" if registry else "no registry"
         hint = "give REGISTRY/REPO[:TAG], e.g. ghcr.io/team/cache or localhost:5000/team/cache"

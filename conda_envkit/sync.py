@@ -165,16 +165,24 @@ def _remove_pip(prefix: Path, record_path: Path) -> None:
             directory = directory.parent
 
 
+def _with_absolute_url(record: object, lock_dir: Path) -> dict[str, object] | None:
+    """A conda-meta record that keeps a lock's relative URL, with the absolute one (relative to the lock) py-rattler
+    needs; None for any other record."""
+    url = record.get("url") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not isinstance(url, str) or "://" in url:
+        return None
+    return {**record, "url": (lock_dir / url).resolve().as_uri()}
+
+
 def _prefix_record(path: Path, lock_dir: Path) -> PrefixRecord:
-    """py-rattler's record of an installed conda package (to unlink it). A relative URL (a lock's relative channel,
-    as the record keeps it) is read as relative to the lock, which py-rattler needs absolute."""
+    """py-rattler's record of an installed conda package (to unlink it), read before the prefix changes: one with a
+    relative URL is read from a copy with the absolute one (`_with_absolute_url`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        url = data.get("url") if isinstance(data, dict) else None
-        if isinstance(url, str) and "://" not in url:
+        absolute = _with_absolute_url(json.loads(path.read_text(encoding="utf-8")), lock_dir)
+        if absolute is not None:
             with tempfile.TemporaryDirectory(prefix="envkit-record-") as scratch:
                 copy = Path(scratch) / path.name
-                copy.write_text(json.dumps({**data, "url": (lock_dir / url).resolve().as_uri()}), encoding="utf-8")
+                copy.write_text(json.dumps(absolute), encoding="utf-8")
                 return PrefixRecord.from_path(copy)
         return PrefixRecord.from_path(path)
     except Exception as exc:  # py-rattler raises its own types for a record it cannot read
@@ -188,11 +196,10 @@ def _absolute_urls(prefix: Path, lock_dir: Path) -> None:
     """Give conda-meta records that keep a lock's relative URL an absolute one (relative to the lock), as py-rattler
     reads the prefix's records when it links; `normalize_conda_meta` makes them the lock's again afterwards."""
     for path in sorted((prefix / "conda-meta").glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        url = data.get("url")
-        if isinstance(url, str) and "://" not in url:
+        absolute = _with_absolute_url(json.loads(path.read_text(encoding="utf-8")), lock_dir)
+        if absolute is not None:
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({**data, "url": (lock_dir / url).resolve().as_uri()}, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(absolute, sort_keys=True) + "\n", encoding="utf-8")
             os.replace(tmp, path)
 
 
@@ -292,7 +299,7 @@ def _sync(
     # A path one package installs as a file and another as a directory: refused before the prefix changes.
     environment_clobbers(every, platform)
     # No file is removed or written through a directory a user replaced by a symlink out of the prefix.
-    going = [n for n in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)] if n in installed]
+    going = [n for n in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)] if n in installed]  # (unlinked or removed)
     check_paths_stay_inside(prefix, (path for name in going for path in _recorded_paths(installed[name][1])))
     check_paths_stay_inside(prefix, (path for info in every if info.name in touched for path in info.paths))
     prefix_records = [_prefix_record(path, lockfile_path.parent) for name, (_, path) in installed.items() if not name.startswith("pip:")]
@@ -301,8 +308,8 @@ def _sync(
     clear_state(prefix)
     _absolute_urls(prefix, lockfile_path.parent)
     # pip first (its files sit in python's site-packages), then conda.
-    for name in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)]:
-        if name.startswith("pip:") and name in installed and installed[name][1].exists():
+    for name in going:
+        if name.startswith("pip:") and installed[name][1].exists():
             _remove_pip(prefix, installed[name][1])
     link_packages(records, prefix, cache_dir, platform, installed=prefix_records)
     normalize_conda_meta(prefix, packages)

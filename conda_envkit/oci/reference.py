@@ -41,6 +41,11 @@ class ImageRef:
         return out
 
 
+def names_registry(component: str) -> bool:
+    """Whether a reference's first component is a registry (docker's rule), not a Docker Hub repository's start."""
+    return "." in component or ":" in component or component == "localhost"
+
+
 def parse_image_ref(text: str) -> ImageRef:
     """Parse `[registry/]repo[:tag][@sha256:...]` the way docker does (docker.io by default)."""
     value = text.removeprefix("docker://")
@@ -48,7 +53,7 @@ def parse_image_ref(text: str) -> ImageRef:
     if digest:
         check_digest(digest, text)
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
+    if sep and names_registry(first):
         registry, path = first, rest
     else:
         registry, path = DOCKER_HUB, name

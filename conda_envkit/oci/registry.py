@@ -308,17 +308,16 @@ class RegistryClient:
 
     # -- blobs ---------------------------------------------------------------------------------
 
+    def _head_blob(self, repository: str, digest: str) -> requests.Response:
+        scope = repository_scope(repository, "pull")
+        return self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope, (200, 404), what=f"HEAD blob {digest}")
+
     def has_blob(self, repository: str, digest: str) -> bool:
-        response = self.request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
-        )
-        return response.status_code == 200
+        return self._head_blob(repository, digest).status_code == 200
 
     def blob_size(self, repository: str, digest: str) -> int | None:
         """The size (Content-Length of a HEAD) of a blob in `repository`, or None if it is not there or says none."""
-        response = self.request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200, 404), what=f"HEAD blob {digest}"
-        )
+        response = self._head_blob(repository, digest)
         length = response.headers.get("Content-Length", "") if response.status_code == 200 else ""
         return int(length) if length.isdigit() else None
 
