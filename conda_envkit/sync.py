@@ -132,14 +132,14 @@ def check_paths_stay_inside(prefix: Path, paths: Iterable[str]) -> None:
         seen.add(parent)
         real = os.path.realpath(prefix / parent)
         if real != root and not real.startswith(root + os.sep):
-            link = next(
-                str(prefix / Path(*Path(parent).parts[: i + 1]))
-                for i in range(len(Path(parent).parts))
-                if (prefix / Path(*Path(parent).parts[: i + 1])).is_symlink()
-            )
+            steps = [prefix / Path(*Path(parent).parts[: i + 1]) for i in range(len(Path(parent).parts))]
+            link = next((step for step in steps if step.is_symlink()), None)
+            hint = "replace it with a directory (or remove the prefix and install again); nothing was changed"
+            if link is None:  # a record naming `../` (written by hand or by a hostile tool)
+                raise InstallError(f"{prefix}: a package record names {path}, outside the prefix", hint=hint)
             raise InstallError(
                 f"{link} is a symlink out of the prefix (to {os.path.realpath(link)}): envkit does not remove or write files through it",
-                hint="replace it with a directory (or remove the prefix and install again); nothing was changed",
+                hint=hint,
             )
 
 

@@ -210,3 +210,23 @@ def test_verify_shows_a_few_findings_per_package_and_json_all(tmp_path: Path, im
     assert len(lines) == 11 and "… and 15 more like these (--json lists every one)" in lines[-1], result.stderr
     as_json = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", "--json", cwd=work)
     assert len([f for f in json.loads(as_json.stdout)["findings"] if f["package"] == "many 1.0 0"]) == 25
+
+
+def test_a_record_naming_a_path_outside_the_prefix_is_refused(tmp_path: Path, image_channel: Path) -> None:
+    # A conda-meta record is the prefix's own file: edited by hand or by a hostile tool, it may name `../`.
+    import json
+
+    work, cache, prefix, outside = tmp_path / "work", tmp_path / "cache", tmp_path / "env", tmp_path / "outside"
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    _install(work, prefix, cache)
+    outside.mkdir()
+    (outside / "victim").write_text("keep me")
+    record_path = next((prefix / "conda-meta").glob("smalldata-*.json"))
+    record = json.loads(record_path.read_text())
+    record["paths_data"]["paths"].append({"_path": "../outside/victim", "path_type": "hardlink"})
+    record_path.write_text(json.dumps(record))
+    _lock(work, image_channel, ["greet=1.0"])
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 2, result.output
+    assert f"{prefix}: a package record names ../outside/victim, outside the prefix" in result.stderr
+    assert (outside / "victim").read_text() == "keep me" and record_path.exists()
