@@ -280,6 +280,8 @@ def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry
         (("bake", "--base", f"{registry.host}/no/such:tag", "--insecure", "--oci", "x"), "not found"),
         (("bake", "--push", "registry.example.com/a/b", "--insecure"), "--insecure refused for registry.example.com"),
         (("bake", "--base", "Bad Ref", "--oci", "x"), "invalid image reference"),
+        (("bake", "--base", f"{registry.host}/team/base:", "--insecure", "--oci", "x"), "empty tag after ':'"),
+        (("bake", "--oci", "x", "--cache-to", f"{registry.host}/team/cache:", "--insecure"), "empty tag after ':'"),
     ]
     for args, words in cases:
         result = run_envkit(*args, cwd=work, env=cache)

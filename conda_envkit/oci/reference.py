@@ -59,7 +59,9 @@ def parse_image_ref(text: str) -> ImageRef:
         registry, path = DOCKER_HUB, name
         if "/" not in path:
             path = f"library/{path}"
-    repo, _, tag = path.partition(":")
+    repo, colon, tag = path.partition(":")
+    if colon and not tag:  # docker: "invalid reference format"
+        raise OciError(f"invalid image reference {text!r}: empty tag after ':'", hint=f"name a tag ({repo}:TAG), or leave out the ':'")
     if registry in ("docker.io", "index.docker.io"):
         registry = DOCKER_HUB
     if not _REGISTRY.fullmatch(registry):
