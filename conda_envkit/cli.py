@@ -18,7 +18,7 @@ import click
 
 from conda_envkit import __version__
 from conda_envkit.errors import BadFlag, EnvkitError
-from conda_envkit.interrupts import unwind_on_signals
+from conda_envkit.interrupts import Interrupted, unwind_on_signals
 
 if TYPE_CHECKING:
     from conda_envkit.commands import Output
@@ -53,7 +53,10 @@ def _reports_errors(command: F) -> F:
             # A write envkit does not name itself (most do: conda_envkit.files.write_error): still the disk's error.
             where = f"{exc.filename}: " if exc.filename else ""
             message = f"{where}cannot write ({exc.strerror})"
-            hint = "free space (or raise the quota or file size limit) where the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs are"
+            if exc.errno == errno.EROFS:
+                hint = "that filesystem is mounted read-only: write the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs elsewhere"
+            else:
+                hint = "free space (or raise the quota or file size limit) where the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs are"
         # Exit outside the except block: the exception's frames must not outlive it,
         # or py-rattler objects they hold are torn down during interpreter shutdown.
         click.echo(f"error: {message}", err=True)
@@ -374,7 +377,7 @@ def _bake_command() -> click.Command:
 def _install_command() -> click.Command:
     @click.command("install")
     @lockfile_option()
-    @click.option("-p", "--platform", "platform", help="Platform to install. [default: this machine's]")
+    @click.option("-p", "--platform", "platform", help="Platform to install. [default: an existing prefix's own, else this machine's]")
     @click.option("--prefix", type=PATH, required=True, help="Where to create the environment, or one envkit made to bring to the lock.")
     @click.option("--force", is_flag=True, help="Bring an existing prefix envkit did not create to the lock.")
     @cache_options
@@ -466,7 +469,7 @@ def _verify_command() -> click.Command:
     @lockfile_option()
     @click.option("--prefix", type=PATH, help="An installed environment to check.")
     @click.option("--image", help="An image to check: REGISTRY/REPO[:TAG|@DIGEST] or oci:DIR[:NAME].")
-    @click.option("-p", "--platform", help="Platform of the lock to check against. [default: the image's, or this machine's]")
+    @click.option("-p", "--platform", help="Platform of the lock to check. [default: the image's or prefix's own, else this host's]")
     @click.option("--base", help="With --image: the base it was baked on (as for bake). [default: the one its label names]")
     @insecure_option
     @cache_dir_option
@@ -568,6 +571,8 @@ def run() -> NoReturn:
         main()
         code = 0
     except SystemExit as exc:
+        if isinstance(exc, Interrupted):
+            click.echo(exc.message(), err=True)
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
         else:

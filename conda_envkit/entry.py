@@ -150,6 +150,10 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
     except BrokenPipeError:
         return 1  # as click's main
     except SystemExit as exc:  # Ctrl-C or SIGTERM (unwind_on_signals)
+        from conda_envkit.interrupts import Interrupted
+
+        if isinstance(exc, Interrupted):
+            _echo(exc.message(), to_stderr=True)
         return exc.code if isinstance(exc.code, int) else 1
     # Outside the except block: the exception's frames must not outlive it (see cli._reports_errors).
     _echo(f"error: {message}", to_stderr=True)

@@ -618,7 +618,11 @@ def link_packages(
         lines = [line.removeprefix("Caused by:").strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         reason = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
         hint = "check free disk space and permissions"
-        if "longer than the placeholder prefix" in reason:  # a binary placeholder: the prefix must fit in its place
+        if any(why in reason for why in ("Permission denied", "Read-only file system", "Operation not permitted")):
+            hint = f"make {prefix} writable (a read-only mount, an immutable file, another user's files?), or install elsewhere"
+        elif any(why in reason for why in ("No space left", "Disk quota exceeded", "File too large")):
+            hint = f"free space (or raise the quota) on the filesystem of {prefix}"
+        elif "longer than the placeholder prefix" in reason:  # a binary placeholder: the prefix must fit in its place
             hint = f"a package was built for prefixes no longer than its placeholder; use a shorter prefix than {target_prefix or prefix}"
         elif "entry point" in reason:  # info/link.json's entry points: what the package itself says
             hint = "the package's info/link.json is broken or hostile: re-lock from a channel you trust"

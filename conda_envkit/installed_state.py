@@ -57,6 +57,12 @@ def read_state(prefix: Path) -> InstalledState | None:
         return None
 
 
+def recorded_platform(prefix: Path) -> str | None:
+    """The platform `prefix` was installed for, as envkit recorded it (None: not recorded, or unreadable)."""
+    state = read_state(prefix)
+    return state.platform if state is not None else None
+
+
 def write_state(prefix: Path, state: InstalledState) -> None:
     target = prefix / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)

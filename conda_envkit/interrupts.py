@@ -18,11 +18,26 @@ _held = 0  # how deep the main thread is in signals_held
 _pending: list[int] = []  # the signals that came meanwhile
 
 
+class Interrupted(SystemExit):
+    """The command was ended by SIGINT or SIGTERM: exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def message(self) -> str:
+        """The line the command ends with (on stderr): which signal stopped it."""
+        import signal
+
+        name = signal.Signals(self.signum).name
+        return f"envkit: stopped by {name}" + (" (Ctrl-C)" if self.signum == signal.SIGINT else "")
+
+
 def _leave(signum: int, _frame: object) -> None:
     if _held:
         _pending.append(signum)
         return
-    raise SystemExit(128 + signum)
+    raise Interrupted(signum)
 
 
 def unwind_on_signals() -> None:
@@ -52,4 +67,4 @@ def signals_held() -> Iterator[None]:
         if not _held and _pending:
             signum = _pending[0]
             _pending.clear()
-            raise SystemExit(128 + signum)
+            raise Interrupted(signum)

@@ -13,6 +13,7 @@ the pip counterpart of `conda-meta/<package>.json`, read by bake (layers) and ve
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -171,6 +172,21 @@ def pip_record(item: WheelToInstall, site: str, dist_info: str, files: list[dict
     return (json.dumps(entry, sort_keys=True) + "\n").encode()
 
 
+def _owner_of(prefix: Path, rel: str) -> str:
+    """Which installed package's record lists `rel` (said on a refused overwrite, so the user knows what clashes)."""
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            if rel in (data.get("files") or []):
+                return f"which conda package {data.get('name')}-{data.get('version')}-{data.get('build')} installed"
+    for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            if any(isinstance(f, dict) and f.get("_path") == rel for f in data.get("files") or []):
+                return f"which pip package {data.get('name')} {data.get('version')} installed"
+    return "which is in the prefix but in no package's record (left by an earlier install?)"
+
+
 def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: str, platform: str, python_version: str) -> None:
     """Install `wheels` (already verified) into `prefix`, as if it lived at `target_prefix`."""
     python, kind = interpreter(platform, target_prefix)
@@ -204,8 +220,9 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
             # (installer's own check says "File already exists: <path>", with no filename)
             taken = Path(str(exc.filename or exc).removeprefix("File already exists: ")).as_posix()
             raise PipInstallError(
-                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, which another package installed",
-                hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock",
+                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, " + _owner_of(prefix, taken),
+                hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock;"
+                " a file no record lists was left by an earlier install: remove it",
             ) from None
         except Exception as exc:  # installer raises plain exceptions for malformed wheels
             raise PipInstallError(

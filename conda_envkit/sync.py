@@ -11,6 +11,7 @@ interrupted sync is noticed (the next one compares record by record).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from rattler import PrefixRecord
 from conda_envkit.cache import default_cache_dir, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
-from conda_envkit.files import directory_lock
+from conda_envkit.files import directory_lock, write_error
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -46,6 +47,8 @@ from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
 from conda_envkit.progress import Progress
+
+_WRITE_ERRORS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -215,15 +218,33 @@ def sync_environment(
 ) -> SyncReport:
     """Bring an existing prefix to the lock; refuse a prefix envkit did not create unless `force`.
 
+    An empty directory (a volume, a directory made for the environment, one whose parent is not
+    writable) is installed into in place, keeping its owner and mode: the lock's copy goes in first,
+    so an interrupted install is envkit's and the next install finishes it.
     One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
     prefix = prefix.absolute()
-    if not (prefix / LOCK_COPY).is_file() and not force:
-        raise InstallError(
-            f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
-            hint="choose a new prefix, or pass --force to bring this one to the lock",
-        )
     with directory_lock(prefix):
-        return _sync(lockfile_path, lockfile, platform, prefix, cache_dir or default_cache_dir(), settings, progress)
+        if empty_directory(prefix):
+            _write_lock_copy(lockfile_path, prefix)
+        elif not (prefix / LOCK_COPY).is_file() and not force:
+            raise InstallError(
+                f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
+                hint="choose a new or empty prefix, or pass --force to bring this one to the lock",
+            )
+        try:
+            return _sync(lockfile_path, lockfile, platform, prefix, cache_dir or default_cache_dir(), settings, progress)
+        except OSError as exc:  # the prefix's own writes (a read-only mount, a full disk): named, with what to change
+            if exc.errno not in _WRITE_ERRORS or not exc.filename or not Path(exc.filename).is_relative_to(prefix):
+                raise
+            raise write_error(Path(exc.filename), exc, "environment", "--prefix") from None
+
+
+def empty_directory(path: Path) -> bool:
+    """Whether `path` is a directory (not a symlink to one) with nothing in it."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
 
 
 def _sync(
@@ -323,9 +344,13 @@ def _sync(
 
 
 def _finish(lockfile_path: Path, prefix: Path, platform: str, lock_sha: str) -> None:
+    _write_lock_copy(lockfile_path, prefix)
+    write_state(prefix, state_from_prefix(prefix, platform, str(prefix), lock_sha))
+
+
+def _write_lock_copy(lockfile_path: Path, prefix: Path) -> None:
     copy = prefix / LOCK_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)
     tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
     shutil.copyfile(lockfile_path, tmp)
     os.replace(tmp, copy)
-    write_state(prefix, state_from_prefix(prefix, platform, str(prefix), lock_sha))

@@ -546,6 +546,17 @@ def _owners(reference: Path) -> dict[str, str]:
     return owners
 
 
+def _directory_owner(rel: str, owned: list[str], owners: dict[str, str]) -> str:
+    """Who a path no record lists is credited to: a directory, to the package of the first file below it
+    (`owned` is the sorted list of listed paths); anything else (envkit's own records) to envkit."""
+    import bisect
+
+    below = bisect.bisect_left(owned, rel + "/")
+    if below < len(owned) and owned[below].startswith(rel + "/"):
+        return owners[owned[below]]
+    return "envkit"
+
+
 def _allowed_unowned(rel: str, expected: dict[str, _Entry]) -> bool:
     if rel in _ALLOWED_UNOWNED:
         return True
@@ -565,8 +576,9 @@ def compare_with_reference(
     `reported` are paths already accounted for (an extra package's files): not reported again.
     """
     findings = []
+    owned = sorted(owners)
     for rel, want in sorted(expected.items()):
-        owner = owners.get(rel, "envkit")
+        owner = owners.get(rel) or _directory_owner(rel, owned, owners)
         have = actual.get(rel)
         if have is None:
             findings.append(Finding("missing-file", owner, f"{rel} is missing"))

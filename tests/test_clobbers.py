@@ -340,7 +340,7 @@ def test_a_wheel_that_would_overwrite_a_conda_packages_file_is_refused(
     ws.add_wheel(wheel, "clash", "1.0")
     args = ["--prefix", tmp_path / "envs" / "env"] if command == "install" else ["--oci", ws.root / "image"]
     result = ws.envkit(command, "-q", "-p", "linux-64", *args)
-    said = "which conda package python-3.11.9-h0_0 installed" if command == "bake" else "which another package installed"
+    said = "which conda package python-3.11.9-h0_0 installed"  # install reads it from the record, bake from the plan
     assert_refused(result, "linux-64: pip package clash 1.0 would overwrite lib/python3.11/site-packages/README.txt, " + said)
     assert not (ws.root / "image").exists()
 

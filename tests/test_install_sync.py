@@ -189,6 +189,13 @@ def test_a_prefix_for_another_platform_says_which(tmp_path: Path, image_channel:
     assert other.returncode == 2, other.output
     assert f"{prefix} holds an environment for linux-64; this install is for linux-aarch64" in other.stderr
     assert "pass -p linux-64" in other.stderr
+    # Without -p, an existing prefix is for the platform it was installed for, not this host's.
+    arm = tmp_path / "arm"
+    assert run_envkit("install", "-q", "--prefix", arm, "-p", "linux-aarch64", cwd=work, env=env).returncode == 0
+    again = run_envkit("install", "--prefix", arm, cwd=work, env=env)
+    assert again.returncode == 0 and again.stdout.strip() == f"{arm} is up to date", again.output
+    verify = run_envkit("verify", "--prefix", arm, cwd=work)
+    assert verify.returncode == 0 and f"{arm}: matches conda-lock.yml (linux-aarch64)" in verify.stdout, verify.output
 
 
 def test_verify_shows_a_few_findings_per_package_and_json_all(tmp_path: Path, image_channel: Path) -> None:
@@ -207,9 +214,10 @@ def test_verify_shows_a_few_findings_per_package_and_json_all(tmp_path: Path, im
     result = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("missing-file     many 1.0 0: ")]
-    assert len(lines) == 11 and "… and 15 more like these (--json lists every one)" in lines[-1], result.stderr
+    # 25 files and their directory, share/many (credited to the package whose files it holds)
+    assert len(lines) == 11 and "… and 16 more like these (--json lists every one)" in lines[-1], result.stderr
     as_json = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", "--json", cwd=work)
-    assert len([f for f in json.loads(as_json.stdout)["findings"] if f["package"] == "many 1.0 0"]) == 25
+    assert len([f for f in json.loads(as_json.stdout)["findings"] if f["package"] == "many 1.0 0"]) == 26
 
 
 def test_a_record_naming_a_path_outside_the_prefix_is_refused(tmp_path: Path, image_channel: Path) -> None:
@@ -230,3 +238,72 @@ def test_a_record_naming_a_path_outside_the_prefix_is_refused(tmp_path: Path, im
     assert result.returncode == 2, result.output
     assert f"{prefix}: a package record names ../outside/victim, outside the prefix" in result.stderr
     assert (outside / "victim").read_text() == "keep me" and record_path.exists()
+
+
+def _tree(prefix: Path) -> dict[str, tuple[int, bytes | str]]:
+    """Every path under `prefix` with its mode and content (a link's target); envkit's own records aside."""
+    tree: dict[str, tuple[int, bytes | str]] = {}
+    for path in sorted(prefix.rglob("*")):
+        rel = path.relative_to(prefix).as_posix()
+        if rel.startswith("conda-meta/envkit"):
+            continue
+        st = path.lstat()
+        content: bytes | str = os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else b""
+        tree[rel] = (st.st_mode if rel else 0, content)
+    return tree
+
+
+def test_an_empty_directory_is_installed_into_in_place(tmp_path: Path, image_channel: Path) -> None:
+    # A CI volume or a directory made for the environment (its parent perhaps not writable): no --force needed,
+    # its mode is kept, and what lands in it is what a fresh install at the same path makes.
+    import shutil
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    _install(work, prefix, cache)
+    fresh = _tree(prefix)
+    shutil.rmtree(prefix)
+    prefix.mkdir()
+    prefix.chmod(0o750)
+    out = _install(work, prefix, cache)
+    assert f"installed 3 packages into {prefix} (an empty directory, in place)" in out, out  # greet, busybox, smalldata
+    assert prefix.stat().st_mode & 0o777 == 0o750
+    assert _tree(prefix) == fresh
+    assert _install(work, prefix, cache).strip() == f"{prefix} is up to date"
+
+
+def test_an_interrupted_install_into_an_empty_directory_is_finished_without_force(tmp_path: Path, image_channel: Path) -> None:
+    import shutil
+
+    work, cache, volume = tmp_path / "work", tmp_path / "cache", tmp_path / "volume"
+    channel = tmp_path / "channel"
+    shutil.copytree(image_channel, channel)
+    _lock(work, channel, ["greet=1.0", "smalldata"])
+    volume.mkdir()
+    greet = next((channel / "noarch").glob("greet-1.0-*"))
+    greet.rename(greet.with_name("gone"))  # the install fails half-way: one archive cannot be fetched
+    failed = run_envkit("install", "--prefix", volume, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert failed.returncode == 2 and "greet" in failed.stderr, failed.output
+    assert (volume / "conda-meta" / "envkit" / "conda-lock.yml").is_file()  # envkit's, so the next install may finish it
+    greet.with_name("gone").rename(greet)
+    assert "3 added" in _install(work, volume, cache)
+
+
+def test_a_wheels_files_left_without_its_record_are_named(tmp_path: Path, toy_channel: Path, pip_index_server) -> None:  # noqa: ANN001
+    # The pip records were deleted by hand: the sync installs the wheels again and meets their files, which no
+    # record lists. It says so (it used to blame "another package"), and the prefix stays envkit's to sync.
+    import shutil
+
+    from tests.conftest import write_env
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    conda = f"channels:\n  - {toy_channel}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
+    write_env(work, conda + f"  - pip:\n    - --index-url {pip_index_server.url}/simple\n    - hello-ml\n")
+    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    _install(work, prefix, cache)
+    shutil.rmtree(prefix / "conda-meta" / "envkit" / "pip")
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 2, result.output
+    assert "which is in the prefix but in no package's record (left by an earlier install?)" in result.stderr, result.stderr
+    assert "remove it" in result.stderr

@@ -37,8 +37,21 @@ def test_clean_prefix_passes_and_tampering_is_caught(tmp_path: Path, image_chann
     assert findings == {("modified-file", "greet"), ("missing-file", "busybox"), ("extra-package", "smalldata")}
     # What to do: files changed in place need a fresh prefix (install would call it up to date).
     told = run_envkit("verify", "--prefix", "env", "-p", "linux-64", cwd=work)
-    assert "hint: files changed in place are not repaired by install" in told.stderr
+    assert "hint: files of busybox 1.35.0 h0_0, greet 1.0 0 changed in place, which install does not repair" in told.stderr, told.stderr
     assert "envkit install --lockfile conda-lock.yml --prefix env" in told.stderr
+    # Only files a user added: theirs to keep or remove; nothing says to remove the prefix.
+    shutil.rmtree(prefix)
+    _install(work, image_channel, cache, "greet=1.0", "env")
+    (prefix / "notes.txt").write_text("mine")
+    unowned = run_envkit("verify", "--prefix", "env", cwd=work)
+    assert unowned.returncode == 1 and "unowned-file" in unowned.stderr, unowned.output
+    assert "remove the prefix" not in unowned.stderr and "files no locked package installed are yours" in unowned.stderr
+    # A directory a package installs into is credited to that package, not to envkit.
+    shutil.rmtree(prefix / "bin")
+    gone = run_envkit("verify", "--prefix", "env", "--json", cwd=work)
+    owners = {f["detail"].split()[0]: f["package"] for f in json.loads(gone.stdout)["findings"] if f["kind"] == "missing-file"}
+    assert owners["bin"] != "envkit" and owners["bin"].split()[0] in ("busybox", "greet"), owners
+    (prefix / "notes.txt").unlink()
     # Only a package too many: install removes it, and verify then passes.
     shutil.rmtree(prefix)
     _install(work, image_channel, cache, "greet=1.0", "env")

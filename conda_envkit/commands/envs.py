@@ -34,23 +34,29 @@ class InstallRequest:
 def install_output(request: InstallRequest, quiet: bool) -> Output:
     """Create a conda environment from the lock (hashes verified), or bring one envkit made to the lock."""
     from conda_envkit.channels import load_settings
-    from conda_envkit.installed_state import up_to_date
+    from conda_envkit.installed_state import recorded_platform, up_to_date
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.progress import progress_for
 
     output = Output()
     prefix = request.prefix
-    platform = request.platform or host_platform()
+    # An existing prefix is for the platform it was installed for (`-p` at its install), a new one for this host's.
+    platform = request.platform or recorded_platform(prefix) or host_platform()
     if prefix.exists() and up_to_date(request.lockfile, prefix, platform):
         output.out(f"{prefix.absolute()} is up to date")
         return output
     lf = read_lockfile(request.lockfile)
     settings = load_settings(request.config, None, list(request.mirrors))
-    if prefix.exists():
-        from conda_envkit.sync import sync_environment
+    if prefix.exists():  # an envkit prefix, an empty directory, or with --force any prefix: synced in place
+        from conda_envkit.sync import empty_directory, sync_environment
 
+        was_empty = empty_directory(prefix)
         synced = sync_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet), request.force)
-        output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
+        if was_empty:
+            added = len(synced.plan.add)
+            output.out(f"installed {added} packages into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
+        else:
+            output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
         return output
     from conda_envkit.install import install_environment
 
@@ -94,7 +100,9 @@ def verify_output(
     recipe_files: list[str] = []
     the_base: VerifyBase | None = None
     if prefix is not None:
-        chosen = platform or host_platform()
+        from conda_envkit.installed_state import recorded_platform
+
+        chosen = platform or recorded_platform(prefix) or host_platform()
         target = str(prefix)
         findings = verify_installed_prefix(lockfile, lf, chosen, prefix, cache_dir)
     else:
@@ -159,9 +167,17 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
     if prefix is None:
         return "bake the image again from the lock (an image is never repaired in place)"
     install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
-    if all(f.kind in _PACKAGE_KINDS for f in findings):
-        return f"`{install}` adds, removes and replaces those packages"
-    return f"files changed in place are not repaired by install: move out any file you need, remove the prefix, then `{install}`"
+    changed = sorted({f.package for f in findings if f.kind not in _PACKAGE_KINDS and f.kind != "unowned-file"})
+    if changed:
+        named = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        repair = f"move out any file you need, remove the prefix, then `{install}`"
+        return f"files of {named} changed in place, which install does not repair: {repair}"
+    hints = []
+    if any(f.kind in _PACKAGE_KINDS for f in findings):
+        hints.append(f"`{install}` adds, removes and replaces those packages")
+    if any(f.kind == "unowned-file" for f in findings):
+        hints.append("files no locked package installed are yours: remove them, or keep them knowing verify reports them")
+    return "; ".join(hints)
 
 
 def doctor_output(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> Output:

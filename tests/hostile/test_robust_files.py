@@ -322,6 +322,7 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
         err = _signalled(proc, signum, "install (it waited for its download's deadline)")
     assert proc.returncode == 128 + signum, err  # the shell's status for a signal: 130 (Ctrl-C), 143 (SIGTERM)
     assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"envkit: stopped by {signal.Signals(signum).name}"), err
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
     assert [p.name for p in (tmp_path / "cache").rglob("*.part")] == []  # the download's temp file too
     assert yaml.safe_load(toy_lock.read_text())  # the lock is untouched
@@ -343,6 +344,7 @@ def test_interrupted_lock_exits_with_the_signals_status_and_writes_nothing(tmp_p
         err = _signalled(proc, signum, "lock")
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"envkit: stopped by {signal.Signals(signum).name}" + (" (Ctrl-C)" if signum == signal.SIGINT else "")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["environment.yml"]
 
 
@@ -456,3 +458,28 @@ def test_bake_replaces_an_earlier_layout_and_writes_into_an_empty_directory(tmp_
     first = (tmp_path / "empty" / "index.json").read_bytes()
     assert _bake_to(tmp_path, toy_lock, "--oci", "empty").returncode == 0  # now a layout: replaced whole
     assert (tmp_path / "empty" / "index.json").read_bytes() == first
+
+
+def test_a_prefix_on_a_read_only_filesystem(tmp_path: Path, image_channel: Path) -> None:
+    # Up to date: nothing to write, so it is reported so. A sync that must change it: the read-only
+    # filesystem is named, not free space.
+    from tests.test_bake import _lock
+
+    volume = tmp_path / "volume"
+    if not _mount(volume, "size=16m"):
+        pytest.skip("needs root and mount to make a read-only filesystem under a prefix")
+    try:
+        work, prefix, env = tmp_path / "work", volume / "env", {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+        _lock(work, image_channel, ["greet=1.0"])
+        assert run_envkit("install", "-q", "-p", "linux-64", "--prefix", prefix, cwd=work, env=env).returncode == 0
+        assert subprocess.run(["mount", "-o", "remount,ro", str(volume)], capture_output=True).returncode == 0
+        same = run_envkit("install", "-p", "linux-64", "--prefix", prefix, cwd=work, env=env)
+        assert same.returncode == 0 and "is up to date" in same.stdout, same.output
+        _lock(work, image_channel, ["greet=2.0"])
+        changed = run_envkit("install", "-p", "linux-64", "--prefix", prefix, cwd=work, env=env)
+        assert changed.returncode == 2, changed.output
+        line = _error_line(changed.stderr)
+        assert str(prefix) in line and "Read-only file system" in line, line
+        assert "writable" in changed.stderr and "free space" not in changed.stderr, changed.stderr
+    finally:
+        _umount(volume)
