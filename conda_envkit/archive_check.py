@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import struct
 import tarfile
@@ -447,8 +448,12 @@ def _checked_read(archive: Path, label: str, payload: Path | None = None, hashed
 
 
 def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | None, hashed: bool = True) -> list[ArchiveEntry]:
-    """The payload entries (last of a path wins, as when extracting), after checking them against paths.json."""
+    """The payload entries (last of a path wins, as when extracting), after checking them against paths.json.
+
+    A hard link (what tar writes for a file with several links, e.g. `bin/perl` and `bin/perl5.32`) stands for
+    the file it names, an entry before it: it is checked as that file (its sha256 and size)."""
     entries = {e.path: e for e in ordered}
+    files = _hardlinked_files(label, ordered)
     if paths_json is None:
         return [e for e in entries.values() if not e.path.startswith("info/")]  # pre-paths.json packages: tar checks only
     try:
@@ -468,8 +473,13 @@ def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | 
             )
         found = entries.get(path)
         kind = item.get("path_type", "hardlink")
-        if kind == "directory":
-            continue
+        if kind == "directory":  # py-rattler cannot link one: said here, not as a failed copy while linking
+            raise PackageContentError(
+                f"{label}: info/paths.json lists {path} as a directory (path_type directory), which py-rattler cannot install",
+                hint="leave the package out of the environment, or ask its authors to rebuild it without directory entries",
+            )
+        if found is not None and found.kind == "hardlink":
+            found = files.get(path, found)
         if found is None:
             raise PackageContentError(
                 f"{label}: info/paths.json lists {path}, which the archive does not hold", hint="the package is corrupt"
@@ -493,6 +503,26 @@ def _check_listing(label: str, ordered: list[ArchiveEntry], paths_json: bytes | 
                     hint="the package contradicts its own metadata; do not use it",
                 )
     return [e for e in entries.values() if e.path.split("/")[0] != "info"]
+
+
+def _hardlinked_files(label: str, ordered: list[ArchiveEntry]) -> dict[str, ArchiveEntry]:
+    """Each hard link's path -> the file it stands for: the entry named by its target, written before it (as tar
+    extracts it; a link to a link is followed). A target that is no file before it is an error naming both."""
+    before: dict[str, ArchiveEntry] = {}
+    files: dict[str, ArchiveEntry] = {}
+    for entry in ordered:
+        if entry.kind == "hardlink":
+            target = before.get(posixpath.normpath(entry.target))
+            if target is not None and target.kind == "hardlink":
+                target = files.get(target.path)
+            if target is None or target.kind != "file":
+                raise PackageContentError(
+                    f"{label}: hard link {entry.path} -> {entry.target} names no file before it in the archive",
+                    hint="the package is corrupt",
+                )
+            files[entry.path] = target
+        before[entry.path] = entry
+    return files
 
 
 @dataclass(frozen=True)

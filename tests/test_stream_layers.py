@@ -59,6 +59,20 @@ PACKAGES = [
         (Member("lib/sized.txt", content=b"more than nothing\n"),),
         ({"_path": "lib/sized.txt", "path_type": "hardlink", "sha256": hashlib.sha256(b"more than nothing\n").hexdigest()},),
     ),
+    # Hard links, as tar writes a file with several links (a link to a link too): each stands for the file before
+    # it. The stream does not reproduce them, so this package is linked; install and image hold the same bytes.
+    HostilePackage(
+        "hardlinked",
+        (
+            Member("bin/tool", content=b"#!/bin/sh\necho tool\n", mode=0o755),
+            Member("bin/tool-1.0", kind="hardlink", target="bin/tool"),
+            Member("bin/tool-1", kind="hardlink", target="bin/tool-1.0"),
+        ),
+        tuple(
+            {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(b"#!/bin/sh\necho tool\n").hexdigest(), "size_in_bytes": 20}
+            for p in ("bin/tool", "bin/tool-1.0", "bin/tool-1")
+        ),
+    ),
     # A file paths.json does not list: not what the stream reproduces, so this package is linked.
     HostilePackage(
         "unlisted",
@@ -139,7 +153,20 @@ SIBLINGS = HostilePackage(
     "siblings",
     tuple(Member(path, content=path.encode()) for path in ("lib/sib/a.txt", "lib/sib-1.0/b.txt", "lib/sib.txt", "lib/sib/c/d.txt")),
 )
-NAMES = ["ordered", "gnu-long", "unlisted", "no-size", "honest", "texty", "binny", "texty-long", "python", "pyish", "siblings"]
+NAMES = [
+    "ordered",
+    "gnu-long",
+    "unlisted",
+    "no-size",
+    "hardlinked",
+    "honest",
+    "texty",
+    "binny",
+    "texty-long",
+    "python",
+    "pyish",
+    "siblings",
+]
 # Wheels, streamed as installer installs them: a package, a `#!python` script and a data file in the wheel's .data,
 # a console script; and one whose RECORD declares another hash than its file has (read, found out, installed in
 # a staging prefix instead).

@@ -60,6 +60,31 @@ HOSTILE_CONDA: dict[str, tuple[HostilePackage, str]] = {
         HostilePackage("hardlink-out", (_file("bin/ok"), Member("bin/passwd", "hardlink", target="../../etc/passwd")), None),
         "points outside the prefix",
     ),
+    # A hard link stands for the file it names, written before it: none there, or content paths.json contradicts.
+    "hardlink-dangling": (
+        HostilePackage("hardlink-dangling", (_file("bin/ok"), Member("bin/alias", "hardlink", target="bin/ghost")), None),
+        "hard link bin/alias -> bin/ghost names no file before it",
+    ),
+    "hardlink-forward": (
+        HostilePackage("hardlink-forward", (Member("bin/alias", "hardlink", target="bin/ok"), _file("bin/ok")), None),
+        "hard link bin/alias -> bin/ok names no file before it",
+    ),
+    "hardlink-lies": (
+        HostilePackage(
+            "hardlink-lies",
+            (_file("bin/ok", b"honest\n"), Member("bin/tool", "hardlink", target="bin/ok")),
+            (_listed("bin/ok", b"honest\n"), _listed("bin/tool", b"trojan\n")),
+        ),
+        "its paths.json says",
+    ),
+    "directory-entry": (
+        HostilePackage(
+            "directory-entry",
+            (_file("bin/ok"), Member("share/empty", "dir")),
+            (_listed("bin/ok"), {"_path": "share/empty", "path_type": "directory"}),
+        ),
+        "as a directory (path_type directory), which py-rattler cannot install",
+    ),
     "fifo": (HostilePackage("fifo", (_file("bin/ok"), Member("bin/pipe", "fifo")), None), "special file"),
     "chardev": (HostilePackage("chardev", (_file("bin/ok"), Member("dev/mem", "chardev")), None), "special file"),
     "sha-mismatch": (
