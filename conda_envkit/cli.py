@@ -112,7 +112,7 @@ def lockfile_option(help: str | None = None, default: Path | None = Path("conda-
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-insecure_option = click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost (never for remote ones).")
+insecure_option = click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost (remote ones keep TLS).")
 cache_dir_option = click.option(
     "--cache-dir", type=PATH, help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR, ~/.cache/envkit]"
 )
@@ -315,7 +315,7 @@ def _bake_command() -> click.Command:
         help="Platform to bake (repeat for a multi-arch index). [default: linux-64, else the lock's first linux platform]",
     )  # fmt: skip
     @click.option(
-        "--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE. [default: recipe's, or scratch]"
+        "--base", help="Base image: scratch, REGISTRY/REPO:TAG, oci:DIR[:NAME], docker-archive:FILE[:REF]. [default: recipe's, or scratch]"
     )
     @click.option("--recipe", help="Recipe (see `envkit recipes`): base per CUDA, env, user, entrypoint, files.")
     @image_options
@@ -436,7 +436,7 @@ def _inspect_command() -> click.Command:
     def inspect_command(image: str, platform: str | None, insecure: bool) -> None:
         """Print an image's envkit record and the artifacts (lock, SBOM) attached to it.
 
-        IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:TAG] (as for bake --base).
+        IMAGE: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME] or docker-archive:FILE[:REFERENCE] (as for bake --base).
         """
         from conda_envkit.commands.images import inspect_output
 

@@ -42,6 +42,6 @@ class BadFlag(EnvkitError):
     `option` names the flag ("--blas"); without one, the flags given conflict with each other.
     """
 
-    def __init__(self, message: str, option: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, option: str | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
         self.option = option

@@ -80,6 +80,10 @@ class InstallError(EnvkitError):
     """A package that cannot be fetched, verified or installed."""
 
 
+class PrefixTaken(InstallError):
+    """The prefix a fresh install was to create exists now (another install made it meanwhile): to be synced instead."""
+
+
 @dataclass(frozen=True)
 class FetchedPackage:
     """A locked conda package whose archive is in the cache and matches the lock's sha256."""
@@ -786,7 +790,7 @@ def install_environment(
         waiting = f"install {prefix.name}"
         with directory_lock(prefix.parent, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix.parent}")):
             if prefix.exists():
-                raise InstallError(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
+                raise PrefixTaken(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
             report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)
             copy = staging / LOCK_COPY
             copy.parent.mkdir(parents=True, exist_ok=True)

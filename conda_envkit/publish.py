@@ -21,9 +21,11 @@ if TYPE_CHECKING:  # the registry client (requests) loads only for --push
 
 
 def is_loopback(registry: str) -> bool:
-    """True for localhost / 127.0.0.0/8 / ::1 registries (with or without a port)."""
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
+    """True for localhost / 127.0.0.0/8 / ::1 registries (with or without a port; `[::1]:5000`)."""
+    if registry.startswith("["):  # a bracketed IPv6 address, perhaps with a port after the bracket
+        host = registry[1 : registry.find("]")] if "]" in registry else registry
+    else:
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
     if host == "localhost":
         return True
     try:
@@ -33,16 +35,19 @@ def is_loopback(registry: str) -> bool:
 
 
 def insecure_hosts(registries: list[str], insecure: bool) -> tuple[str, ...]:
-    """The registries to reach over plain HTTP: with --insecure, loopback ones only."""
+    """The registries to reach over plain HTTP: with --insecure, the loopback ones; every other one keeps TLS
+    (a base on Docker Hub beside a push to a registry on localhost). Refused when no registry is on loopback:
+    then --insecure could only have been meant for a remote one."""
     if not insecure:
         return ()
+    local = tuple(r for r in registries if is_loopback(r))
     remote = [r for r in registries if not is_loopback(r)]
-    if remote:
+    if remote and not local:
         raise BakeError(
             f"--insecure refused for {', '.join(remote)}: plain HTTP is only allowed for registries on localhost",
             hint="give the registry a TLS certificate (TLS is always verified)",
         )
-    return tuple(registries)
+    return local
 
 
 @dataclass(frozen=True)

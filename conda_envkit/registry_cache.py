@@ -460,13 +460,15 @@ def fetch_layers(
 class RegistryClients:
     """One RegistryClient per registry for a bake, and the cache steps the bake command runs."""
 
-    def __init__(self, insecure: tuple[str, ...]) -> None:
+    def __init__(self, insecure: tuple[str, ...], push_target: str | None = None) -> None:
         self.insecure = insecure
+        self.push_target = push_target  # the registry the environment's credentials are for (RegistryClient)
         self.clients: dict[str, RegistryClient] = {}
 
     def client(self, registry: str) -> RegistryClient:
         if registry not in self.clients:
-            self.clients[registry] = RegistryClient(registry, insecure=registry in self.insecure)
+            on_target = registry == self.push_target
+            self.clients[registry] = RegistryClient(registry, insecure=registry in self.insecure, push_target=on_target)
         return self.clients[registry]
 
     def load(self, refs: list[CacheRef], say: Callable[[str], None], warn: Callable[[str], None]) -> RegistryCache:

@@ -184,6 +184,14 @@ def test_base_from_layout_and_docker_archive(tmp_path: Path, image_channel: Path
     for record in (from_layout, from_archive):
         assert record["platforms"]["linux-64"]["base"]["layers"] == len(base_layers)
     assert from_layout["platforms"]["linux-64"]["base"]["digest"] == base["image"]["digest"]
+    # An image of the archive named by its reference, which holds colons and slashes (as skopeo reads it), also with
+    # docker's defaults filled in; a name it does not hold is an error listing the ones it does.
+    archive = base_work / "base.tar"
+    for named in ("envkit/env:v1", "docker.io/envkit/env:v1"):
+        by_name, _ = _bake(work, tmp_path / "cache", "--base", f"docker-archive:{archive}:{named}", "--oci", "image3")
+        assert by_name["image"]["digest"] == from_archive["image"]["digest"]
+    _, said = _bake(work, tmp_path / "cache", "--base", f"docker-archive:{archive}:envkit/env:nope", "--oci", "image4", ok=False)
+    assert "holds 0 matching images for 'envkit/env:nope'" in said and "envkit/env:v1" in said, said
 
 
 def _unsafe_archive(path: Path, member: tarfile.TarInfo) -> None:
@@ -269,6 +277,31 @@ def test_push_with_basic_auth(tmp_path: Path, image_channel: Path, auth_registry
     assert info["Labels"]["dev.envkit.platform"] == "linux-64"
 
 
+def test_a_registry_cache_on_the_push_registry_uses_the_environments_credentials(
+    tmp_path: Path, image_channel: Path, auth_registry: Registry, registry: Registry
+) -> None:
+    # ENVKIT_REGISTRY_* belong to the registry the bake writes to: its cache there is written and read with them
+    # (the cache step failed "authentication required", and its hint said to set these very variables).
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["smalldata"])
+    creds = {"ENVKIT_REGISTRY_USER": "envkit", "ENVKIT_REGISTRY_PASSWORD": "s3cret-Pa55", "DOCKER_CONFIG": str(tmp_path)}
+    repo, cache_ref = f"{auth_registry.host}/private/data", f"{auth_registry.host}/private/cache"
+    first_env = {"ENVKIT_CACHE_DIR": str(tmp_path / "a"), **creds}
+    first = run_envkit("bake", "-q", "--push", repo, "--cache-to", cache_ref, "--insecure", cwd=work, env=first_env)
+    assert first.returncode == 0, first.output
+    fresh = {"ENVKIT_CACHE_DIR": str(tmp_path / "b"), **creds}
+    second = run_envkit("bake", "--push", repo, "--cache-from", cache_ref, "--insecure", cwd=work, env=fresh)
+    assert second.returncode == 0 and "warning" not in second.stderr, second.output
+    assert json.loads((work / "bake.json").read_text())["cache"]["layers_from_registry"] > 0
+    # A cache-warming bake (no --push): the --cache-to registry is the one it writes to.
+    warming_env = {"ENVKIT_CACHE_DIR": str(tmp_path / "c"), **creds}
+    warming = run_envkit("bake", "-q", "--cache-to", cache_ref, "--insecure", cwd=work, env=warming_env)
+    assert warming.returncode == 0, warming.output
+    # A cache on another registry than the push target's gets no credentials from the environment.
+    elsewhere = run_envkit("bake", "-q", "--push", f"{registry.host}/team/data", "--cache-to", cache_ref, "--insecure", cwd=work, env=fresh)
+    assert elsewhere.returncode == 2 and "authentication required" in elsewhere.stderr, elsewhere.output
+
+
 def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     _lock(work, image_channel, ["greet=1.0"])
@@ -281,6 +314,8 @@ def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry
         (("bake", "--push", "registry.example.com/a/b", "--insecure"), "--insecure refused for registry.example.com"),
         (("bake", "--base", "Bad Ref", "--oci", "x"), "invalid image reference"),
         (("bake", "--base", f"{registry.host}/team/base:", "--insecure", "--oci", "x"), "empty tag after ':'"),
+        (("bake", "--name", "../../../x", "--oci", "x"), "--name: '../../../x' is not an environment name"),
+        (("bake", "--env", "FOO", "--oci", "x"), "hint: e.g. --env KEY=VALUE"),
         (("bake", "--oci", "x", "--cache-to", f"{registry.host}/team/cache:", "--insecure"), "empty tag after ':'"),
     ]
     for args, words in cases:
@@ -288,6 +323,23 @@ def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry
         assert result.returncode == 2, (args, result.output)
         assert words in result.stderr, (args, result.stderr)
     assert not (work / "x").exists()
+
+
+def test_insecure_is_plain_http_for_loopback_registries_and_tls_for_the_others(tmp_path: Path, image_channel: Path) -> None:
+    from conda_envkit.publish import insecure_hosts
+
+    # A base on a remote registry beside a push to one on localhost: the local one over HTTP, the remote over TLS.
+    assert insecure_hosts(["registry-1.docker.io", "127.0.0.1:5000"], True) == ("127.0.0.1:5000",)
+    assert insecure_hosts(["[::1]:5000", "localhost:5000", "[::1]"], True) == ("[::1]:5000", "localhost:5000", "[::1]")
+    assert insecure_hosts(["registry-1.docker.io"], False) == ()
+    with pytest.raises(Exception, match="--insecure refused for registry.example.com"):
+        insecure_hosts(["registry.example.com"], True)  # it could only have been meant for the remote one
+    # End to end: the remote base is asked over TLS (and cannot be reached here), not refused for --insecure.
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    args = ("--timeout", "5", "bake", "--base", "registry.invalid/team/base:1", "--push", "127.0.0.1:9/team/x", "--insecure")
+    result = run_envkit(*args, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2 and "refused" not in result.stderr and "registry.invalid" in result.stderr, result.output
 
 
 def test_install_creates_a_relocated_prefix_atomically(tmp_path: Path, image_channel: Path) -> None:

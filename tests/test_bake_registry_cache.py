@@ -284,6 +284,9 @@ def test_a_cache_to_that_cannot_be_written_is_refused_before_anything_is_built_o
     assert not (work / "bake.json").exists() and not (tmp_path / "c1" / "pkgs").exists()  # nothing fetched
     with pytest.raises(RegistryError, match="not found"):  # nothing pushed
         RegistryClient(host, insecure=True).get_manifest("team/fresh", "latest")
+    if target == "image tag":  # read as a cache: an error naming the option too
+        read = _envkit(work, tmp_path / "c1", "-q", "--oci", work / "image", "--cache-from", cache_to, "--insecure")
+        assert read.returncode == 2 and f"error: --cache-from {cache_to}: {said}" in read.stderr, read.output
 
 
 def test_a_cache_write_that_fails_after_the_push_says_where_the_image_is(

@@ -47,23 +47,30 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
         return output
     lf = read_lockfile(request.lockfile)
     settings = load_settings(request.config, None, list(request.mirrors))
-    if prefix.exists():  # an envkit prefix, an empty directory, or with --force any prefix: synced in place
-        from conda_envkit.sync import empty_directory, sync_environment
+    if not prefix.exists():
+        from conda_envkit.install import PrefixTaken, install_environment
 
-        was_empty = empty_directory(prefix)
-        synced = sync_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet), request.force)
-        if was_empty:
-            added = len(synced.plan.add)
-            output.out(f"installed {added} packages into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
+        try:
+            report = install_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet))
+        except PrefixTaken:  # another install made it meanwhile (this one waited for it): compared with what it left
+            if up_to_date(request.lockfile, prefix, platform):
+                output.out(f"{prefix.absolute()} is up to date")
+                return output
         else:
-            output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
-        return output
-    from conda_envkit.install import install_environment
+            output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
+            if report.clobbers:
+                output.err(f"warning: {platform}: {report.clobbers}")
+            return output
+    # An envkit prefix, an empty directory, or with --force any prefix: synced in place.
+    from conda_envkit.sync import empty_directory, sync_environment
 
-    report = install_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet))
-    output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
-    if report.clobbers:
-        output.err(f"warning: {platform}: {report.clobbers}")
+    was_empty = empty_directory(prefix)
+    synced = sync_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet), request.force)
+    if was_empty:
+        added = len(synced.plan.add)
+        output.out(f"installed {added} packages into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
+    else:
+        output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
     return output
 
 

@@ -80,7 +80,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
-            raise BadFlag(f"expected KEY=VALUE, got {value!r}", option)
+            raise BadFlag(f"expected KEY=VALUE, got {value!r}", option, hint=f"e.g. {option} KEY=VALUE (repeat it for more)")
         out[key] = val
     return out
 
@@ -102,6 +102,8 @@ def image_options(lf: LockFile, platforms: list[str], flags: ImageFlags) -> tupl
     """BakeOptions from the command line (over a recipe), the base reference per platform, and the recipe (or None)."""
     from conda_envkit.bake import BakeOptions, source_date_epoch, with_recipe
 
+    if not flags.name or "/" in flags.name or flags.name in (".", "..") or not flags.name.isprintable():
+        raise BadFlag(f"{flags.name!r} is not an environment name (one path component)", "--name", hint="e.g. --name train")
     options = BakeOptions(
         name=flags.name,
         prefix=flags.prefix,
@@ -208,18 +210,30 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     )
     check_targets(targets, len(chosen))  # before anything is fetched or built
     if cache_refs or cache_to_ref:
-        clients = RegistryClients(insecure_list)
+        # The environment's credentials (ENVKIT_REGISTRY_*) belong to the registry the bake writes to: the push
+        # target's (or, a cache-warming bake, the --cache-to one's). A cache there is read and written with them.
+        target = parse_image_ref(request.push_repo).registry if request.push_repo else cache_to_ref.registry if cache_to_ref else None
+        clients = RegistryClients(insecure_list, target)
     if cache_to_ref is not None and request.push_repo and cache_to_ref.tag in request.tags:
         push_ref = parse_image_ref(request.push_repo)
         if (push_ref.registry, push_ref.repository) == (cache_to_ref.registry, cache_to_ref.repository):
-            raise BadFlag(f"--tag {cache_to_ref.tag} would put the image where --cache-to {request.cache_to} keeps the cache", "--tag")
+            raise BadFlag(
+                f"--tag {cache_to_ref.tag} would put the image where --cache-to {request.cache_to} keeps the cache",
+                "--tag",
+                hint="give the cache a tag of its own (--cache-to REPO:TAG) or put it in another repository",
+            )
     if clients is not None and cache_to_ref is not None:
         try:  # reachable, and not a tag holding an image: before anything is built
             clients.check_target(cache_to_ref)
         except EnvkitError as exc:
             raise EnvkitError(f"--cache-to {request.cache_to}: {exc.message}", hint=exc.hint) from None
     cache_warnings: list[str] = []
-    remote = clients.load(cache_refs, say, cache_warnings.append) if clients is not None and cache_refs else None
+    remote = None
+    if clients is not None and cache_refs:
+        try:
+            remote = clients.load(cache_refs, say, cache_warnings.append)
+        except EnvkitError as exc:  # (a tag holding an image: which option named it)
+            raise EnvkitError(f"--cache-from {exc.message}", hint=exc.hint) from None
     bases: dict[str, BaseImage] = {}
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")

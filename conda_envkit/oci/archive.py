@@ -105,6 +105,20 @@ def _member(tar: tarfile.TarFile, name: str, where: str) -> tarfile.TarInfo:
     return member
 
 
+def _same_reference(given: str, repo_tag: str) -> bool:
+    """Whether a reference names an archive's RepoTags entry: the same text, or the same image once docker's
+    defaults are filled in (`busybox:1` is `docker.io/library/busybox:1`)."""
+    if given == repo_tag:
+        return True
+    from conda_envkit.oci.reference import parse_image_ref
+
+    try:
+        a, b = parse_image_ref(given), parse_image_ref(repo_tag)
+    except OciError:
+        return False
+    return (a.registry, a.repository, a.tag or "latest", a.digest) == (b.registry, b.repository, b.tag or "latest", b.digest)
+
+
 def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) -> BaseImage:
     """Load one image of a docker-archive into `store` as a base image (layers scanned for safety)."""
     where = str(path)
@@ -122,10 +136,12 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             entries = json.load(extracted)  # type: ignore[arg-type]
         except ValueError as exc:
             raise OciError(f"{where}: invalid manifest.json ({exc})", hint="the archive is corrupt") from None
+        named = sorted(str(t) for e in entries if isinstance(e, dict) for t in (e.get("RepoTags") or []))
         if tag is not None:
-            entries = [e for e in entries if tag in (e.get("RepoTags") or [])]
+            entries = [e for e in entries if isinstance(e, dict) and any(_same_reference(tag, str(t)) for t in e.get("RepoTags") or [])]
         if len(entries) != 1:
-            raise OciError(f"{where}: holds {len(entries)} matching images", hint="name one with docker-archive:PATH:TAG")
+            hint = f"name one with docker-archive:PATH:REFERENCE: {', '.join(named[:10])}" if named else "the archive names no image"
+            raise OciError(f"{where}: holds {len(entries)} matching images" + (f" for {tag!r}" if tag else ""), hint=hint)
         entry = entries[0]
         config_bytes = tar.extractfile(_member(tar, entry["Config"], where)).read()  # type: ignore[union-attr]
         config = json.loads(config_bytes)

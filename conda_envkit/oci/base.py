@@ -21,6 +21,17 @@ def split_ref(value: str) -> tuple[str, str | None]:
     return value, None
 
 
+def split_archive_ref(value: str) -> tuple[str, str | None]:
+    """PATH[:REFERENCE] of a docker-archive, whose reference (`docker.io/base/busybox:1`) holds colons and slashes
+    of its own: the path is the shortest head that is a file (as skopeo reads it), else split as `split_ref` does."""
+    cut = value.find(":")
+    while cut > 0:
+        if Path(value[:cut]).is_file():
+            return value[:cut], value[cut + 1 :] or None
+        cut = value.find(":", cut + 1)
+    return split_ref(value)
+
+
 def _import_blob(source: BlobStore, store: BlobStore, digest: str) -> None:
     if store.has(digest) and file_digest(store.path(digest)) == digest:
         return  # a cached copy is used only if its bytes still have its name
@@ -65,7 +76,7 @@ def load_base(text: str, platform: str, store: BlobStore, insecure_registries: t
         path, name = split_ref(text[4:])
         return base_from_layout(Path(path), name, platform, store)
     if text.startswith("docker-archive:"):
-        path, tag = split_ref(text[len("docker-archive:") :])
+        path, tag = split_archive_ref(text[len("docker-archive:") :])
         return read_docker_archive(Path(path), store, tag)
     ref = parse_image_ref(text)
     from conda_envkit.oci.registry import RegistryClient

@@ -112,7 +112,8 @@ def select_ref(path: Path, ref: str | None) -> Descriptor:
         if not named:
             names = sorted(m.annotations.get(REF_NAME, "?") for m in manifests)
             raise OciError(
-                f"{path}: no image named {ref!r} (it has {', '.join(names) or 'none'})", hint="pass oci:DIR:NAME with one of those"
+                f"{path}: no image named {ref!r} (its names: {', '.join(repr(n) for n in names) or 'none'})",
+                hint="pass oci:DIR:NAME with one of those",
             )
         return named[0]
     if len(manifests) != 1:
