@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # py-rattler's networking loads only when a gateway is made (
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 CONFIG_ENV_VAR = "ENVKIT_CONFIG"
+# Which host each `${VAR}` of a lock or spec may be sent to: `VAR=host[:port]`, comma- or space-separated. Set
+# outside the repository (CI settings, a shell profile): a lock or environment.yml from a pull request names its
+# own channels, so only this decides where a secret goes.
+CREDENTIAL_HOSTS_ENV_VAR = "ENVKIT_CREDENTIAL_HOSTS"
 ENV_VAR = _ENV_VAR = re.compile(r"\$\{(\w+)\}")
 # anaconda.org style tokens: https://host/t/<token>/channel
 _TOKEN_PATH = re.compile(r"/t/[^/]+/")
@@ -137,6 +141,49 @@ def origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), host.removesuffix(default) if default and host.endswith(default) else host
 
 
+def credential_hosts() -> dict[str, str]:
+    """ENVKIT_CREDENTIAL_HOSTS: each variable a URL may carry -> the host[:port] it belongs to (lower case)."""
+    bound: dict[str, str] = {}
+    for item in re.split(r"[\s,]+", os.environ.get(CREDENTIAL_HOSTS_ENV_VAR, "").strip()):
+        name, sep, host = item.partition("=")
+        if sep and re.fullmatch(r"\w+", name) and host:
+            bound[name] = host.strip().lower()
+    return bound
+
+
+def check_credential_host(variables: list[str], url: str, what: str) -> None:
+    """Refuse to send `variables` (named in `url`'s credential position) unless ENVKIT_CREDENTIAL_HOSTS binds each
+    to `url`'s host, and over HTTPS (plain HTTP to a loopback host only): a lock or spec from someone else must not
+    be able to choose where a CI secret goes."""
+    scheme, host = origin(url)
+    bound = credential_hosts()
+    for name in dict.fromkeys(variables):
+        if bound.get(name) not in (host, url_host(url)):
+            now = f" (it binds {name} to {bound[name]})" if name in bound else ""
+            raise ChannelError(
+                f"{what}: {strip_credentials(url)} asks for ${{{name}}}, which {CREDENTIAL_HOSTS_ENV_VAR} does not bind to {host}{now}",
+                hint=f"if {host} is where {name} belongs, export {CREDENTIAL_HOSTS_ENV_VAR}={name}={host} outside the repository "
+                "(CI settings, your shell): a lock or environment.yml from someone else must not choose where a secret goes",
+            )
+    if variables and scheme == "http" and not _loopback_host(host):
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} would send ${{{variables[0]}}} over plain HTTP",
+            hint="use the https:// URL of that channel or index",
+        )
+
+
+def _loopback_host(host: str) -> bool:
+    import ipaddress
+
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None, what: str) -> str:
     """`url` with `${VAR}` expanded only in its credential positions, and only for an allowed host.
 
@@ -174,6 +221,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
             f"{what}: {strip_credentials(url)} needs environment variable(s) {', '.join(missing)}",
             hint="export the channel's or index's credentials before installing; they are never stored",
         )
+    check_credential_host(_ENV_VAR.findall(userinfo + token), url, what)
     new_path = (f"/t/{expand_env_vars(token)}" + rest) if token_match else parts.path
     netloc = (expand_env_vars(userinfo) + "@" + host) if at else host
     return urlunsplit((parts.scheme, netloc, new_path, parts.query, parts.fragment))

@@ -36,6 +36,7 @@ from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
     ENV_VAR,
     ChannelSettings,
+    check_credential_host,
     expand_credentials,
     expand_env_vars,
     missing_env_vars,
@@ -152,6 +153,10 @@ def pip_index_auth(url: str, index_templates: tuple[str, ...]) -> tuple[str, str
                 f"{strip_credentials(url)} needs environment variable(s) {', '.join(missing)} (index {strip_credentials(template)})",
                 hint="export the index credentials before installing; they are never stored",
             )
+        try:
+            check_credential_host(ENV_VAR.findall(userinfo), template, f"pip index {strip_credentials(template)}")
+        except EnvkitError as exc:
+            raise InstallError(exc.message, hint=exc.hint) from None
         return expand_env_vars(user), expand_env_vars(password)
     return None
 

@@ -35,10 +35,14 @@ def test_mirror_from_config_file(tmp_path: Path, channel_server: ChannelServer) 
 def test_credentials_from_environment_never_written(tmp_path: Path, auth_channel_server: ChannelServer) -> None:
     url = auth_channel_server.url.replace("http://", "http://${CH_USER}:${CH_PASS}@")
     write_env(tmp_path, f"channels: ['{url}/toy']\ndependencies: [numpy]\n")
-    denied = run_envkit("lock", cwd=tmp_path, env={"CH_USER": "envkit", "CH_PASS": "wrong"})
+    host = auth_channel_server.url.removeprefix("http://")
+    unbound = run_envkit("lock", cwd=tmp_path, env={"CH_USER": "envkit", "CH_PASS": "s3cret-Pa55"})
+    assert unbound.returncode == 2 and f"ENVKIT_CREDENTIAL_HOSTS does not bind to {host}" in unbound.stderr, unbound.output
+    bound = {"ENVKIT_CREDENTIAL_HOSTS": f"CH_USER={host},CH_PASS={host}"}  # where these secrets belong: not the spec's say
+    denied = run_envkit("lock", cwd=tmp_path, env={"CH_USER": "envkit", "CH_PASS": "wrong", **bound})
     assert denied.returncode == 2 and "cannot read a channel" in denied.stderr
 
-    result = run_envkit("lock", cwd=tmp_path, env={"CH_USER": "envkit", "CH_PASS": "s3cret-Pa55"})
+    result = run_envkit("lock", cwd=tmp_path, env={"CH_USER": "envkit", "CH_PASS": "s3cret-Pa55", **bound})
     assert result.returncode == 0, result.stderr
     lock = (tmp_path / "conda-lock.yml").read_text()
     assert "s3cret-Pa55" not in lock
@@ -47,7 +51,7 @@ def test_credentials_from_environment_never_written(tmp_path: Path, auth_channel
     assert parsed.metadata.channels[0].used_env_vars == ("CH_PASS", "CH_USER")
     assert all("s3cret" not in p.url for p in parsed.package)
 
-    missing = run_envkit("lock", "--lockfile", "other.yml", cwd=tmp_path, env={"CH_USER": "envkit"})
+    missing = run_envkit("lock", "--lockfile", "other.yml", cwd=tmp_path, env={"CH_USER": "envkit", **bound})
     assert missing.returncode == 2 and "needs environment variable(s) CH_PASS" in missing.stderr
 
 

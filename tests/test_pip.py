@@ -131,7 +131,7 @@ def test_index_credentials_come_from_the_environment_and_never_reach_the_lock(
     work = tmp_path / "work"
     host = auth_pip_index_server.url.removeprefix("http://")
     _env_file(work, toy_channel, ["--index-url http://${PIP_USER}:${PIP_TOKEN}@" + host + "/simple", "hello-ml"])
-    secrets = {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55"}
+    secrets = {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55", "ENVKIT_CREDENTIAL_HOSTS": f"PIP_USER={host} PIP_TOKEN={host}"}
 
     missing = _lock(work, tmp_path / "cache", "-p", "linux-64")
     assert missing.returncode == 2 and "needs environment variable(s) PIP_USER, PIP_TOKEN" in missing.stderr

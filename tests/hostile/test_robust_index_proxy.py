@@ -139,7 +139,10 @@ def test_index_credentials_never_reach_another_host(tmp_path: Path, toy_channel:
         with serve(tmp_path / "index", "pipuser:wheel-Pa55") as index:
             host = index.url.removeprefix("http://")
             _pip_spec(tmp_path / "work", toy_channel, ["--index-url http://${PIP_USER}:${PIP_TOKEN}@" + host + "/simple", "hello-ml"])
-            result = _lock(tmp_path / "work", {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55"})
+            result = _lock(
+                tmp_path / "work",
+                {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55", "ENVKIT_CREDENTIAL_HOSTS": f"PIP_USER={host},PIP_TOKEN={host}"},
+            )
             assert result.returncode == 0, result.output
             seen_by_index = (index.root / "authorization.log").read_text()
     urls = _pip_urls(tmp_path / "work" / "conda-lock.yml")
@@ -161,7 +164,10 @@ def test_a_redirect_to_another_host_drops_the_credentials(
     port = pip_index_server.url.rsplit(":", 1)[1]
     index = f"http://${{PIP_USER}}:${{PIP_TOKEN}}@{hostile}/redirect-to/{port}/simple"
     _pip_spec(tmp_path / "work", toy_channel, [f"--index-url {index}", "tiny-tokenizer"])
-    result = _lock(tmp_path / "work", {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55"})
+    result = _lock(
+        tmp_path / "work",
+        {"PIP_USER": "pipuser", "PIP_TOKEN": "wheel-Pa55", "ENVKIT_CREDENTIAL_HOSTS": f"PIP_USER={hostile},PIP_TOKEN={hostile}"},
+    )
     assert result.returncode == 0, result.output
     assert _pip_urls(tmp_path / "work" / "conda-lock.yml") == {
         "tiny-tokenizer": f"{pip_index_server.url}/files/tiny_tokenizer-1.1.0-py3-none-any.whl"  # relative to where the page was

@@ -61,7 +61,12 @@ def test_credentials_for_the_locks_own_channel_are_expanded_there_only(
     tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer
 ) -> None:
     ws = _served(tmp_path, hostile_channel, logging_server, "http://envkit:${{ENVKIT_CANARY}}@{host}/ch/noarch/honest-1.0-0.conda")
-    assert ws.install(env=ENV).returncode == 0
+    # The lock names this channel (a pull request may edit it to any host): without a binding set outside the
+    # repository, the secret goes nowhere.
+    unbound = ws.install(env=ENV)
+    assert_refused(unbound, "ENVKIT_CREDENTIAL_HOSTS does not bind")
+    assert logging_server.log == []
+    assert ws.install(env={**ENV, "ENVKIT_CREDENTIAL_HOSTS": f"ENVKIT_CANARY={logging_server.host}"}).returncode == 0
     expected = "Basic " + base64.b64encode(f"envkit:{CANARY}".encode()).decode()
     assert expected in logging_server.text()
     # Nothing of it was written: the lock copy, conda-meta and the cache keep the placeholder or nothing.
@@ -86,7 +91,7 @@ def test_download_error_does_not_print_the_token(tmp_path: Path, hostile_channel
         document["package"][0]["url"] = f"http://127.0.0.1:{port}/t/${{ENVKIT_TOKEN_CANARY}}/ch/noarch/honest-1.0-0.conda"
 
     ws.rewrite(edit)
-    result = ws.install(env=ENV)
+    result = ws.install(env={**ENV, "ENVKIT_CREDENTIAL_HOSTS": f"ENVKIT_TOKEN_CANARY=127.0.0.1:{port}"})
     assert_refused(result, "download failed")
     assert CANARY not in result.output
 
@@ -144,7 +149,8 @@ def test_locking_with_a_token_channel_leaves_no_secret_in_lock_or_cache(tmp_path
             "platforms: [linux-64]\ndependencies: [honest]\n",
         )
         home = tmp_path / "home"
-        env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(home), "XDG_CACHE_HOME": "", **ENV}
+        bound = {"ENVKIT_CREDENTIAL_HOSTS": f"ENVKIT_CANARY={server.host},ENVKIT_TOKEN_CANARY={server.host}"}
+        env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(home), "XDG_CACHE_HOME": "", **ENV, **bound}
         result = run_cli("lock", "-q", cwd=tmp_path / "w", env=env)
     finally:
         server.close()
@@ -201,6 +207,7 @@ def test_wheel_credentials_go_only_to_their_index_origin(monkeypatch: pytest.Mon
     from conda_envkit.install import pip_index_auth
 
     monkeypatch.setenv("ENVKIT_CANARY", CANARY)
+    monkeypatch.setenv("ENVKIT_CREDENTIAL_HOSTS", "ENVKIT_CANARY=pypi.corp.example")
     indexes = ("https://ci:${ENVKIT_CANARY}@pypi.corp.example/simple", "http://local:pw@127.0.0.1:8080/simple")
     assert pip_index_auth("https://pypi.corp.example/files/x-1.0-py3-none-any.whl", indexes) == ("ci", CANARY)
     assert pip_index_auth("https://PyPI.corp.example:443/files/x-1.0-py3-none-any.whl", indexes) == ("ci", CANARY)
