@@ -667,9 +667,12 @@ def normalize_conda_meta(prefix: Path, packages: list[LockedDependency]) -> None
         for key in _HOST_KEYS:
             data.pop(key, None)
         sort_record_paths(data)  # (a clobbered entry renamed after linking keeps its place: linking order)
-        # Compact: json's C encoder only runs without indent, and large envs have ~100k paths.
-        path.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-        path.chmod(0o644)
+        # Compact: json's C encoder only runs without indent, and large envs have ~100k paths. Written beside it and
+        # renamed over it: the record is replaced, never written (or chmod-ed) through a symlink.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
     remove_empty_clobber_dirs(prefix)
 

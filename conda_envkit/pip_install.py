@@ -30,7 +30,7 @@ from installer.utils import copyfileobj_with_hashing, make_file_executable, pars
 from packaging.utils import canonicalize_name
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.safepath import UnsafePathError, child, is_within, open_new_file, relative_path
+from conda_envkit.safepath import UnsafePathError, check_not_records, child, is_within, open_new_file, relative_path
 
 PIP_RECORDS = PurePosixPath("conda-meta/envkit/pip")
 INSTALLER_NAME = b"envkit\n"
@@ -99,6 +99,7 @@ class PrefixDestination(SchemeDictionaryDestination):
             rel = target.relative_to(self._prefix).as_posix()
         except ValueError:
             raise UnsafePathError(f"{self._what}: {path} would be installed outside the prefix", hint="the wheel is hostile") from None
+        check_not_records(rel, self._what)
         if target.exists() or target.is_symlink():
             raise FileExistsError(f"File already exists: {rel}")
         fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")

@@ -39,6 +39,14 @@ def child(root: Path, name: str, what: str) -> Path:
     return root / plain_component(name, what)
 
 
+def check_not_records(rel: str, what: str) -> str:
+    """`rel` (prefix-relative) unless it lies in `conda-meta/`, the prefix's package records, which no package may write:
+    a wheel's `.data/data/conda-meta/x.json` would plant a record a sync then takes for an installed package."""
+    if rel.split("/", 1)[0] == "conda-meta":
+        raise UnsafePathError(f"{what}: {rel} is in conda-meta/, which no package may install", hint="the wheel is hostile; do not use it")
+    return rel
+
+
 def relative_path(path: str, what: str) -> str:
     """`path` (from a package's paths.json, RECORD or tar) if it is relative and stays below its root.
 

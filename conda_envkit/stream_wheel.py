@@ -41,7 +41,7 @@ from conda_envkit.pip_install import (
     sha256_from_record,
     site_packages,
 )
-from conda_envkit.safepath import UnsafePathError, relative_path
+from conda_envkit.safepath import UnsafePathError, check_not_records, relative_path
 from conda_envkit.stream_package import NotPlain
 
 
@@ -98,7 +98,7 @@ def _planning_destination() -> type:
             target = self._path_with_destdir(scheme, path).as_posix()  # (installer refuses a path out of its scheme)
             if not target.startswith(self.prefix + "/"):
                 raise NotPlain(f"{path} would be installed outside the prefix")
-            rel = relative_path(target[len(self.prefix) + 1 :], "wheel file")
+            rel = check_not_records(relative_path(target[len(self.prefix) + 1 :], "wheel file"), f"wheel file {path}")
             if rel in self.taken:
                 raise NotPlain(f"{rel} is written twice")
             self.taken.add(rel)

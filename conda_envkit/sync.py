@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable
@@ -82,10 +83,29 @@ def _name(p: LockedDependency) -> str:
     return p.name if p.manager == "conda" else f"pip:{p.name}"
 
 
+def _own_file(path: Path, what: str) -> None:
+    """Refuse a record that is not a plain file of the prefix: a symlink (a sync would rewrite and chmod what it points
+    to, perhaps another environment's record), a FIFO (reading it would wait forever), a directory."""
+    st = path.lstat()
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = f"a symlink to {os.readlink(path)}" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+    raise InstallError(f"{path}: the {what} is {kind}", hint="a record must be the prefix's own file: remove it, then install again")
+
+
 def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
-    """Every package in the prefix: name (pip: `pip:<name>`) -> (archive sha256, record file)."""
+    """Every package in the prefix: name (pip: `pip:<name>`) -> (archive sha256, record file).
+
+    Every record must be a plain file in a directory of the prefix (not reached through a symlink)."""
+    for directory in (prefix / "conda-meta", prefix / PIP_RECORDS.parent, prefix / PIP_RECORDS):
+        if directory.is_symlink():
+            raise InstallError(
+                f"{directory} is a symlink (to {os.readlink(directory)})",
+                hint="it must be the prefix's own directory: remove it, then install again",
+            )
     out: dict[str, tuple[str, Path]] = {}
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        _own_file(meta, "conda-meta record")
         try:
             record = json.loads(meta.read_text(encoding="utf-8"))
             out[str(record["name"])] = (str(record.get("sha256") or ""), meta)
@@ -94,6 +114,7 @@ def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
                 f"{meta}: unreadable conda-meta record", hint="repair or remove the environment, then install again"
             ) from None
     for meta in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        _own_file(meta, "pip record")
         try:
             record = json.loads(meta.read_text(encoding="utf-8"))
             out[f"pip:{record['name']}"] = (str(record.get("sha256") or ""), meta)

@@ -307,3 +307,34 @@ def test_a_wheels_files_left_without_its_record_are_named(tmp_path: Path, toy_ch
     assert result.returncode == 2, result.output
     assert "which is in the prefix but in no package's record (left by an earlier install?)" in result.stderr, result.stderr
     assert "remove it" in result.stderr
+
+
+def test_a_record_that_is_a_symlink_or_fifo_is_refused_and_nothing_outside_changes(tmp_path: Path, image_channel: Path) -> None:
+    # From a hostile trial: a record replaced by a symlink to another environment's record was rewritten and chmod-ed
+    # through the link by the next sync; a FIFO made it wait forever.
+    import shutil
+
+    work, cache, prefix, other = tmp_path / "work", tmp_path / "cache", tmp_path / "env", tmp_path / "other"
+    _lock(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    _install(work, other, cache)
+    victim = next((other / "conda-meta").glob("greet-*.json"))
+    victim.chmod(0o600)
+    before = victim.read_bytes()
+    record = next((prefix / "conda-meta").glob("greet-*.json"))
+    record.unlink()
+    record.symlink_to(victim)
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env=env)
+    assert result.returncode == 2 and f"{record}: the conda-meta record is a symlink to {victim}" in result.stderr, result.output
+    assert victim.read_bytes() == before and victim.stat().st_mode & 0o777 == 0o600
+    record.unlink()
+    os.mkfifo(record)
+    fifo = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env=env)
+    assert fifo.returncode == 2 and "is not a regular file" in fifo.stderr, fifo.output
+    record.unlink()
+    shutil.rmtree(prefix / "conda-meta" / "envkit" / "pip", ignore_errors=True)
+    (prefix / "conda-meta" / "envkit" / "pip").symlink_to(other / "conda-meta")
+    linked = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env=env)
+    assert linked.returncode == 2 and "pip is a symlink" in linked.stderr, linked.output

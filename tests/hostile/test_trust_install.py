@@ -55,6 +55,16 @@ WHEELS = {
     "metadata-name": (RawWheel("wheelname", "1.0", (("wheelname/__init__.py", b""),), metadata_name="otherdist"), "holds 'otherdist'"),
     "record-dotdot": (RawWheel("recdot", "1.0", (("../../../../recdot-escape.py", b"x"),)), "recdot"),
     "data-escape": (RawWheel("dataesc", "1.0", (("dataesc-1.0.data/data/../../dataesc-escape", b"x"),)), "dataesc"),
+    # A record planted or overwritten in conda-meta/ (a sync then takes it for an installed package); bake used to
+    # keep it in the image while its pip record claimed it.
+    "data-conda-meta": (
+        RawWheel("datacm", "1.0", (("datacm-1.0.data/data/conda-meta/evil-1.0-0.json", b"{}"),)),
+        "conda-meta/evil-1.0-0.json is in conda-meta/, which no package may install",
+    ),
+    "data-conda-record": (
+        RawWheel("datacr", "1.0", (("datacr-1.0.data/data/conda-meta/python-3.11.9-h0_0.json", b"{}"),)),
+        "in conda-meta/, which no package may install",
+    ),
 }
 
 
