@@ -28,7 +28,7 @@ from conda_envkit.archive_check import (
     payload_links,
     stage_package_archive,
 )
-from conda_envkit.cache import CACHE_SETTING, default_cache_dir, fragments_dir, layers_dir, tmp_dir
+from conda_envkit.cache import CACHE_SETTING, cache_dir_or_default, fragments_dir, layers_dir, tmp_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, installed_paths, path_order, record_for_clobbers
@@ -1033,7 +1033,7 @@ def bake_image(
     remote: RegistryCache | None = None,
 ) -> BakedImage:
     """Bake every platform; several platforms become one image index."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_dir_or_default(cache_dir)
     if not platforms:
         raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
     for platform in platforms:

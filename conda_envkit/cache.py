@@ -22,6 +22,7 @@ Every other module asks this one for a path; none joins paths under the cache it
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -55,8 +56,32 @@ def _seal_key_path(state_home: str, home: str) -> Path:  # (`home`: what Path.ho
 
 
 def cache_dir_or_default(cache_dir: Path | None) -> Path:
-    """The cache a command uses: `--cache-dir` if given, else the default."""
-    return cache_dir or default_cache_dir()
+    """The cache a command uses: `--cache-dir` if given, else the default (its directories checked: `check_cache_dirs`)."""
+    chosen = cache_dir or default_cache_dir()
+    check_cache_dirs(chosen)
+    return chosen
+
+
+_CACHE_DIRS = ("pkgs", "pkginfo", "fragments", "blobs", "blobs/sha256", "layers", "uv", "tmp", "repodata", "extracted")
+_OWNED_DIRS = ("pkginfo", "fragments", "layers")  # one directory per cache seal below each
+
+
+def check_cache_dirs(cache_dir: Path) -> None:
+    """Refuse a cache whose own directories (pkgs/, blobs/, layers/<owner>/, ...) are symlinks: whoever else can
+    write the cache could send envkit's writes anywhere through one. The cache root itself may be a symlink (a cache
+    moved to a bigger disk): it is the user's choice, made once."""
+    from conda_envkit.errors import EnvkitError
+
+    names = [cache_dir / d for d in _CACHE_DIRS]
+    for owned in _OWNED_DIRS:
+        with contextlib.suppress(OSError):
+            names += list((cache_dir / owned).iterdir())
+    for path in names:
+        if path.is_symlink():
+            raise EnvkitError(
+                f"{path}: a directory of envkit's cache is a symlink (to {os.readlink(path)})",
+                hint=f"remove it (deleting any part of the cache is safe); {CACHE_SETTING} names the cache",
+            )
 
 
 def packages_dir(cache_dir: Path) -> Path:

@@ -129,6 +129,34 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
 
 
+CACHE_ENTRY_CAP = 256 << 20  # no cache entry envkit writes (a sealed index, a marker) comes near this
+
+
+def read_cache_entry(path: Path, cap: int = CACHE_ENTRY_CAP) -> bytes | None:
+    """A cache entry's bytes, or None unless it is a regular file no bigger than `cap`, opened without following a
+    symlink and without waiting on a FIFO: whoever else writes the cache cannot make a bake hang or read elsewhere."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > cap:
+                return None
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def write_cache_entry(path: Path, document: object, what: str, setting: str = "") -> None:
     """`document` as JSON at `path`, a private cache entry (`write_private_file`)."""
     import json

@@ -31,7 +31,8 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 # CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
-from conda_envkit.cache import default_cache_dir, package_path, packages_dir, tmp_dir
+from conda_envkit.cache import cache_dir_or_default, package_path, packages_dir, tmp_dir
+from conda_envkit.cache import default_cache_dir as default_cache_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
     ENV_VAR,
@@ -46,7 +47,7 @@ from conda_envkit.channels import (
 )
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import directory_lock, signals_deferred, staging_dir, write_error, write_private_file
+from conda_envkit.files import directory_lock, read_cache_entry, signals_deferred, staging_dir, write_error, write_private_file
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -240,9 +241,10 @@ def _write_marker(path: Path, sha256: str, marker: _Marker) -> None:
 
 def _has_marker(path: Path, sha256: str, marker: _Marker) -> bool:
     try:
-        return _marker_path(path, marker).read_text(encoding="utf-8") == _marker_text(path, sha256, marker)
+        expected = _marker_text(path, sha256, marker).encode("utf-8")
     except OSError:
         return False
+    return read_cache_entry(_marker_path(path, marker)) == expected  # (a FIFO, a symlink, bytes not UTF-8: not marked)
 
 
 def mark_verified(path: Path, sha256: str) -> None:
@@ -432,6 +434,11 @@ def fetch_packages(
         name = _file_name(p.url, p.manager)
         what = f"{p.platform}: package {p.name}"
         target = child(child(store, expected, f"{what}: sha256"), name, f"{what}: url")
+        if target.parent.is_symlink():  # (pkgs/ itself is checked with the cache's other directories)
+            raise InstallError(
+                f"{target.parent}: a directory of envkit's cache is a symlink (to {os.readlink(target.parent)})",
+                hint=f"remove it (deleting any part of the cache is safe); {_CACHE_SETTING} names the cache",
+            )
         if is_verified(target, expected):
             return FetchedPackage(p, target), True, 0
         auth = None
@@ -707,7 +714,7 @@ def install_packages(
     they would be in the whole environment (bake builds the layers it lacks this way).
     """
     started = time.perf_counter()
-    cache_dir = (cache_dir or default_cache_dir()).absolute()  # archives are handed to rattler as file:// URLs
+    cache_dir = cache_dir_or_default(cache_dir).absolute()  # archives are handed to rattler as file:// URLs
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
     python = next((p.version for p in packages if p.name == "python"), None)

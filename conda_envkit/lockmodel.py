@@ -387,6 +387,9 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
     label = f"package {name!r} ({platform}, {manager})"
     written_url = r.text(entry["url"], f"{label}.url")
     url = _check_url(r, entry["url"], written_url, label, base_dir)
+    if manager == "conda" and (urlsplit(url).query or urlsplit(url).fragment):
+        # (its file name, the archive's identity in conda-meta and the package cache, is the URL's last segment)
+        raise r.fail(entry["url"], f"{label}: URL {written_url!r} has a query or fragment", hint="a conda package URL names its file")
     file_name = unquote(urlsplit(url).path.rpartition("/")[2])
     if not file_name or len(file_name) > _MAX_FILENAME or "/" in file_name or file_name in (".", ".."):
         raise r.fail(entry["url"], f"{label}: URL {written_url!r} has no usable file name (at most {_MAX_FILENAME} characters)")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from conda_envkit.cache import CACHE_SETTING, pkginfo_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import write_cache_entry
+from conda_envkit.files import read_cache_entry, write_cache_entry
 
 if TYPE_CHECKING:
     import tarfile
@@ -341,7 +341,10 @@ class PackageInfoCache:
     def get(self, sha256: str) -> PackageInfo | None:
         path = self._path(sha256)
         try:
-            fields = self.seal.unsealed("pkginfo", sha256, json.loads(path.read_text(encoding="utf-8")))
+            data = read_cache_entry(path)
+            if data is None:
+                return None
+            fields = self.seal.unsealed("pkginfo", sha256, json.loads(data))
             if fields is None:
                 return None
             info = PackageInfo.from_json(fields, str(path))

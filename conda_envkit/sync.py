@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rattler import PrefixRecord
 
-from conda_envkit.cache import default_cache_dir, package_path
+from conda_envkit.cache import cache_dir_or_default, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
 from conda_envkit.files import directory_lock, write_error
@@ -253,7 +253,7 @@ def sync_environment(
                 hint="choose a new or empty prefix, or pass --force to bring this one to the lock",
             )
         try:
-            return _sync(lockfile_path, lockfile, platform, prefix, cache_dir or default_cache_dir(), settings, progress)
+            return _sync(lockfile_path, lockfile, platform, prefix, cache_dir_or_default(cache_dir), settings, progress)
         except OSError as exc:  # the prefix's own writes (a read-only mount, a full disk): named, with what to change
             if exc.errno not in _WRITE_ERRORS or not exc.filename or not Path(exc.filename).is_relative_to(prefix):
                 raise

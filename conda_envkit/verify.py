@@ -288,7 +288,7 @@ def load_verify_base(
         elif named != SCRATCH and digest and "@" not in named:
             reference = f"{named}@{digest}"
     try:
-        loaded = load_base(reference, platform, store, insecure_registries)
+        loaded = load_base(reference, platform, store, insecure_registries, check_diff_ids=False)  # (findings, not errors)
     except OciError as exc:
         hint = "pass --base with the base image it was baked on" if source == "label" else exc.hint
         who = "named by the image's label" if source == "label" else "--base"

@@ -150,6 +150,34 @@ def test_corrupt_cache_entries_are_rebuilt_not_trusted(tmp_path: Path, image_cha
     assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
 
 
+def test_cache_entries_that_are_fifos_or_not_utf8_are_misses_and_cache_symlinks_are_refused(tmp_path: Path, image_channel: Path) -> None:
+    # From a hostile trial: a FIFO in place of a cache entry made bake and install wait forever, a marker that was not
+    # UTF-8 was a traceback, and a cache directory replaced by a symlink carried envkit's writes out of the cache.
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    first, _ = _bake(work, cache, "--oci", "image")
+    shutil.rmtree(cache / "layers")  # the next bake reads package infos and fragments again
+    for entry in [*cache.glob("pkginfo/*/*.json"), *cache.glob("fragments/*/*.json")]:
+        entry.unlink()
+        os.mkfifo(entry)
+    for marker in cache.glob("pkgs/*/verified.*"):
+        marker.write_bytes(b"\xff")
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    again = run_envkit("bake", "-q", "--large-package-mb", "1", "--oci", "image2", cwd=work, env=env)
+    assert again.returncode == 0, again.output
+    assert json.loads((work / "bake.json").read_text())["image"]["digest"] == first["image"]["digest"]
+    installed = run_envkit("install", "-q", "-p", "linux-64", "--prefix", tmp_path / "env", cwd=work, env=env)
+    assert installed.returncode == 0, installed.output
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(cache / "blobs")
+    (cache / "blobs").symlink_to(outside)
+    for command in (("bake", "--oci", "image3"), ("install", "-p", "linux-64", "--prefix", tmp_path / "env2")):
+        refused = run_envkit(*command, cwd=work, env=env)
+        assert refused.returncode == 2 and f"{cache / 'blobs'}: a directory of envkit's cache is a symlink" in refused.stderr
+    assert list(outside.iterdir()) == []
+
+
 def test_an_oci_output_leaves_the_layer_cache_current(tmp_path: Path, image_channel: Path) -> None:
     # An OCI layout hard-links the cached blobs (and the next one unlinks them again), which moves
     # their ctime; the layer cache's stamps follow, so the next warm bake hashes no blob again.

@@ -301,7 +301,7 @@ def load_image(image: str, platform: str | None, insecure: bool, cache_dir: Path
     from conda_envkit.oci.blobs import BlobStore
 
     store = BlobStore(blobs_dir(cache_dir_or_default(cache_dir)))
-    loaded = load_base(image, platform or "linux-64", store, insecure_for([image], insecure))
+    loaded = load_base(image, platform or "linux-64", store, insecure_for([image], insecure), check_diff_ids=False)
     return loaded, store.root, (loaded.config.get("config") or {}).get("Labels") or {}
 
 

@@ -82,7 +82,7 @@ def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
     else:
         # A docker-archive keeps no manifest, hence no digest: the image is known by its config.
         with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
-            config = load_base(reference, platform or "linux-64", BlobStore(Path(tmp))).config
+            config = load_base(reference, platform or "linux-64", BlobStore(Path(tmp)), check_diff_ids=False).config
         top_digest = manifest_digest = None
     labels = (config.get("config") or {}).get("Labels") or {}
     image = reference if top_digest is None else f"{reference}@{top_digest}"

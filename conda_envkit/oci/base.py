@@ -47,11 +47,18 @@ def _import_blob(source: BlobStore, store: BlobStore, digest: str) -> None:
     store.adopt(tmp, digest)
 
 
-def base_from_layout(path: Path, name: str | None, platform: str, store: BlobStore) -> BaseImage:
+def _check_size(store: BlobStore, digest: str, size: int, path: Path) -> None:
+    actual = store.path(digest).stat().st_size
+    if actual != size:
+        raise OciError(f"{path}: {digest} is {actual} bytes, its descriptor says {size}", hint="the layout is corrupt")
+
+
+def base_from_layout(path: Path, name: str | None, platform: str, store: BlobStore, check_diff_ids: bool = True) -> BaseImage:
     """A base image from a local OCI layout (blobs copied into `store`, layers scanned)."""
     source = layout_store(path)
     desc = select_ref(path, name)
     _import_blob(source, store, desc.digest)
+    _check_size(store, desc.digest, desc.size, path)
     document = store.read_json(desc.digest)
     media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
     if media_type == OCI_INDEX or desc.media_type == DOCKER_LIST:
@@ -59,22 +66,34 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
 
         desc = select_platform(document, oci_platform(platform), str(path))
         _import_blob(source, store, desc.digest)
+        _check_size(store, desc.digest, desc.size, path)
         document = store.read_json(desc.digest)
-    _import_blob(source, store, document["config"]["digest"])
-    for layer in document.get("layers", []):
-        _import_blob(source, store, layer["digest"])
-    from conda_envkit.oci.transfer import base_from_manifest
+    from conda_envkit.oci.transfer import base_from_manifest, manifest_descriptors
 
-    return base_from_manifest(f"oci:{path}" + (f":{name}" if name else ""), document, desc.digest, store, None)
+    if document.get("manifests") is not None or not isinstance(document.get("config"), dict):
+        raise OciError(
+            f"{path}: {desc.digest} is not an image manifest (an index inside an index, or no config)",
+            hint="name an image manifest, or an index of image manifests, with oci:DIR:NAME",
+        )
+    config, layers = manifest_descriptors(document, str(path))
+    for blob in (config, *layers):
+        _import_blob(source, store, blob.digest)
+
+    return base_from_manifest(f"oci:{path}" + (f":{name}" if name else ""), document, desc.digest, store, None, check_diff_ids)
 
 
-def load_base(text: str, platform: str, store: BlobStore, insecure_registries: tuple[str, ...] = ()) -> BaseImage:
-    """Resolve a base image reference for one platform into `store`."""
+def load_base(
+    text: str, platform: str, store: BlobStore, insecure_registries: tuple[str, ...] = (), check_diff_ids: bool = True
+) -> BaseImage:
+    """Resolve a base image reference for one platform into `store`.
+
+    `check_diff_ids`: each layer's uncompressed bytes must hash to its config's diff_id (a bake's base); `verify`
+    reads an image with this off, to report a lying diff_id as a finding instead of failing on it."""
     if text == SCRATCH:
         return BaseImage(reference=SCRATCH, config={})
     if text.startswith("oci:"):
         path, name = split_ref(text[4:])
-        return base_from_layout(Path(path), name, platform, store)
+        return base_from_layout(Path(path), name, platform, store, check_diff_ids)
     if text.startswith("docker-archive:"):
         path, tag = split_archive_ref(text[len("docker-archive:") :])
         return read_docker_archive(Path(path), store, tag)
@@ -83,4 +102,4 @@ def load_base(text: str, platform: str, store: BlobStore, insecure_registries: t
     from conda_envkit.oci.transfer import pull_base
 
     client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries)
-    return pull_base(client, ref, oci_platform(platform), store)
+    return pull_base(client, ref, oci_platform(platform), store, check_diff_ids)

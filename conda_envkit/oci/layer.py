@@ -32,7 +32,7 @@ import zstandard
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.cache_seal import CacheSeal
 from conda_envkit.cpus import usable_cpus
-from conda_envkit.files import GuardedFile, write_cache_entry
+from conda_envkit.files import GuardedFile, read_cache_entry, write_cache_entry
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
@@ -251,7 +251,7 @@ class LayerCache:
     def read(self, key: str) -> dict[str, object] | None:
         """The raw entry for `key` (digest, size, diff_id, stamp, seal), unchecked."""
         try:
-            data = json.loads(self._entry(key).read_text(encoding="utf-8"))
+            data = json.loads(read_cache_entry(self._entry(key)) or b"null")
             str(data["digest"]), int(data["size"]), str(data["diff_id"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -370,8 +370,9 @@ class FragmentStore:
         """The fragment's members (each a byte range of the fragment file), if this user sealed it and it is intact."""
         tar, index = self.root / f"{key}.tar", self.root / f"{key}.json"
         try:
-            data = json.loads(index.read_text(encoding="utf-8"))
-            if data.get("format") != FRAGMENT_FORMAT:
+            raw = read_cache_entry(index)
+            data = json.loads(raw) if raw is not None else None
+            if not isinstance(data, dict) or data.get("format") != FRAGMENT_FORMAT:
                 return None
             if self.seal.unsealed("fragment", key, data) is None:
                 self._claims[key] = str(data.get("sha256"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -61,7 +62,23 @@ def _inside(name: str) -> str | None:
     return normalized
 
 
-def check_layer(path: Path, where: str, links: dict[str, str] | None = None) -> int:
+class _Hashing:
+    """A read-only stream that hashes what is read through it (a layer's uncompressed bytes: its diff_id)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def rest(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def check_layer(path: Path, where: str, links: dict[str, str] | None = None, diff_id: str | None = None) -> int:
     """Scan a layer for entries escaping the root; return the number of entries.
 
     Rejected: names with `..`, hard links whose target leaves the root, and symlinks whose
@@ -72,41 +89,53 @@ def check_layer(path: Path, where: str, links: dict[str, str] | None = None) -> 
     are resolved inside the container's root by runtimes and are allowed.
     """
     links = {} if links is None else links
-    count = 0
     try:
-        with open_layer(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in layer_members(tar, where):
-                count += 1
-                entry = _inside(member.name)
-                if entry is None:
-                    raise OciError(
-                        f"{where}: entry {member.name!r} escapes the image root", hint="this base layer is unsafe; do not use it"
-                    )
-                rel = entry.lstrip("/")
-                directory, base = posixpath.split(rel)
-                if base.startswith(".wh."):
-                    gone = posixpath.join(directory, base[4:])
-                    for key in [k for k in links if k == gone or k.startswith(gone + "/")]:
-                        del links[key]
-                    continue
-                if member.islnk() and _inside(member.linkname) is None:
-                    raise OciError(
-                        f"{where}: hard link {member.name!r} -> {member.linkname!r} escapes the image root",
-                        hint="this base layer is unsafe",
-                    )
-                if member.issym():
-                    start = resolve_in_root(links, directory) if directory else ""
-                    relative = not member.linkname.startswith("/")
-                    if relative and climbs_out(links, posixpath.join(start, member.linkname) if start else member.linkname):
-                        raise OciError(
-                            f"{where}: symlink {member.name!r} -> {member.linkname!r} points above the image root",
-                            hint="this base layer is unsafe; do not use it",
-                        )
-                    links[rel] = member.linkname
-                elif rel in links:
-                    del links[rel]  # a file or directory replaces a lower layer's link
+        with open_layer(path) as raw:
+            stream = _Hashing(raw)
+            count = _scan(stream, where, links)
+            stream.rest()  # the end-of-archive blocks: the diff_id is of the whole uncompressed stream
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
         raise OciError(f"{where}: not a readable layer tarball ({exc})", hint="the base image is corrupt or not an image") from None
     except UnsafePathError as exc:
         raise OciError(f"{where}: {exc.message}", hint="this base layer is unsafe; do not use it") from None
+    actual = f"sha256:{stream.digest.hexdigest()}"
+    if diff_id is not None and actual != diff_id:
+        raise OciError(
+            f"{where}: its uncompressed bytes are {actual}, the image config says {diff_id}",
+            hint="the base image is corrupt or was tampered with; do not use it",
+        )
+    return count
+
+
+def _scan(stream: _Hashing, where: str, links: dict[str, str]) -> int:
+    """check_layer's walk over the entries; returns how many there were."""
+    count = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        for member in layer_members(tar, where):
+            count += 1
+            entry = _inside(member.name)
+            if entry is None:
+                raise OciError(f"{where}: entry {member.name!r} escapes the image root", hint="this base layer is unsafe; do not use it")
+            rel = entry.lstrip("/")
+            directory, base = posixpath.split(rel)
+            if base.startswith(".wh."):
+                gone = posixpath.join(directory, base[4:])
+                for key in [k for k in links if k == gone or k.startswith(gone + "/")]:
+                    del links[key]
+                continue
+            if member.islnk() and _inside(member.linkname) is None:
+                raise OciError(
+                    f"{where}: hard link {member.name!r} -> {member.linkname!r} escapes the image root", hint="this base layer is unsafe"
+                )
+            if member.issym():
+                start = resolve_in_root(links, directory) if directory else ""
+                relative = not member.linkname.startswith("/")
+                if relative and climbs_out(links, posixpath.join(start, member.linkname) if start else member.linkname):
+                    raise OciError(
+                        f"{where}: symlink {member.name!r} -> {member.linkname!r} points above the image root",
+                        hint="this base layer is unsafe; do not use it",
+                    )
+                links[rel] = member.linkname
+            elif rel in links:
+                del links[rel]  # a file or directory replaces a lower layer's link
     return count

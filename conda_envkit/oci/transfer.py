@@ -65,10 +65,21 @@ def manifest_descriptors(manifest: dict[str, Any], where: str) -> tuple[Descript
 
 
 def base_from_manifest(
-    reference: str, manifest: dict[str, Any], manifest_digest: str, store: BlobStore, repository: str | None
+    reference: str, manifest: dict[str, Any], manifest_digest: str, store: BlobStore, repository: str | None, check_diff_ids: bool = True
 ) -> BaseImage:
     """A BaseImage from a manifest whose config and layers are already in `store`; layers are scanned."""
     config_desc, layer_descs = manifest_descriptors(manifest, reference)
+    # Every blob is what its descriptor says (as umoci checks): the sizes go into the manifest envkit writes on top.
+    for desc, what in [(config_desc, "config"), *((d, "layer") for d in layer_descs)]:
+        size = store.path(desc.digest).stat().st_size
+        if size != desc.size:
+            message = f"{reference}: {what} {desc.digest} is {size} bytes, its descriptor says {desc.size}"
+            raise OciError(message, hint="the base image is corrupt")
+    if config_desc.size > MAX_CONFIG_BYTES:
+        raise OciError(
+            f"{reference}: its config {config_desc.digest} is {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
+            hint="an image config is a few KiB of JSON: the image is broken",
+        )
     config = store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config")
     rootfs = config.get("rootfs") or {}
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
@@ -83,18 +94,35 @@ def base_from_manifest(
     links: dict[str, str] = {}  # symlinks of the layers scanned so far: a chain across layers is resolved too
     chain = hashlib.sha256()
     for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
-        chain.update(desc.digest.encode())
+        # (a layer scanned for one diff_id is not taken for another; nor one scanned without the check for one with it)
+        chain.update(f"{desc.digest} {diff_id if check_diff_ids else ''}".encode())
         media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
         if media_type not in LAYER_TYPES:
             raise OciError(
                 f"{reference}: layer {desc.digest} has unsupported media type {desc.media_type}", hint="use a base with plain tar layers"
             )
-        _scan_once(store, desc.digest, chain.hexdigest(), f"{reference} layer {desc.digest}", links)
+        _check_compression(store, desc.digest, media_type, reference)
+        _scan_once(store, desc.digest, chain.hexdigest(), f"{reference} layer {desc.digest}", links, diff_id if check_diff_ids else None)
         layers.append(Layer(Descriptor(media_type, desc.digest, desc.size), diff_id))
     return BaseImage(reference=reference, config=config, layers=tuple(layers), digest=manifest_digest, repository=repository)
 
 
-def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str]) -> None:
+def _check_compression(store: BlobStore, digest: str, media_type: str, reference: str) -> None:
+    """A layer's bytes are compressed as its media type says (it is copied into the image with that type, and a
+    runtime decompresses by the type, not by the bytes)."""
+    from conda_envkit.oci.safety import GZIP_MAGIC, ZSTD_MAGIC
+
+    with store.path(digest).open("rb") as f:
+        magic = f.read(4)
+    found = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
+    if found != media_type:
+        raise OciError(
+            f"{reference}: layer {digest} is {found.rpartition('.')[2]} data, its media type says {media_type}",
+            hint="the base image is corrupt; do not use it",
+        )
+
+
+def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str], diff_id: str | None = None) -> None:
     # A layer is scanned once per store and per stack of layers below it (`chain_key`): the
     # marker keeps the symlinks seen up to it, which the next layer's scan resolves through.
     marker = store.root / "scanned" / chain_key
@@ -107,7 +135,7 @@ def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links:
                 return
         except (OSError, ValueError):
             pass
-    check_layer(store.path(digest), where, links)
+    check_layer(store.path(digest), where, links, diff_id)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(json.dumps(links, sort_keys=True), encoding="utf-8")
@@ -125,7 +153,7 @@ def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: Blo
         tmp.unlink(missing_ok=True)
 
 
-def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], store: BlobStore) -> BaseImage:
+def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], store: BlobStore, check_diff_ids: bool = True) -> BaseImage:
     """Fetch a base image for one platform (index -> manifest -> config + layers) into `store`."""
     data, media_type, digest = client.get_manifest(ref.repository, ref.reference)
     document = json_document(data, str(ref))
@@ -144,7 +172,7 @@ def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], sto
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
         _fetch(client, ref.repository, desc, store, desc.size)  # a layer is exactly its descriptor's size
-    return base_from_manifest(str(ref), document, digest, store, f"{ref.registry}/{ref.repository}")
+    return base_from_manifest(str(ref), document, digest, store, f"{ref.registry}/{ref.repository}", check_diff_ids)
 
 
 @dataclass(frozen=True)

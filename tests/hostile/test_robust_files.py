@@ -258,7 +258,7 @@ def test_two_installs_into_one_prefix(tmp_path: Path, toy_lock: Path) -> None:
     outputs = [p.communicate(timeout=300) for p in procs]
     # One installs; the other waits for it, then finds the prefix up to date (as the docs promise), not an error.
     assert [p.returncode for p in procs] == [0, 0], outputs
-    said = sorted(out.strip() for out, _err in outputs)
+    said = sorted((out.strip() for out, _err in outputs), key=lambda line: not line.startswith("installed "))
     assert said[0].startswith("installed "), outputs
     # The other waited in the install (then found it up to date), or came after it and synced nothing.
     assert said[1] == f"{tmp_path / 'env'} is up to date" or said[1].startswith(f"synced {tmp_path / 'env'}: 0 added, 0 changed, 0 removed")

@@ -123,3 +123,56 @@ def test_scanning_a_layer_keeps_no_header_it_has_passed(tmp_path: Path) -> None:
     with open_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         held = [len(tar.members) for _ in layer_members(tar, "layer")]  # type: ignore[attr-defined]
     assert len(held) == 300 and max(held) <= 1
+
+
+def _spoiled(layout: Path, spoil: str) -> None:
+    """Edit the one image of `layout` (its manifest, config or index) as a hostile or broken layout would have it."""
+
+    def put(data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest).write_bytes(data)
+        return f"sha256:{digest}", len(data)
+
+    index = json.loads((layout / "index.json").read_text())
+    top = index["manifests"][0]
+    manifest = json.loads((layout / "blobs" / "sha256" / top["digest"].split(":")[1]).read_bytes())
+    config_path = layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+    config = json.loads(config_path.read_bytes())
+    if spoil == "layer-size":
+        manifest["layers"][0]["size"] = 5
+    elif spoil == "diff-id":
+        config["rootfs"]["diff_ids"][0] = "sha256:" + "0" * 64
+    elif spoil == "media-type":
+        manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+    if spoil == "diff-id":
+        manifest["config"]["digest"], manifest["config"]["size"] = put(json.dumps(config).encode())
+    top["digest"], top["size"] = put(json.dumps(manifest).encode())
+    if spoil == "manifest-size":
+        top["size"] = 10
+    if spoil == "nested-index":  # index.json -> index -> index -> manifest, each entry for linux/amd64
+        top = {**top, "platform": {"os": "linux", "architecture": "amd64"}}
+        for _ in range(2):
+            inner = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [dict(top)]}
+            digest, size = put(json.dumps(inner).encode())
+            top = {**top, "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": size}
+    index["manifests"][0] = top
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "said"),
+    [
+        ("layer-size", "bytes, its descriptor says 5"),
+        ("manifest-size", "its descriptor says 10"),
+        ("diff-id", "the image config says sha256:0000"),
+        ("media-type", "its media type says application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("nested-index", "is not an image manifest (an index inside an index"),
+    ],
+)
+def test_a_base_layout_that_contradicts_itself_is_refused(ws: Workspace, spoil: str, said: str) -> None:
+    # From a hostile trial: each of these baked an image (exit 0) that copied the lie into its own manifest (umoci
+    # refuses them all), or was a traceback (the nested index).
+    write_base_layout(ws.root / "base", [[directory("etc"), new_file("etc/motd", b"genuine\n")]])
+    _spoiled(ws.root / "base", spoil)
+    assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--base", "oci:base:base", "--oci", ws.root / "image"), said)
+    assert not (ws.root / "image").exists()
