@@ -863,7 +863,10 @@ def build_layers(
                 if name not in owned:
                     label = next(p.label for plan in plans for p in plan.packages if p.name == name)
                     raise BakeError(f"{platform}: package {label} was not installed", hint="this is a bug in envkit; please report it")
-                members[name] = [member_from_disk(f"{in_image}/{path}", staging / at) for path, at in owned[name]]
+                # A conda package's files keep the modes py-rattler gave them (the archive's); a wheel's were written
+                # under this process's umask, so they are normalized as a streamed wheel's are.
+                exact = not name.startswith("pip:")
+                members[name] = [member_from_disk(f"{in_image}/{path}", staging / at, exact) for path, at in owned[name]]
             linked.extend(names)
 
         def link_the_rest() -> None:

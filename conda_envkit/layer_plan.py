@@ -24,7 +24,9 @@ from conda_envkit.errors import EnvkitError
 MiB = 1 << 20
 # Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
 MAX_LAYERS = 120
-LAYER_FORMAT = "envkit-layer/8"  # 4: own layers in archive order; 5, 6: placeholders; 7: noarch: python; 8: wheels
+# 4: own layers in archive order; 5, 6: placeholders; 7: noarch: python; 8: wheels; 9: a package's files keep their
+# archive's permission bits and entry points are 0775, as `envkit install` (py-rattler) writes them
+LAYER_FORMAT = "envkit-layer/9"
 
 
 @dataclass(frozen=True)

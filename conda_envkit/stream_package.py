@@ -32,6 +32,8 @@ from conda_envkit.noarch_python import SHEBANG_STREAMED, PythonTarget, entry_poi
 from conda_envkit.oci.tarstream import FILE, SYMLINK, Member
 from conda_envkit.pkginfo import PackageInfo
 
+ENTRY_POINT_MODE = 0o775  # what py-rattler gives a noarch: python entry point's script, whatever the umask
+
 
 class NotPlain(Exception):
     """The archive holds something the streaming path does not reproduce exactly."""
@@ -313,7 +315,7 @@ class _PlainPayload:
             self.seen[name] = _Seen(SYMLINK, 0, hashlib.sha256(entry.target.encode()).hexdigest())
             return Member(f"{self.in_image}/{target}", SYMLINK, 0o777, linkname=entry.target)
         if entry.kind == "file" and listed.kind == FILE and entry.size == listed.size:
-            mode = 0o755 if entry.mode & 0o100 else 0o644
+            mode = entry.mode & 0o777  # the archive's permission bits, as py-rattler links them (set-id bits dropped)
             if not listed.placeholder:
                 self.seen[name] = _Seen(FILE, listed.size, listed.sha256)
                 return Member(f"{self.in_image}/{target}", FILE, mode, listed.size, **content)
@@ -339,7 +341,7 @@ class _PlainPayload:
         out = []
         for path, script in self.scripts:
             self._claim(path)
-            out.append(Member(f"{self.in_image}/{path}", FILE, 0o755, len(script), data=script))
+            out.append(Member(f"{self.in_image}/{path}", FILE, ENTRY_POINT_MODE, len(script), data=script))
         return out
 
     def record(self, locked: LockedPackage, info: PackageInfo) -> Member:

@@ -78,7 +78,7 @@ def _tree(root: Path) -> dict[str, tuple[str, str | bytes]]:
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", "")
             else:
-                out[rel] = ("exec" if st.st_mode & 0o100 else "file", path.read_bytes())
+                out[rel] = (f"file {st.st_mode & 0o777:o}", path.read_bytes())  # every permission bit, as install wrote it
     return out
 
 
@@ -95,9 +95,9 @@ def test_image_tree_is_the_installed_tree(tmp_path: Path, image_channel: Path) -
     subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{work / 'image'}:{tag}", str(bundle)], check=True, capture_output=True)
     in_image = _tree(bundle / "rootfs" / str(prefix).lstrip("/"))
     on_disk = _tree(prefix)
-    assert on_disk.pop("conda-meta/envkit/installed.json")[0] == "file"  # envkit install's record of what it installed
+    assert on_disk.pop("conda-meta/envkit/installed.json")[0].startswith("file")  # envkit install's record of what it installed
     # The image adds environment.json (labels); everything else is byte for byte what install wrote.
-    assert in_image.pop("conda-meta/envkit/environment.json")[0] == "file"
+    assert in_image.pop("conda-meta/envkit/environment.json")[0].startswith("file")
     assert in_image == on_disk
 
 

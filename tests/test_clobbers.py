@@ -193,22 +193,21 @@ def test_install_gives_the_same_tree_every_time(tmp_path: Path, clobber_channel:
     assert f"warning: linux-64: {CLOBBERED} path(s) are installed by more than one package: " in said
     assert "bin/tool (also in tool-real); lib/bz.txt (also in bz-loser); " in said and "; and 4 more. " in said
     tree = trees[0]
-    assert tree["share/same.txt"] == ("file", b"aaa")
+    assert tree["share/same.txt"] == ("file 644", b"aaa")
     assert {k: v for k, v in tree.items() if k.endswith("/share/same.txt")} == {
-        f"__clobbers__/{n}/share/same.txt": ("file", n.encode()) for n in ("bbb", "mmm", "zzz")
+        f"__clobbers__/{n}/share/same.txt": ("file 644", n.encode()) for n in ("bbb", "mmm", "zzz")
     }
     assert "__clobbers__/aaa" not in tree  # (rattler may have moved aaa's file there and back)
-    assert tree["share/chain.txt"] == ("file", b"zed") and tree["__clobbers__/abc/share/chain.txt"] == ("file", b"abc")
-    assert tree["bin/tool"] == ("file", b"#!/bin/sh\necho file\n")
+    assert tree["share/chain.txt"] == ("file 644", b"zed") and tree["__clobbers__/abc/share/chain.txt"] == ("file 644", b"abc")
+    assert tree["bin/tool"] == ("file 644", b"#!/bin/sh\necho file\n")
     assert tree["__clobbers__/tool-real/bin/tool"] == ("link", "real")
-    assert tree["share/linked.txt"] == ("file", b"alpha wins") and tree["share/other.txt"] == ("file", b"linked wins")
-    assert (
-        tree["__clobbers__/linked/share/linked.txt"] == ("file", b"linked") and tree["__clobbers__/lmn-plain/share/other.txt"][1] == b"lmn"
-    )
-    assert tree["lib/bz.txt"] == ("file", b"bz winner") and tree["__clobbers__/bz-loser/lib/bz.txt"] == ("file", b"bz loser")
-    assert tree["lib/python3.11/site-packages/pyclob/__init__.py"] == ("file", b"arch")
-    assert tree["__clobbers__/pyclob/lib/python3.11/site-packages/pyclob/__init__.py"] == ("file", b"noarch")
-    assert tree["bin/pyclob-run"][0] == "exec"
+    assert tree["share/linked.txt"] == ("file 644", b"alpha wins") and tree["share/other.txt"] == ("file 644", b"linked wins")
+    assert tree["__clobbers__/linked/share/linked.txt"] == ("file 644", b"linked")
+    assert tree["__clobbers__/lmn-plain/share/other.txt"][1] == b"lmn"
+    assert tree["lib/bz.txt"] == ("file 644", b"bz winner") and tree["__clobbers__/bz-loser/lib/bz.txt"] == ("file 644", b"bz loser")
+    assert tree["lib/python3.11/site-packages/pyclob/__init__.py"] == ("file 644", b"arch")
+    assert tree["__clobbers__/pyclob/lib/python3.11/site-packages/pyclob/__init__.py"] == ("file 644", b"noarch")
+    assert tree["bin/pyclob-run"][0] == "file 775"  # an entry point, as py-rattler writes it
     record = json.loads(tree["conda-meta/zzz-1.0-0.json"][1])
     assert record["files"] == ["__clobbers__/zzz/share/same.txt", "share/zzz.txt"]
     assert record["paths_data"]["paths"][0]["original_path"] == "share/same.txt"

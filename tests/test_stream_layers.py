@@ -73,6 +73,15 @@ PACKAGES = [
             for p in ("bin/tool", "bin/tool-1.0", "bin/tool-1")
         ),
     ),
+    # Modes as the archive has them (read-only, private, group-writable): install and image keep them alike.
+    HostilePackage(
+        "modes",
+        (
+            Member("share/modes/ro.txt", content=b"read only\n", mode=0o444),
+            Member("bin/private", content=b"#!/bin/sh\necho private\n", mode=0o700),
+            Member("share/modes/group.txt", content=b"group\n", mode=0o664),
+        ),
+    ),
     # A file paths.json does not list: not what the stream reproduces, so this package is linked.
     HostilePackage(
         "unlisted",
@@ -159,6 +168,7 @@ NAMES = [
     "unlisted",
     "no-size",
     "hardlinked",
+    "modes",
     "honest",
     "texty",
     "binny",
@@ -282,7 +292,7 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
         streamed = _bake(ws, "--oci", ws.root / "image", "--prefix", prefix, large_mb=large_mb)
     monkeypatch.undo()
     # gnu-long was staged; unlisted, no-size and texty-long linked, and the lying wheel installed in a staging prefix
-    assert sorted(seen) == ["binny", "honest", "ordered", "pip:wheely", "pyish", "python", "siblings", "texty"]
+    assert sorted(seen) == ["binny", "honest", "modes", "ordered", "pip:wheely", "pyish", "python", "siblings", "texty"]
 
     # The same lock with every archive staged (the path a stream falls back to): the same image.
     def refuse(*_: object, **__: object) -> None:

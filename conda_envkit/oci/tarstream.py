@@ -47,8 +47,10 @@ class Member:
     offset: int = 0  # where the content starts in `source` (a member of an uncompressed tar)
 
 
-def member_from_disk(path: str, source: Path) -> Member:
-    """A member for the file, symlink or directory at `source`, with normalized modes."""
+def member_from_disk(path: str, source: Path, exact_mode: bool = False) -> Member:
+    """A member for the file, symlink or directory at `source`: a file 0755 or 0644 by its owner's x bit, or with
+    `exact_mode` its own permission bits (a conda package's file as py-rattler linked it: the archive's, whatever
+    the umask); directories 0755."""
     st = source.lstat()
     if stat.S_ISLNK(st.st_mode):
         return Member(path, SYMLINK, 0o777, linkname=os.readlink(source))
@@ -56,7 +58,8 @@ def member_from_disk(path: str, source: Path) -> Member:
         return Member(path, DIRECTORY, 0o755)
     if not stat.S_ISREG(st.st_mode):
         raise OciError(f"{source}: not a file, directory or symlink", hint="remove special files from the environment")
-    return Member(path, FILE, 0o755 if st.st_mode & stat.S_IXUSR else 0o644, st.st_size, source=source)
+    mode = st.st_mode & 0o777 if exact_mode else 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+    return Member(path, FILE, mode, st.st_size, source=source)
 
 
 def directory(path: str) -> Member:
