@@ -42,6 +42,7 @@ from conda_envkit.tar_members import (
 )
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME_MAX, _PATH_MAX = 255, 4095  # bytes: one path component, a whole path (Linux's NAME_MAX, PATH_MAX less its NUL)
 
 
 class PackageContentError(EnvkitError):
@@ -212,6 +213,12 @@ def _entry(archive: Path, kind: str, member: tarfile.TarInfo | TarHeader) -> Arc
     """One tar entry after the checks every entry gets (a path inside the root, a link pointing inside it, only
     files, directories and links; in an info tarball, only info/); a file's sha256 is left for the caller."""
     name = relative_path(member.name, f"{archive.name}: tar entry")
+    if len(name.encode()) > _PATH_MAX or any(len(part.encode()) > _NAME_MAX for part in name.split("/")):
+        # (install failed "File name too long" with a disk-space hint; bake wrote an image no runtime could unpack)
+        raise PackageContentError(
+            f"{archive.name}: entry {name[:60]!r}… has a name no Linux filesystem holds ({_NAME_MAX} bytes a part, {_PATH_MAX} in all)",
+            hint="the package is malformed or hostile; do not use it",
+        )
     if kind == "info" and not (name == "info" or name.startswith("info/")):
         raise PackageContentError(f"{archive.name}: info tarball holds {name!r}", hint="the package is malformed or hostile; do not use it")
     if member.issym() or member.islnk():

@@ -173,6 +173,19 @@ def pip_record(item: WheelToInstall, site: str, dist_info: str, files: list[dict
     return (json.dumps(entry, sort_keys=True) + "\n").encode()
 
 
+def _member_twice(wheel: Path) -> str | None:
+    """A zip member name the wheel holds more than once (installer writes the second over the first), if any."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    seen: set[str] = set()
+    return next((name for name in names if name in seen or seen.add(name)), None)  # type: ignore[func-returns-value]
+
+
 def _owner_of(prefix: Path, rel: str) -> str:
     """Which installed package's record lists `rel` (said on a refused overwrite, so the user knows what clashes)."""
     for meta in sorted((prefix / "conda-meta").glob("*.json")):
@@ -220,6 +233,12 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
         except FileExistsError as exc:
             # (installer's own check says "File already exists: <path>", with no filename)
             taken = Path(str(exc.filename or exc).removeprefix("File already exists: ")).as_posix()
+            twice = _member_twice(item.wheel)
+            if twice is not None:
+                raise PipInstallError(
+                    f"{platform}: pip package {item.name} {item.version}: {item.wheel.name} holds {twice} more than once",
+                    hint="the wheel is malformed or hostile; re-lock, or report it to the package's authors",
+                ) from None
             raise PipInstallError(
                 f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, " + _owner_of(prefix, taken),
                 hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock;"
@@ -227,7 +246,7 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
             ) from None
         except Exception as exc:  # installer raises plain exceptions for malformed wheels
             raise PipInstallError(
-                f"{platform}: cannot install pip package {item.name} {item.version} from {item.wheel.name}: {exc}",
+                f"{platform}: cannot install pip package {item.name} {item.version} from {item.wheel.name}: {str(exc) or repr(exc)}",
                 hint="the wheel is malformed or not for this platform; re-lock, or report it to the package's authors",
             ) from None
         if str(metadata.get("Version", item.version)) != item.version:

@@ -61,6 +61,10 @@ WHEELS = {
         RawWheel("datacm", "1.0", (("datacm-1.0.data/data/conda-meta/evil-1.0-0.json", b"{}"),)),
         "conda-meta/evil-1.0-0.json is in conda-meta/, which no package may install",
     ),
+    "dup-member": (
+        RawWheel("dupw", "1.0", (("dupw/__init__.py", b"a = 1\n"), ("dupw/__init__.py", b"a = 2\n"))),
+        "holds dupw/__init__.py more than once",
+    ),
     "data-conda-record": (
         RawWheel("datacr", "1.0", (("datacr-1.0.data/data/conda-meta/python-3.11.9-h0_0.json", b"{}"),)),
         "in conda-meta/, which no package may install",
