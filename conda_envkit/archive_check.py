@@ -78,23 +78,69 @@ class StagedArchive:
 _BUFFER = 1 << 20
 
 
+# What an archive may expand to: a package whose payload is more than MAX_EXPANSION times its archive (and more than
+# MIN_EXPANSION_CAP) is a decompression bomb (a 129 KB .conda of 4 GiB of zeros filled the disk before any check).
+# Real packages stay far below: zstd -19 / bzip2 of code, data and binaries is 2-20x.
+MAX_EXPANSION = 1000
+MIN_EXPANSION_CAP = 256 << 20
+
+
+def expansion_cap(archive: Path) -> int:
+    """How many uncompressed bytes `archive`'s tarballs may hold together."""
+    return max(MIN_EXPANSION_CAP, MAX_EXPANSION * archive.stat().st_size)
+
+
+def _too_big(name: str, cap: int) -> PackageContentError:
+    return PackageContentError(
+        f"{name} expands to more than {cap >> 20} MiB ({MAX_EXPANSION} times its size, at least {MIN_EXPANSION_CAP >> 20} MiB)",
+        hint="a decompression bomb or a broken package: do not use it",
+    )
+
+
+class _Capped(io.RawIOBase):
+    """A decompressed stream that refuses to give more than `cap` bytes (`_too_big`, naming the archive)."""
+
+    def __init__(self, raw: IO[bytes], cap: int, name: str) -> None:
+        self.raw, self.cap, self.name, self.total = raw, cap, name, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        got: int = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.total += got
+        if self.total > self.cap:
+            raise _too_big(self.name, self.cap)
+        return got
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _decompressed(stream: IO[bytes], zstd: bool) -> IO[bytes]:
+    import bz2
+
+    if zstd:
+        return zstandard.ZstdDecompressor().stream_reader(stream, read_size=_BUFFER)
+    return bz2.open(stream, "rb")
+
+
 def _decompress_into(
-    stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]]
+    stream: IO[bytes], payload: Path, zstd: bool, opened: list[IO[bytes]], cap: int, name: str
 ) -> tuple[tarfile.TarFile, list[TarHeader] | None]:
-    """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write, opened for reading
-    by offset (its members' offsets are the file's: several archives can share one payload file), with its
-    headers if the fast reader could read them all. The files opened go to `opened`, for the caller to close."""
+    """`stream` (zstd or bz2) decompressed onto the end of `payload` in one sequential write (at most `cap` bytes),
+    opened for reading by offset (its members' offsets are the file's: several archives can share one payload
+    file), with its headers if the fast reader could read them all. The files opened go to `opened`, for the
+    caller to close."""
     # A failed write (a full disk) is the cache's error, not the package's.
     with GuardedFile(payload, "staged package payload", CACHE_SETTING, mode="ab") as out:
         start = out.tell()
-        if zstd:
-            zstandard.ZstdDecompressor().copy_stream(stream, out, read_size=_BUFFER, write_size=_BUFFER)  # type: ignore[arg-type]
-        else:
-            import bz2
-
-            with bz2.open(stream, "rb") as raw:
-                while chunk := raw.read(_BUFFER):
-                    out.write(chunk)
+        with _decompressed(stream, zstd) as raw, _Capped(raw, cap, name) as capped:
+            buffer = bytearray(_BUFFER)
+            view = memoryview(buffer)
+            while got := capped.readinto(buffer):
+                out.write(view[:got])  # type: ignore[arg-type]
         out.flush()
     reader = payload.open("rb")
     opened.append(reader)
@@ -171,6 +217,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
     file first (in one sequential write) and read from there, so that its members can be read again by offset;
     its headers come from the fast reader where it can (`headers`, else None: read them from `tar`).
     """
+    cap = expansion_cap(archive)  # (info and pkg tarballs each)
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
             names = z.namelist()
@@ -185,10 +232,10 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
                     opened.append(raw)
                     headers = None
                     if kind == "pkg" and payload is not None:
-                        tar, headers = _decompress_into(raw, payload, zstd=True, opened=opened)
+                        tar, headers = _decompress_into(raw, payload, zstd=True, opened=opened, cap=cap, name=archive.name)
                     else:
-                        stream = zstandard.ZstdDecompressor().stream_reader(raw)
-                        opened.append(stream)
+                        stream = _Capped(zstandard.ZstdDecompressor().stream_reader(raw), cap, archive.name)
+                        opened.append(stream)  # type: ignore[arg-type]
                         tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - its stream is closed in the finally below
                     tars.append((kind, tar, headers))
                 yield tars
@@ -199,13 +246,15 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
         files: list[IO[bytes]] = []
         try:
             with archive.open("rb") as raw:
-                tar, headers = _decompress_into(raw, payload, zstd=False, opened=files)
+                tar, headers = _decompress_into(raw, payload, zstd=False, opened=files, cap=cap, name=archive.name)
             yield [("both", tar, headers)]
         finally:
             for f in files:
                 f.close()
     else:
-        with tarfile.open(archive, mode="r|bz2") as tar:
+        import bz2
+
+        with _Capped(bz2.open(archive, "rb"), cap, archive.name) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             yield [("both", tar, None)]
 
 
@@ -276,14 +325,18 @@ class _PayloadStream(CountedStream):
     """A `.conda`'s pkg tarball decompressed as it is read, with a count of the bytes read (`TarSource`).
     Any failure to read it is NotStreamable, and so is its end inside a member (`readinto` wants bytes)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], cap: int, name: str) -> None:
         super().__init__(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _BUFFER)
+        self.cap, self.name = cap, name
 
     def read(self, size: int) -> bytes:
         try:
-            return super().read(size)
+            data = super().read(size)
         except (zstandard.ZstdError, OSError, EOFError, ValueError):
             raise NotStreamable from None
+        if self.consumed > self.cap:
+            raise _too_big(self.name, self.cap)
+        return data
 
     def readinto(self, view: memoryview) -> int:
         try:
@@ -293,6 +346,8 @@ class _PayloadStream(CountedStream):
         if not got:
             raise NotStreamable
         self.consumed += got
+        if self.consumed > self.cap:
+            raise _too_big(self.name, self.cap)
         return got
 
 
@@ -395,7 +450,7 @@ def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> It
                 raise NotStreamable
             paths_json = _streamed_info(archive, z, info)
             with _open_member(z, archive, pkg) as raw:
-                yield StreamedArchive(archive, label, paths_json, hashed, _PayloadStream(raw))
+                yield StreamedArchive(archive, label, paths_json, hashed, _PayloadStream(raw, expansion_cap(archive), archive.name))
     except UnsafePathError as exc:
         raise PackageContentError(f"{label}: {exc.message}", hint=exc.hint) from None
     except (tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, EOFError, OSError):

@@ -4,6 +4,7 @@ bake for the next one: no layer cache entry, no fragment, no image."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,32 @@ def test_hostile_package_among_single_package_layers_stops_the_bake(tmp_path: Pa
     honest = locked_workspace(tmp_path / "honest", hostile_channel, ["chain-a", "honest"])
     baked = honest.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--oci", honest.root / "img")
     assert baked.returncode == 0, baked.output
+
+
+def test_a_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path, hostile_channel: Path) -> None:
+    # From a hostile trial: a 129 KB .conda holding 4 GiB of zeros was decompressed whole (install filled the disk
+    # while py-rattler unpacked it; bake while it staged it). Its expansion is capped (MAX_EXPANSION times the
+    # archive, at least MIN_EXPANSION_CAP) while it is checked, before anything is unpacked or written.
+    import asyncio
+    import shutil
+
+    from rattler.index import index_fs
+
+    from conda_envkit.archive_check import MIN_EXPANSION_CAP
+    from conda_envkit.testing.hostile_packages import HostilePackage, Member, write_hostile_package
+
+    channel = tmp_path / "channel"
+    shutil.copytree(hostile_channel, channel)
+    zeros = b"\0" * (MIN_EXPANSION_CAP + (1 << 20))
+    listed = {"_path": "share/bomb", "path_type": "hardlink", "sha256": hashlib.sha256(zeros).hexdigest(), "size_in_bytes": len(zeros)}
+    archive = write_hostile_package(HostilePackage("bomb", (Member("share/bomb", content=zeros),), (listed,)), channel)
+    del zeros
+    assert archive.stat().st_size < 1 << 20
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+    ws = locked_workspace(tmp_path / "work", channel, ["bomb", "honest"])
+    said = f"bomb-1.0-0.conda expands to more than {MIN_EXPANSION_CAP >> 20} MiB"
+    assert_refused(ws.install(), said)
+    for large_mb in ("0", "1000"):  # streamed into a layer of its own, or into its fragment for a group layer
+        result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", large_mb, "--oci", ws.root / "img")
+        assert_refused(result, said)
+        assert not (ws.root / "img").exists() and _kept(ws) == []
