@@ -18,7 +18,7 @@ from pathlib import Path
 
 from conda_envkit.files import file_mode, is_stream_target, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
-from conda_envkit.oci.image import BaseImage
+from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.layout import REF_NAME
 from conda_envkit.oci.safety import GZIP_MAGIC, ZSTD_MAGIC, check_layer
@@ -144,7 +144,7 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             raise OciError(f"{where}: holds {len(entries)} matching images" + (f" for {tag!r}" if tag else ""), hint=hint)
         entry = entries[0]
         config_bytes = tar.extractfile(_member(tar, entry["Config"], where)).read()  # type: ignore[union-attr]
-        config = json.loads(config_bytes)
+        config = check_base_config(json.loads(config_bytes), where)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(entry.get("Layers", [])):
             raise OciError(f"{where}: {len(entry.get('Layers', []))} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")

@@ -61,6 +61,41 @@ class ImageSettings:
     created: int = 0
 
 
+_STRING_LISTS = ("Env", "Cmd", "Entrypoint", "Shell", "OnBuild")
+_STRINGS = ("WorkingDir", "User", "StopSignal")
+
+
+def check_base_config(config: object, reference: str) -> dict[str, Any]:
+    """A base image's config, if the fields a bake builds on have their types (Env a list of strings, Labels a
+    mapping of strings, ...): a string Env was split into characters and an object Entrypoint copied into the
+    image; Labels not a mapping was a traceback. An OciError naming the base and the field otherwise."""
+
+    def bad(field: str, what: str) -> OciError:
+        return OciError(f"{reference}: its config's {field} is not {what}", hint="the base image is broken; use another base")
+
+    if not isinstance(config, dict):
+        raise bad("document", "a JSON object")
+    inner = config.get("config")
+    if inner is None:
+        return config
+    if not isinstance(inner, dict):
+        raise bad("config", "a JSON object")
+    for key in _STRING_LISTS:
+        value = inner.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise bad(f"config.{key}", "a list of strings")
+    for key in _STRINGS:
+        if inner.get(key) is not None and not isinstance(inner[key], str):
+            raise bad(f"config.{key}", "a string")
+    labels = inner.get("Labels")
+    if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
+        raise bad("config.Labels", "a mapping of strings")
+    history = config.get("history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        raise bad("history", "a list of objects")
+    return config
+
+
 def _env_list(base_env: list[str], settings: ImageSettings) -> list[str]:
     env: dict[str, str] = {}
     for item in base_env:

@@ -22,7 +22,7 @@ from conda_envkit.oci.blobs import (
     file_digest,
     json_document,
 )
-from conda_envkit.oci.image import BaseImage
+from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
 from conda_envkit.oci.registry import PushStats, RegistryClient
@@ -80,7 +80,7 @@ def base_from_manifest(
             f"{reference}: its config {config_desc.digest} is {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
             hint="an image config is a few KiB of JSON: the image is broken",
         )
-    config = store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config")
+    config = check_base_config(store.read_json(config_desc.digest, f"{reference}: config {config_desc.digest}", "image config"), reference)
     rootfs = config.get("rootfs") or {}
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids or [], list) or not all(isinstance(d, str) for d in diff_ids or []):

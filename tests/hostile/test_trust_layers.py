@@ -142,9 +142,13 @@ def _spoiled(layout: Path, spoil: str) -> None:
         manifest["layers"][0]["size"] = 5
     elif spoil == "diff-id":
         config["rootfs"]["diff_ids"][0] = "sha256:" + "0" * 64
+    elif spoil == "env-string":  # (was split into one variable per character)
+        config["config"]["Env"] = "PATH=/x"
+    elif spoil == "labels-list":  # (was a traceback)
+        config["config"]["Labels"] = ["a"]
     elif spoil == "media-type":
         manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
-    if spoil == "diff-id":
+    if spoil in ("diff-id", "env-string", "labels-list"):
         manifest["config"]["digest"], manifest["config"]["size"] = put(json.dumps(config).encode())
     top["digest"], top["size"] = put(json.dumps(manifest).encode())
     if spoil == "manifest-size":
@@ -167,6 +171,8 @@ def _spoiled(layout: Path, spoil: str) -> None:
         ("diff-id", "the image config says sha256:0000"),
         ("media-type", "its media type says application/vnd.oci.image.layer.v1.tar+zstd"),
         ("nested-index", "is not an image manifest (an index inside an index"),
+        ("env-string", "its config's config.Env is not a list of strings"),
+        ("labels-list", "its config's config.Labels is not a mapping of strings"),
     ],
 )
 def test_a_base_layout_that_contradicts_itself_is_refused(ws: Workspace, spoil: str, said: str) -> None:
