@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from conda_envkit.cache import repodata_cache_dir
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import load_yaml, read_input
-from conda_envkit.network import network_timeout
+from conda_envkit.network import is_loopback, network_timeout
 
 if TYPE_CHECKING:  # py-rattler's networking loads only when a gateway is made (a warm bake makes none)
     from rattler import Gateway
@@ -165,23 +165,11 @@ def check_credential_host(variables: list[str], url: str, what: str) -> None:
                 hint=f"if {host} is where {name} belongs, export {CREDENTIAL_HOSTS_ENV_VAR}={name}={host} outside the repository "
                 "(CI settings, your shell): a lock or environment.yml from someone else must not choose where a secret goes",
             )
-    if variables and scheme == "http" and not _loopback_host(host):
+    if variables and scheme == "http" and not is_loopback(host):
         raise ChannelError(
             f"{what}: {strip_credentials(url)} would send ${{{variables[0]}}} over plain HTTP",
             hint="use the https:// URL of that channel or index",
         )
-
-
-def _loopback_host(host: str) -> bool:
-    import ipaddress
-
-    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None, what: str) -> str:

@@ -197,3 +197,20 @@ def size_text(n: int) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):g} GiB"
     return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host (or registry, or URL netloc: `localhost`, `127.0.0.0/8`, `::1`) on this machine, with or
+    without a port (`127.0.0.1:5000`, `[::1]:5000`)."""
+    import ipaddress
+
+    if host.startswith("["):  # a bracketed IPv6 address, perhaps with a port after the bracket
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conda_envkit.bake import BakedImage, BakeError, BakeOptions
 from conda_envkit.labels import label_key
+from conda_envkit.network import is_loopback as is_loopback
 from conda_envkit.oci.archive import write_docker_archive
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.layout import REF_NAME, check_layout_target, write_layout
@@ -18,20 +18,6 @@ from conda_envkit.record import BakeRecord, PlatformRecord
 
 if TYPE_CHECKING:  # the registry client (requests) loads only for --push
     from conda_envkit.oci.registry import PushStats
-
-
-def is_loopback(registry: str) -> bool:
-    """True for localhost / 127.0.0.0/8 / ::1 registries (with or without a port; `[::1]:5000`)."""
-    if registry.startswith("["):  # a bracketed IPv6 address, perhaps with a port after the bracket
-        host = registry[1 : registry.find("]")] if "]" in registry else registry
-    else:
-        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def insecure_hosts(registries: list[str], insecure: bool) -> tuple[str, ...]:

@@ -147,15 +147,23 @@ def test_one_sync_of_a_prefix_at_a_time(tmp_path: Path, image_channel: Path) -> 
     assert waiting.wait(timeout=120) == 0 and "1 added" in waiting.communicate()[0]
 
 
+def _install_with_a_wheel(work: Path, cache: Path, prefix: Path, toy_channel: Path, index_url: str) -> str:
+    """Lock python, numpy and the wheel hello-ml (from the test index), install it; the conda part of the spec."""
+    from tests.conftest import write_env
+
+    conda = f"channels:\n  - {toy_channel}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
+    write_env(work, conda + f"  - pip:\n    - --index-url {index_url}/simple\n    - hello-ml\n")
+    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    _install(work, prefix, cache)
+    return conda
+
+
 def test_removing_a_wheel_removes_what_python_compiled_from_it(tmp_path: Path, toy_channel: Path, pip_index_server) -> None:  # noqa: ANN001
     # Running python once leaves __pycache__/*.pyc beside a wheel's modules; no record names them.
     from tests.conftest import write_env
 
     work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
-    conda = f"channels:\n  - {toy_channel}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
-    write_env(work, conda + f"  - pip:\n    - --index-url {pip_index_server.url}/simple\n    - hello-ml\n")
-    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
-    _install(work, prefix, cache)
+    conda = _install_with_a_wheel(work, cache, prefix, toy_channel, pip_index_server.url)
     site = prefix / "lib" / "python3.11" / "site-packages"
     modules = [p for p in site.rglob("*.py") if "dist-info" not in str(p)]
     assert modules
@@ -294,13 +302,8 @@ def test_a_wheels_files_left_without_its_record_are_named(tmp_path: Path, toy_ch
     # record lists. It says so (it used to blame "another package"), and the prefix stays envkit's to sync.
     import shutil
 
-    from tests.conftest import write_env
-
     work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
-    conda = f"channels:\n  - {toy_channel}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
-    write_env(work, conda + f"  - pip:\n    - --index-url {pip_index_server.url}/simple\n    - hello-ml\n")
-    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
-    _install(work, prefix, cache)
+    _install_with_a_wheel(work, cache, prefix, toy_channel, pip_index_server.url)
     shutil.rmtree(prefix / "conda-meta" / "envkit" / "pip")
     (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
     result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})

@@ -25,7 +25,16 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
-from conda_envkit.network import DOWNLOAD_CAP_ENV_VAR, Deadline, ResponseTooLarge, iter_limited, max_download_bytes, read_limited, size_text
+from conda_envkit.network import (
+    DOWNLOAD_CAP_ENV_VAR,
+    Deadline,
+    ResponseTooLarge,
+    is_loopback,
+    iter_limited,
+    max_download_bytes,
+    read_limited,
+    size_text,
+)
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -169,7 +178,7 @@ class RegistryClient:
         parts = urlsplit(url)
         if parts.netloc.lower() != self.registry.lower():
             return False
-        return parts.scheme == "https" or (parts.scheme == "http" and self.insecure and _loopback(parts.hostname or ""))
+        return parts.scheme == "https" or (parts.scheme == "http" and self.insecure and is_loopback(parts.hostname or ""))
 
     def _auth_header(self, scope: str, url: str) -> dict[str, str]:
         if not self._may_send_credentials(url):
@@ -202,7 +211,7 @@ class RegistryClient:
         if fields.get("service"):
             query["service"] = fields["service"]
         realm_parts = urlsplit(realm)
-        secure_realm = realm_parts.scheme == "https" or (self.insecure and _loopback(realm_parts.hostname or ""))
+        secure_realm = realm_parts.scheme == "https" or (self.insecure and is_loopback(realm_parts.hostname or ""))
         if realm_parts.scheme not in ("http", "https"):
             raise RegistryError(f"{self.registry}: token realm {realm!r} is not an HTTP URL", hint="the registry's auth is misconfigured")
         # Never send the password in clear: over an http:// realm the token is asked for anonymously.
@@ -462,10 +471,6 @@ class RegistryClient:
                 f"{self.registry}: stored manifest as {theirs}, expected {digest}", hint="the registry rewrote the manifest"
             )
         return digest
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def repository_scope(repository: str, actions: str) -> str:
