@@ -157,8 +157,9 @@ def check_credential_host(variables: list[str], url: str, what: str) -> None:
     be able to choose where a CI secret goes."""
     scheme, host = origin(url)
     bound = credential_hosts()
+    default_port = {"http": ":80", "https": ":443"}.get(scheme, ":")
     for name in dict.fromkeys(variables):
-        if bound.get(name) not in (host, url_host(url)):
+        if bound.get(name, "").rstrip(".").removesuffix(default_port) != host.rstrip("."):
             now = f" (it binds {name} to {bound[name]})" if name in bound else ""
             raise ChannelError(
                 f"{what}: {strip_credentials(url)} asks for ${{{name}}}, which {CREDENTIAL_HOSTS_ENV_VAR} does not bind to {host}{now}",

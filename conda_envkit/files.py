@@ -145,10 +145,11 @@ def read_cache_entry(path: Path, cap: int = CACHE_ENTRY_CAP) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
             return None
-        chunks = []
+        chunks, total = [], 0
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
-            if sum(map(len, chunks)) > cap:
+            total += len(chunk)
+            if total > cap:
                 return None
         return b"".join(chunks)
     except OSError:
