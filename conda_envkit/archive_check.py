@@ -118,6 +118,45 @@ class _Capped(io.RawIOBase):
         super().close()
 
 
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip local file header: 30 bytes
+
+
+def check_zip_layout(z: zipfile.ZipFile, name: str) -> None:
+    """Refuse a `.conda` whose bytes hold anything its zip directory does not list: every byte before the directory
+    must belong to a listed entry (its local header, then its data), in order, each name once. py-rattler reads a
+    `.conda` front to back, by local headers: an entry hidden from the directory (which Python's zipfile reads)
+    would be installed without being checked."""
+    bad = PackageContentError(
+        f"{name}: its zip holds data its directory does not list", hint="the package is malformed or hostile; do not use it"
+    )
+    infos = sorted(z.infolist(), key=lambda i: i.header_offset)
+    if len({i.filename for i in infos}) != len(infos):
+        raise bad
+    fp, position = z.fp, 0
+    assert fp is not None
+    for info in infos:
+        if info.header_offset != position:
+            raise bad
+        fp.seek(info.header_offset)
+        header = fp.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            raise bad
+        fields = _LOCAL_HEADER.unpack(header)
+        if fields[0] != b"PK\x03\x04":
+            raise bad
+        name_length, extra_length = fields[-2], fields[-1]
+        raw_name = fp.read(name_length)
+        if raw_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
+            raise bad
+        position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
+        if info.flag_bits & 0x08:  # a data descriptor follows the data: optional signature, crc, two sizes
+            fp.seek(position)
+            signed = fp.read(4) == b"PK\x07\x08"
+            position += (4 if signed else 0) + (20 if info.file_size >= 0xFFFFFFFF or info.compress_size >= 0xFFFFFFFF else 12)
+    if position != getattr(z, "start_dir", position):
+        raise bad
+
+
 def _decompressed(stream: IO[bytes], zstd: bool) -> IO[bytes]:
     import bz2
 
@@ -220,6 +259,7 @@ def _tar_streams(archive: Path, payload: Path | None = None) -> Iterator[list[tu
     cap = expansion_cap(archive)  # (info and pkg tarballs each)
     if archive.name.endswith(".conda"):
         with zipfile.ZipFile(archive) as z:
+            check_zip_layout(z, archive.name)
             names = z.namelist()
             info, pkg = conda_tarball(names, "info"), conda_tarball(names, "pkg")
             if info is None or pkg is None:
@@ -444,6 +484,7 @@ def stream_package_archive(archive: Path, label: str, hashed: bool = True) -> It
         raise NotStreamable
     try:
         with zipfile.ZipFile(archive) as z:
+            check_zip_layout(z, archive.name)  # (a PackageContentError: the staged read would refuse it too)
             names = z.namelist()
             info, pkg = conda_tarball(names, "info"), conda_tarball(names, "pkg")
             if info is None or pkg is None:

@@ -91,3 +91,51 @@ def test_a_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path
         result = ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", large_mb, "--oci", ws.root / "img")
         assert_refused(result, said)
         assert not (ws.root / "img").exists() and _kept(ws) == []
+
+
+def _hide_last_zip_entry(path: Path) -> None:
+    """Drop the last entry's record from the zip's central directory, leaving its local header and data in place."""
+    import io
+    import struct
+    import zipfile
+
+    data = path.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        start, count = z.start_dir, len(z.infolist())  # type: ignore[attr-defined]
+    records, pos = [], start
+    for _ in range(count):
+        name, extra, comment = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        records.append(data[pos : pos + 46 + name + extra + comment])
+        pos += 46 + name + extra + comment
+    kept = b"".join(records[:-1])
+    end = data[pos:]
+    path.write_bytes(data[:start] + kept + end[:8] + struct.pack("<HHLL", count - 1, count - 1, len(kept), start) + end[20:])
+
+
+def test_a_conda_archive_with_an_entry_its_zip_directory_hides_is_refused(tmp_path: Path, hostile_channel: Path) -> None:
+    # From a hostile trial: py-rattler reads a .conda front to back by its local headers, Python's zipfile by its
+    # directory. A second pkg- tarball left out of the directory was installed (a symlink out, 1 GiB past the
+    # expansion cap) while the check read the honest one.
+    import asyncio
+    import shutil
+    import zipfile
+
+    from rattler.index import index_fs
+
+    channel = tmp_path / "channel"
+    shutil.copytree(hostile_channel, channel)
+    archive = next((channel / "noarch").glob("honest-1.0-0.conda"))
+    with zipfile.ZipFile(archive) as z:
+        pkg = next(n for n in z.namelist() if n.startswith("pkg-"))
+        payload = z.read(pkg)
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr(pkg.replace("pkg-", "pkg-hidden-"), payload)
+    _hide_last_zip_entry(archive)
+    with zipfile.ZipFile(archive) as z:
+        assert pkg in z.namelist() and len(z.namelist()) == 3  # metadata.json, info-, pkg-: the hidden one is not listed
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+    ws = locked_workspace(tmp_path / "work", channel, ["honest"])
+    said = "honest-1.0-0.conda: its zip holds data its directory does not list"
+    assert_refused(ws.install(), said)
+    for large_mb in ("0", "1000"):
+        assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", large_mb, "--oci", ws.root / "img"), said)
