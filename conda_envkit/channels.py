@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from conda_envkit.cache import repodata_cache_dir
 from conda_envkit.errors import EnvkitError
@@ -127,14 +127,29 @@ def expand_env_vars(text: str) -> str:
     return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)
 
 
+def _expand_quoted(text: str) -> str:
+    """`text` with every `${VAR}` replaced by its value, percent-encoded (a URL's userinfo or path segment)."""
+    return _ENV_VAR.sub(lambda m: quote(os.environ[m.group(1)], safe=""), text)
+
+
 def url_host(url: str) -> str:
     """The lower-case host[:port] of `url`, without credentials."""
     return urlsplit(url).netloc.rpartition("@")[2].lower()
 
 
+def check_no_backslash(url: str, what: str) -> str:
+    """`url` unless it holds a backslash: Python's urlsplit ends the host at `/`, but requests, urllib3 and rattler
+    end it at `\\` too, so `https://u:${T}@evil\\@good/` would be judged for good and sent to evil."""
+    if "\\" in url:
+        said = what if url in what else f"{what}: {url[:200]!r}"
+        raise ChannelError(f"{said} holds a backslash", hint="a channel, index or package URL has none")
+    return url
+
+
 def origin(url: str) -> tuple[str, str]:
     """(scheme, host[:port]) of `url`, lower case, without credentials or a default port: where credentials may go
     (the same host over plain http is another origin: a password for https must never cross the wire in clear)."""
+    check_no_backslash(url, "URL")
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2].lower()
     default = {"http": ":80", "https": ":443"}.get(parts.scheme.lower(), "")
@@ -182,6 +197,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
     a lock from someone else must not be able to send an environment variable to a server.
     `allowed_hosts` None: the URL names its own host (a channel or index written in the spec).
     """
+    check_no_backslash(url, what)
     if "${" not in url and "$%7B" not in url.replace("%7b", "%7B"):
         return url
     parts = urlsplit(url)
@@ -211,8 +227,9 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
             hint="export the channel's or index's credentials before installing; they are never stored",
         )
     check_credential_host(_ENV_VAR.findall(userinfo + token), url, what)
-    new_path = (f"/t/{expand_env_vars(token)}" + rest) if token_match else parts.path
-    netloc = (expand_env_vars(userinfo) + "@" + host) if at else host
+    # Each value percent-encoded: a base64 token's `/`, `+` or `=`, a `#`, `?` or `%` in a password stays itself.
+    new_path = (f"/t/{_expand_quoted(token)}" + rest) if token_match else parts.path
+    netloc = (_expand_quoted(userinfo) + "@" + host) if at else host
     return urlunsplit((parts.scheme, netloc, new_path, parts.query, parts.fragment))
 
 

@@ -326,6 +326,8 @@ def _check_url(r: _Reader, node: yaml.Node, url: str, what: str, base_dir: Path 
     """The URL to fetch from (relative URLs resolved against the lock's directory)."""
     if len(url) > _MAX_URL:
         raise r.fail(node, f"{what}: URL longer than {_MAX_URL} characters")
+    if "\\" in url:  # (urlsplit and the HTTP clients disagree on where such a host ends: credentials went elsewhere)
+        raise r.fail(node, f"{what}: URL {url!r} holds a backslash", hint="a lock URL has none")
     if url.startswith(("./", "../")):
         if base_dir is None:
             raise r.fail(node, f"{what}: relative URL {url!r} in a lock read from no file")

@@ -33,9 +33,15 @@ def strip_userinfo(url: str) -> str:
 
 
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
-    """Values of environment variables named like secrets, longest first (so no partial masking)."""
+    """Values of environment variables named like secrets, or bound to a host by ENVKIT_CREDENTIAL_HOSTS (secrets by
+    declaration, whatever their names), as they are and percent-encoded (as a URL carries them), longest first (so no
+    partial masking)."""
+    from urllib.parse import quote
+
     env = os.environ if environ is None else environ
-    values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= _MIN_SECRET}
+    bound = {item.partition("=")[0] for item in re.split(r"[\s,]+", env.get("ENVKIT_CREDENTIAL_HOSTS", "")) if "=" in item}
+    values = {v for k, v in env.items() if (SECRET_NAME.search(k) or k in bound) and len(v) >= _MIN_SECRET}
+    values |= {quote(v, safe="") for v in values}
     return sorted(values, key=len, reverse=True)
 
 

@@ -80,6 +80,7 @@ def test_the_lock_itself_reads(locked: Path) -> None:
         ("url: file://", "url: javascript://x", "has scheme 'javascript'"),
         ("url: file://", "url: https://${HOST}.example", "outside a credential position"),
         (".conda\n", ".conda?x=../../a\n", "has a query or fragment"),  # (bake took the file name 'a': a traceback)
+        ("url: file://", "url: https://u@evil.example\\@", "holds a backslash"),  # (judged for one host, sent to another)
         ("platform: linux-64", "platform: linux-65", "is not in metadata.platforms"),
         ("  category: main\n", "  category: main\n  evil: true\n", "unknown key 'evil'"),
     ],

@@ -187,6 +187,17 @@ def test_spec_channel_variable_outside_a_credential_position_is_refused(
     assert CANARY not in result.output and logging_server.log == []
 
 
+def test_a_backslash_cannot_send_a_bound_secret_to_another_host(tmp_path: Path, logging_server: LoggingServer) -> None:
+    # From a hostile trial: urlsplit ends a host at "/", the HTTP clients at "\\" too: `u:${T}@evil\\@good` was
+    # judged for good (bound) and sent to evil. Such a URL is refused, at lock time and in a lock.
+    written = f"http://${{ENVKIT_CANARY}}:x@127.0.0.2:{logging_server.port}\\@{logging_server.host}/ch"
+    write_env(tmp_path / "w", f"channels: ['{written}']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    bound = {"ENVKIT_CREDENTIAL_HOSTS": f"ENVKIT_CANARY={logging_server.host}"}
+    result = run_cli("lock", "-q", cwd=tmp_path / "w", env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), **ENV, **bound})
+    assert_refused(result, "holds a backslash")
+    assert CANARY not in result.output and logging_server.log == []
+
+
 def test_spec_pip_index_variable_outside_a_credential_position_is_refused(
     tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer
 ) -> None:
@@ -216,3 +227,20 @@ def test_wheel_credentials_go_only_to_their_index_origin(monkeypatch: pytest.Mon
     assert pip_index_auth("https://files.example/x-1.0-py3-none-any.whl", indexes) is None
     assert pip_index_auth("http://127.0.0.1:8080/files/x-1.0-py3-none-any.whl", indexes) == ("local", "pw")
     assert pip_index_auth("https://127.0.0.1:8080/files/x-1.0-py3-none-any.whl", indexes) is None
+
+
+def test_a_secret_with_url_characters_is_percent_encoded_and_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # From a hostile trial: a base64 token's "/" broke the URL (InvalidURL, and the error printed the secret whole),
+    # "#" or "?" likewise, and "%41" was sent decoded (the wrong password).
+    from urllib.parse import unquote, urlsplit
+
+    from conda_envkit.channels import expand_credentials
+
+    secret = CANARY + "/Ab+c==#f?q@x%41"
+    monkeypatch.setenv("DEPLOY_KEY_VALUE", secret)  # (a name that does not look secret: bound, so it is one)
+    monkeypatch.setenv("ENVKIT_CREDENTIAL_HOSTS", "DEPLOY_KEY_VALUE=conda.example.com")
+    url = expand_credentials("https://u:${DEPLOY_KEY_VALUE}@conda.example.com/t/${DEPLOY_KEY_VALUE}/ch/x.conda", None, "package")
+    parts = urlsplit(url)
+    assert parts.hostname == "conda.example.com" and unquote(parts.password or "") == secret
+    assert unquote(parts.path.split("/")[2]) == secret
+    assert CANARY not in redact(f"error: {url} failed, also {secret}")
