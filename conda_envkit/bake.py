@@ -50,7 +50,7 @@ from conda_envkit.install import (
     pip_index_templates,
     pip_packages,
 )
-from conda_envkit.installed_state import LOCK_COPY
+from conda_envkit.installed_state import IDENTITY_FILE, IDENTITY_SCHEMA, LOCK_COPY
 from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
 from conda_envkit.layer_processes import (
@@ -231,13 +231,16 @@ def _relinked_records(staging: Path, names: list[str], clobbers: dict[str, dict[
     return moved
 
 
-def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str]) -> list[Member]:
-    """The files of an environment no package owns: conda-meta/history, the lock copy, environment.json."""
+def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str], platform: str) -> list[Member]:
+    """The files of an environment no package owns: conda-meta/history, the lock copy, environment.json, and the
+    prefix's identity (platform and path, as `envkit install` writes it: an install into the image's prefix syncs)."""
     about = {"schema": "envkit.image-environment/1", "labels": labels}
+    identity = {"schema": IDENTITY_SCHEMA, "platform": platform, "target_prefix": "/" + in_image}
     files = {
         "conda-meta/history": b"",
         LOCK_COPY.as_posix(): lockfile_path.read_bytes(),
         ENVIRONMENT_FILE.as_posix(): (json.dumps(about, sort_keys=True) + "\n").encode(),
+        IDENTITY_FILE.as_posix(): (json.dumps(identity, sort_keys=True, indent=1) + "\n").encode(),
     }
     return [Member(f"{in_image}/{path}", size=len(data), data=data) for path, data in files.items()]
 
@@ -295,6 +298,8 @@ def stage_environment(
     # What the environment is, readable inside the container (conda_envkit.tracking).
     about = {"schema": "envkit.image-environment/1", "labels": labels}
     (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n", encoding="utf-8")
+    identity = {"schema": IDENTITY_SCHEMA, "platform": platform, "target_prefix": "/" + prefix.strip("/")}  # (as bake's metadata)
+    (staging / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True, indent=1) + "\n", encoding="utf-8")
 
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:
@@ -411,7 +416,7 @@ def bake_platform(
     in_image = prefix.strip("/")
     titles = [plan.title for plan in plans]
     contents = [tuple(p.label for p in plan.packages) for plan in plans]
-    written.append(write_layer(metadata_members(in_image, lockfile_path, labels), store, options.compression, options.epoch))
+    written.append(write_layer(metadata_members(in_image, lockfile_path, labels, platform), store, options.compression, options.epoch))
     titles.append("environment metadata (conda-meta, lock)")
     contents.append(())
     if options.files:

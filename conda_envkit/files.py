@@ -165,6 +165,20 @@ def write_cache_entry(path: Path, document: object, what: str, setting: str = ""
     write_private_file(path, json.dumps(document, sort_keys=True).encode("utf-8"), what, setting)
 
 
+def replace_entry(tmp: Path, target: Path) -> None:
+    """Rename `tmp` over a cache entry: one that is a directory (made by whoever else writes the cache) is removed
+    first, not reported as a failed write."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (target.is_dir() and not target.is_symlink()):
+            raise
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)  # (rmtree follows no symlink out)
+        os.replace(tmp, target)
+
+
 def write_private_file(path: Path, data: bytes, what: str, setting: str = "") -> None:
     """`data` at `path`, private to this user (0600: made beside it, then renamed into place): a cache entry
     or marker. A failed write (a full disk) is a `write_error` naming `path`, and leaves no temp file behind."""
@@ -172,7 +186,7 @@ def write_private_file(path: Path, data: bytes, what: str, setting: str = "") ->
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        replace_entry(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise write_error(path, exc, what, setting) from None

@@ -20,6 +20,8 @@ from pathlib import Path
 STATE_FILE = Path("conda-meta") / "envkit" / "installed.json"
 LOCK_COPY = Path("conda-meta") / "envkit" / "conda-lock.yml"
 STATE_SCHEMA = "envkit.installed/1"
+IDENTITY_FILE = Path("conda-meta") / "envkit" / "prefix.json"
+IDENTITY_SCHEMA = "envkit.prefix/1"
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,10 @@ def file_sha256(path: Path) -> str:
 
 def read_state(prefix: Path) -> InstalledState | None:
     """The prefix's installed record, or None when absent or unreadable (then the prefix is compared record by record)."""
+    from conda_envkit.files import read_cache_entry  # (a plain file of the prefix: never a FIFO waited on, nor a link)
+
     try:
-        data = json.loads((prefix / STATE_FILE).read_text(encoding="utf-8"))
+        data = json.loads(read_cache_entry(prefix / STATE_FILE) or b"null")
         if data.get("schema") != STATE_SCHEMA:
             return None
         return InstalledState(str(data["platform"]), str(data["target_prefix"]), str(data["lock_sha256"]), dict(data["records"]))
@@ -57,25 +61,51 @@ def read_state(prefix: Path) -> InstalledState | None:
         return None
 
 
+@dataclass(frozen=True)
+class PrefixIdentity:
+    """What a prefix is for, whatever a sync is doing to it: the platform and the path its files were written for."""
+
+    platform: str
+    target_prefix: str
+
+
+def read_identity(prefix: Path) -> PrefixIdentity | None:
+    """The prefix's identity: `conda-meta/envkit/prefix.json` (written with every installed record, and left in place
+    while a sync runs, so an interrupted sync keeps it), else the installed record's (a prefix of an older envkit)."""
+    from conda_envkit.files import read_cache_entry
+
+    try:
+        data = json.loads(read_cache_entry(prefix / IDENTITY_FILE) or b"null")
+        if isinstance(data, dict) and data.get("schema") == IDENTITY_SCHEMA:
+            return PrefixIdentity(str(data["platform"]), str(data["target_prefix"]))
+    except (ValueError, KeyError, TypeError):
+        pass
+    state = read_state(prefix)
+    return PrefixIdentity(state.platform, state.target_prefix) if state is not None else None
+
+
 def recorded_platform(prefix: Path) -> str | None:
     """The platform `prefix` was installed for, as envkit recorded it (None: not recorded, or unreadable)."""
-    state = read_state(prefix)
-    return state.platform if state is not None else None
+    identity = read_identity(prefix)
+    return identity.platform if identity is not None else None
 
 
 def write_state(prefix: Path, state: InstalledState) -> None:
-    target = prefix / STATE_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".installed.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.to_json(), f, sort_keys=True, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The installed record, and the prefix's identity beside it (first: the record stands for both)."""
+    identity = {"schema": IDENTITY_SCHEMA, "platform": state.platform, "target_prefix": state.target_prefix}
+    for name, document in ((IDENTITY_FILE, identity), (STATE_FILE, state.to_json())):
+        target = prefix / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(document, f, sort_keys=True, indent=1)
+                f.write("\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def clear_state(prefix: Path) -> None:
@@ -84,11 +114,14 @@ def clear_state(prefix: Path) -> None:
 
 def up_to_date(lockfile_path: Path, prefix: Path, platform: str) -> bool:
     """Whether `prefix` holds exactly this lock for `platform`, installed for this very path."""
+    from conda_envkit.files import read_cache_entry
+
     state = read_state(prefix)
     if state is None or state.platform != platform or state.target_prefix != str(prefix.absolute()):
         return False
     try:
-        if file_sha256(lockfile_path) != state.lock_sha256 or file_sha256(prefix / LOCK_COPY) != state.lock_sha256:
+        copy = read_cache_entry(prefix / LOCK_COPY)  # (a FIFO or symlink there: not up to date, and the sync says why)
+        if copy is None or hashlib.sha256(copy).hexdigest() != state.lock_sha256 or file_sha256(lockfile_path) != state.lock_sha256:
             return False
     except OSError:
         return False

@@ -88,10 +88,11 @@ class PrefixDestination(SchemeDictionaryDestination):
     stay inside the prefix, and the file is created with O_EXCL|O_NOFOLLOW.
     """
 
-    def __init__(self, prefix: Path, what: str, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, prefix: Path, what: str, *args, written: list[Path] | None = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._prefix = prefix
         self._what = what
+        self.written = [] if written is None else written  # every file made: the caller removes them if the install fails
 
     def write_to_fs(self, scheme, path, stream, is_executable):  # type: ignore[no-untyped-def]
         target = self._path_with_destdir(scheme, path)
@@ -103,6 +104,7 @@ class PrefixDestination(SchemeDictionaryDestination):
         if target.exists() or target.is_symlink():
             raise FileExistsError(f"File already exists: {rel}")
         fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")
+        self.written.append(target)
         with open(fd, "wb") as f:
             hash_, size = copyfileobj_with_hashing(stream, f, self.hash_algorithm)
         if is_executable:
@@ -208,53 +210,76 @@ def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: st
     records = prefix / PIP_RECORDS
     records.mkdir(parents=True, exist_ok=True)
     for item in sorted(wheels, key=lambda w: w.name):
-        what = f"{platform}: pip package {item.name} {item.version}"
-        record_path = child(records, f"{item.name}.json", f"{what}: name")
+        written: list[Path] = []
         try:
-            with WheelFile.open(item.wheel) as source:
-                metadata = parse_metadata_file(source.read_dist_info("METADATA"))
-                if canonicalize_name(str(metadata.get("Name", ""))) != canonicalize_name(item.name):
-                    raise PipInstallError(
-                        f"{what}: {item.wheel.name} holds {metadata.get('Name')!r}, not {item.name}",
-                        hint="the lock was edited by hand or the index is broken; re-lock",
-                    )
-                destination = PrefixDestination(
-                    prefix,
-                    what,
-                    scheme_dict(prefix, platform, python_version, item.name),
-                    python,
-                    kind,
-                    bytecode_optimization_levels=(),
-                )
-                install(source, destination, {"INSTALLER": INSTALLER_NAME})
-                dist_info = source.dist_info_dir
-        except EnvkitError:
+            _install_wheel(item, prefix, platform, python_version, (python, kind), site, records, written)
+        except BaseException:  # (Ctrl-C too) what this wheel wrote goes again: no file without its record is left
+            for path in reversed(written):
+                path.unlink(missing_ok=True)
             raise
-        except FileExistsError as exc:
-            # (installer's own check says "File already exists: <path>", with no filename)
-            taken = Path(str(exc.filename or exc).removeprefix("File already exists: ")).as_posix()
-            twice = _member_twice(item.wheel)
-            if twice is not None:
+
+
+def _install_wheel(
+    item: WheelToInstall,
+    prefix: Path,
+    platform: str,
+    python_version: str,
+    interpreter_kind: tuple[str, Literal["posix", "win-amd64", "win-arm64"]],
+    site: str,
+    records: Path,
+    written: list[Path],
+) -> None:
+    """One wheel of `install_wheels`, each file it writes noted in `written` (its record last)."""
+    python, kind = interpreter_kind
+    what = f"{platform}: pip package {item.name} {item.version}"
+    record_path = child(records, f"{item.name}.json", f"{what}: name")
+    try:
+        with WheelFile.open(item.wheel) as source:
+            metadata = parse_metadata_file(source.read_dist_info("METADATA"))
+            if canonicalize_name(str(metadata.get("Name", ""))) != canonicalize_name(item.name):
                 raise PipInstallError(
-                    f"{platform}: pip package {item.name} {item.version}: {item.wheel.name} holds {twice} more than once",
-                    hint="the wheel is malformed or hostile; re-lock, or report it to the package's authors",
-                ) from None
-            raise PipInstallError(
-                f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, " + _owner_of(prefix, taken),
-                hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock;"
-                " a file no record lists was left by an earlier install: remove it",
-            ) from None
-        except Exception as exc:  # installer raises plain exceptions for malformed wheels
-            raise PipInstallError(
-                f"{platform}: cannot install pip package {item.name} {item.version} from {item.wheel.name}: {str(exc) or repr(exc)}",
-                hint="the wheel is malformed or not for this platform; re-lock, or report it to the package's authors",
-            ) from None
-        if str(metadata.get("Version", item.version)) != item.version:
-            raise PipInstallError(
-                f"{platform}: {item.wheel.name} holds version {metadata.get('Version')}, the lock says {item.name} {item.version}",
-                hint="the lock was edited by hand or the index is broken; re-lock",
+                    f"{what}: {item.wheel.name} holds {metadata.get('Name')!r}, not {item.name}",
+                    hint="the lock was edited by hand or the index is broken; re-lock",
+                )
+            destination = PrefixDestination(
+                prefix,
+                what,
+                scheme_dict(prefix, platform, python_version, item.name),
+                python,
+                kind,
+                bytecode_optimization_levels=(),
+                written=written,
             )
-        data = pip_record(item, site, dist_info, _installed_files(prefix, site, dist_info))
-        fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
-        with open(fd, "wb") as out:
-            out.write(data)
+            install(source, destination, {"INSTALLER": INSTALLER_NAME})
+            dist_info = source.dist_info_dir
+    except EnvkitError:
+        raise
+    except FileExistsError as exc:
+        # (installer's own check says "File already exists: <path>", with no filename)
+        taken = Path(str(exc.filename or exc).removeprefix("File already exists: ")).as_posix()
+        twice = _member_twice(item.wheel)
+        if twice is not None:
+            raise PipInstallError(
+                f"{platform}: pip package {item.name} {item.version}: {item.wheel.name} holds {twice} more than once",
+                hint="the wheel is malformed or hostile; re-lock, or report it to the package's authors",
+            ) from None
+        raise PipInstallError(
+            f"{platform}: pip package {item.name} {item.version} would overwrite {taken}, " + _owner_of(prefix, taken),
+            hint="drop one of the two from the lock's pip: section (the other provides that file) and re-lock;"
+            " a file no record lists was left by an earlier install: remove it",
+        ) from None
+    except Exception as exc:  # installer raises plain exceptions for malformed wheels
+        raise PipInstallError(
+            f"{platform}: cannot install pip package {item.name} {item.version} from {item.wheel.name}: {str(exc) or repr(exc)}",
+            hint="the wheel is malformed or not for this platform; re-lock, or report it to the package's authors",
+        ) from None
+    if str(metadata.get("Version", item.version)) != item.version:
+        raise PipInstallError(
+            f"{platform}: {item.wheel.name} holds version {metadata.get('Version')}, the lock says {item.name} {item.version}",
+            hint="the lock was edited by hand or the index is broken; re-lock",
+        )
+    data = pip_record(item, site, dist_info, _installed_files(prefix, site, dist_info))
+    fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
+    written.append(record_path)
+    with open(fd, "wb") as out:
+        out.write(data)

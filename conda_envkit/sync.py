@@ -11,6 +11,7 @@ interrupted sync is noticed (the next one compares record by record).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -42,7 +43,7 @@ from conda_envkit.install import (
     record_from_info,
     repodata_record,
 )
-from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_state, state_from_prefix, write_state
+from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_identity, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
@@ -279,24 +280,29 @@ def _sync(
 ) -> SyncReport:
     started = time.perf_counter()
     state = read_state(prefix)
-    if state is not None and state.platform != platform:
+    identity = read_identity(prefix)  # (kept while a sync runs: an interrupted one still knows what the prefix is for)
+    if identity is not None and identity.platform != platform:
         raise InstallError(
-            f"{prefix} holds an environment for {state.platform}; this install is for {platform}",
-            hint=f"pass -p {state.platform} to bring it to the lock, or install {platform} into a new prefix",
+            f"{prefix} holds an environment for {identity.platform}; this install is for {platform}",
+            hint=f"pass -p {identity.platform} to bring it to the lock, or install {platform} into a new prefix",
         )
-    if state is not None and state.target_prefix != str(prefix):
+    if identity is not None and identity.target_prefix != str(prefix):
         raise InstallError(
-            f"{prefix} holds an environment made for {state.target_prefix} (moved or reached through a symlink?)",
-            hint=f"install into {state.target_prefix}, or into a new prefix (files carry the prefix they were installed for)",
+            f"{prefix} holds an environment made for {identity.target_prefix} (moved or reached through a symlink?)",
+            hint=f"install into {identity.target_prefix}, or into a new prefix (files carry the prefix they were installed for)",
         )
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
     installed = installed_packages(prefix)
     plan = plan_sync(packages + wheels, installed)
     lock_sha = file_sha256(lockfile_path)
+    # An envkit prefix without its installed record: a sync was interrupted (not a --force over someone else's).
+    interrupted = state is None and identity is not None
     if plan.nothing:
         if state is None:  # a sync was interrupted (or --force): records it linked may not be the lock's yet
             normalize_conda_meta(prefix, packages)
+        if interrupted:
+            _remove_empty_directories(prefix)
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
@@ -360,8 +366,22 @@ def _sync(
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
         to_install = [WheelToInstall(w.name, w.version, w.locked_url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
         install_wheels(to_install, prefix, str(prefix), platform, python)
+    if interrupted:
+        _remove_empty_directories(prefix)
     _finish(lockfile_path, prefix, platform, lock_sha)
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
+
+
+def _remove_empty_directories(prefix: Path) -> None:
+    """Remove the empty directories an interrupted sync left (py-rattler removes a package's record before its
+    directories, so no record names them afterwards, and verify reported them as the user's). No package installs an
+    empty directory (a `path_type: directory` entry is refused), so an empty one in an envkit prefix is a leftover."""
+    for root, _dirs, files in os.walk(prefix, topdown=False):  # (children first: a parent they emptied goes too)
+        here = Path(root)
+        if here == prefix or files or here.relative_to(prefix).parts[0] == "conda-meta":
+            continue
+        with contextlib.suppress(OSError):  # rmdir removes only an empty directory (a subdirectory left: not empty)
+            here.rmdir()
 
 
 def _finish(lockfile_path: Path, prefix: Path, platform: str, lock_sha: str) -> None:

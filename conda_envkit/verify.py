@@ -405,7 +405,7 @@ def verify_image(
         shutil.rmtree(scratch, ignore_errors=True)
     # bake's own records (the lock copy, which verify_tree already read as the image's claim, and the
     # environment description) are data no process loads; they may hold whatever bake wrote.
-    for own in (LOCK_COPY.as_posix(), (LOCK_COPY.parent / "environment.json").as_posix()):
+    for own in (LOCK_COPY.as_posix(), (LOCK_COPY.parent / "environment.json").as_posix(), (LOCK_COPY.parent / "prefix.json").as_posix()):
         if own in tree.entries and tree.entries[own].kind == "file":
             expected[own] = _Entry("file", tree.entries[own].digest, 0o644)
             expected.setdefault(LOCK_COPY.parent.as_posix(), _Entry("directory", "", 0o755))
@@ -503,7 +503,13 @@ def _pip_findings(lockfile: Lockfile, platform: str, tree: InstalledTree) -> lis
 
 # What conda itself (or Python at run time) writes into a prefix that no package owns.
 # conda-meta/envkit/installed.json: envkit install's record of what it installed (data no process loads).
-_ALLOWED_UNOWNED = ("conda-meta/history", "conda-meta/.nonadmin", ".nonadmin", "conda-meta/envkit/installed.json")
+_ALLOWED_UNOWNED = (
+    "conda-meta/history",
+    "conda-meta/.nonadmin",
+    ".nonadmin",
+    "conda-meta/envkit/installed.json",
+    "conda-meta/envkit/prefix.json",
+)
 
 
 @dataclass(frozen=True)

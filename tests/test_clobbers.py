@@ -122,6 +122,7 @@ def _installed(ws: Workspace, prefix: Path) -> dict:
     assert result.returncode == 0, result.output
     tree = _tree(prefix)
     tree.pop("conda-meta/envkit/installed.json")
+    tree.pop("conda-meta/envkit/prefix.json")  # (names the prefix it was installed for)
     return tree
 
 
@@ -234,6 +235,11 @@ def test_the_baked_tree_is_the_installed_tree(tmp_path: Path, clobber_channel: P
     )
     in_image = _tree(bundle / "rootfs" / str(installed).strip("/"))
     in_image.pop("conda-meta/envkit/environment.json")
+    assert json.loads(in_image.pop("conda-meta/envkit/prefix.json")[1]) == {
+        "schema": "envkit.prefix/1",
+        "platform": "linux-64",
+        "target_prefix": str(installed),
+    }  # (as install writes it: _installed leaves it out)
     assert in_image == on_disk
     # And each is what `envkit verify` expects of the lock.
     for target in (["--prefix", installed], ["--image", f"oci:{image}"]):
@@ -356,6 +362,7 @@ def test_a_synced_prefix_is_the_fresh_install_as_a_winner_comes_and_goes(tmp_pat
         assert synced.returncode == 0 and "synced" in synced.stdout, synced.output
         tree = _tree(prefix)
         tree.pop("conda-meta/envkit/installed.json")
+        tree.pop("conda-meta/envkit/prefix.json")  # (names the prefix it was installed for)
         assert tree == fresh[ws.root.name]
         verified = ws.envkit("verify", "--prefix", prefix, "-p", "linux-64")
         assert verified.returncode == 0, verified.output

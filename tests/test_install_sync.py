@@ -341,3 +341,40 @@ def test_a_record_that_is_a_symlink_or_fifo_is_refused_and_nothing_outside_chang
     (prefix / "conda-meta" / "envkit" / "pip").symlink_to(other / "conda-meta")
     linked = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env=env)
     assert linked.returncode == 2 and "pip is a symlink" in linked.stderr, linked.output
+
+
+def test_an_interrupted_sync_keeps_the_prefixs_platform_and_path(tmp_path: Path, image_channel: Path) -> None:
+    # From a new-user trial: an interrupted sync (no installed.json) forgot what the prefix was for: an aarch64
+    # environment was silently synced to linux-64, and a moved one reported synced while its files named the old path.
+    import shutil
+
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    _lock(work, image_channel, ["greet=1.0"], platforms=("linux-64", "linux-aarch64"))
+    arm = tmp_path / "arm"
+    assert run_envkit("install", "-q", "--prefix", arm, "-p", "linux-aarch64", cwd=work, env=env).returncode == 0
+    (arm / "conda-meta" / "envkit" / "installed.json").unlink()
+    again = run_envkit("install", "--prefix", arm, cwd=work, env=env)  # no -p: the prefix's own platform
+    assert again.returncode == 0 and "0 added, 0 changed, 0 removed" in again.stdout, again.output
+    assert run_envkit("verify", "--prefix", arm, cwd=work).returncode == 0
+    (arm / "conda-meta" / "envkit" / "installed.json").unlink()
+    other = run_envkit("install", "--prefix", arm, "-p", "linux-64", cwd=work, env=env)
+    assert other.returncode == 2 and "holds an environment for linux-aarch64" in other.stderr, other.output
+    orig, moved = tmp_path / "orig", tmp_path / "moved"
+    _install(work, orig, cache)
+    shutil.move(orig, moved)
+    (moved / "conda-meta" / "envkit" / "installed.json").unlink()
+    refused = run_envkit("install", "--prefix", moved, "-p", "linux-64", cwd=work, env=env)
+    assert refused.returncode == 2 and f"holds an environment made for {orig}" in refused.stderr, refused.output
+
+
+def test_an_interrupted_sync_leaves_no_empty_directory_behind(tmp_path: Path, image_channel: Path) -> None:
+    # py-rattler removes a package's record before its directories: after an interrupt no record names them, and
+    # verify reported them as the user's. The next install removes them.
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    (prefix / "share" / "gone" / "deeper").mkdir(parents=True)  # what an interrupted removal leaves
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    _install(work, prefix, cache)  # (and verify passes)
+    assert not (prefix / "share" / "gone").exists()

@@ -300,12 +300,12 @@ def test_stored_pkg_member_that_is_not_where_the_zip_says_is_refused(tmp_path: P
     broken = tmp_path / "broken" / archive.name
     broken.parent.mkdir()
     broken.write_bytes(bytes(data))
-    with pytest.raises(PackageContentError, match="staged: .* is not a readable package") as refused:
+    # Refused as a zip that holds what its directory does not list (conda_envkit.archive_check.check_zip_layout), or
+    # one cut short, before any member is read.
+    said = "its zip holds data its directory does not list|is not a readable package"
+    with pytest.raises(PackageContentError, match=said):
         stage_package_archive(broken, "staged", tmp_path / "payload.tar")
-    assert {"local-header": "bad local file header", "local-name": "local file header names", "cut-short": "past the end"}[damage] in str(
-        refused.value
-    )
-    with pytest.raises(PackageContentError, match="staged: .* is not a readable package"):
+    with pytest.raises(PackageContentError, match=said):
         check_package_archive(broken, "staged")
 
 

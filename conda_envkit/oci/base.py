@@ -96,7 +96,10 @@ def load_base(
         return base_from_layout(Path(path), name, platform, store, check_diff_ids)
     if text.startswith("docker-archive:"):
         path, tag = split_archive_ref(text[len("docker-archive:") :])
-        return read_docker_archive(Path(path), store, tag)
+        from dataclasses import replace
+
+        # (the reference as given, REFERENCE too: the record and the image's base label name the image picked)
+        return replace(read_docker_archive(Path(path), store, tag), reference=text)
     ref = parse_image_ref(text)
     from conda_envkit.oci.registry import RegistryClient
     from conda_envkit.oci.transfer import pull_base

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import file_mode, write_error
+from conda_envkit.files import file_mode, replace_entry, write_error
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -197,7 +197,7 @@ class BlobStore:
         target = self.path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.chmod(file_mode())  # blobs are hard-linked into layouts: not mkstemp's 0600
-        os.replace(tmp, target)
+        replace_entry(tmp, target)
         self._checked[digest] = file_stamp(target)  # every caller computed the digest of these bytes
         return target
 

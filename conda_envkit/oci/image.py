@@ -87,6 +87,9 @@ def check_base_config(config: object, reference: str) -> dict[str, Any]:
     for key in _STRINGS:
         if inner.get(key) is not None and not isinstance(inner[key], str):
             raise bad(f"config.{key}", "a string")
+    for key in ("ExposedPorts", "Volumes"):  # (mappings of a port or a path to an empty object)
+        if inner.get(key) is not None and not isinstance(inner[key], dict):
+            raise bad(f"config.{key}", "a mapping")
     labels = inner.get("Labels")
     if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
         raise bad("config.Labels", "a mapping of strings")

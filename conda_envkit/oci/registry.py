@@ -164,6 +164,7 @@ class RegistryClient:
         if credentials is None:
             # The environment's credentials belong to the push target alone, never to a base image's registry.
             credentials = (environment_credentials() if push_target else None) or docker_config_credentials(registry)
+        self.push_target = push_target
         self.credentials = credentials
         self.retries = retries
         self.chunk_size = chunk_size
@@ -196,7 +197,9 @@ class RegistryClient:
             if not self.credentials:
                 raise RegistryError(
                     f"{self.registry}: authentication required",
-                    hint="log in (docker config auths entry) or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD",
+                    hint="log in (docker config auths entry) or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD"
+                    if self.push_target
+                    else "log in to it (a docker config auths entry or credential helper): ENVKIT_REGISTRY_* are only for the push target",
                 )
             self._basic = True
             return

@@ -109,6 +109,33 @@ def test_wheel_never_writes_through_a_symlink_that_leaves_the_prefix(tmp_path: P
     assert not outside.exists()
 
 
+def test_a_wheel_install_stopped_half_way_leaves_no_file_without_its_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From a new-user trial: Ctrl-C while a sync installed a wheel left its files (one of them empty) and no record,
+    # and every later install refused: "would overwrite bin/wb, which is in the prefix but in no package's record".
+    from conda_envkit import pip_install
+
+    prefix = _prefix_with_python(tmp_path / "prefix")
+    files = tuple((f"halfway/m{i}.py", b"x = %d\n" % i) for i in range(5))
+    wheel = write_raw_wheel(RawWheel("halfway", "1.0", files), tmp_path / "wheels")
+    real = pip_install.PrefixDestination.write_to_fs
+    calls = []
+
+    def interrupted(self, scheme, path, stream, is_executable):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, scheme, path, stream, is_executable)
+
+    monkeypatch.setattr(pip_install.PrefixDestination, "write_to_fs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        install_wheels([WheelToInstall("halfway", "1.0", wheel.as_uri(), "0" * 64, wheel)], prefix, str(prefix), "linux-64", "3.11.9")
+    assert len(calls) == 3
+    assert [p for p in prefix.rglob("*") if p.is_file()] == []  # the two files written are gone again
+    monkeypatch.undo()
+    install_wheels([WheelToInstall("halfway", "1.0", wheel.as_uri(), "0" * 64, wheel)], prefix, str(prefix), "linux-64", "3.11.9")
+    assert (prefix / "conda-meta" / "envkit" / "pip" / "halfway.json").is_file()
+
+
 @pytest.mark.parametrize("name", ["../../x", "a/b", "a\\b", "x\n"])
 def test_pip_record_name_is_one_plain_component(tmp_path: Path, name: str) -> None:
     # What the lock parser refuses, the record writer refuses again (defence in depth).
