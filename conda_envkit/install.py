@@ -284,6 +284,8 @@ def is_verified(path: Path, sha256: str) -> bool:
     and the marker carries this user's seal."""
     if not path.is_file():
         return False
+    if path.stat().st_size > max_download_bytes():  # (no download was ever that big: not hashed, fetched again)
+        return False
     if _has_marker(path, sha256, _VERIFIED):
         return True
     if _sha256_of(path) != sha256:
