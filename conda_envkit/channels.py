@@ -200,6 +200,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
     check_no_backslash(url, what)
     if "${" not in url and "$%7B" not in url.replace("%7b", "%7B"):
         return url
+    source = "the lock" if allowed_hosts is not None else "the environment file (environment.yml)"
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     token_match = re.match(r"/t/([^/]+)/", parts.path)
@@ -209,7 +210,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
     if "${" in elsewhere or "$%7B" in elsewhere.replace("%7b", "%7B") or "$" in host:
         raise ChannelError(
             f"{what}: ${{...}} outside a credential position in {strip_credentials(url)}",
-            hint="environment variables may only stand for user:password@ or a /t/<token>/ segment; fix the lock",
+            hint="environment variables may only stand for user:password@ or a /t/<token>/ segment; fix " + source,
         )
     if allowed_hosts is not None and host.lower() not in allowed_hosts:
         raise ChannelError(
@@ -219,7 +220,7 @@ def expand_credentials(url: str, allowed_hosts: frozenset[str] | set[str] | None
         )
     for piece in (*userinfo.split(":", 1), token):
         if "${" in piece and not _ENV_VAR.fullmatch(piece):
-            raise ChannelError(f"{what}: a credential must be a literal or a single ${{VAR}}, not {piece!r}", hint="fix the lock")
+            raise ChannelError(f"{what}: a credential must be a literal or a single ${{VAR}}, not {piece!r}", hint="fix " + source)
     missing = missing_env_vars(userinfo + token)
     if missing:
         raise ChannelError(

@@ -54,7 +54,9 @@ def relative_path(path: str, what: str) -> str:
     """
     text = path.replace("\\", "/")
     parts = [p for p in text.split("/") if p not in ("", ".")]
-    if not parts or text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts or "\x00" in text or not _printable(text):
+    if "\x00" in text or not _printable(text):
+        raise UnsafePathError(f"{what}: path {path!r} holds a control character", hint="the package is malformed or hostile; do not use it")
+    if not parts or text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts:
         raise UnsafePathError(f"{what}: path {path!r} leaves its root", hint="the package is malformed or hostile; do not use it")
     return "/".join(parts)
 

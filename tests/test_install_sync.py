@@ -378,3 +378,13 @@ def test_an_interrupted_sync_leaves_no_empty_directory_behind(tmp_path: Path, im
     (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
     _install(work, prefix, cache)  # (and verify passes)
     assert not (prefix / "share" / "gone").exists()
+
+
+def test_a_prefix_that_is_a_symlink_to_an_empty_directory_says_so(tmp_path: Path, image_channel: Path) -> None:
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    _lock(work, image_channel, ["greet=1.0"])
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    result = run_envkit("install", "--prefix", tmp_path / "link", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 2 and f"{tmp_path / 'link'} is a symlink (to {tmp_path / 'real'})" in result.stderr, result.output
+    assert list((tmp_path / "real").iterdir()) == []

@@ -86,6 +86,7 @@ HOSTILE_CONDA: dict[str, tuple[HostilePackage, str]] = {
         "as a directory (path_type directory), which py-rattler cannot install",
     ),
     "long-name": (HostilePackage("long-name", (_file("bin/ok"), _file("bin/" + "a" * 300)), None), "has a name no Linux filesystem holds"),
+    "tab-name": (HostilePackage("tab-name", (_file("bin/ok"), _file("bin/a\tb")), None), "holds a control character"),
     "fifo": (HostilePackage("fifo", (_file("bin/ok"), Member("bin/pipe", "fifo")), None), "special file"),
     "chardev": (HostilePackage("chardev", (_file("bin/ok"), Member("dev/mem", "chardev")), None), "special file"),
     "sha-mismatch": (
