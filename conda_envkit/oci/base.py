@@ -32,9 +32,9 @@ def split_archive_ref(value: str) -> tuple[str, str | None]:
     return split_ref(value)
 
 
-def _import_blob(source: BlobStore, store: BlobStore, digest: str) -> None:
-    if store.has(digest) and file_digest(store.path(digest)) == digest:
-        return  # a cached copy is used only if its bytes still have its name
+def _import_blob(source: BlobStore, store: BlobStore, digest: str, size: int) -> None:
+    if store.has_sized(digest, size) and file_digest(store.path(digest)) == digest:
+        return  # a cached copy is used only if its bytes still have its name (and its size, before they are read)
     path = source.path(digest)
     if not path.is_file():
         raise OciError(f"{source.root.parent}: blob {digest} is missing", hint="the layout is incomplete")
@@ -57,7 +57,7 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
     """A base image from a local OCI layout (blobs copied into `store`, layers scanned)."""
     source = layout_store(path)
     desc = select_ref(path, name)
-    _import_blob(source, store, desc.digest)
+    _import_blob(source, store, desc.digest, desc.size)
     _check_size(store, desc.digest, desc.size, path)
     document = store.read_json(desc.digest)
     media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
@@ -65,7 +65,7 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
         from conda_envkit.oci.transfer import select_platform
 
         desc = select_platform(document, oci_platform(platform), str(path))
-        _import_blob(source, store, desc.digest)
+        _import_blob(source, store, desc.digest, desc.size)
         _check_size(store, desc.digest, desc.size, path)
         document = store.read_json(desc.digest)
     from conda_envkit.oci.transfer import base_from_manifest, manifest_descriptors
@@ -77,7 +77,7 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
         )
     config, layers = manifest_descriptors(document, str(path))
     for blob in (config, *layers):
-        _import_blob(source, store, blob.digest)
+        _import_blob(source, store, blob.digest, blob.size)
 
     return base_from_manifest(f"oci:{path}" + (f":{name}" if name else ""), document, desc.digest, store, None, check_diff_ids)
 

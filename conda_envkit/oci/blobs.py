@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,15 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def has_sized(self, digest: str, size: int) -> bool:
+        """Whether the store holds a regular file for `digest` of `size` bytes (checked before its bytes are hashed:
+        a huge file put there by whoever else writes the cache is not read)."""
+        try:
+            st = self.path(digest).stat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size
 
     def verified_path(self, digest: str) -> Path:
         """The blob's path, after checking its bytes still have `digest`: a blob leaving the cache is re-read.

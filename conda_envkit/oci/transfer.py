@@ -143,8 +143,8 @@ def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links:
 
 
 def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:
-    if store.has(desc.digest) and file_digest(store.path(desc.digest)) == desc.digest:
-        return  # a cached copy is used only if its bytes still have its name
+    if store.has_sized(desc.digest, desc.size) and file_digest(store.path(desc.digest)) == desc.digest:
+        return  # a cached copy is used only if its bytes still have its name (and its size, before they are read)
     tmp = store.temp_path()
     try:
         client.fetch_blob(repository, desc.digest, tmp, max_bytes)

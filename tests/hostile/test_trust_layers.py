@@ -182,3 +182,30 @@ def test_a_base_layout_that_contradicts_itself_is_refused(ws: Workspace, spoil: 
     _spoiled(ws.root / "base", spoil)
     assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--base", "oci:base:base", "--oci", ws.root / "image"), said)
     assert not (ws.root / "image").exists()
+
+
+def test_a_cached_base_blob_of_the_wrong_size_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From a hostile trial: a 64 GiB sparse file put in the blob cache under a base layer's digest was hashed in full
+    # (minutes) before it was found wrong. Its size is compared with the descriptor's first; the layout's copy is taken.
+    from conda_envkit.oci import base as base_module
+    from conda_envkit.oci.blobs import BlobStore
+
+    layout = tmp_path / "base"
+    write_base_layout(layout, [[directory("etc"), new_file("etc/motd", b"genuine\n")]])
+    store = BlobStore(tmp_path / "cache" / "blobs")
+    first = base_module.load_base(f"oci:{layout}:base", "linux-64", store)
+    digest = first.layers[0].descriptor.digest
+    path = store.path(digest)
+    path.unlink()
+    with path.open("wb") as f:
+        f.truncate(8 << 30)  # sparse: no disk used
+    assert not store.has_sized(digest, first.layers[0].descriptor.size)
+    real = base_module.file_digest
+
+    def only_small(p: Path) -> str:
+        assert p.stat().st_size < 1 << 30, f"{p} was read"
+        return real(p)
+
+    monkeypatch.setattr(base_module, "file_digest", only_small)
+    again = base_module.load_base(f"oci:{layout}:base", "linux-64", store)
+    assert again.layers == first.layers and path.stat().st_size == first.layers[0].descriptor.size
