@@ -50,7 +50,7 @@ from conda_envkit.install import (
     pip_index_templates,
     pip_packages,
 )
-from conda_envkit.installed_state import IDENTITY_FILE, IDENTITY_SCHEMA, LOCK_COPY
+from conda_envkit.installed_state import IDENTITY_FILE, LOCK_COPY, identity_bytes
 from conda_envkit.labels import LABEL_PREFIX, ImageLabels
 from conda_envkit.layer_plan import KeyContext, LayerPolicy, PlannedLayer, PlannedPackage, fragment_key, layer_key, plan_layers
 from conda_envkit.layer_processes import (
@@ -235,12 +235,11 @@ def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str],
     """The files of an environment no package owns: conda-meta/history, the lock copy, environment.json, and the
     prefix's identity (platform and path, as `envkit install` writes it: an install into the image's prefix syncs)."""
     about = {"schema": "envkit.image-environment/1", "labels": labels}
-    identity = {"schema": IDENTITY_SCHEMA, "platform": platform, "target_prefix": "/" + in_image}
     files = {
         "conda-meta/history": b"",
         LOCK_COPY.as_posix(): lockfile_path.read_bytes(),
         ENVIRONMENT_FILE.as_posix(): (json.dumps(about, sort_keys=True) + "\n").encode(),
-        IDENTITY_FILE.as_posix(): (json.dumps(identity, sort_keys=True, indent=1) + "\n").encode(),
+        IDENTITY_FILE.as_posix(): identity_bytes(platform, "/" + in_image),
     }
     return [Member(f"{in_image}/{path}", size=len(data), data=data) for path, data in files.items()]
 
@@ -298,8 +297,7 @@ def stage_environment(
     # What the environment is, readable inside the container (conda_envkit.tracking).
     about = {"schema": "envkit.image-environment/1", "labels": labels}
     (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n", encoding="utf-8")
-    identity = {"schema": IDENTITY_SCHEMA, "platform": platform, "target_prefix": "/" + prefix.strip("/")}  # (as bake's metadata)
-    (staging / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    (staging / IDENTITY_FILE).write_bytes(identity_bytes(platform, "/" + prefix.strip("/")))  # (as bake's metadata layer)
 
 
 def image_labels(lockfile: Lockfile, platform: str, options: BakeOptions, base: BaseImage) -> dict[str, str]:

@@ -70,18 +70,23 @@ def check_cache_dirs(cache_dir: Path) -> None:
     """Refuse a cache whose own directories (pkgs/, blobs/, layers/<owner>/, ...) are symlinks: whoever else can
     write the cache could send envkit's writes anywhere through one. The cache root itself may be a symlink (a cache
     moved to a bigger disk): it is the user's choice, made once."""
-    from conda_envkit.errors import EnvkitError
-
     names = [cache_dir / d for d in _CACHE_DIRS]
     for owned in _OWNED_DIRS:
         with contextlib.suppress(OSError):
             names += list((cache_dir / owned).iterdir())
     for path in names:
-        if path.is_symlink():
-            raise EnvkitError(
-                f"{path}: a directory of envkit's cache is a symlink (to {os.readlink(path)})",
-                hint=f"remove it (deleting any part of the cache is safe); {CACHE_SETTING} names the cache",
-            )
+        refuse_symlinked_dir(path)
+
+
+def refuse_symlinked_dir(path: Path) -> None:
+    """An EnvkitError naming `path`, a directory of the cache, if it is a symlink (`check_cache_dirs`)."""
+    if path.is_symlink():
+        from conda_envkit.errors import EnvkitError
+
+        raise EnvkitError(
+            f"{path}: a directory of envkit's cache is a symlink (to {os.readlink(path)})",
+            hint=f"remove it (deleting any part of the cache is safe); {CACHE_SETTING} names the cache",
+        )
 
 
 def packages_dir(cache_dir: Path) -> Path:

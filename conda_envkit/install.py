@@ -31,7 +31,7 @@ from conda_envkit.archive_check import ArchiveEntry, check_links_together, check
 # CACHE_ENV_VAR and default_cache_dir are imported from here by older callers: cache.py owns them.
 from conda_envkit.cache import CACHE_ENV_VAR as CACHE_ENV_VAR
 from conda_envkit.cache import CACHE_SETTING as _CACHE_SETTING
-from conda_envkit.cache import cache_dir_or_default, package_path, packages_dir, tmp_dir
+from conda_envkit.cache import cache_dir_or_default, package_path, packages_dir, refuse_symlinked_dir, tmp_dir
 from conda_envkit.cache import default_cache_dir as default_cache_dir
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.channels import (
@@ -436,11 +436,7 @@ def fetch_packages(
         name = _file_name(p.url, p.manager)
         what = f"{p.platform}: package {p.name}"
         target = child(child(store, expected, f"{what}: sha256"), name, f"{what}: url")
-        if target.parent.is_symlink():  # (pkgs/ itself is checked with the cache's other directories)
-            raise InstallError(
-                f"{target.parent}: a directory of envkit's cache is a symlink (to {os.readlink(target.parent)})",
-                hint=f"remove it (deleting any part of the cache is safe); {_CACHE_SETTING} names the cache",
-            )
+        refuse_symlinked_dir(target.parent)  # (pkgs/ itself is checked with the cache's other directories)
         if is_verified(target, expected):
             return FetchedPackage(p, target), True, 0
         auth = None

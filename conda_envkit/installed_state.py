@@ -90,9 +90,15 @@ def recorded_platform(prefix: Path) -> str | None:
     return identity.platform if identity is not None else None
 
 
+def identity_bytes(platform: str, target_prefix: str) -> bytes:
+    """`conda-meta/envkit/prefix.json` for a prefix installed (or baked) for `platform` at `target_prefix`."""
+    document = {"schema": IDENTITY_SCHEMA, "platform": platform, "target_prefix": target_prefix}
+    return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode()
+
+
 def write_state(prefix: Path, state: InstalledState) -> None:
     """The installed record, and the prefix's identity beside it (first: the record stands for both)."""
-    identity = {"schema": IDENTITY_SCHEMA, "platform": state.platform, "target_prefix": state.target_prefix}
+    identity = json.loads(identity_bytes(state.platform, state.target_prefix))
     for name, document in ((IDENTITY_FILE, identity), (STATE_FILE, state.to_json())):
         target = prefix / name
         target.parent.mkdir(parents=True, exist_ok=True)

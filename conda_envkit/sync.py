@@ -248,12 +248,12 @@ def sync_environment(
     with directory_lock(prefix):
         if empty_directory(prefix):
             _write_lock_copy(lockfile_path, prefix)
-        elif not (prefix / LOCK_COPY).is_file() and not force and prefix.is_symlink():
-            raise InstallError(
-                f"{prefix} is a symlink (to {os.readlink(prefix)})",
-                hint="install into the directory it points to, or into a new prefix: files carry the path they are installed for",
-            )
         elif not (prefix / LOCK_COPY).is_file() and not force:
+            if prefix.is_symlink():
+                raise InstallError(
+                    f"{prefix} is a symlink (to {os.readlink(prefix)})",
+                    hint="install into the directory it points to, or into a new prefix: files carry the path they are installed for",
+                )
             raise InstallError(
                 f"{prefix} already exists and was not created by envkit (no {LOCK_COPY})",
                 hint="choose a new or empty prefix, or pass --force to bring this one to the lock",

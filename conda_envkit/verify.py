@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol, cast
 from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
 from conda_envkit.inputs import MAX_INPUT_BYTES
-from conda_envkit.installed_state import LOCK_COPY
+from conda_envkit.installed_state import IDENTITY_FILE, LOCK_COPY, STATE_FILE
 from conda_envkit.labels import label_key
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import packages_for
@@ -405,7 +405,7 @@ def verify_image(
         shutil.rmtree(scratch, ignore_errors=True)
     # bake's own records (the lock copy, which verify_tree already read as the image's claim, and the
     # environment description) are data no process loads; they may hold whatever bake wrote.
-    for own in (LOCK_COPY.as_posix(), (LOCK_COPY.parent / "environment.json").as_posix(), (LOCK_COPY.parent / "prefix.json").as_posix()):
+    for own in (LOCK_COPY.as_posix(), (LOCK_COPY.parent / "environment.json").as_posix(), IDENTITY_FILE.as_posix()):
         if own in tree.entries and tree.entries[own].kind == "file":
             expected[own] = _Entry("file", tree.entries[own].digest, 0o644)
             expected.setdefault(LOCK_COPY.parent.as_posix(), _Entry("directory", "", 0o755))
@@ -507,8 +507,8 @@ _ALLOWED_UNOWNED = (
     "conda-meta/history",
     "conda-meta/.nonadmin",
     ".nonadmin",
-    "conda-meta/envkit/installed.json",
-    "conda-meta/envkit/prefix.json",
+    STATE_FILE.as_posix(),
+    IDENTITY_FILE.as_posix(),
 )
 
 

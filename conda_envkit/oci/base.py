@@ -47,18 +47,12 @@ def _import_blob(source: BlobStore, store: BlobStore, digest: str, size: int) ->
     store.adopt(tmp, digest)
 
 
-def _check_size(store: BlobStore, digest: str, size: int, path: Path) -> None:
-    actual = store.path(digest).stat().st_size
-    if actual != size:
-        raise OciError(f"{path}: {digest} is {actual} bytes, its descriptor says {size}", hint="the layout is corrupt")
-
-
 def base_from_layout(path: Path, name: str | None, platform: str, store: BlobStore, check_diff_ids: bool = True) -> BaseImage:
     """A base image from a local OCI layout (blobs copied into `store`, layers scanned)."""
     source = layout_store(path)
     desc = select_ref(path, name)
     _import_blob(source, store, desc.digest, desc.size)
-    _check_size(store, desc.digest, desc.size, path)
+    store.check_size(desc.digest, desc.size, f"{path}: {desc.digest}")
     document = store.read_json(desc.digest)
     media_type = OCI_EQUIVALENT.get(desc.media_type, desc.media_type)
     if media_type == OCI_INDEX or desc.media_type == DOCKER_LIST:
@@ -66,7 +60,7 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
 
         desc = select_platform(document, oci_platform(platform), str(path))
         _import_blob(source, store, desc.digest, desc.size)
-        _check_size(store, desc.digest, desc.size, path)
+        store.check_size(desc.digest, desc.size, f"{path}: {desc.digest}")
         document = store.read_json(desc.digest)
     from conda_envkit.oci.transfer import base_from_manifest, manifest_descriptors
 

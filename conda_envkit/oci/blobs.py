@@ -156,6 +156,12 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def check_size(self, digest: str, size: int, what: str) -> None:
+        """OciError unless the blob's file is `size` bytes, as its descriptor says (`what` names it in the error)."""
+        actual = self.path(digest).stat().st_size
+        if actual != size:
+            raise OciError(f"{what} is {actual} bytes, its descriptor says {size}", hint="the base image is corrupt")
+
     def has_sized(self, digest: str, size: int) -> bool:
         """Whether the store holds a regular file for `digest` of `size` bytes (checked before its bytes are hashed:
         a huge file put there by whoever else writes the cache is not read)."""

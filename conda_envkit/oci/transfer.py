@@ -71,10 +71,7 @@ def base_from_manifest(
     config_desc, layer_descs = manifest_descriptors(manifest, reference)
     # Every blob is what its descriptor says (as umoci checks): the sizes go into the manifest envkit writes on top.
     for desc, what in [(config_desc, "config"), *((d, "layer") for d in layer_descs)]:
-        size = store.path(desc.digest).stat().st_size
-        if size != desc.size:
-            message = f"{reference}: {what} {desc.digest} is {size} bytes, its descriptor says {desc.size}"
-            raise OciError(message, hint="the base image is corrupt")
+        store.check_size(desc.digest, desc.size, f"{reference}: {what} {desc.digest}")
     if config_desc.size > MAX_CONFIG_BYTES:
         raise OciError(
             f"{reference}: its config {config_desc.digest} is {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
