@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -406,6 +407,8 @@ def bake_platform(
     warnings = (*_cache_warnings(platform, plans, keys, context, layer_cache, fragments), *build_warnings)
     if clobbers:
         warnings = (*warnings, f"{platform}: {clobbers_text(clobbers)}")
+    if posixpath.normpath("/" + prefix.strip("/")) in base.conda_prefixes:
+        warnings = (*warnings, base_environment_text(base, prefix, platform))
     if seal.problem:
         hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
         warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")
@@ -472,6 +475,15 @@ def _cached_layers(layer_cache: LayerCache, keys: list[str], compression: Compre
     with ThreadPool(max_workers=threads) as pool:
         read = {i: pool.submit(layer_cache.lookup, keys[i], compression, store) for i in sorted(stale, key=lambda i: -stale[i])}
         return [read[i].result() if i in read else layer_cache.lookup(key, compression, store) for i, key in enumerate(keys)]
+
+
+def base_environment_text(base: BaseImage, prefix: str, platform: str) -> str:
+    """The warning for a base that holds a conda environment (a conda-meta/) where the lock's goes."""
+    return (
+        f"{platform}: the base {base.reference} already holds a conda environment at {prefix}: this lock's environment is laid "
+        "over it, and the base's files and conda-meta records that it does not replace stay in the image (conda list and "
+        f"envkit verify --image show them); bake into another --prefix, or use a base without an environment there"
+    )
 
 
 def _cache_warnings(

@@ -195,6 +195,25 @@ def test_base_from_layout_and_docker_archive(tmp_path: Path, image_channel: Path
     assert "holds 0 matching images for 'envkit/env:nope'" in said and "envkit/env:v1" in said, said
 
 
+def test_a_base_holding_an_environment_at_the_prefix_is_warned_of(tmp_path: Path, image_channel: Path) -> None:
+    # An envkit image as the base, its environment where this bake's goes: the two are merged, and the base's
+    # packages this lock does not have stay in the image. Said, from a layout and from an archive (a scan's
+    # result kept for the next bake too); not for an environment elsewhere.
+    base_work, work = tmp_path / "base", tmp_path / "work"
+    _lock(base_work, image_channel, ["busybox"])
+    _bake(base_work, tmp_path / "cache", "--oci", "layout", "--docker-archive", "base.tar", "-t", "v1")
+    _lock(work, image_channel, ["greet=1.0"])
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    for base in (f"oci:{base_work / 'layout'}:v1", f"docker-archive:{base_work / 'base.tar'}", f"oci:{base_work / 'layout'}:v1"):
+        result = run_envkit("bake", "-q", "--base", base, "--oci", "image", cwd=work, env=env)
+        assert result.returncode == 0, result.output
+        assert f"linux-64: the base {base} already holds a conda environment at /opt/conda/envs/env" in result.stderr, result.stderr
+        assert "bake into another --prefix" in result.stderr
+    layout = f"oci:{base_work / 'layout'}:v1"
+    elsewhere = run_envkit("bake", "-q", "--base", layout, "--prefix", "/opt/train", "--oci", "image", cwd=work, env=env)
+    assert elsewhere.returncode == 0 and "already holds" not in elsewhere.output, elsewhere.output
+
+
 def _unsafe_archive(path: Path, member: tarfile.TarInfo) -> None:
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
@@ -398,3 +417,36 @@ def test_large_blobs_go_up_in_chunks(tmp_path: Path, registry: Registry) -> None
     back = tmp_path / "back"
     client.fetch_blob("chunks/test", digest, back)
     assert back.read_bytes() == blob.read_bytes()
+
+
+def _layer(path: Path, *names: str) -> Path:
+    """A plain tar layer of empty files (a name ending in / is a directory)."""
+    with tarfile.open(path, "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("upper", "left"),
+    [
+        ([], ["/", "/opt/conda", "/opt/tool/envs/a"]),
+        (["opt/.wh.conda"], ["/", "/opt/tool/envs/a"]),  # the directory removed
+        (["opt/conda/.wh.conda-meta"], ["/", "/opt/tool/envs/a"]),  # its conda-meta removed
+        (["opt/conda/conda-meta/.wh.python-3.12.json"], ["/", "/opt/conda", "/opt/tool/envs/a"]),  # one record: still one
+        (["opt/tool/.wh..wh..opq"], ["/", "/opt/conda"]),  # an opaque directory hides all below it
+        (["opt/tool/.wh..wh..opq", "opt/tool/envs/b/conda-meta/x.json"], ["/", "/opt/conda", "/opt/tool/envs/b"]),  # and keeps its own
+        ([".wh..wh..opq"], []),
+        (["srv/conda-meta.txt", "srv/x/conda-meta"], ["/", "/opt/conda", "/opt/tool/envs/a"]),  # a file of that name is not one
+    ],
+)
+def test_the_environments_a_base_holds_are_followed_through_its_whiteouts(tmp_path: Path, upper: list[str], left: list[str]) -> None:
+    from conda_envkit.oci.safety import check_layer, in_root
+
+    prefixes: set[str] = set()
+    lower = _layer(tmp_path / "1.tar", "conda-meta/", "opt/conda/conda-meta/python-3.12.json", "opt/tool/envs/a/conda-meta/")
+    check_layer(lower, "1", {}, None, prefixes)
+    check_layer(_layer(tmp_path / "2.tar", *upper), "2", {}, None, prefixes)
+    assert list(in_root(prefixes)) == left

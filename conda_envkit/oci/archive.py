@@ -21,7 +21,7 @@ from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAY
 from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.layout import REF_NAME
-from conda_envkit.oci.safety import GZIP_MAGIC, ZSTD_MAGIC, check_layer
+from conda_envkit.oci.safety import GZIP_MAGIC, ZSTD_MAGIC, check_layer, in_root
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None, mtime: int = 0) -> None:
@@ -150,6 +150,7 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             raise OciError(f"{where}: {len(entry.get('Layers', []))} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")
         layers = []
         links: dict[str, str] = {}  # symlinks of the layers below: chains across layers are resolved
+        conda_prefixes: set[str] = set()  # where the layers below hold a conda environment
         for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
             source = tar.extractfile(_member(tar, name, where))
             tmp = store.temp_path()
@@ -164,9 +165,9 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
             if media_type == OCI_LAYER and digest != diff_id:
                 raise OciError(f"{where}: layer {name} does not match its diff_id", hint="the archive is corrupt")
-            check_layer(tmp, f"{where} layer {name}", links)
+            check_layer(tmp, f"{where} layer {name}", links, conda_prefixes=conda_prefixes)
             size = tmp.stat().st_size
             store.adopt(tmp, digest)
             layers.append(Layer(Descriptor(media_type, digest, size), diff_id))
     # A docker-archive has no registry manifest, so there is no base digest to record.
-    return BaseImage(reference=f"docker-archive:{path}", config=config, layers=tuple(layers))
+    return BaseImage(reference=f"docker-archive:{path}", config=config, layers=tuple(layers), conda_prefixes=in_root(conda_prefixes))

@@ -41,6 +41,7 @@ class BaseImage:
     layers: tuple[Layer, ...] = ()
     digest: str | None = None
     repository: str | None = None  # registry/repo it was pulled from, for cross-repository mounts
+    conda_prefixes: tuple[str, ...] = ()  # where its layers hold a conda environment (a conda-meta/): absolute, sorted
 
     @property
     def is_scratch(self) -> bool:

@@ -78,7 +78,9 @@ class _Hashing:
             pass
 
 
-def check_layer(path: Path, where: str, links: dict[str, str] | None = None, diff_id: str | None = None) -> int:
+def check_layer(
+    path: Path, where: str, links: dict[str, str] | None = None, diff_id: str | None = None, conda_prefixes: set[str] | None = None
+) -> int:
     """Scan a layer for entries escaping the root; return the number of entries.
 
     Rejected: names with `..`, hard links whose target leaves the root, and symlinks whose
@@ -87,12 +89,16 @@ def check_layer(path: Path, where: str, links: dict[str, str] | None = None, dif
     of the layers below it (`links`, root-relative path -> target, updated with this
     layer's), so a chain of individually harmless links cannot lead out. Absolute targets
     are resolved inside the container's root by runtimes and are allowed.
+
+    `conda_prefixes` (root-relative directories holding a `conda-meta/`, as the layers below
+    leave them) is updated with this layer's: what it adds, less what its whiteouts hide.
     """
     links = {} if links is None else links
+    conda_prefixes = set() if conda_prefixes is None else conda_prefixes
     try:
         with open_layer(path) as raw:
             stream = _Hashing(raw)
-            count = _scan(stream, where, links)
+            count = _scan(stream, where, links, conda_prefixes)
             stream.rest()  # the end-of-archive blocks: the diff_id is of the whole uncompressed stream
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
         raise OciError(f"{where}: not a readable layer tarball ({exc})", hint="the base image is corrupt or not an image") from None
@@ -107,9 +113,10 @@ def check_layer(path: Path, where: str, links: dict[str, str] | None = None, dif
     return count
 
 
-def _scan(stream: _Hashing, where: str, links: dict[str, str]) -> int:
+def _scan(stream: _Hashing, where: str, links: dict[str, str], conda_prefixes: set[str]) -> int:
     """check_layer's walk over the entries; returns how many there were."""
     count = 0
+    added: set[str] = set()  # this layer's conda prefixes: its own whiteouts hide only the layers below
     with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
         for member in layer_members(tar, where):
             count += 1
@@ -122,7 +129,12 @@ def _scan(stream: _Hashing, where: str, links: dict[str, str]) -> int:
                 gone = posixpath.join(directory, base[4:])
                 for key in [k for k in links if k == gone or k.startswith(gone + "/")]:
                     del links[key]
+                conda_prefixes.difference_update(_hidden_prefixes(conda_prefixes, directory, base))
                 continue
+            if "conda-meta" in rel:
+                parts = rel.split("/")
+                if "conda-meta" in parts[:-1] or (parts[-1] == "conda-meta" and member.isdir()):
+                    added.add("/".join(parts[: parts.index("conda-meta")]))
             if member.islnk() and _inside(member.linkname) is None:
                 raise OciError(
                     f"{where}: hard link {member.name!r} -> {member.linkname!r} escapes the image root", hint="this base layer is unsafe"
@@ -138,4 +150,19 @@ def _scan(stream: _Hashing, where: str, links: dict[str, str]) -> int:
                 links[rel] = member.linkname
             elif rel in links:
                 del links[rel]  # a file or directory replaces a lower layer's link
+    conda_prefixes.update(added)
     return count
+
+
+def in_root(conda_prefixes: set[str]) -> tuple[str, ...]:
+    """Root-relative conda prefixes (as a scan keeps them) as the image's absolute paths, sorted."""
+    return tuple(sorted("/" + p for p in conda_prefixes))
+
+
+def _hidden_prefixes(prefixes: set[str], directory: str, whiteout: str) -> set[str]:
+    """The conda prefixes a whiteout in `directory` hides: an opaque one everything below the directory, a
+    plain one its path and what lies below it (a prefix's `conda-meta` included)."""
+    if whiteout == ".wh..wh..opq":
+        return {p for p in prefixes if p == directory or p.startswith(directory + "/") or not directory}
+    gone = posixpath.join(directory, whiteout[4:])
+    return {p for p in prefixes if p == gone or p.startswith(gone + "/") or posixpath.join(p, "conda-meta") == gone}

@@ -26,7 +26,7 @@ from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
 from conda_envkit.oci.registry import PushStats, RegistryClient
-from conda_envkit.oci.safety import check_layer
+from conda_envkit.oci.safety import check_layer, in_root
 from conda_envkit.progress import SILENT, Progress
 
 LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD)
@@ -89,6 +89,7 @@ def base_from_manifest(
         )
     layers = []
     links: dict[str, str] = {}  # symlinks of the layers scanned so far: a chain across layers is resolved too
+    conda_prefixes: set[str] = set()  # where the layers scanned so far hold a conda environment
     chain = hashlib.sha256()
     for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
         # (a layer scanned for one diff_id is not taken for another; nor one scanned without the check for one with it)
@@ -99,9 +100,17 @@ def base_from_manifest(
                 f"{reference}: layer {desc.digest} has unsupported media type {desc.media_type}", hint="use a base with plain tar layers"
             )
         _check_compression(store, desc.digest, media_type, reference)
-        _scan_once(store, desc.digest, chain.hexdigest(), f"{reference} layer {desc.digest}", links, diff_id if check_diff_ids else None)
+        where = f"{reference} layer {desc.digest}"
+        _scan_once(store, desc.digest, chain.hexdigest(), where, links, conda_prefixes, diff_id if check_diff_ids else None)
         layers.append(Layer(Descriptor(media_type, desc.digest, desc.size), diff_id))
-    return BaseImage(reference=reference, config=config, layers=tuple(layers), digest=manifest_digest, repository=repository)
+    return BaseImage(
+        reference=reference,
+        config=config,
+        layers=tuple(layers),
+        digest=manifest_digest,
+        repository=repository,
+        conda_prefixes=in_root(conda_prefixes),
+    )
 
 
 def _check_compression(store: BlobStore, digest: str, media_type: str, reference: str) -> None:
@@ -119,23 +128,28 @@ def _check_compression(store: BlobStore, digest: str, media_type: str, reference
         )
 
 
-def _scan_once(store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str], diff_id: str | None = None) -> None:
+def _scan_once(
+    store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str], conda_prefixes: set[str], diff_id: str | None = None
+) -> None:
     # A layer is scanned once per store and per stack of layers below it (`chain_key`): the
-    # marker keeps the symlinks seen up to it, which the next layer's scan resolves through.
-    marker = store.root / "scanned" / chain_key
+    # marker keeps the symlinks and conda prefixes seen up to it, which the next layer's scan
+    # goes on from. (Markers in `scanned/`, from before the prefixes were kept, are not read.)
+    marker = store.root / "scans" / chain_key
     if marker.is_file():
         try:
             saved = json.loads(marker.read_text(encoding="utf-8"))
-            if isinstance(saved, dict):
+            if isinstance(saved, dict) and isinstance(saved.get("links"), dict) and isinstance(saved.get("conda_prefixes"), list):
                 links.clear()
-                links.update({str(k): str(v) for k, v in saved.items()})
+                links.update({str(k): str(v) for k, v in saved["links"].items()})
+                conda_prefixes.clear()
+                conda_prefixes.update(str(p) for p in saved["conda_prefixes"])
                 return
         except (OSError, ValueError):
             pass
-    check_layer(store.path(digest), where, links, diff_id)
+    check_layer(store.path(digest), where, links, diff_id, conda_prefixes)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(json.dumps(links, sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps({"links": links, "conda_prefixes": sorted(conda_prefixes)}, sort_keys=True), encoding="utf-8")
     os.replace(tmp, marker)
 
 
