@@ -22,6 +22,7 @@ with buildx: its map says which blob is the layer for a key.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,8 +33,10 @@ from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
+from conda_envkit.oci.transfer import PUSH_JOBS
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress
+from conda_envkit.thread_pool import run_each
 
 CACHE_SCHEMA = "envkit.bake-cache/1"
 CACHE_CONFIG = "application/vnd.envkit.bake-cache.config.v1+json"
@@ -371,29 +374,26 @@ def write_cache(
     except UnusableCache as exc:
         old, replaced = CacheMap(), exc.message
     # Each blob is asked for (HEAD), not taken from the old manifest's list: a blob the repository lost is put back.
-    there: set[str] = set()
-    uploaded = mounted = present = 0
-    for entry in entries:
+    # PUSH_JOBS at once, as a push sends them.
+    unique = list({entry.layer.descriptor.digest: entry for entry in entries}.values())
+    there = {entry.layer.descriptor.digest for entry in unique}
+    stop = threading.Event()
+
+    def send(entry: CacheEntry) -> str:
         desc = entry.layer.descriptor
-        if desc.digest in there:
-            continue
         if client.has_blob(ref.repository, desc.digest):
-            present += 1
-        else:
-            source = entry.source or pushed_to
-            if (
-                source
-                and source.startswith(client.registry + "/")
-                and client.mount_blob(ref.repository, desc.digest, source.split("/", 1)[1])
-            ):
-                mounted += 1
-            else:
-                path = store.path(desc.digest)
-                if not path.is_file():
-                    raise CacheError(f"layer {desc.digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
-                client.upload_blob(ref.repository, path, desc.digest)
-                uploaded += 1
-        there.add(desc.digest)
+            return "present"
+        source = entry.source or pushed_to
+        if source and source.startswith(client.registry + "/") and client.mount_blob(ref.repository, desc.digest, source.split("/", 1)[1]):
+            return "mounted"
+        path = store.path(desc.digest)
+        if not path.is_file():
+            raise CacheError(f"layer {desc.digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
+        client.upload_blob(ref.repository, path, desc.digest, stop)
+        return "uploaded"
+
+    sent = run_each(send, unique, PUSH_JOBS, stop)
+    uploaded, mounted, present = sent.count("uploaded"), sent.count("mounted"), sent.count("present")
     layers = {entry.key: (entry.layer.descriptor, entry.layer.diff_id) for entry in entries}
     document, counts = bounded_map(old, layers, packages, MAX_CACHE_LAYERS, MAP_BUDGET_BYTES)
     try:

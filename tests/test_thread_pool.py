@@ -90,3 +90,37 @@ def test_signals_held_ends_the_command_on_leaving_the_outermost_hold() -> None:
             seen.append(3)
     assert ended.value.code == 128 + signal.SIGTERM
     assert len(seen) < 2001
+
+
+def test_run_each_keeps_the_items_order_and_runs_them_at_once() -> None:
+    from conda_envkit.thread_pool import run_each
+
+    together = threading.Barrier(3, timeout=10)  # three calls must be running at once to pass it
+
+    def call(n: int) -> int:
+        if n < 3:
+            together.wait()
+        return n * 10
+
+    assert run_each(call, [0, 1, 2, 3, 4], jobs=3) == [0, 10, 20, 30, 40]
+
+
+def test_run_each_starts_nothing_after_a_failure_and_raises_the_failure_not_a_stopped_call() -> None:
+    # Item 0 runs until `stop` is set, then ends as Stopped (an upload at its next chunk); item 1 fails. The
+    # failure is what is raised, though item 0 comes first; items 2.. never start.
+    from conda_envkit.thread_pool import Stopped, run_each
+
+    stop, started = threading.Event(), []
+
+    def call(n: int) -> None:
+        started.append(n)
+        if n == 0:
+            if not stop.wait(10):
+                raise AssertionError("stop was never set")
+            raise Stopped("upload of item 0")
+        if n == 1:
+            raise ValueError("item 1 is broken")
+
+    with pytest.raises(ValueError, match="item 1 is broken"):
+        run_each(call, list(range(8)), jobs=2, stop=stop)
+    assert sorted(started) == [0, 1] and stop.is_set()

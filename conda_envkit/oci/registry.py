@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from conda_envkit.oci.blobs import (
     json_document,
     sha256_digest,
 )
+from conda_envkit.thread_pool import Stopped
 
 MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 CHUNK_SIZE = 16 * (1 << 20)
@@ -346,11 +348,15 @@ class RegistryClient:
     def _cancel(self, response: requests.Response, scope: str) -> None:
         location = response.headers.get("Location")
         if location:
-            with contextlib.suppress(RegistryError):  # best effort: the registry expires it anyway
-                self.request("DELETE", location, scope, (204, 404, 405), what="cancel upload")
+            self._cancel_location(location, scope)
 
-    def upload_blob(self, repository: str, path: Path, digest: str) -> int:
-        """Upload one blob (monolithic when small, in chunks when large); return bytes sent."""
+    def _cancel_location(self, location: str, scope: str) -> None:
+        with contextlib.suppress(RegistryError):  # best effort: the registry expires it anyway
+            self.request("DELETE", location, scope, (204, 404, 405), what="cancel upload")
+
+    def upload_blob(self, repository: str, path: Path, digest: str, stop: threading.Event | None = None) -> int:
+        """Upload one blob (monolithic when small, in chunks when large); return bytes sent. Once `stop` is set
+        (another upload failed, or Ctrl-C), no further chunk is sent."""
         scope = repository_scope(repository, "pull,push")
         what = f"upload of blob {digest} ({path.stat().st_size} bytes)"
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
@@ -370,6 +376,9 @@ class RegistryClient:
         offset = 0
         with path.open("rb") as f:
             while chunk := f.read(self.chunk_size):
+                if stop is not None and stop.is_set():
+                    self._cancel_location(location, scope)
+                    raise Stopped(what)
                 headers = {
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + len(chunk) - 1}",

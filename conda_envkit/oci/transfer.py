@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from conda_envkit.oci.reference import ImageRef
 from conda_envkit.oci.registry import PushStats, RegistryClient
 from conda_envkit.oci.safety import check_layer, in_root
 from conda_envkit.progress import SILENT, Progress
+from conda_envkit.thread_pool import run_each
 
 LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD)
 
@@ -196,25 +198,28 @@ class ImageToPush:
     mount_from: dict[str, str]  # blob digest -> registry/repository it came from
 
 
-def _push_blob(client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, digest: str, stats: PushStats) -> None:
+PUSH_JOBS = 4  # blobs sent at once (crane sends 4, docker 5): a registry far away answers each request late
+
+
+def _push_blob(
+    client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, digest: str, stop: threading.Event
+) -> tuple[str, int]:
+    """Send one blob unless the repository has it: ("skipped" | "mounted" | "uploaded", bytes uploaded)."""
     if client.has_blob(repository, digest):
-        stats.skipped.append(digest)
-        return
+        return "skipped", 0
     source = image.mount_from.get(digest)
     if source and source.startswith(client.registry + "/"):
         source_repo = source[len(client.registry) + 1 :]
         if source_repo != repository and client.mount_blob(repository, digest, source_repo):
-            stats.mounted.append(digest)
-            return
+            return "mounted", 0
     path = store.verified_path(digest)
-    stats.bytes_uploaded += client.upload_blob(repository, path, digest)
-    stats.uploaded.append(digest)
+    return "uploaded", client.upload_blob(repository, path, digest, stop)
 
 
 def push_image(
     client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str], progress: Progress = SILENT
 ) -> PushStats:
-    """Push blobs (skipping those present, mounting base layers), then manifests, then tags last.
+    """Push blobs (PUSH_JOBS at once, skipping those present, mounting base layers), then manifests, then tags last.
 
     Tags are written only after everything they point to is in the registry, so an
     interrupted push never leaves a tag on an incomplete image.
@@ -222,9 +227,16 @@ def push_image(
     stats = PushStats()
     step = f"push {client.registry}/{repository}"
     progress.start(step, total=len(image.blobs), unit="blobs")
-    for digest in image.blobs:
-        _push_blob(client, repository, image, store, digest, stats)
+    stop = threading.Event()  # a failed or interrupted push: the other uploads end at their next chunk
+
+    def send(digest: str) -> tuple[str, int]:
+        sent = _push_blob(client, repository, image, store, digest, stop)
         progress.advance(step)
+        return sent
+
+    for digest, (how, size) in zip(image.blobs, run_each(send, image.blobs, PUSH_JOBS, stop), strict=True):
+        {"skipped": stats.skipped, "mounted": stats.mounted, "uploaded": stats.uploaded}[how].append(digest)
+        stats.bytes_uploaded += size
     documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
     for desc in documents:
         client.put_manifest(repository, desc.digest, store.verified_path(desc.digest).read_bytes(), desc.media_type)
