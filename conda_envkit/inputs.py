@@ -284,7 +284,15 @@ def _yaml_error(name: str, text: str, exc: yaml.YAMLError) -> InvalidYaml:
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     context = getattr(exc, "context", None)
     detail = f"{context}, {problem}" if context and problem else problem
-    return InvalidYaml(f"{where}: invalid YAML: {detail}{at_end}", hint="fix the YAML syntax at that line")
+    return InvalidYaml(f"{where}: invalid YAML: {detail}{at_end}", hint=yaml_syntax_hint(text, mark.line if mark is not None else None))
+
+
+def yaml_syntax_hint(text: str, line: int | None, hint: str = "fix the YAML syntax at that line") -> str:
+    """`hint`, or, when the line a YAML error names (0-based) is indented with a tab, what to do about that."""
+    lines = text.splitlines()
+    if line is not None and 0 <= line < len(lines) and "\t" in lines[line][: len(lines[line]) - len(lines[line].lstrip())]:
+        return "YAML does not allow tabs for indentation: indent that line with spaces"
+    return hint
 
 
 def compose_yaml(source: InputText) -> Node | None:

@@ -18,7 +18,7 @@ from conda_envkit.spec import EnvSpec, SpecError, Variant
 from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:
-    from conda_envkit.lockmodel import LockHash
+    from conda_envkit.lockmodel import LockedPackage, LockHash
     from conda_envkit.lockwrite import PlatformPart
     from conda_envkit.pip_lock import PipInputs, PipPin
     from conda_envkit.repodata_guard import RepodataGuard
@@ -43,6 +43,8 @@ class LockOptions:
     update: tuple[str, ...] = ()
     # Where uv keeps its cache while resolving pip: sections (default: envkit's cache).
     cache_dir: Path | None = None
+    # -p named the platforms: the existing lock's other platforms are kept as they are (as conda-lock does).
+    keep_other_platforms: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class LockOutcome:
     lock_hash: LockHash
     platform_hashes: dict[str, LockHash]
     pip_packages: dict[str, int] = field(default_factory=dict)  # platform -> pip packages locked
+    kept_platforms: tuple[str, ...] = ()  # the existing lock's platforms kept unsolved (-p named others)
 
 
 def variant_path(lock_path: Path, variant: str | None) -> Path:
@@ -155,6 +158,9 @@ class KeptPins:
 
     conda: dict[str, str] = field(default_factory=dict)
     pip: dict[str, str] = field(default_factory=dict)
+    # Of `conda`, those the named packages do not depend on (their dependents, and the rest): pinned for a first
+    # solve, so that the update moves the named packages and, where they need it, their dependencies alone.
+    pinned: frozenset[str] = frozenset()
 
 
 def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir: Path) -> tuple[PipPin, ...]:
@@ -190,14 +196,29 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
         for target in plan.targets:
             packages = [p for p in existing.package if p.platform == target.platform]
             seen.update(p.name for p in packages)
+            conda = {p.name: p.hash.sha256 or "" for p in packages if p.name not in update and p.manager == "conda"}
+            needed = _dependency_closure([p for p in packages if p.manager == "conda"], update)
             kept[(target.variant, target.platform)] = KeptPins(
-                conda={p.name: p.hash.sha256 or "" for p in packages if p.name not in update and p.manager == "conda"},
+                conda=conda,
                 pip={p.name: p.version for p in packages if p.name not in update and p.manager == "pip"},
+                pinned=frozenset(conda) - needed,
             )
     unknown = [name for name in update if name not in seen]
     if unknown:
         raise SpecError(f"--update {' '.join(unknown)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
+
+
+def _dependency_closure(packages: list[LockedPackage], names: tuple[str, ...]) -> set[str]:
+    """The names `names` depend on in the lock, directly or not (themselves included)."""
+    depends = {p.name: p.dependencies for p in packages}
+    found, todo = set(), [n for n in names if n in depends]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(d for d in depends.get(name, {}) if d in depends and d not in found)
+    return found
 
 
 def _load_lock_writer() -> None:
@@ -236,10 +257,21 @@ def lock_environment(
             on_solved(solved)
 
     keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
-    asyncio.run(solve_targets(all_targets, channels, gateway, convert, lambda target: keep(target).conda, _load_lock_writer, guard))
+    asyncio.run(
+        solve_targets(
+            all_targets,
+            channels,
+            gateway,
+            convert,
+            lambda target: keep(target).conda,
+            _load_lock_writer,
+            guard,
+            pin=lambda target: keep(target).pinned,
+        )
+    )
     from conda_envkit.files import write_files
     from conda_envkit.lockmodel import lock_hash, platform_lock_hash
-    from conda_envkit.lockwrite import build_lockfile, platform_part, render_lockfile
+    from conda_envkit.lockwrite import build_lockfile, other_platforms, platform_part, render_lockfile
 
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
@@ -258,15 +290,18 @@ def lock_environment(
     rendered = []
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
-        lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name)
+        kept = other_platforms(plan.path, {t.platform for t in plan.targets}) if options.keep_other_platforms else None
+        lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name, kept)
         plan_solved = tuple(part.solved for part in plan_parts)
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}
-        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts))
+        rendered.append((plan, plan_solved, lockfile, render_lockfile(lockfile, plan_parts), pip_counts, kept))
 
     # All lock files or none: a variant that cannot be written leaves the others as they were.
-    written_flags = write_files([(plan.path, text) for plan, _solved, _lockfile, text, _counts in rendered], "lock file", "--lockfile")
+    written_flags = write_files(
+        [(plan.path, text) for plan, _solved, _lockfile, text, _counts, _kept in rendered], "lock file", "--lockfile"
+    )
     outcomes = []
-    for (plan, plan_solved, lockfile, _text, pip_counts), written in zip(rendered, written_flags, strict=True):
+    for (plan, plan_solved, lockfile, _text, pip_counts, kept), written in zip(rendered, written_flags, strict=True):
         outcomes.append(
             LockOutcome(
                 path=plan.path,
@@ -276,6 +311,7 @@ def lock_environment(
                 lock_hash=lock_hash(lockfile),
                 platform_hashes={p: platform_lock_hash(lockfile, p) for p in lockfile.metadata.platforms},
                 pip_packages=pip_counts,
+                kept_platforms=kept.platforms if kept else (),
             )
         )
     return outcomes

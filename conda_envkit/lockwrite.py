@@ -208,6 +208,40 @@ def platform_part(
     return PlatformPart(solved, packages, {p.key: package_text(p) for p in packages})
 
 
+@dataclass(frozen=True)
+class KeptPlatforms:
+    """Platforms of an existing lock kept as they are (not solved again): their entries, input hashes and
+    `envkit.<platform>.*` metadata."""
+
+    platforms: tuple[str, ...]
+    packages: tuple[LockedPackage, ...]
+    content_hash: dict[str, str]
+    custom: dict[str, str]
+
+
+def other_platforms(lock_path: Path, solving: set[str]) -> KeptPlatforms | None:
+    """The platforms of the lock at `lock_path` that are not being solved (None: no lock there, or none other).
+    A lock that cannot be read keeps nothing: it is replaced, as without -p."""
+    from conda_envkit.lockmodel import read_lock
+
+    if not lock_path.is_file():
+        return None
+    try:
+        existing = read_lock(lock_path)
+    except LockFileError:
+        return None
+    platforms = tuple(p for p in existing.metadata.platforms if p not in solving)
+    if not platforms:
+        return None
+    custom = existing.metadata.custom_metadata or {}
+    return KeptPlatforms(
+        platforms=platforms,
+        packages=tuple(p for p in existing.package if p.platform in platforms),
+        content_hash={p: h for p, h in existing.metadata.content_hash.items() if p in platforms},
+        custom={k: v for k, v in custom.items() if any(k.startswith(f"envkit.{p}.") for p in platforms)},
+    )
+
+
 def build_lockfile(
     parts: list[PlatformPart],
     channels: tuple[ResolvedChannel, ...],
@@ -215,8 +249,9 @@ def build_lockfile(
     lock_path: Path,
     variant: str | None,
     env_name: str | None = None,
+    kept: KeptPlatforms | None = None,
 ) -> LockFile:
-    """Assemble the lock model for the solved platforms of one variant."""
+    """Assemble the lock model for the solved platforms of one variant (and the platforms `kept` from the lock)."""
     lock_dir = lock_path.resolve().parent
     packages: list[LockedPackage] = []
     custom: dict[str, str] = {
@@ -232,6 +267,10 @@ def build_lockfile(
         packages.extend(part.packages)
         content_hash[target.platform] = input_hash(target, channels, lock_dir)
         custom.update(target_metadata(part.solved))
+    if kept is not None:
+        packages.extend(kept.packages)
+        content_hash.update(kept.content_hash)
+        custom.update(kept.custom)
     packages.sort(key=lambda d: d.key)
     metadata = LockMetadata(
         content_hash=content_hash,

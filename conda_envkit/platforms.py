@@ -26,13 +26,30 @@ DEFAULT_PLATFORM = "linux-64"
 # `arm64` are the machine names; `linux64`, `osx64`, `win64` the combined ones.
 SELECTOR_NAMES: dict[str, frozenset[str]] = {
     "linux-64": frozenset({"linux", "linux64", "unix", "x86_64", "x86"}),
-    "linux-aarch64": frozenset({"linux", "aarch64", "unix", "arm64"}),
+    "linux-aarch64": frozenset({"linux", "aarch64", "unix"}),  # not arm64: conda-build and conda-lock keep that for osx-arm64
     "linux-ppc64le": frozenset({"linux", "ppc64le", "unix"}),
     "osx-64": frozenset({"osx", "osx64", "unix", "x86_64", "x86"}),
     "osx-arm64": frozenset({"osx", "arm64", "unix"}),
     "win-64": frozenset({"win", "win64", "x86_64", "x86"}),
 }
 ALL_SELECTOR_NAMES = frozenset().union(*SELECTOR_NAMES.values())
+
+
+def selector_for(wanted: set[str], platforms: set[str]) -> str:
+    """The shortest selector that is true on `wanted` and false on the rest of `platforms`: one name
+    (`linux`) or `not` one name (`not aarch64`: first when no more platforms are left out than kept), else
+    each platform's own name joined by `or`."""
+    for negate in (True, False) if len(wanted) >= len(platforms - wanted) else (False, True):
+        for name in sorted(ALL_SELECTOR_NAMES):
+            if {p for p in platforms if (name in SELECTOR_NAMES.get(p, ())) != negate} == wanted:
+                return f"not {name}" if negate else name
+    own = [next((n for n in sorted(SELECTOR_NAMES.get(p, ())) if _only(n, p, platforms)), p) for p in sorted(wanted)]
+    return " or ".join(own)
+
+
+def _only(name: str, platform: str, platforms: set[str]) -> bool:
+    return all((name in SELECTOR_NAMES.get(p, ())) == (p == platform) for p in platforms)
+
 
 # What conda-lock and pixi assume when nothing is said: a build host old enough that
 # the lock runs on any current machine (manylinux_2_28 era glibc, macOS 11 on Apple
@@ -80,6 +97,7 @@ class Blas(StrEnum):
     OPENBLAS = "openblas"
     ACCELERATE = "accelerate"
     BLIS = "blis"
+    NETLIB = "netlib"  # the reference BLAS: correct everywhere, and the slowest
 
 
 # Where each BLAS exists on conda-forge. Asking for one elsewhere is an error, never a
@@ -89,6 +107,7 @@ BLAS_PLATFORMS: dict[Blas, frozenset[str]] = {
     Blas.OPENBLAS: frozenset(KNOWN_PLATFORMS),
     Blas.ACCELERATE: frozenset({"osx-64", "osx-arm64"}),
     Blas.BLIS: frozenset({"linux-64", "osx-64", "win-64"}),
+    Blas.NETLIB: frozenset(KNOWN_PLATFORMS),
 }
 
 
@@ -126,9 +145,10 @@ def check_blas(blas: Blas, platform: str) -> None:
     """Raise if `blas` is not available on `platform`."""
     if platform not in BLAS_PLATFORMS[blas]:
         have = sorted(b.value for b, plats in BLAS_PLATFORMS.items() if platform in plats)
+        example = Blas.OPENBLAS.value if Blas.OPENBLAS.value in have else have[0]  # conda-forge's default, everywhere
         raise PlatformError(
             f"{platform}: BLAS {blas.value!r} does not exist on this platform",
-            hint=f"choose one of {', '.join(have)} for {platform} (e.g. `--blas {platform}={have[0]}`), or drop {platform}",
+            hint=f"choose one of {', '.join(have)} for {platform} (e.g. `--blas {platform}={example}`), or drop {platform}",
         )
 
 

@@ -17,11 +17,13 @@ from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
 from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout, size_text
 from conda_envkit.platforms import (
+    CUDA_PLATFORMS,
     Blas,
     VirtualPackage,
     blas_constraint,
     blas_of_build,
     check_blas,
+    selector_for,
 )
 from conda_envkit.repodata_guard import REPODATA_CAP_ENV_VAR, RepodataGuard
 from conda_envkit.spec import Dependency
@@ -36,6 +38,24 @@ _CUDA_BUILD = re.compile(r"(^|_)cuda\d")
 
 class SolveError(EnvkitError):
     """A platform whose spec has no solution, or a solution that breaks a rule."""
+
+
+class MissingPackage(SolveError):
+    """A requested package the channels do not have for the platform at all (`name`, its `source` line)."""
+
+    def __init__(self, message: str, name: str, platform: str, source: str | None) -> None:
+        super().__init__(message, hint=_missing_hint(name, set(), {platform}, source))
+        self.name, self.platform, self.source = name, platform, source
+
+
+def _missing_hint(name: str, having: set[str], lacking: set[str], source: str | None) -> str:
+    """What to do about a package that `lacking` platforms' channels do not have (and `having` platforms' do)."""
+    where = f" ({source})" if source else ""
+    selector = selector_for(having, having | lacking) if having else None
+    plural = "s" if len(lacking) > 1 else ""
+    only_there = f"to lock it only where it exists, add `# [{selector}]` to its line{where}, " if selector else ""
+    spelling = "check the name's spelling (a PyPI-only package goes under `- pip:`)"
+    return f"{spelling}; {only_there}add a channel that has it, or drop the platform{plural}"
 
 
 class ChannelReadError(SolveError):
@@ -183,11 +203,11 @@ def _explain(
     if missing and missing[1] in ("", "*"):
         source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
         where = f" (requested at {source})" if source else ""
-        return SolveError(
+        return MissingPackage(
             f"{target.label}: package {missing[0]!r}{where} is not available for {target.platform} in {names}\n{message}",
-            hint="check the name's spelling (a PyPI-only package goes under `- pip:`); "
-            f"if only {target.platform} lacks it, exclude it there with a selector (e.g. `# [not {target.platform.split('-')[0]}]`), "
-            "add a channel that has it, or drop the platform",
+            missing[0],
+            target.platform,
+            source,
         )
     # Name only the requested specs in the solver's explanation: the others are not the cause.
     involved = _involved(target, message)
@@ -198,6 +218,8 @@ def _explain(
         hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
     elif re.search(r"__glibc\b|__osx\b", message):
         hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
+    if target.blas is not None and target.blas != Blas.OPENBLAS:
+        hint += f"; the BLAS asked for ({target.blas.value}) may have no build here that fits: try --blas {target.platform}=openblas"
     return SolveError(
         f"{target.label}: the specs cannot be satisfied together\n{message}\n"
         f"  conflicting specs: {specs}\n  assumed: {assumed}"
@@ -328,11 +350,14 @@ async def solve_target(
     gateway: rattler.Gateway,
     keep: dict[str, str] | None = None,
     on_solving: Callable[[], object] | None = None,
+    pinned: frozenset[str] = frozenset(),
 ) -> SolvedPlatform:
     """Solve one target; raise `SolveError` naming the platform and the failing spec.
 
     `keep` (name -> sha256) prefers those locked builds (rattler's locked packages): the
-    solver moves them only where an updated package strictly requires it. `on_solving()`
+    solver moves them only where an updated package strictly requires it. Those `pinned`
+    (what the updated packages do not depend on) must stay their locked builds, where in
+    the solution, in a first solve; if that has no solution, they are only preferred too. `on_solving()`
     is called once the solve's task exists: what it schedules runs after the task's first
     step, which hands the solve to rattler.
 
@@ -351,22 +376,38 @@ async def solve_target(
     if keep:  # --update: the locked records are an input of the solve, read from the loaded repodata
         await loading
         locked = await locked_records(target, channels, gateway, keep)
-    solving = asyncio.ensure_future(
-        rattler.solve(
-            sources=[c.url for c in channels],
-            specs=specs,
-            gateway=gateway,
-            platforms=[target.platform, "noarch"],  # type: ignore[list-item]  # any subdir string is valid at runtime
-            virtual_packages=virtual,
-            constraints=constraints,
-            channel_priority=rattler.ChannelPriority.Strict,
-            locked_packages=locked or None,
+
+    def solve(pin: bool) -> asyncio.Future[list[RepoDataRecord]]:
+        # Pinned: each of `pinned` in the solution is its locked build (as conda's freeze-installed first try);
+        # else they are only preferred, and move where the update needs it.
+        pins = (
+            [f"{r.name.normalized}[sha256={r.sha256.hex()}]" for r in locked if r.sha256 is not None and r.name.normalized in pinned]
+            if pin
+            else []
         )
-    )
+        return asyncio.ensure_future(
+            rattler.solve(
+                sources=[c.url for c in channels],
+                specs=specs,
+                gateway=gateway,
+                platforms=[target.platform, "noarch"],  # type: ignore[list-item]  # any subdir string is valid at runtime
+                virtual_packages=virtual,
+                constraints=[*(constraints or []), *pins] or None,
+                channel_priority=rattler.ChannelPriority.Strict,
+                locked_packages=locked or None,
+            )
+        )
+
+    solving = solve(pin=bool(locked and pinned))
     if on_solving is not None:
         on_solving()
     try:
-        records = await _solved(loading, solving)
+        try:
+            records = await _solved(loading, solving)
+        except SolverError:
+            if not (locked and pinned):
+                raise
+            records = await _solved(loading, solve(pin=False))  # the update needs the packages pinned to move
     except SolverError as exc:
         message = _fold_repeats(str(exc).strip())
         missing = _missing_package(message, target)
@@ -376,7 +417,19 @@ async def solve_target(
         raise _channel_read_error(target, channels, exc) from None
     if target.cuda is None:
         cuda = _cuda_records(records)
-        if cuda:
+        if target.platform not in CUDA_PLATFORMS:
+            # `cuda-version` only constrains (the way to cap the toolkit, in a file shared with macOS): harmless where
+            # there is no CUDA, as conda-lock and pixi have it. Anything else is a CUDA build where none can run.
+            cuda = [c for c in cuda if not c.startswith("cuda-version ")]
+            if cuda:
+                requested = [f"{d.name} ({d.source})" for d in target.dependencies if any(c.startswith(d.name + " ") for c in cuda)]
+                raise SolveError(
+                    f"{target.label}: the solution contains CUDA packages, and {target.platform} has no CUDA: {', '.join(cuda)}"
+                    + (f"; requested as {', '.join(requested)}" if requested else ""),
+                    hint=f"lock them only where CUDA exists: add `# [not {target.platform.split('-')[0]}]` to their lines, "
+                    "or pin CPU builds",
+                )
+        elif cuda:
             raise SolveError(
                 f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}",
                 hint="pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
@@ -406,6 +459,20 @@ async def _solved(loading: asyncio.Future[None], solving: asyncio.Future[list[Re
         await asyncio.gather(solving, return_exceptions=True)  # and its error is seen (no "never retrieved" warning)
 
 
+def _hint_missing_together(errors: list[EnvkitError], platforms: set[str]) -> None:
+    """One hint per package the channels lack on some platforms: where it exists, the selector that keeps it
+    there (`# [linux]`, `# [not aarch64]`), given with the first platform's error; the others' hints are dropped."""
+    lacking: dict[str, list[MissingPackage]] = {}
+    for error in errors:
+        if isinstance(error, MissingPackage):
+            lacking.setdefault(error.name, []).append(error)
+    for name, found in lacking.items():
+        without = {e.platform for e in found}
+        found[0].hint = _missing_hint(name, platforms - without, without, found[0].source)
+        for other in found[1:]:
+            other.hint = ""
+
+
 async def solve_targets(
     targets: list[SolveTarget],
     channels: tuple[ResolvedChannel, ...],
@@ -414,6 +481,7 @@ async def solve_targets(
     keep: Callable[[SolveTarget], dict[str, str]] | None = None,
     meanwhile: Callable[[], object] | None = None,
     guard: RepodataGuard | None = None,
+    pin: Callable[[SolveTarget], frozenset[str]] | None = None,
 ) -> list[SolvedPlatform]:
     """Solve all targets concurrently; the first error wins, reported for its platform.
 
@@ -432,7 +500,7 @@ async def solve_targets(
             asyncio.get_running_loop().call_soon(meanwhile)
 
     async def one(target: SolveTarget) -> SolvedPlatform:
-        solved = await solve_target(target, channels, gateway, keep(target) if keep else None, solving)
+        solved = await solve_target(target, channels, gateway, keep(target) if keep else None, solving, pin(target) if pin else frozenset())
         if on_solved is not None:
             on_solved(solved)
         return solved
@@ -452,6 +520,7 @@ async def solve_targets(
             raise next(e for e in errors if not isinstance(e, EnvkitError))
         # A platform that only shared another's failed download has nothing to add to that one's error.
         envkit_errors = [e for e in envkit_errors if not (isinstance(e, ChannelReadError) and e.waited)] or envkit_errors
+        _hint_missing_together(envkit_errors, {t.platform for t in targets})
         if len(envkit_errors) == 1:
             raise envkit_errors[0]
         raise SolveError(

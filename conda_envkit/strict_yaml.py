@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.inputs import yaml_error_line
+from conda_envkit.inputs import yaml_error_line, yaml_syntax_hint
 
 MAX_DEPTH = 32
 # PyYAML's C composer recurses once per nesting level; far below this it is safe.
@@ -65,7 +65,9 @@ def _syntax_error(exc: yaml.YAMLError, text: str, path: Path, error: type[Envkit
     line, at_end = yaml_error_line(text, mark.line) if mark is not None else (0, "")
     where = f"{path}:{line}" if mark is not None else str(path)
     problem = getattr(exc, "problem", None) or "invalid YAML"
-    return error(f"{where}: invalid YAML in {what}: {problem}{at_end}", hint=_HINT)
+    return error(
+        f"{where}: invalid YAML in {what}: {problem}{at_end}", hint=yaml_syntax_hint(text, mark.line if mark is not None else None, _HINT)
+    )
 
 
 def compose_strict(text: str, path: Path, error: type[EnvkitError], what: str, aliases: bool = False) -> yaml.Node | None:

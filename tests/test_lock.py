@@ -98,6 +98,102 @@ def test_cuda_build_only_with_cuda(tmp_path: Path, toy_channel: Path) -> None:
     assert meta["envkit.osx-arm64.cuda"] == "none"
 
 
+def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
+    # A channel whose only libblas is netlib's: the lock says `netlib` (it said `none`), and warns, unless asked for.
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    channel = build_channel(
+        tmp_path / "channel",
+        [
+            PackageSpec("libblas", "3.9.0", "1_h86c2bf4_netlib", subdir="linux-64"),
+            PackageSpec("numpy", "2.0", "0", subdir="linux-64", depends=("libblas >=3.9.0,<4",)),
+        ],
+        subdirs=("linux-64",),
+    )
+    write_env(tmp_path, env_text(channel, ["numpy"]))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "blas netlib" in result.stdout, result.stdout
+    assert "linux-64: the solver chose the reference (netlib) BLAS, the slowest, which nothing asked for" in result.stderr
+    assert "--blas linux-64=openblas" in result.stderr
+    meta = yaml.safe_load((tmp_path / "conda-lock.yml").read_text())["metadata"]["custom_metadata"]
+    assert meta["envkit.linux-64.blas"] == "netlib" and meta["envkit.linux-64.blas-requested"] == "any"
+    asked = run_envkit("lock", "--blas", "netlib", cwd=tmp_path)
+    assert asked.returncode == 0 and "netlib" not in asked.stderr, asked.stderr
+
+
+def test_a_relock_with_fewer_platforms_keeps_the_others_as_they_were(tmp_path: Path, toy_channel: Path) -> None:
+    # As conda-lock does: `-p osx-arm64` solves that platform again and keeps linux-64's entries and metadata as they
+    # were (they were lost before); `lock` with no platform anywhere locks the lock's own platforms, as --check checks
+    # them; a file's `platforms:` is what the lock holds.
+    text = env_text(toy_channel, ["python=3.11", "numpy"]).replace("platforms: [linux-64]\n", "")
+    write_env(tmp_path, text)
+    lock = tmp_path / "conda-lock.yml"
+    assert run_envkit("lock", "-q", "-p", "linux-64", "-p", "osx-arm64", cwd=tmp_path).returncode == 0
+    first = yaml.safe_load(lock.read_text())
+    linux = locked(lock, "linux-64")
+
+    write_env(tmp_path, text.replace("  - numpy\n", "  - numpy\n  - hello\n"))
+    narrowed = run_envkit("lock", "-p", "osx-arm64", cwd=tmp_path)
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "kept as locked before (not named by -p): linux-64" in narrowed.stdout, narrowed.stdout
+    after = yaml.safe_load(lock.read_text())
+    assert after["metadata"]["platforms"] == ["linux-64", "osx-arm64"]
+    assert locked(lock, "linux-64") == linux and "hello" in locked(lock, "osx-arm64")
+    assert after["metadata"]["content_hash"]["linux-64"] == first["metadata"]["content_hash"]["linux-64"]
+    kept_meta = {k: v for k, v in after["metadata"]["custom_metadata"].items() if k.startswith("envkit.linux-64.")}
+    assert kept_meta == {k: v for k, v in first["metadata"]["custom_metadata"].items() if k.startswith("envkit.linux-64.")}
+    assert sorted(parse_conda_lock_file(lock).metadata.platforms) == ["linux-64", "osx-arm64"]  # conda-lock reads it
+    stale = run_envkit("lock", "--check", cwd=tmp_path)  # linux-64 was kept, not solved for `hello`
+    assert stale.returncode == 1 and "linux-64" in stale.output, stale.output
+
+    relocked = run_envkit("lock", "-q", cwd=tmp_path)
+    assert relocked.returncode == 0, relocked.stderr
+    assert yaml.safe_load(lock.read_text())["metadata"]["platforms"] == ["linux-64", "osx-arm64"]
+    assert "hello" in locked(lock, "linux-64")
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+
+    write_env(tmp_path, text.replace("channels:", "platforms: [linux-64]\nchannels:", 1))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    assert yaml.safe_load(lock.read_text())["metadata"]["platforms"] == ["linux-64"]
+
+
+def test_a_package_missing_on_some_platforms_gets_one_hint_with_the_selector_that_fits(tmp_path: Path) -> None:
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    platforms = ("linux-64", "linux-aarch64", "osx-arm64", "win-64")
+    channel = build_channel(
+        tmp_path / "channel",
+        [
+            PackageSpec("patchelf", "0.18", "0", subdir="linux-64"),
+            PackageSpec("patchelf", "0.18", "0", subdir="linux-aarch64"),
+            *(PackageSpec("sklearn", "1.5", "0", subdir=p) for p in platforms if p != "linux-aarch64"),
+        ],
+        subdirs=platforms,
+    )
+    # Missing on two platforms: one hint (it was said twice), with the selector that keeps it on linux.
+    write_env(tmp_path, env_text(channel, ["patchelf"], platforms))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("is not available for") == 2 and result.stderr.count("hint:") == 1, result.stderr
+    assert "add `# [linux]` to its line (environment.yml:5)" in result.stderr and "drop the platforms" in result.stderr
+    # Missing on linux-aarch64 alone: `not aarch64` (the hint said `not linux`, which drops linux-64 too).
+    write_env(tmp_path, env_text(channel, ["sklearn"], platforms))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert "add `# [not aarch64]` to its line (environment.yml:5)" in result.stderr, result.stderr
+    assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_a_cuda_version_cap_in_a_file_shared_with_macos_locks_there(tmp_path: Path, toy_channel: Path) -> None:
+    # The README's way to cap the toolkit (a `cuda-version` spec) only constrains: on osx-arm64, which has no CUDA,
+    # it is locked as conda-lock and pixi lock it. It was refused there, with a hint to pass the --cuda just passed.
+    write_env(tmp_path, env_text(toy_channel, ["numpy", "gpulib", "cuda-version <=12.4"], ("linux-64", "osx-arm64")))
+    result = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert locked(tmp_path / "conda-lock.yml", "osx-arm64")["cuda-version"]["version"] == "12.4"
+    assert locked(tmp_path / "conda-lock.yml", "osx-arm64")["gpulib"]["build"] == "cpu_0"
+
+
 def test_cuda_package_without_cuda_is_refused(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, env_text(toy_channel, ["numpy", "cuda-version"]))
     result = run_envkit("lock", cwd=tmp_path)

@@ -23,6 +23,7 @@ dependencies:
   - uvloop  # [not win]
   - jemalloc  # [linux and not aarch64]
   - libblas=*=*accelerate  # [osx and arm64]
+  - llvm-openmp  # [arm64]
 envkit:
   cuda: "12.4"
   blas: {linux-64: mkl, "*": openblas}
@@ -40,7 +41,8 @@ def test_selectors_apply_per_platform(tmp_path: Path) -> None:
     assert spec.platforms == ("linux-64", "linux-aarch64", "osx-arm64", "win-64")
     assert names(spec, "linux-64") == ["python", "numpy", "cudatoolkit", "uvloop", "jemalloc"]
     assert names(spec, "linux-aarch64") == ["python", "numpy", "uvloop"]
-    assert names(spec, "osx-arm64") == ["python", "numpy", "appnope", "uvloop", "libblas"]
+    # (`arm64` is osx-arm64 alone, as conda-build and conda-lock have it: linux-aarch64 is `aarch64`)
+    assert names(spec, "osx-arm64") == ["python", "numpy", "appnope", "uvloop", "libblas", "llvm-openmp"]
     assert names(spec, "win-64") == ["python", "numpy", "pywin32"]
     # Line numbers survive selector filtering.
     assert spec.dependencies["win-64"][2].source.endswith("environment.yml:9")
@@ -108,6 +110,8 @@ def test_conflicting_channel_order_is_an_error(tmp_path: Path) -> None:
         ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - pandas\n bad: [\n", "environment.yml:5: invalid YAML"),
         # Noticed only at the end: the last line is named, not a line past it.
         ("channels: [conda-forge]\ndependencies:\n  - numpy\n-pandas\n", "environment.yml:4: invalid YAML"),
+        # A tab in the indentation is named as such.
+        ("channels: [conda-forge]\ndependencies:\n\t- numpy\n", "YAML does not allow tabs for indentation: indent that line with spaces"),
         ("channels: [conda-forge]\ndependencies:\n  - numpy\n  - 'numpy >=>1'\n", "environment.yml:4: invalid dependency"),
         ("channels: [conda-forge]\ndependencies:\n  - python=3.11\n   - numpy\n", "environment.yml:3: dependency 'python=3.11 - numpy'"),
         ("channels: [conda-forge]\ndependencies:\n  - numpy  # [py311]\n", "environment.yml:3: unknown selector 'py311'"),

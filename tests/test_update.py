@@ -64,3 +64,40 @@ def test_update_moves_only_the_named_package_and_its_strict_needs(tmp_path: Path
 
     unknown = run_envkit("lock", "--update", "tensorflow", cwd=work)
     assert unknown.returncode == 2 and "tensorflow: not in the lock" in unknown.stderr
+
+
+def test_update_keeps_the_packages_that_depend_on_it_and_moves_them_only_when_it_must(tmp_path: Path) -> None:
+    # scipy 1.0 caps numpy below 1.5. `--update numpy` moves numpy as far as the locked scipy allows (1.4), as
+    # conda's update does; scipy moves only when the spec leaves no other way (numpy >=2 wanted).
+    channel = tmp_path / "channel"
+    build_channel(
+        channel,
+        [
+            PackageSpec("numpy", "1.0", "0", subdir="linux-64"),
+            PackageSpec("scipy", "1.0", "0", subdir="linux-64", depends=("numpy >=1,<1.5",)),
+        ],
+        subdirs=("linux-64",),
+    )
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{channel}]\ndependencies: [numpy, scipy]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    build_channel(
+        channel,
+        [
+            PackageSpec("numpy", "1.4", "0", subdir="linux-64"),
+            PackageSpec("numpy", "2.0", "0", subdir="linux-64"),
+            PackageSpec("scipy", "2.0", "0", subdir="linux-64", depends=("numpy >=1.4",)),
+        ],
+        subdirs=("linux-64",),
+    )
+
+    def versions() -> dict[str, str]:
+        entries = _entries((work / "conda-lock.yml").read_text())
+        return {name: re.search(r"version: '?([^'\n]+)", text).group(1) for (name, _p), text in entries.items()}  # type: ignore[union-attr]
+
+    assert run_envkit("lock", "-q", "--update", "numpy", cwd=work).returncode == 0
+    assert versions() == {"numpy": "1.4", "scipy": "1.0"}
+    write_env(work, f"channels: [{channel}]\ndependencies: ['numpy >=2', scipy]\n")
+    moved = run_envkit("lock", "-q", "--update", "numpy", cwd=work)
+    assert moved.returncode == 0, moved.output
+    assert versions() == {"numpy": "2.0", "scipy": "2.0"}

@@ -86,8 +86,8 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     driver, blas = check_flags(request)
     paths = list(request.files) or [Path("environment.yml")]
     spec = read_env_spec(paths, list(request.platforms))
-    if request.check and not request.platforms and not spec.platforms_given:
-        # Locked with -p: the lock says which platforms it holds.
+    if not request.platforms and not spec.platforms_given:
+        # Locked with -p: the lock says which platforms it holds (a re-lock keeps them all, --check checks them all).
         locked = _locked_platforms(request.lockfile)
         if locked:
             spec = read_env_spec(paths, locked)
@@ -99,6 +99,7 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         virtual_packages=read_virtual_package_spec(request.virtual_package_spec) if request.virtual_package_spec else {},
         settings=load_settings(request.config, request.channel_alias, list(request.mirrors)),
         update=tuple(n for item in request.update for n in item.replace(",", " ").split()),
+        keep_other_platforms=bool(request.platforms),
     )
     return spec, options, _flag_warnings(spec.platforms, driver, options.blas)
 
@@ -140,6 +141,7 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
     from conda_envkit.cache import repodata_cache_dir
     from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway
     from conda_envkit.locking import lock_environment
+    from conda_envkit.platforms import Blas
     from conda_envkit.progress import progress_for
     from conda_envkit.repodata_guard import RepodataGuard, max_repodata_bytes
     from conda_envkit.solve import ChannelReadError
@@ -152,6 +154,12 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
             warn(
                 f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
                 "(none runs on that driver, or the spec pins CPU builds); the lock is CPU-only there"
+            )
+        if solved.chosen_blas == Blas.NETLIB and solved.target.blas != Blas.NETLIB:
+            p = solved.target.platform
+            warn(
+                f"warning: {solved.target.label}: the solver chose the reference (netlib) BLAS, the slowest, which nothing asked for; "
+                f"ask for a fast one with --blas {p}=openblas (or envkit: {{blas: ...}} in the environment file), or for netlib on purpose"
             )
 
     guard = RepodataGuard(repodata_cache_dir(), max_repodata_bytes())
@@ -181,6 +189,8 @@ def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
     for o in outcomes:
         state = "wrote" if o.written else "unchanged"
         output.out(f"{state} {o.path}  lock hash {o.lock_hash}")
+        if o.kept_platforms:
+            output.out(f"  kept as locked before (not named by -p): {', '.join(o.kept_platforms)}")
         for s in o.solved:
             p = s.target.platform
             blas = s.chosen_blas.value if s.chosen_blas else "none"
