@@ -414,6 +414,11 @@ def _export_command() -> click.Command:
     @click.option("--wandb-project", help="W&B project. [default: envkit]")
     @click.option("--wandb-mode", type=click.Choice(["online", "offline"]), help="W&B mode. [default: $WANDB_MODE or online]")
     @click.option("--wandb-dir", type=PATH, help="W&B run directory.")
+    @click.option(
+        "--repository",
+        help="For --to registry: REGISTRY/REPO the image was pushed to (only then do ENVKIT_REGISTRY_USER/PASSWORD go"
+        " there). [default: the record's, with docker config credentials only]",
+    )
     @insecure_option
     @_reports_errors
     def export_command(**flags: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.platforms import default_platform
+from conda_envkit.platforms import KNOWN_PLATFORMS, default_platform
 
 if TYPE_CHECKING:
     from conda_envkit.oci.blobs import BlobStore
@@ -79,13 +80,18 @@ class BakeRecord:
 
     @classmethod
     def from_json(cls, data: object, where: str) -> BakeRecord:
-        """A bake record read from JSON, checked: an error names `where` and what is wrong."""
+        """A bake record read from JSON, checked: an error names `where`, the field and what is wrong.
+
+        A record may come from someone else (a pull request): every field has its type, hashes and digests
+        their form, no text holds a control character, and each platform's lock-hash label is the record's.
+        """
         if not isinstance(data, dict) or data.get("schema") != BAKE_RECORD_SCHEMA:
             schema = data.get("schema") if isinstance(data, dict) else None
             raise RecordError(f"{where}: not an envkit bake record (schema {schema!r})", hint=f"expected {BAKE_RECORD_SCHEMA}")
         for key in ("lock_hash", "image", "platforms"):
             if key not in data:
                 raise RecordError(f"{where}: missing field {key!r}", hint="re-run `envkit bake` to write a complete record")
+        _check_bake_record(data, where)
         return cls(
             lockfile=data.get("lockfile"),
             lock_hash=data["lock_hash"],
@@ -99,6 +105,132 @@ class BakeRecord:
             envkit_version=data.get("envkit_version", ""),
             cache=data.get("cache"),
         )
+
+
+_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}")  # a CUDA or envkit version, a BLAS, `none`
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]{0,127}")  # the OCI distribution spec's tag
+MAX_TEXT = 4096  # a path or an image reference; MLflow takes 8,000 characters per tag
+
+
+def _malformed(where: str, field: str, value: object, what: str) -> RecordError:
+    return RecordError(
+        f"{where}: {field} {str(value)[:80]!r} {what}",
+        hint="the record was not written by envkit, or was edited or crafted (to forge outputs); bake again and export that record",
+    )
+
+
+def _check_text(value: object, where: str, field: str) -> None:
+    """Every string in `value` (keys too) printable: no line break, control character or unpaired surrogate."""
+    if isinstance(value, str):
+        if not value.isprintable():
+            raise _malformed(where, field, value, "holds a line break, control character or unpaired surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where, f"{field} key")
+            _check_text(item, where, f"{field}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, where, f"{field}[{i}]")
+
+
+def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, field: str = "") -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        spelled = {dict: "an object", str: "a string", list: "a list", int: "an integer", type(None): "absent"}
+        names = " or ".join(spelled.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise _malformed(where, field or key, value, f"is not {names}")
+    return value
+
+
+def _check_bake_record(data: dict[str, Any], where: str) -> None:
+    _check_text(data, where, "record")
+    if not _HASH.fullmatch(_typed(data, "lock_hash", str, where)):
+        raise _malformed(where, "lock_hash", data["lock_hash"], "is not a lock hash (sha256:<64 hex digits>)")
+    image = _typed(data, "image", dict, where)
+    if not _HASH.fullmatch(_typed(image, "digest", str, where, "image.digest")):
+        raise _malformed(where, "image.digest", image["digest"], "is not a sha256 digest")
+    _typed(image, "media_type", str, where, "image.media_type")
+    if _typed(image, "size", int, where, "image.size") < 0:
+        raise _malformed(where, "image.size", image["size"], "is negative")
+    for key in ("lockfile", "prefix"):
+        _typed(data, key, (str, type(None)), where)
+    for key in ("tags", "references"):
+        for i, item in enumerate(_typed(data, key, (list, type(None)), where) or []):
+            if not isinstance(item, str) or len(item) > MAX_TEXT or (key == "tags" and not _TAG.fullmatch(item)):
+                raise _malformed(where, f"{key}[{i}]", item, "is not a tag" if key == "tags" else "is not an image reference")
+    for key, value in (_typed(data, "outputs", (dict, type(None)), where) or {}).items():
+        if not isinstance(value, str):
+            raise _malformed(where, f"outputs.{key}", value, "is not a string")
+    for key in ("push", "cache"):
+        _typed(data, key, (dict, type(None)), where)
+    platforms = _typed(data, "platforms", dict, where)
+    if not platforms:
+        raise _malformed(where, "platforms", platforms, "names no platform")
+    for name, details in platforms.items():
+        field = f"platforms.{name}"
+        if name not in KNOWN_PLATFORMS:
+            raise _malformed(where, "platforms", name, "is not a known platform")
+        if not isinstance(details, dict):
+            raise _malformed(where, field, details, "is not an object")
+        if not _HASH.fullmatch(_typed(details, "manifest_digest", str, where, f"{field}.manifest_digest")):
+            raise _malformed(where, f"{field}.manifest_digest", details["manifest_digest"], "is not a sha256 digest")
+        labels = _typed(details, "labels", (dict, type(None)), where, f"{field}.labels") or {}
+        for key, value in labels.items():
+            if not isinstance(value, str):
+                raise _malformed(where, f"{field}.labels.{key}", value, "is not a string")
+        if labels.get(label_key("lock-hash"), data["lock_hash"]) != data["lock_hash"]:
+            raise _malformed(
+                where, f"{field}.labels.{label_key('lock-hash')}", labels[label_key("lock-hash")], "is not the record's lock_hash"
+            )
+        for i, package in enumerate(_typed(details, "packages", (list, type(None)), where, f"{field}.packages") or []):
+            at = f"{field}.packages[{i}]"
+            if not isinstance(package, dict):
+                raise _malformed(where, at, package, "is not an object")
+            for key in ("name", "version", *(() if package.get("manager") == "pip" else ("build",))):
+                _typed(package, key, str, where, f"{at}.{key}")
+        _typed(details, "layers", (list, type(None)), where, f"{field}.layers")
+
+
+def check_environment_record(record: EnvironmentRecord, where: str) -> EnvironmentRecord:
+    """`record` if every value it carries out (run tags, CI outputs, `--to env` lines, artifact names) has its
+    form: hashes and digests, a known platform, plain tokens, one-line text of bounded length. Whatever it
+    was read from (a bake record, an image's labels, environment.json) may be someone else's."""
+    for field, value, pattern in (
+        ("lock hash", record.lock_hash, _HASH),
+        ("platform lock hash", record.platform_lock_hash, _HASH),
+        ("image digest", record.image_digest, _HASH),
+        ("cuda", record.cuda, _TOKEN),
+        ("cuda-version", record.cuda_version, _TOKEN),
+        ("blas", record.blas, _TOKEN),
+        ("envkit version", record.envkit_version or None, _TOKEN),
+        *(("tag", tag, _TAG) for tag in record.tags),
+    ):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise _malformed(where, field, value, "does not have the form of one")
+    if record.platform is not None and record.platform not in KNOWN_PLATFORMS:
+        raise _malformed(where, "platform", record.platform, "is not a known platform")
+    for field, text in (("image", record.image), ("lockfile", record.lockfile), *(("package", p) for p in record.packages)):
+        if text is not None and not (isinstance(text, str) and text.isprintable() and len(text) <= MAX_TEXT):
+            raise _malformed(where, field, text, f"is not one printable line of at most {MAX_TEXT} characters")
+    return record
+
+
+def lock_artifact(path: Path | None, lock_hash_text: str, where: str) -> Path | None:
+    """The lock file to attach (to a run, an image) for a record of `lock_hash_text`: `path` if it is that lock,
+    None without a path. A path from a record is someone else's choice: whatever it names must parse as a
+    lock and have the record's hash, so that no other file (a key, a .env) leaves the machine."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise RecordError(f"{path}: lock file not found ({where})", hint="pass the lock the image was baked from with --lockfile")
+    lockfile = read_lockfile(path)
+    if str(lock_hash(lockfile)) != lock_hash_text:
+        raise RecordError(
+            f"{path}: its lock hash is {lock_hash(lockfile)}, not the {lock_hash_text} of {where}",
+            hint="pass the lock the image was baked from with --lockfile",
+        )
+    return path
 
 
 def write_record(path: Path, record: BakeRecord) -> None:
@@ -266,19 +398,12 @@ def _package_pin(package: dict[str, str]) -> str:
 
 def record_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> EnvironmentRecord:
     """The record of an image in a local OCI layout, from its labels."""
-    from conda_envkit.oci.blobs import OCI_INDEX
-    from conda_envkit.oci.image import oci_platform
-    from conda_envkit.oci.layout import layout_store, select_ref
-    from conda_envkit.oci.transfer import select_platform
-
-    store = layout_store(path)
-    top = select_ref(path, name)
-    document = store.read_json(top.digest)
-    if top.media_type == OCI_INDEX:
-        document = store.read_json(select_platform(document, oci_platform(platform or "linux-64"), str(path)).digest)
-    labels = (store.read_json(document["config"]["digest"]).get("config") or {}).get("Labels") or {}
     reference = f"oci:{path}" + (f":{name}" if name else "")
-    record = record_from_labels(labels, "image", top.digest, reference)
+    from conda_envkit.oci.layout import select_ref
+
+    store, _digest, document, config = read_layout_image(path, name, platform, reference)
+    labels = (config.get("config") or {}).get("Labels") or {}
+    record = record_from_labels(labels, "image", select_ref(path, name).digest, reference)
     envkit = ImageLabels.from_json(labels)
     layers = document.get("layers")
     if record.platform is None or envkit is None or not envkit.prefix or not isinstance(layers, list):
@@ -292,6 +417,27 @@ def record_from_layout(path: Path, name: str | None = None, platform: str | None
             hint="the image was not baked by envkit, or was tampered with; do not trust its record",
         )
     return EnvironmentRecord(**{**asdict(record), "packages": _package_pins(lock, record.platform)})
+
+
+def read_layout_image(
+    path: Path, name: str | None, platform: str | None, reference: str
+) -> tuple[BlobStore, str, dict[str, Any], dict[str, Any]]:
+    """An image of a local OCI layout (someone else's, maybe): its store, the platform manifest's digest and
+    document, and its config, each checked as a base image's is (descriptors, the config's field types)."""
+    from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX
+    from conda_envkit.oci.image import check_base_config, oci_platform
+    from conda_envkit.oci.layout import layout_store, select_ref
+    from conda_envkit.oci.transfer import manifest_descriptors, select_platform
+
+    store = layout_store(path)
+    top = select_ref(path, name)
+    digest, document = top.digest, store.read_json(top.digest)
+    if OCI_EQUIVALENT.get(top.media_type, top.media_type) == OCI_INDEX or top.media_type == DOCKER_LIST:
+        digest = select_platform(document, oci_platform(platform or "linux-64"), reference).digest
+        document = store.read_json(digest)
+    config_desc, _layers = manifest_descriptors(document, reference)
+    config = check_base_config(store.read_json(config_desc.digest), reference)
+    return store, digest, document, config
 
 
 def _package_pins(lockfile: Lockfile, platform: str) -> tuple[str, ...]:

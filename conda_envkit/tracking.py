@@ -19,7 +19,15 @@ from typing import Any
 
 from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.platforms import host_platform
-from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_labels, record_from_lock
+from conda_envkit.record import (
+    EnvironmentRecord,
+    RecordError,
+    check_environment_record,
+    lock_artifact,
+    record_from_bake,
+    record_from_labels,
+    record_from_lock,
+)
 
 
 def _runtime_lock() -> Path | None:
@@ -36,7 +44,7 @@ def environment_info(
 ) -> EnvironmentRecord:
     """The record of the environment: from a bake record, a lock, or (default) the running environment."""
     if record is not None:
-        return record_from_bake(Path(record), platform)
+        return check_environment_record(record_from_bake(Path(record), platform), str(record))
     path = Path(lockfile) if lockfile is not None else _runtime_lock()
     if path is None:
         raise RecordError(
@@ -48,25 +56,46 @@ def environment_info(
         result = record_from_lock(path, host_platform())
     about = path.parent / "environment.json"
     if lockfile is None and about.is_file():
-        labels = json.loads(about.read_text(encoding="utf-8")).get("labels", {})
+        labels = _image_labels(about)
         from_labels = record_from_labels(labels, "runtime", os.environ.get("ENVKIT_IMAGE_DIGEST"), os.environ.get("ENVKIT_IMAGE"))
+        if from_labels.lock_hash != result.lock_hash:  # the labels and the lock beside them must tell the same story
+            raise RecordError(
+                f"{about}: its lock hash {from_labels.lock_hash[:80]!r} is not the {result.lock_hash} of {path}",
+                hint="the environment was changed after envkit made it; rebuild it (or pass lockfile=)",
+            )
         result = EnvironmentRecord(**{**asdict(from_labels), "packages": result.packages, "lockfile": str(path)})
-    return result
+    return check_environment_record(result, str(about if lockfile is None and about.is_file() else path))
+
+
+def _image_labels(path: Path) -> dict[str, str]:
+    """The image's labels bake wrote beside the lock (`environment.json`), read as any input is."""
+    from conda_envkit.inputs import read_input
+
+    try:
+        data = json.loads(read_input(path, "environment record").text)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"{path}: invalid JSON ({str(exc)[:200]})", hint="the environment was changed after envkit made it") from None
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise RecordError(f"{path}: `labels` is not an object of strings", hint="the environment was changed after envkit made it")
+    return labels
 
 
 def log_environment(run: Any, info: EnvironmentRecord | None = None, lockfile: Path | str | None = None) -> EnvironmentRecord:
     """Stamp an MLflow run (ActiveRun or Run) or a W&B run with the environment; return the record."""
-    info = info or environment_info(lockfile)
-    lock_path = Path(lockfile) if lockfile is not None else (Path(info.lockfile) if info.lockfile else None)
+    info = check_environment_record(info or environment_info(lockfile), "the environment record")
+    # The lock logged is the record's own (lock_artifact): a record's `lockfile` may name any file.
+    path = Path(lockfile) if lockfile is not None else (Path(info.lockfile) if info.lockfile else None)
+    lock_path = lock_artifact(path, info.lock_hash, "the environment record") if path is not None and path.is_file() else None
     module = type(run).__module__
     if module.startswith("mlflow"):
         from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
 
-        export_to_mlflow(info, lock_path if lock_path and lock_path.is_file() else None, MlflowTarget(run_id=run.info.run_id))
+        export_to_mlflow(info, lock_path, MlflowTarget(run_id=run.info.run_id))
     elif module.startswith("wandb"):
         from conda_envkit.export.wandb_run import log_to_run
 
-        log_to_run(run, info, lock_path if lock_path and lock_path.is_file() else None)
+        log_to_run(run, info, lock_path)
     else:
         raise RecordError(f"cannot log to a {type(run).__name__}", hint="pass an mlflow ActiveRun/Run or a wandb Run")
     return info

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,10 +35,19 @@ class ExportRequest:
     wandb_mode: str | None
     wandb_dir: Path | None
     insecure: bool
+    repository: str | None = None
 
 
 def export_record(request: ExportRequest) -> EnvironmentRecord:
-    """The record to export: from a bake record, an image (OCI layout or registry) or a lock."""
+    """The record to export: from a bake record, an image (OCI layout or registry) or a lock; checked
+    (conda_envkit.record.check_environment_record), whatever it came from."""
+    from conda_envkit.record import check_environment_record
+
+    where = str(request.record_path or request.image or request.lockfile or "conda-lock.yml")
+    return check_environment_record(_read_record(request), where)
+
+
+def _read_record(request: ExportRequest) -> EnvironmentRecord:
     from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_layout, record_from_lock
 
     if not (request.record_path or request.lockfile or request.image):
@@ -63,16 +74,19 @@ def export_record(request: ExportRequest) -> EnvironmentRecord:
 
 def run_export(request: ExportRequest, output: Output) -> Output:
     """Send the record to each destination, in order; what each did goes to stderr, json/env text to stdout."""
-    from conda_envkit.record import RecordError
+    from conda_envkit.record import RecordError, lock_artifact
 
     record = export_record(request)
     if record.platform is None and set(request.destinations) - {"registry"}:
         # Several platforms, none of them this machine's: a record without a package list would pass silently.
         where = request.record_path or request.lockfile or request.image or record.lockfile
         raise RecordError(f"{where} has several platforms, and not this machine's", hint="pass -p with the platform to record")
-    lock_artifact = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
     if "registry" in request.destinations and not request.record_path:
         raise RecordError("--to registry needs the bake record", hint="pass --record bake.json (and --lockfile if it moved)")
+    # The lock logged to trackers: --lockfile, or the record's; either way that record's lock (see lock_artifact).
+    lock_path = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
+    where = f"the record of {request.record_path or request.image or request.lockfile}"
+    artifact = lock_artifact(lock_path, record.lock_hash, where) if set(request.destinations) & {"mlflow", "wandb"} else None
     for destination in request.destinations:
         if destination in ("json", "env"):
             from conda_envkit.export.dotenv import render_env
@@ -93,25 +107,36 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
 
             target = MlflowTarget(request.run_id, request.experiment, request.model, request.model_version, request.tracking_uri)
-            result = export_to_mlflow(record, lock_artifact, target)
+            with _trackers_print_to_stderr():  # MLflow prints "View run ... at: ..." on stdout, among --to env lines
+                result = export_to_mlflow(record, artifact, target)
             model_text = f" and model {result.model_version}" if result.model_version else ""
             output.err(f"mlflow: tagged run {result.run_id}{model_text}")
         elif destination == "wandb":
             from conda_envkit.export.wandb_run import WandbTarget, export_to_wandb
 
             wandb_target = WandbTarget(request.wandb_project, request.run_id, request.wandb_mode, request.wandb_dir)
-            output.err(f"wandb: logged to run {export_to_wandb(record, lock_artifact, wandb_target)}")
+            with _trackers_print_to_stderr():
+                run = export_to_wandb(record, artifact, wandb_target)
+            output.err(f"wandb: logged to run {run}")
         elif destination == "registry":
             from conda_envkit.export.registry import attach_to_registry
+            from conda_envkit.record import read_bake_record
 
             assert request.record_path is not None
-            data = json.loads(request.record_path.read_text(encoding="utf-8"))
-            repo = (data.get("outputs") or {}).get("registry", "")
+            bake = read_bake_record(request.record_path)
+            repo = request.repository or bake.outputs.get("registry", "")
             hosts = insecure_for([repo], request.insecure) if repo else ()
-            lock_path = request.lockfile or Path(data.get("lockfile") or "conda-lock.yml")
-            for item in attach_to_registry(data, lock_path, hosts):
+            lock = lock_artifact(request.lockfile or Path(bake.lockfile or "conda-lock.yml"), bake.lock_hash, str(request.record_path))
+            assert lock is not None
+            for item in attach_to_registry(bake.to_json(), lock, hosts, request.repository):
                 output.err(f"attached {item.title} to {item.subject}: {item.artifact.digest}")
     return output
+
+
+def _trackers_print_to_stderr() -> contextlib.AbstractContextManager[object]:
+    """What a tracker library prints goes to stderr: stdout carries envkit's `--to json`/`--to env` text alone
+    (a shell `eval`s it; a run name printed there would be run as a command)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:

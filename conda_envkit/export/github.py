@@ -19,6 +19,6 @@ def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> 
     target = path or (Path(os.environ["GITHUB_OUTPUT"]) if os.environ.get("GITHUB_OUTPUT") else None)
     if target is None:
         raise RecordError("GITHUB_OUTPUT is not set (not running in GitHub Actions?)", hint="use --to env, or set GITHUB_OUTPUT")
-    with target.open("a") as f:
+    with target.open("a", encoding="utf-8") as f:  # as GitHub reads it, whatever the locale
         f.write(output_lines(record))
     return target

@@ -9,15 +9,17 @@ from typing import Any
 
 from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
 from conda_envkit.labels import label_key
+from conda_envkit.network import Deadline
 from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document, sha256_digest
 from conda_envkit.oci.image import oci_platform
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
-from conda_envkit.oci.registry import RegistryClient
+from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.oci.transfer import manifest_descriptors, select_platform
-from conda_envkit.record import RecordError, record_from_labels
+from conda_envkit.record import RecordError, read_layout_image, record_from_labels
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
+MAX_REFERRER_SUBJECTS = 65  # the image and at most 64 platform manifests (attestations included)
 LOCK_ARTIFACT_TYPE = "application/vnd.envkit.conda-lock.v1"
 SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
 
@@ -34,15 +36,32 @@ def _client(registry: str, insecure: tuple[str, ...], push_target: bool = False)
     return RegistryClient(registry, insecure=registry in insecure, push_target=push_target)
 
 
-def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[str, ...] = ()) -> list[Attached]:
-    """Attach the lock (to the image) and one SBOM per platform (to that platform's manifest)."""
-    repository = (record.get("outputs") or {}).get("registry")
-    if not repository:
-        raise RecordError("the bake record has no pushed image", hint="bake with --push REGISTRY/REPO first")
+def attach_to_registry(
+    record: dict[str, Any], lockfile: Path, insecure: tuple[str, ...] = (), repository: str | None = None
+) -> list[Attached]:
+    """Attach the lock (to the image) and one SBOM per platform (to that platform's manifest), in `repository`
+    (the user's) or the one the record names. The environment's registry credentials go to the user's alone:
+    a record may be someone else's, and would otherwise choose where they are sent."""
+    target = repository or (record.get("outputs") or {}).get("registry")
+    if not target:
+        raise RecordError("the bake record has no pushed image", hint="bake with --push REGISTRY/REPO first, or pass --repository")
     if not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock the image was baked from with --lockfile")
-    ref = parse_image_ref(repository)
-    client = _client(ref.registry, insecure, push_target=True)
+    ref = parse_image_ref(target)
+    client = _client(ref.registry, insecure, push_target=repository is not None)
+    try:
+        return _attach(client, ref.repository, record, lockfile)
+    except RegistryError as exc:
+        if repository is None and "authentication required" in exc.message:
+            raise RegistryError(
+                exc.message,
+                hint=f"the record names {target}: to send ENVKIT_REGISTRY_USER/PASSWORD there, name it yourself with --repository {target}"
+                " (a record may be someone else's); or log in to it (docker config)",
+            ) from None
+        raise
+
+
+def _attach(client: RegistryClient, repository: str, record: dict[str, Any], lockfile: Path) -> list[Attached]:
     image = record["image"]
     top = Descriptor(image["media_type"], image["digest"], image["size"])
     created = "1970-01-01T00:00:00Z"
@@ -50,13 +69,13 @@ def attach_to_registry(record: dict[str, Any], lockfile: Path, insecure: tuple[s
     lock = Attachment(
         lockfile.read_bytes(), LOCK_MEDIA_TYPE, LOCK_ARTIFACT_TYPE, "conda-lock.yml", {label_key("lock-hash"): record["lock_hash"]}
     )
-    attached.append(Attached(top.digest, attach(client, ref.repository, top, lock, created), lock.title))
+    attached.append(Attached(top.digest, attach(client, repository, top, lock, created), lock.title))
     for platform, details in sorted(record["platforms"].items()):
-        data, media_type, digest = client.get_manifest(ref.repository, details["manifest_digest"])
+        data, media_type, digest = client.get_manifest(repository, details["manifest_digest"])
         subject = Descriptor(media_type, digest, len(data))
         created = details.get("labels", {}).get("org.opencontainers.image.created", created)
         sbom = Attachment(render_sbom(record, platform).encode(), SBOM_MEDIA_TYPE, SBOM_ARTIFACT_TYPE, f"sbom-{platform}.cdx.json")
-        attached.append(Attached(digest, attach(client, ref.repository, subject, sbom, created), sbom.title))
+        attached.append(Attached(digest, attach(client, repository, subject, sbom, created), sbom.title))
     return attached
 
 
@@ -66,19 +85,14 @@ def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
 
     from conda_envkit.oci.base import load_base, split_ref
     from conda_envkit.oci.blobs import BlobStore
-    from conda_envkit.oci.layout import layout_store, select_ref
+    from conda_envkit.oci.layout import select_ref
 
     top_digest: str | None
     manifest_digest: str | None
     if reference.startswith("oci:"):
         path, name = split_ref(reference[4:])
-        store = layout_store(Path(path))
-        top = select_ref(Path(path), name)
-        top_digest, manifest_digest, document = top.digest, top.digest, store.read_json(top.digest)
-        if OCI_EQUIVALENT.get(top.media_type, top.media_type) == OCI_INDEX or top.media_type == DOCKER_LIST:
-            manifest_digest = select_platform(document, oci_platform(platform or "linux-64"), reference).digest
-            document = store.read_json(manifest_digest)
-        config = store.read_json(document["config"]["digest"])
+        top_digest = select_ref(Path(path), name).digest
+        _store, manifest_digest, _document, config = read_layout_image(Path(path), name, platform, reference)
     else:
         # A docker-archive keeps no manifest, hence no digest: the image is known by its config.
         with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
@@ -130,7 +144,15 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
     labels = inner.get("Labels") if isinstance(inner, dict) else None
     labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
     found_by = "api"
+    subjects = list(dict.fromkeys(subjects))  # an index may list one manifest many times
+    if len(subjects) > MAX_REFERRER_SUBJECTS:
+        raise OciError(
+            f"{where}: its index lists {len(subjects) - 1} manifests; envkit looks up the artifacts of at most {MAX_REFERRER_SUBJECTS - 1}",
+            hint="this is not an image's index (a multi-platform image has a few), or it is hostile",
+        )
+    deadline = Deadline(f"{where}: the artifacts attached to the image and its {len(subjects) - 1} manifests")
     for subject in subjects:
+        deadline.check()  # one deadline for all the lookups, not one each: a slow registry ends the command once
         items, found_by = list_referrers(client, ref.repository, subject)
         if items:
             referrers[subject] = [

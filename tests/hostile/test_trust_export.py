@@ -1,0 +1,197 @@
+"""`envkit export` of a record, an image or an environment that is someone else's (a pull request, a registry):
+no file but the record's own lock leaves the machine, no credential goes where the record says, and no value
+forges a line of `--to env`/`--to github`/`--to json` output. Against a real MLflow server and real registries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MlflowServer, Registry, run_envkit, write_env
+
+MLFLOW_FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+CREDENTIALS = {"ENVKIT_REGISTRY_USER": "envkit", "ENVKIT_REGISTRY_PASSWORD": "s3cret-Pa55"}
+
+
+def _baked(work: Path, channel: Path, *bake_args: str, env: dict[str, str] | None = None) -> dict:
+    write_env(work, f"channels: [{channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    result = run_envkit("bake", "-q", *bake_args, cwd=work, env={"ENVKIT_CACHE_DIR": str(work.parent / "cache"), **(env or {})})
+    assert result.returncode == 0, result.output
+    return json.loads((work / "bake.json").read_text())
+
+
+def _edited(work: Path, record: dict, name: str = "evil.json") -> str:
+    (work / name).write_text(json.dumps(record))
+    return name
+
+
+@pytest.fixture
+def baked(tmp_path: Path, image_channel: Path) -> tuple[Path, dict]:
+    work = tmp_path / "work"
+    return work, _baked(work, image_channel, "--oci", "image")
+
+
+def test_a_record_cannot_choose_the_file_logged_as_its_lock(
+    baked: tuple[Path, dict], image_channel: Path, mlflow_server: MlflowServer
+) -> None:
+    # A record naming a secret (or another lock) as its `lockfile`: refused before MLflow is written to.
+    from mlflow.tracking import MlflowClient
+
+    work, record = baked
+    (work / "creds.env").write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    secret = _edited(work, {**record, "lockfile": str(work / "creds.env")})
+    refused = run_envkit("export", "--record", secret, "--to", "mlflow", "--experiment", "exfiltrated", cwd=work, env=env)
+    assert refused.returncode == 2 and "creds.env: not a conda-lock file" in refused.stderr, refused.output
+    other = work.parent / "other"
+    write_env(other, f"channels: [{image_channel}]\ndependencies: [smalldata]\n")
+    assert run_envkit("lock", "-q", cwd=other).returncode == 0
+    another = _edited(work, {**record, "lockfile": str(other / "conda-lock.yml")}, "other.json")
+    mismatch = run_envkit("export", "--record", another, "--to", "mlflow", "--experiment", "exfiltrated", cwd=work, env=env)
+    assert mismatch.returncode == 2 and "its lock hash is sha256:" in mismatch.stderr and record["lock_hash"] in mismatch.stderr
+    assert MlflowClient(mlflow_server.uri).get_experiment_by_name("exfiltrated") is None  # nothing written
+
+
+def test_what_mlflow_prints_stays_off_the_env_lines(baked: tuple[Path, dict], mlflow_server: MlflowServer) -> None:
+    # `eval "$(envkit export --to env --to mlflow ...)"`: MLflow's "View run ... at: ..." went to stdout.
+    work, record = baked
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    both = run_envkit("export", "--record", "bake.json", "--to", "env", "--to", "mlflow", "--experiment", "stdout", cwd=work, env=env)
+    assert both.returncode == 0, both.output
+    assert both.stdout.splitlines() and all(line.startswith("ENVKIT_") for line in both.stdout.splitlines()), both.stdout
+    as_json = run_envkit("export", "--record", "bake.json", "--to", "json", "--to", "mlflow", "--experiment", "stdout", cwd=work, env=env)
+    assert json.loads(as_json.stdout)["lock_hash"] == record["lock_hash"]
+
+
+def _label(record: dict, key: str, value: object) -> dict:
+    platform = dict(record["platforms"]["linux-64"])
+    platform["labels"] = {**platform["labels"], f"dev.envkit.{key}": value}
+    return {**record, "platforms": {"linux-64": platform}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda r: _label(r, "blas", "mkl\nLD_PRELOAD=/tmp/evil.so"), "labels.dev.envkit.blas 'mkl\\nLD_PRELOAD"),
+        (lambda r: _label(r, "blas", "mkl\ud800"), "unpaired surrogate"),
+        (lambda r: _label(r, "lock-hash", "sha256:" + "0" * 64), "is not the record's lock_hash"),
+        (lambda r: _label(r, "platform", 5), "labels.dev.envkit.platform '5' is not a string"),
+        (lambda r: _label(r, "cuda", "12.4;id"), "cuda '12.4;id' does not have the form of one"),
+        (lambda r: {**r, "lock_hash": "not a hash"}, "lock_hash 'not a hash' is not a lock hash"),
+        (lambda r: {**r, "references": ["x" * 150_000]}, "references[0]"),
+        (lambda r: {**r, "tags": "abc"}, "tags 'abc' is not a list or absent"),
+        (lambda r: {**r, "image": "sha256:abc"}, "image 'sha256:abc' is not an object"),
+        (lambda r: {**r, "image": {}}, "image.digest 'None' is not a string"),
+        (lambda r: {**r, "platforms": {"linux-64": "x"}}, "platforms.linux-64 'x' is not an object"),
+        (lambda r: {**r, "platforms": {}}, "platforms '{}' names no platform"),
+        (lambda r: {**r, "lockfile": 5}, "lockfile '5' is not a string or absent"),
+    ],
+)
+def test_a_record_value_that_would_forge_an_output_or_break_a_writer_is_refused(baked: tuple[Path, dict], edit, said: str) -> None:
+    work, record = baked
+    for to in ("env", "github", "json"):
+        result = run_envkit(
+            "export", "--record", _edited(work, edit(record)), "--to", to, cwd=work, env={"GITHUB_OUTPUT": str(work / "out")}
+        )
+        assert result.returncode == 2 and said in result.stderr, result.output  # (run_envkit: never a traceback)
+        assert result.stdout == "" and not (work / "out").exists()
+
+
+def test_environment_credentials_go_only_to_a_repository_the_user_names(
+    tmp_path: Path, image_channel: Path, auth_registry: Registry
+) -> None:
+    # `--to registry` attaches where the record says the image was pushed. A record may be someone else's: the
+    # environment's push credentials go there only when the user names it (--repository).
+    work = tmp_path / "work"
+    repo = f"{auth_registry.host}/team/app"
+    record = _baked(work, image_channel, "--push", repo, "--insecure", env=CREDENTIALS)
+    assert record["outputs"]["registry"] == repo
+    said = run_envkit("export", "--record", "bake.json", "--to", "registry", "--insecure", cwd=work, env=CREDENTIALS)
+    assert said.returncode == 2 and "authentication required" in said.stderr, said.output
+    assert f"--repository {repo}" in said.stderr
+    named = run_envkit("export", "--record", "bake.json", "--to", "registry", "--repository", repo, "--insecure", cwd=work, env=CREDENTIALS)
+    assert named.returncode == 0, named.output
+    assert "attached conda-lock.yml" in named.stderr
+    # The record's `lockfile` naming another file is refused there too.
+    (work / "creds.env").write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
+    secret = _edited(work, {**record, "lockfile": str(work / "creds.env")})
+    leaked = run_envkit("export", "--record", secret, "--to", "registry", "--repository", repo, "--insecure", cwd=work, env=CREDENTIALS)
+    assert leaked.returncode == 2 and "creds.env: not a conda-lock file" in leaked.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda c: c["config"].update(Labels=["dev.envkit.lock-hash=x"]), "config.Labels is not a mapping of strings"),
+        (lambda c: c["config"]["Labels"].update({"dev.envkit.platform": 5}), "config.Labels is not a mapping of strings"),
+        (lambda c: c["config"]["Labels"].update({"dev.envkit.blas": "mkl\nX=1"}), "blas 'mkl\\nX=1' does not have the form of one"),
+    ],
+)
+def test_a_hostile_image_layout_is_refused_by_export_and_inspect(baked: tuple[Path, dict], edit, said: str) -> None:
+    from conda_envkit.testing.hostile_images import rewrite_config
+
+    work, record = baked
+    rewrite_config(work / "image", record["tags"][0], edit)
+    exported = run_envkit("export", "--image", f"oci:image:{record['tags'][0]}", "--to", "env", cwd=work)
+    assert exported.returncode == 2 and said in exported.stderr, exported.output
+    assert exported.stdout == ""
+    if "form" not in said:  # inspect prints the record as JSON (escaped), it does not export it
+        inspected = run_envkit("inspect", f"oci:image:{record['tags'][0]}", cwd=work)
+        assert inspected.returncode == 2 and said in inspected.stderr, inspected.output
+
+
+def test_the_tracking_api_refuses_an_environment_json_that_contradicts_its_lock(
+    tmp_path: Path, image_channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.tracking import environment_info
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    monkeypatch.setenv("ENVKIT_LOCK_FILE", str(work / "conda-lock.yml"))  # as inside an image
+    about = work / "environment.json"
+    for data, said in [
+        (b"{not json", "environment.json: invalid JSON"),
+        (b"[1]", "`labels` is not an object of strings"),
+        (b"\xff\xfe", "environment.json"),
+        (json.dumps({"labels": {"dev.envkit.lock-hash": "sha256:" + "0" * 64}}).encode(), "is not the sha256:"),
+        (json.dumps({"labels": {"dev.envkit.lock-hash": "x\ny"}}).encode(), "is not the sha256:"),
+    ]:
+        about.write_bytes(data)
+        with pytest.raises(EnvkitError) as refused:  # (an envkit error, with its hint: not a JSONDecodeError)
+            environment_info()
+        assert said in refused.value.message, refused.value.message
+
+
+def test_inspect_looks_up_each_manifest_of_an_index_once_and_not_without_end(
+    tmp_path: Path, image_channel: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An index listing one manifest many times made `inspect` ask for its artifacts each time (each with a deadline
+    # of its own); one listing thousands had no end. Now each once, at most MAX_REFERRER_SUBJECTS, within one deadline.
+    from conda_envkit.export import registry as export_registry
+    from conda_envkit.oci.blobs import OciError
+    from conda_envkit.oci.registry import RegistryClient
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\nplatforms: [linux-64, linux-aarch64]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    repo = f"{registry.host}/team/train"
+    args = ("-p", "linux-64", "-p", "linux-aarch64", "--push", repo, "--insecure", "-t", "v1")
+    assert run_envkit("bake", "-q", *args, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}).returncode == 0
+    client = RegistryClient(registry.host, insecure=True)
+    index = json.loads(client.get_manifest("team/train", "v1")[0])
+    index["manifests"] = index["manifests"][:1] * 40
+    client.put_manifest("team/train", "repeated", json.dumps(index).encode(), index["mediaType"])
+    asked: list[str] = []
+    real = export_registry.list_referrers
+    monkeypatch.setattr(export_registry, "list_referrers", lambda c, r, subject: (asked.append(subject), real(c, r, subject))[1])
+    export_registry.inspect_image(f"{repo}:repeated", insecure=(registry.host,))
+    assert len(asked) == 2 and len(set(asked)) == 2  # the index and its one manifest
+    monkeypatch.setattr(export_registry, "MAX_REFERRER_SUBJECTS", 2)
+    with pytest.raises(OciError) as refused:
+        export_registry.inspect_image(f"{repo}:v1", insecure=(registry.host,))
+    assert "its index lists 2 manifests; envkit looks up the artifacts of at most 1" in refused.value.message
