@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,6 +210,32 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 
+def pip_failures(errors: list[BaseException], platforms: set[str]) -> BaseException:
+    """One error for the pip: sections that failed: each platform's message, and one hint, which for a requirement
+    that fails on some platforms only is the selector that keeps it where it resolves."""
+    from conda_envkit.pip_lock import PipLockError
+    from conda_envkit.platforms import selector_for
+
+    if not all(isinstance(e, PipLockError) for e in errors):
+        return next(e for e in errors if not isinstance(e, PipLockError))
+    failures = sorted((e for e in errors if isinstance(e, PipLockError)), key=lambda e: e.platform)
+    lacking: dict[tuple[str, str], set[str]] = {}
+    for error in failures:
+        for blamed in error.blamed:
+            lacking.setdefault(blamed, set()).add(error.platform)
+    hints = [f.hint for f in failures]
+    for (name, source), without in lacking.items():
+        having = platforms - without
+        if having and len(lacking) == 1:
+            hints = [
+                f"to lock {name} only where it resolves, add `# [{selector_for(having, platforms)}]` to its line ({source}); "
+                "or relax the requirement, or add an index that has a wheel for those platforms"
+            ]
+    if len(failures) == 1:
+        return PipLockError(failures[0].message, hints[0], failures[0].platform, failures[0].blamed)
+    return PipLockError("\n".join(f.message for f in failures), "; ".join(dict.fromkeys(hints)))
+
+
 def _dependency_closure(packages: list[LockedPackage], names: tuple[str, ...]) -> set[str]:
     """The names `names` depend on in the lock, directly or not (themselves included)."""
     depends = {p.name: p.dependencies for p in packages}
@@ -281,7 +308,12 @@ def lock_environment(
         cache_dir = cache_dir_or_default(options.cache_dir)
         uv_binary()  # looked up here, before the threads: its sysconfig lookup is not thread-safe
         with ThreadPool(max_workers=2) as pool:
-            pins = list(pool.map(lambda part: resolve_pip_for(part.solved, keep(part.solved.target).pip, cache_dir), pip_parts))
+            futures = [pool.submit(resolve_pip_for, part.solved, keep(part.solved.target).pip, cache_dir) for part in pip_parts]
+            wait(futures)
+        failed = [e for f in futures if (e := f.exception()) is not None]
+        if failed:  # every platform's, at once (as the conda solves report theirs)
+            raise pip_failures(failed, {part.solved.target.platform for part in pip_parts})
+        pins = [f.result() for f in futures]
         for part, part_pins in zip(pip_parts, pins, strict=True):
             if part_pins:
                 t = part.solved.target

@@ -74,7 +74,28 @@ _UNLOCKABLE_HINT = (
 
 
 class PipLockError(EnvkitError):
-    """A `pip:` section that cannot be locked."""
+    """A `pip:` section that cannot be locked (`platform`; `blamed`: the requirements uv's explanation names,
+    as (name, source line))."""
+
+    def __init__(self, message: str, hint: str = "", platform: str = "", blamed: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message, hint)
+        self.platform, self.blamed = platform, blamed
+
+
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def blamed_requirements(inputs: PipInputs, explanation: str) -> tuple[tuple[str, str], ...]:
+    """The requirements (name, source line) that uv's failure `explanation` names."""
+    found = []
+    for requirement in inputs.requirements:
+        match = _REQUIREMENT_NAME.match(requirement.line.strip())
+        if match and not requirement.line.lstrip().startswith("-"):
+            name = match.group(0)
+            spelled = "[-_.]+".join(re.escape(part) for part in re.split(r"[-_.]+", name))  # PEP 503: - _ . are one
+            if re.search(rf"(?<![\w.-]){spelled}(?![\w-])", explanation, re.IGNORECASE):
+                found.append((name, requirement.source))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -367,10 +388,14 @@ def resolve_pip(
         _raise_proxy_failure(proxy, target, first)  # even if uv got by without the page: it saw less than the index has
         if proc.returncode != 0:
             stderr = proxy.upstream_text(proc.stderr) if proxy else proc.stderr
+            explanation = _uv_failure(stderr, [s for s in secrets if s], provided)
+            blamed = blamed_requirements(inputs, explanation)
+            what = ", ".join(f"{name} ({source})" for name, source in blamed) if blamed else f"the pip: section ({first})"
             raise PipLockError(
-                f"{target.platform}: the pip: section ({first}) cannot be resolved for {target.describe()}:\n  "
-                + _uv_failure(stderr, [s for s in secrets if s], provided),
+                f"{target.platform}: {what} cannot be resolved for {target.describe()}:\n  " + explanation,
                 hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
+                platform=target.platform,
+                blamed=blamed,
             )
         document = tomllib.loads(out.read_text(encoding="utf-8"))
     placeholders = _placeholders([inputs.index_url or "", *inputs.extra_index_urls, *(f.location for f in inputs.find_links)])

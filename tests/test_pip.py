@@ -119,9 +119,27 @@ def test_unresolvable_pip_requirements_say_which_platform_and_line(
     _env_file(work, toy_channel, [f"--index-url {pip_index_server.url}/simple", pip_line])
     result = _lock(work, tmp_path / "cache", "-p", platform)
     assert result.returncode == 2, result.output
-    assert f"error: {platform}: the pip: section (environment.yml:" in result.stderr
+    assert f"error: {platform}: {pip_line} (environment.yml:9) cannot be resolved for" in result.stderr, result.stderr
     assert expected in result.stderr
     assert "hint:" in result.stderr
+    assert not (work / "conda-lock.yml").exists()
+
+
+def test_a_pip_requirement_without_wheels_on_some_platforms_is_reported_for_all_with_the_selector_that_fits(
+    tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer
+) -> None:
+    # fastmath has wheels for linux-64, osx-arm64 and win-64. Every platform that fails says so in one run (it took
+    # a run per platform), naming the requirement's own line, with one hint: the selector that keeps it elsewhere.
+    work = tmp_path / "work"
+    _env_file(work, toy_channel, [f"--index-url {pip_index_server.url}/simple", "tiny-tokenizer", "fastmath"])
+    with_osx_64 = (work / "environment.yml").read_text().replace("platforms: [", "platforms: [osx-64, ", 1)
+    (work / "environment.yml").write_text(with_osx_64)
+    result = _lock(work, tmp_path / "cache")
+    assert result.returncode == 2, result.output
+    for platform in ("linux-aarch64", "osx-64"):
+        assert f"{platform}: fastmath (environment.yml:10) cannot be resolved for" in result.stderr, result.stderr
+    assert result.stderr.count("cannot be resolved for") == 2
+    assert "to lock fastmath only where it resolves, add `# [linux64 or arm64 or win]` to its line (environment.yml:10)" in result.stderr
     assert not (work / "conda-lock.yml").exists()
 
 
