@@ -40,7 +40,7 @@ def test_bake_record_round_trip_and_refusals() -> None:
         tags=("t",),
         references=("r",),
         outputs={},
-        platforms={"linux-64": {"labels": {}}},
+        platforms={"linux-64": {"labels": {}, "manifest_digest": "sha256:" + "e" * 64}},
         push={"uploaded_blobs": 1, "skipped_blobs": 0, "mounted_blobs": 0, "bytes_uploaded": 3},
         envkit_version="1.0",
     )
