@@ -11,24 +11,16 @@ wrote) conda-lock's defaults, and the report says which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rattler import BuildString, MatchSpec, PackageRecord
 
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.lockfile import read_lockfile
-from conda_envkit.locking import LockOptions, LockPlan, plan_locks
+from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
 from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
-from conda_envkit.platforms import (
-    CONDA_LOCK_DEFAULT_CUDA,
-    CUDA_PLATFORMS,
-    DEFAULT_VIRTUAL_PACKAGES,
-    Blas,
-    VirtualPackage,
-    virtual_packages_for,
-)
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
 
@@ -139,55 +131,6 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     return reasons
 
 
-def _assumed_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, options: LockOptions) -> tuple[SolveTarget, list[str]]:
-    """`target` with the assumptions the lock was made under wherever no flag or spec key says otherwise."""
-    p = target.platform
-    cuda_given = options.cuda is not None or options.no_cuda or (spec.cuda is not None if target.variant is None else True)
-    blas_given = target.blas is not None
-    vp_given = p in options.virtual_packages
-    meta = lockfile.envkit
-    platform_meta = meta.for_platform(p) if meta is not None else None
-    notes: list[str] = []
-    if platform_meta is not None:
-        cuda = target.cuda if cuda_given else platform_meta.cuda_driver
-        if not cuda_given and cuda is not None and p in CUDA_PLATFORMS:
-            notes.append(f"CUDA driver {cuda} as the lock records it (pass --cuda/--no-cuda to check another)")
-        overrides = options.virtual_packages.get(p)
-        if not vp_given and platform_meta.virtual_packages:
-            overrides = _recorded_overrides(p, platform_meta.virtual_packages)
-            recorded = {str(v) for v in virtual_packages_for(p, cuda, overrides)}
-            if recorded != {str(v) for v in virtual_packages_for(p, cuda)}:
-                notes.append(f"virtual packages as the lock records them: {' '.join(sorted(recorded))}")
-        blas = target.blas
-        if not blas_given and platform_meta.blas_requested:
-            blas = Blas(platform_meta.blas_requested)
-            notes.append(f"BLAS {blas.value} as the lock records it (pass --blas to check another)")
-    else:
-        # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
-        cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)
-        overrides = options.virtual_packages.get(p)
-        blas = target.blas
-        assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
-        notes.append(
-            f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
-            + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
-        )
-    virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
-    return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
-
-
-def _recorded_overrides(platform: str, recorded: tuple[str, ...]) -> dict[str, str]:
-    """The lock's `name=version=build` virtual packages as overrides of the defaults (without __cuda, which follows `cuda`)."""
-    found: dict[str, str] = {}
-    for item in recorded:
-        name, _, rest = item.partition("=")
-        version, _, build = rest.partition("=")
-        found[name] = f"{version} {build or '0'}"
-    overrides = {name: "" for name in DEFAULT_VIRTUAL_PACKAGES[platform] if name not in found}
-    overrides.update({k: v for k, v in found.items() if k != "__cuda"})
-    return overrides
-
-
 def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list[str]]:
     """(reasons, notes) for a lock written by an envkit whose metadata meant something else."""
     meta = lockfile.envkit
@@ -213,14 +156,15 @@ def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvS
     lockfile = read_lockfile(plan.path)
     results = []
     wanted = {t.platform for t in plan.targets}
-    for extra in sorted(set(lockfile.metadata.platforms) - wanted):
+    # With -p, the platforms not named are kept as they are by `lock -p`: only the named ones are checked.
+    for extra in () if options.keep_other_platforms else sorted(set(lockfile.metadata.platforms) - wanted):
         results.append(PlatformFreshness(str(plan.path), plan.variant, extra, False, ("locked, but no longer requested by the spec",)))
     lock_dir = plan.path.resolve().parent
     for requested in plan.targets:
         if requested.platform not in lockfile.metadata.platforms:
             results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, ("requested, but not in the lock",)))
             continue
-        target, notes = _assumed_target(requested, lockfile, spec, options)
+        target, notes = recorded_target(requested, lockfile, spec, options)
         hash_matched = (
             None
             if lockfile.envkit is None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from concurrent.futures import wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,13 +14,21 @@ import rattler
 
 from conda_envkit.cache import cache_dir_or_default
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
-from conda_envkit.platforms import CUDA_PLATFORMS, Blas, check_blas, virtual_packages_for
+from conda_envkit.platforms import (
+    CONDA_LOCK_DEFAULT_CUDA,
+    CUDA_PLATFORMS,
+    DEFAULT_VIRTUAL_PACKAGES,
+    Blas,
+    VirtualPackage,
+    check_blas,
+    virtual_packages_for,
+)
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
 from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:
-    from conda_envkit.lockmodel import LockedPackage, LockHash
+    from conda_envkit.lockmodel import LockedPackage, LockFile, LockHash
     from conda_envkit.lockwrite import PlatformPart
     from conda_envkit.pip_lock import PipInputs, PipPin
     from conda_envkit.repodata_guard import RepodataGuard
@@ -103,7 +112,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
         cuda = variant.cuda
         platforms = tuple(p for p in spec.platforms if not variant.platforms or p in variant.platforms)
         unknown = [p for p in variant.platforms if p not in spec.platforms]
-        if unknown:
+        if unknown and not options.keep_other_platforms:  # (with -p, the variant's others are kept as locked)
             raise SpecError(
                 f"variant {variant.name!r} names platform(s) {', '.join(unknown)} that the spec does not lock",
                 hint=f"add them to `platforms:` or -p, or remove them from the variant (locked: {', '.join(spec.platforms)})",
@@ -133,7 +142,59 @@ def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChann
     plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
     for variant in spec.variants:
         plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
-    return channels, plans
+    # -p naming none of a variant's platforms: that variant's lock is left as it is.
+    return channels, [plan for plan in plans if plan.targets or not options.keep_other_platforms]
+
+
+def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, options: LockOptions) -> tuple[SolveTarget, list[str]]:
+    """`target` with the assumptions the lock was made under (CUDA driver, BLAS asked for, virtual packages)
+    wherever no flag or spec key says otherwise, and notes saying which; for a lock conda-lock wrote, conda-lock's
+    defaults. `lock --check` judges a lock by them, and `lock` (`--update`, `-p`) solves again under them."""
+    p = target.platform
+    cuda_given = options.cuda is not None or options.no_cuda or (spec.cuda is not None if target.variant is None else True)
+    blas_given = target.blas is not None
+    vp_given = p in options.virtual_packages
+    meta = lockfile.envkit
+    platform_meta = meta.for_platform(p) if meta is not None else None
+    notes: list[str] = []
+    if platform_meta is not None:
+        cuda = target.cuda if cuda_given else platform_meta.cuda_driver
+        if not cuda_given and cuda is not None and p in CUDA_PLATFORMS:
+            notes.append(f"CUDA driver {cuda} as the lock records it (pass --cuda/--no-cuda for another)")
+        overrides = options.virtual_packages.get(p)
+        if not vp_given and platform_meta.virtual_packages:
+            overrides = _recorded_overrides(p, platform_meta.virtual_packages)
+            recorded = {str(v) for v in virtual_packages_for(p, cuda, overrides)}
+            if recorded != {str(v) for v in virtual_packages_for(p, cuda)}:
+                notes.append(f"virtual packages as the lock records them: {' '.join(sorted(recorded))}")
+        blas = target.blas
+        if not blas_given and platform_meta.blas_requested:
+            blas = Blas(platform_meta.blas_requested)
+            notes.append(f"BLAS {blas.value} as the lock records it (pass --blas for another)")
+    else:
+        # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
+        cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)
+        overrides = options.virtual_packages.get(p)
+        blas = target.blas
+        assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
+        notes.append(
+            f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
+            + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
+        )
+    virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
+    return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
+
+
+def _recorded_overrides(platform: str, recorded: tuple[str, ...]) -> dict[str, str]:
+    """The lock's `name=version=build` virtual packages as overrides of the defaults (without __cuda, which follows `cuda`)."""
+    found: dict[str, str] = {}
+    for item in recorded:
+        name, _, rest = item.partition("=")
+        version, _, build = rest.partition("=")
+        found[name] = f"{version} {build or '0'}"
+    overrides = {name: "" for name in DEFAULT_VIRTUAL_PACKAGES[platform] if name not in found}
+    overrides.update({k: v for k, v in found.items() if k != "__cuda"})
+    return overrides
 
 
 def _pip_inputs(spec: EnvSpec, platform: str) -> PipInputs | None:
@@ -188,7 +249,7 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
     from conda_envkit.lockfile import LockFileError, read_lockfile
 
     kept: dict[tuple[str | None, str], KeptPins] = {}
-    seen: set[str] = set()
+    unknown = set(update)
     for plan in plans:
         try:
             existing = read_lockfile(plan.path)
@@ -196,18 +257,27 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
             raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
         for target in plan.targets:
             packages = [p for p in existing.package if p.platform == target.platform]
-            seen.update(p.name for p in packages)
-            conda = {p.name: p.hash.sha256 or "" for p in packages if p.name not in update and p.manager == "conda"}
-            needed = _dependency_closure([p for p in packages if p.manager == "conda"], update)
+            named = {p.name for p in packages if any(_names_package(n, p) for n in update)}
+            unknown -= {n for n in update if any(_names_package(n, p) for p in packages)}
+            conda = {p.name: p.hash.sha256 or "" for p in packages if p.name not in named and p.manager == "conda"}
+            needed = _dependency_closure([p for p in packages if p.manager == "conda"], tuple(named))
             kept[(target.variant, target.platform)] = KeptPins(
                 conda=conda,
-                pip={p.name: p.version for p in packages if p.name not in update and p.manager == "pip"},
+                pip={p.name: p.version for p in packages if p.name not in named and p.manager == "pip"},
                 pinned=frozenset(conda) - needed,
             )
-    unknown = [name for name in update if name not in seen]
     if unknown:
-        raise SpecError(f"--update {' '.join(unknown)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
+        missing = [n for n in update if n in unknown]
+        raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
+
+
+def _names_package(name: str, package: LockedPackage) -> bool:
+    """Whether an --update NAME means `package`: its name exactly, or spelled as its manager spells names alike
+    (conda: case; pip, PEP 503: case and any run of `-`, `_`, `.`: `typing_extensions` is `typing-extensions`)."""
+    if name == package.name or name.lower() == package.name.lower():
+        return True
+    return package.manager == "pip" and re.sub(r"[-_.]+", "-", name).lower() == re.sub(r"[-_.]+", "-", package.name).lower()
 
 
 def pip_failures(errors: list[BaseException], platforms: set[str]) -> BaseException:
@@ -258,12 +328,39 @@ def _load_lock_writer() -> None:
     import conda_envkit.lockwrite  # noqa: F401  # and with it lockmodel, lock_yaml, files, hashlib, json
 
 
+def as_recorded(plans: list[LockPlan], spec: EnvSpec, options: LockOptions, note: Callable[[str], None]) -> list[LockPlan]:
+    """Each target as its lock was made (CUDA driver, BLAS asked for, virtual packages) where no flag or spec key
+    says otherwise: `lock`, `lock --update` and `lock -p` solve again under the lock's assumptions, as `lock --check`
+    judges by them (a lock made with --cuda 12.4 stayed CUDA for --check and became CPU at the next `lock`).
+    A platform the lock does not hold, and a lock envkit did not write, take the spec's and the flags' own."""
+    from conda_envkit.lockmodel import LockFileError, read_lock
+
+    planned = []
+    for plan in plans:
+        try:
+            existing = read_lock(plan.path) if plan.path.is_file() else None
+        except LockFileError:
+            existing = None  # replaced by this lock (-p refuses it first: other_platforms)
+        targets = []
+        for target in plan.targets:
+            if existing is None or existing.envkit is None or existing.envkit.for_platform(target.platform) is None:
+                targets.append(target)
+                continue
+            recorded, notes = recorded_target(target, existing, spec, options)
+            for text in notes:
+                note(f"{target.label}: {text}")
+            targets.append(recorded)
+        planned.append(replace(plan, targets=tuple(targets)))
+    return planned
+
+
 def lock_environment(
     spec: EnvSpec,
     options: LockOptions,
     gateway: rattler.Gateway,
     on_solved: Callable[[SolvedPlatform], None] | None = None,
     guard: RepodataGuard | None = None,
+    note: Callable[[str], None] = lambda _text: None,
 ) -> list[LockOutcome]:
     """Solve every variant and platform, then write the lock files that changed.
 
@@ -271,6 +368,7 @@ def lock_environment(
     half-updated set of lock files.
     """
     channels, plans = plan_locks(spec, options)
+    plans = as_recorded(plans, spec, options, note)
     lock_dir = options.lock_path.resolve().parent
     all_targets = [t for plan in plans for t in plan.targets]
     parts: dict[tuple[str | None, str], PlatformPart] = {}
@@ -322,7 +420,7 @@ def lock_environment(
     rendered = []
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
-        kept = other_platforms(plan.path, {t.platform for t in plan.targets}) if options.keep_other_platforms else None
+        kept = other_platforms(plan.path, {t.platform for t in plan.targets}, channels) if options.keep_other_platforms else None
         lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name, kept)
         plan_solved = tuple(part.solved for part in plan_parts)
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}

@@ -219,20 +219,33 @@ class KeptPlatforms:
     custom: dict[str, str]
 
 
-def other_platforms(lock_path: Path, solving: set[str]) -> KeptPlatforms | None:
+def other_platforms(lock_path: Path, solving: set[str], channels: tuple[ResolvedChannel, ...]) -> KeptPlatforms | None:
     """The platforms of the lock at `lock_path` that are not being solved (None: no lock there, or none other).
-    A lock that cannot be read keeps nothing: it is replaced, as without -p."""
+
+    Refused, so that no platform is lost or kept inconsistent without a word: a lock that cannot be read, and
+    one whose channels are not these (its other platforms' packages would come from channels it no longer
+    names; conda-lock refuses that merge too)."""
     from conda_envkit.lockmodel import read_lock
 
     if not lock_path.is_file():
         return None
     try:
         existing = read_lock(lock_path)
-    except LockFileError:
-        return None
+    except LockFileError as exc:
+        also = "-p keeps the lock's other platforms, so it must be readable: fix it, or lock without -p"
+        raise LockFileError(exc.message, hint=f"{exc.hint}; {also}" if exc.hint else also) from None
     platforms = tuple(p for p in existing.metadata.platforms if p not in solving)
     if not platforms:
         return None
+    lock_dir = lock_path.resolve().parent
+    now = [recorded_channel_url(c, lock_dir) for c in channels]
+    before = [c.url for c in existing.metadata.channels]
+    if [u.rstrip("/") for u in now] != [u.rstrip("/") for u in before]:
+        raise LockFileError(
+            f"{lock_path}: its channels ({', '.join(before)}) are not the spec's ({', '.join(now)}), and -p would keep"
+            f" {', '.join(platforms)} as locked from the old ones",
+            hint="lock every platform again: run `envkit lock` without -p",
+        )
     custom = existing.metadata.custom_metadata or {}
     return KeptPlatforms(
         platforms=platforms,
@@ -271,6 +284,7 @@ def build_lockfile(
         packages.extend(kept.packages)
         content_hash.update(kept.content_hash)
         custom.update(kept.custom)
+    content_hash = dict(sorted(content_hash.items()))  # as a lock of all its platforms at once has it
     packages.sort(key=lambda d: d.key)
     metadata = LockMetadata(
         content_hash=content_hash,

@@ -106,6 +106,7 @@ class SolvedPlatform:
     target: SolveTarget
     records: tuple[RepoDataRecord, ...]
     seconds: float
+    notes: tuple[str, ...] = ()  # what the user should know of how it was solved (an --update that moved more)
 
     @property
     def chosen_blas(self) -> Blas | None:
@@ -219,7 +220,7 @@ def _explain(
     elif re.search(r"__glibc\b|__osx\b", message):
         hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
     if target.blas is not None and target.blas != Blas.OPENBLAS:
-        hint += f"; the BLAS asked for ({target.blas.value}) may have no build here that fits: try --blas {target.platform}=openblas"
+        hint += f"; the BLAS asked for ({target.blas.value}) may have no build that fits: try openblas (--blas PLATFORM=openblas)"
     return SolveError(
         f"{target.label}: the specs cannot be satisfied together\n{message}\n"
         f"  conflicting specs: {specs}\n  assumed: {assumed}"
@@ -401,6 +402,7 @@ async def solve_target(
     solving = solve(pin=bool(locked and pinned))
     if on_solving is not None:
         on_solving()
+    notes: tuple[str, ...] = ()
     try:
         try:
             records = await _solved(loading, solving)
@@ -408,6 +410,7 @@ async def solve_target(
             if not (locked and pinned):
                 raise
             records = await _solved(loading, solve(pin=False))  # the update needs the packages pinned to move
+            notes = (_moved_note(target, locked, pinned, records),)
     except SolverError as exc:
         message = _fold_repeats(str(exc).strip())
         missing = _missing_package(message, target)
@@ -434,7 +437,22 @@ async def solve_target(
                 f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}",
                 hint="pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
             )
-    return SolvedPlatform(target, tuple(records), time.perf_counter() - started)
+    return SolvedPlatform(target, tuple(records), time.perf_counter() - started, notes)
+
+
+def _moved_note(target: SolveTarget, locked: list[RepoDataRecord], pinned: frozenset[str], records: list[RepoDataRecord]) -> str:
+    """What an --update moved besides the named packages and their dependencies, when keeping them had no solution."""
+    now = {r.name.normalized: r for r in records}
+    moved = [
+        f"{r.name.normalized} {r.version} -> {now[r.name.normalized].version}"
+        if r.name.normalized in now
+        else f"{r.name.normalized} removed"
+        for r in locked
+        if r.name.normalized in pinned and (r.name.normalized not in now or now[r.name.normalized].sha256 != r.sha256)
+    ]
+    return f"{target.label}: the update has no solution with every package that does not depend on it kept, so these moved too: " + (
+        ", ".join(moved[:12]) + (f" and {len(moved) - 12} more" if len(moved) > 12 else "") if moved else "none in the end"
+    )
 
 
 async def _solved(loading: asyncio.Future[None], solving: asyncio.Future[list[RepoDataRecord]]) -> list[RepoDataRecord]:

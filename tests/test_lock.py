@@ -98,6 +98,62 @@ def test_cuda_build_only_with_cuda(tmp_path: Path, toy_channel: Path) -> None:
     assert meta["envkit.osx-arm64.cuda"] == "none"
 
 
+def test_a_relock_solves_again_under_the_cuda_driver_and_blas_the_lock_records(tmp_path: Path, toy_channel: Path) -> None:
+    # Locked with --cuda 12.4 and --blas linux-64=mkl (flags, not in the file): `lock`, `lock --update` and
+    # `lock -p` kept CUDA for --check but solved CPU and any BLAS, dropping every CUDA package without a word.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy", "gpulib"], ("linux-64", "osx-arm64")))
+    lock = tmp_path / "conda-lock.yml"
+    assert run_envkit("lock", "-q", "--cuda", "12.4", "--blas", "linux-64=mkl", cwd=tmp_path).returncode == 0
+    made = lock.read_text()
+    assert locked(lock, "linux-64")["gpulib"]["build"] == "cuda12_0" and locked(lock, "linux-64")["libblas"]["build"] == "20_mkl"
+    for args in ((), ("--update", "numpy"), ("-p", "linux-64")):
+        again = run_envkit("lock", *args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "note: linux-64: CUDA driver 12.4 as the lock records it" in again.stderr, again.stderr
+        assert "note: linux-64: BLAS mkl as the lock records it" in again.stderr
+        assert lock.read_text() == made, args  # nothing moved: same CUDA build, same BLAS
+    cpu = run_envkit("lock", "-q", "--no-cuda", cwd=tmp_path)  # a flag still says otherwise
+    assert cpu.returncode == 0 and locked(lock, "linux-64")["gpulib"]["build"] == "cpu_0"
+
+
+def test_lock_p_refuses_a_lock_it_cannot_keep_and_keeps_variants_json_and_order(tmp_path: Path, toy_channel: Path) -> None:
+    variants = "envkit:\n  variants:\n    cpu: {cuda: none, platforms: [linux-64]}\n"
+    text = env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64", "osx-arm64", "win-64"), variants)
+    write_env(tmp_path, text)
+    lock = tmp_path / "conda-lock.yml"
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    cpu_lock = (tmp_path / "conda-lock.cpu.yml").read_text()
+    # -p naming a platform the variant does not lock: refused before; the variant's lock is left as it is.
+    narrowed = run_envkit("lock", "--json", "-p", "win-64", cwd=tmp_path)
+    assert narrowed.returncode == 0, narrowed.stderr
+    (outcome,) = json.loads(narrowed.stdout)
+    assert list(outcome["platforms"]) == ["win-64"] and outcome["kept_platforms"] == ["linux-64", "osx-arm64"]
+    assert (tmp_path / "conda-lock.cpu.yml").read_text() == cpu_lock
+    assert list(yaml.safe_load(lock.read_text())["metadata"]["content_hash"]) == ["linux-64", "osx-arm64", "win-64"]
+    again = run_envkit("lock", cwd=tmp_path)  # the same inputs: nothing to rewrite (the hashes were reordered)
+    assert again.returncode == 0 and "unchanged conda-lock.yml" in again.stdout, again.stdout
+    checked = run_envkit("lock", "--check", "-p", "win-64", cwd=tmp_path)  # only the platform named
+    assert checked.returncode == 0 and "linux-64" not in checked.output, checked.output
+    # Another channel list: keeping the other platforms would keep packages of channels the lock no longer names.
+    write_env(tmp_path, text.replace("channels:\n", f"channels:\n  - {(tmp_path / 'other').as_uri()}\n", 1))
+    (tmp_path / "other" / "noarch").mkdir(parents=True)
+    from conda_envkit.testing.local_channel import build_channel
+
+    build_channel(tmp_path / "other", [], subdirs=("linux-64", "osx-arm64", "win-64"))
+    moved = run_envkit("lock", "-p", "win-64", cwd=tmp_path)
+    assert moved.returncode == 2 and "are not the spec's" in moved.stderr and "without -p" in moved.stderr, moved.output
+    # A lock that does not read: -p, and a spec that names no platforms, would drop its platforms; refused.
+    write_env(tmp_path, text)
+    broken = lock.read_text().replace("sha256: ", "sha256: x", 1)
+    lock.write_text(broken)
+    for args in (("-p", "win-64"), ()):
+        if not args:
+            write_env(tmp_path, text.replace("platforms: [linux-64, osx-arm64, win-64]\n", ""))
+        refused = run_envkit("lock", *args, cwd=tmp_path)
+        assert refused.returncode == 2 and "conda-lock.yml:" in refused.stderr, refused.output
+        assert lock.read_text() == broken
+
+
 def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
     # A channel whose only libblas is netlib's: the lock says `netlib` (it said `none`), and warns, unless asked for.
     from conda_envkit.testing.local_channel import PackageSpec, build_channel

@@ -95,9 +95,11 @@ def test_update_keeps_the_packages_that_depend_on_it_and_moves_them_only_when_it
         entries = _entries((work / "conda-lock.yml").read_text())
         return {name: re.search(r"version: '?([^'\n]+)", text).group(1) for (name, _p), text in entries.items()}  # type: ignore[union-attr]
 
-    assert run_envkit("lock", "-q", "--update", "numpy", cwd=work).returncode == 0
+    assert run_envkit("lock", "-q", "--update", "NumPy", cwd=work).returncode == 0  # (a name in any case, as conda takes it)
     assert versions() == {"numpy": "1.4", "scipy": "1.0"}
     write_env(work, f"channels: [{channel}]\ndependencies: ['numpy >=2', scipy]\n")
     moved = run_envkit("lock", "-q", "--update", "numpy", cwd=work)
     assert moved.returncode == 0, moved.output
     assert versions() == {"numpy": "2.0", "scipy": "2.0"}
+    assert "warning: linux-64: the update has no solution with every package that does not depend on it kept" in moved.stderr
+    assert "so these moved too: scipy 1.0 -> 2.0" in moved.stderr

@@ -88,7 +88,7 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     spec = read_env_spec(paths, list(request.platforms))
     if not request.platforms and not spec.platforms_given:
         # Locked with -p: the lock says which platforms it holds (a re-lock keeps them all, --check checks them all).
-        locked = _locked_platforms(request.lockfile)
+        locked = _locked_platforms(request.lockfile, request.check)
         if locked:
             spec = read_env_spec(paths, locked)
     options = LockOptions(
@@ -114,13 +114,17 @@ def lock_command(request: LockRequest, as_json: bool, quiet: bool, warn: Callabl
     return lock_output(run_lock(spec, options, quiet, warn), as_json)
 
 
-def _locked_platforms(lockfile: Path) -> list[str]:
+def _locked_platforms(lockfile: Path, check: bool) -> list[str]:
     from conda_envkit.lockfile import read_lockfile
 
     try:
-        return list(read_lockfile(lockfile).metadata.platforms)
-    except EnvkitError:
-        return []  # --check reports the unreadable lock itself
+        return list(read_lockfile(lockfile).metadata.platforms) if lockfile.is_file() else []
+    except EnvkitError as exc:
+        if check:
+            return []  # --check reports the unreadable lock itself
+        # Locking linux-64 alone (the default) would drop the platforms this lock holds without a word.
+        also = "the spec names no platforms, so they come from this lock: fix it, or pass -p"
+        raise EnvkitError(exc.message, hint=f"{exc.hint}; {also}" if exc.hint else also) from None
 
 
 def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tuple[str, Blas], ...]) -> list[str]:
@@ -150,6 +154,8 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
 
     def progress(solved: SolvedPlatform) -> None:
         reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
+        for text in solved.notes:
+            warn(f"warning: {text}")
         if solved.target.cuda and not solved.cuda_packages:
             warn(
                 f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
@@ -166,7 +172,8 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
     reporter.start("solve", unit="platforms")
     started = time.time_ns()
     try:
-        outcomes = lock_environment(spec, options, make_gateway(options.settings, guard.cache_dir), progress, guard)
+        gateway = make_gateway(options.settings, guard.cache_dir)
+        outcomes = lock_environment(spec, options, gateway, progress, guard, lambda text: warn(f"note: {text}"))
     except ChannelReadError as exc:
         discard_failed_repodata(repodata_cache_dir(), exc.urls, started)  # no half-downloaded repodata kept
         raise
@@ -238,6 +245,8 @@ def _outcome_json(o: LockOutcome) -> dict[str, Any]:
             }
             for s in o.solved
         },
+        # The lock's platforms kept as they were (-p named others): in lock_hash too, not solved by this run.
+        "kept_platforms": list(o.kept_platforms),
     }
 
 
