@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,8 @@ _HASH = re.compile(r"sha256:[0-9a-f]{64}")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]{0,127}")  # a CUDA or envkit version, a BLAS, `none`
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._\-]{0,127}")  # the OCI distribution spec's tag
 MAX_TEXT = 4096  # a path or an image reference; MLflow takes 8,000 characters per tag
+_CREATED = "org.opencontainers.image.created"
+_CREATED_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")  # the SBOM's timestamp is read in this form
 
 
 def _malformed(where: str, field: str, value: object, what: str) -> RecordError:
@@ -189,6 +192,13 @@ def _check_bake_record(data: dict[str, Any], where: str) -> None:
                 raise _malformed(where, at, package, "is not an object")
             for key in ("name", "version", *(() if package.get("manager") == "pip" else ("build",))):
                 _typed(package, key, str, where, f"{at}.{key}")
+            for key in ("manager", "url", "subdir", "license", "sha256"):  # what the SBOM is made of
+                _typed(package, key, (str, type(None)), where, f"{at}.{key}")
+            if package.get("sha256") and not re.fullmatch(r"[0-9a-f]{64}", package["sha256"]):
+                raise _malformed(where, f"{at}.sha256", package["sha256"], "is not 64 hex digits")
+        created = labels.get(_CREATED)
+        if created is not None and not _CREATED_FORM.fullmatch(created):
+            raise _malformed(where, f"{field}.labels.{_CREATED}", created, "is not a time as bake writes it (1970-01-01T00:00:00Z)")
         _typed(details, "layers", (list, type(None)), where, f"{field}.layers")
 
 
@@ -196,7 +206,11 @@ def check_environment_record(record: EnvironmentRecord, where: str) -> Environme
     """`record` if every value it carries out (run tags, CI outputs, `--to env` lines, artifact names) has its
     form: hashes and digests, a known platform, plain tokens, one-line text of bounded length. Whatever it
     was read from (a bake record, an image's labels, environment.json) may be someone else's."""
+    for field, items in (("tags", record.tags), ("packages", record.packages)):
+        if not isinstance(items, tuple | list):
+            raise _malformed(where, field, items, "is not a list")
     for field, value, pattern in (
+        ("source", record.source, _TOKEN),
         ("lock hash", record.lock_hash, _HASH),
         ("platform lock hash", record.platform_lock_hash, _HASH),
         ("image digest", record.image_digest, _HASH),
@@ -291,6 +305,12 @@ class EnvironmentRecord:
         if data.get("schema", ENVIRONMENT_SCHEMA) != ENVIRONMENT_SCHEMA:
             raise RecordError(f"not an envkit environment record (schema {data.get('schema')!r})", hint=f"expected {ENVIRONMENT_SCHEMA}")
         fields = {k: v for k, v in data.items() if k != "schema"}
+        unknown = sorted(set(fields) - {f.name for f in dataclass_fields(cls)})
+        if unknown:
+            raise RecordError(f"environment record: unknown field(s) {', '.join(unknown)}", hint=f"a {ENVIRONMENT_SCHEMA} record has none")
+        for key in ("tags", "packages"):
+            if not isinstance(fields.get(key) or [], list | tuple):
+                raise RecordError(f"environment record: {key} is not a list", hint=f"a {ENVIRONMENT_SCHEMA} record lists them")
         return cls(**{**fields, "tags": tuple(fields.get("tags") or ()), "packages": tuple(fields.get("packages") or ())})
 
     def flat(self) -> dict[str, str]:

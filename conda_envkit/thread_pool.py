@@ -24,12 +24,17 @@ class ThreadPool(ThreadPoolExecutor):
 _R = TypeVar("_R")
 
 
+STOP_GRACE = 1.0  # seconds the calls running get to end at their next step, once one failed or Ctrl-C came
+
+
 def run_each(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int, stop: threading.Event | None = None) -> list[_R]:
     """`fn` over `items`, at most `jobs` at once; the results in the items' order.
 
     On the first failure (or a Ctrl-C) no further item starts and `stop` is set, so that a long call can
-    end at its next step (raising Stopped); the calls running end first, then the failure is raised (of
-    those that failed other than by Stopped, the first in the items' order)."""
+    end at its next step (raising Stopped). The calls running get STOP_GRACE seconds to end; one still
+    stuck (a read from a server that stopped answering) is left to end at its deadline, or with the
+    command (which ends by os._exit): the failure is raised now, not minutes later. Of the calls that
+    failed other than by Stopped, the first in the items' order is raised."""
     if jobs <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
     halt = stop if stop is not None else threading.Event()
@@ -51,18 +56,19 @@ def run_each(fn: Callable[[_T], _R], items: Sequence[_T], jobs: int, stop: threa
         wait(futures, return_when=FIRST_EXCEPTION)
         if halt.is_set():
             raise _Failed
-        return [future.result() for future in futures]
     except BaseException as exc:
         halt.set()
         for future in futures:
             future.cancel()
-        pool.shutdown(wait=True)
+        wait(futures, timeout=STOP_GRACE)
+        pool.shutdown(wait=False)
         if not isinstance(exc, _Failed):
             raise
-        failures = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None and not isinstance(e, _Skipped)]
+        failed = [e for f in futures if f.done() and not f.cancelled() and (e := f.exception()) is not None]
+        failures = [e for e in failed if not isinstance(e, _Skipped)] or [Stopped("stopped before any call started")]
         raise next((e for e in failures if not isinstance(e, Stopped)), failures[0]) from None
-    finally:
-        pool.shutdown(wait=True)
+    pool.shutdown(wait=True)
+    return [future.result() for future in futures]
 
 
 class _Failed(Exception):

@@ -124,3 +124,29 @@ def test_run_each_starts_nothing_after_a_failure_and_raises_the_failure_not_a_st
     with pytest.raises(ValueError, match="item 1 is broken"):
         run_each(call, list(range(8)), jobs=2, stop=stop)
     assert sorted(started) == [0, 1] and stop.is_set()
+
+
+def test_run_each_does_not_wait_for_a_call_stuck_in_a_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An upload to a registry that stopped answering: once another call fails (or Ctrl-C comes), the failure is
+    # raised after STOP_GRACE, not when the stuck call's deadline ends (minutes); that call is left to end alone.
+    import time
+
+    from conda_envkit import thread_pool
+
+    monkeypatch.setattr(thread_pool, "STOP_GRACE", 0.2)
+    stuck = threading.Event()
+
+    def call(n: int) -> None:
+        if n == 0:
+            stuck.wait(30)  # a socket read that does not see `stop`
+        else:
+            time.sleep(0.1)
+            raise ValueError("upload 1 was refused")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match="upload 1 was refused"):
+            thread_pool.run_each(call, [0, 1], jobs=2)
+        assert time.monotonic() - started < 5
+    finally:
+        stuck.set()

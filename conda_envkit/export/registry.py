@@ -3,6 +3,7 @@ artifacts (`subject` = the image), and `envkit inspect` reading an image and its
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,14 @@ def _attach(client: RegistryClient, repository: str, record: dict[str, Any], loc
     lock = Attachment(
         lockfile.read_bytes(), LOCK_MEDIA_TYPE, LOCK_ARTIFACT_TYPE, "conda-lock.yml", {label_key("lock-hash"): record["lock_hash"]}
     )
+    # Every SBOM is made (and validated) before anything is attached: a record that cannot make one attaches nothing.
+    sboms = {platform: render_sbom(record, platform).encode() for platform in sorted(record["platforms"])}
     attached.append(Attached(top.digest, attach(client, repository, top, lock, created), lock.title))
     for platform, details in sorted(record["platforms"].items()):
         data, media_type, digest = client.get_manifest(repository, details["manifest_digest"])
         subject = Descriptor(media_type, digest, len(data))
         created = details.get("labels", {}).get("org.opencontainers.image.created", created)
-        sbom = Attachment(render_sbom(record, platform).encode(), SBOM_MEDIA_TYPE, SBOM_ARTIFACT_TYPE, f"sbom-{platform}.cdx.json")
+        sbom = Attachment(sboms[platform], SBOM_MEDIA_TYPE, SBOM_ARTIFACT_TYPE, f"sbom-{platform}.cdx.json")
         attached.append(Attached(digest, attach(client, repository, subject, sbom, created), sbom.title))
     return attached
 
@@ -151,8 +154,9 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
             hint="this is not an image's index (a multi-platform image has a few), or it is hostile",
         )
     deadline = Deadline(f"{where}: the artifacts attached to the image and its {len(subjects) - 1} manifests")
+    client.until = time.monotonic() + deadline.remaining()  # one deadline for all the lookups, not one each
     for subject in subjects:
-        deadline.check()  # one deadline for all the lookups, not one each: a slow registry ends the command once
+        deadline.check()
         items, found_by = list_referrers(client, ref.repository, subject)
         if items:
             referrers[subject] = [

@@ -33,6 +33,7 @@ from conda_envkit.network import (
     is_loopback,
     iter_limited,
     max_download_bytes,
+    network_timeout,
     read_limited,
     size_text,
 )
@@ -173,6 +174,13 @@ class RegistryClient:
         self.session = requests.Session()
         self._tokens: dict[str, str] = {}
         self._basic = False
+        self.until: float | None = None  # a time.monotonic() no request may last past (a deadline for many of them)
+
+    def _seconds(self) -> float:
+        """Each request's deadline: the network timeout, cut to what is left before `until`."""
+        if self.until is None:
+            return network_timeout()
+        return max(0.001, min(network_timeout(), self.until - time.monotonic()))
 
     # -- requests, auth and retries -----------------------------------------------------------
 
@@ -221,7 +229,7 @@ class RegistryClient:
             raise RegistryError(f"{self.registry}: token realm {realm!r} is not an HTTP URL", hint="the registry's auth is misconfigured")
         # Never send the password in clear: over an http:// realm the token is asked for anonymously.
         auth = self.credentials if self.credentials and secure_realm else None
-        deadline = Deadline(f"{self.registry}: token server {realm}")
+        deadline = Deadline(f"{self.registry}: token server {realm}", self._seconds())
         try:
             with self.session.get(realm, params=query, auth=auth, timeout=deadline.timeouts(), stream=True) as response:
                 if response.status_code in (401, 403):
@@ -256,7 +264,7 @@ class RegistryClient:
         Unless `stream`, the body is read here, capped at MAX_SMALL_RESPONSE.
         """
         url = urljoin(self.base, url)
-        deadline = Deadline(f"{self.registry}: {what or method + ' ' + url}")
+        deadline = Deadline(f"{self.registry}: {what or method + ' ' + url}", self._seconds())
         authenticated = False
         attempt = 0
         while True:
@@ -360,7 +368,7 @@ class RegistryClient:
         scope = repository_scope(repository, "pull,push")
         what = f"upload of blob {digest} ({path.stat().st_size} bytes)"
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
-        location = start.headers["Location"]
+        location = _upload_location(start, self.registry, what)
         size = path.stat().st_size
         if size <= self.chunk_size:
             self.request(
@@ -397,7 +405,9 @@ class RegistryClient:
         what = f"upload of blob {digest} ({len(data)} bytes)"
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope, (202,), what=what)
         headers = {"Content-Type": "application/octet-stream"}
-        self.request("PUT", _with_query(start.headers["Location"], digest=digest), scope, (201,), headers, data, what=what)
+        self.request(
+            "PUT", _with_query(_upload_location(start, self.registry, what), digest=digest), scope, (201,), headers, data, what=what
+        )
         return digest
 
     def fetch_blob(self, repository: str, digest: str, dest: Path, max_bytes: int | None = None) -> None:
@@ -417,7 +427,7 @@ class RegistryClient:
         response = self.request(
             "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=what
         )
-        deadline = Deadline(f"{self.registry}: {what}")
+        deadline = Deadline(f"{self.registry}: {what}", self._seconds())
         h = hashlib.sha256()
         with response, dest.open("wb") as out:
             hint = "the registry sent more than the manifest's descriptor declares: the registry or image is broken"
@@ -447,7 +457,7 @@ class RegistryClient:
         with response:
             if response.status_code == 404:
                 raise RegistryError(f"{self.registry}/{repository}:{reference} not found", hint="check the image name and tag")
-            data = read_limited(response, Deadline(f"{self.registry}: {what}"), MAX_MANIFEST_BYTES)
+            data = read_limited(response, Deadline(f"{self.registry}: {what}", self._seconds()), MAX_MANIFEST_BYTES)
         where = f"{self.registry}/{repository}:{reference}"
         document = json_document(data, where)
         digest = sha256_digest(data)
@@ -483,6 +493,14 @@ class RegistryClient:
                 f"{self.registry}: stored manifest as {theirs}, expected {digest}", hint="the registry rewrote the manifest"
             )
         return digest
+
+
+def _upload_location(response: requests.Response, registry: str, what: str) -> str:
+    """Where an upload the registry started goes on (its `Location`, which the distribution spec requires)."""
+    location = response.headers.get("Location")
+    if not location:
+        raise RegistryError(f"{registry}: {what}: the registry started an upload but said no Location", hint="the registry is broken")
+    return location
 
 
 def repository_scope(repository: str, actions: str) -> str:

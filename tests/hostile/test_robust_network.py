@@ -70,6 +70,16 @@ def test_inspect_against_a_hostile_registry(tmp_path: Path, hostile: str, mode: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_push_to_a_registry_that_starts_uploads_without_a_location_is_an_error(tmp_path: Path, hostile: str, toy_lock: Path) -> None:
+    # The distribution spec's `Location` of an upload session missing: a KeyError traceback before.
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**DEADLINE, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_envkit("bake", "-q", "--lockfile", toy_lock, "--push", f"{hostile}/no-location/app", "--insecure", cwd=work, env=env)
+    assert result.returncode == 2, result.output
+    assert "the registry started an upload but said no Location" in _error_line(result.stderr)
+
+
 def _error_line(stderr: str) -> str:
     """The one `error:` line (progress lines come before it)."""
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]

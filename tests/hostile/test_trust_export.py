@@ -72,6 +72,18 @@ def _label(record: dict, key: str, value: object) -> dict:
     return {**record, "platforms": {"linux-64": platform}}
 
 
+def _created(record: dict, value: str) -> dict:
+    platform = dict(record["platforms"]["linux-64"])
+    platform["labels"] = {**platform["labels"], "org.opencontainers.image.created": value}
+    return {**record, "platforms": {"linux-64": platform}}
+
+
+def _package(record: dict, **fields: object) -> dict:
+    platform = dict(record["platforms"]["linux-64"])
+    platform["packages"] = [{**platform["packages"][0], **fields}, *platform["packages"][1:]]
+    return {**record, "platforms": {"linux-64": platform}}
+
+
 @pytest.mark.parametrize(
     ("edit", "said"),
     [
@@ -88,6 +100,10 @@ def _label(record: dict, key: str, value: object) -> dict:
         (lambda r: {**r, "platforms": {"linux-64": "x"}}, "platforms.linux-64 'x' is not an object"),
         (lambda r: {**r, "platforms": {}}, "platforms '{}' names no platform"),
         (lambda r: {**r, "lockfile": 5}, "lockfile '5' is not a string or absent"),
+        # What the SBOM of `--to registry` is made of (a traceback there, after the lock had been attached):
+        (lambda r: _created(r, "yesterday"), "image.created 'yesterday' is not a time as bake writes it"),
+        (lambda r: _package(r, license=["MIT"]), "packages[0].license \"['MIT']\" is not a string or absent"),
+        (lambda r: _package(r, sha256="12"), "packages[0].sha256 '12' is not 64 hex digits"),
     ],
 )
 def test_a_record_value_that_would_forge_an_output_or_break_a_writer_is_refused(baked: tuple[Path, dict], edit, said: str) -> None:
@@ -195,3 +211,18 @@ def test_inspect_looks_up_each_manifest_of_an_index_once_and_not_without_end(
     with pytest.raises(OciError) as refused:
         export_registry.inspect_image(f"{repo}:v1", insecure=(registry.host,))
     assert "its index lists 2 manifests; envkit looks up the artifacts of at most 1" in refused.value.message
+
+
+def test_the_tracking_api_checks_a_record_made_by_hand() -> None:
+    from conda_envkit.record import EnvironmentRecord, RecordError, check_environment_record
+
+    good = EnvironmentRecord(source="api", lock_hash="sha256:" + "a" * 64, tags=("latest",))
+    assert check_environment_record(good, "api") is good
+    for bad, said in [
+        (EnvironmentRecord(source="bake\nX=1", lock_hash=good.lock_hash), "source"),
+        (EnvironmentRecord(source="api", lock_hash=good.lock_hash, tags="latest"), "tags 'latest' is not a list"),  # type: ignore[arg-type]
+    ]:
+        with pytest.raises(RecordError, match=said):
+            check_environment_record(bad, "api")
+    with pytest.raises(RecordError, match="unknown field"):
+        EnvironmentRecord.from_json({"lock_hash": good.lock_hash, "evil": 1})

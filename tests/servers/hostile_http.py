@@ -35,6 +35,7 @@ Modes
   token-no-token 401 Bearer challenge; the token endpoint answers {}
   token-trickle  401 Bearer challenge; the token endpoint trickles
   server-error   HTTP 500 every time
+  no-location    a registry without blobs that starts every upload (POST 202) without saying where it goes on
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self.do_GET()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        mode, _parts = self._mode()
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(202 if mode == "no-location" else 405, b"")
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         mode, parts = self._mode()
