@@ -80,6 +80,20 @@ def test_a_push_to_a_registry_that_starts_uploads_without_a_location_is_an_error
     assert "the registry started an upload but said no Location" in _error_line(result.stderr)
 
 
+def test_inspect_looks_up_artifacts_within_one_deadline(tmp_path: Path, hostile: str) -> None:
+    # Each of 13 subjects' lookups (two requests each) answers 3.5 s late, within its own 4 s deadline: 91 s in all
+    # before; now one deadline for them all, each request cut to what is left of it (~4 s, not 7 s).
+    import time
+
+    started = time.monotonic()
+    slow = {"ENVKIT_NETWORK_TIMEOUT": "4"}
+    result = run_envkit("inspect", f"{hostile}/slow-referrers/img:tag", "--insecure", cwd=tmp_path, env=slow)
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.output
+    assert took < 6.5, took
+    assert "no complete answer within 4 s" in result.stderr or "ReadTimeout" in result.stderr, result.stderr
+
+
 def _error_line(stderr: str) -> str:
     """The one `error:` line (progress lines come before it)."""
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]

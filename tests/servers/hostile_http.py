@@ -36,6 +36,8 @@ Modes
   token-trickle  401 Bearer challenge; the token endpoint trickles
   server-error   HTTP 500 every time
   no-location    a registry without blobs that starts every upload (POST 202) without saying where it goes on
+  slow-referrers an index of 12 manifests whose artifacts (the referrers API, the tag-schema fallback) are each
+                 answered (404) after 3.5 s: within a request's deadline of 4 s, past it all together
 """
 
 from __future__ import annotations
@@ -64,6 +66,30 @@ def _manifest(config: dict | None, layers: object = ()) -> bytes:
     if config is not None:
         document["config"] = config
     return json.dumps(document).encode()
+
+
+_CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+_CONFIG_DESC = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(_CONFIG), "size": len(_CONFIG)}
+_PLATFORMS = ["amd64", "arm64", "ppc64le", "s390x", "riscv64", "386", "mips64le", "loong64", "arm", "mips", "mipsle", "wasm"]
+
+
+def _platform_manifest(arch: str) -> bytes:
+    return json.dumps({**json.loads(_manifest(_CONFIG_DESC)), "annotations": {"n": arch}}).encode()
+
+
+def _index_entry(body: bytes) -> dict[str, object]:
+    arch = json.loads(body)["annotations"]["n"]
+    return {"mediaType": OCI_MANIFEST, "digest": _digest(body), "size": len(body), "platform": {"os": "linux", "architecture": arch}}
+
+
+_SLOW_MANIFESTS = {_digest(body): body for body in map(_platform_manifest, _PLATFORMS)}
+_SLOW_INDEX = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [_index_entry(b) for b in _SLOW_MANIFESTS.values()],
+    }
+).encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -254,6 +280,22 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, _manifest(config, (layer,)), OCI_MANIFEST)
         elif mode == "server-error":
             self._send(500, b"internal error", "text/plain")
+        elif mode == "slow-referrers":
+            self._slow_referrers(parts)
+        else:
+            self._send(404, b"{}")
+
+    def _slow_referrers(self, parts: list[str]) -> None:
+        name = parts[-1]
+        if "referrers" in parts or name.startswith("sha256-"):
+            time.sleep(3.5)
+            self._send(404, b"{}")
+        elif "blobs" in parts and name == _CONFIG_DESC["digest"]:
+            self._send(200, _CONFIG, "application/octet-stream")
+        elif "manifests" in parts and name in _SLOW_MANIFESTS:
+            self._send(200, _SLOW_MANIFESTS[name], OCI_MANIFEST)
+        elif "manifests" in parts:
+            self._send(200, _SLOW_INDEX, "application/vnd.oci.image.index.v1+json")
         else:
             self._send(404, b"{}")
 
