@@ -3,6 +3,7 @@ artifacts (`subject` = the image), and `envkit inspect` reading an image and its
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
 from conda_envkit.labels import label_key
 from conda_envkit.network import Deadline
-from conda_envkit.oci.blobs import DOCKER_LIST, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document, sha256_digest
-from conda_envkit.oci.image import oci_platform
+from conda_envkit.oci.blobs import DOCKER_LIST, MAX_CONFIG_BYTES, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document
+from conda_envkit.oci.image import check_base_config, oci_platform
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient, RegistryError
@@ -137,15 +138,18 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
         data, _, _ = client.get_manifest(ref.repository, chosen.digest)
         document = json_document(data, f"{where} ({chosen.digest})")
     config_desc, _layers = manifest_descriptors(document, where)
-    config_blob = client.request(
-        "GET", f"/v2/{ref.repository}/blobs/{config_desc.digest}", f"repository:{ref.repository}:pull", (200,), what="config"
-    )
-    if sha256_digest(config_blob.content) != config_desc.digest:
-        raise OciError(f"{where}: config blob {config_desc.digest} arrived with another digest", hint="the registry is broken")
-    config = json_document(config_blob.content, f"{where}: config {config_desc.digest}", "image config")
+    # The config as a base image's is read: within MAX_CONFIG_BYTES (as bake takes it), its digest checked.
+    if config_desc.size > MAX_CONFIG_BYTES:
+        raise OciError(
+            f"{where}: its config {config_desc.digest} declares {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
+            hint="an image config is a few KiB of JSON: the registry or image is broken",
+        )
+    with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
+        client.fetch_blob(ref.repository, config_desc.digest, Path(tmp) / "config", config_desc.size)
+        data = (Path(tmp) / "config").read_bytes()
+    config = check_base_config(json_document(data, f"{where}: config {config_desc.digest}", "image config"), where)
     inner = config.get("config") or {}
-    labels = inner.get("Labels") if isinstance(inner, dict) else None
-    labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    labels = dict(inner.get("Labels") or {})
     found_by = "api"
     subjects = list(dict.fromkeys(subjects))  # an index may list one manifest many times
     if len(subjects) > MAX_REFERRER_SUBJECTS:
