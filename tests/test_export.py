@@ -235,6 +235,7 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
     record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--push", repo, "--insecure")
     attached = run_envkit("export", "--record", "bake.json", "--to", "registry", "--insecure", cwd=work)
     assert attached.returncode == 0, attached.output
+    assert "Warning" not in attached.stderr, attached.stderr  # (cyclonedx warned of an incomplete dependency graph)
     inspected = run_envkit("inspect", f"{repo}:{record['tags'][0]}", "--insecure", cwd=work)
     assert inspected.returncode == 0, inspected.output
     report = json.loads(inspected.stdout)
@@ -256,6 +257,9 @@ def test_lock_and_sbom_attached_to_the_pushed_image(tmp_path: Path, image_channe
     purls = {c["purl"] for c in json.loads(sbom)["components"]}
     assert any(p.startswith("pkg:conda/greet@1.0?build=0") for p in purls)
     assert {c.get("licenses", [{}])[0].get("license", {}).get("id") for c in json.loads(sbom)["components"]} == {"MIT"}
+    document = json.loads(sbom)
+    (image,) = [d for d in document["dependencies"] if d["ref"] == document["metadata"]["component"]["bom-ref"]]
+    assert sorted(image["dependsOn"]) == sorted(c["bom-ref"] for c in document["components"])  # the image holds them all
     # Attaching again keeps one entry per artifact.
     again = run_envkit("export", "--record", "bake.json", "--to", "registry", "--insecure", cwd=work)
     assert again.returncode == 0

@@ -33,7 +33,10 @@ def _purl(package: dict[str, str]):  # type: ignore[no-untyped-def]
 def render_sbom(record: dict[str, Any], platform: str) -> str:
     """The SBOM of one platform of a bake record, as CycloneDX 1.6 JSON text (validated)."""
     try:
-        from cyclonedx.factory.license import LicenseFactory
+        try:
+            from cyclonedx.contrib.license.factories import LicenseFactory
+        except ImportError:  # cyclonedx-python-lib before the contrib package
+            from cyclonedx.factory.license import LicenseFactory
         from cyclonedx.model import HashAlgorithm, HashType, Property
         from cyclonedx.model.bom import Bom
         from cyclonedx.model.component import Component, ComponentType
@@ -74,6 +77,7 @@ def render_sbom(record: dict[str, Any], platform: str) -> str:
         bom_ref=digest,
         properties=[Property(name="envkit:lock-hash", value=record["lock_hash"]), Property(name="envkit:platform", value=platform)],
     )
+    bom.register_dependency(bom.metadata.component, components)  # the image holds every package: a complete graph
     text = JsonV1Dot6(bom).output_as_string(indent=2)
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
