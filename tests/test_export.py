@@ -195,6 +195,9 @@ def test_wandb_offline_run_holds_config_and_artifact(tmp_path: Path, image_chann
             artifacts.append((item.artifact.name, item.artifact.type, [e.path for e in item.artifact.manifest.contents]))
     assert config["envkit.lock_hash"] == record["lock_hash"] and config["envkit.image_digest"] == record["image"]["digest"]
     assert artifacts == [(f"conda-lock-{record['lock_hash'][7:19]}", "conda-environment", ["conda-lock.yml"])]
+    # A W&B setting it cannot take: the error names it (it said only "1 validation error for Settings").
+    bad = run_envkit(*args, "--wandb-dir", str(tmp_path), cwd=work, env={**env, "WANDB_CONSOLE": "sideways"})
+    assert bad.returncode == 2 and "1 validation error for Settings; console;" in bad.stderr, bad.output
 
 
 def _wandb_records(path: Path) -> Iterator[Any]:

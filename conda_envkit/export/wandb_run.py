@@ -52,7 +52,10 @@ def export_to_wandb(record: EnvironmentRecord, lockfile: Path | None, target: Wa
     try:
         run = wandb.init(**kwargs)
     except Exception as exc:  # wandb raises its own error types for auth and network problems
-        raise RecordError(f"W&B: cannot start a run: {str(exc).splitlines()[0]}", hint="wandb login, or WANDB_MODE=offline") from None
+        # (a settings error's first line is "1 validation error for Settings": the setting and the reason follow it)
+        said = "; ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())[:400]
+        hint = "wandb login, or WANDB_MODE=offline; fix the WANDB_* setting it names"
+        raise RecordError(f"W&B: cannot start a run: {said}", hint=hint) from None
     try:
         log_to_run(run, record, lockfile)
     finally:
