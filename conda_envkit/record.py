@@ -194,7 +194,7 @@ def _check_bake_record(data: dict[str, Any], where: str) -> None:
                 _typed(package, key, str, where, f"{at}.{key}")
             for key in ("manager", "url", "subdir", "license", "sha256"):  # what the SBOM is made of
                 _typed(package, key, (str, type(None)), where, f"{at}.{key}")
-            if package.get("sha256") and not re.fullmatch(r"[0-9a-f]{64}", package["sha256"]):
+            if package.get("sha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", package["sha256"]):
                 raise _malformed(where, f"{at}.sha256", package["sha256"], "is not 64 hex digits")
         created = labels.get(_CREATED)
         if created is not None and not _CREATED_FORM.fullmatch(created):
