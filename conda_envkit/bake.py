@@ -407,8 +407,9 @@ def bake_platform(
     warnings = (*_cache_warnings(platform, plans, keys, context, layer_cache, fragments), *build_warnings)
     if clobbers:
         warnings = (*warnings, f"{platform}: {clobbers_text(clobbers)}")
-    if posixpath.normpath("/" + prefix.strip("/")) in base.conda_prefixes:
-        warnings = (*warnings, base_environment_text(base, prefix, platform))
+    base_warning = base_environment_warning(base, prefix, platform)
+    if base_warning is not None:
+        warnings = (*warnings, base_warning)
     if seal.problem:
         hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
         warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")
@@ -477,8 +478,10 @@ def _cached_layers(layer_cache: LayerCache, keys: list[str], compression: Compre
         return [read[i].result() if i in read else layer_cache.lookup(key, compression, store) for i, key in enumerate(keys)]
 
 
-def base_environment_text(base: BaseImage, prefix: str, platform: str) -> str:
-    """The warning for a base that holds a conda environment (a conda-meta/) where the lock's goes."""
+def base_environment_warning(base: BaseImage, prefix: str, platform: str) -> str | None:
+    """The warning for a base that holds a conda environment (a conda-meta/) where the lock's goes, or None."""
+    if posixpath.normpath("/" + prefix.strip("/")) not in base.conda_prefixes:
+        return None
     return (
         f"{platform}: the base {base.reference} already holds a conda environment at {prefix}: this lock's environment is laid "
         "over it, and the base's files and conda-meta records that it does not replace stay in the image (conda list and "

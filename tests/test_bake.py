@@ -210,6 +210,17 @@ def test_a_base_holding_an_environment_at_the_prefix_is_warned_of(tmp_path: Path
         assert f"linux-64: the base {base} already holds a conda environment at /opt/conda/envs/env" in result.stderr, result.stderr
         assert "bake into another --prefix" in result.stderr
     layout = f"oci:{base_work / 'layout'}:v1"
+    # Without -q, said as soon as the base is read: before any layer is built (or a tag pushed).
+    said = run_envkit("bake", "--base", layout, "--oci", "image", cwd=work, env=env)
+    lines = said.stderr.splitlines()
+    warned = next(i for i, line in enumerate(lines) if "already holds a conda environment" in line)
+    assert warned < next(i for i, line in enumerate(lines) if line.startswith("layers linux-64")), said.stderr
+    assert said.stderr.count("already holds a conda environment") == 1
+    # The base's PATH starts with the environment's bin already: the image's has it once.
+    record = json.loads((work / "bake.json").read_text())
+    env_vars = _skopeo("inspect", f"oci:{work / 'image'}:{record['tags'][0]}")["Env"]
+    (path,) = [v for v in env_vars if v.startswith("PATH=")]
+    assert path.split("=", 1)[1].split(":").count("/opt/conda/envs/env/bin") == 1, path
     elsewhere = run_envkit("bake", "-q", "--base", layout, "--prefix", "/opt/train", "--oci", "image", cwd=work, env=env)
     assert elsewhere.returncode == 0 and "already holds" not in elsewhere.output, elsewhere.output
 
@@ -321,6 +332,13 @@ def test_a_registry_cache_on_the_push_registry_uses_the_environments_credentials
     elsewhere = run_envkit("bake", "-q", "--push", f"{registry.host}/team/data", "--cache-to", cache_ref, "--insecure", cwd=work, env=fresh)
     assert elsewhere.returncode == 2 and "authentication required" in elsewhere.stderr, elsewhere.output
     assert "ENVKIT_REGISTRY_* are only for the push target" in elsewhere.stderr  # (not "set ENVKIT_REGISTRY_USER")
+    # A base on the push target's own host is read with them too (that host gets them anyway, as crane and buildx have
+    # one credential per host); pushed to another registry, the same base gets none.
+    base = f"{repo}:{json.loads((work / 'bake.json').read_text())['tags'][0]}"
+    on_base = run_envkit("bake", "-q", "--base", base, "--push", f"{auth_registry.host}/private/app", "--insecure", cwd=work, env=fresh)
+    assert on_base.returncode == 0, on_base.output
+    moved = run_envkit("bake", "-q", "--base", base, "--push", f"{registry.host}/team/app", "--insecure", cwd=work, env=fresh)
+    assert moved.returncode == 2 and "authentication required" in moved.stderr, moved.output
 
 
 def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry: Registry) -> None:

@@ -172,7 +172,15 @@ SHOWN_PER_PACKAGE = 10  # findings of one kind for one package printed; --json h
 def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -> str:
     """What brings the target back to the lock: `install` syncs packages; files changed in place need a fresh prefix."""
     if prefix is None:
-        return "bake the image again from the lock (an image is never repaired in place)"
+        again = "bake the image again from the lock (an image is never repaired in place)"
+        if any(f.kind == "extra-package" for f in findings):
+            # Baking again gives the same image when the extra packages are a base image's, left at the same prefix.
+            return (
+                "packages the lock does not hold are in the environment: a base image with an environment at the same prefix "
+                "leaves its packages there (bake warns of it); bake into another --prefix, or on a base without an environment "
+                f"there; otherwise {again}"
+            )
+        return again
     install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
     changed = sorted({f.package for f in findings if f.kind not in _PACKAGE_KINDS and f.kind != "unowned-file"})
     if changed:

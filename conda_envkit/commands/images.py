@@ -162,7 +162,7 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...], lockfile: Path | No
 
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
-    from conda_envkit.bake import bake_image, settle_layer_cache
+    from conda_envkit.bake import bake_image, base_environment_warning, settle_layer_cache
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
     from conda_envkit.layer_plan import LayerPolicy
@@ -235,9 +235,15 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         except EnvkitError as exc:  # (a tag holding an image: which option named it)
             raise EnvkitError(f"--cache-from {exc.message}", hint=exc.hint) from None
     bases: dict[str, BaseImage] = {}
+    said_early: list[str] = []  # warnings shown before anything is built or pushed (not again at the end)
     for platform in chosen:
         say(f"base {base_refs[platform]} for {platform} ...")
-        bases[platform] = load_base(base_refs[platform], platform, store, insecure_list)
+        push_registry = parse_image_ref(request.push_repo).registry if request.push_repo else None
+        bases[platform] = load_base(base_refs[platform], platform, store, insecure_list, push_registry=push_registry)
+        base_warning = base_environment_warning(bases[platform], options.in_image_prefix, platform)
+        if base_warning is not None and not quiet:  # (with -q, among the warnings at the end)
+            say(f"warning: {base_warning}")
+            said_early.append(base_warning)
     progress = progress_for(quiet)
     settings = load_settings(request.config, None, list(request.mirrors))
     baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
@@ -287,7 +293,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         }
         record = replace(record, cache={**(record.cache or {}), "to": cache_to_record})
     write_record(request.record_path, record)
-    warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings))
+    warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings if w not in said_early))
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
     if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)

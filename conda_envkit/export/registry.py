@@ -50,6 +50,10 @@ def attach_to_registry(
     if not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock the image was baked from with --lockfile")
     ref = parse_image_ref(target)
+    if repository is not None and (ref.tag or ref.digest):
+        raise RecordError(
+            f"--repository {repository}: names a tag or digest", hint="pass REGISTRY/REPO alone: the record says which image it is"
+        )
     client = _client(ref.registry, insecure, push_target=repository is not None)
     try:
         return _attach(client, ref.repository, record, lockfile)
@@ -66,6 +70,18 @@ def attach_to_registry(
 def _attach(client: RegistryClient, repository: str, record: dict[str, Any], lockfile: Path) -> list[Attached]:
     image = record["image"]
     top = Descriptor(image["media_type"], image["digest"], image["size"])
+    # The image and each platform's manifest are there before anything is attached: a repository that does not
+    # hold the record's image (a typo, another team's) gets no artifact and no referrers tag.
+    for digest in (top.digest, *(details["manifest_digest"] for details in record["platforms"].values())):
+        try:
+            client.get_manifest(repository, digest)
+        except RegistryError as exc:
+            if "not found" not in exc.message:
+                raise
+            raise RegistryError(
+                f"{client.registry}/{repository}@{digest} not found: the record's image is not in that repository",
+                hint="--repository must name the repository the image was pushed to (the record's outputs.registry); nothing was attached",
+            ) from None
     created = "1970-01-01T00:00:00Z"
     attached = []
     lock = Attachment(

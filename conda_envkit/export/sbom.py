@@ -79,7 +79,15 @@ def render_sbom(record: dict[str, Any], platform: str) -> str:
     )
     bom.register_dependency(bom.metadata.component, components)  # the image holds every package: a complete graph
     text = JsonV1Dot6(bom).output_as_string(indent=2)
-    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    from cyclonedx.exception import MissingOptionalDependencyException
+
+    try:
+        error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    except MissingOptionalDependencyException:  # cyclonedx-python-lib without its [json-validation] extra
+        raise RecordError(
+            "cyclonedx-python-lib cannot validate the SBOM: its json-validation extra is not installed",
+            hint="pip install 'conda-envkit[sbom]' (which asks for cyclonedx-python-lib[json-validation])",
+        ) from None
     if error is not None:
         raise RecordError(f"the SBOM does not validate against CycloneDX 1.6: {error}", hint="this is a bug in envkit; please report it")
     return text

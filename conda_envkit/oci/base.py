@@ -77,12 +77,19 @@ def base_from_layout(path: Path, name: str | None, platform: str, store: BlobSto
 
 
 def load_base(
-    text: str, platform: str, store: BlobStore, insecure_registries: tuple[str, ...] = (), check_diff_ids: bool = True
+    text: str,
+    platform: str,
+    store: BlobStore,
+    insecure_registries: tuple[str, ...] = (),
+    check_diff_ids: bool = True,
+    push_registry: str | None = None,
 ) -> BaseImage:
     """Resolve a base image reference for one platform into `store`.
 
     `check_diff_ids`: each layer's uncompressed bytes must hash to its config's diff_id (a bake's base); `verify`
-    reads an image with this off, to report a lying diff_id as a finding instead of failing on it."""
+    reads an image with this off, to report a lying diff_id as a finding instead of failing on it.
+    `push_registry`: the host the bake pushes to (named by the user); a base on that very host is read with the
+    push target's credentials (ENVKIT_REGISTRY_*), which go to that host anyway, as crane and buildx use one per host."""
     if text == SCRATCH:
         return BaseImage(reference=SCRATCH, config={})
     if text.startswith("oci:"):
@@ -98,5 +105,5 @@ def load_base(
     from conda_envkit.oci.registry import RegistryClient
     from conda_envkit.oci.transfer import pull_base
 
-    client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries)
+    client = RegistryClient(ref.registry, insecure=ref.registry in insecure_registries, push_target=ref.registry == push_registry)
     return pull_base(client, ref, oci_platform(platform), store, check_diff_ids)

@@ -107,7 +107,9 @@ def _env_list(base_env: list[str], settings: ImageSettings) -> list[str]:
         env[key] = value
     path = env.get("PATH") or DEFAULT_PATH
     if settings.path_prepend:
-        path = ":".join(settings.path_prepend) + ":" + path
+        # First, and once: a base that has the directory on its PATH already (an envkit image) keeps one entry.
+        rest = [entry for entry in path.split(":") if entry not in settings.path_prepend]
+        path = ":".join([*settings.path_prepend, *rest])
     env["PATH"] = path
     env.update(settings.env)
     return [f"{k}={v}" for k, v in env.items()]

@@ -131,6 +131,18 @@ def test_environment_credentials_go_only_to_a_repository_the_user_names(
     named = run_envkit("export", "--record", "bake.json", "--to", "registry", "--repository", repo, "--insecure", cwd=work, env=CREDENTIALS)
     assert named.returncode == 0, named.output
     assert "attached conda-lock.yml" in named.stderr
+    # A repository that does not hold the image (a typo): nothing attached there, no referrers tag; a tag is refused.
+    other = f"{auth_registry.host}/team/othr"
+    typo = run_envkit("export", "--record", "bake.json", "--to", "registry", "--repository", other, "--insecure", cwd=work, env=CREDENTIALS)
+    assert typo.returncode == 2 and "not in that repository" in typo.stderr and "nothing was attached" in typo.stderr, typo.output
+    from conda_envkit.oci.registry import RegistryClient, RegistryError
+
+    with pytest.raises(RegistryError):  # (the repository was not even created)
+        RegistryClient(auth_registry.host, insecure=True, credentials=("envkit", "s3cret-Pa55")).get_manifest(
+            "team/othr", "sha256-" + record["image"]["digest"][7:]
+        )
+    tagged = run_envkit("export", "--record", "bake.json", "--to", "registry", "--repository", f"{repo}:v1", "--insecure", cwd=work)
+    assert tagged.returncode == 2 and "names a tag or digest" in tagged.stderr, tagged.output
     # The record's `lockfile` naming another file is refused there too.
     (work / "creds.env").write_text("AWS_SECRET_ACCESS_KEY=hunter2\n")
     secret = _edited(work, {**record, "lockfile": str(work / "creds.env")})
