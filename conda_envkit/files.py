@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, BinaryIO, TypeVar
 
 from conda_envkit.errors import EnvkitError
 
@@ -254,7 +254,7 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
                 raise write_error(path, exc, what, setting) from None
         for path, data in streams:  # last: what a stream received cannot be taken back
             try:
-                with path.open("wb") as stream:
+                with open_stream(path, what, setting) as stream:
                     stream.write(data)
             except OSError as exc:
                 raise write_error(path, exc, what, setting) from None
@@ -276,14 +276,38 @@ def is_stream_target(path: Path, what: str) -> bool:
     import stat
 
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except OSError:
         return False
-    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
-        return True
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        return True  # (opened by open_stream, which does not wait for a reader that never comes)
+    if stat.S_ISCHR(mode):
+        # A terminal or the null device (what /dev/stdout is when it is not a pipe), known by its device numbers; any
+        # other device (/dev/kmsg, /dev/mem, /dev/zero, named by a symlink a repository holds as bake.json) is not
+        # written to.
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if (major, minor) == (1, 3) or major in (4, 5) or 136 <= major <= 143:
+            return True
+        raise WriteError(
+            f"{path}: is a device ({os.path.realpath(path)}), not a place for a {what}", hint="write to a file or to /dev/stdout"
+        )
     if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
         raise WriteError(f"{path}: is a device or socket, not a place for a {what}", hint="write to a file or to /dev/stdout")
     return False
+
+
+def open_stream(path: Path, what: str, setting: str = "") -> BinaryIO:
+    """`path` (a FIFO, /dev/stdout: is_stream_target) opened to write through, without waiting for a reader: a FIFO
+    nobody reads (a symlink a repository holds can name one) is an error, not a command that never ends."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise WriteError(f"{path}: a FIFO nobody reads, not a place for a {what}", hint="write to a file, or read the FIFO") from None
+        raise write_error(path, exc, what, setting) from None
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)  # then written as any file
+    return os.fdopen(fd, "wb")
 
 
 def _backup(path: Path) -> Path | None:

@@ -314,7 +314,9 @@ def _download(
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
-            reader = source.open("rb")
+            # Non-blocking: opening a FIFO (a symlink a pull request committed can name one) would wait for a
+            # writer forever; a regular file reads as usual, and anything else is refused below.
+            reader = os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb")
         except OSError as exc:
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"

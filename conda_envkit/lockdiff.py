@@ -99,9 +99,23 @@ def read_lock_at(spec: str, cwd: Path | None = None) -> tuple[Lockfile, str]:
     if path.exists() or ":" not in spec:
         return read_lockfile(path), spec
     rev, _, inner = spec.partition(":")
-    proc = subprocess.run(["git", "show", f"{rev}:{inner}"], capture_output=True, cwd=cwd)
+    from conda_envkit.inputs import MAX_INPUT_BYTES
+
+    # Its size first: a pull request can commit a lock of gigabytes that compresses to a few MB (git show read it
+    # whole into memory, then wrote it out, before any cap applied).
+    sized = subprocess.run(["git", "cat-file", "-s", f"{rev}:{inner}"], capture_output=True, cwd=cwd, timeout=60)
+    if sized.returncode != 0:
+        said = sized.stderr.decode("utf-8", "replace").strip()
+        raise LockFileError(f"{spec}: not a file, and git cannot show it ({said})", hint="pass a path or REV:path")
+    if int(sized.stdout.strip() or 0) > MAX_INPUT_BYTES:
+        raise LockFileError(
+            f"{spec}: {int(sized.stdout)} bytes, larger than the {MAX_INPUT_BYTES >> 20} MiB limit for a lock file",
+            hint="a lock is a few MiB at most: this one was not written by a locker",
+        )
+    proc = subprocess.run(["git", "cat-file", "blob", f"{rev}:{inner}"], capture_output=True, cwd=cwd, timeout=60)
     if proc.returncode != 0:
-        raise LockFileError(f"{spec}: not a file, and git cannot show it ({proc.stderr.decode().strip()})", hint="pass a path or REV:path")
+        said = proc.stderr.decode("utf-8", "replace").strip()
+        raise LockFileError(f"{spec}: not a file, and git cannot show it ({said})", hint="pass a path or REV:path")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / Path(inner).name
         copy.write_bytes(proc.stdout)

@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 from rattler import RepoDataRecord
 
 from conda_envkit.cache import uv_dir
-from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars
+from conda_envkit.channels import expand_credentials, expand_env_vars, missing_env_vars, refuse_variable_in_path
 from conda_envkit.errors import EnvkitError
 from conda_envkit.network import PAGE_CAP_ENV_VAR, TIMEOUT_ENV_VAR, network_timeout, size_text
 from conda_envkit.redact import strip_userinfo
@@ -107,7 +107,13 @@ class FindLinks:
     base_dir: Path
 
     def for_uv(self) -> str:
-        """The value uv is given: `${VAR}` expanded, a relative directory made absolute against `base_dir`."""
+        """The value uv is given: `${VAR}` expanded in a URL's credentials, a relative directory made absolute against
+        `base_dir`; a variable in a local path is refused (uv's errors print the path)."""
+        if "://" not in self.location and "${" in self.location:
+            try:
+                refuse_variable_in_path(self.location, f"{self.source}: --find-links {self.location}")
+            except EnvkitError as exc:
+                raise PipLockError(exc.message, hint=exc.hint) from None
         link = expand_env(self.location, self.source)
         return link if "://" in link else str((self.base_dir / link).resolve())
 

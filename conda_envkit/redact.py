@@ -19,7 +19,9 @@ _QUERY_SECRET = re.compile(
 )
 _PLACEHOLDER = re.compile(r"(\$\{\w+\}|:)*")
 # Environment variables whose values are secrets by their name.
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSW|PASSWORD|_PASS$|_PAT$|API_?KEY|ACCESS_KEY|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(TOKEN|SECRET|PASSW|PASSWORD|_PASS$|_PAT$|API_?KEY|ACCESS_KEY|_KEY$|^KEY$|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE
+)
 _MIN_SECRET = 4
 MASK = "***"
 

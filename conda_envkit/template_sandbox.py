@@ -41,6 +41,7 @@ def render_untrusted(directory: Path, name: str, data: dict[str, Any]) -> Render
             input=request.encode("utf-8"),
             capture_output=True,
             timeout=TEMPLATE_SECONDS,
+            env={},  # none of the caller's environment (a CI's secrets) is there for the template to find
         )
     except subprocess.TimeoutExpired:
         return Rendered(None, f"did not render within {TEMPLATE_SECONDS} s")
@@ -56,11 +57,42 @@ def render_untrusted(directory: Path, name: str, data: dict[str, Any]) -> Render
     return Rendered(None, str(answer.get("error") or "rendering failed"))
 
 
+def _confined_loader(directory: str) -> Any:
+    """A jinja2 loader for the files of `directory` alone: a template (or an `include`) whose real path leaves it
+    (a committed symlink to /proc/self/environ or ~/.ssh) is refused, as is anything but a regular file (a FIFO
+    would block the read) or a file over MAX_DOCKERFILE_BYTES. jinja2's FileSystemLoader follows symlinks."""
+    import os
+    import stat
+
+    import jinja2
+    from jinja2.loaders import split_template_path
+
+    root = os.path.realpath(directory)
+
+    class ConfinedLoader(jinja2.BaseLoader):
+        def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+            path = os.path.realpath(os.path.join(root, *split_template_path(template)))
+            if os.path.commonpath([root, path]) != root:
+                raise jinja2.TemplateNotFound(f"{template} (it leaves the recipe directory)")
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                raise jinja2.TemplateNotFound(template) from None
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_DOCKERFILE_BYTES:
+                    raise jinja2.TemplateNotFound(f"{template} (not a regular file of at most {MAX_DOCKERFILE_BYTES >> 20} MiB)")
+                text = f.read(MAX_DOCKERFILE_BYTES + 1).decode("utf-8")
+            return text, path, lambda: False  # rendered once: never reloaded
+
+    return ConfinedLoader()
+
+
 def _render(request: dict[str, Any]) -> dict[str, str]:
     import jinja2.sandbox
 
     environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(request["directory"], followlinks=False),
+        loader=_confined_loader(request["directory"]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

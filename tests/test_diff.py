@@ -78,6 +78,13 @@ def test_diff_flags_numerics_and_reads_git_revisions(lock_pair: Path) -> None:
     assert from_git.stdout.splitlines()[2:] == direct.stdout.splitlines()[2:]
     bad = run_envkit("diff", "nosuchrev:conda-lock.yml", cwd=repo)
     assert bad.returncode == 2 and "git cannot show it" in bad.stderr
+    # A lock of 64 MiB that git stores in kilobytes (a pull request's): refused by its size, never read whole.
+    with (repo / "huge.yml").open("wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["git", "add", "huge.yml"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "huge"], cwd=repo, check=True)
+    huge = run_envkit("diff", "HEAD:huge.yml", "conda-lock.yml", cwd=repo)
+    assert huge.returncode == 2 and "larger than the 32 MiB limit for a lock file" in huge.stderr, huge.output
 
 
 def test_numerics_flags_match_exact_names(tmp_path: Path) -> None:

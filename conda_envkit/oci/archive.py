@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from conda_envkit.files import file_mode, is_stream_target, write_error
+from conda_envkit.files import file_mode, is_stream_target, open_stream, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
 from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
@@ -69,7 +69,10 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
     if is_stream_target(path, "docker archive"):
         # `--docker-archive /dev/stdout | docker load`: written through; a rename would replace the device (as root).
         try:
-            with path.open("wb") as raw, tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                open_stream(path, "docker archive", "--docker-archive") as raw,
+                tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
                 fill(tar)
         except OSError as exc:
             raise write_error(path, exc, "docker archive", "--docker-archive") from None

@@ -398,6 +398,21 @@ def test_an_output_that_is_a_pipe_or_device_is_written_through_not_replaced(
         assert stat.S_ISCHR(device.lstat().st_mode)
 
 
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_an_output_linked_to_a_fifo_nobody_reads_or_another_device_is_refused(tmp_path: Path, toy_lock: Path, target: str) -> None:
+    # bake.json as a symlink a repository holds: to a FIFO nobody reads, the bake hung forever once its layers were
+    # written; to a device (here /dev/zero: /dev/kmsg or /dev/mem as root) it wrote the record into it.
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        target = str(tmp_path / "fifo")
+    (tmp_path / "conda-lock.yml").write_bytes(toy_lock.read_bytes())
+    (tmp_path / "bake.json").symlink_to(target)
+    result = _bake_to(tmp_path, tmp_path / "conda-lock.yml", "--oci", tmp_path / "image")
+    assert result.returncode == 2, result.output
+    assert "a FIFO nobody reads" in result.stderr or "is a device (/dev/zero)" in result.stderr, result.stderr
+    assert (tmp_path / "bake.json").is_symlink()
+
+
 def _bake_to(tmp_path: Path, toy_lock: Path, *target: str | Path, cwd: Path | None = None) -> Result:
     return run_envkit(
         "bake", "-q", "--lockfile", toy_lock, "-p", "linux-64", "--cache-dir", tmp_path / "cache", *target, cwd=cwd or tmp_path

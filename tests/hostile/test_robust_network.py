@@ -347,6 +347,8 @@ def test_install_refuses_a_declared_size_over_the_download_cap(tmp_path: Path, h
     [
         # A package "archive" in a local channel that is /dev/zero would fill the cache's disk.
         ("/dev/zero", "not a regular file"),
+        # One that is a FIFO (a committed symlink can name one) made the open wait for a writer, forever.
+        ("fifo", "not a regular file"),
         # /proc/self/mem is a regular file whose first read fails (EIO): the channel's side, not the cache's disk.
         pytest.param(
             "/proc/self/mem", "cannot read package", marks=pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="/proc")
@@ -360,6 +362,9 @@ def test_install_reads_local_channel_files_as_the_channels(
     shutil.copytree(toy_channel, channel, symlinks=True)
     victims = sorted(channel.glob("*/*.conda"))
     assert victims
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        target = str(tmp_path / "fifo")
     for archive in victims:
         archive.unlink()
         archive.symlink_to(target)

@@ -66,6 +66,32 @@ def test_recipe_value_cannot_add_a_dockerfile_instruction(tmp_path: Path, hostil
     assert not dockerfile.exists() or "RUN id" not in dockerfile.read_text()
 
 
+@pytest.mark.parametrize("link", ["include-symlink-out", "template-symlink-out", "include-environ", "include-fifo"])
+def test_a_symlink_or_fifo_in_the_recipe_cannot_read_outside_it(tmp_path: Path, hostile_channel: Path, link: str) -> None:
+    # jinja2's FileSystemLoader follows symlinks: a committed `notes.txt -> /proc/self/environ` put the CI's
+    # environment (tokens) into the Dockerfile. Every template's real path must stay in the recipe's directory.
+    import os
+
+    ws, recipes = _workspace(tmp_path, hostile_channel, "description: hostile\nbase: {cpu: scratch}\n", "FROM {{ base }}\n")
+    mine = recipes / "mine"
+    if link == "include-symlink-out":
+        (mine / "notes.txt").symlink_to(recipes / "secret.txt")
+        (mine / "Dockerfile.j2").write_text("FROM {{ base }}\n{% include 'notes.txt' %}\n")
+    elif link == "template-symlink-out":
+        (mine / "Dockerfile.j2").unlink()
+        (mine / "Dockerfile.j2").symlink_to(recipes / "secret.txt")
+    elif link == "include-environ":
+        (mine / "notes.txt").symlink_to("/proc/self/environ")
+        (mine / "Dockerfile.j2").write_text("FROM {{ base }}\n{% include 'notes.txt' %}\n")
+    else:
+        os.mkfifo(mine / "notes.txt")
+        (mine / "Dockerfile.j2").write_text("FROM {{ base }}\n{% include 'notes.txt' %}\n")
+    result = ws.envkit("dockerfile", "-q", "--recipe", "mine", "--recipe-dir", recipes, "-o", "ctx", env={"CI_CANARY_TOKEN": SECRET})
+    assert_refused(result, "Dockerfile.j2")
+    assert SECRET not in result.output
+    assert not (ws.root / "ctx" / "Dockerfile").exists()
+
+
 def test_own_template_may_include_its_own_files(tmp_path: Path, hostile_channel: Path) -> None:
     ws, recipes = _workspace(tmp_path, hostile_channel, "description: ok\nbase: {cpu: scratch}\nenv: {TEAM: vision}\n", None)
     (recipes / "mine" / "Dockerfile.j2").write_text("FROM {{ base }}\n{% include 'extra.j2' %}\nENV TEAM={{ recipe.env.TEAM }}\n")

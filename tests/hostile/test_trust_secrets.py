@@ -244,3 +244,35 @@ def test_a_secret_with_url_characters_is_percent_encoded_and_never_printed(monke
     assert parts.hostname == "conda.example.com" and unquote(parts.password or "") == secret
     assert unquote(parts.path.split("/")[2]) == secret
     assert CANARY not in redact(f"error: {url} failed, also {secret}")
+
+
+@pytest.mark.parametrize("name", ["SIGNING_KEY", "DEPLOY_KEY", "SSH_KEY", "gpg_key"])
+def test_a_variable_named_like_a_key_is_a_secret(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/security.md says `*_KEY`: the pattern had API_KEY and ACCESS_KEY only.
+    monkeypatch.setenv(name, "sk-live-0123456789abcdef")
+    assert "sk-live-0123456789abcdef" not in redact("directory /w/sk-live-0123456789abcdef does not exist")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "channels: ['./${SIGNING_KEY}']\nplatforms: [linux-64]\ndependencies: [honest]\n",
+        "channels: ['/srv/${SIGNING_KEY}/ch']\nplatforms: [linux-64]\ndependencies: [honest]\n",
+    ],
+)
+def test_a_variable_in_a_local_channel_path_is_refused_and_never_printed(tmp_path: Path, spec: str) -> None:
+    # A local path's variable printed its value in "directory ... does not exist": any CI secret, by name.
+    write_env(tmp_path, spec)
+    result = run_cli("lock", cwd=tmp_path, env={"SIGNING_CANARY": "x", "SIGNING_KEY": "sk-live-0123456789abcdef"})
+    assert result.returncode == 2 and "a local path holds a ${...} variable" in result.stderr, result.output
+    assert "sk-live-0123456789abcdef" not in result.output
+
+
+def test_a_variable_in_a_local_find_links_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uv's error printed the expanded path; a URL's credentials stay variables (expand_credentials judges those).
+    from conda_envkit.pip_lock import FindLinks, PipLockError
+
+    monkeypatch.setenv("SIGNING_KEY", "sk-live-0123456789abcdef")
+    with pytest.raises(PipLockError, match=r"environment.yml:8: --find-links ./\$\{SIGNING_KEY\}: a local path holds") as refused:
+        FindLinks("./${SIGNING_KEY}", "environment.yml:8", Path(".")).for_uv()
+    assert "sk-live" not in str(refused.value) + refused.value.hint
