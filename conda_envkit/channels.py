@@ -181,10 +181,17 @@ def check_credential_host(variables: list[str], url: str, what: str) -> None:
     to `url`'s host, and over HTTPS (plain HTTP to a loopback host only): a lock or spec from someone else must not
     be able to choose where a CI secret goes."""
     scheme, host = origin(url)
+    if variables and (scheme not in ("http", "https") or not host):
+        # A file:// URL has no host to bind a credential to, and no credential position: `file:///t/${VAR}/` put any
+        # variable into a local path the errors print (an unbound variable matched its empty host).
+        raise ChannelError(
+            f"{what}: {strip_credentials(url)} holds ${{{variables[0]}}}, and a {scheme}:// URL has no credentials",
+            hint="write the URL itself; variables stand only for the credentials of an https:// channel or index",
+        )
     bound = credential_hosts()
     default_port = {"http": ":80", "https": ":443"}.get(scheme, ":")
     for name in dict.fromkeys(variables):
-        if bound.get(name, "").rstrip(".").removesuffix(default_port) != host.rstrip("."):
+        if name not in bound or bound[name].rstrip(".").removesuffix(default_port) != host.rstrip("."):
             now = f" (it binds {name} to {bound[name]})" if name in bound else ""
             raise ChannelError(
                 f"{what}: {strip_credentials(url)} asks for ${{{name}}}, which {CREDENTIAL_HOSTS_ENV_VAR} does not bind to {host}{now}",

@@ -499,8 +499,17 @@ def _metadata(r: _Reader, node: yaml.Node) -> LockMetadata:
     if len(set(platforms)) != len(platforms):
         raise r.fail(meta["platforms"], "metadata.platforms: a platform is listed twice")
     content_hash = r.string_map(meta["content_hash"], "metadata.content_hash")
+    if set(content_hash) != set(platforms):
+        # (a relock with -p keeps the platforms of one list and writes the other: a lock it could not read again)
+        raise r.fail(
+            meta["content_hash"],
+            f"metadata.content_hash names {', '.join(sorted(content_hash)) or 'no platform'}, "
+            f"metadata.platforms {', '.join(platforms) or 'none'}: one input hash per platform",
+        )
     sources = tuple(r.text(s, "metadata.sources[]") for s in r.sequence(meta["sources"], "metadata.sources")) if "sources" in meta else ()
     custom = r.string_map(meta["custom_metadata"], "metadata.custom_metadata") if "custom_metadata" in meta else None
+    if custom:
+        _check_envkit_facts(r, meta["custom_metadata"], custom)
     extra = {k: r.plain(meta[k], f"metadata.{k}") for k in ("time_metadata", "git_metadata", "inputs_metadata") if k in meta}
     return LockMetadata(
         content_hash=content_hash,
@@ -510,6 +519,31 @@ def _metadata(r: _Reader, node: yaml.Node) -> LockMetadata:
         custom_metadata=custom,
         extra={k: v for k, v in extra.items() if v is not None},
     )
+
+
+# What each `envkit.<platform>.*` fact may say: a relock solves again under these (locking.recorded_target), so a
+# lock from a pull request must not steer it with a package passed off as a virtual one (`openssl=3.9.0=0` in
+# virtual-packages removed openssl from the solution) or crash it with a value no BLAS has.
+_BLAS_VALUES = r"(mkl|openblas|accelerate|blis|netlib)"
+_FACT_FORMS = {
+    "cuda": r"(none|unknown|\d+(\.\d+){0,2})",
+    "cuda-version": r"(none|unknown|" + _VERSION + ")",
+    "cuda-compat": r"minor-version",
+    "blas-requested": r"(any|" + _BLAS_VALUES + ")",
+    "blas": r"(none|unknown|" + _BLAS_VALUES + ")",
+    "virtual-packages": r"(__[a-z0-9_]+=[0-9][A-Za-z0-9_.+!*\-]{0,63}=[A-Za-z0-9_.+]{1,128}( |$))*",
+}
+
+
+def _check_envkit_facts(r: _Reader, node: yaml.Node, custom: dict[str, str]) -> None:
+    """Each `envkit.<platform>.<fact>` of `custom_metadata` in the form envkit writes it."""
+    values = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
+    for key, value in custom.items():
+        parts = key.split(".")
+        if len(parts) != 3 or parts[0] != "envkit" or parts[2] not in _FACT_FORMS:
+            continue
+        if not re.fullmatch(_FACT_FORMS[parts[2]], value or ""):
+            raise r.fail(values.get(key, node), f"metadata.custom_metadata.{key}: {value[:80]!r} is not what envkit writes there")
 
 
 def _merge_categories(r: _Reader, nodes: list[yaml.Node], packages: list[LockedPackage]) -> tuple[LockedPackage, ...]:

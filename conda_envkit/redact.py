@@ -63,9 +63,10 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
         value = m.group("token")
         return m.group(0) if re.fullmatch(r"\$\{\w+\}", value) else f"/t/{MASK}/"
 
-    text = _USERINFO.sub(userinfo, text)
-    text = _TOKEN_SEGMENT.sub(token, text)
-    text = _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    # Whole secret values first: a pattern that masked a piece of one (a `/t/` token ends at the value's first `/`)
+    # would leave the rest unmatched, and printed.
     for value in [*sorted((e for e in extra if len(e) >= _MIN_SECRET), key=len, reverse=True), *secret_values()]:
         text = text.replace(value, MASK)
-    return text
+    text = _USERINFO.sub(userinfo, text)
+    text = _TOKEN_SEGMENT.sub(token, text)
+    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)

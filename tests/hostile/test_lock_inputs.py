@@ -187,3 +187,23 @@ def test_check_does_not_trust_the_content_hash(locked: Path, toy_channel: Path) 
     moved = run_envkit("lock", "--check", cwd=work)
     assert moved.returncode == 1, moved.output
     assert "which is not under a locked channel" in moved.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # A relock solves again under what the lock records: a package passed off as a virtual one removed openssl
+        # from the next solve; values no BLAS or version has crashed it (tracebacks) or were written back.
+        (lambda t: re.sub(r"(envkit\.linux-64\.virtual-packages: )", r"\1openssl=3.9.0=0 ", t), "virtual-packages: 'openssl=3.9.0=0"),
+        (lambda t: re.sub(r"(envkit\.linux-64\.virtual-packages: )", r"\1__glibc ", t), "virtual-packages: '__glibc"),
+        (lambda t: re.sub(r"envkit\.linux-64\.blas-requested: \w+", "envkit.linux-64.blas-requested: foo", t), "blas-requested: 'foo'"),
+        (lambda t: re.sub(r"envkit\.linux-64\.cuda: \S+", "envkit.linux-64.cuda: abc", t), "envkit.linux-64.cuda: 'abc'"),
+        # A content_hash without a listed platform: `lock -p` kept it and wrote a lock it could not read again.
+        (lambda t: re.sub(r"content_hash:\n    linux-64: \w+\n", "content_hash: {}\n", t), "metadata.content_hash names no platform"),
+    ],
+)
+def test_what_a_relock_solves_under_is_in_the_form_envkit_writes(locked: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    text = (locked / "conda-lock.yml").read_text()
+    edited = edit(text)
+    assert edited != text
+    _refused(locked, edited, message)

@@ -276,3 +276,18 @@ def test_a_variable_in_a_local_find_links_path_is_refused(monkeypatch: pytest.Mo
     with pytest.raises(PipLockError, match=r"environment.yml:8: --find-links ./\$\{SIGNING_KEY\}: a local path holds") as refused:
         FindLinks("./${SIGNING_KEY}", "environment.yml:8", Path(".")).for_uv()
     assert "sk-live" not in str(refused.value) + refused.value.hint
+
+
+def test_a_file_url_holds_no_variable(tmp_path: Path) -> None:
+    # `file:///t/${VAR}/` passed as a token position, its empty host matching any unbound variable: the value went
+    # into a local path the errors print.
+    write_env(tmp_path, "channels: ['file:///t/${SIGNING_KEY}/chan']\nplatforms: [linux-64]\ndependencies: [honest]\n")
+    result = run_cli("lock", cwd=tmp_path, env={"SIGNING_KEY": "AbC/dEfSECRETPART+gh=="})
+    assert result.returncode == 2 and "a file:// URL has no credentials" in result.stderr, result.output
+    assert "SECRETPART" not in result.output
+
+
+def test_a_secret_with_a_slash_is_masked_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The `/t/<token>/` pattern masked up to the value's first `/` first; the rest no longer matched and was printed.
+    monkeypatch.setenv("SIGNING_KEY", "AbC/dEfSECRETPART+gh==")
+    assert "SECRETPART" not in redact("failed to open file /t/AbC/dEfSECRETPART+gh==/chan/noarch/repodata.json")
