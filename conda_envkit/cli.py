@@ -239,7 +239,7 @@ def _lock_command() -> click.Command:
         "--blas",
         multiple=True,
         metavar="[PLATFORM=]BLAS",
-        help="Pin libblas: mkl, openblas, accelerate, blis or netlib (per platform: PLATFORM=BLAS).",
+        help="Pin libblas: mkl, openblas, accelerate, blis or netlib; any clears a pin the lock records (per platform: PLATFORM=BLAS).",
     )
     @click.option("--virtual-package-spec", type=PATH, help="conda-lock style virtual-packages.yml overriding the defaults per platform.")
     @click.option("--channel-alias", metavar="URL", help="Where channel names point. [default: https://conda.anaconda.org/]")

@@ -21,6 +21,7 @@ from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
 from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
+from conda_envkit.platforms import Blas
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
 
@@ -75,7 +76,13 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     reasons: list[str] = []
     locked_channels, wanted_channels = _channel_urls(lockfile, channels, alias)
     if locked_channels != wanted_channels:
-        reasons.append(f"channels changed: locked {locked_channels}, spec {wanted_channels}")
+        reason = f"channels changed: locked {locked_channels}, spec {wanted_channels}"
+        # The same names under another alias: the lock was made with --channel-alias (which it does not record).
+        names = [c.written for c in channels]
+        if len(locked_channels) == len(names) and all(u.rstrip("/").endswith("/" + n) for u, n in zip(locked_channels, names, strict=True)):
+            alias_used = locked_channels[0].rstrip("/")[: -len(names[0])]
+            reason += f" (the same channels under the alias {alias_used}: pass --channel-alias {alias_used} as when locking)"
+        reasons.append(reason)
     meta = lockfile.envkit
     platform_meta = meta.for_platform(p) if meta is not None else None
     if platform_meta is not None:
@@ -86,7 +93,7 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         # pip pins come from an index that changes daily; only the section itself is compared.
         if platform_meta.pip_inputs != (pip_input_hash(target.pip) if target.pip is not None else None):
             reasons.append("the pip: section (requirements or indexes) changed since locking")
-        if target.blas is not None and platform_meta.blas not in (target.blas.value, None):
+        if target.blas not in (None, Blas.ANY) and platform_meta.blas not in (target.blas.value, None):
             reasons.append(f"BLAS changed: locked {platform_meta.blas!r}, now {target.blas.value!r}")
     elif target.pip is not None and not any(d.platform == p and d.manager == "pip" for d in lockfile.package):
         reasons.append("the spec has a pip: section but the lock has no pip packages")

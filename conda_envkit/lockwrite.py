@@ -169,7 +169,7 @@ def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
     meta = {
         f"envkit.{p}.cuda": t.cuda or "none",
         f"envkit.{p}.cuda-version": chosen_cuda or "none",
-        f"envkit.{p}.blas-requested": t.blas.value if t.blas else "any",
+        f"envkit.{p}.blas-requested": t.blas.value if t.blas else "any",  # (Blas.ANY's value is "any" too)
         f"envkit.{p}.blas": blas.value if blas else "none",
         f"envkit.{p}.virtual-packages": " ".join(str(v) for v in t.virtual_packages),
     }

@@ -128,6 +128,11 @@ class PipInputs:
     find_links: tuple[FindLinks, ...] = ()
     pre: bool = False
     no_index: bool = False
+    index_sources: tuple[tuple[str, str], ...] = ()  # (index URL as written, its file:line), for errors only
+
+    def source_of(self, url: str, default: str) -> str:
+        """The file:line an index URL was written at."""
+        return next((source for written, source in self.index_sources if written == url), default)
 
     def index_templates(self) -> tuple[str, ...]:
         """The index URLs as the lock may record them: `${VAR}` kept, literal secrets removed."""
@@ -185,6 +190,7 @@ def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
     index_url: str | None = None
     extra: list[str] = []
     find_links: list[FindLinks] = []
+    sources: list[tuple[str, str]] = []
     pre = no_index = False
     for req in lines:
         text = req.line.strip()
@@ -192,8 +198,10 @@ def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
             option, value = _option(text)
             if option in ("-i", "--index-url"):
                 index_url = value
+                sources.append((value, req.source))
             elif option == "--extra-index-url":
                 extra.append(value)
+                sources.append((value, req.source))
             elif option in ("-f", "--find-links"):
                 find_links.append(FindLinks(value, req.source, req.base_dir))
             elif option == "--pre":
@@ -231,7 +239,7 @@ def parse_pip_section(lines: tuple[PipRequirement, ...]) -> PipInputs:
                 hint=_UNLOCKABLE_HINT,
             )
         requirements.append(req)
-    return PipInputs(tuple(requirements), index_url, tuple(extra), tuple(find_links), pre, no_index)
+    return PipInputs(tuple(requirements), index_url, tuple(extra), tuple(find_links), pre, no_index, tuple(sources))
 
 
 def _is_python_package(record: RepoDataRecord) -> bool:
@@ -321,8 +329,8 @@ def resolve_pip(
     # settings stay the user's, except that with a remote index uv talks only to envkit's
     # index proxy (its proxy variables point there, and TLS is the proxy's: requests').
     env = {k: v for k, v in os.environ.items() if k not in _RESOLUTION_ENV}
-    index = expand_env(inputs.index_url, first) if inputs.index_url else None
-    extra = [expand_env(u, first) for u in inputs.extra_index_urls]
+    index = expand_env(inputs.index_url, inputs.source_of(inputs.index_url, first)) if inputs.index_url else None
+    extra = [expand_env(u, inputs.source_of(u, first)) for u in inputs.extra_index_urls]
     links = [link.for_uv() for link in inputs.find_links]
     secrets = [urlsplit(u).password or "" for u in [index or "", *extra, *links]]
     if target.macos_version:

@@ -98,6 +98,7 @@ class Blas(StrEnum):
     ACCELERATE = "accelerate"
     BLIS = "blis"
     NETLIB = "netlib"  # the reference BLAS: correct everywhere, and the slowest
+    ANY = "any"  # asked for on purpose: no BLAS pin (clears one a lock records; the solver's default)
 
 
 # Where each BLAS exists on conda-forge. Asking for one elsewhere is an error, never a
@@ -108,6 +109,7 @@ BLAS_PLATFORMS: dict[Blas, frozenset[str]] = {
     Blas.ACCELERATE: frozenset({"osx-64", "osx-arm64"}),
     Blas.BLIS: frozenset({"linux-64", "osx-64", "win-64"}),
     Blas.NETLIB: frozenset(KNOWN_PLATFORMS),
+    Blas.ANY: frozenset(KNOWN_PLATFORMS),
 }
 
 
@@ -160,7 +162,7 @@ def blas_constraint(blas: Blas) -> str:
 def blas_of_build(build: str) -> Blas | None:
     """Which BLAS a libblas build string names (`8_h5875eb1_mkl` -> MKL)."""
     for blas in Blas:
-        if build.endswith(blas.value):
+        if blas != Blas.ANY and build.endswith(blas.value):
             return blas
     return None
 

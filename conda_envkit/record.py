@@ -272,6 +272,11 @@ class RecordError(EnvkitError):
     """A record that cannot be read or lacks what an export needs."""
 
 
+def extra_hint(extra: str) -> str:
+    """How to install one of envkit's optional extras (conda-envkit is installed from its checkout, too)."""
+    return f"pip install 'conda-envkit[{extra}]' (from a checkout: pip install -e '.[{extra}]')"
+
+
 @dataclass(frozen=True)
 class EnvironmentRecord:
     """What an ML run needs to know about its environment (schema `envkit.environment/1`).

@@ -91,7 +91,7 @@ class SolveTarget:
     def constraints(self) -> tuple[str, ...]:
         """Match specs that bound the solve without adding packages."""
         out = []
-        if self.blas is not None:
+        if self.blas not in (None, Blas.ANY):
             out.append(blas_constraint(self.blas))
         # `cuda` is the driver (`__cuda`), as conda-lock's --with-cuda: packages' own
         # `__cuda >=` depends decide which toolkits it runs; a toolkit cap is a spec
@@ -219,7 +219,7 @@ def _explain(
         hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
     elif re.search(r"__glibc\b|__osx\b", message):
         hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
-    if target.blas is not None and target.blas != Blas.OPENBLAS:
+    if target.blas not in (None, Blas.ANY, Blas.OPENBLAS):
         hint += f"; the BLAS asked for ({target.blas.value}) may have no build that fits: try openblas (--blas PLATFORM=openblas)"
     return SolveError(
         f"{target.label}: the specs cannot be satisfied together\n{message}\n"

@@ -81,9 +81,12 @@ def _image_labels(path: Path) -> dict[str, str]:
     return labels
 
 
-def log_environment(run: Any, info: EnvironmentRecord | None = None, lockfile: Path | str | None = None) -> EnvironmentRecord:
-    """Stamp an MLflow run (ActiveRun or Run) or a W&B run with the environment; return the record."""
-    info = check_environment_record(info or environment_info(lockfile), "the environment record")
+def log_environment(
+    run: Any, info: EnvironmentRecord | None = None, lockfile: Path | str | None = None, record: Path | str | None = None
+) -> EnvironmentRecord:
+    """Stamp an MLflow run (ActiveRun or Run) or a W&B run with the environment; return the record. The environment
+    is `info`, else environment_info(lockfile=..., record=...): a lock, a bake record, or (default) the running one."""
+    info = check_environment_record(info or environment_info(lockfile, record), "the environment record")
     # The lock logged is the record's own (lock_artifact): a record's `lockfile` may name any file.
     path = Path(lockfile) if lockfile is not None else (Path(info.lockfile) if info.lockfile else None)
     lock_path = lock_artifact(path, info.lock_hash, "the environment record") if path is not None and path.is_file() else None

@@ -156,6 +156,10 @@ def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path,
     tags = mlflow.MlflowClient(mlflow_server.uri).get_run(run.info.run_id).data.tags
     assert tags["envkit.lock_hash"] == info.lock_hash == record["lock_hash"]
     assert tags["envkit.image_digest"] == record["image"]["digest"]
+    # As the error outside an environment says: `record=` (it was environment_info's only, a TypeError here).
+    with mlflow.start_run() as run:
+        again = log_environment(run, record=work / "bake.json")
+    assert again.image_digest == record["image"]["digest"]
 
 
 def test_environment_info_inside_the_image(tmp_path: Path, image_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,11 @@ def test_install_syncs_add_remove_change_and_noop(tmp_path: Path, image_channel:
     assert _snapshot(prefix) == before  # nothing touched
 
     _lock(work, image_channel, ["greet=2.0", "bigmodel=1.0"])
+    # Before the sync, verify names the changed package and says install brings it back: envkit's own records
+    # (its lock copy, conda-meta) are no reason to remove the prefix, as its hint said.
+    stale = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
+    assert stale.returncode == 1 and "wrong-package    greet" in stale.stderr, stale.output
+    assert "adds, removes and replaces those packages" in stale.stderr and "remove the prefix" not in stale.stderr
     busybox = (prefix / "bin" / "busybox").lstat()
     assert "0 added, 1 changed, 0 removed" in _install(work, prefix, cache)
     greet = subprocess.run([str(prefix / "bin" / "greet")], capture_output=True, text=True, check=True).stdout

@@ -114,6 +114,12 @@ def test_a_relock_solves_again_under_the_cuda_driver_and_blas_the_lock_records(t
         assert lock.read_text() == made, args  # nothing moved: same CUDA build, same BLAS
     cpu = run_envkit("lock", "-q", "--no-cuda", cwd=tmp_path)  # a flag still says otherwise
     assert cpu.returncode == 0 and locked(lock, "linux-64")["gpulib"]["build"] == "cpu_0"
+    # --blas any clears the recorded pin (there was no way back but deleting the lock); it stays cleared.
+    for args in (("--blas", "any"), ()):
+        unpinned = run_envkit("lock", "-q", *args, cwd=tmp_path)
+        assert unpinned.returncode == 0, unpinned.stderr
+        assert locked(lock, "linux-64")["libblas"]["build"] == "20_openblas"
+        assert yaml.safe_load(lock.read_text())["metadata"]["custom_metadata"]["envkit.linux-64.blas-requested"] == "any"
 
 
 def test_lock_p_refuses_a_lock_it_cannot_keep_and_keeps_variants_json_and_order(tmp_path: Path, toy_channel: Path) -> None:
@@ -502,3 +508,16 @@ def test_match_spec_forms(tmp_path: Path, toy_channel: Path) -> None:
     refused = run_envkit("lock", "--channel-alias", toy_channel.parent.as_uri(), cwd=tmp_path)
     assert refused.returncode == 2
     assert "environment.yml:3: 'elsewhere::hello' names channel 'elsewhere', which is not in `channels:`" in refused.stderr
+
+
+def test_check_without_the_channel_alias_the_lock_was_made_with_says_which(tmp_path: Path, toy_channel: Path) -> None:
+    # The lock records channel URLs, not the alias: `--check` without it found every channel changed, and its hint
+    # (`envkit lock`) then went to conda.anaconda.org.
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "toy").symlink_to(toy_channel)
+    write_env(tmp_path, "channels: [toy]\nplatforms: [linux-64]\ndependencies: [hello]\n")
+    alias = f"{(tmp_path / 'mirror').as_uri()}/"
+    assert run_envkit("lock", "-q", "--channel-alias", alias, cwd=tmp_path).returncode == 0
+    assert run_envkit("lock", "--check", "--channel-alias", alias, cwd=tmp_path).returncode == 0
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 1 and f"pass --channel-alias {alias} as when locking" in check.output, check.output

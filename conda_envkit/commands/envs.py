@@ -182,6 +182,14 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
             )
         return again
     install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
+    # envkit's own files (its lock copy, the conda-meta records) differ whenever the lock changed: install rewrites
+    # them as it syncs, so they are no reason to remove the prefix; nor is an old package's record "yours".
+    ours = [f for f in findings if f.package.startswith("envkit") or (f.kind == "unowned-file" and "conda-meta/" in f.detail)]
+    # A package installed at another version than the lock's has other files: its file findings are that, not edits.
+    replaced = {f.package.split()[0] for f in findings if f.kind in _PACKAGE_KINDS}
+    findings = [f for f in findings if f not in ours and not (f.kind not in _PACKAGE_KINDS and f.package.split()[0] in replaced)]
+    if not findings:
+        return f"`{install}` brings envkit's records back to the lock"
     changed = sorted({f.package for f in findings if f.kind not in _PACKAGE_KINDS and f.kind != "unowned-file"})
     if changed:
         named = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")

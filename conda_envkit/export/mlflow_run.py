@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conda_envkit.network import call_with_deadline, network_timeout
-from conda_envkit.record import EnvironmentRecord, RecordError
+from conda_envkit.record import EnvironmentRecord, RecordError, extra_hint
 
 ARTIFACT_DIR = "envkit"
 
@@ -48,7 +48,7 @@ def _client(tracking_uri: str):  # type: ignore[no-untyped-def]
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise RecordError("mlflow is not installed", hint="pip install 'conda-envkit[mlflow]'") from None
+        raise RecordError("mlflow is not installed", hint=extra_hint("mlflow")) from None
     # MLflow picks the store when the client is made: an unusable URI (file:// stores are refused
     # by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE=true) fails here, not at the first call.
     try:

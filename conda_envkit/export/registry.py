@@ -18,7 +18,7 @@ from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.oci.transfer import manifest_descriptors, select_platform
-from conda_envkit.record import RecordError, read_layout_image, record_from_labels
+from conda_envkit.record import RecordError, read_layout_image, record_from_labels, record_from_layout
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
 MAX_REFERRER_SUBJECTS = 65  # the image and at most 64 platform manifests (attestations included)
@@ -120,7 +120,12 @@ def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
         top_digest = manifest_digest = None
     labels = (config.get("config") or {}).get("Labels") or {}
     image = reference if top_digest is None else f"{reference}@{top_digest}"
-    record = record_from_labels(labels, "image", top_digest, image)
+    if reference.startswith("oci:"):
+        # As `export --image oci:` reads it: with the packages of the lock copy inside (checked against the labels).
+        path, name = split_ref(reference[4:])
+        record = record_from_layout(Path(path), name, platform)
+    else:
+        record = record_from_labels(labels, "image", top_digest, image)
     return {
         "reference": reference,
         "digest": top_digest,

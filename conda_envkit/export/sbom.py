@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from conda_envkit.record import RecordError
+from conda_envkit.record import RecordError, extra_hint
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
@@ -44,7 +44,7 @@ def render_sbom(record: dict[str, Any], platform: str) -> str:
         from cyclonedx.schema import SchemaVersion
         from cyclonedx.validation.json import JsonStrictValidator
     except ImportError:
-        raise RecordError("cyclonedx-python-lib is not installed", hint="pip install 'conda-envkit[sbom]'") from None
+        raise RecordError("cyclonedx-python-lib is not installed", hint=extra_hint("sbom")) from None
     details = record["platforms"].get(platform)
     if details is None:
         raise RecordError(f"the bake record has no platform {platform}", hint=f"it has {', '.join(record['platforms'])}")

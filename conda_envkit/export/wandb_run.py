@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conda_envkit.record import EnvironmentRecord, RecordError
+from conda_envkit.record import EnvironmentRecord, RecordError, extra_hint
 
 ARTIFACT_TYPE = "conda-environment"
 
@@ -39,7 +39,7 @@ def export_to_wandb(record: EnvironmentRecord, lockfile: Path | None, target: Wa
     try:
         import wandb
     except ImportError:
-        raise RecordError("wandb is not installed", hint="pip install 'conda-envkit[wandb]'") from None
+        raise RecordError("wandb is not installed", hint=extra_hint("wandb")) from None
     if lockfile is not None and not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock with --lockfile")
     kwargs: dict[str, Any] = {"project": target.project or "envkit", "job_type": "environment", "reinit": True}
