@@ -42,7 +42,7 @@ def export_to_wandb(record: EnvironmentRecord, lockfile: Path | None, target: Wa
         raise RecordError("wandb is not installed", hint=extra_hint("wandb")) from None
     if lockfile is not None and not lockfile.is_file():
         raise RecordError(f"{lockfile}: lock file not found", hint="pass the lock with --lockfile")
-    kwargs: dict[str, Any] = {"project": target.project or "envkit", "job_type": "environment", "reinit": True}
+    kwargs: dict[str, Any] = {"project": target.project or "envkit", "job_type": "environment", "reinit": "finish_previous"}
     if target.run_id:
         kwargs.update(id=target.run_id, resume="allow")
     if target.mode:
