@@ -275,6 +275,8 @@ def is_stream_target(path: Path, what: str) -> bool:
     """
     import stat
 
+    if _names_a_descriptor(path):
+        return True  # /dev/stdout into a file (`> out.txt`): the link must stay, the file behind it be written
     try:
         st = path.stat()
     except OSError:
@@ -297,11 +299,32 @@ def is_stream_target(path: Path, what: str) -> bool:
     return False
 
 
+def _names_a_descriptor(path: Path) -> bool:
+    """Whether `path` is, or links through, an open file descriptor (/dev/stdout -> /proc/self/fd/1, /dev/fd/N):
+    whatever that descriptor is (a regular file when the shell redirects), a rename onto the path would replace the
+    link itself (as root, /dev/stdout), not write to it."""
+    import re
+
+    current, hops = str(path), 0
+    while hops < 16:
+        if re.match(r"/(proc/(self|\d+)|dev)/fd/\d+$", current):
+            return True
+        try:
+            target = os.readlink(current)
+        except OSError:
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+        hops += 1
+    return False
+
+
 def open_stream(path: Path, what: str, setting: str = "") -> BinaryIO:
     """`path` (a FIFO, /dev/stdout: is_stream_target) opened to write through, without waiting for a reader: a FIFO
     nobody reads (a symlink a repository holds can name one) is an error, not a command that never ends."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        # O_APPEND: /dev/stdout redirected to a file (`>`, `>>`) is written after what is there, as the shell's own
+        # descriptor would; a FIFO or a terminal does not care.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise WriteError(f"{path}: a FIFO nobody reads, not a place for a {what}", hint="write to a file, or read the FIFO") from None
