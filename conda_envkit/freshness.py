@@ -19,7 +19,7 @@ from rattler import BuildString, MatchSpec, PackageRecord
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
-from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile
+from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
 from conda_envkit.platforms import Blas
 from conda_envkit.solve import SolveTarget
@@ -125,14 +125,7 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
                 reasons.append(f"{d.name} needs {name} {version_spec}, locked/assumed {provider.version} {provider.build}")
 
     # Anything nothing asks for any more means a dependency was removed from the spec.
-    reachable: set[str] = set()
-    todo = [dep.name for dep in target.dependencies]
-    while todo:
-        name = todo.pop()
-        if name in reachable or name not in packages:
-            continue
-        reachable.add(name)
-        todo.extend(packages[name].dependencies)
+    reachable = dependency_closure(packages.values(), (dep.name for dep in target.dependencies))
     for name in sorted(set(packages) - reachable):
         reasons.append(f"{name} is locked but no longer required by the spec")
     return reasons

@@ -247,6 +247,7 @@ def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir:
 def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
     """For `--update`: per target, the locked packages to keep (every locked package not named)."""
     from conda_envkit.lockfile import LockFileError, read_lockfile
+    from conda_envkit.lockmodel import dependency_closure
 
     kept: dict[tuple[str | None, str], KeptPins] = {}
     unknown = set(update)
@@ -260,7 +261,7 @@ def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable
             named = {p.name for p in packages if any(_names_package(n, p) for n in update)}
             unknown -= {n for n in update if any(_names_package(n, p) for p in packages)}
             conda = {p.name: p.hash.sha256 or "" for p in packages if p.name not in named and p.manager == "conda"}
-            needed = _dependency_closure([p for p in packages if p.manager == "conda"], tuple(named))
+            needed = dependency_closure((p for p in packages if p.manager == "conda"), named)
             kept[(target.variant, target.platform)] = KeptPins(
                 conda=conda,
                 pip={p.name: p.version for p in packages if p.name not in named and p.manager == "pip"},
@@ -304,18 +305,6 @@ def pip_failures(errors: list[BaseException], platforms: set[str]) -> BaseExcept
     if len(failures) == 1:
         return PipLockError(failures[0].message, hints[0], failures[0].platform, failures[0].blamed)
     return PipLockError("\n".join(f.message for f in failures), "; ".join(dict.fromkeys(hints)))
-
-
-def _dependency_closure(packages: list[LockedPackage], names: tuple[str, ...]) -> set[str]:
-    """The names `names` depend on in the lock, directly or not (themselves included)."""
-    depends = {p.name: p.dependencies for p in packages}
-    found, todo = set(), [n for n in names if n in depends]
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(d for d in depends.get(name, {}) if d in depends and d not in found)
-    return found
 
 
 def _load_lock_writer() -> None:

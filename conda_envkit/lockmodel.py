@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
@@ -524,6 +525,8 @@ def _metadata(r: _Reader, node: yaml.Node) -> LockMetadata:
 # What each `envkit.<platform>.*` fact may say: a relock solves again under these (locking.recorded_target), so a
 # lock from a pull request must not steer it with a package passed off as a virtual one (`openssl=3.9.0=0` in
 # virtual-packages removed openssl from the solution) or crash it with a value no BLAS has.
+# platforms.Blas's values but `any` (blas-requested's alone); spelled out, as the lock model does not import platforms
+# (it imports rattler): tests/hostile/test_lock_inputs.py holds the two together.
 _BLAS_VALUES = r"(mkl|openblas|accelerate|blis|netlib)"
 _FACT_FORMS = {
     "cuda": r"(none|unknown|\d+(\.\d+){0,2})",
@@ -565,6 +568,21 @@ def _merge_categories(r: _Reader, nodes: list[yaml.Node], packages: list[LockedP
             **{**first.__dict__, "categories": first.categories + p.categories, "optional": first.optional and p.optional}
         )
     return tuple(sorted(merged.values(), key=lambda p: p.key))
+
+
+def dependency_closure(packages: Iterable[LockedPackage], names: Iterable[str]) -> set[str]:
+    """The names among `packages` that `names` are or depend on, directly or not (names outside `packages` end
+    the walk): what a spec still reaches (`lock --check`), what an --update may move (locking)."""
+    depends = {p.name: p.dependencies for p in packages}
+    found: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in found or name not in depends:
+            continue
+        found.add(name)
+        todo.extend(depends[name])
+    return found
 
 
 def parse_lock_text(text: str, path: Path) -> LockFile:

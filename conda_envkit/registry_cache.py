@@ -25,6 +25,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
@@ -33,7 +34,7 @@ from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
-from conda_envkit.oci.transfer import PUSH_JOBS
+from conda_envkit.oci.transfer import PUSH_JOBS, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.thread_pool import run_each
@@ -379,18 +380,15 @@ def write_cache(
     there = {entry.layer.descriptor.digest for entry in unique}
     stop = threading.Event()
 
-    def send(entry: CacheEntry) -> str:
-        desc = entry.layer.descriptor
-        if client.has_blob(ref.repository, desc.digest):
-            return "present"
-        source = entry.source or pushed_to
-        if source and source.startswith(client.registry + "/") and client.mount_blob(ref.repository, desc.digest, source.split("/", 1)[1]):
-            return "mounted"
-        path = store.path(desc.digest)
+    def local(digest: str) -> Path:
+        path = store.path(digest)
         if not path.is_file():
-            raise CacheError(f"layer {desc.digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
-        client.upload_blob(ref.repository, path, desc.digest, stop)
-        return "uploaded"
+            raise CacheError(f"layer {digest} is neither in the local cache nor mountable", hint="bake with --oci to fetch it")
+        return path
+
+    def send(entry: CacheEntry) -> str:
+        digest = entry.layer.descriptor.digest
+        return send_blob(client, ref.repository, digest, entry.source or pushed_to, lambda: local(digest), stop)[0]
 
     sent = run_each(send, unique, PUSH_JOBS, stop)
     uploaded, mounted, present = sent.count("uploaded"), sent.count("mounted"), sent.count("present")

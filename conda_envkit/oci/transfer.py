@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from conda_envkit.oci.blobs import (
@@ -201,19 +203,18 @@ class ImageToPush:
 PUSH_JOBS = 4  # blobs sent at once (crane sends 4, docker 5): a registry far away answers each request late
 
 
-def _push_blob(
-    client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, digest: str, stop: threading.Event
+def send_blob(
+    client: RegistryClient, repository: str, digest: str, source: str | None, path: Callable[[], Path], stop: threading.Event
 ) -> tuple[str, int]:
-    """Send one blob unless the repository has it: ("skipped" | "mounted" | "uploaded", bytes uploaded)."""
+    """Send one blob unless the repository has it: mounted from `source` (registry/repository) when that is on this
+    registry, else uploaded from `path()`. ("present" | "mounted" | "uploaded", bytes uploaded)."""
     if client.has_blob(repository, digest):
-        return "skipped", 0
-    source = image.mount_from.get(digest)
+        return "present", 0
     if source and source.startswith(client.registry + "/"):
         source_repo = source[len(client.registry) + 1 :]
         if source_repo != repository and client.mount_blob(repository, digest, source_repo):
             return "mounted", 0
-    path = store.verified_path(digest)
-    return "uploaded", client.upload_blob(repository, path, digest, stop)
+    return "uploaded", client.upload_blob(repository, path(), digest, stop)
 
 
 def push_image(
@@ -230,12 +231,12 @@ def push_image(
     stop = threading.Event()  # a failed or interrupted push: the other uploads end at their next chunk
 
     def send(digest: str) -> tuple[str, int]:
-        sent = _push_blob(client, repository, image, store, digest, stop)
+        sent = send_blob(client, repository, digest, image.mount_from.get(digest), lambda: store.verified_path(digest), stop)
         progress.advance(step)
         return sent
 
     for digest, (how, size) in zip(image.blobs, run_each(send, image.blobs, PUSH_JOBS, stop), strict=True):
-        {"skipped": stats.skipped, "mounted": stats.mounted, "uploaded": stats.uploaded}[how].append(digest)
+        {"present": stats.skipped, "mounted": stats.mounted, "uploaded": stats.uploaded}[how].append(digest)
         stats.bytes_uploaded += size
     documents = [*image.manifests, image.top] if image.top not in image.manifests else list(image.manifests)
     for desc in documents:

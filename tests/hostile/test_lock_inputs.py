@@ -207,3 +207,11 @@ def test_what_a_relock_solves_under_is_in_the_form_envkit_writes(locked: Path, e
     edited = edit(text)
     assert edited != text
     _refused(locked, edited, message)
+
+
+def test_the_blas_a_lock_may_record_are_the_ones_envkit_knows() -> None:
+    from conda_envkit.lockmodel import _FACT_FORMS
+    from conda_envkit.platforms import Blas
+
+    assert {b.value for b in Blas if re.fullmatch(_FACT_FORMS["blas"], b.value)} == {b.value for b in Blas} - {"any"}
+    assert all(re.fullmatch(_FACT_FORMS["blas-requested"], b.value) for b in Blas)
