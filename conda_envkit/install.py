@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -64,7 +63,7 @@ from conda_envkit.network import (
 )
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
 from conda_envkit.safepath import child
-from conda_envkit.thread_pool import ThreadPool
+from conda_envkit.thread_pool import Stopped, ThreadPool, run_each
 
 if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module), nor by a warm bake (no download, no link)
     import requests
@@ -73,8 +72,6 @@ if TYPE_CHECKING:  # not imported at CLI start-up (locking imports this module),
     from conda_envkit.progress import Progress
 
 _CHUNK = 1 << 20
-# How long an interrupted fetch waits for its other downloads to notice and clean up.
-_STOP_GRACE = 2.0
 _T = TypeVar("_T")
 
 
@@ -294,10 +291,6 @@ def is_verified(path: Path, sha256: str) -> bool:
     return True
 
 
-class _Stopped(Exception):
-    """A download given up because the fetch as a whole is ending (Ctrl-C, SIGTERM, or another package failed)."""
-
-
 def _download(
     url: str,
     dest: Path,
@@ -361,7 +354,7 @@ def _download(
                 with dest.open("wb") as out:
                     for chunk in iter_limited(response, deadline, cap, _CHUNK, DOWNLOAD_CAP_HINT):
                         if stop is not None and stop.is_set():
-                            raise _Stopped(shown)
+                            raise Stopped(shown)  # the fetch as a whole is ending: Ctrl-C, SIGTERM, or another package failed
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)
@@ -450,7 +443,7 @@ def fetch_packages(
             target.parent.mkdir(parents=True, exist_ok=True)
             with in_flight_lock:
                 if stop.is_set():  # the fetch is ending: no new temp file the cleanup could miss
-                    raise InstallError(f"{label}: not fetched, the fetch was stopped", hint="see the error above")
+                    raise Stopped(label)
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
                 os.close(fd)
                 tmp = Path(tmp_name)
@@ -484,24 +477,17 @@ def fetch_packages(
         return result
 
     progress.start(step, total=len(packages), unit="packages")
-    pool = ThreadPool(max_workers=max(1, jobs))
-    futures: list[Future[tuple[FetchedPackage, bool, int]]] = []
     try:
-        for p in packages:  # inside the try: Ctrl-C may come while submitting
-            futures.append(pool.submit(fetch_and_report, p))
-        results = [future.result() for future in futures]
+        results = run_each(fetch_and_report, packages, max(1, jobs), stop)
     except BaseException:
-        # Ctrl-C, SIGTERM or one failed package: the other downloads stop at their next chunk, not at
-        # their deadline (minutes for a trickling server). One stuck in a read gets a moment, then
-        # its temp file is removed here; its thread ends with the process.
+        # Ctrl-C, SIGTERM or one failed package: run_each set `stop`, so the other downloads ended at their
+        # next chunk, not at their deadline (minutes for a trickling server). One still stuck in a read has
+        # had its moment; its temp file is removed here, and its thread ends with the process.
         stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        wait(futures, timeout=_STOP_GRACE)
         with in_flight_lock:  # `stop` is set: no download makes a temp file after this
             for tmp in in_flight:
                 tmp.unlink(missing_ok=True)
         raise
-    pool.shutdown()
     report = FetchReport(
         packages=tuple(r[0] for r in results),
         cached=sum(1 for r in results if r[1]),

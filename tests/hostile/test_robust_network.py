@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conda_envkit.errors import EnvkitError
 from tests.conftest import Registry, Result, run_envkit, stop_process, write_env
 
 DEADLINE = {"ENVKIT_NETWORK_TIMEOUT": "2"}
@@ -158,6 +159,28 @@ def test_install_from_a_hostile_package_server(tmp_path: Path, hostile: str, toy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no prefix, no staging directory
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert leftovers == []  # no partial download left in the cache
+
+
+def test_a_package_gone_from_its_channel_ends_a_fetch_another_download_holds_up(
+    tmp_path: Path, hostile: str, toy_lock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first package trickles in (a byte per 0.2 s, for a minute); the second is gone (HTTP 404). The fetch
+    # ends with the 404, the trickling download stopped at its next chunk, not waited for in the lock's order,
+    # and no partial download is left in the cache.
+    from dataclasses import replace
+
+    from conda_envkit.install import fetch_packages
+    from conda_envkit.lockfile import read_lockfile
+
+    monkeypatch.setenv("ENVKIT_NETWORK_TIMEOUT", "120")
+    hello = read_lockfile(toy_lock).package[0]
+    file_name = hello.url.rsplit("/", 1)[1]
+    trickling = replace(hello, url=f"http://{hostile}/trickle/linux-64/{file_name}")
+    gone = replace(hello, name="gone", url=f"http://{hostile}/gone/linux-64/{file_name}", hash=replace(hello.hash, sha256="1" * 64))
+    with pytest.raises(EnvkitError) as info:
+        fetch_packages([trickling, gone], tmp_path / "cache", jobs=2)
+    assert f"http://{hostile}/gone/linux-64/{file_name}: HTTP 404" in str(info.value)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_network_timeout_must_be_a_number(tmp_path: Path, hostile: str) -> None:
