@@ -410,6 +410,15 @@ def lock_environment(
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
         kept = other_platforms(plan.path, {t.platform for t in plan.targets}, channels) if options.keep_other_platforms else None
+        undeclared = [p for p in kept.platforms if p not in spec.declared_platforms] if kept and spec.declared_platforms else []
+        if undeclared:  # kept as conda-lock keeps them, but `lock --check` will call them stale
+            named = ", ".join(s.name for s in spec.sources) or "the environment file"
+            them = "them" if len(undeclared) > 1 else "it"
+            note(
+                f"{plan.path}: {', '.join(undeclared)} kept as locked (not named by -p), but {named} no longer names "
+                f"{them} in `platforms:` (`envkit lock --check` calls that stale): `envkit lock` without -p drops {them}, "
+                f"or add {them} to `platforms:`"
+            )
         lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name, kept)
         plan_solved = tuple(part.solved for part in plan_parts)
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}

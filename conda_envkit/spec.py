@@ -102,6 +102,8 @@ class EnvSpec:
     base_dir: Path = Path(".")  # what relative channel paths are relative to: the first file's directory
     # False when no -p and no file named platforms (the default was taken).
     platforms_given: bool = True
+    # The platforms the files name (under -p too; empty when none does).
+    declared_platforms: tuple[str, ...] = ()
 
 
 # -- selectors ---------------------------------------------------------------------
@@ -478,4 +480,5 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
         variants=tuple(variants.values()),
         base_dir=files_read[0].resolve().parent if files_read else Path.cwd(),
         platforms_given=given,
+        declared_platforms=tuple(dict.fromkeys(p for platforms in declared for p in platforms)),
     )

@@ -22,7 +22,7 @@ _HINT = "fix the YAML at that line (or restore the file from version control)"
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULL = frozenset(("", "~", "null", "Null", "NULL"))
 _BOOL = frozenset("true True TRUE false False FALSE yes Yes YES no No NO on On ON off Off OFF".split())
-_INT = r"[-+]?(0|[1-9][0-9_]*)"
+_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)")  # compiled once: resolve runs for every scalar of a lock
 _STR, _NULL_TAG, _BOOL_TAG, _INT_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "bool", "int"))
 
 
@@ -43,7 +43,7 @@ class StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
             return _NULL_TAG
         if value in _BOOL:
             return _BOOL_TAG
-        if value is not None and re.fullmatch(_INT, value):
+        if value is not None and _INT.fullmatch(value):
             return _INT_TAG
         return _STR
 

@@ -160,6 +160,22 @@ def test_lock_p_refuses_a_lock_it_cannot_keep_and_keeps_variants_json_and_order(
         assert lock.read_text() == broken
 
 
+def test_lock_p_says_when_it_keeps_a_platform_the_spec_no_longer_names(tmp_path: Path, toy_channel: Path) -> None:
+    # The lock holds win-64 from an earlier spec; the file names linux-64 and osx-arm64 now. `-p linux-64` keeps win-64
+    # as conda-lock does, and says so, since `lock --check` then calls it stale.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11"], ("linux-64", "osx-arm64")))
+    assert run_envkit("lock", "-q", "-p", "linux-64", "-p", "osx-arm64", "-p", "win-64", cwd=tmp_path).returncode == 0
+    narrowed = run_envkit("lock", "-p", "linux-64", cwd=tmp_path)
+    assert narrowed.returncode == 0, narrowed.stderr
+    (note,) = [line for line in narrowed.stderr.splitlines() if "kept as locked" in line]
+    assert "win-64 kept as locked (not named by -p), but environment.yml no longer names it" in note, note
+    assert "osx-arm64" not in note and "without -p" in note, note
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 1
+    dropped = run_envkit("lock", cwd=tmp_path)
+    assert dropped.returncode == 0 and "kept as locked" not in dropped.output, dropped.output
+    assert yaml.safe_load((tmp_path / "conda-lock.yml").read_text())["metadata"]["platforms"] == ["linux-64", "osx-arm64"]
+
+
 def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
     # A channel whose only libblas is netlib's: the lock says `netlib` (it said `none`), and warns, unless asked for.
     from conda_envkit.testing.local_channel import PackageSpec, build_channel
