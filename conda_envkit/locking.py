@@ -28,8 +28,8 @@ from conda_envkit.spec import EnvSpec, SpecError, Variant
 from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:
-    from conda_envkit.lockmodel import LockedPackage, LockFile, LockHash
-    from conda_envkit.lockwrite import PlatformPart
+    from conda_envkit.lockmodel import CurrentLock, LockedPackage, LockFile, LockHash
+    from conda_envkit.lockwrite import KeptPlatforms, PlatformPart
     from conda_envkit.pip_lock import PipInputs, PipPin
     from conda_envkit.repodata_guard import RepodataGuard
 
@@ -244,16 +244,15 @@ def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir:
     return tuple(resolve_pip(inputs, wheel, conda_python_packages(solved.records), keep_pip, cache_dir))
 
 
-def _keep_for_update(plans: list[LockPlan], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
+def _keep_for_update(plans: list[LockPlan], current: dict[Path, CurrentLock], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
     """For `--update`: per target, the locked packages to keep (every locked package not named)."""
-    from conda_envkit.lockfile import LockFileError, read_lockfile
-    from conda_envkit.lockmodel import dependency_closure
+    from conda_envkit.lockmodel import LockFileError, dependency_closure
 
     kept: dict[tuple[str | None, str], KeptPins] = {}
     unknown = set(update)
     for plan in plans:
         try:
-            existing = read_lockfile(plan.path)
+            existing = current[plan.path].required()
         except LockFileError as exc:
             raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
         for target in plan.targets:
@@ -317,19 +316,16 @@ def _load_lock_writer() -> None:
     import conda_envkit.lockwrite  # noqa: F401  # and with it lockmodel, lock_yaml, files, hashlib, json
 
 
-def as_recorded(plans: list[LockPlan], spec: EnvSpec, options: LockOptions, note: Callable[[str], None]) -> list[LockPlan]:
+def as_recorded(
+    plans: list[LockPlan], current: dict[Path, CurrentLock], spec: EnvSpec, options: LockOptions, note: Callable[[str], None]
+) -> list[LockPlan]:
     """Each target as its lock was made (CUDA driver, BLAS asked for, virtual packages) where no flag or spec key
     says otherwise: `lock`, `lock --update` and `lock -p` solve again under the lock's assumptions, as `lock --check`
     judges by them (a lock made with --cuda 12.4 stayed CUDA for --check and became CPU at the next `lock`).
     A platform the lock does not hold, and a lock envkit did not write, take the spec's and the flags' own."""
-    from conda_envkit.lockmodel import LockFileError, read_lock
-
     planned = []
     for plan in plans:
-        try:
-            existing = read_lock(plan.path) if plan.path.is_file() else None
-        except LockFileError:
-            existing = None  # replaced by this lock (-p refuses it first: other_platforms)
+        existing = current[plan.path].lockfile  # None if it does not read: replaced by this lock (-p refuses it first)
         targets = []
         for target in plan.targets:
             if existing is None or existing.envkit is None or existing.envkit.for_platform(target.platform) is None:
@@ -341,6 +337,35 @@ def as_recorded(plans: list[LockPlan], spec: EnvSpec, options: LockOptions, note
             targets.append(recorded)
         planned.append(replace(plan, targets=tuple(targets)))
     return planned
+
+
+def _kept_platforms(
+    plans: list[LockPlan],
+    current: dict[Path, CurrentLock],
+    channels: tuple[ResolvedChannel, ...],
+    spec: EnvSpec,
+    note: Callable[[str], None],
+) -> dict[Path, KeptPlatforms]:
+    """For -p, before any solve: each lock's platforms kept as they are (a lock that cannot keep them is refused),
+    with a note for a kept platform the spec's `platforms:` no longer names."""
+    from conda_envkit.lockwrite import other_platforms
+
+    kept_by_plan = {}
+    for plan in plans:
+        kept = other_platforms(current[plan.path], {t.platform for t in plan.targets}, channels)
+        if kept is None:
+            continue
+        kept_by_plan[plan.path] = kept
+        undeclared = [p for p in kept.platforms if p not in spec.declared_platforms] if spec.declared_platforms else []
+        if undeclared:  # kept as conda-lock keeps them, but `lock --check` will call them stale
+            named = ", ".join(s.name for s in spec.sources) or "the environment file"
+            them = "them" if len(undeclared) > 1 else "it"
+            note(
+                f"{plan.path}: {', '.join(undeclared)} kept as locked (not named by -p), but {named} no longer names "
+                f"{them} in `platforms:` (`envkit lock --check` calls that stale): `envkit lock` without -p drops {them}, "
+                f"or add {them} to `platforms:`"
+            )
+    return kept_by_plan
 
 
 def lock_environment(
@@ -357,7 +382,11 @@ def lock_environment(
     half-updated set of lock files.
     """
     channels, plans = plan_locks(spec, options)
-    plans = as_recorded(plans, spec, options, note)
+    from conda_envkit.lockmodel import read_current
+
+    current = {plan.path: read_current(plan.path) for plan in plans}
+    kept_by_plan = _kept_platforms(plans, current, channels, spec, note) if options.keep_other_platforms else {}
+    plans = as_recorded(plans, current, spec, options, note)
     lock_dir = options.lock_path.resolve().parent
     all_targets = [t for plan in plans for t in plan.targets]
     parts: dict[tuple[str | None, str], PlatformPart] = {}
@@ -370,7 +399,7 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    keep = _keep_for_update(plans, options.update) if options.update else (lambda _target: KeptPins())
+    keep = _keep_for_update(plans, current, options.update) if options.update else (lambda _target: KeptPins())
     asyncio.run(
         solve_targets(
             all_targets,
@@ -385,7 +414,7 @@ def lock_environment(
     )
     from conda_envkit.files import write_files
     from conda_envkit.lockmodel import lock_hash, platform_lock_hash
-    from conda_envkit.lockwrite import build_lockfile, other_platforms, platform_part, render_lockfile
+    from conda_envkit.lockwrite import build_lockfile, platform_part, render_lockfile
 
     # pip after conda: uv needs the locked python and what conda already installs.
     pip_parts = [part for part in parts.values() if part.solved.target.pip is not None]
@@ -409,16 +438,7 @@ def lock_environment(
     rendered = []
     for plan in plans:
         plan_parts = [parts[(t.variant, t.platform)] for t in plan.targets]
-        kept = other_platforms(plan.path, {t.platform for t in plan.targets}, channels) if options.keep_other_platforms else None
-        undeclared = [p for p in kept.platforms if p not in spec.declared_platforms] if kept and spec.declared_platforms else []
-        if undeclared:  # kept as conda-lock keeps them, but `lock --check` will call them stale
-            named = ", ".join(s.name for s in spec.sources) or "the environment file"
-            them = "them" if len(undeclared) > 1 else "it"
-            note(
-                f"{plan.path}: {', '.join(undeclared)} kept as locked (not named by -p), but {named} no longer names "
-                f"{them} in `platforms:` (`envkit lock --check` calls that stale): `envkit lock` without -p drops {them}, "
-                f"or add {them} to `platforms:`"
-            )
+        kept = kept_by_plan.get(plan.path)
         lockfile = build_lockfile(plan_parts, channels, spec.sources, plan.path, plan.variant, spec.name, kept)
         plan_solved = tuple(part.solved for part in plan_parts)
         pip_counts = {part.solved.target.platform: sum(1 for p in part.packages if p.manager == "pip") for part in plan_parts}

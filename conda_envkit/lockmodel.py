@@ -621,6 +621,32 @@ def read_lock(path: Path) -> LockFile:
     return parse_lock_text(read_input(path, "lock file").text, path)
 
 
+@dataclass(frozen=True)
+class CurrentLock:
+    """A plan's lock file as it is before this run, read once: `lockfile` None when there is none, or
+    when it does not read (`error`). Each use judges an unreadable lock its own way."""
+
+    path: Path
+    lockfile: LockFile | None = None
+    error: LockFileError | None = None
+
+    def required(self) -> LockFile:
+        """The lock, or the error saying why there is none."""
+        if self.error is not None:
+            raise self.error
+        return self.lockfile if self.lockfile is not None else read_lock(self.path)  # (none: read_lock's own error)
+
+
+def read_current(path: Path) -> CurrentLock:
+    """The lock at `path` as it is (none there, read, or the error reading it), for the uses of one `envkit lock`."""
+    if not os.path.lexists(path):
+        return CurrentLock(path)
+    try:
+        return CurrentLock(path, read_lock(path))
+    except LockFileError as exc:
+        return CurrentLock(path, error=exc)
+
+
 # -- queries and hashes -------------------------------------------------------------------
 
 

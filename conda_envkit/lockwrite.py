@@ -16,6 +16,7 @@ from conda_envkit.channels import ResolvedChannel, public_package_url
 from conda_envkit.lockmodel import (
     DEFAULT_VARIANT,
     METADATA_VERSION,
+    CurrentLock,
     LockChannel,
     LockedPackage,
     LockFile,
@@ -219,21 +220,20 @@ class KeptPlatforms:
     custom: dict[str, str]
 
 
-def other_platforms(lock_path: Path, solving: set[str], channels: tuple[ResolvedChannel, ...]) -> KeptPlatforms | None:
-    """The platforms of the lock at `lock_path` that are not being solved (None: no lock there, or none other).
+def other_platforms(current: CurrentLock, solving: set[str], channels: tuple[ResolvedChannel, ...]) -> KeptPlatforms | None:
+    """The platforms of the lock as it is (`current`) that are not being solved (None: no lock there, or none other).
 
     Refused, so that no platform is lost or kept inconsistent without a word: a lock that cannot be read, and
     one whose channels are not these (its other platforms' packages would come from channels it no longer
     names; conda-lock refuses that merge too)."""
-    from conda_envkit.lockmodel import read_lock
-
-    if not lock_path.is_file():
-        return None
-    try:
-        existing = read_lock(lock_path)
-    except LockFileError as exc:
+    lock_path = current.path
+    if current.error is not None:
+        exc = current.error
         also = "-p keeps the lock's other platforms, so it must be readable: fix it, or lock without -p"
         raise LockFileError(exc.message, hint=f"{exc.hint}; {also}" if exc.hint else also) from None
+    existing = current.lockfile
+    if existing is None:
+        return None
     platforms = tuple(p for p in existing.metadata.platforms if p not in solving)
     if not platforms:
         return None
