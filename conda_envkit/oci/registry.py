@@ -29,6 +29,7 @@ import requests
 from conda_envkit.network import (
     DOWNLOAD_CAP_ENV_VAR,
     Deadline,
+    NetworkError,
     ResponseTooLarge,
     is_loopback,
     iter_limited,
@@ -53,6 +54,9 @@ MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 CHUNK_SIZE = 16 * (1 << 20)
 # Token and error responses are small JSON documents; anything bigger is not one.
 MAX_SMALL_RESPONSE = 1 << 20
+# What is read of an error's body (a blob or manifest request streams it): the registry's message is short.
+MAX_ERROR_BODY = 64 << 10
+_MAX_ERRORS_SHOWN = 5
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -318,7 +322,7 @@ class RegistryClient:
                 time.sleep(0.25 * 2**attempt)
                 attempt += 1
                 continue
-            detail = _error_detail(response)
+            detail = _error_detail(response, deadline)
             if response.status_code in (401, 403):
                 raise RegistryError(
                     f"{self.registry}: {what or url}: access denied (HTTP {response.status_code}){detail}",
@@ -512,9 +516,33 @@ def _with_query(location: str, **params: str) -> str:
     return location + ("&" if "?" in location else "?") + urlencode(params)
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(response: requests.Response, deadline: Deadline) -> str:
+    """The registry's own words on an error (`errors: [{code, message}]`), as printable text and shortened.
+
+    The body of a streamed response (a blob, a manifest) is read here, at most MAX_ERROR_BODY within the
+    request's deadline: a server that answers an error with an endless body gets no more than that."""
     try:
-        errors = response.json().get("errors") or []
-    except ValueError:
+        body = response.content if response._content is not False else read_limited(response, deadline, MAX_ERROR_BODY)
+    except (requests.RequestException, NetworkError):
         return ""
-    return ": " + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) if errors else ""
+    finally:
+        response.close()
+    try:
+        document = json.loads(body)
+    except ValueError:  # (UnicodeDecodeError too)
+        return ""
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    said = []
+    for e in errors[:_MAX_ERRORS_SHOWN]:
+        fields = [e.get("code"), e.get("message")] if isinstance(e, dict) else []
+        if shown := ": ".join(_shown(v) for v in fields if isinstance(v, str) and v):
+            said.append(shown)
+    return ": " + "; ".join(said) if said else ""
+
+
+def _shown(text: str) -> str:
+    """A registry's text as it may be printed: no control or escape characters, at most 200 of them."""
+    printable = "".join(c if c.isprintable() else "?" for c in text)
+    return printable if len(printable) <= 200 else printable[:199] + "…"

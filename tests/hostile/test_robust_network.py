@@ -119,6 +119,10 @@ BAKE_BASE_CASES = {
     # A layer whose descriptor declares 1 TiB, sent at 16 MiB/s, earns the deadline more time than
     # it spends: it is refused by its declared size, before any byte.
     "endless-layer": ("{hostile}: blob endless-layer/base@sha256:", "declares 1024 GiB, over the 8 GiB download limit"),
+    # An error's body is read up to 64 KiB (it was read whole, gigabytes in seconds, past the deadline).
+    "endless-error": ("{hostile}: manifest endless-error/base:1: HTTP 400",),
+    # The registry's words, printable and shortened; entries of other shapes skipped (they were a traceback).
+    "odd-errors": ("HTTP 400: DENIED?[2J; " + "m" * 199 + "…",),
 }
 
 

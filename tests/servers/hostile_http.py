@@ -171,6 +171,21 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             return
 
+    def _endless_error(self) -> None:
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        chunk = b'{"errors": [' + b" " * (1 << 20)
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < LIMIT:
+                self.wfile.write(chunk)
+                time.sleep(1 / 16)
+        except OSError:
+            return
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self.do_GET()
 
@@ -280,6 +295,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, _manifest(config, (layer,)), OCI_MANIFEST)
         elif mode == "server-error":
             self._send(500, b"internal error", "text/plain")
+        elif mode == "endless-error":  # an error whose body never ends
+            self._endless_error()
+        elif mode == "odd-errors":  # an error document of the wrong shapes, with an escape sequence and a long message
+            errors = [1, {"code": "DENIED\x1b[2J", "message": 5}, {"message": "m" * 1000}]
+            self._send(400, json.dumps({"errors": errors}).encode())
         elif mode == "slow-referrers":
             self._slow_referrers(parts)
         else:
