@@ -62,7 +62,10 @@ def cache_dir_or_default(cache_dir: Path | None) -> Path:
     return chosen
 
 
-_CACHE_DIRS = ("pkgs", "pkginfo", "fragments", "blobs", "blobs/sha256", "blobs/tmp", "layers", "uv", "tmp", "repodata", "extracted")
+_CACHE_DIRS = (
+    *("pkgs", "pkginfo", "fragments", "layers", "uv", "tmp", "repodata", "extracted"),
+    *("blobs", "blobs/sha256", "blobs/tmp", "blobs/scans"),
+)
 _OWNED_DIRS = ("pkginfo", "fragments", "layers")  # one directory per cache seal below each
 
 

@@ -126,8 +126,10 @@ def _scan(stream: _Hashing, where: str, links: dict[str, str], conda_prefixes: s
             rel = entry.lstrip("/")
             directory, base = posixpath.split(rel)
             if base.startswith(".wh."):
-                gone = posixpath.join(directory, base[4:])
-                for key in [k for k in links if k == gone or k.startswith(gone + "/")]:
+                # An opaque whiteout makes its directory a directory of this layer, empty below: a lower layer's link
+                # at that path or under it is gone (it was kept, and resolved this layer's links from its target).
+                gone = directory if base == ".wh..wh..opq" else posixpath.join(directory, base[4:])
+                for key in [k for k in links if k == gone or k.startswith(gone + "/") or not gone]:
                     del links[key]
                 conda_prefixes.difference_update(_hidden_prefixes(conda_prefixes, directory, base))
                 continue
@@ -140,9 +142,13 @@ def _scan(stream: _Hashing, where: str, links: dict[str, str], conda_prefixes: s
                     f"{where}: hard link {member.name!r} -> {member.linkname!r} escapes the image root", hint="this base layer is unsafe"
                 )
             if member.issym():
+                # From where the link lies: whether an extractor follows a lower layer's link on the way there
+                # (resolved) or writes the path as it is (literal), it must stay inside the root.
                 start = resolve_in_root(links, directory) if directory else ""
                 relative = not member.linkname.startswith("/")
-                if relative and climbs_out(links, posixpath.join(start, member.linkname) if start else member.linkname):
+                resolved = posixpath.join(start, member.linkname) if start else member.linkname
+                literal = posixpath.normpath(posixpath.join(directory, member.linkname))
+                if relative and (climbs_out(links, resolved) or literal == ".." or literal.startswith("../") or climbs_out(links, literal)):
                     raise OciError(
                         f"{where}: symlink {member.name!r} -> {member.linkname!r} points above the image root",
                         hint="this base layer is unsafe; do not use it",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conda_envkit.cache import CACHE_SETTING
+from conda_envkit.cache_seal import user_seal
+from conda_envkit.files import read_cache_entry, write_cache_entry
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
     MAX_CONFIG_BYTES,
@@ -132,29 +134,36 @@ def _check_compression(store: BlobStore, digest: str, media_type: str, reference
         )
 
 
+# The form of a scan marker; a marker of another form (an older scan's, which let an opaque whiteout keep a lower
+# layer's link) is not read: the layer is scanned again.
+_SCAN_KIND = "base-scan/2"
+
+
 def _scan_once(
     store: BlobStore, digest: str, chain_key: str, where: str, links: dict[str, str], conda_prefixes: set[str], diff_id: str | None = None
 ) -> None:
     # A layer is scanned once per store and per stack of layers below it (`chain_key`): the
     # marker keeps the symlinks and conda prefixes seen up to it, which the next layer's scan
-    # goes on from. (Markers in `scanned/`, from before the prefixes were kept, are not read.)
-    marker = store.root / "scans" / chain_key
-    if marker.is_file():
-        try:
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-            if isinstance(saved, dict) and isinstance(saved.get("links"), dict) and isinstance(saved.get("conda_prefixes"), list):
-                links.clear()
-                links.update({str(k): str(v) for k, v in saved["links"].items()})
-                conda_prefixes.clear()
-                conda_prefixes.update(str(p) for p in saved["conda_prefixes"])
-                return
-        except (OSError, ValueError):
-            pass
+    # goes on from. It is sealed (cache_seal) and per owner: one planted by whoever else writes
+    # the cache is not this user's word that the layer was scanned, and is scanned again.
+    seal = user_seal()
+    marker = store.root / "scans" / f"{chain_key}.{seal.owner}"
+    data = read_cache_entry(marker)
+    try:
+        saved = seal.unsealed(_SCAN_KIND, chain_key, json.loads(data)) if data is not None else None
+    except ValueError:
+        saved = None
+    saved_links, saved_prefixes = (saved.get("links"), saved.get("conda_prefixes")) if saved is not None else (None, None)
+    if isinstance(saved_links, dict) and isinstance(saved_prefixes, list):
+        links.clear()
+        links.update({str(k): str(v) for k, v in saved_links.items()})
+        conda_prefixes.clear()
+        conda_prefixes.update(str(p) for p in saved_prefixes)
+        return
     check_layer(store.path(digest), where, links, diff_id, conda_prefixes)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(json.dumps({"links": links, "conda_prefixes": sorted(conda_prefixes)}, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, marker)
+    fields: dict[str, object] = {"links": dict(links), "conda_prefixes": sorted(conda_prefixes)}
+    write_cache_entry(marker, seal.sealed(_SCAN_KIND, chain_key, fields), "base layer scan", CACHE_SETTING)
 
 
 def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:

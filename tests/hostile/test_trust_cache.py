@@ -226,3 +226,42 @@ def test_users_sharing_a_cache_keep_their_own_entries(ws: Workspace, tmp_path: P
     assert again.returncode == 0, again.output
     assert f"({len(PACKAGES)} reused from the layer cache)" in again.stderr and "download" not in again.stderr.replace("0 packages", "")
     assert len(list((ws.cache / "layers").iterdir())) == 2
+
+
+def test_a_scan_marker_planted_in_the_cache_does_not_pass_an_unsafe_base(ws: Workspace, tmp_path: Path) -> None:
+    # A base layer with an entry `../escape`. Whoever writes the cache can compute the scan marker's key (from the
+    # base's public digests) and plant a marker saying the layer was scanned; or a symlink where the marker's temp
+    # file went (a fixed name), to make the bake write through it. The layer is scanned anyway (markers are sealed)
+    # and refused, and nothing is written through the symlink.
+    from conda_envkit.cache_seal import user_seal
+    from conda_envkit.testing.hostile_images import directory, new_file, write_base_layout
+
+    base = tmp_path / "base"
+    write_base_layout(base, [[directory("etc"), new_file("../escape", b"x")]])
+    blob = lambda digest: json.loads((base / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())  # noqa: E731
+    manifest = blob(json.loads((base / "index.json").read_text())["manifests"][0]["digest"])
+    (layer,), (diff_id,) = manifest["layers"], blob(manifest["config"]["digest"])["rootfs"]["diff_ids"]
+    key = hashlib.sha256(f"{layer['digest']} {diff_id}".encode()).hexdigest()
+    scans = ws.cache / "blobs" / "scans"
+    scans.mkdir(parents=True)
+    forged = {"links": {}, "conda_prefixes": []}
+    for name in (key, f"{key}.{user_seal().owner}"):
+        (scans / name).write_text(json.dumps({**forged, "seal": "0" * 64}))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (scans / f".{key}.tmp").symlink_to(victim)
+    env = {"ENVKIT_CACHE_DIR": str(ws.cache)}
+    result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", "--base", f"oci:{base}:base", env=env)
+    assert_refused(result, "'../escape' escapes the image root")
+    assert victim.read_text() == "precious"
+    assert not (ws.root / "out").exists()
+
+
+def test_a_symlinked_scans_directory_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (ws.cache / "blobs").mkdir(parents=True)
+    (ws.cache / "blobs" / "scans").symlink_to(elsewhere)
+    result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(ws.cache)})
+    assert_refused(result, "scans")
+    assert list(elsewhere.iterdir()) == []

@@ -209,3 +209,46 @@ def test_a_cached_base_blob_of_the_wrong_size_is_not_read(tmp_path: Path, monkey
     monkeypatch.setattr(base_module, "file_digest", only_small)
     again = base_module.load_base(f"oci:{layout}:base", "linux-64", store)
     assert again.layers == first.layers and path.stat().st_size == first.layers[0].descriptor.size
+
+
+def _layer(path: Path, entries: list[tuple[str, str | None]]) -> Path:
+    """A plain tar layer: (name, None) a file, (name, target) a symlink."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, target in entries:
+            info = tarfile.TarInfo(name)
+            if target is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info, io.BytesIO(b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("upper", "refused"),
+    [
+        # x/ is a directory of this layer: x/up -> ../.. climbs out from x.
+        ([("x/", None), ("x/up", "../..")], True),
+        # The same with an opaque whiteout making x a directory (x -> a/b/c was kept, and x/up judged from a/b/c).
+        ([("x/.wh..wh..opq", None), ("x/up", "../..")], True),
+        # Under a plain whiteout of x, the same.
+        ([(".wh.x", None), ("x/up", "../..")], True),
+        # No entry for x at all: an extractor may write x/up as it is or through x -> a/b/c; out either way is refused.
+        ([("x/up", "../..")], True),
+        # Through the link, from a/b/c: ../.. stays inside, and so does it from x.
+        ([("x/up", "..")], False),
+    ],
+)
+def test_a_link_is_judged_from_where_any_extractor_puts_it(tmp_path: Path, upper: list[tuple[str, str | None]], refused: bool) -> None:
+    from conda_envkit.oci import safety
+
+    links: dict[str, str] = {}
+    safety.check_layer(_layer(tmp_path / "lower.tar", [("a/b/c/", None), ("x", "a/b/c")]), "base layer 1", links)
+    upper_layer = _layer(tmp_path / "upper.tar", upper)
+    if not refused:
+        safety.check_layer(upper_layer, "base layer 2", links)
+        return
+    with pytest.raises(safety.OciError) as error:
+        safety.check_layer(upper_layer, "base layer 2", links)
+    assert "base layer 2: symlink 'x/up' -> '../..' points above the image root" in error.value.message
