@@ -246,14 +246,15 @@ def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir:
 
 def _keep_for_update(plans: list[LockPlan], current: dict[Path, CurrentLock], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
     """For `--update`: per target, the locked packages to keep (every locked package not named)."""
-    from conda_envkit.lockmodel import LockFileError, dependency_closure
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.lockmodel import dependency_closure
 
     kept: dict[tuple[str | None, str], KeptPins] = {}
     unknown = set(update)
     for plan in plans:
         try:
             existing = current[plan.path].required()
-        except LockFileError as exc:
+        except EnvkitError as exc:
             raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
         for target in plan.targets:
             packages = [p for p in existing.package if p.platform == target.platform]

@@ -623,12 +623,12 @@ def read_lock(path: Path) -> LockFile:
 
 @dataclass(frozen=True)
 class CurrentLock:
-    """A plan's lock file as it is before this run, read once: `lockfile` None when there is none, or
-    when it does not read (`error`). Each use judges an unreadable lock its own way."""
+    """A plan's lock file as it is before this run, read once: `lockfile` None when there is none (or it is not a
+    regular file: a FIFO `-o` writes into), or when it does not read (`error`). Each use judges that its own way."""
 
     path: Path
     lockfile: LockFile | None = None
-    error: LockFileError | None = None
+    error: EnvkitError | None = None
 
     def required(self) -> LockFile:
         """The lock, or the error saying why there is none."""
@@ -639,11 +639,11 @@ class CurrentLock:
 
 def read_current(path: Path) -> CurrentLock:
     """The lock at `path` as it is (none there, read, or the error reading it), for the uses of one `envkit lock`."""
-    if not os.path.lexists(path):
+    if not path.is_file():
         return CurrentLock(path)
     try:
         return CurrentLock(path, read_lock(path))
-    except LockFileError as exc:
+    except EnvkitError as exc:  # (a LockFileError, or the input's own: unreadable, too big)
         return CurrentLock(path, error=exc)
 
 
