@@ -63,6 +63,12 @@ def write_error(path: Path, exc: OSError, what: str = "file", setting: str = "")
         hint = f"free space on the filesystem of {path.parent}"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = f"make {path.parent} writable" + (f", or change {setting}" if setting else ", or write elsewhere")
+    elif code == errno.EISDIR:
+        hint = "it is a directory: name a file" + (f" in {setting}" if setting else " in it, or another path")
+    elif code == errno.ENOENT:
+        hint = f"create {path.parent}" + (f", or change {setting}" if setting else ", or write elsewhere")
+    elif code == errno.ENOTDIR:
+        hint = f"a part of {path.parent} is a file, not a directory" + (f": change {setting}" if setting else ": write elsewhere")
     else:
         hint = f"check {path.parent}" + (f", or change {setting}" if setting else "")
     return WriteError(f"{path}: cannot write {what} ({reason})", hint=hint)
@@ -318,13 +324,15 @@ def _names_a_descriptor(path: Path) -> bool:
     return False
 
 
-def open_stream(path: Path, what: str, setting: str = "") -> BinaryIO:
+def open_stream(path: Path, what: str, setting: str = "", create: bool = False) -> BinaryIO:
     """`path` (a FIFO, /dev/stdout: is_stream_target) opened to write through, without waiting for a reader: a FIFO
-    nobody reads (a symlink a repository holds can name one) is an error, not a command that never ends."""
+    nobody reads (a symlink a repository holds can name one) is an error, not a command that never ends. With
+    `create`, a file appended to (made if missing, as $GITHUB_OUTPUT is written), whatever it is."""
     try:
         # O_APPEND: /dev/stdout redirected to a file (`>`, `>>`) is written after what is there, as the shell's own
         # descriptor would; a FIFO or a terminal does not care.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o666)  # (the umask applies)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise WriteError(f"{path}: a FIFO nobody reads, not a place for a {what}", hint="write to a file, or read the FIFO") from None

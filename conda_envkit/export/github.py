@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from conda_envkit.files import open_stream, write_error
 from conda_envkit.output_safety import github_output
 from conda_envkit.record import EnvironmentRecord, RecordError
 
@@ -19,6 +20,12 @@ def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> 
     target = path or (Path(os.environ["GITHUB_OUTPUT"]) if os.environ.get("GITHUB_OUTPUT") else None)
     if target is None:
         raise RecordError("GITHUB_OUTPUT is not set (not running in GitHub Actions?)", hint="use --to env, or set GITHUB_OUTPUT")
-    with target.open("a", encoding="utf-8") as f:  # as GitHub reads it, whatever the locale
-        f.write(output_lines(record))
+    # A path that is a directory, under a file or a missing directory (a stale variable on a self-hosted runner),
+    # or a FIFO nobody reads: an error naming it (it was a traceback, or a hang).
+    setting = "$GITHUB_OUTPUT" if path is None else ""
+    with open_stream(target, "step outputs file", setting, create=True) as f:
+        try:
+            f.write(output_lines(record).encode("utf-8"))  # as GitHub reads it, whatever the locale
+        except OSError as exc:
+            raise write_error(target, exc, "step outputs file", setting) from None
     return target

@@ -104,3 +104,25 @@ def test_github_output_value_cannot_add_an_output(tmp_path: Path, hostile_channe
 def test_github_output_names_are_plain(key: str) -> None:
     with pytest.raises(EnvkitError):
         github_output(key, "v")
+
+
+@pytest.mark.parametrize("where", ["a directory", "in a missing directory", "under a file", "a FIFO nobody reads"])
+def test_a_github_output_that_cannot_be_written_is_an_error_naming_it(tmp_path: Path, hostile_channel: Path, where: str) -> None:
+    # A stale $GITHUB_OUTPUT (a self-hosted runner, `act`): one error line naming it, exit 2 (it was a traceback, or a hang).
+    import os
+
+    from tests.hostile.conftest import assert_refused
+
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    (tmp_path / "file").write_text("")
+    target = {
+        "a directory": tmp_path,
+        "in a missing directory": tmp_path / "missing" / "out",
+        "under a file": tmp_path / "file" / "out",
+        "a FIFO nobody reads": tmp_path / "fifo",
+    }[where]
+    if where.endswith("nobody reads"):
+        os.mkfifo(target)
+    result = ws.envkit("export", "--lockfile", ws.lock, "--to", "github", env={"GITHUB_OUTPUT": str(target)})
+    assert_refused(result, f"{target}: ")
+    assert "$GITHUB_OUTPUT" in result.stderr or where.endswith("nobody reads"), result.stderr
