@@ -17,7 +17,18 @@ import tempfile
 from pathlib import Path
 
 from conda_envkit.files import file_mode, is_stream_target, open_stream, write_error
-from conda_envkit.oci.blobs import OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, canonical_json
+from conda_envkit.oci.blobs import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    BlobStore,
+    Descriptor,
+    OciError,
+    canonical_json,
+)
 from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.layout import REF_NAME
@@ -108,6 +119,22 @@ def _member(tar: tarfile.TarFile, name: str, where: str) -> tarfile.TarInfo:
     return member
 
 
+def _json_member(tar: tarfile.TarFile, name: str, where: str, cap: int) -> object:
+    """A JSON file of the archive (manifest.json, an image config), at most `cap` bytes."""
+    member = _member(tar, name, where)
+    if member.size > cap:
+        raise OciError(f"{where}: {name!r} is {member.size} bytes, over the {cap >> 20} MiB limit", hint="the archive is corrupt")
+    try:
+        return json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    except ValueError as exc:  # (UnicodeDecodeError too)
+        raise OciError(f"{where}: {name!r} is not JSON ({exc})", hint="the archive is corrupt") from None
+
+
+def _strings(value: object) -> list[str]:
+    """The strings of a JSON list (RepoTags), none for anything else."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _same_reference(given: str, repo_tag: str) -> bool:
     """Whether a reference names an archive's RepoTags entry: the same text, or the same image once docker's
     defaults are filled in (`busybox:1` is `docker.io/library/busybox:1`)."""
@@ -134,43 +161,48 @@ def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) ->
             f"{path}: not a tar archive ({exc})", hint="pass a file written by `docker save` or `envkit bake --docker-archive`"
         ) from None
     with tar:
-        extracted = tar.extractfile(_member(tar, "manifest.json", where))
-        try:
-            entries = json.load(extracted)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise OciError(f"{where}: invalid manifest.json ({exc})", hint="the archive is corrupt") from None
-        named = sorted(str(t) for e in entries if isinstance(e, dict) for t in (e.get("RepoTags") or []))
+        entries = _json_member(tar, "manifest.json", where, MAX_MANIFEST_BYTES)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise OciError(f"{where}: manifest.json is not a list of images", hint="pass a file written by `docker save`")
+        named = sorted(str(t) for e in entries for t in _strings(e.get("RepoTags")))
         if tag is not None:
-            entries = [e for e in entries if isinstance(e, dict) and any(_same_reference(tag, str(t)) for t in e.get("RepoTags") or [])]
+            entries = [e for e in entries if any(_same_reference(tag, t) for t in _strings(e.get("RepoTags")))]
         if len(entries) != 1:
             hint = f"name one with docker-archive:PATH:REFERENCE: {', '.join(named[:10])}" if named else "the archive names no image"
             raise OciError(f"{where}: holds {len(entries)} matching images" + (f" for {tag!r}" if tag else ""), hint=hint)
         entry = entries[0]
-        config_bytes = tar.extractfile(_member(tar, entry["Config"], where)).read()  # type: ignore[union-attr]
-        config = check_base_config(json.loads(config_bytes), where)
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        if len(diff_ids) != len(entry.get("Layers", [])):
-            raise OciError(f"{where}: {len(entry.get('Layers', []))} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")
+        config_name, layer_names = entry.get("Config"), entry.get("Layers")
+        if not isinstance(config_name, str) or not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
+            raise OciError(f"{where}: manifest.json's image has no `Config` file name or `Layers` list", hint="the archive is corrupt")
+        config = check_base_config(_json_member(tar, config_name, where, MAX_CONFIG_BYTES), where)
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+            raise OciError(f"{where}: its config's rootfs.diff_ids is not a list of digests", hint="the archive is corrupt")
+        if len(diff_ids) != len(layer_names):
+            raise OciError(f"{where}: {len(layer_names)} layers for {len(diff_ids)} diff_ids", hint="the archive is corrupt")
         layers = []
         links: dict[str, str] = {}  # symlinks of the layers below: chains across layers are resolved
         conda_prefixes: set[str] = set()  # where the layers below hold a conda environment
-        for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
+        for name, diff_id in zip(layer_names, diff_ids, strict=True):
             source = tar.extractfile(_member(tar, name, where))
             tmp = store.temp_path()
-            h = hashlib.sha256()
-            with tmp.open("wb") as out:
-                while chunk := source.read(1 << 20):  # type: ignore[union-attr]
-                    h.update(chunk)
-                    out.write(chunk)
-            digest = "sha256:" + h.hexdigest()
-            with tmp.open("rb") as head:
-                magic = head.read(4)
-            media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
-            if media_type == OCI_LAYER and digest != diff_id:
-                raise OciError(f"{where}: layer {name} does not match its diff_id", hint="the archive is corrupt")
-            check_layer(tmp, f"{where} layer {name}", links, conda_prefixes=conda_prefixes)
-            size = tmp.stat().st_size
-            store.adopt(tmp, digest)
+            try:
+                h = hashlib.sha256()
+                with tmp.open("wb") as out:
+                    while chunk := source.read(1 << 20):  # type: ignore[union-attr]
+                        h.update(chunk)
+                        out.write(chunk)
+                digest = "sha256:" + h.hexdigest()
+                with tmp.open("rb") as head:
+                    magic = head.read(4)
+                media_type = OCI_LAYER_GZIP if magic.startswith(GZIP_MAGIC) else OCI_LAYER_ZSTD if magic == ZSTD_MAGIC else OCI_LAYER
+                # The uncompressed bytes must be the config's diff_id, compressed or not (a gzip layer was not checked).
+                check_layer(tmp, f"{where} layer {name}", links, diff_id, conda_prefixes)
+                size = tmp.stat().st_size
+                store.adopt(tmp, digest)
+            finally:
+                tmp.unlink(missing_ok=True)
             layers.append(Layer(Descriptor(media_type, digest, size), diff_id))
     # A docker-archive has no registry manifest, so there is no base digest to record.
     return BaseImage(reference=f"docker-archive:{path}", config=config, layers=tuple(layers), conda_prefixes=in_root(conda_prefixes))

@@ -252,3 +252,64 @@ def test_a_link_is_judged_from_where_any_extractor_puts_it(tmp_path: Path, upper
     with pytest.raises(safety.OciError) as error:
         safety.check_layer(upper_layer, "base layer 2", links)
     assert "base layer 2: symlink 'x/up' -> '../..' points above the image root" in error.value.message
+
+
+def _docker_archive(path: Path, files: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _layer_bytes(gzipped: bool) -> bytes:
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("etc/hello")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    return gzip.compress(raw.getvalue(), mtime=0) if gzipped else raw.getvalue()
+
+
+_CONFIG = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ({"manifest.json": b'{"x": 1}'}, "manifest.json is not a list of images"),
+        ({"manifest.json": b"5"}, "manifest.json is not a list of images"),
+        ({"manifest.json": b'[{"Layers": []}]'}, "has no `Config` file name or `Layers` list"),
+        ({"manifest.json": b'[{"Config": "c.json", "Layers": [5]}]', "c.json": b"{}"}, "has no `Config` file name or `Layers` list"),
+        ({"manifest.json": b'[{"Config": "c.json", "Layers": []}]', "c.json": b"not json"}, "'c.json' is not JSON"),
+        ({"manifest.json": b'[{"Config": "c.json", "Layers": []}]', "c.json": b"[]"}, "config's document is not a JSON object"),
+        ({"manifest.json": b'[{"Config": "c.json", "Layers": []}]', "c.json": b'{"rootfs": {"diff_ids": "x"}}'}, "rootfs.diff_ids"),
+        # A gzip layer whose uncompressed bytes are not the config's diff_id (only a plain layer was checked).
+        (
+            {
+                "manifest.json": b'[{"Config": "c.json", "Layers": ["l.tar.gz"]}]',
+                "c.json": json.dumps(_CONFIG).encode(),
+                "l.tar.gz": _layer_bytes(gzipped=True),
+            },
+            "the image config says sha256:" + "0" * 64,
+        ),
+    ],
+)
+def test_a_malformed_docker_archive_is_refused_by_name(tmp_path: Path, files: dict[str, bytes], words: str) -> None:
+    from conda_envkit.oci.archive import read_docker_archive
+    from conda_envkit.oci.blobs import BlobStore, OciError
+
+    archive = _docker_archive(tmp_path / "base.tar", files)
+    store = BlobStore(tmp_path / "store")
+    with pytest.raises(OciError) as refused:
+        read_docker_archive(archive, store)
+    assert str(archive) in refused.value.message and words in refused.value.message, refused.value.message
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []  # no temp file left
