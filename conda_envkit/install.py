@@ -46,7 +46,15 @@ from conda_envkit.channels import (
 )
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import directory_lock, read_cache_entry, signals_deferred, staging_dir, write_error, write_private_file
+from conda_envkit.files import (
+    directory_lock,
+    read_cache_entry,
+    replace_entry,
+    signals_deferred,
+    staging_dir,
+    write_error,
+    write_private_file,
+)
 from conda_envkit.installed_state import LOCK_COPY, file_sha256, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
@@ -461,7 +469,10 @@ def fetch_packages(
                     f"{p.platform}: {what}: sha256 mismatch (lock {expected}, downloaded {actual}) from {strip_credentials(url)}",
                     hint="the file changed on its channel or index after locking: re-lock, or find out who replaced it",
                 )
-            os.replace(tmp, target)
+            try:
+                replace_entry(tmp, target)  # (a directory at its name, made by whoever else writes the cache, is replaced)
+            except OSError as exc:
+                raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
             mark_verified(target, expected)
         finally:
             with in_flight_lock:

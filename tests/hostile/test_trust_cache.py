@@ -265,3 +265,22 @@ def test_a_symlinked_scans_directory_is_refused(ws: Workspace, tmp_path: Path) -
     result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", env={"ENVKIT_CACHE_DIR": str(ws.cache)})
     assert_refused(result, "scans")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_directory_at_an_archives_name_is_replaced(ws: Workspace) -> None:
+    # docs/security.md: an entry that is a directory is replaced. Bake and install fetch the archive again (bake was a
+    # traceback; install blamed --prefix).
+    env = {"ENVKIT_CACHE_DIR": str(ws.cache)}
+    assert ws.envkit("install", "-q", "--prefix", "one", "-p", "linux-64", env=env).returncode == 0
+    archives = sorted((ws.cache / "pkgs").glob("*/*.conda"))
+    assert archives
+    for step in ("bake", "install"):
+        shutil.rmtree(ws.cache / "extracted", ignore_errors=True)  # (with the layer cache empty, every archive is needed)
+        for archive in archives:
+            archive.unlink()
+            (archive / "sub").mkdir(parents=True)
+        if step == "bake":
+            _bake(ws)
+        else:
+            assert ws.envkit("install", "-q", "--prefix", "two", "-p", "linux-64", env=env).returncode == 0
+        assert all(archive.is_file() for archive in archives)
