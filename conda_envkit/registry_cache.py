@@ -436,7 +436,7 @@ def fetch_layers(
 ) -> int:
     """Download (digest-checked, no bigger than its descriptor says) every cache-only layer blob an output needs
     into `store` (step "download cached layers"); return how many."""
-    wanted = {digest: source for digest, source in blobs.items() if not store.has(digest)}
+    wanted = {digest: source for digest, source in blobs.items() if not store.has_sized(digest, sizes[digest])}
     if not wanted:
         return 0
     step = "download cached layers"

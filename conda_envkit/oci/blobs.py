@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import file_mode, replace_entry, write_error
+from conda_envkit.files import file_mode, read_cache_entry, replace_entry, write_error
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -192,20 +192,23 @@ class BlobStore:
         return path
 
     def put_bytes(self, data: bytes) -> str:
+        """Store `data` (a config, a manifest: bytes in hand) under its digest; return the digest. A file already
+        there is kept only if it holds these bytes (read at most their length): one planted by whoever else writes
+        the cache (a huge file, a symlink, a directory) is replaced, not hashed on every bake and refused."""
         digest = sha256_digest(data)
         target = self.path(digest)
-        if not target.is_file():
+        if read_cache_entry(target, cap=len(data)) != data:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     os.fchmod(f.fileno(), file_mode())  # blobs are hard-linked into layouts: not 0600
-                os.replace(tmp, target)
+                replace_entry(Path(tmp), target)
             except OSError as exc:  # a full disk: the store's error, naming the blob
                 Path(tmp).unlink(missing_ok=True)
                 raise write_error(target, exc, "blob") from None
-            self._checked[digest] = file_stamp(target)
+        self._checked[digest] = file_stamp(target)
         return digest
 
     def adopt(self, tmp: Path, digest: str) -> Path:

@@ -284,3 +284,18 @@ def test_a_directory_at_an_archives_name_is_replaced(ws: Workspace) -> None:
         else:
             assert ws.envkit("install", "-q", "--prefix", "two", "-p", "linux-64", env=env).returncode == 0
         assert all(archive.is_file() for archive in archives)
+
+
+def test_a_file_planted_at_the_image_configs_name_is_replaced_not_read(ws: Workspace) -> None:
+    # The config (and manifest) bytes are in hand: a file at their blob's name that is not them (a 64 GiB sparse file
+    # here) is replaced. It was kept, hashed whole on every bake, and refused, until deleted by hand.
+    cold, _ = _bake(ws)
+    layout = ws.root / "out"
+    manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    config_digest = json.loads((layout / "blobs" / "sha256" / manifest_digest.split(":")[1]).read_text())["config"]["digest"]
+    planted = ws.cache / "blobs" / "sha256" / config_digest.split(":")[1]
+    planted.unlink()
+    with planted.open("wb") as f:
+        f.truncate(64 << 30)
+    assert _bake(ws)[0] == cold
+    assert planted.stat().st_size < 1 << 20
