@@ -35,7 +35,7 @@ from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, installed_paths, path_order, record_for_clobbers
 from conda_envkit.cpus import usable_cpus
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import write_error
+from conda_envkit.files import process_temp_dir, write_error
 from conda_envkit.install import (
     FetchedPackage,
     archive_label,
@@ -737,7 +737,7 @@ def build_layers(
     # Staged next to the package cache, so that linking can hard-link from it.
     try:
         (tmp_dir(cache_dir)).mkdir(parents=True, exist_ok=True)
-        staging_root = Path(tempfile.mkdtemp(prefix="bake-", dir=tmp_dir(cache_dir)))
+        staging_root = process_temp_dir(tmp_dir(cache_dir), "bake-")
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
     # A plain `.conda` in a layer of its own is read front to back straight into its layer by the writer.

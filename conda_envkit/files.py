@@ -415,6 +415,34 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
     return staging
 
 
+def process_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temp directory in `parent` named for this process on this host (`PREFIX<pid>@<host>-XXXX`), made after
+    removing the ones of the same prefix whose process no longer runs here: one killed outright (SIGKILL, the
+    out-of-memory killer) removed nothing, and nothing else would."""
+    import shutil
+    import socket
+    import tempfile
+
+    host = socket.gethostname().replace("/", "_")
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f"{prefix}*@*-*"):
+        pid, _, rest = stale.name[len(prefix) :].partition("@")
+        if pid.isdigit() and rest.rpartition("-")[0] == host and not _runs(int(pid)) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)  # (follows no symlink out)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{host}-", dir=parent))
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # (EPERM: it runs, as another user)
+    return True
+
+
 @contextlib.contextmanager
 def directory_lock(directory: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `directory` (flock on the directory itself, no lock file left behind).

@@ -26,8 +26,8 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from conda_envkit.archive_check import NotStreamable, PayloadLinks, payload_links, stream_package_archive
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import process_temp_dir
 from conda_envkit.interrupts import signals_held
 from conda_envkit.lockmodel import LockedPackage
 from conda_envkit.noarch_python import PythonTarget
@@ -159,7 +160,7 @@ _READY = ("ready", "envkit-layer-worker/1")
 START_SECONDS = 60.0
 
 
-def serve(zstd_workers: int, temp_dir: str) -> None:
+def serve(zstd_workers: int, temp_dir: str, bake_pid: int | None = None) -> None:
     """A worker's life: write the layers of the jobs read from stdin (temp blobs in `temp_dir`), each answer (("ok",
     StreamedLayer) or ("error", its exception)) to stdout, until stdin ends. Started by LayerProcesses, never by hand."""
     global _compressors, _temp_dir
@@ -174,16 +175,37 @@ def serve(zstd_workers: int, temp_dir: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _unwind)
     _compressors, _temp_dir = Compressors(zstd_workers), Path(temp_dir)
-    _send(answers, _READY)
-    while (job := _receive(jobs)) is not None:
-        try:
-            answer: tuple[str, object] = ("ok", write_streamed_layer(job))  # type: ignore[arg-type]
-        except Exception as exc:
-            answer = ("error", exc)
-        try:
-            _send(answers, answer)
-        except (pickle.PicklingError, TypeError, AttributeError):  # an exception that does not pickle
-            _send(answers, ("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+    # A bake killed outright (SIGKILL, the out-of-memory killer) cannot stop its workers: each one watches for
+    # that itself, and ends at once (it went on writing its layer, then printed a traceback on the closed pipe).
+    parent = bake_pid if bake_pid is not None else os.getppid()  # (it may be gone before this line)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="envkit-bake-watch").start()
+    try:
+        _send(answers, _READY)
+        while (job := _receive(jobs)) is not None:
+            try:
+                answer: tuple[str, object] = ("ok", write_streamed_layer(job))  # type: ignore[arg-type]
+            except Exception as exc:
+                answer = ("error", exc)
+            try:
+                _send(answers, answer)
+            except (pickle.PicklingError, TypeError, AttributeError):  # an exception that does not pickle
+                _send(answers, ("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+    except BrokenPipeError:
+        pass  # the bake is gone: there is no one to answer
+    finally:
+        if os.getppid() != parent:  # no bake will remove this worker's temp directory, or read what it says
+            shutil.rmtree(_temp_dir, ignore_errors=True)
+            os._exit(1)  # (not the interpreter's exit: flushing the closed pipe would print an error)
+
+
+def _watch_parent(parent: int) -> None:
+    """Stop this worker (SIGTERM: it unwinds) once the bake that started it is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+PARENT_CHECK_SECONDS = 0.5
 
 
 def _unwind(signum: int, _frame: object) -> None:
@@ -200,12 +222,11 @@ class _Worker:
     def __init__(self, zstd_workers: int, scratch: Path) -> None:
         # Its temp blobs go to a directory of its own, removed once it ended: a worker stopped at any point (even
         # between creating a temp file and the code that removes it) leaves nothing behind.
-        scratch.mkdir(parents=True, exist_ok=True)
-        self.temp_dir = Path(tempfile.mkdtemp(prefix=".worker-", dir=scratch))
+        self.temp_dir = process_temp_dir(scratch, ".worker-")  # (a killed bake's are removed by the next one)
         # The worker imports this very installation of envkit, whatever the caller's sys.path was.
         package_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
-        code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers}, {str(self.temp_dir)!r})"
+        code = f"from conda_envkit.layer_processes import serve; serve({zstd_workers}, {str(self.temp_dir)!r}, {os.getpid()})"
         self.ready = False  # (its first message read: _await_ready)
         self.failed: LayerWorkerError | None = None  # why it ended or never started: each job after is failed so
         try:

@@ -244,6 +244,39 @@ def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path
     assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
 
 
+def test_the_workers_of_a_bake_killed_outright_end_by_themselves_and_leave_nothing(tmp_path: Path, stream_channel: Path) -> None:
+    # SIGKILL (or the out-of-memory killer): the bake cannot stop its workers. They went on writing their layers,
+    # then printed a traceback on the closed pipe, and left their temp directories.
+    ws = locked_workspace(tmp_path / "killed", stream_channel, ["honest", "ordered", "siblings", "binny", "texty"])
+    argv = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd"]
+    proc = subprocess.Popen(
+        [*argv, "--jobs", "2", "--oci", str(ws.root / "image")],
+        cwd=ws.root,
+        env={**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (workers := _workers_of(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert workers, "the bake started no worker"
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)  # (until the workers, which share its stderr, have ended too)
+    assert "Traceback" not in err and "Error" not in err, err
+    deadline = time.monotonic() + 10
+    while [w for w in workers if Path(f"/proc/{w}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text()] == []
+    # What a worker could not remove (one the bake was starting as it died) is removed by the next bake.
+    left = [p.name for p in ws.cache.rglob("*") if p.name.startswith((".worker-", "bake-"))]
+    assert all(name.startswith((f".worker-{proc.pid}@", f"bake-{proc.pid}@")) for name in left), left
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
+    again = subprocess.run([*argv, "--jobs", "2", "--oci", str(ws.root / "image")], cwd=ws.root, env=env)
+    assert again.returncode == 0
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".worker-", "bake-"))]
+
+
 def _kill_workers_before_they_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """As the kernel's out-of-memory killer would: each worker dies (SIGKILL) before it answers."""
     real = layer_processes._Worker.run
