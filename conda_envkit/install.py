@@ -65,6 +65,7 @@ from conda_envkit.network import (
     DeadlineExceeded,
     NetworkError,
     ResponseTooLarge,
+    connection_failure,
     iter_limited,
     max_download_bytes,
     size_text,
@@ -389,7 +390,7 @@ def _failure(exc: requests.RequestException | NetworkError, shown: str) -> str:
         return exc.message.removeprefix(f"{shown}: ")
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code}"
-    return exc.__class__.__name__
+    return connection_failure(exc)
 
 
 def _or_silent(progress: Progress | None) -> Progress:

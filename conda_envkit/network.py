@@ -193,6 +193,21 @@ def read_limited(response: _Streaming, deadline: Deadline, max_bytes: int) -> by
     return b"".join(iter_limited(response, deadline, max_bytes))
 
 
+def connection_failure(exc: BaseException) -> str:
+    """A short reason for a failed request: what a user can act on (the host name does not resolve, nothing listens,
+    the certificate is not trusted), else the exception's class."""
+    text = str(exc)
+    if "NameResolutionError" in text or "Name or service not known" in text or "nodename nor servname" in text:
+        return "cannot resolve the host name"
+    if "Temporary failure in name resolution" in text:
+        return "cannot resolve the host name (no DNS answer)"
+    if "Connection refused" in text:
+        return "connection refused: nothing listens there"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "its certificate is not trusted"
+    return exc.__class__.__name__
+
+
 def size_text(n: int) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):g} GiB"

@@ -84,6 +84,19 @@ def check_targets(targets: BakeTargets, platforms: int) -> None:
             raise BakeError(f"--push {targets.push}: give the repository without tag or digest", hint="tags come from --tag")
 
 
+def check_push_target(push: str, insecure: tuple[str, ...]) -> None:
+    """Refuse a --push registry that does not answer or does not take the credentials, before anything is fetched or
+    built (a cold bake of a CUDA environment is minutes of a runner's time): as --cache-to is checked."""
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.oci.registry import RegistryClient
+
+    ref = parse_image_ref(push)
+    try:
+        RegistryClient(ref.registry, insecure=ref.registry in insecure, push_target=True).check_push(ref.repository)
+    except EnvkitError as exc:
+        raise BakeError(f"--push {push}: {exc.message}", hint=exc.hint) from None
+
+
 def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
     """Write the layout and archive, push, and return the references that now name the image."""
     check_targets(targets, len(baked.platforms))

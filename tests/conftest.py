@@ -51,6 +51,10 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             patch.setenv(name, str(home / sub))
         for name in ("ENVKIT_CACHE_DIR", "ENVKIT_CONFIG", "DOCKER_CONFIG", "ENVKIT_REGISTRY_USER", "ENVKIT_REGISTRY_PASSWORD"):
             patch.delenv(name, raising=False)
+        # Registry logins (skopeo, podman) go to the runtime directory: this session's own, not /run/containers/<uid>.
+        (home / "run").mkdir()
+        patch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+        patch.delenv("REGISTRY_AUTH_FILE", raising=False)
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from the tests' MLflow clients
         yield
 

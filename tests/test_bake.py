@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -289,7 +290,16 @@ def test_push_with_basic_auth(tmp_path: Path, image_channel: Path, auth_registry
     repo = f"{auth_registry.host}/private/data"
     cache = str(tmp_path / "cache")
     denied = run_envkit("bake", "--push", repo, "--insecure", cwd=work, env={"ENVKIT_CACHE_DIR": cache, "DOCKER_CONFIG": str(tmp_path)})
-    assert denied.returncode == 2 and "authentication required" in denied.stderr
+    assert denied.returncode == 2 and f"error: --push {repo}: {auth_registry.host}: authentication required" in denied.stderr
+    assert not (tmp_path / "cache" / "pkgs").exists()  # refused before anything was fetched (or built)
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{closed.getsockname()[1]}/private/data"
+    refused = run_envkit("bake", "--push", down, "--insecure", cwd=work, env={"ENVKIT_CACHE_DIR": cache, "ENVKIT_NETWORK_TIMEOUT": "3"})
+    assert refused.returncode == 2 and "connection refused: nothing listens there" in refused.stderr, refused.stderr
+    assert not (tmp_path / "cache" / "pkgs").exists()
     docker_config = tmp_path / "docker"
     docker_config.mkdir()
     import base64
@@ -306,6 +316,23 @@ def test_push_with_basic_auth(tmp_path: Path, image_channel: Path, auth_registry
         f"docker://{repo}:{json.loads((work / 'bake.json').read_text())['tags'][0]}",
     )
     assert info["Labels"]["dev.envkit.platform"] == "linux-64"
+
+
+@pytest.mark.parametrize("where", ["runtime directory", "REGISTRY_AUTH_FILE"])
+def test_a_skopeo_login_is_used_for_a_push(tmp_path: Path, image_channel: Path, auth_registry: Registry, where: str) -> None:
+    # `skopeo login` (podman's, buildah's) writes $XDG_RUNTIME_DIR/containers/auth.json, or $REGISTRY_AUTH_FILE: read
+    # as those tools read it (only docker's config.json was: "authentication required" after a login).
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["smalldata"])
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "DOCKER_CONFIG": str(tmp_path / "no-docker")}
+    if where == "REGISTRY_AUTH_FILE":
+        env["REGISTRY_AUTH_FILE"] = str(tmp_path / "auth.json")
+    login = ["skopeo", "login", "--tls-verify=false", "-u", "envkit", "--password-stdin", auth_registry.host]
+    logged_in = subprocess.run(login, input="s3cret-Pa55", capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert (tmp_path / "auth.json").is_file() == (where == "REGISTRY_AUTH_FILE")
+    pushed = run_envkit("bake", "-q", "--push", f"{auth_registry.host}/private/data", "--insecure", cwd=work, env=env)
+    assert pushed.returncode == 0, pushed.output
 
 
 def test_a_registry_cache_on_the_push_registry_uses_the_environments_credentials(
@@ -364,7 +391,9 @@ def test_bad_inputs_say_what_to_do(tmp_path: Path, image_channel: Path, registry
     assert not (work / "x").exists()
 
 
-def test_insecure_is_plain_http_for_loopback_registries_and_tls_for_the_others(tmp_path: Path, image_channel: Path) -> None:
+def test_insecure_is_plain_http_for_loopback_registries_and_tls_for_the_others(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
     from conda_envkit.publish import insecure_hosts
 
     # A base on a remote registry beside a push to one on localhost: the local one over HTTP, the remote over TLS.
@@ -376,7 +405,7 @@ def test_insecure_is_plain_http_for_loopback_registries_and_tls_for_the_others(t
     # End to end: the remote base is asked over TLS (and cannot be reached here), not refused for --insecure.
     work = tmp_path / "work"
     _lock(work, image_channel, ["greet=1.0"])
-    args = ("--timeout", "5", "bake", "--base", "registry.invalid/team/base:1", "--push", "127.0.0.1:9/team/x", "--insecure")
+    args = ("--timeout", "5", "bake", "--base", "registry.invalid/team/base:1", "--push", f"{registry.host}/team/x", "--insecure")
     result = run_envkit(*args, cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 2 and "refused" not in result.stderr and "registry.invalid" in result.stderr, result.output
 

@@ -172,7 +172,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.oci.layer import Compression
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.progress import progress_for
-    from conda_envkit.publish import BakeTargets, bake_record, check_targets, insecure_hosts, publish_image
+    from conda_envkit.publish import BakeTargets, bake_record, check_push_target, check_targets, insecure_hosts, publish_image
     from conda_envkit.record import write_record
 
     lf = read_lockfile(request.lockfile)
@@ -209,6 +209,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         cache_to=request.cache_to,
     )
     check_targets(targets, len(chosen))  # before anything is fetched or built
+    if request.push_repo:
+        check_push_target(request.push_repo, insecure_list)
     if cache_refs or cache_to_ref:
         # The environment's credentials (ENVKIT_REGISTRY_*) belong to the registry the bake writes to: the push
         # target's (or, a cache-warming bake, the --cache-to one's). A cache there is read and written with them.

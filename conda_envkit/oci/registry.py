@@ -31,6 +31,7 @@ from conda_envkit.network import (
     Deadline,
     NetworkError,
     ResponseTooLarge,
+    connection_failure,
     is_loopback,
     iter_limited,
     max_download_bytes,
@@ -64,24 +65,46 @@ class RegistryError(OciError):
     """A registry that refused, failed or could not be reached."""
 
 
+def auth_files() -> list[tuple[Path, str]]:
+    """The files registry logins are in, in the order skopeo and podman read them (containers-auth.json(5)):
+    $REGISTRY_AUTH_FILE alone if set, else $XDG_RUNTIME_DIR/containers/auth.json (/run/containers/<uid>/auth.json
+    without the variable) and $XDG_CONFIG_HOME/containers/auth.json; then docker's $DOCKER_CONFIG/config.json (~/.docker/config.json)."""
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        containers = [Path(os.environ["REGISTRY_AUTH_FILE"])]
+    else:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/containers/{os.getuid()}"  # (root's, without the variable)
+        config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        containers = [Path(runtime) / ("containers/auth.json" if os.environ.get("XDG_RUNTIME_DIR") else "auth.json")]
+        containers.append(Path(config_home) / "containers" / "auth.json")
+    docker = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    return [*((path, "containers auth file") for path in containers), (docker, "docker config")]
+
+
 def docker_config_credentials(registry: str) -> tuple[str, str] | None:
-    """(user, password) for `registry` from the docker config file, if it has them.
+    """(user, password) for `registry` from the first login file (auth_files) that has them: a `docker login`,
+    `podman login` or `skopeo login` is used as those tools use it."""
+    for path, what in auth_files():
+        if os.path.lexists(path):
+            found = _file_credentials(path, what, registry)
+            if found is not None:
+                return found
+    return None
+
+
+def _file_credentials(path: Path, what: str, registry: str) -> tuple[str, str] | None:
+    """(user, password) for `registry` from one login file (docker's config.json format).
 
     The file is read like every input (UTF-8, capped, a regular file or pipe): a config.json
     that is /dev/zero or malformed JSON is an error naming it, not a hang or a traceback.
     """
     from conda_envkit.inputs import read_input
 
-    config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    path = config_dir / "config.json"
-    if not os.path.lexists(path):
-        return None
     try:
-        config = json.loads(read_input(path, "docker config").text)
+        config = json.loads(read_input(path, what).text)
     except (ValueError, RecursionError) as exc:
-        raise RegistryError(f"{path}: docker config is not JSON ({str(exc)[:200]})", hint="fix or move the file") from None
+        raise RegistryError(f"{path}: {what} is not JSON ({str(exc)[:200]})", hint="fix or move the file") from None
     if not isinstance(config, dict):
-        raise RegistryError(f"{path}: docker config is a JSON {type(config).__name__}, not an object", hint="fix or move the file")
+        raise RegistryError(f"{path}: {what} is a JSON {type(config).__name__}, not an object", hint="fix or move the file")
     auths = config.get("auths") or {}
     if not isinstance(auths, dict):
         raise RegistryError(f"{path}: `auths` is not a mapping", hint="fix or move the file")
@@ -211,9 +234,9 @@ class RegistryClient:
             if not self.credentials:
                 raise RegistryError(
                     f"{self.registry}: authentication required",
-                    hint="log in (docker config auths entry) or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD"
+                    hint="log in (`docker login`, `podman login` or `skopeo login`) or set ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD"
                     if self.push_target
-                    else "log in to it (a docker config auths entry or credential helper): ENVKIT_REGISTRY_* are only for the push target",
+                    else "log in to it (`docker login`, `podman login` or `skopeo login`): ENVKIT_REGISTRY_* are only for the push target",
                 )
             self._basic = True
             return
@@ -292,8 +315,9 @@ class RegistryClient:
                         hint="pass --insecure for a local test registry (localhost only); a real registry needs TLS",
                     ) from None
                 raise RegistryError(
-                    f"{self.registry}: TLS verification failed ({exc.__class__.__name__})",
-                    hint="fix the registry's certificate; --insecure (plain HTTP) is only for local test registries",
+                    f"{self.registry}: TLS verification failed ({connection_failure(exc)})",
+                    hint="a registry with a certificate of a private CA: point REQUESTS_CA_BUNDLE at a bundle holding that CA;"
+                    " else fix the registry's certificate (--insecure, plain HTTP, is only for local test registries)",
                 ) from None
             except requests.TooManyRedirects:
                 raise RegistryError(f"{deadline.what}: too many redirects", hint="the registry redirects in a loop") from None
@@ -303,7 +327,7 @@ class RegistryClient:
                     attempt += 1
                     continue
                 raise RegistryError(
-                    f"{deadline.what} failed ({exc.__class__.__name__}) after {attempt + 1} attempt(s)",
+                    f"{deadline.what} failed ({connection_failure(exc)}) after {attempt + 1} attempt(s)",
                     hint="is the registry running and reachable?",
                 ) from None
             if response.status_code == 401 and not authenticated:
@@ -337,6 +361,12 @@ class RegistryClient:
     def _head_blob(self, repository: str, digest: str) -> requests.Response:
         scope = repository_scope(repository, "pull")
         return self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope, (200, 404), what=f"HEAD blob {digest}")
+
+    def check_push(self, repository: str) -> None:
+        """Before anything is built for a push: the registry answers, and takes these credentials (or none) for
+        pushing to `repository` (a token for its push scope, or basic auth on its API root). A registry may still
+        refuse the first write (a token server that grants less than asked): that is the push's own error."""
+        self.request("GET", "/v2/", repository_scope(repository, "pull,push"), (200,), what="the registry's API (/v2/)")
 
     def has_blob(self, repository: str, digest: str) -> bool:
         return self._head_blob(repository, digest).status_code == 200

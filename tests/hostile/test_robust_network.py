@@ -460,3 +460,20 @@ def test_base_and_cached_layers_longer_than_their_descriptor_are_refused(
         assert "descriptor declares" in result.stderr  # the hint says which limit
         assert list((work / "out").iterdir()) == []
         assert list((work / "fresh-cache").rglob(".part.*")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("NameResolutionError(\"Failed to resolve 'regisrty.example' ([Errno -2] Name or service not known)\")", "cannot resolve"),
+        ("Failed to establish a new connection: [Errno 111] Connection refused", "connection refused: nothing listens there"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate", "not trusted"),
+        ("something else", "ConnectionError"),
+    ],
+)
+def test_a_failed_connection_says_what_a_user_can_act_on(text: str, said: str) -> None:
+    import requests
+
+    from conda_envkit.network import connection_failure
+
+    assert said in connection_failure(requests.ConnectionError(text))
