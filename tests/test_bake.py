@@ -265,6 +265,19 @@ def test_unsafe_base_layers_are_refused(tmp_path: Path, image_channel: Path, mem
     assert not (work / "image").exists()
 
 
+def test_a_base_of_another_architecture_is_refused_before_anything_is_fetched(tmp_path: Path, image_channel: Path) -> None:
+    # An amd64-only base for linux-aarch64: refused as the base is loaded (every platform was fetched and layered first).
+    from conda_envkit.testing.hostile_images import directory, write_base_layout
+
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"], platforms=("linux-64", "linux-aarch64"))
+    write_base_layout(work / "base", [[directory("etc")]])
+    base = ("--base", f"oci:{work / 'base'}:base")
+    _, output = _bake(work, tmp_path / "cache", *base, "-p", "linux-64", "-p", "linux-aarch64", "--oci", "image", ok=False)
+    assert "is linux/amd64, but the bake is for linux-aarch64 (arm64)" in output, output
+    assert not (tmp_path / "cache" / "pkgs").exists() and not (work / "image").exists()
+
+
 def test_tampered_package_is_named_and_nothing_is_written(tmp_path: Path, image_channel: Path) -> None:
     channel = tmp_path / "channel"
     shutil.copytree(image_channel, channel)

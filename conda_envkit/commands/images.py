@@ -169,6 +169,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.image import check_base_platform
     from conda_envkit.oci.layer import Compression
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.progress import progress_for
@@ -242,6 +243,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         say(f"base {base_refs[platform]} for {platform} ...")
         push_registry = parse_image_ref(request.push_repo).registry if request.push_repo else None
         bases[platform] = load_base(base_refs[platform], platform, store, insecure_list, push_registry=push_registry)
+        check_base_platform(bases[platform], platform)  # before anything is fetched or built
         base_warning = base_environment_warning(bases[platform], options.in_image_prefix, platform)
         if base_warning is not None and not quiet:  # (with -q, among the warnings at the end)
             say(f"warning: {base_warning}")

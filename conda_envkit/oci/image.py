@@ -115,8 +115,9 @@ def _env_list(base_env: list[str], settings: ImageSettings) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def image_config(base: BaseImage, layers: list[Layer], history: list[str], settings: ImageSettings, platform: str) -> dict[str, Any]:
-    """The image config JSON: the base's config with our layers, environment and labels added."""
+def check_base_platform(base: BaseImage, platform: str) -> None:
+    """An OciError unless the base's architecture is the platform's (checked as the base is loaded, before anything is
+    fetched or built, and again as the config is made)."""
     target = oci_platform(platform)
     base_arch = base.config.get("architecture")
     if not base.is_scratch and base_arch and base_arch != target["architecture"]:
@@ -125,6 +126,12 @@ def image_config(base: BaseImage, layers: list[Layer], history: list[str], setti
             f"but the bake is for {platform} ({target['architecture']})",
             hint="pick the base for that platform (a multi-arch base reference selects it automatically)",
         )
+
+
+def image_config(base: BaseImage, layers: list[Layer], history: list[str], settings: ImageSettings, platform: str) -> dict[str, Any]:
+    """The image config JSON: the base's config with our layers, environment and labels added."""
+    check_base_platform(base, platform)
+    target = oci_platform(platform)
     base_cfg = dict(base.config.get("config") or {})
     cfg: dict[str, Any] = {k: v for k, v in base_cfg.items() if v not in (None, [], {})}
     cfg["Env"] = _env_list(list(base_cfg.get("Env") or []), settings)
