@@ -42,7 +42,7 @@ class VerifyError(EnvkitError):
 class Finding:
     """One way the installation differs from the lock."""
 
-    kind: str  # missing-package, extra-package, wrong-package, missing-file, modified-file
+    kind: str  # missing-package, extra-package, wrong-package, missing-file, modified-file, other-lock, ...
     package: str
     detail: str
 
@@ -641,11 +641,21 @@ def verify_installed_prefix(
     tree = PrefixTree(prefix)
     findings = verify_tree(lockfile, platform, tree)
     mentioned = {f.detail.split(" ", 1)[0] for f in findings}
+    # A package at another build than the lock's: its files differing from the lock's build's, its record there and
+    # the lock's record missing are that one finding (verify_tree checked the installed build's files against its
+    # own record).
+    replaced = {f.package.split(" ", 1)[0] for f in findings if f.kind == "wrong-package"}
     extra = _extra_paths(lockfile, platform, tree)
     for f in verify_prefix(lockfile_path, lockfile, platform, prefix, cache_dir, extra):
-        if f.detail.split(" ", 1)[0] not in mentioned:
+        path = f.detail.split(" ", 1)[0]
+        record_of = path.removeprefix("conda-meta/").rsplit("-", 2)[0] if path.startswith("conda-meta/") and path.count("/") == 1 else None
+        of_replaced = f.package.split(" ", 1)[0] in replaced and f.kind in _FILE_KINDS
+        if path not in mentioned and not of_replaced and not (record_of in replaced and f.kind in ("missing-file", "unowned-file")):
             findings.append(f)
     return findings
+
+
+_FILE_KINDS = frozenset({"missing-file", "modified-file", "replaced-path", "retargeted-symlink", "changed-mode"})
 
 
 def verify_prefix(
@@ -683,4 +693,28 @@ def verify_prefix(
     for parent in (LOCK_COPY.parent.as_posix(),):
         expected.setdefault(parent, _Entry("directory", "", 0o755))
     owners[LOCK_COPY.as_posix()] = "envkit (lock copy)"
-    return compare_with_reference(expected, _scan(prefix), owners, reported)
+    findings = compare_with_reference(expected, _scan(prefix), owners, reported)
+    copy = LOCK_COPY.as_posix()
+    return [_lock_copy_finding(prefix, lockfile_path, lockfile) if f.detail.startswith(f"{copy} was modified") else f for f in findings]
+
+
+def _lock_copy_finding(prefix: Path, lockfile_path: Path, lockfile: Lockfile) -> Finding:
+    """What a prefix's lock copy that is not the lock's bytes means: the prefix was installed from another lock (the
+    usual case: nobody synced it), the same lock written again, or an edited copy. ("was modified ..., installed
+    as" the lock's sha256 said a file was edited, and named the wrong lock as the one installed.)"""
+    from conda_envkit.lockmodel import lock_hash, read_lock
+
+    label, copy = "envkit (lock copy)", LOCK_COPY.as_posix()
+    try:
+        installed = lock_hash(read_lock(prefix / LOCK_COPY))
+    except EnvkitError:
+        return Finding("modified-file", label, f"{copy} was edited: it is no lock envkit reads (the prefix's record of its lock)")
+    wanted = lock_hash(lockfile)
+    if installed == wanted:
+        return Finding("modified-file", label, f"{copy} holds {lockfile_path}'s packages in other bytes (the lock was written again)")
+    return Finding(
+        "other-lock",
+        label,
+        f"{copy}: the prefix was installed from another lock (lock hash {installed.short}…), not {lockfile_path} ({wanted.short}…);"
+        " the package findings say how they differ",
+    )

@@ -82,3 +82,21 @@ def test_image_verifies_from_layout_and_registry(tmp_path: Path, image_channel: 
     assert run_envkit("lock", "-q", "--lockfile", "other.yml", cwd=work).returncode == 0
     wrong = run_envkit("verify", "--lockfile", "other.yml", "--image", f"oci:image:{tag}", cwd=work, env=fresh_cache)
     assert wrong.returncode == 1 and "wrong-package" in wrong.stderr and "bigmodel" in wrong.stderr
+
+
+def test_a_prefix_installed_from_another_lock_is_said_to_be_so(tmp_path: Path, image_channel: Path) -> None:
+    # The usual "did someone forget to sync?": verify named the prefix's lock copy "modified (…, installed as" the
+    # other lock's sha256), and repeated the changed package as a missing and an unowned record.
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    _install(work, image_channel, cache, "greet=1.0", "env")
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=2.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    result = run_envkit("verify", "--prefix", "env", "-p", "linux-64", "--json", cwd=work)
+    assert result.returncode == 1
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["kind"], f["package"].split()[0]) for f in findings] == [("wrong-package", "greet"), ("other-lock", "envkit")], findings
+    assert "the prefix was installed from another lock (lock hash " in findings[1]["detail"]
+    edited = work / "env" / "conda-meta" / "envkit" / "conda-lock.yml"
+    edited.write_text("not a lock\n")
+    result = run_envkit("verify", "--prefix", "env", "-p", "linux-64", "--json", cwd=work)
+    assert any(f["kind"] == "modified-file" and "was edited" in f["detail"] for f in json.loads(result.stdout)["findings"]), result.stdout
