@@ -38,6 +38,9 @@ class PlatformFreshness:
     # None: the lock's content_hash is not envkit's (conda-lock wrote it), so it says nothing.
     hash_matched: bool | None = False
     notes: tuple[str, ...] = ()
+    # When every reason is a spec dependency added, changed or dropped: their names (`lock --update` moves only
+    # them); empty otherwise.
+    update: tuple[str, ...] = ()
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -70,10 +73,12 @@ def _channel_urls(lockfile: LockFile, channels: tuple[ResolvedChannel, ...], ali
     return locked, wanted
 
 
-def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[ResolvedChannel, ...], alias: str) -> list[str]:
-    """The reasons the locked packages of `target.platform` no longer fit the spec (empty if they do)."""
+def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[ResolvedChannel, ...], alias: str) -> tuple[list[str], list[str]]:
+    """The reasons the locked packages of `target.platform` no longer fit the spec (empty if they do), and the
+    names of the spec dependencies among them (added, changed, or no longer required)."""
     p = target.platform
     reasons: list[str] = []
+    named: list[str] = []
     locked_channels, wanted_channels = _channel_urls(lockfile, channels, alias)
     if locked_channels != wanted_channels:
         reason = f"channels changed: locked {locked_channels}, spec {wanted_channels}"
@@ -109,9 +114,11 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         record = records.get(dep.name)
         if record is None:
             reasons.append(f"{dep.spec!r} ({dep.source}) is not in the lock")
+            named.append(dep.name)
         elif not _matches(dep.match_spec, record):
             d = packages[dep.name]
             reasons.append(f"{dep.spec!r} ({dep.source}) is not satisfied by locked {d.name} {d.version} {d.build}")
+            named.append(dep.name)
 
     virtual = _virtual_records(target)
     for d in packages.values():
@@ -128,7 +135,8 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     reachable = dependency_closure(packages.values(), (dep.name for dep in target.dependencies))
     for name in sorted(set(packages) - reachable):
         reasons.append(f"{name} is locked but no longer required by the spec")
-    return reasons
+        named.append(name)
+    return reasons, named
 
 
 def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list[str]]:
@@ -171,10 +179,19 @@ def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvS
             else lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels, lock_dir)
         )
         reasons, migration_notes = _migration(lockfile, target)
-        reasons += unsatisfied(lockfile, target, channels, options.settings.channel_alias)
+        found, named = unsatisfied(lockfile, target, channels, options.settings.channel_alias)
+        update = tuple(dict.fromkeys(named)) if not reasons and len(named) == len(found) else ()
+        reasons += found
         results.append(
             PlatformFreshness(
-                str(plan.path), plan.variant, target.platform, not reasons, tuple(reasons), hash_matched, tuple(notes + migration_notes)
+                str(plan.path),
+                plan.variant,
+                target.platform,
+                not reasons,
+                tuple(reasons),
+                hash_matched,
+                tuple(notes + migration_notes),
+                update,
             )
         )
     return results

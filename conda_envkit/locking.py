@@ -244,8 +244,12 @@ def resolve_pip_for(solved: SolvedPlatform, keep_pip: dict[str, str], cache_dir:
     return tuple(resolve_pip(inputs, wheel, conda_python_packages(solved.records), keep_pip, cache_dir))
 
 
-def _keep_for_update(plans: list[LockPlan], current: dict[Path, CurrentLock], update: tuple[str, ...]) -> Callable[[SolveTarget], KeptPins]:
-    """For `--update`: per target, the locked packages to keep (every locked package not named)."""
+def _keep_for_update(
+    plans: list[LockPlan], current: dict[Path, CurrentLock], update: tuple[str, ...], spec_names: frozenset[str] = frozenset()
+) -> Callable[[SolveTarget], KeptPins]:
+    """For `--update`: per target, the locked packages to keep (every locked package not named). A name the lock
+    does not hold is refused unless the spec asks for it (a dependency just added: every other package keeps its
+    build, and it is solved in)."""
     from conda_envkit.errors import EnvkitError
     from conda_envkit.lockmodel import dependency_closure
 
@@ -267,6 +271,7 @@ def _keep_for_update(plans: list[LockPlan], current: dict[Path, CurrentLock], up
                 pip={p.name: p.version for p in packages if p.name not in named and p.manager == "pip"},
                 pinned=frozenset(conda) - needed,
             )
+    unknown = {n for n in unknown if n.lower() not in spec_names}
     if unknown:
         missing = [n for n in update if n in unknown]
         raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
@@ -400,7 +405,8 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    keep = _keep_for_update(plans, current, options.update) if options.update else (lambda _target: KeptPins())
+    spec_names = frozenset(d.name.lower() for deps in spec.dependencies.values() for d in deps)
+    keep = _keep_for_update(plans, current, options.update, spec_names) if options.update else (lambda _target: KeptPins())
     asyncio.run(
         solve_targets(
             all_targets,

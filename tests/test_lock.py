@@ -176,6 +176,20 @@ def test_lock_p_says_when_it_keeps_a_platform_the_spec_no_longer_names(tmp_path:
     assert yaml.safe_load((tmp_path / "conda-lock.yml").read_text())["metadata"]["platforms"] == ["linux-64", "osx-arm64"]
 
 
+def test_check_names_the_update_that_moves_only_what_the_spec_changed(tmp_path: Path, toy_channel: Path) -> None:
+    # `lock --check` said "run `envkit lock`", which solves everything again (other packages move to newer builds).
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy"]))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy", "hello"]))
+    stale = run_envkit("lock", "--check", cwd=tmp_path)
+    assert stale.returncode == 1 and "hint: run `envkit lock --update hello` to move only what the spec changed" in stale.stderr
+    assert run_envkit("lock", "-q", "--update", "hello", cwd=tmp_path).returncode == 0
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+    # Another kind of change (CUDA here): a full lock.
+    cuda = run_envkit("lock", "--check", "--cuda", "12.4", cwd=tmp_path)
+    assert cuda.returncode == 1 and "hint: run `envkit lock` to update the lock (it solves again" in cuda.stderr, cuda.stderr
+
+
 def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
     # A channel whose only libblas is netlib's: the lock says `netlib` (it said `none`), and warns, unless asked for.
     from conda_envkit.testing.local_channel import PackageSpec, build_channel

@@ -284,9 +284,24 @@ def check_output(spec: EnvSpec, options: LockOptions, as_json: bool) -> Output:
             for note in r.notes:
                 output.err(f"         note: {note}")
         if stale:
-            output.err("hint: run `envkit lock` to update the lock (flags default to what the lock records)")
+            output.err(f"hint: {_stale_hint(stale)}")
     output.status = EXIT_STALE if stale else 0
     return output
+
+
+def _stale_hint(stale: list[PlatformFreshness]) -> str:
+    """What brings stale locks up to date: `lock --update NAMES` when only spec dependencies changed (the other
+    packages keep their builds), else a full `lock` (which solves again: other packages may move too)."""
+    import shlex
+
+    names = list(dict.fromkeys(n for r in stale for n in r.update))
+    if names and all(r.update for r in stale):
+        update = " ".join(f"--update {shlex.quote(n)}" for n in names)
+        return (
+            f"run `envkit lock {update}` to move only what the spec changed (every other package keeps its build); "
+            "`envkit lock` solves everything again, and other packages may move to newer builds"
+        )
+    return "run `envkit lock` to update the lock (it solves again, under what the lock records for flags not given)"
 
 
 def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> Output:
