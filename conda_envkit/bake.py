@@ -410,6 +410,14 @@ def bake_platform(
     base_warning = base_environment_warning(base, prefix, platform)
     if base_warning is not None:
         warnings = (*warnings, base_warning)
+    foreign = _foreign_entries(cache_dir, seal.owner, [keys[i] for i in todo])
+    if foreign and not seal.problem:
+        warnings = (
+            *warnings,
+            f"{platform}: {foreign} of the layers built had an entry in this cache sealed by another secret (a cache restored "
+            "from another runner, or a new secret): not trusted, so built again; to share warm layers between runners, "
+            "give them the same seal secret ($XDG_STATE_HOME/envkit/cache-seal.key; docs/security.md, Caches)",
+        )
     if seal.problem:
         hint = "make $XDG_STATE_HOME (default ~/.local/state) writable, or point XDG_STATE_HOME at a private directory"
         warnings = (*warnings, f"{seal.problem}: layers cached by earlier bakes are not trusted and were built again; {hint}")
@@ -461,6 +469,21 @@ def bake_platform(
         remote_blobs=remote_blobs,
         warnings=warnings,
     )
+
+
+def _foreign_entries(cache_dir: Path, owner: str, keys: list[str]) -> int:
+    """How many of `keys` have a layer entry under another seal's directory of the cache that this user owns (a cache
+    restored from another runner, or kept across a new secret; another user's in a team cache is theirs, and not
+    counted). The entries are not read: only counted."""
+    try:
+        others = [
+            d
+            for d in (cache_dir / "layers").iterdir()
+            if d.name != owner and not d.is_symlink() and d.is_dir() and d.stat().st_uid == os.getuid()
+        ]
+    except OSError:
+        return 0
+    return sum(1 for key in keys if any(os.path.lexists(d / key) for d in others))
 
 
 def _cached_layers(layer_cache: LayerCache, keys: list[str], compression: Compression, store: BlobStore) -> list[Layer | None]:

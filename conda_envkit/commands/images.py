@@ -210,8 +210,6 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         cache_to=request.cache_to,
     )
     check_targets(targets, len(chosen))  # before anything is fetched or built
-    if request.push_repo:
-        check_push_target(request.push_repo, insecure_list)
     if cache_refs or cache_to_ref:
         # The environment's credentials (ENVKIT_REGISTRY_*) belong to the registry the bake writes to: the push
         # target's (or, a cache-warming bake, the --cache-to one's). A cache there is read and written with them.
@@ -225,6 +223,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
                 "--tag",
                 hint="give the cache a tag of its own (--cache-to REPO:TAG) or put it in another repository",
             )
+    if request.push_repo:  # (after the checks of the flags alone)
+        check_push_target(request.push_repo, insecure_list)
     if clients is not None and cache_to_ref is not None:
         try:  # reachable, and not a tag holding an image: before anything is built
             clients.check_target(cache_to_ref)
