@@ -81,7 +81,7 @@ from conda_envkit.oci.layer import (
 )
 from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
-from conda_envkit.progress import SILENT, Progress
+from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.stream_package import NotPlain, package_members
 from conda_envkit.thread_pool import ThreadPool
 
@@ -438,7 +438,8 @@ def bake_platform(
     size = sum(layer.descriptor.size for layer in written)
     from_registry = f", {len(remote_blobs)} from a registry cache" if remote_blobs else ""
     progress.done(
-        step, f"{len(written)} layers, {size / 1e6:.1f} MB ({reused - len(remote_blobs)} reused from the layer cache{from_registry})"
+        step,
+        f"{counted(len(written), 'layer')}, {size / 1e6:.1f} MB ({reused - len(remote_blobs)} reused from the layer cache{from_registry})",
     )
     image_settings = ImageSettings(
         env=image_env(options),
@@ -1026,7 +1027,7 @@ def build_layers(
         for name in list(pending):
             fragments.commit(pending.pop(name))
         count = len(linked)
-        progress.done(extract, f"{len(need)} packages ({len(need) - count} read from their archives, {count} linked)")
+        progress.done(extract, f"{counted(len(need), 'package')} ({len(need) - count} read from their archives, {count} linked)")
         for name in linked:
             if name in planned:
                 fragments.put(fragment_key(planned[name], context), members[name], options.epoch)

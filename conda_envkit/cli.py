@@ -114,7 +114,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON o
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 insecure_option = click.option("--insecure", is_flag=True, help="Plain HTTP for registries on localhost (remote ones keep TLS).")
 cache_dir_option = click.option(
-    "--cache-dir", type=PATH, help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR, ~/.cache/envkit]"
+    "--cache-dir", type=PATH, help="Package, blob and layer cache. [default: $ENVKIT_CACHE_DIR, $XDG_CACHE_HOME/envkit, ~/.cache/envkit]"
 )
 mirror_option = click.option("--mirror", "mirrors", multiple=True, metavar="CHANNEL=URL", help="Fetch CHANNEL from URL instead (repeat).")
 config_option = click.option("--config", "config", type=PATH, help="Config file with channel_alias and mirrors (or $ENVKIT_CONFIG).")

@@ -71,6 +71,7 @@ from conda_envkit.network import (
     size_text,
 )
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache, read_conda_info, read_wheel_info
+from conda_envkit.progress import counted
 from conda_envkit.safepath import child
 from conda_envkit.thread_pool import Stopped, ThreadPool, run_each
 
@@ -353,7 +354,10 @@ def _download(
                         hint="export the variables the lock's ${VAR} placeholders name (channel or pip index), or add the host to ~/.netrc",
                     )
                 if response.status_code == 404:
-                    raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint="the package is gone from its channel; re-lock")
+                    # (a wheel, with its index's credentials, comes from an index or --find-links, not a channel)
+                    wheel = auth is not None or urlsplit(url).path.endswith(".whl")
+                    gone = "the wheel is gone from its index (or --find-links)" if wheel else "the package is gone from its channel"
+                    raise InstallError(f"{strip_credentials(url)}: HTTP 404", hint=f"{gone}; re-lock")
                 response.raise_for_status()
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > cap:  # refused before a byte of it is written
@@ -505,7 +509,7 @@ def fetch_packages(
         cached=sum(1 for r in results if r[1]),
         downloaded_bytes=sum(r[2] for r in results),
     )
-    progress.done(step, f"{len(packages)} packages ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
+    progress.done(step, f"{counted(len(packages), 'package')} ({report.cached} cached, {report.downloaded_bytes / 1e6:.1f} MB downloaded)")
     return report
 
 
@@ -757,7 +761,7 @@ def install_packages(
         ]
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
     wheel_text = f" and {len(wheels)} wheels" if wheels else ""
-    progress.done(f"extract {platform}", f"{len(packages)} packages{wheel_text} into {target_prefix or prefix}")
+    progress.done(f"extract {platform}", f"{counted(len(packages), 'package')}{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started, clobbers)
 
 

@@ -113,6 +113,11 @@ class RichProgress:
         self._console.print(f"{step}: {summary or 'done'}{took}", highlight=False)
 
 
+def counted(n: int, noun: str) -> str:
+    """`n noun`, the noun plural unless n is 1 (`1 package`, `3 packages`, `1 problem`)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def progress_for(quiet: bool, stream: TextIO | None = None) -> Progress:
     """The reporter for a command: none with -q, bars on a terminal, else one line per step."""
     if quiet:

@@ -36,7 +36,7 @@ from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.oci.transfer import PUSH_JOBS, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
-from conda_envkit.progress import SILENT, Progress
+from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.thread_pool import run_each
 
 CACHE_SCHEMA = "envkit.bake-cache/1"
@@ -451,7 +451,7 @@ def fetch_layers(
             tmp.unlink(missing_ok=True)
         progress.advance(step)
     total = sum(sizes[digest] for digest in wanted)
-    progress.done(step, f"{len(wanted)} layers, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
+    progress.done(step, f"{counted(len(wanted), 'layer')}, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
     return len(wanted)
 
 

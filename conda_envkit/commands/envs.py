@@ -36,7 +36,7 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
     from conda_envkit.channels import load_settings
     from conda_envkit.installed_state import recorded_platform, up_to_date
     from conda_envkit.lockfile import read_lockfile
-    from conda_envkit.progress import progress_for
+    from conda_envkit.progress import counted, progress_for
 
     output = Output()
     prefix = request.prefix
@@ -57,7 +57,7 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
                 output.out(f"{prefix.absolute()} is up to date")
                 return output
         else:
-            output.out(f"installed {len(report.fetch.packages)} packages into {report.prefix} in {report.seconds:.2f}s")
+            output.out(f"installed {counted(len(report.fetch.packages), 'package')} into {report.prefix} in {report.seconds:.2f}s")
             if report.clobbers:
                 output.err(f"warning: {platform}: {report.clobbers}")
             return output
@@ -68,7 +68,7 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
     synced = sync_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet), request.force)
     if was_empty:
         added = len(synced.plan.add)
-        output.out(f"installed {added} packages into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
+        output.out(f"installed {counted(added, 'package')} into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
     else:
         output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
     return output
@@ -152,7 +152,9 @@ def verify_output(
                 output.err(f"{kind:<16} {package}: {f.detail}")
             if len(group) > SHOWN_PER_PACKAGE:
                 output.err(f"{kind:<16} {package}: … and {len(group) - SHOWN_PER_PACKAGE} more like these (--json lists every one)")
-        output.err(f"{target}: {len(findings)} problem(s) against {lockfile} ({chosen})")
+        from conda_envkit.progress import counted
+
+        output.err(f"{target}: {counted(len(findings), 'problem')} against {lockfile} ({chosen})")
         output.err(f"  hint: {_repair_hint(findings, lockfile, prefix)}")
     else:
         output.out(f"{target}: matches {lockfile} ({chosen})")

@@ -146,14 +146,14 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
     from conda_envkit.channels import channel_secrets, discard_failed_repodata, forget_credentials, make_gateway
     from conda_envkit.locking import lock_environment
     from conda_envkit.platforms import Blas
-    from conda_envkit.progress import progress_for
+    from conda_envkit.progress import counted, progress_for
     from conda_envkit.repodata_guard import RepodataGuard, max_repodata_bytes
     from conda_envkit.solve import ChannelReadError
 
     reporter = progress_for(quiet)
 
     def progress(solved: SolvedPlatform) -> None:
-        reporter.advance("solve", detail=f"{solved.target.label}: {len(solved.records)} packages in {solved.seconds:.2f}s")
+        reporter.advance("solve", detail=f"{solved.target.label}: {counted(len(solved.records), 'package')} in {solved.seconds:.2f}s")
         for text in solved.notes:
             warn(f"warning: {text}")
         if solved.target.cuda and not solved.cuda_packages:
@@ -181,7 +181,7 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
         forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
     solves = sum(len(o.solved) for o in outcomes)
     variants = f" in {len(outcomes)} variants ({solves} solves)" if len(outcomes) > 1 else ""
-    reporter.done("solve", f"{len(spec.platforms)} platform(s) solved{variants} ({', '.join(spec.platforms)})")
+    reporter.done("solve", f"{counted(len(spec.platforms), 'platform')} solved{variants} ({', '.join(spec.platforms)})")
     return outcomes
 
 
