@@ -115,6 +115,24 @@ def _satisfied(spec: str, have: str | None) -> bool:
     return VersionSpec(spec.split(" ")[0]).matches(Version(have))
 
 
+def _binding_need(needs: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """One requirement for a virtual package many packages constrain, and the packages that set it: the highest
+    lower bound (`>=2.28` of `>=2.17,<3.0.a0` and `>=2.28,<3.0.a0`), when every spec has one; else every distinct
+    spec, and every package."""
+    import re
+
+    bounds = []
+    for name, spec in needs:
+        found = [Version(v) for v in re.findall(r">=\s*([0-9][0-9A-Za-z.]*)", spec)]
+        if not found:
+            return ", ".join(sorted({spec for _, spec in needs})), sorted({name for name, _ in needs})
+        bounds.append((max(found), name))
+    if not bounds:
+        return "any", []
+    highest = max(bound for bound, _ in bounds)
+    return f">={highest}", sorted({name for bound, name in bounds if bound == highest})
+
+
 def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
     """What the lock's `platform` needs from `host`, each need checked."""
     reqs = [
@@ -130,9 +148,9 @@ def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
     ]
     glibc_needs = _virtual_needs(lockfile, platform, "__glibc")
     if platform.startswith("linux"):
-        specs = ", ".join(sorted({spec for _, spec in glibc_needs})) or "any"
+        specs, binding = _binding_need(glibc_needs)
         ok = all(_satisfied(spec, host.glibc) for _, spec in glibc_needs)
-        who = ", ".join(sorted({name for name, _ in glibc_needs})[:5]) or "no package"
+        who = ", ".join(binding[:5]) + (f" and {len(binding) - 5} more" if len(binding) > 5 else "") if binding else "no package"
         reqs.append(Requirement("glibc", specs, host.glibc or "not found", ok, f"required by {who}"))
     # The driver the lock was solved for (`--cuda`): the packages' `__cuda` needs hold for it,
     # including toolkits it runs through minor-version compatibility.

@@ -96,3 +96,14 @@ def test_cuda_need_is_the_driver_the_lock_was_solved_for(tmp_path: Path, toy_cha
     code, report = _doctor(work, _fake_driver(tmp_path, "11.8"), "-p", "linux-64")
     cuda = _requirement(report, "cuda")
     assert not cuda["ok"] and "older than the CUDA 12.4 driver the lock was solved for" in cuda["why"]
+
+
+def test_many_glibc_needs_are_one_requirement_and_the_packages_that_set_it() -> None:
+    # A real lock's packages ask for `__glibc >=2.17,<3.0.a0` and `>=2.28,<3.0.a0`: doctor printed both, joined (the
+    # table's columns broke), and the first five names rather than the ones that need 2.28.
+    from conda_envkit.doctor import _binding_need
+
+    needs = [("libgcc", ">=2.17,<3.0.a0"), ("pytorch", ">=2.28,<3.0.a0"), ("libtorch", ">=2.28"), ("zlib", ">=2.17,<3.0.a0")]
+    assert _binding_need(needs) == (">=2.28", ["libtorch", "pytorch"])
+    assert _binding_need([("a", "2.17.*"), ("b", ">=2.17")]) == ("2.17.*, >=2.17", ["a", "b"])  # no bound to compare: all
+    assert _binding_need([]) == ("any", [])
