@@ -48,8 +48,10 @@ def environment_info(
     path = Path(lockfile) if lockfile is not None else _runtime_lock()
     if path is None:
         raise RecordError(
-            "no environment record found: not in an envkit image or environment ($ENVKIT_LOCK_FILE unset)",
-            hint="pass lockfile= or record= (a bake.json)",
+            "no environment record found: not in an envkit image or environment ($ENVKIT_LOCK_FILE unset, and $CONDA_PREFIX "
+            "holds no lock envkit installed)",
+            hint="run in an environment `envkit install` made, or in an envkit image; or pass lockfile='conda-lock.yml' "
+            "(that lock is logged as the run's environment: only true if the run uses it) or record='bake.json'",
         )
     result = record_from_lock(path, platform)
     if result.platform is None:  # this machine's platform is not in the lock: say so, naming those it has
