@@ -14,7 +14,6 @@ import hashlib
 import html
 import io
 import re
-import sys
 import tarfile
 import threading
 import zipfile
@@ -172,8 +171,14 @@ DEMO_SDISTS = (("sdist-only-thing", "1.0"),)
 
 def main() -> None:
     """`python -m conda_envkit.testing.local_index DIR [--flat]`: write the demo index (or just the wheels) to DIR."""
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "pypi")
-    if "--flat" in sys.argv[2:]:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m conda_envkit.testing.local_index", description=main.__doc__)
+    parser.add_argument("dir", nargs="?", default="pypi", help="where to write (default: pypi)")
+    parser.add_argument("--flat", action="store_true", help="the wheels alone, for --find-links (else a PEP 503 index)")
+    args = parser.parse_args()
+    target = Path(args.dir)
+    if args.flat:
         for spec in demo_wheels():
             write_wheel(spec, target)
         print(f"wrote {len(demo_wheels())} wheels to {target}")
