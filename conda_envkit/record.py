@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -429,6 +429,8 @@ def record_from_layout(path: Path, name: str | None = None, platform: str | None
     store, _digest, document, config = read_layout_image(path, name, platform, reference)
     labels = (config.get("config") or {}).get("Labels") or {}
     record = record_from_labels(labels, "image", select_ref(path, name).digest, reference)
+    if name and _TAG.fullmatch(name):  # the name it was read by is its tag (bake names a layout's images by tag)
+        record = replace(record, tags=(name,))
     envkit = ImageLabels.from_json(labels)
     layers = document.get("layers")
     if record.platform is None or envkit is None or not envkit.prefix or not isinstance(layers, list):

@@ -288,6 +288,8 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
         assert report["record"]["lock_hash"] == record["lock_hash"] and report["record"]["platform"] == "linux-64"
         if not image.startswith("docker-archive:"):  # an archive keeps no manifest digest
             assert report["digest"] == record["image"]["digest"]
+        # The tag it was read by is the record's (it was [] whatever the reference said).
+        assert report["record"]["tags"] == ([tag] if image.endswith(f":{tag}") else []), (image, report["record"])
     missing = run_envkit("inspect", "oci:no-such-dir", cwd=work)
     assert missing.returncode == 2 and "no-such-dir" in missing.stderr
     for image, extra in ((f"oci:image:{tag}", ()), (f"{repo}:{tag}", ("--insecure",))):

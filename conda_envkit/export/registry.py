@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,8 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
                 for d in items
             ]
     record = record_from_labels(labels, "image", top_digest, f"{ref.registry}/{ref.repository}@{top_digest}")
+    if ref.tag:  # the tag it was read by
+        record = replace(record, tags=(ref.tag,))
     return {
         "reference": reference,
         "digest": top_digest,
