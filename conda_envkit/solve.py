@@ -215,7 +215,9 @@ def _explain(
     specs = "; ".join(f"{d.spec} ({d.source})" for d in involved) or "none named directly (see the explanation)"
     assumed = " ".join(str(v) for v in target.virtual_packages)
     hint = "relax one of the specs named above (the explanation says which versions clash)"
-    if re.search(r"__cuda\b", message) and target.cuda is None:
+    if re.search(r"__cuda\b", message) and target.cuda is None and target.variant is not None:
+        hint += f"; `__cuda` in the explanation: variant {target.variant!r} has no CUDA: pin CPU builds for it, or give it `cuda:`"
+    elif re.search(r"__cuda\b", message) and target.cuda is None:
         hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
     elif re.search(r"__glibc\b|__osx\b", message):
         hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
@@ -435,7 +437,9 @@ async def solve_target(
         elif cuda:
             raise SolveError(
                 f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}",
-                hint="pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
+                hint=f"variant {target.variant!r} has no CUDA: pin CPU builds for it (e.g. `pytorch =*=cpu*`), or give it `cuda:`"
+                if target.variant is not None
+                else "pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
             )
     return SolvedPlatform(target, tuple(records), time.perf_counter() - started, notes)
 

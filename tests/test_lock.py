@@ -190,6 +190,15 @@ def test_check_names_the_update_that_moves_only_what_the_spec_changed(tmp_path: 
     assert cuda.returncode == 1 and "hint: run `envkit lock` to update the lock (it solves again" in cuda.stderr, cuda.stderr
 
 
+def test_a_cpu_variant_that_needs_cuda_is_told_about_the_variant_not_cuda_flags(tmp_path: Path, toy_channel: Path) -> None:
+    # The hint said "pass --cuda DRIVER_VERSION", which the variant's `cuda: none` overrides anyway.
+    variants = "envkit:\n  variants:\n    cpu: {cuda: none}\n    gpu: {cuda: '12.4'}\n"
+    write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cuda*"], extra=variants))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "variant 'cpu' has no CUDA: pin CPU builds for it, or give it `cuda:`" in result.stderr, result.stderr
+
+
 def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
     # A channel whose only libblas is netlib's: the lock says `netlib` (it said `none`), and warns, unless asked for.
     from conda_envkit.testing.local_channel import PackageSpec, build_channel
