@@ -196,6 +196,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         mode, parts = self._mode()
+        if self.path.split("?")[0] == "/v2/":  # the API root, as any registry answers it (a push checks it first)
+            self._send(200, b"{}")
+            return
         if mode == "token":
             self._token(parts[1] if len(parts) > 1 else "")
             return
