@@ -390,6 +390,52 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def replace_directory(staging: Path, target: Path) -> None:
+    """Put the complete directory `staging` at `target`, replacing the directory there (removed after): `target` is
+    the old or the new one at every moment. Linux swaps the two in one step (renameat2 RENAME_EXCHANGE); elsewhere,
+    or on a filesystem without it, the old one is moved aside and the new one in, with Ctrl-C and SIGTERM held
+    between, and the old one put back if the second rename fails."""
+    import shutil
+    import tempfile
+
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # (it holds the old directory now)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    with signals_deferred():
+        os.rename(target, aside / "old")
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(aside / "old", target)
+            raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # (a libc without it: glibc < 2.28, musl < 1.2.4)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # the kernel or the filesystem cannot
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> Path:
     """A new empty directory beside `destination`, to be renamed onto it when complete.
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from conda_envkit.files import staging_dir, write_error
+from conda_envkit.files import replace_directory, staging_dir, write_error
 from conda_envkit.oci.blobs import OCI_INDEX, BlobStore, Descriptor, OciError, canonical_json, json_document
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -66,13 +65,7 @@ def write_layout(path: Path, store: BlobStore, blobs: Iterable[str], manifests: 
             link_or_copy(store.verified_path(digest), blob_dir / digest.partition(":")[2])
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [m.to_json() for m in manifests]}
         (staging / "index.json").write_bytes(canonical_json(index))
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rename(path, old / "layout")
-        os.rename(staging, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(staging, path)  # the old layout or the new one at every moment, even if killed
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise write_error(path, exc, "image layout", "--oci") from None

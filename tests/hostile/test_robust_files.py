@@ -523,3 +523,35 @@ def test_a_prefix_on_a_read_only_filesystem(tmp_path: Path, image_channel: Path)
         assert "writable" in changed.stderr and "free space" not in changed.stderr, changed.stderr
     finally:
         _umount(volume)
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_replaced_directory_is_the_old_or_the_new_one_whatever_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    # `bake --oci DIR` over an earlier layout: DIR was renamed aside, then the new one renamed in; a failure or a
+    # signal between the two left no DIR (the old one stranded in .DIR.*.old). Linux swaps the two in one step; the
+    # fallback puts the old one back when the second rename fails.
+    from conda_envkit import files
+
+    target, staging = tmp_path / "image", tmp_path / ".image.tmp"
+    for directory, text in ((target, "old"), (staging, "new")):
+        directory.mkdir()
+        (directory / "index.json").write_text(text)
+    if exchange:
+        files.replace_directory(staging, target)
+        assert (target / "index.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["image"]
+        return
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    real_rename, calls = os.rename, []
+
+    def failing_second(a: object, b: object) -> None:
+        calls.append(b)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_rename(a, b)
+
+    monkeypatch.setattr(files.os, "rename", failing_second)
+    with pytest.raises(OSError):
+        files.replace_directory(staging, target)
+    assert (target / "index.json").read_text() == "old"
