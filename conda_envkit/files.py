@@ -251,13 +251,14 @@ def write_files(outputs: list[tuple[Path, str | bytes]], what: str = "file", set
             except OSError as exc:
                 raise write_error(path, exc, what, setting) from None
             written.append(True)
-        for tmp, path in pending:
-            try:
-                backups[path] = _backup(path)
-                os.replace(tmp, path)
-            except OSError as exc:
-                _restore(backups, path)
-                raise write_error(path, exc, what, setting) from None
+        with signals_deferred():  # all renamed or none: a Ctrl-C waits the moment the renames take
+            for tmp, path in pending:
+                try:
+                    backups[path] = _backup(path)
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    _restore(backups, path)
+                    raise write_error(path, exc, what, setting) from None
         for path, data in streams:  # last: what a stream received cannot be taken back
             try:
                 with open_stream(path, what, setting) as stream:
@@ -380,14 +381,19 @@ def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends (they are delivered right after).
 
     For making a temporary directory and recording it where the cleanup will see it as
-    one step: a signal between the two would leave the directory behind.
+    one step: a signal between the two would leave the directory behind. Held twice: in this
+    thread's signal mask, and by envkit's own handler (interrupts.signals_held), since another
+    thread (py-rattler's, a pool's) may take the signal and Python then runs the handler here.
     """
+    from conda_envkit.interrupts import signals_held
+
     held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    with signals_held():
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def replace_directory(staging: Path, target: Path) -> None:

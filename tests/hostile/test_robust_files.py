@@ -555,3 +555,33 @@ def test_a_replaced_directory_is_the_old_or_the_new_one_whatever_fails(
     with pytest.raises(OSError):
         files.replace_directory(staging, target)
     assert (target / "index.json").read_text() == "old"
+
+
+def test_a_signal_while_a_set_of_files_is_renamed_waits_for_the_whole_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A multi-variant lock is a set written all or nothing: SIGTERM (or Ctrl-C) between two renames left the first new
+    # and the second old, and a `.bak` beside them. It is held until the set is in place, then ends the command.
+    import signal
+
+    from conda_envkit import files
+    from conda_envkit.interrupts import Interrupted, unwind_on_signals
+
+    first, second = tmp_path / "conda-lock.yml", tmp_path / "conda-lock.cpu.yml"
+    first.write_text("old")
+    second.write_text("old")
+    real = os.replace
+
+    def replace_then_signal(source: object, target: object) -> None:
+        real(source, target)  # type: ignore[arg-type]
+        if Path(str(target)) == first:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    unwind_on_signals()
+    try:
+        with pytest.raises(Interrupted):
+            files.write_files([(first, "new"), (second, "new")], "lock file")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (first.read_text(), second.read_text()) == ("new", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conda-lock.cpu.yml", "conda-lock.yml"]
