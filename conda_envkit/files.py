@@ -185,6 +185,22 @@ def replace_entry(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
+def replace_with(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace the file at `path` with `data` (written beside it as `.NAME.<pid>.tmp`, then renamed over it: never
+    written through a symlink), `mode` set if given. Nothing is left beside it if the write fails or a signal ends
+    the command; an OSError is the caller's to name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_private_file(path: Path, data: bytes, what: str, setting: str = "") -> None:
     """`data` at `path`, private to this user (0600: made beside it, then renamed into place): a cache entry
     or marker. A failed write (a full disk) is a `write_error` naming `path`, and leaves no temp file behind."""

@@ -50,6 +50,7 @@ from conda_envkit.files import (
     directory_lock,
     read_cache_entry,
     replace_entry,
+    replace_with,
     signals_deferred,
     staging_dir,
     write_error,
@@ -678,10 +679,7 @@ def normalize_conda_meta(prefix: Path, packages: list[LockedDependency]) -> None
         sort_record_paths(data)  # (a clobbered entry renamed after linking keeps its place: linking order)
         # Compact: json's C encoder only runs without indent, and large envs have ~100k paths. Written beside it and
         # renamed over it: the record is replaced, never written (or chmod-ed) through a symlink.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        replace_with(path, (json.dumps(data, sort_keys=True) + "\n").encode("utf-8"), 0o644)
     (prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
     remove_empty_clobber_dirs(prefix)
 

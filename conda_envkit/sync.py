@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -28,7 +29,7 @@ from rattler import PrefixRecord
 from conda_envkit.cache import cache_dir_or_default, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
-from conda_envkit.files import directory_lock, write_error
+from conda_envkit.files import directory_lock, replace_with, write_error
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -48,7 +49,7 @@ from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfoCache
-from conda_envkit.progress import Progress
+from conda_envkit.progress import SILENT, Progress
 
 _WRITE_ERRORS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -94,10 +95,12 @@ def _own_file(path: Path, what: str) -> None:
     raise InstallError(f"{path}: the {what} is {kind}", hint="a record must be the prefix's own file: remove it, then install again")
 
 
-def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
+def installed_packages(prefix: Path, interrupted: bool = False) -> dict[str, tuple[str, Path]]:
     """Every package in the prefix: name (pip: `pip:<name>`) -> (archive sha256, record file).
 
-    Every record must be a plain file in a directory of the prefix (not reached through a symlink)."""
+    Every record must be a plain file in a directory of the prefix (not reached through a symlink). After an
+    interrupted sync (`interrupted`), a conda-meta record that does not read is that sync's, cut short (py-rattler
+    renames its record into place even when the disk filled): it is removed, and its package linked again."""
     for directory in (prefix / "conda-meta", prefix / PIP_RECORDS.parent, prefix / PIP_RECORDS):
         if directory.is_symlink():
             raise InstallError(
@@ -111,6 +114,9 @@ def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
             record = json.loads(meta.read_text(encoding="utf-8"))
             out[str(record["name"])] = (str(record.get("sha256") or ""), meta)
         except (OSError, ValueError, KeyError, TypeError):
+            if interrupted:
+                meta.unlink(missing_ok=True)
+                continue
             raise InstallError(
                 f"{meta}: unreadable conda-meta record", hint="repair or remove the environment, then install again"
             ) from None
@@ -122,6 +128,33 @@ def installed_packages(prefix: Path) -> dict[str, tuple[str, Path]]:
         except (OSError, ValueError, KeyError, TypeError):
             raise InstallError(f"{meta}: unreadable pip record", hint="repair or remove the environment, then install again") from None
     return out
+
+
+# What an install or sync that was killed (SIGKILL, the OOM killer) can leave in a prefix, by the names their writers
+# give them: envkit's records written beside their place, and py-rattler's link-time probes and record temp files.
+_TEMP_NAMES = (
+    ("conda-meta", re.compile(r"\..+\.json\.\d+\.tmp|prefix_record_\w+")),
+    ("conda-meta/envkit", re.compile(r"\.conda-lock\.yml\.\d+\.tmp|\.(installed|prefix)\.\w+")),
+    (".", re.compile(r"\.refprobe-[\w-]+|symtest_[\w-]+")),
+)
+
+
+def _sweep_temp_files(prefix: Path) -> None:
+    """Remove what an install or sync of this prefix that was killed left (no sync runs now: the prefix is locked);
+    `verify` called them files no package installs, and no install removed them."""
+    for directory, names in _TEMP_NAMES:
+        try:
+            entries = list(os.scandir(prefix / directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if not names.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
 
 
 def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Path]]) -> SyncPlan:
@@ -223,9 +256,7 @@ def _absolute_urls(prefix: Path, lock_dir: Path) -> None:
     for path in sorted((prefix / "conda-meta").glob("*.json")):
         absolute = _with_absolute_url(json.loads(path.read_text(encoding="utf-8")), lock_dir)
         if absolute is not None:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(absolute, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            replace_with(path, (json.dumps(absolute, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def sync_environment(
@@ -245,9 +276,18 @@ def sync_environment(
     so an interrupted install is envkit's and the next install finishes it.
     One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
     prefix = prefix.absolute()
-    with directory_lock(prefix):
+    reporter = progress or SILENT
+    waiting = f"install {prefix.name}"
+    # (a second install said nothing while it waited for the first: it looked hung)
+    with directory_lock(prefix, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix}")):
         if empty_directory(prefix):
-            _write_lock_copy(lockfile_path, prefix)
+            try:
+                _write_lock_copy(lockfile_path, prefix)
+            except BaseException as exc:  # (a full disk, a signal) the prefix was empty: it is again, for the next install
+                shutil.rmtree(prefix / "conda-meta", ignore_errors=True)
+                if isinstance(exc, OSError):
+                    raise write_error(prefix / LOCK_COPY, exc, "environment", "--prefix") from None
+                raise
         elif not (prefix / LOCK_COPY).is_file() and not force:
             if prefix.is_symlink():
                 raise InstallError(
@@ -298,11 +338,12 @@ def _sync(
         )
     packages = conda_packages(lockfile, platform)
     wheels = pip_packages(lockfile, platform)
-    installed = installed_packages(prefix)
-    plan = plan_sync(packages + wheels, installed)
-    lock_sha = file_sha256(lockfile_path)
     # An envkit prefix without its installed record: a sync was interrupted (not a --force over someone else's).
     interrupted = state is None and identity is not None
+    _sweep_temp_files(prefix)
+    installed = installed_packages(prefix, interrupted)
+    plan = plan_sync(packages + wheels, installed)
+    lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
         if state is None:  # a sync was interrupted (or --force): records it linked may not be the lock's yet
             normalize_conda_meta(prefix, packages)
@@ -397,6 +438,4 @@ def _finish(lockfile_path: Path, prefix: Path, platform: str, lock_sha: str) -> 
 def _write_lock_copy(lockfile_path: Path, prefix: Path) -> None:
     copy = prefix / LOCK_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
-    shutil.copyfile(lockfile_path, tmp)
-    os.replace(tmp, copy)
+    replace_with(copy, lockfile_path.read_bytes())

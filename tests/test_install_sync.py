@@ -141,7 +141,8 @@ def test_one_sync_of_a_prefix_at_a_time(tmp_path: Path, image_channel: Path) -> 
     fcntl.flock(fd, fcntl.LOCK_EX)  # as another sync of this prefix holds it
     try:
         args = [sys.executable, "-m", "conda_envkit", "install", "--prefix", str(prefix), "-p", "linux-64"]
-        waiting = subprocess.Popen(args, cwd=work, env={**os.environ, "ENVKIT_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, "ENVKIT_CACHE_DIR": str(cache)}
+        waiting = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             waiting.wait(timeout=2)
             raise AssertionError("the second sync did not wait")
@@ -149,7 +150,32 @@ def test_one_sync_of_a_prefix_at_a_time(tmp_path: Path, image_channel: Path) -> 
             assert not list((prefix / "conda-meta").glob("smalldata-*.json"))
     finally:
         os.close(fd)
-    assert waiting.wait(timeout=120) == 0 and "1 added" in waiting.communicate()[0]
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0 and "1 added" in out
+    assert f"waiting for another install in {prefix}" in err, err  # (it said nothing, and looked hung)
+
+
+def test_what_a_killed_sync_left_is_cleared_by_the_next_install(tmp_path: Path, image_channel: Path) -> None:
+    # A sync killed outright (SIGKILL, the OOM killer) leaves temp files by their writers' names, and may leave a
+    # record py-rattler renamed into place though its write failed (a full disk). The next install said "synced"
+    # and left them (verify then failed for ever), or refused the empty record ("repair or remove the environment").
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"])
+    _install(work, prefix, cache)
+    meta = prefix / "conda-meta"
+    (meta / "envkit" / "installed.json").unlink()  # the sync had begun
+    next(meta.glob("greet-*.json")).write_text("")  # its record, cut short
+    planted = [meta / ".greet-1.0-0.json.4242.tmp", meta / "prefix_record_abc123", meta / "envkit" / ".conda-lock.yml.4242.tmp"]
+    planted += [meta / "envkit" / ".installed.k3j2h1", prefix / "symtest_0b1c"]
+    for path in planted:
+        path.write_text("x")
+    (prefix / ".refprobe-9f8e").mkdir()
+    (prefix / "notes.txt").write_text("mine")  # a user's file is theirs: kept (and reported by verify)
+    result = run_envkit("install", "-q", "--prefix", str(prefix), "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.output
+    assert [p for p in planted if os.path.lexists(p)] == [] and not (prefix / ".refprobe-9f8e").exists()
+    (prefix / "notes.txt").unlink()
+    assert run_envkit("verify", "--prefix", str(prefix), "-p", "linux-64", cwd=work).returncode == 0
 
 
 def _install_with_a_wheel(work: Path, cache: Path, prefix: Path, toy_channel: Path, index_url: str) -> str:

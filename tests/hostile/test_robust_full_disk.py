@@ -132,3 +132,28 @@ def test_any_other_storage_error_is_a_message_not_a_traceback(capsys: pytest.Cap
     assert "hint: free space" in err
     with pytest.raises(FileNotFoundError):
         _reports_errors(missing)()
+
+
+def test_an_install_into_an_empty_directory_on_a_full_disk_leaves_it_empty_for_the_next(tmp_path: Path) -> None:
+    # An existing empty prefix (a volume) on a full disk: the lock's copy, written first, failed; the error named the
+    # source lock, a temp file stayed in the prefix, and every later install called the prefix "not envkit's".
+    work = _workspace(tmp_path, count=1, size=1000)
+    disk = tmp_path / "disk"
+    prefix = disk / "volume"
+    envkit = f"{sys.executable} -m conda_envkit install -q -p linux-64 --prefix {prefix}"
+    script = (
+        f"mkdir -p {disk} && mount -t tmpfs -o size=64k tmpfs {disk} || exit 97; mkdir {prefix}; "
+        f"dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null; {envkit}; echo rc=$?; ls -A {prefix}; echo listed; "
+        f"rm {disk}/fill; {envkit} && echo second=ok"
+    )
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")},
+        timeout=300,
+    )
+    assert f"{prefix}/conda-meta/envkit/conda-lock.yml: cannot write environment (No space left on device)" in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["rc=2", "listed"], proc.stdout  # the prefix is empty again
+    assert "second=ok" in proc.stdout, proc.stdout + proc.stderr
