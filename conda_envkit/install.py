@@ -48,6 +48,7 @@ from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_em
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import (
     directory_lock,
+    file_mode,
     read_cache_entry,
     replace_entry,
     replace_with,
@@ -476,6 +477,8 @@ def fetch_packages(
                     hint="the file changed on its channel or index after locking: re-lock, or find out who replaced it",
                 )
             try:
+                # The umask's mode, not mkstemp's 0600: a cache a group shares (setgid, umask 002) is read by the others.
+                tmp.chmod(file_mode())
                 replace_entry(tmp, target)  # (a directory at its name, made by whoever else writes the cache, is replaced)
             except OSError as exc:
                 raise write_error(target, exc, "package cache", _CACHE_SETTING) from None

@@ -307,3 +307,17 @@ def test_a_file_planted_at_the_image_configs_name_is_replaced_not_read(ws: Works
         f.truncate(64 << 30)
     assert _bake(ws)[0] == cold
     assert planted.stat().st_size < 1 << 20
+
+
+def test_archives_get_the_umasks_mode_for_a_cache_a_group_shares(ws: Workspace) -> None:
+    # A group's cache (setgid, umask 002): the archives were 0600 whatever the umask (mkstemp's), and another member's
+    # bake was a PermissionError traceback reading them.
+    import subprocess
+    import sys
+
+    command = f"umask 002; exec {sys.executable} -m conda_envkit install -q --prefix env -p linux-64"
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
+    proc = subprocess.run(["sh", "-c", command], cwd=ws.root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    archives = list((ws.cache / "pkgs").glob("*/*.conda"))
+    assert archives and {a.stat().st_mode & 0o777 for a in archives} == {0o664}
