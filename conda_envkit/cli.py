@@ -6,7 +6,6 @@ options used by several commands are declared once, below.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import sys
@@ -18,6 +17,7 @@ import click
 
 from conda_envkit import __version__
 from conda_envkit.errors import BadFlag, EnvkitError
+from conda_envkit.failures import machine_failure
 from conda_envkit.interrupts import Interrupted, unwind_on_signals
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ EXIT_STALE = 1
 EXIT_ERROR = 2
 
 F = Callable[..., Any]
-
-# A full disk, an exhausted quota, a file size limit, a read-only filesystem: the machine's state, not a bug.
-_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def _reports_errors(command: F) -> F:
@@ -47,16 +44,11 @@ def _reports_errors(command: F) -> F:
             hint = exc.hint or "see the command's --help for its options"
         except EnvkitError as exc:
             message, hint = exc.message, exc.hint
-        except OSError as exc:
-            if exc.errno not in _STORAGE_ERRORS:
+        except Exception as exc:  # the machine's state or limits (a full disk, open files, memory), met anywhere
+            described = machine_failure(exc)
+            if described is None:
                 raise
-            # A write envkit does not name itself (most do: conda_envkit.files.write_error): still the disk's error.
-            where = f"{exc.filename}: " if exc.filename else ""
-            message = f"{where}cannot write ({exc.strerror})"
-            if exc.errno == errno.EROFS:
-                hint = "that filesystem is mounted read-only: write the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs elsewhere"
-            else:
-                hint = "free space (or raise the quota or file size limit) where the cache (--cache-dir, $ENVKIT_CACHE_DIR) and outputs are"
+            message, hint = described
         # Exit outside the except block: the exception's frames must not outlive it,
         # or py-rattler objects they hold are torn down during interpreter shutdown.
         click.echo(f"error: {message}", err=True)

@@ -136,6 +136,7 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
     """Run `envkit lock` as cli's lock command does (output, errors, exit status); return the status."""
     from conda_envkit.commands.lock import lock_command
     from conda_envkit.errors import EnvkitError
+    from conda_envkit.failures import machine_failure
 
     try:
         output = lock_command(request, as_json, quiet, lambda text: _echo(text, to_stderr=True))
@@ -149,6 +150,11 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
         return 1
     except BrokenPipeError:
         return 1  # as click's main
+    except Exception as exc:  # the machine's state or limits, as cli._reports_errors reports them
+        described = machine_failure(exc)
+        if described is None:
+            raise
+        message, hint = described
     except SystemExit as exc:  # Ctrl-C or SIGTERM (unwind_on_signals)
         from conda_envkit.interrupts import Interrupted
 

@@ -643,7 +643,13 @@ def link_packages(
         if any(why in reason for why in ("Permission denied", "Read-only file system", "Operation not permitted")):
             hint = f"make {prefix} writable (a read-only mount, an immutable file, another user's files?), or install elsewhere"
         elif any(why in reason for why in ("No space left", "Disk quota exceeded", "File too large")):
-            hint = f"free space (or raise the quota) on the filesystem of {prefix}"
+            # Extracting writes the cache, linking the prefix: the one that is full (or both, if neither looks it).
+            full = [where for where in (prefix, tmp_dir(cache_dir)) if _nearly_full(where)] or [prefix, tmp_dir(cache_dir)]
+            hint = "free space (or raise the quota) on the filesystem of " + " and of ".join(map(str, full))
+        elif "Too many open files" in reason:
+            hint = "raise the limit of open files (`ulimit -n 4096`), or install fewer packages at once"
+        elif "Cannot allocate memory" in reason or "out of memory" in reason.lower():
+            hint = "the machine (or a ulimit -v / cgroup limit) has too little memory for the install: raise it"
         elif "longer than the placeholder prefix" in reason:  # a binary placeholder: the prefix must fit in its place
             hint = f"a package was built for prefixes no longer than its placeholder; use a shorter prefix than {target_prefix or prefix}"
         elif "entry point" in reason:  # info/link.json's entry points: what the package itself says
@@ -659,6 +665,17 @@ def link_packages(
         ) from None
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the filesystem of `path` (or of its nearest existing parent) has less than 1 MiB left."""
+    for where in (path, *path.parents):
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < 1 << 20
+    return False
 
 
 # Keys of conda-meta/*.json that hold paths of the machine that installed the prefix.

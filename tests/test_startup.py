@@ -43,7 +43,8 @@ def test_help_imports_only_click_and_the_cli(tmp_path: Path) -> None:
     top, ours = _imported(["--help"], tmp_path)
     assert not top & set(HEAVY), top & set(HEAVY)
     assert "yaml" not in top
-    assert ours == {"conda_envkit", "conda_envkit.cli", "conda_envkit.errors", "conda_envkit.interrupts"}
+    # (failures: loaded before any command, since with no file descriptor or memory left it could not be loaded then)
+    assert ours == {"conda_envkit", "conda_envkit.cli", "conda_envkit.errors", "conda_envkit.failures", "conda_envkit.interrupts"}
 
 
 def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> None:
@@ -57,6 +58,7 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit.commands",
         "conda_envkit.commands.lock",
         "conda_envkit.errors",
+        "conda_envkit.failures",
         "conda_envkit.files",
         "conda_envkit.inputs",
         "conda_envkit.interrupts",

@@ -585,3 +585,41 @@ def test_a_signal_while_a_set_of_files_is_renamed_waits_for_the_whole_set(tmp_pa
         signal.signal(signal.SIGTERM, previous)
     assert (first.read_text(), second.read_text()) == ("new", "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conda-lock.cpu.yml", "conda-lock.yml"]
+
+
+def test_a_directory_name_that_is_not_utf8_is_a_message_not_a_traceback(tmp_path: Path, toy_channel: Path) -> None:
+    # A project under a directory whose name is Latin-1 bytes: py-rattler's UnicodeEncodeError traceback, exit 1.
+    import subprocess
+    import sys
+
+    work = tmp_path / "caf\udce9"
+    work.mkdir()
+    write_env(work, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies: [hello]\n")
+    proc = subprocess.run([sys.executable, "-m", "conda_envkit", "lock", "-q"], cwd=work, capture_output=True)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "is not valid UTF-8" in stderr and "caf\\udce9" in stderr and "  hint: " in stderr, stderr
+
+
+_PACKAGE = Path(__file__).resolve().parents[2] / "conda_envkit"
+
+
+@pytest.mark.parametrize(
+    ("failure", "words"),
+    [
+        (OSError(24, "Too many open files", "/data/x.conda"), ("/data/x.conda: Too many open files", "ulimit -n")),
+        (OSError(24, "Too many open files", str(_PACKAGE / "redact.py")), ("Too many open files", "ulimit -n")),
+        (OSError(12, "Cannot allocate memory"), ("Cannot allocate memory", "too little memory")),
+        (MemoryError(), ("out of memory", "too little memory")),
+        (RuntimeError("can't start new thread"), ("cannot start a thread", "too little memory")),
+        (OSError(28, "No space left on device", "/cache/x"), ("/cache/x: cannot write (No space left on device)", "free space")),
+    ],
+)
+def test_the_machines_limits_are_described_wherever_they_are_met(failure: BaseException, words: tuple[str, str]) -> None:
+    # `ulimit -n`, `ulimit -v`, a full disk met in py-rattler, a library or an import: tracebacks, exit 1, before.
+    from conda_envkit.failures import machine_failure
+
+    described = machine_failure(failure)
+    assert described is not None and words[0] in described[0] and words[1] in described[1], described
+    assert "conda_envkit" not in described[0]  # a module being imported is no file of the user's
+    assert machine_failure(OSError(5, "Input/output error")) is None and machine_failure(ValueError("x")) is None
