@@ -386,7 +386,7 @@ def verify_image(
     cache_dir: Path | None,
 ) -> list[Finding]:
     """Findings for an image: its files against a fresh install of the lock, its config, and anything outside the prefix."""
-    from conda_envkit.cache import cache_dir_or_default, tmp_dir
+    from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.install import install_packages
     from conda_envkit.lockfile import lock_hash, platform_lock_hash
 
@@ -394,8 +394,7 @@ def verify_image(
     findings = verify_tree(lockfile, platform, tree)
     mentioned = {f.detail.split(" ", 1)[0] for f in findings}
     cache = cache_dir_or_default(cache_dir)
-    tmp_dir(cache).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="verify.", dir=tmp_dir(cache)))
+    scratch = scratch_dir(cache)
     try:
         reference = scratch / "env"
         install_packages(lockfile, platform, reference, prefix, cache)
@@ -441,6 +440,19 @@ def _file_findings(record: dict[str, Any], tree: InstalledTree) -> Iterator[Find
             yield Finding("missing-file", label, f"{path} is missing")
         elif expected and actual != expected:
             yield Finding("modified-file", label, f"{path} was modified (sha256 {actual[:12]}…, installed as {expected[:12]}…)")
+
+
+def scratch_dir(cache: Path) -> Path:
+    """A new directory in the cache's tmp/ for a verify's reference install (or an image's blobs); a cache that
+    cannot be written (another user's, read-only, full) is an error naming it (a traceback before)."""
+    from conda_envkit.cache import CACHE_SETTING, tmp_dir
+    from conda_envkit.files import write_error
+
+    try:
+        tmp_dir(cache).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="verify.", dir=tmp_dir(cache)))
+    except OSError as exc:
+        raise write_error(tmp_dir(cache), exc, "cache directory", CACHE_SETTING) from None
 
 
 def verify_tree(lockfile: Lockfile, platform: str, tree: InstalledTree) -> list[Finding]:
@@ -674,14 +686,13 @@ def verify_prefix(
     no locked package owns. conda-meta and envkit's pip records are compared like any file,
     so rewriting a record to match a changed file does not hide it.
     """
-    from conda_envkit.cache import cache_dir_or_default, tmp_dir
+    from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.install import install_packages
 
     prefix = prefix.absolute()
     PrefixTree(prefix)  # refuses a directory that is not an environment
     cache = cache_dir_or_default(cache_dir)
-    tmp_dir(cache).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="verify.", dir=tmp_dir(cache)))
+    scratch = scratch_dir(cache)
     try:
         reference = scratch / "env"
         install_packages(lockfile, platform, reference, str(prefix), cache)

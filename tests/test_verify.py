@@ -100,3 +100,16 @@ def test_a_prefix_installed_from_another_lock_is_said_to_be_so(tmp_path: Path, i
     edited.write_text("not a lock\n")
     result = run_envkit("verify", "--prefix", "env", "-p", "linux-64", "--json", cwd=work)
     assert any(f["kind"] == "modified-file" and "was edited" in f["detail"] for f in json.loads(result.stdout)["findings"]), result.stdout
+
+
+def test_verify_with_a_cache_it_cannot_write_says_so(tmp_path: Path, image_channel: Path) -> None:
+    # The reference install and the image's blobs go to the cache's tmp/: one that cannot be written (another user's,
+    # read-only; here a file in its place) was a traceback (exit 1, which also reads as "differs").
+    work = tmp_path / "work"
+    _install(work, image_channel, tmp_path / "cache", "greet=1.0", "env")
+    (tmp_path / "not-a-dir").write_text("")
+    env = {"ENVKIT_CACHE_DIR": str(tmp_path / "not-a-dir")}
+    for target in (["--prefix", "env"], ["--image", "oci:nowhere"]):
+        result = run_envkit("verify", *target, "-p", "linux-64", cwd=work, env=env)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.output
+        assert f"{tmp_path / 'not-a-dir' / 'tmp'}: cannot write cache directory" in result.stderr, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def verify_output(
     base: str | None = None,
 ) -> Output:
     """Whether a prefix or image holds exactly the locked packages, with unmodified files (status 1 if not)."""
+    from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.verify import (
@@ -95,6 +97,7 @@ def verify_output(
         base_layers_of,
         layer_digest_findings,
         load_verify_base,
+        scratch_dir,
         verify_image,
         verify_installed_prefix,
     )
@@ -116,8 +119,10 @@ def verify_output(
         assert image is not None
         # A fresh blob store: every blob is read from the image itself and checked against its
         # digest, never taken from a cache that already holds something by that name.
-        with tempfile.TemporaryDirectory(prefix="envkit-verify-") as scratch_blobs:
-            loaded, store_root, labels = load_image(image, platform, insecure, Path(scratch_blobs))
+        # (in the cache, as every other scratch space: a full $TMPDIR was blamed on the image's blobs)
+        scratch_blobs = scratch_dir(cache_dir_or_default(cache_dir))
+        try:
+            loaded, store_root, labels = load_image(image, platform, insecure, scratch_blobs)
             envkit = ImageLabels.from_json(labels)
             chosen = platform or (envkit and envkit.platform) or "linux-64"
             in_image = envkit.prefix if envkit else None
@@ -133,6 +138,8 @@ def verify_output(
             target = f"{image} ({in_image})"
             findings = verify_image(lockfile, lf, chosen, tree, loaded.config, labels, cache_dir)
             findings += base_findings + layer_digest_findings(claimed, tree.diff_ids)
+        finally:
+            shutil.rmtree(scratch_blobs, ignore_errors=True)
         # A recipe's extra files are outside the lock: listed for review, not judged.
         recipe_files = sorted(getattr(tree, "recipe_files", []))
     output = Output(status=EXIT_STALE if findings else 0)
