@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from rattler import BuildString, MatchSpec, PackageRecord
 
@@ -66,10 +67,11 @@ def _channel_urls(lockfile: LockFile, channels: tuple[ResolvedChannel, ...], ali
     base = lockfile.base_dir or Path.cwd()
 
     def norm(url: str) -> str:
-        return (base / url).resolve().as_uri() if url.startswith((".", "/")) and "://" not in url else url.rstrip("/")
+        # Percent-decoded: a path's non-ASCII name is encoded by as_uri and may not be in a URL as written (`chän`).
+        return unquote((base / unquote(url)).resolve().as_uri() if url.startswith((".", "/")) and "://" not in url else url.rstrip("/"))
 
     locked = [norm(c.normalized(alias)) for c in lockfile.metadata.channels]
-    wanted = [norm(recorded_channel_url(c, base)) if is_relative_channel(c) else c.public_url.rstrip("/") for c in channels]
+    wanted = [norm(recorded_channel_url(c, base)) if is_relative_channel(c) else unquote(c.public_url.rstrip("/")) for c in channels]
     return locked, wanted
 
 
@@ -107,7 +109,7 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     for d in packages.values():
         if d.subdir not in (p, "noarch"):
             reasons.append(f"{d.name} {d.version} {d.build} is a {d.subdir} package in the {p} section")
-        if not any(d.url.startswith(c + "/") for c in locked_channels):
+        if not any(unquote(d.url).startswith(c + "/") for c in locked_channels):
             reasons.append(f"{d.name} {d.version} {d.build} comes from {d.locked_url}, which is not under a locked channel")
     records = {name: _record(d) for name, d in packages.items()}
     for dep in target.dependencies:

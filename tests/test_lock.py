@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 from rattler.explicit_environment import ExplicitEnvironmentSpec
@@ -197,6 +198,19 @@ def test_a_cpu_variant_that_needs_cuda_is_told_about_the_variant_not_cuda_flags(
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2, result.output
     assert "variant 'cpu' has no CUDA: pin CPU builds for it, or give it `cuda:`" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("written", ["./chän", "file://{channel}"])
+def test_a_channel_with_a_non_ascii_name_is_fresh_after_locking(tmp_path: Path, written: str) -> None:
+    # lock --check compared percent-encoded package URLs with the channel's name as written: STALE right after locking.
+    from conda_envkit.testing.local_channel import build_channel
+    from conda_envkit.testing.toy_channel import toy_packages
+
+    channel = build_channel(tmp_path / "chän", toy_packages())
+    write_env(tmp_path, f"channels: [{written.format(channel=channel)}]\nplatforms: [linux-64]\ndependencies: [hello]\n")
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    checked = run_envkit("lock", "--check", cwd=tmp_path)
+    assert checked.returncode == 0, checked.output
 
 
 def test_a_reference_blas_nobody_asked_for_is_named_and_warned_of(tmp_path: Path) -> None:
