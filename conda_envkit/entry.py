@@ -104,7 +104,17 @@ def run() -> NoReturn:
     """Console entry point (`envkit`, `python -m conda_envkit`): run the command and leave.
 
     `envkit lock` with plain arguments runs here; every other command line through click (`cli.run`).
+    A Ctrl-C before the command's own handler is in place (while click and the command's modules load: the
+    first tens of milliseconds) ends it as that handler would: exit 130 and one line, not a traceback.
     """
+    try:
+        _run()
+    except KeyboardInterrupt:
+        _echo("envkit: stopped by SIGINT (Ctrl-C)", to_stderr=True)
+        _leave(130)
+
+
+def _run() -> NoReturn:
     params = lock_arguments(sys.argv[1:]) if _plain_streams() else None
     if params is None:
         _click()
