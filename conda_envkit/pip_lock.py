@@ -85,6 +85,12 @@ class PipLockError(EnvkitError):
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def _uv_failure_line(stderr: str, *words: str) -> str:
+    """The first line of uv's output that says one of `words` (shortened), else the first of `words`."""
+    line = next((line.strip() for line in stderr.splitlines() if any(w in line for w in words)), words[0])
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
 def blamed_requirements(inputs: PipInputs, explanation: str) -> tuple[tuple[str, str], ...]:
     """The requirements (name, source line) that uv's failure `explanation` names."""
     found = []
@@ -403,6 +409,13 @@ def resolve_pip(
         if proc.returncode != 0:
             stderr = proxy.upstream_text(proc.stderr) if proxy else proc.stderr
             explanation = _uv_failure(stderr, [s for s in secrets if s], provided)
+            if "No space left on device" in stderr or "Disk quota exceeded" in stderr:  # the cache's disk, not the spec
+                raise PipLockError(
+                    f"{target.platform}: resolving the pip: section ({first}) failed: uv could not write its cache "
+                    f"({_uv_failure_line(stderr, 'No space left on device', 'Disk quota exceeded')})",
+                    hint=f"free space on the filesystem of {uv_dir(cache_dir)} (uv's cache, in envkit's: --cache-dir, $ENVKIT_CACHE_DIR)",
+                    platform=target.platform,
+                )
             blamed = blamed_requirements(inputs, explanation)
             what = ", ".join(f"{name} ({source})" for name, source in blamed) if blamed else f"the pip: section ({first})"
             raise PipLockError(

@@ -157,3 +157,35 @@ def test_an_install_into_an_empty_directory_on_a_full_disk_leaves_it_empty_for_t
     assert f"{prefix}/conda-meta/envkit/conda-lock.yml: cannot write environment (No space left on device)" in proc.stderr, proc.stderr
     assert proc.stdout.splitlines()[:2] == ["rc=2", "listed"], proc.stdout  # the prefix is empty again
     assert "second=ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_pip_section_locked_with_a_full_cache_disk_says_so(tmp_path: Path) -> None:
+    # uv could not write its cache: reported as a requirement that cannot be resolved ("relax the pip requirement").
+    work = tmp_path / "work"
+    work.mkdir()
+    for module, target in (("demo_channel", "channel"), ("local_index", "wheels")):
+        subprocess.run(
+            [sys.executable, "-m", f"conda_envkit.testing.{module}", target, *(["--flat"] if target == "wheels" else [])],
+            cwd=work,
+            check=True,
+            capture_output=True,
+        )
+    pip = "  - pip:\n      - --no-index\n      - --find-links ./wheels\n      - hello-ml >=0.3\n"
+    (work / "environment.yml").write_text("channels: [./channel]\nplatforms: [linux-64]\ndependencies:\n  - python=3.11\n" + pip)
+    disk = tmp_path / "disk"
+    command = f"{sys.executable} -m conda_envkit lock -q"
+    fill = f"dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null"
+    script = f"mkdir -p {disk} && mount -t tmpfs -o size=64k tmpfs {disk} || exit 97; {fill}; exec {command}"
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ENVKIT_CACHE_DIR": str(disk / "cache")},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "uv could not write its cache" in proc.stderr and f"hint: free space on the filesystem of {disk / 'cache' / 'uv'}" in proc.stderr
+    ), proc.stderr
+    assert "relax the pip requirement" not in proc.stderr
