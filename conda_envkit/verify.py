@@ -700,9 +700,13 @@ def verify_prefix(
         owners = _owners(reference)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    expected[LOCK_COPY.as_posix()] = _Entry("file", hashlib.sha256(lockfile_path.read_bytes()).hexdigest(), 0o644)
+    # As install writes them: the umask's modes (a reference install made now has them too; they were 0644/0755,
+    # and a prefix installed under umask 000 failed its own verify for them).
+    from conda_envkit.files import dir_mode, file_mode
+
+    expected[LOCK_COPY.as_posix()] = _Entry("file", hashlib.sha256(lockfile_path.read_bytes()).hexdigest(), file_mode())
     for parent in (LOCK_COPY.parent.as_posix(),):
-        expected.setdefault(parent, _Entry("directory", "", 0o755))
+        expected.setdefault(parent, _Entry("directory", "", dir_mode()))
     owners[LOCK_COPY.as_posix()] = "envkit (lock copy)"
     findings = compare_with_reference(expected, _scan(prefix), owners, reported)
     copy = LOCK_COPY.as_posix()

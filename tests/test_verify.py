@@ -113,3 +113,20 @@ def test_verify_with_a_cache_it_cannot_write_says_so(tmp_path: Path, image_chann
         result = run_envkit("verify", *target, "-p", "linux-64", cwd=work, env=env)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.output
         assert f"{tmp_path / 'not-a-dir' / 'tmp'}: cannot write cache directory" in result.stderr, result.stderr
+
+
+def test_a_prefix_installed_under_umask_000_verifies_under_it(tmp_path: Path, image_channel: Path) -> None:
+    # GitLab's docker runner runs with umask 000: verify expected envkit's own lock copy 0644 (and its directory 0755),
+    # and called a prefix install had just made "world-writable, which no package ships".
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    envkit = f"{sys.executable} -m conda_envkit"
+    script = f"umask 000; {envkit} install -q --prefix env -p linux-64 && exec {envkit} verify --prefix env -p linux-64"
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(["sh", "-c", script], cwd=work, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
