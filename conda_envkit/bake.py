@@ -761,7 +761,7 @@ def build_layers(
     # Staged next to the package cache, so that linking can hard-link from it.
     try:
         (tmp_dir(cache_dir)).mkdir(parents=True, exist_ok=True)
-        staging_root = process_temp_dir(tmp_dir(cache_dir), "bake-")
+        staging_root = process_temp_dir(tmp_dir(cache_dir), "bake")
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
     # A plain `.conda` in a layer of its own is read front to back straight into its layer by the writer.

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -127,7 +129,7 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     for _attempt in range(100):
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        tmp = path.with_name(f".{path.name}.{owner_token()}.{os.urandom(6).hex()}.tmp")
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:
@@ -219,6 +221,7 @@ def write_private_file(path: Path, data: bytes, what: str, setting: str = "") ->
 
 def _write_temp(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path.parent, f".{path.name}.")  # what a killed write of this file left (its temp file, its backup)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -364,7 +367,7 @@ def _backup(path: Path) -> Path | None:
         return path  # nothing to link; restoring means leaving it alone
     if not os.path.lexists(path):
         return None
-    backup = path.with_name(f".{path.name}.{os.getpid()}.bak")
+    backup = path.with_name(f".{path.name}.{owner_token()}.bak")
     backup.unlink(missing_ok=True)
     try:
         os.link(path, backup)
@@ -468,7 +471,8 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
 
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent))
+        remove_orphans(destination.parent, f".{destination.name}.")  # a killed command's staging directory
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.{owner_token()}.", suffix=suffix, dir=destination.parent))
     except OSError as exc:
         raise write_error(destination, exc, "directory", setting) from None
     try:
@@ -483,21 +487,42 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
     return staging
 
 
-def process_temp_dir(parent: Path, prefix: str) -> Path:
-    """A new temp directory in `parent` named for this process on this host (`PREFIX<pid>@<host>-XXXX`), made after
-    removing the ones of the same prefix whose process no longer runs here: one killed outright (SIGKILL, the
-    out-of-memory killer) removed nothing, and nothing else would."""
-    import shutil
-    import socket
-    import tempfile
+def owner_token() -> str:
+    """`<pid>@<host id>`: what a temp file's or directory's name carries, so that the next command can tell one
+    whose process no longer runs on this machine (killed outright: SIGKILL, the out-of-memory killer, a CI
+    timeout) from one in use, and remove it. The host id keeps a cache shared between machines (a network
+    filesystem) from judging another machine's processes."""
+    return f"{os.getpid()}@{_host_id()}"
 
-    host = socket.gethostname().replace("/", "_")
-    parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f"{prefix}*@*-*"):
-        pid, _, rest = stale.name[len(prefix) :].partition("@")
-        if pid.isdigit() and rest.rpartition("-")[0] == host and not _runs(int(pid)) and stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)  # (follows no symlink out)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{host}-", dir=parent))
+
+@functools.cache
+def _host_id() -> str:
+    import zlib
+
+    return f"{zlib.crc32(os.uname().nodename.encode('utf-8', 'surrogateescape')):08x}"
+
+
+_OWNER = re.compile(r"\.(\d+)@([0-9a-f]{8})[.-]")
+
+
+def remove_orphans(directory: Path, prefix: str) -> None:
+    """Remove the entries of `directory` named `PREFIX...<pid>@<host id>...` (owner_token) whose process no longer runs
+    on this machine: what a killed command left (a partial download, a staging directory, a temp file)."""
+    import shutil
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        found = _OWNER.search(entry.name) if entry.name.startswith(prefix) else None
+        if found is None or found[2] != _host_id() or _runs(int(found[1])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)  # (follows no symlink out)
+            else:
+                os.unlink(entry.path)
 
 
 def _runs(pid: int) -> bool:
@@ -509,6 +534,16 @@ def _runs(pid: int) -> bool:
     except OSError:
         return True  # (EPERM: it runs, as another user)
     return True
+
+
+def process_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temp directory in `parent` named for this process (`PREFIX.<pid>@<host id>-XXXX`), made after removing
+    the ones of the same prefix whose process no longer runs here (remove_orphans)."""
+    import tempfile
+
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(parent, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}.{owner_token()}-", dir=parent))
 
 
 @contextlib.contextmanager

@@ -49,7 +49,9 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.files import (
     directory_lock,
     file_mode,
+    owner_token,
     read_cache_entry,
+    remove_orphans,
     replace_entry,
     replace_with,
     signals_deferred,
@@ -459,7 +461,8 @@ def fetch_packages(
             with in_flight_lock:
                 if stop.is_set():  # the fetch is ending: no new temp file the cleanup could miss
                     raise Stopped(label)
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+                remove_orphans(target.parent, f".{name}.")  # a killed fetch's partial download of this archive
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.{owner_token()}.", suffix=".part", dir=target.parent)
                 os.close(fd)
                 tmp = Path(tmp_name)
                 in_flight.add(tmp)

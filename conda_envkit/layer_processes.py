@@ -222,7 +222,7 @@ class _Worker:
     def __init__(self, zstd_workers: int, scratch: Path) -> None:
         # Its temp blobs go to a directory of its own, removed once it ended: a worker stopped at any point (even
         # between creating a temp file and the code that removes it) leaves nothing behind.
-        self.temp_dir = process_temp_dir(scratch, ".worker-")  # (a killed bake's are removed by the next one)
+        self.temp_dir = process_temp_dir(scratch, ".worker")  # (a killed bake's are removed by the next one)
         # The worker imports this very installation of envkit, whatever the caller's sys.path was.
         package_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}

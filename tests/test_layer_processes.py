@@ -240,7 +240,7 @@ def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path
     assert err.splitlines() == [f"envkit: stopped by {signal.Signals(signum).name}" + (" (Ctrl-C)" if signum == signal.SIGINT else "")]
     assert [w for w in workers if Path(f"/proc/{w}").exists()] == []  # stopped and waited for by the bake
     assert not (ws.root / "image").exists()
-    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]  # no temporary blob left
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker."))]  # no temporary blob left
     assert not list((ws.cache / "layers").glob("*")) if (ws.cache / "layers").exists() else True
 
 
@@ -269,12 +269,12 @@ def test_the_workers_of_a_bake_killed_outright_end_by_themselves_and_leave_nothi
         time.sleep(0.05)
     assert [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text()] == []
     # What a worker could not remove (one the bake was starting as it died) is removed by the next bake.
-    left = [p.name for p in ws.cache.rglob("*") if p.name.startswith((".worker-", "bake-"))]
-    assert all(name.startswith((f".worker-{proc.pid}@", f"bake-{proc.pid}@")) for name in left), left
+    left = [p.name for p in ws.cache.rglob("*") if p.name.startswith((".worker.", "bake."))]
+    assert all(name.startswith((f".worker.{proc.pid}@", f"bake.{proc.pid}@")) for name in left), left
     env = {**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
     again = subprocess.run([*argv, "--jobs", "2", "--oci", str(ws.root / "image")], cwd=ws.root, env=env)
     assert again.returncode == 0
-    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".worker-", "bake-"))]
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".worker.", "bake."))]
 
 
 def _kill_workers_before_they_answer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,7 +306,7 @@ def test_with_jobs_auto_the_bake_writes_a_killed_workers_layers_itself(
     assert len(warned) == 1, result.stderr  # once, however many layers it had
     assert "the bake wrote that worker's layers itself" in warned[0] and "--jobs 1" in warned[0]
     assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == expected
-    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker."))]
     # A worker that cannot even start: the bake writes every layer itself, and says why.
     monkeypatch.setattr(layer_processes._Worker, "run", run)  # (no more killing)
     monkeypatch.setattr(layer_processes.sys, "executable", str(tmp_path / "no-such-python"))
@@ -366,4 +366,4 @@ def test_a_worker_killed_mid_bake_fails_the_bake_with_jobs_n(
     assert any(name in line for name in ("honest", "ordered", "siblings"))
     assert "--jobs 1" in result.stderr
     assert not (ws.root / "image").exists()
-    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker-"))]
+    assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".part", ".worker."))]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import file_mode, read_cache_entry, replace_entry, write_error
+from conda_envkit.files import file_mode, owner_token, read_cache_entry, remove_orphans, replace_entry, write_error
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -140,6 +140,7 @@ class BlobStore:
         self.root = root
         self.temp_dir = temp_dir or root / "tmp"  # on root's filesystem: `adopt` renames
         self._checked: dict[str, list[int]] = {}
+        self._swept = False
 
     def note_checked(self, digest: str, stamp: list[int]) -> None:
         """Remember that the blob, as `stamp` describes it, holds `digest` (hashed, written, or vouched for by a sealed entry)."""
@@ -223,7 +224,10 @@ class BlobStore:
     def temp_path(self) -> Path:
         """A fresh temp file inside the store (same filesystem, so `adopt` is a rename)."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".part.", dir=self.temp_dir)
+        if not self._swept:  # once per store: what killed bakes left (their partial blobs)
+            remove_orphans(self.temp_dir, ".part.")
+            self._swept = True
+        fd, name = tempfile.mkstemp(prefix=f".part.{owner_token()}.", dir=self.temp_dir)
         os.close(fd)
         return Path(name)
 

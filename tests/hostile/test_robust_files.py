@@ -623,3 +623,45 @@ def test_the_machines_limits_are_described_wherever_they_are_met(failure: BaseEx
     assert described is not None and words[0] in described[0] and words[1] in described[1], described
     assert "conda_envkit" not in described[0]  # a module being imported is no file of the user's
     assert machine_failure(OSError(5, "Input/output error")) is None and machine_failure(ValueError("x")) is None
+
+
+def test_what_killed_commands_left_is_removed_by_the_next(tmp_path: Path, toy_channel: Path) -> None:
+    # SIGKILL, the OOM killer, a CI timeout: nothing removes a partial download, a staging directory or a temp file of
+    # the killed command, and they piled up (42 MB after 8 killed bakes). Their names carry <pid>@<host id>: the next
+    # command removes those whose process is gone, and keeps those of one that runs.
+    import shutil
+    import subprocess
+
+    from conda_envkit.files import _host_id
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone, alive = f"{dead.pid}@{_host_id()}", f"{os.getpid()}@{_host_id()}"
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    write_env(work, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies: [hello]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    assert run_envkit("bake", "-q", "--oci", "img", cwd=work, env=env).returncode == 0
+    archive_dir = next((cache / "pkgs").glob("*/hello-*.conda")).parent
+    left = {
+        archive_dir / f".hello-2.0-0.conda.{gone}.x1.part": "file",
+        cache / "blobs" / "tmp" / f".part.{gone}.x2": "file",
+        cache / "tmp" / f"bake.{gone}-x3": "dir",
+        work / f".conda-lock.yml.{gone}.ab12.tmp": "file",
+        work / f".conda-lock.yml.{gone}.bak": "file",
+        work / f".img.{gone}.x4.tmp": "dir",
+    }
+    kept = [cache / "blobs" / "tmp" / f".part.{alive}.x5", work / f".conda-lock.yml.{alive}.cd34.tmp"]
+    for path, kind in left.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if kind == "dir" else path.write_text("x")
+    for path in kept:
+        path.write_text("x")
+    next(archive_dir.glob("*.conda")).unlink()  # the archive is fetched again
+    write_env(work, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies: [hello, python]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    shutil.rmtree(cache / "layers")
+    shutil.rmtree(cache / "fragments")  # (every archive is needed again)
+    assert run_envkit("bake", "-q", "--oci", "img", cwd=work, env=env).returncode == 0
+    assert [p for p in left if os.path.lexists(p)] == []
+    assert all(p.exists() for p in kept)

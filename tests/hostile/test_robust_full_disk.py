@@ -69,7 +69,7 @@ def _leftovers(root: Path) -> list[Path]:
     return [
         p
         for p in root.rglob("*")
-        if p.name.startswith((".part.", "bake-", ".blob.")) or p.name.endswith((".tmp", ".new")) or (p.name.startswith(".") and p.is_file())
+        if p.name.startswith((".part.", "bake.", ".blob.")) or p.name.endswith((".tmp", ".new")) or (p.name.startswith(".") and p.is_file())
     ]
 
 

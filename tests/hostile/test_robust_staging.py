@@ -51,5 +51,5 @@ def test_a_payload_the_cache_cannot_hold_is_the_caches_error(tmp_path: Path, arc
     assert f"cannot write {written} (File too large)" in proc.stderr, proc.stderr
     assert "corrupt" not in proc.stderr
     assert not (tmp_path / "img").exists()
-    assert not list((tmp_path / "cache" / "tmp").glob("bake-*"))
+    assert not list((tmp_path / "cache" / "tmp").glob("bake.*"))
     assert not [p for p in (tmp_path / "cache").rglob(".*") if p.is_file()]  # no temporary fragment or blob left

@@ -34,7 +34,7 @@ def test_hostile_conda_package_is_refused_by_bake(tmp_path: Path, hostile_channe
     assert_refused(result, name, message)  # type: ignore[arg-type]
     assert not image.exists()
     assert _kept(ws) == []
-    assert not list((ws.cache / "tmp").glob("bake-*"))  # the staging area is removed
+    assert not list((ws.cache / "tmp").glob("bake.*"))  # the staging area is removed
 
 
 def test_symlink_chain_across_two_streamed_packages_keeps_no_fragment(tmp_path: Path, hostile_channel: Path) -> None:
@@ -58,7 +58,7 @@ def test_hostile_package_among_single_package_layers_stops_the_bake(tmp_path: Pa
     assert_refused(result, "abs-tar-entry", "leaves its root")  # type: ignore[arg-type]
     assert not image.exists()
     assert _kept(ws) == []
-    assert not list((ws.cache / "tmp").glob("bake-*"))
+    assert not list((ws.cache / "tmp").glob("bake.*"))
     honest = locked_workspace(tmp_path / "honest", hostile_channel, ["chain-a", "honest"])
     baked = honest.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--oci", honest.root / "img")
     assert baked.returncode == 0, baked.output
