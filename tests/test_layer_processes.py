@@ -217,23 +217,32 @@ def _workers_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path, stream_channel: Path, signum: int) -> None:
-    ws = locked_workspace(tmp_path / "interrupted", stream_channel, ["honest", "ordered", "siblings", "binny", "texty"])
-    argv = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd"]
+_BAKE_WITH_WORKERS = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--large-package-mb", "0"]
+_BAKE_WITH_WORKERS += ["--compression", "zstd", "--jobs", "2"]
+
+
+def _bake_with_workers(ws: Workspace) -> tuple[subprocess.Popen[str], list[int]]:
+    """A bake of `ws` with a layer worker, once its workers run (its SIGINT as a terminal's Ctrl-C reaches it)."""
     proc = subprocess.Popen(
-        [*argv, "--jobs", "2", "--oci", str(ws.root / "image")],
+        [*_BAKE_WITH_WORKERS, "--oci", str(ws.root / "image")],
         cwd=ws.root,
         env={**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C reaches it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (workers := _workers_of(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert workers, "the bake started no worker"  # (a worker takes ~0.15 s to start: the bake cannot be done yet)
+    return proc, workers
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_bake_stops_its_workers_and_leaves_nothing(tmp_path: Path, stream_channel: Path, signum: int) -> None:
+    ws = locked_workspace(tmp_path / "interrupted", stream_channel, ["honest", "ordered", "siblings", "binny", "texty"])
+    proc, workers = _bake_with_workers(ws)
     os.kill(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
@@ -248,19 +257,7 @@ def test_the_workers_of_a_bake_killed_outright_end_by_themselves_and_leave_nothi
     # SIGKILL (or the out-of-memory killer): the bake cannot stop its workers. They went on writing their layers,
     # then printed a traceback on the closed pipe, and left their temp directories.
     ws = locked_workspace(tmp_path / "killed", stream_channel, ["honest", "ordered", "siblings", "binny", "texty"])
-    argv = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--large-package-mb", "0", "--compression", "zstd"]
-    proc = subprocess.Popen(
-        [*argv, "--jobs", "2", "--oci", str(ws.root / "image")],
-        cwd=ws.root,
-        env={**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (workers := _workers_of(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert workers, "the bake started no worker"
+    proc, workers = _bake_with_workers(ws)
     os.kill(proc.pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)  # (until the workers, which share its stderr, have ended too)
     assert "Traceback" not in err and "Error" not in err, err
@@ -271,8 +268,9 @@ def test_the_workers_of_a_bake_killed_outright_end_by_themselves_and_leave_nothi
     # What a worker could not remove (one the bake was starting as it died) is removed by the next bake.
     left = [p.name for p in ws.cache.rglob("*") if p.name.startswith((".worker.", "bake."))]
     assert all(name.startswith((f".worker.{proc.pid}@", f"bake.{proc.pid}@")) for name in left), left
-    env = {**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
-    again = subprocess.run([*argv, "--jobs", "2", "--oci", str(ws.root / "image")], cwd=ws.root, env=env)
+    again = subprocess.run(
+        _BAKE_WITH_WORKERS + ["--oci", str(ws.root / "image")], cwd=ws.root, env={**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
+    )
     assert again.returncode == 0
     assert not [p for p in ws.cache.rglob("*") if p.name.startswith((".worker.", "bake."))]
 

@@ -134,6 +134,14 @@ def test_any_other_storage_error_is_a_message_not_a_traceback(capsys: pytest.Cap
         _reports_errors(missing)()
 
 
+def _on_a_full_disk(disk: Path, script: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`script` (sh) run with a 64 KiB tmpfs at `disk` filled up (`disk/fill`), in a mount namespace of its own."""
+    full = f"mkdir -p {disk} && mount -t tmpfs -o size=64k tmpfs {disk} || exit 97; dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null"
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(cache)}
+    command = ["unshare", "-rm", "sh", "-c", f"{full}; {script}"]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_an_install_into_an_empty_directory_on_a_full_disk_leaves_it_empty_for_the_next(tmp_path: Path) -> None:
     # An existing empty prefix (a volume) on a full disk: the lock's copy, written first, failed; the error named the
     # source lock, a temp file stayed in the prefix, and every later install called the prefix "not envkit's".
@@ -141,19 +149,8 @@ def test_an_install_into_an_empty_directory_on_a_full_disk_leaves_it_empty_for_t
     disk = tmp_path / "disk"
     prefix = disk / "volume"
     envkit = f"{sys.executable} -m conda_envkit install -q -p linux-64 --prefix {prefix}"
-    script = (
-        f"mkdir -p {disk} && mount -t tmpfs -o size=64k tmpfs {disk} || exit 97; mkdir {prefix}; "
-        f"dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null; {envkit}; echo rc=$?; ls -A {prefix}; echo listed; "
-        f"rm {disk}/fill; {envkit} && echo second=ok"
-    )
-    proc = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")},
-        timeout=300,
-    )
+    script = f"mkdir {prefix}; {envkit}; echo rc=$?; ls -A {prefix}; echo listed; rm {disk}/fill; {envkit} && echo second=ok"
+    proc = _on_a_full_disk(disk, script, work, tmp_path / "cache")
     assert f"{prefix}/conda-meta/envkit/conda-lock.yml: cannot write environment (No space left on device)" in proc.stderr, proc.stderr
     assert proc.stdout.splitlines()[:2] == ["rc=2", "listed"], proc.stdout  # the prefix is empty again
     assert "second=ok" in proc.stdout, proc.stdout + proc.stderr
@@ -173,17 +170,7 @@ def test_a_pip_section_locked_with_a_full_cache_disk_says_so(tmp_path: Path) -> 
     pip = "  - pip:\n      - --no-index\n      - --find-links ./wheels\n      - hello-ml >=0.3\n"
     (work / "environment.yml").write_text("channels: [./channel]\nplatforms: [linux-64]\ndependencies:\n  - python=3.11\n" + pip)
     disk = tmp_path / "disk"
-    command = f"{sys.executable} -m conda_envkit lock -q"
-    fill = f"dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null"
-    script = f"mkdir -p {disk} && mount -t tmpfs -o size=64k tmpfs {disk} || exit 97; {fill}; exec {command}"
-    proc = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ENVKIT_CACHE_DIR": str(disk / "cache")},
-        timeout=300,
-    )
+    proc = _on_a_full_disk(disk, f"exec {sys.executable} -m conda_envkit lock -q", work, disk / "cache")
     assert proc.returncode == 2, proc.stderr
     assert (
         "uv could not write its cache" in proc.stderr and f"hint: free space on the filesystem of {disk / 'cache' / 'uv'}" in proc.stderr
