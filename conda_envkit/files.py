@@ -491,15 +491,21 @@ def owner_token() -> str:
     """`<pid>@<host id>`: what a temp file's or directory's name carries, so that the next command can tell one
     whose process no longer runs on this machine (killed outright: SIGKILL, the out-of-memory killer, a CI
     timeout) from one in use, and remove it. The host id keeps a cache shared between machines (a network
-    filesystem) from judging another machine's processes."""
+    filesystem) or containers from judging another's processes."""
     return f"{os.getpid()}@{_host_id()}"
 
 
 @functools.cache
 def _host_id() -> str:
+    """The machine's name and this process's PID namespace (containers sharing a cache and a host name may each
+    have their own: a pid is only judged where it means that process)."""
     import zlib
 
-    return f"{zlib.crc32(os.uname().nodename.encode('utf-8', 'surrogateescape')):08x}"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{zlib.crc32(f'{os.uname().nodename} {namespace}'.encode('utf-8', 'surrogateescape')):08x}"
 
 
 _OWNER = re.compile(r"\.(\d+)@([0-9a-f]{8})[.-]")

@@ -260,7 +260,7 @@ def _envkit(work: Path, cache: Path, *args: str) -> Result:
 
 
 def _downloads_said(output: str) -> int:
-    return sum(int(m) for m in re.findall(r"download linux-64: (\d+) packages", output))
+    return sum(int(m) for m in re.findall(r"download linux-64: (\d+) packages?\b", output))
 
 
 @pytest.mark.parametrize("target", ["unreachable", "image tag"])
