@@ -814,8 +814,8 @@ def install_environment(
     a copy of the lock goes to `<prefix>/conda-meta/envkit/conda-lock.yml`.
     """
     prefix = prefix.absolute()
-    if prefix.exists():
-        raise InstallError(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
+    if prefix.exists():  # (PrefixTaken: a caller that found no prefix lost a race to another install, and compares)
+        raise PrefixTaken(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
     reporter = _or_silent(progress)
     staging: Path | None = None
     try:
