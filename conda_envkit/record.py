@@ -431,9 +431,26 @@ def record_from_layout(path: Path, name: str | None = None, platform: str | None
     record = record_from_labels(labels, "image", select_ref(path, name).digest, reference)
     if name and _TAG.fullmatch(name):  # the name it was read by is its tag (bake names a layout's images by tag)
         record = replace(record, tags=(name,))
+    return with_baked_packages(record, labels, metadata_layers(labels, document), store, reference)
+
+
+def metadata_layers(labels: dict[str, Any], document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layers of an image's manifest that may hold bake's lock copy (the top two: its environment metadata
+    layer, or that one under a recipe's files); none if the labels name no envkit prefix."""
     envkit = ImageLabels.from_json(labels)
     layers = document.get("layers")
-    if record.platform is None or envkit is None or not envkit.prefix or not isinstance(layers, list):
+    if envkit is None or not envkit.prefix or not isinstance(layers, list):
+        return []
+    return [layer for layer in layers[-2:] if isinstance(layer, dict)]
+
+
+def with_baked_packages(
+    record: EnvironmentRecord, labels: dict[str, Any], layers: list[dict[str, Any]], store: BlobStore, reference: str
+) -> EnvironmentRecord:
+    """`record` with the packages of the lock copy inside the image (in `layers`, its metadata_layers in `store`),
+    checked against the lock hash its labels claim; `record` as it is if they hold none."""
+    envkit = ImageLabels.from_json(labels)
+    if record.platform is None or envkit is None or not envkit.prefix or not layers:
         return record
     lock = _baked_lock(store, layers, envkit.prefix, reference)
     if lock is None:
@@ -487,7 +504,7 @@ def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) ->
     from conda_envkit.oci.safety import layer_members, open_layer
 
     target = f"{prefix.strip('/')}/{LOCK_COPY.as_posix()}"
-    for layer in reversed(layers[-2:]):
+    for layer in reversed(layers):
         digest = check_digest(str(layer.get("digest") if isinstance(layer, dict) else ""), where)
         with open_layer(store.verified_path(digest)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in layer_members(tar, where):

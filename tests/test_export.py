@@ -281,6 +281,7 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
     record = _locked_and_baked(work, image_channel, tmp_path / "cache", *bake_args)
     tag = record["tags"][0]
     # `inspect` takes every form `bake --base` takes.
+    packages: dict[str, list[str]] = {}
     for image in ("oci:image", f"oci:image:{tag}", "docker-archive:image.tar", f"{repo}:{tag}"):
         inspected = run_envkit("inspect", image, "--insecure", cwd=work)
         assert inspected.returncode == 0, inspected.output
@@ -290,6 +291,9 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
             assert report["digest"] == record["image"]["digest"]
         # The tag it was read by is the record's (it was [] whatever the reference said).
         assert report["record"]["tags"] == ([tag] if image.endswith(f":{tag}") else []), (image, report["record"])
+        packages[image] = report["record"]["packages"]
+    # The packages of the lock inside the image: from a registry too (they were [] there), as from the layout.
+    assert packages[f"{repo}:{tag}"] == packages[f"oci:image:{tag}"] and packages[f"oci:image:{tag}"], packages
     missing = run_envkit("inspect", "oci:no-such-dir", cwd=work)
     assert missing.returncode == 2 and "no-such-dir" in missing.stderr
     for image, extra in ((f"oci:image:{tag}", ()), (f"{repo}:{tag}", ("--insecure",))):

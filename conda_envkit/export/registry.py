@@ -12,13 +12,13 @@ from typing import Any
 from conda_envkit.export.sbom import SBOM_MEDIA_TYPE, render_sbom
 from conda_envkit.labels import label_key
 from conda_envkit.network import Deadline
-from conda_envkit.oci.blobs import DOCKER_LIST, MAX_CONFIG_BYTES, OCI_EQUIVALENT, OCI_INDEX, Descriptor, OciError, json_document
+from conda_envkit.oci.blobs import DOCKER_LIST, MAX_CONFIG_BYTES, OCI_EQUIVALENT, OCI_INDEX, BlobStore, Descriptor, OciError, json_document
 from conda_envkit.oci.image import check_base_config, oci_platform
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.oci.transfer import manifest_descriptors, select_platform
-from conda_envkit.record import RecordError, read_layout_image, record_from_labels, record_from_layout
+from conda_envkit.record import RecordError, metadata_layers, read_layout_image, record_from_labels, record_from_layout, with_baked_packages
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
 MAX_REFERRER_SUBJECTS = 65  # the image and at most 64 platform manifests (attestations included)
@@ -31,6 +31,10 @@ class Attached:
     subject: str
     artifact: Descriptor
     title: str
+
+
+# bake's environment metadata layer holds conda-meta and the lock: a few MB for hundreds of packages.
+MAX_METADATA_LAYER_BYTES = 64 << 20
 
 
 def _client(registry: str, insecure: tuple[str, ...], push_target: bool = False) -> RegistryClient:
@@ -192,9 +196,24 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
                 }
                 for d in items
             ]
-    record = record_from_labels(labels, "image", top_digest, f"{ref.registry}/{ref.repository}@{top_digest}")
+    image = f"{ref.registry}/{ref.repository}@{top_digest}"
+    record = record_from_labels(labels, "image", top_digest, image)
     if ref.tag:  # the tag it was read by
         record = replace(record, tags=(ref.tag,))
+    # The packages, from the lock copy in the image's metadata layer (small; fetched within the download cap, its
+    # digest checked), as for a local layout: the record had none.
+    with tempfile.TemporaryDirectory(prefix="envkit-inspect-") as tmp:
+        store = BlobStore(Path(tmp))
+        fetched = []
+        for layer in metadata_layers(labels, document):
+            desc = Descriptor.from_json(layer, where)
+            if desc.size > MAX_METADATA_LAYER_BYTES:  # (a recipe's files, say: not worth a download for a record)
+                continue
+            part = store.temp_path()
+            client.fetch_blob(ref.repository, desc.digest, part, desc.size)
+            store.adopt(part, desc.digest)
+            fetched.append(layer)
+        record = with_baked_packages(record, labels, fetched, store, image)
     return {
         "reference": reference,
         "digest": top_digest,
