@@ -511,24 +511,46 @@ def _host_id() -> str:
 _OWNER = re.compile(r"\.(\d+)@([0-9a-f]{8})[.-]")
 
 
+_SWEPT: set[tuple[str, str]] = set()  # (directory, prefix) already swept by this process
+
+
 def remove_orphans(directory: Path, prefix: str) -> None:
     """Remove the entries of `directory` named `PREFIX...<pid>@<host id>...` (owner_token) whose process no longer runs
-    on this machine: what a killed command left (a partial download, a staging directory, a temp file)."""
-    import shutil
-
+    on this machine: what a killed command left (a partial download, a staging directory, a temp file). Once per
+    directory and prefix in a process: a bake's thousands of temp files do not each list their directory."""
+    if (str(directory), prefix) in _SWEPT:
+        return
+    _SWEPT.add((str(directory), prefix))
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return
     for entry in entries:
         found = _OWNER.search(entry.name) if entry.name.startswith(prefix) else None
-        if found is None or found[2] != _host_id() or _runs(int(found[1])):
-            continue
-        with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)  # (follows no symlink out)
-            else:
-                os.unlink(entry.path)
+        if found is not None and found[2] == _host_id() and not _runs(int(found[1])):
+            remove_entry(entry)
+
+
+def remove_entry(entry: os.DirEntry[str]) -> None:
+    """Remove a file, link or directory tree found by scandir (a link itself, never what it points to); a failure
+    is left alone (whoever else's it is, it will be met again)."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)  # (follows no symlink out)
+        else:
+            os.unlink(entry.path)
+
+
+def owned_temp_file(directory: Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """A new temp file (mkstemp's: 0600, made exclusively) in `directory`, named `PREFIX<owner_token>.XXXX<SUFFIX>`,
+    after what killed commands left under `prefix` there is removed (remove_orphans): its descriptor and path."""
+    import tempfile
+
+    remove_orphans(directory, prefix)
+    fd, name = tempfile.mkstemp(prefix=f"{prefix}{owner_token()}.", suffix=suffix, dir=directory)
+    return fd, Path(name)
 
 
 def _runs(pid: int) -> bool:

@@ -49,9 +49,8 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.files import (
     directory_lock,
     file_mode,
-    owner_token,
+    owned_temp_file,
     read_cache_entry,
-    remove_orphans,
     replace_entry,
     replace_with,
     signals_deferred,
@@ -461,10 +460,8 @@ def fetch_packages(
             with in_flight_lock:
                 if stop.is_set():  # the fetch is ending: no new temp file the cleanup could miss
                     raise Stopped(label)
-                remove_orphans(target.parent, f".{name}.")  # a killed fetch's partial download of this archive
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.{owner_token()}.", suffix=".part", dir=target.parent)
+                fd, tmp = owned_temp_file(target.parent, f".{name}.", ".part")  # (a killed fetch's partial one: removed)
                 os.close(fd)
-                tmp = Path(tmp_name)
                 in_flight.add(tmp)
         except OSError as exc:
             raise write_error(target, exc, "package cache", _CACHE_SETTING) from None
@@ -670,6 +667,11 @@ def link_packages(
         shutil.rmtree(extracted, ignore_errors=True)
 
 
+def waiting_for_another_install(progress: Progress, prefix: Path, locked: Path) -> Callable[[], None]:
+    """What an install of `prefix` says while another holds `locked` (it said nothing, and looked hung)."""
+    return lambda: progress.advance(f"install {prefix.name}", 0, f"waiting for another install in {locked}")
+
+
 def _nearly_full(path: Path) -> bool:
     """Whether the filesystem of `path` (or of its nearest existing parent) has less than 1 MiB left."""
     for where in (path, *path.parents):
@@ -825,8 +827,7 @@ def install_environment(
             staging = staging_dir(prefix, ".envkit-staging", "--prefix")
         # One install per parent directory at a time: a second one into the same
         # prefix waits, then finds it taken instead of losing the race to rename.
-        waiting = f"install {prefix.name}"
-        with directory_lock(prefix.parent, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix.parent}")):
+        with directory_lock(prefix.parent, waiting_for_another_install(reporter, prefix, prefix.parent)):
             if prefix.exists():
                 raise PrefixTaken(f"{prefix} was created by another install", hint="choose a new prefix, or remove it first")
             report = install_packages(lockfile, platform, staging, str(prefix), cache_dir, settings, progress)

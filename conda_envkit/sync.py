@@ -29,7 +29,7 @@ from rattler import PrefixRecord
 from conda_envkit.cache import cache_dir_or_default, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
-from conda_envkit.files import directory_lock, replace_with, write_error
+from conda_envkit.files import directory_lock, remove_entry, replace_with, write_error
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -43,6 +43,7 @@ from conda_envkit.install import (
     pip_packages,
     record_from_info,
     repodata_record,
+    waiting_for_another_install,
 )
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_identity, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
@@ -148,13 +149,8 @@ def _sweep_temp_files(prefix: Path) -> None:
         except OSError:
             continue
         for entry in entries:
-            if not names.fullmatch(entry.name):
-                continue
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
+            if names.fullmatch(entry.name):
+                remove_entry(entry)
 
 
 def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Path]]) -> SyncPlan:
@@ -276,10 +272,7 @@ def sync_environment(
     so an interrupted install is envkit's and the next install finishes it.
     One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
     prefix = prefix.absolute()
-    reporter = progress or SILENT
-    waiting = f"install {prefix.name}"
-    # (a second install said nothing while it waited for the first: it looked hung)
-    with directory_lock(prefix, lambda: reporter.advance(waiting, 0, f"waiting for another install in {prefix}")):
+    with directory_lock(prefix, waiting_for_another_install(progress or SILENT, prefix, prefix)):
         if empty_directory(prefix):
             try:
                 _write_lock_copy(lockfile_path, prefix)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import file_mode, owner_token, read_cache_entry, remove_orphans, replace_entry, write_error
+from conda_envkit.files import file_mode, owned_temp_file, read_cache_entry, replace_entry, write_error
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -140,7 +140,6 @@ class BlobStore:
         self.root = root
         self.temp_dir = temp_dir or root / "tmp"  # on root's filesystem: `adopt` renames
         self._checked: dict[str, list[int]] = {}
-        self._swept = False
 
     def note_checked(self, digest: str, stamp: list[int]) -> None:
         """Remember that the blob, as `stamp` describes it, holds `digest` (hashed, written, or vouched for by a sealed entry)."""
@@ -224,12 +223,9 @@ class BlobStore:
     def temp_path(self) -> Path:
         """A fresh temp file inside the store (same filesystem, so `adopt` is a rename)."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        if not self._swept:  # once per store: what killed bakes left (their partial blobs)
-            remove_orphans(self.temp_dir, ".part.")
-            self._swept = True
-        fd, name = tempfile.mkstemp(prefix=f".part.{owner_token()}.", dir=self.temp_dir)
+        fd, name = owned_temp_file(self.temp_dir, ".part.")  # (what killed bakes left: removed)
         os.close(fd)
-        return Path(name)
+        return name
 
     def read_json(self, digest: str, where: str | None = None, what: str = "blob") -> Any:
         data = self.path(digest).read_bytes()

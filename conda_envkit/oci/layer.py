@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import zstandard
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.cache_seal import CacheSeal
 from conda_envkit.cpus import usable_cpus
-from conda_envkit.files import GuardedFile, owner_token, read_cache_entry, remove_orphans, write_cache_entry
+from conda_envkit.files import GuardedFile, owned_temp_file, read_cache_entry, remove_orphans, write_cache_entry
 from conda_envkit.oci.blobs import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, BlobStore, Descriptor, OciError, file_digest, file_stamp
 from conda_envkit.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from conda_envkit.oci.tarstream import Member, TarWriter, directory
@@ -365,7 +364,6 @@ class FragmentStore:
         self.seal = seal
         self._claims: dict[str, str] = {}  # key -> sha256 named by an index not sealed by this user
         self.mismatched: list[str] = []
-        self._swept = False
 
     def get(self, key: str) -> list[Member] | None:
         """The fragment's members (each a byte range of the fragment file), if this user sealed it and it is intact."""
@@ -402,11 +400,8 @@ class FragmentStore:
         writes a package's fragment as soon as the package is read and keeps it once all packages passed
         their checks together."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if not self._swept:  # once per store: what killed bakes left (their partial fragments)
-            remove_orphans(self.root, ".")
-            self._swept = True
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.{owner_token()}.", suffix=".tar", dir=self.root)
-        tmp = Path(tmp_name)
+        remove_orphans(self.root, ".")  # what killed bakes left of any fragment (once per process)
+        fd, tmp = owned_temp_file(self.root, f".{key}.", ".tar")
         index: list[tuple[str, str, int, int]] = []
         try:
             with GuardedFile(tmp, "package fragment", CACHE_SETTING, file=os.fdopen(fd, "wb")) as raw:
