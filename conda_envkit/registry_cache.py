@@ -34,7 +34,7 @@ from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import RegistryClient, RegistryError
-from conda_envkit.oci.transfer import PUSH_JOBS, send_blob
+from conda_envkit.oci.transfer import PUSH_JOBS, fetch_into_store, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.thread_pool import run_each
@@ -443,12 +443,7 @@ def fetch_layers(
     progress.start(step, total=len(wanted), unit="layers")
     for digest, source in wanted.items():
         registry, _, repository = source.partition("/")
-        tmp = store.temp_path()
-        try:
-            client_for(registry).fetch_blob(repository, digest, tmp, sizes[digest])
-            store.adopt(tmp, digest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        fetch_into_store(client_for(registry), repository, digest, sizes[digest], store)
         progress.advance(step)
     total = sum(sizes[digest] for digest in wanted)
     progress.done(step, f"{counted(len(wanted), 'layer')}, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")

@@ -17,7 +17,7 @@ from conda_envkit.oci.image import check_base_config, oci_platform
 from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient, RegistryError
-from conda_envkit.oci.transfer import manifest_descriptors, select_platform
+from conda_envkit.oci.transfer import fetch_into_store, manifest_descriptors, select_platform
 from conda_envkit.record import RecordError, metadata_layers, read_layout_image, record_from_labels, record_from_layout, with_baked_packages
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
@@ -209,9 +209,7 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
             desc = Descriptor.from_json(layer, where)
             if desc.size > MAX_METADATA_LAYER_BYTES:  # (a recipe's files, say: not worth a download for a record)
                 continue
-            part = store.temp_path()
-            client.fetch_blob(ref.repository, desc.digest, part, desc.size)
-            store.adopt(part, desc.digest)
+            fetch_into_store(client, ref.repository, desc.digest, desc.size, store)
             fetched.append(layer)
         record = with_baked_packages(record, labels, fetched, store, image)
     return {

@@ -166,13 +166,16 @@ def _scan_once(
     write_cache_entry(marker, seal.sealed(_SCAN_KIND, chain_key, fields), "base layer scan", CACHE_SETTING)
 
 
-def _fetch(client: RegistryClient, repository: str, desc: Descriptor, store: BlobStore, max_bytes: int | None = None) -> None:
-    if store.has_sized(desc.digest, desc.size) and file_digest(store.path(desc.digest)) == desc.digest:
-        return  # a cached copy is used only if its bytes still have its name (and its size, before they are read)
+def fetch_into_store(client: RegistryClient, repository: str, digest: str, size: int, store: BlobStore) -> None:
+    """The blob `digest` of `repository` in `store`: exactly `size` bytes (its descriptor's), digest-checked as it
+    arrives, through a temp file that no failure leaves. A cached copy is used only if its bytes still have its
+    name (and its size, before they are read)."""
+    if store.has_sized(digest, size) and file_digest(store.path(digest)) == digest:
+        return
     tmp = store.temp_path()
     try:
-        client.fetch_blob(repository, desc.digest, tmp, max_bytes)
-        store.adopt(tmp, desc.digest)
+        client.fetch_blob(repository, digest, tmp, size)
+        store.adopt(tmp, digest)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -191,11 +194,11 @@ def pull_base(client: RegistryClient, ref: ImageRef, wanted: dict[str, str], sto
             f"{ref}: its config {config_desc.digest} declares {config_desc.size} bytes, over the {MAX_CONFIG_BYTES >> 20} MiB limit",
             hint="an image config is a few KiB of JSON: the registry or image is broken",
         )
-    _fetch(client, ref.repository, config_desc, store, config_desc.size)  # a blob is exactly its descriptor's size
+    fetch_into_store(client, ref.repository, config_desc.digest, config_desc.size, store)
     for desc in layer_descs:
         if desc.media_type.endswith("foreign.diff.tar.gzip") or "nondistributable" in desc.media_type:
             raise OciError(f"{ref}: layer {desc.digest} is non-distributable", hint="use a base image without foreign layers")
-        _fetch(client, ref.repository, desc, store, desc.size)  # a layer is exactly its descriptor's size
+        fetch_into_store(client, ref.repository, desc.digest, desc.size, store)
     return base_from_manifest(str(ref), document, digest, store, f"{ref.registry}/{ref.repository}", check_diff_ids)
 
 
