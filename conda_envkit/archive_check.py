@@ -126,35 +126,38 @@ def check_zip_layout(z: zipfile.ZipFile, name: str) -> None:
     must belong to a listed entry (its local header, then its data), in order, each name once. py-rattler reads a
     `.conda` front to back, by local headers: an entry hidden from the directory (which Python's zipfile reads)
     would be installed without being checked."""
-    bad = PackageContentError(
-        f"{name}: its zip holds data its directory does not list", hint="the package is malformed or hostile; do not use it"
-    )
     infos = sorted(z.infolist(), key=lambda i: i.header_offset)
     if len({i.filename for i in infos}) != len(infos):
-        raise bad
+        raise _hidden_data(name)
     fp, position = z.fp, 0
     assert fp is not None
     for info in infos:
         if info.header_offset != position:
-            raise bad
+            raise _hidden_data(name)
         fp.seek(info.header_offset)
         header = fp.read(_LOCAL_HEADER.size)
         if len(header) != _LOCAL_HEADER.size:
-            raise bad
+            raise _hidden_data(name)
         fields = _LOCAL_HEADER.unpack(header)
         if fields[0] != b"PK\x03\x04":
-            raise bad
+            raise _hidden_data(name)
         name_length, extra_length = fields[-2], fields[-1]
         raw_name = fp.read(name_length)
         if raw_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
-            raise bad
+            raise _hidden_data(name)
         position = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + info.compress_size
         if info.flag_bits & 0x08:  # a data descriptor follows the data: optional signature, crc, two sizes
             fp.seek(position)
             signed = fp.read(4) == b"PK\x07\x08"
             position += (4 if signed else 0) + (20 if info.file_size >= 0xFFFFFFFF or info.compress_size >= 0xFFFFFFFF else 12)
     if position != getattr(z, "start_dir", position):
-        raise bad
+        raise _hidden_data(name)
+
+
+def _hidden_data(name: str) -> PackageContentError:
+    return PackageContentError(
+        f"{name}: its zip holds data its directory does not list", hint="the package is malformed or hostile; do not use it"
+    )
 
 
 def _decompressed(stream: IO[bytes], zstd: bool) -> IO[bytes]:

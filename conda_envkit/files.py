@@ -511,16 +511,18 @@ def _host_id() -> str:
 _OWNER = re.compile(r"\.(\d+)@([0-9a-f]{8})[.-]")
 
 
-_SWEPT: set[tuple[str, str]] = set()  # (directory, prefix) already swept by this process
+_SWEPT: dict[str, set[str]] = {}  # directory -> the prefixes it was swept for by this process
 
 
 def remove_orphans(directory: Path, prefix: str) -> None:
     """Remove the entries of `directory` named `PREFIX...<pid>@<host id>...` (owner_token) whose process no longer runs
     on this machine: what a killed command left (a partial download, a staging directory, a temp file). Once per
-    directory and prefix in a process: a bake's thousands of temp files do not each list their directory."""
-    if (str(directory), prefix) in _SWEPT:
+    directory and prefix in a process, a prefix swept already covering the longer ones: a bake's thousands of temp
+    files do not each list their directory."""
+    swept = _SWEPT.setdefault(str(directory), set())
+    if any(prefix.startswith(done) for done in swept):
         return
-    _SWEPT.add((str(directory), prefix))
+    swept.add(prefix)
     try:
         entries = list(os.scandir(directory))
     except OSError:
