@@ -11,7 +11,7 @@ wrote) conda-lock's defaults, and the report says which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -203,3 +203,70 @@ def check_locks(spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every lock file and platform the spec asks for (no solving, no network)."""
     channels, plans = plan_locks(spec, options)
     return [result for plan in plans for result in check_plan(plan, channels, spec, options)]
+
+
+def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
+    """The environment files a lock was made from (its `metadata.sources`), if every one is a file in the lock's
+    directory or below it; else none (a lock copied alone, or one naming paths elsewhere: not read)."""
+    from conda_envkit.safepath import is_within
+
+    if str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
+        return []
+    lock_dir = lock_path.resolve().parent
+    found = []
+    for source in lockfile.metadata.sources:
+        path = lock_dir / source
+        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path) or not path.is_file():
+            return []
+        found.append(path)
+    return found
+
+
+def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions) -> str | None:
+    """What `lock --check` would say of `platforms` of a lock, as one warning, when the environment files it was made
+    from (`spec_beside`) no longer fit it: a bake or an install of a stale lock builds what the lock says, not what
+    the spec asks for. None when it fits, or when there is nothing to check it against."""
+    import shlex
+
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.spec import read_env_spec
+
+    sources = spec_beside(lock_path, lockfile)
+    if not sources:
+        return None
+    named = ", ".join(str(s.relative_to(lock_path.resolve().parent)) for s in sources)
+    try:
+        spec = read_env_spec(sources)
+        if not spec.platforms_given:
+            spec = read_env_spec(sources, list(lockfile.metadata.platforms))
+        lock = lock_path.resolve()
+        base = _default_lock(lock, [v.name for v in spec.variants])
+        checked = replace(options, lock_path=base, keep_other_platforms=False)
+        channels, plans = plan_locks(spec, checked)
+        plan = next((p for p in plans if p.path == lock), None)
+        if plan is None:
+            return f"{lock_path}: not one of the locks {named} asks for; it was not checked against it"
+        plan = LockPlan(plan.path, plan.variant, tuple(t for t in plan.targets if t.platform in platforms))
+        results = check_plan(plan, channels, spec, checked)
+    except EnvkitError:
+        return f"{lock_path}: not checked against {named}, which does not read (`envkit lock --check` says why)"
+    stale = [r for r in results if not r.fresh and r.platform in platforms]
+    if not stale:
+        return None
+    reasons = "; ".join(f"{r.platform}: {r.reasons[0]}" + (f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else "") for r in stale)
+    names = list(dict.fromkeys(n for r in stale for n in r.update))
+    fix = "envkit lock" + "".join(f" --update {shlex.quote(n)}" for n in names) if names and all(r.update for r in stale) else "envkit lock"
+    return f"{lock_path} is stale against {named} ({reasons}): the image holds what the lock says; `{fix}` brings it up to date"
+
+
+def _default_lock(lock: Path, variants: list[str]) -> Path:
+    """The default variant's lock path of which `lock` is a variant's (`conda-lock.<variant>.yml`), else `lock`."""
+    from conda_envkit.locking import variant_path
+
+    for variant in variants:
+        tail = f".{variant}{lock.suffix}"
+        if lock.name.endswith(tail) and len(lock.name) > len(tail):
+            base = lock.with_name(lock.name[: -len(tail)] + lock.suffix)
+            if variant_path(base, variant) == lock:
+                return base
+    return lock

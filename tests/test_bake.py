@@ -116,6 +116,44 @@ def test_one_changed_package_changes_only_its_layer(tmp_path: Path, image_channe
     assert before["image"]["digest"] != after["image"]["digest"]
 
 
+def test_a_lock_stale_against_its_spec_is_baked_with_a_warning_naming_the_update(tmp_path: Path, image_channel: Path) -> None:
+    work, cache = tmp_path / "work", {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    _lock(work, image_channel, ["greet=1.0", "smalldata"])
+    fresh = run_envkit("bake", "-q", "--oci", "image", cwd=work, env=cache)
+    assert fresh.returncode == 0 and "stale" not in fresh.stderr, fresh.output
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0, smalldata, bigmodel]\n")
+    for quiet in ((), ("-q",)):
+        stale = run_envkit("bake", *quiet, "--oci", "image", cwd=work, env=cache)
+        assert stale.returncode == 0, stale.output
+        assert stale.stdout == fresh.stdout  # the image of the lock, as it was
+        assert stale.stderr.count("conda-lock.yml is stale against environment.yml") == 1, stale.stderr
+        assert "bigmodel" in stale.stderr and "`envkit lock --update bigmodel`" in stale.stderr
+    # A spec that does not read is not the bake's error: it says the lock was not checked.
+    (work / "environment.yml").write_text("dependencies: [\n")
+    broken = run_envkit("bake", "-q", "--oci", "image", cwd=work, env=cache)
+    assert broken.returncode == 0 and "not checked against environment.yml, which does not read" in broken.stderr, broken.output
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_a_locks_sources_outside_its_directory_are_not_read(tmp_path: Path, image_channel: Path, where: str) -> None:
+    """A lock from a pull request names the spec it was made from: only a file in the lock's directory is read."""
+    work, outside = tmp_path / "repo" / "work", tmp_path / "outside"
+    _lock(work, image_channel, ["greet=1.0"])
+    # A spec elsewhere the lock does not fit: read, it would give a warning.
+    spec = write_env(outside, f"channels: [{image_channel}]\ndependencies: [greet=1.0, bigmodel]\n")
+    source = {"parent": "../../outside/environment.yml", "absolute": str(spec), "symlink": "environment.yml"}[where]
+    if where == "symlink":
+        (work / "environment.yml").unlink()
+        (work / "environment.yml").symlink_to(spec)
+    lock = work / "conda-lock.yml"
+    text = lock.read_text()
+    assert "  sources:\n  - environment.yml\n" in text
+    lock.write_text(text.replace("  sources:\n  - environment.yml\n", f"  sources:\n  - {json.dumps(source)}\n"))
+    result = run_envkit("bake", "-q", "--oci", "image", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.output
+    assert "stale" not in result.stderr and "not checked" not in result.stderr, result.stderr
+
+
 def test_push_multi_arch_then_second_push_uploads_nothing(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     _lock(work, image_channel, ["greet=1.0", "bigmodel=1.0"], ("linux-64", "linux-aarch64"))

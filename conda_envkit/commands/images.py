@@ -165,8 +165,10 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.bake import bake_image, base_environment_warning, settle_layer_cache
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
+    from conda_envkit.freshness import stale_lock_warning
     from conda_envkit.layer_plan import LayerPolicy
     from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.locking import LockOptions
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.image import check_base_platform
@@ -248,8 +250,11 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         if base_warning is not None and not quiet:  # (with -q, among the warnings at the end)
             say(f"warning: {base_warning}")
             said_early.append(base_warning)
-    progress = progress_for(quiet)
     settings = load_settings(request.config, None, list(request.mirrors))
+    stale = stale_lock_warning(request.lockfile, lf, chosen, LockOptions(settings=settings))
+    if stale is not None and not quiet:  # (with -q, among the warnings at the end)
+        say(f"warning: {stale}")
+    progress = progress_for(quiet)
     baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
@@ -297,7 +302,11 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         }
         record = replace(record, cache={**(record.cache or {}), "to": cache_to_record})
     write_record(request.record_path, record)
-    warnings = (*cache_warnings, *(w for image in baked.platforms for w in image.warnings if w not in said_early))
+    warnings = (
+        *([stale] if stale is not None and quiet else []),
+        *cache_warnings,
+        *(w for image in baked.platforms for w in image.warnings if w not in said_early),
+    )
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
     if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)
