@@ -246,6 +246,16 @@ def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str],
 
 
 @dataclass(frozen=True)
+class LayerSource:
+    """Where a layer of the image came from: `built` by this bake (`read`: the labels of its packages read from
+    their archives; the others' files came from the fragment cache), or reused from the `layer-cache` or a
+    `registry-cache` (--cache-from)."""
+
+    kind: str
+    read: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PlatformImage:
     """One platform's image: its manifest and config descriptors, layers and metadata."""
 
@@ -263,6 +273,7 @@ class PlatformImage:
     infos: tuple[PackageInfo, ...] = ()
     remote_blobs: dict[str, str] = field(default_factory=dict)  # layer digest -> registry/repo (from --cache-from)
     warnings: tuple[str, ...] = ()  # cache entries that did not match their keys (rebuilt)
+    sources: tuple[LayerSource, ...] = ()  # of each layer, as `layers`
 
 
 def image_env(options: BakeOptions) -> dict[str, str]:
@@ -384,6 +395,7 @@ def bake_platform(
     step = f"layers {platform}"
     progress.start(step, total=len(todo), unit="layers")
     build_warnings: list[str] = []
+    read: list[str] = []  # the packages read from their archives
     layers = build_layers(
         lockfile,
         platform,
@@ -400,6 +412,7 @@ def bake_platform(
         target,
         clobbers,
         build_warnings,
+        read,
     )
     for i, layer in zip(todo, layers, strict=True):
         layer_cache.remember(keys[i], layer, store)
@@ -436,11 +449,11 @@ def bake_platform(
         contents.append(())
     reused = len(plans) - len(todo)
     size = sum(layer.descriptor.size for layer in written)
+    sources = _layer_sources(plans, todo, cached, remote_blobs, set(read))
     from_registry = f", {len(remote_blobs)} from a registry cache" if remote_blobs else ""
-    progress.done(
-        step,
-        f"{counted(len(written), 'layer')}, {size / 1e6:.1f} MB ({reused - len(remote_blobs)} reused from the layer cache{from_registry})",
-    )
+    built = f"; built: {_built_text(plans, sources)}" if reused and todo else ""
+    reused_text = f"{reused - len(remote_blobs)} reused from the layer cache{from_registry}{built}"
+    progress.done(step, f"{counted(len(written), 'layer')}, {size / 1e6:.1f} MB ({reused_text})")
     image_settings = ImageSettings(
         env=image_env(options),
         path_prepend=(f"{prefix}/bin",),
@@ -468,6 +481,7 @@ def bake_platform(
         cache_entries=entries,
         infos=tuple(info for _, info in pairs),
         remote_blobs=remote_blobs,
+        sources=(*sources, *(LayerSource("built") for _ in written[len(plans) :])),
         warnings=warnings,
     )
 
@@ -715,6 +729,35 @@ class _SkipStep:
 _STAGED_AHEAD = 2
 
 
+def _layer_sources(
+    plans: list[PlannedLayer], todo: list[int], layers: list[Layer | None], remote_blobs: dict[str, str], read: set[str]
+) -> list[LayerSource]:
+    """Each planned layer's LayerSource (`read`: the names of the packages read from their archives)."""
+    out = []
+    for i, (plan, layer) in enumerate(zip(plans, layers, strict=True)):
+        if i in todo:
+            out.append(LayerSource("built", tuple(p.label for p in plan.packages if p.name in read)))
+        else:
+            out.append(LayerSource("registry-cache" if layer is not None and layer.descriptor.digest in remote_blobs else "layer-cache"))
+    return out
+
+
+def _built_text(plans: list[PlannedLayer], sources: list[LayerSource], shown: int = 3) -> str:
+    """The layers a bake built while others were reused, and what each read from archives (the package that
+    changed, on a warm runner; every member, on a fresh one), for the progress line."""
+    texts = []
+    for plan, source in zip(plans, sources, strict=True):
+        if source.kind != "built":
+            continue
+        if plan.single:
+            texts.append(plan.title)
+            continue
+        labels = ", ".join(source.read) if 0 < len(source.read) <= shown else ""
+        texts.append(f"{plan.title}, {len(source.read)} read from their archives" + (f" ({labels})" if labels else ""))
+    more = f"; {len(texts) - shown} more" if len(texts) > shown else ""
+    return "; ".join(texts[:shown]) + more
+
+
 def _layer_order(packages: tuple[PlannedPackage, ...]) -> list[PlannedPackage]:
     # Conda records by file name, then pip (clobbered conda paths are already apart: conda_envkit.clobbers).
     return sorted(packages, key=lambda p: (p.name.startswith("pip:"), p.label))
@@ -736,11 +779,13 @@ def build_layers(
     python: PythonTarget | None = None,
     clobbers: dict[str, dict[str, str]] | None = None,
     warnings: list[str] | None = None,
+    read: list[str] | None = None,
 ) -> list[Layer]:
     """Write the layers of `plans`: group members from their cached fragments where possible; plain packages
     streamed from their archives; the rest from a staging prefix holding only the packages that are needed
     (fetched and linked as in the whole env). New fragments are stored once their archives passed the checks.
-    What the user should know of how they were written is added to `warnings`."""
+    What the user should know of how they were written is added to `warnings`; the packages read from their
+    archives (not from fragments) to `read`."""
     if not plans:
         return []
     clobbers = clobbers or {}  # conda name -> {path it loses: its path in __clobbers__}
@@ -757,6 +802,8 @@ def build_layers(
                 need.append(p.name)
             else:
                 members[p.name] = found
+    if read is not None:
+        read.extend(need)
     in_image = context.prefix.strip("/")
     # Staged next to the package cache, so that linking can hard-link from it.
     try:

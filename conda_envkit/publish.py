@@ -167,8 +167,10 @@ def bake_record(
                     "size": layer.descriptor.size,
                     "media_type": layer.descriptor.media_type,
                     "packages": list(packages),
+                    "source": source.kind,
+                    "read_from_archives": list(source.read),
                 }
-                for layer, packages in zip(image.layers, image.layer_packages, strict=True)
+                for layer, packages, source in zip(image.layers, image.layer_packages, image.sources, strict=True)
             ),
             labels=image.labels,
             packages=tuple(image.packages),

@@ -58,8 +58,24 @@ def test_one_added_package_rebakes_from_the_cache_to_the_cold_digest(tmp_path: P
     for archive in channel.rglob("*.conda"):
         if not archive.name.startswith("smalldata-"):
             archive.unlink()
-    again_b, _ = _bake(b, cache, "--oci", "image")
+    again = run_envkit("bake", "--large-package-mb", "1", "--oci", "image", cwd=b, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert again.returncode == 0, again.output
+    again_b = json.loads((b / "bake.json").read_text())
     assert again_b["image"]["digest"] == cold_b["image"]["digest"]
+    # The log and the record say which layer was built, and what it read from an archive: smalldata, the package
+    # added (greet came from its fragment).
+    group = _group_of("greet", 4) + 1
+    assert f"; built: packages group {group}/4: 2 small packages, 1 read from their archives (smalldata-" in again.stderr, again.stderr
+    sources = {
+        ",".join(layer["packages"]): (layer["source"], layer["read_from_archives"]) for layer in again_b["platforms"]["linux-64"]["layers"]
+    }
+    smalldata = next(p for p in cold_b["platforms"]["linux-64"]["packages"] if p["name"] == "smalldata")
+    assert sources.pop("") == ("built", [])  # the metadata layer
+    built = {k: v for k, v in sources.items() if v[0] == "built"}
+    assert list(built.values()) == [("built", [f"smalldata-{smalldata['version']}-{smalldata['build']}"])], sources
+    assert [v for k, v in sources.items() if k not in built] == [("layer-cache", [])] * (len(sources) - 1)
+    cold_sources = {layer["source"] for layer in cold_b["platforms"]["linux-64"]["layers"]}
+    assert cold_sources == {"built"}
     # Only smalldata was fetched.
     assert [d.name for d in (cache / "pkgs").iterdir()] == [
         p["sha256"] for p in cold_b["platforms"]["linux-64"]["packages"] if p["name"] == "smalldata"

@@ -44,6 +44,7 @@ def test_cache_from_an_empty_runner_fetches_no_package_and_uploads_no_layer(
         "warnings": [],
     }
     assert not (tmp_path / "runner-2" / "pkgs").exists()
+    assert [layer["source"] for layer in again["platforms"]["linux-64"]["layers"]] == ["registry-cache"] * layer_count + ["built"]
     # Package layers were never downloaded either: only the metadata layer, config and manifest are local.
     layers = first["platforms"]["linux-64"]["layers"]
     local = {p.name for p in (tmp_path / "runner-2" / "blobs" / "sha256").iterdir()}
