@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from conda_envkit.errors import EnvkitError
-from conda_envkit.network import Deadline, NetworkError, ResponseTooLarge, read_limited, size_text
+from conda_envkit.network import Deadline, NetworkError, ResponseTooLarge, max_download_bytes, read_limited, size_text
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
-from conda_envkit.oci.registry import RegistryClient, RegistryError
+from conda_envkit.oci.registry import BlobMismatch, RegistryClient, RegistryError
 from conda_envkit.oci.transfer import PUSH_JOBS, fetch_into_store, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress, counted
@@ -138,6 +138,11 @@ class RegistryCache:
                 self.warn(f"cache {location}: layer blob {layer.descriptor.digest} {problem}: that layer was built here")
             return None
         return found
+
+    def drop(self, digest: str) -> None:
+        """Forget every layer whose blob is `digest` (its registry served other bytes): a bake builds them."""
+        for key in [key for key, (layer, _) in self.layers.items() if layer.descriptor.digest == digest]:
+            del self.layers[key]
 
 
 @dataclass
@@ -433,21 +438,31 @@ def fetch_layers(
     store: BlobStore,
     client_for: Callable[[str], RegistryClient],
     progress: Progress = SILENT,
-) -> int:
+) -> tuple[int, dict[str, str]]:
     """Download (digest-checked, no bigger than its descriptor says) every cache-only layer blob an output needs
-    into `store` (step "download cached layers"); return how many."""
+    into `store` (step "download cached layers"): how many, and those the registry served with other bytes
+    (digest -> what was wrong), which are not kept: the bake builds those layers itself."""
     wanted = {digest: source for digest, source in blobs.items() if not store.has_sized(digest, sizes[digest])}
     if not wanted:
-        return 0
+        return 0, {}
     step = "download cached layers"
     progress.start(step, total=len(wanted), unit="layers")
+    served_wrong: dict[str, str] = {}
     for digest, source in wanted.items():
         registry, _, repository = source.partition("/")
-        fetch_into_store(client_for(registry), repository, digest, sizes[digest], store)
+        try:
+            fetch_into_store(client_for(registry), repository, digest, sizes[digest], store)
+        except BlobMismatch:
+            served_wrong[digest] = "arrived with another digest"
+        except ResponseTooLarge:
+            if sizes[digest] > max_download_bytes():  # (a blob over the download cap: refused, not built here)
+                raise
+            served_wrong[digest] = "arrived bigger than the cache map says"
         progress.advance(step)
-    total = sum(sizes[digest] for digest in wanted)
-    progress.done(step, f"{counted(len(wanted), 'layer')}, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
-    return len(wanted)
+    got = [digest for digest in wanted if digest not in served_wrong]
+    total = sum(sizes[digest] for digest in got)
+    progress.done(step, f"{counted(len(got), 'layer')}, {total / 1e6:.1f} MB from the registry cache (an output needs their bytes)")
+    return len(got), served_wrong
 
 
 class RegistryClients:
@@ -478,9 +493,11 @@ class RegistryClients:
         that holds an image or another artifact."""
         cache_manifest(self.client(ref.registry), ref)
 
-    def fetch_needed(self, baked: object, store: BlobStore, local: bool, pushed_to: list[str], progress: Progress = SILENT) -> int:
+    def fetch_needed(
+        self, baked: object, store: BlobStore, local: bool, pushed_to: list[str], progress: Progress = SILENT
+    ) -> tuple[int, dict[str, str]]:
         """Download the cache-only layers an output needs: all of them for --oci/--docker-archive, else those
-        that cannot be mounted because the push goes to another registry."""
+        that cannot be mounted because the push goes to another registry (`fetch_layers`)."""
         remote: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for image in baked.platforms:  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -334,6 +335,40 @@ def test_a_cached_layer_whose_blob_the_registry_lost_is_built_again(tmp_path: Pa
     # Written back with --cache-to, the lost blob is uploaded again (its old manifest still listed it).
     mended = _envkit(work, tmp_path / "runner-2", "-q", *args, "--cache-to", f"{host}/team/cache")
     assert mended.returncode == 0 and client.has_blob("team/cache", lost), mended.output
+
+
+def test_a_cached_layer_whose_blob_the_registry_serves_corrupt_is_built_again(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
+    """A cache registry that answers a layer with other bytes of the same size (a corrupt store, a hostile mirror):
+    those bytes are never used, the layer is built here from its packages, and the bake goes on."""
+    work, _channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    host = registry.host
+    first, _ = _bake(work, tmp_path / "runner-1", "--oci", "image", "--cache-to", f"{host}/team/cache", "--insecure")
+    layers = first["platforms"]["linux-64"]["layers"]
+    corrupt = [layers[0]["digest"], layers[1]["digest"]]
+    for digest in corrupt:
+        hexdigest = digest.split(":")[1]
+        data = registry.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+        data.write_bytes(bytes(len(data.read_bytes())))  # same size, other bytes
+
+    again = _envkit(work, tmp_path / "runner-2", "--oci", "image2", "--cache-from", f"{host}/team/cache", "--insecure")
+    assert again.returncode == 0, again.output
+    for digest in corrupt:
+        assert f"cache {host}/team/cache: layer blob {digest} arrived with another digest: that layer was built here" in again.stderr
+    record = json.loads((work / "bake.json").read_text())
+    assert record["image"]["digest"] == first["image"]["digest"]
+    sources = [layer["source"] for layer in record["platforms"]["linux-64"]["layers"]]
+    assert sources[:2] == ["built", "built"] and set(sources[2:-1]) == {"registry-cache"}, sources
+    assert len(record["cache"]["warnings"]) == 2
+    # The layout holds the layers' real bytes: skopeo reads it whole.
+    proc = subprocess.run(
+        ["skopeo", "copy", f"oci:{work / 'image2'}:{first['tags'][0]}", f"dir:{tmp_path / 'copy'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(

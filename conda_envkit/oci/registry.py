@@ -65,6 +65,10 @@ class RegistryError(OciError):
     """A registry that refused, failed or could not be reached."""
 
 
+class BlobMismatch(RegistryError):
+    """A blob that arrived with bytes of another digest than the one asked for."""
+
+
 def auth_files() -> list[tuple[Path, str]]:
     """The files registry logins are in, in the order skopeo and podman read them (containers-auth.json(5)):
     $REGISTRY_AUTH_FILE alone if set, else $XDG_RUNTIME_DIR/containers/auth.json (/run/containers/<uid>/auth.json
@@ -469,7 +473,7 @@ class RegistryClient:
                 h.update(chunk)
                 out.write(chunk)
         if "sha256:" + h.hexdigest() != digest:
-            raise RegistryError(
+            raise BlobMismatch(
                 f"{self.registry}/{repository}: blob {digest} arrived with another digest",
                 hint="retry; if it persists the registry is corrupt",
             )
