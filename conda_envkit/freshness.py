@@ -250,6 +250,8 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         results = check_plan(plan, channels, spec, checked)
     except EnvkitError:
         return f"{lock_path}: not checked against {named}, which does not read (`envkit lock --check` says why)"
+    except Exception as exc:  # advice only: whatever went wrong, the bake goes on, and says so
+        return f"{lock_path}: not checked against {named} ({type(exc).__name__}; `envkit lock --check` checks it)"
     stale = [r for r in results if not r.fresh and r.platform in platforms]
     if not stale:
         return None
