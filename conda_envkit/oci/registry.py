@@ -123,12 +123,17 @@ def _file_credentials(path: Path, what: str, registry: str) -> tuple[str, str] |
             raise RegistryError(f"{path}: auths.{key} is not a mapping", hint="fix or move the file")
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8").partition(":")
+                user, colon, password = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
-                raise RegistryError(f"{path}: auths.{key}.auth is not base64 of UTF-8 `user:password`", hint="log in again") from None
+                colon = ""
+            if not colon or not isinstance(entry["auth"], str):  # (docker refuses such a file too)
+                raise RegistryError(f"{path}: auths.{key}.auth is not base64 of UTF-8 `user:password`", hint="log in again")
             return user, password
         if entry.get("username"):
-            return str(entry["username"]), str(entry.get("password", ""))
+            user, password = entry["username"], entry.get("password", "")
+            if not isinstance(user, str) or not isinstance(password, str):
+                raise RegistryError(f"{path}: auths.{key}: `username` and `password` must be strings", hint="fix or move the file")
+            return user, password
     helpers = config.get("credHelpers") or {}
     helper = (helpers.get(registry) if isinstance(helpers, dict) else None) or config.get("credsStore")
     if helper:
