@@ -497,6 +497,8 @@ def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) ->
     import posixpath
     import tarfile
 
+    import zstandard
+
     from conda_envkit.inputs import MAX_INPUT_BYTES
     from conda_envkit.installed_state import LOCK_COPY
     from conda_envkit.lockmodel import parse_lock_text
@@ -506,13 +508,25 @@ def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) ->
     target = f"{prefix.strip('/')}/{LOCK_COPY.as_posix()}"
     for layer in reversed(layers):
         digest = check_digest(str(layer.get("digest") if isinstance(layer, dict) else ""), where)
-        with open_layer(store.verified_path(digest)) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in layer_members(tar, where):
-                if posixpath.normpath(member.name.lstrip("./").lstrip("/")) != target or not member.isfile():
-                    continue
-                if member.size > MAX_INPUT_BYTES:
-                    raise RecordError(f"{where}: {target} is {member.size} bytes", hint="the image was not baked by envkit")
-                data = tar.extractfile(member)
-                text = data.read().decode("utf-8", "replace") if data is not None else ""
-                return parse_lock_text(text, Path(f"{where}:/{target}"))
+        found: list[str] = []
+        path = store.verified_path(digest)
+        try:
+            with open_layer(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in layer_members(tar, where):
+                    if posixpath.normpath(member.name.lstrip("./").lstrip("/")) != target:
+                        continue
+                    # What an unpacked image holds at that path is its last entry: a layer with two is not bake's.
+                    problem = "is there twice" if found else None if member.isfile() else "is not a file"
+                    problem = problem or (f"is {member.size} bytes" if member.size > MAX_INPUT_BYTES else None)
+                    if problem is not None:
+                        raise RecordError(f"{where}: layer {digest}: {target} {problem}", hint="the image was not baked by envkit")
+                    data = tar.extractfile(member)
+                    found.append(data.read().decode("utf-8", "replace") if data is not None else "")
+        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
+            raise RecordError(
+                f"{where}: layer {digest} is not a readable layer tarball ({type(exc).__name__})",
+                hint="the image is corrupt or was not baked by envkit",
+            ) from None
+        if found:
+            return parse_lock_text(found[0], Path(f"{where}:/{target}"))
     return None
