@@ -353,6 +353,18 @@ def _check_url(r: _Reader, node: yaml.Node, url: str, what: str, base_dir: Path 
     return url
 
 
+def _wheel_is(file_name: str, name: str, version: str) -> bool:
+    """Whether a wheel's file name names the distribution `name` at `version` (both as packaging compares them)."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        wheel_name, wheel_version, _build, _tags = parse_wheel_filename(file_name)
+        return wheel_name == canonicalize_name(name) and wheel_version == Version(version)
+    except (InvalidWheelFilename, InvalidVersion):
+        return False
+
+
 def _split_file_name(file_name: str) -> tuple[str, str, str] | None:
     for suffix in _CONDA_SUFFIXES:
         if file_name.endswith(suffix):
@@ -415,7 +427,7 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
         parsed = _split_file_name(file_name)
         if parsed is None:
             raise r.fail(entry["url"], f"{label}: {file_name!r} is not a conda package file name (name-version-build.conda)")
-        if parsed[0].lower() != name.lower() or parsed[1] != version:
+        if parsed[0] != name or parsed[1] != version:
             raise r.fail(entry["url"], f"{label}: the URL's file {file_name!r} is not {name} {version}")
         build = parsed[2]
         if "build" in entry:
@@ -426,6 +438,9 @@ def _package(r: _Reader, node: yaml.Node, index: int, platforms: tuple[str, ...]
             raise r.fail(entry["url"], f"{label}: invalid build string {build!r}")
     elif "build" in entry and r.text(entry["build"], f"{label}.build", optional=True):
         raise r.fail(entry["build"], f"{label}: pip packages have no build")
+    if manager == "pip" and file_name.endswith(".whl") and not _wheel_is(file_name, name, version):
+        # (a lock hash covers URLs and hashes, not names: a renamed entry would be listed under a name it is not)
+        raise r.fail(entry["url"], f"{label}: the URL's wheel {file_name!r} is not {name} {version}")
 
     dependencies = r.string_map(entry["dependencies"], f"{label}.dependencies") if "dependencies" in entry else {}
     for dep in dependencies:
