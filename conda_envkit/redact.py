@@ -22,6 +22,9 @@ _PLACEHOLDER = re.compile(r"(\$\{\w+\}|:)*")
 SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSW|PASSWORD|_PASS$|_PAT$|API_?KEY|ACCESS_KEY|_KEY$|^KEY$|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE
 )
+# ... but not those that name where something is (`REGISTRY_AUTH_FILE`, `GOOGLE_APPLICATION_CREDENTIALS_PATH`,
+# docker's `*_PASSWORD_FILE` convention): their values are paths, which errors must show.
+_LOCATION_NAME = re.compile(r"_(FILE|PATH|DIR)$", re.IGNORECASE)
 _MIN_SECRET = 4
 MASK = "***"
 
@@ -35,14 +38,15 @@ def strip_userinfo(url: str) -> str:
 
 
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
-    """Values of environment variables named like secrets, or bound to a host by ENVKIT_CREDENTIAL_HOSTS (secrets by
-    declaration, whatever their names), as they are and percent-encoded (as a URL carries them), longest first (so no
-    partial masking)."""
+    """Values of environment variables named like secrets (not like a file's location), or bound to a host by
+    ENVKIT_CREDENTIAL_HOSTS (secrets by declaration, whatever their names), as they are and percent-encoded (as a URL
+    carries them), longest first (so no partial masking)."""
     from urllib.parse import quote
 
     env = os.environ if environ is None else environ
     bound = {item.partition("=")[0] for item in re.split(r"[\s,]+", env.get("ENVKIT_CREDENTIAL_HOSTS", "")) if "=" in item}
-    values = {v for k, v in env.items() if (SECRET_NAME.search(k) or k in bound) and len(v) >= _MIN_SECRET}
+    named = {v for k, v in env.items() if SECRET_NAME.search(k) and not _LOCATION_NAME.search(k)}
+    values = {v for v in named | {v for k, v in env.items() if k in bound} if len(v) >= _MIN_SECRET}
     values |= {quote(v, safe="") for v in values}
     return sorted(values, key=len, reverse=True)
 
