@@ -127,7 +127,7 @@ def test_runners_that_share_the_secret_share_warm_layers(ws: Workspace, tmp_path
     )
     assert result.returncode == 0, result.output
     assert json.loads((ws.root / "bake.json").read_text())["image"]["digest"] == cold
-    assert f"({len(PACKAGES) - 1} reused from the layer cache)" in result.stderr  # all but the poisoned entry
+    assert f"({len(PACKAGES) - 1} reused from the layer cache; built: " in result.stderr  # all but the poisoned entry
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and package in warnings[0], result.stderr
 
