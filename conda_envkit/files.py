@@ -487,6 +487,12 @@ def staging_dir(destination: Path, suffix: str = ".tmp", setting: str = "") -> P
     return staging
 
 
+def absolute_path(path: Path) -> Path:
+    """`path` made absolute as conda and micromamba make a prefix absolute (os.path.abspath): `..` resolved by name,
+    symlinks kept. Path.absolute keeps `..`, and `--prefix ../env` was written into the environment's files."""
+    return Path(os.path.abspath(path))
+
+
 def owner_token() -> str:
     """`<pid>@<host id>`: what a temp file's or directory's name carries, so that the next command can tell one
     whose process no longer runs on this machine (killed outright: SIGKILL, the out-of-memory killer, a CI

@@ -47,6 +47,7 @@ from conda_envkit.channels import (
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import (
+    absolute_path,
     directory_lock,
     file_mode,
     owned_temp_file,
@@ -815,7 +816,7 @@ def install_environment(
     An interrupted or failed install leaves no half-made environment at `prefix`;
     a copy of the lock goes to `<prefix>/conda-meta/envkit/conda-lock.yml`.
     """
-    prefix = prefix.absolute()
+    prefix = absolute_path(prefix)
     if prefix.exists():  # (PrefixTaken: a caller that found no prefix lost a race to another install, and compares)
         raise PrefixTaken(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
     reporter = _or_silent(progress)

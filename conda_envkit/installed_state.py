@@ -98,6 +98,8 @@ def identity_bytes(platform: str, target_prefix: str) -> bytes:
 
 def write_state(prefix: Path, state: InstalledState) -> None:
     """The installed record, and the prefix's identity beside it (first: the record stands for both)."""
+    from conda_envkit.files import replace_entry
+
     identity = json.loads(identity_bytes(state.platform, state.target_prefix))
     for name, document in ((IDENTITY_FILE, identity), (STATE_FILE, state.to_json())):
         target = prefix / name
@@ -108,22 +110,28 @@ def write_state(prefix: Path, state: InstalledState) -> None:
                 json.dump(document, f, sort_keys=True, indent=1)
                 f.write("\n")
             os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+            replace_entry(Path(tmp), target)  # (a directory at its name is no record: replaced)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
 
 def clear_state(prefix: Path) -> None:
-    (prefix / STATE_FILE).unlink(missing_ok=True)
+    import shutil
+
+    path = prefix / STATE_FILE
+    if path.is_dir() and not path.is_symlink():  # a directory at the record's name is no record (rmtree follows no link)
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def up_to_date(lockfile_path: Path, prefix: Path, platform: str) -> bool:
     """Whether `prefix` holds exactly this lock for `platform`, installed for this very path."""
-    from conda_envkit.files import read_cache_entry
+    from conda_envkit.files import absolute_path, read_cache_entry
 
     state = read_state(prefix)
-    if state is None or state.platform != platform or state.target_prefix != str(prefix.absolute()):
+    if state is None or state.platform != platform or state.target_prefix != str(absolute_path(prefix)):
         return False
     try:
         copy = read_cache_entry(prefix / LOCK_COPY)  # (a FIFO or symlink there: not up to date, and the sync says why)

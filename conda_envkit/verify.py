@@ -687,9 +687,10 @@ def verify_prefix(
     so rewriting a record to match a changed file does not hide it.
     """
     from conda_envkit.cache import cache_dir_or_default
+    from conda_envkit.files import absolute_path
     from conda_envkit.install import install_packages
 
-    prefix = prefix.absolute()
+    prefix = absolute_path(prefix)
     PrefixTree(prefix)  # refuses a directory that is not an environment
     cache = cache_dir_or_default(cache_dir)
     scratch = scratch_dir(cache)

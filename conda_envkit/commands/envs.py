@@ -35,6 +35,7 @@ class InstallRequest:
 def install_output(request: InstallRequest, quiet: bool) -> Output:
     """Create a conda environment from the lock (hashes verified), or bring one envkit made to the lock."""
     from conda_envkit.channels import load_settings
+    from conda_envkit.files import absolute_path
     from conda_envkit.installed_state import recorded_platform, up_to_date
     from conda_envkit.lockfile import read_lockfile
     from conda_envkit.progress import counted, progress_for
@@ -44,7 +45,7 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
     # An existing prefix is for the platform it was installed for (`-p` at its install), a new one for this host's.
     platform = request.platform or recorded_platform(prefix) or host_platform()
     if prefix.exists() and up_to_date(request.lockfile, prefix, platform):
-        output.out(f"{prefix.absolute()} is up to date")
+        output.out(f"{absolute_path(prefix)} is up to date")
         return output
     lf = read_lockfile(request.lockfile)
     settings = load_settings(request.config, None, list(request.mirrors))
@@ -55,7 +56,7 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
             report = install_environment(request.lockfile, lf, platform, prefix, request.cache_dir, settings, progress_for(quiet))
         except PrefixTaken:  # another install made it meanwhile (this one waited for it): compared with what it left
             if up_to_date(request.lockfile, prefix, platform):
-                output.out(f"{prefix.absolute()} is up to date")
+                output.out(f"{absolute_path(prefix)} is up to date")
                 return output
         else:
             output.out(f"installed {counted(len(report.fetch.packages), 'package')} into {report.prefix} in {report.seconds:.2f}s")
