@@ -29,7 +29,7 @@ from rattler import PrefixRecord
 from conda_envkit.cache import cache_dir_or_default, package_path
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.clobbers import environment_clobbers
-from conda_envkit.files import directory_lock, remove_entry, replace_with, write_error
+from conda_envkit.files import absolute_path, directory_lock, remove_entry, replace_with, write_error
 from conda_envkit.install import (
     FetchedPackage,
     InstallError,
@@ -162,16 +162,79 @@ def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Pa
     return SyncPlan(tuple(add), tuple(remove), tuple(change))
 
 
-def _recorded_paths(record_path: Path) -> list[str]:
-    """The paths (relative to the prefix) a conda-meta or envkit pip record says its package installed."""
+def _recorded_entries(record_path: Path) -> list[dict[str, str]]:
+    """The entries (`_path` relative to the prefix, and `path_type`, `original_path` where the record has them) a
+    conda-meta or envkit pip record says its package installed."""
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         entries = record.get("paths_data", {}).get("paths") or record.get("files") or []
-        return [str(e["_path"]) if isinstance(e, dict) else str(e) for e in entries]
+        return [
+            {k: str(v) for k, v in e.items() if k in ("_path", "path_type", "original_path")} if isinstance(e, dict) else {"_path": str(e)}
+            for e in entries
+        ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise InstallError(
             f"{record_path}: unreadable package record", hint="repair or remove the environment, then install again"
         ) from None
+
+
+def _recorded_paths(record_path: Path) -> list[str]:
+    """The paths (relative to the prefix) a conda-meta or envkit pip record says its package installed."""
+    try:
+        return [entry["_path"] for entry in _recorded_entries(record_path)]
+    except KeyError:
+        raise InstallError(
+            f"{record_path}: unreadable package record", hint="repair or remove the environment, then install again"
+        ) from None
+
+
+def check_original_paths(installed: dict[str, tuple[str, Path]]) -> None:
+    """InstallError for a conda-meta record whose `original_path` (where a clobbered file belongs, which py-rattler
+    moves it back to) is not a plain path inside the prefix: absolute or with `..` (py-rattler panicked on one)."""
+    for name, (_, record_path) in installed.items():
+        if name.startswith("pip:"):
+            continue
+        for entry in _recorded_entries(record_path):
+            original = entry.get("original_path")
+            if original is not None and (not original or original.startswith("/") or ".." in original.split("/")):
+                raise InstallError(
+                    f"{record_path}: names {original!r} as a file's original path, outside the prefix",
+                    hint="repair or remove that record (or the environment), then install again; nothing was changed",
+                )
+
+
+def check_files_are_not_directories(prefix: Path, going: dict[str, Path]) -> None:
+    """InstallError when a file or link a package being unlinked installed is now a directory (a user's): py-rattler
+    would fail in the middle of the sync, every time."""
+    for name, record_path in going.items():
+        for entry in _recorded_entries(record_path):
+            path = prefix / entry.get("_path", "")
+            if entry.get("path_type") != "directory" and not path.is_symlink() and path.is_dir() and path != prefix:
+                raise InstallError(
+                    f"{path} is a directory, where {name} installed a file",
+                    hint="move it out of the prefix (it is not the package's), then install again; nothing was changed",
+                )
+
+
+def _remove_bytecode(prefix: Path, sources: Iterable[str]) -> None:
+    """Remove what python compiled from `sources` (`.py` paths) that are no longer there (their package unlinked or
+    moved them), and the `__pycache__` directories that leaves empty: no record names them, and verify called them
+    the user's files for ever."""
+    emptied = set()
+    for source in sources:
+        path = prefix / source
+        if not source.endswith(".py") or path.exists() or path.is_symlink():
+            continue
+        cache = path.parent / "__pycache__"
+        if cache.is_symlink() or not cache.is_dir():
+            continue
+        for compiled in cache.glob(f"{path.stem}.*.pyc"):
+            compiled.unlink(missing_ok=True)
+            emptied.add(cache)
+    for directory in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+        while directory != prefix and directory.is_dir() and not directory.is_symlink() and not any(directory.iterdir()):
+            directory.rmdir()
+            directory = directory.parent
 
 
 def check_paths_stay_inside(prefix: Path, paths: Iterable[str]) -> None:
@@ -190,7 +253,10 @@ def check_paths_stay_inside(prefix: Path, paths: Iterable[str]) -> None:
             link = next((step for step in steps if step.is_symlink()), None)
             hint = "replace it with a directory (or remove the prefix and install again); nothing was changed"
             if link is None:  # a record naming `../` (written by hand or by a hostile tool)
-                raise InstallError(f"{prefix}: a package record names {path}, outside the prefix", hint=hint)
+                raise InstallError(
+                    f"{prefix}: a package record names {path}, outside the prefix",
+                    hint="repair or remove that record (or the environment), then install again; nothing was changed",
+                )
             raise InstallError(
                 f"{link} is a symlink out of the prefix (to {os.path.realpath(link)}): envkit does not remove or write files through it",
                 hint=hint,
@@ -271,7 +337,7 @@ def sync_environment(
     writable) is installed into in place, keeping its owner and mode: the lock's copy goes in first,
     so an interrupted install is envkit's and the next install finishes it.
     One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
-    prefix = prefix.absolute()
+    prefix = absolute_path(prefix)
     with directory_lock(prefix, waiting_for_another_install(progress or SILENT, prefix, prefix)):
         if empty_directory(prefix):
             try:
@@ -389,6 +455,12 @@ def _sync(
     going = [n for n in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)] if n in installed]  # (unlinked or removed)
     check_paths_stay_inside(prefix, (path for name in going for path in _recorded_paths(installed[name][1])))
     check_paths_stay_inside(prefix, (path for info in every if info.name in touched for path in info.paths))
+    check_original_paths(installed)
+    check_files_are_not_directories(prefix, {name: installed[name][1] for name in going if not name.startswith("pip:")})
+    # The sources python may have compiled that this sync may unlink: the packages going, and with a new python every
+    # noarch: python package (relinked into the new site-packages).
+    relinked = [name for name in installed if not name.startswith("pip:") and (name in going or python_changed)]
+    sources = [path for name in relinked for path in _recorded_paths(installed[name][1]) if path.endswith(".py")]
     prefix_records = [_prefix_record(path, lockfile_path.parent) for name, (_, path) in installed.items() if not name.startswith("pip:")]
     # Everything is fetched and checked: from here on the prefix changes, so its record of
     # what is installed goes first (an interrupted sync is then redone in full).
@@ -399,6 +471,7 @@ def _sync(
         if name.startswith("pip:") and installed[name][1].exists():
             _remove_pip(prefix, installed[name][1])
     link_packages(records, prefix, cache_dir, platform, installed=prefix_records)
+    _remove_bytecode(prefix, sources)
     normalize_conda_meta(prefix, packages)
     if wheel_touched:
         python = next((p.version for p in packages if p.name == "python"), "")
