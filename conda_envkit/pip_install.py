@@ -30,6 +30,7 @@ from installer.utils import copyfileobj_with_hashing, make_file_executable, pars
 from packaging.utils import canonicalize_name
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.files import signals_deferred
 from conda_envkit.safepath import UnsafePathError, check_not_records, child, is_within, open_new_file, relative_path
 
 PIP_RECORDS = PurePosixPath("conda-meta/envkit/pip")
@@ -103,8 +104,9 @@ class PrefixDestination(SchemeDictionaryDestination):
         check_not_records(rel, self._what)
         if target.exists() or target.is_symlink():
             raise FileExistsError(f"File already exists: {rel}")
-        fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")
-        self.written.append(target)
+        with signals_deferred():  # made and noted as one step: a Ctrl-C between left a file the cleanup missed
+            fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")
+            self.written.append(target)
         with open(fd, "wb") as f:
             hash_, size = copyfileobj_with_hashing(stream, f, self.hash_algorithm)
         if is_executable:
@@ -279,7 +281,8 @@ def _install_wheel(
             hint="the lock was edited by hand or the index is broken; re-lock",
         )
     data = pip_record(item, site, dist_info, _installed_files(prefix, site, dist_info))
-    fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
-    written.append(record_path)
+    with signals_deferred():
+        fd = open_new_file(prefix, record_path.relative_to(prefix).as_posix(), f"{what}: record")
+        written.append(record_path)
     with open(fd, "wb") as out:
         out.write(data)

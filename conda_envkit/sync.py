@@ -404,8 +404,11 @@ def _sync(
     plan = plan_sync(packages + wheels, installed)
     lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
-        if state is None:  # a sync was interrupted (or --force): records it linked may not be the lock's yet
+        if state is None or state.lock_sha256 != lock_sha:
+            # A sync was interrupted (or --force): records it linked may not be the lock's yet; or the lock moved its
+            # packages (a mirror, a renamed channel or index) with the same sha256s: the records name their new URLs.
             normalize_conda_meta(prefix, packages)
+            _relocate_pip_records(prefix, wheels)
         if interrupted:
             _remove_empty_directories(prefix)
         if state is None or state.lock_sha256 != lock_sha:
@@ -473,6 +476,7 @@ def _sync(
     link_packages(records, prefix, cache_dir, platform, installed=prefix_records)
     _remove_bytecode(prefix, sources)
     normalize_conda_meta(prefix, packages)
+    _relocate_pip_records(prefix, [w for w in wheels if w not in wheel_touched])
     if wheel_touched:
         python = next((p.version for p in packages if p.name == "python"), "")
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
@@ -482,6 +486,17 @@ def _sync(
         _remove_empty_directories(prefix)
     _finish(lockfile_path, prefix, platform, lock_sha)
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
+
+
+def _relocate_pip_records(prefix: Path, wheels: list[LockedDependency]) -> None:
+    """Give the pip records of `wheels` (installed already: same name and sha256) the URL the lock has for them now."""
+    by_name = {w.name: w for w in wheels}
+    for path in sorted((prefix / PIP_RECORDS).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        locked = by_name.get(str(record.get("name")))
+        if locked is not None and record.get("sha256") == locked.hash.sha256 and record.get("url") != locked.locked_url:
+            data = (json.dumps({**record, "url": locked.locked_url}, sort_keys=True) + "\n").encode("utf-8")
+            replace_with(path, data, path.stat().st_mode & 0o777)  # (its mode as the install gave it)
 
 
 def _remove_empty_directories(prefix: Path) -> None:

@@ -419,3 +419,26 @@ def test_a_prefix_that_is_a_symlink_to_an_empty_directory_says_so(tmp_path: Path
     result = run_envkit("install", "--prefix", tmp_path / "link", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
     assert result.returncode == 2 and f"{tmp_path / 'link'} is a symlink (to {tmp_path / 'real'})" in result.stderr, result.output
     assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_packages_that_moved_to_another_channel_or_index_get_their_new_urls(tmp_path: Path, toy_channel: Path, pip_index_server) -> None:  # noqa: ANN001
+    # A mirror, a renamed channel or index: the same archives (same sha256s) at other URLs. Nothing is relinked, and
+    # the records name the new URLs, as a fresh install's do (verify compared them, and failed for ever).
+    import json
+    import shutil
+
+    from tests.conftest import write_env
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _install_with_a_wheel(work, cache, prefix, toy_channel, pip_index_server.url)
+    mirror = tmp_path / "mirror"
+    shutil.copytree(toy_channel, mirror)
+    moved_index = pip_index_server.url.replace("127.0.0.1", "localhost")
+    conda = f"channels:\n  - {mirror}\ndependencies:\n  - python =3.11\n  - numpy =1.26\n"
+    write_env(work, conda + f"  - pip:\n    - --index-url {moved_index}/simple\n    - hello-ml\n")
+    assert run_envkit("lock", "-q", "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).returncode == 0
+    assert "0 added, 0 changed, 0 removed" in _install(work, prefix, cache)  # and verify passes
+    (record,) = [json.loads(p.read_text()) for p in (prefix / "conda-meta").glob("numpy-*.json")]
+    assert record["url"].startswith(mirror.as_uri())
+    wheels = [json.loads(p.read_text()) for p in (prefix / "conda-meta" / "envkit" / "pip").glob("*.json")]
+    assert wheels and all(wheel["url"].startswith(moved_index) for wheel in wheels), wheels
