@@ -402,6 +402,11 @@ def _sync(
     _sweep_temp_files(prefix)
     installed = installed_packages(prefix, interrupted)
     plan = plan_sync(packages + wheels, installed)
+    # Not envkit's (--force): its conda packages are linked again as new ones, so that their records are what an install
+    # of the lock writes (another tool's records differ: verify compared them, and install said up to date).
+    same = {p.name for p in packages if p.name in installed and installed[p.name][0] == (p.hash.sha256 or "").lower()}
+    adopted = same if state is None and identity is None else set()  # (the others are unlinked and linked as usual)
+    plan = SyncPlan(plan.add, plan.remove, tuple(sorted({*plan.change, *adopted})))
     lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
         if state is None or state.lock_sha256 != lock_sha:
@@ -464,7 +469,11 @@ def _sync(
     # noarch: python package (relinked into the new site-packages).
     relinked = [name for name in installed if not name.startswith("pip:") and (name in going or python_changed)]
     sources = [path for name in relinked for path in _recorded_paths(installed[name][1]) if path.endswith(".py")]
-    prefix_records = [_prefix_record(path, lockfile_path.parent) for name, (_, path) in installed.items() if not name.startswith("pip:")]
+    prefix_records = [
+        _prefix_record(path, lockfile_path.parent)
+        for name, (_, path) in installed.items()
+        if not name.startswith("pip:") and name not in adopted
+    ]
     # Everything is fetched and checked: from here on the prefix changes, so its record of
     # what is installed goes first (an interrupted sync is then redone in full).
     clear_state(prefix)

@@ -134,3 +134,26 @@ def test_an_installed_record_that_is_a_directory_is_replaced(tmp_path: Path, cha
     assert result.returncode == 0, result.output
     assert state.is_file() and _verify(work, prefix).returncode == 0
     assert not any(p.name.startswith(".installed") for p in state.parent.iterdir()), os.listdir(state.parent)
+
+
+def test_forcing_a_prefix_another_tool_made_gives_the_records_an_install_writes(tmp_path: Path, channel: Path) -> None:
+    """A prefix py-rattler itself made (as pixi and micromamba make them), with the locked package: `install --force`
+    brings it to the lock, and then verify passes (the other tool's records were kept, and verify failed for ever)."""
+    import asyncio
+
+    from rattler import Platform, install, solve
+
+    async def other_tool() -> None:
+        records = await solve(sources=[str(channel)], specs=["t ==1.0"], platforms=[Platform("linux-64"), Platform("noarch")])
+        await install(records, target_prefix=tmp_path / "env", cache_dir=tmp_path / "other-cache", show_progress=False)
+
+    asyncio.run(other_tool())
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    assert "timestamp" in next((prefix / "conda-meta").glob("t-*.json")).read_text()  # the other tool's record
+    _lock(work, channel, "t =1.0")
+    assert _install(work, prefix).returncode == 2  # not envkit's: refused without --force
+    forced = _install(work, prefix, "--force")
+    assert forced.returncode == 0, forced.output
+    assert _verify(work, prefix).returncode == 0
+    again = _install(work, prefix)
+    assert again.returncode == 0 and again.stdout.strip() == f"{prefix} is up to date"
