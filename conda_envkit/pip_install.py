@@ -89,11 +89,11 @@ class PrefixDestination(SchemeDictionaryDestination):
     stay inside the prefix, and the file is created with O_EXCL|O_NOFOLLOW.
     """
 
-    def __init__(self, prefix: Path, what: str, *args, written: list[Path] | None = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, prefix: Path, what: str, *args, written: MadePaths | None = None, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._prefix = prefix
         self._what = what
-        self.written = [] if written is None else written  # every file made: the caller removes them if the install fails
+        self.written = MadePaths() if written is None else written  # every file made: the caller removes them if the install fails
 
     def write_to_fs(self, scheme, path, stream, is_executable):  # type: ignore[no-untyped-def]
         target = self._path_with_destdir(scheme, path)
@@ -104,6 +104,7 @@ class PrefixDestination(SchemeDictionaryDestination):
         check_not_records(rel, self._what)
         if target.exists() or target.is_symlink():
             raise FileExistsError(f"File already exists: {rel}")
+        self.written.expect(target)
         with signals_deferred():  # made and noted as one step: a Ctrl-C between left a file the cleanup missed
             fd = open_new_file(self._prefix, rel, f"{self._what}: {path}")
             self.written.append(target)
@@ -205,14 +206,35 @@ def _owner_of(prefix: Path, rel: str) -> str:
     return "which is in the prefix but in no package's record (left by an earlier install?)"
 
 
-def install_wheels(wheels: list[WheelToInstall], prefix: Path, target_prefix: str, platform: str, python_version: str) -> None:
-    """Install `wheels` (already verified) into `prefix`, as if it lived at `target_prefix`."""
+class MadePaths(list[Path]):
+    """The files a wheel's install made (the cleanup removes them if it fails), each handed to `noted` (a sync's
+    journal) before it is made: a sync killed outright (SIGKILL) in between finds it there."""
+
+    def __init__(self, noted: Callable[[Path], None] | None = None) -> None:
+        super().__init__()
+        self.noted = noted
+
+    def expect(self, path: Path) -> None:
+        if self.noted is not None:
+            self.noted(path)
+
+
+def install_wheels(
+    wheels: list[WheelToInstall],
+    prefix: Path,
+    target_prefix: str,
+    platform: str,
+    python_version: str,
+    noted: Callable[[Path], None] | None = None,
+) -> None:
+    """Install `wheels` (already verified) into `prefix`, as if it lived at `target_prefix`; `noted` hears of each
+    file before it is written (conda_envkit.sync_journal)."""
     python, kind = interpreter(platform, target_prefix)
     site = site_packages(platform, python_version)
     records = prefix / PIP_RECORDS
     records.mkdir(parents=True, exist_ok=True)
     for item in sorted(wheels, key=lambda w: w.name):
-        written: list[Path] = []
+        written = MadePaths(noted)
         try:
             _install_wheel(item, prefix, platform, python_version, (python, kind), site, records, written)
         except BaseException:  # (Ctrl-C too) what this wheel wrote goes again: no file without its record is left
@@ -229,7 +251,7 @@ def _install_wheel(
     interpreter_kind: tuple[str, Literal["posix", "win-amd64", "win-arm64"]],
     site: str,
     records: Path,
-    written: list[Path],
+    written: MadePaths,
 ) -> None:
     """One wheel of `install_wheels`, each file it writes noted in `written` (its record last)."""
     python, kind = interpreter_kind

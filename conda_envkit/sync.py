@@ -48,9 +48,11 @@ from conda_envkit.install import (
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_identity, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.noarch_python import parse_entry_point, python_target
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
-from conda_envkit.pkginfo import PackageInfoCache
+from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
+from conda_envkit.sync_journal import JournalWriter, end_journal, remove_leftovers, start_journal
 
 _WRITE_ERRORS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -127,6 +129,9 @@ def installed_packages(prefix: Path, interrupted: bool = False) -> dict[str, tup
             record = json.loads(meta.read_text(encoding="utf-8"))
             out[f"pip:{record['name']}"] = (str(record.get("sha256") or ""), meta)
         except (OSError, ValueError, KeyError, TypeError):
+            if interrupted:  # (cut short as it was written: its wheel's files are in the sync's journal)
+                meta.unlink(missing_ok=True)
+                continue
             raise InstallError(f"{meta}: unreadable pip record", hint="repair or remove the environment, then install again") from None
     return out
 
@@ -401,12 +406,17 @@ def _sync(
     interrupted = state is None and identity is not None
     _sweep_temp_files(prefix)
     installed = installed_packages(prefix, interrupted)
+    damaged = _after_interruption(prefix, installed) if interrupted else set()
+    if not interrupted:
+        end_journal(prefix)  # (one left by a sync stopped before it changed anything)
     plan = plan_sync(packages + wheels, installed)
     # Not envkit's (--force): its conda packages are linked again as new ones, so that their records are what an install
     # of the lock writes (another tool's records differ: verify compared them, and install said up to date).
-    same = {p.name for p in packages if p.name in installed and installed[p.name][0] == (p.hash.sha256 or "").lower()}
-    adopted = same if state is None and identity is None else set()  # (the others are unlinked and linked as usual)
-    plan = SyncPlan(plan.add, plan.remove, tuple(sorted({*plan.change, *adopted})))
+    same = {_name(p) for p in packages + wheels if _name(p) in installed and installed[_name(p)][0] == (p.hash.sha256 or "").lower()}
+    adopted = {n for n in same if not n.startswith("pip:")} if state is None and identity is None else set()
+    # ... and so are the locked ones an interrupted sync left with some of their files gone.
+    relinked = adopted | (same & damaged)
+    plan = SyncPlan(plan.add, plan.remove, tuple(sorted({*plan.change, *relinked})))
     lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
         if state is None or state.lock_sha256 != lock_sha:
@@ -418,6 +428,7 @@ def _sync(
             _remove_empty_directories(prefix)
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
+        end_journal(prefix)
         return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
     touched = set(plan.add) | set(plan.change)
     conda_touched = [p for p in packages if p.name in touched]
@@ -467,15 +478,16 @@ def _sync(
     check_files_are_not_directories(prefix, {name: installed[name][1] for name in going if not name.startswith("pip:")})
     # The sources python may have compiled that this sync may unlink: the packages going, and with a new python every
     # noarch: python package (relinked into the new site-packages).
-    relinked = [name for name in installed if not name.startswith("pip:") and (name in going or python_changed)]
-    sources = [path for name in relinked for path in _recorded_paths(installed[name][1]) if path.endswith(".py")]
+    unlinked = [name for name in installed if not name.startswith("pip:") and (name in going or python_changed)]
+    sources = [path for name in unlinked for path in _recorded_paths(installed[name][1]) if path.endswith(".py")]
     prefix_records = [
         _prefix_record(path, lockfile_path.parent)
         for name, (_, path) in installed.items()
-        if not name.startswith("pip:") and name not in adopted
+        if not name.startswith("pip:") and name not in relinked
     ]
-    # Everything is fetched and checked: from here on the prefix changes, so its record of
-    # what is installed goes first (an interrupted sync is then redone in full).
+    # Everything is fetched and checked: from here on the prefix changes, so the paths it will make are noted, then its
+    # record of what is installed goes (an interrupted sync is then redone in full, and what it made removed).
+    start_journal(prefix, _paths_to_link([info for info in every if info.name in touched], every, platform))
     clear_state(prefix)
     _absolute_urls(prefix, lockfile_path.parent)
     # pip first (its files sit in python's site-packages), then conda.
@@ -490,11 +502,36 @@ def _sync(
         python = next((p.version for p in packages if p.name == "python"), "")
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
         to_install = [WheelToInstall(w.name, w.version, w.locked_url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
-        install_wheels(to_install, prefix, str(prefix), platform, python)
+        install_wheels(to_install, prefix, str(prefix), platform, python, noted=JournalWriter(prefix).note)
     if interrupted:
         _remove_empty_directories(prefix)
     _finish(lockfile_path, prefix, platform, lock_sha)
+    end_journal(prefix)
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
+
+
+def _after_interruption(prefix: Path, installed: dict[str, tuple[str, Path]]) -> set[str]:
+    """After an interrupted sync: what it made that no record names is removed (its journal); the packages whose
+    record outlived some of their files (py-rattler and the wheel remover delete the record last), to be linked
+    again."""
+    recorded = {name: _recorded_paths(path) for name, (_, path) in installed.items()}
+    remove_leftovers(prefix, {path for paths in recorded.values() for path in paths})
+    return {name for name, paths in recorded.items() if not all(os.path.lexists(prefix / rel) for rel in paths)}
+
+
+def _paths_to_link(linking: list[PackageInfo], every: list[PackageInfo], platform: str) -> list[str]:
+    """Where the conda packages `linking` put their files in the prefix (a noarch: python package's relocated, with
+    its entry points), as the sync's journal notes them."""
+    python = next((info for info in every if info.name == "python"), None)
+    target = python_target(python.version, platform, python.python_site_packages_path) if python else None
+    out = []
+    for info in linking:
+        if info.noarch == "python" and target is not None:
+            out += [moved for path in info.paths if (moved := target.relocated(path)) is not None]
+            out += [f"bin/{point.command}" for text in info.entry_points if (point := parse_entry_point(text)) is not None]
+        else:
+            out += info.paths
+    return out
 
 
 def _relocate_pip_records(prefix: Path, wheels: list[LockedDependency]) -> None:

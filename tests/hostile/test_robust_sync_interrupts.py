@@ -1,0 +1,122 @@
+"""A sync of a prefix stopped part-way (SIGKILL, as the OOM killer or a CI timeout does; SIGINT), then the next
+install: it must converge on what a fresh install of its lock makes, and verify must pass. py-rattler links a
+package's files before its record and removes them before it, and a wheel's files come before its record, so
+an interrupted sync leaves files no record names, or a record whose files are gone (conda_envkit.sync_journal).
+
+Each test stops a real sync of a package of many files once some of them are in place (or gone)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
+from conda_envkit.testing.local_index import WheelSpec, write_wheel
+from tests.conftest import Result, run_envkit, write_env
+
+FILES = 4000
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A channel (python, small, big: FILES files) and a directory holding the wheel bigwheel (FILES modules)."""
+    root = tmp_path_factory.mktemp("sync-interrupts")
+    big = tuple(PackageFile(f"share/big/f{i:05}.txt", f"{i}\n".encode() * 50) for i in range(FILES))
+    python = PackageSpec("python", "3.11.9", "h0", subdir="linux-64", files=(PackageFile("lib/python3.11/site-packages/README.txt", b"s"),))
+    small = PackageSpec("small", "1.0", "0", subdir="linux-64", files=(PackageFile("share/small.txt", b"s"),))
+    build_channel(root / "channel", [python, small, PackageSpec("big", "1.0", "0", subdir="linux-64", files=big)], subdirs=("linux-64",))
+    write_wheel(WheelSpec("bigwheel", "1.0", files=tuple((f"big/f{i:05}.py", f"x = {i}\n" * 20) for i in range(FILES))), root / "wheels")
+    return root / "channel", root / "wheels"
+
+
+def _lock(work: Path, channel: Path, deps: str) -> None:
+    write_env(work, f"channels: [{channel}]\nplatforms: [linux-64]\ndependencies: {deps}\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+
+
+def _install(work: Path, prefix: Path) -> Result:
+    return run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(work / "cache")})
+
+
+def _stopped_install(work: Path, prefix: Path, watched: Path, signum: int, until: object) -> int:
+    """Start `envkit install`, send `signum` once `until(number of entries in watched)` holds; its exit status."""
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(work / "cache")}
+    command = [sys.executable, "-m", "conda_envkit", "install", "-q", "--prefix", str(prefix), "-p", "linux-64"]
+    proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        count = len(os.listdir(watched)) if watched.is_dir() else 0
+        if until(count):  # type: ignore[operator]
+            proc.send_signal(signum)
+            break
+        time.sleep(0.002)
+    return proc.wait(timeout=120)
+
+
+def _converged(work: Path, prefix: Path, fresh: Path) -> None:
+    """The next install succeeds, verify passes, and the prefix holds what a fresh install of the lock holds."""
+    again = _install(work, prefix)
+    assert again.returncode == 0, again.output
+    verify = run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
+    assert verify.returncode == 0, verify.output
+    assert _install(work, fresh).returncode == 0
+
+    def files(root: Path) -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if "conda-meta/envkit" not in p.as_posix()}
+
+    assert files(prefix) == files(fresh)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_sync_stopped_while_linking_leaves_nothing_once_the_lock_goes_back(
+    tmp_path: Path, sources: tuple[Path, Path], signum: int
+) -> None:
+    channel, _wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[small]")
+    old = (work / "conda-lock.yml").read_bytes()
+    assert _install(work, prefix).returncode == 0
+    _lock(work, channel, "[small, big]")
+    status = _stopped_install(work, prefix, prefix / "share" / "big", signum, lambda n: n > 50)
+    left = len(os.listdir(prefix / "share" / "big"))
+    assert status != 0 and 0 < left < FILES, (status, left)  # stopped part-way
+    (work / "conda-lock.yml").write_bytes(old)  # the user goes back to the lock the prefix had
+    _converged(work, prefix, tmp_path / "fresh")
+    assert not (prefix / "share" / "big").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_sync_stopped_while_removing_links_the_package_again_once_the_lock_goes_back(
+    tmp_path: Path, sources: tuple[Path, Path], signum: int
+) -> None:
+    channel, _wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[small, big]")
+    old = (work / "conda-lock.yml").read_bytes()
+    assert _install(work, prefix).returncode == 0
+    _lock(work, channel, "[small]")
+    status = _stopped_install(work, prefix, prefix / "share" / "big", signum, lambda n: n < FILES - 50)
+    left = len(os.listdir(prefix / "share" / "big"))
+    assert status != 0 and 0 < left < FILES, (status, left)
+    (work / "conda-lock.yml").write_bytes(old)
+    _converged(work, prefix, tmp_path / "fresh")
+    assert len(os.listdir(prefix / "share" / "big")) == FILES
+
+
+def test_a_wheel_install_killed_part_way_does_not_block_the_next(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    channel, wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[python =3.11]")
+    assert _install(work, prefix).returncode == 0
+    _lock(work, channel, f"[python =3.11, pip: [--no-index, --find-links {wheels}, bigwheel]]")
+    modules = prefix / "lib" / "python3.11" / "site-packages" / "big"
+    status = _stopped_install(work, prefix, modules, signal.SIGKILL, lambda n: n > 100)
+    left = len(os.listdir(modules))
+    assert status != 0 and 0 < left < FILES, (status, left)
+    _converged(work, prefix, tmp_path / "fresh")
