@@ -221,6 +221,30 @@ def check_files_are_not_directories(prefix: Path, going: dict[str, Path]) -> Non
                 )
 
 
+def check_nothing_unowned_is_overwritten(
+    prefix: Path, linking: dict[str, list[str]], installed: dict[str, tuple[str, Path]], going: list[str]
+) -> None:
+    """InstallError when a conda package to link would overwrite a file no installed package's record lists (a
+    user's, another tool's): py-rattler overwrites it without a word (conda warns; a wheel's install refuses)."""
+    there = {path: name for name, paths in linking.items() for path in paths if os.path.lexists(prefix / path)}
+    for name in going:  # (what the packages being unlinked installed goes first)
+        for path in _recorded_paths(installed[name][1]) if there else ():
+            there.pop(path, None)
+    if not there:
+        return
+    for _sha256, record_path in installed.values():
+        for path in _recorded_paths(record_path):
+            there.pop(path, None)
+        if not there:
+            return
+    path, name = min(there.items())
+    more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+    raise InstallError(
+        f"{prefix / path} is in the prefix but in no package's record: installing {name} would overwrite it{more}",
+        hint="move it out of the prefix (it is yours, or another tool's), then install again; nothing was changed",
+    )
+
+
 def _remove_bytecode(prefix: Path, sources: Iterable[str]) -> None:
     """Remove what python compiled from `sources` (`.py` paths) that are no longer there (their package unlinked or
     moved them), and the `__pycache__` directories that leaves empty: no record names them, and verify called them
@@ -485,9 +509,12 @@ def _sync(
         for name, (_, path) in installed.items()
         if not name.startswith("pip:") and name not in relinked
     ]
+    linking = {info.name: _paths_to_link([info], every, platform) for info in every if info.name in touched}
+    if not interrupted:  # (after one, a file no record lists may be that sync's own: it linked it, then no record)
+        check_nothing_unowned_is_overwritten(prefix, linking, installed, going)
     # Everything is fetched and checked: from here on the prefix changes, so the paths it will make are noted, then its
     # record of what is installed goes (an interrupted sync is then redone in full, and what it made removed).
-    start_journal(prefix, _paths_to_link([info for info in every if info.name in touched], every, platform))
+    start_journal(prefix, (path for paths in linking.values() for path in paths))
     clear_state(prefix)
     _absolute_urls(prefix, lockfile_path.parent)
     # pip first (its files sit in python's site-packages), then conda.

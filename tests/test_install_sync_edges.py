@@ -157,3 +157,19 @@ def test_forcing_a_prefix_another_tool_made_gives_the_records_an_install_writes(
     assert _verify(work, prefix).returncode == 0
     again = _install(work, prefix)
     assert again.returncode == 0 and again.stdout.strip() == f"{prefix} is up to date"
+
+
+def test_a_users_file_where_a_new_package_installs_one_is_refused_not_overwritten(tmp_path: Path, channel: Path) -> None:
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "python =3.11")
+    assert _install(work, prefix).returncode == 0
+    mine = prefix / "share" / "t" / "a.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own notes")
+    _lock(work, channel, "python =3.11", "t =1.0")
+    result = _install(work, prefix)
+    assert result.returncode == 2, result.output
+    assert f"error: {mine} is in the prefix but in no package's record: installing t would overwrite it" in result.stderr
+    assert mine.read_text() == "my own notes" and (prefix / "conda-meta" / "envkit" / "installed.json").is_file()
+    mine.unlink()
+    assert _install(work, prefix).returncode == 0 and _verify(work, prefix).returncode == 0
