@@ -55,10 +55,16 @@ def _verify(work: Path, prefix: Path) -> Result:
     return run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work)
 
 
-def test_removing_a_noarch_module_removes_what_python_compiled_from_it(tmp_path: Path, channel: Path) -> None:
+def _installed(tmp_path: Path, channel: Path, *deps: str) -> tuple[Path, Path]:
+    """A lock of `deps` in `work`, installed into `env`: (work, env)."""
     work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "python =3.11", "six")
+    _lock(work, channel, *deps)
     assert _install(work, prefix).returncode == 0
+    return work, prefix
+
+
+def test_removing_a_noarch_module_removes_what_python_compiled_from_it(tmp_path: Path, channel: Path) -> None:
+    work, prefix = _installed(tmp_path, channel, "python =3.11", "six")
     cache = prefix / "lib" / "python3.11" / "site-packages" / "__pycache__"
     cache.mkdir()
     (cache / "six.cpython-311.pyc").write_bytes(b"compiled")  # as `import six` leaves it
@@ -84,9 +90,7 @@ def test_a_relative_prefix_is_written_as_its_absolute_path_without_dots(tmp_path
 
 
 def test_a_users_directory_at_a_packages_file_is_refused_before_anything_changes(tmp_path: Path, channel: Path) -> None:
-    work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "t =1.0")
-    assert _install(work, prefix).returncode == 0
+    work, prefix = _installed(tmp_path, channel, "t =1.0")
     mine = prefix / "share" / "t" / "a.txt"
     mine.unlink()
     mine.mkdir()
@@ -106,9 +110,7 @@ def test_a_users_directory_at_a_packages_file_is_refused_before_anything_changes
 
 
 def test_a_record_whose_original_path_leaves_the_prefix_is_refused_before_anything_changes(tmp_path: Path, channel: Path) -> None:
-    work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "t =1.0", "six", "python =3.11")
-    assert _install(work, prefix).returncode == 0
+    work, prefix = _installed(tmp_path, channel, "t =1.0", "six", "python =3.11")
     record_path = next((prefix / "conda-meta").glob("t-1.0-0.json"))
     record = json.loads(record_path.read_text())
     for original in (str(tmp_path / "outside" / "planted"), "../outside/planted"):
@@ -123,9 +125,7 @@ def test_a_record_whose_original_path_leaves_the_prefix_is_refused_before_anythi
 
 
 def test_an_installed_record_that_is_a_directory_is_replaced(tmp_path: Path, channel: Path) -> None:
-    work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "t =1.0")
-    assert _install(work, prefix).returncode == 0
+    work, prefix = _installed(tmp_path, channel, "t =1.0")
     state = prefix / "conda-meta" / "envkit" / "installed.json"
     state.unlink()
     (state / "junk").mkdir(parents=True)
@@ -160,9 +160,7 @@ def test_forcing_a_prefix_another_tool_made_gives_the_records_an_install_writes(
 
 
 def test_a_users_file_where_a_new_package_installs_one_is_refused_not_overwritten(tmp_path: Path, channel: Path) -> None:
-    work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "python =3.11")
-    assert _install(work, prefix).returncode == 0
+    work, prefix = _installed(tmp_path, channel, "python =3.11")
     mine = prefix / "share" / "t" / "a.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("my own notes")

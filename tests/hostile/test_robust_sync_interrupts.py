@@ -73,21 +73,27 @@ def _converged(work: Path, prefix: Path, fresh: Path) -> None:
     assert files(prefix) == files(fresh)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_a_sync_stopped_while_linking_leaves_nothing_once_the_lock_goes_back(
-    tmp_path: Path, sources: tuple[Path, Path], signum: int
-) -> None:
-    channel, _wheels = sources
+def _stopped_then_back(tmp_path: Path, channel: Path, had: str, then: str, signum: int, until: object) -> Path:
+    """A prefix of the lock of `had`, a sync to the lock of `then` stopped by `signum` once `until(files of big in the
+    prefix)` holds, and the install of `had`'s lock again: the prefix, converged (`_converged`)."""
     work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "[small]")
+    _lock(work, channel, had)
     old = (work / "conda-lock.yml").read_bytes()
     assert _install(work, prefix).returncode == 0
-    _lock(work, channel, "[small, big]")
-    status = _stopped_install(work, prefix, prefix / "share" / "big", signum, lambda n: n > 50)
+    _lock(work, channel, then)
+    status = _stopped_install(work, prefix, prefix / "share" / "big", signum, until)
     left = len(os.listdir(prefix / "share" / "big"))
     assert status != 0 and 0 < left < FILES, (status, left)  # stopped part-way
     (work / "conda-lock.yml").write_bytes(old)  # the user goes back to the lock the prefix had
     _converged(work, prefix, tmp_path / "fresh")
+    return prefix
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_sync_stopped_while_linking_leaves_nothing_once_the_lock_goes_back(
+    tmp_path: Path, sources: tuple[Path, Path], signum: int
+) -> None:
+    prefix = _stopped_then_back(tmp_path, sources[0], "[small]", "[small, big]", signum, lambda n: n > 50)
     assert not (prefix / "share" / "big").exists()
 
 
@@ -95,17 +101,7 @@ def test_a_sync_stopped_while_linking_leaves_nothing_once_the_lock_goes_back(
 def test_a_sync_stopped_while_removing_links_the_package_again_once_the_lock_goes_back(
     tmp_path: Path, sources: tuple[Path, Path], signum: int
 ) -> None:
-    channel, _wheels = sources
-    work, prefix = tmp_path / "work", tmp_path / "env"
-    _lock(work, channel, "[small, big]")
-    old = (work / "conda-lock.yml").read_bytes()
-    assert _install(work, prefix).returncode == 0
-    _lock(work, channel, "[small]")
-    status = _stopped_install(work, prefix, prefix / "share" / "big", signum, lambda n: n < FILES - 50)
-    left = len(os.listdir(prefix / "share" / "big"))
-    assert status != 0 and 0 < left < FILES, (status, left)
-    (work / "conda-lock.yml").write_bytes(old)
-    _converged(work, prefix, tmp_path / "fresh")
+    prefix = _stopped_then_back(tmp_path, sources[0], "[small, big]", "[small]", signum, lambda n: n < FILES - 50)
     assert len(os.listdir(prefix / "share" / "big")) == FILES
 
 
