@@ -184,6 +184,27 @@ def test_push_multi_arch_then_second_push_uploads_nothing(tmp_path: Path, image_
     }
 
 
+def test_a_push_that_moves_the_lock_hash_tag_to_another_image_says_so(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    repo = f"{registry.host}/team/train"
+    first, _ = _bake(work, tmp_path / "cache", "--push", repo, "--insecure")
+    again, _ = _bake(work, tmp_path / "cache", "--push", repo, "--insecure")
+    assert again["image"]["digest"] == first["image"]["digest"]  # the same image: nothing moved, nothing said
+    other = run_envkit(
+        "bake", "-q", "--push", repo, "--insecure", "--cmd", "greet", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    )
+    assert other.returncode == 0, other.output
+    moved = json.loads((work / "bake.json").read_text())
+    tag = first["tags"][0]
+    assert moved["tags"][0] == tag and moved["image"]["digest"] != first["image"]["digest"]
+    expected = (
+        f"warning: {repo}:{tag} named {first['image']['digest']}, another image of this lock; it now names {moved['image']['digest']}"
+    )
+    assert expected in other.stderr, other.stderr
+    assert _skopeo("inspect", "--tls-verify=false", f"docker://{repo}:{tag}")["Digest"] == moved["image"]["digest"]
+
+
 def test_base_from_registry_is_layered_under_the_env_and_mounted(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     base_work, work = tmp_path / "base", tmp_path / "work"
     _lock(base_work, image_channel, ["busybox"])

@@ -317,6 +317,12 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         *cache_warnings,
         *(w for image in baked.platforms for w in image.warnings if w not in said_early),
     )
+    moved = result.push.moved.get(result.tags[0]) if result.push is not None and result.tags else None
+    if moved is not None:  # (the lock-hash tag names one image of the lock: the last pushed)
+        warnings += (
+            f"{request.push_repo}:{result.tags[0]} named {moved}, another image of this lock; it now names {baked.top.digest}"
+            " (another base, --cmd, --env, --large-package-mb or SOURCE_DATE_EPOCH makes another image of one lock: give each its own -t)",
+        )
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
     if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)

@@ -183,6 +183,7 @@ class PushStats:
     skipped: list[str] = field(default_factory=list)
     mounted: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
+    moved: dict[str, str] = field(default_factory=dict)  # tag -> the digest it named before this push moved it
 
 
 class RegistryClient:
@@ -376,6 +377,19 @@ class RegistryClient:
         pushing to `repository` (a token for its push scope, or basic auth on its API root). A registry may still
         refuse the first write (a token server that grants less than asked): that is the push's own error."""
         self.request("GET", "/v2/", repository_scope(repository, "pull,push"), (200,), what="the registry's API (/v2/)")
+
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        """The digest a tag names now (a HEAD's Docker-Content-Digest), or None if it names nothing or says none."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{tag}",
+            repository_scope(repository, "pull"),
+            (200, 404),
+            {"Accept": ", ".join(MANIFEST_TYPES)},
+            what=f"HEAD manifest {repository}:{tag}",
+        )
+        digest = response.headers.get("Docker-Content-Digest", "") if response.status_code == 200 else ""
+        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
 
     def has_blob(self, repository: str, digest: str) -> bool:
         return self._head_blob(repository, digest).status_code == 200

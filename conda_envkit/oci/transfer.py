@@ -254,6 +254,9 @@ def push_image(
     for desc in documents:
         client.put_manifest(repository, desc.digest, store.verified_path(desc.digest).read_bytes(), desc.media_type)
     for tag in tags:
+        before = client.tag_digest(repository, tag)
+        if before is not None and before != image.top.digest:
+            stats.moved[tag] = before
         client.put_manifest(repository, tag, store.verified_path(image.top.digest).read_bytes(), image.top.media_type)
     sent = f"{len(stats.uploaded)} blobs uploaded ({stats.bytes_uploaded / 1e6:.1f} MB)"
     progress.done(step, f"{sent}, {len(stats.skipped)} already there, {len(stats.mounted)} mounted, tags {', '.join(tags)}")
