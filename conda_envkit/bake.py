@@ -232,13 +232,13 @@ def _relinked_records(staging: Path, names: list[str], clobbers: dict[str, dict[
     return moved
 
 
-def metadata_members(in_image: str, lockfile_path: Path, labels: dict[str, str], platform: str) -> list[Member]:
+def metadata_members(in_image: str, lock_bytes: bytes, labels: dict[str, str], platform: str) -> list[Member]:
     """The files of an environment no package owns: conda-meta/history, the lock copy, environment.json, and the
     prefix's identity (platform and path, as `envkit install` writes it: an install into the image's prefix syncs)."""
     about = {"schema": "envkit.image-environment/1", "labels": labels}
     files = {
         "conda-meta/history": b"",
-        LOCK_COPY.as_posix(): lockfile_path.read_bytes(),
+        LOCK_COPY.as_posix(): lock_bytes,
         ENVIRONMENT_FILE.as_posix(): (json.dumps(about, sort_keys=True) + "\n").encode(),
         IDENTITY_FILE.as_posix(): identity_bytes(platform, "/" + in_image),
     }
@@ -288,7 +288,7 @@ def image_env(options: BakeOptions) -> dict[str, str]:
 
 
 def stage_environment(
-    lockfile_path: Path,
+    lock_copy: bytes,
     lockfile: Lockfile,
     platform: str,
     staging: Path,
@@ -298,14 +298,15 @@ def stage_environment(
     settings: ChannelSettings | None,
     progress: Progress = SILENT,
 ) -> None:
-    """Install one platform into `staging` for `prefix`, with the lock copy and environment.json.
+    """Install one platform into `staging` for `prefix`, with the lock copy (`lock_copy`: the lock's bytes as they
+    were read) and environment.json.
 
     The environment bytes of an image: `bake` layers them, `dockerfile` copies them.
     """
     install_packages(lockfile, platform, staging, prefix, cache_dir, settings, progress)
     copy = staging / LOCK_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(lockfile_path, copy)
+    copy.write_bytes(lock_copy)
     # What the environment is, readable inside the container (conda_envkit.tracking).
     about = {"schema": "envkit.image-environment/1", "labels": labels}
     (staging / ENVIRONMENT_FILE).write_text(json.dumps(about, sort_keys=True) + "\n", encoding="utf-8")
@@ -350,10 +351,12 @@ def bake_platform(
     settings: ChannelSettings | None = None,
     progress: Progress = SILENT,
     remote: RegistryCache | None = None,
+    lock_copy: bytes | None = None,
 ) -> PlatformImage:
     """One platform of the lock as an image manifest: plan the layers from the lock, build only those not cached.
 
-    `remote` (from --cache-from) supplies layers by reference: their blobs stay in the registry.
+    `remote` (from --cache-from) supplies layers by reference: their blobs stay in the registry. `lock_copy`: the
+    lock's bytes as they were read (else read again from `lockfile_path`), for the image's copy of it.
     """
     started = time.perf_counter()
     oci_platform(platform)
@@ -439,7 +442,8 @@ def bake_platform(
     in_image = prefix.strip("/")
     titles = [plan.title for plan in plans]
     contents = [tuple(p.label for p in plan.packages) for plan in plans]
-    written.append(write_layer(metadata_members(in_image, lockfile_path, labels, platform), store, options.compression, options.epoch))
+    lock_bytes = lockfile_path.read_bytes() if lock_copy is None else lock_copy
+    written.append(write_layer(metadata_members(in_image, lock_bytes, labels, platform), store, options.compression, options.epoch))
     titles.append("environment metadata (conda-meta, lock)")
     contents.append(())
     if options.files:
@@ -1123,15 +1127,17 @@ def bake_image(
     settings: ChannelSettings | None = None,
     progress: Progress = SILENT,
     remote: RegistryCache | None = None,
+    lock_copy: bytes | None = None,
 ) -> BakedImage:
-    """Bake every platform; several platforms become one image index."""
+    """Bake every platform; several platforms become one image index (`lock_copy`: as bake_platform's)."""
     cache_dir = cache_dir_or_default(cache_dir)
     if not platforms:
         raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
     for platform in platforms:
         oci_platform(platform)
     images = tuple(
-        bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress, remote) for p in platforms
+        bake_platform(lockfile_path, lockfile, p, bases[p], options, store, cache_dir, settings, progress, remote, lock_copy)
+        for p in platforms
     )
     whole = lock_hash(lockfile)
     if len(images) == 1:

@@ -63,7 +63,7 @@ class BuildContext:
 
 
 def write_build_context(
-    lockfile_path: Path,
+    lock_copy: bytes,
     lockfile: Lockfile,
     platform: str,
     recipe: Recipe,
@@ -75,7 +75,8 @@ def write_build_context(
     settings: ChannelSettings | None = None,
     progress: Progress = SILENT,
 ) -> BuildContext:
-    """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place."""
+    """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place (`lock_copy`: the
+    lock's bytes as they were read, for the environment's copy of it)."""
     oci_platform(platform)
     labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
     out = out.absolute()
@@ -96,7 +97,7 @@ def write_build_context(
         scratch = Path(tempfile.mkdtemp(prefix="context-", dir=tmp_dir(cache_dir)))
         try:
             stage_environment(
-                lockfile_path, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress
+                lock_copy, lockfile, platform, scratch / "env", options.in_image_prefix, labels, cache_dir, settings, progress
             )
             shutil.copytree(scratch / "env", env_dir, symlinks=True)
         finally:

@@ -81,6 +81,7 @@ class InputText:
     name: str
     text: str
     path: Path | None
+    data: bytes = b""  # the bytes read (a lock's copy is the file as it was read, once)
 
 
 def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> InputText:
@@ -116,7 +117,7 @@ def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES)
         os.close(fd)
     text = decode_utf8(data, name)
     record = Path(path) if regular and given not in _STDIN_NAMES and not _is_fd_path(given) else None
-    return InputText(name=name, text=text, path=record)
+    return InputText(name=name, text=text, path=record, data=data)
 
 
 def _is_fd_path(given: str) -> bool:

@@ -630,10 +630,17 @@ def parse_lock_text(text: str, path: Path) -> LockFile:
 
 def read_lock(path: Path) -> LockFile:
     """Read and validate a conda-lock.yml (UTF-8, whatever the locale)."""
+    return read_lock_source(path)[0]
+
+
+def read_lock_source(path: Path) -> tuple[LockFile, bytes]:
+    """A conda-lock.yml read once (`read_lock`), and its bytes as read: what a copy of it holds, for a lock from a
+    pipe or stdin too (which cannot be read twice), and the same lock that was parsed."""
     if str(path) not in ("-", "/dev/stdin") and not os.path.lexists(path):
         raise LockFileError(f"{path}: lock file not found", hint="run `envkit lock` first, or point at an existing lock file")
     # Read once, UTF-8 whatever the locale, within the input size cap, never from a device.
-    return parse_lock_text(read_input(path, "lock file").text, path)
+    source = read_input(path, "lock file")
+    return parse_lock_text(source.text, path), source.data
 
 
 @dataclass(frozen=True)

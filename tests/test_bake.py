@@ -184,6 +184,24 @@ def test_push_multi_arch_then_second_push_uploads_nothing(tmp_path: Path, image_
     }
 
 
+@pytest.mark.parametrize("given", ["-", "/dev/stdin"])
+def test_a_lock_piped_in_bakes_the_image_of_the_same_lock_in_a_file(tmp_path: Path, image_channel: Path, given: str) -> None:
+    """The lock is read once: its copy in the image is what was piped in (it was read again: a traceback for `-`, an
+    empty copy and another digest for /dev/stdin)."""
+    import sys
+
+    work = tmp_path / "work"
+    _lock(work, image_channel, ["greet=1.0"])
+    from_file, _ = _bake(work, tmp_path / "cache", "--oci", "image")
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "conda_envkit", "bake", "-q", "--large-package-mb", "1", "--lockfile", given, "--oci", "piped"]
+    lock = (work / "conda-lock.yml").read_bytes()
+    proc = subprocess.run(command, input=lock, cwd=work, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
+    piped = json.loads((work / "bake.json").read_text())
+    assert piped["image"]["digest"] == from_file["image"]["digest"] and piped["lockfile"] == given
+
+
 def test_a_push_that_moves_the_lock_hash_tag_to_another_image_says_so(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
     work = tmp_path / "work"
     _lock(work, image_channel, ["greet=1.0"])

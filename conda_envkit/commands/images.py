@@ -167,8 +167,8 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.channels import load_settings
     from conda_envkit.freshness import stale_lock_warning
     from conda_envkit.layer_plan import LayerPolicy
-    from conda_envkit.lockfile import read_lockfile
     from conda_envkit.locking import LockOptions
+    from conda_envkit.lockmodel import read_lock_source
     from conda_envkit.oci.base import load_base
     from conda_envkit.oci.blobs import BlobStore
     from conda_envkit.oci.image import check_base_platform
@@ -178,7 +178,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     from conda_envkit.publish import BakeTargets, bake_record, check_push_target, check_targets, insecure_hosts, publish_image
     from conda_envkit.record import write_record
 
-    lf = read_lockfile(request.lockfile)
+    lf, lock_copy = read_lock_source(request.lockfile)  # (once: a lock piped in cannot be read again for its copy)
     chosen = bake_platforms(lf, request.platforms, request.lockfile)
     options, base_refs, _recipe = image_options(lf, chosen, request.image)
     policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
@@ -255,7 +255,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     if stale is not None and not quiet:  # (with -q, among the warnings at the end)
         say(f"warning: {stale}")
     progress = progress_for(quiet)
-    baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
+    baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
     downloaded = 0
@@ -269,7 +269,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
                 location = next(image.remote_blobs[digest] for image in baked.platforms if digest in image.remote_blobs)
                 cache_warnings.append(f"cache {location}: layer blob {digest} {problem}: that layer was built here")
                 remote.drop(digest)
-            baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote)
+            baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
             more, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
             downloaded += more
     result = publish_image(baked, store, targets, progress)
@@ -368,7 +368,7 @@ def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
     """Write a Docker build context from a recipe (and build it with `backend` if given); `say` gets stdout lines."""
     from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.dockerfile import build_with, write_build_context
-    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.lockmodel import read_lock_source
     from conda_envkit.oci.image import oci_platform
     from conda_envkit.oci.reference import parse_image_ref
     from conda_envkit.oci.registry import RegistryClient
@@ -376,7 +376,7 @@ def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
     from conda_envkit.progress import progress_for
 
     platform = request.platform
-    lf = read_lockfile(request.lockfile)
+    lf, lock_copy = read_lock_source(request.lockfile)
     options, bases, the_recipe = image_options(lf, [platform], request.image)
     assert the_recipe is not None  # --recipe is required
     base_ref = bases[platform]
@@ -389,9 +389,7 @@ def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
         digest = resolve_digest(client, ref, oci_platform(platform))
     cache = cache_dir_or_default(request.cache_dir)
     progress = progress_for(quiet)
-    context = write_build_context(
-        request.lockfile, lf, platform, the_recipe, options, base_ref, digest, request.output, cache, None, progress
-    )
+    context = write_build_context(lock_copy, lf, platform, the_recipe, options, base_ref, digest, request.output, cache, None, progress)
     pinned = f", pinned to {digest}" if digest else ", digest not pinned: --pin-base-digest asks its registry" if in_registry else ""
     say(f"wrote {context.directory}/Dockerfile (base {base_ref}{pinned})")
     if request.backend:
