@@ -222,11 +222,12 @@ def check_files_are_not_directories(prefix: Path, going: dict[str, Path]) -> Non
 
 
 def check_nothing_unowned_is_overwritten(
-    prefix: Path, linking: dict[str, list[str]], installed: dict[str, tuple[str, Path]], going: list[str]
+    prefix: Path, linking: dict[str, list[str]], installed: dict[str, tuple[str, Path]], going: list[str], exempt: set[str]
 ) -> None:
     """InstallError when a conda package to link would overwrite a file no installed package's record lists (a
-    user's, another tool's): py-rattler overwrites it without a word (conda warns; a wheel's install refuses)."""
-    there = {path: name for name, paths in linking.items() for path in paths if os.path.lexists(prefix / path)}
+    user's, another tool's): py-rattler overwrites it without a word (conda warns; a wheel's install refuses).
+    `exempt`: paths an interrupted sync made (its journal's), which are its own."""
+    there = {path: name for name, paths in linking.items() for path in paths if path not in exempt and os.path.lexists(prefix / path)}
     for name in going:  # (what the packages being unlinked installed goes first)
         for path in _recorded_paths(installed[name][1]) if there else ():
             there.pop(path, None)
@@ -430,7 +431,7 @@ def _sync(
     interrupted = state is None and identity is not None
     _sweep_temp_files(prefix)
     installed = installed_packages(prefix, interrupted)
-    damaged = _after_interruption(prefix, installed) if interrupted else set()
+    damaged, journaled = _after_interruption(prefix, installed) if interrupted else (set(), None)
     if not interrupted:
         end_journal(prefix)  # (one left by a sync stopped before it changed anything)
     plan = plan_sync(packages + wheels, installed)
@@ -448,8 +449,6 @@ def _sync(
             # packages (a mirror, a renamed channel or index) with the same sha256s: the records name their new URLs.
             normalize_conda_meta(prefix, packages)
             _relocate_pip_records(prefix, wheels)
-        if interrupted:
-            _remove_empty_directories(prefix)
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         end_journal(prefix)
@@ -510,11 +509,12 @@ def _sync(
         if not name.startswith("pip:") and name not in relinked
     ]
     linking = {info.name: _paths_to_link([info], every, platform) for info in every if info.name in touched}
-    if not interrupted:  # (after one, a file no record lists may be that sync's own: it linked it, then no record)
-        check_nothing_unowned_is_overwritten(prefix, linking, installed, going)
+    if not interrupted or journaled is not None:  # (what an interrupted sync made is its own: journaled, or no journal)
+        check_nothing_unowned_is_overwritten(prefix, linking, installed, going, journaled or set())
     # Everything is fetched and checked: from here on the prefix changes, so the paths it will make are noted, then its
     # record of what is installed goes (an interrupted sync is then redone in full, and what it made removed).
-    start_journal(prefix, (path for paths in linking.values() for path in paths))
+    unlinking = [path for name in going for path in _recorded_paths(installed[name][1])]
+    start_journal(prefix, (path for paths in linking.values() for path in paths), unlinking)
     clear_state(prefix)
     _absolute_urls(prefix, lockfile_path.parent)
     # pip first (its files sit in python's site-packages), then conda.
@@ -530,20 +530,18 @@ def _sync(
         cached = {f.locked.name: f for f in report.packages if f.locked.manager == "pip"}
         to_install = [WheelToInstall(w.name, w.version, w.locked_url, w.hash.sha256 or "", cached[w.name].archive) for w in wheel_touched]
         install_wheels(to_install, prefix, str(prefix), platform, python, noted=JournalWriter(prefix).note)
-    if interrupted:
-        _remove_empty_directories(prefix)
     _finish(lockfile_path, prefix, platform, lock_sha)
     end_journal(prefix)
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
 
 
-def _after_interruption(prefix: Path, installed: dict[str, tuple[str, Path]]) -> set[str]:
-    """After an interrupted sync: what it made that no record names is removed (its journal); the packages whose
-    record outlived some of their files (py-rattler and the wheel remover delete the record last), to be linked
-    again."""
+def _after_interruption(prefix: Path, installed: dict[str, tuple[str, Path]]) -> tuple[set[str], set[str] | None]:
+    """After an interrupted sync: what it made that no record names is removed (its journal: conda_envkit.sync_journal).
+    The packages whose record outlived some of their files (py-rattler and the wheel remover delete the record last),
+    to be linked again; and the paths the journal names as made (None without one)."""
     recorded = {name: _recorded_paths(path) for name, (_, path) in installed.items()}
-    remove_leftovers(prefix, {path for paths in recorded.values() for path in paths})
-    return {name for name, paths in recorded.items() if not all(os.path.lexists(prefix / rel) for rel in paths)}
+    journaled = remove_leftovers(prefix, {path for paths in recorded.values() for path in paths})
+    return {name for name, paths in recorded.items() if not all(os.path.lexists(prefix / rel) for rel in paths)}, journaled
 
 
 def _paths_to_link(linking: list[PackageInfo], every: list[PackageInfo], platform: str) -> list[str]:
@@ -572,19 +570,9 @@ def _relocate_pip_records(prefix: Path, wheels: list[LockedDependency]) -> None:
             replace_with(path, data, path.stat().st_mode & 0o777)  # (its mode as the install gave it)
 
 
-def _remove_empty_directories(prefix: Path) -> None:
-    """Remove the empty directories an interrupted sync left (py-rattler removes a package's record before its
-    directories, so no record names them afterwards, and verify reported them as the user's). No package installs an
-    empty directory (a `path_type: directory` entry is refused), so an empty one in an envkit prefix is a leftover."""
-    for root, _dirs, files in os.walk(prefix, topdown=False):  # (children first: a parent they emptied goes too)
-        here = Path(root)
-        if here == prefix or files or here.relative_to(prefix).parts[0] == "conda-meta":
-            continue
-        with contextlib.suppress(OSError):  # rmdir removes only an empty directory (a subdirectory left: not empty)
-            here.rmdir()
-
-
 def _finish(lockfile_path: Path, prefix: Path, platform: str, lock_sha: str) -> None:
+    with contextlib.suppress(OSError):  # no wheel left (an interrupted wheel install made it): no empty records directory
+        (prefix / PIP_RECORDS).rmdir()
     _write_lock_copy(lockfile_path, prefix)
     write_state(prefix, state_from_prefix(prefix, platform, str(prefix), lock_sha))
 

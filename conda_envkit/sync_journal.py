@@ -1,40 +1,60 @@
-"""The paths a sync is about to make in a prefix, kept until it ends, so that the next sync can remove what an
-interrupted one made and no record names.
+"""The paths a sync is about to make or unlink in a prefix, kept until it ends, so that the next sync can remove what
+an interrupted one made and no record names.
 
-py-rattler links a package's files before it writes the package's record, and a wheel's files come before its
-record too: a sync killed (SIGKILL, the OOM killer, a CI timeout) or stopped by Ctrl-C in between leaves files
-that no record lists. The next sync of that prefix finds them here. The journal is written before the prefix
-changes (the paths of the conda packages to link) and grows as wheels write their files; it is removed once the
-sync has written its installed record. Only the paths it names, that no record owns, that are files or symlinks
-(never followed) inside the prefix, are removed: a user's file is never named (paths that exist before the sync
-are left out).
+py-rattler links a package's files before it writes the package's record (and removes a package's record before
+its directories), and a wheel's files come before its record too: a sync killed (SIGKILL, the OOM killer, a CI
+timeout) or stopped by Ctrl-C in between leaves files that no record lists, and emptied directories. The next
+sync of that prefix finds them here. The journal is written before the prefix changes (the paths of the conda
+packages to link, and those of the packages to unlink) and grows as wheels write their files; it is removed once
+the sync has written its installed record.
+
+What is removed after an interruption is only what that sync made: a file or symlink the journal names as made,
+that no record owns, inside the prefix (never through a link), whose inode changed since the journal began (a
+link or a copy made then; a user's older file at that path is kept); and the empty directories on the way to a
+path the journal names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 JOURNAL = PurePosixPath("conda-meta/envkit/sync-journal")
+_HEADER = "envkit.sync-journal/2"
 _SEPARATOR = b"\0"  # (a path may hold a newline)
 _MAX_JOURNAL_BYTES = 256 << 20
+MADE, UNLINKED = "+", "-"
 
 
-def _encoded(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape") + _SEPARATOR
+def _encoded(kind: str, path: str) -> bytes:
+    return f"{kind}{path}".encode("utf-8", "surrogateescape") + _SEPARATOR
 
 
-def start_journal(prefix: Path, paths: Iterable[str]) -> None:
-    """The journal of a sync that is about to change `prefix`: `paths` (prefix-relative) it will make, but those that
-    exist already (their owner's: a record's, or the user's)."""
+def _clear(target: Path) -> None:
+    """Remove what is at the journal's path: a directory there (whoever made it) is no journal."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)  # (follows no symlink out)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+
+
+def start_journal(prefix: Path, made: Iterable[str], unlinked: Iterable[str] = ()) -> None:
+    """The journal of a sync that is about to change `prefix`: the paths (prefix-relative) it will make, but those that
+    exist already (their owner's: a record's, or the user's), and those it will unlink."""
     from conda_envkit.files import replace_with
 
-    new = sorted({p for p in paths if not os.path.lexists(prefix / p)})
+    new = sorted({p for p in made if not os.path.lexists(prefix / p)})
     target = prefix / JOURNAL
     target.parent.mkdir(parents=True, exist_ok=True)
-    replace_with(target, b"".join(_encoded(p) for p in new))
+    _clear(target)
+    header = f"{_HEADER} {time.time_ns()}".encode() + _SEPARATOR
+    entries = [_encoded(MADE, p) for p in new] + [_encoded(UNLINKED, p) for p in sorted(set(unlinked))]
+    replace_with(target, header + b"".join(entries))
 
 
 class JournalWriter:
@@ -45,49 +65,73 @@ class JournalWriter:
         self.path = prefix / JOURNAL
 
     def note(self, made: Path) -> None:
-        with contextlib.suppress(ValueError):  # (a path outside the prefix is refused by the writer itself)
+        with contextlib.suppress(ValueError, FileNotFoundError):  # (outside the prefix: the writer refuses it)
             rel = made.relative_to(self.prefix).as_posix()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
             try:
-                os.write(fd, _encoded(rel))
+                os.write(fd, _encoded(MADE, rel))
             finally:
                 os.close(fd)
 
 
 def end_journal(prefix: Path) -> None:
     """The sync ended (its installed record is written), or never changed the prefix: nothing to remove later."""
-    with contextlib.suppress(FileNotFoundError):
-        (prefix / JOURNAL).unlink()
+    _clear(prefix / JOURNAL)
 
 
-def journaled_paths(prefix: Path) -> list[str]:
-    """The paths the journal names, each a plain relative path (anything else in it is skipped, never followed)."""
+def read_journal(prefix: Path) -> tuple[int, list[tuple[str, str]]] | None:
+    """(when the journal began, in ns; its (kind, path) entries), each path plain and relative (anything else in it is
+    skipped, never followed); None without a journal, or with one that does not read as one."""
     from conda_envkit.files import read_cache_entry
 
-    data = read_cache_entry(prefix / JOURNAL, _MAX_JOURNAL_BYTES) or b""
-    out = []
-    for raw in data.split(_SEPARATOR):
-        path = raw.decode("utf-8", "surrogateescape")
+    data = read_cache_entry(prefix / JOURNAL, _MAX_JOURNAL_BYTES)
+    if not data:
+        return None
+    header, _, rest = data.partition(_SEPARATOR)
+    name, _, began = header.decode("utf-8", "replace").partition(" ")
+    if name != _HEADER or not began.isdigit():
+        return None
+    entries = []
+    for raw in rest.split(_SEPARATOR):
+        entry = raw.decode("utf-8", "surrogateescape")
+        kind, path = entry[:1], entry[1:]
         parts = path.split("/")
-        if path and not path.startswith("/") and ".." not in parts and "" not in parts and "." not in parts:
-            out.append(path)
-    return out
+        if kind in (MADE, UNLINKED) and path and not path.startswith("/") and not {"..", "", "."} & set(parts):
+            entries.append((kind, path))
+    return int(began), entries
 
 
-def remove_leftovers(prefix: Path, owned: set[str]) -> int:
-    """Remove the files and symlinks the journal names that no record owns (`owned`: every recorded path) and that lie
-    inside the prefix (their directory resolved in it); how many."""
+def remove_leftovers(prefix: Path, owned: set[str]) -> set[str] | None:
+    """Remove what an interrupted sync made that no record owns (`owned`: every recorded path), as the module says;
+    return the paths the journal names as made (None without a journal: a sync from before journals)."""
+    journal = read_journal(prefix)
+    if journal is None:
+        return None
+    began, entries = journal
     root = os.path.realpath(prefix)
-    removed = 0
-    for path in journaled_paths(prefix):
-        if path in owned or path.startswith("conda-meta/"):
+    for kind, path in entries:
+        if kind != MADE or path in owned or path.startswith("conda-meta/"):
             continue
         target = prefix / path
         parent = os.path.realpath(target.parent)
         if parent != root and not parent.startswith(root + os.sep):
             continue
         with contextlib.suppress(OSError):
-            if target.is_symlink() or target.is_file():
+            st = target.lstat()
+            if st.st_ctime_ns >= began and (target.is_symlink() or target.is_file()):
                 target.unlink()
-                removed += 1
-    return removed
+    _remove_emptied_directories(prefix, {path for _, path in entries})
+    return {path for kind, path in entries if kind == MADE}
+
+
+def _remove_emptied_directories(prefix: Path, paths: set[str]) -> None:
+    """Remove the empty directories on the way to `paths` (deepest first): a sync's unlinking leaves them (py-rattler
+    removes a record before its directories), so does a link cut short; a user's empty directory elsewhere stays."""
+    directories = {str(PurePosixPath(p).parent) for p in paths}
+    directories = {str(parent) for d in directories for parent in [PurePosixPath(d), *PurePosixPath(d).parents]} - {"."}
+    for directory in sorted(directories, key=lambda d: d.count("/"), reverse=True):
+        here = prefix / directory
+        if here.is_symlink() or directory.split("/")[0] == "conda-meta":
+            continue
+        with contextlib.suppress(OSError):  # rmdir removes only an empty directory
+            here.rmdir()

@@ -402,13 +402,20 @@ def test_an_interrupted_sync_keeps_the_prefixs_platform_and_path(tmp_path: Path,
 def test_an_interrupted_sync_leaves_no_empty_directory_behind(tmp_path: Path, image_channel: Path) -> None:
     # py-rattler removes a package's record before its directories: after an interrupt no record names them, and
     # verify reported them as the user's. The next install removes them.
+    # Only those on the way to a path the sync's journal names: a user's empty directory elsewhere stays.
+    from conda_envkit.sync_journal import start_journal
+
     work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
     _lock(work, image_channel, ["greet=1.0"])
     _install(work, prefix, cache)
-    (prefix / "share" / "gone" / "deeper").mkdir(parents=True)  # what an interrupted removal leaves
+    start_journal(prefix, [], unlinked=["share/gone/deeper/data.bin"])  # as the interrupted sync wrote it
+    (prefix / "share" / "gone" / "deeper").mkdir(parents=True)  # what its interrupted removal left
+    (prefix / "data" / "incoming").mkdir(parents=True)  # the user's
     (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
-    _install(work, prefix, cache)  # (and verify passes)
-    assert not (prefix / "share" / "gone").exists()
+    result = run_envkit("install", "--prefix", prefix, "-p", "linux-64", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.output
+    assert not (prefix / "share" / "gone").exists() and (prefix / "data" / "incoming").is_dir()
+    assert not (prefix / "conda-meta" / "envkit" / "sync-journal").exists()
 
 
 def test_a_prefix_that_is_a_symlink_to_an_empty_directory_says_so(tmp_path: Path, image_channel: Path) -> None:

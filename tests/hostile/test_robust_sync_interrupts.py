@@ -116,3 +116,98 @@ def test_a_wheel_install_killed_part_way_does_not_block_the_next(tmp_path: Path,
     left = len(os.listdir(modules))
     assert status != 0 and 0 < left < FILES, (status, left)
     _converged(work, prefix, tmp_path / "fresh")
+
+
+def _interrupted(prefix: Path, journal: bytes | None = None) -> None:
+    """The prefix as a sync that was stopped leaves it: no installed record, and its journal (if given, written as is)."""
+    from conda_envkit.sync_journal import JOURNAL
+
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    if journal is not None:
+        (prefix / JOURNAL).write_bytes(journal)
+
+
+def test_a_journal_never_removes_a_users_file_or_anything_outside(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    """A journal naming files the interrupted sync did not make (a user's, older than the journal; through a symlink;
+    outside the prefix): none of them is removed, whatever else the journal holds."""
+    import time
+
+    channel, _wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[small]")
+    assert _install(work, prefix).returncode == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep")
+    (prefix / "notes.txt").write_text("mine")
+    (prefix / "share" / "mine").mkdir()
+    (prefix / "share" / "mine" / "data.csv").write_text("1,2")
+    (prefix / "share" / "vlink").symlink_to(outside / "victim")
+    (prefix / "share" / "out").symlink_to(outside)
+    later = time.time_ns()  # the journal of a sync that began after the user's files were made
+    named = ["notes.txt", "share/mine/data.csv", "share/vlink", "share/out/victim", "../outside/victim", str(outside / "victim")]
+    journal = f"envkit.sync-journal/2 {later}".encode() + b"\0" + b"".join(b"+" + n.encode() + b"\0" for n in named)
+    _interrupted(prefix, journal + b"+\xff\xfe\0" + b"-../../x\0")
+    result = _install(work, prefix)
+    assert result.returncode == 0, result.output
+    assert (prefix / "notes.txt").read_text() == "mine" and (prefix / "share" / "mine" / "data.csv").read_text() == "1,2"
+    assert (prefix / "share" / "vlink").is_symlink() and (outside / "victim").read_text() == "keep"
+
+
+@pytest.mark.parametrize("what", ["directory", "fifo", "garbage", "symlink"])
+def test_a_journal_that_is_not_one_is_no_journal(tmp_path: Path, sources: tuple[Path, Path], what: str) -> None:
+    from conda_envkit.sync_journal import JOURNAL
+
+    channel, _wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[small]")
+    assert _install(work, prefix).returncode == 0
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    journal = prefix / JOURNAL
+    if what == "directory":
+        (journal / "x").mkdir(parents=True)
+    elif what == "fifo":
+        os.mkfifo(journal)
+    elif what == "garbage":
+        journal.write_bytes(os.urandom(4096))
+    else:
+        journal.symlink_to(tmp_path / "elsewhere")
+        (tmp_path / "elsewhere").write_bytes(b"envkit.sync-journal/2 0\0+share/small.txt\0")
+    _lock(work, channel, "[small, big]")  # a sync that changes the prefix: it writes its own journal there
+    result = _install(work, prefix)
+    assert result.returncode == 0, result.output
+    assert not os.path.lexists(journal) and (tmp_path / "elsewhere").exists() == (what == "symlink")
+    assert run_envkit("verify", "--prefix", prefix, "-p", "linux-64", cwd=work).returncode == 0
+
+
+def test_after_an_interrupted_sync_a_users_file_is_still_not_overwritten(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    from conda_envkit.sync_journal import start_journal
+
+    channel, _wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[small]")
+    assert _install(work, prefix).returncode == 0
+    start_journal(prefix, ["share/other.txt"])  # an interrupted sync of something else
+    (prefix / "conda-meta" / "envkit" / "installed.json").unlink()
+    mine = prefix / "share" / "big" / "f00007.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    _lock(work, channel, "[small, big]")
+    result = _install(work, prefix)
+    assert result.returncode == 2 and f"{mine} is in the prefix but in no package's record" in result.stderr, result.output
+    assert mine.read_text() == "mine"
+
+
+def test_a_wheel_install_killed_part_way_leaves_nothing_once_the_lock_goes_back(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    channel, wheels = sources
+    work, prefix = tmp_path / "work", tmp_path / "env"
+    _lock(work, channel, "[python =3.11]")
+    old = (work / "conda-lock.yml").read_bytes()
+    assert _install(work, prefix).returncode == 0
+    _lock(work, channel, f"[python =3.11, pip: [--no-index, --find-links {wheels}, bigwheel]]")
+    modules = prefix / "lib" / "python3.11" / "site-packages" / "big"
+    status = _stopped_install(work, prefix, modules, signal.SIGKILL, lambda n: n > 100)
+    assert status != 0 and 0 < len(os.listdir(modules)) < FILES
+    (work / "conda-lock.yml").write_bytes(old)
+    _converged(work, prefix, tmp_path / "fresh")  # (verify: no empty pip-records directory left either)
+    assert not modules.exists() and not (prefix / "conda-meta" / "envkit" / "pip").exists()
