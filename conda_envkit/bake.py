@@ -1116,6 +1116,28 @@ class BakedImage:
         return list(dict.fromkeys(out))
 
 
+def with_earlier_builds(baked: BakedImage, earlier: BakedImage) -> BakedImage:
+    """`baked` (a bake done again, its cache-from layers that were served wrong now built here) with the sources of
+    the layers `earlier` built: this bake built them, though the second pass found them in the layer cache."""
+    built = {
+        layer.descriptor.digest: source
+        for image in earlier.platforms
+        for layer, source in zip(image.layers, image.sources, strict=True)
+        if source.kind == "built"
+    }
+    platforms = tuple(
+        replace(
+            image,
+            sources=tuple(
+                built.get(layer.descriptor.digest, source) if source.kind == "layer-cache" else source
+                for layer, source in zip(image.layers, image.sources, strict=True)
+            ),
+        )
+        for image in baked.platforms
+    )
+    return replace(baked, platforms=platforms)
+
+
 def bake_image(
     lockfile_path: Path,
     lockfile: Lockfile,

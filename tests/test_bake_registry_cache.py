@@ -342,7 +342,7 @@ def test_a_cached_layer_whose_blob_the_registry_serves_corrupt_is_built_again(
 ) -> None:
     """A cache registry that answers a layer with other bytes of the same size (a corrupt store, a hostile mirror):
     those bytes are never used, the layer is built here from its packages, and the bake goes on."""
-    work, _channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    work, channel = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
     host = registry.host
     first, _ = _bake(work, tmp_path / "runner-1", "--oci", "image", "--cache-to", f"{host}/team/cache", "--insecure")
     layers = first["platforms"]["linux-64"]["layers"]
@@ -369,6 +369,15 @@ def test_a_cached_layer_whose_blob_the_registry_serves_corrupt_is_built_again(
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    # A layer the cache lacks is built in the first pass; the record still says so after the second (for the
+    # corrupt blobs), which found it in the layer cache.
+    _lock(work, channel, ["greet=1.0", "bigmodel=2.0", "smalldata"])
+    third = _envkit(work, tmp_path / "runner-3", "--oci", "image3", "--cache-from", f"{host}/team/cache", "--insecure")
+    assert third.returncode == 0, third.output
+    layers = {
+        ",".join(layer["packages"]): layer for layer in json.loads((work / "bake.json").read_text())["platforms"]["linux-64"]["layers"]
+    }
+    assert (layers["bigmodel-2.0-0"]["source"], layers["bigmodel-2.0-0"]["read_from_archives"]) == ("built", ["bigmodel-2.0-0"])
 
 
 def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(

@@ -162,7 +162,7 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...], lockfile: Path | No
 
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
-    from conda_envkit.bake import bake_image, base_environment_warning, settle_layer_cache
+    from conda_envkit.bake import bake_image, base_environment_warning, settle_layer_cache, with_earlier_builds
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
     from conda_envkit.freshness import stale_lock_warning
@@ -269,7 +269,9 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
                 location = next(image.remote_blobs[digest] for image in baked.platforms if digest in image.remote_blobs)
                 cache_warnings.append(f"cache {location}: layer blob {digest} {problem}: that layer was built here")
                 remote.drop(digest)
+            earlier = baked
             baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
+            baked = with_earlier_builds(baked, earlier)
             more, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
             downloaded += more
     result = publish_image(baked, store, targets, progress)
