@@ -222,6 +222,9 @@ def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
     return found
 
 
+_UPDATE_NAMES = 20  # the most `--update NAME`s a stale-lock warning suggests
+
+
 def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions) -> str | None:
     """What `lock --check` would say of `platforms` of a lock, as one warning, when the environment files it was made
     from (`spec_beside`) no longer fit it: a bake or an install of a stale lock builds what the lock says, not what
@@ -257,7 +260,9 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         return None
     reasons = "; ".join(f"{r.platform}: {r.reasons[0]}" + (f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else "") for r in stale)
     names = list(dict.fromkeys(n for r in stale for n in r.update))
-    fix = "envkit lock" + "".join(f" --update {shlex.quote(n)}" for n in names) if names and all(r.update for r in stale) else "envkit lock"
+    # (a few names: a command to run; for many, the plain re-lock is the one that fits on a command line)
+    few = 0 < len(names) <= _UPDATE_NAMES and all(r.update for r in stale)
+    fix = "envkit lock" + "".join(f" --update {shlex.quote(n)}" for n in names) if few else "envkit lock"
     return f"{lock_path} is stale against {named} ({reasons}): the image holds what the lock says; `{fix}` brings it up to date"
 
 
