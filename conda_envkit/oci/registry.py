@@ -378,19 +378,6 @@ class RegistryClient:
         refuse the first write (a token server that grants less than asked): that is the push's own error."""
         self.request("GET", "/v2/", repository_scope(repository, "pull,push"), (200,), what="the registry's API (/v2/)")
 
-    def tag_digest(self, repository: str, tag: str) -> str | None:
-        """The digest a tag names now (a HEAD's Docker-Content-Digest), or None if it names nothing or says none."""
-        response = self.request(
-            "HEAD",
-            f"/v2/{repository}/manifests/{tag}",
-            repository_scope(repository, "pull"),
-            (200, 404),
-            {"Accept": ", ".join(MANIFEST_TYPES)},
-            what=f"HEAD manifest {repository}:{tag}",
-        )
-        digest = response.headers.get("Docker-Content-Digest", "") if response.status_code == 200 else ""
-        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
-
     def has_blob(self, repository: str, digest: str) -> bool:
         return self._head_blob(repository, digest).status_code == 200
 
@@ -499,18 +486,22 @@ class RegistryClient:
 
     # -- manifests -----------------------------------------------------------------------------
 
+    def _manifest_request(self, method: str, repository: str, reference: str, what: str, stream: bool = False) -> requests.Response:
+        """A GET or HEAD of a manifest or index, any of the kinds envkit reads (200, or 404 for the caller to judge)."""
+        scope = repository_scope(repository, "pull")
+        accept = {"Accept": ", ".join(MANIFEST_TYPES)}
+        return self.request(method, f"/v2/{repository}/manifests/{reference}", scope, (200, 404), accept, stream=stream, what=what)
+
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        """The digest a tag names now (a HEAD's Docker-Content-Digest), or None if it names nothing or says none."""
+        response = self._manifest_request("HEAD", repository, tag, f"HEAD manifest {repository}:{tag}")
+        digest = response.headers.get("Docker-Content-Digest", "") if response.status_code == 200 else ""
+        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest or index."""
         what = f"manifest {repository}:{reference}"
-        response = self.request(
-            "GET",
-            f"/v2/{repository}/manifests/{reference}",
-            repository_scope(repository, "pull"),
-            (200, 404),
-            {"Accept": ", ".join(MANIFEST_TYPES)},
-            stream=True,
-            what=what,
-        )
+        response = self._manifest_request("GET", repository, reference, what, stream=True)
         with response:
             if response.status_code == 404:
                 raise RegistryError(f"{self.registry}/{repository}:{reference} not found", hint="check the image name and tag")
