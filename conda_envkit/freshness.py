@@ -157,6 +157,9 @@ def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list
     ], []
 
 
+_DROPPED = "locked, but no longer requested by the spec"
+
+
 def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every platform one lock file should hold."""
     if not plan.path.exists():
@@ -168,7 +171,7 @@ def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvS
     wanted = {t.platform for t in plan.targets}
     # With -p, the platforms not named are kept as they are by `lock -p`: only the named ones are checked.
     for extra in () if options.keep_other_platforms else sorted(set(lockfile.metadata.platforms) - wanted):
-        results.append(PlatformFreshness(str(plan.path), plan.variant, extra, False, ("locked, but no longer requested by the spec",)))
+        results.append(PlatformFreshness(str(plan.path), plan.variant, extra, False, (_DROPPED,)))
     lock_dir = plan.path.resolve().parent
     for requested in plan.targets:
         if requested.platform not in lockfile.metadata.platforms:
@@ -255,7 +258,10 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         return f"{lock_path}: not checked against {named}, which does not read (`envkit lock --check` says why)"
     except Exception as exc:  # advice only: whatever went wrong, the bake goes on, and says so
         return f"{lock_path}: not checked against {named} ({type(exc).__name__}; `envkit lock --check` checks it)"
-    stale = [r for r in results if not r.fresh and r.platform in platforms]
+    stale = [r for r in results if not r.fresh and r.platform in platforms and r.reasons != (_DROPPED,)]
+    dropped = [r.platform for r in results if r.platform in platforms and r.reasons == (_DROPPED,)]
+    if dropped and not stale:
+        return f"{lock_path}: {named} no longer names {', '.join(dropped)}, baked from the lock as it is (`envkit lock` would drop it)"
     if not stale:
         return None
     reasons = "; ".join(f"{r.platform}: {r.reasons[0]}" + (f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else "") for r in stale)

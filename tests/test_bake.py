@@ -128,6 +128,13 @@ def test_a_lock_stale_against_its_spec_is_baked_with_a_warning_naming_the_update
         assert stale.stdout == fresh.stdout  # the image of the lock, as it was
         assert stale.stderr.count("conda-lock.yml is stale against environment.yml") == 1, stale.stderr
         assert "bigmodel" in stale.stderr and "`envkit lock --update bigmodel`" in stale.stderr
+    # A spec that no longer names the baked platform: said as such (`envkit lock` would drop it, not bring it up to date).
+    _lock(work, image_channel, ["greet=1.0", "smalldata"], platforms=("linux-64", "linux-aarch64"))
+    write_env(work, f"channels: [{image_channel}]\nplatforms: [linux-aarch64]\ndependencies: [greet=1.0, smalldata]\n")
+    dropped = run_envkit("bake", "-q", "--oci", "image", "-p", "linux-64", cwd=work, env=cache)
+    assert dropped.returncode == 0, dropped.output
+    assert "environment.yml no longer names linux-64, baked from the lock as it is (`envkit lock` would drop it)" in dropped.stderr
+    assert "stale" not in dropped.stderr
     # A spec that does not read is not the bake's error: it says the lock was not checked.
     (work / "environment.yml").write_text("dependencies: [\n")
     broken = run_envkit("bake", "-q", "--oci", "image", cwd=work, env=cache)

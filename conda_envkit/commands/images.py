@@ -314,10 +314,14 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         }
         record = replace(record, cache={**(record.cache or {}), "to": cache_to_record})
     write_record(request.record_path, record)
-    warnings = (
-        *([stale] if stale is not None and quiet else []),
-        *cache_warnings,
-        *(w for image in baked.platforms for w in image.warnings if w not in said_early),
+    warnings = tuple(  # (once each: a layer several platforms share gives each the same warning)
+        dict.fromkeys(
+            [
+                *([stale] if stale is not None and quiet else []),
+                *cache_warnings,
+                *(w for image in baked.platforms for w in image.warnings if w not in said_early),
+            ]
+        )
     )
     moved = result.push.moved.get(result.tags[0]) if result.push is not None and result.tags else None
     if moved is not None:  # (the lock-hash tag names one image of the lock: the last pushed)
