@@ -128,6 +128,12 @@ def test_a_lock_stale_against_its_spec_is_baked_with_a_warning_naming_the_update
         assert stale.stdout == fresh.stdout  # the image of the lock, as it was
         assert stale.stderr.count("conda-lock.yml is stale against environment.yml") == 1, stale.stderr
         assert "bigmodel" in stale.stderr and "`envkit lock --update bigmodel`" in stale.stderr
+    # Many names: the plain re-lock (a command line of them all may be too long to run).
+    many = ", ".join(f"extra{i}" for i in range(25))
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0, smalldata, {many}]\n")
+    crowded = run_envkit("bake", "-q", "--oci", "image", cwd=work, env=cache)
+    assert crowded.returncode == 0 and "`envkit lock` brings it up to date" in crowded.stderr, crowded.output
+    assert "--update" not in crowded.stderr and "(+24 more)" in crowded.stderr
     # A spec that no longer names the baked platform: said as such (`envkit lock` would drop it, not bring it up to date).
     _lock(work, image_channel, ["greet=1.0", "smalldata"], platforms=("linux-64", "linux-aarch64"))
     write_env(work, f"channels: [{image_channel}]\nplatforms: [linux-aarch64]\ndependencies: [greet=1.0, smalldata]\n")
