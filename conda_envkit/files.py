@@ -540,15 +540,22 @@ def remove_orphans(directory: Path, prefix: str) -> None:
 
 
 def remove_entry(entry: os.DirEntry[str]) -> None:
-    """Remove a file, link or directory tree found by scandir (a link itself, never what it points to); a failure
-    is left alone (whoever else's it is, it will be met again)."""
+    """Remove a file, link or directory tree found by scandir (remove_path); a failure is left alone (whoever else's
+    it is, it will be met again)."""
+    with contextlib.suppress(OSError):
+        remove_path(Path(entry.path))
+
+
+def remove_path(path: Path) -> None:
+    """Remove the file, link or directory tree at `path` (a link itself, never what it points to; nothing there is
+    fine): what stands at the name of an entry envkit writes (a record, a journal) and is not one."""
     import shutil
 
-    with contextlib.suppress(OSError):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)  # (follows no symlink out)
-        else:
-            os.unlink(entry.path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)  # (follows no symlink out)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def owned_temp_file(directory: Path, prefix: str, suffix: str = "") -> tuple[int, Path]:

@@ -117,13 +117,9 @@ def write_state(prefix: Path, state: InstalledState) -> None:
 
 
 def clear_state(prefix: Path) -> None:
-    import shutil
+    from conda_envkit.files import remove_path
 
-    path = prefix / STATE_FILE
-    if path.is_dir() and not path.is_symlink():  # a directory at the record's name is no record (rmtree follows no link)
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    remove_path(prefix / STATE_FILE)  # (a directory at the record's name is no record: removed too)
 
 
 def up_to_date(lockfile_path: Path, prefix: Path, platform: str) -> bool:

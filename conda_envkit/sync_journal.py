@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+
+from conda_envkit.files import read_cache_entry, remove_path, replace_with
 
 JOURNAL = PurePosixPath("conda-meta/envkit/sync-journal")
 _HEADER = "envkit.sync-journal/2"
@@ -34,24 +35,13 @@ def _encoded(kind: str, path: str) -> bytes:
     return f"{kind}{path}".encode("utf-8", "surrogateescape") + _SEPARATOR
 
 
-def _clear(target: Path) -> None:
-    """Remove what is at the journal's path: a directory there (whoever made it) is no journal."""
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)  # (follows no symlink out)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-
-
 def start_journal(prefix: Path, made: Iterable[str], unlinked: Iterable[str] = ()) -> None:
     """The journal of a sync that is about to change `prefix`: the paths (prefix-relative) it will make, but those that
     exist already (their owner's: a record's, or the user's), and those it will unlink."""
-    from conda_envkit.files import replace_with
-
     new = sorted({p for p in made if not os.path.lexists(prefix / p)})
     target = prefix / JOURNAL
     target.parent.mkdir(parents=True, exist_ok=True)
-    _clear(target)
+    remove_path(target)  # (a directory there, whoever made it, is no journal)
     header = f"{_HEADER} {time.time_ns()}".encode() + _SEPARATOR
     entries = [_encoded(MADE, p) for p in new] + [_encoded(UNLINKED, p) for p in sorted(set(unlinked))]
     replace_with(target, header + b"".join(entries))
@@ -76,14 +66,12 @@ class JournalWriter:
 
 def end_journal(prefix: Path) -> None:
     """The sync ended (its installed record is written), or never changed the prefix: nothing to remove later."""
-    _clear(prefix / JOURNAL)
+    remove_path(prefix / JOURNAL)
 
 
 def read_journal(prefix: Path) -> tuple[int, list[tuple[str, str]]] | None:
     """(when the journal began, in ns; its (kind, path) entries), each path plain and relative (anything else in it is
     skipped, never followed); None without a journal, or with one that does not read as one."""
-    from conda_envkit.files import read_cache_entry
-
     data = read_cache_entry(prefix / JOURNAL, _MAX_JOURNAL_BYTES)
     if not data:
         return None
