@@ -48,7 +48,7 @@ from conda_envkit.install import (
 from conda_envkit.installed_state import LOCK_COPY, clear_state, file_sha256, read_identity, read_state, state_from_prefix, write_state
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.noarch_python import parse_entry_point, python_target
+from conda_envkit.noarch_python import PythonTarget, parse_entry_point, python_target
 from conda_envkit.pip_install import PIP_RECORDS, WheelToInstall, install_wheels
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress
@@ -173,33 +173,32 @@ def _recorded_entries(record_path: Path) -> list[dict[str, str]]:
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         entries = record.get("paths_data", {}).get("paths") or record.get("files") or []
-        return [
+        out = [
             {k: str(v) for k, v in e.items() if k in ("_path", "path_type", "original_path")} if isinstance(e, dict) else {"_path": str(e)}
             for e in entries
         ]
+        if not all("_path" in entry for entry in out):
+            raise KeyError("_path")
+        return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise InstallError(
             f"{record_path}: unreadable package record", hint="repair or remove the environment, then install again"
         ) from None
 
 
-def _recorded_paths(record_path: Path) -> list[str]:
-    """The paths (relative to the prefix) a conda-meta or envkit pip record says its package installed."""
-    try:
-        return [entry["_path"] for entry in _recorded_entries(record_path)]
-    except KeyError:
-        raise InstallError(
-            f"{record_path}: unreadable package record", hint="repair or remove the environment, then install again"
-        ) from None
+def _paths(entries: list[dict[str, str]]) -> list[str]:
+    """The paths (relative to the prefix) of a record's entries (`_recorded_entries`)."""
+    return [entry["_path"] for entry in entries]
 
 
-def check_original_paths(installed: dict[str, tuple[str, Path]]) -> None:
+def check_original_paths(installed: dict[str, tuple[str, Path]], recorded: dict[str, list[dict[str, str]]]) -> None:
     """InstallError for a conda-meta record whose `original_path` (where a clobbered file belongs, which py-rattler
-    moves it back to) is not a plain path inside the prefix: absolute or with `..` (py-rattler panicked on one)."""
+    moves it back to) is not a plain path inside the prefix: absolute or with `..` (py-rattler panicked on one).
+    `recorded`: each installed package's record entries."""
     for name, (_, record_path) in installed.items():
         if name.startswith("pip:"):
             continue
-        for entry in _recorded_entries(record_path):
+        for entry in recorded[name]:
             original = entry.get("original_path")
             if original is not None and (not original or original.startswith("/") or ".." in original.split("/")):
                 raise InstallError(
@@ -208,11 +207,11 @@ def check_original_paths(installed: dict[str, tuple[str, Path]]) -> None:
                 )
 
 
-def check_files_are_not_directories(prefix: Path, going: dict[str, Path]) -> None:
-    """InstallError when a file or link a package being unlinked installed is now a directory (a user's): py-rattler
-    would fail in the middle of the sync, every time."""
-    for name, record_path in going.items():
-        for entry in _recorded_entries(record_path):
+def check_files_are_not_directories(prefix: Path, going: dict[str, list[dict[str, str]]]) -> None:
+    """InstallError when a file or link a package being unlinked (`going`: its record entries) installed is now a
+    directory (a user's): py-rattler would fail in the middle of the sync, every time."""
+    for name, entries in going.items():
+        for entry in entries:
             path = prefix / entry.get("_path", "")
             if entry.get("path_type") != "directory" and not path.is_symlink() and path.is_dir() and path != prefix:
                 raise InstallError(
@@ -222,22 +221,18 @@ def check_files_are_not_directories(prefix: Path, going: dict[str, Path]) -> Non
 
 
 def check_nothing_unowned_is_overwritten(
-    prefix: Path, linking: dict[str, list[str]], installed: dict[str, tuple[str, Path]], going: list[str], exempt: set[str]
+    prefix: Path, linking: dict[str, list[str]], recorded: dict[str, list[dict[str, str]]], exempt: set[str]
 ) -> None:
     """InstallError when a conda package to link would overwrite a file no installed package's record lists (a
-    user's, another tool's): py-rattler overwrites it without a word (conda warns; a wheel's install refuses).
-    `exempt`: paths an interrupted sync made (its journal's), which are its own."""
+    user's, another tool's; `recorded`: each installed package's record entries): py-rattler overwrites it without a
+    word (conda warns; a wheel's install refuses). `exempt`: paths an interrupted sync made (its journal's), which are
+    its own."""
     there = {path: name for name, paths in linking.items() for path in paths if path not in exempt and os.path.lexists(prefix / path)}
-    for name in going:  # (what the packages being unlinked installed goes first)
-        for path in _recorded_paths(installed[name][1]) if there else ():
-            there.pop(path, None)
+    if there:
+        owned = {entry["_path"] for entries in recorded.values() for entry in entries}
+        there = {path: name for path, name in there.items() if path not in owned}
     if not there:
         return
-    for _sha256, record_path in installed.values():
-        for path in _recorded_paths(record_path):
-            there.pop(path, None)
-        if not there:
-            return
     path, name = min(there.items())
     more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
     raise InstallError(
@@ -431,7 +426,10 @@ def _sync(
     interrupted = state is None and identity is not None
     _sweep_temp_files(prefix)
     installed = installed_packages(prefix, interrupted)
-    damaged, journaled = _after_interruption(prefix, installed) if interrupted else (set(), None)
+    # Each record's entries, read once (what the sync checks, unlinks and notes): now after an interruption, else once
+    # there is something to do.
+    recorded = {name: _recorded_entries(path) for name, (_, path) in installed.items()} if interrupted else None
+    damaged, journaled = _after_interruption(prefix, recorded) if recorded is not None else (set(), None)
     if not interrupted:
         end_journal(prefix)  # (one left by a sync stopped before it changed anything)
     plan = plan_sync(packages + wheels, installed)
@@ -495,25 +493,29 @@ def _sync(
     environment_clobbers(every, platform)
     # No file is removed or written through a directory a user replaced by a symlink out of the prefix.
     going = [n for n in [*plan.remove, *plan.change, *(_name(w) for w in wheel_touched)] if n in installed]  # (unlinked or removed)
-    check_paths_stay_inside(prefix, (path for name in going for path in _recorded_paths(installed[name][1])))
+    if recorded is None:
+        recorded = {name: _recorded_entries(path) for name, (_, path) in installed.items()}
+    check_paths_stay_inside(prefix, (path for name in going for path in _paths(recorded[name])))
     check_paths_stay_inside(prefix, (path for info in every if info.name in touched for path in info.paths))
-    check_original_paths(installed)
-    check_files_are_not_directories(prefix, {name: installed[name][1] for name in going if not name.startswith("pip:")})
+    check_original_paths(installed, recorded)
+    check_files_are_not_directories(prefix, {name: recorded[name] for name in going if not name.startswith("pip:")})
     # The sources python may have compiled that this sync may unlink: the packages going, and with a new python every
     # noarch: python package (relinked into the new site-packages).
     unlinked = [name for name in installed if not name.startswith("pip:") and (name in going or python_changed)]
-    sources = [path for name in unlinked for path in _recorded_paths(installed[name][1]) if path.endswith(".py")]
+    sources = [path for name in unlinked for path in _paths(recorded[name]) if path.endswith(".py")]
     prefix_records = [
         _prefix_record(path, lockfile_path.parent)
         for name, (_, path) in installed.items()
         if not name.startswith("pip:") and name not in relinked
     ]
-    linking = {info.name: _paths_to_link([info], every, platform) for info in every if info.name in touched}
+    python_info = next((info for info in every if info.name == "python"), None)
+    target = python_target(python_info.version, platform, python_info.python_site_packages_path) if python_info else None
+    linking = {info.name: _paths_to_link(info, target) for info in every if info.name in touched}
     if not interrupted or journaled is not None:  # (what an interrupted sync made is its own: journaled, or no journal)
-        check_nothing_unowned_is_overwritten(prefix, linking, installed, going, journaled or set())
+        check_nothing_unowned_is_overwritten(prefix, linking, recorded, journaled or set())
     # Everything is fetched and checked: from here on the prefix changes, so the paths it will make are noted, then its
     # record of what is installed goes (an interrupted sync is then redone in full, and what it made removed).
-    unlinking = [path for name in going for path in _recorded_paths(installed[name][1])]
+    unlinking = [path for name in going for path in _paths(recorded[name])]
     start_journal(prefix, (path for paths in linking.values() for path in paths), unlinking)
     clear_state(prefix)
     _absolute_urls(prefix, lockfile_path.parent)
@@ -535,28 +537,22 @@ def _sync(
     return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
 
 
-def _after_interruption(prefix: Path, installed: dict[str, tuple[str, Path]]) -> tuple[set[str], set[str] | None]:
-    """After an interrupted sync: what it made that no record names is removed (its journal: conda_envkit.sync_journal).
-    The packages whose record outlived some of their files (py-rattler and the wheel remover delete the record last),
-    to be linked again; and the paths the journal names as made (None without one)."""
-    recorded = {name: _recorded_paths(path) for name, (_, path) in installed.items()}
-    journaled = remove_leftovers(prefix, {path for paths in recorded.values() for path in paths})
-    return {name for name, paths in recorded.items() if not all(os.path.lexists(prefix / rel) for rel in paths)}, journaled
+def _after_interruption(prefix: Path, recorded: dict[str, list[dict[str, str]]]) -> tuple[set[str], set[str] | None]:
+    """After an interrupted sync (`recorded`: each installed package's record entries): what it made that no record
+    names is removed (its journal: conda_envkit.sync_journal). The packages whose record outlived some of their files
+    (py-rattler and the wheel remover delete the record last), to be linked again; and the paths the journal names as
+    made (None without one)."""
+    journaled = remove_leftovers(prefix, {path for entries in recorded.values() for path in _paths(entries)})
+    return {name for name, entries in recorded.items() if not all(os.path.lexists(prefix / rel) for rel in _paths(entries))}, journaled
 
 
-def _paths_to_link(linking: list[PackageInfo], every: list[PackageInfo], platform: str) -> list[str]:
-    """Where the conda packages `linking` put their files in the prefix (a noarch: python package's relocated, with
-    its entry points), as the sync's journal notes them."""
-    python = next((info for info in every if info.name == "python"), None)
-    target = python_target(python.version, platform, python.python_site_packages_path) if python else None
-    out = []
-    for info in linking:
-        if info.noarch == "python" and target is not None:
-            out += [moved for path in info.paths if (moved := target.relocated(path)) is not None]
-            out += [f"bin/{point.command}" for text in info.entry_points if (point := parse_entry_point(text)) is not None]
-        else:
-            out += info.paths
-    return out
+def _paths_to_link(info: PackageInfo, target: PythonTarget | None) -> list[str]:
+    """Where a conda package puts its files in the prefix (a noarch: python package's relocated for the environment's
+    python `target`, with its entry points), as the sync's journal notes them."""
+    if info.noarch == "python" and target is not None:
+        relocated = [moved for path in info.paths if (moved := target.relocated(path)) is not None]
+        return relocated + [f"bin/{point.command}" for text in info.entry_points if (point := parse_entry_point(text)) is not None]
+    return list(info.paths)
 
 
 def _relocate_pip_records(prefix: Path, wheels: list[LockedDependency]) -> None:
