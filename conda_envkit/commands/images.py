@@ -259,21 +259,20 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
     downloaded = 0
-    if clients is not None:
+    while clients is not None:
         local = bool(request.oci_dir or request.docker_archive)
-        downloaded, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
-        while served_wrong and remote is not None:
-            # A cached layer whose bytes are not its digest's is built here, as a lost one is (its packages are
-            # fetched): the plan is the same, the other cached layers stay where they are.
-            for digest, problem in served_wrong.items():
-                location = next(image.remote_blobs[digest] for image in baked.platforms if digest in image.remote_blobs)
-                cache_warnings.append(f"cache {location}: layer blob {digest} {problem}: that layer was built here")
-                remote.drop(digest)
-            earlier = baked
-            baked = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
-            baked = with_earlier_builds(baked, earlier)
-            more, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
-            downloaded += more
+        more, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
+        downloaded += more
+        if not served_wrong or remote is None:
+            break
+        # A cached layer whose bytes are not its digest's is built here, as a lost one is (its packages are fetched):
+        # the plan is the same, the other cached layers stay where they are.
+        for digest, problem in served_wrong.items():
+            location = next(image.remote_blobs[digest] for image in baked.platforms if digest in image.remote_blobs)
+            cache_warnings.append(f"cache {location}: layer blob {digest} {problem}: that layer was built here")
+            remote.drop(digest)
+        again = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
+        baked = with_earlier_builds(again, baked)
     result = publish_image(baked, store, targets, progress)
     settle_layer_cache(baked, store, cache)
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
