@@ -62,9 +62,14 @@ def json_document(data: bytes, where: str, what: str = "manifest") -> dict[str, 
     return document
 
 
+def is_digest(text: str) -> bool:
+    """Whether `text` is a well-formed sha256 digest (`sha256:` and 64 lowercase hex digits)."""
+    return _DIGEST.fullmatch(text) is not None
+
+
 def check_digest(digest: str, where: str) -> str:
     """`digest` if it is a well-formed sha256 digest, else an error naming `where`."""
-    if not _DIGEST.fullmatch(digest):
+    if not is_digest(digest):
         raise OciError(
             f"{where}: invalid digest {digest!r}", hint="a digest is sha256: and 64 lowercase hex digits; no other algorithm is supported"
         )

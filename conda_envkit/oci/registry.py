@@ -46,6 +46,7 @@ from conda_envkit.oci.blobs import (
     OCI_INDEX,
     OCI_MANIFEST,
     OciError,
+    is_digest,
     json_document,
     sha256_digest,
 )
@@ -496,7 +497,7 @@ class RegistryClient:
         """The digest a tag names now (a HEAD's Docker-Content-Digest), or None if it names nothing or says none."""
         response = self._manifest_request("HEAD", repository, tag, f"HEAD manifest {repository}:{tag}")
         digest = response.headers.get("Docker-Content-Digest", "") if response.status_code == 200 else ""
-        return digest if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+        return digest if is_digest(digest) else None
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest or index."""
