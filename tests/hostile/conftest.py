@@ -8,8 +8,10 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -256,6 +258,37 @@ def make_wheel(directory: Path, wheel: RawWheel) -> Path:
 
 def environ_without(*names: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def empty_answer(handler, status: int, location: str | None = None) -> bool:  # type: ignore[no-untyped-def]
+    """A LoggingServer responder's answer with no body: `status` (and a Location, if given)."""
+    handler.send_response(status)
+    if location is not None:
+        handler.send_header("Location", location)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
+def basic_challenge(handler) -> bool:  # type: ignore[no-untyped-def]
+    """A LoggingServer responder asking for basic auth (401), as a registry that needs a login does."""
+    handler.send_response(401)
+    handler.send_header("WWW-Authenticate", 'Basic realm="hostile"')
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
+def sends_elsewhere(status: int, location: Callable[[Any], str]) -> Callable[[Any], bool]:
+    """A responder that asks for basic auth, then answers a request that carries it with `status` and a Location
+    (`location(handler)`) on another server: whether the credentials follow."""
+
+    def respond(handler) -> bool:  # type: ignore[no-untyped-def]
+        if "Authorization" not in handler.headers:
+            return basic_challenge(handler)
+        return empty_answer(handler, status, location(handler))
+
+    return respond
 
 
 class LoggingServer:

@@ -31,7 +31,16 @@ import pytest
 from conda_envkit.testing.hostile_images import Layers, find, manifest_of, repack_layout, rewrite_config
 from conda_envkit.testing.hostile_packages import RawWheel, write_raw_wheel
 from tests.conftest import Registry, Result
-from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, run_cli
+from tests.hostile.conftest import (
+    LoggingServer,
+    Workspace,
+    assert_refused,
+    basic_challenge,
+    empty_answer,
+    locked_workspace,
+    run_cli,
+    sends_elsewhere,
+)
 
 PASSWORD = "authjson-Pa55-canary-5e1f"
 REPO = "team/app:1"
@@ -41,17 +50,9 @@ def _auth(user: str, password: str = PASSWORD) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _challenge(handler) -> bool:  # type: ignore[no-untyped-def]
-    handler.send_response(401)
-    handler.send_header("WWW-Authenticate", 'Basic realm="hostile"')
-    handler.send_header("Content-Length", "0")
-    handler.end_headers()
-    return True
-
-
 @pytest.fixture(scope="module")
 def _recording_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    server = LoggingServer(tmp_path_factory.mktemp("recording"), responder=_challenge)
+    server = LoggingServer(tmp_path_factory.mktemp("recording"), responder=basic_challenge)
     yield server
     server.close()  # (once: a close waits up to half a second)
 
@@ -248,17 +249,8 @@ def test_logins_for_other_hosts_are_never_sent(logins: Logins, recording_registr
 
 
 def test_a_login_does_not_follow_a_redirect_to_another_port(tmp_path: Path, logins: Logins) -> None:
-    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=lambda h: _not_found(h))
-
-    def redirecting(handler) -> bool:  # type: ignore[no-untyped-def]
-        if "Authorization" not in handler.headers:
-            return _challenge(handler)
-        handler.send_response(307)
-        handler.send_header("Location", f"http://127.0.0.1:{elsewhere.port}{handler.path}")
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-        return True
-
+    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=lambda h: empty_answer(h, 404))
+    redirecting = sends_elsewhere(307, lambda h: f"http://127.0.0.1:{elsewhere.port}{h.path}")
     registry = LoggingServer(tmp_path / "registry", responder=redirecting)
     try:
         logins.write("runtime", {"auths": {registry.host: {"auth": _auth("mine")}}})
@@ -270,13 +262,6 @@ def test_a_login_does_not_follow_a_redirect_to_another_port(tmp_path: Path, logi
     assert elsewhere.log, "the redirect was followed"
     assert result.returncode == 2
     _no_secret(result, elsewhere)
-
-
-def _not_found(handler) -> bool:  # type: ignore[no-untyped-def]
-    handler.send_response(404)
-    handler.send_header("Content-Length", "0")
-    handler.end_headers()
-    return True
 
 
 # -- 1. auth.json: malformed content ---------------------------------------------------------------------------------

@@ -10,23 +10,15 @@ from pathlib import Path
 import pytest
 
 from conda_envkit.oci.registry import RegistryClient, RegistryError
-from tests.hostile.conftest import LoggingServer, locked_workspace, run_cli
+from tests.hostile.conftest import LoggingServer, basic_challenge, empty_answer, locked_workspace, run_cli, sends_elsewhere
 
 PASSWORD = "reg-Pa55-canary-93ac"
 ENV = {"ENVKIT_REGISTRY_USER": "pusher", "ENVKIT_REGISTRY_PASSWORD": PASSWORD}
 
 
-def _basic_challenge(handler) -> bool:  # type: ignore[no-untyped-def]
-    handler.send_response(401)
-    handler.send_header("WWW-Authenticate", 'Basic realm="hostile"')
-    handler.send_header("Content-Length", "0")
-    handler.end_headers()
-    return True
-
-
 @pytest.fixture
 def basic_registry(tmp_path: Path):  # type: ignore[no-untyped-def]
-    server = LoggingServer(tmp_path, responder=_basic_challenge)
+    server = LoggingServer(tmp_path, responder=basic_challenge)
     yield server
     server.close()
 
@@ -86,18 +78,8 @@ def test_password_is_not_sent_to_a_plain_http_token_realm(
 
 
 def test_basic_credentials_do_not_follow_an_upload_location_to_another_host(tmp_path: Path) -> None:
-    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=lambda h: _created(h))
-
-    def registry_responder(handler) -> bool:  # type: ignore[no-untyped-def]
-        if "Authorization" not in handler.headers:
-            return _basic_challenge(handler)
-        handler.send_response(202)
-        handler.send_header("Location", f"http://localhost:{elsewhere.port}/upload/1")
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-        return True
-
-    registry = LoggingServer(tmp_path, responder=registry_responder)
+    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=lambda h: empty_answer(h, 201))
+    registry = LoggingServer(tmp_path, responder=sends_elsewhere(202, lambda h: f"http://localhost:{elsewhere.port}/upload/1"))
     try:
         client = RegistryClient(registry.host, insecure=True, credentials=("pusher", PASSWORD), retries=0)
         client.put_blob("library/app", b"layer bytes")
@@ -106,13 +88,6 @@ def test_basic_credentials_do_not_follow_an_upload_location_to_another_host(tmp_
         elsewhere.close()
     assert "Authorization: Basic" in registry.text()
     assert elsewhere.log and "Authorization" not in elsewhere.text()
-
-
-def _created(handler) -> bool:  # type: ignore[no-untyped-def]
-    handler.send_response(201)
-    handler.send_header("Content-Length", "0")
-    handler.end_headers()
-    return True
 
 
 @pytest.mark.parametrize(
