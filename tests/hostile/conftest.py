@@ -170,6 +170,14 @@ class Workspace:
     def install(self, prefix: str = "env", env: dict[str, str] | None = None) -> Result:
         return self.envkit("install", "-q", "--prefix", prefix, "-p", "linux-64", env=env)
 
+    def bake_layout(self) -> str:
+        """The lock baked (scratch base, linux-64) into the OCI layout `image`: its tag."""
+        import json
+
+        result = self.envkit("bake", "-q", "--oci", "image", "-p", "linux-64")
+        assert result.returncode == 0, result.output
+        return str(json.loads((self.root / "bake.json").read_text())["tags"][0])
+
     def entries(self) -> list[dict]:
         return yaml.safe_load(self.lock.read_text())["package"]
 

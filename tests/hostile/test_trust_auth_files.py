@@ -532,9 +532,7 @@ def baked_image(tmp_path_factory: pytest.TempPathFactory, hostile_channel: Path)
     ws = locked_workspace(root / "work", hostile_channel, ["python", "honest", "linky"])
     wheel = write_raw_wheel(RawWheel("cryptominer", "6.6.6", (("cryptominer/__init__.py", b"mine = True\n"),)), root / "wheels")
     ws.add_wheel(wheel, "cryptominer", "6.6.6")
-    result = ws.envkit("bake", "-q", "--oci", "image", "-p", "linux-64")
-    assert result.returncode == 0, result.output
-    return ws, json.loads((ws.root / "bake.json").read_text())["tags"][0]
+    return ws, ws.bake_layout()
 
 
 def _layout(baked_image: tuple[Workspace, str], tmp_path: Path) -> tuple[Path, str]:

@@ -24,9 +24,7 @@ TROJAN = b"#!/bin/sh\necho pwned\n"
 def baked(tmp_path_factory: pytest.TempPathFactory, hostile_channel: Path) -> tuple[Workspace, str]:
     """`honest` baked (scratch base) into an OCI layout `image`, and its tag."""
     ws = locked_workspace(tmp_path_factory.mktemp("baked") / "work", hostile_channel, ["honest", "linky"])
-    result = ws.envkit("bake", "-q", "--oci", "image", "-p", "linux-64")
-    assert result.returncode == 0, result.output
-    return ws, json.loads((ws.root / "bake.json").read_text())["tags"][0]
+    return ws, ws.bake_layout()
 
 
 def _copy(baked: tuple[Workspace, str], tmp_path: Path) -> tuple[Workspace, str]:
