@@ -83,7 +83,7 @@ from conda_envkit.oci.tarstream import Member, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.stream_package import NotPlain, package_members
-from conda_envkit.thread_pool import ThreadPool
+from conda_envkit.thread_pool import ThreadPool, run_each
 
 if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -156,6 +156,9 @@ def _plan_name(locked: LockedDependency) -> str:
     return locked.name if locked.manager == "conda" else f"pip:{locked.name}"
 
 
+_CACHE_WRITERS = 4  # packages whose cache entries (info, fragment) are written at once: each waits on the filesystem
+
+
 def locked_infos(
     lockfile: Lockfile,
     platform: str,
@@ -177,8 +180,11 @@ def locked_infos(
         report = fetch_packages(
             missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
         )
-        for fetched in report.packages:
-            infos[fetched.locked.hash.sha256] = package_info(fetched, cache_dir)
+        # Read from their archives a few at once: most of a small package's time is its info cache entry's file
+        # being created, and each waits on the filesystem, not on the others.
+        read = run_each(lambda fetched: package_info(fetched, cache_dir), report.packages, _CACHE_WRITERS)
+        for fetched, info in zip(report.packages, read, strict=True):
+            infos[fetched.locked.hash.sha256] = info
         return [(p, infos[p.hash.sha256]) for p in locked], {_plan_name(f.locked): f for f in report.packages}  # type: ignore[misc]
     return [(p, infos[p.hash.sha256]) for p in locked], {}  # type: ignore[misc]
 
@@ -1075,8 +1081,9 @@ def build_layers(
             processes.finish()
         link_the_rest()
         kept.result()
-        for name in list(pending):
-            fragments.commit(pending.pop(name))
+        # Kept a few at once: each is a rename and its index's file being created, which wait on the filesystem.
+        run_each(fragments.commit, list(pending.values()), _CACHE_WRITERS)
+        pending.clear()
         count = len(linked)
         progress.done(extract, f"{counted(len(need), 'package')} ({len(need) - count} read from their archives, {count} linked)")
         for name in linked:

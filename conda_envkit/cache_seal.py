@@ -21,7 +21,7 @@ import secrets
 import stat
 import tempfile
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from conda_envkit.cache import seal_key_path
@@ -41,7 +41,7 @@ class CacheSeal:
     secret: bytes
     problem: str = ""  # why the secret lives only as long as this process (then nothing cached before is trusted)
 
-    @property
+    @cached_property  # (asked for by every cache entry's read and write: one HMAC per seal)
     def owner(self) -> str:
         """A name for this secret's entries (a cache shared by several users keeps each one's apart, so that
         one user's bake does not discard another's): derived from the secret, which it does not reveal."""

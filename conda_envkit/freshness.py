@@ -160,13 +160,16 @@ def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list
 _DROPPED = "locked, but no longer requested by the spec"
 
 
-def check_plan(plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
-    """Freshness of every platform one lock file should hold."""
-    if not plan.path.exists():
-        missing = ("not locked yet (no lock file)",)
-        return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
-    # A lock that exists but does not read is bad input (exit 2), not merely stale.
-    lockfile = read_lockfile(plan.path)
+def check_plan(
+    plan: LockPlan, channels: tuple[ResolvedChannel, ...], spec: EnvSpec, options: LockOptions, lockfile: LockFile | None = None
+) -> list[PlatformFreshness]:
+    """Freshness of every platform one lock file should hold (`lockfile`: that file, if the caller has read it)."""
+    if lockfile is None:
+        if not plan.path.exists():
+            missing = ("not locked yet (no lock file)",)
+            return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
+        # A lock that exists but does not read is bad input (exit 2), not merely stale.
+        lockfile = read_lockfile(plan.path)
     results = []
     wanted = {t.platform for t in plan.targets}
     # With -p, the platforms not named are kept as they are by `lock -p`: only the named ones are checked.
@@ -253,7 +256,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         if plan is None:
             return f"{lock_path}: not one of the locks {named} asks for; it was not checked against it"
         plan = LockPlan(plan.path, plan.variant, tuple(t for t in plan.targets if t.platform in platforms))
-        results = check_plan(plan, channels, spec, checked)
+        results = check_plan(plan, channels, spec, checked, lockfile)  # (the lock as the bake read it: not read again)
     except EnvkitError:
         return f"{lock_path}: not checked against {named}, which does not read (`envkit lock --check` says why)"
     except Exception as exc:  # advice only: whatever went wrong, the bake goes on, and says so

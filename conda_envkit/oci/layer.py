@@ -350,6 +350,14 @@ def _block_members(tar: Path, index: Iterable[Any]) -> list[Member]:
 
 
 _FRAGMENT_BUFFER = 256 << 10  # most group packages are smaller than a layer's 1 MiB buffer
+_fragment_buffers = threading.local()  # one per thread writing fragments, reused by its writers one after another
+
+
+def _fragment_buffer() -> memoryview:
+    buffer: memoryview | None = getattr(_fragment_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _fragment_buffers.buffer = memoryview(bytearray(_FRAGMENT_BUFFER))
+    return buffer
 
 
 class FragmentStore:
@@ -406,7 +414,7 @@ class FragmentStore:
         try:
             with GuardedFile(tmp, "package fragment", CACHE_SETTING, file=os.fdopen(fd, "wb")) as raw:
                 sink = _Sink(raw)  # type: ignore[arg-type]
-                writer = TarWriter(sink, mtime, _FRAGMENT_BUFFER)  # type: ignore[arg-type]
+                writer = TarWriter(sink, mtime, buffer=_fragment_buffer())  # type: ignore[arg-type]
                 try:
                     for m in sorted(members, key=lambda m: m.path.encode()) if ordered else members:
                         start = writer.written

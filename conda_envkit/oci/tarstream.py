@@ -147,15 +147,16 @@ def header(member: Member, mtime: int) -> bytes:
 class TarWriter:
     """Writes members to a binary stream; `close` ends the archive (it does not close `out`)."""
 
-    def __init__(self, out: BinaryIO, mtime: int, buffer_size: int = _COPY) -> None:
+    def __init__(self, out: BinaryIO, mtime: int, buffer_size: int = _COPY, buffer: memoryview | None = None) -> None:
         self.out = out
         self.mtime = mtime
         self.written = 0
         # Headers and file contents are gathered in one buffer (contents read straight into it), so that hashing
         # and compression see large writes and no byte is copied in Python on the way. (A small package's
-        # fragment takes a smaller one: a fresh buffer costs a page fault for every 4 KiB of it.)
-        self._size = buffer_size
-        self._buffer = memoryview(bytearray(buffer_size))
+        # fragment takes a smaller one: a fresh buffer costs a page fault for every 4 KiB of it; or the caller's
+        # `buffer`, reused from one writer to the next in a thread.)
+        self._buffer = buffer if buffer is not None else memoryview(bytearray(buffer_size))
+        self._size = len(self._buffer)
         self._fill = 0
         # Tars read by offset (staged payloads, fragments) hold many members: each is opened once.
         self._opened: dict[Path, BinaryIO] = {}
