@@ -12,6 +12,11 @@ import os
 import re
 
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"<>]+)@")
+# `user:password@host/...` with no scheme (an image reference: `--push bob:TOKEN@registry/team/app`): a login before
+# a host and a path. (An e-mail address has no `:` before its `@`, and no `/` after its host.)
+_BARE_USERINFO = re.compile(
+    r"(?<![\w.+-])(?P<userinfo>[^/@\s'\"<>:]+:[^/@\s'\"<>]+)@(?=[A-Za-z0-9.-]+(?::[0-9]+)?/|\[[0-9A-Fa-f:.]+\](?::[0-9]+)?/)"
+)
 _TOKEN_SEGMENT = re.compile(r"/t/(?P<token>[^/\s'\"<>]+)/")
 _QUERY_SECRET = re.compile(
     r"(?P<key>[?&](?:token|access_token|auth|password|passwd|secret|sig|signature|x-amz-signature|x-amz-credential|code)=)[^&\s'\"<>]+",
@@ -72,5 +77,6 @@ def redact(text: str, extra: tuple[str, ...] = ()) -> str:
     for value in [*sorted((e for e in extra if len(e) >= _MIN_SECRET), key=len, reverse=True), *secret_values()]:
         text = text.replace(value, MASK)
     text = _USERINFO.sub(userinfo, text)
+    text = _BARE_USERINFO.sub(lambda m: m.group(0) if _PLACEHOLDER.fullmatch(m.group("userinfo")) else f"{MASK}@", text)
     text = _TOKEN_SEGMENT.sub(token, text)
     return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)

@@ -33,7 +33,7 @@ from conda_envkit.network import Deadline, NetworkError, ResponseTooLarge, max_d
 from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError, canonical_json, check_digest, sha256_digest
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
-from conda_envkit.oci.registry import BlobMismatch, RegistryClient, RegistryError
+from conda_envkit.oci.registry import BlobMismatch, BlobUnknown, RegistryClient, RegistryError
 from conda_envkit.oci.transfer import PUSH_JOBS, fetch_into_store, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress, counted
@@ -310,13 +310,20 @@ def _read(client: RegistryClient, ref: CacheRef) -> tuple[dict[str, Any], list[D
     config, listed = found
     what = f"cache {ref}"
     response = client.request(
-        "GET", f"/v2/{ref.repository}/blobs/{config.digest}", f"repository:{ref.repository}:pull", (200,), stream=True, what=what
+        "GET", f"/v2/{ref.repository}/blobs/{config.digest}", f"repository:{ref.repository}:pull", (200, 404), stream=True, what=what
     )
+    if response.status_code == 404:  # (the tag is there, its map's blob is not: deleted, or collected)
+        response.close()
+        raise UnusableCache(f"{ref}: the cache map's blob {config.digest} is gone", hint="write the cache again with --cache-to")
     try:
         body = read_limited(response, Deadline(f"{client.registry}: {what}"), MAX_MAP_BYTES)
     except ResponseTooLarge:
         too_big = f"{ref}: the cache map is larger than {size_text(MAX_MAP_BYTES)}"
         raise UnusableCache(too_big, hint="write the cache again with --cache-to") from None
+    except NetworkError as exc:  # cut short, or too slow: checked against its digest, it could not be used either
+        raise UnusableCache(
+            f"{ref}: the cache map did not arrive whole ({exc.message})", hint="write the cache again with --cache-to"
+        ) from None
     finally:
         response.close()
     if sha256_digest(body) != config.digest:
@@ -458,6 +465,10 @@ def fetch_layers(
             if sizes[digest] > max_download_bytes():  # (a blob over the download cap: refused, not built here)
                 raise
             served_wrong[digest] = "arrived bigger than the cache map says"
+        except BlobUnknown:  # (its HEAD may still say it is there: the map and the blobs are the registry's word)
+            served_wrong[digest] = "is no longer in the registry"
+        except NetworkError as exc:  # cut short, too slow: built here, as a cache is a speed-up
+            served_wrong[digest] = f"did not arrive whole ({exc.message})"
         progress.advance(step)
     got = [digest for digest in wanted if digest not in served_wrong]
     total = sum(sizes[digest] for digest in got)

@@ -328,6 +328,9 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
             f"{request.push_repo}:{result.tags[0]} named {moved}, another image of this lock; it now names {baked.top.digest}"
             " (another base, --cmd, --env, --large-package-mb or SOURCE_DATE_EPOCH makes another image of one lock: give each its own -t)",
         )
+    unasked = result.push.unchecked.get(result.tags[0]) if result.push is not None and result.tags else None
+    if unasked is not None:
+        warnings += (f"{request.push_repo}:{result.tags[0]}: not known whether it named another image before this push ({unasked})",)
     # Measured: gzip's parallel deflate keeps every CPU busy already (auto, the default, means this process then).
     if request.jobs not in (None, 1) and request.compression != "zstd":
         warnings += ("--jobs applies to zstd layers (--compression zstd); gzip layers were written by this process",)

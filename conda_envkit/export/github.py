@@ -23,9 +23,9 @@ def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> 
     # A path that is a directory, under a file or a missing directory (a stale variable on a self-hosted runner),
     # or a FIFO nobody reads: an error naming it (it was a traceback, or a hang).
     setting = "$GITHUB_OUTPUT" if path is None else ""
-    with open_stream(target, "step outputs file", setting, create=True) as f:
-        try:
+    try:
+        with open_stream(target, "step outputs file", setting, create=True) as f:
             f.write(output_lines(record).encode("utf-8"))  # as GitHub reads it, whatever the locale
-        except OSError as exc:
-            raise write_error(target, exc, "step outputs file", setting) from None
+    except OSError as exc:  # (the write, or the flush as the file closes: a full disk says so there)
+        raise write_error(target, exc, "step outputs file", setting) from None
     return target

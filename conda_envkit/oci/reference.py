@@ -49,6 +49,14 @@ def names_registry(component: str) -> bool:
 def parse_image_ref(text: str) -> ImageRef:
     """Parse `[registry/]repo[:tag][@sha256:...]` the way docker does (docker.io by default)."""
     value = text.removeprefix("docker://")
+    login, at, _ = value.partition("/")[0].rpartition("@")
+    if at and "/" in value:  # `user:password@registry/repo`: a login where a registry belongs
+        shown = text.replace(login + "@", "***@", 1)
+        raise OciError(
+            f"invalid image reference {shown[:300]!r}: it holds a login before the registry",
+            hint="a reference names no credentials: log in (`docker login`, `podman login` or `skopeo login`), or set"
+            " ENVKIT_REGISTRY_USER/ENVKIT_REGISTRY_PASSWORD for the push target",
+        )
     name, _, digest = value.partition("@")
     if digest:
         check_digest(digest, text)

@@ -52,7 +52,8 @@ def list_referrers(client: RegistryClient, repository: str, subject: str) -> tup
         what="referrers",
     )
     if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(OCI_INDEX):
-        return _descriptors(json_document(response.content, f"{client.registry}/{repository}: referrers of {subject}"), "referrers"), "api"
+        where = f"{client.registry}/{repository}: referrers of {subject}"
+        return _descriptors(json_document(response.content, where), where), "api"
     try:
         data, _, _ = client.get_manifest(repository, fallback_tag(subject))
     except RegistryError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
+from requests.auth import AuthBase
 
 from conda_envkit.network import (
     DOWNLOAD_CAP_ENV_VAR,
@@ -68,6 +69,10 @@ class RegistryError(OciError):
 
 class BlobMismatch(RegistryError):
     """A blob that arrived with bytes of another digest than the one asked for."""
+
+
+class BlobUnknown(RegistryError):
+    """A blob the registry does not have (HTTP 404)."""
 
 
 def auth_files() -> list[tuple[Path, str]]:
@@ -185,6 +190,29 @@ class PushStats:
     mounted: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
     moved: dict[str, str] = field(default_factory=dict)  # tag -> the digest it named before this push moved it
+    unchecked: dict[str, str] = field(default_factory=dict)  # tag -> why what it named before could not be asked
+
+
+class _NoNetrc(AuthBase):
+    """A session's auth that adds nothing: with it, requests does not look the host up in ~/.netrc."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class _RegistrySession(requests.Session):
+    """requests, without ~/.netrc: a registry's login is the one envkit chose for its host (a netrc entry for that
+    host, kept for a pip index there, replaced it, and was sent unasked, also where envkit sends none). Proxy
+    variables and REQUESTS_CA_BUNDLE are still read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth = _NoNetrc()
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # A redirect to another host drops the Authorization header (as requests does), and adds no netrc login.
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url, prepared_request.url):
+            del prepared_request.headers["Authorization"]
 
 
 class RegistryClient:
@@ -209,7 +237,7 @@ class RegistryClient:
         self.credentials = credentials
         self.retries = retries
         self.chunk_size = chunk_size
-        self.session = requests.Session()
+        self.session = _RegistrySession()
         self._tokens: dict[str, str] = {}
         self._basic = False
         self.until: float | None = None  # a time.monotonic() no request may last past (a deadline for many of them)
@@ -320,6 +348,13 @@ class RegistryClient:
                     response._content = read_limited(response, deadline, MAX_SMALL_RESPONSE)
                     response.close()
             except requests.exceptions.SSLError as exc:
+                parts = urlsplit(getattr(exc.request, "url", None) or url)  # (where a redirect led, if it did)
+                if f"{parts.scheme}://{parts.netloc}".lower() != self.base.lower():  # (an upload Location, a redirect)
+                    raise RegistryError(
+                        f"{deadline.what}: the registry sent it to {_shown(parts.scheme + '://' + parts.netloc)}, where TLS"
+                        f" failed ({connection_failure(exc)})",
+                        hint=f"the registry is reached at {self.base}: its upload Location or redirect is misconfigured",
+                    ) from None
                 if "WRONG_VERSION_NUMBER" in str(exc):  # the server answered a TLS hello in plain HTTP
                     raise RegistryError(
                         f"{self.registry}: the registry speaks plain HTTP, not HTTPS",
@@ -341,6 +376,16 @@ class RegistryClient:
                     f"{deadline.what} failed ({connection_failure(exc)}) after {attempt + 1} attempt(s)",
                     hint="is the registry running and reachable?",
                 ) from None
+            if response.status_code == 401 and urlsplit(response.url).netloc.lower() != self.registry.lower():
+                # Where the registry sent the request (an upload Location, a redirect) asks for a login: the registry's
+                # is never sent there, nor used to ask that host's token server for a token.
+                response.close()
+                raise RegistryError(
+                    f"{self.registry}: {what or url}: {_shown(urlsplit(response.url).netloc)}, where the registry sent it, asks"
+                    " for a login (HTTP 401)",
+                    hint="envkit sends a registry's login to that registry's own host only: the registry's storage or"
+                    " redirect is misconfigured",
+                )
             if response.status_code == 401 and not authenticated:
                 authenticated = True
                 response.close()
@@ -438,7 +483,7 @@ class RegistryClient:
                     "Content-Length": str(len(chunk)),
                 }
                 response = self.request("PATCH", location, scope, (202,), headers, chunk, what=what)
-                location = urljoin(urljoin(self.base, location), response.headers.get("Location", location))
+                location = _upload_location(response, self.registry, what) if response.headers.get("Location") else location
                 offset += len(chunk)
         self.request("PUT", _with_query(location, digest=digest), scope, (201,), {"Content-Length": "0"}, b"", what=what)
         return size
@@ -470,8 +515,11 @@ class RegistryClient:
                 hint=f"no image layer should be that big: check the image; if it really is, raise {DOWNLOAD_CAP_ENV_VAR}",
             )
         response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200,), stream=True, what=what
+            "GET", f"/v2/{repository}/blobs/{digest}", repository_scope(repository, "pull"), (200, 404), stream=True, what=what
         )
+        if response.status_code == 404:
+            detail = _error_detail(response, Deadline(f"{self.registry}: {what}", self._seconds()))
+            raise BlobUnknown(f"{self.registry}: {what}: HTTP 404{detail}", hint="the registry does not have it (deleted, or collected)")
         deadline = Deadline(f"{self.registry}: {what}", self._seconds())
         h = hashlib.sha256()
         with response, dest.open("wb") as out:
@@ -545,11 +593,18 @@ class RegistryClient:
 
 
 def _upload_location(response: requests.Response, registry: str, what: str) -> str:
-    """Where an upload the registry started goes on (its `Location`, which the distribution spec requires)."""
+    """Where an upload the registry started goes on: its `Location` (which the distribution spec requires), a
+    relative one resolved against the request's URL (RFC 9110), as an absolute http(s) URL."""
     location = response.headers.get("Location")
     if not location:
         raise RegistryError(f"{registry}: {what}: the registry started an upload but said no Location", hint="the registry is broken")
-    return location
+    resolved = urljoin(response.url, location)
+    if urlsplit(resolved).scheme not in ("http", "https"):
+        raise RegistryError(
+            f"{registry}: {what}: the registry's upload Location {_shown(location)!r} is not an HTTP URL",
+            hint="the registry is misconfigured (its external URL)",
+        )
+    return resolved
 
 
 def repository_scope(repository: str, actions: str) -> str:

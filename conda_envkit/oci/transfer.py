@@ -13,6 +13,7 @@ from typing import Any
 from conda_envkit.cache import CACHE_SETTING
 from conda_envkit.cache_seal import user_seal
 from conda_envkit.files import read_cache_entry, write_cache_entry
+from conda_envkit.network import NetworkError
 from conda_envkit.oci.blobs import (
     DOCKER_LIST,
     MAX_CONFIG_BYTES,
@@ -30,7 +31,7 @@ from conda_envkit.oci.blobs import (
 from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
-from conda_envkit.oci.registry import PushStats, RegistryClient
+from conda_envkit.oci.registry import PushStats, RegistryClient, RegistryError
 from conda_envkit.oci.safety import check_layer, in_root
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.thread_pool import run_each
@@ -254,7 +255,13 @@ def push_image(
     for desc in documents:
         client.put_manifest(repository, desc.digest, store.verified_path(desc.digest).read_bytes(), desc.media_type)
     for tag in tags:
-        before = client.tag_digest(repository, tag)
+        try:
+            before = client.tag_digest(repository, tag)
+        except (RegistryError, NetworkError) as exc:
+            # Asked only to warn of a tag moving: a registry that will not say (a login that may push but not read
+            # manifests, a proxy refusing HEAD, a server error) still gets the tag, and the bake says it was not asked.
+            stats.unchecked[tag] = exc.message
+            before = None
         if before is not None and before != image.top.digest:
             stats.moved[tag] = before
         client.put_manifest(repository, tag, store.verified_path(image.top.digest).read_bytes(), image.top.media_type)
