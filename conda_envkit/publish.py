@@ -97,8 +97,11 @@ def check_push_target(push: str, insecure: tuple[str, ...]) -> None:
         raise BakeError(f"--push {push}: {exc.message}", hint=exc.hint) from None
 
 
-def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT) -> PublishResult:
-    """Write the layout and archive, push, and return the references that now name the image."""
+def publish_image(
+    baked: BakedImage, store: BlobStore, targets: BakeTargets, progress: Progress = SILENT, suspect: dict[str, set[str]] | None = None
+) -> PublishResult:
+    """Write the layout and archive, push, and return the references that now name the image. `suspect`: by
+    registry, the blobs it served with other bytes in this bake (a push there uploads them again and reads them back)."""
     check_targets(targets, len(baked.platforms))
     tags = default_tags(baked, targets.tags)
     references: list[str] = []
@@ -134,7 +137,7 @@ def publish_image(baked: BakedImage, store: BlobStore, targets: BakeTargets, pro
             blobs=tuple(dict.fromkeys(blobs)),
             mount_from=mount_from,
         )
-        stats = push_image(client, ref.repository, to_push, store, tags, progress)
+        stats = push_image(client, ref.repository, to_push, store, tags, progress, frozenset((suspect or {}).get(ref.registry, ())))
         outputs["registry"] = f"{ref.registry}/{ref.repository}"
         references.insert(0, f"{ref.registry}/{ref.repository}@{baked.top.digest}")
     return PublishResult(references, outputs, stats, tags)

@@ -34,7 +34,7 @@ from conda_envkit.oci.blobs import OCI_MANIFEST, BlobStore, Descriptor, OciError
 from conda_envkit.oci.layer import CacheEntry, Layer
 from conda_envkit.oci.reference import names_registry, parse_image_ref
 from conda_envkit.oci.registry import BlobMismatch, BlobUnknown, RegistryClient, RegistryError
-from conda_envkit.oci.transfer import PUSH_JOBS, fetch_into_store, send_blob
+from conda_envkit.oci.transfer import PUSH_JOBS, CorruptRegistryBlob, fetch_into_store, send_blob
 from conda_envkit.pkginfo import PackageInfo, PackageInfoError
 from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.thread_pool import run_each
@@ -170,6 +170,7 @@ class CacheWrite:
     replaced: str = ""  # why the map that was there could not be read (it was replaced), or ""
     skipped: str = ""  # why nothing was written (a newer envkit's cache is there), or ""
     present: int = 0  # this bake's layers whose blob the cache's repository had already
+    corrupt: tuple[str, ...] = ()  # blobs the registry serves with other bytes even uploaded again: left out of the map
 
 
 def _generation(value: object) -> int:
@@ -371,8 +372,10 @@ def write_cache(
     packages: list[PackageInfo],
     store: BlobStore,
     pushed_to: str | None = None,
+    suspect: frozenset[str] = frozenset(),
 ) -> CacheWrite:
     """Merge `entries` into the cache at `ref` (bounded: `bounded_map`); upload only missing blobs; tag last.
+    `suspect`: blobs this registry served with other bytes (uploaded again and read back; left out if still wrong).
 
     A blob is mounted where it is already in the same registry: in the `--cache-from` repository it came from, or in
     `pushed_to` (registry/repository the image was just pushed to). A cache there that cannot be read is replaced
@@ -400,12 +403,21 @@ def write_cache(
 
     def send(entry: CacheEntry) -> str:
         digest = entry.layer.descriptor.digest
-        return send_blob(client, ref.repository, digest, entry.source or pushed_to, lambda: local(digest), stop)[0]
+        read_back = store.temp_path if digest in suspect else None
+        try:
+            return send_blob(client, ref.repository, digest, entry.source or pushed_to, lambda: local(digest), stop, read_back)[0]
+        except CorruptRegistryBlob:
+            return "corrupt"
 
     sent = run_each(send, unique, PUSH_JOBS, stop)
     uploaded, mounted, present = sent.count("uploaded"), sent.count("mounted"), sent.count("present")
-    layers = {entry.key: (entry.layer.descriptor, entry.layer.diff_id) for entry in entries}
+    corrupt = tuple(entry.layer.descriptor.digest for entry, how in zip(unique, sent, strict=True) if how == "corrupt")
+    layers = {entry.key: (entry.layer.descriptor, entry.layer.diff_id) for entry in entries if entry.layer.descriptor.digest not in corrupt}
     document, counts = bounded_map(old, layers, packages, MAX_CACHE_LAYERS, MAP_BUDGET_BYTES)
+    # (an older generation's entry for such a blob goes too: no runner is sent to it again)
+    if corrupt:
+        document["layers"] = {key: entry for key, entry in document["layers"].items() if entry["digest"] not in corrupt}
+        counts = replace(counts, layers=len(document["layers"]))
     try:
         _put_map(client, ref, document)
     except RegistryError as exc:
@@ -421,7 +433,7 @@ def write_cache(
         counts = replace(counts, layers=len(kept), dropped_layers=counts.dropped_layers + len(document["layers"]) - len(kept))
         document["layers"] = kept
         _put_map(client, ref, document)
-    return replace(counts, uploaded=uploaded, mounted=mounted, present=present, replaced=replaced)
+    return replace(counts, uploaded=uploaded, mounted=mounted, present=present, replaced=replaced, corrupt=corrupt)
 
 
 def _put_map(client: RegistryClient, ref: CacheRef, document: dict[str, Any]) -> None:
@@ -437,6 +449,9 @@ def _put_map(client: RegistryClient, ref: CacheRef, document: dict[str, Any]) ->
         "layers": [d.to_json() for d in sorted(listed.values(), key=lambda d: d.digest)],
     }
     client.put_manifest(ref.repository, ref.tag, canonical_json(manifest), OCI_MANIFEST)
+
+
+TRANSFER_FAILED = "did not arrive whole (cut short, or too slow)"  # (fetch_layers: says nothing of the registry's bytes)
 
 
 def fetch_layers(
@@ -467,8 +482,8 @@ def fetch_layers(
             served_wrong[digest] = "arrived bigger than the cache map says"
         except BlobUnknown:  # (its HEAD may still say it is there: the map and the blobs are the registry's word)
             served_wrong[digest] = "is no longer in the registry"
-        except NetworkError as exc:  # cut short, too slow: built here, as a cache is a speed-up
-            served_wrong[digest] = f"did not arrive whole ({exc.message})"
+        except NetworkError:  # cut short, too slow: built here, as a cache is a speed-up
+            served_wrong[digest] = TRANSFER_FAILED
         progress.advance(step)
     got = [digest for digest in wanted if digest not in served_wrong]
     total = sum(sizes[digest] for digest in got)
@@ -517,7 +532,9 @@ class RegistryClients:
         needed = {d: s for d, s in remote.items() if local or any(not s.startswith(r + "/") for r in pushed_to)}
         return fetch_layers(needed, sizes, store, self.client, progress)
 
-    def store_cache(self, ref: CacheRef, baked: object, store: BlobStore, pushed_to: str | None = None) -> CacheWrite:
+    def store_cache(
+        self, ref: CacheRef, baked: object, store: BlobStore, pushed_to: str | None = None, suspect: frozenset[str] = frozenset()
+    ) -> CacheWrite:
         entries = [e for image in baked.platforms for e in image.cache_entries]  # type: ignore[attr-defined]
         infos = list({i.sha256: i for image in baked.platforms for i in image.infos}.values())  # type: ignore[attr-defined]
-        return write_cache(self.client(ref.registry), ref, entries, infos, store, pushed_to)
+        return write_cache(self.client(ref.registry), ref, entries, infos, store, pushed_to, suspect)

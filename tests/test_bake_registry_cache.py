@@ -380,6 +380,40 @@ def test_a_cached_layer_whose_blob_the_registry_serves_corrupt_is_built_again(
     assert (layers["bigmodel-2.0-0"]["source"], layers["bigmodel-2.0-0"]["read_from_archives"]) == ("built", ["bigmodel-2.0-0"])
 
 
+def test_a_registry_that_keeps_serving_a_corrupt_blob_fails_the_push_there_and_leaves_the_cache(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
+    """The registry's store holds other bytes under a layer's digest, and keeps them when the blob is uploaded again
+    (docker-registry does): a push there that names the blob fails before any tag, and --cache-to leaves the layer
+    out of the map, so later runners build it instead of being sent to it again."""
+    from conda_envkit.oci.registry import RegistryClient
+
+    work, _ = _own_channel(tmp_path, image_channel, ["greet=1.0", "bigmodel=1.0", "smalldata"])
+    host = registry.host
+    first, _ = _bake(work, tmp_path / "runner-1", "--oci", "image", "--cache-to", f"{host}/team/cache", "--insecure")
+    corrupt = first["platforms"]["linux-64"]["layers"][0]["digest"]
+    hexdigest = corrupt.split(":")[1]
+    data = registry.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
+    data.write_bytes(bytes(len(data.read_bytes())))  # same size, other bytes
+
+    cache = ("--cache-from", f"{host}/team/cache", "--insecure")
+    pushed = _envkit(work, tmp_path / "runner-2", "-q", "--oci", "image2", "--push", f"{host}/team/app", *cache)
+    assert pushed.returncode == 2, pushed.output
+    assert f"{host}/team/app: serves blob {corrupt} with other bytes, even uploaded again" in pushed.stderr
+    assert f"DELETE /v2/team/app/blobs/{corrupt}" in pushed.stderr
+    client = RegistryClient(host, insecure=True)
+    assert client.tag_digest("team/app", first["tags"][0]) is None  # no tag names an image that would not pull
+
+    written = _envkit(work, tmp_path / "runner-3", "-q", "--oci", "image3", *cache, "--cache-to", f"{host}/team/cache")
+    assert written.returncode == 0, written.output
+    assert f"the registry serves layer blob {corrupt} with other bytes, even uploaded again: left out of the cache" in written.stderr
+    later = _envkit(work, tmp_path / "runner-4", "--oci", "image4", *cache)
+    assert later.returncode == 0 and corrupt not in later.stderr, later.output  # built, not fetched and found wrong again
+    record = json.loads((work / "bake.json").read_text())
+    assert record["image"]["digest"] == first["image"]["digest"]
+    assert [layer["source"] for layer in record["platforms"]["linux-64"]["layers"] if layer["digest"] == corrupt] == ["built"]
+
+
 def test_cache_to_beside_a_push_mounts_the_pushed_blobs_and_a_cache_warming_bake_needs_no_other_output(
     tmp_path: Path, image_channel: Path, registry: Registry
 ) -> None:

@@ -189,7 +189,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     cache_refs: list[CacheRef] = []
     cache_to_ref: CacheRef | None = None
     if request.cache_from or request.cache_to:  # the registry client (requests) loads only for a registry cache
-        from conda_envkit.registry_cache import RegistryClients, parse_cache_ref
+        from conda_envkit.registry_cache import TRANSFER_FAILED, RegistryClients, parse_cache_ref
 
         def cache_ref(option: str, text: str) -> CacheRef:
             try:
@@ -259,6 +259,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     pushed = [parse_image_ref(request.push_repo).registry] if request.push_repo else []
     pushed += [cache_to_ref.registry] if cache_to_ref else []
     downloaded = 0
+    suspect: dict[str, set[str]] = {}  # registry -> the blobs it served with other bytes (pushes there check them)
     while clients is not None:
         local = bool(request.oci_dir or request.docker_archive)
         more, served_wrong = clients.fetch_needed(baked, store, local=local, pushed_to=pushed, progress=progress)
@@ -270,10 +271,12 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         for digest, problem in served_wrong.items():
             location = next(image.remote_blobs[digest] for image in baked.platforms if digest in image.remote_blobs)
             cache_warnings.append(f"cache {location}: layer blob {digest} {problem}: that layer was built here")
+            if problem != TRANSFER_FAILED:  # (a transfer cut short says nothing of the registry's bytes)
+                suspect.setdefault(location.partition("/")[0], set()).add(digest)
             remote.drop(digest)
         again = bake_image(request.lockfile, lf, chosen, bases, options, store, cache, settings, progress, remote, lock_copy)
         baked = with_earlier_builds(again, baked)
-    result = publish_image(baked, store, targets, progress)
+    result = publish_image(baked, store, targets, progress, suspect)
     settle_layer_cache(baked, store, cache)
     record = bake_record(baked, request.lockfile, options, result.references, result.tags, result.outputs, result.push)
     if clients is not None:
@@ -285,7 +288,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         write_record(request.record_path, record)
         pushed_repo = result.outputs.get("registry")  # its blobs are mounted into the cache's repository, not uploaded
         try:
-            wrote = clients.store_cache(cache_to_ref, baked, store, pushed_repo)
+            wrote = clients.store_cache(cache_to_ref, baked, store, pushed_repo, frozenset(suspect.get(cache_to_ref.registry, ())))
         except EnvkitError as exc:  # say where the image is before failing
             where = f"the image is at {', '.join(result.references)}; " if result.references else ""
             raise EnvkitError(
@@ -301,6 +304,12 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
             say(f"cache {cache_to_ref}: {counts}, {wrote.layers} kept{dropped}")
         if wrote.replaced:
             cache_warnings.append(f"{wrote.replaced}: replaced by this bake's cache")
+        for digest in wrote.corrupt:
+            cache_warnings.append(
+                f"cache {cache_to_ref}: the registry serves layer blob {digest} with other bytes, even uploaded again: left out"
+                " of the cache (its store is corrupt: ask its admin to delete that blob,"
+                f" DELETE /v2/{cache_to_ref.repository}/blobs/{digest})"
+            )
         cache_to_record = {
             "ref": str(cache_to_ref),
             "written": not wrote.skipped,

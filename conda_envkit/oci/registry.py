@@ -211,7 +211,8 @@ class _RegistrySession(requests.Session):
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         # A redirect to another host drops the Authorization header (as requests does), and adds no netrc login.
-        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url, prepared_request.url):
+        before, after = response.request.url or "", prepared_request.url or ""
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(before, after):
             del prepared_request.headers["Authorization"]
 
 

@@ -31,7 +31,7 @@ from conda_envkit.oci.blobs import (
 from conda_envkit.oci.image import BaseImage, check_base_config
 from conda_envkit.oci.layer import Layer
 from conda_envkit.oci.reference import ImageRef
-from conda_envkit.oci.registry import PushStats, RegistryClient, RegistryError
+from conda_envkit.oci.registry import BlobMismatch, PushStats, RegistryClient, RegistryError
 from conda_envkit.oci.safety import check_layer, in_root
 from conda_envkit.progress import SILENT, Progress
 from conda_envkit.thread_pool import run_each
@@ -216,11 +216,41 @@ class ImageToPush:
 PUSH_JOBS = 4  # blobs sent at once (crane sends 4, docker 5): a registry far away answers each request late
 
 
+class CorruptRegistryBlob(RegistryError):
+    """A blob the registry serves with other bytes even once uploaded again: its store is corrupt."""
+
+
 def send_blob(
-    client: RegistryClient, repository: str, digest: str, source: str | None, path: Callable[[], Path], stop: threading.Event
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    source: str | None,
+    path: Callable[[], Path],
+    stop: threading.Event,
+    suspect: Callable[[], Path] | None = None,
 ) -> tuple[str, int]:
     """Send one blob unless the repository has it: mounted from `source` (registry/repository) when that is on this
-    registry, else uploaded from `path()`. ("present" | "mounted" | "uploaded", bytes uploaded)."""
+    registry, else uploaded from `path()`. ("present" | "mounted" | "uploaded", bytes uploaded).
+
+    A suspect blob (this registry served it with other bytes in this bake: `suspect` gives a temp file to read it
+    back into) is uploaded whatever the registry says it has, then read back: a registry whose store keeps the wrong
+    bytes is CorruptRegistryBlob (an image or cache naming it there would not pull), not a push that says it worked."""
+    if suspect is not None:
+        local = path()
+        sent = client.upload_blob(repository, local, digest, stop)
+        check = suspect()
+        try:
+            client.fetch_blob(repository, digest, check, local.stat().st_size)
+        except BlobMismatch:
+            raise CorruptRegistryBlob(
+                f"{client.registry}/{repository}: serves blob {digest} with other bytes, even uploaded again: its store"
+                " is corrupt, and an image naming that blob there would not pull",
+                hint=f"ask the registry's admin to delete that blob (DELETE /v2/{repository}/blobs/{digest}) and collect"
+                " garbage; or push to another registry",
+            ) from None
+        finally:
+            check.unlink(missing_ok=True)
+        return "uploaded", sent
     if client.has_blob(repository, digest):
         return "present", 0
     if source and source.startswith(client.registry + "/"):
@@ -231,9 +261,16 @@ def send_blob(
 
 
 def push_image(
-    client: RegistryClient, repository: str, image: ImageToPush, store: BlobStore, tags: list[str], progress: Progress = SILENT
+    client: RegistryClient,
+    repository: str,
+    image: ImageToPush,
+    store: BlobStore,
+    tags: list[str],
+    progress: Progress = SILENT,
+    suspect: frozenset[str] = frozenset(),
 ) -> PushStats:
     """Push blobs (PUSH_JOBS at once, skipping those present, mounting base layers), then manifests, then tags last.
+    `suspect`: blobs this registry served with other bytes (send_blob uploads them again and reads them back).
 
     Tags are written only after everything they point to is in the registry, so an
     interrupted push never leaves a tag on an incomplete image.
@@ -244,7 +281,9 @@ def push_image(
     stop = threading.Event()  # a failed or interrupted push: the other uploads end at their next chunk
 
     def send(digest: str) -> tuple[str, int]:
-        sent = send_blob(client, repository, digest, image.mount_from.get(digest), lambda: store.verified_path(digest), stop)
+        source = image.mount_from.get(digest)
+        read_back = store.temp_path if digest in suspect else None
+        sent = send_blob(client, repository, digest, source, lambda: store.verified_path(digest), stop, read_back)
         progress.advance(step)
         return sent
 
