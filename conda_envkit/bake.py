@@ -945,7 +945,7 @@ def build_layers(
         kept = stager.submit(keep_plain)
         linking = threading.Lock()
         linked: list[str] = []  # the packages linked in a staging prefix
-        linked_rest = False
+        shared_prefix_used = False  # (staging_root / "prefix": the first link_the_rest that links any)
 
         def link(names: list[str], staging: Path) -> None:
             """Link `names` in a staging prefix holding just them; their members come from there."""
@@ -969,18 +969,22 @@ def build_layers(
             linked.extend(names)
 
         def link_the_rest() -> None:
-            """Link the packages neither stream nor stager can give (once), streamed ones aside (`write_streamed`)."""
-            nonlocal linked_rest
+            """Link the packages neither stream nor stager can give, streamed ones aside (`write_streamed`): all those
+            known by now in one staging prefix. A package the stager has not read yet is not waited for (a big one
+            waits for the writer to write the layers before it: `ahead`); if it must be linked, a later call links it
+            in a staging prefix of its own (packages_of asks for it once its layer is next)."""
+            nonlocal shared_prefix_used
             with linking:
-                if linked_rest:
-                    return
-                rest = [n for n in need if n not in staged or (n not in streamed and staged[n].result()[1] is None)]
-                for name in need:
-                    if name in staged and name not in streamed and name not in written and (found := staged[name].result()[1]) is not None:
+                ready = {n: staged[n].result()[1] for n in need if n in staged and n not in streamed and staged[n].done()}
+                done = set(linked)
+                rest = [n for n in need if n not in done and (n not in staged or (n in ready and ready[n] is None))]
+                for name, found in ready.items():
+                    if name not in written and found is not None:
                         members[name] = found
                 if rest:
-                    link(rest, staging_root / "prefix")
-                linked_rest = True
+                    fresh = Path(tempfile.mkdtemp(prefix="prefix-", dir=staging_root)) if shared_prefix_used else None
+                    link(rest, fresh or staging_root / "prefix")
+                    shared_prefix_used = True
 
         def packages_of(plan: PlannedLayer) -> list[Member]:
             for p in plan.packages:

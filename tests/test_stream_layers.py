@@ -588,3 +588,51 @@ def test_a_noarch_python_package_without_its_python_is_left_to_rattler(tmp_path:
     assert result.returncode == 2, result.output
     assert "pyish" in result.output and "Traceback" not in result.output
     assert not (ws.root / "image").exists()
+
+
+def test_a_linked_package_before_big_staged_ones_does_not_wait_for_them(tmp_path: Path) -> None:
+    """Layers of their own (--large-package-mb 0): the smallest package must be linked (a hard link), and three bigger
+    `.tar.bz2`s are staged after it, at most two ahead of the layer writer. Linking the first must not wait for the
+    third to be staged (which waits for the writer): the bake hung there for ever. The image is the installed tree."""
+    import os
+    import sys
+
+    channel = tmp_path / "channel"
+    hard = HostilePackage(
+        "hard",
+        (Member("bin/tool", content=b"#!/bin/sh\n", mode=0o755), Member("bin/tool2", kind="hardlink", target="bin/tool")),
+        tuple(
+            {"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(b"#!/bin/sh\n").hexdigest(), "size_in_bytes": 10}
+            for p in ("bin/tool", "bin/tool2")
+        ),
+    )
+    big = [HostilePackage(f"plain-{n}", (Member(f"share/{n}.bin", content=bytes([i]) * (20000 * (i + 1))),)) for i, n in enumerate("abc")]
+    names = []
+    for package in (hard, *big):
+        conda = write_hostile_package(package, channel)
+        _as_tar_bz2(conda, conda.with_name(conda.name.removesuffix(".conda") + ".tar.bz2"))
+        conda.unlink()
+        names.append(package.name)
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+    ws = locked_workspace(tmp_path / "work", channel, [])
+    ws.rewrite(lambda document: document["package"].extend(lock_entry(channel / "noarch" / f"{n}-1.0-0.tar.bz2", n) for n in names))
+    installed = tmp_path / "envs" / "linked"
+    assert ws.envkit("install", "-q", "--prefix", installed, "-p", "linux-64").returncode == 0  # (its archives and infos cached)
+    command = [sys.executable, "-m", "conda_envkit", "bake", "-q", "-p", "linux-64", "--oci", "image", "--prefix", str(installed)]
+    command += ["--large-package-mb", "0", "--compression", "zstd", "--record", str(ws.root / "bake.json")]
+    env = {**os.environ, "ENVKIT_CACHE_DIR": str(ws.cache)}
+    # A subprocess with a deadline: a hang is this test's failure, not the suite's.
+    baked = subprocess.run(command, cwd=ws.root, env=env, capture_output=True, text=True, timeout=60)
+    assert baked.returncode == 0, baked.stderr
+    zstd = json.loads((ws.root / "bake.json").read_text())
+    assert [layer["packages"] for layer in zstd["platforms"]["linux-64"]["layers"][:4]] == [
+        ["hard-1.0-0"],
+        ["plain-a-1.0-0"],
+        ["plain-b-1.0-0"],
+        ["plain-c-1.0-0"],
+    ]
+    # (umoci reads gzip layers only: the same layers gzipped, whose tars are the zstd ones, are unpacked)
+    gzip = _bake(ws, "--oci", ws.root / "image", "--prefix", str(installed), "--compression", "gzip")
+    diff_ids = [[layer["diff_id"] for layer in record["platforms"]["linux-64"]["layers"]] for record in (zstd, gzip)]
+    assert diff_ids[0] == diff_ids[1]
+    _assert_image_is_installed_tree(ws, gzip, installed)
