@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -299,6 +300,79 @@ def sends_elsewhere(status: int, location: Callable[[Any], str]) -> Callable[[An
     return respond
 
 
+def own_token_realm(handler) -> bool:  # type: ignore[no-untyped-def]
+    """A LoggingServer responder for a host a registry sends requests to (an upload Location, a redirect) that asks
+    for a bearer token from a realm of its own, and hands one out there: whether the registry's login goes to it."""
+    if handler.path.startswith("/token"):
+        body = json.dumps({"token": "stolen"}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        return True
+    handler.send_response(401)
+    handler.send_header("WWW-Authenticate", f'Bearer realm="http://{handler.headers["Host"]}/token",service="elsewhere"')
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    return True
+
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+def forwards_to(
+    upstream: str,
+    before: Callable[[Any], bool] | None = None,
+    after: Callable[[Any, Answer], Answer | None] | None = None,
+) -> Callable[[Any], bool]:
+    """A LoggingServer responder that makes it a proxy in front of the registry at `upstream` (host:port): a request
+    `before(handler)` does not answer itself (True) goes to upstream (with this server's Host, so the registry's
+    Locations name the proxy), and `after(handler, (status, headers, body))` may change upstream's answer.
+    `handler.body` holds the request's body."""
+    import http.client
+
+    def respond(handler) -> bool:  # type: ignore[no-untyped-def]
+        length = int(handler.headers.get("Content-Length") or 0)
+        handler.body = handler.rfile.read(length) if length else b""
+        if before is not None and before(handler):
+            return True
+        skipped = ("connection", "content-length", "transfer-encoding", "keep-alive")
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in skipped}
+        connection = http.client.HTTPConnection(upstream, timeout=30)
+        try:
+            sends_body = handler.body or handler.command in ("POST", "PUT", "PATCH")
+            connection.request(handler.command, handler.path, body=handler.body if sends_body else None, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            answer: Answer = (response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in (*skipped, "date")], body)
+        finally:
+            connection.close()
+        length_of_head = response.getheader("Content-Length", "0")  # (a HEAD's: the size of what a GET would send)
+        if after is not None:
+            answer = after(handler, answer) or answer
+        status, answer_headers, body = answer
+        handler.send_response(status)
+        for key, value in answer_headers:
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", length_of_head if handler.command == "HEAD" else str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+        return True
+
+    return respond
+
+
+def replace_header(headers: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+    """`headers` (as `forwards_to`'s `after` gets them) with `name` set to `value` (and only to it)."""
+    return [(k, v) for k, v in headers if k.lower() != name.lower()] + [(name, value)]
+
+
+def header(headers: list[tuple[str, str]], name: str) -> str:
+    return next((v for k, v in headers if k.lower() == name.lower()), "")
+
+
 class LoggingServer:
     """An HTTP server on 127.0.0.1 (in a thread) that serves a directory and logs every request:
     the request line and every header, so a test can assert no secret ever reached it."""
@@ -334,7 +408,7 @@ class LoggingServer:
                 if responder is None or not responder(self):
                     self.send_error(405)
 
-            do_PUT = do_PATCH = do_POST  # noqa: N815
+            do_PUT = do_PATCH = do_DELETE = do_POST  # noqa: N815
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -225,6 +225,37 @@ def test_inspect_looks_up_each_manifest_of_an_index_once_and_not_without_end(
     assert "its index lists 2 manifests; envkit looks up the artifacts of at most 1" in refused.value.message
 
 
+def test_a_malformed_referrers_list_is_an_error_naming_the_registry_repository_and_subject(
+    tmp_path: Path, image_channel: Path, registry: Registry
+) -> None:
+    # A registry whose referrers API answers with a malformed descriptor: the error said "referrers: malformed
+    # descriptor (...)", no registry, repository or image named (the tag-schema fallback's errors name them).
+    from tests.hostile.conftest import LoggingServer, forwards_to
+
+    def malformed(handler) -> bool:  # type: ignore[no-untyped-def]
+        if "/referrers/" not in handler.path:
+            return False
+        manifest = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": "big"}
+        body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest]}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        return True
+
+    record = _baked(tmp_path / "work", image_channel, "--push", f"{registry.host}/team/app", "--insecure")
+    proxy = LoggingServer(tmp_path / "proxy", responder=forwards_to(registry.host, before=malformed))
+    try:
+        result = run_envkit("inspect", f"{proxy.host}/team/app:{record['tags'][0]}", "--insecure", cwd=tmp_path)
+    finally:
+        proxy.close()
+    assert result.returncode == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert f"{proxy.host}/team/app: referrers of {record['image']['digest']}: malformed descriptor (" in errors[0], errors[0]
+
+
 def test_the_tracking_api_checks_a_record_made_by_hand() -> None:
     from conda_envkit.record import EnvironmentRecord, RecordError, check_environment_record
 

@@ -106,7 +106,7 @@ def test_github_output_names_are_plain(key: str) -> None:
         github_output(key, "v")
 
 
-@pytest.mark.parametrize("where", ["a directory", "in a missing directory", "under a file", "a FIFO nobody reads"])
+@pytest.mark.parametrize("where", ["a directory", "in a missing directory", "under a file", "a FIFO nobody reads", "a full disk"])
 def test_a_github_output_that_cannot_be_written_is_an_error_naming_it(tmp_path: Path, hostile_channel: Path, where: str) -> None:
     # A stale $GITHUB_OUTPUT (a self-hosted runner, `act`): one error line naming it, exit 2 (it was a traceback, or a hang).
     import os
@@ -120,9 +120,13 @@ def test_a_github_output_that_cannot_be_written_is_an_error_naming_it(tmp_path: 
         "in a missing directory": tmp_path / "missing" / "out",
         "under a file": tmp_path / "file" / "out",
         "a FIFO nobody reads": tmp_path / "fifo",
+        "a full disk": Path("/dev/full"),  # (its write fails as the file is flushed on closing: it named no file)
     }[where]
     if where.endswith("nobody reads"):
         os.mkfifo(target)
     result = ws.envkit("export", "--lockfile", ws.lock, "--to", "github", env={"GITHUB_OUTPUT": str(target)})
     assert_refused(result, f"{target}: ")
-    assert "$GITHUB_OUTPUT" in result.stderr or where.endswith("nobody reads"), result.stderr
+    if where == "a full disk":
+        assert "cannot write step outputs file (No space left on device)" in result.stderr, result.stderr
+    else:
+        assert "$GITHUB_OUTPUT" in result.stderr or where.endswith("nobody reads"), result.stderr

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from conda_envkit.oci.registry import RegistryClient, RegistryError
-from tests.hostile.conftest import LoggingServer, basic_challenge, empty_answer, locked_workspace, run_cli, sends_elsewhere
+from tests.conftest import Registry
+from tests.hostile.conftest import (
+    LoggingServer,
+    basic_challenge,
+    empty_answer,
+    forwards_to,
+    locked_workspace,
+    own_token_realm,
+    run_cli,
+    sends_elsewhere,
+)
 
 PASSWORD = "reg-Pa55-canary-93ac"
 ENV = {"ENVKIT_REGISTRY_USER": "pusher", "ENVKIT_REGISTRY_PASSWORD": PASSWORD}
@@ -88,6 +98,72 @@ def test_basic_credentials_do_not_follow_an_upload_location_to_another_host(tmp_
         elsewhere.close()
     assert "Authorization: Basic" in registry.text()
     assert elsewhere.log and "Authorization" not in elsewhere.text()
+
+
+def test_basic_credentials_do_not_go_to_the_token_realm_of_an_upload_locations_host(tmp_path: Path) -> None:
+    # From a hostile trial: the Location's host answered 401 with a bearer challenge naming a realm of its own, and the
+    # push login went there (to get a token for that host).
+    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=own_token_realm)
+    registry = LoggingServer(tmp_path, responder=sends_elsewhere(202, lambda h: f"http://127.0.0.1:{elsewhere.port}/upload/1"))
+    try:
+        client = RegistryClient(registry.host, insecure=True, credentials=("pusher", PASSWORD), retries=0)
+        with pytest.raises(RegistryError) as refused:
+            client.put_blob("library/app", b"layer bytes")
+    finally:
+        registry.close()
+        elsewhere.close()
+    assert "Authorization: Basic" in registry.text()
+    assert elsewhere.log, "the Location's host was asked"
+    assert "Authorization" not in elsewhere.text()
+    assert not [line for line in elsewhere.log if line.startswith("GET /token")]  # (no token asked for, not even anonymously)
+    assert f"{elsewhere.host}, where the registry sent it, asks for a login (HTTP 401)" in refused.value.message
+    assert PASSWORD not in refused.value.message + refused.value.hint
+
+
+def test_a_login_from_auth_json_does_not_go_to_the_token_realm_of_a_redirect_target(tmp_path: Path) -> None:
+    # The same on the read path: a registry open to reads redirects a manifest to another host (as to a CDN), which asks
+    # for a bearer token from its own realm. The registry's login (auth.json, as `podman login` writes it) stays home.
+    secret = "authjson-Pa55-canary-51d2"
+    elsewhere = LoggingServer(tmp_path / "elsewhere", responder=own_token_realm)
+    registry = LoggingServer(tmp_path, responder=lambda h: empty_answer(h, 307, f"{elsewhere.url}{h.path}"))
+    auth_file = tmp_path / "auth.json"
+    login = base64.b64encode(f"reader:{secret}".encode()).decode()
+    auth_file.write_text(json.dumps({"auths": {registry.host: {"auth": login}}}))
+    try:
+        result = run_cli("inspect", f"{registry.host}/team/app:1", "--insecure", cwd=tmp_path, env={"REGISTRY_AUTH_FILE": str(auth_file)})
+    finally:
+        registry.close()
+        elsewhere.close()
+    assert result.returncode == 2, result.output
+    assert elsewhere.log, "the redirect was followed"
+    assert login not in elsewhere.text() and "Authorization" not in elsewhere.text()
+    assert not [line for line in elsewhere.log if line.startswith("GET /token")]
+    assert f"{elsewhere.host}, where the registry sent it, asks for a login" in result.stderr, result.stderr
+    assert secret not in result.output
+
+
+def test_a_netrc_login_for_the_registrys_host_is_never_sent_in_place_of_the_registrys(
+    tmp_path: Path, hostile_channel: Path, auth_registry: Registry
+) -> None:
+    # requests reads ~/.netrc for a host no Authorization was set for, and replaced envkit's with it: a netrc entry for
+    # 127.0.0.1 (kept for a pip index there) went to the registry, and the push with the right login failed.
+    netrc_secret = "netrc-Pa55-canary-0b7e"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text(f"machine 127.0.0.1\n  login indexuser\n  password {netrc_secret}\n")
+    (home / ".netrc").chmod(0o600)
+    proxy = LoggingServer(tmp_path / "proxy", responder=forwards_to(auth_registry.host))
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    env = {"ENVKIT_REGISTRY_USER": "envkit", "ENVKIT_REGISTRY_PASSWORD": "s3cret-Pa55", "HOME": str(home)}
+    try:
+        result = ws.envkit("bake", "-q", "-p", "linux-64", "--push", f"{proxy.host}/team/app", "--insecure", env=env)
+    finally:
+        proxy.close()
+    netrc_login = base64.b64encode(f"indexuser:{netrc_secret}".encode()).decode()
+    assert netrc_login not in proxy.text()
+    assert "Authorization: Basic " + base64.b64encode(b"envkit:s3cret-Pa55").decode() in proxy.text()
+    assert result.returncode == 0, result.output
+    assert netrc_secret not in result.output
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,49 @@ def test_one_redaction_for_every_error(text: str, secret: str, monkeypatch: pyte
     assert secret not in str(EnvkitError(text, hint=text))
 
 
+def test_a_login_before_a_registry_is_masked_and_an_email_address_is_not() -> None:
+    # `--push bob:$TOKEN@registry/team/app` (no scheme: an image reference) was printed whole: only a login after a
+    # scheme was masked. An e-mail address (no `:` before its `@`, no `/` after its host) is not a login.
+    for text, shown in [
+        ("x bob:pw@127.0.0.1:5000/team/app", "x ***@127.0.0.1:5000/team/app"),
+        ("reference 'bob:Hunter2-tok@registry.example.org/team/app:v1'", "reference '***@registry.example.org/team/app:v1'"),
+        ("push to bob:pw@[::1]:5000/team/app failed", "push to ***@[::1]:5000/team/app failed"),
+        ("https://u:p@h/x", "https://***@h/x"),
+        ("mail user@example.com about it", "mail user@example.com about it"),
+        ("a@b.com/x", "a@b.com/x"),
+        ("${REG_USER}:${REG_PASSWORD}@registry.example.org/team/app", "${REG_USER}:${REG_PASSWORD}@registry.example.org/team/app"),
+    ]:
+        assert redact(text) == shown, text
+
+
+def test_a_login_in_an_image_reference_is_refused_and_never_printed() -> None:
+    from conda_envkit.oci.blobs import OciError
+    from conda_envkit.oci.reference import parse_image_ref
+
+    for text in (f"bob:{CANARY}@127.0.0.1:5000/team/app", f"docker://bob:{CANARY}@registry.example.org/team/app:v1"):
+        with pytest.raises(OciError) as refused:
+            parse_image_ref(text)
+        assert "it holds a login before the registry" in refused.value.message
+        assert CANARY not in refused.value.message + refused.value.hint
+        assert "ENVKIT_REGISTRY_USER" in refused.value.hint
+    assert parse_image_ref("registry.example.org/team/app@sha256:" + "a" * 64).digest == "sha256:" + "a" * 64  # (a digest is no login)
+
+
+@pytest.mark.parametrize("option", ["bake --push", "bake --cache-to", "inspect"])
+def test_a_login_in_a_reference_on_the_command_line_is_never_printed(tmp_path: Path, hostile_channel: Path, option: str) -> None:
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    ref = f"bob:{CANARY}@127.0.0.1:{_closed_port()}/team/app"
+    args = {
+        "bake --push": ("bake", "-q", "-p", "linux-64", "--push", ref),
+        "bake --cache-to": ("bake", "-q", "-p", "linux-64", "--oci", "image", "--cache-to", ref),
+        "inspect": ("inspect", f"{ref}:v1"),
+    }[option]
+    result = ws.envkit(*args, "--insecure")
+    assert result.returncode == 2, result.output
+    assert "holds a login before the registry" in result.stderr, result.stderr
+    assert CANARY not in result.output
+
+
 def test_placeholders_are_not_redacted() -> None:
     text = "https://${USER}:${PASS}@host/t/${TOKEN}/ch"
     assert redact(text) == text
