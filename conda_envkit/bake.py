@@ -79,7 +79,7 @@ from conda_envkit.oci.layer import (
     write_layer,
     zstd_workers,
 )
-from conda_envkit.oci.tarstream import Member, member_from_disk
+from conda_envkit.oci.tarstream import Member, hard_linked, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.stream_package import NotPlain, package_members
@@ -965,7 +965,7 @@ def build_layers(
                 # A conda package's files keep the modes py-rattler gave them (the archive's); a wheel's were written
                 # under this process's umask, so they are normalized as a streamed wheel's are.
                 exact = not name.startswith("pip:")
-                members[name] = [member_from_disk(f"{in_image}/{path}", staging / at, exact) for path, at in owned[name]]
+                members[name] = hard_linked([member_from_disk(f"{in_image}/{path}", staging / at, exact) for path, at in owned[name]])
             linked.extend(names)
 
         def link_the_rest() -> None:
@@ -1079,7 +1079,13 @@ def build_layers(
         # no worker has started, and collects the others' results.
         order.sort(key=lambda i: plans[i].single and plans[i].packages[0].name in by_process)
         with ThreadPool(max_workers=1 if options.compression.kind == "zstd" else 2) as pool:
-            built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
+            try:
+                built = dict(zip(order, pool.map(write, [plans[i] for i in order]), strict=True))
+            except BaseException:
+                # Said before the pool waits for its writers (leaving the block): a stager waiting for a writer
+                # (`ahead`) then ends, and so does a writer waiting for it (a Ctrl-C, a failed layer).
+                failed.set()
+                raise
         layers = [built[i] for i in range(len(plans))]
         if processes is not None:
             processes.finish()

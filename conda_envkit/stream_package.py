@@ -236,9 +236,18 @@ def _replaced(name: str, path: str, data: bytes, placeholder: str, prefix: str, 
     out = data.replace(old, new)
     if out.startswith(b"#!"):
         first = out.split(b"\n", 1)[0]
-        if len(first) > SHEBANG_STREAMED or (new in first and any(c.isspace() for c in prefix)):
+        if len(first) > SHEBANG_STREAMED or (new in first and any(c.isspace() for c in prefix)) or not _is_utf8(first):
+            # (rattler also reads a shebang as UTF-8, and writes what does not read as U+FFFD)
             raise NotPlain(f"{name}: {path}'s shebang is rattler's to rewrite")
     return out
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _PlainPayload:

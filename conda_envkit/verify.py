@@ -169,6 +169,10 @@ class ImageTree:
                 if member.issym():
                     self.links.add(path)
                     self.entries[path] = _Entry("symlink", member.linkname, member.mode)
+                elif member.islnk() and (target := self._inside(member.linkname)) in self.files:
+                    # A hard link (a package's files that are one inode): the file it names, as unpacked.
+                    self.files[path] = self.files[target]
+                    self.entries[path] = _Entry("file", self.files[path], member.mode)
                 elif not member.isfile():
                     self.entries[path] = _Entry("other", "", member.mode)
                 elif member.isfile():

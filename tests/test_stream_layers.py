@@ -133,6 +133,13 @@ PLACEHOLDERS = [
     ),
     # A shebang rattler rewrites once replaced (too long): left to rattler, so the package is linked.
     _with_placeholders("texty-long", {"bin/long": (b"#!" + PH + b"/" + b"x" * 100 + b"/bin/python\n", "text")}, executable=("bin/long",)),
+    # A shebang that is not UTF-8 (latin-1): rattler reads it as UTF-8 and writes U+FFFD instead, whether the placeholder
+    # is on it or on a later line; left to rattler too.
+    _with_placeholders(
+        "texty-latin",
+        {"bin/latin": (b"#!" + PH + b"/bin/sh -\xe9\necho hi\n", "text"), "bin/later": (b"#!/bin/sh -\xe9\necho " + PH + b"\n", "text")},
+        executable=("bin/latin", "bin/later"),
+    ),
 ]
 # A noarch: python package, its files in no sorted order: site-packages/ and python-scripts/ go where rattler links
 # them, its entry points become scripts, and a package dir and its dist-info (`pyish/`, `pyish-1.0.dist-info/`) are
@@ -173,6 +180,7 @@ NAMES = [
     "texty",
     "binny",
     "texty-long",
+    "texty-latin",
     "python",
     "pyish",
     "siblings",
@@ -311,6 +319,9 @@ def test_streamed_layers_are_the_staged_layers_and_the_installed_tree(
         _assert_archive_order(ws.root / "image", layers, env)
 
     _assert_image_is_installed_tree(ws, streamed, installed)
+    # verify reads the image as it unpacks: a hard link is the file it names
+    verified = ws.envkit("verify", "--image", f"oci:{ws.root / 'image'}:{streamed['tags'][0]}")
+    assert verified.returncode == 0, verified.output
 
 
 def _assert_image_is_installed_tree(ws: Workspace, baked: dict, installed: Path) -> None:
@@ -326,6 +337,17 @@ def _assert_image_is_installed_tree(ws: Workspace, baked: dict, installed: Path)
     on_disk.pop("conda-meta/envkit/installed.json")
     in_image.pop("conda-meta/envkit/environment.json")
     assert in_image == on_disk  # conda-meta records included
+    assert _hard_links(bundle / "rootfs" / str(installed).strip("/")) == _hard_links(installed)  # the same files one inode
+
+
+def _hard_links(root: Path) -> list[list[str]]:
+    """The files under `root` that are one inode (several names), each group sorted."""
+    inodes: dict[tuple[int, int], list[str]] = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if path.is_file() and not path.is_symlink() and st.st_nlink > 1:
+            inodes.setdefault((st.st_dev, st.st_ino), []).append(path.relative_to(root).as_posix())
+    return sorted(sorted(group) for group in inodes.values() if len(group) > 1)
 
 
 def _assert_archive_order(image: Path, layers: dict[tuple[str, ...], str], env: str) -> None:

@@ -23,7 +23,7 @@ BLOCK = 512
 RECORD = 20 * BLOCK
 _COPY = 1 << 20
 _OPEN_FILES = 64
-FILE, DIRECTORY, SYMLINK = "0", "5", "2"
+FILE, DIRECTORY, SYMLINK, HARDLINK = "0", "5", "2", "1"
 _MAGIC = b"ustar\x0000"
 
 
@@ -60,6 +60,25 @@ def member_from_disk(path: str, source: Path, exact_mode: bool = False) -> Membe
         raise OciError(f"{source}: not a file, directory or symlink", hint="remove special files from the environment")
     mode = st.st_mode & 0o777 if exact_mode else 0o755 if st.st_mode & stat.S_IXUSR else 0o644
     return Member(path, FILE, mode, st.st_size, source=source)
+
+
+def hard_linked(members: list[Member]) -> list[Member]:
+    """`members` (one package's, from disk) with the files that are one inode (hard links, as its archive has them:
+    py-rattler links them so) as one file and hard links to it, as tar writes them: the file is the one first by
+    path bytes, which a layer sorted by path holds before its links."""
+    inodes: dict[tuple[int, int], list[int]] = {}
+    for i, member in enumerate(members):
+        if member.kind == FILE and member.source is not None:
+            st = member.source.lstat()
+            if st.st_nlink > 1:
+                inodes.setdefault((st.st_dev, st.st_ino), []).append(i)
+    out = list(members)
+    for same in (group for group in inodes.values() if len(group) > 1):
+        first = min(same, key=lambda i: members[i].path.encode())
+        for i in same:
+            if i != first:
+                out[i] = Member(members[i].path, HARDLINK, members[i].mode, linkname=members[first].path)
+    return out
 
 
 def directory(path: str) -> Member:
