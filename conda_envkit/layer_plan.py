@@ -25,8 +25,9 @@ MiB = 1 << 20
 # Runtimes cap the layers of one image (overlayfs: ~128 lower dirs; docker: 125).
 MAX_LAYERS = 120
 # 4: own layers in archive order; 5, 6: placeholders; 7: noarch: python; 8: wheels; 9: a package's files keep their
-# archive's permission bits and entry points are 0775, as `envkit install` (py-rattler) writes them
-LAYER_FORMAT = "envkit-layer/9"
+# archive's permission bits and entry points are 0775, as `envkit install` (py-rattler) writes them; 10: a package's
+# hard links are tar hard links, and a placeholder file's non-UTF-8 shebang is rattler's (U+FFFD)
+LAYER_FORMAT = "envkit-layer/10"
 
 
 @dataclass(frozen=True)
