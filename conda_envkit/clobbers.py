@@ -114,7 +114,7 @@ def _refuse_files_over_directories(
         if clash is not None:
             place = f"{where}: " if where else ""
             raise PathConflict(
-                f"{place}{clash[0]} installs {path} as a file, and {clash[1]} installs files under it as a directory",
+                f"{place}{clash[0]} installs {path} as a file or symlink, and {clash[1]} installs files under it as a directory",
                 hint="rattler cannot link both into one environment: re-lock without one of them, or with other builds",
             )
 

@@ -655,7 +655,8 @@ def link_packages(
             hint = f"a package was built for prefixes no longer than its placeholder; use a shorter prefix than {target_prefix or prefix}"
         elif "entry point" in reason:  # info/link.json's entry points: what the package itself says
             hint = "the package's info/link.json is broken or hostile: re-lock from a channel you trust"
-        raise InstallError(f"{platform}: installing into {prefix} failed: {reason}", hint=hint) from None
+        # (named as the user knows it: the prefix it is for, not a staging directory beside it or in the cache)
+        raise InstallError(f"{platform}: installing into {target_prefix or prefix} failed: {reason}", hint=hint) from None
     except BaseException as exc:
         # A Rust panic inside py-rattler surfaces as pyo3's PanicException (a BaseException).
         if type(exc).__name__ != "PanicException":

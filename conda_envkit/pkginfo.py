@@ -250,11 +250,23 @@ def read_conda_info(archive: Path, sha256: str) -> PackageInfo:
             index, paths = IndexJson.from_str(files[0]), PathsJson.from_str(files[1])
         else:
             index = IndexJson.from_package_archive(archive)
-            paths = PathsJson.from_package_archive(archive)
+            try:
+                paths = PathsJson.from_package_archive(archive)
+            except Exception as exc:
+                if _conda_info_files(archive, ("info/index.json", "info/files")) is None:
+                    raise
+                raise PackageInfoError(
+                    f"{archive.name}: has no info/paths.json, only the older info/files ({exc})",
+                    hint="a package built before paths.json (conda-build 2 or older): envkit (py-rattler) installs packages"
+                    " that list their files in paths.json; lock another build or version of it",
+                ) from None
     except PackageInfoError:
         raise
     except Exception as exc:  # rattler raises its own types for broken archives
-        raise PackageInfoError(f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})", hint="re-lock") from None
+        raise PackageInfoError(
+            f"{archive.name}: cannot read info/index.json or info/paths.json ({exc})",
+            hint="the archive is broken although its sha256 is the lock's: lock it from another channel or build",
+        ) from None
     entries = paths.paths
     size = sum(p.size_in_bytes or 0 for p in entries)
     noarch = _noarch(index.noarch)

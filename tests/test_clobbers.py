@@ -143,10 +143,13 @@ def test_the_winner_is_the_package_last_in_rattlers_order() -> None:
 @pytest.mark.parametrize(
     ("paths", "named"),
     [
-        ({"f": ["share/thing"], "d": ["share/thing/in.txt"]}, "f installs share/thing as a file, and d installs files under it"),
-        ({"d": ["share/thing/deep/in.txt"], "f": ["share/thing"]}, "f installs share/thing as a file, and d installs files under it"),
-        ({"f": ["x"], "g": ["x"], "d": ["x/y"]}, "f installs x as a file, and d installs files under it"),
-        ({"both": ["x", "x/y"], "other": ["x"]}, "other installs x as a file, and both installs files under it"),
+        ({"f": ["share/thing"], "d": ["share/thing/in.txt"]}, "f installs share/thing as a file or symlink, and d installs files under it"),
+        (
+            {"d": ["share/thing/deep/in.txt"], "f": ["share/thing"]},
+            "f installs share/thing as a file or symlink, and d installs files under it",
+        ),
+        ({"f": ["x"], "g": ["x"], "d": ["x/y"]}, "f installs x as a file or symlink, and d installs files under it"),
+        ({"both": ["x", "x/y"], "other": ["x"]}, "other installs x as a file or symlink, and both installs files under it"),
     ],
 )
 def test_a_path_that_is_a_file_and_a_directory_is_refused(paths: dict, named: str) -> None:

@@ -544,6 +544,8 @@ def test_a_prefix_longer_than_a_binary_placeholder_is_a_clear_error(tmp_path: Pa
     assert result.returncode == 2, result.output
     assert "longer than the placeholder prefix" in result.output
     assert f"use a shorter prefix than {prefix}" in result.output
+    assert f"linux-64: installing into {prefix} failed" in result.output  # the image's prefix, not a staging directory
+    assert str(ws.cache) not in result.output
     assert "Traceback" not in result.output
     assert not (ws.root / "image").exists()
 

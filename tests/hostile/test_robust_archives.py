@@ -156,3 +156,30 @@ def test_a_malformed_paths_json_is_refused_by_the_check_and_not_streamed(paths_j
     if said == "is not valid JSON" or not any(isinstance(item, dict) for item in json.loads(paths_json)["paths"]):
         with pytest.raises(NotPlain):
             _listed("evil", paths_json)
+
+
+def test_a_package_from_before_paths_json_is_refused_saying_so(tmp_path: Path) -> None:
+    # conda-build 2 and older listed a package's files in info/files (and placeholders in info/has_prefix): py-rattler
+    # installs packages with info/paths.json only. The error says which kind of package it is; re-locking cannot help.
+    import bz2
+    import io
+    import tarfile
+
+    from conda_envkit import pkginfo
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in (
+            ("info/index.json", json.dumps({**GOOD_INDEX, "name": "old"}).encode()),
+            ("info/files", b"bin/x\n"),
+            ("bin/x", b"x\n"),
+        ):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    archive = tmp_path / "old-1.0-0.tar.bz2"
+    archive.write_bytes(bz2.compress(raw.getvalue()))
+    with pytest.raises(pkginfo.PackageInfoError) as refused:
+        pkginfo.read_conda_info(archive, "0" * 64)
+    assert refused.value.message.startswith("old-1.0-0.tar.bz2: has no info/paths.json, only the older info/files")
+    assert "lock another build or version" in refused.value.hint and "re-lock" not in refused.value.hint
