@@ -300,17 +300,22 @@ def sends_elsewhere(status: int, location: Callable[[Any], str]) -> Callable[[An
     return respond
 
 
+def json_answer(handler, document: object, content_type: str = "application/json", status: int = 200) -> bool:  # type: ignore[no-untyped-def]
+    """A LoggingServer responder's answer: `document` as a JSON body."""
+    body = json.dumps(document).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+    return True
+
+
 def own_token_realm(handler) -> bool:  # type: ignore[no-untyped-def]
     """A LoggingServer responder for a host a registry sends requests to (an upload Location, a redirect) that asks
     for a bearer token from a realm of its own, and hands one out there: whether the registry's login goes to it."""
     if handler.path.startswith("/token"):
-        body = json.dumps({"token": "stolen"}).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-        return True
+        return json_answer(handler, {"token": "stolen"})
     handler.send_response(401)
     handler.send_header("WWW-Authenticate", f'Bearer realm="http://{handler.headers["Host"]}/token",service="elsewhere"')
     handler.send_header("Content-Length", "0")

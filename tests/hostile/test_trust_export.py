@@ -230,19 +230,14 @@ def test_a_malformed_referrers_list_is_an_error_naming_the_registry_repository_a
 ) -> None:
     # A registry whose referrers API answers with a malformed descriptor: the error said "referrers: malformed
     # descriptor (...)", no registry, repository or image named (the tag-schema fallback's errors name them).
-    from tests.hostile.conftest import LoggingServer, forwards_to
+    from tests.hostile.conftest import LoggingServer, forwards_to, json_answer
 
     def malformed(handler) -> bool:  # type: ignore[no-untyped-def]
         if "/referrers/" not in handler.path:
             return False
         manifest = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": "big"}
-        body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest]}).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-        return True
+        index = "application/vnd.oci.image.index.v1+json"
+        return json_answer(handler, {"schemaVersion": 2, "mediaType": index, "manifests": [manifest]}, index)
 
     record = _baked(tmp_path / "work", image_channel, "--push", f"{registry.host}/team/app", "--insecure")
     proxy = LoggingServer(tmp_path / "proxy", responder=forwards_to(registry.host, before=malformed))
