@@ -100,16 +100,19 @@ def _blas_for(platform: str, *tables: tuple[tuple[str, Blas], ...]) -> Blas | No
     return chosen
 
 
+def _spec_cuda(spec: EnvSpec, options: LockOptions) -> str | None:
+    """The CUDA driver of the default variant (and of a variant that does not say): the flags', else the spec's."""
+    if options.no_cuda:
+        return None
+    return options.cuda if options.cuda is not None else spec.cuda
+
+
 def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tuple[SolveTarget, ...]:
     if variant is None:
-        cuda = spec.cuda
-        if options.no_cuda:
-            cuda = None
-        elif options.cuda is not None:
-            cuda = options.cuda
+        cuda = _spec_cuda(spec, options)
         platforms = spec.platforms
     else:
-        cuda = variant.cuda
+        cuda = _spec_cuda(spec, options) if variant.inherits_cuda else variant.cuda
         platforms = tuple(p for p in spec.platforms if not variant.platforms or p in variant.platforms)
         unknown = [p for p in variant.platforms if p not in spec.platforms]
         if unknown and not options.keep_other_platforms:  # (with -p, the variant's others are kept as locked)
@@ -151,7 +154,9 @@ def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
     wherever no flag or spec key says otherwise, and notes saying which; for a lock conda-lock wrote, conda-lock's
     defaults. `lock --check` judges a lock by them, and `lock` (`--update`, `-p`) solves again under them."""
     p = target.platform
-    cuda_given = options.cuda is not None or options.no_cuda or (spec.cuda is not None if target.variant is None else True)
+    variant = next((v for v in spec.variants if v.name == target.variant), None)
+    spec_cuda = variant is None or variant.inherits_cuda  # (the default variant's, or a variant's that does not say)
+    cuda_given = options.cuda is not None or options.no_cuda or (spec.cuda is not None if spec_cuda else True)
     blas_given = target.blas is not None
     vp_given = p in options.virtual_packages
     meta = lockfile.envkit
@@ -388,9 +393,19 @@ def lock_environment(
     half-updated set of lock files.
     """
     channels, plans = plan_locks(spec, options)
+    from conda_envkit.errors import EnvkitError
     from conda_envkit.lockmodel import read_current
 
     current = {plan.path: read_current(plan.path) for plan in plans}
+    for lock in current.values():
+        if lock.error is not None:
+            # A lock that does not read is not replaced: its CUDA driver, BLAS and virtual packages (what the next lock
+            # solves under) would be lost without a word, and a CUDA lock locked again as CPU-only.
+            raise EnvkitError(
+                lock.error.message,
+                hint=f"{lock.error.hint + '; ' if lock.error.hint else ''}envkit lock solves again under what {lock.path} records:"
+                " fix it (a merge conflict: keep either side), or delete it to lock from the spec alone",
+            )
     kept_by_plan = _kept_platforms(plans, current, channels, spec, note) if options.keep_other_platforms else {}
     plans = as_recorded(plans, current, spec, options, note)
     lock_dir = options.lock_path.resolve().parent

@@ -174,7 +174,7 @@ def target_metadata(solved: SolvedPlatform) -> dict[str, str]:
         f"envkit.{p}.blas": blas.value if blas else "none",
         f"envkit.{p}.virtual-packages": " ".join(str(v) for v in t.virtual_packages),
     }
-    if t.cuda and chosen_cuda and _newer(chosen_cuda, t.cuda):
+    if t.cuda and chosen_cuda and _newer(chosen_cuda, t.cuda) and solved.cuda_packages:  # (a CPU-only lock runs no toolkit)
         # A toolkit newer than the driver runs through CUDA minor-version compatibility
         # (same major): say so, since some features (PTX JIT) need the newer driver.
         meta[f"envkit.{p}.cuda-compat"] = "minor-version"

@@ -117,8 +117,9 @@ class SolvedPlatform:
 
     @property
     def cuda_packages(self) -> list[str]:
-        """`name version build` of every CUDA-specific package in the solution."""
-        return _cuda_records(list(self.records))
+        """`name version build` of every CUDA build in the solution (`cuda-version` alone, a constraint the spec may
+        ask for to cap the toolkit, is none: a CPU pytorch beside it is a CPU-only lock)."""
+        return [c for c in _cuda_records(list(self.records)) if not c.startswith("cuda-version ")]
 
     @property
     def chosen_cuda_version(self) -> str | None:

@@ -76,14 +76,16 @@ class PipRequirement:
 class Variant:
     """A named way to solve the same spec (e.g. `cpu`, `cuda124`).
 
-    `cuda` is the assumed CUDA driver version, or None for a CPU-only solve; `blas`
-    maps platform -> BLAS (a `*` key applies to all platforms).
+    `cuda` is the assumed CUDA driver version, or None for a CPU-only solve (`cuda: none`); a variant that does not
+    say (`inherits_cuda`) takes the spec's, as it takes its `blas`; `blas` maps platform -> BLAS (a `*` key applies
+    to all platforms).
     """
 
     name: str
     cuda: str | None = None
     blas: tuple[tuple[str, Blas], ...] = ()
     platforms: tuple[str, ...] = ()
+    inherits_cuda: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,21 @@ def _eval_selector(expr: str, platform: str, where: str) -> bool:
 
 
 def apply_selectors(text: str, platform: str, path: Path | str) -> str:
-    """Blank the lines whose selector is false on `platform`, keeping line numbers."""
+    """Blank the lines whose selector is false on `platform`, and the lines indented under them (`- pip:  # [linux]`
+    drops its whole section: its entries were read as part of the line before), keeping line numbers."""
     out = []
+    dropped_at: int | None = None  # the indentation of the line dropped last, while the lines under it follow
     for number, line in enumerate(text.splitlines(), start=1):
+        indent = len(line) - len(line.lstrip(" "))
+        if dropped_at is not None and (not line.strip() or indent > dropped_at):
+            out.append("")
+            continue
+        dropped_at = None
         match = _SELECTOR.match(line)
         if match and not line.lstrip().startswith("#"):
             keep = _eval_selector(match["expr"], platform, f"{path}:{number}")
             out.append(match["body"] if keep else "")
+            dropped_at = None if keep else indent
         else:
             out.append(line)
     return "\n".join(out) + "\n"
@@ -182,6 +192,8 @@ def _scalar_list(node: yaml.Node, path: str, what: str) -> list[tuple[str, str]]
 
 
 def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[list[Dependency], list[PipRequirement]]:
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
+        return [], []  # (every line dropped by a selector, or none written: "no dependencies for <platform>")
     if not isinstance(node, yaml.SequenceNode):
         raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
     conda: list[Dependency] = []
@@ -312,6 +324,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
                 cuda=_cuda_value(vkeys["cuda"], path, f"envkit.variants.{name}.cuda") if "cuda" in vkeys else None,
                 blas=_parse_blas(vkeys["blas"], path, f"envkit.variants.{name}.blas") if "blas" in vkeys else blas,
                 platforms=platforms,
+                inherits_cuda="cuda" not in vkeys,
             )
         )
     return cuda, blas, tuple(variants)

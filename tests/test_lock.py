@@ -574,3 +574,44 @@ def test_check_without_the_channel_alias_the_lock_was_made_with_says_which(tmp_p
     assert run_envkit("lock", "--check", "--channel-alias", alias, cwd=tmp_path).returncode == 0
     check = run_envkit("lock", "--check", cwd=tmp_path)
     assert check.returncode == 1 and f"pass --channel-alias {alias} as when locking" in check.output, check.output
+
+
+def test_a_lock_that_does_not_read_is_not_replaced(tmp_path: Path, toy_channel: Path) -> None:
+    # `envkit lock` solves again under what the lock records (here its CUDA driver). A lock that does not read (a merge
+    # conflict) was replaced by one solved without it: a CUDA lock became CPU-only without a word.
+    write_env(tmp_path, env_text(toy_channel, ["gpulib"]))
+    assert run_envkit("lock", "--cuda", "12.4", cwd=tmp_path).returncode == 0
+    lock = tmp_path / "conda-lock.yml"
+    text = lock.read_text()
+    at = text.index("- name: gpulib")
+    broken = text[:at] + "<<<<<<< HEAD\n" + text[at:] + "=======\n>>>>>>> feature\n"
+    lock.write_text(broken)
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "conda-lock.yml:" in result.stderr and "delete it to lock from the spec alone" in result.stderr
+    assert lock.read_text() == broken
+
+
+def test_cuda_version_alone_is_no_cuda_build(tmp_path: Path, toy_channel: Path) -> None:
+    # `cuda-version` in the spec caps the toolkit; beside a CPU build it makes no CUDA lock: said as CPU-only, and no
+    # minor-version compatibility is claimed for a toolkit nothing uses.
+    write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cpu*", "cuda-version"]))
+    result = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert locked(tmp_path / "conda-lock.yml", "linux-64")["cuda-version"]["version"] == "12.6"
+    assert "a CUDA 12.4 driver assumed, but no CUDA build was chosen" in result.stderr
+    assert "cpu (cuda driver 12.4 assumed; no CUDA build chosen)" in result.stdout
+    meta = parse_conda_lock_file(tmp_path / "conda-lock.yml").metadata.custom_metadata
+    assert meta["envkit.linux-64.cuda"] == "12.4" and "envkit.linux-64.cuda-compat" not in meta
+
+
+def test_a_variant_takes_the_specs_cuda_unless_it_says(tmp_path: Path, toy_channel: Path) -> None:
+    variants = 'envkit:\n  cuda: "12.4"\n  variants:\n    linux: {platforms: [linux-64]}\n    cpu: {cuda: none, platforms: [linux-64]}\n'
+    write_env(tmp_path, env_text(toy_channel, ["gpulib"], ("linux-64", "osx-arm64"), extra=variants))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert locked(tmp_path / "conda-lock.linux.yml", "linux-64")["gpulib"]["build"] == "cuda12_0"
+    assert locked(tmp_path / "conda-lock.cpu.yml", "linux-64")["gpulib"]["build"] == "cpu_0"
+    # --no-cuda is the spec's driver too: for the default and for a variant that does not say
+    assert run_envkit("lock", "--no-cuda", "--lockfile", "flagged.yml", cwd=tmp_path).returncode == 0
+    assert locked(tmp_path / "flagged.linux.yml", "linux-64")["gpulib"]["build"] == "cpu_0"

@@ -48,6 +48,37 @@ def test_selectors_apply_per_platform(tmp_path: Path) -> None:
     assert spec.dependencies["win-64"][2].source.endswith("environment.yml:9")
 
 
+PIP_ON_LINUX = """channels: [conda-forge]
+platforms: [linux-64, win-64]
+dependencies:
+  - python=3.11  # [win]
+  - pip
+  - pip:  # [linux]
+      - tqdm
+      # a comment in the section
+      - rich
+  - numpy
+"""
+
+
+def test_a_selector_on_a_section_drops_the_lines_under_it(tmp_path: Path) -> None:
+    # `- pip:  # [linux]` dropped that line only: its entries were read as part of the line before (`pip\n- tqdm`, a
+    # build string, or conda packages of their own) on the other platforms.
+    spec = read_env_spec([write_env(tmp_path, PIP_ON_LINUX)])
+    assert names(spec, "win-64") == ["python", "pip", "numpy"] and not spec.pip.get("win-64")
+    assert names(spec, "linux-64") == ["pip", "numpy"]
+    assert [r.line for r in spec.pip["linux-64"]] == ["tqdm", "rich"]
+    assert spec.dependencies["win-64"][2].source.endswith("environment.yml:10")  # line numbers kept
+
+
+def test_selectors_that_drop_every_dependency_name_the_platform(tmp_path: Path) -> None:
+    text = "channels: [conda-forge]\nplatforms: [linux-64, win-64]\ndependencies:\n  - python  # [linux]\n  - numpy  # [linux]\n"
+    with pytest.raises(SpecError) as refused:
+        read_env_spec([write_env(tmp_path, text)])
+    assert refused.value.message.endswith("environment.yml: no dependencies for win-64")  # (it said "`dependencies` must be a list")
+    assert "check the selectors" in refused.value.hint
+
+
 def test_envkit_keys_and_variants(tmp_path: Path) -> None:
     spec = read_env_spec([write_env(tmp_path, SELECTORS)])
     assert spec.cuda == "12.4"

@@ -157,9 +157,12 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
         for text in solved.notes:
             warn(f"warning: {text}")
         if solved.target.cuda and not solved.cuda_packages:
+            asked = [d.name for d in solved.target.dependencies if d.name in _CUDA_BUILT]
+            example = f"{asked[0]}=*=cuda*" if asked else "NAME=*=cuda*"
             warn(
-                f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen "
-                "(none runs on that driver, or the spec pins CPU builds); the lock is CPU-only there"
+                f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but no CUDA build was chosen: the "
+                "lock is CPU-only there (the newest versions the spec allows may be built for CPU only, no CUDA build may run "
+                f"on that driver, or the spec pins CPU builds); ask for a CUDA build to get one (`{example}`), or its error says why not"
             )
         if solved.chosen_blas == Blas.NETLIB and solved.target.blas != Blas.NETLIB:
             p = solved.target.platform
@@ -207,11 +210,17 @@ def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
     return output
 
 
+# Packages with CUDA and CPU builds side by side, named in the hint when the spec asks for one and got a CPU build.
+_CUDA_BUILT = ("pytorch", "tensorflow", "jaxlib", "cupy", "onnxruntime", "faiss", "xgboost", "lightgbm", "mxnet", "paddlepaddle")
+
+
 def _cuda_summary(solved: SolvedPlatform) -> str:
     """`cpu`, or the driver assumed and the cuda-version chosen (and whether it relies on minor-version compatibility)."""
     driver = solved.target.cuda
     if not driver:
         return "cpu"
+    if not solved.cuda_packages:
+        return f"cpu (cuda driver {driver} assumed; no CUDA build chosen)"
     chosen = solved.chosen_cuda_version
     compat = ""
     if chosen and _version_key(chosen) > _version_key(driver):
