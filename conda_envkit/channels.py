@@ -87,19 +87,20 @@ def load_settings(
             f"{path}: `mirrors` must map a channel to a list of URLs", hint="e.g. mirrors: {conda-forge: [https://mirror/conda-forge]}"
         )
     for key, value in raw_mirrors.items():
-        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}") for v in (value if isinstance(value, list) else [value]))
+        urls = value if isinstance(value, list) else [value]
+        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}", local=False) for v in urls)
     for item in mirrors or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ChannelError(
                 f"--mirror {item!r}: expected CHANNEL=URL", hint="e.g. --mirror conda-forge=https://mirror.example/conda-forge"
             )
-        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}"),)
+        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}", local=False),)
     return ChannelSettings(channel_alias=_with_slash(alias), mirrors=table)
 
 
-def _checked_url(value: str, where: str) -> str:
-    """`value` if it is an http(s) URL with a host, or a file:// URL; else a ChannelError naming `where`."""
+def _checked_url(value: str, where: str, local: bool = True) -> str:
+    """`value` if it is an http(s) URL with a host, or (`local`) a file:// URL; else a ChannelError naming `where`."""
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -109,6 +110,12 @@ def _checked_url(value: str, where: str) -> str:
     if any(c.isspace() for c in value) or not ((scheme in ("http", "https") and host) or (scheme == "file" and parts.path.startswith("/"))):
         raise ChannelError(
             f"{where}: {value!r} is not an http(s):// or file:// URL", hint="write the full URL, e.g. https://mirror.example/conda-forge"
+        )
+    if scheme == "file" and not local:  # (rattler fetches a mirror with its HTTP client: it failed at the first solve)
+        raise ChannelError(
+            f"{where}: {value!r}: a mirror is fetched over HTTP(S), and a file:// URL cannot be",
+            hint="serve the directory over HTTP (e.g. `python -m http.server`) and name that URL, or use the directory as the"
+            " channel itself (`channels:`, or `channel_alias: file:///DIR/` for names)",
         )
     return value
 

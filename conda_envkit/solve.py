@@ -202,7 +202,7 @@ def _explain(
             f"{target.label}: no {missing[0]} matching {missing[1]}{where} for {target.platform} in {names} (it has {shown})\n{message}",
             hint="ask for a version the channel has, or add a channel that has this one",
         )
-    if missing and missing[1] in ("", "*"):
+    if missing and (missing[1] in ("", "*") or not versions):  # (pinned or not: the channels have none of it there)
         source = next((d.source for d in target.dependencies if d.name == missing[0]), None)
         where = f" (requested at {source})" if source else ""
         return MissingPackage(
@@ -548,6 +548,7 @@ async def solve_targets(
             raise envkit_errors[0]
         raise SolveError(
             "\n".join(e.message for e in envkit_errors),
-            hint="; ".join(dict.fromkeys(e.hint for e in envkit_errors if e.hint)),
+            # (each piece of advice once: platforms that failed alike share most of theirs)
+            hint="; ".join(dict.fromkeys(part for e in envkit_errors if e.hint for part in e.hint.split("; "))),
         )
     return [r for r in results if isinstance(r, SolvedPlatform)]

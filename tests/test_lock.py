@@ -297,6 +297,25 @@ def test_a_package_missing_on_some_platforms_gets_one_hint_with_the_selector_tha
     result = run_envkit("lock", cwd=tmp_path)
     assert "add `# [not aarch64]` to its line (environment.yml:5)" in result.stderr, result.stderr
     assert not (tmp_path / "conda-lock.yml").exists()
+    # Pinned (`pytorch-cuda=12.1`, as install instructions write it): the same, not "the specs cannot be satisfied".
+    write_env(tmp_path, env_text(channel, ["sklearn=1.5"], platforms))
+    result = run_envkit("lock", cwd=tmp_path)
+    assert "package 'sklearn' (requested at environment.yml:5) is not available for linux-aarch64" in result.stderr, result.stderr
+    assert "add `# [not aarch64]` to its line (environment.yml:5)" in result.stderr and "cannot be satisfied" not in result.stderr
+
+
+def test_platforms_that_clash_alike_give_each_piece_of_advice_once(tmp_path: Path) -> None:
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    platforms = ("linux-64", "osx-arm64")
+    specs = [PackageSpec(n, "1.0", "0", subdir=p, depends=d) for p in platforms for n, d in (("app", ("lib >=2",)), ("lib", ()))]
+    channel = build_channel(tmp_path / "channel", specs, subdirs=platforms)
+    write_env(tmp_path, env_text(channel, ["app"], platforms))
+    result = run_envkit("lock", "--blas", "linux-64=mkl", "--blas", "osx-arm64=accelerate", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("the specs cannot be satisfied together") == 2, result.stderr
+    hint = next(line for line in result.stderr.splitlines() if line.lstrip().startswith("hint:"))
+    assert hint.count("relax one of the specs named above") == 1, hint  # (it was said once per platform)
+    assert "(mkl)" in hint and "(accelerate)" in hint
 
 
 def test_a_cuda_version_cap_in_a_file_shared_with_macos_locks_there(tmp_path: Path, toy_channel: Path) -> None:
