@@ -182,8 +182,15 @@ def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
         overrides = options.virtual_packages.get(p)
         blas = target.blas
         assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
+        # (a driver the spec or a flag gave, `envkit: {cuda: ...}` or --cuda, is theirs, not one of conda-lock's defaults)
+        if vp_given:
+            whose = "the virtual packages given"
+        elif cuda_given and p in CUDA_PLATFORMS:
+            whose = f"the CUDA driver {cuda or 'none'} the spec or --cuda gives, and conda-lock's defaults for the rest:"
+        else:
+            whose = "conda-lock's defaults"
         notes.append(
-            f"no envkit metadata (a conda-lock lock): assumed conda-lock's defaults {assumed}"
+            f"no envkit metadata (a conda-lock lock): assumed {whose} {assumed}"
             + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
         )
     virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
@@ -363,6 +370,14 @@ def _kept_platforms(
 
     kept_by_plan = {}
     for plan in plans:
+        new = [t.platform for t in plan.targets if spec.declared_platforms and t.platform not in spec.declared_platforms]
+        if new:  # locked now, and stale at the next `lock --check` (the spec does not ask for it)
+            named = ", ".join(s.name for s in spec.sources) or "the environment file"
+            them = "them" if len(new) > 1 else "it"
+            note(
+                f"{plan.path}: {', '.join(new)} locked (named by -p), but {named} does not name {them} in `platforms:`"
+                f" (`envkit lock --check` calls that stale, and `envkit lock` without -p drops {them}): add {them} there"
+            )
         kept = other_platforms(current[plan.path], {t.platform for t in plan.targets}, channels)
         if kept is None:
             continue

@@ -312,10 +312,15 @@ def _uv_failure(stderr: str, secrets: list[str], provided: dict[str, str]) -> st
     for secret in secrets:
         text = text.replace(secret, "****")
     lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > _UV_LINES_SHOWN:  # (cut at a line, and said: uv's explanation may end "we can conclude that all of:")
+        lines = [*lines[:_UV_LINES_SHOWN], f"… ({len(lines) - _UV_LINES_SHOWN} more lines of uv's explanation)"]
     named = [f"{name} {version}" for name, version in sorted(provided.items()) if re.search(rf"\b{re.escape(name)}\b", text)]
     if named:
         lines.append(f"note: from conda, fixed for pip: {', '.join(named)}")
-    return "\n  ".join(lines[:12])
+    return "\n  ".join(lines)
+
+
+_UV_LINES_SHOWN = 30
 
 
 def resolve_pip(
@@ -418,9 +423,17 @@ def resolve_pip(
                 )
             blamed = blamed_requirements(inputs, explanation)
             what = ", ".join(f"{name} ({source})" for name, source in blamed) if blamed else f"the pip: section ({first})"
+            hint = "relax the pip requirement, add an index that has a wheel for this platform, or drop the platform"
+            if "wheel" in stderr and target.platform.split("-")[0] in ("osx", "linux"):
+                # A wheel for a newer macOS or glibc than the lock assumes (scikit-learn's macosx_12_0 arm64 wheels).
+                system = "__osx (macOS)" if target.platform.startswith("osx") else "__glibc"
+                hint += (
+                    f"; the wheels a platform takes follow the {system} version the lock assumes ({target.tags[0].platform}):"
+                    " a newer one, given with --virtual-package-spec, admits wheels built for it"
+                )
             raise PipLockError(
                 f"{target.platform}: {what} cannot be resolved for {target.describe()}:\n  " + explanation,
-                hint="relax the pip requirement, add an index that has a wheel for this platform, or drop the platform",
+                hint=hint,
                 platform=target.platform,
                 blamed=blamed,
             )

@@ -141,6 +141,9 @@ def test_install_verify_bake_and_update_use_a_conda_lock_lock(conda_lock_project
     assert check.stdout.strip() == "fresh  conda-lock.yml linux-64"  # conda-lock's content_hash is not compared
     assert "no envkit metadata (a conda-lock lock): assumed conda-lock's defaults" in check.stderr
     assert "__cuda=11.4" in check.stderr  # conda-lock's default driver on linux-64
+    # A driver given by a flag (or the spec's envkit.cuda) is not called one of conda-lock's defaults.
+    given = run_envkit("lock", "--check", "--cuda", "12.4", "--channel-alias", alias, cwd=work)
+    assert "assumed the CUDA driver 12.4 the spec or --cuda gives, and conda-lock's defaults for the rest" in given.stderr
 
     update = run_envkit("lock", "-q", "--update", "smalldata", "--channel-alias", alias, cwd=work)
     assert update.returncode == 0, update.output

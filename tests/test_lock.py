@@ -634,3 +634,20 @@ def test_a_variant_takes_the_specs_cuda_unless_it_says(tmp_path: Path, toy_chann
     # --no-cuda is the spec's driver too: for the default and for a variant that does not say
     assert run_envkit("lock", "--no-cuda", "--lockfile", "flagged.yml", cwd=tmp_path).returncode == 0
     assert locked(tmp_path / "flagged.linux.yml", "linux-64")["gpulib"]["build"] == "cpu_0"
+
+
+def test_a_platform_locked_with_p_that_the_spec_does_not_name_is_said(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["hello"], ("linux-64",)))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    added = run_envkit("lock", "-p", "osx-arm64", cwd=tmp_path)
+    assert added.returncode == 0, added.output
+    assert "osx-arm64 locked (named by -p), but environment.yml does not name it in `platforms:`" in added.stderr
+
+
+def test_uvs_long_explanation_is_cut_at_a_line_and_keeps_the_conda_note() -> None:
+    from conda_envkit.pip_lock import _uv_failure
+
+    stderr = "\n".join(f"because scikit-learn=={i} has no wheels" for i in range(40)) + "\nwe can conclude that all of:"
+    shown = _uv_failure(stderr, [], {"scikit-learn": "1.5.0"}).split("\n  ")
+    assert shown[30] == "… (11 more lines of uv's explanation)"
+    assert shown[-1] == "note: from conda, fixed for pip: scikit-learn 1.5.0"  # (it was cut away with uv's lines)
