@@ -20,7 +20,7 @@ from rattler import BuildString, MatchSpec, PackageRecord
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
-from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure
+from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure, spec_beside
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
 from conda_envkit.platforms import Blas
 from conda_envkit.solve import SolveTarget
@@ -209,23 +209,6 @@ def check_locks(spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
     """Freshness of every lock file and platform the spec asks for (no solving, no network)."""
     channels, plans = plan_locks(spec, options)
     return [result for plan in plans for result in check_plan(plan, channels, spec, options)]
-
-
-def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
-    """The environment files a lock was made from (its `metadata.sources`), if every one is a file in the lock's
-    directory or below it; else none (a lock copied alone, or one naming paths elsewhere: not read)."""
-    from conda_envkit.safepath import is_within
-
-    if str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
-        return []
-    lock_dir = lock_path.resolve().parent
-    found = []
-    for source in lockfile.metadata.sources:
-        path = lock_dir / source
-        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path) or not path.is_file():
-            return []
-        found.append(path)
-    return found
 
 
 _UPDATE_NAMES = 20  # the most `--update NAME`s a stale-lock warning suggests

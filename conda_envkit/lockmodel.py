@@ -659,6 +659,23 @@ class CurrentLock:
         return self.lockfile if self.lockfile is not None else read_lock(self.path)  # (none: read_lock's own error)
 
 
+def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
+    """The environment files a lock was made from (its `metadata.sources`), if every one is a file in the lock's
+    directory or below it; else none (a lock copied alone, or one naming paths elsewhere: not read)."""
+    from conda_envkit.safepath import is_within
+
+    if str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
+        return []
+    lock_dir = lock_path.resolve().parent
+    found = []
+    for source in lockfile.metadata.sources:
+        path = lock_dir / source
+        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path) or not path.is_file():
+            return []
+        found.append(path)
+    return found
+
+
 def read_current(path: Path) -> CurrentLock:
     """The lock at `path` as it is (none there, read, or the error reading it), for the uses of one `envkit lock`."""
     if not path.is_file():

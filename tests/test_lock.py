@@ -651,3 +651,17 @@ def test_uvs_long_explanation_is_cut_at_a_line_and_keeps_the_conda_note() -> Non
     shown = _uv_failure(stderr, [], {"scikit-learn": "1.5.0"}).split("\n  ")
     assert shown[30] == "… (11 more lines of uv's explanation)"
     assert shown[-1] == "note: from conda, fixed for pip: scikit-learn 1.5.0"  # (it was cut away with uv's lines)
+
+
+def test_without_f_the_lock_is_checked_against_the_files_it_records(tmp_path: Path, toy_channel: Path) -> None:
+    # As conda-lock does (its header says `conda-lock lock --lockfile conda-lock.yml --update PACKAGE`): no -f, the
+    # lock's metadata.sources. It looked for environment.yml, or checked an unrelated one without a word.
+    (tmp_path / "base.yml").write_text(env_text(toy_channel, ["hello"]))
+    (tmp_path / "dev.yml").write_text("dependencies:\n  - numpy\n")
+    assert run_envkit("lock", "-q", "-f", "base.yml", "-f", "dev.yml", cwd=tmp_path).returncode == 0
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11"]))  # another project's environment.yml beside it
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 0, check.output
+    assert "no -f given: the environment files conda-lock.yml was made from: base.yml, dev.yml" in check.stderr
+    assert run_envkit("lock", "-q", "--update", "numpy", cwd=tmp_path).returncode == 0
+    assert yaml.safe_load((tmp_path / "conda-lock.yml").read_text())["metadata"]["sources"] == ["base.yml", "dev.yml"]

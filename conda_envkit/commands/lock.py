@@ -84,7 +84,8 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     from conda_envkit.spec import read_env_spec
 
     driver, blas = check_flags(request)
-    paths = list(request.files) or [Path("environment.yml")]
+    recorded = [] if request.files else _recorded_sources(request.lockfile)
+    paths = list(request.files) or recorded or [Path("environment.yml")]
     spec = read_env_spec(paths, list(request.platforms))
     if not request.platforms and not spec.platforms_given:
         # Locked with -p: the lock says which platforms it holds (a re-lock keeps them all, --check checks them all).
@@ -101,7 +102,24 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         update=tuple(n for item in request.update for n in item.replace(",", " ").split()),
         keep_other_platforms=bool(request.platforms),
     )
-    return spec, options, _flag_warnings(spec.platforms, driver, options.blas)
+    warnings = _flag_warnings(spec.platforms, driver, options.blas)
+    if recorded and [str(p) for p in recorded] != ["environment.yml"]:  # (as conda-lock says it: no -f, the lock's own)
+        warnings.append(f"no -f given: the environment files {request.lockfile} was made from: {', '.join(map(str, recorded))}")
+    return spec, options, warnings
+
+
+def _recorded_sources(lockfile: Path) -> list[Path]:
+    """The environment files a lock records it was made from (`metadata.sources`), as conda-lock takes them when no
+    -f is given: each a file in the lock's directory or below (a lock naming others is read with the default)."""
+    from conda_envkit.lockmodel import read_lock, spec_beside
+
+    if not lockfile.is_file():
+        return []
+    try:
+        found = spec_beside(lockfile, read_lock(lockfile))
+    except EnvkitError:
+        return []  # (a lock that does not read: said by what reads it next)
+    return [lockfile.parent / path.relative_to(lockfile.resolve().parent) for path in found]
 
 
 def lock_command(request: LockRequest, as_json: bool, quiet: bool, warn: Callable[[str], None]) -> Output:
