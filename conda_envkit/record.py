@@ -227,7 +227,13 @@ def check_environment_record(record: EnvironmentRecord, where: str) -> Environme
     for field, text in (("image", record.image), ("lockfile", record.lockfile), *(("package", p) for p in record.packages)):
         if text is not None and not (isinstance(text, str) and text.isprintable() and len(text) <= MAX_TEXT):
             raise _malformed(where, field, text, f"is not one printable line of at most {MAX_TEXT} characters")
+    if record.image is not None and _LOGIN.search(record.image):  # (a launcher's ENVKIT_IMAGE, a record's reference)
+        record = replace(record, image=_LOGIN.sub(lambda m: m.group("scheme") or "", record.image))
     return record
+
+
+# A login in an image reference (`https://user:password@registry/...`, `user:password@registry/...`): never carried out.
+_LOGIN = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)?[^/@\s]+@(?=[^/@\s]+/)")
 
 
 def lock_artifact(path: Path | None, lock_hash_text: str, where: str) -> Path | None:
@@ -244,7 +250,25 @@ def lock_artifact(path: Path | None, lock_hash_text: str, where: str) -> Path | 
             f"{path}: its lock hash is {lock_hash(lockfile)}, not the {lock_hash_text} of {where}",
             hint="pass the lock the image was baked from with --lockfile",
         )
+    holding = sorted({host for p in lockfile.package if (host := _credential_host(p.locked_url))})
+    if holding:  # (conda-lock writes them unless --strip-auth; envkit writes `${VAR}`, never a value)
+        raise LockHoldsCredentials(
+            f"{path}: its URLs hold credentials (for {', '.join(holding[:3])}): the lock file is not sent anywhere",
+            hint="lock with envkit (it records ${VAR} placeholders, never their values), or conda-lock --strip-auth",
+        )
     return path
+
+
+def _credential_host(url: str) -> str | None:
+    """The host of a URL holding a credential's value (`user:password@`, anaconda's `/t/<token>/`), else None: a
+    `${VAR}` placeholder holds none."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    token = re.search(r"/t/([^/]+)/", parts.path)
+    values = [v for v in (userinfo, token.group(1) if token else "") if v and re.sub(r"\$\{\w+\}|:", "", v)]
+    return parts.hostname or "a local path" if values else None
 
 
 def write_record(path: Path, record: BakeRecord) -> None:
@@ -530,3 +554,7 @@ def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) ->
         if found:
             return parse_lock_text(found[0], Path(f"{where}:/{target}"))
     return None
+
+
+class LockHoldsCredentials(RecordError):
+    """A lock whose URLs hold credentials' values: never sent to a tracker or a registry."""

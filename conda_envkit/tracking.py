@@ -21,6 +21,7 @@ from conda_envkit.installed_state import LOCK_COPY
 from conda_envkit.platforms import host_platform
 from conda_envkit.record import (
     EnvironmentRecord,
+    LockHoldsCredentials,
     RecordError,
     check_environment_record,
     lock_artifact,
@@ -91,7 +92,13 @@ def log_environment(
     info = check_environment_record(info or environment_info(lockfile, record), "the environment record")
     # The lock logged is the record's own (lock_artifact): a record's `lockfile` may name any file.
     path = Path(lockfile) if lockfile is not None else (Path(info.lockfile) if info.lockfile else None)
-    lock_path = lock_artifact(path, info.lock_hash, "the environment record") if path is not None and path.is_file() else None
+    try:
+        lock_path = lock_artifact(path, info.lock_hash, "the environment record") if path is not None and path.is_file() else None
+    except LockHoldsCredentials as exc:  # the run is still stamped: its tags say which lock, without the file
+        import warnings
+
+        warnings.warn(f"envkit: {exc.message}: the run gets no lock artifact ({exc.hint})", stacklevel=2)
+        lock_path = None
     module = type(run).__module__
     if module.startswith("mlflow"):
         from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -74,7 +75,7 @@ def _read_record(request: ExportRequest) -> EnvironmentRecord:
 
 def run_export(request: ExportRequest, output: Output) -> Output:
     """Send the record to each destination, in order; what each did goes to stderr, json/env text to stdout."""
-    from conda_envkit.record import RecordError, lock_artifact
+    from conda_envkit.record import LockHoldsCredentials, RecordError, lock_artifact
 
     record = export_record(request)
     if record.platform is None and set(request.destinations) - {"registry"}:
@@ -86,7 +87,12 @@ def run_export(request: ExportRequest, output: Output) -> Output:
     # The lock logged to trackers: --lockfile, or the record's; either way that record's lock (see lock_artifact).
     lock_path = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
     where = f"the record of {request.record_path or request.image or request.lockfile}"
-    artifact = lock_artifact(lock_path, record.lock_hash, where) if set(request.destinations) & {"mlflow", "wandb"} else None
+    artifact = None
+    if set(request.destinations) & {"mlflow", "wandb"}:
+        try:
+            artifact = lock_artifact(lock_path, record.lock_hash, where)
+        except LockHoldsCredentials as exc:  # the run is still stamped: its tags say which lock, without the file
+            output.err(f"warning: {exc.message} (the runs get no lock artifact; {exc.hint})")
     for destination in request.destinations:
         if destination in ("json", "env"):
             from conda_envkit.export.dotenv import render_env
@@ -135,8 +141,20 @@ def run_export(request: ExportRequest, output: Output) -> Output:
 
 def _trackers_print_to_stderr() -> contextlib.AbstractContextManager[object]:
     """What a tracker library prints goes to stderr: stdout carries envkit's `--to json`/`--to env` text alone
-    (a shell `eval`s it; a run name printed there would be run as a command)."""
-    return contextlib.redirect_stdout(sys.stderr)
+    (a shell `eval`s it; a run name printed there would be run as a command). It is redacted on the way, as
+    envkit's own messages are: MLflow's "View run ... at: URL" repeats a tracking URI's `user:password@`."""
+    return contextlib.redirect_stdout(_RedactedStderr())
+
+
+class _RedactedStderr(io.TextIOBase):
+    def write(self, text: str) -> int:
+        from conda_envkit.redact import redact
+
+        sys.stderr.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:
