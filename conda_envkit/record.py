@@ -435,7 +435,17 @@ def record_from_bake(path: Path, platform: str | None = None) -> EnvironmentReco
     labels = details.get("labels") or {}
     record = record_from_labels(labels, "bake", bake.image["digest"], image)
     packages = tuple(sorted(_package_pin(p) for p in details.get("packages", [])))
-    return EnvironmentRecord(**{**asdict(record), "tags": bake.tags, "packages": packages, "lockfile": bake.lockfile})
+    lockfile = str(lock_of_record(path, bake.lockfile)) if bake.lockfile else None
+    return EnvironmentRecord(**{**asdict(record), "tags": bake.tags, "packages": packages, "lockfile": lockfile})
+
+
+def lock_of_record(record_path: Path, lockfile: str) -> Path:
+    """The lock a bake record names, found from where the record is: a relative path beside the record if it is
+    there (`envkit export --record train/bake.json` from the repository's root), else as the bake was given it
+    (relative to where it ran). Whatever it names is checked before it is sent (`lock_artifact`)."""
+    named = Path(lockfile)
+    beside = record_path.parent / named
+    return beside if not named.is_absolute() and beside.is_file() else named
 
 
 def _package_pin(package: dict[str, str]) -> str:

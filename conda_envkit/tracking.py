@@ -85,10 +85,15 @@ def _image_labels(path: Path) -> dict[str, str]:
 
 
 def log_environment(
-    run: Any, info: EnvironmentRecord | None = None, lockfile: Path | str | None = None, record: Path | str | None = None
+    run: Any,
+    info: EnvironmentRecord | None = None,
+    lockfile: Path | str | None = None,
+    record: Path | str | None = None,
+    tracking_uri: str | None = None,
 ) -> EnvironmentRecord:
     """Stamp an MLflow run (ActiveRun or Run) or a W&B run with the environment; return the record. The environment
-    is `info`, else environment_info(lockfile=..., record=...): a lock, a bake record, or (default) the running one."""
+    is `info`, else environment_info(lockfile=..., record=...): a lock, a bake record, or (default) the running one.
+    An MLflow run is found in MLflow's current tracking store, or in `tracking_uri`."""
     info = check_environment_record(info or environment_info(lockfile, record), "the environment record")
     # The lock logged is the record's own (lock_artifact): a record's `lockfile` may name any file.
     path = Path(lockfile) if lockfile is not None else (Path(info.lockfile) if info.lockfile else None)
@@ -101,9 +106,14 @@ def log_environment(
         lock_path = None
     module = type(run).__module__
     if module.startswith("mlflow"):
+        import mlflow
+
         from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
 
-        export_to_mlflow(info, lock_path, MlflowTarget(run_id=run.info.run_id))
+        # The run's store is MLflow's current one (set_tracking_uri, $MLFLOW_TRACKING_URI, or its own default, as
+        # start_run used it), unless the caller names another (a run made by MlflowClient(tracking_uri=...)).
+        uri = tracking_uri or mlflow.get_tracking_uri()
+        export_to_mlflow(info, lock_path, MlflowTarget(run_id=run.info.run_id, tracking_uri=uri))
     elif module.startswith("wandb"):
         from conda_envkit.export.wandb_run import log_to_run
 

@@ -77,6 +77,12 @@ def run_export(request: ExportRequest, output: Output) -> Output:
     """Send the record to each destination, in order; what each did goes to stderr, json/env text to stdout."""
     from conda_envkit.record import LockHoldsCredentials, RecordError, lock_artifact
 
+    texts = [d for d in request.destinations if d in ("json", "env")]
+    if request.output and len(texts) > 1:  # (the second replaced the first in the one file, and both said "wrote")
+        raise RecordError(
+            f"-o {request.output}: one file for {' and '.join(f'--to {d}' for d in texts)}",
+            hint="give each its own command and -o, or leave out -o (both go to stdout, one after the other)",
+        )
     record = export_record(request)
     if record.platform is None and set(request.destinations) - {"registry"}:
         # Several platforms, none of them this machine's: a record without a package list would pass silently.
@@ -126,13 +132,14 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             output.err(f"wandb: logged to run {run}")
         elif destination == "registry":
             from conda_envkit.export.registry import attach_to_registry
-            from conda_envkit.record import read_bake_record
+            from conda_envkit.record import lock_of_record, read_bake_record
 
             assert request.record_path is not None
             bake = read_bake_record(request.record_path)
             repo = request.repository or bake.outputs.get("registry", "")
             hosts = insecure_for([repo], request.insecure) if repo else ()
-            lock = lock_artifact(request.lockfile or Path(bake.lockfile or "conda-lock.yml"), bake.lock_hash, str(request.record_path))
+            named = request.lockfile or lock_of_record(request.record_path, bake.lockfile or "conda-lock.yml")
+            lock = lock_artifact(named, bake.lock_hash, str(request.record_path))
             assert lock is not None
             for item in attach_to_registry(bake.to_json(), lock, hosts, request.repository):
                 output.err(f"attached {item.title} to {item.subject}: {item.artifact.digest}")

@@ -7,7 +7,9 @@ in one `log_batch` call, so a failure leaves either nothing or the artifact alon
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,21 +73,37 @@ def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-
         raise RecordError(f"MLflow at {uri}: {what}: {message}", hint=hint) from None
 
 
-def _bound_mlflow_retries() -> None:
-    """MLflow's own HTTP settings, derived from $ENVKIT_NETWORK_TIMEOUT unless set explicitly.
+@contextlib.contextmanager
+def _bound_mlflow_retries() -> Iterator[None]:
+    """MLflow's own HTTP settings, derived from $ENVKIT_NETWORK_TIMEOUT unless set explicitly, while envkit's calls
+    run: the variables it set are removed after (training code calling log_environment keeps MLflow's own retries
+    for the rest of its run, and its subprocesses too).
 
     Its defaults (120 s per request, 7 retries with backoff factor 2) block for many
     minutes when the server is down; these give up within about 3 request timeouts.
     """
     per_request = max(1, round(min(network_timeout(), 30.0)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    bounds = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(per_request),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    added = [name for name in bounds if name not in os.environ]
+    os.environ.update({name: bounds[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def export_to_mlflow(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarget) -> MlflowResult:
     """Tag a run (existing, or new in `experiment`) and optionally a model version with the record."""
-    _bound_mlflow_retries()
+    with _bound_mlflow_retries():
+        return _export(record, lockfile, target)
+
+
+def _export(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarget) -> MlflowResult:
     if (target.model is None) != (target.version is None):
         raise RecordError("--model and --version go together", hint="pass both to tag a registered model version")
     if target.run_id is None and target.experiment is None and target.model is None:
