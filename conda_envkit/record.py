@@ -186,6 +186,8 @@ def _check_bake_record(data: dict[str, Any], where: str) -> None:
             raise _malformed(
                 where, f"{field}.labels.{label_key('lock-hash')}", labels[label_key("lock-hash")], "is not the record's lock_hash"
             )
+        if labels.get(label_key("platform"), name) != name:  # (exported as that platform, with this one's packages)
+            raise _malformed(where, f"{field}.labels.{label_key('platform')}", labels[label_key("platform")], f"is not {name}")
         for i, package in enumerate(_typed(details, "packages", (list, type(None)), where, f"{field}.packages") or []):
             at = f"{field}.packages[{i}]"
             if not isinstance(package, dict):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,43 @@ from conda_envkit.record import (
 
 
 def _runtime_lock() -> Path | None:
+    """The lock of the environment this process runs in: $ENVKIT_LOCK_FILE (an image), else the lock copy of the
+    prefix this python runs from, else of $CONDA_PREFIX (with a warning when this python is not that prefix's)."""
     if os.environ.get("ENVKIT_LOCK_FILE"):
         return Path(os.environ["ENVKIT_LOCK_FILE"])
-    prefix = os.environ.get("CONDA_PREFIX")
-    if prefix and (Path(prefix) / LOCK_COPY).is_file():
-        return Path(prefix) / LOCK_COPY
+    running = list(dict.fromkeys((sys.prefix, sys.base_prefix)))  # (a venv made over an environment: its base)
+    for prefix in running:
+        if (Path(prefix) / LOCK_COPY).is_file():
+            return Path(prefix) / LOCK_COPY
+    activated = os.environ.get("CONDA_PREFIX")
+    if activated and (Path(activated) / LOCK_COPY).is_file():
+        import warnings
+
+        warnings.warn(
+            f"envkit: the record is $CONDA_PREFIX's ({activated}), but this python runs from {sys.prefix}: the run may not"
+            " use that environment (run its python, or pass lockfile= or record= for the one it uses)",
+            stacklevel=3,
+        )
+        return Path(activated) / LOCK_COPY
     return None
+
+
+def _warn_if_changed(lock_copy: Path, platform: str) -> None:
+    """A warning when the prefix whose lock copy this is no longer holds exactly the packages envkit installed there
+    (a package added, removed or replaced since: `conda install`, `pip install`): the record is the lock's."""
+    from conda_envkit.installed_state import STATE_FILE, up_to_date
+
+    prefix = lock_copy.parent.parent.parent  # (<prefix>/conda-meta/envkit/conda-lock.yml)
+    if lock_copy != prefix / LOCK_COPY or not (prefix / STATE_FILE).is_file():
+        return  # (an image's lock, beside no installed state: what the image was baked from)
+    if not up_to_date(lock_copy, prefix, platform):
+        import warnings
+
+        warnings.warn(
+            f"envkit: {prefix} changed after envkit installed it (packages added, removed or replaced): the record is its"
+            f" lock's, not what runs; `envkit verify --prefix {prefix}` says what changed",
+            stacklevel=3,
+        )
 
 
 def environment_info(
@@ -57,6 +89,8 @@ def environment_info(
     result = record_from_lock(path, platform)
     if result.platform is None:  # this machine's platform is not in the lock: say so, naming those it has
         result = record_from_lock(path, host_platform())
+    if lockfile is None and result.platform is not None:
+        _warn_if_changed(path, result.platform)
     about = path.parent / "environment.json"
     if lockfile is None and about.is_file():
         labels = _image_labels(about)

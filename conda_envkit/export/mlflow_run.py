@@ -64,6 +64,12 @@ def _call(what: str, uri: str, fn, *args, **kwargs):  # type: ignore[no-untyped-
 
     try:
         return call_with_deadline(f"MLflow at {uri}: {what}", lambda: fn(*args, **kwargs))
+    except (OSError, ImportError) as exc:  # the run's artifact store, as this machine reaches it (a path, s3:// without boto3)
+        raise RecordError(
+            f"MLflow at {uri}: {what}: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="the run's artifact location must be writable from here (an --artifacts-destination the server serves,"
+            " a path this machine has, or s3:// with boto3 installed)",
+        ) from None
     except MlflowException as exc:
         full = str(exc.message if hasattr(exc, "message") else exc)
         message = full.splitlines()[0][:300]
@@ -124,16 +130,24 @@ def _export(record: EnvironmentRecord, lockfile: Path | None, target: MlflowTarg
     if run_id is None and target.experiment is not None:
         existing = _call(f"experiment {target.experiment}", uri, client.get_experiment_by_name, target.experiment)
         experiment_id = existing.experiment_id if existing else _call("create experiment", uri, client.create_experiment, target.experiment)
+    created = False
     if run_id is None and experiment_id is not None:
         run = _call("create run", uri, client.create_run, experiment_id, run_name=f"envkit-{record.lock_hash[7:19]}")
-        run_id = run.info.run_id
-        _call("finish run", uri, client.set_terminated, run_id)
+        run_id, created = run.info.run_id, True
     artifact = None
     if run_id is not None:
-        if lockfile is not None:
-            _call("log the lock file", uri, client.log_artifact, run_id, str(lockfile), ARTIFACT_DIR)
-            artifact = f"{ARTIFACT_DIR}/{lockfile.name}"
-        _call("set run tags", uri, client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        try:
+            if lockfile is not None:
+                _call("log the lock file", uri, client.log_artifact, run_id, str(lockfile), ARTIFACT_DIR)
+                artifact = f"{ARTIFACT_DIR}/{lockfile.name}"
+            _call("set run tags", uri, client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            if created:
+                _call("finish run", uri, client.set_terminated, run_id)
+        except BaseException:
+            if created:  # a run of envkit's own, without its tags: not left behind
+                with contextlib.suppress(Exception):
+                    client.delete_run(run_id)
+            raise
     if target.model is not None:
         for key, value in tags.items():
             _call(
