@@ -423,6 +423,7 @@ def record_from_labels(labels: dict[str, str], source: str, image_digest: str | 
         blas=fact(envkit.blas),
         image_digest=image_digest,
         image=image,
+        envkit_version=envkit.envkit_version or __version__,  # (the envkit that baked the image, not the one reading it)
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,13 @@ def _runtime_lock() -> Path | None:
     """The lock of the environment this process runs in: $ENVKIT_LOCK_FILE (an image), else the lock copy of the
     prefix this python runs from, else of $CONDA_PREFIX (with a warning when this python is not that prefix's)."""
     if os.environ.get("ENVKIT_LOCK_FILE"):
-        return Path(os.environ["ENVKIT_LOCK_FILE"])
+        named = Path(os.environ["ENVKIT_LOCK_FILE"])
+        if not named.is_file():  # (an image's variable kept where its environment is not: a derived image, a launcher)
+            raise RecordError(
+                f"$ENVKIT_LOCK_FILE names {named}, which is not a file here",
+                hint="run in the image envkit baked (it sets the variable), unset it, or pass lockfile= or record=",
+            )
+        return named
     running = list(dict.fromkeys((sys.prefix, sys.base_prefix)))  # (a venv made over an environment: its base)
     for prefix in running:
         if (Path(prefix) / LOCK_COPY).is_file():
@@ -94,7 +101,13 @@ def environment_info(
     about = path.parent / "environment.json"
     if lockfile is None and about.is_file():
         labels = _image_labels(about)
-        from_labels = record_from_labels(labels, "runtime", os.environ.get("ENVKIT_IMAGE_DIGEST"), os.environ.get("ENVKIT_IMAGE"))
+        digest = os.environ.get("ENVKIT_IMAGE_DIGEST")
+        if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):  # (bare hex, copied without its prefix)
+            raise RecordError(
+                f"$ENVKIT_IMAGE_DIGEST is {digest[:80]!r}, not an image digest (sha256:<64 hex digits>)",
+                hint="the launcher sets it from bake.json's image.digest or `skopeo inspect`, with its sha256: prefix",
+            )
+        from_labels = record_from_labels(labels, "runtime", digest, os.environ.get("ENVKIT_IMAGE"))
         if from_labels.lock_hash != result.lock_hash:  # the labels and the lock beside them must tell the same story
             raise RecordError(
                 f"{about}: its lock hash {from_labels.lock_hash[:80]!r} is not the {result.lock_hash} of {path}",

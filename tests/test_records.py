@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conda_envkit.labels import ImageLabels
@@ -56,3 +58,32 @@ def test_bake_record_round_trip_and_refusals() -> None:
 def test_environment_record_round_trip() -> None:
     record = EnvironmentRecord("lock", "sha256:" + "e" * 64, platform="linux-64", cuda="none", packages=("python=3.11=h0",))
     assert EnvironmentRecord.from_json(record.to_json()) == record
+
+
+def test_the_step_summary_is_a_table_whose_cells_hold_their_values() -> None:
+    from conda_envkit.export.github import summary_markdown
+    from conda_envkit.record import EnvironmentRecord
+
+    record = EnvironmentRecord("lock", "sha256:" + "a" * 64, platform="linux-64", image="reg.io/a|b`c:1")
+    text = summary_markdown(record)
+    assert text.startswith("### envkit environment\n\n| | |\n|---|---|\n")
+    assert "| lock_hash | `sha256:" + "a" * 64 + "` |\n" in text
+    assert "| image | `reg.io/a\\|b'c:1` |\n" in text  # (a pipe does not end its cell, a backtick does not end its span)
+
+
+def test_an_image_records_the_envkit_that_baked_it() -> None:
+    from conda_envkit.labels import label_key
+    from conda_envkit.record import record_from_labels
+
+    labels = {label_key("lock-hash"): "sha256:" + "b" * 64, label_key("version"): "0.0.9"}
+    assert record_from_labels(labels, "image", None, None).envkit_version == "0.0.9"
+
+
+def test_a_launchers_variable_that_does_not_fit_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_envkit.record import RecordError
+    from conda_envkit.tracking import environment_info
+
+    monkeypatch.setenv("ENVKIT_LOCK_FILE", str(tmp_path / "gone" / "conda-lock.yml"))
+    with pytest.raises(RecordError) as refused:
+        environment_info()
+    assert refused.value.message.startswith("$ENVKIT_LOCK_FILE names ") and "run `envkit lock`" not in refused.value.hint

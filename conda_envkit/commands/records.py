@@ -112,17 +112,21 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             else:
                 output.out(text, nl=False)
         elif destination == "github":
-            from conda_envkit.export.github import write_github_output
+            from conda_envkit.export.github import write_github_output, write_step_summary
 
             output.err(f"appended {len(record.flat())} outputs to {write_github_output(record)}")
+            summary = write_step_summary(record)  # (the job's page shows them: the outputs are only in its log)
+            if summary is not None:
+                output.err(f"appended the summary to {summary}")
         elif destination == "mlflow":
             from conda_envkit.export.mlflow_run import MlflowTarget, export_to_mlflow
 
             target = MlflowTarget(request.run_id, request.experiment, request.model, request.model_version, request.tracking_uri)
             with _trackers_print_to_stderr():  # MLflow prints "View run ... at: ..." on stdout, among --to env lines
                 result = export_to_mlflow(record, artifact, target)
-            model_text = f" and model {result.model_version}" if result.model_version else ""
-            output.err(f"mlflow: tagged run {result.run_id}{model_text}")
+            tagged = [f"run {result.run_id}"] if result.run_id else []
+            tagged += [f"model {result.model_version}"] if result.model_version else []
+            output.err(f"mlflow: tagged {' and '.join(tagged)}")
         elif destination == "wandb":
             from conda_envkit.export.wandb_run import WandbTarget, export_to_wandb
 

@@ -29,3 +29,28 @@ def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> 
     except OSError as exc:  # (the write, or the flush as the file closes: a full disk says so there)
         raise write_error(target, exc, "step outputs file", setting) from None
     return target
+
+
+def summary_markdown(record: EnvironmentRecord) -> str:
+    """The record as a table for the job's summary page: one row per value, each in a code span."""
+    rows = "".join(f"| {key.removeprefix('envkit.')} | {_code(value)} |\n" for key, value in record.flat().items())
+    return f"### envkit environment\n\n| | |\n|---|---|\n{rows}\n"
+
+
+def _code(value: str) -> str:
+    """`value` as one code span: no pipe ends its cell, no backtick ends the span, no markup is read from it."""
+    text = value.replace("|", "\\|").replace("`", "'")
+    return f"`{text}`"
+
+
+def write_step_summary(record: EnvironmentRecord) -> Path | None:
+    """Append the record to $GITHUB_STEP_SUMMARY (the job's summary page), if the runner sets it; the path, or None."""
+    if not os.environ.get("GITHUB_STEP_SUMMARY"):
+        return None
+    target = Path(os.environ["GITHUB_STEP_SUMMARY"])
+    try:
+        with open_stream(target, "step summary", "$GITHUB_STEP_SUMMARY", create=True) as f:
+            f.write(summary_markdown(record).encode("utf-8"))
+    except OSError as exc:  # (the write, or the flush as the file closes)
+        raise write_error(target, exc, "step summary", "$GITHUB_STEP_SUMMARY") from None
+    return target

@@ -49,12 +49,16 @@ def export_to_wandb(record: EnvironmentRecord, lockfile: Path | None, target: Wa
         kwargs["mode"] = target.mode
     if target.directory:
         kwargs["dir"] = str(target.directory)
+    # W&B's own wait for its server (init_timeout, 90 s) within envkit's network deadline, as every other call is.
+    from conda_envkit.network import network_timeout
+
+    kwargs["settings"] = wandb.Settings(init_timeout=network_timeout())
     try:
         run = wandb.init(**kwargs)
     except Exception as exc:  # wandb raises its own error types for auth and network problems
         # (a settings error's first line is "1 validation error for Settings": the setting and the reason follow it)
         said = "; ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())[:400]
-        hint = "wandb login, or WANDB_MODE=offline; fix the WANDB_* setting it names"
+        hint = "wandb login, or WANDB_MODE=offline; fix the WANDB_* setting it names; a slow server: raise --timeout"
         raise RecordError(f"W&B: cannot start a run: {said}", hint=hint) from None
     try:
         log_to_run(run, record, lockfile)
