@@ -25,10 +25,16 @@ def _locked_and_baked(work: Path, channel: Path, cache: Path, *bake_args: str) -
     return json.loads((work / "bake.json").read_text())
 
 
-def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: Path) -> None:
+def _locked(tmp_path: Path, image_channel: Path) -> Path:
+    """A lock of greet from the image channel, in tmp_path/work."""
     work = tmp_path / "work"
     write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
     assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    return work
+
+
+def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: Path) -> None:
+    work = _locked(tmp_path, image_channel)
     lock_hash = run_envkit("hash", cwd=work).stdout.split()[0]
     as_json = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "json", cwd=work)
     data = json.loads(as_json.stdout)
@@ -48,6 +54,15 @@ def test_json_env_and_github_outputs_from_a_lock(tmp_path: Path, image_channel: 
     assert json.loads(default.stdout)["lock_hash"] == lock_hash
     missing = run_envkit("export", "--to", "json", cwd=tmp_path)
     assert missing.returncode == 2 and "nothing to export" in missing.stderr
+
+
+def test_json_and_env_are_refused_one_output_file(tmp_path: Path, image_channel: Path) -> None:
+    # The second replaced the first in the one -o file (the JSON record was lost), and both said "wrote", exit 0.
+    work = _locked(tmp_path, image_channel)
+    both = run_envkit("export", "--lockfile", "conda-lock.yml", "--to", "json", "--to", "env", "-o", "record.out", cwd=work)
+    assert both.returncode == 2, both.output
+    assert "-o record.out: one file for --to json and --to env" in both.stderr, both.stderr
+    assert not (work / "record.out").exists() and both.stdout == ""
 
 
 def test_a_lock_of_several_platforms_records_this_machines(tmp_path: Path, image_channel: Path) -> None:
@@ -125,9 +140,7 @@ def test_mlflow_destination_comes_from_the_tracking_uri_or_is_an_error(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    work = tmp_path / "work"
-    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
-    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    work = _locked(tmp_path, image_channel)
     args = ("export", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--experiment", f"uri-{tmp_path.name}")
     unset = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": "", **MLFLOW_FAST_FAIL})
     assert unset.returncode == 2 and "MLFLOW_TRACKING_URI is not set" in unset.stderr
@@ -140,6 +153,58 @@ def test_mlflow_destination_comes_from_the_tracking_uri_or_is_an_error(
     experiment = MlflowClient(mlflow_server.uri).get_experiment_by_name(f"uri-{tmp_path.name}")
     runs = MlflowClient(mlflow_server.uri).search_runs([experiment.experiment_id])
     assert [r.data.tags["envkit.platform"] for r in runs] == ["linux-64"]
+
+
+def test_an_artifact_store_that_cannot_be_written_is_one_error_and_leaves_no_run(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer
+) -> None:
+    # An experiment whose artifact location this machine does not have (a server run with --no-serve-artifacts):
+    # a traceback and exit 1, and with --experiment a finished run without envkit's tags was left behind.
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    work = _locked(tmp_path, image_channel)
+    client = MlflowClient(mlflow_server.uri)
+    name = f"unwritable-{tmp_path.name}"
+    experiment = client.create_experiment(name, artifact_location="file:///proc/envkit-not-here/artifacts")
+    args = ("export", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--experiment", name, "--tracking-uri", mlflow_server.uri)
+    result = run_envkit(*args, cwd=work, env=MLFLOW_FAST_FAIL)  # (run_envkit: never a traceback)
+    assert result.returncode == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"MLflow at {mlflow_server.uri}: log the lock file: " in errors[0], result.stderr
+    assert client.search_runs([experiment]) == []  # the run envkit made is deleted, not left without its tags
+    assert len(client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)) == 1
+
+
+def test_a_bake_records_lock_is_found_beside_the_record(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bake.json names its lock relatively: from the repository's root (a CI step), `--record train/bake.json` said
+    # "conda-lock.yml: lock file not found", and log_environment(record=...) logged no lock artifact, silently.
+    import mlflow
+
+    from conda_envkit.tracking import log_environment
+
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    assert record["lockfile"] == "conda-lock.yml"
+    name = f"beside-{tmp_path.name}"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    result = run_envkit("export", "--record", "work/bake.json", "--to", "mlflow", "--experiment", name, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.output
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "envkit")] == ["envkit/conda-lock.yml"]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run() as api_run:
+        log_environment(api_run, record="work/bake.json")
+    assert [a.path for a in client.list_artifacts(api_run.info.run_id, "envkit")] == ["envkit/conda-lock.yml"]
+    local = client.download_artifacts(api_run.info.run_id, "envkit/conda-lock.yml", str(tmp_path / "downloaded"))
+    assert Path(local).read_text() == (work / "conda-lock.yml").read_text()
 
 
 def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
@@ -162,6 +227,68 @@ def test_log_environment_from_training_code(tmp_path: Path, image_channel: Path,
     assert again.image_digest == record["image"]["digest"]
 
 
+def _current_mlflow(server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server as MLflow's current store (the variable set_tracking_uri sets is put back by monkeypatch)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    mlflow.set_tracking_uri(server.uri)
+
+
+def test_log_environment_tags_the_run_in_mlflows_current_store(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's `with mlflow.start_run() as run: log_environment(run)` demanded MLFLOW_TRACKING_URI: a run in a
+    # store no variable names (MLflow's own default, a notebook's set_tracking_uri) was refused.
+    import mlflow
+
+    from conda_envkit.tracking import log_environment
+
+    work = _locked(tmp_path, image_channel)
+    _current_mlflow(mlflow_server, monkeypatch)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # (set_tracking_uri sets it too)
+    mlflow.set_experiment(f"current-{tmp_path.name}")
+    with mlflow.start_run() as run:
+        info = log_environment(run, lockfile=work / "conda-lock.yml")
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    assert client.get_run(run.info.run_id).data.tags["envkit.lock_hash"] == info.lock_hash
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "envkit")] == ["envkit/conda-lock.yml"]
+
+    # A run made by MlflowClient(tracking_uri=...) while MLflow's current store is another: tracking_uri= names it.
+    other = client.create_run(client.get_experiment_by_name(f"current-{tmp_path.name}").experiment_id)
+    mlflow.set_tracking_uri("http://127.0.0.1:9")
+    try:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        log_environment(other, lockfile=work / "conda-lock.yml", tracking_uri=mlflow_server.uri)
+    finally:
+        mlflow.set_tracking_uri(mlflow_server.uri)
+    assert client.get_run(other.info.run_id).data.tags["envkit.lock_hash"] == info.lock_hash
+
+
+def test_log_environment_leaves_mlflows_retry_settings_as_they_were(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # envkit bounds MLflow's retries for its own calls; they stayed in os.environ, so the rest of the training job
+    # (and its subprocesses) retried 2 times instead of MLflow's 7, and a user's own value was the only one kept.
+    import os
+
+    import mlflow
+
+    from conda_envkit.tracking import log_environment
+
+    work = _locked(tmp_path, image_channel)
+    _current_mlflow(mlflow_server, monkeypatch)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # the user's
+    mlflow.set_experiment(f"retries-{tmp_path.name}")
+    with mlflow.start_run() as run:
+        info = log_environment(run, lockfile=work / "conda-lock.yml")
+        assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ and "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR" not in os.environ
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert mlflow.MlflowClient(mlflow_server.uri).get_run(run.info.run_id).data.tags["envkit.lock_hash"] == info.lock_hash
+
+
 def test_environment_info_inside_the_image(tmp_path: Path, image_channel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from conda_envkit.tracking import environment_info
 
@@ -178,6 +305,63 @@ def test_environment_info_inside_the_image(tmp_path: Path, image_channel: Path, 
     assert info.lock_hash == record["lock_hash"] and info.platform == "linux-64"
     assert info.image_digest == record["image"]["digest"]
     assert info.packages == ("busybox=1.35.0=h0_0", "greet=1.0=0", "smalldata=1.0=0")
+
+
+def _environment_info_warned() -> tuple[Any, list[str]]:
+    """environment_info() of the running environment, and what it warned."""
+    import warnings
+
+    from conda_envkit.tracking import environment_info
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = environment_info()
+    return info, [str(w.message) for w in caught]
+
+
+@pytest.fixture
+def activated_prefix(tmp_path: Path, image_channel: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A prefix `envkit install` made, as $CONDA_PREFIX (an activated environment), outside any image."""
+    import sys
+
+    from tests.test_verify import _install
+
+    prefix = _install(tmp_path / "work", image_channel, tmp_path / "cache", "greet=1.0, smalldata", "env")
+    # This python runs from neither: the test process's own prefixes hold no envkit lock.
+    assert not any((Path(p) / "conda-meta" / "envkit" / "conda-lock.yml").exists() for p in (sys.prefix, sys.base_prefix))
+    monkeypatch.delenv("ENVKIT_LOCK_FILE", raising=False)
+    monkeypatch.setenv("CONDA_PREFIX", str(prefix))
+    return prefix
+
+
+def test_environment_info_warns_when_conda_prefix_is_not_where_this_python_runs(activated_prefix: Path) -> None:
+    # An environment activated in the shell, training started with another python (a venv, `uv run`): the run was
+    # stamped with $CONDA_PREFIX's lock and packages, none of them loaded, and nothing said so.
+    import sys
+
+    info, (said,) = _environment_info_warned()
+    assert f"the record is $CONDA_PREFIX's ({activated_prefix}), but this python runs from {sys.prefix}" in said, said
+    assert info.lockfile == str(activated_prefix / "conda-meta" / "envkit" / "conda-lock.yml")
+
+
+def test_environment_info_warns_when_the_prefix_changed_after_install(activated_prefix: Path) -> None:
+    # `conda remove`/`conda install` into an envkit prefix: the run was stamped with the lock's packages, no sign of
+    # the change (`envkit verify` sees it).
+    def changed() -> list[str]:
+        return [w for w in _environment_info_warned()[1] if "changed after envkit installed it" in w]
+
+    hint = f"`envkit verify --prefix {activated_prefix}` says what changed"
+    assert changed() == []
+    removed = activated_prefix / "conda-meta" / "smalldata-1.0-0.json"
+    kept = removed.read_bytes()
+    removed.unlink()
+    (said,) = changed()
+    assert hint in said, said
+    removed.write_bytes(kept)
+    assert changed() == []
+    (activated_prefix / "conda-meta" / "torch-9.9-0.json").write_text('{"name": "torch", "version": "9.9", "build": "0", "files": []}')
+    (said,) = changed()
+    assert hint in said, said
 
 
 def test_wandb_offline_run_holds_config_and_artifact(tmp_path: Path, image_channel: Path) -> None:

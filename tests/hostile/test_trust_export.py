@@ -66,6 +66,107 @@ def test_what_mlflow_prints_stays_off_the_env_lines(baked: tuple[Path, dict], ml
     assert json.loads(as_json.stdout)["lock_hash"] == record["lock_hash"]
 
 
+SECRET = "Tok-SeCrEt-42"
+
+
+def _lock_holding_credentials(work: Path, channel: Path, url: str) -> Path:
+    """`work`'s lock as conda-lock writes it without --strip-auth (its channel URLs hold a credential's value), in
+    `work`/../ci: its lock hash is its own."""
+    text = (work / "conda-lock.yml").read_text()
+    assert channel.as_uri() in text
+    ci = work.parent / "ci"
+    ci.mkdir(exist_ok=True)
+    (ci / "conda-lock.yml").write_text(text.replace(channel.as_uri(), url))
+    return ci / "conda-lock.yml"
+
+
+@pytest.mark.parametrize("url", [f"https://conda.example.com/t/tk-{SECRET}/private", f"https://ci-bot:{SECRET}@conda.example.com/private"])
+def test_a_lock_holding_credentials_is_not_sent_to_mlflow(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    # It was uploaded as the run's artifact envkit/conda-lock.yml: the token on the tracking server, for anyone who
+    # can read the run. Now the run is stamped (its tags say which lock) without the file, and a warning says so.
+    import mlflow
+
+    from conda_envkit.tracking import log_environment
+
+    work = tmp_path / "work"
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0]\n")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    lock = _lock_holding_credentials(work, image_channel, url)
+    lock_hash = run_envkit("hash", "--lockfile", lock, cwd=work).stdout.split()[0]
+    name = f"leak-{tmp_path.name}"
+    args = ("export", "--lockfile", lock, "--to", "mlflow", "--experiment", name, "--tracking-uri", mlflow_server.uri)
+    result = run_envkit(*args, cwd=work, env=MLFLOW_FAST_FAIL)
+    assert result.returncode == 0, result.output
+    assert "warning: " in result.stderr and "its URLs hold credentials (for conda.example.com)" in result.stderr, result.stderr
+    assert SECRET not in result.output
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert run.data.tags["envkit.lock_hash"] == lock_hash
+    assert client.list_artifacts(run.info.run_id) == []
+
+    # The tracking API: a warning (warnings.warn), the run tagged, no artifact.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run() as api_run, pytest.warns(UserWarning, match="its URLs hold credentials") as warned:
+        log_environment(api_run, lockfile=lock)
+    assert all(SECRET not in str(w.message) for w in warned)
+    assert client.get_run(api_run.info.run_id).data.tags["envkit.lock_hash"] == lock_hash
+    assert client.list_artifacts(api_run.info.run_id) == []
+
+
+def test_a_lock_holding_credentials_is_not_attached_to_an_image(tmp_path: Path, image_channel: Path, registry: Registry) -> None:
+    # `--to registry` pushed it as the image's conda-lock.yml artifact, for anyone who can pull the image.
+    from conda_envkit.oci.registry import RegistryClient, RegistryError
+
+    work = tmp_path / "work"
+    repo = f"{registry.host}/team/train"
+    record = _baked(work, image_channel, "--push", repo, "--insecure")
+    lock = _lock_holding_credentials(work, image_channel, f"https://conda.example.com/t/tk-{SECRET}/private")
+    lock_hash = run_envkit("hash", "--lockfile", lock, cwd=work).stdout.split()[0]
+    # The record of an image baked from that lock (the same packages: only their URLs hold the token).
+    platform = dict(record["platforms"]["linux-64"])
+    platform["labels"] = {**platform["labels"], "dev.envkit.lock-hash": lock_hash}
+    baked_from_it = _edited(work, {**record, "lock_hash": lock_hash, "platforms": {"linux-64": platform}})
+    result = run_envkit("export", "--record", baked_from_it, "--lockfile", lock, "--to", "registry", "--insecure", cwd=work)
+    assert result.returncode == 2, result.output
+    assert "its URLs hold credentials (for conda.example.com): the lock file is not sent anywhere" in result.stderr, result.stderr
+    assert SECRET not in result.output
+    with pytest.raises(RegistryError):  # no referrers tag: nothing was attached
+        RegistryClient(registry.host, insecure=True).get_manifest("team/train", "sha256-" + record["image"]["digest"][7:])
+
+
+def test_a_login_in_an_image_reference_is_not_exported(baked: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A launcher's ENVKIT_IMAGE `bob:TOKEN@registry/...`, a record's reference `https://bob:TOKEN@...`: exported
+    # whole as envkit.image (run tags, $GITHUB_OUTPUT, --to env). The reference is kept, without the login.
+    import subprocess
+
+    from conda_envkit.tracking import environment_info
+
+    work, record = baked
+    digest = record["image"]["digest"]
+    login = _edited(work, {**record, "references": [f"https://bob:{SECRET}@registry.example.com/team/train@{digest}"]})
+    as_env = run_envkit("export", "--record", login, "--to", "env", cwd=work)
+    assert as_env.returncode == 0, as_env.output
+    assert f"ENVKIT_IMAGE=https://registry.example.com/team/train@{digest}" in as_env.stdout.splitlines(), as_env.stdout
+    outputs = work / "github_output"
+    as_github = run_envkit("export", "--record", login, "--to", "github", cwd=work, env={"GITHUB_OUTPUT": str(outputs)})
+    assert as_github.returncode == 0, as_github.output
+    assert f"image=https://registry.example.com/team/train@{digest}" in outputs.read_text().splitlines()
+    assert SECRET not in as_env.output + as_github.output + outputs.read_text()
+
+    bundle = work.parent / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{work / 'image'}:{record['tags'][0]}", str(bundle)], check=True)
+    monkeypatch.setenv("ENVKIT_LOCK_FILE", str(bundle / "rootfs" / "opt/conda/envs/env/conda-meta/envkit/conda-lock.yml"))
+    monkeypatch.setenv("ENVKIT_IMAGE_DIGEST", digest)
+    monkeypatch.setenv("ENVKIT_IMAGE", f"bob:{SECRET}@registry.example.com/team/train:1")
+    info = environment_info()
+    assert info.image == "registry.example.com/team/train:1" and info.image_digest == digest
+    assert SECRET not in json.dumps(info.to_json())
+
+
 def _label(record: dict, key: str, value: object) -> dict:
     platform = dict(record["platforms"]["linux-64"])
     platform["labels"] = {**platform["labels"], f"dev.envkit.{key}": value}
@@ -91,6 +192,8 @@ def _package(record: dict, **fields: object) -> dict:
         (lambda r: _label(r, "blas", "mkl\ud800"), "unpaired surrogate"),
         (lambda r: _label(r, "lock-hash", "sha256:" + "0" * 64), "is not the record's lock_hash"),
         (lambda r: _label(r, "platform", 5), "labels.dev.envkit.platform '5' is not a string"),
+        # Exported as osx-arm64 with linux-64's packages and manifest:
+        (lambda r: _label(r, "platform", "osx-arm64"), "platforms.linux-64.labels.dev.envkit.platform 'osx-arm64' is not linux-64"),
         (lambda r: _label(r, "cuda", "12.4;id"), "cuda '12.4;id' does not have the form of one"),
         (lambda r: {**r, "lock_hash": "not a hash"}, "lock_hash 'not a hash' is not a lock hash"),
         (lambda r: {**r, "references": ["x" * 150_000]}, "references[0]"),

@@ -12,6 +12,7 @@ import pytest
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.redact import redact
+from tests.conftest import MlflowServer
 from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, run_cli, write_env
 
 CANARY = "canary-5ecret-VALUE-7f3a"
@@ -210,6 +211,23 @@ def test_mlflow_error_does_not_print_the_tracking_uri_password(tmp_path: Path, h
     result = ws.envkit("export", "--lockfile", ws.lock, "--to", "mlflow", "--tracking-uri", uri, "--experiment", "x", env=env)
     assert result.returncode == 2, result.output
     assert CANARY not in result.output
+
+
+def test_what_mlflow_prints_does_not_show_the_tracking_uri_password(
+    tmp_path: Path, hostile_channel: Path, mlflow_server: MlflowServer
+) -> None:
+    # MLflow's own "View run ... at: URL" (routed to stderr) repeats a tracking URI's `user:password@` into the CI log.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    uri = mlflow_server.uri.replace("http://", f"http://alice:{CANARY}@")
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    args = ("export", "--lockfile", ws.lock, "--to", "mlflow", "--experiment", f"creds-{tmp_path.name}")
+    for result in (
+        ws.envkit(*args, "--tracking-uri", uri, env=env),
+        ws.envkit(*args, env={**env, "MLFLOW_TRACKING_URI": uri}),
+    ):
+        assert result.returncode == 0, result.output
+        assert "View run envkit-" in result.stderr, result.stderr  # (what MLflow prints is there, redacted)
+        assert CANARY not in result.output
 
 
 @pytest.mark.parametrize(
