@@ -88,19 +88,19 @@ def load_settings(
         )
     for key, value in raw_mirrors.items():
         urls = value if isinstance(value, list) else [value]
-        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}", local=False) for v in urls)
+        table[str(key)] = tuple(_checked_url(str(v), f"{path}: mirrors.{key}") for v in urls)
     for item in mirrors or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ChannelError(
                 f"--mirror {item!r}: expected CHANNEL=URL", hint="e.g. --mirror conda-forge=https://mirror.example/conda-forge"
             )
-        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}", local=False),)
+        table[key] = table.get(key, ()) + (_checked_url(value, f"--mirror {item}"),)
     return ChannelSettings(channel_alias=_with_slash(alias), mirrors=table)
 
 
-def _checked_url(value: str, where: str, local: bool = True) -> str:
-    """`value` if it is an http(s) URL with a host, or (`local`) a file:// URL; else a ChannelError naming `where`."""
+def _checked_url(value: str, where: str) -> str:
+    """`value` if it is an http(s) URL with a host, or a file:// URL; else a ChannelError naming `where`."""
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -110,12 +110,6 @@ def _checked_url(value: str, where: str, local: bool = True) -> str:
     if any(c.isspace() for c in value) or not ((scheme in ("http", "https") and host) or (scheme == "file" and parts.path.startswith("/"))):
         raise ChannelError(
             f"{where}: {value!r} is not an http(s):// or file:// URL", hint="write the full URL, e.g. https://mirror.example/conda-forge"
-        )
-    if scheme == "file" and not local:  # (rattler fetches a mirror with its HTTP client: it failed at the first solve)
-        raise ChannelError(
-            f"{where}: {value!r}: a mirror is fetched over HTTP(S), and a file:// URL cannot be",
-            hint="serve the directory over HTTP (e.g. `python -m http.server`) and name that URL, or use the directory as the"
-            " channel itself (`channels:`, or `channel_alias: file:///DIR/` for names)",
         )
     return value
 
@@ -386,6 +380,14 @@ def make_gateway(settings: ChannelSettings, cache_dir: Path | None = None) -> Ga
     cache_dir = cache_dir or repodata_cache_dir()
     mirrors: dict[str, list[str]] = {}
     for key, targets in settings.mirrors.items():
+        local = [t for t in targets if t.lower().startswith("file:")]
+        if local:  # (rattler's gateway fetches a mirror with its HTTP client: every solve failed "URL scheme is not allowed")
+            raise ChannelError(
+                f"mirror {key}={local[0]}: repodata cannot be read from a file:// mirror (envkit install and bake can fetch"
+                " packages from one; the solver reads mirrors over HTTP)",
+                hint="serve the directory over HTTP (e.g. `python -m http.server`) and name that URL, or use the directory"
+                " as the channel itself (`channels:`, or `channel_alias: file:///DIR/` for names)",
+            )
         source = key if "://" in key else settings.channel_alias + key
         mirrors[_with_slash(source)] = [_with_slash(t) for t in targets]
     mirror = [MirrorMiddleware(mirrors)] if mirrors else []

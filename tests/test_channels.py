@@ -66,20 +66,11 @@ def test_credentials_in_written_urls_are_stripped() -> None:
     assert named.public_url == "https://mirror.example/conda-forge"
 
 
-def test_a_file_mirror_is_refused_before_any_solve(tmp_path: Path) -> None:
-    # rattler fetches a mirror with its HTTP client: a file:// mirror passed the checks, then every platform failed
-    # with "URL scheme is not allowed". A file:// channel alias stays (rattler reads that channel itself).
-    import pytest
-
-    from conda_envkit.channels import ChannelError, load_settings
-
-    mirror = f"file://{tmp_path}/conda-forge"
-    config = tmp_path / "mirrors.yml"
-    config.write_text(f"mirrors:\n  conda-forge: [{mirror}]\n")
-    for given in ((config, []), (None, [f"conda-forge={mirror}"])):
-        with pytest.raises(ChannelError) as refused:
-            load_settings(given[0], None, given[1])
-        assert "a mirror is fetched over HTTP(S)" in refused.value.message and "http.server" in refused.value.hint
-    alias = tmp_path / "alias.yml"
-    alias.write_text(f"channel_alias: file://{tmp_path}/\n")
-    assert load_settings(alias, None, []).channel_alias == f"file://{tmp_path}/"
+def test_a_file_mirror_is_refused_by_lock_before_any_solve(tmp_path: Path, toy_channel: Path) -> None:
+    # rattler's gateway fetches a mirror with its HTTP client: a file:// mirror passed the checks, then every platform
+    # failed with "URL scheme is not allowed". (install and bake fetch packages from one: tests/hostile/test_robust_network.py.)
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies: [hello]\n")
+    result = run_envkit("lock", "--mirror", f"{toy_channel.as_uri()}={toy_channel.as_uri()}", cwd=tmp_path)
+    assert result.returncode == 2, result.output
+    assert "repodata cannot be read from a file:// mirror" in result.stderr and "http.server" in result.stderr
+    assert "URL scheme is not allowed" not in result.stderr and not (tmp_path / "conda-lock.yml").exists()
