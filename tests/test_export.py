@@ -114,6 +114,10 @@ def test_mlflow_run_and_model_version_are_tagged(tmp_path: Path, image_channel: 
     assert Path(local).read_text() == (work / "conda-lock.yml").read_text()
     version_tags = client.get_model_version(model, version.version).tags
     assert version_tags["envkit.image_digest"] == record["image"]["digest"]
+    assert f"mlflow: tagged run {run.info.run_id} and model {model}/{version.version}" in result.stderr
+    # The model version alone: no run named (it said "tagged run  and model ...").
+    alone = run_envkit(*args, "--model", model, "--version", version.version, cwd=work, env=env)
+    assert alone.returncode == 0 and f"mlflow: tagged model {model}/{version.version}\n" in alone.stderr, alone.output
 
 
 def test_mlflow_errors_log_nothing(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
@@ -305,6 +309,13 @@ def test_environment_info_inside_the_image(tmp_path: Path, image_channel: Path, 
     assert info.lock_hash == record["lock_hash"] and info.platform == "linux-64"
     assert info.image_digest == record["image"]["digest"]
     assert info.packages == ("busybox=1.35.0=h0_0", "greet=1.0=0", "smalldata=1.0=0")
+    # A digest copied without its sha256: prefix is the launcher's variable, named as such (it blamed environment.json).
+    monkeypatch.setenv("ENVKIT_IMAGE_DIGEST", record["image"]["digest"].removeprefix("sha256:"))
+    from conda_envkit.record import RecordError
+
+    with pytest.raises(RecordError) as refused:
+        environment_info()
+    assert refused.value.message.startswith("$ENVKIT_IMAGE_DIGEST is ") and "sha256:" in refused.value.hint
 
 
 def _environment_info_warned() -> tuple[Any, list[str]]:

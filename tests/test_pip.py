@@ -287,3 +287,16 @@ def test_conda_lock_pip_repositories_and_allow_pypi_requests(tmp_path: Path, toy
     )
     bad = _lock(work, tmp_path / "cache")
     assert bad.returncode == 2 and "environment.yml:5: `allow-pypi-requests` must be true or false" in bad.stderr
+
+
+def test_a_wheel_missing_for_macos_names_the_assumed_osx(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
+    # A wheel built for a newer macOS than the lock assumes (scikit-learn's macosx_12_0 arm64 wheels) is not taken; the
+    # error did not say the assumed __osx was the reason, nor how to change it.
+    work = tmp_path / "work"
+    _env_file(work, toy_channel, [f"--index-url {pip_index_server.url}/simple", "fastmath"])
+    only_osx = (work / "environment.yml").read_text().replace(f"platforms: [{', '.join(PLATFORMS)}]", "platforms: [osx-64]", 1)
+    (work / "environment.yml").write_text(only_osx)
+    result = _lock(work, tmp_path / "cache")
+    assert result.returncode == 2, result.output
+    assert "the __osx (macOS) version the lock assumes (macosx_11_0_x86_64)" in result.stderr, result.stderr
+    assert "--virtual-package-spec" in result.stderr
