@@ -10,6 +10,7 @@ solver, uv or conda_lock (layer 2 of docs/architecture).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -601,7 +602,16 @@ def dependency_closure(packages: Iterable[LockedPackage], names: Iterable[str]) 
 
 
 def parse_lock_text(text: str, path: Path) -> LockFile:
-    """Parse and validate a conda-lock v1 document; `path` names it in errors and anchors relative URLs."""
+    """Parse and validate a conda-lock v1 document; `path` names it in errors and anchors relative URLs.
+
+    One command may ask for the same lock twice (`envkit lock` reads the files it records, then solves under what it
+    records): the same text at the same path, from the same directory, is parsed once (a LockFile is immutable)."""
+    return _parsed_lock(text, str(path), os.getcwd())
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_lock(text: str, where: str, cwd: str) -> LockFile:  # `cwd`: what a relative `where` resolves against
+    path = Path(where)
     root = compose_yaml(text, path)
     r = _Reader(path)
     if root is None or not isinstance(root, yaml.MappingNode):
