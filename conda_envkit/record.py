@@ -14,6 +14,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.oci.reference import split_login
 from conda_envkit.platforms import KNOWN_PLATFORMS, default_platform
 
 if TYPE_CHECKING:
@@ -229,13 +230,10 @@ def check_environment_record(record: EnvironmentRecord, where: str) -> Environme
     for field, text in (("image", record.image), ("lockfile", record.lockfile), *(("package", p) for p in record.packages)):
         if text is not None and not (isinstance(text, str) and text.isprintable() and len(text) <= MAX_TEXT):
             raise _malformed(where, field, text, f"is not one printable line of at most {MAX_TEXT} characters")
-    if record.image is not None and _LOGIN.search(record.image):  # (a launcher's ENVKIT_IMAGE, a record's reference)
-        record = replace(record, image=_LOGIN.sub(lambda m: m.group("scheme") or "", record.image))
+    if record.image is not None:  # (a launcher's ENVKIT_IMAGE, a record's reference: a login is never carried out)
+        login, image = split_login(record.image)
+        record = replace(record, image=image) if login else record
     return record
-
-
-# A login in an image reference (`https://user:password@registry/...`, `user:password@registry/...`): never carried out.
-_LOGIN = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)?[^/@\s]+@(?=[^/@\s]+/)")
 
 
 def lock_artifact(path: Path | None, lock_hash_text: str, where: str) -> Path | None:

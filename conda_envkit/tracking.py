@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from conda_envkit.installed_state import LOCK_COPY
+from conda_envkit.oci.blobs import is_digest
 from conda_envkit.platforms import host_platform
 from conda_envkit.record import (
     EnvironmentRecord,
@@ -102,7 +102,7 @@ def environment_info(
     if lockfile is None and about.is_file():
         labels = _image_labels(about)
         digest = os.environ.get("ENVKIT_IMAGE_DIGEST")
-        if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):  # (bare hex, copied without its prefix)
+        if digest and not is_digest(digest):  # (bare hex, copied without its prefix)
             raise RecordError(
                 f"$ENVKIT_IMAGE_DIGEST is {digest[:80]!r}, not an image digest (sha256:<64 hex digits>)",
                 hint="the launcher sets it from bake.json's image.digest or `skopeo inspect`, with its sha256: prefix",

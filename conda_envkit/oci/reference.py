@@ -46,11 +46,27 @@ def names_registry(component: str) -> bool:
     return "." in component or ":" in component or component == "localhost"
 
 
+def split_login(text: str) -> tuple[str, str]:
+    """(the `user:password@` login written before a reference's registry, after an optional `scheme://`, or "";
+    the reference without it). A login has no place in a reference: it is refused (parse_image_ref), or dropped from
+    what is carried out (an exported record's image)."""
+    scheme = _SCHEME.match(text)
+    head = scheme.group(0) if scheme else ""
+    rest = text[len(head) :]
+    login, at, _ = rest.partition("/")[0].rpartition("@")
+    if not at or "/" not in rest:  # (`name@sha256:...` is a digest, not a login)
+        return "", text
+    return login, head + rest[len(login) + 1 :]
+
+
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
 def parse_image_ref(text: str) -> ImageRef:
     """Parse `[registry/]repo[:tag][@sha256:...]` the way docker does (docker.io by default)."""
     value = text.removeprefix("docker://")
-    login, at, _ = value.partition("/")[0].rpartition("@")
-    if at and "/" in value:  # `user:password@registry/repo`: a login where a registry belongs
+    login, _ = split_login(value)
+    if login:  # `user:password@registry/repo`: a login where a registry belongs
         shown = text.replace(login + "@", "***@", 1)
         raise OciError(
             f"invalid image reference {shown[:300]!r}: it holds a login before the registry",
