@@ -22,13 +22,18 @@ def write_github_output(record: EnvironmentRecord, path: Path | None = None) -> 
         raise RecordError("GITHUB_OUTPUT is not set (not running in GitHub Actions?)", hint="use --to env, or set GITHUB_OUTPUT")
     # A path that is a directory, under a file or a missing directory (a stale variable on a self-hosted runner),
     # or a FIFO nobody reads: an error naming it (it was a traceback, or a hang).
-    setting = "$GITHUB_OUTPUT" if path is None else ""
-    try:
-        with open_stream(target, "step outputs file", setting, create=True) as f:
-            f.write(output_lines(record).encode("utf-8"))  # as GitHub reads it, whatever the locale
-    except OSError as exc:  # (the write, or the flush as the file closes: a full disk says so there)
-        raise write_error(target, exc, "step outputs file", setting) from None
+    _append(target, output_lines(record), "step outputs file", "$GITHUB_OUTPUT" if path is None else "")
     return target
+
+
+def _append(target: Path, text: str, what: str, setting: str) -> None:
+    """`text` appended to one of the runner's files, as UTF-8 (as GitHub reads it, whatever the locale); a failure is
+    an error naming the file (the write, or the flush as the file closes: a full disk says so there)."""
+    try:
+        with open_stream(target, what, setting, create=True) as f:
+            f.write(text.encode("utf-8"))
+    except OSError as exc:
+        raise write_error(target, exc, what, setting) from None
 
 
 def summary_markdown(record: EnvironmentRecord) -> str:
@@ -48,9 +53,5 @@ def write_step_summary(record: EnvironmentRecord) -> Path | None:
     if not os.environ.get("GITHUB_STEP_SUMMARY"):
         return None
     target = Path(os.environ["GITHUB_STEP_SUMMARY"])
-    try:
-        with open_stream(target, "step summary", "$GITHUB_STEP_SUMMARY", create=True) as f:
-            f.write(summary_markdown(record).encode("utf-8"))
-    except OSError as exc:  # (the write, or the flush as the file closes)
-        raise write_error(target, exc, "step summary", "$GITHUB_STEP_SUMMARY") from None
+    _append(target, summary_markdown(record), "step summary", "$GITHUB_STEP_SUMMARY")
     return target
