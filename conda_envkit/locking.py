@@ -343,7 +343,7 @@ def as_recorded(
     A platform the lock does not hold, and a lock envkit did not write, take the spec's and the flags' own."""
     planned = []
     for plan in plans:
-        existing = current[plan.path].lockfile  # None if it does not read: replaced by this lock (-p refuses it first)
+        existing = current[plan.path].lockfile  # None if there is none (one that does not read was refused before)
         targets = []
         for target in plan.targets:
             if existing is None or existing.envkit is None or existing.envkit.for_platform(target.platform) is None:

@@ -223,14 +223,10 @@ class KeptPlatforms:
 def other_platforms(current: CurrentLock, solving: set[str], channels: tuple[ResolvedChannel, ...]) -> KeptPlatforms | None:
     """The platforms of the lock as it is (`current`) that are not being solved (None: no lock there, or none other).
 
-    Refused, so that no platform is lost or kept inconsistent without a word: a lock that cannot be read, and
-    one whose channels are not these (its other platforms' packages would come from channels it no longer
-    names; conda-lock refuses that merge too)."""
+    Refused, so that no platform is lost or kept inconsistent without a word: a lock whose channels are not these
+    (its other platforms' packages would come from channels it no longer names; conda-lock refuses that merge
+    too). A lock that cannot be read is refused before, for every `envkit lock` (locking.lock_environment)."""
     lock_path = current.path
-    if current.error is not None:
-        exc = current.error
-        also = "-p keeps the lock's other platforms, so it must be readable: fix it, or lock without -p"
-        raise LockFileError(exc.message, hint=f"{exc.hint}; {also}" if exc.hint else also) from None
     existing = current.lockfile
     if existing is None:
         return None
