@@ -945,7 +945,6 @@ def build_layers(
         kept = stager.submit(keep_plain)
         linking = threading.Lock()
         linked: list[str] = []  # the packages linked in a staging prefix
-        shared_prefix_used = False  # (staging_root / "prefix": the first link_the_rest that links any)
 
         def link(names: list[str], staging: Path) -> None:
             """Link `names` in a staging prefix holding just them; their members come from there."""
@@ -973,7 +972,6 @@ def build_layers(
             known by now in one staging prefix. A package the stager has not read yet is not waited for (a big one
             waits for the writer to write the layers before it: `ahead`); if it must be linked, a later call links it
             in a staging prefix of its own (packages_of asks for it once its layer is next)."""
-            nonlocal shared_prefix_used
             with linking:
                 ready = {n: staged[n].result()[1] for n in need if n in staged and n not in streamed and staged[n].done()}
                 done = set(linked)
@@ -982,9 +980,7 @@ def build_layers(
                     if name not in written and found is not None:
                         members[name] = found
                 if rest:
-                    fresh = Path(tempfile.mkdtemp(prefix="prefix-", dir=staging_root)) if shared_prefix_used else None
-                    link(rest, fresh or staging_root / "prefix")
-                    shared_prefix_used = True
+                    link(rest, Path(tempfile.mkdtemp(prefix="prefix-", dir=staging_root)))
 
         def packages_of(plan: PlannedLayer) -> list[Member]:
             for p in plan.packages:
