@@ -665,3 +665,20 @@ def test_without_f_the_lock_is_checked_against_the_files_it_records(tmp_path: Pa
     assert "no -f given: the environment files conda-lock.yml was made from: base.yml, dev.yml" in check.stderr
     assert run_envkit("lock", "-q", "--update", "numpy", cwd=tmp_path).returncode == 0
     assert yaml.safe_load((tmp_path / "conda-lock.yml").read_text())["metadata"]["sources"] == ["base.yml", "dev.yml"]
+
+
+@pytest.mark.parametrize("source", ["../elsewhere.yml", "/etc/passwd", "linked.yml"])
+def test_sources_a_lock_names_outside_its_directory_are_not_read(tmp_path: Path, toy_channel: Path, source: str) -> None:
+    # A lock is someone else's until checked (a pull request's): the files its metadata.sources names are read for a
+    # plain `lock`/`--check` only inside the lock's directory, never through a symlink out of it.
+    work = tmp_path / "work"
+    write_env(work, env_text(toy_channel, ["hello"]))
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    (tmp_path / "elsewhere.yml").write_text("not: [a, spec\n")
+    (work / "linked.yml").symlink_to(tmp_path / "elsewhere.yml")
+    lock = work / "conda-lock.yml"
+    lock.write_text(lock.read_text().replace("  - environment.yml", f"  - {source}", 1))
+    assert f"  - {source}\n" in lock.read_text()  # (the lock names it now)
+    check = run_envkit("lock", "--check", cwd=work)
+    assert check.returncode == 0, check.output  # checked against environment.yml: the named file was not read
+    assert "no -f given" not in check.stderr and "elsewhere" not in check.output
