@@ -64,7 +64,7 @@ from conda_envkit.layer_processes import (
 )
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.lockmodel import lock_hash, platform_lock_hash
+from conda_envkit.lockmodel import hosts_with_credentials, lock_hash, platform_lock_hash
 from conda_envkit.noarch_python import PythonTarget, python_target
 from conda_envkit.oci.blobs import BlobStore, Descriptor
 from conda_envkit.oci.image import BaseImage, ImageSettings, image_config, oci_platform, put_index, put_manifest, rfc3339
@@ -1151,6 +1151,20 @@ def with_earlier_builds(baked: BakedImage, earlier: BakedImage) -> BakedImage:
     return replace(baked, platforms=platforms)
 
 
+def refuse_lock_holding_credentials(lockfile: Lockfile, where: str, prefix: str) -> None:
+    """A BakeError if the lock's URLs hold a credential's value (conda-lock without --strip-auth): the image keeps
+    the lock as it is (`<prefix>/conda-meta/envkit/conda-lock.yml`), for anyone who can pull it."""
+    holding = hosts_with_credentials(lockfile)
+    if holding:
+        copy = f"{prefix.rstrip('/')}/{LOCK_COPY.as_posix()}"
+        raise BakeError(
+            f"{where}: its URLs hold credentials (for {', '.join(holding[:3])}): "
+            f"the image would publish them in its copy of the lock ({copy})",
+            hint="write each credential as ${VAR} in the channel URL (envkit lock and conda-lock keep the placeholder), bound"
+            " with ENVKIT_CREDENTIAL_HOSTS (docs/security.md, Secrets); then lock again",
+        )
+
+
 def bake_image(
     lockfile_path: Path,
     lockfile: Lockfile,
@@ -1168,6 +1182,7 @@ def bake_image(
     cache_dir = cache_dir_or_default(cache_dir)
     if not platforms:
         raise BakeError("no platform to bake", hint="pass -p linux-64 (repeat for a multi-arch image)")
+    refuse_lock_holding_credentials(lockfile, str(lockfile_path), options.in_image_prefix)
     for platform in platforms:
         oci_platform(platform)
     images = tuple(

@@ -19,6 +19,7 @@ from conda_envkit import __version__
 from conda_envkit.errors import BadFlag, EnvkitError
 from conda_envkit.failures import machine_failure
 from conda_envkit.interrupts import Interrupted, unwind_on_signals
+from conda_envkit.redact import redact
 
 if TYPE_CHECKING:
     from conda_envkit.commands import Output
@@ -59,10 +60,24 @@ def _reports_errors(command: F) -> F:
     return wrapper
 
 
+def _note(text: str, nl: bool = True) -> None:
+    """A note or warning on stderr, redacted as errors are (conda_envkit.redact): one may quote a lock's channel
+    URL, and conda-lock writes a lock's URLs with their credentials unless --strip-auth."""
+    click.echo(redact(text), err=True, nl=nl)
+
+
+def _echo(to_stderr: bool, text: str, nl: bool = True) -> None:
+    """A command's line: stdout as it is (the data asked for: JSON, env lines), stderr as `_note`."""
+    if to_stderr:
+        _note(text, nl)
+    else:
+        click.echo(text, nl=nl)
+
+
 def _emit(output: Output) -> None:
     """Print what a command returned, then exit with its status (if not 0)."""
     for to_stderr, text, nl in output.items:
-        click.echo(text, err=to_stderr, nl=nl)
+        _echo(to_stderr, text, nl)
     if output.status:
         sys.exit(output.status)
 
@@ -78,7 +93,7 @@ def _jobs(_ctx: click.Context, _param: click.Parameter, value: str) -> int | Non
 
 def _say(quiet: bool) -> Callable[[str], None]:
     """Progress notes on stderr, or nothing with -q."""
-    return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    return (lambda _m: None) if quiet else _note
 
 
 def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -251,7 +266,7 @@ def _lock_command() -> click.Command:
         """Solve environment.yml for every platform and write conda-lock.yml."""
         from conda_envkit.commands.lock import LockRequest, lock_command
 
-        _emit(lock_command(LockRequest(**flags), as_json, quiet, lambda text: click.echo(text, err=True)))
+        _emit(lock_command(LockRequest(**flags), as_json, quiet, _note))
 
     return lock
 
@@ -357,7 +372,7 @@ def _bake_command() -> click.Command:
         say = _say(quiet)
         result = run_bake(BakeRequest(**flags), quiet, say)
         for warning in result.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            _note(f"warning: {warning}")
         say(f"wrote {result.record_path}")
         for line in [json.dumps(result.record.to_json(), indent=2, sort_keys=True)] if as_json else result.references:
             click.echo(line)
@@ -418,7 +433,7 @@ def _export_command() -> click.Command:
         from conda_envkit.commands import Output
         from conda_envkit.commands.records import ExportRequest, run_export
 
-        run_export(ExportRequest(**flags), Output(sink=lambda to_stderr, text, nl: click.echo(text, err=to_stderr, nl=nl)))
+        run_export(ExportRequest(**flags), Output(sink=_echo))
 
     return export_command
 

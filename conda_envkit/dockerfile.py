@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, stage_environment
+from conda_envkit.bake import BakeError, BakeOptions, image_env, image_labels, refuse_lock_holding_credentials, stage_environment
 from conda_envkit.cache import CACHE_SETTING, tmp_dir
 from conda_envkit.channels import ChannelSettings
 from conda_envkit.files import staging_dir, write_error
@@ -78,6 +78,7 @@ def write_build_context(
     """Write `out/` (Dockerfile, env/, files/) whole: assembled beside it, then renamed into place (`lock_copy`: the
     lock's bytes as they were read, for the environment's copy of it)."""
     oci_platform(platform)
+    refuse_lock_holding_credentials(lockfile, "the lock", options.in_image_prefix)  # (the context's env/ holds its copy)
     labels = image_labels(lockfile, platform, options, BaseImage(reference=base, config={}, digest=base_digest))
     out = out.absolute()
     if out.is_symlink():

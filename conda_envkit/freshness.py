@@ -23,6 +23,7 @@ from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_tar
 from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure, spec_beside
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
 from conda_envkit.platforms import Blas
+from conda_envkit.redact import redact
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
 
@@ -83,7 +84,8 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     named: list[str] = []
     locked_channels, wanted_channels = _channel_urls(lockfile, channels, alias)
     if locked_channels != wanted_channels:
-        reason = f"channels changed: locked {locked_channels}, spec {wanted_channels}"
+        # (masked: a conda-lock lock keeps its channels' credentials unless --strip-auth, and this is printed)
+        reason = redact(f"channels changed: locked {locked_channels}, spec {wanted_channels}")
         # The same names under another alias: the lock was made with --channel-alias (which it does not record).
         names = [c.written for c in channels]
         if len(locked_channels) == len(names) and all(u.rstrip("/").endswith("/" + n) for u, n in zip(locked_channels, names, strict=True)):

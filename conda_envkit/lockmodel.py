@@ -703,6 +703,22 @@ def _sha256_json(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def hosts_with_credentials(lockfile: LockFile) -> list[str]:
+    """The hosts whose URLs in the lock (its channels' and packages') hold a credential's value (`user:password@`,
+    anaconda's `/t/<token>/`), as conda-lock writes them without --strip-auth; sorted. A `${VAR}` placeholder holds
+    none: envkit's own locks name no value. Such a lock must not leave the machine (an artifact, an image's copy)."""
+    urls = [*(c.url for c in lockfile.metadata.channels), *(p.locked_url for p in lockfile.package)]
+    return sorted({host for url in urls if (host := _credential_host(url))})
+
+
+def _credential_host(url: str) -> str | None:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    token = re.search(r"/t/([^/]+)/", parts.path)
+    values = [v for v in (userinfo, token.group(1) if token else "") if v and re.sub(r"\$\{\w+\}|:", "", v)]
+    return parts.hostname or "a local path" if values else None
+
+
 def packages_for(lockfile: LockFile, platform: str) -> list[LockedPackage]:
     """The packages locked for `platform`, sorted by (manager, name)."""
     if platform not in lockfile.metadata.platforms:

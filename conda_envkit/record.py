@@ -14,6 +14,7 @@ from conda_envkit.errors import EnvkitError
 from conda_envkit.labels import ImageLabels, label_key
 from conda_envkit.lockfile import lock_hash, packages_for, platform_lock_hash, read_lockfile, write_if_changed
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import hosts_with_credentials
 from conda_envkit.oci.reference import split_login
 from conda_envkit.platforms import KNOWN_PLATFORMS, default_platform
 
@@ -250,25 +251,13 @@ def lock_artifact(path: Path | None, lock_hash_text: str, where: str) -> Path | 
             f"{path}: its lock hash is {lock_hash(lockfile)}, not the {lock_hash_text} of {where}",
             hint="pass the lock the image was baked from with --lockfile",
         )
-    holding = sorted({host for p in lockfile.package if (host := _credential_host(p.locked_url))})
+    holding = hosts_with_credentials(lockfile)
     if holding:  # (conda-lock writes them unless --strip-auth; envkit writes `${VAR}`, never a value)
         raise LockHoldsCredentials(
             f"{path}: its URLs hold credentials (for {', '.join(holding[:3])}): the lock file is not sent anywhere",
             hint="lock with envkit (it records ${VAR} placeholders, never their values), or conda-lock --strip-auth",
         )
     return path
-
-
-def _credential_host(url: str) -> str | None:
-    """The host of a URL holding a credential's value (`user:password@`, anaconda's `/t/<token>/`), else None: a
-    `${VAR}` placeholder holds none."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    token = re.search(r"/t/([^/]+)/", parts.path)
-    values = [v for v in (userinfo, token.group(1) if token else "") if v and re.sub(r"\$\{\w+\}|:", "", v)]
-    return parts.hostname or "a local path" if values else None
 
 
 def write_record(path: Path, record: BakeRecord) -> None:

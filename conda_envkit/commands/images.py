@@ -162,7 +162,13 @@ def bake_platforms(lf: LockFile, platforms: tuple[str, ...], lockfile: Path | No
 
 def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     """Bake the lock into an image, write/push it, and write the bake record."""
-    from conda_envkit.bake import bake_image, base_environment_warning, settle_layer_cache, with_earlier_builds
+    from conda_envkit.bake import (
+        bake_image,
+        base_environment_warning,
+        refuse_lock_holding_credentials,
+        settle_layer_cache,
+        with_earlier_builds,
+    )
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
     from conda_envkit.freshness import stale_lock_warning
@@ -181,6 +187,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     lf, lock_copy = read_lock_source(request.lockfile)  # (once: a lock piped in cannot be read again for its copy)
     chosen = bake_platforms(lf, request.platforms, request.lockfile)
     options, base_refs, _recipe = image_options(lf, chosen, request.image)
+    refuse_lock_holding_credentials(lf, str(request.lockfile), options.in_image_prefix)  # (before any base is pulled)
     policy = LayerPolicy(own_layer_bytes=request.large_package_mb << 20)
     options = replace(options, compression=Compression(request.compression), policy=policy, jobs=request.jobs)
     cache = cache_dir_or_default(request.cache_dir)
@@ -383,6 +390,7 @@ class DockerfileRequest:
 
 def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
     """Write a Docker build context from a recipe (and build it with `backend` if given); `say` gets stdout lines."""
+    from conda_envkit.bake import refuse_lock_holding_credentials
     from conda_envkit.cache import cache_dir_or_default
     from conda_envkit.dockerfile import build_with, write_build_context
     from conda_envkit.lockmodel import read_lock_source
@@ -396,6 +404,7 @@ def run_dockerfile(request: DockerfileRequest, quiet: bool, say: Say) -> None:
     lf, lock_copy = read_lock_source(request.lockfile)
     options, bases, the_recipe = image_options(lf, [platform], request.image)
     assert the_recipe is not None  # --recipe is required
+    refuse_lock_holding_credentials(lf, str(request.lockfile), options.in_image_prefix)  # (before a base digest is asked for)
     base_ref = bases[platform]
     digest = None
     in_registry = is_registry_ref(base_ref)

@@ -139,3 +139,57 @@ def test_a_conda_archive_with_an_entry_its_zip_directory_hides_is_refused(tmp_pa
     assert_refused(ws.install(), said)
     for large_mb in ("0", "1000"):
         assert_refused(ws.envkit("bake", "-q", "-p", "linux-64", "--large-package-mb", large_mb, "--oci", ws.root / "img"), said)
+
+
+SECRET = "Tok-SeCrEt-42"
+
+
+def _holding_credentials(ws: Workspace, url: str) -> None:
+    """`ws`'s lock as conda-lock writes it without --strip-auth: its channel and package URLs hold a credential."""
+
+    def edit(document: dict) -> None:
+        document["metadata"]["channels"] = [{"url": url, "used_env_vars": []}]
+        for entry in document["package"]:
+            entry["url"] = f"{url}/{entry['url'].rsplit('/', 2)[-2]}/{entry['url'].rsplit('/', 1)[-1]}"
+
+    ws.rewrite(edit)
+
+
+@pytest.mark.parametrize("url", [f"https://conda.example.com/t/tk-{SECRET}/private", f"https://ci-bot:{SECRET}@conda.example.com/private"])
+def test_a_lock_holding_credentials_is_not_baked_into_an_image(tmp_path: Path, hostile_channel: Path, url: str) -> None:
+    # The image keeps the lock as it is (conda-meta/envkit/conda-lock.yml): the token went to anyone who could pull
+    # it. The archive is in the cache (sha256-checked), so nothing stopped the bake before: it wrote the image.
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    first, image = _bake(ws)
+    assert first.returncode == 0, first.output  # type: ignore[attr-defined]
+    _holding_credentials(ws, url)
+    out = ws.root / "img2"
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--oci", out)
+    held = "its URLs hold credentials (for conda.example.com)"
+    error = assert_refused(result, "conda-lock.yml", held, "/conda-meta/envkit/conda-lock.yml")  # type: ignore[arg-type]
+    assert SECRET not in result.output and SECRET not in error  # type: ignore[attr-defined]
+    assert not out.exists()
+    assert "${VAR}" in result.stderr  # type: ignore[attr-defined]  # (the hint: what to write instead)
+    context = ws.root / "context"
+    refused = ws.envkit("dockerfile", "--recipe", "cpu-slim", "-p", "linux-64", "-o", context)
+    assert_refused(refused, "its URLs hold credentials")  # type: ignore[arg-type]
+    assert not context.exists()
+
+
+def test_a_lock_naming_credentials_as_placeholders_is_baked(tmp_path: Path, hostile_channel: Path) -> None:
+    # The happy case beside it: `${VAR}` names a credential without holding it (what envkit lock writes); the
+    # archive is in the cache already, so the bake needs no server.
+    from conda_envkit.lockmodel import hosts_with_credentials, read_lock
+
+    ws = locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    first, _image = _bake(ws)
+    assert first.returncode == 0, first.output  # type: ignore[attr-defined]
+    _holding_credentials(ws, "https://conda.example.com/t/${CONDA_TOKEN}/private")
+    assert hosts_with_credentials(read_lock(ws.lock)) == []
+    out = ws.root / "img2"
+    result = ws.envkit("bake", "-q", "-p", "linux-64", "--oci", out)
+    assert result.returncode == 0, result.output  # type: ignore[attr-defined]
+    _holding_credentials(ws, "https://${CONDA_USER}:${CONDA_TOKEN}@conda.example.com/private")
+    assert hosts_with_credentials(read_lock(ws.lock)) == []
+    _holding_credentials(ws, f"https://conda.example.com/t/{SECRET}/private")
+    assert hosts_with_credentials(read_lock(ws.lock)) == ["conda.example.com"]

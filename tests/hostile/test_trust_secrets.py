@@ -13,7 +13,7 @@ import pytest
 from conda_envkit.errors import EnvkitError
 from conda_envkit.redact import redact
 from tests.conftest import MlflowServer
-from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, run_cli, write_env
+from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, real_locked_workspace, run_cli, write_env
 
 CANARY = "canary-5ecret-VALUE-7f3a"
 ENV = {"ENVKIT_CANARY": CANARY, "ENVKIT_TOKEN_CANARY": CANARY + "-token"}
@@ -352,3 +352,19 @@ def test_a_secret_with_a_slash_is_masked_whole(monkeypatch: pytest.MonkeyPatch) 
     # The `/t/<token>/` pattern masked up to the value's first `/` first; the rest no longer matched and was printed.
     monkeypatch.setenv("SIGNING_KEY", "AbC/dEfSECRETPART+gh==")
     assert "SECRETPART" not in redact("failed to open file /t/AbC/dEfSECRETPART+gh==/chan/noarch/repodata.json")
+
+
+def test_a_stale_locks_channel_credentials_are_not_printed(tmp_path: Path, hostile_channel: Path) -> None:
+    # `lock --check` (and bake's stale-lock warning) quoted the locked channel URLs as they are: a conda-lock lock
+    # keeps `user:password@` there unless --strip-auth.
+    ws = real_locked_workspace(tmp_path / "work", hostile_channel, ["honest"])
+    secret = "Tok-SeCrEt-42"
+
+    def edit(document: dict) -> None:
+        document["metadata"]["channels"] = [{"url": f"https://ci-bot:{secret}@conda.example.com/private", "used_env_vars": []}]
+
+    ws.rewrite(edit)
+    result = ws.envkit("lock", "--check")
+    assert result.returncode == 1, result.output
+    assert "channels changed: locked ['https://***@conda.example.com/private']" in result.output, result.output
+    assert secret not in result.output
