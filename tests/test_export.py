@@ -65,6 +65,22 @@ def test_json_and_env_are_refused_one_output_file(tmp_path: Path, image_channel:
     assert not (work / "record.out").exists() and both.stdout == ""
 
 
+def test_one_run_id_for_mlflow_and_wandb_is_refused(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
+    # One id went to both: MLflow tagged that run, and W&B (resume="allow") silently made a new run of that id.
+    from mlflow.tracking import MlflowClient
+
+    work = _locked(tmp_path, image_channel)
+    client = MlflowClient(mlflow_server.uri)
+    run = client.create_run(client.create_experiment(f"both-{tmp_path.name}"))
+    args = ("export", "--lockfile", "conda-lock.yml", "--to", "mlflow", "--to", "wandb", "--run-id", run.info.run_id)
+    both = run_envkit(*args, cwd=work, env={"MLFLOW_TRACKING_URI": mlflow_server.uri, "WANDB_MODE": "offline", **MLFLOW_FAST_FAIL})
+    assert both.returncode == 2, both.output
+    assert f"--run-id {run.info.run_id}: names one run, for both --to mlflow and --to wandb" in both.stderr, both.stderr
+    assert "export once per tracker" in both.stderr
+    assert not any(k.startswith("envkit.") for k in client.get_run(run.info.run_id).data.tags)  # nothing sent first
+    assert not (work / "wandb").exists()
+
+
 def test_a_lock_of_several_platforms_records_this_machines(tmp_path: Path, image_channel: Path) -> None:
     """No -p: the platform this machine runs (what a training run here uses), never a record without packages."""
     from conda_envkit.platforms import host_platform

@@ -83,6 +83,12 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             f"-o {request.output}: one file for {' and '.join(f'--to {d}' for d in texts)}",
             hint="give each its own command and -o, or leave out -o (both go to stdout, one after the other)",
         )
+    if request.run_id and {"mlflow", "wandb"} <= set(request.destinations):
+        # (an MLflow run id is 32 hex digits, a W&B one its own: one of them would be tagged, the other made anew)
+        raise RecordError(
+            f"--run-id {request.run_id}: names one run, for both --to mlflow and --to wandb",
+            hint="export once per tracker, each with its own --run-id",
+        )
     record = export_record(request)
     if record.platform is None and set(request.destinations) - {"registry"}:
         # Several platforms, none of them this machine's: a record without a package list would pass silently.
