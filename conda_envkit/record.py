@@ -447,6 +447,11 @@ def _package_pin(package: dict[str, str]) -> str:
 
 def record_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> EnvironmentRecord:
     """The record of an image in a local OCI layout, from its labels."""
+    return environment_from_layout(path, name, platform).record
+
+
+def environment_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> ImageEnvironment:
+    """The record of an image in a local OCI layout, from its labels, and bake's lock copy inside it."""
     reference = f"oci:{path}" + (f":{name}" if name else "")
     from conda_envkit.oci.layout import select_ref
 
@@ -468,23 +473,35 @@ def metadata_layers(labels: dict[str, Any], document: dict[str, Any]) -> list[di
     return [layer for layer in layers[-2:] if isinstance(layer, dict)]
 
 
+@dataclass(frozen=True)
+class ImageEnvironment:
+    """An image's record, and the text of bake's lock copy inside it (None if it holds none), whose lock hash is the
+    one its labels claim: the lock a tracker gets as the run's artifact when the image is all there is."""
+
+    record: EnvironmentRecord
+    lock_text: str | None = None
+
+
 def with_baked_packages(
     record: EnvironmentRecord, labels: dict[str, Any], layers: list[dict[str, Any]], store: BlobStore, reference: str
-) -> EnvironmentRecord:
+) -> ImageEnvironment:
     """`record` with the packages of the lock copy inside the image (in `layers`, its metadata_layers in `store`),
-    checked against the lock hash its labels claim; `record` as it is if they hold none."""
+    checked against the lock hash its labels claim, and that copy; `record` as it is if they hold none."""
     envkit = ImageLabels.from_json(labels)
-    if record.platform is None or envkit is None or not envkit.prefix or not layers:
-        return record
-    lock = _baked_lock(store, layers, envkit.prefix, reference)
-    if lock is None:
-        return record
+    if envkit is None or not envkit.prefix or not layers:
+        return ImageEnvironment(record)
+    found = _baked_lock(store, layers, envkit.prefix, reference)
+    if found is None:
+        return ImageEnvironment(record)
+    lock, text = found
     if str(lock_hash(lock)) != record.lock_hash:  # the labels and the lock copy must tell the same story
         raise RecordError(
             f"{reference}: the lock inside the image does not match its {label_key('lock-hash')} label",
             hint="the image was not baked by envkit, or was tampered with; do not trust its record",
         )
-    return EnvironmentRecord(**{**asdict(record), "packages": _package_pins(lock, record.platform)})
+    if record.platform is None:
+        return ImageEnvironment(record, text)
+    return ImageEnvironment(EnvironmentRecord(**{**asdict(record), "packages": _package_pins(lock, record.platform)}), text)
 
 
 def read_layout_image(
@@ -514,7 +531,7 @@ def _package_pins(lockfile: Lockfile, platform: str) -> tuple[str, ...]:
     return tuple(sorted(pins))
 
 
-def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) -> Lockfile | None:
+def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) -> tuple[Lockfile, str] | None:
     """The lock copy bake put in the image (`<prefix>/conda-meta/envkit/conda-lock.yml`, in its environment
     metadata layer: the top layer, or the one under a recipe's files). Layers are read as any image's are:
     digests checked, within the entry and size caps; the copy is capped like any input."""
@@ -552,7 +569,7 @@ def _baked_lock(store: BlobStore, layers: list[Any], prefix: str, where: str) ->
                 hint="the image is corrupt or was not baked by envkit",
             ) from None
         if found:
-            return parse_lock_text(found[0], Path(f"{where}:/{target}"))
+            return parse_lock_text(found[0], Path(f"{where}:/{target}")), found[0]
     return None
 
 

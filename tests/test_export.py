@@ -81,6 +81,62 @@ def test_one_run_id_for_mlflow_and_wandb_is_refused(tmp_path: Path, image_channe
     assert not (work / "wandb").exists()
 
 
+def test_an_image_gives_trackers_the_lock_inside_it(
+    tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer, registry: Registry
+) -> None:
+    # `export --image ... --to mlflow` logged the package count alone: with no lock file named, the run got no
+    # artifact. The lock bake put in the image (its hash checked against the labels) is now the run's artifact.
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    repo = f"{registry.host}/team/artifact"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image", "--push", repo, "--insecure")
+    tag = record["tags"][0]
+    client = MlflowClient(mlflow_server.uri)
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    elsewhere = tmp_path / "elsewhere"  # no lock file beside it: the image is all there is
+    elsewhere.mkdir()
+    for n, (image, extra) in enumerate(((f"oci:{work / 'image'}:{tag}", ()), (f"{repo}:{tag}", ("--insecure",)))):
+        experiment = f"image-{n}-{tmp_path.name}"
+        result = run_envkit("export", "--image", image, *extra, "--to", "mlflow", "--experiment", experiment, cwd=elsewhere, env=env)
+        assert result.returncode == 0, result.output
+        (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        assert run.data.tags["envkit.lock_hash"] == record["lock_hash"]
+        local = client.download_artifacts(run.info.run_id, "envkit/conda-lock.yml", str(tmp_path / f"got-{n}"))
+        assert Path(local).read_bytes() == (work / "conda-lock.yml").read_bytes(), image
+
+
+def test_an_images_lock_holding_credentials_is_not_sent(tmp_path: Path, image_channel: Path, mlflow_server: MlflowServer) -> None:
+    # An image baked before bake refused such locks (or by hand) holds a lock whose URLs hold a token: the run is
+    # stamped, the file is not sent, and the token is not printed.
+    from mlflow.tracking import MlflowClient
+
+    from conda_envkit.lockmodel import lock_hash, parse_lock_text
+    from conda_envkit.testing.hostile_images import Entry, find, repack_layout
+
+    work = tmp_path / "work"
+    record = _locked_and_baked(work, image_channel, tmp_path / "cache", "--oci", "image")
+    tag = record["tags"][0]
+    secret = "Tok-SeCrEt-42"
+    text = (work / "conda-lock.yml").read_text().replace(image_channel.as_uri(), f"https://ci-bot:{secret}@conda.example.com/private")
+    held = str(lock_hash(parse_lock_text(text, Path("held.yml"))))
+
+    def hold(layers: list[list[Entry]], config: dict[str, Any]) -> None:
+        find(layers, "conda-meta/envkit/conda-lock.yml").data = text.encode()
+        config["config"]["Labels"]["dev.envkit.lock-hash"] = held
+
+    repack_layout(work / "image", tag, hold)
+    experiment = f"held-{tmp_path.name}"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, **MLFLOW_FAST_FAIL}
+    result = run_envkit("export", "--image", f"oci:image:{tag}", "--to", "mlflow", "--experiment", experiment, cwd=work, env=env)
+    assert result.returncode == 0, result.output
+    assert "its URLs hold credentials (for conda.example.com)" in result.stderr and secret not in result.output, result.output
+    client = MlflowClient(mlflow_server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.data.tags["envkit.lock_hash"] == held
+    assert client.list_artifacts(run.info.run_id) == []
+
+
 def test_a_lock_of_several_platforms_records_this_machines(tmp_path: Path, image_channel: Path) -> None:
     """No -p: the platform this machine runs (what a training run here uses), never a record without packages."""
     from conda_envkit.platforms import host_platform

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from conda_envkit.commands import EXIT_STALE, Output
 from conda_envkit.commands.images import insecure_for
 
 if TYPE_CHECKING:
-    from conda_envkit.record import EnvironmentRecord
+    from conda_envkit.record import EnvironmentRecord, ImageEnvironment
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,25 @@ class ExportRequest:
     repository: str | None = None
 
 
-def export_record(request: ExportRequest) -> EnvironmentRecord:
+def export_record(request: ExportRequest) -> ImageEnvironment:
     """The record to export: from a bake record, an image (OCI layout or registry) or a lock; checked
-    (conda_envkit.record.check_environment_record), whatever it came from."""
+    (conda_envkit.record.check_environment_record), whatever it came from. With the lock copy inside an image."""
     from conda_envkit.record import check_environment_record
 
     where = str(request.record_path or request.image or request.lockfile or "conda-lock.yml")
-    return check_environment_record(_read_record(request), where)
+    found = _read_record(request)
+    return replace(found, record=check_environment_record(found.record, where))
 
 
-def _read_record(request: ExportRequest) -> EnvironmentRecord:
-    from conda_envkit.record import EnvironmentRecord, RecordError, record_from_bake, record_from_layout, record_from_lock
+def _read_record(request: ExportRequest) -> ImageEnvironment:
+    from conda_envkit.record import (
+        EnvironmentRecord,
+        ImageEnvironment,
+        RecordError,
+        environment_from_layout,
+        record_from_bake,
+        record_from_lock,
+    )
 
     if not (request.record_path or request.lockfile or request.image):
         if not Path("conda-lock.yml").is_file():
@@ -58,19 +67,19 @@ def _read_record(request: ExportRequest) -> EnvironmentRecord:
     if request.record_path and request.image:
         raise RecordError("--record and --image exclude each other", hint="pass one source")
     if request.record_path:
-        return record_from_bake(request.record_path, request.platform)
+        return ImageEnvironment(record_from_bake(request.record_path, request.platform))
     if request.image and request.image.startswith("oci:"):
         from conda_envkit.oci.base import split_ref
 
         layout, name = split_ref(request.image[4:])
-        return record_from_layout(Path(layout), name, request.platform)
+        return environment_from_layout(Path(layout), name, request.platform)
     if request.image:
-        from conda_envkit.export.registry import inspect_image
+        from conda_envkit.export.registry import inspect_image_and_lock
 
-        inspected = inspect_image(request.image, request.platform, insecure_for([request.image], request.insecure))
-        return EnvironmentRecord.from_json(inspected["record"])
+        inspected, lock_text = inspect_image_and_lock(request.image, request.platform, insecure_for([request.image], request.insecure))
+        return ImageEnvironment(EnvironmentRecord.from_json(inspected["record"]), lock_text)
     assert request.lockfile is not None
-    return record_from_lock(request.lockfile, request.platform)
+    return ImageEnvironment(record_from_lock(request.lockfile, request.platform))
 
 
 def run_export(request: ExportRequest, output: Output) -> Output:
@@ -89,22 +98,34 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             f"--run-id {request.run_id}: names one run, for both --to mlflow and --to wandb",
             hint="export once per tracker, each with its own --run-id",
         )
-    record = export_record(request)
+    found = export_record(request)
+    record = found.record
     if record.platform is None and set(request.destinations) - {"registry"}:
         # Several platforms, none of them this machine's: a record without a package list would pass silently.
         where = request.record_path or request.lockfile or request.image or record.lockfile
         raise RecordError(f"{where} has several platforms, and not this machine's", hint="pass -p with the platform to record")
     if "registry" in request.destinations and not request.record_path:
         raise RecordError("--to registry needs the bake record", hint="pass --record bake.json (and --lockfile if it moved)")
-    # The lock logged to trackers: --lockfile, or the record's; either way that record's lock (see lock_artifact).
+    # The lock logged to trackers: --lockfile, or the record's; or, for an image, bake's copy inside it (its hash is
+    # the labels'): either way that record's lock (see lock_artifact).
     lock_path = request.lockfile or (Path(record.lockfile) if record.lockfile else None)
     where = f"the record of {request.record_path or request.image or request.lockfile}"
-    artifact = None
-    if set(request.destinations) & {"mlflow", "wandb"}:
-        try:
-            artifact = lock_artifact(lock_path, record.lock_hash, where)
-        except LockHoldsCredentials as exc:  # the run is still stamped: its tags say which lock, without the file
-            output.err(f"warning: {exc.message} (the runs get no lock artifact; {exc.hint})")
+    with tempfile.TemporaryDirectory(prefix="envkit-export-") as scratch:
+        if lock_path is None and found.lock_text is not None and set(request.destinations) & {"mlflow", "wandb"}:
+            lock_path = Path(scratch) / "conda-lock.yml"  # (the artifact's name, as for a lock file)
+            lock_path.write_text(found.lock_text, encoding="utf-8")
+        artifact = None
+        if set(request.destinations) & {"mlflow", "wandb"}:
+            try:
+                artifact = lock_artifact(lock_path, record.lock_hash, where)
+            except LockHoldsCredentials as exc:  # the run is still stamped: its tags say which lock, without the file
+                output.err(f"warning: {exc.message} (the runs get no lock artifact; {exc.hint})")
+        _send(request, record, artifact, output)
+    return output
+
+
+def _send(request: ExportRequest, record: EnvironmentRecord, artifact: Path | None, output: Output) -> None:
+    """The record to each destination, in order (`artifact`: the lock file the trackers log, if any)."""
     for destination in request.destinations:
         if destination in ("json", "env"):
             from conda_envkit.export.dotenv import render_env
@@ -142,7 +163,7 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             output.err(f"wandb: logged to run {run}")
         elif destination == "registry":
             from conda_envkit.export.registry import attach_to_registry
-            from conda_envkit.record import lock_of_record, read_bake_record
+            from conda_envkit.record import lock_artifact, lock_of_record, read_bake_record
 
             assert request.record_path is not None
             bake = read_bake_record(request.record_path)
@@ -153,7 +174,6 @@ def run_export(request: ExportRequest, output: Output) -> Output:
             assert lock is not None
             for item in attach_to_registry(bake.to_json(), lock, hosts, request.repository):
                 output.err(f"attached {item.title} to {item.subject}: {item.artifact.digest}")
-    return output
 
 
 def _trackers_print_to_stderr() -> contextlib.AbstractContextManager[object]:

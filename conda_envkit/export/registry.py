@@ -18,7 +18,15 @@ from conda_envkit.oci.reference import parse_image_ref
 from conda_envkit.oci.referrers import Attachment, attach, list_referrers
 from conda_envkit.oci.registry import RegistryClient, RegistryError
 from conda_envkit.oci.transfer import fetch_into_store, manifest_descriptors, select_platform
-from conda_envkit.record import RecordError, metadata_layers, read_layout_image, record_from_labels, record_from_layout, with_baked_packages
+from conda_envkit.record import (
+    ImageEnvironment,
+    RecordError,
+    environment_from_layout,
+    metadata_layers,
+    read_layout_image,
+    record_from_labels,
+    with_baked_packages,
+)
 
 LOCK_MEDIA_TYPE = "application/vnd.conda.lock.v1+yaml"
 MAX_REFERRER_SUBJECTS = 65  # the image and at most 64 platform manifests (attestations included)
@@ -103,7 +111,7 @@ def _attach(client: RegistryClient, repository: str, record: dict[str, Any], loc
     return attached
 
 
-def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
+def _inspect_local(reference: str, platform: str | None) -> tuple[dict[str, Any], str | None]:
     """`oci:DIR[:NAME]` or `docker-archive:FILE[:TAG]`: the record from the labels; local images carry no referrers."""
     import tempfile
 
@@ -127,17 +135,18 @@ def _inspect_local(reference: str, platform: str | None) -> dict[str, Any]:
     if reference.startswith("oci:"):
         # As `export --image oci:` reads it: with the packages of the lock copy inside (checked against the labels).
         path, name = split_ref(reference[4:])
-        record = record_from_layout(Path(path), name, platform)
+        baked = environment_from_layout(Path(path), name, platform)
     else:
-        record = record_from_labels(labels, "image", top_digest, image)
-    return {
+        baked = ImageEnvironment(record_from_labels(labels, "image", top_digest, image))
+    inspected = {
         "reference": reference,
         "digest": top_digest,
         "manifest_digest": manifest_digest,
-        "record": record.to_json(),
+        "record": baked.record.to_json(),
         "referrers": {},
         "referrers_found_by": "none (a local image has no registry to hold artifacts)",
     }
+    return inspected, baked.lock_text
 
 
 def inspect_image(reference: str, platform: str | None = None, insecure: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -146,6 +155,13 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
     `reference` is any form `bake --base` takes: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME],
     docker-archive:FILE[:TAG].
     """
+    return inspect_image_and_lock(reference, platform, insecure)[0]
+
+
+def inspect_image_and_lock(
+    reference: str, platform: str | None = None, insecure: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str | None]:
+    """`inspect_image`, and the text of bake's lock copy inside the image (its lock hash the labels' one), if any."""
     if reference.startswith(("oci:", "docker-archive:")):
         return _inspect_local(reference, platform)
     ref = parse_image_ref(reference)
@@ -211,12 +227,13 @@ def inspect_image(reference: str, platform: str | None = None, insecure: tuple[s
                 continue
             fetch_into_store(client, ref.repository, desc.digest, desc.size, store)
             fetched.append(layer)
-        record = with_baked_packages(record, labels, fetched, store, image)
-    return {
+        baked = with_baked_packages(record, labels, fetched, store, image)
+    inspected = {
         "reference": reference,
         "digest": top_digest,
         "manifest_digest": manifest_digest,
-        "record": record.to_json(),
+        "record": baked.record.to_json(),
         "referrers": referrers,
         "referrers_found_by": found_by,
     }
+    return inspected, baked.lock_text
