@@ -50,6 +50,21 @@ def dir_mode() -> int:
     return 0o777 & ~umask()
 
 
+def check_output_file(path: Path, setting: str) -> None:
+    """A WriteError if a file cannot be written at `path` (named by `setting`), found before the work that ends in
+    writing it: `path` is a directory, the nearest existing directory above it is a file, or it is not writable.
+    (Missing directories below it are created when the file is written.)"""
+    if path.is_dir():
+        raise WriteError(f"{setting} {path}: is a directory", hint=f"name a file in it, e.g. {setting} {path / path.name}.json")
+    above = path.absolute().parent
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise WriteError(f"{setting} {path}: {above} is a file, not a directory", hint=f"change {setting}")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise WriteError(f"{setting} {path}: {above} is not writable", hint=f"make {above} writable, or change {setting}")
+
+
 def write_error(path: Path, exc: OSError, what: str = "file", setting: str = "") -> WriteError:
     """A WriteError for `exc` raised while writing `path`, saying what to change."""
     reason, code = exc.strerror or str(exc), exc.errno

@@ -171,6 +171,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
     )
     from conda_envkit.cache import blobs_dir, cache_dir_or_default
     from conda_envkit.channels import load_settings
+    from conda_envkit.files import check_output_file
     from conda_envkit.freshness import stale_lock_warning
     from conda_envkit.layer_plan import LayerPolicy
     from conda_envkit.locking import LockOptions
@@ -219,6 +220,7 @@ def run_bake(request: BakeRequest, quiet: bool, say: Say) -> BakeResult:
         cache_to=request.cache_to,
     )
     check_targets(targets, len(chosen))  # before anything is fetched or built
+    check_output_file(request.record_path, "--record")  # (written last: after the image was written or pushed)
     if cache_refs or cache_to_ref:
         # The environment's credentials (ENVKIT_REGISTRY_*) belong to the registry the bake writes to: the push
         # target's (or, a cache-warming bake, the --cache-to one's). A cache there is read and written with them.

@@ -492,6 +492,35 @@ def test_bake_checks_its_targets_before_any_work(tmp_path: Path, toy_lock: Path)
     assert not (tmp_path / "cache" / "pkgs").exists()
 
 
+def test_bake_checks_its_record_path_before_writing_the_image(tmp_path: Path, toy_lock: Path) -> None:
+    # The record is written last: a --record that cannot be written made bake exit 2 after the image was written
+    # (or pushed and tagged), with "cannot write file (File exists)" for a parent that is a file.
+    (tmp_path / "notadir").write_text("x\n")
+    (tmp_path / "adir").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for record, message in (
+            ("notadir/bake.json", f"--record notadir/bake.json: {tmp_path / 'notadir'} is a file, not a directory"),
+            ("notadir/deeper/bake.json", f"{tmp_path / 'notadir'} is a file, not a directory"),
+            ("adir", "--record adir: is a directory"),
+            ("locked/sub/bake.json", f"{locked} is not writable"),
+        ):
+            if record.startswith("locked") and os.geteuid() == 0:  # (root writes anywhere: nothing to refuse)
+                continue
+            result = _bake_to(tmp_path, toy_lock, "--oci", "img", "--record", record)
+            assert result.returncode == 2, (record, result.output)
+            assert message in _error_line(result.stderr), (record, result.stderr)
+            assert not (tmp_path / "img").exists(), record
+        assert not (tmp_path / "cache" / "pkgs").exists()  # refused before any package was fetched
+    finally:
+        locked.chmod(0o755)
+    fine = _bake_to(tmp_path, toy_lock, "--oci", "img", "--record", "records/new/bake.json")  # (missing directories: made)
+    assert fine.returncode == 0, fine.output
+    assert (tmp_path / "records" / "new" / "bake.json").is_file()
+
+
 def test_bake_replaces_an_earlier_layout_and_writes_into_an_empty_directory(tmp_path: Path, toy_lock: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert _bake_to(tmp_path, toy_lock, "--oci", "empty").returncode == 0
