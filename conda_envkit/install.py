@@ -785,7 +785,7 @@ def install_packages(
             if f.locked.manager == "pip"
         ]
         install_wheels(to_install, prefix, target_prefix or str(prefix), platform, python or "")
-    wheel_text = f" and {len(wheels)} wheels" if wheels else ""
+    wheel_text = f" and {counted(len(wheels), 'wheel')}" if wheels else ""
     progress.done(f"extract {platform}", f"{counted(len(packages), 'package')}{wheel_text} into {target_prefix or prefix}")
     return InstallReport(prefix, target_prefix or str(prefix), platform, report, time.perf_counter() - started, clobbers)
 

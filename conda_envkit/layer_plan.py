@@ -104,7 +104,8 @@ def plan_layers(packages: list[PlannedPackage], policy: LayerPolicy, base_layers
             groups.setdefault(_group_of(p.name, policy.small_groups), []).append(p)
     for index in sorted(groups):
         members = tuple(sorted(groups[index], key=lambda p: p.name))
-        plans.append(PlannedLayer(f"packages group {index + 1}/{policy.small_groups}: {len(members)} small packages", members))
+        small = f"{len(members)} small package{'' if len(members) == 1 else 's'}"
+        plans.append(PlannedLayer(f"packages group {index + 1}/{policy.small_groups}: {small}", members))
     return plans
 
 
