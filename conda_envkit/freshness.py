@@ -148,6 +148,12 @@ def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list
     meta = lockfile.envkit
     if meta is None or meta.version == METADATA_VERSION:
         return [], []
+    if not meta.version.isdigit() or int(meta.version) > int(METADATA_VERSION):
+        # (its keys may mean what this envkit cannot know: the packages themselves are conda-lock's, read as ever)
+        return [], [
+            f"written by a newer envkit (metadata version {meta.version}; this one knows {METADATA_VERSION}): its envkit "
+            "metadata may mean more than this check knows; upgrade envkit (re-locking with this one would rewrite it)"
+        ]
     platform_meta = meta.for_platform(target.platform)
     driver = platform_meta.cuda_driver if platform_meta else None
     if driver is None:

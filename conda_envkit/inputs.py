@@ -84,6 +84,14 @@ class InputText:
     data: bytes = b""  # the bytes read (a lock's copy is the file as it was read, once)
 
 
+def _not_found_hint(path: Path, what: str) -> str:
+    """What to pass instead of a missing `path`: its `.yml`/`.yaml` twin if that is there (`environment.yaml`)."""
+    twin = {".yml": ".yaml", ".yaml": ".yml"}.get(path.suffix)
+    if twin is not None and path.with_suffix(twin).is_file():
+        return f"{path.with_suffix(twin)} is there: pass that file instead (-f for an environment file), or rename it"
+    return f"pass an existing {what}"
+
+
 def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> InputText:
     """Read `path` once, as UTF-8, refusing devices, directories and files over `max_bytes`.
 
@@ -97,7 +105,7 @@ def read_input(path: Path, what: str = "file", max_bytes: int = MAX_INPUT_BYTES)
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.dup(0) if given == "-" else os.open(path, flags)
     except FileNotFoundError:
-        raise UnreadableInput(f"{name}: file not found", hint=f"pass an existing {what}") from None
+        raise UnreadableInput(f"{name}: file not found", hint=_not_found_hint(path, what)) from None
     except IsADirectoryError:
         raise UnreadableInput(f"{name}: {what} is a directory", hint="pass the file itself") from None
     except OSError as exc:

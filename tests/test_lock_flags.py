@@ -198,6 +198,19 @@ def test_check_on_an_older_envkit_lock_says_what_changed(tmp_path: Path, toy_cha
     assert "write `cuda-version <=12.4` in the spec to keep the cap" in result.stderr
 
 
+def test_check_on_a_newer_envkit_lock_says_newer(tmp_path: Path, toy_channel: Path) -> None:
+    # It said "written by an older envkit (metadata version 99)".
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n" + _deps("numpy"))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    lock = tmp_path / "conda-lock.yml"
+    text = lock.read_text()
+    assert "envkit.metadata-version: '2'" in text
+    lock.write_text(text.replace("envkit.metadata-version: '2'", "envkit.metadata-version: '99'"))
+    result = run_envkit("lock", "--check", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert "written by a newer envkit (metadata version 99; this one knows 2)" in result.output and "older" not in result.output
+
+
 def test_non_ascii_text_survives_a_latin1_locale(tmp_path: Path, toy_channel: Path) -> None:
     # No UTF-8 mode, no C-locale coercion: the locale encoding is ASCII, as under a Latin-1 locale it is not UTF-8.
     env = {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C", "LANG": "C"}

@@ -188,6 +188,16 @@ def test_missing_file(tmp_path: Path) -> None:
     result = run_envkit("lock", "-f", "nope.yml", cwd=tmp_path)
     assert result.returncode == 2
     assert "nope.yml: file not found" in result.stderr
+    assert "hint: pass an existing environment file" in result.stderr
+
+
+def test_missing_environment_yml_points_at_environment_yaml(tmp_path: Path) -> None:
+    # `envkit lock` in a directory holding environment.yaml said "environment.yml: file not found" and nothing more.
+    (tmp_path / "environment.yaml").write_text("channels: []\ndependencies: [python]\n")
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "environment.yml: file not found" in result.stderr
+    assert "hint: environment.yaml is there: pass that file instead (-f for an environment file), or rename it" in result.stderr
 
 
 def test_an_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
