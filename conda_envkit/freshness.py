@@ -20,7 +20,7 @@ from rattler import BuildString, MatchSpec, PackageRecord
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
-from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure, spec_beside
+from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure, spec_beside, unread_sources
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
 from conda_envkit.platforms import Blas
 from conda_envkit.redact import redact
@@ -233,7 +233,10 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
 
     sources = spec_beside(lock_path, lockfile)
     if not sources:
-        return None
+        unread = unread_sources(lock_path, lockfile)
+        if unread is None or " is not there" in unread:  # (a lock copied alone: nothing to check it against)
+            return None
+        return f"{lock_path}: not checked against the spec it was made from: {unread}; `envkit lock --check -f FILE` checks it"
     named = ", ".join(str(s.relative_to(lock_path.resolve().parent)) for s in sources)
     try:
         spec = read_env_spec(sources)

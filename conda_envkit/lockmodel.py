@@ -686,6 +686,24 @@ def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
     return found
 
 
+def unread_sources(lock_path: Path, lockfile: LockFile) -> str | None:
+    """Why `spec_beside` gives none of the environment files the lock records (None if it gives them, or the lock
+    records none): the first source that is outside the lock's directory, or not there."""
+    from conda_envkit.safepath import is_within
+
+    if not lockfile.metadata.sources or str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
+        return None
+    lock_dir = lock_path.resolve().parent
+    for source in lockfile.metadata.sources:
+        path = lock_dir / source
+        shown = source if source.isprintable() else repr(source)  # (a lock's text: no line of its own in a log)
+        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path):
+            return f"{shown} is outside the lock's directory (a lock names its sources, so envkit reads none outside it)"
+        if not path.is_file():
+            return f"{shown} is not there"
+    return None
+
+
 def read_current(path: Path) -> CurrentLock:
     """The lock at `path` as it is (none there, read, or the error reading it), for the uses of one `envkit lock`."""
     if not path.is_file():

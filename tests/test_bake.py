@@ -164,7 +164,11 @@ def test_a_locks_sources_outside_its_directory_are_not_read(tmp_path: Path, imag
     lock.write_text(text.replace("  sources:\n  - environment.yml\n", f"  sources:\n  - {json.dumps(source)}\n"))
     result = run_envkit("bake", "-q", "--oci", "image", cwd=work, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 0, result.output
-    assert "stale" not in result.stderr and "not checked" not in result.stderr, result.stderr
+    assert "stale" not in result.stderr and "bigmodel" not in result.stderr, result.stderr
+    # ... and the bake says that it was not checked, and why (it said nothing).
+    shown = source if where != "absolute" else str(spec)
+    said = f"not checked against the spec it was made from: {shown} is outside the lock's directory"
+    assert said in result.stderr and "`envkit lock --check -f FILE` checks it" in result.stderr, result.stderr
 
 
 def test_push_multi_arch_then_second_push_uploads_nothing(tmp_path: Path, image_channel: Path, registry: Registry) -> None:

@@ -681,4 +681,14 @@ def test_sources_a_lock_names_outside_its_directory_are_not_read(tmp_path: Path,
     assert f"  - {source}\n" in lock.read_text()  # (the lock names it now)
     check = run_envkit("lock", "--check", cwd=work)
     assert check.returncode == 0, check.output  # checked against environment.yml: the named file was not read
-    assert "no -f given" not in check.stderr and "elsewhere" not in check.output
+    assert "no -f given" not in check.stderr and "not: [a, spec" not in check.output
+    # ... and it says so: which file the lock names, and that environment.yml was read instead.
+    assert f"conda-lock.yml was made from other files: {source} is outside the lock's directory" in check.stderr, check.stderr
+    assert "environment.yml was read (-f names the files)" in check.stderr
+    # With no environment.yml either: the error's hint names the lock's own source (it said "file not found" alone).
+    (work / "environment.yml").unlink()
+    missing = run_envkit("lock", "--check", cwd=work)
+    assert missing.returncode == 2 and "environment.yml: file not found" in missing.stderr, missing.output
+    assert (
+        f"hint: conda-lock.yml was made from other files: {source} is outside" in missing.stderr and "pass them with -f" in missing.stderr
+    )

@@ -86,7 +86,14 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     driver, blas = check_flags(request)
     recorded = [] if request.files else _recorded_sources(request.lockfile)
     paths = list(request.files) or recorded or [Path("environment.yml")]
-    spec = read_env_spec(paths, list(request.platforms))
+    unread = None if request.files or recorded else _unread_sources(request.lockfile)
+    try:
+        spec = read_env_spec(paths, list(request.platforms))
+    except EnvkitError as exc:
+        if unread is None or paths[0].exists():
+            raise
+        # No environment.yml, and the lock's own sources were not read: which, and why.
+        raise EnvkitError(exc.message, hint=f"{request.lockfile} was made from other files: {unread}; pass them with -f") from None
     if not request.platforms and not spec.platforms_given:
         # Locked with -p: the lock says which platforms it holds (a re-lock keeps them all, --check checks them all).
         locked = _locked_platforms(request.lockfile, request.check)
@@ -103,6 +110,8 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         keep_other_platforms=bool(request.platforms),
     )
     warnings = _flag_warnings(spec.platforms, driver, options.blas)
+    if unread is not None:  # (the default environment.yml was read instead)
+        warnings.append(f"{request.lockfile} was made from other files: {unread}; environment.yml was read (-f names the files)")
     if recorded and [str(p) for p in recorded] != ["environment.yml"]:  # (as conda-lock says it: no -f, the lock's own)
         warnings.append(f"no -f given: the environment files {request.lockfile} was made from: {', '.join(map(str, recorded))}")
     return spec, options, warnings
@@ -120,6 +129,19 @@ def _recorded_sources(lockfile: Path) -> list[Path]:
     except EnvkitError:
         return []  # (a lock that does not read: said by what reads it next)
     return [lockfile.parent / path.relative_to(lockfile.resolve().parent) for path in found]
+
+
+def _unread_sources(lockfile: Path) -> str | None:
+    """Why the environment files the lock records were not taken for a missing -f (None: it records none, or they
+    were)."""
+    from conda_envkit.lockmodel import read_lock, unread_sources
+
+    if not lockfile.is_file():
+        return None
+    try:
+        return unread_sources(lockfile, read_lock(lockfile))
+    except EnvkitError:
+        return None
 
 
 def lock_command(request: LockRequest, as_json: bool, quiet: bool, warn: Callable[[str], None]) -> Output:
