@@ -91,6 +91,14 @@ def run_envkit(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) 
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def interruptible() -> None:
+    """A `preexec_fn`: in the child, before envkit starts, Ctrl-C handled as by default, whatever the test runner's
+    handling is. A shell running the tests in the background without job control (as .ci/run may be) ignores SIGINT,
+    and a child inherits that (as it should: envkit then ignores Ctrl-C too, like any program started that way), so a
+    test that stops envkit with SIGINT must start it with this."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def write_env(directory: Path, text: str, name: str = "environment.yml") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

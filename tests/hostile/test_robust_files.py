@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from conda_envkit import files
-from tests.conftest import Result, run_envkit, write_env
+from tests.conftest import Result, interruptible, run_envkit, write_env
 
 
 def _env_text(channel: Path, deps: str = "  - hello\n", extra: str = "") -> str:
@@ -279,13 +279,6 @@ def _silent_server() -> Iterator[socket.socket]:
         listener.close()
 
 
-def _interruptible() -> None:
-    """In the child, before envkit starts: Ctrl-C handled as by default, whatever the test runner's handling is.
-    A shell running the tests in the background without job control ignores SIGINT, and a child inherits that
-    (as it should: envkit then ignores Ctrl-C too, like any program started that way)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _signalled(proc: subprocess.Popen[str], signum: int, what: str) -> str:
     """Send `signum` to `proc` and return its stderr once it ended (failing if the signal did not end it)."""
     os.kill(proc.pid, signum)
@@ -312,7 +305,7 @@ def test_interrupted_install_leaves_no_staging_directory(tmp_path: Path, toy_cha
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_interruptible,
+            preexec_fn=interruptible,
         )
         for _ in range(600):  # bounded: until the staging directory exists
             if any(p.name.endswith(".envkit-staging") for p in tmp_path.iterdir()):
@@ -339,7 +332,7 @@ def test_interrupted_lock_exits_with_the_signals_status_and_writes_nothing(tmp_p
         env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "ENVKIT_NETWORK_TIMEOUT": "600"}
         argv = [sys.executable, "-m", "conda_envkit", "lock", "-p", "linux-64"]
         proc = subprocess.Popen(
-            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+            argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
         )
         waiting, _, _ = select.select([listener], [], [], 120)  # the lock is fetching repodata: in the middle of its work
         assert waiting, "envkit lock never asked the channel"

@@ -18,7 +18,7 @@ import pytest
 
 from conda_envkit.testing.local_channel import PackageFile, PackageSpec, build_channel
 from conda_envkit.testing.local_index import WheelSpec, write_wheel
-from tests.conftest import Result, run_envkit, write_env
+from tests.conftest import Result, interruptible, run_envkit, write_env
 
 FILES = 4000
 
@@ -45,18 +45,26 @@ def _install(work: Path, prefix: Path) -> Result:
 
 
 def _stopped_install(work: Path, prefix: Path, watched: Path, signum: int, until: object) -> int:
-    """Start `envkit install`, send `signum` once `until(number of entries in watched)` holds; its exit status."""
+    """Start `envkit install`, send `signum` once `until(number of entries in watched)` holds; its exit status.
+
+    The install gets Ctrl-C's default handling (`interruptible`): run in the background without job control, the test
+    runner ignores SIGINT, and so would the install it starts (it ran to its end and exited 0, every file linked)."""
     env = {**os.environ, "ENVKIT_CACHE_DIR": str(work / "cache")}
     command = [sys.executable, "-m", "conda_envkit", "install", "-q", "--prefix", str(prefix), "-p", "linux-64"]
-    proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
     deadline = time.monotonic() + 120
+    sent = False
     while proc.poll() is None and time.monotonic() < deadline:
         count = len(os.listdir(watched)) if watched.is_dir() else 0
         if until(count):  # type: ignore[operator]
-            proc.send_signal(signum)
+            proc.send_signal(signum)  # (not sent to an install that has ended meanwhile)
+            sent = proc.returncode is None
             break
         time.sleep(0.002)
-    return proc.wait(timeout=120)
+    status = proc.wait(timeout=120)
+    if not sent:  # it ended first (failed early, or linked everything while this test waited for the CPU): nothing tested
+        pytest.fail(f"the install ended (status {status}) before the test could send it {signal.Signals(signum).name}")
+    return status
 
 
 def _converged(work: Path, prefix: Path, fresh: Path) -> None:
@@ -94,6 +102,17 @@ def test_a_sync_stopped_while_linking_leaves_nothing_once_the_lock_goes_back(
     tmp_path: Path, sources: tuple[Path, Path], signum: int
 ) -> None:
     prefix = _stopped_then_back(tmp_path, sources[0], "[small]", "[small, big]", signum, lambda n: n > 50)
+    assert not (prefix / "share" / "big").exists()
+
+
+def test_ctrl_c_stops_a_sync_even_when_the_tests_run_in_the_background(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    """The test runner ignoring SIGINT (a background job without job control, as .ci/run may be): the install it stops
+    with SIGINT still takes it (`_stopped_install`), rather than inheriting the runner's SIG_IGN and running to its end."""
+    runners = signal.signal(signal.SIGINT, signal.SIG_IGN)  # (the test's Ctrl-C is ignored for these few seconds)
+    try:
+        prefix = _stopped_then_back(tmp_path, sources[0], "[small]", "[small, big]", signal.SIGINT, lambda n: n > 50)
+    finally:
+        signal.signal(signal.SIGINT, runners)
     assert not (prefix / "share" / "big").exists()
 
 
