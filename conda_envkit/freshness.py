@@ -100,7 +100,9 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         if (platform_meta.cuda_driver or "none") != (target.cuda or "none"):
             reasons.append(f"CUDA changed: locked {platform_meta.cuda_driver or 'none'!r}, now {target.cuda or 'none'!r}")
         # pip pins come from an index that changes daily; only the section itself is compared.
-        if platform_meta.pip_inputs != (pip_input_hash(target.pip) if target.pip is not None else None):
+        # (as pip reads them; a lock written before that hashed the lines as written: either fits)
+        pip_hashes = {pip_input_hash(target.pip), pip_input_hash(target.pip, as_written=True)} if target.pip is not None else {None}
+        if platform_meta.pip_inputs not in pip_hashes:
             reasons.append("the pip: section (requirements or indexes) changed since locking")
         if target.blas not in (None, Blas.ANY) and platform_meta.blas not in (target.blas.value, None):
             reasons.append(f"BLAS changed: locked {platform_meta.blas!r}, now {target.blas.value!r}")
@@ -192,7 +194,8 @@ def check_plan(
         hash_matched = (
             None
             if lockfile.envkit is None
-            else lockfile.metadata.content_hash.get(target.platform) == input_hash(target, channels, lock_dir)
+            else lockfile.metadata.content_hash.get(target.platform)
+            in {input_hash(target, channels, lock_dir), input_hash(target, channels, lock_dir, pip_as_written=True)}
         )
         reasons, migration_notes = _migration(lockfile, target)
         found, named = unsatisfied(lockfile, target, channels, options.settings.channel_alias)

@@ -61,12 +61,13 @@ def recorded_package_url(url: str, channels: tuple[ResolvedChannel, ...], lock_d
     return public
 
 
-def pip_input_hash(pip: PipInputs) -> str:
-    """The hash of a platform's `pip:` section (requirements and index templates, no secrets)."""
-    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": pip.hash_input()})
+def pip_input_hash(pip: PipInputs, as_written: bool = False) -> str:
+    """The hash of a platform's `pip:` section (requirements and index templates, no secrets); `as_written`: of its
+    lines as written, as envkit hashed them before (a lock check accepts either)."""
+    return _sha256_json({"scheme": INPUT_HASH_SCHEME, "pip": pip.hash_input(as_written)})
 
 
-def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...], lock_dir: Path) -> str:
+def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...], lock_dir: Path, pip_as_written: bool = False) -> str:
     """The content hash of everything a platform's solve depends on (docs/lock-format.md)."""
     inputs: dict[str, object] = {
         "scheme": INPUT_HASH_SCHEME,
@@ -78,7 +79,7 @@ def input_hash(target: SolveTarget, channels: tuple[ResolvedChannel, ...], lock_
         "constraints": list(target.constraints()),
     }
     if target.pip is not None:  # absent without a pip: section, so such locks keep their hashes
-        inputs["pip"] = pip_input_hash(target.pip)
+        inputs["pip"] = pip_input_hash(target.pip, pip_as_written)
     return _sha256_json(inputs)
 
 

@@ -145,10 +145,29 @@ class PipInputs:
         urls = ([self.index_url] if self.index_url else []) + list(self.extra_index_urls) + [f.location for f in self.find_links]
         return tuple(public_index_url(u) for u in urls)
 
-    def hash_input(self) -> list[str]:
-        """What the lock's input hash covers: requirement lines and index templates."""
+    def hash_input(self, as_written: bool = False) -> list[str]:
+        """What the lock's input hash covers: requirement lines and index templates. The requirements are taken as pip
+        reads them (`requirement_key`: spacing, name spelling and order change nothing), or `as_written` (what envkit
+        hashed before, so that those locks stay fresh)."""
         flags = (["--pre"] if self.pre else []) + (["--no-index"] if self.no_index else [])
-        return [r.line for r in self.requirements] + [f"index {u}" for u in self.index_templates()] + flags
+        lines = [r.line for r in self.requirements] if as_written else sorted(requirement_key(r.line) for r in self.requirements)
+        return lines + [f"index {u}" for u in self.index_templates()] + flags
+
+
+def requirement_key(line: str) -> str:
+    """A `pip:` line as pip reads it: a PEP 508 requirement with its name normalized (PEP 503), its extras and
+    specifiers sorted and no spacing (`Hello_ML >= 0.3` -> `hello-ml>=0.3`); any other line (an option, a path)
+    with its spacing collapsed."""
+    text = " ".join(line.split())
+    if text.startswith("-"):
+        return text
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement:
+        return text
+    extras = f"[{','.join(sorted(canonicalize_name(e) for e in requirement.extras))}]" if requirement.extras else ""
+    key = canonicalize_name(requirement.name) + extras + (f" @ {requirement.url}" if requirement.url else str(requirement.specifier))
+    return key + (f"; {requirement.marker}" if requirement.marker else "")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,32 @@ def test_pip_section_locked_per_platform_against_conda_python(tmp_path: Path, to
     assert again.returncode == 0 and "unchanged conda-lock.yml" in again.stdout
     assert lock.read_text() == before
     assert _lock(work, tmp_path / "cache", "--check").returncode == 0
+    # The same requirements spelled and ordered otherwise (pip reads them alike): still fresh. They made it stale.
+    spec = (work / "environment.yml").read_text()
+    swapped = "    - fastmath  # [not (win or aarch64)]\n    - Hello_ML>= 0.3\n"
+    respelled = spec.replace("    - hello-ml >=0.3\n    - fastmath  # [not (win or aarch64)]\n", swapped)
+    assert respelled != spec
+    (work / "environment.yml").write_text(respelled)
+    fresh = _lock(work, tmp_path / "cache", "--check")
+    assert fresh.returncode == 0 and "inputs changed" not in fresh.output, fresh.output
+    # A lock written before that (its pip: lines hashed as written): fresh too, not stale for the new hashing.
+    from conda_envkit.lockwrite import pip_input_hash
+    from conda_envkit.pip_lock import parse_pip_section
+    from conda_envkit.spec import read_env_spec
+
+    (work / "environment.yml").write_text(spec)
+    sections = read_env_spec([work / "environment.yml"]).pip
+    document = yaml.safe_load(before)
+    for platform, lines in sections.items():
+        meta = document["metadata"]["custom_metadata"]
+        new_hash = pip_input_hash(parse_pip_section(lines))
+        assert meta[f"envkit.{platform}.pip-inputs"] == new_hash
+        meta[f"envkit.{platform}.pip-inputs"] = pip_input_hash(parse_pip_section(lines), as_written=True)
+        assert meta[f"envkit.{platform}.pip-inputs"] != new_hash
+    lock.write_text(yaml.safe_dump(document, sort_keys=False))
+    legacy = _lock(work, tmp_path / "cache", "--check")
+    assert legacy.returncode == 0, legacy.output
+    lock.write_text(before)
     text = (work / "environment.yml").read_text().replace("hello-ml >=0.3", "hello-ml ==0.2.0")
     (work / "environment.yml").write_text(text)
     check = _lock(work, tmp_path / "cache", "--check")
