@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from conda_envkit import __version__
-from conda_envkit.errors import BadFlag, EnvkitError
-from conda_envkit.failures import machine_failure
+from conda_envkit.error_report import error_report, prepare_json_reports
 from conda_envkit.interrupts import Interrupted, unwind_on_signals
 from conda_envkit.redact import redact
 
@@ -27,35 +26,34 @@ if TYPE_CHECKING:
 # Only click and envkit's error type load at start-up: each command imports what it uses, so
 # `envkit --help` and `envkit hash` never load the solver, conda_lock, uv, httpx or jinja2.
 
-EXIT_STALE = 1
-EXIT_ERROR = 2
-
 F = Callable[..., Any]
 
 
 def _reports_errors(command: F) -> F:
-    """Turn `EnvkitError` (a refused flag value included) into a short message and exit code 2, never a traceback."""
+    """Turn `EnvkitError` (a refused flag value included) into a short message and exit code 2, never a traceback.
+
+    A command asked for JSON (`--json`, `--format json`) also gets the error as one JSON document on stdout,
+    so that a script reading its stdout reads the failure too (conda_envkit.error_report).
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json") is True or kwargs.get("fmt") == "json"
+        if as_json:
+            prepare_json_reports()
         try:
             return command(*args, **kwargs)
-        except BadFlag as exc:  # a flag's value the library refused: one `error:` line, as for any other input
-            message = f"{exc.option}: {exc.message}" if exc.option else exc.message
-            hint = exc.hint or "see the command's --help for its options"
-        except EnvkitError as exc:
-            message, hint = exc.message, exc.hint
-        except Exception as exc:  # the machine's state or limits (a full disk, open files, memory), met anywhere
-            described = machine_failure(exc)
-            if described is None:
+        except Exception as exc:
+            report = error_report(exc)
+            if report is None:  # a bug: its traceback is what to report
                 raise
-            message, hint = described
         # Exit outside the except block: the exception's frames must not outlive it,
         # or py-rattler objects they hold are torn down during interpreter shutdown.
-        click.echo(f"error: {message}", err=True)
-        if hint:
-            click.echo(f"  hint: {hint}", err=True)
-        sys.exit(EXIT_ERROR)
+        for line in report.lines():
+            click.echo(line, err=True)
+        if as_json:
+            click.echo(report.json_document())
+        sys.exit(report.exit_code)
 
     return wrapper
 

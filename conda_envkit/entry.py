@@ -145,26 +145,24 @@ def _click() -> NoReturn:
 def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
     """Run `envkit lock` as cli's lock command does (output, errors, exit status); return the status."""
     from conda_envkit.commands.lock import lock_command
-    from conda_envkit.errors import EnvkitError
-    from conda_envkit.failures import machine_failure
+    from conda_envkit.error_report import error_report, prepare_json_reports
 
+    if as_json:
+        prepare_json_reports()
     try:
         output = lock_command(request, as_json, quiet, lambda text: _echo(text, to_stderr=True))
         for to_stderr, text, nl in output.items:
             _echo(text, to_stderr, nl)
         return output.status
-    except EnvkitError as exc:
-        message, hint = exc.message, exc.hint
     except EOFError:
         _echo("\nAborted!", to_stderr=True)  # as click's main
         return 1
     except BrokenPipeError:
         return 1  # as click's main
-    except Exception as exc:  # the machine's state or limits, as cli._reports_errors reports them
-        described = machine_failure(exc)
-        if described is None:
+    except Exception as exc:  # an EnvkitError, or the machine's state or limits, as cli._reports_errors reports them
+        report = error_report(exc)
+        if report is None:
             raise
-        message, hint = described
     except SystemExit as exc:  # Ctrl-C or SIGTERM (unwind_on_signals)
         from conda_envkit.interrupts import Interrupted
 
@@ -172,7 +170,8 @@ def _lock(request: LockRequest, as_json: bool, quiet: bool) -> int:
             _echo(exc.message(), to_stderr=True)
         return exc.code if isinstance(exc.code, int) else 1
     # Outside the except block: the exception's frames must not outlive it (see cli._reports_errors).
-    _echo(f"error: {message}", to_stderr=True)
-    if hint:
-        _echo(f"  hint: {hint}", to_stderr=True)
-    return 2
+    for line in report.lines():
+        _echo(line, to_stderr=True)
+    if as_json:
+        _echo(report.json_document())
+    return report.exit_code

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The exit status of every error a user can hit (EnvkitError, a refused flag, the machine's limits).
+EXIT_ERROR = 2
+
 
 class EnvkitError(Exception):
     """An error caused by input or environment, not by a bug in envkit.

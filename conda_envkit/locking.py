@@ -14,6 +14,7 @@ import rattler
 
 from conda_envkit.cache import cache_dir_or_default
 from conda_envkit.channels import ChannelSettings, ResolvedChannel, resolve_channels
+from conda_envkit.pins import PinOrigin, PinSource, blas_flag
 from conda_envkit.platforms import (
     CONDA_LOCK_DEFAULT_CUDA,
     CUDA_PLATFORMS,
@@ -88,16 +89,29 @@ def variant_path(lock_path: Path, variant: str | None) -> Path:
     return lock_path.with_name(f"{lock_path.stem}.{variant}{suffix}")
 
 
-def _blas_for(platform: str, *tables: tuple[tuple[str, Blas], ...]) -> Blas | None:
-    # Later tables win; within a table an exact platform beats "*".
-    chosen: Blas | None = None
-    for table in tables:
+BlasTable = tuple[tuple[str, Blas], ...]
+
+
+def _blas_for(platform: str, spec: EnvSpec, variant: Variant | None, options: LockOptions) -> tuple[Blas | None, PinOrigin | None]:
+    """The BLAS pinned for `platform` and who pinned it: --blas beats the variant's `blas`, which beats the spec's;
+    within each, an exact platform beats `*`."""
+    files = _files_named(spec)
+    tables: list[tuple[BlasTable, PinSource, str]] = [(spec.blas, PinSource.SPEC, f"`envkit.blas` in {files}")]
+    if variant is not None and variant.blas != spec.blas:  # (a variant without `blas:` has the spec's)
+        tables.append((variant.blas, PinSource.SPEC, f"`envkit.variants.{variant.name}.blas` in {files}"))
+    tables.append((options.blas, PinSource.FLAG, ""))
+    chosen: tuple[Blas | None, PinOrigin | None] = (None, None)
+    for table, source, written in tables:
         entries = dict(table)
-        if platform in entries:
-            chosen = entries[platform]
-        elif "*" in entries:
-            chosen = entries["*"]
+        scope = platform if platform in entries else "*" if "*" in entries else None
+        if scope is not None:
+            blas = entries[scope]
+            chosen = (blas, PinOrigin(source, written or blas_flag(scope, blas), scope))
     return chosen
+
+
+def _files_named(spec: EnvSpec) -> str:
+    return ", ".join(str(path) for path in spec.sources) or "the environment file"
 
 
 def _spec_cuda(spec: EnvSpec, options: LockOptions) -> str | None:
@@ -105,6 +119,15 @@ def _spec_cuda(spec: EnvSpec, options: LockOptions) -> str | None:
     if options.no_cuda:
         return None
     return options.cuda if options.cuda is not None else spec.cuda
+
+
+def _cuda_origin(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> PinOrigin:
+    """Who set the CUDA driver a target assumes (as `_spec_cuda` or the variant decides it)."""
+    if variant is not None and not variant.inherits_cuda:
+        return PinOrigin(PinSource.SPEC, f"`envkit.variants.{variant.name}.cuda` in {_files_named(spec)}")
+    if options.cuda is not None:
+        return PinOrigin(PinSource.FLAG, f"--cuda {options.cuda}")
+    return PinOrigin(PinSource.SPEC, f"`envkit.cuda` in {_files_named(spec)}")
 
 
 def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tuple[SolveTarget, ...]:
@@ -122,7 +145,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
             )
     targets = []
     for platform in platforms:
-        blas = _blas_for(platform, spec.blas, variant.blas if variant else (), options.blas)
+        blas, blas_origin = _blas_for(platform, spec, variant, options)
         if blas is not None:
             check_blas(blas, platform)
         targets.append(
@@ -134,6 +157,8 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
                 cuda=cuda if platform in CUDA_PLATFORMS else None,
                 blas=blas,
                 pip=_pip_inputs(spec, platform),
+                blas_origin=blas_origin,
+                cuda_origin=_cuda_origin(spec, options, variant) if cuda is not None else None,
             )
         )
     return tuple(targets)
@@ -163,7 +188,9 @@ def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
     platform_meta = meta.for_platform(p) if meta is not None else None
     notes: list[str] = []
     if platform_meta is not None:
+        from_lock = PinOrigin(PinSource.LOCK, f"as {lockfile.path or 'the lock'} records it", p)
         cuda = target.cuda if cuda_given else platform_meta.cuda_driver
+        cuda_origin = target.cuda_origin if cuda_given else from_lock
         if not cuda_given and cuda is not None and p in CUDA_PLATFORMS:
             notes.append(f"CUDA driver {cuda} as the lock records it (pass --cuda/--no-cuda for another)")
         overrides = options.virtual_packages.get(p)
@@ -172,15 +199,17 @@ def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
             recorded = {str(v) for v in virtual_packages_for(p, cuda, overrides)}
             if recorded != {str(v) for v in virtual_packages_for(p, cuda)}:
                 notes.append(f"virtual packages as the lock records them: {' '.join(sorted(recorded))}")
-        blas = target.blas
+        blas, blas_origin = target.blas, target.blas_origin
         if not blas_given and platform_meta.blas_requested:
             blas = Blas(platform_meta.blas_requested)
+            blas_origin = from_lock
             notes.append(f"BLAS {blas.value} as the lock records it (pass --blas for another)")
     else:
         # conda-lock wrote it: conda-lock's default virtual packages, __cuda=11.4 on CUDA platforms.
         cuda = target.cuda if cuda_given else (CONDA_LOCK_DEFAULT_CUDA if p in CUDA_PLATFORMS else None)
+        cuda_origin = target.cuda_origin if cuda_given else PinOrigin(PinSource.LOCK, "conda-lock's default driver", p)
         overrides = options.virtual_packages.get(p)
-        blas = target.blas
+        blas, blas_origin = target.blas, target.blas_origin
         assumed = " ".join(str(v) for v in virtual_packages_for(p, cuda, overrides))
         # (a driver the spec or a flag gave, `envkit: {cuda: ...}` or --cuda, is theirs, not one of conda-lock's defaults)
         if vp_given:
@@ -194,7 +223,9 @@ def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, opti
             + ("" if vp_given else "; pass --cuda (as given to conda-lock --with-cuda) or --virtual-package-spec to change them")
         )
     virtual: tuple[VirtualPackage, ...] = virtual_packages_for(p, cuda, overrides)
-    return replace(target, cuda=cuda if p in CUDA_PLATFORMS else None, blas=blas, virtual_packages=virtual), notes
+    cuda = cuda if p in CUDA_PLATFORMS else None
+    origin = cuda_origin if cuda is not None else None
+    return replace(target, cuda=cuda, blas=blas, virtual_packages=virtual, blas_origin=blas_origin, cuda_origin=origin), notes
 
 
 def _recorded_overrides(platform: str, recorded: tuple[str, ...]) -> dict[str, str]:

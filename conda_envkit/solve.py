@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import rattler
@@ -16,6 +16,7 @@ from rattler.exceptions import GatewayError, SolverError
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.errors import EnvkitError
 from conda_envkit.network import TIMEOUT_ENV_VAR, network_timeout, size_text
+from conda_envkit.pins import AddedKind, AddedSpec, PinOrigin, PinSource, added_specs_hint, blas_flag
 from conda_envkit.platforms import (
     CUDA_PLATFORMS,
     Blas,
@@ -58,6 +59,19 @@ def _missing_hint(name: str, having: set[str], lacking: set[str], source: str | 
     return f"{spelling}; {only_there}add a channel that has it, or drop the platform{plural}"
 
 
+class AddedSpecConflict(SolveError):
+    """An unsatisfiable solve whose explanation names a spec envkit added (`added`: the BLAS pin, the CUDA driver).
+
+    The hint says first how to change those; `rest_hint` is the advice about the user's own specs, kept apart so
+    that several platforms' errors are merged with the added specs' advice said once for all of them.
+    """
+
+    def __init__(self, message: str, added: tuple[AddedSpec, ...], rest_hint: str) -> None:
+        super().__init__(message, hint="; ".join(part for part in (added_specs_hint(added), rest_hint) if part))
+        self.added = added
+        self.rest_hint = rest_hint
+
+
 class ChannelReadError(SolveError):
     """A channel whose repodata could not be fetched or parsed.
 
@@ -83,6 +97,9 @@ class SolveTarget:
     blas: Blas | None
     # The platform's `pip:` section, parsed; resolved after the conda solve (pip_lock.py).
     pip: PipInputs | None = None
+    # Who set `blas` and `cuda` (a flag, an `envkit:` key, the lock), named when one of them makes the solve fail.
+    blas_origin: PinOrigin | None = field(default=None, compare=False)
+    cuda_origin: PinOrigin | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -211,9 +228,12 @@ def _explain(
             target.platform,
             source,
         )
-    # Name only the requested specs in the solver's explanation: the others are not the cause.
+    # Name only the requested specs in the solver's explanation, and the specs envkit added that it names (the BLAS
+    # pin, the CUDA driver): the others are not the cause.
     involved = _involved(target, message)
-    specs = "; ".join(f"{d.spec} ({d.source})" for d in involved) or "none named directly (see the explanation)"
+    added = _added_specs(target, message)
+    named = [*(a.named for a in added), *(f"{d.spec} ({d.source})" for d in involved)]
+    specs = "; ".join(named) or "none named directly (see the explanation)"
     assumed = " ".join(str(v) for v in target.virtual_packages)
     hint = "relax one of the specs named above (the explanation says which versions clash)"
     if re.search(r"__cuda\b", message) and target.cuda is None and target.variant is not None:
@@ -222,14 +242,26 @@ def _explain(
         hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
     elif re.search(r"__glibc\b|__osx\b", message):
         hint += "; `__glibc`/`__osx` in the explanation: --virtual-package-spec changes the assumed system"
-    if target.blas not in (None, Blas.ANY, Blas.OPENBLAS):
-        hint += f"; the BLAS asked for ({target.blas.value}) may have no build that fits: try openblas (--blas PLATFORM=openblas)"
-    return SolveError(
-        f"{target.label}: the specs cannot be satisfied together\n{message}\n"
-        f"  conflicting specs: {specs}\n  assumed: {assumed}"
-        + (f"\n  constraints: {', '.join(target.constraints())}" if target.constraints() else ""),
-        hint=hint,
+    cause = " and ".join(a.cause for a in added)
+    head = f"{cause} cannot be satisfied together with the specs" if added else "the specs cannot be satisfied together"
+    constraints = [c for c in target.constraints() if c not in {a.spec for a in added}]  # (those not named above)
+    text = f"{target.label}: {head}\n{message}\n  conflicting specs: {specs}\n  assumed: {assumed}" + (
+        f"\n  constraints: {', '.join(constraints)}" if constraints else ""
     )
+    return AddedSpecConflict(text, added, hint) if added else SolveError(text, hint=hint)
+
+
+def _added_specs(target: SolveTarget, message: str) -> tuple[AddedSpec, ...]:
+    """The specs envkit added to the solve (the BLAS pin, the CUDA driver) that the solver's explanation names."""
+    added = []
+    if target.blas not in (None, Blas.ANY) and blas_constraint(target.blas) in message:
+        p, blas = target.platform, target.blas
+        origin = target.blas_origin or PinOrigin(PinSource.FLAG, blas_flag(p, blas), p)
+        added.append(AddedSpec(AddedKind.BLAS, p, blas.value, blas_constraint(blas), origin))
+    if target.cuda is not None and re.search(r"__cuda\b", message):
+        origin = target.cuda_origin or PinOrigin(PinSource.FLAG, f"--cuda {target.cuda}")
+        added.append(AddedSpec(AddedKind.CUDA, target.platform, target.cuda, f"__cuda={target.cuda}", origin))
+    return tuple(added)
 
 
 def bind_channel(dep: Dependency, channels: tuple[ResolvedChannel, ...]) -> MatchSpec:
@@ -496,6 +528,13 @@ def _hint_missing_together(errors: list[EnvkitError], platforms: set[str]) -> No
             other.hint = ""
 
 
+def _merged_hints(errors: list[EnvkitError]) -> str:
+    """The hints of several platforms' errors as one, each piece of advice once (platforms that failed alike share
+    most of theirs); the advice about the specs envkit added is left to AddedSpecConflict, which says it once for all."""
+    parts = (e.rest_hint if isinstance(e, AddedSpecConflict) else e.hint for e in errors)
+    return "; ".join(dict.fromkeys(part for hint in parts for part in hint.split("; ") if part))
+
+
 async def solve_targets(
     targets: list[SolveTarget],
     channels: tuple[ResolvedChannel, ...],
@@ -546,9 +585,7 @@ async def solve_targets(
         _hint_missing_together(envkit_errors, {t.platform for t in targets})
         if len(envkit_errors) == 1:
             raise envkit_errors[0]
-        raise SolveError(
-            "\n".join(e.message for e in envkit_errors),
-            # (each piece of advice once: platforms that failed alike share most of theirs)
-            hint="; ".join(dict.fromkeys(part for e in envkit_errors if e.hint for part in e.hint.split("; "))),
-        )
+        message, hint = "\n".join(e.message for e in envkit_errors), _merged_hints(envkit_errors)
+        added = tuple(a for e in envkit_errors if isinstance(e, AddedSpecConflict) for a in e.added)
+        raise AddedSpecConflict(message, added, hint) if added else SolveError(message, hint=hint)
     return [r for r in results if isinstance(r, SolvedPlatform)]

@@ -156,3 +156,8 @@ def test_json_examples_parse_and_match_the_code(example: Example) -> None:
         assert keys == set(EnvironmentRecord(source="lock", lock_hash="sha256:0").to_json()), example.id
     if isinstance(data, dict) and data.get("schema") == BAKE_RECORD_SCHEMA:
         assert {"schema", "lock_hash", "image", "platforms", "references", "tags", "outputs", "prefix"} <= keys, example.id
+    if isinstance(data, dict) and "error" in data:  # what a command asked for JSON prints when it fails
+        from conda_envkit.error_report import ErrorReport
+
+        printed = json.loads(ErrorReport(kind="SolveError", message="m", hint="h").json_document())
+        assert keys == set(printed) and set(data["error"]) == set(printed["error"]), example.id

@@ -315,7 +315,100 @@ def test_platforms_that_clash_alike_give_each_piece_of_advice_once(tmp_path: Pat
     assert result.returncode == 2 and result.stderr.count("the specs cannot be satisfied together") == 2, result.stderr
     hint = next(line for line in result.stderr.splitlines() if line.lstrip().startswith("hint:"))
     assert hint.count("relax one of the specs named above") == 1, hint  # (it was said once per platform)
-    assert "(mkl)" in hint and "(accelerate)" in hint
+    # The BLAS pins are no part of this conflict (the explanation names no libblas): the hint does not blame them.
+    assert "BLAS" not in hint and "--blas" not in result.stderr, result.stderr
+
+
+def _blas_channel(root: Path, platforms: tuple[str, ...]) -> Path:
+    """scipy needing libblas, which has openblas and mkl builds only (no blis, no accelerate)."""
+    from conda_envkit.testing.local_channel import PackageSpec, build_channel
+
+    specs = []
+    for p in platforms:
+        specs.append(PackageSpec("python", "3.11.9", "h0_cpython", subdir=p))
+        for blas in ("openblas", "mkl"):
+            specs.append(PackageSpec("libblas", "3.9.0", f"20_{blas}", subdir=p, track_features="" if blas == "openblas" else "blas_mkl"))
+        specs.append(PackageSpec("scipy", "1.13.1", "py311_0", subdir=p, depends=("python >=3.11,<3.12.0a0", "libblas >=3.9.0,<4")))
+    return build_channel(root, specs, subdirs=platforms)
+
+
+def test_a_blas_pin_the_channel_cannot_meet_is_named_first_with_the_flag_that_changes_it(tmp_path: Path) -> None:
+    # The error named the user's `python; scipy` as the conflicting specs, and the hint the BLAS last, as a guess:
+    # nothing said that --blas was the cause, nor how to change it.
+    write_env(tmp_path, env_text(_blas_channel(tmp_path / "channel", ("linux-64",)), ["python=3.11", "scipy"]))
+    result = run_envkit("lock", "--blas", "linux-64=blis", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "conda-lock.yml").exists()
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: linux-64: the BLAS pin blis (--blas linux-64=blis) cannot be satisfied together with the specs", lines
+    conflicting = next(line for line in lines if line.lstrip().startswith("conflicting specs:"))
+    assert conflicting.strip() == "conflicting specs: libblas * *blis (--blas linux-64=blis); scipy (environment.yml:6)", conflicting
+    hint = next(line for line in lines if line.lstrip().startswith("hint:"))
+    assert hint.strip().startswith(
+        "hint: the BLAS pin (--blas linux-64=blis) is part of the conflict: "
+        "ask for another BLAS (`--blas linux-64=openblas`) or drop `--blas linux-64=blis`; relax one of the specs named above"
+    ), hint
+    # The flag the hint gives does it.
+    assert run_envkit("lock", "-q", "--blas", "linux-64=openblas", cwd=tmp_path).returncode == 0
+
+
+def test_a_blas_pin_in_the_environment_file_is_named_with_its_key(tmp_path: Path) -> None:
+    channel = _blas_channel(tmp_path / "channel", ("linux-64",))
+    write_env(tmp_path, env_text(channel, ["python=3.11", "scipy"], extra="envkit:\n  blas: blis\n"))
+    result = run_envkit("lock", "--json", cwd=tmp_path)
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "AddedSpecConflict" and error["exit_code"] == result.returncode == 2, error
+    assert error["message"].startswith("linux-64: the BLAS pin blis (`envkit.blas` in environment.yml) cannot be satisfied"), error
+    assert "conflicting specs: libblas * *blis (`envkit.blas` in environment.yml); scipy (environment.yml:6)" in error["message"]
+    assert error["hint"].startswith(
+        "the BLAS pin (`envkit.blas` in environment.yml) is part of the conflict: "
+        "set `envkit.blas` in environment.yml to another BLAS (e.g. openblas) or remove it (`--blas openblas` overrides it)"
+    ), error
+
+
+@pytest.mark.parametrize(
+    "flags,advice",
+    [
+        (
+            ("--blas", "blis"),
+            "the BLAS pin (--blas blis) is part of the conflict: ask for another BLAS (`--blas openblas`) or drop `--blas blis`",
+        ),
+        (
+            ("--blas", "linux-64=blis", "--blas", "osx-64=accelerate"),
+            "the BLAS pins (--blas linux-64=blis, --blas osx-64=accelerate) are part of the conflict: ask for another BLAS "
+            "(`--blas linux-64=openblas --blas osx-64=openblas`) or drop `--blas linux-64=blis --blas osx-64=accelerate`",
+        ),
+    ],
+    ids=["one-flag", "a-flag-per-platform"],
+)
+def test_blas_pins_failing_on_several_platforms_get_one_piece_of_advice(tmp_path: Path, flags: tuple[str, ...], advice: str) -> None:
+    platforms = ("linux-64", "osx-64")
+    write_env(tmp_path, env_text(_blas_channel(tmp_path / "channel", platforms), ["python=3.11", "scipy"], platforms))
+    result = run_envkit("lock", *flags, cwd=tmp_path)
+    assert result.returncode == 2
+    for platform, pin in zip(platforms, flags[1::2] if len(flags) > 2 else flags[1:] * 2, strict=True):
+        blas = pin.rpartition("=")[2]
+        written = f"--blas {pin}"
+        assert f"{platform}: the BLAS pin {blas} ({written}) cannot be satisfied together with the specs" in result.stderr, result.stderr
+        assert f"conflicting specs: libblas * *{blas} ({written}); scipy (environment.yml:6)" in result.stderr
+    hints = [line for line in result.stderr.splitlines() if line.lstrip().startswith("hint:")]
+    assert (
+        len(hints) == 1
+        and hints[0].strip() == f"hint: {advice}; relax one of the specs named above (the explanation says which versions clash)"
+    ), hints
+    # --json: the same error, of the same kind as one platform's
+    error = json.loads(run_envkit("lock", "--json", "-q", *flags, cwd=tmp_path).stdout)["error"]
+    assert error["kind"] == "AddedSpecConflict" and error["hint"] == hints[0].strip().removeprefix("hint: "), error
+
+
+def test_a_cuda_driver_the_specs_cannot_run_on_is_named_with_the_flag_that_set_it(tmp_path: Path, toy_channel: Path) -> None:
+    # cuda12 builds need cuda-version >=12, which needs `__cuda >=12`: --cuda 11.8 is the other side of the conflict.
+    write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cuda*"]))
+    result = run_envkit("lock", "--cuda", "11.8", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: linux-64: the CUDA driver 11.8 (--cuda 11.8) cannot be satisfied together with the specs\n")
+    assert "conflicting specs: __cuda=11.8 (--cuda 11.8); gpulib=*=cuda* (environment.yml:5)" in result.stderr, result.stderr
+    assert "hint: the CUDA driver 11.8 assumed (--cuda 11.8) is part of the conflict:" in result.stderr
+    assert "(`--cuda VERSION`)" in result.stderr and "(`--no-cuda`)" in result.stderr
 
 
 def test_a_cuda_version_cap_in_a_file_shared_with_macos_locks_there(tmp_path: Path, toy_channel: Path) -> None:

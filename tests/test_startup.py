@@ -43,8 +43,17 @@ def test_help_imports_only_click_and_the_cli(tmp_path: Path) -> None:
     top, ours = _imported(["--help"], tmp_path)
     assert not top & set(HEAVY), top & set(HEAVY)
     assert "yaml" not in top
-    # (failures: loaded before any command, since with no file descriptor or memory left it could not be loaded then)
-    assert ours == {"conda_envkit", "conda_envkit.cli", "conda_envkit.errors", "conda_envkit.failures", "conda_envkit.interrupts"}
+    # (failures, error_report and redact: loaded before any command, since with no file descriptor or memory left they
+    # could not be loaded when an error is reported)
+    assert ours == {
+        "conda_envkit",
+        "conda_envkit.cli",
+        "conda_envkit.error_report",
+        "conda_envkit.errors",
+        "conda_envkit.failures",
+        "conda_envkit.interrupts",
+        "conda_envkit.redact",
+    }
 
 
 def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> None:
@@ -57,6 +66,7 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit.cli",
         "conda_envkit.commands",
         "conda_envkit.commands.lock",
+        "conda_envkit.error_report",
         "conda_envkit.errors",
         "conda_envkit.failures",
         "conda_envkit.files",
@@ -65,6 +75,7 @@ def test_hash_imports_the_lock_model_only(tmp_path: Path, toy_channel: Path) -> 
         "conda_envkit.lockfile",
         "conda_envkit.lockmodel",
         "conda_envkit.lock_yaml",
+        "conda_envkit.redact",
         "conda_envkit.strict_yaml",
     }
 
@@ -267,6 +278,9 @@ def test_a_plain_lock_does_not_load_click(tmp_path: Path, toy_channel: Path) -> 
         ["lock", "--blas", "linux-99=mkl"],
         ["lock", "--blas", "nope"],
         ["lock", "--update", "no-such-package", "-q"],
+        ["lock", "--json", "-f", "missing.yml"],
+        ["lock", "--json", "--blas", "nope"],
+        ["lock", "--json", "-q", "-p", "linux-99"],
     ],
 )
 def test_a_plain_lock_prints_and_exits_as_through_click(tmp_path: Path, toy_channel: Path, args: list[str]) -> None:

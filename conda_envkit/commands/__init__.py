@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from conda_envkit.errors import BadFlag
+from conda_envkit.errors import EXIT_ERROR, BadFlag
 
 __all__ = ["EXIT_ERROR", "EXIT_STALE", "BadFlag", "Output"]
 
 
 # Exit statuses besides 0: 1 = the lock/prefix/image does not match (like `git diff --exit-code`),
-# 2 = bad input (every EnvkitError).
+# 2 = bad input (every EnvkitError: conda_envkit.errors.EXIT_ERROR).
 EXIT_STALE = 1
-EXIT_ERROR = 2
 
 
 Sink = Callable[[bool, str, bool], None]

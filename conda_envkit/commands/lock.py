@@ -164,7 +164,8 @@ def _locked_platforms(lockfile: Path, check: bool) -> list[str]:
             return []  # --check reports the unreadable lock itself
         # Locking linux-64 alone (the default) would drop the platforms this lock holds without a word.
         also = "the spec names no platforms, so they come from this lock: fix it, or pass -p"
-        raise EnvkitError(exc.message, hint=f"{exc.hint}; {also}" if exc.hint else also) from None
+        exc.hint = f"{exc.hint}; {also}" if exc.hint else also  # (the error keeps its kind: --json reports it)
+        raise
 
 
 def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tuple[str, Blas], ...]) -> list[str]:

@@ -5,6 +5,7 @@ every request line and header prove it."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from conda_envkit.errors import EnvkitError
 from conda_envkit.redact import redact
-from tests.conftest import MlflowServer
+from tests.conftest import MlflowServer, run_envkit
 from tests.hostile.conftest import LoggingServer, Workspace, assert_refused, locked_workspace, real_locked_workspace, run_cli, write_env
 
 CANARY = "canary-5ecret-VALUE-7f3a"
@@ -103,6 +104,28 @@ def test_solve_error_does_not_print_a_channels_literal_password(tmp_path: Path) 
     result = run_cli("lock", "-q", cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 2
     assert CANARY not in result.output
+
+
+@pytest.mark.parametrize(
+    "dependency",
+    [
+        f"http://user:{CANARY}@127.0.0.1:9/other::honest",  # `chan::pkg` quotes the channel it names, login and all
+        f"http://127.0.0.1:9/{ENV['ENVKIT_TOKEN_CANARY']}::honest",  # and a secret variable's value, where it stands
+    ],
+    ids=["login-in-a-url", "secret-variable-value"],
+)
+@pytest.mark.parametrize("through_click", [False, True], ids=["plain", "click"])
+def test_a_lock_error_printed_as_json_carries_no_credential(
+    tmp_path: Path, hostile_channel: Path, dependency: str, through_click: bool
+) -> None:
+    # `lock --json` prints its error on stdout too, for a CI script to parse (and a CI log to keep): redacted as stderr is.
+    write_env(tmp_path, f"channels: ['{hostile_channel.as_uri()}']\nplatforms: [linux-64]\ndependencies:\n  - '{dependency}'\n")
+    group = ("--timeout", "300") if through_click else ()
+    result = run_envkit(*group, "lock", "--json", cwd=tmp_path, env=ENV)
+    assert result.returncode == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "environment.yml:4" in error["message"] and "***" in error["message"], error
+    assert CANARY not in result.stdout and CANARY not in result.stderr
 
 
 def test_repodata_cache_lives_under_envkit_cache_dir(tmp_path: Path, hostile_channel: Path, logging_server: LoggingServer) -> None:
