@@ -82,8 +82,13 @@ def _plain_streams() -> bool:
 
 
 def _echo(text: str, to_stderr: bool = False, nl: bool = True) -> None:
-    """Print as click.echo does: flushed, escape codes removed when the stream is not a terminal."""
+    """Print as click.echo does: flushed, escape codes removed when the stream is not a terminal; stderr's notes and
+    warnings redacted, as cli._note does (one may quote a lock's channel URL with its credentials)."""
     stream = sys.stderr if to_stderr else sys.stdout
+    if to_stderr:
+        from conda_envkit.redact import redact
+
+        text = redact(text)
     if "\x1b" in text and not stream.isatty():
         import re
 

@@ -391,3 +391,7 @@ def test_a_stale_locks_channel_credentials_are_not_printed(tmp_path: Path, hosti
     assert result.returncode == 1, result.output
     assert "channels changed: locked ['https://***@conda.example.com/private']" in result.output, result.output
     assert secret not in result.output
+    # The real command line: `envkit lock` takes a path of its own there, around click (conda_envkit.entry).
+    real = run_envkit("lock", "--check", cwd=ws.root, env={"ENVKIT_CACHE_DIR": str(ws.cache)})
+    assert real.returncode == 1 and "https://***@conda.example.com/private" in real.stderr, real.output
+    assert secret not in real.output
