@@ -161,7 +161,10 @@ def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
         have = host.cuda_driver
         ok, why = _cuda_verdict(needed, have, host.cuda_source)
         users = ", ".join(sorted({name for name, _ in cuda_needs})[:5])
-        reqs.append(Requirement("cuda", f">={needed}", have or "none", ok, why + (f" (needed by {users})" if users else "")))
+        why += f" (needed by {users})" if users else ""
+        if have is None:  # (what to change, as for the other requirements)
+            why += "; run where a driver is, or lock CPU builds for this machine (`envkit lock --no-cuda`, or a variant with `cuda: none`)"
+        reqs.append(Requirement("cuda", f">={needed}", have or "none", ok, why))
     return Diagnosis(host, platform, tuple(reqs))
 
 

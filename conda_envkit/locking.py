@@ -298,6 +298,7 @@ def _keep_for_update(
 
     kept: dict[tuple[str | None, str], KeptPins] = {}
     unknown = set(update)
+    held: set[str] = set()  # every name the locks hold (for a suggestion)
     for plan in plans:
         try:
             existing = current[plan.path].required()
@@ -305,6 +306,7 @@ def _keep_for_update(
             raise SpecError(f"--update needs the current lock: {exc.message}", hint="run `envkit lock` once without --update") from None
         for target in plan.targets:
             packages = [p for p in existing.package if p.platform == target.platform]
+            held.update(p.name for p in packages)
             named = {p.name for p in packages if any(_names_package(n, p) for n in update)}
             unknown -= {n for n in update if any(_names_package(n, p) for p in packages)}
             conda = {p.name: p.hash.sha256 or "" for p in packages if p.name not in named and p.manager == "conda"}
@@ -316,8 +318,12 @@ def _keep_for_update(
             )
     unknown = {n for n in unknown if n.lower() not in spec_names}
     if unknown:
+        import difflib
+
         missing = [n for n in update if n in unknown]
-        raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint="name packages the lock holds (see `envkit render`)")
+        close = [match for n in missing for match in difflib.get_close_matches(n.lower(), sorted(held), n=2, cutoff=0.7)]
+        near = f"did you mean {' or '.join(dict.fromkeys(close))}? " if close else ""
+        raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint=f"{near}name packages the lock holds (see `envkit render`)")
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 

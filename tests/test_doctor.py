@@ -47,6 +47,7 @@ def test_cuda_lock_on_hosts_with_and_without_a_driver(tmp_path: Path, toy_channe
     code, report = _doctor(work, NO_DRIVER)
     cuda = _requirement(report, "cuda")
     assert code == 1 and not cuda["ok"] and "no NVIDIA driver" in cuda["why"] and "gpulib" in cuda["why"]
+    assert "lock CPU builds for this machine (`envkit lock --no-cuda`" in cuda["why"]  # (what to change, as --help promises)
     glibc = _requirement(report, "glibc")
     assert glibc["ok"] and glibc["needed"] == ">=2.28" and "needs-new-glibc" in glibc["why"]
 

@@ -64,6 +64,9 @@ def test_update_moves_only_the_named_package_and_its_strict_needs(tmp_path: Path
 
     unknown = run_envkit("lock", "--update", "tensorflow", cwd=work)
     assert unknown.returncode == 2 and "tensorflow: not in the lock" in unknown.stderr
+    assert "did you mean" not in unknown.stderr
+    near = run_envkit("lock", "--update", "panda", cwd=work)  # (a name close to a locked one: suggested)
+    assert near.returncode == 2 and "panda: not in the lock" in near.stderr and "hint: did you mean pandas?" in near.stderr, near.stderr
 
 
 def test_update_keeps_the_packages_that_depend_on_it_and_moves_them_only_when_it_must(tmp_path: Path) -> None:
