@@ -70,6 +70,7 @@ CONDA_LOCK_DEFAULT_CUDA = "11.4"
 # Patterns are strings compiled by `re` on first use (most commands never parse a CUDA version).
 _CUDA_VERSION = r"\d{1,3}(\.\d{1,3}){0,2}"
 _NO_CUDA = ("none", "cpu", "false")
+_FIRST_DRIVER_RELEASE = 100  # CUDA versions are 1-13 and counting; NVIDIA driver releases start at 100 (R418, 550...)
 
 
 def parse_cuda_driver(value: object, where: str) -> str | None:
@@ -86,6 +87,12 @@ def parse_cuda_driver(value: object, where: str) -> str | None:
         raise PlatformError(
             f"{where}: invalid CUDA driver version {text!r}",
             hint="write the driver's CUDA version as MAJOR[.MINOR], e.g. 12.4 (what nvidia-smi shows), or none",
+        )
+    if int(text.split(".")[0]) >= _FIRST_DRIVER_RELEASE:
+        # nvidia-smi's "Driver Version: 550.54.15" beside "CUDA Version: 12.4": __cuda=550 fits every cuda-version.
+        raise PlatformError(
+            f"{where}: {text} is an NVIDIA driver release, not the CUDA version it supports",
+            hint='write the "CUDA Version" nvidia-smi shows beside it (e.g. 12.4 for driver 550), or none',
         )
     return text
 

@@ -249,6 +249,8 @@ def test_a_refused_flag_value_is_one_error_line_with_a_hint(tmp_path: Path) -> N
     write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\n")
     for argv, said in (
         (("--cuda", "abc"), "error: --cuda: invalid CUDA driver version 'abc'"),
+        # nvidia-smi's "Driver Version" (beside its "CUDA Version: 12.4"): it fit every cuda-version, and was taken.
+        (("--cuda", "550.54.15"), "error: --cuda: 550.54.15 is an NVIDIA driver release, not the CUDA version it supports"),
         (("--cuda", "12.4", "--no-cuda"), "error: --cuda and --no-cuda exclude each other"),
         (("--blas", "linux-64=fastblas"), "error: --blas:"),
     ):
