@@ -21,8 +21,10 @@ from conda_envkit.platforms import (
     parse_cuda_driver,
 )
 
-# `  - numpy  # [linux64]` -> selector "linux64". Same shape as conda-build's.
-_SELECTOR = re.compile(r"^(?P<body>.*?)\s*#\s*\[(?P<expr>[^\[\]]+)\]\s*$")
+# `  - numpy  # [linux64]` -> selector "linux64". The shape conda-build and conda-lock read: the last `[...]` of the
+# comment, with any text before it and text without parentheses after it (`# [osx] progress bars`, `# fast [linux]`).
+_SELECTOR = re.compile(r"^(?P<body>.*?)\s*#(?P<comment>.*)\[(?P<expr>[^\[\]]+)\][^()]*$")
+_BRACKETS_HINT = "; a comment's last [...] is read as a selector (as conda-build and conda-lock do): write a note without brackets"
 _TOP_LEVEL_KEYS = {
     "name",
     "channels",
@@ -117,7 +119,7 @@ def _eval_selector(expr: str, platform: str, where: str) -> bool:
     except SyntaxError as exc:
         raise SpecError(
             f"{where}: cannot parse selector [{expr}]",
-            hint="use platform names joined by and/or/not, e.g. [linux and not aarch64]",
+            hint="use platform names joined by and/or/not, e.g. [linux and not aarch64]" + _BRACKETS_HINT,
         ) from exc
     truth = SELECTOR_NAMES[platform]
 
@@ -133,7 +135,7 @@ def _eval_selector(expr: str, platform: str, where: str) -> bool:
             if node.id not in ALL_SELECTOR_NAMES:
                 raise SpecError(
                     f"{where}: unknown selector {node.id!r}",
-                    hint=f"envkit knows platform selectors only: {', '.join(sorted(ALL_SELECTOR_NAMES))}",
+                    hint=f"envkit knows platform selectors only: {', '.join(sorted(ALL_SELECTOR_NAMES))}" + _BRACKETS_HINT,
                 )
             return node.id in truth
         raise SpecError(

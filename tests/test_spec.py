@@ -48,6 +48,28 @@ def test_selectors_apply_per_platform(tmp_path: Path) -> None:
     assert spec.dependencies["win-64"][2].source.endswith("environment.yml:9")
 
 
+def test_a_selector_among_comment_text_is_read_as_conda_lock_reads_it(tmp_path: Path) -> None:
+    # `# [osx] progress bars` and `# pretty output [linux]` were ignored (both packages kept everywhere), while
+    # conda-lock (conda-build's pattern) keeps tqdm on osx and rich on linux: one file, two environments.
+    from conda_lock.src_parser.selectors import filter_platform_selectors
+
+    text = (
+        "channels: [conda-forge]\nplatforms: [linux-64, osx-arm64]\ndependencies:\n"
+        "  - python\n  - tqdm  # [osx] progress bars\n  - rich  # pretty output [linux]\n  - numpy  # [linux] (kept: parentheses)\n"
+    )
+    spec = read_env_spec([write_env(tmp_path, text)])
+    assert names(spec, "linux-64") == ["python", "rich", "numpy"]
+    assert names(spec, "osx-arm64") == ["python", "tqdm", "numpy"]
+    for platform in ("linux-64", "osx-arm64"):  # the same lines as conda-lock keeps
+        theirs = [line.split("#")[0].strip(" -") for line in filter_platform_selectors(text, platform) if line.startswith("  - ")]
+        assert theirs == names(spec, platform), platform
+    # A note in brackets that is no selector is an error that says why, not a line kept or dropped in silence.
+    write_env(tmp_path, "channels: [conda-forge]\ndependencies:\n  - numpy  # pinned [see issue 12]\n")
+    with pytest.raises(SpecError, match="environment.yml:3: cannot parse selector") as refused:
+        read_env_spec([tmp_path / "environment.yml"])
+    assert "a comment's last [...] is read as a selector" in (refused.value.hint or "")
+
+
 PIP_ON_LINUX = """channels: [conda-forge]
 platforms: [linux-64, win-64]
 dependencies:
