@@ -93,13 +93,14 @@ BlasTable = tuple[tuple[str, Blas], ...]
 
 
 def _blas_for(platform: str, spec: EnvSpec, variant: Variant | None, options: LockOptions) -> tuple[Blas | None, PinOrigin | None]:
-    """The BLAS pinned for `platform` and who pinned it: --blas beats the variant's `blas`, which beats the spec's;
-    within each, an exact platform beats `*`."""
+    """The BLAS pinned for `platform` and who pinned it: a variant's own `blas` beats --blas, which beats the spec's
+    (as a variant's own `cuda` beats --cuda: a variant is the build it names); within each, an exact platform beats
+    `*`."""
     files = _files_named(spec)
     tables: list[tuple[BlasTable, PinSource, str]] = [(spec.blas, PinSource.SPEC, f"`envkit.blas` in {files}")]
+    tables.append((options.blas, PinSource.FLAG, ""))
     if variant is not None and variant.blas != spec.blas:  # (a variant without `blas:` has the spec's)
         tables.append((variant.blas, PinSource.SPEC, f"`envkit.variants.{variant.name}.blas` in {files}"))
-    tables.append((options.blas, PinSource.FLAG, ""))
     chosen: tuple[Blas | None, PinOrigin | None] = (None, None)
     for table, source, written in tables:
         entries = dict(table)

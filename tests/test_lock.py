@@ -459,6 +459,14 @@ def test_variants_are_separate_conda_lock_files(tmp_path: Path, toy_channel: Pat
     cpu_pkgs = locked(tmp_path / "conda-lock.cpu.yml", "linux-64")
     assert cpu_pkgs["gpulib"]["build"] == "cpu_0" and cpu_pkgs["libblas"]["build"] == "20_mkl"
     assert summary[0]["lock_hash"] != summary[1]["lock_hash"]
+    # --blas is for what does not say: the cpu variant keeps its own mkl (as a variant's own cuda beats --cuda). It
+    # was relocked with OpenBLAS, and the next --check called it stale ("BLAS changed: locked 'openblas', now 'mkl'").
+    flagged = run_envkit("lock", "-q", "--blas", "openblas", cwd=tmp_path)
+    assert flagged.returncode == 0, flagged.output
+    assert locked(tmp_path / "conda-lock.cpu.yml", "linux-64")["libblas"]["build"] == "20_mkl"
+    assert "openblas" in locked(tmp_path / "conda-lock.yml", "linux-64")["libblas"]["build"]
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 0, check.output
 
 
 def test_unsatisfiable_names_platform_and_spec(tmp_path: Path, toy_channel: Path) -> None:
