@@ -89,19 +89,29 @@ def _blas_advice(pins: Sequence[AddedSpec]) -> str:
     ways = []
     if flags := _unique(a.origin.written for a in pins if a.origin.source is PinSource.FLAG):
         ways.append(f"ask for another BLAS (`{instead}`) or drop `{' '.join(flags)}`")
-    if keys := _unique(a.origin.written for a in pins if a.origin.source is PinSource.SPEC):
+    if keys := _unique(a.origin.written for a in pins if a.origin.source is PinSource.SPEC and not _variant_key(a)):
         ways.append(f"set {' and '.join(keys)} to another BLAS (e.g. openblas) or remove it (`{instead}` overrides it)")
+    if own := _unique(a.origin.written for a in pins if _variant_key(a)):  # (no flag changes a variant's own BLAS)
+        ways.append(f"set {' and '.join(own)} to another BLAS (e.g. openblas) or remove it")
     if recorded := [a for a in pins if a.origin.source is PinSource.LOCK]:
         cleared = " ".join(_unique(blas_flag(a.origin.scope, Blas.ANY) for a in recorded))
         ways.append(f"ask for another BLAS (`{instead}`) or clear the pin the lock records (`{cleared}`)")
     return f"{subject} part of the conflict: {', or '.join(ways)}"
 
 
+def _variant_key(added: AddedSpec) -> bool:
+    """Whether a variant's own key set it (`envkit.variants.NAME.cuda`/`.blas`): no flag changes those."""
+    return added.origin.source is PinSource.SPEC and added.origin.written.startswith("`envkit.variants.")
+
+
 def _cuda_advice(drivers: Sequence[AddedSpec]) -> str:
     written = _unique(a.origin.written for a in drivers)
     values = " and ".join(_unique(a.value for a in drivers))
-    return (
-        f"the CUDA driver {values} assumed ({', '.join(written)}) is part of the conflict: "
-        f"lock for the driver your machines have (`--cuda VERSION`), pin builds that run on {values}, "
-        "or lock CPU builds (`--no-cuda`)"
-    )
+    ways = []
+    if any(not _variant_key(a) for a in drivers):
+        ways.append(
+            f"lock for the driver your machines have (`--cuda VERSION`), pin builds that run on {values}, or lock CPU builds (`--no-cuda`)"
+        )
+    if own := _unique(a.origin.written for a in drivers if _variant_key(a)):  # (--cuda/--no-cuda leave those alone)
+        ways.append(f"set {' and '.join(own)} to the driver your machines have, or to none for CPU builds")
+    return f"the CUDA driver {values} assumed ({', '.join(written)}) is part of the conflict: {'; or '.join(ways)}"

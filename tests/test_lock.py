@@ -409,6 +409,15 @@ def test_a_cuda_driver_the_specs_cannot_run_on_is_named_with_the_flag_that_set_i
     assert "conflicting specs: __cuda=11.8 (--cuda 11.8); gpulib=*=cuda* (environment.yml:5)" in result.stderr, result.stderr
     assert "hint: the CUDA driver 11.8 assumed (--cuda 11.8) is part of the conflict:" in result.stderr
     assert "(`--cuda VERSION`)" in result.stderr and "(`--no-cuda`)" in result.stderr
+    # A variant's own cuda: the flags do not change it, so the hint names its key alone (it offered --cuda/--no-cuda,
+    # and `envkit lock --cuda 12.9` failed the same way).
+    extra = 'envkit:\n  variants:\n    old: {cuda: "11.8"}\n'
+    write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cuda*"], extra=extra))
+    own = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path)
+    assert own.returncode == 2 and "linux-64 (old): the CUDA driver 11.8 (`envkit.variants.old.cuda` in environment.yml)" in own.stderr
+    hint = next(line for line in own.stderr.splitlines() if line.startswith("  hint: "))
+    assert "set `envkit.variants.old.cuda` in environment.yml to the driver your machines have, or to none" in hint, hint
+    assert "--cuda" not in hint and "--no-cuda" not in hint, hint
 
 
 def test_a_cuda_version_cap_in_a_file_shared_with_macos_locks_there(tmp_path: Path, toy_channel: Path) -> None:
