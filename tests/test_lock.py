@@ -734,6 +734,33 @@ def test_cuda_version_alone_is_no_cuda_build(tmp_path: Path, toy_channel: Path) 
     assert meta["envkit.linux-64.cuda"] == "12.4" and "envkit.linux-64.cuda-compat" not in meta
 
 
+def test_a_cpu_build_beside_cuda_ones_is_said(tmp_path: Path, toy_channel: Path) -> None:
+    # The "no CUDA build was chosen" warning is for a lock with none: one CUDA package (cudakernels) hid a CPU gpulib
+    # (a CPU pytorch beside a CUDA cupy, in the trial), and the summary read as a CUDA lock.
+    write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cpu*", "cudakernels"]))
+    result = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert "linux-64: a CUDA 12.4 driver assumed, but gpulib 1.0 cpu_0 is a CPU build beside the CUDA ones" in result.stderr
+    assert "(`gpulib=*=cuda*`)" in result.stderr and "no CUDA build was chosen" not in result.stderr
+    write_env(tmp_path, env_text(toy_channel, ["gpulib", "cudakernels"]))
+    both = run_envkit("lock", "--cuda", "12.4", cwd=tmp_path)  # (nothing CPU: nothing said)
+    assert both.returncode == 0 and "CPU build" not in both.stderr, both.output
+
+
+def test_a_library_built_against_mkl_itself_is_said_under_another_blas(tmp_path: Path, toy_channel: Path) -> None:
+    # An OpenBLAS pin fixes libblas; a build depending on mkl directly brought MKL in anyway, and the summary and
+    # envkit.<platform>.blas said openblas with no word.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "mkltorch"]))
+    result = run_envkit("lock", "--blas", "linux-64=openblas", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert "mkl" in locked(tmp_path / "conda-lock.yml", "linux-64")
+    said = "linux-64: BLAS openblas asked for, but mkltorch 1.0 cpu_mkl_0 depends on mkl itself (not through libblas)"
+    assert said in result.stderr, result.stderr
+    assert "CPU build" not in result.stderr  # (no CUDA asked for: a cpu build string says nothing)
+    mkl = run_envkit("lock", "--blas", "linux-64=mkl", cwd=tmp_path)
+    assert mkl.returncode == 0 and "depends on mkl itself" not in mkl.stderr, mkl.output
+
+
 def test_a_variant_takes_the_specs_cuda_unless_it_says(tmp_path: Path, toy_channel: Path) -> None:
     variants = 'envkit:\n  cuda: "12.4"\n  variants:\n    linux: {platforms: [linux-64]}\n    cpu: {cuda: none, platforms: [linux-64]}\n'
     write_env(tmp_path, env_text(toy_channel, ["gpulib"], ("linux-64", "osx-arm64"), extra=variants))

@@ -205,6 +205,23 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
                 "lock is CPU-only there (the newest versions the spec allows may be built for CPU only, no CUDA build may run "
                 f"on that driver, or the spec pins CPU builds); ask for a CUDA build to get one (`{example}`), or its error says why not"
             )
+        cpu_builds = _cpu_builds(solved)
+        if solved.target.cuda and solved.cuda_packages and cpu_builds:
+            # (the warning above is for a lock with no CUDA build at all: one CUDA package hid a CPU pytorch)
+            warn(
+                f"warning: {solved.target.label}: a CUDA {solved.target.cuda} driver assumed, but {', '.join(cpu_builds)} "
+                f"{'is a CPU build' if len(cpu_builds) == 1 else 'are CPU builds'} beside the CUDA ones; ask for a CUDA build "
+                f"(`{cpu_builds[0].split()[0]}=*=cuda*`) if it should use the GPU, or its error says why not"
+            )
+        mkl_users = _mkl_users(solved)
+        if mkl_users:
+            pin = solved.target.blas.value if solved.target.blas else ""
+            one = len(mkl_users) == 1
+            warn(
+                f"warning: {solved.target.label}: BLAS {pin} asked for, but {', '.join(mkl_users)} depend{'s' if one else ''} on mkl"
+                f" itself (not through libblas): the lock holds MKL as well, and {'it uses' if one else 'they use'} it whatever"
+                " libblas is; pin builds that link libblas (e.g. a newer build), or ask for mkl"
+            )
         if solved.chosen_blas == Blas.NETLIB and solved.target.blas != Blas.NETLIB:
             p = solved.target.platform
             warn(
@@ -252,6 +269,24 @@ def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
 
 
 # Packages with CUDA and CPU builds side by side, named in the hint when the spec asks for one and got a CPU build.
+def _cpu_builds(solved: SolvedPlatform) -> list[str]:
+    """`name version build` of the records whose build says it is a CPU build (`cpu_mkl_py312...`, `py3.11_cpu_0`)."""
+    import re
+
+    return [f"{r.name.normalized} {r.version} {r.build}" for r in solved.records if re.search(r"(^|_)cpu(_|$)", str(r.build))]
+
+
+def _mkl_users(solved: SolvedPlatform) -> list[str]:
+    """With a BLAS other than MKL pinned: the packages of the solution that depend on `mkl` itself."""
+    from conda_envkit.platforms import Blas
+
+    if solved.target.blas in (None, Blas.ANY, Blas.MKL):
+        return []
+    return sorted(
+        f"{r.name.normalized} {r.version} {r.build}" for r in solved.records if any(str(d).split()[0] == "mkl" for d in r.depends)
+    )
+
+
 _CUDA_BUILT = ("pytorch", "tensorflow", "jaxlib", "cupy", "onnxruntime", "faiss", "xgboost", "lightgbm", "mxnet", "paddlepaddle")
 
 

@@ -2,8 +2,9 @@
 
 python (3.11, 3.12), numpy (1.26, 2.0) linked against libblas in openblas / mkl /
 accelerate builds (mkl and accelerate ranked lower with track_features, as on
-conda-forge), a library with a CPU and a CUDA build, cuda-version, a package that
-exists on linux-64 only, and `hello`, a script that prints a line.
+conda-forge), a library with a CPU and a CUDA build, a CUDA-only one, cuda-version, mkl and a
+library that depends on it directly, a package that exists on linux-64 only, and `hello`, a script
+that prints a line.
 
 Run `python -m conda_envkit.testing.toy_channel DIR` to write it to DIR.
 """
@@ -49,6 +50,12 @@ def toy_packages() -> list[PackageSpec]:
                 PackageSpec("gpulib", "1.0", "cuda12_0", build_number=1, subdir=subdir, depends=("__cuda", "cuda-version >=12.0,<13"))
             )
         pkgs.append(PackageSpec("gpulib", "1.0", "cpu_0", subdir=subdir))
+        if subdir in ("linux-64", "linux-aarch64", "win-64"):  # a CUDA-only library, beside gpulib's CPU build
+            pkgs.append(PackageSpec("cudakernels", "1.0", "cuda12_0", subdir=subdir, depends=("__cuda", "cuda-version >=12.0,<13")))
+        if subdir in ("linux-64", "osx-64", "win-64"):
+            # MKL itself, and a library built against it directly (not through libblas), as older pytorch builds are.
+            pkgs.append(PackageSpec("mkl", "2024.2.2", "0", subdir=subdir))
+            pkgs.append(PackageSpec("mkltorch", "1.0", "cpu_mkl_0", subdir=subdir, depends=("mkl >=2024", "numpy")))
     pkgs.append(PackageSpec("linuxonly", "1.0", "0", subdir="linux-64"))
     pkgs.append(PackageSpec("needs-new-glibc", "1.0", "0", subdir="linux-64", depends=("__glibc >=2.28",)))
     for cuda in ("11.8", "12.0", "12.4", "12.6"):
