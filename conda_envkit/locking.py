@@ -153,7 +153,7 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
             SolveTarget(
                 platform=platform,
                 variant=variant.name if variant else None,
-                dependencies=spec.dependencies[platform],
+                dependencies=spec.dependencies_for(platform, variant),
                 virtual_packages=virtual_packages_for(platform, cuda, options.virtual_packages.get(platform)),
                 cuda=cuda if platform in CUDA_PLATFORMS else None,
                 blas=blas,
@@ -473,7 +473,7 @@ def lock_environment(
         if on_solved is not None:
             on_solved(solved)
 
-    spec_names = frozenset(d.name.lower() for deps in spec.dependencies.values() for d in deps)
+    spec_names = frozenset(d.name.lower() for target in all_targets for d in target.dependencies)  # (variants' own too)
     keep = _keep_for_update(plans, current, options.update, spec_names) if options.update else (lambda _target: KeptPins())
     asyncio.run(
         solve_targets(

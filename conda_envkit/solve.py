@@ -237,7 +237,7 @@ def _explain(
     assumed = " ".join(str(v) for v in target.virtual_packages)
     hint = "relax one of the specs named above (the explanation says which versions clash)"
     if re.search(r"__cuda\b", message) and target.cuda is None and target.variant is not None:
-        hint += f"; `__cuda` in the explanation: variant {target.variant!r} has no CUDA: pin CPU builds for it, or give it `cuda:`"
+        hint += f"; `__cuda` in the explanation: {_cpu_variant_hint(target.variant, involved)}"
     elif re.search(r"__cuda\b", message) and target.cuda is None:
         hint += "; `__cuda` in the explanation: pass --cuda DRIVER_VERSION to lock CUDA builds"
     elif re.search(r"__glibc\b|__osx\b", message):
@@ -249,6 +249,39 @@ def _explain(
         f"\n  constraints: {', '.join(constraints)}" if constraints else ""
     )
     return AddedSpecConflict(text, added, hint) if added else SolveError(text, hint=hint)
+
+
+def _cpu_variant_hint(variant: str, asked: list[Dependency]) -> str:
+    """What to do about a variant without CUDA whose solve wants CUDA builds of `asked` (the requested specs involved):
+    pin CPU builds in the variant's own `dependencies:`, or move a CUDA-only package out of the shared list (a
+    variant replaces shared lines, it cannot drop one)."""
+    key = f"envkit.variants.{variant}.dependencies"
+    cuda_only = [d for d in asked if d.name in _CUDA_NAMES or d.name.startswith("cuda-")]
+    pinnable = [d for d in asked if d not in cuda_only]
+    parts = []
+    if pinnable or not cuda_only:
+        example = _cpu_pin(pinnable[0]) if pinnable else "pytorch=*=*cpu*"
+        parts.append(
+            f"variant {variant!r} has no CUDA: pin CPU builds in its own dependencies (`{key}: [{example}]`; a variant's"
+            " line replaces the shared line for that package in this variant alone)"
+        )
+    if cuda_only:
+        named = ", ".join(f"{d.name} ({d.source})" for d in cuda_only)
+        one = len(cuda_only) == 1
+        name = pinnable[0].name if pinnable else "pytorch"
+        parts.append(
+            f"{named} {'is a CUDA package' if one else 'are CUDA packages'} and a variant cannot drop a shared line: write"
+            f" {'it' if one else 'them'} only in the `dependencies:` of the variants that want CUDA, or ask for CUDA builds"
+            f" on a line this variant can replace (`{name}=*=*cuda*` in the shared list, `{name}=*=*cpu*` in this variant's)"
+        )
+    return "; ".join(parts) + ", or give the variant `cuda:`"
+
+
+def _cpu_pin(dep: Dependency) -> str:
+    """`dep` as written, with a CPU build asked for (`pytorch=2.3` -> `pytorch 2.3.* *cpu*`)."""
+    version = MatchSpec(dep.match_spec, strict=False).version
+    channel = dep.spec.split("::", 1)[0] + "::" if "::" in dep.spec else ""
+    return f"{channel}{dep.name} {version} *cpu*" if str(version or "*") != "*" else f"{channel}{dep.name}=*=*cpu*"
 
 
 def _added_specs(target: SolveTarget, message: str) -> tuple[AddedSpec, ...]:
@@ -468,9 +501,11 @@ async def solve_target(
                     "or pin CPU builds",
                 )
         elif cuda:
+            asked = [d for d in target.dependencies if any(c.startswith(d.name + " ") for c in cuda)]
             raise SolveError(
-                f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}",
-                hint=f"variant {target.variant!r} has no CUDA: pin CPU builds for it (e.g. `pytorch =*=cpu*`), or give it `cuda:`"
+                f"{target.label}: the solution contains CUDA packages but no CUDA was requested: {', '.join(cuda)}"
+                + (f"; requested as {', '.join(f'{d.name} ({d.source})' for d in asked)}" if asked else ""),
+                hint=_cpu_variant_hint(target.variant, asked)
                 if target.variant is not None
                 else "pass --cuda VERSION (or set `envkit: {cuda: ...}`) to lock for a GPU, or pin CPU builds",
             )

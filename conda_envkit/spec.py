@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -38,7 +38,7 @@ _TOP_LEVEL_KEYS = {
     "envkit",
 }
 _ENVKIT_KEYS = {"cuda", "blas", "variants"}
-_VARIANT_KEYS = {"cuda", "blas", "platforms"}
+_VARIANT_KEYS = {"cuda", "blas", "platforms", "dependencies"}
 _VARIANT_NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
 
@@ -80,7 +80,8 @@ class Variant:
 
     `cuda` is the assumed CUDA driver version, or None for a CPU-only solve (`cuda: none`); a variant that does not
     say (`inherits_cuda`) takes the spec's, as it takes its `blas`; `blas` maps platform -> BLAS (a `*` key applies
-    to all platforms).
+    to all platforms). `dependencies` maps platform -> the variant's own conda specs (selectors applied), which
+    replace the shared ones package by package (`EnvSpec.dependencies_for`); empty when it writes none.
     """
 
     name: str
@@ -88,6 +89,7 @@ class Variant:
     blas: tuple[tuple[str, Blas], ...] = ()
     platforms: tuple[str, ...] = ()
     inherits_cuda: bool = False
+    dependencies: dict[str, tuple[Dependency, ...]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,23 @@ class EnvSpec:
     platforms_given: bool = True
     # The platforms the files name (under -p too; empty when none does).
     declared_platforms: tuple[str, ...] = ()
+
+    def dependencies_for(self, platform: str, variant: Variant | None = None) -> tuple[Dependency, ...]:
+        """The conda specs one platform of one variant solves: the shared ones, with the variant's own replacing
+        them package by package (as a later -f file's do) and added after them."""
+        shared = self.dependencies[platform]
+        own = variant.dependencies.get(platform, ()) if variant is not None else ()
+        return merge_dependencies(shared, own) if own else shared  # (without own lines: the very same specs)
+
+
+def merge_dependencies(*lists: tuple[Dependency, ...] | list[Dependency]) -> tuple[Dependency, ...]:
+    """Dependency lists merged as conda-lock merges -f files: a later line for a package replaces the earlier one
+    where it stood, a new package is added at the end."""
+    merged: dict[str, Dependency] = {}
+    for deps in lists:
+        for dep in deps:
+            merged[dep.name] = dep
+    return tuple(merged.values())
 
 
 # -- selectors ---------------------------------------------------------------------
@@ -193,11 +212,15 @@ def _scalar_list(node: yaml.Node, path: str, what: str) -> list[tuple[str, str]]
     return items
 
 
-def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[list[Dependency], list[PipRequirement]]:
+def _parse_dependencies(
+    node: yaml.Node, path: str, base_dir: Path, variant: str | None = None
+) -> tuple[list[Dependency], list[PipRequirement]]:
+    """The conda specs and pip lines of a `dependencies:` list: the top-level one, or a variant's (conda specs only)."""
+    key = "dependencies" if variant is None else f"envkit.variants.{variant}.dependencies"
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "null", "~"):
         return [], []  # (every line dropped by a selector, or none written: "no dependencies for <platform>")
     if not isinstance(node, yaml.SequenceNode):
-        raise SpecError(f"{_where(path, node)}: `dependencies` must be a list", hint="write `dependencies:` followed by `- package` lines")
+        raise SpecError(f"{_where(path, node)}: `{key}` must be a list", hint="write `dependencies:` followed by `- package` lines")
     conda: list[Dependency] = []
     pip: list[PipRequirement] = []
     for item in node.value:
@@ -220,15 +243,24 @@ def _parse_dependencies(node: yaml.Node, path: str, base_dir: Path) -> tuple[lis
                 raise SpecError(f"{where}: dependency {text!r} has no package name", hint="name the package")
             conda.append(Dependency(text, match_spec.name.normalized, where, str(match_spec)))
         elif isinstance(item, yaml.MappingNode):
-            for key, value in item.value:
-                if key.value != "pip":
+            for section, value in item.value:
+                if variant is not None:
+                    pip_hint = (
+                        "write pip requirements in the `- pip:` section of the top-level `dependencies:` (every variant locks"
+                        " it; a selector limits a line to some platforms), and conda specs here"
+                    )
                     raise SpecError(
-                        f"{_where(path, key)}: unknown section `{key.value}:` in dependencies",
+                        f"{_where(path, section)}: `{section.value}:` in `{key}`: a variant's dependencies are conda specs only",
+                        hint=(pip_hint if section.value == "pip" else "write conda specs") + " as `- package` lines",
+                    )
+                if section.value != "pip":
+                    raise SpecError(
+                        f"{_where(path, section)}: unknown section `{section.value}:` in dependencies",
                         hint="only a `pip:` section may appear inside dependencies",
                     )
                 pip.extend(PipRequirement(line, w, base_dir) for line, w in _scalar_list(value, path, "pip"))
         else:
-            raise SpecError(f"{where}: unexpected entry in dependencies", hint="write one `- package` per line")
+            raise SpecError(f"{where}: unexpected entry in {key}", hint="write one `- package` per line")
     _one_line_per_package(conda)
     return conda, pip
 
@@ -368,30 +400,50 @@ def _read_one(source: InputText, top: dict[str, yaml.Node], platforms: tuple[str
 
     dependencies: dict[str, tuple[Dependency, ...]] = {}
     pip: dict[str, tuple[PipRequirement, ...]] = {}
+    variant_dependencies: dict[str, dict[str, tuple[Dependency, ...]]] = {}  # variant -> platform -> its own specs
     base_dir = source.path.resolve().parent if source.path is not None else Path.cwd()
     # Platforms whose selectors keep the same lines share one parse (a file without selectors is
     # composed and its match specs parsed once, not once per platform).
-    parsed: dict[str, tuple[list[Dependency], list[PipRequirement]]] = {}
+    parsed: dict[str, tuple[list[Dependency], list[PipRequirement], dict[str, list[Dependency]]]] = {}
     for platform in platforms:
         selected = apply_selectors(text, platform, path)
         if selected not in parsed:
-            node = _mapping(compose_yaml(InputText(source.name, selected, source.path))).get("dependencies")
-            parsed[selected] = ([], []) if node is None else _parse_dependencies(node, path, base_dir)
-        conda, pip_lines = parsed[selected]
+            top_selected = _mapping(compose_yaml(InputText(source.name, selected, source.path)))
+            node = top_selected.get("dependencies")
+            conda, pip_lines = ([], []) if node is None else _parse_dependencies(node, path, base_dir)
+            parsed[selected] = (conda, pip_lines, _variant_dependencies(top_selected, path, base_dir))
+        conda, pip_lines, own = parsed[selected]
         dependencies[platform] = tuple(conda)
         pip[platform] = tuple(pip_lines)
+        for name, deps in own.items():
+            variant_dependencies.setdefault(name, {})[platform] = tuple(deps)
     index_lines = _pip_repositories(top, path)
     if index_lines:
         pip = {platform: (*index_lines, *lines) if lines else lines for platform, lines in pip.items()}
     name_node = top.get("name")
+    envkit = _parse_envkit(top["envkit"], path) if "envkit" in top else None
+    if envkit is not None:
+        cuda, blas, variants = envkit
+        envkit = cuda, blas, tuple(replace(v, dependencies=variant_dependencies.get(v.name, {})) for v in variants)
     return _FileSpec(
         path=path,
         name=str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else None,
         channels=channels,
         dependencies=dependencies,
         pip=pip,
-        envkit=_parse_envkit(top["envkit"], path) if "envkit" in top else None,
+        envkit=envkit,
     )
+
+
+def _variant_dependencies(top: dict[str, yaml.Node], path: str, base_dir: Path) -> dict[str, list[Dependency]]:
+    """Each variant's own `dependencies:` in a file whose selectors were applied (variant name -> conda specs)."""
+    variants = _mapping(_mapping(top.get("envkit")).get("variants"))
+    found = {}
+    for name, vnode in variants.items():
+        node = _mapping(vnode).get("dependencies")
+        if node is not None:  # (the variant's other keys, and its name, are checked by _parse_envkit)
+            found[name] = _parse_dependencies(node, path, base_dir, variant=name)[0]
+    return found
 
 
 def _pip_repositories(top: dict[str, yaml.Node], path: str) -> tuple[PipRequirement, ...]:
@@ -454,11 +506,8 @@ def read_env_spec(paths: list[Path], platforms: list[str] | None = None) -> EnvS
     pip: dict[str, tuple[PipRequirement, ...]] = {}
     for platform in requested:
         # Later files override earlier ones package by package, as in conda-lock.
-        merged: dict[str, Dependency] = {}
-        for f in files:
-            for dep in f.dependencies[platform]:
-                merged[dep.name] = dep
-        dependencies[platform] = tuple(merged.values())
+        merged = merge_dependencies(*(f.dependencies[platform] for f in files))
+        dependencies[platform] = merged
         pip[platform] = tuple(req for f in files for req in f.pip[platform])
         if not merged and not pip[platform]:
             raise SpecError(

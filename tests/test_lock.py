@@ -197,7 +197,9 @@ def test_a_cpu_variant_that_needs_cuda_is_told_about_the_variant_not_cuda_flags(
     write_env(tmp_path, env_text(toy_channel, ["gpulib=*=cuda*"], extra=variants))
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2, result.output
-    assert "variant 'cpu' has no CUDA: pin CPU builds for it, or give it `cuda:`" in result.stderr, result.stderr
+    # (and where: the variant's own dependencies, which replace the shared line for it alone)
+    assert "variant 'cpu' has no CUDA: pin CPU builds in its own dependencies (`envkit.variants.cpu.dependencies: " in result.stderr
+    assert "or give the variant `cuda:`" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("written", ["./chän", "file://{channel}"])

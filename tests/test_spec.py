@@ -227,3 +227,107 @@ def test_an_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
     assert "hint: did you mean `dependencies`? known keys:" in run_envkit("lock", cwd=tmp_path).stderr
     write_env(tmp_path, "channels: [conda-forge]\ndependencies: [numpy]\nenvkit: {cudaa: '12.4'}\n")
     assert "hint: did you mean `cuda`?" in run_envkit("lock", cwd=tmp_path).stderr
+
+
+VARIANT_DEPENDENCIES = """\
+channels: [conda-forge]
+platforms: [linux-64, osx-arm64]
+dependencies:
+  - python=3.11
+  - pytorch=2.3
+  - numpy
+envkit:
+  cuda: "12.4"
+  variants:
+    cpu:
+      cuda: none
+      dependencies:
+        - pytorch=2.3.*=*cpu*
+        - cpuonly  # [linux]
+    gpu: {cuda: "12.6"}
+"""
+
+
+def test_a_variants_dependencies_replace_the_shared_lines_package_by_package(tmp_path: Path) -> None:
+    # A variant accepted only cuda, blas and platforms: a CPU variant beside a CUDA default could not pin CPU builds.
+    spec = read_env_spec([write_env(tmp_path, VARIANT_DEPENDENCIES)])
+    cpu, gpu = spec.variants
+    linux = spec.dependencies_for("linux-64", cpu)
+    assert [d.name for d in linux] == ["python", "pytorch", "numpy", "cpuonly"]  # replaced where it stood, then added
+    assert linux[1].spec == "pytorch=2.3.*=*cpu*" and linux[1].source.endswith("environment.yml:13")
+    assert linux[3].source.endswith("environment.yml:14")
+    # The selector applies per platform, as at the top level.
+    assert [d.spec for d in spec.dependencies_for("osx-arm64", cpu)] == ["python=3.11", "pytorch=2.3.*=*cpu*", "numpy"]
+    # The shared list itself, the default's and a variant's without dependencies, is untouched.
+    assert [d.spec for d in spec.dependencies["linux-64"]] == ["python=3.11", "pytorch=2.3", "numpy"]
+    assert spec.dependencies_for("linux-64", gpu) is spec.dependencies["linux-64"]
+    assert spec.dependencies_for("linux-64") is spec.dependencies["linux-64"]
+
+
+def test_a_variants_line_beats_every_files_shared_line(tmp_path: Path) -> None:
+    base = write_env(tmp_path, VARIANT_DEPENDENCIES)
+    override = write_env(tmp_path, "channels: [conda-forge]\ndependencies:\n  - pytorch=2.4\n", "override.yml")
+    spec = read_env_spec([base, override])
+    cpu = spec.variants[0]
+    assert [d.spec for d in spec.dependencies["linux-64"]][1] == "pytorch=2.4"  # the later file, for the default
+    assert [d.spec for d in spec.dependencies_for("linux-64", cpu)][1] == "pytorch=2.3.*=*cpu*"  # the variant's own
+
+
+def test_selectors_that_drop_every_line_of_a_variant_leave_it_the_shared_list(tmp_path: Path) -> None:
+    text = VARIANT_DEPENDENCIES.replace("        - pytorch=2.3.*=*cpu*\n", "").replace("cpuonly  # [linux]", "cpuonly  # [win]")
+    spec = read_env_spec([write_env(tmp_path, text)])
+    cpu = spec.variants[0]
+    assert cpu.dependencies == {"linux-64": (), "osx-arm64": ()}
+    assert spec.dependencies_for("linux-64", cpu) is spec.dependencies["linux-64"]
+    # A selector on the `dependencies:` line drops the whole list on the other platforms.
+    text = VARIANT_DEPENDENCIES.replace("      dependencies:\n", "      dependencies:  # [osx]\n")
+    spec = read_env_spec([write_env(tmp_path, text)])
+    assert [d.name for d in spec.dependencies_for("linux-64", spec.variants[0])] == ["python", "pytorch", "numpy"]
+    assert [d.spec for d in spec.dependencies_for("osx-arm64", spec.variants[0])][1] == "pytorch=2.3.*=*cpu*"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected", "hint"),
+    [
+        ("      dependencies: pytorch=*=*cpu*\n", "environment.yml:12: `envkit.variants.cpu.dependencies` must be a list", "`- package`"),
+        ("      dependencies: {pytorch: cpu}\n", "environment.yml:12: `envkit.variants.cpu.dependencies` must be a list", "`- package`"),
+        (
+            "      dependencies:\n        - numpy\n        - pytorch=2.3=*cpu*[[[\n",
+            "environment.yml:14: invalid dependency 'pytorch=2.3=*cpu*[[['",
+            "write a conda match spec",
+        ),
+        (
+            "      dependencies:\n        - pytorch=2.3.*=*cpu*\n        - pip:\n            - torch==2.3.1\n",
+            "environment.yml:14: `pip:` in `envkit.variants.cpu.dependencies`: a variant's dependencies are conda specs only",
+            "write pip requirements in the `- pip:` section of the top-level `dependencies:`",
+        ),
+        (
+            "      dependencies:\n        - extras:\n            - thing\n",
+            "environment.yml:13: `extras:` in `envkit.variants.cpu.dependencies`: a variant's dependencies are conda specs only",
+            "write conda specs as `- package` lines",
+        ),
+        (
+            "      dependencies:\n        - pytorch=*=*cpu*\n        - pytorch >=2\n",
+            "environment.yml:14: `pytorch >=2` names pytorch again (first at ",
+            "write one line per package",
+        ),
+        ("      dependencies:\n        - cpuonly  # [cuda]\n", "environment.yml:13: unknown selector 'cuda'", "platform selectors only"),
+        (
+            "      dependencies:\n        - [cpuonly]\n",
+            "environment.yml:13: unexpected entry in envkit.variants.cpu.dependencies",
+            "one `- package`",
+        ),
+    ],
+)
+def test_a_variants_bad_dependencies_are_refused_with_their_line(tmp_path: Path, lines: str, expected: str, hint: str) -> None:
+    text = "channels: [conda-forge]\nplatforms: [linux-64, osx-arm64]\ndependencies:\n  - python\n  - pytorch\n"
+    text += "envkit:\n  cuda: '12.4'\n  variants:\n    cpu:\n      cuda: none\n      platforms: [linux-64]\n" + lines
+    path = write_env(tmp_path, text)
+    with pytest.raises(SpecError) as refused:
+        read_env_spec([path])
+    assert expected in refused.value.message, refused.value.message
+    assert hint in (refused.value.hint or ""), refused.value.hint
+    # The command says the same, exits 2 and writes nothing (conda-forge is not reachable here: no solve ran).
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2 and expected in result.stderr, result.output
+    assert not list(tmp_path.glob("conda-lock*.yml"))
