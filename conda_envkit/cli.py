@@ -233,7 +233,10 @@ def _lock_command() -> click.Command:
         multiple=True,
         help="Platform to lock (repeat; overrides `platforms:`). [default: the file's `platforms:`, else linux-64]",
     )
-    @lockfile_option(help="Lock file to write; variants go next to it as <stem>.<variant>.yml.")
+    @lockfile_option(
+        help="Lock file to write; variants go next to it as <stem>.<variant>.yml. A variant's lock (recording envkit.variant) "
+        "locks or checks that variant alone."
+    )
     @click.option(
         "--cuda", "cuda", metavar="VERSION",
         help="The CUDA driver the lock is for (__cuda, as conda-lock --with-cuda): any toolkit it runs may be chosen; "
@@ -256,6 +259,10 @@ def _lock_command() -> click.Command:
     @click.option(
         "--update", "update", multiple=True, metavar="PKG",
         help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
+    )  # fmt: skip
+    @click.option(
+        "--variant", "variants", multiple=True, metavar="NAME",
+        help="Lock (or --check) only this variant's file (repeat; `default`: the --lockfile itself). [default: every variant]",
     )  # fmt: skip
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
     @quiet_option

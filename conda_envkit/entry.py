@@ -39,6 +39,7 @@ LOCK_OPTIONS: dict[str, tuple[str, str]] = {
     "--config": ("config", "path"),
     "--check": ("check", "flag"),
     "--update": ("update", "values"),
+    "--variant": ("variants", "values"),
     "--json": ("as_json", "flag"),
     "-q": ("quiet", "flag"),
     "--quiet": ("quiet", "flag"),

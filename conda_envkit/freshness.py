@@ -11,6 +11,7 @@ wrote) conda-lock's defaults, and the report says which.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,12 +21,28 @@ from rattler import BuildString, MatchSpec, PackageRecord
 from conda_envkit.channels import ResolvedChannel
 from conda_envkit.lockfile import read_lockfile
 from conda_envkit.locking import LockOptions, LockPlan, plan_locks, recorded_target
-from conda_envkit.lockmodel import METADATA_VERSION, LockedPackage, LockFile, dependency_closure, spec_beside, unread_sources
+from conda_envkit.lockmodel import (
+    DEFAULT_VARIANT,
+    METADATA_VERSION,
+    LockedPackage,
+    LockFile,
+    dependency_closure,
+    spec_beside,
+    unread_sources,
+)
 from conda_envkit.lockwrite import input_hash, is_relative_channel, pip_input_hash, recorded_channel_url
 from conda_envkit.platforms import Blas
 from conda_envkit.redact import redact
 from conda_envkit.solve import SolveTarget
 from conda_envkit.spec import EnvSpec
+from conda_envkit.variant_locks import (
+    base_lock_path,
+    recorded_variant,
+    removed_variant_locks,
+    unread_candidates_note,
+    variant_lock_at,
+    variant_path,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,8 @@ class PlatformFreshness:
     # When every reason is a spec dependency added, changed or dropped: their names (`lock --update` moves only
     # them); empty otherwise.
     update: tuple[str, ...] = ()
+    # The lock of a variant the spec no longer declares: deleting it, not `envkit lock`, is what to do.
+    variant_removed: bool = False
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -216,10 +235,39 @@ def check_plan(
     return results
 
 
-def check_locks(spec: EnvSpec, options: LockOptions) -> list[PlatformFreshness]:
-    """Freshness of every lock file and platform the spec asks for (no solving, no network)."""
+def check_locks(spec: EnvSpec, options: LockOptions, note: Callable[[str], None] = lambda _text: None) -> list[PlatformFreshness]:
+    """Freshness of every lock file and platform the spec asks for (no solving, no network), and of the locks beside
+    it of variants the spec no longer declares (stale: no spec makes them); `note` gets what the search left unread."""
     channels, plans = plan_locks(spec, options)
-    return [result for plan in plans for result in check_plan(plan, channels, spec, options)]
+    results = [result for plan in plans for result in check_plan(plan, channels, spec, options)]
+    return results + _removed_variants(spec, options, note)
+
+
+def _removed_variants(spec: EnvSpec, options: LockOptions, note: Callable[[str], None]) -> list[PlatformFreshness]:
+    """A stale result per platform of each lock beside `options.lock_path` whose variant the spec does not declare
+    (only of the variants named, with --variant or a variant's --lockfile)."""
+    declared = {v.name for v in spec.variants}
+    if options.variants:
+        named = [name for name in options.variants if name not in declared and name != DEFAULT_VARIANT]
+        found = [lock for name in named if (lock := variant_lock_at(variant_path(options.lock_path, name), name)) is not None]
+    else:
+        search = removed_variant_locks(options.lock_path, declared)
+        found = list(search.found)
+        if search.unread:
+            note(unread_candidates_note(options.lock_path, search.unread))
+    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    return [
+        PlatformFreshness(
+            str(lock.path),
+            lock.variant,
+            platform,
+            False,
+            (f"variant {lock.variant} is no longer in {files}: remove {lock.path} (or add {lock.variant} back under `envkit.variants`)",),
+            variant_removed=True,
+        )
+        for lock in found
+        for platform in lock.platforms or ("",)
+    ]
 
 
 _UPDATE_NAMES = 20  # the most `--update NAME`s a stale-lock warning suggests
@@ -246,7 +294,14 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         if not spec.platforms_given:
             spec = read_env_spec(sources, list(lockfile.metadata.platforms))
         lock = lock_path.resolve()
-        base = _default_lock(lock, [v.name for v in spec.variants])
+        declared = [v.name for v in spec.variants]
+        removed = recorded_variant(lockfile)
+        if removed is not None and removed not in declared and base_lock_path(lock, removed) is not None:
+            return (
+                f"{lock_path}: variant {removed} is no longer in {named}, so no spec makes this lock any more "
+                f"(`envkit lock --check` calls it stale): bake from a lock of the spec's variants, and delete {lock_path}"
+            )
+        base = _default_lock(lock, declared)
         checked = replace(options, lock_path=base, keep_other_platforms=False)
         channels, plans = plan_locks(spec, checked)
         plan = next((p for p in plans if p.path == lock), None)
@@ -274,12 +329,8 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
 
 def _default_lock(lock: Path, variants: list[str]) -> Path:
     """The default variant's lock path of which `lock` is a variant's (`conda-lock.<variant>.yml`), else `lock`."""
-    from conda_envkit.locking import variant_path
-
     for variant in variants:
-        tail = f".{variant}{lock.suffix}"
-        if lock.name.endswith(tail) and len(lock.name) > len(tail):
-            base = lock.with_name(lock.name[: -len(tail)] + lock.suffix)
-            if variant_path(base, variant) == lock:
-                return base
+        base = base_lock_path(lock, variant)
+        if base is not None:
+            return base
     return lock

@@ -27,6 +27,7 @@ from conda_envkit.platforms import (
 from conda_envkit.solve import SolvedPlatform, SolveTarget, solve_targets
 from conda_envkit.spec import EnvSpec, SpecError, Variant
 from conda_envkit.thread_pool import ThreadPool
+from conda_envkit.variant_locks import variant_path
 
 if TYPE_CHECKING:
     from conda_envkit.lockmodel import CurrentLock, LockedPackage, LockFile, LockHash
@@ -56,6 +57,9 @@ class LockOptions:
     cache_dir: Path | None = None
     # -p named the platforms: the existing lock's other platforms are kept as they are (as conda-lock does).
     keep_other_platforms: bool = False
+    # --variant, or a --lockfile that is a variant's lock: lock (or check) only these variants' files, `default` naming
+    # the default lock; empty: every variant's.
+    variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,6 @@ class LockOutcome:
     platform_hashes: dict[str, LockHash]
     pip_packages: dict[str, int] = field(default_factory=dict)  # platform -> pip packages locked
     kept_platforms: tuple[str, ...] = ()  # the existing lock's platforms kept unsolved (-p named others)
-
-
-def variant_path(lock_path: Path, variant: str | None) -> Path:
-    """`conda-lock.yml` for the default variant, `conda-lock.<variant>.yml` for the others."""
-    if variant is None:
-        return lock_path
-    suffix = lock_path.suffix or ".yml"
-    return lock_path.with_name(f"{lock_path.stem}.{variant}{suffix}")
 
 
 BlasTable = tuple[tuple[str, Blas], ...]
@@ -166,13 +162,24 @@ def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tu
 
 
 def plan_locks(spec: EnvSpec, options: LockOptions) -> tuple[tuple[ResolvedChannel, ...], list[LockPlan]]:
-    """Resolve channels and decide every solve, before any network or solver work."""
+    """Resolve channels and decide every solve, before any network or solver work (of the variants `options.variants`
+    names, if it names any)."""
     channels = resolve_channels(spec.channels, options.settings, spec.base_dir)
-    plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))]
+    plans = [LockPlan(options.lock_path, None, _targets(spec, options, None))] if _selected(None, options) else []
     for variant in spec.variants:
-        plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
+        if _selected(variant.name, options):
+            plans.append(LockPlan(variant_path(options.lock_path, variant.name), variant.name, _targets(spec, options, variant)))
     # -p naming none of a variant's platforms: that variant's lock is left as it is.
     return channels, [plan for plan in plans if plan.targets or not options.keep_other_platforms]
+
+
+def _selected(variant: str | None, options: LockOptions) -> bool:
+    """Whether this run locks (or checks) `variant`'s file (None: the default lock)."""
+    if not options.variants:
+        return True
+    from conda_envkit.lockmodel import DEFAULT_VARIANT
+
+    return (variant or DEFAULT_VARIANT) in options.variants
 
 
 def recorded_target(target: SolveTarget, lockfile: LockFile, spec: EnvSpec, options: LockOptions) -> tuple[SolveTarget, list[str]]:

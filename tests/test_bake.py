@@ -147,6 +147,22 @@ def test_a_lock_stale_against_its_spec_is_baked_with_a_warning_naming_the_update
     assert broken.returncode == 0 and "not checked against environment.yml, which does not read" in broken.stderr, broken.output
 
 
+def test_a_variant_lock_is_baked_checked_as_its_variant_and_one_of_a_removed_variant_is_stale(tmp_path: Path, image_channel: Path) -> None:
+    work, cache = tmp_path / "work", {"ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
+    spec = f"channels: [{image_channel}]\ndependencies: [greet=1.0]\nenvkit:\n  variants:\n    slim: {{cuda: none}}\n"
+    write_env(work, spec)
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    fresh = run_envkit("bake", "-q", "--oci", "image", "--lockfile", "conda-lock.slim.yml", cwd=work, env=cache)
+    assert fresh.returncode == 0 and "warning" not in fresh.stderr, fresh.output
+    write_env(work, spec.split("envkit:")[0])  # the variant is dropped: its lock is what no spec makes any more
+    stale = run_envkit("bake", "-q", "--oci", "image", "--lockfile", "conda-lock.slim.yml", cwd=work, env=cache)
+    assert stale.returncode == 0 and stale.stdout == fresh.stdout, stale.output
+    assert (
+        "conda-lock.slim.yml: variant slim is no longer in environment.yml, so no spec makes this lock any more "
+        "(`envkit lock --check` calls it stale): bake from a lock of the spec's variants, and delete conda-lock.slim.yml"
+    ) in stale.stderr, stale.stderr
+
+
 @pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
 def test_a_locks_sources_outside_its_directory_are_not_read(tmp_path: Path, image_channel: Path, where: str) -> None:
     """A lock from a pull request names the spec it was made from: only a file in the lock's directory is read."""

@@ -775,6 +775,167 @@ def test_a_variant_takes_the_specs_cuda_unless_it_says(tmp_path: Path, toy_chann
     assert locked(tmp_path / "flagged.linux.yml", "linux-64")["gpulib"]["build"] == "cpu_0"
 
 
+VARIANTS = "envkit:\n  variants:\n    cpu: {cuda: none}\n    gpu: {cuda: '12.4', platforms: [linux-64]}\n"
+
+
+def _variant_locks(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("conda-lock*.yml"))}
+
+
+def test_a_variant_lock_given_as_lockfile_is_checked_and_locked_as_that_variant(tmp_path: Path, toy_channel: Path) -> None:
+    # `--lockfile conda-lock.gpu.yml` (a CI job checking the lock it bakes from) was taken for a default lock: --check
+    # looked for conda-lock.gpu.cpu.yml and asked for osx-arm64 in it (exit 1 on a fresh lock), and `lock` overwrote it
+    # with the default variant and wrote nested variant files.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64", "osx-arm64"), VARIANTS))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    made = _variant_locks(tmp_path)
+    assert list(made) == ["conda-lock.cpu.yml", "conda-lock.gpu.yml", "conda-lock.yml"]
+    check = run_envkit("lock", "--check", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert check.returncode == 0, check.output
+    assert check.stdout == "fresh  conda-lock.gpu.yml linux-64\n"
+    again = run_envkit("lock", "--json", "-q", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert again.returncode == 0, again.output
+    assert [(o["lockfile"], o["variant"], o["written"]) for o in json.loads(again.stdout)] == [("conda-lock.gpu.yml", "gpu", False)]
+    assert _variant_locks(tmp_path) == made  # nothing rewritten, no conda-lock.gpu.cpu.yml
+    # -p naming none of the variant's platforms: nothing to lock or check, and said so.
+    for check in (("--check",), ()):
+        idle = run_envkit("lock", *check, "-p", "osx-arm64", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+        assert idle.returncode == 0 and not idle.stdout, idle.output
+        assert "-p osx-arm64 names none of the platforms of conda-lock.gpu.yml: -p one of its platforms" in idle.stderr
+    assert _variant_locks(tmp_path) == made
+    # The spec changes: the gpu lock alone is checked and relocked, in its own file; the others stay as they were.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib", "hello"], ("linux-64", "osx-arm64"), VARIANTS))
+    stale = run_envkit("lock", "--check", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert stale.returncode == 1 and "STALE  conda-lock.gpu.yml linux-64:" in stale.stderr, stale.output
+    assert "conda-lock.yml" not in stale.output and "conda-lock.cpu.yml" not in stale.output
+    relocked = run_envkit("lock", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert relocked.returncode == 0, relocked.output
+    assert relocked.stdout.startswith("wrote conda-lock.gpu.yml") and "solve: 1 platform solved (linux-64)" in relocked.stderr
+    gpu = locked(tmp_path / "conda-lock.gpu.yml", "linux-64")
+    assert "hello" in gpu and gpu["gpulib"]["build"] == "cuda12_0"
+    assert parse_conda_lock_file(tmp_path / "conda-lock.gpu.yml").metadata.custom_metadata["envkit.variant"] == "gpu"
+    now = _variant_locks(tmp_path)
+    assert list(now) == list(made) and now["conda-lock.yml"] == made["conda-lock.yml"]
+    assert now["conda-lock.cpu.yml"] == made["conda-lock.cpu.yml"]
+    # --variant names the variants to check or lock (`default`: the --lockfile itself).
+    cpu = run_envkit("lock", "--check", "--variant", "cpu", cwd=tmp_path)
+    assert cpu.returncode == 1 and "conda-lock.gpu.yml" not in cpu.output and "STALE  conda-lock.cpu.yml" in cpu.stderr, cpu.output
+    assert run_envkit("lock", "--check", "--variant", "gpu", cwd=tmp_path).returncode == 0
+    both = run_envkit("lock", "--json", "-q", "--variant", "cpu", "--variant", "default", cwd=tmp_path)
+    assert both.returncode == 0, both.output
+    assert [o["variant"] for o in json.loads(both.stdout)] == [None, "cpu"]
+    assert _variant_locks(tmp_path)["conda-lock.gpu.yml"] == now["conda-lock.gpu.yml"]
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+
+
+def test_a_lockfile_or_variant_the_spec_does_not_name_as_such_is_refused(tmp_path: Path, toy_channel: Path) -> None:
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64", "osx-arm64"), VARIANTS))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    # A gpu lock under another name: which default lock it belongs to is not known; neither checked nor overwritten.
+    gpu = (tmp_path / "conda-lock.gpu.yml").read_bytes()
+    (tmp_path / "conda-lock.cpu2.yml").write_bytes(gpu)
+    (tmp_path / "gpu-lock.yml").write_bytes(gpu)
+    for name in ("conda-lock.cpu2.yml", "gpu-lock.yml"):
+        for args in (("--check",), ()):
+            refused = run_envkit("lock", *args, "--lockfile", name, cwd=tmp_path)
+            assert refused.returncode == 2, refused.output
+            assert f"error: {name} records variant gpu (`envkit.variant`), but its name is not a gpu lock's" in refused.stderr
+            assert "`--lockfile conda-lock.yml --variant gpu` reads and writes conda-lock.gpu.yml" in refused.stderr
+            assert (tmp_path / name).read_bytes() == gpu
+    (tmp_path / "conda-lock.cpu2.yml").unlink()
+    (tmp_path / "gpu-lock.yml").unlink()
+    made = _variant_locks(tmp_path)
+    for args, said in [
+        (("--variant", "nope"), "error: --variant: environment.yml declares no variant 'nope'"),
+        (("--variant", "../x"), "error: --variant: '../x' is not a variant name"),
+        (("--variant", "cpu.gpu"), "error: --variant: 'cpu.gpu' is not a variant name"),
+        (("--lockfile", "conda-lock.cpu.yml", "--variant", "gpu"), "conda-lock.cpu.yml is variant cpu's lock, and --variant gpu"),
+    ]:
+        for check in (("--check",), ()):
+            refused = run_envkit("lock", *check, *args, cwd=tmp_path)
+            assert refused.returncode == 2 and said in refused.stderr, (args, refused.output)
+    nope = run_envkit("lock", "--variant", "nope", cwd=tmp_path)
+    assert "hint: name one of its variants: default (conda-lock.yml), cpu (conda-lock.cpu.yml), gpu (conda-lock.gpu.yml)" in nope.stderr
+    assert _variant_locks(tmp_path) == made and not list(tmp_path.glob("*x*.yml"))
+
+
+def test_the_lock_of_a_variant_removed_from_the_spec_is_stale_and_lock_warns(tmp_path: Path, toy_channel: Path) -> None:
+    # A variant dropped (or renamed) in environment.yml left its lock; neither `lock` nor `lock --check` said so, and a
+    # pipeline kept baking from a lock no spec makes.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64", "osx-arm64"), VARIANTS))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    gpu = (tmp_path / "conda-lock.gpu.yml").read_bytes()
+    renamed = VARIANTS.replace("gpu:", "cuda:")
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64", "osx-arm64"), renamed))
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.output
+    reason = "variant gpu is no longer in environment.yml: remove conda-lock.gpu.yml (or add gpu back under `envkit.variants`)"
+    assert f"STALE  conda-lock.gpu.yml linux-64:\n         {reason}\n" in check.stderr, check.stderr
+    assert "STALE  conda-lock.cuda.yml linux-64:\n         not locked yet" in check.stderr
+    assert "hint: delete conda-lock.gpu.yml (no variant of the spec makes it any more); run `envkit lock`" in check.stderr
+    rows = json.loads(run_envkit("lock", "--check", "--json", cwd=tmp_path).stdout)
+    assert rows[-1] == {
+        "lockfile": "conda-lock.gpu.yml", "variant": "gpu", "platform": "linux-64", "fresh": False, "reasons": [reason], "assumptions": []
+    }  # fmt: skip
+    relocked = run_envkit("lock", cwd=tmp_path)
+    assert relocked.returncode == 0, relocked.output
+    assert (
+        "warning: conda-lock.gpu.yml is the lock of variant gpu, which environment.yml no longer declares: delete it "
+        "(`envkit lock` leaves it, and `envkit lock --check` calls it stale)" in relocked.stderr
+    ), relocked.stderr
+    assert (tmp_path / "conda-lock.gpu.yml").read_bytes() == gpu and (tmp_path / "conda-lock.cuda.yml").is_file()
+    # Named as the --lockfile (or with --variant): stale for --check, refused for `lock`; the file stays as it is.
+    only = run_envkit("lock", "--check", "--lockfile", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert only.returncode == 1 and only.stderr.startswith(f"STALE  conda-lock.gpu.yml linux-64:\n         {reason}\n"), only.output
+    assert "conda-lock.cuda.yml" not in only.output
+    assert run_envkit("lock", "--check", "--variant", "gpu", cwd=tmp_path).returncode == 1
+    for args in (("--lockfile", "conda-lock.gpu.yml"), ("--variant", "gpu")):
+        refused = run_envkit("lock", *args, cwd=tmp_path)
+        assert refused.returncode == 2, refused.output
+        assert "error: conda-lock.gpu.yml is the lock of variant gpu, which environment.yml no longer declares" in refused.stderr
+        assert "hint: delete conda-lock.gpu.yml" in refused.stderr and "add gpu back under `envkit.variants`" in refused.stderr
+    assert (tmp_path / "conda-lock.gpu.yml").read_bytes() == gpu
+    (tmp_path / "conda-lock.gpu.yml").unlink()
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+
+
+def test_only_envkit_variant_locks_beside_the_lock_count_as_removed_variants(tmp_path: Path, toy_channel: Path) -> None:
+    # Files named like a variant's lock that are not one (or not this directory's) are left alone, and read no further.
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    write_env(work, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64",), VARIANTS))
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    gpu_text = (work / "conda-lock.gpu.yml").read_text()
+    outside.mkdir()
+    # A real lock of variant `evil`, out of the directory, reached through a symlink named as its lock.
+    (outside / "conda-lock.evil.yml").write_text(gpu_text.replace("envkit.variant: gpu", "envkit.variant: evil"))
+    (work / "conda-lock.evil.yml").symlink_to(outside / "conda-lock.evil.yml")
+    os.mkfifo(work / "conda-lock.fifo.yml")  # read, it would block
+    (work / "conda-lock.dir.yml").mkdir()
+    (work / "conda-lock.bin.yml").write_bytes(b"\xff\xfe\x00\x01 not text")
+    (work / "conda-lock.broken.yml").write_text("metadata: [unclosed\n")
+    (work / "conda-lock.loop.yml").symlink_to("conda-lock.loop.yml")
+    (work / "conda-lock.dangling.yml").symlink_to(tmp_path / "nowhere.yml")
+    (work / "conda-lock.other.yml").write_text(gpu_text.replace("envkit.variant: gpu", "envkit.variant: another"))
+    (work / "conda-lock.old.yml").write_text(gpu_text.replace("envkit.variant: gpu", "envkit.variant: default"))
+    if os.geteuid() != 0:  # (root reads it anyway)
+        unreadable = work / "conda-lock.locked.yml"
+        unreadable.write_text(gpu_text.replace("envkit.variant: gpu", "envkit.variant: locked"))
+        unreadable.chmod(0)
+    for i in range(2000):
+        (work / f"unrelated-{i}.yml").write_text("x")
+    check = run_envkit("lock", "--check", cwd=work)
+    assert check.returncode == 0 and "no longer" not in check.output and "evil" not in check.output, check.output
+    relocked = run_envkit("lock", "-q", cwd=work)
+    assert relocked.returncode == 0 and "warning" not in relocked.stderr, relocked.output
+    assert (outside / "conda-lock.evil.yml").read_text().count("envkit.variant: evil") == 1
+    # Many files named like variant locks: the first few are read, and the rest are said to be unread.
+    for i in range(70):
+        (work / f"conda-lock.v{i:02d}.yml").write_text("not a lock\n")
+    crowded = run_envkit("lock", "--check", cwd=work)
+    assert "files beside conda-lock.yml named like variant locks (conda-lock.<variant>.yml) were not read" in crowded.stderr
+    assert "(envkit reads at most 64 of them): conda-lock.v" in crowded.stderr, crowded.stderr
+
+
 def test_a_platform_locked_with_p_that_the_spec_does_not_name_is_said(tmp_path: Path, toy_channel: Path) -> None:
     write_env(tmp_path, env_text(toy_channel, ["hello"], ("linux-64",)))
     assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0

@@ -182,6 +182,7 @@ SAMPLES = [
     ["lock", "-f", "a.yml", "--file", "b.yml", "-p", "linux-64", "--platform=osx-arm64", "--cuda", "12.4", "--no-cuda"],
     ["lock", "--blas", "mkl", "--blas=osx-arm64=accelerate", "--virtual-package-spec", "vp.yml", "--channel-alias", "https://a/"],
     ["lock", "--mirror", "conda-forge=https://m/", "--config", "c.yml", "--check", "--update", "numpy,scipy", "--update", "pandas"],
+    ["lock", "--check", "--variant", "gpu", "--variant=default"],
 ]
 LEFT_TO_CLICK = [
     [],

@@ -35,6 +35,7 @@ class LockRequest:
     config: Path | None
     check: bool
     update: tuple[str, ...]
+    variants: tuple[str, ...] = ()
 
 
 def parse_blas(values: tuple[str, ...]) -> tuple[tuple[str, Blas], ...]:
@@ -68,6 +69,15 @@ def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas
         raise BadFlag("--cuda and --no-cuda exclude each other")
     if request.check and request.update:
         raise BadFlag("--check and --update exclude each other")
+    from conda_envkit.variant_locks import VARIANT_NAME
+
+    for name in request.variants:
+        if not VARIANT_NAME.fullmatch(name):  # (it names a file beside the lock: no dot, no slash)
+            raise BadFlag(
+                f"{name!r} is not a variant name",
+                "--variant",
+                hint="name a variant of the spec's `envkit.variants`, or `default` for the --lockfile itself",
+            )
     try:
         driver = parse_cuda_driver(request.cuda, "--cuda") if request.cuda is not None else None
     except PlatformError as exc:
@@ -84,6 +94,7 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     from conda_envkit.spec import read_env_spec
 
     driver, blas = check_flags(request)
+    lock_path, variants = _lock_path_and_variants(request)
     recorded = [] if request.files else _recorded_sources(request.lockfile)
     paths = list(request.files) or recorded or [Path("environment.yml")]
     unread = None if request.files or recorded else _unread_sources(request.lockfile)
@@ -96,11 +107,13 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         raise EnvkitError(exc.message, hint=f"{request.lockfile} was made from other files: {unread}; pass them with -f") from None
     if not request.platforms and not spec.platforms_given:
         # Locked with -p: the lock says which platforms it holds (a re-lock keeps them all, --check checks them all).
-        locked = _locked_platforms(request.lockfile, request.check)
+        # (a variant's lock: the default lock's, as a plain `lock` reads them, unless there is none)
+        locked = _locked_platforms(lock_path if lock_path.is_file() else request.lockfile, request.check)
         if locked:
             spec = read_env_spec(paths, locked)
+    _check_variants_named(spec, lock_path, variants, request)
     options = LockOptions(
-        lock_path=request.lockfile,
+        lock_path=lock_path,
         cuda=driver,
         no_cuda=request.no_cuda or (request.cuda is not None and driver is None),
         blas=blas,
@@ -108,6 +121,7 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         settings=load_settings(request.config, request.channel_alias, list(request.mirrors)),
         update=tuple(n for item in request.update for n in item.replace(",", " ").split()),
         keep_other_platforms=bool(request.platforms),
+        variants=variants,
     )
     warnings = _flag_warnings(spec.platforms, driver, options.blas)
     if unread is not None:  # (the default environment.yml was read instead)
@@ -115,6 +129,66 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
     if recorded and [str(p) for p in recorded] != ["environment.yml"]:  # (as conda-lock says it: no -f, the lock's own)
         warnings.append(f"no -f given: the environment files {request.lockfile} was made from: {', '.join(map(str, recorded))}")
     return spec, options, warnings
+
+
+def _lock_path_and_variants(request: LockRequest) -> tuple[Path, tuple[str, ...]]:
+    """The default lock's path and the variants to lock or check: --lockfile and --variant as given, or for a
+    --lockfile that is a variant's lock (`conda-lock.gpu.yml`, recording `envkit.variant: gpu`), the default lock
+    beside it and that variant alone, so that its file is the one checked or written."""
+    from conda_envkit.lockmodel import read_lock
+    from conda_envkit.variant_locks import base_lock_path, recorded_variant, variant_path
+
+    given = tuple(dict.fromkeys(request.variants))
+    if not request.lockfile.is_file():
+        return request.lockfile, given
+    try:
+        variant = recorded_variant(read_lock(request.lockfile))
+    except EnvkitError:
+        return request.lockfile, given  # (a lock that does not read: said by what reads it next)
+    if variant is None:
+        return request.lockfile, given
+    base = base_lock_path(request.lockfile, variant)
+    if base is None:
+        suffix = request.lockfile.suffix
+        stem, dot, _other = request.lockfile.stem.rpartition(".")  # (`conda-lock.cpu.yml`: conda-lock.yml, likely)
+        default = request.lockfile.with_name(f"{stem if dot else 'conda-lock'}{suffix}")
+        raise EnvkitError(
+            f"{request.lockfile} records variant {variant} (`envkit.variant`), but its name is not a {variant} lock's "
+            f"(<default lock's stem>.{variant}{suffix}), so it is not known which default lock it belongs to",
+            hint=f"check or lock variant {variant} through its default lock (`--lockfile {default} --variant {variant}` "
+            f"reads and writes {variant_path(default, variant)}), or restore {request.lockfile} from version control",
+        )
+    if given and given != (variant,):
+        others = " ".join(f"--variant {name}" for name in given if name != variant)
+        raise BadFlag(
+            f"--lockfile {request.lockfile} is variant {variant}'s lock, and {others} names another",
+            hint=f"name the default lock for several variants: `--lockfile {base} {others} --variant {variant}`",
+        )
+    return base, (variant,)
+
+
+def _check_variants_named(spec: EnvSpec, lock_path: Path, variants: tuple[str, ...], request: LockRequest) -> None:
+    """Refuse a variant the spec does not declare; `lock --check` takes one whose lock is there (it is stale)."""
+    from conda_envkit.lockmodel import DEFAULT_VARIANT
+    from conda_envkit.variant_locks import variant_lock_at, variant_path
+
+    declared = [v.name for v in spec.variants]
+    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    for name in variants:
+        if name in declared or name == DEFAULT_VARIANT:
+            continue
+        path = variant_path(lock_path, name)
+        existing = variant_lock_at(path, name)
+        if existing is not None and request.check:
+            continue  # reported stale, with what to do
+        if existing is not None or request.lockfile == path:  # (or the --lockfile is that variant's: a link out, say)
+            raise EnvkitError(
+                f"{path} is the lock of variant {name}, which {files} no longer declares",
+                hint=f"delete {path} (no variant of the spec makes it any more), or add {name} back under `envkit.variants` "
+                "to lock it again",
+            )
+        known = ", ".join([f"{DEFAULT_VARIANT} ({lock_path})"] + [f"{v} ({variant_path(lock_path, v)})" for v in declared])
+        raise BadFlag(f"{files} declares no variant {name!r}", "--variant", hint=f"name one of its variants: {known}")
 
 
 def _recorded_sources(lockfile: Path) -> list[Path]:
@@ -150,8 +224,27 @@ def lock_command(request: LockRequest, as_json: bool, quiet: bool, warn: Callabl
     for warning in warnings:
         warn(f"warning: {warning}")
     if request.check:
-        return check_output(spec, options, as_json)
+        return check_output(spec, options, as_json, lambda text: warn(f"note: {text}"))
+    for warning in removed_variant_warnings(spec, options):
+        warn(f"warning: {warning}")
     return lock_output(run_lock(spec, options, quiet, warn), as_json)
+
+
+def removed_variant_warnings(spec: EnvSpec, options: LockOptions) -> list[str]:
+    """What `envkit lock` says of the locks beside its own of variants the spec no longer declares: it leaves them
+    (they are the user's files), and a pipeline baking from one bakes what no spec makes any more."""
+    from conda_envkit.variant_locks import removed_variant_locks, unread_candidates_note
+
+    search = removed_variant_locks(options.lock_path, {v.name for v in spec.variants})
+    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    warnings = [
+        f"{lock.path} is the lock of variant {lock.variant}, which {files} no longer declares: delete it (`envkit lock` leaves "
+        f"it, and `envkit lock --check` calls it stale), or add {lock.variant} back under `envkit.variants`"
+        for lock in search.found
+    ]
+    if search.unread:
+        warnings.append(unread_candidates_note(options.lock_path, search.unread))
+    return warnings
 
 
 def _locked_platforms(lockfile: Path, check: bool) -> list[str]:
@@ -242,8 +335,23 @@ def run_lock(spec: EnvSpec, options: LockOptions, quiet: bool, warn: Callable[[s
         forget_credentials(repodata_cache_dir(), channel_secrets(tuple(spec.channels), options.settings))
     solves = sum(len(o.solved) for o in outcomes)
     variants = f" in {len(outcomes)} variants ({solves} solves)" if len(outcomes) > 1 else ""
-    reporter.done("solve", f"{counted(len(spec.platforms), 'platform')} solved{variants} ({', '.join(spec.platforms)})")
+    # (the spec's platforms, but those of the variants not locked: --variant, or a variant's --lockfile)
+    solved = {s.target.platform for o in outcomes for s in o.solved}
+    platforms = [p for p in spec.platforms if p in solved]
+    reporter.done("solve", f"{counted(len(platforms), 'platform')} solved{variants}" + (f" ({', '.join(platforms)})" if platforms else ""))
+    if not outcomes:
+        warn(f"warning: nothing locked: {_nothing_selected(spec, options)}")
     return outcomes
+
+
+def _nothing_selected(spec: EnvSpec, options: LockOptions) -> str:
+    """Why a `lock` or `lock --check` of some variants only (--variant, a variant's --lockfile) has no platform to do."""
+    from conda_envkit.lockmodel import DEFAULT_VARIANT
+    from conda_envkit.variant_locks import variant_path
+
+    files = ", ".join(str(variant_path(options.lock_path, None if v == DEFAULT_VARIANT else v)) for v in options.variants)
+    its = "its" if len(options.variants) == 1 else "their"
+    return f"-p {' -p '.join(spec.platforms)} names none of the platforms of {files}: -p one of {its} platforms, or drop -p"
 
 
 def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
@@ -335,13 +443,16 @@ def _outcome_json(o: LockOutcome) -> dict[str, Any]:
     }
 
 
-def check_output(spec: EnvSpec, options: LockOptions, as_json: bool) -> Output:
-    """`envkit lock --check`: fresh or stale per lock and platform (status 1 if any is stale)."""
+def check_output(spec: EnvSpec, options: LockOptions, as_json: bool, note: Callable[[str], None] = lambda _text: None) -> Output:
+    """`envkit lock --check`: fresh or stale per lock and platform (status 1 if any is stale); `note` gets what the
+    search for locks of removed variants left unread."""
     from conda_envkit.freshness import check_locks
 
-    results: list[PlatformFreshness] = check_locks(spec, options)
+    results: list[PlatformFreshness] = check_locks(spec, options, note)
     output = Output()
     stale = [r for r in results if not r.fresh]
+    if not results and options.variants:
+        note(f"nothing checked: {_nothing_selected(spec, options)}")
     if as_json:
         import json
 
@@ -366,8 +477,8 @@ def check_output(spec: EnvSpec, options: LockOptions, as_json: bool) -> Output:
                 output.err(f"STALE  {r.path} {r.platform}:")
                 for reason in r.reasons:
                     output.err(f"         {reason}")
-            for note in r.notes:
-                output.err(f"         note: {note}")
+            for assumed in r.notes:
+                output.err(f"         note: {assumed}")
         if stale:
             output.err(f"hint: {_stale_hint(stale)}")
     output.status = EXIT_STALE if stale else 0
@@ -379,14 +490,21 @@ def _stale_hint(stale: list[PlatformFreshness]) -> str:
     packages keep their builds), else a full `lock` (which solves again: other packages may move too)."""
     import shlex
 
-    names = list(dict.fromkeys(n for r in stale for n in r.update))
-    if names and all(r.update for r in stale):
+    removed = list(dict.fromkeys(r.path for r in stale if r.variant_removed))  # (`envkit lock` does not remove them)
+    delete = f"delete {', '.join(removed)} (no variant of the spec makes {'them' if len(removed) > 1 else 'it'} any more)"
+    relock = [r for r in stale if not r.variant_removed]
+    if not relock:
+        return delete
+    names = list(dict.fromkeys(n for r in relock for n in r.update))
+    if names and all(r.update for r in relock):
         update = " ".join(f"--update {shlex.quote(n)}" for n in names)
-        return (
+        hint = (
             f"run `envkit lock {update}` to move only what the spec changed (every other package keeps its build); "
             "`envkit lock` solves everything again, and other packages may move to newer builds"
         )
-    return "run `envkit lock` to update the lock (it solves again, under what the lock records for flags not given)"
+    else:
+        hint = "run `envkit lock` to update the lock (it solves again, under what the lock records for flags not given)"
+    return f"{delete}; {hint}" if removed else hint
 
 
 def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> Output:
