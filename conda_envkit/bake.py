@@ -35,7 +35,7 @@ from conda_envkit.channels import ChannelSettings, strip_credentials
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, installed_paths, path_order, record_for_clobbers
 from conda_envkit.cpus import usable_cpus
 from conda_envkit.errors import EnvkitError
-from conda_envkit.files import process_temp_dir, write_error
+from conda_envkit.files import process_temp_dir, remove_orphans, write_error
 from conda_envkit.install import (
     FetchedPackage,
     archive_label,
@@ -819,6 +819,7 @@ def build_layers(
     try:
         (tmp_dir(cache_dir)).mkdir(parents=True, exist_ok=True)
         staging_root = process_temp_dir(tmp_dir(cache_dir), "bake")
+        remove_orphans(tmp_dir(cache_dir), "extracted")  # (what a killed install or link left: install.link_packages)
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir), exc, "cache directory", CACHE_SETTING) from None
     # A plain `.conda` in a layer of its own is read front to back straight into its layer by the writer.

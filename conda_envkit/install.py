@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from conda_envkit.files import (
     directory_lock,
     file_mode,
     owned_temp_file,
+    process_temp_dir,
     read_cache_entry,
     replace_entry,
     replace_with,
@@ -615,7 +615,9 @@ def link_packages(
     links into it) poison every later install; this one is removed afterwards.
     """
     try:
-        extracted = Path(tempfile.mkdtemp(prefix="extracted.", dir=_make_dir(tmp_dir(cache_dir))))
+        # Named for this process: one a killed install left (SIGKILL, or rattler still extracting after a Ctrl-C
+        # unwound past its removal) is removed by the next command (files.remove_orphans).
+        extracted = process_temp_dir(_make_dir(tmp_dir(cache_dir)), "extracted")
     except OSError as exc:
         raise write_error(tmp_dir(cache_dir) / "extracted", exc, "package cache", _CACHE_SETTING) from None
     import asyncio

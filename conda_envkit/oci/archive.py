@@ -13,10 +13,9 @@ import json
 import os
 import posixpath
 import tarfile
-import tempfile
 from pathlib import Path
 
-from conda_envkit.files import file_mode, is_stream_target, open_stream, write_error
+from conda_envkit.files import file_mode, is_stream_target, open_stream, owned_temp_file, write_error
 from conda_envkit.oci.blobs import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
@@ -90,7 +89,8 @@ def write_docker_archive(path: Path, store: BlobStore, manifest: Descriptor, rep
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_path = owned_temp_file(path.parent, f".{path.name}.", ".tmp")  # (a killed bake's: removed by the next)
+        tmp = str(tmp_path)
     except OSError as exc:
         raise write_error(path, exc, "docker archive", "--docker-archive") from None
     try:

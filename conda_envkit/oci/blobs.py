@@ -7,7 +7,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,9 +126,10 @@ class Descriptor:
 def file_stamp(path: Path) -> list[int]:
     """What identifies a file's bytes without reading them: size, mtime, ctime, inode.
 
-    ctime too: no user process can set it, so an edit in place that puts the old mtime back still changes it.
+    ctime too: no user process can set it, so an edit in place that puts the old mtime back still changes it. The
+    path's own (lstat): a symlink put in a blob's place never has the stamp of the file it replaced.
     """
-    st = path.stat()
+    st = path.lstat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
@@ -159,7 +159,8 @@ class BlobStore:
         return self.root / algorithm / hexpart
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """Whether the store holds a regular file for `digest` (a symlink or anything else there is no blob)."""
+        return _regular(self.path(digest))
 
     def check_size(self, digest: str, size: int, what: str) -> None:
         """OciError unless the blob's file is `size` bytes, as its descriptor says (`what` names it in the error)."""
@@ -171,7 +172,7 @@ class BlobStore:
         """Whether the store holds a regular file for `digest` of `size` bytes (checked before its bytes are hashed:
         a huge file put there by whoever else writes the cache is not read)."""
         try:
-            st = self.path(digest).stat()
+            st = self.path(digest).lstat()
         except OSError:
             return False
         return stat.S_ISREG(st.st_mode) and st.st_size == size
@@ -183,7 +184,7 @@ class BlobStore:
         be edited there; a changed blob must never be written into an image or pushed.
         """
         path = self.path(digest)
-        if not path.is_file():
+        if not _regular(path):  # (a symlink there would be hashed through, then linked into an output as it is)
             raise OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
         stamp = file_stamp(path)
         if self._checked.get(digest) == stamp:
@@ -204,7 +205,8 @@ class BlobStore:
         target = self.path(digest)
         if read_cache_entry(target, cap=len(data)) != data:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=target.parent)
+            fd, tmp_path = owned_temp_file(target.parent, ".blob.")  # (a killed bake's: removed by the next)
+            tmp = str(tmp_path)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -237,6 +239,14 @@ class BlobStore:
         if sha256_digest(data) != digest:
             raise OciError(f"blob {digest} in {self.root} does not match its digest", hint=f"delete {self.path(digest)} and retry")
         return json_document(data, where or f"blob {digest}", what)
+
+
+def _regular(path: Path) -> bool:
+    """Whether `path` itself is a regular file (not a symlink to one)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def file_digest(path: Path) -> str:

@@ -297,7 +297,13 @@ class LayerCache:
         if claimed is not None and claimed != layer.descriptor.digest:
             self.mismatched.append((key, claimed, layer.descriptor.digest))
         data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
-        self._write(key, {**data, "stamp": file_stamp(store.path(layer.descriptor.digest))})
+        try:
+            stamp = file_stamp(store.path(layer.descriptor.digest))
+        except OSError:  # (the cache was deleted while the bake ran: what BlobStore.verified_path says)
+            raise OciError(
+                f"blob {layer.descriptor.digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile"
+            ) from None
+        self._write(key, {**data, "stamp": stamp})
 
     def settle(self, key: str, store: BlobStore) -> None:
         """Seal the blob's new stamp if only its ctime moved since this process checked it (the hard
@@ -432,7 +438,10 @@ class FragmentStore:
         """Keep a fragment `write` wrote; its members as fragment byte ranges."""
         tar = self.root / f"{pending.key}.tar"
         try:
-            os.replace(pending.tmp, tar)
+            try:
+                os.replace(pending.tmp, tar)
+            except FileNotFoundError:  # the cache was cleaned while the bake ran: a fragment is only a shortcut
+                return []
             document = {
                 "format": FRAGMENT_FORMAT,
                 "size": pending.size,

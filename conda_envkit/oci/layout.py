@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,18 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 
 def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    """A blob of the cache into an output: hard-linked if it is this user's regular file, else copied. Never a
+    symlink, nor a link to a file someone else may change under the output (the cache is shared)."""
+    st = os.lstat(source)
+    if not stat.S_ISREG(st.st_mode):
+        raise OciError(f"{source} is not a regular file", hint=f"delete {source} (or the whole cache) and bake again")
+    if st.st_uid == os.geteuid():
+        try:
+            os.link(source, target, follow_symlinks=False)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target, follow_symlinks=False)
 
 
 _LAYOUT_ENTRIES = frozenset({"oci-layout", "index.json", "blobs"})

@@ -672,6 +672,9 @@ def test_what_killed_commands_left_is_removed_by_the_next(tmp_path: Path, toy_ch
         work / f".conda-lock.yml.{gone}.ab12.tmp": "file",
         work / f".conda-lock.yml.{gone}.bak": "file",
         work / f".img.{gone}.x4.tmp": "dir",
+        cache / "blobs" / "sha256" / f".blob.{gone}.x6": "file",  # (a config or manifest being written)
+        work / f".img.tar.{gone}.x7.tmp": "file",  # (--docker-archive)
+        cache / "tmp" / f"extracted.{gone}-x8": "dir",  # (an install's, or a bake's linking)
     }
     kept = [cache / "blobs" / "tmp" / f".part.{alive}.x5", work / f".conda-lock.yml.{alive}.cd34.tmp"]
     for path, kind in left.items():
@@ -684,6 +687,6 @@ def test_what_killed_commands_left_is_removed_by_the_next(tmp_path: Path, toy_ch
     assert run_envkit("lock", "-q", cwd=work).returncode == 0
     shutil.rmtree(cache / "layers")
     shutil.rmtree(cache / "fragments")  # (every archive is needed again)
-    assert run_envkit("bake", "-q", "--oci", "img", cwd=work, env=env).returncode == 0
+    assert run_envkit("bake", "-q", "--oci", "img", "--docker-archive", "img.tar", cwd=work, env=env).returncode == 0
     assert [p for p in left if os.path.lexists(p)] == []
     assert all(p.exists() for p in kept)

@@ -198,6 +198,51 @@ def test_a_cached_blob_edited_in_place_with_its_mtime_put_back_is_hashed_again(w
     assert hashlib.sha256(written.read_bytes()).hexdigest() == blob.name
 
 
+def test_a_cached_blob_replaced_by_a_symlink_is_rebuilt_and_never_reaches_the_output(ws: Workspace, tmp_path: Path) -> None:
+    # Whoever writes the cache put a symlink to a file of theirs (the right bytes, for now) in a blob's place: it was
+    # hashed through the link, and the --oci layout got that symlink, whose bytes they could change after the bake.
+    first, _ = _bake(ws)
+    blob = ws.cache / "blobs" / "sha256" / _layers(ws)[0]["digest"].partition(":")[2]
+    theirs = tmp_path / "theirs"
+    shutil.copyfile(blob, theirs)
+    blob.unlink()
+    blob.symlink_to(theirs)
+    digest, _ = _bake(ws)
+    assert digest == first
+    out = ws.root / "out" / "blobs" / "sha256"
+    assert [p.name for p in out.iterdir() if p.is_symlink()] == []
+    assert not blob.is_symlink()  # (rebuilt in its place)
+    theirs.write_bytes(b"changed afterwards")
+    assert hashlib.sha256((out / blob.name).read_bytes()).hexdigest() == blob.name
+
+
+def test_a_fifo_at_the_secrets_path_is_refused_not_waited_on(ws: Workspace, tmp_path: Path) -> None:
+    # Opening it for reading blocked until a writer came: the bake hung for ever.
+    state = tmp_path / "state"
+    (state / "envkit").mkdir(parents=True)
+    os.mkfifo(state / "envkit" / "cache-seal.key", 0o600)
+    result = ws.envkit("bake", "-q", "--oci", "out", "-p", "linux-64", env={"XDG_STATE_HOME": str(state)})
+    assert_refused(result, "cache-seal.key", "must be a regular file")
+
+
+def test_a_cache_cleaned_while_a_bake_runs_is_an_error_not_a_traceback(ws: Workspace, tmp_path: Path) -> None:
+    # `rm -rf $ENVKIT_CACHE_DIR/blobs` (or fragments) meanwhile: FileNotFoundError tracebacks, exit 1.
+    from conda_envkit.cache_seal import user_seal
+    from conda_envkit.oci.blobs import BlobStore, OciError
+    from conda_envkit.oci.layer import Compression, FragmentStore, LayerCache, write_layer
+    from conda_envkit.oci.tarstream import Member
+
+    store = BlobStore(tmp_path / "blobs")
+    layer = write_layer([Member("opt/a.txt", data=b"a", size=1)], store, Compression("gzip"), 0)
+    shutil.rmtree(tmp_path / "blobs")
+    with pytest.raises(OciError, match="is not in "):
+        LayerCache(tmp_path / "layers", user_seal()).remember("k", layer, store)
+    fragments = FragmentStore(tmp_path / "fragments", user_seal())
+    pending = fragments.write("k", [Member("opt/a.txt", data=b"a", size=1)], 0)
+    shutil.rmtree(tmp_path / "fragments")
+    assert fragments.commit(pending) == []  # (a fragment is a shortcut: not kept)
+
+
 def test_without_a_place_for_the_secret_the_bake_works_and_says_what_it_costs(ws: Workspace, tmp_path: Path) -> None:
     # A container run as a user whose home is not writable: nothing cached is trusted, nothing fails.
     first, _ = _bake(ws)
