@@ -445,11 +445,6 @@ def _package_pin(package: dict[str, str]) -> str:
     return f"{package['name']}={package['version']}={package['build']}"
 
 
-def record_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> EnvironmentRecord:
-    """The record of an image in a local OCI layout, from its labels."""
-    return environment_from_layout(path, name, platform).record
-
-
 def environment_from_layout(path: Path, name: str | None = None, platform: str | None = None) -> ImageEnvironment:
     """The record of an image in a local OCI layout, from its labels, and bake's lock copy inside it."""
     reference = f"oci:{path}" + (f":{name}" if name else "")
