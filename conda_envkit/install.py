@@ -805,6 +805,19 @@ def _ignored_records(packages: list[LockedDependency], cache_dir: Path) -> list[
     return out
 
 
+def check_prefix_path(prefix: Path) -> None:
+    """An InstallError, before anything is fetched, for a prefix whose path is not UTF-8: packages have it written
+    into their files (prefix replacement, entry points), and py-rattler refuses to link there after the downloads."""
+    try:
+        str(prefix).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(prefix).decode("utf-8", "backslashreplace")  # (the byte as it is: pre\xe9fix)
+        raise InstallError(
+            f"{shown}: the prefix path is not UTF-8",
+            hint="choose a prefix whose path is UTF-8 (it is written into the environment's files)",
+        ) from None
+
+
 def install_environment(
     lockfile_path: Path,
     lockfile: Lockfile,
@@ -820,6 +833,7 @@ def install_environment(
     a copy of the lock goes to `<prefix>/conda-meta/envkit/conda-lock.yml`.
     """
     prefix = absolute_path(prefix)
+    check_prefix_path(prefix)
     if prefix.exists():  # (PrefixTaken: a caller that found no prefix lost a race to another install, and compares)
         raise PrefixTaken(f"{prefix} already exists", hint="choose a new prefix, or remove the old environment first")
     reporter = _or_silent(progress)

@@ -34,6 +34,7 @@ from conda_envkit.install import (
     FetchedPackage,
     InstallError,
     check_archives,
+    check_prefix_path,
     conda_packages,
     fetch_packages,
     link_packages,
@@ -363,6 +364,7 @@ def sync_environment(
     so an interrupted install is envkit's and the next install finishes it.
     One sync (or install) of a prefix at a time: a second waits for the first, then compares with what it left."""
     prefix = absolute_path(prefix)
+    check_prefix_path(prefix)
     with directory_lock(prefix, waiting_for_another_install(progress or SILENT, prefix, prefix)):
         if empty_directory(prefix):
             try:

@@ -326,3 +326,21 @@ def test_a_malformed_bake_record_is_an_error_naming_it(tmp_path: Path, spoil: st
     result = run_envkit("export", "--record", "bake.json", "--to", "json", cwd=tmp_path)
     assert result.returncode == 2, result.output
     assert result.stderr.startswith("error: bake.json: ") and expected in result.stderr, result.stderr
+
+
+def test_a_prefix_path_that_is_not_utf8_is_refused_before_any_download(tmp_path: Path, toy_channel: Path) -> None:
+    # It failed at link time, after the downloads, with "check free disk space and permissions" and a `\udce9` shown.
+    import os
+
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64]\ndependencies:\n  - hello\n")
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    prefix = os.fsdecode(os.fsencode(str(tmp_path)) + b"/pre\xe9fix")
+    result = run_envkit("install", "--prefix", prefix, cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "LC_ALL": "C"})
+    assert result.returncode == 2, result.output
+    assert "pre\\xe9fix: the prefix path is not UTF-8" in result.stderr and "disk space" not in result.stderr, result.stderr
+    assert not (tmp_path / "cache" / "pkgs").exists()  # (nothing fetched)
+    assert not os.path.lexists(os.fsencode(prefix))
+    # Brought to the lock (sync, into an empty directory that exists): the same.
+    os.mkdir(os.fsencode(prefix))
+    synced = run_envkit("install", "--prefix", prefix, cwd=tmp_path, env={"ENVKIT_CACHE_DIR": str(tmp_path / "cache"), "LC_ALL": "C"})
+    assert synced.returncode == 2 and "the prefix path is not UTF-8" in synced.stderr, synced.output
