@@ -83,8 +83,9 @@ def render_explicit(lockfile: LockFile, platform: str, hash_kind: str = "md5") -
 def render_environment_yaml(lockfile: LockFile, platform: str, name: str | None = None) -> str:
     """A fully pinned environment.yml (`name=version=build`) for one platform.
 
-    `name` defaults to the spec's `name:` recorded in the lock (`envkit.name`), else the
-    variant, else `env`: `conda env create -f` needs a name.
+    `name` defaults to the spec's `name:` recorded in the lock (`envkit.name`; a variant's lock adds `-<variant>`,
+    so that the environments of a spec's variants can live side by side), else the variant, else `env`: `conda env
+    create -f` needs a name.
     """
     import yaml
 
@@ -103,7 +104,7 @@ def render_environment_yaml(lockfile: LockFile, platform: str, name: str | None 
 def _default_env_name(lockfile: LockFile) -> str:
     meta = lockfile.envkit
     if meta is not None and meta.name:
-        return meta.name
+        return meta.name if meta.variant == DEFAULT_VARIANT else f"{meta.name}-{meta.variant}"
     if meta is not None and meta.variant != DEFAULT_VARIANT:
         return meta.variant
     return "env"

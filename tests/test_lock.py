@@ -478,6 +478,15 @@ def test_variants_are_separate_conda_lock_files(tmp_path: Path, toy_channel: Pat
     assert "openblas" in locked(tmp_path / "conda-lock.yml", "linux-64")["libblas"]["build"]
     check = run_envkit("lock", "--check", cwd=tmp_path)
     assert check.returncode == 0, check.output
+    # Rendered environments side by side: a variant's gets `-<variant>` after the spec's name (both were `train`).
+    write_env(tmp_path, "name: train\n" + env_text(toy_channel, ["numpy", "gpulib"], ("linux-64", "linux-aarch64"), extra))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    names = []
+    for lock in ("conda-lock.yml", "conda-lock.cpu.yml"):
+        rendered = run_envkit("render", "--lockfile", lock, "-p", "linux-64", "--kind", "env", cwd=tmp_path)
+        assert rendered.returncode == 0, rendered.output
+        names.append(yaml.safe_load(rendered.stdout)["name"])
+    assert names == ["train", "train-cpu"]
 
 
 def test_unsatisfiable_names_platform_and_spec(tmp_path: Path, toy_channel: Path) -> None:
