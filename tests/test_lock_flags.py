@@ -259,3 +259,18 @@ def test_a_refused_flag_value_is_one_error_line_with_a_hint(tmp_path: Path) -> N
         assert result.stderr.startswith(said), (argv, result.stderr)
         assert "  hint: " in result.stderr and "Usage:" not in result.stderr
     assert not (tmp_path / "conda-lock.yml").exists()
+
+
+def test_a_cuda_key_that_changes_nothing_is_said_as_the_flag_is(tmp_path: Path, toy_channel: Path) -> None:
+    # `--cuda` on platforms without CUDA warns "has no effect"; the same request as a key said nothing.
+    text = f"channels: [{toy_channel.as_uri()}]\nplatforms: [osx-arm64]\ndependencies: [numpy]\nenvkit: {{cuda: '12.4'}}\n"
+    write_env(tmp_path, text)
+    spec_key = run_envkit("lock", "-q", cwd=tmp_path)
+    assert spec_key.returncode == 0, spec_key.output
+    assert "`envkit.cuda` 12.4 in environment.yml has no effect: none of osx-arm64 has CUDA" in spec_key.stderr
+    variants = "envkit:\n  variants:\n    mac: {cuda: '12.4', platforms: [osx-arm64]}\n    gpu: {cuda: '12.4', platforms: [linux-64]}\n"
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\nplatforms: [linux-64, osx-arm64]\ndependencies: [numpy]\n{variants}")
+    variant_key = run_envkit("lock", "-q", cwd=tmp_path)
+    assert variant_key.returncode == 0, variant_key.output
+    said = "`envkit.variants.mac.cuda` 12.4 in environment.yml has no effect: none of its platforms (osx-arm64) has CUDA"
+    assert said in variant_key.stderr and "variants.gpu" not in variant_key.stderr, variant_key.stderr

@@ -123,7 +123,7 @@ def prepare_lock(request: LockRequest) -> tuple[EnvSpec, LockOptions, list[str]]
         keep_other_platforms=bool(request.platforms),
         variants=variants,
     )
-    warnings = _flag_warnings(spec.platforms, driver, options.blas)
+    warnings = _flag_warnings(spec.platforms, driver, options.blas) + _cuda_key_warnings(spec)
     if unread is not None:  # (the default environment.yml was read instead)
         warnings.append(f"{request.lockfile} was made from other files: {unread}; environment.yml was read (-f names the files)")
     if recorded and [str(p) for p in recorded] != ["environment.yml"]:  # (as conda-lock says it: no -f, the lock's own)
@@ -271,6 +271,25 @@ def _flag_warnings(platforms: tuple[str, ...], cuda: str | None, blas: tuple[tup
     for platform, _ in blas:
         if platform != "*" and platform not in platforms:
             out.append(f"--blas {platform}=...: {platform} is not locked ({', '.join(platforms)}), so it has no effect")
+    return out
+
+
+def _cuda_key_warnings(spec: EnvSpec) -> list[str]:
+    """`cuda:` keys of the spec that change nothing, as --cuda on platforms without CUDA is said to: the spec's, on
+    a spec that locks no CUDA platform, and a variant's own, on a variant that locks none."""
+    from conda_envkit.platforms import CUDA_PLATFORMS
+
+    files = ", ".join(str(p) for p in spec.sources) or "the environment file"
+    out = []
+    if spec.cuda is not None and not any(p in CUDA_PLATFORMS for p in spec.platforms):
+        out.append(f"`envkit.cuda` {spec.cuda} in {files} has no effect: none of {', '.join(spec.platforms)} has CUDA")
+    for variant in spec.variants:
+        platforms = [p for p in spec.platforms if not variant.platforms or p in variant.platforms]
+        if not variant.inherits_cuda and variant.cuda is not None and platforms and not any(p in CUDA_PLATFORMS for p in platforms):
+            out.append(
+                f"`envkit.variants.{variant.name}.cuda` {variant.cuda} in {files} has no effect: none of its platforms "
+                f"({', '.join(platforms)}) has CUDA"
+            )
     return out
 
 
