@@ -255,7 +255,7 @@ def _removed_variants(spec: EnvSpec, options: LockOptions, note: Callable[[str],
         found = list(search.found)
         if search.unread:
             note(unread_candidates_note(options.lock_path, search.unread))
-    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    files = spec.files_named
     return [
         PlatformFreshness(
             str(lock.path),
@@ -285,7 +285,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
     sources = spec_beside(lock_path, lockfile)
     if not sources:
         unread = unread_sources(lock_path, lockfile)
-        if unread is None or " is not there" in unread:  # (a lock copied alone: nothing to check it against)
+        if unread is None or not unread.outside:  # (a lock copied alone: nothing to check it against)
             return None
         return f"{lock_path}: not checked against the spec it was made from: {unread}; `envkit lock --check -f FILE` checks it"
     named = ", ".join(str(s.relative_to(lock_path.resolve().parent)) for s in sources)

@@ -92,7 +92,7 @@ def _blas_for(platform: str, spec: EnvSpec, variant: Variant | None, options: Lo
     """The BLAS pinned for `platform` and who pinned it: a variant's own `blas` beats --blas, which beats the spec's
     (as a variant's own `cuda` beats --cuda: a variant is the build it names); within each, an exact platform beats
     `*`."""
-    files = _files_named(spec)
+    files = spec.files_named
     tables: list[tuple[BlasTable, PinSource, str]] = [(spec.blas, PinSource.SPEC, f"`envkit.blas` in {files}")]
     tables.append((options.blas, PinSource.FLAG, ""))
     if variant is not None and variant.blas != spec.blas:  # (a variant without `blas:` has the spec's)
@@ -107,10 +107,6 @@ def _blas_for(platform: str, spec: EnvSpec, variant: Variant | None, options: Lo
     return chosen
 
 
-def _files_named(spec: EnvSpec) -> str:
-    return ", ".join(str(path) for path in spec.sources) or "the environment file"
-
-
 def _spec_cuda(spec: EnvSpec, options: LockOptions) -> str | None:
     """The CUDA driver of the default variant (and of a variant that does not say): the flags', else the spec's."""
     if options.no_cuda:
@@ -121,10 +117,10 @@ def _spec_cuda(spec: EnvSpec, options: LockOptions) -> str | None:
 def _cuda_origin(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> PinOrigin:
     """Who set the CUDA driver a target assumes (as `_spec_cuda` or the variant decides it)."""
     if variant is not None and not variant.inherits_cuda:
-        return PinOrigin(PinSource.SPEC, f"`envkit.variants.{variant.name}.cuda` in {_files_named(spec)}")
+        return PinOrigin(PinSource.SPEC, f"`envkit.variants.{variant.name}.cuda` in {spec.files_named}")
     if options.cuda is not None:
         return PinOrigin(PinSource.FLAG, f"--cuda {options.cuda}")
-    return PinOrigin(PinSource.SPEC, f"`envkit.cuda` in {_files_named(spec)}")
+    return PinOrigin(PinSource.SPEC, f"`envkit.cuda` in {spec.files_named}")
 
 
 def _targets(spec: EnvSpec, options: LockOptions, variant: Variant | None) -> tuple[SolveTarget, ...]:

@@ -669,39 +669,50 @@ class CurrentLock:
         return self.lockfile if self.lockfile is not None else read_lock(self.path)  # (none: read_lock's own error)
 
 
-def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
-    """The environment files a lock was made from (its `metadata.sources`), if every one is a file in the lock's
-    directory or below it; else none (a lock copied alone, or one naming paths elsewhere: not read)."""
+@dataclass(frozen=True)
+class UnreadSource:
+    """A source a lock records that is not read (so none is: `spec_beside`): outside the lock's directory (a lock
+    names its sources, someone else's lock too), or not there (a lock copied alone)."""
+
+    source: str
+    outside: bool
+
+    def __str__(self) -> str:
+        shown = self.source if self.source.isprintable() else repr(self.source)  # (a lock's text: no line of its own in a log)
+        if self.outside:
+            return f"{shown} is outside the lock's directory (a lock names its sources, so envkit reads none outside it)"
+        return f"{shown} is not there"
+
+
+def _sources_beside(lock_path: Path, lockfile: LockFile) -> tuple[list[Path], UnreadSource | None]:
+    """The environment files a lock records, in its directory or below, up to the first that is not (and that one)."""
     from conda_envkit.safepath import is_within
 
     if str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
-        return []
+        return [], None
     lock_dir = lock_path.resolve().parent
-    found = []
+    found: list[Path] = []
     for source in lockfile.metadata.sources:
         path = lock_dir / source
-        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path) or not path.is_file():
-            return []
+        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path):
+            return found, UnreadSource(source, outside=True)
+        if not path.is_file():
+            return found, UnreadSource(source, outside=False)
         found.append(path)
-    return found
+    return found, None
 
 
-def unread_sources(lock_path: Path, lockfile: LockFile) -> str | None:
+def spec_beside(lock_path: Path, lockfile: LockFile) -> list[Path]:
+    """The environment files a lock was made from (its `metadata.sources`), if every one is a file in the lock's
+    directory or below it; else none (a lock copied alone, or one naming paths elsewhere: not read)."""
+    found, unread = _sources_beside(lock_path, lockfile)
+    return [] if unread is not None else found
+
+
+def unread_sources(lock_path: Path, lockfile: LockFile) -> UnreadSource | None:
     """Why `spec_beside` gives none of the environment files the lock records (None if it gives them, or the lock
     records none): the first source that is outside the lock's directory, or not there."""
-    from conda_envkit.safepath import is_within
-
-    if not lockfile.metadata.sources or str(lock_path) in ("-", "/dev/stdin") or not lock_path.is_file():
-        return None
-    lock_dir = lock_path.resolve().parent
-    for source in lockfile.metadata.sources:
-        path = lock_dir / source
-        shown = source if source.isprintable() else repr(source)  # (a lock's text: no line of its own in a log)
-        if Path(source).is_absolute() or ".." in Path(source).parts or not is_within(lock_dir, path):
-            return f"{shown} is outside the lock's directory (a lock names its sources, so envkit reads none outside it)"
-        if not path.is_file():
-            return f"{shown} is not there"
-    return None
+    return _sources_beside(lock_path, lockfile)[1]
 
 
 def read_current(path: Path) -> CurrentLock:

@@ -39,7 +39,8 @@ _TOP_LEVEL_KEYS = {
 }
 _ENVKIT_KEYS = {"cuda", "blas", "variants"}
 _VARIANT_KEYS = {"cuda", "blas", "platforms", "dependencies"}
-_VARIANT_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+# A variant names its lock file (`conda-lock.<name>.yml`, beside the default one): no dot, no slash.
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 class SpecError(EnvkitError):
@@ -110,6 +111,11 @@ class EnvSpec:
     platforms_given: bool = True
     # The platforms the files name (under -p too; empty when none does).
     declared_platforms: tuple[str, ...] = ()
+
+    @property
+    def files_named(self) -> str:
+        """The files read, for messages (`environment.yml, dev.yml`; a spec from a pipe has none)."""
+        return ", ".join(str(path) for path in self.sources) or "the environment file"
 
     def dependencies_for(self, platform: str, variant: Variant | None = None) -> tuple[Dependency, ...]:
         """The conda specs one platform of one variant solves: the shared ones, with the variant's own replacing
@@ -340,7 +346,7 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
         raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
     for name, vnode in _mapping(keys.get("variants")).items():
-        if not re.match(_VARIANT_NAME, name):
+        if not VARIANT_NAME.fullmatch(name):
             raise SpecError(f"{_where(path, vnode)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
         vkeys = _mapping(vnode)
         for key in vkeys:

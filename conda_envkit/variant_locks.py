@@ -7,7 +7,6 @@ alone, and nothing beside a lock is read but the few files named like its varian
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conda_envkit.errors import EnvkitError
+from conda_envkit.spec import VARIANT_NAME
 
 if TYPE_CHECKING:
     from conda_envkit.lockmodel import LockFile
 
-# As the spec's variant names (`spec._VARIANT_NAME`): no dot, no slash, so a variant's lock is a sibling file.
-VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # The most files named like a variant's lock one search reads: a directory may hold thousands of them.
 MOST_CANDIDATES_READ = 64
 

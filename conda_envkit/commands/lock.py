@@ -14,6 +14,7 @@ from conda_envkit.errors import EnvkitError
 if TYPE_CHECKING:
     from conda_envkit.freshness import PlatformFreshness
     from conda_envkit.locking import LockOptions, LockOutcome
+    from conda_envkit.lockmodel import UnreadSource
     from conda_envkit.platforms import Blas
     from conda_envkit.solve import SolvedPlatform
     from conda_envkit.spec import EnvSpec
@@ -69,7 +70,7 @@ def check_flags(request: LockRequest) -> tuple[str | None, tuple[tuple[str, Blas
         raise BadFlag("--cuda and --no-cuda exclude each other")
     if request.check and request.update:
         raise BadFlag("--check and --update exclude each other")
-    from conda_envkit.variant_locks import VARIANT_NAME
+    from conda_envkit.spec import VARIANT_NAME
 
     for name in request.variants:
         if not VARIANT_NAME.fullmatch(name):  # (it names a file beside the lock: no dot, no slash)
@@ -173,7 +174,7 @@ def _check_variants_named(spec: EnvSpec, lock_path: Path, variants: tuple[str, .
     from conda_envkit.variant_locks import variant_lock_at, variant_path
 
     declared = [v.name for v in spec.variants]
-    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    files = spec.files_named
     for name in variants:
         if name in declared or name == DEFAULT_VARIANT:
             continue
@@ -205,7 +206,7 @@ def _recorded_sources(lockfile: Path) -> list[Path]:
     return [lockfile.parent / path.relative_to(lockfile.resolve().parent) for path in found]
 
 
-def _unread_sources(lockfile: Path) -> str | None:
+def _unread_sources(lockfile: Path) -> UnreadSource | None:
     """Why the environment files the lock records were not taken for a missing -f (None: it records none, or they
     were)."""
     from conda_envkit.lockmodel import read_lock, unread_sources
@@ -236,7 +237,7 @@ def removed_variant_warnings(spec: EnvSpec, options: LockOptions) -> list[str]:
     from conda_envkit.variant_locks import removed_variant_locks, unread_candidates_note
 
     search = removed_variant_locks(options.lock_path, {v.name for v in spec.variants})
-    files = ", ".join(str(path) for path in spec.sources) or "the environment file"
+    files = spec.files_named
     warnings = [
         f"{lock.path} is the lock of variant {lock.variant}, which {files} no longer declares: delete it (`envkit lock` leaves "
         f"it, and `envkit lock --check` calls it stale), or add {lock.variant} back under `envkit.variants`"
@@ -279,7 +280,7 @@ def _cuda_key_warnings(spec: EnvSpec) -> list[str]:
     a spec that locks no CUDA platform, and a variant's own, on a variant that locks none."""
     from conda_envkit.platforms import CUDA_PLATFORMS
 
-    files = ", ".join(str(p) for p in spec.sources) or "the environment file"
+    files = spec.files_named
     out = []
     if spec.cuda is not None and not any(p in CUDA_PLATFORMS for p in spec.platforms):
         out.append(f"`envkit.cuda` {spec.cuda} in {files} has no effect: none of {', '.join(spec.platforms)} has CUDA")
@@ -395,7 +396,6 @@ def lock_output(outcomes: list[LockOutcome], as_json: bool) -> Output:
     return output
 
 
-# Packages with CUDA and CPU builds side by side, named in the hint when the spec asks for one and got a CPU build.
 def _cpu_builds(solved: SolvedPlatform) -> list[str]:
     """`name version build` of the records whose build says it is a CPU build (`cpu_mkl_py312...`, `py3.11_cpu_0`)."""
     import re
@@ -414,6 +414,7 @@ def _mkl_users(solved: SolvedPlatform) -> list[str]:
     )
 
 
+# Packages with CUDA and CPU builds side by side, named in the hint when the spec asks for one and got a CPU build.
 _CUDA_BUILT = ("pytorch", "tensorflow", "jaxlib", "cupy", "onnxruntime", "faiss", "xgboost", "lightgbm", "mxnet", "paddlepaddle")
 
 

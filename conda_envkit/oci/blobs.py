@@ -185,7 +185,7 @@ class BlobStore:
         """
         path = self.path(digest)
         if not _regular(path):  # (a symlink there would be hashed through, then linked into an output as it is)
-            raise OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
+            raise self._gone(digest)
         stamp = file_stamp(path)
         if self._checked.get(digest) == stamp:
             return path
@@ -196,6 +196,16 @@ class BlobStore:
             )
         self._checked[digest] = stamp
         return path
+
+    def stamp(self, digest: str) -> list[int]:
+        """The blob's file_stamp; the error verified_path gives if it is gone (the cache cleaned while a bake ran)."""
+        try:
+            return file_stamp(self.path(digest))
+        except OSError:
+            raise self._gone(digest) from None
+
+    def _gone(self, digest: str) -> OciError:
+        return OciError(f"blob {digest} is not in {self.root}", hint="bake again; the blob cache was cleaned meanwhile")
 
     def put_bytes(self, data: bytes) -> str:
         """Store `data` (a config, a manifest: bytes in hand) under its digest; return the digest. A file already

@@ -297,13 +297,7 @@ class LayerCache:
         if claimed is not None and claimed != layer.descriptor.digest:
             self.mismatched.append((key, claimed, layer.descriptor.digest))
         data = {"digest": layer.descriptor.digest, "size": layer.descriptor.size, "diff_id": layer.diff_id}
-        try:
-            stamp = file_stamp(store.path(layer.descriptor.digest))
-        except OSError:  # (the cache was deleted while the bake ran: what BlobStore.verified_path says)
-            raise OciError(
-                f"blob {layer.descriptor.digest} is not in {store.root}", hint="bake again; the blob cache was cleaned meanwhile"
-            ) from None
-        self._write(key, {**data, "stamp": stamp})
+        self._write(key, {**data, "stamp": store.stamp(layer.descriptor.digest)})
 
     def settle(self, key: str, store: BlobStore) -> None:
         """Seal the blob's new stamp if only its ctime moved since this process checked it (the hard
