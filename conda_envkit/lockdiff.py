@@ -1,5 +1,8 @@
 """What changed between two locks, per platform, with the packages that move numbers flagged.
 
+A platform only one lock has (a variant's lock of fewer platforms, a platform added or dropped) is said once as
+such, not as an addition or removal of every one of its packages.
+
 An update of numpy, a BLAS, cuDNN, CUDA, a deep-learning framework or the interpreter can
 change a model's results without changing a line of its code: such changes are marked
 `numerics` so that they get a model-behaviour check before they ship.
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from rattler import Version
 
@@ -19,6 +24,7 @@ from conda_envkit.lockfile import LockFileError, read_lockfile
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.output_safety import code_span, markdown_cell
+from conda_envkit.progress import counted
 
 DIFF_SCHEMA = "envkit.diff/1"
 # Packages whose update can change a model's numbers, by exact name (conda and PyPI names).
@@ -59,6 +65,15 @@ class PackageChange:
     numerics: bool
 
 
+@dataclass(frozen=True)
+class PlatformInOneLock:
+    """A platform only one of the locks has: its packages are not compared, and not listed as changes."""
+
+    platform: str
+    only_in: Literal["old", "new"]  # the lock that has it
+    packages: int  # how many packages that lock holds for it (conda and pip)
+
+
 def _label(p: LockedDependency) -> str:
     return f"{p.version} {p.build}" if p.build else p.version
 
@@ -77,9 +92,10 @@ def _kind(old: LockedDependency, new: LockedDependency) -> str | None:
 
 
 def diff_locks(old: Lockfile, new: Lockfile) -> list[PackageChange]:
-    """The changes from `old` to `new`, sorted by platform, then name."""
+    """The changes from `old` to `new` on the platforms both locks have, sorted by platform, then name (the platforms
+    only one has: `platforms_in_one_lock`)."""
     changes = []
-    for platform in sorted(set(old.metadata.platforms) | set(new.metadata.platforms)):
+    for platform in sorted(set(old.metadata.platforms) & set(new.metadata.platforms)):
         before = {(p.manager, p.name): p for p in old.package if p.platform == platform}
         after = {(p.manager, p.name): p for p in new.package if p.platform == platform}
         for key in sorted(set(before) | set(after), key=lambda k: (k[1], k[0])):
@@ -91,6 +107,17 @@ def diff_locks(old: Lockfile, new: Lockfile) -> list[PackageChange]:
             numerics = name.lower() in NUMERICS_PACKAGES and kind != "moved"  # the same bytes cannot change a result
             changes.append(PackageChange(platform, manager, name, kind, _label(a) if a else None, _label(b) if b else None, numerics))
     return changes
+
+
+def platforms_in_one_lock(old: Lockfile, new: Lockfile) -> list[PlatformInOneLock]:
+    """The platforms only one of `old` and `new` has (`metadata.platforms`), sorted, each with the lock that has it."""
+    in_old, in_new = set(old.metadata.platforms), set(new.metadata.platforms)
+    found = []
+    for platform in sorted(in_old ^ in_new):
+        lock = old if platform in in_old else new
+        packages = sum(1 for p in lock.package if p.platform == platform)
+        found.append(PlatformInOneLock(platform, "old" if lock is old else "new", packages))
+    return found
 
 
 def read_lock_at(spec: str, cwd: Path | None = None) -> tuple[Lockfile, str]:
@@ -130,12 +157,22 @@ def _arrow(c: PackageChange) -> str:
     return f"{c.old} -> {c.new}"
 
 
-def render_text(changes: list[PackageChange], old_label: str, new_label: str) -> str:
-    if not changes:
+def _only_in(one: PlatformInOneLock, old_label: str, new_label: str) -> tuple[str, str]:
+    """The label of the lock that has `one`'s platform, and how many packages it holds there."""
+    return (old_label if one.only_in == "old" else new_label), counted(one.packages, "package")
+
+
+def render_text(changes: list[PackageChange], old_label: str, new_label: str, in_one_lock: Sequence[PlatformInOneLock] = ()) -> str:
+    if not changes and not in_one_lock:
         return f"no changes between {old_label} and {new_label}\n"
     marks = {"added": "+", "removed": "-", "upgraded": "^", "downgraded": "v", "rebuilt": "~", "moved": ">"}
     lines = [f"--- {old_label}", f"+++ {new_label}"]
-    for platform in sorted({c.platform for c in changes}):
+    only = {one.platform: one for one in in_one_lock}
+    for platform in sorted({c.platform for c in changes} | set(only)):
+        if platform in only:
+            label, packages = _only_in(only[platform], old_label, new_label)
+            lines.append(f"{platform}: only in {label} ({packages})")
+            continue
         lines.append(f"{platform}:")
         for c in (c for c in changes if c.platform == platform):
             flag = "  [numerics]" if c.numerics else ""
@@ -147,15 +184,20 @@ def render_text(changes: list[PackageChange], old_label: str, new_label: str) ->
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(changes: list[PackageChange], old_label: str, new_label: str) -> str:
+def render_markdown(changes: list[PackageChange], old_label: str, new_label: str, in_one_lock: Sequence[PlatformInOneLock] = ()) -> str:
     lines = [f"### Lock changes: {code_span(old_label)} → {code_span(new_label)}", ""]
-    if not changes:
+    if not changes and not in_one_lock:
         return "\n".join(lines + ["No package changed.", ""])
     flagged = sorted({c.name for c in changes if c.numerics})
     if flagged:
         names = ", ".join(code_span(n) for n in flagged)
         lines += [f"> **Numerics:** {names} changed. Check the model's behaviour before shipping.", ""]
-    for platform in sorted({c.platform for c in changes}):
+    only = {one.platform: one for one in in_one_lock}
+    for platform in sorted({c.platform for c in changes} | set(only)):
+        if platform in only:
+            label, packages = _only_in(only[platform], old_label, new_label)
+            lines += [f"<b>{markdown_cell(platform)}</b>: only in {code_span(label)} ({packages})", ""]
+            continue
         rows = [c for c in changes if c.platform == platform]
         counts = ", ".join(f"{sum(1 for c in rows if c.kind == k)} {k}" for k in KINDS if any(c.kind == k for c in rows))
         lines += [
@@ -173,7 +215,7 @@ def render_markdown(changes: list[PackageChange], old_label: str, new_label: str
     return "\n".join(lines)
 
 
-def render_json(changes: list[PackageChange], old_label: str, new_label: str) -> str:
+def render_json(changes: list[PackageChange], old_label: str, new_label: str, in_one_lock: Sequence[PlatformInOneLock] = ()) -> str:
     summary = {k: sum(1 for c in changes if c.kind == k) for k in KINDS}
     data = {
         "schema": DIFF_SCHEMA,
@@ -182,5 +224,7 @@ def render_json(changes: list[PackageChange], old_label: str, new_label: str) ->
         "summary": summary,
         "numerics_changed": sorted({c.name for c in changes if c.numerics}),
         "changes": [asdict(c) for c in changes],
+        # Added to envkit.diff/1: a platform one lock has and the other not (its packages are not in `changes`).
+        "platforms_in_one_lock": [asdict(one) for one in in_one_lock],
     }
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -41,6 +41,10 @@ _ENVKIT_KEYS = {"cuda", "blas", "variants"}
 _VARIANT_KEYS = {"cuda", "blas", "platforms", "dependencies"}
 # A variant names its lock file (`conda-lock.<name>.yml`, beside the default one): no dot, no slash.
 VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# The default variant's name: what its lock records (`envkit.variant: default`) and what `--variant default` selects.
+# A variant of that name would write a lock that reads as the default variant's, so none may take it. (The same name
+# as lockmodel.DEFAULT_VARIANT, which cannot import this module: this one imports rattler.)
+DEFAULT_VARIANT_NAME = "default"
 
 
 class SpecError(EnvkitError):
@@ -345,9 +349,17 @@ def _parse_envkit(node: yaml.Node, path: str) -> tuple[str | None, tuple[tuple[s
     if "variants" in keys and not isinstance(keys["variants"], yaml.MappingNode):
         raise SpecError(f"{_where(path, keys['variants'])}: `envkit.variants` must be a mapping of name -> settings", hint="see README")
     variants = []
-    for name, vnode in _mapping(keys.get("variants")).items():
+    for name_node, vnode in keys["variants"].value if "variants" in keys else ():
+        name = str(name_node.value)
         if not VARIANT_NAME.fullmatch(name):
-            raise SpecError(f"{_where(path, vnode)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
+            raise SpecError(f"{_where(path, name_node)}: invalid variant name {name!r}", hint="use lower-case letters, digits, - and _")
+        if name == DEFAULT_VARIANT_NAME:
+            raise SpecError(
+                f"{_where(path, name_node)}: variant name {name!r} is reserved: it names the default variant",
+                hint="the spec's own keys (`dependencies:`, `platforms:`, `envkit.cuda`, `envkit.blas`) are the default variant, "
+                "whose lock is the --lockfile itself (conda-lock.yml; `--variant default`): give this variant another name, "
+                "e.g. `cpu` or `gpu`",
+            )
         vkeys = _mapping(vnode)
         for key in vkeys:
             if key not in _VARIANT_KEYS:

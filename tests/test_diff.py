@@ -133,3 +133,40 @@ def test_the_same_archive_from_another_url_is_moved_not_rebuilt(tmp_path: Path) 
     data = json.loads(result.stdout)
     assert [(c["name"], c["kind"], c["numerics"]) for c in data["changes"]] == [("numpy", "moved", False)]
     assert "> numpy 1.26.4 0 -> 1.26.4 0  moved" in run_envkit("diff", "a.lock.yml", "b.lock.yml", cwd=tmp_path).stdout
+
+
+def test_a_platform_only_one_lock_has_is_said_once(tmp_path: Path, toy_channel: Path) -> None:
+    # A gpu variant locked for linux-64 alone, diffed against the cpu variant's lock of three platforms: every package
+    # of osx-arm64 and linux-aarch64 was listed as removed (python flagged numerics), as if the variant dropped them.
+    variants = "envkit:\n  variants:\n    cpu: {cuda: none}\n    gpu: {cuda: '12.4', platforms: [linux-64]}\n"
+    deps = "  - python=3.11\n  - gpulib\n"
+    platforms = "platforms: [linux-64, osx-arm64, linux-aarch64]\n"
+    write_env(tmp_path, f"channels: [{toy_channel.as_uri()}]\n{platforms}dependencies:\n{deps}{variants}")
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    text = run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", cwd=tmp_path)
+    assert text.returncode == 0, text.output
+    assert "linux-aarch64: only in conda-lock.cpu.yml (2 packages)\n" in text.stdout, text.stdout
+    assert "osx-arm64: only in conda-lock.cpu.yml (2 packages)\n" in text.stdout
+    assert "removed" not in text.stdout, text.stdout  # (nothing was removed from a platform both locks have)
+    assert "  ~ gpulib 1.0 cpu_0 -> 1.0 cuda12_0  rebuilt\n" in text.stdout  # linux-64, in both, is compared as before
+    assert "numerics: cuda-version changed;" in text.stdout
+
+    data = json.loads(run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", "--format", "json", cwd=tmp_path).stdout)
+    assert data["platforms_in_one_lock"] == [
+        {"platform": "linux-aarch64", "only_in": "old", "packages": 2},
+        {"platform": "osx-arm64", "only_in": "old", "packages": 2},
+    ]
+    assert {c["platform"] for c in data["changes"]} == {"linux-64"} and data["summary"]["removed"] == 0
+    assert data["numerics_changed"] == ["cuda-version"]  # (python was flagged for the platforms gpu does not lock)
+    back = json.loads(run_envkit("diff", "conda-lock.gpu.yml", "conda-lock.cpu.yml", "--format", "json", cwd=tmp_path).stdout)
+    assert [(one["platform"], one["only_in"]) for one in back["platforms_in_one_lock"]] == [("linux-aarch64", "new"), ("osx-arm64", "new")]
+    assert data["schema"] == back["schema"] == "envkit.diff/1"  # a field added, none changed
+
+    markdown = run_envkit("diff", "conda-lock.gpu.yml", "conda-lock.cpu.yml", "--format", "markdown", cwd=tmp_path).stdout
+    assert "<b>osx-arm64</b>: only in `conda-lock.cpu.yml` (2 packages)\n" in markdown, markdown
+    assert "<summary><b>osx-arm64</b>" not in markdown and "| added |" not in markdown
+
+    # A platform in one lock alone is a difference (--exit-code), and -p selects it like any other.
+    only = run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", "-p", "osx-arm64", "--exit-code", cwd=tmp_path)
+    assert only.returncode == 1, only.output
+    assert only.stdout == "--- conda-lock.cpu.yml\n+++ conda-lock.gpu.yml\nosx-arm64: only in conda-lock.cpu.yml (2 packages)\n"

@@ -149,6 +149,7 @@ def _json_keys(text: str) -> tuple[object, set[str]]:
 
 @pytest.mark.parametrize("example", _params("json"))
 def test_json_examples_parse_and_match_the_code(example: Example) -> None:
+    from conda_envkit.lockdiff import DIFF_SCHEMA, render_json
     from conda_envkit.record import BAKE_RECORD_SCHEMA, ENVIRONMENT_SCHEMA, EnvironmentRecord
 
     data, keys = _json_keys(example.text)
@@ -156,6 +157,8 @@ def test_json_examples_parse_and_match_the_code(example: Example) -> None:
         assert keys == set(EnvironmentRecord(source="lock", lock_hash="sha256:0").to_json()), example.id
     if isinstance(data, dict) and data.get("schema") == BAKE_RECORD_SCHEMA:
         assert {"schema", "lock_hash", "image", "platforms", "references", "tags", "outputs", "prefix"} <= keys, example.id
+    if isinstance(data, dict) and data.get("schema") == DIFF_SCHEMA:
+        assert keys == set(json.loads(render_json([], "old", "new"))), example.id
     if isinstance(data, dict) and "error" in data:  # what a command asked for JSON prints when it fails
         from conda_envkit.error_report import ErrorReport
 

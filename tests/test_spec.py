@@ -331,3 +331,43 @@ def test_a_variants_bad_dependencies_are_refused_with_their_line(tmp_path: Path,
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr, result.output
     assert not list(tmp_path.glob("conda-lock*.yml"))
+
+
+RESERVED = "variant name 'default' is reserved: it names the default variant"
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected", "hint"),
+    [
+        # `default` is what the default lock records (`envkit.variant: default`) and what `--variant default` selects: a
+        # variant of that name was locked to conda-lock.default.yml, which then read as a default lock (`--lockfile
+        # conda-lock.default.yml` checked it against the spec's own keys and looked for conda-lock.default.default.yml).
+        ("    default:\n      cuda: none\n", f"environment.yml:9: {RESERVED}", "give this variant another name"),
+        ("    default: {cuda: none}\n", f"environment.yml:9: {RESERVED}", "`--variant default`"),
+        # The name's own line, not the line of its first key (that was said as line 10).
+        ("    Big:\n      cuda: none\n", "environment.yml:9: invalid variant name 'Big'", "lower-case letters"),
+    ],
+)
+def test_a_variant_named_default_is_refused_with_its_line(tmp_path: Path, variant: str, expected: str, hint: str) -> None:
+    text = "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies:\n  - python\n"
+    text += "envkit:\n  cuda: '12.4'\n  variants:\n    cpu: {cuda: none}\n" + variant
+    path = write_env(tmp_path, text)
+    with pytest.raises(SpecError) as refused:
+        read_env_spec([path])
+    assert refused.value.message.endswith(expected), refused.value.message
+    assert hint in (refused.value.hint or ""), refused.value.hint
+    # The command says the same, exits 2 and writes nothing (conda-forge is not reachable here: no solve ran).
+    result = run_envkit("lock", cwd=tmp_path)
+    assert result.returncode == 2 and expected in result.stderr, result.output
+    assert not list(tmp_path.glob("conda-lock*.yml"))
+
+
+def test_the_reserved_variant_name_is_the_one_the_default_lock_records(tmp_path: Path) -> None:
+    from conda_envkit.lockmodel import DEFAULT_VARIANT
+    from conda_envkit.spec import DEFAULT_VARIANT_NAME
+
+    assert DEFAULT_VARIANT_NAME == DEFAULT_VARIANT
+    # Only that name collides: a variant named like a platform locks to conda-lock.linux-64.yml, which no other file
+    # envkit writes is named (render writes where -o says; temporary files begin with a dot).
+    text = "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies:\n  - python\nenvkit:\n  variants:\n    linux-64: {cuda: none}\n"
+    assert [v.name for v in read_env_spec([write_env(tmp_path, text)]).variants] == ["linux-64"]

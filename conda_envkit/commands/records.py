@@ -196,14 +196,15 @@ class _RedactedStderr(io.TextIOBase):
 
 def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:
     """`envkit diff`: what changed between two locks (status 1 with `exit_code` when they differ)."""
-    from conda_envkit.lockdiff import diff_locks, read_lock_at, render_json, render_markdown, render_text
+    from conda_envkit.lockdiff import diff_locks, platforms_in_one_lock, read_lock_at, render_json, render_markdown, render_text
 
     old_lock, old_label = read_lock_at(old)
     new_lock, new_label = read_lock_at(new)
     changes = [c for c in diff_locks(old_lock, new_lock) if not platforms or c.platform in platforms]
+    in_one_lock = [one for one in platforms_in_one_lock(old_lock, new_lock) if not platforms or one.platform in platforms]
     render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
-    output = Output(status=EXIT_STALE if exit_code and changes else 0)
-    output.out(render(changes, old_label, new_label), nl=False)
+    output = Output(status=EXIT_STALE if exit_code and (changes or in_one_lock) else 0)
+    output.out(render(changes, old_label, new_label, in_one_lock), nl=False)
     return output
 
 
