@@ -212,7 +212,15 @@ def envkit(*args: str, cwd: Path, env: dict[str, str], stderr: Path | None = Non
     """Wall seconds and peak RSS (KiB, all its processes together) of one envkit command (stderr to a file if given)."""
     command = [sys.executable, "-m", "conda_envkit", *args]
     with open(stderr or os.devnull, "w", encoding="utf-8") as err:
-        return run(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err if stderr else None)
+        try:
+            return run(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err if stderr else None)
+        except SystemExit as failed:
+            if stderr is None:
+                raise
+            # What it said (the file goes with the bench's directory): its error, e.g. a full disk.
+            err.flush()
+            said = stderr.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+            raise SystemExit("\n".join([str(failed.code), *said])) from None
 
 
 PROFILE = """

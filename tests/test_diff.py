@@ -170,3 +170,8 @@ def test_a_platform_only_one_lock_has_is_said_once(tmp_path: Path, toy_channel: 
     only = run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", "-p", "osx-arm64", "--exit-code", cwd=tmp_path)
     assert only.returncode == 1, only.output
     assert only.stdout == "--- conda-lock.cpu.yml\n+++ conda-lock.gpu.yml\nosx-arm64: only in conda-lock.cpu.yml (2 packages)\n"
+    # A platform neither lock has is said so, not read as "no changes" (a typo'd -p passed CI's --exit-code).
+    typo = run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", "-p", "osx-64", "--exit-code", cwd=tmp_path)
+    assert typo.returncode == 2, typo.output
+    assert "-p osx-64: neither conda-lock.cpu.yml nor conda-lock.gpu.yml locks it (they lock linux-64, linux-aarch64, osx-arm64)" in typo.stderr
+    assert "Traceback" not in typo.output and typo.stdout == ""

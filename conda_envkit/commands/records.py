@@ -197,9 +197,17 @@ class _RedactedStderr(io.TextIOBase):
 def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:
     """`envkit diff`: what changed between two locks (status 1 with `exit_code` when they differ)."""
     from conda_envkit.lockdiff import diff_locks, platforms_in_one_lock, read_lock_at, render_json, render_markdown, render_text
+    from conda_envkit.lockfile import LockFileError
 
     old_lock, old_label = read_lock_at(old)
     new_lock, new_label = read_lock_at(new)
+    locked = set(old_lock.metadata.platforms) | set(new_lock.metadata.platforms)
+    unknown = [p for p in platforms if p not in locked]
+    if unknown:  # (it would read as "no changes")
+        raise LockFileError(
+            f"-p {' '.join(unknown)}: neither {old_label} nor {new_label} locks it (they lock {', '.join(sorted(locked))})",
+            hint="pass -p with one of those platforms, or leave it out to compare them all",
+        )
     changes = [c for c in diff_locks(old_lock, new_lock) if not platforms or c.platform in platforms]
     in_one_lock = [one for one in platforms_in_one_lock(old_lock, new_lock) if not platforms or one.platform in platforms]
     render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
