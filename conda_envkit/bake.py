@@ -83,7 +83,7 @@ from conda_envkit.oci.tarstream import Member, hard_linked, member_from_disk
 from conda_envkit.pkginfo import PackageInfo, PackageInfoCache
 from conda_envkit.progress import SILENT, Progress, counted
 from conda_envkit.stream_package import NotPlain, package_members
-from conda_envkit.thread_pool import ThreadPool, run_each
+from conda_envkit.thread_pool import ThreadPool
 
 if TYPE_CHECKING:  # the registry client (requests), jinja2 and pypa's installer load only when a bake uses them
     from conda_envkit.recipes import Recipe
@@ -156,9 +156,6 @@ def _plan_name(locked: LockedDependency) -> str:
     return locked.name if locked.manager == "conda" else f"pip:{locked.name}"
 
 
-_CACHE_WRITERS = 4  # packages whose cache entries (info, fragment) are written at once: each waits on the filesystem
-
-
 def locked_infos(
     lockfile: Lockfile,
     platform: str,
@@ -180,9 +177,10 @@ def locked_infos(
         report = fetch_packages(
             missing, cache_dir, settings, pip_indexes=indexes, allowed_hosts=hosts, progress=progress, step=f"download {platform}"
         )
-        # Read from their archives a few at once: most of a small package's time is its info cache entry's file
-        # being created, and each waits on the filesystem, not on the others.
-        read = run_each(lambda fetched: package_info(fetched, cache_dir), report.packages, _CACHE_WRITERS)
+        # Read one after another: a cache entry is written without fsync, so its file's creation waits on the
+        # directory's lock and the CPU, not on the disk. Four at once took the same time or more, for ~0.4 s more CPU
+        # on the 290 packages of the bench env (docs/bake.md, Measuring).
+        read = [package_info(fetched, cache_dir) for fetched in report.packages]
         for fetched, info in zip(report.packages, read, strict=True):
             infos[fetched.locked.hash.sha256] = info
         return [(p, infos[p.hash.sha256]) for p in locked], {_plan_name(f.locked): f for f in report.packages}  # type: ignore[misc]
@@ -1088,8 +1086,9 @@ def build_layers(
             processes.finish()
         link_the_rest()
         kept.result()
-        # Kept a few at once: each is a rename and its index's file being created, which wait on the filesystem.
-        run_each(fragments.commit, list(pending.values()), _CACHE_WRITERS)
+        # Kept one after another, as info cache entries are written (locked_infos): four at once took as long.
+        for fragment in pending.values():
+            fragments.commit(fragment)
         pending.clear()
         count = len(linked)
         progress.done(extract, f"{counted(len(need), 'package')} ({len(need) - count} read from their archives, {count} linked)")
