@@ -173,5 +173,6 @@ def test_a_platform_only_one_lock_has_is_said_once(tmp_path: Path, toy_channel: 
     # A platform neither lock has is said so, not read as "no changes" (a typo'd -p passed CI's --exit-code).
     typo = run_envkit("diff", "conda-lock.cpu.yml", "conda-lock.gpu.yml", "-p", "osx-64", "--exit-code", cwd=tmp_path)
     assert typo.returncode == 2, typo.output
-    assert "-p osx-64: neither conda-lock.cpu.yml nor conda-lock.gpu.yml locks it (they lock linux-64, linux-aarch64, osx-arm64)" in typo.stderr
+    said = "-p osx-64: neither conda-lock.cpu.yml nor conda-lock.gpu.yml locks it (they lock linux-64, linux-aarch64, osx-arm64)"
+    assert said in typo.stderr, typo.stderr
     assert "Traceback" not in typo.output and typo.stdout == ""
