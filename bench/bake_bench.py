@@ -208,6 +208,11 @@ def run(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
     return seconds, max(meter.peak_kib, meter.largest_kib)
 
 
+def _spread(ratios: list[float]) -> str:
+    """`; rounds 1.41-1.72x`: each round's ratio (cold bake ÷ that round's floor), if there were several."""
+    return f"; rounds {min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else ""
+
+
 def envkit(*args: str, cwd: Path, env: dict[str, str], stderr: Path | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB, all its processes together) of one envkit command (stderr to a file if given)."""
     command = [sys.executable, "-m", "conda_envkit", *args]
@@ -416,6 +421,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "cold_bake_s": round(c, 2),
         "ratio_cold_vs_floor": round(c / f, 3),
         "rounds": {"floor_s": [round(x, 2) for x in floors], "cold_bake_s": [round(x, 2) for x in colds]},  # the spread
+        # Each round's cold bake against the floor of the same round (run just before it): the neighbours' load moves both.
+        "ratio_cold_vs_floor_rounds": [round(c / f, 3) for f, c in zip(floors, colds, strict=True)],
         "floor_cpu_s": round(statistics.median(floor_cpu), 2),
         "cold_bake_cpu_s": round(statistics.median(cold_cpu), 2),
         "ratio_cold_vs_floor_cpu": round(statistics.median(cold_cpu) / statistics.median(floor_cpu), 3),
@@ -449,7 +456,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     rows = [
         ("installed tree", f"{installed / 1e9:.2f} GB, {len(sizes)} packages, {len(layers)} layers"),
         (f"floor tar | {floor_tool}", f"{f:.2f} s"),
-        ("cold bake", f"{c:.2f} s  ({c / f:.2f}x floor)"),
+        ("cold bake", f"{c:.2f} s  ({c / f:.2f}x floor{_spread(result['ratio_cold_vs_floor_rounds'])})"),
         (
             "cold bake CPU (user+sys)",
             f"{result['cold_bake_cpu_s']:.2f} s  ({result['ratio_cold_vs_floor_cpu']:.2f}x the floor's {result['floor_cpu_s']:.2f} s)",
