@@ -322,12 +322,17 @@ def test_selectors_that_drop_every_line_of_a_variant_leave_it_the_shared_list(tm
 def test_a_variants_bad_dependencies_are_refused_with_their_line(tmp_path: Path, lines: str, expected: str, hint: str) -> None:
     text = "channels: [conda-forge]\nplatforms: [linux-64, osx-arm64]\ndependencies:\n  - python\n  - pytorch\n"
     text += "envkit:\n  cuda: '12.4'\n  variants:\n    cpu:\n      cuda: none\n      platforms: [linux-64]\n" + lines
+    _assert_refused(tmp_path, text, expected, hint)
+
+
+def _assert_refused(tmp_path: Path, text: str, expected: str, hint: str) -> None:
+    """The spec `text` is refused with `expected` in its message and `hint` in its hint; `envkit lock` says the same,
+    exits 2 and writes nothing (conda-forge is not reachable here: no solve ran)."""
     path = write_env(tmp_path, text)
     with pytest.raises(SpecError) as refused:
         read_env_spec([path])
     assert expected in refused.value.message, refused.value.message
     assert hint in (refused.value.hint or ""), refused.value.hint
-    # The command says the same, exits 2 and writes nothing (conda-forge is not reachable here: no solve ran).
     result = run_envkit("lock", cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr, result.output
     assert not list(tmp_path.glob("conda-lock*.yml"))
@@ -351,15 +356,7 @@ RESERVED = "variant name 'default' is reserved: it names the default variant"
 def test_a_variant_named_default_is_refused_with_its_line(tmp_path: Path, variant: str, expected: str, hint: str) -> None:
     text = "channels: [conda-forge]\nplatforms: [linux-64]\ndependencies:\n  - python\n"
     text += "envkit:\n  cuda: '12.4'\n  variants:\n    cpu: {cuda: none}\n" + variant
-    path = write_env(tmp_path, text)
-    with pytest.raises(SpecError) as refused:
-        read_env_spec([path])
-    assert refused.value.message.endswith(expected), refused.value.message
-    assert hint in (refused.value.hint or ""), refused.value.hint
-    # The command says the same, exits 2 and writes nothing (conda-forge is not reachable here: no solve ran).
-    result = run_envkit("lock", cwd=tmp_path)
-    assert result.returncode == 2 and expected in result.stderr, result.output
-    assert not list(tmp_path.glob("conda-lock*.yml"))
+    _assert_refused(tmp_path, text, expected, hint)
 
 
 def test_the_reserved_variant_name_is_the_one_the_default_lock_records(tmp_path: Path) -> None:
