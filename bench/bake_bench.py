@@ -8,7 +8,9 @@ training environment instead.
 
 Rows (every time is a median over --rounds; ratios are against floors of the same run):
 - floor: `tar --sort=name ... | zstd -3 -T0` (or `pigz -6`, else `gzip -6`) of the installed tree
-- cold bake: package archives in the cache, everything else (info, layers, fragments, blobs) empty (by default,
+- cold bake: package archives in the cache, checked by an earlier command (their files are not hashed against
+  paths.json again; one more cold bake without those marks, as after a download, is its own row), everything
+  else (info, layers, fragments, blobs) empty (by default,
   `--jobs auto`: with zstd, worker processes write the big layers); with zstd, also with `--jobs 1` (this
   process alone), in the same rounds
 - warm bake: nothing changed (layer cache warm): plan + metadata layer + manifest; into the same --oci
@@ -362,6 +364,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             shutil.rmtree(tmp / "image")
             fresh_warms.append(envkit(*bake, cwd=work, env=env)[0])
         cold_steps = steps(tmp / "cold.err")
+        # The rounds' cold bakes find the archives checked (files hashed against paths.json) by an earlier command:
+        # its `checked.*` marker stays beside each archive in pkgs/. A runner that just downloaded them hashes every file
+        # once more: one cold bake as it does.
+        for marker in (cache / "pkgs").glob("*/checked.*"):
+            marker.unlink()
+        unchecked_s, _ = cold()
+        unchecked_cpu = CPU["last"]
         if args.profile:
             empty_cache()
             subprocess.run([sys.executable, "-c", PROFILE, *bake], cwd=work, env={**os.environ, **env}, check=True)
@@ -436,6 +445,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         }
         if jobs_colds
         else None,
+        "cold_bake_unchecked_archives": {
+            "s": round(unchecked_s, 2),
+            "ratio_vs_floor": round(unchecked_s / f, 3),
+            "cpu_s": round(unchecked_cpu, 2),
+        },
         "warm_bake_s": round(statistics.median(warms), 2),
         "warm_bake_fresh_output_s": round(statistics.median(fresh_warms), 2),
         "rebake_one_small_change_s": round(rebake_s, 2),
@@ -471,6 +485,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             ]
             if jobs_colds
             else []
+        ),
+        (
+            "cold bake, archives not checked yet",
+            f"{unchecked_s:.2f} s  ({unchecked_s / f:.2f}x floor), CPU {unchecked_cpu:.2f} s (every file hashed once, as after a download)",
         ),
         ("cold bake steps", ", ".join(f"{k} {v:.1f} s" for k, v in cold_steps.items()) + " (extract and layers overlap)"),
         ("warm bake, nothing changed", f"{result['warm_bake_s']:.2f} s, into a fresh --oci dir {result['warm_bake_fresh_output_s']:.2f} s"),
