@@ -76,6 +76,7 @@ class StagedArchive:
 
 
 _BUFFER = 1 << 20
+_HEADER_BUFFER = 64 << 10  # a payload stream's own buffer (_PayloadStream)
 
 
 # What an archive may expand to: a package whose payload is more than MAX_EXPANSION times its archive (and more than
@@ -369,7 +370,10 @@ class _PayloadStream(CountedStream):
     Any failure to read it is NotStreamable, and so is its end inside a member (`readinto` wants bytes)."""
 
     def __init__(self, raw: IO[bytes], cap: int, name: str) -> None:
-        super().__init__(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _BUFFER)
+        # Its buffer serves the tar headers' small reads. A layer writer reads a file's content in pieces of up to
+        # its own 1 MiB buffer: a read longer than this buffer is decompressed straight into the caller's (io's
+        # rule), while one within it went through it, one more copy of every byte (1 MiB held it all).
+        super().__init__(zstandard.ZstdDecompressor().stream_reader(raw, read_size=_BUFFER), _HEADER_BUFFER)
         self.cap, self.name = cap, name
 
     def read(self, size: int) -> bytes:
