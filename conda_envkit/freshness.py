@@ -62,6 +62,8 @@ class PlatformFreshness:
     update: tuple[str, ...] = ()
     # The lock of a variant the spec no longer declares: deleting it, not `envkit lock`, is what to do.
     variant_removed: bool = False
+    # The lock file does not exist yet (a variant just added): `lock --variant NAME` makes it alone.
+    unlocked: bool = False
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -196,7 +198,7 @@ def check_plan(
     if lockfile is None:
         if not plan.path.exists():
             missing = ("not locked yet (no lock file)",)
-            return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
+            return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing, unlocked=True) for t in plan.targets]
         # A lock that exists but does not read is bad input (exit 2), not merely stale.
         lockfile = read_lockfile(plan.path)
     results = []
