@@ -292,6 +292,25 @@ def test_update_one_pip_package_keeps_the_others(tmp_path: Path, toy_channel: Pa
     assert _pip_entries(work / "conda-lock.yml")[("linux-64", "tiny-tokenizer")]["version"] == "1.2.0"
 
 
+def test_update_takes_a_pip_requirement_just_added(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
+    # As for a conda dependency just added, `--update NAME` solves a new pip requirement in and keeps every other pin
+    # (it was refused: "--update fastmath: not in the lock"). Its name as pip spells it alike (PEP 503) works too.
+    work = tmp_path / "work"
+    index = f"--index-url {pip_index_server.url}/simple"
+    _env_file(work, toy_channel, [index, "hello-ml"])
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64").returncode == 0
+    before = _pip_entries(work / "conda-lock.yml")
+    _env_file(work, toy_channel, [index, "hello-ml", "FastMath >=1.0"])
+    result = _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "fastmath")
+    assert result.returncode == 0, result.output
+    pins = _pip_entries(work / "conda-lock.yml")
+    assert pins[("linux-64", "fastmath")]["version"] == "1.2.0"
+    assert {k: v for k, v in pins.items() if k[1] != "fastmath"} == before
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--check").returncode == 0
+    nothing = _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "fast-maths")
+    assert nothing.returncode == 2 and "error: --update fast-maths: not in the lock" in nothing.stderr, nothing.output
+
+
 def test_conda_lock_pip_repositories_and_allow_pypi_requests(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
     # conda-lock's keys: with PyPI disallowed, the first repository is the only index.
     work = tmp_path / "work"
