@@ -124,7 +124,11 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         # (as pip reads them; a lock written before that hashed the lines as written: either fits)
         pip_hashes = {pip_input_hash(target.pip), pip_input_hash(target.pip, as_written=True)} if target.pip is not None else {None}
         if platform_meta.pip_inputs not in pip_hashes:
-            reasons.append("the pip: section (requirements or indexes) changed since locking")
+            # The requirements the locked pip packages do not meet are named (`lock --update` moves them); a change
+            # nothing locked contradicts (an index, a line dropped or loosened) is told as a change of the section.
+            changed = _unmet_pip_requirements(lockfile, target)
+            reasons += [reason for reason, _ in changed] or [_PIP_CHANGED]
+            named += [name for _, name in changed]
         if target.blas not in (None, Blas.ANY) and platform_meta.blas not in (target.blas.value, None):
             reasons.append(f"BLAS changed: locked {platform_meta.blas!r}, now {target.blas.value!r}")
     elif target.pip is not None and not any(d.platform == p and d.manager == "pip" for d in lockfile.package):
@@ -164,6 +168,47 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         reasons.append(f"{name} is locked but no longer required by the spec")
         named.append(name)
     return reasons, named
+
+
+_PIP_CHANGED = "the pip: section (requirements or indexes) changed since locking"
+
+
+def _unmet_pip_requirements(lockfile: LockFile, target: SolveTarget) -> list[tuple[str, str]]:
+    """(reason, PEP 503 name) for each `pip:` requirement of `target` that no locked pip package of its platform
+    meets: one not in the lock, or locked at a version outside its specifier. Requirements conda installs, and those
+    with an environment marker, are not judged here."""
+    if target.pip is None:
+        return []
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion
+
+    from conda_envkit.pip_lock import CONDA_TO_PYPI
+
+    p = target.platform
+    locked = {canonicalize_name(d.name): d for d in lockfile.package if d.platform == p and d.manager == "pip"}
+    conda = {canonicalize_name(CONDA_TO_PYPI.get(d.name, d.name)) for d in lockfile.package if d.platform == p and d.manager == "conda"}
+    found = []
+    for line in target.pip.requirements:
+        try:
+            requirement = Requirement(line.line.strip())
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(requirement.name)
+        if requirement.marker is not None or name in conda:
+            continue
+        written = " ".join(line.line.split())
+        d = locked.get(name)
+        if d is None:
+            found.append((f"{written!r} ({line.source}, pip:) is not in the lock", name))
+            continue
+        try:
+            meets = requirement.specifier.contains(d.version, prereleases=True)
+        except InvalidVersion:
+            meets = False
+        if not meets:
+            found.append((f"{written!r} ({line.source}, pip:) is not satisfied by locked {d.name} {d.version}", name))
+    return found
 
 
 def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list[str]]:
@@ -220,7 +265,9 @@ def check_plan(
         )
         reasons, migration_notes = _migration(lockfile, target)
         found, named = unsatisfied(lockfile, target, channels, options.settings.channel_alias)
-        update = tuple(dict.fromkeys(named)) if not reasons and len(named) == len(found) else ()
+        # (any `lock --update` resolves the pip: section again, holding the locked pip versions: a change to it that
+        # names no package needs no full solve when other names do)
+        update = tuple(dict.fromkeys(named)) if not reasons and len(named) == len(found) - (_PIP_CHANGED in found) else ()
         reasons += found
         results.append(
             PlatformFreshness(

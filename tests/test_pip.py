@@ -311,6 +311,42 @@ def test_update_takes_a_pip_requirement_just_added(tmp_path: Path, toy_channel: 
     assert nothing.returncode == 2 and "error: --update fast-maths: not in the lock" in nothing.stderr, nothing.output
 
 
+def test_check_names_the_pip_requirements_the_lock_does_not_meet(
+    tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer
+) -> None:
+    # A pip line added or changed was reported as "the pip: section (requirements or indexes) changed since locking",
+    # with the hint of a full `envkit lock` (which moves every package): now the lines are named, file:line, and the
+    # hint is the `--update` that moves them alone.
+    work = tmp_path / "work"
+    index = f"--index-url {pip_index_server.url}/simple"
+    _env_file(work, toy_channel, [index, "hello-ml"])
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64").returncode == 0
+    _env_file(work, toy_channel, [index, "hello-ml ==0.2.0", "fastmath >=1.0"])
+    check = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert check.returncode == 1, check.output
+    assert "'hello-ml ==0.2.0' (environment.yml:9, pip:) is not satisfied by locked hello-ml 0.3.0" in check.stderr, check.stderr
+    assert "'fastmath >=1.0' (environment.yml:10, pip:) is not in the lock" in check.stderr
+    assert "changed since locking" not in check.stderr
+    assert "hint: run `envkit lock --update hello-ml --update fastmath` to move only what the spec changed" in check.stderr
+    # A change no locked pin contradicts (a requirement loosened) is the section's change, relocked by a full lock.
+    _env_file(work, toy_channel, [index, "hello-ml >=0.1"])
+    loosened = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert loosened.returncode == 1, loosened.output
+    assert "the pip: section (requirements or indexes) changed since locking" in loosened.stderr
+    assert "hint: run `envkit lock` to update the lock" in loosened.stderr
+    # ... and beside a conda dependency dropped, `--update` of that one relocks the pip section too.
+    write_env(
+        work,
+        f"channels:\n  - {toy_channel}\nplatforms: [{', '.join(PLATFORMS)}]\ndependencies:\n  - python =3.11\n"
+        f"  - pip:\n    - {index}\n    - hello-ml >=0.1\n",
+    )
+    dropped = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert "numpy is locked but no longer required by the spec" in dropped.stderr, dropped.stderr
+    assert "hint: run `envkit lock --update libblas --update numpy`" in dropped.stderr, dropped.stderr
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "libblas", "--update", "numpy").returncode == 0
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--check").returncode == 0
+
+
 def test_conda_lock_pip_repositories_and_allow_pypi_requests(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
     # conda-lock's keys: with PyPI disallowed, the first repository is the only index.
     work = tmp_path / "work"
