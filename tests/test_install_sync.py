@@ -42,17 +42,21 @@ def test_install_syncs_add_remove_change_and_noop(tmp_path: Path, image_channel:
     assert stale.returncode == 1 and "wrong-package    greet" in stale.stderr, stale.output
     assert "adds, removes and replaces those packages" in stale.stderr and "remove the prefix" not in stale.stderr
     busybox = (prefix / "bin" / "busybox").lstat()
-    assert "0 added, 1 changed, 0 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    # Which packages, and from what to what, not only how many (the counts alone left a user guessing).
+    assert "0 added, 1 changed, 0 removed" in synced and synced.splitlines()[1:] == ["  ~ greet 1.0 0 -> 2.0 0"], synced
     greet = subprocess.run([str(prefix / "bin" / "greet")], capture_output=True, text=True, check=True).stdout
     assert greet.splitlines() == ["hello from greet 2", f"prefix is {prefix}"]
     assert (prefix / "bin" / "busybox").lstat().st_mtime_ns == busybox.st_mtime_ns  # unchanged package not relinked
 
     _lock(work, image_channel, ["greet=2.0", "bigmodel=1.0", "smalldata"])
-    assert "1 added, 0 changed, 0 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    assert "1 added, 0 changed, 0 removed" in synced and synced.splitlines()[1:] == ["  + smalldata 1.0 0"], synced
     assert (prefix / "lib" / "smalldata.bin").is_file()
 
     _lock(work, image_channel, ["greet=2.0", "smalldata"])
-    assert "0 added, 0 changed, 1 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    assert "0 added, 0 changed, 1 removed" in synced and synced.splitlines()[1:] == ["  - bigmodel 1.0 0"], synced
     assert not (prefix / "lib" / "bigmodel.bin").exists()
     assert not list((prefix / "conda-meta").glob("bigmodel-*.json"))
     assert (prefix / "conda-meta" / "envkit" / "conda-lock.yml").read_text() == (work / "conda-lock.yml").read_text()

@@ -73,6 +73,8 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
         output.out(f"installed {counted(added, 'package')} into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
     else:
         output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
+        for change in synced.changes:
+            output.out(f"  {change.line()}")
     return output
 
 
