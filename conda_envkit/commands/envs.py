@@ -193,6 +193,23 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
                 f"there; otherwise {again}"
             )
         return again
+    from conda_envkit.verify import OUTSIDE_ENVKIT
+
+    # Distributions pip put there by hand: install neither sees nor removes them (it reported the prefix up to date).
+    outside = [f.package.split()[0] for f in findings if f.package.endswith(OUTSIDE_ENVKIT)]
+    findings = [f for f in findings if not f.package.endswith(OUTSIDE_ENVKIT)]
+    update = " ".join(f"--update {shlex.quote(name)}" for name in outside)
+    by_hand = (
+        f"{', '.join(outside)} {'was' if len(outside) == 1 else 'were'} installed outside envkit, which install neither sees "
+        f"nor removes: `pip uninstall {' '.join(outside)}` with the environment's python, or add "
+        f"{'it' if len(outside) == 1 else 'them'} to the pip: section of environment.yml, then `envkit lock {update}` and install"
+    )
+    rest = _sync_hint(findings, lockfile, prefix) if findings else ""
+    return "; ".join(hint for hint in (by_hand if outside else "", rest) if hint)
+
+
+def _sync_hint(findings: list[Finding], lockfile: Path, prefix: Path) -> str:
+    """What brings a prefix's envkit-installed packages and files back to the lock."""
     install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
     # envkit's own files (its lock copy, the conda-meta records) differ whenever the lock changed: install rewrites
     # them as it syncs, so they are no reason to remove the prefix; nor is an old package's record "yours".
