@@ -234,7 +234,7 @@ def _sync_hint(findings: list[Finding], lockfile: Path, prefix: Path) -> str:
 
 def doctor_output(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> Output:
     """Whether the lock or image will run on this host (CUDA driver, glibc, CPU); status 1 if not."""
-    from conda_envkit.doctor import diagnose, host_facts
+    from conda_envkit.doctor import cpu_locks_beside, diagnose, host_facts
     from conda_envkit.lockfile import read_lockfile
 
     host = host_facts()
@@ -253,7 +253,7 @@ def doctor_output(lockfile: Path, image: str | None, platform: str | None, insec
     else:
         lf = read_lockfile(lockfile)
         chosen = platform or (host.platform if host.platform in lf.metadata.platforms else sorted(lf.metadata.platforms)[0])
-    result = diagnose(lf, chosen, host)
+    result = diagnose(lf, chosen, host, cpu_locks_beside(lockfile, lf, chosen) if image is None and host.cuda_driver is None else ())
     output = Output(status=0 if result.runs else EXIT_STALE)
     if as_json:
         requirements = [r.__dict__ for r in result.requirements]
