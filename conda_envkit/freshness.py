@@ -188,7 +188,7 @@ def _unmet_pip_requirements(lockfile: LockFile, target: SolveTarget) -> list[tup
     p = target.platform
     locked = {canonicalize_name(d.name): d for d in lockfile.package if d.platform == p and d.manager == "pip"}
     conda = {canonicalize_name(CONDA_TO_PYPI.get(d.name, d.name)) for d in lockfile.package if d.platform == p and d.manager == "conda"}
-    found = []
+    found: list[tuple[str, str]] = []
     for line in target.pip.requirements:
         try:
             requirement = Requirement(line.line.strip())
