@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
@@ -32,6 +32,9 @@ from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import layer_members, open_layer
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.safepath import unusual_mode
+
+if TYPE_CHECKING:
+    from conda_envkit.lockmodel import LockHash
 
 
 class VerifyError(EnvkitError):
@@ -720,7 +723,8 @@ def verify_installed_prefix(
     # A package at another build than the lock's: its files differing from the lock's build's, its record there and
     # the lock's record missing are that one finding (verify_tree checked the installed build's files against its
     # own record).
-    replaced = {f.package.split(" ", 1)[0] for f in findings if f.kind == "wrong-package"}
+    # So is a locked package not installed at all: its files and its record, missing, are that one finding.
+    replaced = {f.package.split(" ", 1)[0] for f in findings if f.kind in ("wrong-package", "missing-package")}
     foreign, foreign_paths = foreign_distributions(lockfile, platform, prefix, tree)
     findings += foreign
     extra = _extra_paths(lockfile, platform, tree) | foreign_paths
@@ -794,9 +798,35 @@ def _lock_copy_finding(prefix: Path, lockfile_path: Path, lockfile: Lockfile) ->
     wanted = lock_hash(lockfile)
     if installed == wanted:
         return Finding("modified-file", label, f"{copy} holds {lockfile_path}'s packages in other bytes (the lock was written again)")
+    source = _installed_from(prefix / LOCK_COPY, lockfile_path, lockfile, installed)
+    which = f"{source}" if source is not None else "another lock"
+    also = f"; `envkit verify --lockfile {source}` checks it against that one" if source is not None else ""
     return Finding(
         "other-lock",
         label,
-        f"{copy}: the prefix was installed from another lock (lock hash {installed.short}…), not {lockfile_path} ({wanted.short}…);"
-        " the package findings say how they differ",
+        f"{copy}: the prefix was installed from {which} (lock hash {installed.short}…), not {lockfile_path} ({wanted.short}…);"
+        f" the package findings say how they differ{also}",
     )
+
+
+def _installed_from(copy: Path, lockfile_path: Path, lockfile: Lockfile, installed: LockHash) -> Path | None:
+    """The lock beside `lockfile_path` a prefix's lock copy came from: the same spec's default or variant lock (as the
+    copy records its variant) whose lock hash is `installed`; None if there is no such file."""
+    from conda_envkit.lockmodel import lock_hash, read_lock
+    from conda_envkit.variant_locks import base_lock_path, recorded_variant, variant_path
+
+    try:
+        copy_variant = recorded_variant(read_lock(copy))
+    except EnvkitError:
+        return None
+    variant = recorded_variant(lockfile)
+    base = base_lock_path(lockfile_path, variant) if variant is not None else lockfile_path
+    if base is None:
+        return None
+    candidate = variant_path(base, copy_variant)
+    if candidate == lockfile_path or not candidate.is_file():
+        return None
+    try:
+        return candidate if lock_hash(read_lock(candidate)) == installed else None
+    except EnvkitError:
+        return None

@@ -167,3 +167,25 @@ def test_a_distribution_pip_installed_by_hand_is_named_with_what_to_do(tmp_path:
     both = run_envkit("verify", "--prefix", "env", cwd=work)
     assert "unowned-file     no package: lib (directory) is not installed by any locked package" in both.stderr, both.stderr
     assert "files no locked package installed are yours" in both.stderr
+
+
+def test_verify_against_the_default_lock_names_the_variant_lock_the_prefix_came_from(tmp_path: Path, toy_channel: Path) -> None:
+    # Installed from conda-lock.cpu.yml, verified (without --lockfile) against conda-lock.yml: the finding said
+    # "installed from another lock (lock hash …)", leaving the user to find which; and a locked package not installed
+    # came with its record and every file of it as missing-file findings besides.
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    variants = "envkit:\n  variants:\n    cpu: {dependencies: [numpy=1.26]}\n"
+    write_env(work, f"channels: [{toy_channel}]\nplatforms: [linux-64]\ndependencies: [python=3.11, numpy, hello]\n{variants}")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    cpu = ("--lockfile", "conda-lock.cpu.yml", "--prefix", "env")
+    installed = run_envkit("install", "-q", *cpu, cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert installed.returncode == 0, installed.output
+    shutil.rmtree(work / "env" / "bin")  # hello's script
+    next((work / "env" / "conda-meta").glob("hello-*.json")).unlink()
+    result = run_envkit("verify", "--prefix", "env", "--json", cwd=work)
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["kind"], f["package"].split()[0]) for f in findings] == [
+        ("missing-package", "hello"), ("wrong-package", "numpy"), ("other-lock", "envkit")
+    ], findings  # fmt: skip
+    assert "the prefix was installed from conda-lock.cpu.yml (lock hash " in findings[2]["detail"]
+    assert findings[2]["detail"].endswith("; `envkit verify --lockfile conda-lock.cpu.yml` checks it against that one")
