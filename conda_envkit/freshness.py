@@ -322,15 +322,22 @@ def _removed_variants(spec: EnvSpec, options: LockOptions, note: Callable[[str],
 _UPDATE_NAMES = 20  # the most `--update NAME`s a stale-lock warning suggests
 
 
-def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions) -> str | None:
+# What a stale lock's warning says was made from it, per command: (what holds the lock's packages, made from it as it
+# is, the verb for using another lock).
+_MADE = {"bake": ("the image", "baked", "bake"), "install": ("the environment", "installed", "install")}
+
+
+def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions, use: str = "bake") -> str | None:
     """What `lock --check` would say of `platforms` of a lock, as one warning, when the environment files it was made
     from (`spec_beside`) no longer fit it: a bake or an install of a stale lock builds what the lock says, not what
-    the spec asks for. None when it fits, or when there is nothing to check it against."""
+    the spec asks for. None when it fits, or when there is nothing to check it against. `use`: the command (bake,
+    install), for its wording."""
     import shlex
 
     from conda_envkit.errors import EnvkitError
     from conda_envkit.spec import read_env_spec
 
+    holds, made, verb = _MADE[use]
     sources = spec_beside(lock_path, lockfile)
     if not sources:
         unread = unread_sources(lock_path, lockfile)
@@ -348,7 +355,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         if removed is not None and removed not in declared and base_lock_path(lock, removed) is not None:
             return (
                 f"{lock_path}: variant {removed} is no longer in {named}, so no spec makes this lock any more "
-                f"(`envkit lock --check` calls it stale): bake from a lock of the spec's variants, and delete {lock_path}"
+                f"(`envkit lock --check` calls it stale): {verb} from a lock of the spec's variants, and delete {lock_path}"
             )
         base = _default_lock(lock, declared)
         checked = replace(options, lock_path=base, keep_other_platforms=False)
@@ -365,7 +372,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
     stale = [r for r in results if not r.fresh and r.platform in platforms and r.reasons != (_DROPPED,)]
     dropped = [r.platform for r in results if r.platform in platforms and r.reasons == (_DROPPED,)]
     if dropped and not stale:
-        return f"{lock_path}: {named} no longer names {', '.join(dropped)}, baked from the lock as it is (`envkit lock` would drop it)"
+        return f"{lock_path}: {named} no longer names {', '.join(dropped)}, {made} from the lock as it is (`envkit lock` would drop it)"
     if not stale:
         return None
     reasons = "; ".join(f"{r.platform}: {r.reasons[0]}" + (f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else "") for r in stale)
@@ -373,7 +380,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
     # (a few names: a command to run; for many, the plain re-lock is the one that fits on a command line)
     few = 0 < len(names) <= _UPDATE_NAMES and all(r.update for r in stale)
     fix = "envkit lock" + "".join(f" --update {shlex.quote(n)}" for n in names) if few else "envkit lock"
-    return f"{lock_path} is stale against {named} ({reasons}): the image holds what the lock says; `{fix}` brings it up to date"
+    return f"{lock_path} is stale against {named} ({reasons}): {holds} holds what the lock says; `{fix}` brings it up to date"
 
 
 def _default_lock(lock: Path, variants: list[str]) -> Path:

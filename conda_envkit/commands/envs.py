@@ -44,6 +44,11 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
     prefix = request.prefix
     # An existing prefix is for the platform it was installed for (`-p` at its install), a new one for this host's.
     platform = request.platform or recorded_platform(prefix) or host_platform()
+    # A lock the spec beside it has moved past (an edit not locked yet) installs what the lock says: "up to date" alone
+    # told a user who had just added a package that it was there.
+    stale = _stale_warning(request.lockfile, platform, request.config, request.mirrors)
+    if stale is not None:
+        output.err(f"warning: {stale}")
     if prefix.exists() and up_to_date(request.lockfile, prefix, platform):
         output.out(f"{absolute_path(prefix)} is up to date")
         return output
@@ -76,6 +81,25 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
         for change in synced.changes:
             output.out(f"  {change.line()}")
     return output
+
+
+def _stale_warning(lockfile: Path, platform: str, config: Path | None, mirrors: tuple[str, ...]) -> str | None:
+    """What `lock --check` would say of the lock's `platform` against the spec beside it, as one warning (None: fresh,
+    nothing to check against, or a lock that does not read, which the install itself reports)."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.freshness import stale_lock_warning
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.locking import LockOptions
+
+    try:
+        lf = read_lockfile(lockfile)
+        if platform not in lf.metadata.platforms:
+            return None
+        settings = load_settings(config, None, list(mirrors))
+    except EnvkitError:
+        return None
+    return stale_lock_warning(lockfile, lf, [platform], LockOptions(settings=settings), use="install")
 
 
 def verify_output(
