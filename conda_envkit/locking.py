@@ -327,7 +327,11 @@ def _keep_for_update(
         missing = [n for n in update if n in unknown]
         close = [match for n in missing for match in difflib.get_close_matches(n.lower(), sorted(held), n=2, cutoff=0.7)]
         near = f"did you mean {' or '.join(dict.fromkeys(close))}? " if close else ""
-        raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint=f"{near}name packages the lock holds (see `envkit render`)")
+        raise SpecError(
+            f"--update {' '.join(missing)}: not in the lock, and the spec does not ask for {'it' if len(missing) == 1 else 'them'}",
+            hint=f"{near}name packages the lock holds (see `envkit render`); to add a package, write it in the spec's "
+            "dependencies (or its pip: section) first, then `envkit lock --update` it",
+        )
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
 
 
