@@ -64,6 +64,8 @@ class PlatformFreshness:
     variant_removed: bool = False
     # The lock file does not exist yet (a variant just added): `lock --variant NAME` makes it alone.
     unlocked: bool = False
+    # The platform is not in the lock (just added to the spec's platforms): `lock -p PLATFORM` adds it alone.
+    new_platform: bool = False
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -254,7 +256,8 @@ def check_plan(
     lock_dir = plan.path.resolve().parent
     for requested in plan.targets:
         if requested.platform not in lockfile.metadata.platforms:
-            results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, ("requested, but not in the lock",)))
+            reason = ("requested, but not in the lock",)
+            results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, reason, new_platform=True))
             continue
         target, notes = recorded_target(requested, lockfile, spec, options)
         hash_matched = (

@@ -886,6 +886,20 @@ def test_check_names_the_variant_to_lock_when_a_variant_was_just_added(tmp_path:
     assert (tmp_path / "conda-lock.yml").read_bytes() == before
 
 
+def test_check_names_the_platform_to_lock_when_a_platform_was_just_added(tmp_path: Path, toy_channel: Path) -> None:
+    # A platform added to `platforms:`: --check said "run `envkit lock`", which solves the locked platforms again too;
+    # `lock -p PLATFORM` adds it and keeps the others as they are.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64",)))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64", "osx-arm64", "win-64")))
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.output
+    hint = "hint: run `envkit lock -p osx-arm64 -p win-64` to add osx-arm64, win-64 alone (the locked platforms stay as they are)"
+    assert hint in check.stderr, check.stderr
+    assert run_envkit("lock", "-q", "-p", "osx-arm64", "-p", "win-64", cwd=tmp_path).returncode == 0
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+
+
 def test_the_lock_of_a_variant_removed_from_the_spec_is_stale_and_lock_warns(tmp_path: Path, toy_channel: Path) -> None:
     # A variant dropped (or renamed) in environment.yml left its lock; neither `lock` nor `lock --check` said so, and a
     # pipeline kept baking from a lock no spec makes.

@@ -523,6 +523,10 @@ def _stale_hint(stale: list[PlatformFreshness]) -> str:
         variants = " ".join(f"--variant {shlex.quote(r.variant or DEFAULT_VARIANT)}" for r in _unique_files(relock))
         files = ", ".join(r.path for r in _unique_files(relock))
         hint = f"run `envkit lock {variants}` to write {files} alone (the other locks stay as they are)"
+    elif all(r.new_platform for r in relock):
+        platforms = list(dict.fromkeys(r.platform for r in relock))
+        flags = " ".join(f"-p {shlex.quote(p)}" for p in platforms)
+        hint = f"run `envkit lock {flags}` to add {', '.join(platforms)} alone (the locked platforms stay as they are)"
     elif names and all(r.update for r in relock):
         update = " ".join(f"--update {shlex.quote(n)}" for n in names)
         hint = (
