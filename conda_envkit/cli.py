@@ -258,7 +258,8 @@ def _lock_command() -> click.Command:
     )
     @click.option(
         "--update", "update", multiple=True, metavar="PKG",
-        help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
+        help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change. "
+        "PKG may be a conda or pip package just added to the spec (add it there first: --update does not add one).",
     )  # fmt: skip
     @click.option(
         "--variant", "variants", multiple=True, metavar="NAME",
