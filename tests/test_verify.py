@@ -158,7 +158,8 @@ def test_a_distribution_pip_installed_by_hand_is_named_with_what_to_do(tmp_path:
     assert "env: 1 problem against conda-lock.yml (linux-64)" in told.stderr
     assert (
         "hint: Fast_Math was installed outside envkit, which install neither sees nor removes: `pip uninstall Fast_Math` with "
-        "the environment's python, or add it to the pip: section of environment.yml, then `envkit lock --update Fast_Math` and install"
+        "the environment's python, or add Fast_Math to the pip: section of environment.yml, then `envkit lock --update Fast_Math` and "
+        "install it"
     ) in told.stderr
     assert run_envkit("install", "--prefix", "env", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).stdout.endswith("is up to date\n")
     # A file of the user's own beside it is reported as before (at the top of the tree no package installs: the toy

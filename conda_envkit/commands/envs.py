@@ -221,13 +221,17 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
 
     # Distributions pip put there by hand: install neither sees nor removes them (it reported the prefix up to date).
     outside = [f.package.split()[0] for f in findings if f.package.endswith(OUTSIDE_ENVKIT)]
+    # (one installed over a locked package of its name: the lock has it already, so adding it to the spec is no answer)
+    unlocked = [f.package.split()[0] for f in findings if f.package.endswith(OUTSIDE_ENVKIT) and "over the locked" not in f.detail]
     findings = [f for f in findings if not f.package.endswith(OUTSIDE_ENVKIT)]
-    update = " ".join(f"--update {shlex.quote(name)}" for name in outside)
+    update = " ".join(f"--update {shlex.quote(name)}" for name in unlocked)
     by_hand = (
         f"{', '.join(outside)} {'was' if len(outside) == 1 else 'were'} installed outside envkit, which install neither sees "
-        f"nor removes: `pip uninstall {' '.join(outside)}` with the environment's python, or add "
-        f"{'it' if len(outside) == 1 else 'them'} to the pip: section of environment.yml, then `envkit lock {update}` and install"
+        f"nor removes: `pip uninstall {' '.join(outside)}` with the environment's python"
     )
+    if unlocked:
+        them = "it" if len(unlocked) == 1 else "them"
+        by_hand += f", or add {', '.join(unlocked)} to the pip: section of environment.yml, then `envkit lock {update}` and install {them}"
     rest = _sync_hint(findings, lockfile, prefix) if findings else ""
     return "; ".join(hint for hint in (by_hand if outside else "", rest) if hint)
 
