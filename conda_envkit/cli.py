@@ -258,7 +258,8 @@ def _lock_command() -> click.Command:
     )
     @click.option(
         "--update", "update", multiple=True, metavar="PKG",
-        help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change.",
+        help="Relock only PKG (repeat); every other package keeps its locked build unless PKG strictly needs a change. "
+        "PKG may be a conda or pip package just added to the spec (add it there first: --update does not add one).",
     )  # fmt: skip
     @click.option(
         "--variant", "variants", multiple=True, metavar="NAME",
@@ -404,9 +405,25 @@ def _install_command() -> click.Command:
     return install_command
 
 
+class _ExportCommand(click.Command):
+    """`envkit export`, which says what `--format json` (diff's flag, `--format`) is here: click suggested --platform."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if exc.option_name != "--format":
+                raise
+            raise click.UsageError(
+                "export has no --format: --to chooses the output (json, env, github, mlflow, wandb, registry; repeat it for "
+                "several), e.g. `envkit export --to json`",
+                ctx,
+            ) from None
+
+
 @_lazy("export", "Send lock hash, image digest and packages to trackers.")
 def _export_command() -> click.Command:
-    @click.command("export")
+    @click.command("export", cls=_ExportCommand)
     @click.option("--record", "record_path", type=PATH, help="A bake record (bake.json).")
     @lockfile_option(
         help="A lock file (also the artifact logged to trackers). [default: ./conda-lock.yml if no other source]", default=None

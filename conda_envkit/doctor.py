@@ -11,9 +11,11 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rattler import Platform, Version, VersionSpec
 
+from conda_envkit.errors import EnvkitError
 from conda_envkit.lockmodel import LockFile as Lockfile
 from conda_envkit.lockmodel import cuda_driver_assumption, packages_for
 
@@ -133,8 +135,33 @@ def _binding_need(needs: list[tuple[str, str]]) -> tuple[str, list[str]]:
     return f">={highest}", sorted({name for bound, name in bounds if bound == highest})
 
 
-def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
-    """What the lock's `platform` needs from `host`, each need checked."""
+def cpu_locks_beside(lock_path: Path, lockfile: Lockfile, platform: str) -> tuple[Path, ...]:
+    """The other locks of the same spec (the default lock and its variants' `<stem>.<variant>.yml`, beside it) that
+    lock `platform` without CUDA: what a host without a driver can use instead of `lock_path`."""
+    from conda_envkit.lockmodel import read_lock
+    from conda_envkit.variant_locks import base_lock_path, recorded_variant, removed_variant_locks
+
+    variant = recorded_variant(lockfile)
+    base = base_lock_path(lock_path, variant) if variant is not None else lock_path
+    if base is None:
+        return ()
+    candidates = [base] + [lock.path for lock in removed_variant_locks(base, ()).found]
+    found = []
+    for path in candidates:
+        if path == lock_path or not path.is_file():
+            continue
+        try:
+            other = read_lock(path)
+        except (EnvkitError, OSError):
+            continue  # (not this lock's concern: `lock --check` reports it)
+        if platform in other.metadata.platforms and cuda_driver_assumption(other, platform) is None:
+            found.append(path)
+    return tuple(found)
+
+
+def diagnose(lockfile: Lockfile, platform: str, host: HostFacts, cpu_locks: tuple[Path, ...] = ()) -> Diagnosis:
+    """What the lock's `platform` needs from `host`, each need checked; `cpu_locks` (`cpu_locks_beside`) are named as
+    what to use instead when CUDA is needed and the host has no driver."""
     reqs = [
         Requirement(
             "platform",
@@ -162,7 +189,15 @@ def diagnose(lockfile: Lockfile, platform: str, host: HostFacts) -> Diagnosis:
         ok, why = _cuda_verdict(needed, have, host.cuda_source)
         users = ", ".join(sorted({name for name, _ in cuda_needs})[:5])
         why += f" (needed by {users})" if users else ""
-        if have is None:  # (what to change, as for the other requirements)
+        if have is None and cpu_locks:  # (what to change, as for the other requirements)
+            import shlex
+
+            names = ", ".join(str(path) for path in cpu_locks)
+            why += (
+                f"; run where a driver is, or use a CPU lock of this spec here: {names} "
+                f"(`envkit install --lockfile {shlex.quote(str(cpu_locks[0]))} --prefix ...`)"
+            )
+        elif have is None:
             why += "; run where a driver is, or lock CPU builds for this machine (`envkit lock --no-cuda`, or a variant with `cuda: none`)"
         reqs.append(Requirement("cuda", f">={needed}", have or "none", ok, why))
     return Diagnosis(host, platform, tuple(reqs))

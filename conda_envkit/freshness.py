@@ -62,6 +62,10 @@ class PlatformFreshness:
     update: tuple[str, ...] = ()
     # The lock of a variant the spec no longer declares: deleting it, not `envkit lock`, is what to do.
     variant_removed: bool = False
+    # The lock file does not exist yet (a variant just added): `lock --variant NAME` makes it alone.
+    unlocked: bool = False
+    # The platform is not in the lock (just added to the spec's platforms): `lock -p PLATFORM` adds it alone.
+    new_platform: bool = False
 
 
 def _record(p: LockedPackage) -> PackageRecord:
@@ -122,7 +126,11 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
         # (as pip reads them; a lock written before that hashed the lines as written: either fits)
         pip_hashes = {pip_input_hash(target.pip), pip_input_hash(target.pip, as_written=True)} if target.pip is not None else {None}
         if platform_meta.pip_inputs not in pip_hashes:
-            reasons.append("the pip: section (requirements or indexes) changed since locking")
+            # The requirements the locked pip packages do not meet are named (`lock --update` moves them); a change
+            # nothing locked contradicts (an index, a line dropped or loosened) is told as a change of the section.
+            changed = _unmet_pip_requirements(lockfile, target)
+            reasons += [reason for reason, _ in changed] or [_PIP_CHANGED]
+            named += [name for _, name in changed]
         if target.blas not in (None, Blas.ANY) and platform_meta.blas not in (target.blas.value, None):
             reasons.append(f"BLAS changed: locked {platform_meta.blas!r}, now {target.blas.value!r}")
     elif target.pip is not None and not any(d.platform == p and d.manager == "pip" for d in lockfile.package):
@@ -164,6 +172,47 @@ def unsatisfied(lockfile: LockFile, target: SolveTarget, channels: tuple[Resolve
     return reasons, named
 
 
+_PIP_CHANGED = "the pip: section (requirements or indexes) changed since locking"
+
+
+def _unmet_pip_requirements(lockfile: LockFile, target: SolveTarget) -> list[tuple[str, str]]:
+    """(reason, PEP 503 name) for each `pip:` requirement of `target` that no locked pip package of its platform
+    meets: one not in the lock, or locked at a version outside its specifier. Requirements conda installs, and those
+    with an environment marker, are not judged here."""
+    if target.pip is None:
+        return []
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion
+
+    from conda_envkit.pip_lock import CONDA_TO_PYPI
+
+    p = target.platform
+    locked = {canonicalize_name(d.name): d for d in lockfile.package if d.platform == p and d.manager == "pip"}
+    conda = {canonicalize_name(CONDA_TO_PYPI.get(d.name, d.name)) for d in lockfile.package if d.platform == p and d.manager == "conda"}
+    found: list[tuple[str, str]] = []
+    for line in target.pip.requirements:
+        try:
+            requirement = Requirement(line.line.strip())
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(requirement.name)
+        if requirement.marker is not None or name in conda:
+            continue
+        written = " ".join(line.line.split())
+        d = locked.get(name)
+        if d is None:
+            found.append((f"{written!r} ({line.source}, pip:) is not in the lock", name))
+            continue
+        try:
+            meets = requirement.specifier.contains(d.version, prereleases=True)
+        except InvalidVersion:
+            meets = False
+        if not meets:
+            found.append((f"{written!r} ({line.source}, pip:) is not satisfied by locked {d.name} {d.version}", name))
+    return found
+
+
 def _migration(lockfile: LockFile, target: SolveTarget) -> tuple[list[str], list[str]]:
     """(reasons, notes) for a lock written by an envkit whose metadata meant something else."""
     meta = lockfile.envkit
@@ -196,7 +245,7 @@ def check_plan(
     if lockfile is None:
         if not plan.path.exists():
             missing = ("not locked yet (no lock file)",)
-            return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing) for t in plan.targets]
+            return [PlatformFreshness(str(plan.path), plan.variant, t.platform, False, missing, unlocked=True) for t in plan.targets]
         # A lock that exists but does not read is bad input (exit 2), not merely stale.
         lockfile = read_lockfile(plan.path)
     results = []
@@ -207,7 +256,8 @@ def check_plan(
     lock_dir = plan.path.resolve().parent
     for requested in plan.targets:
         if requested.platform not in lockfile.metadata.platforms:
-            results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, ("requested, but not in the lock",)))
+            reason = ("requested, but not in the lock",)
+            results.append(PlatformFreshness(str(plan.path), plan.variant, requested.platform, False, reason, new_platform=True))
             continue
         target, notes = recorded_target(requested, lockfile, spec, options)
         hash_matched = (
@@ -218,7 +268,9 @@ def check_plan(
         )
         reasons, migration_notes = _migration(lockfile, target)
         found, named = unsatisfied(lockfile, target, channels, options.settings.channel_alias)
-        update = tuple(dict.fromkeys(named)) if not reasons and len(named) == len(found) else ()
+        # (any `lock --update` resolves the pip: section again, holding the locked pip versions: a change to it that
+        # names no package needs no full solve when other names do)
+        update = tuple(dict.fromkeys(named)) if not reasons and len(named) == len(found) - (_PIP_CHANGED in found) else ()
         reasons += found
         results.append(
             PlatformFreshness(
@@ -273,15 +325,22 @@ def _removed_variants(spec: EnvSpec, options: LockOptions, note: Callable[[str],
 _UPDATE_NAMES = 20  # the most `--update NAME`s a stale-lock warning suggests
 
 
-def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions) -> str | None:
+# What a stale lock's warning says was made from it, per command: (what holds the lock's packages, made from it as it
+# is, the verb for using another lock).
+_MADE = {"bake": ("the image", "baked", "bake"), "install": ("the environment", "installed", "install")}
+
+
+def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str], options: LockOptions, use: str = "bake") -> str | None:
     """What `lock --check` would say of `platforms` of a lock, as one warning, when the environment files it was made
     from (`spec_beside`) no longer fit it: a bake or an install of a stale lock builds what the lock says, not what
-    the spec asks for. None when it fits, or when there is nothing to check it against."""
+    the spec asks for. None when it fits, or when there is nothing to check it against. `use`: the command (bake,
+    install), for its wording."""
     import shlex
 
     from conda_envkit.errors import EnvkitError
     from conda_envkit.spec import read_env_spec
 
+    holds, made, verb = _MADE[use]
     sources = spec_beside(lock_path, lockfile)
     if not sources:
         unread = unread_sources(lock_path, lockfile)
@@ -299,7 +358,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
         if removed is not None and removed not in declared and base_lock_path(lock, removed) is not None:
             return (
                 f"{lock_path}: variant {removed} is no longer in {named}, so no spec makes this lock any more "
-                f"(`envkit lock --check` calls it stale): bake from a lock of the spec's variants, and delete {lock_path}"
+                f"(`envkit lock --check` calls it stale): {verb} from a lock of the spec's variants, and delete {lock_path}"
             )
         base = _default_lock(lock, declared)
         checked = replace(options, lock_path=base, keep_other_platforms=False)
@@ -316,7 +375,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
     stale = [r for r in results if not r.fresh and r.platform in platforms and r.reasons != (_DROPPED,)]
     dropped = [r.platform for r in results if r.platform in platforms and r.reasons == (_DROPPED,)]
     if dropped and not stale:
-        return f"{lock_path}: {named} no longer names {', '.join(dropped)}, baked from the lock as it is (`envkit lock` would drop it)"
+        return f"{lock_path}: {named} no longer names {', '.join(dropped)}, {made} from the lock as it is (`envkit lock` would drop it)"
     if not stale:
         return None
     reasons = "; ".join(f"{r.platform}: {r.reasons[0]}" + (f" (+{len(r.reasons) - 1} more)" if len(r.reasons) > 1 else "") for r in stale)
@@ -324,7 +383,7 @@ def stale_lock_warning(lock_path: Path, lockfile: LockFile, platforms: list[str]
     # (a few names: a command to run; for many, the plain re-lock is the one that fits on a command line)
     few = 0 < len(names) <= _UPDATE_NAMES and all(r.update for r in stale)
     fix = "envkit lock" + "".join(f" --update {shlex.quote(n)}" for n in names) if few else "envkit lock"
-    return f"{lock_path} is stale against {named} ({reasons}): the image holds what the lock says; `{fix}` brings it up to date"
+    return f"{lock_path} is stale against {named} ({reasons}): {holds} holds what the lock says; `{fix}` brings it up to date"
 
 
 def _default_lock(lock: Path, variants: list[str]) -> Path:

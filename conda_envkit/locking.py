@@ -320,15 +320,24 @@ def _keep_for_update(
                 pip={p.name: p.version for p in packages if p.name not in named and p.manager == "pip"},
                 pinned=frozenset(conda) - needed,
             )
-    unknown = {n for n in unknown if n.lower() not in spec_names}
+    unknown = {n for n in unknown if n.lower() not in spec_names and _pip_name(n) not in spec_names}
     if unknown:
         import difflib
 
         missing = [n for n in update if n in unknown]
         close = [match for n in missing for match in difflib.get_close_matches(n.lower(), sorted(held), n=2, cutoff=0.7)]
         near = f"did you mean {' or '.join(dict.fromkeys(close))}? " if close else ""
-        raise SpecError(f"--update {' '.join(missing)}: not in the lock", hint=f"{near}name packages the lock holds (see `envkit render`)")
+        raise SpecError(
+            f"--update {' '.join(missing)}: not in the lock, and the spec does not ask for {'it' if len(missing) == 1 else 'them'}",
+            hint=f"{near}name packages the lock holds (see `envkit render`); to add a package, write it in the spec's "
+            "dependencies (or its pip: section) first, then `envkit lock --update` it",
+        )
     return lambda target: kept.get((target.variant, target.platform), KeptPins())
+
+
+def _pip_name(requirement: str) -> str:
+    """The PEP 503 name a pip requirement line (or a bare name) asks for: lower case, runs of `-_.` as one `-`."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]).lower()
 
 
 def _names_package(name: str, package: LockedPackage) -> bool:
@@ -477,6 +486,8 @@ def lock_environment(
             on_solved(solved)
 
     spec_names = frozenset(d.name.lower() for target in all_targets for d in target.dependencies)  # (variants' own too)
+    # A pip requirement just added is a name the spec asks for too (PEP 503 spelling, as `_names_package` matches).
+    spec_names |= {_pip_name(r.line) for target in all_targets if target.pip is not None for r in target.pip.requirements}
     keep = _keep_for_update(plans, current, options.update, spec_names) if options.update else (lambda _target: KeptPins())
     asyncio.run(
         solve_targets(

@@ -75,6 +75,27 @@ class SyncPlan:
 
 
 @dataclass(frozen=True)
+class SyncChange:
+    """One package a sync adds, removes or changes: `pip:<name>` for a wheel; `before`/`after` are `version build`
+    (a wheel's version), None for a package not there before or after."""
+
+    name: str
+    before: str | None
+    after: str | None
+
+    def line(self) -> str:
+        """`+ scipy 1.14.0 py311_0`, `- pandas 2.2.2 py311_0`, `~ numpy 2.0.1 py311_0 -> 1.26.4 py311_0`."""
+        name = f"{self.name[4:]} (pip)" if self.name.startswith("pip:") else self.name
+        if self.before is None:
+            return f"+ {name} {self.after}"
+        if self.after is None:
+            return f"- {name} {self.before}"
+        if self.before == self.after:
+            return f"~ {name} {self.after} (linked again)"
+        return f"~ {name} {self.before} -> {self.after}"
+
+
+@dataclass(frozen=True)
 class SyncReport:
     """What a sync did."""
 
@@ -83,6 +104,7 @@ class SyncReport:
     plan: SyncPlan
     fetched: int
     seconds: float
+    changes: tuple[SyncChange, ...] = ()
 
 
 def _name(p: LockedDependency) -> str:
@@ -166,6 +188,26 @@ def plan_sync(wanted: list[LockedDependency], installed: dict[str, tuple[str, Pa
     remove = sorted(n for n in installed if n not in want)
     change = sorted(n for n in want if n in installed and installed[n][0] != want[n])
     return SyncPlan(tuple(add), tuple(remove), tuple(change))
+
+
+def _installed_version(record_path: Path) -> str:
+    """`version build` of a conda-meta record (a pip record's version), or `?` if it does not say."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        return " ".join(str(record[key]) for key in ("version", "build") if record.get(key)) or "?"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return "?"
+
+
+def describe_plan(plan: SyncPlan, wanted: list[LockedDependency], installed: dict[str, tuple[str, Path]]) -> tuple[SyncChange, ...]:
+    """The packages `plan` adds, changes and removes, by name, with the versions before (from the prefix's records) and
+    after (from the lock)."""
+    locked = {_name(p): " ".join(filter(None, (p.version, p.build if p.manager == "conda" else ""))) for p in wanted}
+    before = {name: _installed_version(installed[name][1]) for name in (*plan.change, *plan.remove)}
+    changes = [SyncChange(n, None, locked[n]) for n in plan.add]
+    changes += [SyncChange(n, before[n], locked[n]) for n in plan.change]
+    changes += [SyncChange(n, before[n], None) for n in plan.remove]
+    return tuple(sorted(changes, key=lambda c: (c.name.startswith("pip:"), c.name)))
 
 
 def _recorded_entries(record_path: Path) -> list[dict[str, str]]:
@@ -442,6 +484,7 @@ def _sync(
     # ... and so are the locked ones an interrupted sync left with some of their files gone.
     relinked = adopted | (same & damaged)
     plan = SyncPlan(plan.add, plan.remove, tuple(sorted({*plan.change, *relinked})))
+    changes = describe_plan(plan, packages + wheels, installed)  # (read before the records change)
     lock_sha = file_sha256(lockfile_path)
     if plan.nothing:
         if state is None or state.lock_sha256 != lock_sha:
@@ -452,7 +495,7 @@ def _sync(
         if state is None or state.lock_sha256 != lock_sha:
             _finish(lockfile_path, prefix, platform, lock_sha)
         end_journal(prefix)
-        return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started)
+        return SyncReport(prefix, platform, plan, 0, time.perf_counter() - started, changes)
     touched = set(plan.add) | set(plan.change)
     conda_touched = [p for p in packages if p.name in touched]
     python_changed = "python" in touched or "python" in plan.remove
@@ -536,7 +579,7 @@ def _sync(
         install_wheels(to_install, prefix, str(prefix), platform, python, noted=JournalWriter(prefix).note)
     _finish(lockfile_path, prefix, platform, lock_sha)
     end_journal(prefix)
-    return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started)
+    return SyncReport(prefix, platform, plan, len(report.packages), time.perf_counter() - started, changes)
 
 
 def _after_interruption(prefix: Path, recorded: dict[str, list[dict[str, str]]]) -> tuple[set[str], set[str] | None]:

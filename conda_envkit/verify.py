@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from conda_envkit.archive_check import hash_member
 from conda_envkit.errors import EnvkitError
@@ -32,6 +32,9 @@ from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import layer_members, open_layer
 from conda_envkit.pip_install import PIP_RECORDS
 from conda_envkit.safepath import unusual_mode
+
+if TYPE_CHECKING:
+    from conda_envkit.lockmodel import LockHash
 
 
 class VerifyError(EnvkitError):
@@ -650,6 +653,66 @@ def _extra_paths(lockfile: Lockfile, platform: str, tree: PrefixTree) -> frozens
     return frozenset(paths)
 
 
+# The label suffix of a Python distribution in a prefix that no record owns: pip (or another tool) put it there.
+OUTSIDE_ENVKIT = "(pip, outside envkit)"
+_SITE_PACKAGES = ("lib/python*/site-packages", "Lib/site-packages")
+
+
+def _small_text(path: Path) -> str | None:
+    """A regular file's text (not through a symlink, at most MAX_INPUT_BYTES), else None."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INPUT_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def foreign_distributions(lockfile: Lockfile, platform: str, prefix: Path, tree: PrefixTree) -> tuple[list[Finding], frozenset[str]]:
+    """The Python distributions in `prefix` that no conda or envkit pip record owns (a `pip install` by hand): one
+    extra-package finding each, naming it and, if the lock has a pip package of that name, the locked version it was
+    installed over; and every path its RECORD lists (prefix-relative), which are that finding and not unowned files."""
+    import csv
+    import re
+
+    owned = {e["_path"] for r in tree.records() for e in (r.get("paths_data") or {}).get("paths", [])}
+    owned |= {e["_path"] for r in tree.pip_records() for e in r.get("files", [])}
+    owned_dirs = {posixpath.dirname(path) for path in owned}  # (a package's dist-info files sit right in it)
+    locked = {re.sub(r"[-_.]+", "-", p.name).lower(): p for p in packages_for(lockfile, platform) if p.manager == "pip"}
+    findings: list[Finding] = []
+    paths: set[str] = set()
+    for pattern in _SITE_PACKAGES:
+        for dist_info in sorted(prefix.glob(f"{pattern}/*.dist-info")):
+            rel = dist_info.relative_to(prefix).as_posix()
+            if dist_info.is_symlink() or not dist_info.is_dir() or rel in owned_dirs:
+                continue
+            stem = dist_info.name[: -len(".dist-info")]
+            name, _, version = stem.partition("-")
+            metadata = _small_text(dist_info / "METADATA") or ""
+            name = next((line[5:].strip() for line in metadata.splitlines() if line.startswith("Name:")), name)
+            version = next((line[8:].strip() for line in metadata.splitlines() if line.startswith("Version:")), version)
+            site = dist_info.parent.relative_to(prefix).as_posix()
+            for row in csv.reader((_small_text(dist_info / "RECORD") or "").splitlines()):
+                if row and row[0]:
+                    path = posixpath.normpath(posixpath.join(site, row[0]))
+                    if path.startswith("../") or path == "..":
+                        continue
+                    paths.add(path)
+                    if posixpath.basename(posixpath.dirname(path)) == "__pycache__":  # (pip's bytecode directory)
+                        paths.add(posixpath.dirname(path))
+            paths.add(rel)
+            paths.update(f"{rel}/{child.name}" for child in dist_info.iterdir())
+            over = locked.get(re.sub(r"[-_.]+", "-", name).lower())
+            detail = (
+                f"installed over the locked {over.name} {over.version} by pip or another tool ({rel})"
+                if over is not None
+                else f"installed by pip or another tool, and not in the lock ({rel})"
+            )
+            findings.append(Finding("extra-package", f"{name} {version} {OUTSIDE_ENVKIT}", detail))
+    return findings, frozenset(paths)
+
+
 def verify_installed_prefix(
     lockfile_path: Path, lockfile: Lockfile, platform: str, prefix: Path, cache_dir: Path | None = None
 ) -> list[Finding]:
@@ -660,8 +723,11 @@ def verify_installed_prefix(
     # A package at another build than the lock's: its files differing from the lock's build's, its record there and
     # the lock's record missing are that one finding (verify_tree checked the installed build's files against its
     # own record).
-    replaced = {f.package.split(" ", 1)[0] for f in findings if f.kind == "wrong-package"}
-    extra = _extra_paths(lockfile, platform, tree)
+    # So is a locked package not installed at all: its files and its record, missing, are that one finding.
+    replaced = {f.package.split(" ", 1)[0] for f in findings if f.kind in ("wrong-package", "missing-package")}
+    foreign, foreign_paths = foreign_distributions(lockfile, platform, prefix, tree)
+    findings += foreign
+    extra = _extra_paths(lockfile, platform, tree) | foreign_paths
     for f in verify_prefix(lockfile_path, lockfile, platform, prefix, cache_dir, extra):
         path = f.detail.split(" ", 1)[0]
         record_of = path.removeprefix("conda-meta/").rsplit("-", 2)[0] if path.startswith("conda-meta/") and path.count("/") == 1 else None
@@ -732,9 +798,35 @@ def _lock_copy_finding(prefix: Path, lockfile_path: Path, lockfile: Lockfile) ->
     wanted = lock_hash(lockfile)
     if installed == wanted:
         return Finding("modified-file", label, f"{copy} holds {lockfile_path}'s packages in other bytes (the lock was written again)")
+    source = _installed_from(prefix / LOCK_COPY, lockfile_path, lockfile, installed)
+    which = f"{source}" if source is not None else "another lock"
+    also = f"; `envkit verify --lockfile {source}` checks it against that one" if source is not None else ""
     return Finding(
         "other-lock",
         label,
-        f"{copy}: the prefix was installed from another lock (lock hash {installed.short}…), not {lockfile_path} ({wanted.short}…);"
-        " the package findings say how they differ",
+        f"{copy}: the prefix was installed from {which} (lock hash {installed.short}…), not {lockfile_path} ({wanted.short}…);"
+        f" the package findings say how they differ{also}",
     )
+
+
+def _installed_from(copy: Path, lockfile_path: Path, lockfile: Lockfile, installed: LockHash) -> Path | None:
+    """The lock beside `lockfile_path` a prefix's lock copy came from: the same spec's default or variant lock (as the
+    copy records its variant) whose lock hash is `installed`; None if there is no such file."""
+    from conda_envkit.lockmodel import lock_hash, read_lock
+    from conda_envkit.variant_locks import base_lock_path, recorded_variant, variant_path
+
+    try:
+        copy_variant = recorded_variant(read_lock(copy))
+    except EnvkitError:
+        return None
+    variant = recorded_variant(lockfile)
+    base = base_lock_path(lockfile_path, variant) if variant is not None else lockfile_path
+    if base is None:
+        return None
+    candidate = variant_path(base, copy_variant)
+    if candidate == lockfile_path or not candidate.is_file():
+        return None
+    try:
+        return candidate if lock_hash(read_lock(candidate)) == installed else None
+    except EnvkitError:
+        return None

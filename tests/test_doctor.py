@@ -108,3 +108,21 @@ def test_many_glibc_needs_are_one_requirement_and_the_packages_that_set_it() -> 
     assert _binding_need(needs) == (">=2.28", ["libtorch", "pytorch"])
     assert _binding_need([("a", "2.17.*"), ("b", ">=2.17")]) == ("2.17.*, >=2.17", ["a", "b"])  # no bound to compare: all
     assert _binding_need([]) == ("any", [])
+
+
+def test_a_gpu_variant_lock_on_a_host_without_a_driver_names_the_spec_s_cpu_locks(tmp_path: Path, toy_channel: Path) -> None:
+    # The hint was `envkit lock --no-cuda`, which leaves a variant with its own `cuda:` as it is (the gpu lock stays a
+    # CUDA lock): the spec's CPU locks beside it are what this host can use.
+    work = tmp_path / "work"
+    variants = "envkit:\n  variants:\n    cpu: {cuda: none}\n    gpu: {cuda: '12.4', dependencies: [gpulib=*=cuda*]}\n"
+    write_env(work, f"channels: [{toy_channel}]\nplatforms: [linux-64]\ndependencies: [python=3.11, gpulib]\n{variants}")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    code, report = _doctor(work, NO_DRIVER, "--lockfile", "conda-lock.gpu.yml")
+    cuda = _requirement(report, "cuda")
+    assert code == 1 and not cuda["ok"], report
+    assert cuda["why"].endswith(
+        "; run where a driver is, or use a CPU lock of this spec here: conda-lock.yml, conda-lock.cpu.yml "
+        "(`envkit install --lockfile conda-lock.yml --prefix ...`)"
+    ), cuda["why"]
+    # A CPU lock itself needs no driver: nothing to suggest.
+    assert _doctor(work, NO_DRIVER, "--lockfile", "conda-lock.cpu.yml")[0] == 0

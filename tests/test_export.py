@@ -593,3 +593,13 @@ def test_record_read_back_from_an_image_layout_and_registry(tmp_path: Path, imag
     broken = run_envkit("export", "--image", f"oci:image:{tag}", "--to", "json", cwd=work)
     assert broken.returncode == 2, broken.output
     assert "conda-meta/envkit/conda-lock.yml" in broken.stderr and "invalid YAML" in broken.stderr, broken.stderr
+
+
+def test_export_format_json_says_that_to_chooses_the_output(tmp_path: Path) -> None:
+    # `envkit diff --format json` exists; `envkit export --format json` said "No such option '--format'. Did you mean
+    # '--platform'?", which sends a user the wrong way.
+    for args in (("--format", "json"), ("--format=json", "--to", "json")):
+        result = run_envkit("export", *args, cwd=tmp_path)
+        assert result.returncode == 2, result.output
+        assert "Error: export has no --format: --to chooses the output (json, env, github" in result.stderr, result.stderr
+        assert "e.g. `envkit export --to json`" in result.stderr and "--platform" not in result.stderr

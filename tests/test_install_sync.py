@@ -42,17 +42,21 @@ def test_install_syncs_add_remove_change_and_noop(tmp_path: Path, image_channel:
     assert stale.returncode == 1 and "wrong-package    greet" in stale.stderr, stale.output
     assert "adds, removes and replaces those packages" in stale.stderr and "remove the prefix" not in stale.stderr
     busybox = (prefix / "bin" / "busybox").lstat()
-    assert "0 added, 1 changed, 0 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    # Which packages, and from what to what, not only how many (the counts alone left a user guessing).
+    assert "0 added, 1 changed, 0 removed" in synced and synced.splitlines()[1:] == ["  ~ greet 1.0 0 -> 2.0 0"], synced
     greet = subprocess.run([str(prefix / "bin" / "greet")], capture_output=True, text=True, check=True).stdout
     assert greet.splitlines() == ["hello from greet 2", f"prefix is {prefix}"]
     assert (prefix / "bin" / "busybox").lstat().st_mtime_ns == busybox.st_mtime_ns  # unchanged package not relinked
 
     _lock(work, image_channel, ["greet=2.0", "bigmodel=1.0", "smalldata"])
-    assert "1 added, 0 changed, 0 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    assert "1 added, 0 changed, 0 removed" in synced and synced.splitlines()[1:] == ["  + smalldata 1.0 0"], synced
     assert (prefix / "lib" / "smalldata.bin").is_file()
 
     _lock(work, image_channel, ["greet=2.0", "smalldata"])
-    assert "0 added, 0 changed, 1 removed" in _install(work, prefix, cache)
+    synced = _install(work, prefix, cache)
+    assert "0 added, 0 changed, 1 removed" in synced and synced.splitlines()[1:] == ["  - bigmodel 1.0 0"], synced
     assert not (prefix / "lib" / "bigmodel.bin").exists()
     assert not list((prefix / "conda-meta").glob("bigmodel-*.json"))
     assert (prefix / "conda-meta" / "envkit" / "conda-lock.yml").read_text() == (work / "conda-lock.yml").read_text()
@@ -449,3 +453,23 @@ def test_packages_that_moved_to_another_channel_or_index_get_their_new_urls(tmp_
     assert record["url"].startswith(mirror.as_uri())
     wheels = [json.loads(p.read_text()) for p in (prefix / "conda-meta" / "envkit" / "pip").glob("*.json")]
     assert wheels and all(wheel["url"].startswith(moved_index) for wheel in wheels), wheels
+
+
+def test_install_warns_when_the_lock_is_stale_against_the_spec_beside_it(tmp_path: Path, image_channel: Path) -> None:
+    # Day two: a package added to environment.yml, not locked yet. install said "is up to date" and nothing more, and the
+    # user believed the package was there; bake warned of a stale lock, install did not.
+    from tests.conftest import write_env
+
+    work, cache, prefix = tmp_path / "work", tmp_path / "cache", tmp_path / "env"
+    _lock(work, image_channel, ["greet=1.0"])
+    env = {"ENVKIT_CACHE_DIR": str(cache)}
+    first = run_envkit("install", "--prefix", prefix, cwd=work, env=env)
+    assert first.returncode == 0 and "warning" not in first.stderr, first.output
+    write_env(work, f"channels: [{image_channel}]\ndependencies: [greet=1.0, smalldata]\n")
+    again = run_envkit("install", "--prefix", prefix, cwd=work, env=env)
+    assert again.returncode == 0 and again.stdout == f"{prefix} is up to date\n", again.output
+    assert (
+        "warning: conda-lock.yml is stale against environment.yml (linux-64: 'smalldata' "
+        f"({work / 'environment.yml'}:2) is not in the lock): the environment holds what the lock says; "
+        "`envkit lock --update smalldata` brings it up to date"
+    ) in again.stderr, again.stderr

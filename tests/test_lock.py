@@ -868,6 +868,38 @@ def test_a_lockfile_or_variant_the_spec_does_not_name_as_such_is_refused(tmp_pat
     assert _variant_locks(tmp_path) == made and not list(tmp_path.glob("*x*.yml"))
 
 
+def test_check_names_the_variant_to_lock_when_a_variant_was_just_added(tmp_path: Path, toy_channel: Path) -> None:
+    # Day two: a gpu variant added to a locked spec. --check said "run `envkit lock`", which solves the existing locks
+    # again too (their packages may move); `lock --variant gpu` writes the new file alone.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64",)))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "conda-lock.yml").read_bytes()
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "gpulib"], ("linux-64",), VARIANTS))
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.output
+    assert "fresh  conda-lock.yml linux-64" in check.stdout
+    hint = "hint: run `envkit lock --variant cpu --variant gpu` to write conda-lock.cpu.yml, conda-lock.gpu.yml alone"
+    assert hint in check.stderr, check.stderr
+    made = run_envkit("lock", "--variant", "cpu", "--variant", "gpu", cwd=tmp_path)
+    assert made.returncode == 0, made.output
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "conda-lock.yml").read_bytes() == before
+
+
+def test_check_names_the_platform_to_lock_when_a_platform_was_just_added(tmp_path: Path, toy_channel: Path) -> None:
+    # A platform added to `platforms:`: --check said "run `envkit lock`", which solves the locked platforms again too;
+    # `lock -p PLATFORM` adds it and keeps the others as they are.
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64",)))
+    assert run_envkit("lock", "-q", cwd=tmp_path).returncode == 0
+    write_env(tmp_path, env_text(toy_channel, ["python=3.11", "numpy"], ("linux-64", "osx-arm64", "win-64")))
+    check = run_envkit("lock", "--check", cwd=tmp_path)
+    assert check.returncode == 1, check.output
+    hint = "hint: run `envkit lock -p osx-arm64 -p win-64` to add osx-arm64, win-64 alone (the locked platforms stay as they are)"
+    assert hint in check.stderr, check.stderr
+    assert run_envkit("lock", "-q", "-p", "osx-arm64", "-p", "win-64", cwd=tmp_path).returncode == 0
+    assert run_envkit("lock", "--check", cwd=tmp_path).returncode == 0
+
+
 def test_the_lock_of_a_variant_removed_from_the_spec_is_stale_and_lock_warns(tmp_path: Path, toy_channel: Path) -> None:
     # A variant dropped (or renamed) in environment.yml left its lock; neither `lock` nor `lock --check` said so, and a
     # pipeline kept baking from a lock no spec makes.
@@ -881,7 +913,10 @@ def test_the_lock_of_a_variant_removed_from_the_spec_is_stale_and_lock_warns(tmp
     reason = "variant gpu is no longer in environment.yml: remove conda-lock.gpu.yml (or add gpu back under `envkit.variants`)"
     assert f"STALE  conda-lock.gpu.yml linux-64:\n         {reason}\n" in check.stderr, check.stderr
     assert "STALE  conda-lock.cuda.yml linux-64:\n         not locked yet" in check.stderr
-    assert "hint: delete conda-lock.gpu.yml (no variant of the spec makes it any more); run `envkit lock`" in check.stderr
+    assert (
+        "hint: delete conda-lock.gpu.yml (no variant of the spec makes it any more); run `envkit lock --variant cuda` to write "
+        "conda-lock.cuda.yml alone" in check.stderr
+    ), check.stderr
     rows = json.loads(run_envkit("lock", "--check", "--json", cwd=tmp_path).stdout)
     assert rows[-1] == {
         "lockfile": "conda-lock.gpu.yml", "variant": "gpu", "platform": "linux-64", "fresh": False, "reasons": [reason], "assumptions": []

@@ -119,7 +119,8 @@ def test_pip_section_locked_per_platform_against_conda_python(tmp_path: Path, to
     text = (work / "environment.yml").read_text().replace("hello-ml >=0.3", "hello-ml ==0.2.0")
     (work / "environment.yml").write_text(text)
     check = _lock(work, tmp_path / "cache", "--check")
-    assert check.returncode == 1 and "the pip: section (requirements or indexes) changed since locking" in check.output
+    unmet = "'hello-ml ==0.2.0' (environment.yml:9, pip:) is not satisfied by locked hello-ml 0.3.0"
+    assert check.returncode == 1 and unmet in check.output, check.output
 
     # Re-lock and diff: the pip changes are listed as pip changes.
     (work / "old.yml").write_text(before)
@@ -290,6 +291,61 @@ def test_update_one_pip_package_keeps_the_others(tmp_path: Path, toy_channel: Pa
     # A plain re-lock takes the newest of both.
     assert _lock(work, tmp_path / "cache-3", "-p", "linux-64").returncode == 0
     assert _pip_entries(work / "conda-lock.yml")[("linux-64", "tiny-tokenizer")]["version"] == "1.2.0"
+
+
+def test_update_takes_a_pip_requirement_just_added(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:
+    # As for a conda dependency just added, `--update NAME` solves a new pip requirement in and keeps every other pin
+    # (it was refused: "--update fastmath: not in the lock"). Its name as pip spells it alike (PEP 503) works too.
+    work = tmp_path / "work"
+    index = f"--index-url {pip_index_server.url}/simple"
+    _env_file(work, toy_channel, [index, "hello-ml"])
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64").returncode == 0
+    before = _pip_entries(work / "conda-lock.yml")
+    _env_file(work, toy_channel, [index, "hello-ml", "FastMath >=1.0"])
+    result = _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "fastmath")
+    assert result.returncode == 0, result.output
+    pins = _pip_entries(work / "conda-lock.yml")
+    assert pins[("linux-64", "fastmath")]["version"] == "1.2.0"
+    assert {k: v for k, v in pins.items() if k[1] != "fastmath"} == before
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--check").returncode == 0
+    nothing = _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "fast-maths")
+    assert nothing.returncode == 2 and "error: --update fast-maths: not in the lock" in nothing.stderr, nothing.output
+
+
+def test_check_names_the_pip_requirements_the_lock_does_not_meet(
+    tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer
+) -> None:
+    # A pip line added or changed was reported as "the pip: section (requirements or indexes) changed since locking",
+    # with the hint of a full `envkit lock` (which moves every package): now the lines are named, file:line, and the
+    # hint is the `--update` that moves them alone.
+    work = tmp_path / "work"
+    index = f"--index-url {pip_index_server.url}/simple"
+    _env_file(work, toy_channel, [index, "hello-ml"])
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64").returncode == 0
+    _env_file(work, toy_channel, [index, "hello-ml ==0.2.0", "fastmath >=1.0"])
+    check = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert check.returncode == 1, check.output
+    assert "'hello-ml ==0.2.0' (environment.yml:9, pip:) is not satisfied by locked hello-ml 0.3.0" in check.stderr, check.stderr
+    assert "'fastmath >=1.0' (environment.yml:10, pip:) is not in the lock" in check.stderr
+    assert "changed since locking" not in check.stderr
+    assert "hint: run `envkit lock --update hello-ml --update fastmath` to move only what the spec changed" in check.stderr
+    # A change no locked pin contradicts (a requirement loosened) is the section's change, relocked by a full lock.
+    _env_file(work, toy_channel, [index, "hello-ml >=0.1"])
+    loosened = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert loosened.returncode == 1, loosened.output
+    assert "the pip: section (requirements or indexes) changed since locking" in loosened.stderr
+    assert "hint: run `envkit lock` to update the lock" in loosened.stderr
+    # ... and beside a conda dependency dropped, `--update` of that one relocks the pip section too.
+    write_env(
+        work,
+        f"channels:\n  - {toy_channel}\nplatforms: [{', '.join(PLATFORMS)}]\ndependencies:\n  - python =3.11\n"
+        f"  - pip:\n    - {index}\n    - hello-ml >=0.1\n",
+    )
+    dropped = _lock(work, tmp_path / "cache", "-p", "linux-64", "--check")
+    assert "numpy is locked but no longer required by the spec" in dropped.stderr, dropped.stderr
+    assert "hint: run `envkit lock --update libblas --update numpy`" in dropped.stderr, dropped.stderr
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--update", "libblas", "--update", "numpy").returncode == 0
+    assert _lock(work, tmp_path / "cache", "-p", "linux-64", "--check").returncode == 0
 
 
 def test_conda_lock_pip_repositories_and_allow_pypi_requests(tmp_path: Path, toy_channel: Path, pip_index_server: ChannelServer) -> None:

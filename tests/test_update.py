@@ -65,6 +65,10 @@ def test_update_moves_only_the_named_package_and_its_strict_needs(tmp_path: Path
     unknown = run_envkit("lock", "--update", "tensorflow", cwd=work)
     assert unknown.returncode == 2 and "tensorflow: not in the lock" in unknown.stderr
     assert "did you mean" not in unknown.stderr
+    # --update does not add a package: said, with how to add one (a user took it for `conda install`).
+    assert "tensorflow: not in the lock, and the spec does not ask for it" in unknown.stderr, unknown.stderr
+    how = "to add a package, write it in the spec's dependencies (or its pip: section) first, then `envkit lock --update` it"
+    assert how in unknown.stderr
     near = run_envkit("lock", "--update", "panda", cwd=work)  # (a name close to a locked one: suggested)
     assert near.returncode == 2 and "panda: not in the lock" in near.stderr and "hint: did you mean pandas?" in near.stderr, near.stderr
 

@@ -4,6 +4,7 @@ are caught; a baked image verifies from its layout and from the real registry.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,62 @@ def test_a_prefix_installed_under_umask_000_verifies_under_it(tmp_path: Path, im
     env = {**os.environ, "ENVKIT_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(["sh", "-c", script], cwd=work, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_distribution_pip_installed_by_hand_is_named_with_what_to_do(tmp_path: Path, toy_channel: Path) -> None:
+    # Day two: `pip install` into the environment by hand. verify listed its files one by one as unowned-file ("no
+    # package") and said they were "yours", though it is a package (and install, which calls the prefix up to date,
+    # never removes it): now it is an extra package, by name and version, with what to do about it.
+    import subprocess
+    import sys
+
+    from conda_envkit.testing.local_index import WheelSpec, write_wheel
+
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    prefix = _install(work, toy_channel, cache, "python=3.11", "env")
+    wheel = write_wheel(WheelSpec("Fast_Math", "1.2.0", files=(("fastmath.py", "X = 1\n"),)), tmp_path / "wheels")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--prefix", str(prefix), str(wheel)]
+    subprocess.run(pip, check=True, capture_output=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    site = next(prefix.glob("lib/python*/site-packages")).relative_to(prefix).as_posix()
+    told = run_envkit("verify", "--prefix", "env", cwd=work)
+    assert told.returncode == 1, told.output
+    assert told.stderr.splitlines()[0] == (
+        f"extra-package    Fast_Math 1.2.0 (pip, outside envkit): installed by pip or another tool, and not in the lock "
+        f"({site}/fast_math-1.2.0.dist-info)"
+    ), told.stderr
+    assert "unowned-file" not in told.stderr  # its files (fastmath.py, bytecode, dist-info) are that one finding
+    assert "env: 1 problem against conda-lock.yml (linux-64)" in told.stderr
+    assert (
+        "hint: Fast_Math was installed outside envkit, which install neither sees nor removes: `pip uninstall Fast_Math` with "
+        "the environment's python, or add Fast_Math to the pip: section of environment.yml, then `envkit lock --update Fast_Math` and "
+        "install it"
+    ) in told.stderr
+    assert run_envkit("install", "--prefix", "env", cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)}).stdout.endswith("is up to date\n")
+    # A file of the user's own beside it is reported as before (at the top of the tree no package installs: the toy
+    # python has no lib/).
+    (prefix / site / "notes.txt").write_text("mine")
+    both = run_envkit("verify", "--prefix", "env", cwd=work)
+    assert "unowned-file     no package: lib (directory) is not installed by any locked package" in both.stderr, both.stderr
+    assert "files no locked package installed are yours" in both.stderr
+
+
+def test_verify_against_the_default_lock_names_the_variant_lock_the_prefix_came_from(tmp_path: Path, toy_channel: Path) -> None:
+    # Installed from conda-lock.cpu.yml, verified (without --lockfile) against conda-lock.yml: the finding said
+    # "installed from another lock (lock hash …)", leaving the user to find which; and a locked package not installed
+    # came with its record and every file of it as missing-file findings besides.
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    variants = "envkit:\n  variants:\n    cpu: {dependencies: [numpy=1.26]}\n"
+    write_env(work, f"channels: [{toy_channel}]\nplatforms: [linux-64]\ndependencies: [python=3.11, numpy, hello]\n{variants}")
+    assert run_envkit("lock", "-q", cwd=work).returncode == 0
+    cpu = ("--lockfile", "conda-lock.cpu.yml", "--prefix", "env")
+    installed = run_envkit("install", "-q", *cpu, cwd=work, env={"ENVKIT_CACHE_DIR": str(cache)})
+    assert installed.returncode == 0, installed.output
+    shutil.rmtree(work / "env" / "bin")  # hello's script
+    next((work / "env" / "conda-meta").glob("hello-*.json")).unlink()
+    result = run_envkit("verify", "--prefix", "env", "--json", cwd=work)
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["kind"], f["package"].split()[0]) for f in findings] == [
+        ("missing-package", "hello"), ("wrong-package", "numpy"), ("other-lock", "envkit")
+    ], findings  # fmt: skip
+    assert "the prefix was installed from conda-lock.cpu.yml (lock hash " in findings[2]["detail"]
+    assert findings[2]["detail"].endswith("; `envkit verify --lockfile conda-lock.cpu.yml` checks it against that one")

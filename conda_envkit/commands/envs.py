@@ -44,6 +44,11 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
     prefix = request.prefix
     # An existing prefix is for the platform it was installed for (`-p` at its install), a new one for this host's.
     platform = request.platform or recorded_platform(prefix) or host_platform()
+    # A lock the spec beside it has moved past (an edit not locked yet) installs what the lock says: "up to date" alone
+    # told a user who had just added a package that it was there.
+    stale = _stale_warning(request.lockfile, platform, request.config, request.mirrors)
+    if stale is not None:
+        output.err(f"warning: {stale}")
     if prefix.exists() and up_to_date(request.lockfile, prefix, platform):
         output.out(f"{absolute_path(prefix)} is up to date")
         return output
@@ -73,7 +78,28 @@ def install_output(request: InstallRequest, quiet: bool) -> Output:
         output.out(f"installed {counted(added, 'package')} into {synced.prefix} (an empty directory, in place) in {synced.seconds:.2f}s")
     else:
         output.out(f"synced {synced.prefix}: {synced.plan.summary()} in {synced.seconds:.2f}s")
+        for change in synced.changes:
+            output.out(f"  {change.line()}")
     return output
+
+
+def _stale_warning(lockfile: Path, platform: str, config: Path | None, mirrors: tuple[str, ...]) -> str | None:
+    """What `lock --check` would say of the lock's `platform` against the spec beside it, as one warning (None: fresh,
+    nothing to check against, or a lock that does not read, which the install itself reports)."""
+    from conda_envkit.channels import load_settings
+    from conda_envkit.errors import EnvkitError
+    from conda_envkit.freshness import stale_lock_warning
+    from conda_envkit.lockfile import read_lockfile
+    from conda_envkit.locking import LockOptions
+
+    try:
+        lf = read_lockfile(lockfile)
+        if platform not in lf.metadata.platforms:
+            return None
+        settings = load_settings(config, None, list(mirrors))
+    except EnvkitError:
+        return None
+    return stale_lock_warning(lockfile, lf, [platform], LockOptions(settings=settings), use="install")
 
 
 def verify_output(
@@ -191,6 +217,27 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
                 f"there; otherwise {again}"
             )
         return again
+    from conda_envkit.verify import OUTSIDE_ENVKIT
+
+    # Distributions pip put there by hand: install neither sees nor removes them (it reported the prefix up to date).
+    outside = [f.package.split()[0] for f in findings if f.package.endswith(OUTSIDE_ENVKIT)]
+    # (one installed over a locked package of its name: the lock has it already, so adding it to the spec is no answer)
+    unlocked = [f.package.split()[0] for f in findings if f.package.endswith(OUTSIDE_ENVKIT) and "over the locked" not in f.detail]
+    findings = [f for f in findings if not f.package.endswith(OUTSIDE_ENVKIT)]
+    update = " ".join(f"--update {shlex.quote(name)}" for name in unlocked)
+    by_hand = (
+        f"{', '.join(outside)} {'was' if len(outside) == 1 else 'were'} installed outside envkit, which install neither sees "
+        f"nor removes: `pip uninstall {' '.join(outside)}` with the environment's python"
+    )
+    if unlocked:
+        them = "it" if len(unlocked) == 1 else "them"
+        by_hand += f", or add {', '.join(unlocked)} to the pip: section of environment.yml, then `envkit lock {update}` and install {them}"
+    rest = _sync_hint(findings, lockfile, prefix) if findings else ""
+    return "; ".join(hint for hint in (by_hand if outside else "", rest) if hint)
+
+
+def _sync_hint(findings: list[Finding], lockfile: Path, prefix: Path) -> str:
+    """What brings a prefix's envkit-installed packages and files back to the lock."""
     install = f"envkit install --lockfile {shlex.quote(str(lockfile))} --prefix {shlex.quote(str(prefix))}"
     # envkit's own files (its lock copy, the conda-meta records) differ whenever the lock changed: install rewrites
     # them as it syncs, so they are no reason to remove the prefix; nor is an old package's record "yours".
@@ -215,7 +262,7 @@ def _repair_hint(findings: list[Finding], lockfile: Path, prefix: Path | None) -
 
 def doctor_output(lockfile: Path, image: str | None, platform: str | None, insecure: bool, as_json: bool) -> Output:
     """Whether the lock or image will run on this host (CUDA driver, glibc, CPU); status 1 if not."""
-    from conda_envkit.doctor import diagnose, host_facts
+    from conda_envkit.doctor import cpu_locks_beside, diagnose, host_facts
     from conda_envkit.lockfile import read_lockfile
 
     host = host_facts()
@@ -234,7 +281,7 @@ def doctor_output(lockfile: Path, image: str | None, platform: str | None, insec
     else:
         lf = read_lockfile(lockfile)
         chosen = platform or (host.platform if host.platform in lf.metadata.platforms else sorted(lf.metadata.platforms)[0])
-    result = diagnose(lf, chosen, host)
+    result = diagnose(lf, chosen, host, cpu_locks_beside(lockfile, lf, chosen) if image is None and host.cuda_driver is None else ())
     output = Output(status=0 if result.runs else EXIT_STALE)
     if as_json:
         requirements = [r.__dict__ for r in result.requirements]

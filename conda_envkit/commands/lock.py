@@ -510,13 +510,24 @@ def _stale_hint(stale: list[PlatformFreshness]) -> str:
     packages keep their builds), else a full `lock` (which solves again: other packages may move too)."""
     import shlex
 
+    from conda_envkit.lockmodel import DEFAULT_VARIANT
+
     removed = list(dict.fromkeys(r.path for r in stale if r.variant_removed))  # (`envkit lock` does not remove them)
     delete = f"delete {', '.join(removed)} (no variant of the spec makes {'them' if len(removed) > 1 else 'it'} any more)"
     relock = [r for r in stale if not r.variant_removed]
     if not relock:
         return delete
     names = list(dict.fromkeys(n for r in relock for n in r.update))
-    if names and all(r.update for r in relock):
+    if all(r.unlocked for r in relock):
+        # (a plain `envkit lock` would solve the existing locks again too, and may move their packages)
+        variants = " ".join(f"--variant {shlex.quote(r.variant or DEFAULT_VARIANT)}" for r in _unique_files(relock))
+        files = ", ".join(r.path for r in _unique_files(relock))
+        hint = f"run `envkit lock {variants}` to write {files} alone (the other locks stay as they are)"
+    elif all(r.new_platform for r in relock):
+        platforms = list(dict.fromkeys(r.platform for r in relock))
+        flags = " ".join(f"-p {shlex.quote(p)}" for p in platforms)
+        hint = f"run `envkit lock {flags}` to add {', '.join(platforms)} alone (the locked platforms stay as they are)"
+    elif names and all(r.update for r in relock):
         update = " ".join(f"--update {shlex.quote(n)}" for n in names)
         hint = (
             f"run `envkit lock {update}` to move only what the spec changed (every other package keeps its build); "
@@ -525,6 +536,11 @@ def _stale_hint(stale: list[PlatformFreshness]) -> str:
     else:
         hint = "run `envkit lock` to update the lock (it solves again, under what the lock records for flags not given)"
     return f"{delete}; {hint}" if removed else hint
+
+
+def _unique_files(results: list[PlatformFreshness]) -> list[PlatformFreshness]:
+    """One result per lock file, in order."""
+    return list({r.path: r for r in results}.values())
 
 
 def hash_output(lockfile: Path, platform: str | None, short: bool, as_json: bool) -> Output:
