@@ -1,5 +1,6 @@
-"""`envkit diff REV:path` with a revision or path from a pull request or a colleague: each one that does not name a
-readable lock is one `error:` line naming it, exit 2, never git's usage text, a temp file's name or a traceback."""
+"""`envkit diff REV:path` with a revision or path from a pull request or a colleague, or both locks piped in: each
+one that does not name a readable lock is one `error:` line naming it, exit 2, never git's usage text, a temp file's
+name or a traceback."""
 
 from __future__ import annotations
 
@@ -130,3 +131,22 @@ def test_a_git_that_does_not_answer_is_stopped_at_the_deadline(repo: Path, tmp_p
     with pytest.raises(LockFileError) as refused:
         lockdiff.read_lock_at("HEAD:conda-lock.yml", cwd=repo)
     assert refused.value.message == "HEAD:conda-lock.yml: git did not answer within 0.5 s"
+
+
+def _diff_piped(lock: bytes, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "conda_envkit", "diff", *args]
+    return subprocess.run(command, cwd=cwd, input=lock.decode(), capture_output=True, text=True, timeout=120)
+
+
+def test_a_lock_piped_in_is_compared(repo: Path) -> None:
+    result = _diff_piped((repo / "conda-lock.yml").read_bytes(), "-", "conda-lock.yml", "--exit-code", cwd=repo)
+    assert result.returncode == 0 and result.stdout.startswith("no changes between - and conda-lock.yml"), result.stderr
+
+
+@pytest.mark.parametrize("new", ["-", "/dev/stdin"])
+def test_standard_input_for_both_locks_is_refused_saying_so(repo: Path, new: str) -> None:
+    # Before: `error: -: not a conda-lock file (expected a mapping…)`, of the second read, which found the pipe empty.
+    result = _diff_piped((repo / "conda-lock.yml").read_bytes(), "-", new, "--format", "json", cwd=repo)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[0] == f"error: OLD and NEW are both standard input (-, {new}), which can be read once"
+    assert json.loads(result.stdout)["error"]["kind"] == "BadFlag"
