@@ -1,7 +1,7 @@
 """`envkit export --image oci:DIR` and `envkit verify --image oci:DIR` of a layout from elsewhere (a colleague's copy,
-an artifact of someone else's CI) whose index or manifest and config blobs are not what a layout holds: each is one
-`error:` line naming the layout and the blob, exit 2, within a deadline, never a traceback, a wait on a FIFO or a
-read of /dev/zero until memory runs out."""
+an artifact of someone else's CI) whose index or manifest and config blobs are not what a layout holds, and `verify
+--image docker-archive:FILE` of a file that is no archive: each is one `error:` line naming the layout and the blob
+or the file, exit 2, within a deadline, never a traceback, a wait on a FIFO or a read of /dev/zero without end."""
 
 from __future__ import annotations
 
@@ -160,3 +160,33 @@ def test_an_index_entry_of_the_wrong_shape_is_an_error_naming_index_json(
         result = _envkit(args[0], "--image", "oci:image", *args[1:], cwd=work)
         assert result.returncode == 2, result.output
         assert f"error: {layout.relative_to(work)}/index.json: {said}" in result.stderr, result.stderr
+
+
+def test_a_docker_archive_verifies(baked: tuple[Path, str], tmp_path: Path) -> None:
+    work, _layout = _copy(baked, tmp_path)
+    assert _envkit("bake", "-q", "--docker-archive", "image.tar", cwd=work).returncode == 0
+    result = _envkit("verify", "--image", "docker-archive:image.tar", cwd=work)
+    assert result.returncode == 0 and "matches conda-lock.yml (linux-64)" in result.stdout, result.output
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda p: p.symlink_to("/dev/zero"), "the docker archive is not a regular file (a directory, a pipe, a device?)"),
+        (lambda p: os.mkfifo(p), "the docker archive is not a regular file (a directory, a pipe, a device?)"),
+        (lambda p: p.mkdir(), "the docker archive is not a regular file (a directory, a pipe, a device?)"),
+        (lambda p: p.write_bytes(b"not a tar" * 100), "not a tar archive (file could not be opened successfully)"),
+    ],
+    ids=["dev-zero", "fifo", "directory", "not-a-tar"],
+)
+def test_a_docker_archive_that_is_no_file_or_no_tar_is_one_error_naming_it(
+    baked: tuple[Path, str], tmp_path: Path, make: Callable[[Path], None], said: str
+) -> None:
+    # Before: /dev/zero and a FIFO nobody writes were waited on without end (past this test's deadline); a file
+    # that is no tar printed tarfile's message, a line for each compression it tried.
+    work, _layout = _copy(baked, tmp_path)
+    make(work / "image.tar")
+    result = _envkit("verify", "--image", "docker-archive:image.tar", "--json", cwd=work)
+    assert result.returncode == 2 and json.loads(result.stdout)["error"]["exit_code"] == 2, result.output
+    assert result.stderr.splitlines()[0] == f"error: image.tar: {said}", result.stderr
+    assert len(result.stderr.splitlines()) == 2, result.stderr
