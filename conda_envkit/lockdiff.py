@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from rattler import Version
 from conda_envkit.lockfile import LockFileError, read_lockfile
 from conda_envkit.lockmodel import LockedPackage as LockedDependency
 from conda_envkit.lockmodel import LockFile as Lockfile
+from conda_envkit.lockmodel import parse_lock_text
 from conda_envkit.output_safety import code_span, markdown_cell
 from conda_envkit.progress import counted
 
@@ -126,27 +126,46 @@ def read_lock_at(spec: str, cwd: Path | None = None) -> tuple[Lockfile, str]:
     if path.exists() or ":" not in spec:
         return read_lockfile(path), spec
     rev, _, inner = spec.partition(":")
-    from conda_envkit.inputs import MAX_INPUT_BYTES
+    from conda_envkit.inputs import MAX_INPUT_BYTES, decode_utf8
 
+    # git would read a REV of `-...` as one of its options (`--textconv`, `--batch-all-objects`) and print its usage.
+    if rev.startswith("-"):
+        raise LockFileError(f"{spec}: not a file, and {rev!r} is not a git revision", hint=_GIT_HINT)
+    if not inner or inner.endswith("/"):
+        raise LockFileError(f"{spec}: names no file in {rev or 'the index'}", hint=_GIT_HINT)
     # Its size first: a pull request can commit a lock of gigabytes that compresses to a few MB (git show read it
     # whole into memory, then wrote it out, before any cap applied).
-    sized = subprocess.run(["git", "cat-file", "-s", f"{rev}:{inner}"], capture_output=True, cwd=cwd, timeout=60)
-    if sized.returncode != 0:
-        said = sized.stderr.decode("utf-8", "replace").strip()
-        raise LockFileError(f"{spec}: not a file, and git cannot show it ({said})", hint="pass a path or REV:path")
-    if int(sized.stdout.strip() or 0) > MAX_INPUT_BYTES:
+    size = _git(spec, ["cat-file", "-s", f"{rev}:{inner}"], cwd)
+    if int(size.strip() or 0) > MAX_INPUT_BYTES:
         raise LockFileError(
-            f"{spec}: {int(sized.stdout)} bytes, larger than the {MAX_INPUT_BYTES >> 20} MiB limit for a lock file",
+            f"{spec}: {int(size)} bytes, larger than the {MAX_INPUT_BYTES >> 20} MiB limit for a lock file",
             hint="a lock is a few MiB at most: this one was not written by a locker",
         )
-    proc = subprocess.run(["git", "cat-file", "blob", f"{rev}:{inner}"], capture_output=True, cwd=cwd, timeout=60)
+    data = _git(spec, ["cat-file", "blob", f"{rev}:{inner}"], cwd, refused="a directory or another object, not a file, in git")
+    # Parsed as it came from git, named as the user wrote it: an error names `REV:path` and its line, not a temp copy.
+    return parse_lock_text(decode_utf8(data, spec), Path(spec)), spec
+
+
+_GIT_HINT = "pass a lock file's path, or REV:path (e.g. HEAD~1:conda-lock.yml)"
+GIT_SECONDS = 60.0  # git answers a local object lookup in milliseconds; a stuck one (a hung filesystem) is an error
+
+
+def _git(spec: str, args: list[str], cwd: Path | None, refused: str = "not a file, and git cannot show it") -> bytes:
+    """git's stdout for `args`; an error names `spec` and the first line git gave as its reason."""
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, cwd=cwd, timeout=GIT_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise LockFileError(f"{spec}: git did not answer within {GIT_SECONDS:g} s", hint="pass the lock as a file") from None
+    except OSError as exc:
+        raise LockFileError(
+            f"{spec}: not a file, and git cannot run ({exc.strerror})",
+            hint="install git, or pass the lock as a file (git show REV:path > old.yml)",
+        ) from None
     if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip()
-        raise LockFileError(f"{spec}: not a file, and git cannot show it ({said})", hint="pass a path or REV:path")
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / Path(inner).name
-        copy.write_bytes(proc.stdout)
-        return read_lockfile(copy), spec
+        lines = [line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        said = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else "no reason given")
+        raise LockFileError(f"{spec}: {refused} ({said})", hint=_GIT_HINT)
+    return proc.stdout
 
 
 def _arrow(c: PackageChange) -> str:

@@ -111,19 +111,25 @@ def _default_env_name(lockfile: LockFile) -> str:
 
 
 def _install_order(lockfile: LockFile, platform: str) -> list[LockedPackage]:
-    # Dependencies before dependents, ties by name: what conda expects of explicit files.
+    # Dependencies before dependents, ties by name: what conda expects of explicit files. A depth-first walk with a
+    # stack of its own: a lock from a pull request can chain thousands of packages (Python's recursion stops at 1000).
     packages = {p.name: p for p in packages_for(lockfile, platform) if p.manager == "conda"}
     ordered: list[LockedPackage] = []
     seen: set[str] = set()
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        if name in seen or name not in packages or name in stack:
-            return
-        for dep in sorted(packages[name].dependencies):
-            visit(dep, stack + (name,))
-        seen.add(name)
-        ordered.append(packages[name])
-
-    for name in sorted(packages):
-        visit(name, ())
+    for root in sorted(packages):
+        if root in seen:
+            continue
+        walk = [(root, iter(sorted(packages[root].dependencies)))]
+        on_walk = {root}  # a cycle's way back is not followed: the package comes after the one it depends on
+        while walk:
+            name, deps = walk[-1]
+            dep = next((d for d in deps if d in packages and d not in seen and d not in on_walk), None)
+            if dep is not None:
+                walk.append((dep, iter(sorted(packages[dep].dependencies))))
+                on_walk.add(dep)
+                continue
+            walk.pop()
+            on_walk.discard(name)
+            seen.add(name)
+            ordered.append(packages[name])
     return ordered

@@ -19,7 +19,7 @@ from conda_envkit.oci.reference import split_login
 from conda_envkit.platforms import KNOWN_PLATFORMS, default_platform
 
 if TYPE_CHECKING:
-    from conda_envkit.oci.blobs import BlobStore
+    from conda_envkit.oci.blobs import BlobStore, Descriptor
 
 BAKE_RECORD_SCHEMA = "envkit.bake/1"
 
@@ -511,13 +511,22 @@ def read_layout_image(
 
     store = layout_store(path)
     top = select_ref(path, name)
-    digest, document = top.digest, store.read_json(top.digest)
+    document = _sized_json(store, top, reference)
+    digest = top.digest
     if OCI_EQUIVALENT.get(top.media_type, top.media_type) == OCI_INDEX or top.media_type == DOCKER_LIST:
-        digest = select_platform(document, oci_platform(platform or "linux-64"), reference).digest
-        document = store.read_json(digest)
+        chosen = select_platform(document, oci_platform(platform or "linux-64"), reference)
+        digest, document = chosen.digest, _sized_json(store, chosen, reference)
     config_desc, _layers = manifest_descriptors(document, reference)
-    config = check_base_config(store.read_json(config_desc.digest), reference)
+    config = check_base_config(_sized_json(store, config_desc, reference), reference)
     return store, digest, document, config
+
+
+def _sized_json(store: BlobStore, desc: Descriptor, reference: str) -> Any:
+    """The JSON blob `desc` names, read as `BlobStore.read_json` does, and its size the one `desc` says (as `verify
+    --image` checks it: skopeo and umoci refuse a descriptor whose size lies too)."""
+    document = store.read_json(desc.digest, reference)
+    store.check_size(desc.digest, desc.size, f"{reference}: {desc.digest}")
+    return document
 
 
 def _package_pins(lockfile: Lockfile, platform: str) -> tuple[str, ...]:

@@ -194,11 +194,18 @@ class _RedactedStderr(io.TextIOBase):
         sys.stderr.flush()
 
 
+_STDIN = ("-", "/dev/stdin")
+
+
 def diff_output(old: str, new: str, fmt: str, platforms: tuple[str, ...], exit_code: bool) -> Output:
     """`envkit diff`: what changed between two locks (status 1 with `exit_code` when they differ)."""
     from conda_envkit.lockdiff import diff_locks, platforms_in_one_lock, read_lock_at, render_json, render_markdown, render_text
     from conda_envkit.lockfile import LockFileError
 
+    if old in _STDIN and new in _STDIN:  # (the second read found the pipe empty: "-: not a conda-lock file")
+        from conda_envkit.errors import BadFlag
+
+        raise BadFlag(f"OLD and NEW are both standard input ({old}, {new}), which can be read once", hint="pipe in one of them")
     old_lock, old_label = read_lock_at(old)
     new_lock, new_label = read_lock_at(new)
     locked = set(old_lock.metadata.platforms) | set(new_lock.metadata.platforms)

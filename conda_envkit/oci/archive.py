@@ -149,18 +149,40 @@ def _same_reference(given: str, repo_tag: str) -> bool:
     return (a.registry, a.repository, a.tag or "latest", a.digest) == (b.registry, b.repository, b.tag or "latest", b.digest)
 
 
+def _open_archive(path: Path) -> io.BufferedReader:
+    """The docker-archive at `path`, opened for reading if it is a regular file: a FIFO (`<(docker save …)`) is read
+    out of order, which a pipe cannot do, and a device (/dev/zero) has no end; each is refused, not waited on."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise OciError(f"{path}: no such docker archive", hint="check the path given to docker-archive:PATH") from None
+    except OSError as exc:
+        raise OciError(f"{path}: cannot read the docker archive ({exc.strerror})", hint="check the file's permissions") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OciError(
+            f"{path}: the docker archive is not a regular file (a directory, a pipe, a device?)",
+            hint="save the image to a file first (docker save -o image.tar …) and pass that",
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) -> BaseImage:
     """Load one image of a docker-archive into `store` as a base image (layers scanned for safety)."""
     where = str(path)
+    raw = _open_archive(path)
     try:
-        tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - closed by the `with tar:` below, after the errors here
-    except FileNotFoundError:
-        raise OciError(f"{path}: no such docker archive", hint="check the path given to --base docker-archive:PATH") from None
+        tar = tarfile.open(fileobj=raw, mode="r:*")  # noqa: SIM115 - closed by the `with tar:` below, after the errors here
     except (tarfile.TarError, OSError) as exc:
+        raw.close()
+        said = str(exc).splitlines()[0].rstrip(":")  # (tarfile lists each compression it tried, a line each)
         raise OciError(
-            f"{path}: not a tar archive ({exc})", hint="pass a file written by `docker save` or `envkit bake --docker-archive`"
+            f"{path}: not a tar archive ({said})", hint="pass a file written by `docker save` or `envkit bake --docker-archive`"
         ) from None
-    with tar:
+    with raw, tar:
         entries = _json_member(tar, "manifest.json", where, MAX_MANIFEST_BYTES)
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise OciError(f"{where}: manifest.json is not a list of images", hint="pass a file written by `docker save`")

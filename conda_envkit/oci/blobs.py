@@ -108,6 +108,10 @@ class Descriptor:
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> Descriptor:
         try:
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            if not isinstance(data.get("annotations") or {}, dict):
+                raise ValueError("annotations is not an object")
             size = data["size"]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ValueError(f"size {size!r} is not a byte count")
@@ -245,10 +249,37 @@ class BlobStore:
         return name
 
     def read_json(self, digest: str, where: str | None = None, what: str = "blob") -> Any:
-        data = self.path(digest).read_bytes()
+        """The JSON object a manifest, index or config blob holds, checked against `digest`.
+
+        Opened as a cache entry is (`read_cache_entry`): a layout from elsewhere can put a symlink (to /dev/zero,
+        out of the layout), a FIFO nobody writes or a directory at a blob's name; each is an error, not a read
+        without end or a traceback."""
+        path = self.path(digest)
+        data = read_cache_entry(path, cap=MAX_MANIFEST_BYTES)
+        if data is None:
+            reason = _unreadable(path, digest, MAX_MANIFEST_BYTES)
+            raise OciError(f"{where}: {reason}" if where else reason, hint=_BROKEN_LAYOUT)
         if sha256_digest(data) != digest:
             raise OciError(f"blob {digest} in {self.root} does not match its digest", hint=f"delete {self.path(digest)} and retry")
         return json_document(data, where or f"blob {digest}", what)
+
+
+_BROKEN_LAYOUT = "the image layout is incomplete or corrupt: copy or bake it again"
+
+
+def _unreadable(path: Path, digest: str, cap: int) -> str:
+    """Why `read_cache_entry` found no blob at `path`: missing, not a regular file, or over `cap` bytes."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return f"blob {digest} is not in {path.parent.parent}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symlink, not a file of the layout's own"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file (a directory, a FIFO, a device?)"
+    if st.st_size > cap:
+        return f"{path} is {st.st_size} bytes, over the {cap >> 20} MiB limit for a manifest or config"
+    return f"{path} cannot be read"
 
 
 def _regular(path: Path) -> bool:

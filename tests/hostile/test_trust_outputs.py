@@ -44,6 +44,37 @@ def test_explicit_render_of_a_crafted_lock_file_writes_no_forged_line(tmp_path: 
     assert EVIL not in result.stdout
 
 
+def test_explicit_render_of_a_lock_chaining_thousands_of_packages_lists_each_after_its_dependencies(tmp_path: Path) -> None:
+    # Before: RecursionError: maximum recursion depth exceeded, a traceback (the order was a recursive walk).
+    import yaml
+
+    from tests.conftest import run_envkit
+
+    names = [f"p{i:05d}" for i in range(3000)]
+    entries = [
+        {
+            "name": name,
+            "version": "1.0",
+            "manager": "conda",
+            "platform": "linux-64",
+            "dependencies": {names[(i + 1) % len(names)]: ">=1"},  # and the last on the first: a cycle
+            "url": f"https://conda.example/c/linux-64/{name}-1.0-0.conda",
+            "hash": {"md5": "0" * 32, "sha256": "0" * 64},
+            "build": "0",
+            "category": "main",
+            "optional": False,
+        }
+        for i, name in enumerate(names)
+    ]
+    metadata = {"content_hash": {"linux-64": "0" * 64}, "channels": [{"url": "https://conda.example/c", "used_env_vars": []}]}
+    metadata |= {"platforms": ["linux-64"], "sources": ["environment.yml"]}
+    (tmp_path / "conda-lock.yml").write_text(yaml.safe_dump({"version": 1, "metadata": metadata, "package": entries}))
+    result = run_envkit("render", "-p", "linux-64", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    listed = [line.rpartition("/")[2].partition("-")[0] for line in result.stdout.splitlines() if line.startswith("https://")]
+    assert listed == names[::-1]  # the walk from p00000 ends where the cycle comes back to it
+
+
 def _table_rows(markdown: str) -> list[str]:
     return [line for line in markdown.splitlines() if line.startswith("|")]
 
