@@ -91,7 +91,8 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "activate-d": (_write("etc/conda/activate.d/evil.sh", "export LD_PRELOAD=/x\n"), "unowned-file", "etc"),
     "condarc": (_write(".condarc", "channels: [evil]\n"), "unowned-file", ".condarc"),
     "extra-binary": (_write("bin/python3", "#!/bin/sh\n"), "unowned-file", "bin/python3"),
-    "hand-installed-dist": (_write(f"{SITE}/evil-1.0.dist-info/METADATA", "Name: evil\n"), "unowned-file", f"{SITE}/evil-1.0.dist-info"),
+    # (named as the distribution pip or another tool installed, its dist-info given)
+    "hand-installed-dist": (_write(f"{SITE}/evil-1.0.dist-info/METADATA", "Name: evil\n"), "extra-package", f"{SITE}/evil-1.0.dist-info"),
     "file-and-conda-meta": (_trojan_with_record, "modified-file", "bin/honest"),
     "wheel-file-and-pip-record": (_trojan_wheel_with_record, "modified-file", f"{SITE}/goodwheel/__init__.py"),
     "lock-copy-replaced": (_write("conda-meta/envkit/conda-lock.yml", "version: 1\n"), "modified-file", "conda-meta/envkit/conda-lock.yml"),
@@ -115,7 +116,7 @@ def test_tampered_prefix_is_a_finding(tmp_path: Path, hostile_channel: Path, cas
     tamper(ws.root / "env")
     code, findings = _findings(ws)
     assert code == 1
-    assert any(f["kind"] == kind and f["detail"].startswith(path) for f in findings), findings
+    assert any(f["kind"] == kind and (f["detail"].startswith(path) or f"({path})" in f["detail"]) for f in findings), findings
 
 
 def _spoil_conda_record(env: Path, how: str) -> Path:
