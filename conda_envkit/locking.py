@@ -337,7 +337,9 @@ def _keep_for_update(
 
 def _pip_name(requirement: str) -> str:
     """The PEP 503 name a pip requirement line (or a bare name) asks for: lower case, runs of `-_.` as one `-`."""
-    return re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]).lower()
+    from conda_envkit.lockmodel import pip_package_name
+
+    return pip_package_name(re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0])
 
 
 def _names_package(name: str, package: LockedPackage) -> bool:
@@ -345,7 +347,9 @@ def _names_package(name: str, package: LockedPackage) -> bool:
     (conda: case; pip, PEP 503: case and any run of `-`, `_`, `.`: `typing_extensions` is `typing-extensions`)."""
     if name == package.name or name.lower() == package.name.lower():
         return True
-    return package.manager == "pip" and re.sub(r"[-_.]+", "-", name).lower() == re.sub(r"[-_.]+", "-", package.name).lower()
+    from conda_envkit.lockmodel import pip_package_name
+
+    return package.manager == "pip" and pip_package_name(name) == pip_package_name(package.name)
 
 
 def pip_failures(errors: list[BaseException], platforms: set[str]) -> BaseException:

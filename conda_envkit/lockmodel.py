@@ -748,6 +748,12 @@ def _credential_host(url: str) -> str | None:
     return parts.hostname or "a local path" if values else None
 
 
+def pip_package_name(name: str) -> str:
+    """A pip package's name as PEP 503 compares names: lower case, any run of `-`, `_`, `.` as one `-`
+    (`Typing_Extensions` is `typing-extensions`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def packages_for(lockfile: LockFile, platform: str) -> list[LockedPackage]:
     """The packages locked for `platform`, sorted by (manager, name)."""
     if platform not in lockfile.metadata.platforms:

@@ -27,7 +27,7 @@ from conda_envkit.inputs import MAX_INPUT_BYTES
 from conda_envkit.installed_state import IDENTITY_FILE, LOCK_COPY, STATE_FILE
 from conda_envkit.labels import label_key
 from conda_envkit.lockmodel import LockFile as Lockfile
-from conda_envkit.lockmodel import packages_for
+from conda_envkit.lockmodel import packages_for, pip_package_name
 from conda_envkit.oci.image import BaseImage
 from conda_envkit.oci.safety import layer_members, open_layer
 from conda_envkit.pip_install import PIP_RECORDS
@@ -674,12 +674,11 @@ def foreign_distributions(lockfile: Lockfile, platform: str, prefix: Path, tree:
     extra-package finding each, naming it and, if the lock has a pip package of that name, the locked version it was
     installed over; and every path its RECORD lists (prefix-relative), which are that finding and not unowned files."""
     import csv
-    import re
 
     owned = {e["_path"] for r in tree.records() for e in (r.get("paths_data") or {}).get("paths", [])}
     owned |= {e["_path"] for r in tree.pip_records() for e in r.get("files", [])}
     owned_dirs = {posixpath.dirname(path) for path in owned}  # (a package's dist-info files sit right in it)
-    locked = {re.sub(r"[-_.]+", "-", p.name).lower(): p for p in packages_for(lockfile, platform) if p.manager == "pip"}
+    locked = {pip_package_name(p.name): p for p in packages_for(lockfile, platform) if p.manager == "pip"}
     findings: list[Finding] = []
     paths: set[str] = set()
     for pattern in _SITE_PACKAGES:
@@ -703,7 +702,7 @@ def foreign_distributions(lockfile: Lockfile, platform: str, prefix: Path, tree:
                         paths.add(posixpath.dirname(path))
             paths.add(rel)
             paths.update(f"{rel}/{child.name}" for child in dist_info.iterdir())
-            over = locked.get(re.sub(r"[-_.]+", "-", name).lower())
+            over = locked.get(pip_package_name(name))
             detail = (
                 f"installed over the locked {over.name} {over.version} by pip or another tool ({rel})"
                 if over is not None
