@@ -152,6 +152,26 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
 
 
+class NotRegularFile(Exception):
+    """A path `open_regular_file` found to be no regular file (a directory, a FIFO, a device)."""
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file (through symlinks): opening a FIFO nobody writes would wait
+    for ever, and a device (/dev/zero) has no end, so neither is read. OSError if it cannot be opened at all."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 CACHE_ENTRY_CAP = 256 << 20  # no cache entry envkit writes (a sealed index, a marker) comes near this
 
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -46,9 +45,11 @@ from conda_envkit.channels import (
 from conda_envkit.clobbers import clobbers_text, environment_clobbers, remove_empty_clobber_dirs, sort_record_paths
 from conda_envkit.errors import EnvkitError
 from conda_envkit.files import (
+    NotRegularFile,
     absolute_path,
     directory_lock,
     file_mode,
+    open_regular_file,
     owned_temp_file,
     process_temp_dir,
     read_cache_entry,
@@ -321,17 +322,16 @@ def _download(
     if parts.scheme == "file":
         source = Path(unquote(parts.path))
         try:
-            # Non-blocking: opening a FIFO (a symlink a pull request committed can name one) would wait for a
-            # writer forever; a regular file reads as usual, and anything else is refused below.
-            reader = os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb")
+            # A FIFO (a symlink a pull request committed can name one) would wait for a writer forever.
+            reader = open_regular_file(source)
         except OSError as exc:
             raise InstallError(
                 f"{source}: cannot read package ({exc.strerror})", hint="check that the local channel still exists"
             ) from None
+        except NotRegularFile:  # /dev/zero, a FIFO, a directory: never a package
+            raise InstallError(f"{source}: not a regular file", hint="a lock's file:// URL must name a package archive") from None
         with reader:
             st = os.fstat(reader.fileno())
-            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a directory: never a package
-                raise InstallError(f"{source}: not a regular file", hint="a lock's file:// URL must name a package archive")
             if st.st_size > cap:
                 raise InstallError(f"{source}: larger than the {size_text(cap)} download limit", hint=DOWNLOAD_CAP_HINT)
             with dest.open("wb") as out:  # an OSError writing is the cache's disk: the caller names it

@@ -14,8 +14,9 @@ import os
 import posixpath
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
-from conda_envkit.files import file_mode, is_stream_target, open_stream, owned_temp_file, write_error
+from conda_envkit.files import NotRegularFile, file_mode, is_stream_target, open_regular_file, open_stream, owned_temp_file, write_error
 from conda_envkit.oci.blobs import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
@@ -149,25 +150,20 @@ def _same_reference(given: str, repo_tag: str) -> bool:
     return (a.registry, a.repository, a.tag or "latest", a.digest) == (b.registry, b.repository, b.tag or "latest", b.digest)
 
 
-def _open_archive(path: Path) -> io.BufferedReader:
+def _open_archive(path: Path) -> BinaryIO:
     """The docker-archive at `path`, opened for reading if it is a regular file: a FIFO (`<(docker save …)`) is read
     out of order, which a pipe cannot do, and a device (/dev/zero) has no end; each is refused, not waited on."""
-    import stat
-
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return open_regular_file(path)
     except FileNotFoundError:
         raise OciError(f"{path}: no such docker archive", hint="check the path given to docker-archive:PATH") from None
     except OSError as exc:
         raise OciError(f"{path}: cannot read the docker archive ({exc.strerror})", hint="check the file's permissions") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    except NotRegularFile:
         raise OciError(
             f"{path}: the docker archive is not a regular file (a directory, a pipe, a device?)",
             hint="save the image to a file first (docker save -o image.tar …) and pass that",
-        )
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+        ) from None
 
 
 def read_docker_archive(path: Path, store: BlobStore, tag: str | None = None) -> BaseImage:
