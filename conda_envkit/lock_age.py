@@ -13,6 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from conda_envkit.files import NotRegularFile, open_regular_file
+
 _HEAD_BYTES = 64 << 10  # metadata comes first in a lock (envkit's and conda-lock's); its sources are in there
 # A source as envkit and conda-lock write it: a plain YAML scalar of a relative path. Anything else (quoted, flow
 # style) is left to the full check.
@@ -22,11 +24,14 @@ _PLAIN_SOURCE = re.compile(r"[\w.][\w ./+-]*")
 def sources_newer_than_lock(lock_path: Path) -> bool:
     """Whether an environment file the lock names (`metadata.sources`) was modified after the lock was, or cannot be
     judged from its time (not there, outside the lock's directory, not read from the lock's head as written): then
-    the lock is worth checking against its spec. False when every one is older than the lock."""
+    the lock is worth checking against its spec. False when every one is older than the lock, and for a lock that is
+    no regular file."""
     try:
-        with lock_path.open("rb") as f:
+        with open_regular_file(lock_path) as f:
             head = f.read(_HEAD_BYTES)
             lock_time = os.fstat(f.fileno()).st_mtime_ns
+    except NotRegularFile:  # (a pipe, `--lockfile <(git show …)`: no time to judge, no spec beside it, and what is read here
+        return False  # would be gone for the install; a FIFO nobody writes is not waited on)
     except OSError:
         return True
     lines = head.decode("utf-8", "replace").split("\n")

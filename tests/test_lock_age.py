@@ -67,3 +67,18 @@ def test_a_noop_install_of_a_fresh_lock_loads_no_solver(tmp_path: Path, toy_chan
     modules = set(_probe(["install", "--prefix", str(tmp_path / "env")], tmp_path)["modules"])
     loaded = sorted(m for m in modules if m.startswith(("rattler", "conda_envkit.freshness")))
     assert not loaded, loaded
+
+
+def test_a_lock_that_is_a_pipe_is_neither_waited_on_nor_read(tmp_path: Path) -> None:
+    # `--lockfile <(git show …)`, or a FIFO a pull request planted as conda-lock.yml: opening it waited for a writer
+    # for ever, and what the first look read of a pipe would be gone for the install.
+    import threading
+
+    fifo = tmp_path / "conda-lock.yml"
+    os.mkfifo(fifo)
+    (tmp_path / "environment.yml").write_text("dependencies: []\n", encoding="utf-8")
+    answer: list[bool] = []
+    look = threading.Thread(target=lambda: answer.append(sources_newer_than_lock(fifo)), daemon=True)
+    look.start()
+    look.join(timeout=10)
+    assert answer == [False]
